@@ -1,0 +1,1766 @@
+"""golfrun: one-file training script for the OpenAI Parameter Golf challenge (10 min, 16 MB track).
+
+It trains the stack of the record "Fused softcap CE + TTT weight decay 2.0" (SP8192, 11 x 512 GPT with
+depth recurrence, parallel residual lanes, gated attention, logit softcap; Muon with Polar Express + Adam;
+wallclock-capped schedule), quantizes it with GPTQ into a brotli-compressed artifact, and scores it with the
+score-first doc-LoRA test-time-training evaluator. Every knob is an environment variable (see Hyperparameters).
+
+How to run:
+    # 8 GPUs (the challenge setting); any world size that divides 8 trains the same global batch
+    torchrun --standalone --nproc_per_node=8 train_gpt.py
+    # 1 GPU (8 micro-steps of gradient accumulation per step)
+    python train_gpt.py
+    # overrides are env vars; unknown names that look like ours are an error
+    SEED=42 TTT_WEIGHT_DECAY=2.0 torchrun --standalone --nproc_per_node=8 train_gpt.py
+    # CPU smoke run of the whole pipeline at toy size (what CI runs)
+    SMOKE=1 DATA_PATH=../shared/data/proxy/datasets/proxy_sp8192 \
+        TOKENIZER_PATH=../shared/data/tokenizers/fineweb_8192_bpe.model python train_gpt.py
+    # score a saved artifact without training
+    EVAL_ONLY=1 ARTIFACT_PATH=final_model.golf torchrun --standalone --nproc_per_node=8 train_gpt.py
+
+Submission numbers are in the log (logs/<RUN_ID>.txt): `final_prequant_exact val_bpb:`, `final_roundtrip_exact
+val_bpb:` (quantized, before TTT), `final_ttt_exact val_bpb:` (the score), `artifact_total_bytes:` and the
+`train_time:` / `eval_time:` lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import glob
+import io
+import json
+import math
+import os
+import platform
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+try:  # Triton kernels; the plain PyTorch path runs without them (CPU, no Triton)
+    import kernels
+except Exception as _kernels_error:  # noqa: BLE001 - any import failure means "no kernels"
+    kernels = None
+    KERNELS_IMPORT_ERROR = repr(_kernels_error)
+else:
+    KERNELS_IMPORT_ERROR = ""
+
+try:  # FlashAttention 3 (Hopper); optional
+    from flash_attn_interface import flash_attn_varlen_func as fa3_varlen_func
+except Exception:  # noqa: BLE001
+    fa3_varlen_func = None
+
+try:  # PyTorch's own varlen attention (torch >= 2.10)
+    from torch.nn.attention.varlen import varlen_attn as torch_varlen_attn
+except Exception:  # noqa: BLE001
+    torch_varlen_attn = None
+
+CODE_FILES = ("train_gpt.py", "kernels.py")  # both count toward the artifact's bytes
+ARTIFACT_LIMIT_BYTES = 16_000_000  # decimal, challenge rule
+SHARD_MAGIC = 20240520  # the challenge's shard header
+SHARD_VERSION = 1
+SHARD_HEADER_WORDS = 256
+DOWNLOAD_HINT = "python scripts/download_data.py --variant sp8192 --train-shards 80"
+
+
+# -----------------------------------------------------------------------------
+# Hyperparameters
+# Every knob is a field here, read from the env var of the same name in capitals. Defaults are the
+# record's. SMOKE=1 swaps in toy sizes for the fields the user did not set.
+# -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    # ---- run and data ----
+    run_id: str = ""  # log name; default is a timestamp
+    seed: int = 1337
+    data_path: str = "./data/datasets/fineweb10B_sp8192"  # folder with fineweb_{train,val}_*.bin
+    tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"
+    vocab_size: int = 8192
+    bos_id: int = 1  # every document starts with it
+    train_seq_len: int = 2048  # longest attention span; longer documents are cut
+    train_batch_tokens: int = 786_432  # tokens per optimizer step, all ranks together
+    val_batch_tokens: int = 524_288  # tokens per evaluation forward, all ranks together
+    val_max_tokens: int = 0  # 0: the whole val set; else its first N tokens (smoke runs)
+    smoke: bool = False  # toy sizes for a CPU run of the whole pipeline
+    eval_only: bool = False  # skip training: load ARTIFACT_PATH and evaluate it
+    artifact_path: str = "final_model.golf"
+    # ---- model ----
+    num_layers: int = 11
+    model_dim: int = 512
+    num_heads: int = 8
+    num_kv_heads: int = 4
+    mlp_mult: int = 4
+    logit_softcap: float = 30.0  # z = c * tanh(logits / c); 0 turns it off
+    rope_base: float = 10_000.0
+    rope_dims: int = 16  # rotary on the first 16 of 64 head dims
+    qk_gain_init: float = 5.0
+    tied_embed_init_std: float = 0.005
+    xsa_last_n: int = 11  # exclusive self attention on the last N layers
+    gated_attn: bool = True
+    gate_init_std: float = 0.005
+    ln_scale: bool = True  # scale each norm by 1/sqrt(layer index + 1)
+    skip_gates_enabled: bool = True
+    loop_start: int = 3  # depth recurrence: layers loop_start..loop_end repeat
+    loop_end: int = 5
+    num_loops: int = 2  # extra passes over the looped layers
+    loop_enable_frac: float = 0.35  # switched on after this fraction of training
+    parallel_start_layer: int = 8  # two residual lanes from this physical layer on
+    parallel_resid_init: float = 1.1
+    # ---- optimizer ----
+    matrix_lr: float = 0.026
+    muon_momentum: float = 0.97
+    muon_momentum_warmup_start: float = 0.92
+    muon_momentum_warmup_steps: int = 1500
+    muon_weight_decay: float = 0.095
+    muon_ns_steps: int = 5
+    polar_express_ns: bool = True
+    muon_row_norm: bool = True  # MuonEq-R: normalise gradient rows before orthogonalising
+    embed_lr: float = 0.03
+    embed_weight_decay: float = 0.085
+    scalar_lr: float = 0.02
+    scalar_weight_decay: float = 0.02
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip_norm: float = 0.3
+    # ---- schedule ----
+    iterations: int = 20_000  # upper bound; the wallclock cap ends training first
+    warmup_steps: int = 20
+    warmdown_frac: float = 0.75  # linear decay over the last 75% of training time
+    min_lr_frac: float = 0.10
+    max_wallclock_seconds: float = 600.0
+    gptq_reserve_seconds: float = 0.5  # stop this long before the cap
+    ema_decay: float = 0.9965
+    val_loss_every: int = 0  # 0: no validation during training (the record's choice)
+    train_log_every: int = 100
+    compile: bool = True  # torch.compile the model (CUDA only)
+    # ---- kernels ----
+    fused_ce_enabled: bool = True
+    fused_mlp_enabled: bool = True
+    # ---- quantization and artifact ----
+    gptq_calib_batches: int = 16
+    matrix_bits: int = 6
+    embed_bits: int = 7
+    gate_bits: int = 8
+    clip_sigma_matrix: float = 12.85  # block matrices outside attention and MLP
+    clip_sigma_mlp: float = 12.0
+    clip_sigma_attn: float = 13.0
+    clip_sigma_embed: float = 15.0
+    gptq_damp: float = 0.01
+    gptq_block_size: int = 128
+    brotli_quality: int = 11
+    # ---- test-time training ----
+    ttt_enabled: bool = True
+    ttt_lora_rank: int = 128
+    ttt_lora_alpha: float = 144.0
+    ttt_lr: float = 1e-4
+    ttt_beta1: float = 0.0
+    ttt_beta2: float = 0.999
+    ttt_weight_decay: float = 2.0
+    ttt_chunk_tokens: int = 48
+    ttt_batch_docs: int = 64
+    ttt_warm_start_a: bool = True
+    ttt_phased_docs: int = 2000  # documents in the phased prefix
+    ttt_phases: int = 3
+    ttt_global_lr: float = 0.001
+    ttt_global_momentum: float = 0.9
+    ttt_global_chunk_tokens: int = 32_768
+    ttt_collapse_threshold_bpb: float = 0.02  # guard: TTT bpb worse than no-TTT by this much
+    ttt_collapse_fallback: bool = False  # guard action: stop adapting for the rest of the batch
+    ttt_time_budget_seconds: float = 600.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.model_dim // self.num_heads
+
+
+# Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in about a minute.
+SMOKE_OVERRIDES = dict(
+    num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, rope_dims=8, xsa_last_n=4,
+    loop_start=1, loop_end=2, num_loops=1, parallel_start_layer=3,
+    train_seq_len=256, train_batch_tokens=4096, val_batch_tokens=8192, val_max_tokens=32768,
+    iterations=50, warmup_steps=5, max_wallclock_seconds=35.0, train_log_every=10,
+    matrix_lr=0.03, embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
+    gptq_calib_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lr=3e-3, ttt_batch_docs=16,
+    ttt_phased_docs=24, ttt_global_chunk_tokens=2048, brotli_quality=5, compile=False, ema_decay=0.9,
+)
+
+# Variables in the environment that are not ours even though they look like it.
+FOREIGN_ENV_VARS = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                    "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "OMP_NUM_THREADS"}
+# Name families that are ours: an env var starting with one of these must be a known field.
+OWN_ENV_PREFIXES = ("TTT_", "GPTQ_", "MUON_", "ADAM_", "EMBED_", "SCALAR_", "MATRIX_", "CLIP_SIGMA_", "LOOP_",
+                    "PARALLEL_", "WARMDOWN_", "WARMUP_", "VAL_", "TRAIN_", "FUSED_", "ROPE_", "EMA_", "QK_")
+
+
+def _parse_bool(name: str, text: str) -> bool:
+    if text not in ("0", "1"):
+        raise ValueError(f"{name}={text!r}: booleans are 0 or 1 only (so that '0' can never mean true)")
+    return text == "1"
+
+
+def _parse_value(name: str, text: str, kind: type):
+    try:
+        if kind is bool:
+            return _parse_bool(name, text)
+        return kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
+    except ValueError as err:
+        raise ValueError(f"{name}={text!r} is not a valid {kind.__name__}: {err}") from None
+
+
+def check_unknown_env(environ: dict, known: set[str]) -> None:
+    """Fail on env vars that look like ours but that no field claims (typos silently do nothing otherwise)."""
+    for name in sorted(environ):
+        if name in known or name in FOREIGN_ENV_VARS:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close or name.startswith(OWN_ENV_PREFIXES):
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise ValueError(f"unknown hyperparameter env var {name}.{hint} "
+                             "Known names are the Hyperparameters fields of train_gpt.py in capitals.")
+
+
+def load_hyperparameters(environ: dict | None = None) -> Hyperparameters:
+    environ = dict(os.environ if environ is None else environ)
+    fields = {f.name: f for f in dataclasses.fields(Hyperparameters)}
+    check_unknown_env(environ, {n.upper() for n in fields})
+    kinds = {"str": str, "int": int, "float": float, "bool": bool}
+    values = {}
+    for name, f in fields.items():
+        if name.upper() in environ:
+            values[name] = _parse_value(name.upper(), environ[name.upper()], kinds[f.type])
+    if values.get("smoke", False):
+        values = {**SMOKE_OVERRIDES, **values}
+    return Hyperparameters(**values)
+
+
+def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
+    """Check invariants once; return grad_accum_steps. Messages say which variable to change."""
+    if 8 % world_size != 0:
+        raise ValueError(f"world size {world_size} must divide 8 (use --nproc_per_node=1, 2, 4 or 8)")
+    grad_accum_steps = 8 // world_size
+    micro_tokens = h.train_batch_tokens // 8
+    if h.train_batch_tokens % 8 or micro_tokens % h.train_seq_len:
+        raise ValueError(f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} must split into 8 micro-batches that are "
+                         f"whole multiples of TRAIN_SEQ_LEN={h.train_seq_len}")
+    if h.model_dim % h.num_heads or h.num_heads % h.num_kv_heads:
+        raise ValueError("MODEL_DIM must divide by NUM_HEADS, and NUM_HEADS by NUM_KV_HEADS")
+    if h.rope_dims % 2 or h.rope_dims > h.head_dim:
+        raise ValueError(f"ROPE_DIMS={h.rope_dims} must be even and at most the head dim {h.head_dim}")
+    if h.num_loops and not 0 <= h.loop_start <= h.loop_end < h.num_layers:
+        raise ValueError(f"need 0 <= LOOP_START <= LOOP_END < NUM_LAYERS={h.num_layers}")
+    if h.val_batch_tokens % (world_size * h.train_seq_len):
+        raise ValueError(f"VAL_BATCH_TOKENS={h.val_batch_tokens} must be a multiple of world size x TRAIN_SEQ_LEN")
+    return grad_accum_steps
+
+
+# -----------------------------------------------------------------------------
+# Distributed setup and logging
+# One code path for 1..8 processes: every collective sits behind `ctx.distributed`.
+# -----------------------------------------------------------------------------
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def nccl(self) -> bool:
+        return self.distributed and dist.get_backend() == "nccl"
+
+
+def init_distributed() -> DistContext:
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1:
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+    return DistContext(rank, world_size, local_rank, device)
+
+
+def all_reduce_(ctx: DistContext, tensor: torch.Tensor, op=None) -> torch.Tensor:
+    if ctx.distributed:
+        dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_decision(ctx: DistContext, flag: bool) -> bool:
+    """A decision that must be identical on all ranks: true if any rank says so."""
+    if not ctx.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+class Logger:
+    """Rank 0 appends every line to logs/<run_id>.txt; the log is the record of the run."""
+
+    def __init__(self, ctx: DistContext, run_id: str):
+        self.enabled = ctx.is_master
+        self.path = Path("logs") / f"{run_id}.txt"
+        if self.enabled:
+            self.path.parent.mkdir(exist_ok=True)
+
+    def __call__(self, msg: str, console: bool = True) -> None:
+        if not self.enabled:
+            return
+        if console:
+            print(msg, flush=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(msg + "\n")
+
+
+def code_bytes() -> dict[str, int]:
+    here = Path(__file__).resolve().parent
+    return {name: (here / name).stat().st_size for name in CODE_FILES if (here / name).exists()}
+
+
+def log_environment(log: Logger, h: Hyperparameters, ctx: DistContext) -> None:
+    here = Path(__file__).resolve().parent
+    for name in CODE_FILES:
+        if (here / name).exists():
+            log(f"==== source of {name} ====\n{(here / name).read_text()}\n==== end of {name} ====", console=False)
+    triton_version = getattr(sys.modules.get("triton"), "__version__", "not imported")
+    log(f"python:{platform.python_version()} torch:{torch.__version__} triton:{triton_version} "
+        f"cuda:{torch.version.cuda} world_size:{ctx.world_size} device:{ctx.device}")
+    if ctx.device.type == "cuda":
+        try:
+            smi = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20).stdout
+            log(smi, console=False)
+        except (OSError, subprocess.SubprocessError) as err:
+            log(f"nvidia-smi unavailable: {err}")
+    if KERNELS_IMPORT_ERROR:
+        log(f"kernels.py not imported ({KERNELS_IMPORT_ERROR}): plain PyTorch paths")
+    for f in dataclasses.fields(h):
+        log(f"{f.name}:{getattr(h, f.name)}", console=False)
+
+
+# -----------------------------------------------------------------------------
+# Tokenizer and the bits-per-byte metric
+# val_bpb = (sum of target-token nats / ln 2) / (sum of the UTF-8 bytes the targets decode to). A token's
+# bytes come from its SentencePiece piece: the leading-space marker counts 1 byte only when the previous
+# token is not a boundary (control) token; byte-fallback pieces count 1. Built from the tokenizer file.
+# -----------------------------------------------------------------------------
+
+SPACE_MARKER = "\u2581"  # SentencePiece's "▁"
+
+
+@dataclass
+class ByteTables:
+    base_bytes: torch.Tensor  # (V,) int: bytes of the piece without its leading-space marker
+    has_space: torch.Tensor  # (V,) bool: piece starts with the marker
+    is_boundary: torch.Tensor  # (V,) bool: control/unknown pieces (BOS, EOS, pad): decode to nothing
+
+    def to(self, device) -> "ByteTables":
+        return ByteTables(*(t.to(device) for t in (self.base_bytes, self.has_space, self.is_boundary)))
+
+    def target_bytes(self, prev_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+        """UTF-8 bytes that each target token adds to the decoded text, given the token before it."""
+        space = self.has_space[target_ids] & ~self.is_boundary[prev_ids]
+        return self.base_bytes[target_ids] + space.to(self.base_bytes.dtype)
+
+
+def load_tokenizer(path: str, vocab_size: int):
+    import sentencepiece as spm
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"tokenizer {path} not found. Set TOKENIZER_PATH, or download it: {DOWNLOAD_HINT}")
+    sp = spm.SentencePieceProcessor(model_file=path)
+    if sp.vocab_size() != vocab_size:
+        raise ValueError(f"tokenizer {path} has {sp.vocab_size()} pieces but VOCAB_SIZE={vocab_size}: "
+                         "use the matching tokenizer (SP8192 for this stack) or set VOCAB_SIZE")
+    return sp
+
+
+def build_byte_tables(sp) -> ByteTables:
+    n = sp.vocab_size()
+    base = torch.zeros(n, dtype=torch.int64)
+    space = torch.zeros(n, dtype=torch.bool)
+    boundary = torch.zeros(n, dtype=torch.bool)
+    for i in range(n):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            boundary[i] = True
+        elif sp.is_byte(i):
+            base[i] = 1
+        else:
+            piece = sp.id_to_piece(i)
+            if piece.startswith(SPACE_MARKER):
+                space[i] = True
+                piece = piece[1:]
+            base[i] = len(piece.encode("utf-8"))
+    return ByteTables(base, space, boundary)
+
+
+# -----------------------------------------------------------------------------
+# Shards and the document-packing loader
+# Shards are memory-mapped, never loaded whole. The token stream is cut into fixed-size windows; inside a
+# window, documents start at BOS and are also cut every TRAIN_SEQ_LEN tokens, and `cu_seqlens` marks the
+# pieces so attention never crosses a document boundary. Window j of step s sits at a fixed place in the
+# stream, so any world size with the same global batch reads the same tokens.
+# -----------------------------------------------------------------------------
+
+def read_shard(path: str | Path) -> np.ndarray:
+    """Validate a shard's header and size; return its tokens as a read-only uint16 memmap."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size < SHARD_HEADER_WORDS * 4:
+        raise ValueError(f"shard {path} is {size} bytes, shorter than its 1024-byte header: "
+                         f"the file is truncated; download it again ({DOWNLOAD_HINT})")
+    header = np.fromfile(path, dtype="<i4", count=SHARD_HEADER_WORDS)
+    if header[0] != SHARD_MAGIC or header[1] != SHARD_VERSION:
+        raise ValueError(f"shard {path} has magic {header[0]} version {header[1]}, expected {SHARD_MAGIC} "
+                         f"version {SHARD_VERSION}: not a challenge shard ({DOWNLOAD_HINT})")
+    count = int(header[2])
+    expected = SHARD_HEADER_WORDS * 4 + 2 * count
+    if size != expected:
+        raise ValueError(f"shard {path} is {size} bytes but its header promises {count} tokens "
+                         f"({expected} bytes): the file is truncated or corrupt; download it again ({DOWNLOAD_HINT})")
+    return np.memmap(path, dtype="<u2", mode="r", offset=SHARD_HEADER_WORDS * 4, shape=(count,))
+
+
+def find_shards(data_path: str, split: str) -> list[Path]:
+    pattern = str(Path(data_path) / f"fineweb_{split}_*.bin")
+    files = sorted(Path(p) for p in glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no {split} shards match {pattern}. Set DATA_PATH to the folder that holds "
+                                f"fineweb_{split}_*.bin, or download FineWeb SP8192: {DOWNLOAD_HINT}")
+    return files
+
+
+class TokenStream:
+    """The concatenation of several shards, read by global offset (wrapping round at the end)."""
+
+    def __init__(self, files: list[Path]):
+        self.shards = [read_shard(f) for f in files]
+        self.starts = np.cumsum([0] + [len(s) for s in self.shards])
+        self.total = int(self.starts[-1])
+
+    def read(self, offset: int, count: int) -> np.ndarray:
+        out = np.empty(count, dtype=np.int64)
+        filled = 0
+        while filled < count:
+            pos = (offset + filled) % self.total
+            i = int(np.searchsorted(self.starts, pos, side="right") - 1)
+            local = pos - int(self.starts[i])
+            take = min(count - filled, len(self.shards[i]) - local)
+            out[filled:filled + take] = self.shards[i][local:local + take]
+            filled += take
+        return out
+
+
+@dataclass
+class PackedBatch:
+    """A flat window of documents. inputs/targets/positions: (T,); cu_seqlens: (pieces + 1,) int32."""
+    inputs: torch.Tensor
+    targets: torch.Tensor  # -1 marks padding (not scored)
+    positions: torch.Tensor  # position of each token inside its document piece (RoPE)
+    cu_seqlens: torch.Tensor
+    max_seqlen: int
+
+    def to(self, device) -> "PackedBatch":
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return PackedBatch(move(self.inputs), move(self.targets), move(self.positions),
+                           move(self.cu_seqlens), self.max_seqlen)
+
+
+def piece_starts(inputs: np.ndarray, bos_id: int, max_len: int) -> np.ndarray:
+    """Start offsets of the document pieces of a window: at every BOS, and every max_len inside a document."""
+    doc_starts = np.flatnonzero(inputs == bos_id)
+    if len(doc_starts) == 0 or doc_starts[0] != 0:
+        doc_starts = np.concatenate([[0], doc_starts])
+    doc_ends = np.append(doc_starts[1:], len(inputs))
+    pieces = [np.arange(s, e, max_len) for s, e in zip(doc_starts, doc_ends)]
+    return np.concatenate(pieces)
+
+
+def pack_window(window: np.ndarray, bos_id: int, max_len: int, valid: int | None = None) -> PackedBatch:
+    """window: T+1 tokens -> inputs window[:-1], targets window[1:]. Targets past `valid` are padding."""
+    inputs, targets = window[:-1], window[1:].copy()
+    if valid is not None:
+        targets[valid:] = -1
+    starts = piece_starts(inputs, bos_id, max_len)
+    cu = np.append(starts, len(inputs)).astype(np.int32)
+    lengths = np.diff(cu)
+    positions = np.arange(len(inputs)) - np.repeat(starts, lengths)
+    return PackedBatch(torch.from_numpy(inputs.astype(np.int64)), torch.from_numpy(targets),
+                       torch.from_numpy(positions), torch.from_numpy(cu), max_len)
+
+
+class TrainLoader:
+    """Deterministic: step s, micro-window j of 8 sits at a fixed offset of the (seed-ordered) shard stream."""
+
+    def __init__(self, h: Hyperparameters, ctx: DistContext, grad_accum_steps: int):
+        files = find_shards(h.data_path, "train")
+        order = np.random.default_rng(h.seed).permutation(len(files))
+        self.stream = TokenStream([files[i] for i in order])
+        self.micro_tokens = h.train_batch_tokens // 8
+        self.h, self.ctx, self.accum = h, ctx, grad_accum_steps
+
+    def batch(self, step: int, micro_step: int) -> PackedBatch:
+        window_index = step * 8 + self.ctx.rank * self.accum + micro_step
+        window = self.stream.read(window_index * self.micro_tokens, self.micro_tokens + 1)
+        return pack_window(window, self.h.bos_id, self.h.train_seq_len).to(self.ctx.device)
+
+
+def load_val_tokens(h: Hyperparameters) -> np.ndarray:
+    stream = TokenStream(find_shards(h.data_path, "val"))
+    count = stream.total if h.val_max_tokens <= 0 else min(stream.total, h.val_max_tokens)
+    return stream.read(0, count)
+
+
+def val_windows(tokens: np.ndarray, h: Hyperparameters, ctx: DistContext):
+    """This rank's evaluation windows. Every target (tokens[1:]) is scored exactly once over all ranks."""
+    per_rank = h.val_batch_tokens // ctx.world_size
+    n_targets = len(tokens) - 1
+    n_batches = math.ceil(n_targets / h.val_batch_tokens)
+    for b in range(n_batches):
+        start = b * h.val_batch_tokens + ctx.rank * per_rank
+        valid = max(0, min(per_rank, n_targets - start))
+        window = np.zeros(per_rank + 1, dtype=np.int64)  # padding: one unscored run of pad tokens
+        if valid > 0:
+            window[:valid + 1] = tokens[start:start + valid + 1]
+        yield pack_window(window, h.bos_id, h.train_seq_len, valid=valid).to(ctx.device)
+
+
+# -----------------------------------------------------------------------------
+# Model
+# An 11 x 512 GPT: RMS-normed q/k with a learnable per-head gain, partial RoPE, GQA, exclusive self
+# attention (XSA), a per-head sigmoid gate on the attention output, LeakyReLU(0.5)^2 MLP, U-Net skips with
+# gates, depth recurrence of the middle layers, two parallel residual lanes in the late layers, tied
+# embeddings and a tanh logit softcap. One hidden-state function serves training, eval and TTT; layouts:
+# "varlen" (flat tokens + cu_seqlens, training/eval) and "dense" ((B, T) causal rows, TTT with LoRA).
+# -----------------------------------------------------------------------------
+
+def attention_backend(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "sdpa_padded"
+    if fa3_varlen_func is not None:
+        return "fa3"
+    if torch_varlen_attn is not None:
+        return "torch_varlen"
+    return "sdpa_padded"
+
+
+def _torch_varlen_gqa(q, k, v, cu_seqlens, max_seqlen):
+    group = q.size(1) // k.size(1)
+    try:
+        return torch_varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+                                 window_size=(-1, 0), enable_gqa=group > 1)
+    except TypeError:  # a torch without enable_gqa: expand the kv heads ourselves
+        k, v = (t.repeat_interleave(group, dim=1) for t in (k, v))
+        return torch_varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, window_size=(-1, 0))
+
+
+def padded_sdpa_varlen(q, k, v, layout: dict):
+    """Exact reference: scatter each document piece into its own row of a (pieces, max_seqlen) batch,
+    run causal attention per row, gather back. O(pieces * max_seqlen^2), no T x T mask."""
+    positions, cu = layout["positions"], layout["cu_seqlens"]
+    piece = torch.cumsum((positions == 0).to(torch.int64), 0) - 1  # piece index of each token
+    n_pieces, max_len = cu.numel() - 1, layout["max_seqlen"]
+
+    def to_rows(t):
+        rows = t.new_zeros((n_pieces, max_len, *t.shape[1:]))
+        rows[piece, positions] = t
+        return rows
+
+    out = dense_causal_attention(to_rows(q), to_rows(k), to_rows(v))
+    return out[piece, positions]
+
+
+def varlen_attention(q, k, v, layout: dict, backend: str):
+    """q: (T, H, D); k, v: (T, Hkv, D); causal inside each piece of cu_seqlens."""
+    if backend == "fa3":
+        out = fa3_varlen_func(q, k, v, layout["cu_seqlens"], layout["cu_seqlens"],
+                              layout["max_seqlen"], layout["max_seqlen"], causal=True)
+        return out[0] if isinstance(out, tuple) else out
+    if backend == "torch_varlen":
+        return _torch_varlen_gqa(q, k, v, layout["cu_seqlens"], layout["max_seqlen"])
+    return padded_sdpa_varlen(q, k, v, layout)
+
+
+def dense_causal_attention(q, k, v):
+    """q: (B, T, H, D); rows are independent documents padded at the end, so plain causal masking is exact."""
+    q_, k_, v_ = (t.transpose(1, 2) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q_, k_, v_, is_causal=True, enable_gqa=q.size(2) != k.size(2))
+    return out.transpose(1, 2)
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class CastedLinear(nn.Linear):
+    """fp32 master weight, cast to the activation dtype (bf16 on GPU) at use."""
+
+    def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
+        super().__init__(in_features, out_features, bias=False)
+        if zero_init:
+            nn.init.zeros_(self.weight)
+        else:  # std 0.5 / sqrt(fan_in), uniform
+            bound = 0.5 * math.sqrt(3.0 / in_features)
+            nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.to(x.dtype))
+
+
+class Rotary(nn.Module):
+    """Partial RoPE: rotates the first `dims` of each head, indexed by position inside the document."""
+
+    def __init__(self, dims: int, base: float, max_len: int):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, dims, 2, dtype=torch.float32) / dims))
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (max_len, dims/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        # x: (..., T, H, D); positions: (T,) or (B, T)
+        cos = self.cos[positions].unsqueeze(-2).to(x.dtype)  # (..., T, 1, dims/2)
+        sin = self.sin[positions].unsqueeze(-2).to(x.dtype)
+        half = self.dims // 2
+        x1, x2, rest = x[..., :half], x[..., half:self.dims], x[..., self.dims:]
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, h: Hyperparameters, use_xsa: bool):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = h.num_heads, h.num_kv_heads, h.head_dim
+        self.c_q = CastedLinear(h.model_dim, h.num_heads * h.head_dim)
+        self.c_k = CastedLinear(h.model_dim, h.num_kv_heads * h.head_dim)
+        self.c_v = CastedLinear(h.model_dim, h.num_kv_heads * h.head_dim)
+        self.proj = CastedLinear(h.num_heads * h.head_dim, h.model_dim, zero_init=True)
+        self.q_gain = nn.Parameter(torch.full((h.num_heads,), h.qk_gain_init))
+        # GatedAttn: sigmoid(W x) per head scales the attention output before the projection
+        self.gate_weight = nn.Parameter(torch.randn(h.num_heads, h.model_dim) * h.gate_init_std) \
+            if h.gated_attn else None
+        self.use_xsa = use_xsa
+
+    def forward(self, x, positions, layout, rotary, backend, lora=None, layer=0):
+        shape = x.shape[:-1]  # (T,) varlen or (B, T) dense
+        q = self.c_q(x) + _lora(lora, layer, "q", x)
+        k = self.c_k(x) + _lora(lora, layer, "k", x)
+        v = self.c_v(x) + _lora(lora, layer, "v", x)
+        q = q.view(*shape, self.num_heads, self.head_dim)
+        k = k.view(*shape, self.num_kv_heads, self.head_dim)
+        v = v.view(*shape, self.num_kv_heads, self.head_dim)
+        q = rms_norm(q) * self.q_gain.to(q.dtype)[:, None]
+        k = rms_norm(k)
+        q, k = rotary(q, positions), rotary(k, positions)
+        if layout is None:
+            y = dense_causal_attention(q, k, v)
+        else:
+            y = varlen_attention(q, k, v, layout, backend)
+        if self.use_xsa:  # remove the component of each output along the token's own value vector
+            v_for_q = v.repeat_interleave(self.num_heads // self.num_kv_heads, dim=-2)
+            coef = (y * v_for_q).sum(-1, keepdim=True) / (v_for_q.square().sum(-1, keepdim=True) + 1e-6)
+            y = y - coef * v_for_q
+        if self.gate_weight is not None:
+            y = y * torch.sigmoid(F.linear(x, self.gate_weight.to(x.dtype))).unsqueeze(-1)
+        y = y.reshape(*shape, self.num_heads * self.head_dim)
+        return self.proj(y) + _lora(lora, layer, "o", y)
+
+
+def leaky_relu_sq(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.5).square()
+
+
+class MLP(nn.Module):
+    def __init__(self, h: Hyperparameters):
+        super().__init__()
+        self.up = CastedLinear(h.model_dim, h.mlp_mult * h.model_dim)
+        self.down = CastedLinear(h.mlp_mult * h.model_dim, h.model_dim, zero_init=True)
+        self.use_fused = False  # set by GPT.configure_kernels
+
+    def forward(self, x, lora=None, layer=0):
+        if self.use_fused:
+            out = kernels.fused_mlp(x, self.up.weight.to(x.dtype), self.down.weight.to(x.dtype))
+        else:
+            out = self.down(leaky_relu_sq(self.up(x)))
+        return out + _lora(lora, layer, "mlp", x)
+
+
+def _lora(lora, layer: int, name: str, x: torch.Tensor):
+    """The LoRA delta of one adapted matrix in TTT, or 0 (training and plain eval)."""
+    return 0 if lora is None else lora.delta(layer, name, x)
+
+
+class Block(nn.Module):
+    def __init__(self, h: Hyperparameters, index: int):
+        super().__init__()
+        self.attn = Attention(h, use_xsa=index >= h.num_layers - h.xsa_last_n)
+        self.mlp = MLP(h)
+        self.attn_scale = nn.Parameter(torch.ones(h.model_dim))
+        self.mlp_scale = nn.Parameter(torch.ones(h.model_dim))
+        self.resid_mix = nn.Parameter(torch.stack([torch.ones(h.model_dim), torch.zeros(h.model_dim)]))
+        self.norm_scale = 1.0 / math.sqrt(index + 1) if h.ln_scale else 1.0
+        self.index = index
+
+    def _mix(self, x, x0):
+        mix = self.resid_mix.to(x.dtype)
+        return mix[0] * x + mix[1] * x0
+
+    def attn_out(self, x, ctx):
+        y = self.attn(rms_norm(x) * self.norm_scale, *ctx, layer=self.index)
+        return self.attn_scale.to(x.dtype) * y
+
+    def mlp_out(self, x, lora):
+        return self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.norm_scale, lora, self.index)
+
+    def forward(self, x, x0, ctx):
+        x = self._mix(x, x0)
+        x = x + self.attn_out(x, ctx)
+        return x + self.mlp_out(x, ctx[-1])
+
+    def forward_lanes(self, lanes, x0, ctx, resid_lambdas, post_lambdas):
+        """Parallel residuals: attention reads lane 0, the MLP lane 1; each output feeds both lanes."""
+        lane0, lane1 = lanes
+        for sub in range(2):
+            if sub == 0:
+                out = self.attn_out(self._mix(lane0, x0), ctx)
+            else:
+                out = self.mlp_out(self._mix(lane1, x0), ctx[-1])
+            r = resid_lambdas[sub].to(out.dtype)
+            post = post_lambdas[sub].to(out.dtype)
+            lane0, lane1 = r * lane0 + post[0] * out, r * lane1 + post[1] * out
+        return lane0, lane1
+
+
+def virtual_layer_order(h: Hyperparameters, looping: bool) -> tuple[list[int], list[int]]:
+    """Encoder and decoder layer lists. Looping repeats loop_start..loop_end num_loops more times."""
+    order = list(range(h.num_layers))
+    if looping and h.num_loops > 0:
+        middle = list(range(h.loop_start, h.loop_end + 1))
+        order = order[:h.loop_start] + middle * (h.num_loops + 1) + order[h.loop_end + 1:]
+    half = len(order) // 2
+    return order[:half], order[half:]
+
+
+class GPT(nn.Module):
+    def __init__(self, h: Hyperparameters):
+        super().__init__()
+        self.h = h
+        self.tok_emb = nn.Embedding(h.vocab_size, h.model_dim)
+        nn.init.normal_(self.tok_emb.weight, std=h.tied_embed_init_std)
+        self.blocks = nn.ModuleList(Block(h, i) for i in range(h.num_layers))
+        self.rotary = Rotary(h.rope_dims, h.rope_base, h.train_seq_len)
+        num_skips = max(min(len(e), len(d)) for e, d in (virtual_layer_order(h, False),
+                                                          virtual_layer_order(h, True)))
+        self.skip_weights = nn.Parameter(torch.ones(num_skips, h.model_dim))
+        self.skip_gates = nn.Parameter(torch.zeros(num_skips, h.model_dim)) if h.skip_gates_enabled else None
+        self.parallel_resid_lambdas = nn.Parameter(torch.full((h.num_layers, 2), h.parallel_resid_init))
+        self.parallel_post_lambdas = nn.Parameter(torch.ones(h.num_layers, 2, 2))
+        self.looping = False  # depth recurrence, switched on mid-training
+        self.attn_backend = "sdpa_padded"
+        self.use_fused_ce = False
+
+    def configure_kernels(self, device: torch.device, fused_ce: bool, fused_mlp: bool) -> None:
+        on_gpu = device.type == "cuda" and kernels is not None
+        self.attn_backend = attention_backend(device)
+        self.use_fused_ce = on_gpu and fused_ce
+        for block in self.blocks:
+            block.mlp.use_fused = on_gpu and fused_mlp
+
+    def _skip(self, x, skip, i):
+        s = self.skip_weights[i].to(x.dtype) * skip
+        if self.skip_gates is None:
+            return x + s
+        return torch.lerp(s, x, torch.sigmoid(self.skip_gates[i]).to(x.dtype))
+
+    def hidden(self, ids, positions, layout, lora=None):
+        """Final normed hidden states. ids: (T,) with a varlen layout, or (B, T) with layout None (dense)."""
+        dtype = torch.bfloat16 if ids.device.type == "cuda" else torch.float32
+        x = rms_norm(self.tok_emb(ids).to(dtype))
+        x0, skips, lanes = x, [], None
+        ctx = (positions, layout, self.rotary, self.attn_backend, lora)
+        encoder, decoder = virtual_layer_order(self.h, self.looping)
+        # ---- encoder: remember each output for the decoder's skips ----
+        for layer in encoder:
+            x = self.blocks[layer](x, x0, ctx)
+            skips.append(x)
+        # ---- decoder: skips in reverse order; two lanes from parallel_start_layer on ----
+        for i, layer in enumerate(decoder):
+            if skips and i < len(self.skip_weights):
+                skip = skips.pop()
+                if lanes is None:
+                    x = self._skip(x, skip, i)
+                else:
+                    lanes = tuple(self._skip(lane, skip, i) for lane in lanes)
+            block = self.blocks[layer]
+            if layer >= self.h.parallel_start_layer:
+                lanes = lanes or (x, x)
+                lanes = block.forward_lanes(lanes, x0, ctx, self.parallel_resid_lambdas[layer],
+                                            self.parallel_post_lambdas[layer])
+            else:
+                x = block(x, x0, ctx)
+        if lanes is not None:
+            x = 0.5 * (lanes[0] + lanes[1])
+        return rms_norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Pre-softcap logits through the tied embedding."""
+        return F.linear(hidden, self.tok_emb.weight.to(hidden.dtype))
+
+    def forward(self, ids, targets, positions, cu_seqlens, max_seqlen: int):
+        """Training loss: mean softcapped cross-entropy over the targets >= 0 of a packed batch."""
+        layout = dict(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, positions=positions)
+        logits = self.logits(self.hidden(ids, positions, layout))
+        if self.use_fused_ce:
+            return kernels.softcap_cross_entropy(logits, targets, self.h.logit_softcap, reduction="mean")
+        return softcap_cross_entropy(logits, targets, self.h.logit_softcap, reduction="mean")
+
+    def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-token nats in fp32 (eager formula, used by eval and TTT scoring); 0 where target < 0."""
+        return softcap_cross_entropy(self.logits(hidden), targets, self.h.logit_softcap, reduction="none")
+
+
+def softcap_cross_entropy(logits, targets, softcap: float, reduction: str = "mean"):
+    """Plain PyTorch: z = c * tanh(logits / c) in fp32, cross-entropy ignoring targets < 0."""
+    z = logits.float()
+    if softcap > 0:
+        z = softcap * torch.tanh(z / softcap)
+    flat_targets = targets.reshape(-1)
+    losses = F.cross_entropy(z.reshape(-1, z.size(-1)), flat_targets.clamp_min(0), reduction="none")
+    losses = torch.where(flat_targets >= 0, losses, torch.zeros_like(losses))
+    if reduction == "none":
+        return losses.view(targets.shape)
+    if reduction == "sum":
+        return losses.sum()
+    return losses.sum() / (flat_targets >= 0).sum().clamp_min(1)
+
+
+# -----------------------------------------------------------------------------
+# Optimizers: Muon (Polar Express Newton-Schulz) for block matrices, Adam for the rest
+# Muon orthogonalises the Nesterov momentum of each 2-D block matrix. Same-shaped matrices form banks; each
+# bank is cut into chunks of world_size matrices, the gradients are reduce-scattered so rank r owns matrix r
+# of a chunk, orthogonalises it alone, and the updates are all-gathered: 8 GPUs do 1/8 of the work each.
+# Polar Express: Amsel, Persson, Musco, Gower 2025 (arXiv 2505.16932), via parameter-golf PR #1344.
+# -----------------------------------------------------------------------------
+
+# Per-iteration (a, b, c) of X <- aX + b(XX^T)X + c(XX^T)^2 X: the paper's 5-step schedule, computed with a
+# 2% safety factor (the input is divided by 1.02 * its Frobenius norm).
+POLAR_EXPRESS_COEFFS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+POLAR_EXPRESS_SAFETY = 1.02
+CLASSIC_NS_COEFFS = (3.4445, -4.7750, 2.0315)  # Muon's original fixed quintic (Jordan et al. 2024)
+
+
+def orthogonalize(G: torch.Tensor, steps: int, polar_express: bool) -> torch.Tensor:
+    """Approximate U V^T of G = U S V^T by an odd matrix polynomial (bf16 on GPU)."""
+    X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
+    transposed = X.size(0) > X.size(1)
+    if transposed:
+        X = X.mT
+    safety = POLAR_EXPRESS_SAFETY if polar_express else 1.0
+    X = X / (X.norm() * safety + 1e-7)
+    for i in range(steps):
+        a, b, c = POLAR_EXPRESS_COEFFS[min(i, 4)] if polar_express else CLASSIC_NS_COEFFS
+        A = X @ X.mT
+        X = a * X + (b * A + c * (A @ A)) @ X
+    return (X.mT if transposed else X).to(G.dtype)
+
+
+def _reduce_scatter_mean(ctx: DistContext, stacked: torch.Tensor) -> torch.Tensor:
+    """stacked: (world, ...) -> this rank's slice, averaged over ranks."""
+    if not ctx.distributed:
+        return stacked[0]
+    if ctx.nccl:
+        out = torch.empty_like(stacked[0])
+        dist.reduce_scatter_tensor(out, stacked, op=dist.ReduceOp.AVG)
+        return out
+    dist.all_reduce(stacked)  # gloo has no reduce-scatter
+    return stacked[ctx.rank] / ctx.world_size
+
+
+def _all_gather_stack(ctx: DistContext, local: torch.Tensor) -> torch.Tensor:
+    if not ctx.distributed:
+        return local.unsqueeze(0)
+    if ctx.nccl:
+        out = local.new_empty((ctx.world_size, *local.shape))
+        dist.all_gather_into_tensor(out, local)
+        return out
+    parts = [torch.empty_like(local) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, local)
+    return torch.stack(parts)
+
+
+class Muon:
+    """Distributed Muon. Call reduce_gradients() (returns this rank's share of the squared grad norm), then
+    step(lr, momentum, clip_coef)."""
+
+    def __init__(self, params: list[nn.Parameter], h: Hyperparameters, ctx: DistContext):
+        self.h, self.ctx = h, ctx
+        banks: dict[tuple, list] = {}
+        for p in params:
+            banks.setdefault(tuple(p.shape), []).append(p)
+        # chunks of world_size same-shaped matrices; the last chunk may be short
+        self.chunks = [bank[i:i + ctx.world_size] for bank in banks.values()
+                       for i in range(0, len(bank), ctx.world_size)]
+        self.momentum: dict[int, torch.Tensor] = {}
+        self.owned_grads: list[torch.Tensor | None] = []
+
+    def reduce_gradients(self) -> torch.Tensor:
+        self.owned_grads, norm_sq = [], None
+        for c, chunk in enumerate(self.chunks):
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in chunk]
+            grads += [torch.zeros_like(chunk[0])] * (self.ctx.world_size - len(chunk))  # pad the chunk
+            mine = _reduce_scatter_mean(self.ctx, torch.stack(grads))
+            owned = mine if self.ctx.rank < len(chunk) else None
+            self.owned_grads.append(owned)
+            if owned is not None:
+                sq = owned.float().square().sum()
+                norm_sq = sq if norm_sq is None else norm_sq + sq
+        return norm_sq if norm_sq is not None else torch.zeros((), device=self.ctx.device)
+
+    @torch.no_grad()
+    def step(self, lr: float, momentum: float, clip_coef: torch.Tensor) -> None:
+        h = self.h
+        for c, chunk in enumerate(self.chunks):
+            grad = self.owned_grads[c]
+            if grad is None:
+                update = torch.zeros_like(chunk[0])
+            else:
+                grad = grad * clip_coef
+                buf = self.momentum.setdefault(c, torch.zeros_like(grad))
+                buf.mul_(momentum).add_(grad)
+                update = grad + momentum * buf  # Nesterov
+                if h.muon_row_norm:  # MuonEq-R
+                    update = update / (update.norm(dim=1, keepdim=True) + 1e-7)
+                update = orthogonalize(update, h.muon_ns_steps, h.polar_express_ns)
+                update *= math.sqrt(max(1.0, update.size(0) / update.size(1)))
+            gathered = _all_gather_stack(self.ctx, update)
+            for i, p in enumerate(chunk):
+                p.mul_(1.0 - lr * h.muon_weight_decay)
+                p.add_(gathered[i].to(p.dtype), alpha=-lr)
+
+
+def partition_parameters(model: GPT) -> dict[str, list[nn.Parameter]]:
+    """Structural rule: Muon gets the CastedLinear weights of the blocks; Adam the embedding, and the
+    scalars/gains (everything else). Asserts that every parameter lands in exactly one group."""
+    muon = [m.weight for m in model.blocks.modules() if isinstance(m, CastedLinear)]
+    embed = [model.tok_emb.weight]
+    taken = {id(p) for p in muon + embed}
+    scalars = [p for p in model.parameters() if id(p) not in taken]
+    groups = dict(muon=muon, embed=embed, scalars=scalars)
+    seen = [id(p) for ps in groups.values() for p in ps]
+    assert len(seen) == len(set(seen)), "a parameter is in two optimizer groups"
+    assert set(seen) == {id(p) for p in model.parameters()}, "a parameter is in no optimizer group"
+    return groups
+
+
+class Optimizers:
+    """Muon + Adam with one global gradient-norm clip across both."""
+
+    def __init__(self, model: GPT, h: Hyperparameters, ctx: DistContext):
+        groups = partition_parameters(model)
+        self.h, self.ctx = h, ctx
+        self.muon = Muon(groups["muon"], h, ctx)
+        self.adam_params = groups["embed"] + groups["scalars"]
+        self.adam = torch.optim.AdamW(
+            [dict(params=groups["embed"], lr=h.embed_lr, weight_decay=h.embed_weight_decay, base_lr=h.embed_lr),
+             dict(params=groups["scalars"], lr=h.scalar_lr, weight_decay=h.scalar_weight_decay,
+                  base_lr=h.scalar_lr)],
+            betas=(h.adam_beta1, h.adam_beta2), eps=h.adam_eps, fused=ctx.device.type == "cuda")
+
+    def step(self, lr_mult: float, muon_momentum: float) -> float:
+        """Average gradients over ranks, clip by the global norm, step both; returns the pre-clip norm."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.adam_params]
+        if self.ctx.distributed:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat /= self.ctx.world_size
+            for p, g in zip(self.adam_params, flat.split([g.numel() for g in grads])):
+                p.grad = g.view_as(p)
+        adam_sq = sum(p.grad.float().square().sum() for p in self.adam_params)
+        muon_sq = all_reduce_(self.ctx, self.muon.reduce_gradients())
+        norm = (adam_sq + muon_sq).sqrt()
+        clip = (self.h.grad_clip_norm / (norm + 1e-6)).clamp(max=1.0) if self.h.grad_clip_norm > 0 \
+            else torch.ones_like(norm)
+        for p in self.adam_params:
+            p.grad.mul_(clip)
+        for g in self.adam.param_groups:
+            g["lr"] = g["base_lr"] * lr_mult
+        self.adam.step()
+        self.muon.step(self.h.matrix_lr * lr_mult, muon_momentum, clip)
+        return norm
+
+
+# -----------------------------------------------------------------------------
+# Schedule and wallclock control
+# Progress is the larger of steps/ITERATIONS and train-seconds/budget, so the warmdown always ends at the
+# cap. The budget is MAX_WALLCLOCK_SECONDS less the GPTQ reserve.
+# -----------------------------------------------------------------------------
+
+def lr_multiplier(progress: float, h: Hyperparameters) -> float:
+    """1 until the warmdown starts, then linear to MIN_LR_FRAC at progress 1."""
+    warmdown_start = 1.0 - h.warmdown_frac
+    if progress <= warmdown_start or h.warmdown_frac <= 0:
+        return 1.0
+    remaining = max(0.0, 1.0 - progress) / h.warmdown_frac
+    return h.min_lr_frac + (1.0 - h.min_lr_frac) * remaining
+
+
+def muon_momentum_at(step: int, h: Hyperparameters) -> float:
+    frac = min(1.0, step / max(1, h.muon_momentum_warmup_steps))
+    return h.muon_momentum_warmup_start + frac * (h.muon_momentum - h.muon_momentum_warmup_start)
+
+
+class EMA:
+    """Exponential moving average of all parameters (fp32); the evaluated weights."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.params = [p for p in model.parameters()]
+        self.shadow = [p.detach().float().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in self.params], 1.0 - self.decay)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        for p, s in zip(model.parameters(), self.shadow):
+            p.copy_(s.to(p.dtype))
+
+
+# -----------------------------------------------------------------------------
+# Evaluation: exact val_bpb over the validation stream
+# -----------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
+             keep_token_losses: bool = False):
+    """Returns (val_loss nats/token, val_bpb, per-target nats of the whole stream or None)."""
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # nats, bytes, tokens
+    per_target = torch.zeros(len(tokens) - 1, dtype=torch.float32, device=ctx.device) \
+        if keep_token_losses else None
+    per_rank = h.val_batch_tokens // ctx.world_size
+    for b, batch in enumerate(val_windows(tokens, h, ctx)):
+        layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
+        losses = model.token_losses(model.hidden(batch.inputs, batch.positions, layout), batch.targets)
+        valid = batch.targets >= 0
+        nbytes = tables.target_bytes(batch.inputs, batch.targets.clamp_min(0))
+        sums += torch.stack([losses.double().sum(), (nbytes * valid).sum().double(), valid.sum().double()])
+        if per_target is not None:
+            start = b * h.val_batch_tokens + ctx.rank * per_rank
+            n = int(valid.sum())
+            per_target[start:start + n] = losses[:n]
+    all_reduce_(ctx, sums)
+    if per_target is not None:
+        all_reduce_(ctx, per_target)
+    model.train()
+    nats, nbytes, count = sums.tolist()
+    return nats / count, nats / math.log(2) / nbytes, per_target
+
+
+# -----------------------------------------------------------------------------
+# GPTQ quantization, compression and the artifact
+# Block matrices -> int6, the tied embedding -> int7, each with GPTQ (Frantar et al. 2022) on Hessians
+# H = X^T X of its inputs from training batches, and a per-row scale clipped at k standard deviations of
+# the row ("SDClip"; k per tensor family). Attention gates -> int8 per head; the remaining small control
+# tensors -> fp16. The container is a JSON header plus raw little-endian blobs (no pickle), byte-shuffled,
+# then brotli-compressed.
+# -----------------------------------------------------------------------------
+
+ARTIFACT_MAGIC = {"brotli": b"GOLFART\x01", "lzma": b"GOLFART\x02"}
+
+
+@dataclass
+class QuantRule:
+    kind: str  # "gptq" (int-N with a Hessian), "int8_rows" (per-row absmax), or "fp16"
+    bits: int = 16
+    clip_sigma: float = 0.0
+    hessian_key: str = ""  # which module's input Hessian GPTQ uses
+
+
+def quantization_plan(model: GPT, h: Hyperparameters) -> dict[str, QuantRule]:
+    """One rule per state-dict tensor, decided by module type (asserted to cover every tensor)."""
+    plan: dict[str, QuantRule] = {}
+    for mod_name, module in model.named_modules():
+        if isinstance(module, CastedLinear):
+            sigma = h.clip_sigma_attn if ".attn." in mod_name else \
+                h.clip_sigma_mlp if ".mlp." in mod_name else h.clip_sigma_matrix
+            plan[f"{mod_name}.weight"] = QuantRule("gptq", h.matrix_bits, sigma, mod_name)
+        elif isinstance(module, Attention) and module.gate_weight is not None:
+            plan[f"{mod_name}.gate_weight"] = QuantRule("int8_rows", h.gate_bits)
+    plan["tok_emb.weight"] = QuantRule("gptq", h.embed_bits, h.clip_sigma_embed, "lm_head")
+    for name, _ in model.named_parameters():
+        plan.setdefault(name, QuantRule("fp16"))
+    assert set(plan) == {n for n, _ in model.named_parameters()}, "quantization plan does not match the model"
+    return plan
+
+
+@torch.no_grad()
+def collect_hessians(model: GPT, batches, ctx: DistContext) -> dict[str, torch.Tensor]:
+    """H = sum of x x^T over calibration tokens for every CastedLinear input and the LM head input,
+    summed over ranks. Fused MLP is bypassed so that the module hooks see the activations."""
+    hessians: dict[str, torch.Tensor] = {}
+
+    def add(key, x):
+        x = x.reshape(-1, x.size(-1)).float()
+        hessians[key] = hessians.get(key, 0) + x.T @ x
+
+    hooks = [m.register_forward_pre_hook(lambda mod, args, key=name: add(key, args[0]))
+             for name, m in model.named_modules() if isinstance(m, CastedLinear)]
+    fused = [b.mlp.use_fused for b in model.blocks]
+    for b in model.blocks:
+        b.mlp.use_fused = False
+    try:
+        for batch in batches:
+            layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
+            add("lm_head", model.hidden(batch.inputs, batch.positions, layout))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for b, f in zip(model.blocks, fused):
+            b.mlp.use_fused = f
+    for key in sorted(hessians):
+        all_reduce_(ctx, hessians[key])
+    return hessians
+
+
+def row_scales(W: torch.Tensor, bits: int, clip_sigma: float) -> torch.Tensor:
+    """Per-row step size: the clip (k standard deviations of the row) spread over the signed int range."""
+    qmax = 2 ** (bits - 1) - 1
+    scale = clip_sigma * W.float().std(dim=1) / qmax
+    return scale.clamp_min(1e-8).to(torch.float16).float()  # stored as fp16: quantize with what is stored
+
+
+def quantize_rtn(W: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
+    qmax = 2 ** (bits - 1) - 1
+    return torch.clamp(torch.round(W.float() / scale[:, None]), -qmax, qmax).to(torch.int8)
+
+
+def gptq_quantize(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, bits: int, damp: float = 0.01,
+                  block_size: int = 128) -> torch.Tensor:
+    """GPTQ with act-order: quantize columns in order of decreasing Hessian diagonal, spreading each
+    column's rounding error over the columns not yet quantized through the Cholesky factor of H^-1."""
+    qmax = 2 ** (bits - 1) - 1
+    W = W.float().clone()
+    H = H.float().clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    perm = torch.argsort(torch.diag(H), descending=True)
+    W, H = W[:, perm], H[perm][:, perm]
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(H.size(0), device=H.device)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Q = torch.zeros_like(W, dtype=torch.int8)
+    s = scale[:, None]
+    for i1 in range(0, W.size(1), block_size):
+        i2 = min(i1 + block_size, W.size(1))
+        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        errors = torch.zeros_like(W1)
+        for j in range(i2 - i1):
+            q = torch.clamp(torch.round(W1[:, j:j + 1] / s), -qmax, qmax)
+            Q[:, i1 + j] = q[:, 0].to(torch.int8)
+            err = (W1[:, j:j + 1] - q * s) / Hinv1[j, j]
+            W1[:, j:] -= err * Hinv1[j:j + 1, j:]
+            errors[:, j:j + 1] = err
+        W[:, i2:] -= errors @ Hinv[i1:i2, i2:]
+    return Q[:, torch.argsort(perm)]
+
+
+@torch.no_grad()
+def quantize_model(model: GPT, hessians: dict, h: Hyperparameters) -> dict[str, dict]:
+    """state name -> {"rule", "q" int8 (optional), "scale" fp16 (optional), "data" fp16 (optional)}."""
+    out, plan = {}, quantization_plan(model, h)
+    for name, param in model.named_parameters():
+        rule = plan[name]
+        W = param.detach().float()
+        if rule.kind == "gptq":
+            scale = row_scales(W, rule.bits, rule.clip_sigma)
+            q = gptq_quantize(W, hessians[rule.hessian_key], scale, rule.bits, h.gptq_damp, h.gptq_block_size)
+            out[name] = dict(rule=rule, q=q.cpu(), scale=scale.to(torch.float16).cpu())
+        elif rule.kind == "int8_rows":
+            scale = (W.abs().amax(dim=1) / 127).clamp_min(1e-8).to(torch.float16).float()
+            out[name] = dict(rule=rule, q=quantize_rtn(W, scale, 8).cpu(), scale=scale.to(torch.float16).cpu())
+        else:
+            out[name] = dict(rule=rule, data=W.to(torch.float16).cpu())
+    return out
+
+
+def dequantize(quantized: dict[str, dict]) -> dict[str, torch.Tensor]:
+    state = {}
+    for name, entry in quantized.items():
+        if "q" in entry:
+            state[name] = entry["q"].float() * entry["scale"].float()[:, None]
+        else:
+            state[name] = entry["data"].float()
+    return state
+
+
+def _shuffle_bytes(raw: bytes, itemsize: int) -> bytes:
+    """Group the i-th byte of every element together: fp16 exponents compress far better side by side."""
+    if itemsize == 1:
+        return raw
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, itemsize).T.tobytes()
+
+
+def _unshuffle_bytes(raw: bytes, itemsize: int) -> bytes:
+    if itemsize == 1:
+        return raw
+    return np.frombuffer(raw, dtype=np.uint8).reshape(itemsize, -1).T.tobytes()
+
+
+_NP_DTYPES = {"int8": np.int8, "float16": np.float16}
+
+
+def serialize_quantized(quantized: dict[str, dict]) -> bytes:
+    """Uncompressed container: u32 header length, JSON header, then the byte-shuffled blobs in order."""
+    entries, blobs, offset = [], [], 0
+    for name, entry in quantized.items():
+        for part in ("q", "scale", "data"):
+            if part not in entry:
+                continue
+            arr = entry[part].numpy()
+            raw = _shuffle_bytes(arr.tobytes(), arr.itemsize)
+            entries.append(dict(name=name, part=part, dtype=str(arr.dtype), shape=list(arr.shape),
+                                offset=offset, nbytes=len(raw), kind=entry["rule"].kind, bits=entry["rule"].bits))
+            blobs.append(raw)
+            offset += len(raw)
+    header = json.dumps(dict(format="golfrun-artifact", version=1, entries=entries)).encode()
+    return struct.pack("<I", len(header)) + header + b"".join(blobs)
+
+
+def deserialize_quantized(container: bytes, source: str = "artifact") -> dict[str, dict]:
+    try:
+        (header_len,) = struct.unpack_from("<I", container, 0)
+        header = json.loads(container[4:4 + header_len])
+        payload = memoryview(container)[4 + header_len:]
+        out: dict[str, dict] = {}
+        for e in header["entries"]:
+            if e["offset"] + e["nbytes"] > len(payload):
+                raise ValueError(f"tensor {e['name']} runs past the end of the payload")
+            raw = _unshuffle_bytes(bytes(payload[e["offset"]:e["offset"] + e["nbytes"]]),
+                                   np.dtype(e["dtype"]).itemsize)
+            arr = np.frombuffer(raw, dtype=_NP_DTYPES[e["dtype"]]).reshape(e["shape"])
+            entry = out.setdefault(e["name"], dict(rule=QuantRule(e["kind"], e["bits"])))
+            entry[e["part"]] = torch.from_numpy(arr.copy())
+        return out
+    except (struct.error, json.JSONDecodeError, KeyError, ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{source} is corrupt or truncated ({err}); re-create it with a training run") from None
+
+
+def compress(container: bytes, quality: int) -> tuple[bytes, str]:
+    try:
+        import brotli
+    except ImportError:
+        import lzma
+        print("WARNING: brotli is not installed, compressing with lzma (larger artifact): pip install brotli",
+              file=sys.stderr)
+        return ARTIFACT_MAGIC["lzma"] + lzma.compress(container, preset=9 | lzma.PRESET_EXTREME), "lzma"
+    return ARTIFACT_MAGIC["brotli"] + brotli.compress(container, quality=quality, lgwin=24), "brotli"
+
+
+def decompress(blob: bytes, source: str = "artifact") -> bytes:
+    magic, body = blob[:8], blob[8:]
+    try:
+        if magic == ARTIFACT_MAGIC["brotli"]:
+            import brotli
+            return brotli.decompress(body)
+        if magic == ARTIFACT_MAGIC["lzma"]:
+            import lzma
+            return lzma.decompress(body)
+    except ImportError:
+        raise RuntimeError(f"{source} is brotli-compressed but brotli is not installed: pip install brotli") from None
+    except Exception as err:  # noqa: BLE001 - codec errors differ by module
+        raise ValueError(f"{source} is corrupt or truncated ({type(err).__name__}: {err}); "
+                         "re-create it with a training run") from None
+    raise ValueError(f"{source} does not start with a golfrun artifact header: wrong file or corrupt")
+
+
+def load_artifact(path: str) -> dict[str, dict]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"artifact {path} not found: set ARTIFACT_PATH to a final_model.golf from a run")
+    return deserialize_quantized(decompress(Path(path).read_bytes(), path), path)
+
+
+def code_size_report() -> dict[str, int]:
+    """Raw and brotli-compressed bytes of the code files (the record's convention counts compressed)."""
+    here = Path(__file__).resolve().parent
+    raw = b"".join((here / n).read_bytes() for n in CODE_FILES if (here / n).exists())
+    compressed, _ = compress(raw, 11)
+    return dict(raw=len(raw), compressed=len(compressed) - 8, **{f"raw_{n}": v for n, v in code_bytes().items()})
+
+
+def artifact_accounting(model_bytes: int) -> dict[str, int]:
+    code = code_size_report()
+    return dict(model_bytes=model_bytes, code_raw_bytes=code["raw"], code_compressed_bytes=code["compressed"],
+                total_bytes=model_bytes + code["compressed"], total_with_raw_code_bytes=model_bytes + code["raw"],
+                **{k: v for k, v in code.items() if k.startswith("raw_")})
+
+
+def check_artifact_budget(accounting: dict[str, int], limit: int = ARTIFACT_LIMIT_BYTES) -> str | None:
+    """None when the artifact fits, else the error message."""
+    if accounting["total_bytes"] <= limit:
+        return None
+    return (f"artifact over budget: {accounting['total_bytes']:,} bytes (model {accounting['model_bytes']:,} + "
+            f"code {accounting['code_compressed_bytes']:,}) > {limit:,}. Lower MATRIX_BITS/EMBED_BITS, raise "
+            "the CLIP_SIGMA_* values (coarser steps compress better), or shrink the model")
+
+
+# -----------------------------------------------------------------------------
+# Test-time training: phased, score-first, per-document LoRA
+# The validation stream is cut into document pieces exactly as the plain eval cuts it. Pieces are batched
+# (sorted by length, spread over ranks by cost). In each batch every piece carries its own LoRA on q, k, v,
+# the attention output and the MLP; each 48-token chunk is scored first (final), then one Adam step learns
+# from it. B restarts at zero for each batch, A stays warm. In the phased prefix, after each phase the base
+# weights also take an SGD pass over the pieces already scored. The forward is GPT.hidden with LoRA deltas.
+# Lineage: parameter-golf PRs #1530, #1610, #1736, #1768 (warm A, alpha), #1886 (weight decay 2.0).
+# -----------------------------------------------------------------------------
+
+class BatchedLoRA:
+    """One LoRA per document row: delta(x) = (x A_r) B_r * alpha/rank, batched with bmm."""
+
+    TARGETS = ("q", "k", "v", "o", "mlp")
+
+    def __init__(self, h: Hyperparameters, n_docs: int, device: torch.device):
+        kv = h.num_kv_heads * h.head_dim
+        dims = dict(q=(h.model_dim, h.model_dim), k=(h.model_dim, kv), v=(h.model_dim, kv),
+                    o=(h.model_dim, h.model_dim), mlp=(h.model_dim, h.model_dim))
+        self.scale = h.ttt_lora_alpha / h.ttt_lora_rank
+        self.A, self.B = {}, {}
+        for layer in range(h.num_layers):
+            for name in self.TARGETS:
+                fan_in, fan_out = dims[name]
+                self.A[layer, name] = torch.empty(n_docs, fan_in, h.ttt_lora_rank, device=device)
+                self.B[layer, name] = torch.zeros(n_docs, h.ttt_lora_rank, fan_out, device=device)
+        self.reset_a()
+        self.rows: torch.Tensor | None = None  # the documents of the current forward
+        self.enabled = True
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.A.values()) + list(self.B.values())
+
+    @torch.no_grad()
+    def reset_a(self) -> None:
+        for a in self.A.values():
+            bound = 1.0 / math.sqrt(a.size(1))
+            a.uniform_(-bound, bound)
+
+    @torch.no_grad()
+    def reset_b(self) -> None:
+        for b in self.B.values():
+            b.zero_()
+
+    def delta(self, layer: int, name: str, x: torch.Tensor) -> torch.Tensor:
+        A, B = self.A[layer, name][self.rows], self.B[layer, name][self.rows]
+        return (torch.bmm(torch.bmm(x, A.to(x.dtype)), B.to(x.dtype)) * self.scale) if self.enabled else 0
+
+
+def stream_pieces(tokens: np.ndarray, h: Hyperparameters) -> list[tuple[int, int]]:
+    """(start, end) of every document piece of the stream: inputs tokens[s:e], targets tokens[s+1:e+1]."""
+    starts = piece_starts(tokens[:-1], h.bos_id, h.train_seq_len)
+    ends = np.append(starts[1:], len(tokens) - 1)
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def phase_bounds(n_pieces: int, h: Hyperparameters) -> list[tuple[int, int]]:
+    """Piece ranges of the TTT phases: TTT_PHASES equal parts of the first TTT_PHASED_DOCS, then the rest."""
+    prefix = min(h.ttt_phased_docs, n_pieces) if h.ttt_phases > 0 else 0
+    cuts = [round(prefix * p / h.ttt_phases) for p in range(h.ttt_phases + 1)] if h.ttt_phases > 0 else [0]
+    return list(zip(cuts[:-1], cuts[1:])) + [(prefix, n_pieces)]
+
+
+def plan_ttt_batches(pieces, h: Hyperparameters, world_size: int) -> list[list[list[tuple[int, int]]]]:
+    """Per phase, per rank: batches of pieces. Longest first; batches go to the least-loaded rank by
+    cost (tokens^2, the cost of re-reading each prefix). Deterministic, so every rank agrees."""
+    plan = []
+    for a, b in phase_bounds(len(pieces), h):
+        phase = pieces[a:b]
+        ordered = sorted(phase, key=lambda p: p[1] - p[0], reverse=True)
+        batches = [ordered[i:i + h.ttt_batch_docs] for i in range(0, len(ordered), h.ttt_batch_docs)]
+        load, per_rank = [0] * world_size, [[] for _ in range(world_size)]
+        for batch in batches:
+            r = min(range(world_size), key=lambda i: load[i])
+            per_rank[r].append(batch)
+            load[r] += sum((e - s) ** 2 for s, e in batch)
+        plan.append(per_rank)
+    return plan
+
+
+class TTTStats:
+    """Running sums on this rank: TTT nats, no-TTT nats of the same targets, bytes, tokens."""
+
+    def __init__(self, device):
+        self.sums = torch.zeros(4, dtype=torch.float64, device=device)
+        self.guard_events = 0
+
+    def bpb_gap(self) -> float:
+        ttt, base, nbytes, _ = self.sums.tolist()
+        return (ttt - base) / math.log(2) / max(nbytes, 1.0)
+
+
+def _pad_batch(tokens: np.ndarray, batch, device):
+    """(b, Lmax) inputs, targets (-1 padding), and the stream index of each target."""
+    lmax = max(e - s for s, e in batch)
+    ids = np.zeros((len(batch), lmax), dtype=np.int64)
+    tgt = np.full((len(batch), lmax), -1, dtype=np.int64)
+    index = np.zeros((len(batch), lmax), dtype=np.int64)
+    for i, (s, e) in enumerate(batch):
+        ids[i, :e - s] = tokens[s:e]
+        tgt[i, :e - s] = tokens[s + 1:e + 1]
+        index[i, :e - s] = np.arange(s, e)
+    as_t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return as_t(ids), as_t(tgt), as_t(index), lmax
+
+
+def ttt_batch(model: GPT, lora: BatchedLoRA, tokens, batch, tables: ByteTables, h: Hyperparameters,
+              ctx: DistContext, base_nats: torch.Tensor | None, stats: TTTStats, scores: torch.Tensor) -> None:
+    """Score-first TTT over one batch of pieces, chunk by chunk."""
+    ids, tgt, index, lmax = _pad_batch(tokens, batch, ctx.device)
+    lengths = torch.tensor([e - s for s, e in batch], device=ctx.device)
+    positions = torch.arange(lmax, device=ctx.device)
+    lora.reset_b()
+    lora.enabled = True
+    opt = torch.optim.AdamW(lora.parameters(), lr=h.ttt_lr, betas=(h.ttt_beta1, h.ttt_beta2),
+                            weight_decay=h.ttt_weight_decay)
+    for start in range(0, lmax, h.ttt_chunk_tokens):
+        end = min(lmax, start + h.ttt_chunk_tokens)
+        rows = torch.nonzero(lengths > start).squeeze(1)
+        lora.rows = rows
+        # ---- score the chunk: these numbers are final ----
+        hidden = model.hidden(ids[rows, :end], positions[:end], None, lora)[:, start:end]
+        chunk_tgt = tgt[rows, start:end]
+        losses = model.token_losses(hidden, chunk_tgt)
+        valid = chunk_tgt >= 0
+        with torch.no_grad():
+            prev = ids[rows, start:end]
+            nbytes = tables.target_bytes(prev, chunk_tgt.clamp_min(0)) * valid
+            where = index[rows, start:end][valid]
+            scores[where] = losses.detach()[valid].float()
+            base = base_nats[where].double().sum() if base_nats is not None else losses.detach().sum().double()
+            stats.sums += torch.stack([losses.detach().double().sum(), base, nbytes.sum().double(),
+                                       valid.sum().double()])
+        if not lora.enabled:
+            continue
+        # ---- then learn from it: mean loss per document, summed (each document has its own adapter) ----
+        loss = (losses.sum(1) / valid.sum(1).clamp_min(1)).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if base_nats is not None and stats.sums[2] > 4096 and stats.bpb_gap() > h.ttt_collapse_threshold_bpb:
+            stats.guard_events += 1
+            print(f"ttt_collapse_guard rank:{ctx.rank} first_doc_start:{batch[0][0]} chunk_start:{start} "
+                  f"running_gap_bpb:{stats.bpb_gap():.4f} fallback:{int(h.ttt_collapse_fallback)}",
+                  file=sys.stderr, flush=True)
+            if h.ttt_collapse_fallback:
+                lora.enabled = False  # no adaptation for the rest of this batch
+
+
+def global_sgd_pass(model: GPT, tokens, pieces, h: Hyperparameters, ctx: DistContext) -> int:
+    """SGD on the base weights over already-scored pieces: windows of whole pieces, spread over ranks."""
+    windows, current, size = [], [], 0
+    for s, e in pieces:
+        if current and size + (e - s) > h.ttt_global_chunk_tokens:
+            windows.append(current)
+            current, size = [], 0
+        current.append((s, e))
+        size += e - s
+    if current:
+        windows.append(current)
+    steps = math.ceil(len(windows) / ctx.world_size)
+    params = [p for p in model.parameters()]
+    opt = torch.optim.SGD(params, lr=h.ttt_global_lr, momentum=h.ttt_global_momentum)
+    for p in params:
+        p.requires_grad_(True)
+    for step in range(steps):
+        for g in opt.param_groups:  # cosine from TTT_GLOBAL_LR to 0
+            g["lr"] = h.ttt_global_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        w = step * ctx.world_size + ctx.rank
+        opt.zero_grad(set_to_none=False)
+        if w < len(windows):
+            batch = _pack_pieces(tokens, windows[w], h).to(ctx.device)
+            loss = model(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
+            loss.backward()
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = torch.cat([p.grad.reshape(-1) for p in params])
+        all_reduce_(ctx, grads)
+        for p, g in zip(params, grads.split([p.numel() for p in params])):
+            p.grad.copy_(g.view_as(p) / ctx.world_size)
+        opt.step()
+    for p in params:
+        p.requires_grad_(False)
+        p.grad = None
+    return steps
+
+
+def _pack_pieces(tokens: np.ndarray, pieces, h: Hyperparameters) -> PackedBatch:
+    inputs = np.concatenate([tokens[s:e] for s, e in pieces])
+    targets = np.concatenate([tokens[s + 1:e + 1] for s, e in pieces])
+    lengths = np.array([e - s for s, e in pieces])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    positions = np.arange(len(inputs)) - np.repeat(starts, lengths)
+    cu = np.append(starts, len(inputs)).astype(np.int32)
+    return PackedBatch(torch.from_numpy(inputs.astype(np.int64)), torch.from_numpy(targets.astype(np.int64)),
+                       torch.from_numpy(positions), torch.from_numpy(cu), h.train_seq_len)
+
+
+def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
+                 log, base_nats: torch.Tensor | None = None):
+    """Returns (val_loss, val_bpb, per-target nats). base_nats: the no-TTT nats of each target (guard)."""
+    t0 = time.perf_counter()
+    pieces = stream_pieces(tokens, h)
+    plan = plan_ttt_batches(pieces, h, ctx.world_size)
+    bounds = phase_bounds(len(pieces), h)
+    total_cost = sum((e - s) ** 2 for phase in plan for b in phase[ctx.rank] for s, e in b) or 1
+    done_cost, stats = 0, TTTStats(ctx.device)
+    scores = torch.zeros(len(tokens) - 1, dtype=torch.float32, device=ctx.device)
+    lora = BatchedLoRA(h, h.ttt_batch_docs, ctx.device)
+    for p in lora.parameters():
+        p.requires_grad_(True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    for phase_index, per_rank in enumerate(plan):
+        for b, batch in enumerate(per_rank[ctx.rank]):
+            if not h.ttt_warm_start_a:
+                lora.reset_a()
+            ttt_batch(model, lora, tokens, batch, tables, h, ctx, base_nats, stats, scores)
+            done_cost += sum((e - s) ** 2 for s, e in batch)
+            if b % 20 == 0:
+                elapsed = time.perf_counter() - t0
+                log(f"ttt_progress phase:{phase_index} batch:{b}/{len(per_rank[ctx.rank])} elapsed:{elapsed:.1f}s "
+                    f"projected_total:{elapsed * total_cost / max(done_cost, 1):.1f}s "
+                    f"budget:{h.ttt_time_budget_seconds:.0f}s")
+        # ---- phase boundary: base weights learn from every piece scored so far in this phase ----
+        if phase_index < len(plan) - 1:  # a prefix phase
+            a, b = bounds[phase_index]
+            steps = global_sgd_pass(model, tokens, pieces[a:b], h, ctx)
+            log(f"ttt_global_sgd phase:{phase_index} pieces:{a}..{b} steps:{steps} "
+                f"elapsed:{time.perf_counter() - t0:.1f}s")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.train()
+    events = torch.tensor([float(stats.guard_events)], device=ctx.device)
+    all_reduce_(ctx, events)
+    all_reduce_(ctx, stats.sums)
+    all_reduce_(ctx, scores)
+    ttt_nats, base_nats_sum, nbytes, count = stats.sums.tolist()
+    log(f"ttt_guard events:{int(events.item())} threshold_bpb:{h.ttt_collapse_threshold_bpb} "
+        f"gap_bpb:{(ttt_nats - base_nats_sum) / math.log(2) / nbytes:+.5f}")
+    return ttt_nats / count, ttt_nats / math.log(2) / nbytes, scores
+
+
+# -----------------------------------------------------------------------------
+# Training loop
+# -----------------------------------------------------------------------------
+
+def train_step(model_fn, model: GPT, loader: TrainLoader, opt: Optimizers, step: int, accum: int,
+               lr_mult: float, h: Hyperparameters) -> torch.Tensor:
+    """One optimizer step over the global batch; returns the mean micro-batch loss (a device tensor).
+    Each micro loss is a mean over its tokens and is divided by accum, so the accumulated gradient is the
+    mean over the 8 micro-batches, whatever the world size."""
+    total = torch.zeros((), device=opt.ctx.device)
+    for micro in range(accum):
+        batch = loader.batch(step, micro)
+        if model_fn is not model:  # compiled: one graph for every number of documents per window
+            torch._dynamo.mark_dynamic(batch.cu_seqlens, 0)
+        loss = model_fn(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
+        (loss / accum).backward()
+        total += loss.detach() / accum
+    opt.step(lr_mult, muon_momentum_at(step, h))
+    model.zero_grad(set_to_none=True)
+    return total
+
+
+def synchronize(ctx: DistContext) -> None:
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+
+
+def compile_warmup(model_fn, model: GPT, loader, h, ctx, accum, log) -> None:
+    """Compile every graph the timed loop will use (recurrence off and on) before the clock starts, then
+    put back the initial weights: these steps are not training, and the optimizer is rebuilt afterwards."""
+    if h.warmup_steps <= 0 or model_fn is model:  # nothing to compile
+        return
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    opt = Optimizers(model, h, ctx)
+    t0 = time.perf_counter()
+    for i in range(h.warmup_steps):
+        model.looping = h.num_loops > 0 and i >= h.warmup_steps // 2
+        train_step(model_fn, model, loader, opt, i, accum, 1.0, h)
+        synchronize(ctx)
+        if i in (0, h.warmup_steps // 2):
+            log(f"warmup_step:{i} looping:{int(model.looping)} elapsed:{time.perf_counter() - t0:.1f}s")
+    model.load_state_dict(initial)
+    model.looping = False
+    log(f"compile_warmup_seconds:{time.perf_counter() - t0:.1f} steps:{h.warmup_steps} "
+        "(not timed; initial weights restored, optimizer rebuilt)")
+
+
+def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> dict:
+    loader = TrainLoader(h, ctx, accum)
+    use_compile = h.compile and ctx.device.type == "cuda"
+    model_fn = torch.compile(model) if use_compile else model
+    compile_warmup(model_fn, model, loader, h, ctx, accum, log)
+    opt = Optimizers(model, h, ctx)
+    ema = EMA(model, h.ema_decay)
+    budget = h.max_wallclock_seconds - h.gptq_reserve_seconds
+    # ---- the timed region starts here ----
+    synchronize(ctx)
+    t0 = time.perf_counter()
+    step, elapsed, last_log_loss = 0, 0.0, float("nan")
+    while step < h.iterations:
+        progress = max(step / h.iterations, elapsed / budget if budget > 0 else 0.0)
+        if h.num_loops > 0 and not model.looping and broadcast_decision(ctx, progress >= h.loop_enable_frac):
+            model.looping = True
+            log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")
+        loss = train_step(model_fn, model, loader, opt, step, accum, lr_multiplier(progress, h), h)
+        ema.update()
+        step += 1
+        synchronize(ctx)
+        elapsed = time.perf_counter() - t0
+        step_avg = elapsed / step
+        if step % h.train_log_every == 0 or step <= 5:
+            last_log_loss = loss.item()
+            log(f"step:{step}/{h.iterations} train_loss:{last_log_loss:.4f} train_time:{elapsed * 1000:.0f}ms "
+                f"step_avg:{step_avg * 1000:.2f}ms lr_mult:{lr_multiplier(progress, h):.3f}")
+        if broadcast_decision(ctx, elapsed + step_avg > budget):  # the next step would pass the cap
+            break
+    tokens = step * h.train_batch_tokens
+    log(f"train_time:{elapsed * 1000:.0f}ms steps:{step} step_avg:{elapsed / max(step, 1) * 1000:.2f}ms "
+        f"tokens_per_second:{tokens / max(elapsed, 1e-9):.0f} cap:{h.max_wallclock_seconds:.1f}s")
+    if ctx.device.type == "cuda":
+        log(f"peak_memory_allocated:{torch.cuda.max_memory_allocated(ctx.device) / 2**30:.2f}GiB")
+    ema.copy_to(model)
+    return dict(loader=loader, steps=step, train_seconds=elapsed)
+
+
+# -----------------------------------------------------------------------------
+# main: train -> evaluate -> quantize -> artifact -> roundtrip -> TTT
+# -----------------------------------------------------------------------------
+
+def log_bpb(log, label: str, val_loss: float, val_bpb: float, seconds: float) -> None:
+    log(f"{label} val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f} eval_time:{seconds * 1000:.0f}ms")
+
+
+def write_artifact(model: GPT, loader: TrainLoader, h, ctx, log) -> tuple[dict, dict]:
+    """GPTQ -> container -> compressed file (rank 0). Returns (quantized, accounting)."""
+    t0 = time.perf_counter()
+    n_batches = max(1, h.gptq_calib_batches // ctx.world_size)
+    calib = (loader.batch(10_000_000 + i, 0) for i in range(n_batches))  # far from the training windows
+    hessians = collect_hessians(model, calib, ctx)
+    t_hessian = time.perf_counter() - t0
+    quantized = quantize_model(model, hessians, h)
+    blob, codec = compress(serialize_quantized(quantized), h.brotli_quality)
+    if ctx.is_master:
+        Path(h.artifact_path).write_bytes(blob)
+    accounting = artifact_accounting(len(blob))
+    log(f"gptq hessians:{len(hessians)} hessian_seconds:{t_hessian:.1f} "
+        f"quantize_seconds:{time.perf_counter() - t0 - t_hessian:.1f} codec:{codec}")
+    log(f"artifact_model_bytes:{accounting['model_bytes']} code_raw_bytes:{accounting['code_raw_bytes']} "
+        f"code_compressed_bytes:{accounting['code_compressed_bytes']} "
+        + " ".join(f"{k}:{v}" for k, v in accounting.items() if k.startswith("raw_")))
+    log(f"artifact_total_bytes:{accounting['total_bytes']} (model + brotli-compressed code; with raw code: "
+        f"{accounting['total_with_raw_code_bytes']}) limit:{ARTIFACT_LIMIT_BYTES}")
+    return quantized, accounting
+
+
+def main() -> int:
+    h = load_hyperparameters()
+    ctx = init_distributed()
+    accum = validate_hyperparameters(h, ctx.world_size)
+    run_id = h.run_id or time.strftime("%Y%m%d_%H%M%S")
+    if ctx.distributed:  # every rank logs under rank 0's run id
+        holder = [run_id]
+        dist.broadcast_object_list(holder, src=0)
+        run_id = holder[0]
+    log = Logger(ctx, run_id)
+    log_environment(log, h, ctx)
+    torch.manual_seed(h.seed)
+    np.random.seed(h.seed)
+    # ---- inputs first: fail in seconds, not after training ----
+    tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size)).to(ctx.device)
+    val_tokens = load_val_tokens(h)
+    if not h.eval_only:
+        find_shards(h.data_path, "train")
+    model = GPT(h).to(ctx.device)
+    model.configure_kernels(ctx.device, h.fused_ce_enabled, h.fused_mlp_enabled)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model_params:{n_params} attention_backend:{model.attn_backend} fused_ce:{int(model.use_fused_ce)} "
+        f"fused_mlp:{int(model.blocks[0].mlp.use_fused)} grad_accum_steps:{accum} "
+        f"micro_batch_tokens:{h.train_batch_tokens // 8} val_tokens:{len(val_tokens)}")
+    failure = None
+    # ---- training, pre-quantization eval, artifact ----
+    if not h.eval_only:
+        result = train(model, h, ctx, accum, log)
+        t0 = time.perf_counter()
+        val_loss, val_bpb, _ = evaluate(model, val_tokens, tables, h, ctx)
+        log_bpb(log, "final_prequant_exact", val_loss, val_bpb, time.perf_counter() - t0)
+        quantized, accounting = write_artifact(model, result["loader"], h, ctx, log)
+        failure = check_artifact_budget(accounting)
+        if ctx.distributed:
+            dist.barrier()
+    # ---- roundtrip: the artifact alone must reproduce the quantized model, bit for bit ----
+    eval_t0 = time.perf_counter()
+    loaded = load_artifact(h.artifact_path)
+    state = dequantize(loaded)
+    if not h.eval_only:
+        expected = dequantize(quantized)
+        mismatched = [k for k in expected if not torch.equal(expected[k], state[k])]
+        if mismatched:
+            raise RuntimeError(f"artifact roundtrip mismatch in {mismatched[:5]}")
+        log("roundtrip_check: artifact == in-memory quantized model (bit for bit)")
+    model = GPT(h).to(ctx.device)
+    model.configure_kernels(ctx.device, h.fused_ce_enabled, h.fused_mlp_enabled)
+    model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()})
+    model.looping = h.num_loops > 0
+    t0 = time.perf_counter()
+    val_loss, val_bpb, base_nats = evaluate(model, val_tokens, tables, h, ctx, keep_token_losses=h.ttt_enabled)
+    log_bpb(log, "final_roundtrip_exact", val_loss, val_bpb, time.perf_counter() - t0)
+    # ---- test-time training ----
+    if h.ttt_enabled:
+        t0 = time.perf_counter()
+        val_loss, val_bpb, _ = evaluate_ttt(model, val_tokens, tables, h, ctx, log, base_nats)
+        log_bpb(log, "final_ttt_exact", val_loss, val_bpb, time.perf_counter() - t0)
+    log(f"eval_time:{(time.perf_counter() - eval_t0) * 1000:.0f}ms (artifact load, roundtrip eval, TTT)")
+    if failure:
+        log(f"ERROR: {failure}")
+    if ctx.distributed:
+        dist.destroy_process_group()
+    return 1 if failure else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
