@@ -840,9 +840,14 @@ class GPT(nn.Module):
             return kernels.softcap_cross_entropy(logits, targets, self.h.logit_softcap, reduction="mean")
         return softcap_cross_entropy(logits, targets, self.h.logit_softcap, reduction="mean")
 
-    def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-token nats in fp32 (eager formula, used by eval and TTT scoring); 0 where target < 0."""
-        return softcap_cross_entropy(self.logits(hidden), targets, self.h.logit_softcap, reduction="none")
+    def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor, rows_per_chunk: int = 32_768):
+        """Per-token nats in fp32 (eager formula, used by eval and TTT scoring); 0 where target < 0.
+        Chunked over rows so that the fp32 logits of a 500k-token eval window never exist at once."""
+        flat_h, flat_t = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)
+        parts = [softcap_cross_entropy(self.logits(flat_h[i:i + rows_per_chunk]), flat_t[i:i + rows_per_chunk],
+                                       self.h.logit_softcap, reduction="none")
+                 for i in range(0, flat_t.numel(), rows_per_chunk)]
+        return torch.cat(parts).view(targets.shape)
 
 
 def softcap_cross_entropy(logits, targets, softcap: float, reduction: str = "mean"):
