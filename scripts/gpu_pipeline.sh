@@ -20,7 +20,7 @@ for stage in "${@:-tests bench train}"; do
     train)
       RUN=${RUN_ID:-gpu_${NPROC}x_$(date +%H%M%S)}
       env DATA_PATH=$DATA TOKENIZER_PATH=$DATA/fineweb_8192_bpe.model MAX_WALLCLOCK_SECONDS=$TRAIN_SECONDS \
-          RUN_ID=$RUN ${EXTRA_ENV:-} torchrun --standalone --nproc_per_node=$NPROC train_gpt.py 2>&1 | tail -n 80
+          RUN_ID=$RUN ${EXTRA_ENV:-} timeout ${TRAIN_TIMEOUT:-440} torchrun --standalone --nproc_per_node=$NPROC train_gpt.py 2>&1 | tail -n 80
       cp logs/$RUN.txt "$OUT/" ;;
   esac
 done
