@@ -29,10 +29,14 @@ def _check_device(t: torch.Tensor) -> None:
         raise RuntimeError("golfrun Triton kernels need a CUDA tensor, or TRITON_INTERPRET=1 on the CPU")
 
 
+LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)); exp2 is one hardware instruction
+
+
 @triton.jit
 def _tanh(x):
-    # tanh via the logistic function: portable across backends and the interpreter, exact to fp32 rounding
-    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+    # tanh(x) = 1 - 2 / (exp(2x) + 1): one exp2 and one fast (non-IEEE, ~2 ulp) division. Portable across
+    # backends and the interpreter; a precise divide here costs ~10% of the CE kernel's time on H100.
+    return 1.0 - tl.fdiv(2.0, tl.exp2(x * (2.0 * LOG2E)) + 1.0)
 
 
 # -----------------------------------------------------------------------------
@@ -62,7 +66,7 @@ def _softcap_ce_fwd_kernel(logits_ptr, targets_ptr, loss_ptr, lse_ptr, n_cols, s
         z = tl.where(mask, z, float("-inf"))
         # 2. online log-sum-exp: rescale the running sum to the new max
         new_max = tl.maximum(running_max, tl.max(z, axis=0))
-        running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(z - new_max), axis=0)
+        running_sum = running_sum * tl.exp2((running_max - new_max) * LOG2E) + tl.sum(tl.exp2((z - new_max) * LOG2E), axis=0)
         running_max = new_max
         # 3. pick up the target's z when it is in this block
         target_z += tl.sum(tl.where(cols == target, z, 0.0), axis=0)
@@ -95,15 +99,19 @@ def _softcap_ce_bwd_kernel(logits_ptr, targets_ptr, lse_ptr, grad_loss_ptr, grad
             z = x
             dz_dx = 1.0
         # 2. (softmax - onehot) * dz/dx * upstream gradient, written to a fresh buffer
-        p = tl.exp(z - lse)
+        p = tl.exp2((z - lse) * LOG2E)
         grad = (p - tl.where(cols == target, 1.0, 0.0)) * dz_dx * grad_row
         tl.store(grad_row_ptr + cols, grad.to(grad_logits_ptr.dtype.element_ty), mask=mask)
 
 
-def _ce_block_size(n_cols: int) -> int:
-    # The whole 8192-wide row in one block when it fits (one pass, no rescaling); 8 warps keep 32 fp32
-    # values per thread. Wider vocabularies loop over 8192-wide blocks.
-    return min(triton.next_power_of_2(n_cols), 8192)
+CE_NUM_WARPS = 8  # for 8192-wide blocks: 32 fp32 values per thread (the benchmark sweeps 4/8/16)
+
+
+def _ce_launch_config(n_cols: int) -> dict:
+    # The whole 8192-wide row in one block when it fits (one pass, no rescaling). Wider vocabularies loop
+    # over 8192-wide blocks.
+    block = min(triton.next_power_of_2(n_cols), 8192)
+    return dict(BLOCK_V=block, num_warps=CE_NUM_WARPS if block >= 4096 else 4)
 
 
 @torch.library.custom_op(f"{NAMESPACE}::softcap_ce_fwd", mutates_args=())
@@ -112,9 +120,8 @@ def _softcap_ce_fwd(logits: torch.Tensor, targets: torch.Tensor, softcap: float)
     n_rows, n_cols = logits.shape
     loss = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
     lse = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
-    block = _ce_block_size(n_cols)
     _softcap_ce_fwd_kernel[(n_rows,)](logits, targets, loss, lse, n_cols, logits.stride(0), float(softcap),
-                                      HAS_SOFTCAP=softcap > 0, BLOCK_V=block, num_warps=8 if block >= 4096 else 4)
+                                      HAS_SOFTCAP=softcap > 0, **_ce_launch_config(n_cols))
     return loss, lse
 
 
@@ -130,10 +137,9 @@ def _softcap_ce_bwd(logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tens
     _check_device(logits)
     n_rows, n_cols = logits.shape
     grad_logits = torch.empty_like(logits)  # fresh buffer: the saved logits are never overwritten
-    block = _ce_block_size(n_cols)
     _softcap_ce_bwd_kernel[(n_rows,)](logits, targets, lse, grad_loss, grad_logits, n_cols, logits.stride(0),
                                       grad_logits.stride(0), float(softcap), HAS_SOFTCAP=softcap > 0,
-                                      BLOCK_V=block, num_warps=8 if block >= 4096 else 4)
+                                      **_ce_launch_config(n_cols))
     return grad_logits
 
 
@@ -243,23 +249,30 @@ def _mm_leaky_sq_kernel(a_ptr, b_ptr, pre_ptr, out_a_ptr, out_b_ptr, M, N, K,
         tl.store(out_a_ptr + offsets, out_a.to(out_a_ptr.dtype.element_ty), mask=mask)
 
 
-def _mm_config(M: int, N: int, on_gpu: bool) -> dict:
-    # 128 x 128 x 64 tiles with 8 warps and 3 stages fill an H100 SM at these shapes (M ~ 1e5, N = 2048,
-    # K = 512); the interpreter gets small tiles so CPU tests stay fast.
-    if on_gpu:
-        return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
-    return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=4, num_warps=4, num_stages=1)
+# H100 candidates at M ~ 1e5, N = 2048, K = 512 (autotuned once per shape, at the compile warm-up); the
+# interpreter gets one small tile so CPU tests stay fast.
+_MM_GPU_CONFIGS = [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8), num_warps=w, num_stages=s)
+                   for bm, bn, bk, w, s in [(128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3),
+                                            (128, 128, 64, 4, 4), (128, 256, 64, 8, 4), (64, 256, 64, 4, 4)]]
+_MM_CPU_CONFIG = dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=4, num_warps=4, num_stages=1)
+_mm_leaky_sq_autotuned = triton.autotune(configs=_MM_GPU_CONFIGS, key=["M", "N", "K", "BACKWARD"])(
+    _mm_leaky_sq_kernel)
 
 
 def _launch_mm_leaky_sq(a, b_kn, pre, out_a, out_b, backward: bool) -> None:
-    """a (M, K) @ b_kn (K, N) given as a strided view; pre/out_a/out_b (M, N) contiguous."""
+    """a (M, K) @ b_kn (K, N) given as a strided view; pre/out_a/out_b (M, N) contiguous. Every output
+    is a pure function of the inputs, so the autotuner's repeated launches are harmless."""
     M, K = a.shape
     N = b_kn.shape[1]
-    cfg = _mm_config(M, N, a.is_cuda)
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
-    _mm_leaky_sq_kernel[grid](a, b_kn, pre, out_a, out_b, M, N, K, a.stride(0), a.stride(1),
-                              b_kn.stride(0), b_kn.stride(1), pre.stride(0), pre.stride(1),
-                              BACKWARD=backward, UPCAST_DOT=INTERPRETING, **cfg)
+    args = (a, b_kn, pre, out_a, out_b, M, N, K, a.stride(0), a.stride(1), b_kn.stride(0), b_kn.stride(1),
+            pre.stride(0), pre.stride(1))
+    if a.is_cuda:
+        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
+        _mm_leaky_sq_autotuned[grid](*args, BACKWARD=backward, UPCAST_DOT=False)
+    else:
+        cfg = _MM_CPU_CONFIG
+        grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+        _mm_leaky_sq_kernel[grid](*args, BACKWARD=backward, UPCAST_DOT=INTERPRETING, **cfg)
 
 
 def _check_mlp_args(x2d, w_up, w_down) -> None:

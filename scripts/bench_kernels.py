@@ -80,7 +80,11 @@ def main():
     if not torch.cuda.is_available():
         sys.exit("bench_kernels.py needs a CUDA GPU")
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
-    ce, ce_bytes, ce_err = ce_case(args.tokens, args.vocab, args.softcap)
+    for warps in (4, 16, 8):  # the module default (8) last, so it is what the table below uses
+        kernels.CE_NUM_WARPS = warps
+        ce, ce_bytes, ce_err = ce_case(args.tokens, args.vocab, args.softcap)
+        print(f"softcap CE fused, num_warps {warps:2d}: {ce['fused']:.3f} ms")
+    kernels.CE_NUM_WARPS = 8
     print(f"\nsoftcap CE fwd+bwd, {args.tokens} x {args.vocab} bf16 (compulsory bytes {ce_bytes / 1e9:.2f} GB)")
     print(f"{'impl':10s} {'ms':>8s} {'GB/s':>8s} {'vs compiled':>12s} {'grad rel err':>13s}")
     for name, ms in ce.items():
