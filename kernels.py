@@ -29,7 +29,7 @@ def _check_device(t: torch.Tensor) -> None:
         raise RuntimeError("golfrun Triton kernels need a CUDA tensor, or TRITON_INTERPRET=1 on the CPU")
 
 
-LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)); exp2 is one hardware instruction
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * log2(e)); exp2 is one hardware instruction
 
 
 @triton.jit
