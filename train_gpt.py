@@ -1668,6 +1668,11 @@ def compile_warmup(model_fn, model: GPT, loader, h, ctx, accum, log) -> None:
 def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> dict:
     loader = TrainLoader(h, ctx, accum)
     use_compile = h.compile and ctx.device.type == "cuda"
+    inductor_triton = torch._inductor.config.triton
+    if use_compile and hasattr(inductor_triton, "mix_order_reduction"):
+        # torch 2.11's "mix-order reduction" fusion asserts (FusedMixOrderReductions in sub_node_can_fuse)
+        # on this model's backward graph; without it the graph compiles.
+        inductor_triton.mix_order_reduction = False
     model_fn = torch.compile(model) if use_compile else model
     compile_warmup(model_fn, model, loader, h, ctx, accum, log)
     opt = Optimizers(model, h, ctx)
