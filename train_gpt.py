@@ -1681,7 +1681,7 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> 
     # ---- the timed region starts here ----
     synchronize(ctx)
     t0 = time.perf_counter()
-    step, elapsed, last_log_loss = 0, 0.0, float("nan")
+    step, elapsed = 0, 0.0
     while step < h.iterations:
         progress = max(step / h.iterations, elapsed / budget if budget > 0 else 0.0)
         if h.num_loops > 0 and not model.looping and broadcast_decision(ctx, progress >= h.loop_enable_frac):
@@ -1694,8 +1694,8 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> 
         elapsed = time.perf_counter() - t0
         step_avg = elapsed / step
         if step % h.train_log_every == 0 or step <= 5:
-            last_log_loss = loss.item()
-            log(f"step:{step}/{h.iterations} train_loss:{last_log_loss:.4f} train_time:{elapsed * 1000:.0f}ms "
+            mean_loss = all_reduce_(ctx, loss.clone()).item() / ctx.world_size  # over all ranks
+            log(f"step:{step}/{h.iterations} train_loss:{mean_loss:.4f} train_time:{elapsed * 1000:.0f}ms "
                 f"step_avg:{step_avg * 1000:.2f}ms lr_mult:{lr_multiplier(progress, h):.3f}")
         if broadcast_decision(ctx, elapsed + step_avg > budget):  # the next step would pass the cap
             break
