@@ -1,0 +1,56 @@
+"""Shared fixtures. Kernels run under the Triton interpreter on the CPU: the variable must be set before
+triton is first imported, so it is set here, at collection time."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+PROXY_DATA = SHARED_DATA / "proxy" / "datasets" / "proxy_sp8192"
+TOKENIZER = SHARED_DATA / "tokenizers" / "fineweb_8192_bpe.model"
+sys.path.insert(0, str(REPO))
+
+
+def clean_env(**extra) -> dict:
+    """The environment for a train_gpt.py subprocess: ours only, none of the caller's knobs."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "PYTHONPATH", "LANG", "TMPDIR")}
+    env.update(OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_train(tmp_path: Path, nproc: int = 1, timeout: int = 600, **env) -> str:
+    """Run train_gpt.py on the proxy data in tmp_path; return its log file's text."""
+    run_id = env.pop("RUN_ID", "test")
+    env.setdefault("ARTIFACT_PATH", tmp_path / f"{run_id}.golf")
+    full_env = clean_env(DATA_PATH=PROXY_DATA, TOKENIZER_PATH=TOKENIZER, RUN_ID=run_id, **env)
+    if nproc == 1:
+        cmd = [sys.executable, str(REPO / "train_gpt.py")]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               str(REPO / "train_gpt.py")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
+    log_path = tmp_path / "logs" / f"{run_id}.txt"
+    if proc.returncode != 0:
+        raise AssertionError(f"train_gpt.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return log_path.read_text()
+
+
+def metric(log: str, label: str, key: str = "val_bpb") -> float:
+    match = re.search(rf"^{label} .*?{key}:([0-9.]+)", log, re.M)
+    assert match, f"no '{label} ... {key}:' line in the log"
+    return float(match.group(1))
+
+
+@pytest.fixture(scope="session")
+def smoke_log(tmp_path_factory) -> tuple[Path, str]:
+    """One full SMOKE=1 run of the whole pipeline (train, artifact, roundtrip, TTT), shared by tests."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    return tmp, run_train(tmp, SMOKE=1, RUN_ID="smoke")

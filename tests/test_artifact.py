@@ -1,0 +1,103 @@
+"""GPTQ, the artifact container, compression, size accounting and corrupt-file errors."""
+
+import numpy as np
+import pytest
+import torch
+
+import train_gpt as tg
+from conftest import PROXY_DATA
+
+
+@pytest.mark.parametrize("bits", [6, 7, 8])
+def test_rtn_error_is_within_half_a_step(bits):
+    torch.manual_seed(bits)
+    W = torch.randn(64, 128)
+    scale = tg.row_scales(W, bits, clip_sigma=4.0)
+    deq = tg.quantize_rtn(W, scale, bits).float() * scale[:, None]
+    qmax = 2 ** (bits - 1) - 1
+    inside = W.abs() <= qmax * scale[:, None]
+    assert torch.all((deq - W).abs()[inside] <= scale.expand_as(W.T).T[inside] / 2 + 1e-6)
+    assert torch.all(deq.abs() <= qmax * scale[:, None] + 1e-6)  # clipped values stay in range
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    h = tg.load_hyperparameters({"SMOKE": "1", "DATA_PATH": str(PROXY_DATA)})
+    torch.manual_seed(0)
+    model = tg.GPT(h)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.mlp.down.weight.normal_(std=0.02)
+    loader = tg.TrainLoader(h, tg.DistContext(), 8)
+    hessians = tg.collect_hessians(model, [loader.batch(0, m) for m in range(2)], tg.DistContext())
+    return h, model, hessians
+
+
+def test_hessians_cover_every_gptq_tensor(calibrated):
+    h, model, hessians = calibrated
+    plan = tg.quantization_plan(model, h)
+    keys = {rule.hessian_key for rule in plan.values() if rule.kind == "gptq"}
+    assert keys <= set(hessians) and "lm_head" in keys
+    assert sum(r.kind == "gptq" for r in plan.values()) == 6 * h.num_layers + 1
+
+
+def test_gptq_beats_round_to_nearest_on_a_real_hessian(calibrated):
+    h, model, hessians = calibrated
+    for name in ("blocks.1.mlp.down", "blocks.0.attn.c_q"):
+        W = dict(model.named_modules())[name].weight.detach()
+        H = hessians[name]
+        scale = tg.row_scales(W, 6, 12.0)
+        errors = {}
+        for method in ("rtn", "gptq"):
+            q = tg.quantize_rtn(W, scale, 6) if method == "rtn" else tg.gptq_quantize(W, H, scale, 6)
+            delta = q.float() * scale[:, None] - W
+            errors[method] = torch.trace(delta @ H @ delta.T).item()  # output error on the calibration data
+        assert errors["gptq"] < 0.9 * errors["rtn"], (name, errors)
+
+
+def test_container_roundtrip_is_exact(calibrated):
+    h, model, hessians = calibrated
+    quantized = tg.quantize_model(model, hessians, h)
+    blob, codec = tg.compress(tg.serialize_quantized(quantized), quality=5)
+    loaded = tg.deserialize_quantized(tg.decompress(blob))
+    before, after = tg.dequantize(quantized), tg.dequantize(loaded)
+    assert codec == "brotli" and before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    fresh = tg.GPT(h)
+    fresh.load_state_dict(after)  # strict: every parameter present
+    kinds = {e["rule"].kind for e in loaded.values()}
+    assert kinds == {"gptq", "int8_rows", "fp16"}
+
+
+def test_byte_shuffle_roundtrip():
+    raw = np.arange(40, dtype=np.float16).tobytes()
+    assert tg._unshuffle_bytes(tg._shuffle_bytes(raw, 2), 2) == raw
+
+
+def test_truncated_and_corrupt_artifacts(tmp_path, calibrated):
+    h, model, hessians = calibrated
+    blob, _ = tg.compress(tg.serialize_quantized(tg.quantize_model(model, hessians, h)), quality=5)
+    cases = {"truncated": blob[: len(blob) // 2], "flipped": blob[:40] + bytes([blob[40] ^ 0xFF]) + blob[41:],
+             "foreign": b"PK\x03\x04" + blob[4:]}
+    for name, data in cases.items():
+        path = tmp_path / f"{name}.golf"
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match="corrupt or truncated|artifact header"):
+            tg.load_artifact(str(path))
+    with pytest.raises(FileNotFoundError, match="ARTIFACT_PATH"):
+        tg.load_artifact(str(tmp_path / "missing.golf"))
+
+
+def test_budget_check_names_the_problem():
+    fits = dict(total_bytes=15_999_999, model_bytes=15_970_000, code_compressed_bytes=29_999)
+    assert tg.check_artifact_budget(fits) is None
+    over = dict(total_bytes=16_000_001, model_bytes=15_970_002, code_compressed_bytes=29_999)
+    message = tg.check_artifact_budget(over)
+    assert "16,000,001" in message and "over budget" in message and "CLIP_SIGMA" in message
+
+
+def test_accounting_counts_both_code_files():
+    acc = tg.artifact_accounting(1000)
+    assert set(acc) >= {"raw_train_gpt.py", "raw_kernels.py"}
+    assert acc["code_raw_bytes"] == acc["raw_train_gpt.py"] + acc["raw_kernels.py"]
+    assert acc["total_bytes"] == 1000 + acc["code_compressed_bytes"] < acc["total_with_raw_code_bytes"]

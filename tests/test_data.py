@@ -1,0 +1,146 @@
+"""Shards, the document-packing loader, and the bits-per-byte accounting."""
+
+import json
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+import torch
+
+import train_gpt as tg
+from conftest import PROXY_DATA, TOKENIZER
+
+
+def write_shard(path, tokens, magic=tg.SHARD_MAGIC, version=1, count=None):
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = [magic, version, len(tokens) if count is None else count]
+    path.write_bytes(header.tobytes() + np.asarray(tokens, dtype="<u2").tobytes())
+
+
+def test_shard_roundtrip(tmp_path):
+    write_shard(tmp_path / "fineweb_train_000000.bin", [1, 5, 6, 7])
+    assert tg.read_shard(tmp_path / "fineweb_train_000000.bin").tolist() == [1, 5, 6, 7]
+
+
+@pytest.mark.parametrize("case, message", [("magic", "magic"), ("version", "magic"), ("truncated", "truncated"),
+                                           ("tiny", "shorter than its 1024-byte header")])
+def test_corrupt_shards_are_named(tmp_path, case, message):
+    path = tmp_path / "fineweb_train_000000.bin"
+    if case == "magic":
+        write_shard(path, [1, 2], magic=123)
+    elif case == "version":
+        write_shard(path, [1, 2], version=7)
+    elif case == "truncated":
+        write_shard(path, [1, 2, 3], count=10)
+    else:
+        path.write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match=message) as err:
+        tg.read_shard(path)
+    assert str(path) in str(err.value) and "download" in str(err.value)
+
+
+def test_empty_glob_says_what_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="DATA_PATH.*download_data.py"):
+        tg.find_shards(str(tmp_path), "train")
+
+
+def test_stream_reads_across_shards_and_wraps(tmp_path):
+    write_shard(tmp_path / "a.bin", [1, 2, 3])
+    write_shard(tmp_path / "b.bin", [4, 5])
+    stream = tg.TokenStream([tmp_path / "a.bin", tmp_path / "b.bin"])
+    assert stream.read(1, 6).tolist() == [2, 3, 4, 5, 1, 2]
+
+
+def test_pack_window_cuts_at_bos_and_max_len():
+    bos = 1
+    window = np.array([1, 10, 11, 12, 13, 14, 1, 20, 21, 1, 30, 31])
+    batch = tg.pack_window(window, bos, max_len=4)
+    assert batch.inputs.tolist() == window[:-1].tolist() and batch.targets.tolist() == window[1:].tolist()
+    # pieces: [0..4) [4..6) (doc 1 cut at 4), [6..9) doc 2, [9..11) doc 3
+    assert batch.cu_seqlens.tolist() == [0, 4, 6, 9, 11]
+    assert batch.positions.tolist() == [0, 1, 2, 3, 0, 1, 0, 1, 2, 0, 1]
+    assert int(torch.diff(batch.cu_seqlens).max()) <= batch.max_seqlen
+
+
+def test_loader_is_deterministic_and_world_size_invariant():
+    h = tg.load_hyperparameters({"SMOKE": "1", "DATA_PATH": str(PROXY_DATA)})
+    single = tg.TrainLoader(h, tg.DistContext(), grad_accum_steps=8)
+    windows_1 = [single.batch(3, m).inputs for m in range(8)]
+    windows_2 = [tg.TrainLoader(h, tg.DistContext(rank=r, world_size=2), 4).batch(3, m).inputs
+                 for r in range(2) for m in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(windows_1, windows_2))
+    assert not torch.equal(windows_1[0], windows_1[1])  # distinct windows: disjoint streams per rank
+    again = tg.TrainLoader(h, tg.DistContext(), grad_accum_steps=8).batch(3, 0).inputs
+    assert torch.equal(again, windows_1[0])
+
+
+def test_no_attention_across_documents():
+    """A token's output is unchanged when another document of the same window changes."""
+    h = tg.load_hyperparameters({"SMOKE": "1"})
+    torch.manual_seed(0)
+    model = tg.GPT(h).eval()
+    with torch.no_grad():  # non-zero output projections so every path carries signal
+        for block in model.blocks:
+            block.attn.proj.weight.normal_(std=0.05)
+            block.mlp.down.weight.normal_(std=0.05)
+    rng = np.random.default_rng(0)
+    window = rng.integers(2, h.vocab_size, 301)
+    window[[0, 100, 180]] = h.bos_id  # documents [0,100) [100,180) [180,300)
+    changed = window.copy()
+    changed[120:170] = rng.integers(2, h.vocab_size, 50)  # only the middle document
+    outs = []
+    for w in (window, changed):
+        b = tg.pack_window(w, h.bos_id, h.train_seq_len)
+        layout = dict(cu_seqlens=b.cu_seqlens, max_seqlen=b.max_seqlen, positions=b.positions)
+        with torch.no_grad():
+            outs.append(model.hidden(b.inputs, b.positions, layout))
+    assert torch.equal(outs[0][:100], outs[1][:100]) and torch.equal(outs[0][180:], outs[1][180:])
+    assert not torch.allclose(outs[0][120:180], outs[1][120:180])
+
+
+def test_padded_varlen_attention_matches_dense_per_document():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(12, 4, 8), torch.randn(12, 2, 8), torch.randn(12, 2, 8)
+    cu = torch.tensor([0, 5, 12], dtype=torch.int32)
+    positions = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6])
+    out = tg.padded_sdpa_varlen(q, k, v, dict(cu_seqlens=cu, max_seqlen=8, positions=positions))
+    for s, e in ((0, 5), (5, 12)):
+        ref = tg.dense_causal_attention(q[None, s:e], k[None, s:e], v[None, s:e])[0]
+        assert torch.allclose(out[s:e], ref, atol=1e-6)
+
+
+def test_bpb_bytes_match_brute_force_decode():
+    """Sum of per-target bytes over each val document == UTF-8 bytes of the decoded document."""
+    sp = tg.load_tokenizer(str(TOKENIZER), 8192)
+    tables = tg.build_byte_tables(sp)
+    tokens = torch.from_numpy(tg.TokenStream(tg.find_shards(str(PROXY_DATA), "val")).read(0, 222_647))
+    counted = tables.target_bytes(tokens[:-1], tokens[1:])
+    assert int(counted.sum()) == 680_016  # the figure the data README gives for this shard
+    starts = torch.nonzero(tokens == 1).squeeze(1).tolist() + [len(tokens)]
+    for s, e in list(zip(starts[:-1], starts[1:]))[:20]:
+        text = sp.decode(tokens[s:e].tolist())
+        assert int(counted[s:e - 1].sum()) == len(text.encode("utf-8"))
+
+
+def test_byte_fallback_and_control_pieces():
+    sp = tg.load_tokenizer(str(TOKENIZER), 8192)
+    tables = tg.build_byte_tables(sp)
+    byte_id = sp.piece_to_id("<0xE2>")
+    assert tables.base_bytes[byte_id] == 1 and not tables.has_space[byte_id]
+    assert tables.is_boundary[1] and tables.base_bytes[1] == 0
+
+
+def test_tokenizer_vocab_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="VOCAB_SIZE"):
+        tg.load_tokenizer(str(TOKENIZER), 4096)
+
+
+def test_val_windows_score_every_target_once():
+    h = tg.load_hyperparameters({"SMOKE": "1", "VAL_BATCH_TOKENS": "1024", "TRAIN_SEQ_LEN": "256"})
+    tokens = np.arange(5000) % 300 + 2
+    seen = []
+    for world in (1, 2):
+        targets = [b.targets[b.targets >= 0] for r in range(world)
+                   for b in tg.val_windows(tokens, h, tg.DistContext(rank=r, world_size=world))]
+        seen.append(sorted(torch.cat(targets).tolist()))
+    assert seen[0] == seen[1] == sorted(tokens[1:].tolist())

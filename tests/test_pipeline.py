@@ -1,0 +1,63 @@
+"""train_gpt.py as participants run it: the CPU smoke pipeline, 2 processes vs 1, eval-only, bad input."""
+
+import re
+import subprocess
+import sys
+
+from conftest import REPO, clean_env, metric, run_train
+
+
+def train_losses(log: str) -> list[tuple[int, float]]:
+    return [(int(s), float(v)) for s, v in re.findall(r"^step:(\d+)/\d+ train_loss:([0-9.]+)", log, re.M)]
+
+
+def test_smoke_run_learns_and_writes_everything(smoke_log):
+    tmp, log = smoke_log
+    losses = train_losses(log)
+    assert losses[-1][1] < losses[0][1] - 2.0  # the loss falls
+    prequant = metric(log, "final_prequant_exact")
+    assert prequant < 6.0  # a uniform guess over 8192 tokens costs ~13 bits per token, ~4.3 per byte here
+    assert abs(metric(log, "final_roundtrip_exact") - prequant) < 0.05  # quantization costs little
+    assert "roundtrip_check: artifact == in-memory quantized model (bit for bit)" in log
+    total = int(re.search(r"^artifact_total_bytes:(\d+)", log, re.M).group(1))
+    assert 0 < total < 16_000_000 and (tmp / "smoke.golf").stat().st_size < total
+    assert "==== source of train_gpt.py ====" in log and "==== source of kernels.py ====" in log
+
+
+def test_two_processes_match_one_with_accumulation(tmp_path):
+    """Same global batch through 2 gloo ranks x 4 micro-steps vs 1 process x 8: same losses and weights."""
+    env = dict(SMOKE=1, ITERATIONS=4, MAX_WALLCLOCK_SECONDS=100000, TTT_ENABLED=0, VAL_MAX_TOKENS=8192,
+               TRAIN_LOG_EVERY=1)
+    logs = {}
+    for n in (1, 2):
+        (tmp_path / f"w{n}").mkdir()
+        logs[n] = run_train(tmp_path / f"w{n}", nproc=n, RUN_ID=f"w{n}", **env)
+    one, two = train_losses(logs[1]), train_losses(logs[2])
+    assert len(one) == len(two) == 4
+    for (_, a), (_, b) in zip(one, two):
+        assert abs(a - b) < 1e-3 * a, (one, two)
+    assert abs(metric(logs[1], "final_prequant_exact", "val_loss")
+               - metric(logs[2], "final_prequant_exact", "val_loss")) < 1e-3
+    assert "world_size:2" in logs[2]
+
+
+def test_eval_only_reproduces_the_roundtrip(smoke_log, tmp_path):
+    smoke_dir, smoke = smoke_log
+    log = run_train(tmp_path, SMOKE=1, EVAL_ONLY=1, RUN_ID="evalonly", ARTIFACT_PATH=smoke_dir / "smoke.golf")
+    assert metric(log, "final_roundtrip_exact") == metric(smoke, "final_roundtrip_exact")
+    assert "final_ttt_exact" in log and not train_losses(log)  # no training steps ran
+
+
+def test_missing_data_names_the_download_command(tmp_path):
+    env = clean_env(DATA_PATH=tmp_path, TOKENIZER_PATH=REPO.parent / "shared/data/tokenizers/fineweb_8192_bpe.model")
+    proc = subprocess.run([sys.executable, str(REPO / "train_gpt.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "no val shards match" in proc.stderr and "scripts/download_data.py" in proc.stderr
+
+
+def test_unknown_knob_stops_the_run_at_once(tmp_path):
+    env = clean_env(TTT_WEIGTH_DECAY="2.0")
+    proc = subprocess.run([sys.executable, str(REPO / "train_gpt.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Did you mean TTT_WEIGHT_DECAY" in proc.stderr

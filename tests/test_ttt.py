@@ -1,0 +1,75 @@
+"""The score-first TTT evaluator: legality, equivalence with plain eval, and that it helps."""
+
+import numpy as np
+import pytest
+import torch
+
+import train_gpt as tg
+from conftest import PROXY_DATA, TOKENIZER, metric
+
+
+def _setup(**env):
+    h = tg.load_hyperparameters({"SMOKE": "1", "DATA_PATH": str(PROXY_DATA), "VAL_MAX_TOKENS": "1500",
+                                 "TTT_BATCH_DOCS": "3", "TTT_PHASED_DOCS": "4", "TTT_PHASES": "2",
+                                 "TTT_CHUNK_TOKENS": "16", **env})
+    torch.manual_seed(0)
+    model = tg.GPT(h)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.proj.weight.normal_(std=0.05)
+            block.mlp.down.weight.normal_(std=0.05)
+    tables = tg.build_byte_tables(tg.load_tokenizer(str(TOKENIZER), 8192))
+    return h, model, tables, tg.load_val_tokens(h)
+
+
+def _run_ttt(h, model, tables, tokens):
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(1)
+    _, bpb, scores = tg.evaluate_ttt(model, tokens, tables, h, tg.DistContext(), log=lambda *a, **k: None)
+    model.load_state_dict(state)  # the global SGD phases change the base weights
+    return bpb, scores
+
+
+def test_zero_lora_ttt_equals_plain_eval():
+    h, model, tables, tokens = _setup(TTT_LR="0", TTT_PHASES="0", TTT_WEIGHT_DECAY="0")
+    _, plain_bpb, plain = tg.evaluate(model, tokens, tables, h, tg.DistContext(), keep_token_losses=True)
+    ttt_bpb, scores = _run_ttt(h, model, tables, tokens)
+    assert torch.allclose(scores, plain, atol=1e-5, rtol=1e-5)
+    assert abs(ttt_bpb - plain_bpb) < 1e-6
+
+
+def test_scores_never_depend_on_later_tokens():
+    """Change a token in the middle of a piece of the first batch: every target scored before it (earlier
+    positions of that piece, and the other pieces of its batch, which are independent) keeps its exact
+    score; targets scored later may change, and some must (else the test proves nothing)."""
+    h, model, tables, tokens = _setup()
+    pieces = tg.stream_pieces(tokens, h)
+    plan = tg.plan_ttt_batches(pieces, h, 1)
+    first_batch = plan[0][0][0]
+    s, e = first_batch[0]
+    m = s + (e - s) // 2
+    changed = tokens.copy()
+    changed[m] = (changed[m] + 7) % 8000 + 2
+    _, before = _run_ttt(h, model, tables, tokens)
+    _, after = _run_ttt(h, model, tables, changed)
+    fixed = np.zeros(len(tokens) - 1, dtype=bool)
+    fixed[s:m - 1] = True  # targets tokens[s+1 .. m-1]: predicted before token m is read
+    for ps, pe in first_batch[1:]:
+        fixed[ps:pe] = True
+    assert torch.equal(before[fixed], after[fixed])
+    assert not torch.equal(before[~fixed], after[~fixed])
+
+
+def test_phases_and_batches_cover_every_piece_once():
+    h = tg.load_hyperparameters({"TTT_PHASED_DOCS": "10", "TTT_PHASES": "3", "TTT_BATCH_DOCS": "4"})
+    pieces = [(i * 10, i * 10 + 1 + (i * 7) % 9) for i in range(25)]
+    plan = tg.plan_ttt_batches(pieces, h, world_size=2)
+    flat = [p for phase in plan for rank in phase for batch in rank for p in batch]
+    assert sorted(flat) == sorted(pieces) and len(plan) == 4
+    assert tg.phase_bounds(25, h) == [(0, 3), (3, 7), (7, 10), (10, 25)]
+
+
+def test_smoke_run_ttt_beats_no_ttt(smoke_log):
+    _, log = smoke_log
+    assert metric(log, "final_ttt_exact") < metric(log, "final_roundtrip_exact")
+    assert "ttt_guard events:" in log
