@@ -1,0 +1,50 @@
+"""scripts/seed_stats.py on logs of real (short) CPU runs of train_gpt.py."""
+
+import sys
+
+import pytest
+
+from conftest import REPO, run_train
+
+sys.path.insert(0, str(REPO / "scripts"))
+import seed_stats  # noqa: E402
+
+SHORT = dict(SMOKE=1, ITERATIONS=3, MAX_WALLCLOCK_SECONDS=100000, TTT_ENABLED=0, VAL_MAX_TOKENS=8192)
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("seeds")
+    paths = {}
+    for name, extra in (("old", {}), ("new", {"MATRIX_LR": "0.05"})):
+        for seed in (1, 2):
+            run_train(tmp, RUN_ID=f"{name}{seed}", SEED=seed, **SHORT, **extra)
+            paths.setdefault(name, []).append(tmp / "logs" / f"{name}{seed}.txt")
+    return paths
+
+
+def test_summary_from_real_logs(logs):
+    result = seed_stats.summarize(logs["old"], logs["new"], 0.005)
+    for unit in ("nats", "bpb"):
+        r = result[unit]
+        assert r["old_std"] > 0 and 0 <= r["p_value"] <= 1 and r["old_mean"] > 0
+    bytes_ratio = result["bpb"]["old_mean"] / result["nats"]["old_mean"]  # bpb per nat, from the logs
+    assert result["bpb"]["margin"] == pytest.approx(0.005 * bytes_ratio, rel=0.05)
+
+
+def test_p_value_direction():
+    assert seed_stats.one_sided_p([1.10, 1.11, 1.12], [1.00, 1.01, 1.02], 0.005) < 0.01
+    assert seed_stats.one_sided_p([1.00, 1.01, 1.02], [1.10, 1.11, 1.12], 0.005) > 0.99
+
+
+def test_mixed_configs_are_refused(logs):
+    with pytest.raises(SystemExit, match="not seeds of one configuration.*matrix_lr"):
+        seed_stats.summarize([logs["old"][0], logs["new"][0]], logs["new"], 0.005)
+
+
+def test_crashed_log_is_refused(logs, tmp_path):
+    crashed = tmp_path / "crashed.txt"
+    text = logs["old"][0].read_text()
+    crashed.write_text(text[: text.index("final_prequant_exact")])
+    with pytest.raises(SystemExit, match="crashed or is unfinished"):
+        seed_stats.summarize([crashed, logs["old"][1]], logs["new"], 0.005)
