@@ -207,7 +207,7 @@ def softcap_cross_entropy_reference(logits: torch.Tensor, targets: torch.Tensor,
 # -----------------------------------------------------------------------------
 
 @triton.jit
-def _mm_leaky_sq_kernel(a_ptr, b_ptr, pre_ptr, out_a_ptr, out_b_ptr, M, N, K,
+def _mm_leaky_sq_kernel(a_ptr, b_ptr, pre_ptr, out_a_ptr, out_b_ptr, M, N, K, M_BUCKET,
                         stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
                         BACKWARD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                         BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, UPCAST_DOT: tl.constexpr):
@@ -249,13 +249,14 @@ def _mm_leaky_sq_kernel(a_ptr, b_ptr, pre_ptr, out_a_ptr, out_b_ptr, M, N, K,
         tl.store(out_a_ptr + offsets, out_a.to(out_a_ptr.dtype.element_ty), mask=mask)
 
 
-# H100 candidates at M ~ 1e5, N = 2048, K = 512 (autotuned once per shape, at the compile warm-up); the
-# interpreter gets one small tile so CPU tests stay fast.
+# H100 candidates at M ~ 1e5, N = 2048, K = 512; the interpreter gets one small tile so CPU tests stay fast.
+# The tuning key is M rounded up to a power of two (M_BUCKET, unused by the kernel): TTT calls this with a new
+# M at nearly every chunk step, and re-tuning each one cost ~1 s per step on the H100.
 _MM_GPU_CONFIGS = [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8), num_warps=w, num_stages=s)
                    for bm, bn, bk, w, s in [(128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3),
                                             (128, 128, 64, 4, 4), (128, 256, 64, 8, 4), (64, 256, 64, 4, 4)]]
 _MM_CPU_CONFIG = dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=4, num_warps=4, num_stages=1)
-_mm_leaky_sq_autotuned = triton.autotune(configs=_MM_GPU_CONFIGS, key=["M", "N", "K", "BACKWARD"])(
+_mm_leaky_sq_autotuned = triton.autotune(configs=_MM_GPU_CONFIGS, key=["M_BUCKET", "N", "K", "BACKWARD"])(
     _mm_leaky_sq_kernel)
 
 
@@ -264,7 +265,8 @@ def _launch_mm_leaky_sq(a, b_kn, pre, out_a, out_b, backward: bool) -> None:
     is a pure function of the inputs, so the autotuner's repeated launches are harmless."""
     M, K = a.shape
     N = b_kn.shape[1]
-    args = (a, b_kn, pre, out_a, out_b, M, N, K, a.stride(0), a.stride(1), b_kn.stride(0), b_kn.stride(1),
+    m_bucket = 1 << max(0, (M - 1).bit_length())
+    args = (a, b_kn, pre, out_a, out_b, M, N, K, m_bucket, a.stride(0), a.stride(1), b_kn.stride(0), b_kn.stride(1),
             pre.stride(0), pre.stride(1))
     if a.is_cuda:
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731

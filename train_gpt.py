@@ -179,6 +179,7 @@ class Hyperparameters:
     ttt_collapse_threshold_bpb: float = 0.02  # guard: TTT bpb worse than no-TTT by this much
     ttt_collapse_fallback: bool = False  # guard action: stop adapting for the rest of the batch
     ttt_time_budget_seconds: float = 600.0
+    ttt_compile: bool = True  # torch.compile the TTT chunk forward/backward (CUDA, with COMPILE=1)
 
     @property
     def head_dim(self) -> int:
@@ -1380,7 +1381,8 @@ def check_artifact_budget(accounting: dict[str, int], limit: int = ARTIFACT_LIMI
 # -----------------------------------------------------------------------------
 
 class BatchedLoRA:
-    """One LoRA per document row: delta(x) = (x A_r) B_r * alpha/rank, batched with bmm."""
+    """The TTT adapters: for every target matrix of every layer, one rank-r LoRA per batch row (document),
+    delta(x) = (x A_row) B_row * alpha/rank. fp32 masters; a forward uses the rows of its documents."""
 
     TARGETS = ("q", "k", "v", "o", "mlp")
 
@@ -1396,8 +1398,6 @@ class BatchedLoRA:
                 self.A[layer, name] = torch.empty(n_docs, fan_in, h.ttt_lora_rank, device=device)
                 self.B[layer, name] = torch.zeros(n_docs, h.ttt_lora_rank, fan_out, device=device)
         self.reset_a()
-        self.rows: torch.Tensor | None = None  # the documents of the current forward
-        self.enabled = True
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.A.values()) + list(self.B.values())
@@ -1413,9 +1413,39 @@ class BatchedLoRA:
         for b in self.B.values():
             b.zero_()
 
+    def select(self, rows: torch.Tensor | None, adapt: bool = True) -> list[torch.Tensor]:
+        """A, B of every target for the given rows (None: all), flat (differentiable gathers). adapt=False: zero
+        B's: the same graph, and deltas that are exactly 0 (no-adaptation scoring without a recompile)."""
+        every_row = rows is None  # all documents of the batch still have tokens: no gather copies
+        flat = []
+        for key in self.A:
+            A, B = self.A[key], self.B[key]
+            flat.append(A if every_row else A[rows])
+            if not adapt:
+                B = B.new_zeros(B.size(0) if every_row else rows.numel(), *B.shape[1:])
+            flat.append(B if every_row or not adapt else B[rows])
+        return flat
+
+
+class LoRADeltas:
+    """The LoRA deltas of one TTT forward, built from BatchedLoRA.select's flat list."""
+
+    def __init__(self, flat: list[torch.Tensor], num_layers: int, scale: float):
+        keys = [(layer, name) for layer in range(num_layers) for name in BatchedLoRA.TARGETS]
+        self.pairs = {key: (flat[2 * i], flat[2 * i + 1]) for i, key in enumerate(keys)}
+        self.scale = scale
+
     def delta(self, layer: int, name: str, x: torch.Tensor) -> torch.Tensor:
-        A, B = self.A[layer, name][self.rows], self.B[layer, name][self.rows]
-        return (torch.bmm(torch.bmm(x, A.to(x.dtype)), B.to(x.dtype)) * self.scale) if self.enabled else 0
+        A, B = self.pairs[layer, name]
+        return torch.bmm(torch.bmm(x, A.to(x.dtype)), B.to(x.dtype)) * self.scale
+
+
+def ttt_chunk_losses(model: "GPT", ids, positions, chunk_index, chunk_targets, scale: float, *adapters):
+    """Per-token nats of one chunk: the model's own forward over each row's prefix (ids (b, T)) with the
+    rows' LoRA deltas, read at the chunk's positions (chunk_index). The unit that TTT_COMPILE compiles."""
+    lora = LoRADeltas(list(adapters), model.h.num_layers, scale)
+    hidden = model.hidden(ids, positions, None, lora).index_select(1, chunk_index)
+    return softcap_cross_entropy(model.logits(hidden), chunk_targets, model.h.logit_softcap, reduction="none")
 
 
 def stream_pieces(tokens: np.ndarray, h: Hyperparameters) -> list[tuple[int, int]]:
@@ -1452,9 +1482,12 @@ def plan_ttt_batches(pieces, h: Hyperparameters, world_size: int) -> list[list[l
 class TTTStats:
     """Running sums on this rank: TTT nats, no-TTT nats of the same targets, bytes, tokens."""
 
-    def __init__(self, device):
+    def __init__(self, device, guard_on: bool):
         self.sums = torch.zeros(4, dtype=torch.float64, device=device)
+        self.guard_on = guard_on  # needs the no-TTT nats of every target
         self.guard_events = 0
+        self.chunk_steps = 0
+        self.first_step_seconds = 0.0  # includes compiling the TTT forward and backward
 
     def bpb_gap(self) -> float:
         ttt, base, nbytes, _ = self.sums.tolist()
@@ -1462,11 +1495,12 @@ class TTTStats:
 
 
 def _pad_batch(tokens: np.ndarray, batch, device):
-    """(b, Lmax) inputs, targets (-1 padding), and the stream index of each target."""
+    """(b, Lmax) inputs, targets (-1 padding), and the stream index of each target (padding: the trash
+    slot len(tokens) - 1 of the scores vector)."""
     lmax = max(e - s for s, e in batch)
     ids = np.zeros((len(batch), lmax), dtype=np.int64)
     tgt = np.full((len(batch), lmax), -1, dtype=np.int64)
-    index = np.zeros((len(batch), lmax), dtype=np.int64)
+    index = np.full((len(batch), lmax), len(tokens) - 1, dtype=np.int64)
     for i, (s, e) in enumerate(batch):
         ids[i, :e - s] = tokens[s:e]
         tgt[i, :e - s] = tokens[s + 1:e + 1]
@@ -1475,47 +1509,72 @@ def _pad_batch(tokens: np.ndarray, batch, device):
     return as_t(ids), as_t(tgt), as_t(index), lmax
 
 
-def ttt_batch(model: GPT, lora: BatchedLoRA, tokens, batch, tables: ByteTables, h: Hyperparameters,
-              ctx: DistContext, base_nats: torch.Tensor | None, stats: TTTStats, scores: torch.Tensor) -> None:
-    """Score-first TTT over one batch of pieces, chunk by chunk."""
+def mark_ttt_dynamic(args) -> None:
+    """One compiled graph for every number of rows (b) and prefix length (T): mark those dims dynamic
+    before the first call instead of letting the second shape trigger a recompile."""
+    ids, positions, _, chunk_tgt, _, *adapters = args
+    for tensor, dim in [(ids, 0), (ids, 1), (positions, 0), (chunk_tgt, 0)] + [(a, 0) for a in adapters]:
+        torch._dynamo.maybe_mark_dynamic(tensor, dim)
+
+
+def ttt_batch(chunk_fn, model: GPT, lora: BatchedLoRA, tokens, batch, tables: ByteTables, h: Hyperparameters,
+              ctx: DistContext, base_nats: torch.Tensor, stats: TTTStats, scores: torch.Tensor) -> None:
+    """Score-first TTT over one batch of pieces, chunk by chunk. scores and base_nats have one trailing
+    trash slot that padding targets write to / read from."""
     ids, tgt, index, lmax = _pad_batch(tokens, batch, ctx.device)
-    lengths = torch.tensor([e - s for s, e in batch], device=ctx.device)
+    lengths = np.array([e - s for s, e in batch])
     positions = torch.arange(lmax, device=ctx.device)
+    chunk = h.ttt_chunk_tokens
+    t_first = time.perf_counter()
     lora.reset_b()
-    lora.enabled = True
+    adapt, warned = True, False
     opt = torch.optim.AdamW(lora.parameters(), lr=h.ttt_lr, betas=(h.ttt_beta1, h.ttt_beta2),
-                            weight_decay=h.ttt_weight_decay)
-    for start in range(0, lmax, h.ttt_chunk_tokens):
-        end = min(lmax, start + h.ttt_chunk_tokens)
-        rows = torch.nonzero(lengths > start).squeeze(1)
-        lora.rows = rows
+                            weight_decay=h.ttt_weight_decay, fused=ctx.device.type == "cuda")
+    for start in range(0, lmax, chunk):
+        end = min(lmax, start + chunk)
+        active = np.nonzero(lengths > start)[0]
+        rows = torch.from_numpy(active).to(ctx.device)
+        # every chunk has `chunk` slots (the last ones past `end` are padding), so shapes vary only in b, T
+        chunk_index = torch.arange(start, start + chunk, device=ctx.device).clamp_max(end - 1)
+        chunk_tgt = tgt[rows, start:start + chunk]
+        if chunk_tgt.size(1) < chunk:
+            chunk_tgt = F.pad(chunk_tgt, (0, chunk - chunk_tgt.size(1)), value=-1)
+        every_row = len(active) == lora.A[0, "q"].size(0)
+        args = (ids[rows, :end], positions[:end], chunk_index, chunk_tgt, lora.scale,
+                *lora.select(None if every_row else rows, adapt))
+        if chunk_fn is not ttt_chunk_losses:
+            mark_ttt_dynamic(args)
         # ---- score the chunk: these numbers are final ----
-        hidden = model.hidden(ids[rows, :end], positions[:end], None, lora)[:, start:end]
-        chunk_tgt = tgt[rows, start:end]
-        losses = model.token_losses(hidden, chunk_tgt)
-        valid = chunk_tgt >= 0
+        losses = chunk_fn(model, *args)
         with torch.no_grad():
-            prev = ids[rows, start:end]
-            nbytes = tables.target_bytes(prev, chunk_tgt.clamp_min(0)) * valid
-            where = index[rows, start:end][valid]
-            scores[where] = losses.detach()[valid].float()
-            base = base_nats[where].double().sum() if base_nats is not None else losses.detach().sum().double()
-            stats.sums += torch.stack([losses.detach().double().sum(), base, nbytes.sum().double(),
-                                       valid.sum().double()])
-        if not lora.enabled:
+            valid = chunk_tgt >= 0
+            nbytes = tables.target_bytes(ids[rows].gather(1, chunk_index.expand(len(rows), -1)),
+                                         chunk_tgt.clamp_min(0)) * valid
+            where = index[rows].gather(1, chunk_index.expand(len(rows), -1)).masked_fill(~valid, len(scores) - 1)
+            scores[where] = losses.detach().float()
+            stats.sums += torch.stack([losses.detach().double().sum(), base_nats[where].double().sum(),
+                                       nbytes.sum().double(), valid.sum().double()])
+        if adapt:  # ---- then learn from it: mean loss per document, summed (one adapter per document) ----
+            loss = (losses.sum(1) / valid.sum(1).clamp_min(1)).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        stats.chunk_steps += 1
+        if stats.chunk_steps == 1:
+            synchronize(ctx)
+            stats.first_step_seconds = time.perf_counter() - t_first
+        if not adapt:
             continue
-        # ---- then learn from it: mean loss per document, summed (each document has its own adapter) ----
-        loss = (losses.sum(1) / valid.sum(1).clamp_min(1)).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if base_nats is not None and stats.sums[2] > 4096 and stats.bpb_gap() > h.ttt_collapse_threshold_bpb:
+        if stats.guard_on and stats.sums[2] > 4096 and stats.bpb_gap() > h.ttt_collapse_threshold_bpb:
             stats.guard_events += 1
+            if warned:
+                continue  # said once per batch; the count is in the final ttt_guard line
+            warned = True
             print(f"ttt_collapse_guard rank:{ctx.rank} first_doc_start:{batch[0][0]} chunk_start:{start} "
                   f"running_gap_bpb:{stats.bpb_gap():.4f} fallback:{int(h.ttt_collapse_fallback)}",
                   file=sys.stderr, flush=True)
             if h.ttt_collapse_fallback:
-                lora.enabled = False  # no adaptation for the rest of this batch
+                adapt = False  # no adaptation for the rest of this batch
 
 
 def global_sgd_pass(model: GPT, tokens, pieces, h: Hyperparameters, ctx: DistContext) -> int:
@@ -1568,6 +1627,13 @@ def _pack_pieces(tokens: np.ndarray, pieces, h: Hyperparameters) -> PackedBatch:
                        torch.from_numpy(positions), torch.from_numpy(cu), h.train_seq_len)
 
 
+def compile_ttt(h: Hyperparameters, device: torch.device):
+    """The chunk function TTT calls: compiled once with dynamic batch rows and prefix length on CUDA."""
+    if not (h.ttt_compile and h.compile and device.type == "cuda"):
+        return ttt_chunk_losses
+    return torch.compile(ttt_chunk_losses)
+
+
 def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
                  log, base_nats: torch.Tensor | None = None):
     """Returns (val_loss, val_bpb, per-target nats). base_nats: the no-TTT nats of each target (guard)."""
@@ -1576,8 +1642,13 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     plan = plan_ttt_batches(pieces, h, ctx.world_size)
     bounds = phase_bounds(len(pieces), h)
     total_cost = sum((e - s) ** 2 for phase in plan for b in phase[ctx.rank] for s, e in b) or 1
-    done_cost, stats = 0, TTTStats(ctx.device)
-    scores = torch.zeros(len(tokens) - 1, dtype=torch.float32, device=ctx.device)
+    done_cost, stats = 0, TTTStats(ctx.device, guard_on=base_nats is not None)
+    # one trailing trash slot: padding targets write their (zero) score there and read a zero base there
+    scores = torch.zeros(len(tokens), dtype=torch.float32, device=ctx.device)
+    base = torch.zeros(len(tokens), dtype=torch.float32, device=ctx.device)
+    if base_nats is not None:
+        base[:-1] = base_nats
+    chunk_fn = compile_ttt(h, ctx.device)
     lora = BatchedLoRA(h, h.ttt_batch_docs, ctx.device)
     for p in lora.parameters():
         p.requires_grad_(True)
@@ -1588,13 +1659,14 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
         for b, batch in enumerate(per_rank[ctx.rank]):
             if not h.ttt_warm_start_a:
                 lora.reset_a()
-            ttt_batch(model, lora, tokens, batch, tables, h, ctx, base_nats, stats, scores)
+            ttt_batch(chunk_fn, model, lora, tokens, batch, tables, h, ctx, base, stats, scores)
             done_cost += sum((e - s) ** 2 for s, e in batch)
-            if b % 20 == 0:
+            if b % 20 == 0 or b < 3:
                 elapsed = time.perf_counter() - t0
                 log(f"ttt_progress phase:{phase_index} batch:{b}/{len(per_rank[ctx.rank])} elapsed:{elapsed:.1f}s "
                     f"projected_total:{elapsed * total_cost / max(done_cost, 1):.1f}s "
-                    f"budget:{h.ttt_time_budget_seconds:.0f}s")
+                    f"budget:{h.ttt_time_budget_seconds:.0f}s first_step:{stats.first_step_seconds:.1f}s "
+                    f"chunk_steps:{stats.chunk_steps}")
         # ---- phase boundary: base weights learn from every piece scored so far in this phase ----
         if phase_index < len(plan) - 1:  # a prefix phase
             a, b = bounds[phase_index]
@@ -1607,10 +1679,13 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     events = torch.tensor([float(stats.guard_events)], device=ctx.device)
     all_reduce_(ctx, events)
     all_reduce_(ctx, stats.sums)
+    scores = scores[:-1].contiguous()
     all_reduce_(ctx, scores)
     ttt_nats, base_nats_sum, nbytes, count = stats.sums.tolist()
-    log(f"ttt_guard events:{int(events.item())} threshold_bpb:{h.ttt_collapse_threshold_bpb} "
-        f"gap_bpb:{(ttt_nats - base_nats_sum) / math.log(2) / nbytes:+.5f}")
+    gap = f"{(ttt_nats - base_nats_sum) / math.log(2) / nbytes:+.5f}" if stats.guard_on else "n/a"
+    log(f"ttt_guard events:{int(events.item())} threshold_bpb:{h.ttt_collapse_threshold_bpb} gap_bpb:{gap}")
+    log(f"ttt_timing chunk_steps:{stats.chunk_steps} first_step_seconds:{stats.first_step_seconds:.1f} "
+        f"compiled:{int(chunk_fn is not ttt_chunk_losses)} seconds:{time.perf_counter() - t0:.1f}")
     return ttt_nats / count, ttt_nats / math.log(2) / nbytes, scores
 
 

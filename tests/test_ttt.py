@@ -73,3 +73,74 @@ def test_smoke_run_ttt_beats_no_ttt(smoke_log):
     _, log = smoke_log
     assert metric(log, "final_ttt_exact") < metric(log, "final_roundtrip_exact")
     assert "ttt_guard events:" in log
+
+
+def _chunk_inputs(h, lora, b, T, chunk=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tgt = torch.randint(0, h.vocab_size, (b, chunk), generator=g)
+    tgt[0, -3:] = -1  # padding slots past the end of a piece
+    return (torch.randint(0, h.vocab_size, (b, T), generator=g), torch.arange(T), torch.arange(T - chunk, T),
+            tgt, lora.scale)
+
+
+def test_compiled_chunk_function_matches_eager_with_one_graph():
+    """TTT_COMPILE's unit: torch.compile of ttt_chunk_losses (Inductor's CPU backend here) gives the eager
+    losses and LoRA gradients, and one graph serves every (rows, prefix) shape without recompiling."""
+    h = tg.load_hyperparameters({"SMOKE": "1"})
+    torch.manual_seed(0)
+    model = tg.GPT(h)
+    model.looping = True
+    for p in model.parameters():
+        p.requires_grad_(False)
+    lora = tg.BatchedLoRA(h, 4, torch.device("cpu"))
+    with torch.no_grad():
+        for b in lora.B.values():
+            b.normal_(std=0.05)
+    for p in lora.parameters():
+        p.requires_grad_(True)
+    torch._dynamo.reset()
+    compiled = torch.compile(tg.ttt_chunk_losses)
+    for b, T, rows in [(4, 40, None), (3, 56, torch.tensor([0, 2, 3])), (2, 72, torch.tensor([1, 3]))]:
+        inputs = _chunk_inputs(h, lora, b, T, seed=T)
+        results = []
+        for fn in (compiled, tg.ttt_chunk_losses):
+            args = (*inputs, *lora.select(rows))
+            if fn is compiled:
+                tg.mark_ttt_dynamic(args)
+            losses = fn(model, *args)
+            losses.sum().backward()
+            results.append((losses.detach(), [p.grad.clone() for p in lora.parameters()]))
+            for p in lora.parameters():
+                p.grad = None
+        (got, got_grads), (want, want_grads) = results
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-4) and (got[0, -3:] == 0).all()
+        for g, w in zip(got_grads, want_grads):
+            assert torch.allclose(g, w, atol=1e-6, rtol=1e-3)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def test_profile_cost_model_counts_what_ttt_batch_runs():
+    """scripts/profile_gpu.py projects TTT time from (chunk steps, rows x prefix); check those counts
+    against the evaluator's own loop on uneven pieces."""
+    import sys
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "scripts"))
+    import profile_gpu
+    h, model, tables, tokens = _setup()
+    calls = []
+
+    def counting(model, ids, *rest):
+        calls.append(ids.shape)
+        return tg.ttt_chunk_losses(model, ids, *rest)
+    batch = [(0, 70), (70, 100), (100, 133)]
+    lora = tg.BatchedLoRA(h, 3, torch.device("cpu"))
+    for p in lora.parameters():
+        p.requires_grad_(True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    scores = torch.zeros(len(tokens))
+    tg.ttt_batch(counting, model, lora, tokens, batch, tables, h, tg.DistContext(), torch.zeros(len(tokens)),
+                 tg.TTTStats(torch.device("cpu"), guard_on=True), scores)
+    steps, processed = profile_gpu.chunk_work([70, 30, 33], h.ttt_chunk_tokens)
+    assert steps == len(calls) == 5 and processed == sum(b * t for b, t in calls)
+    assert [b for b, _ in calls] == [3, 3, 2, 1, 1]  # rows still inside their piece at starts 0, 16, .., 64
