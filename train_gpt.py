@@ -893,13 +893,14 @@ CLASSIC_NS_COEFFS = (3.4445, -4.7750, 2.0315)  # Muon's original fixed quintic (
 
 
 def orthogonalize(G: torch.Tensor, steps: int, polar_express: bool) -> torch.Tensor:
-    """Approximate U V^T of G = U S V^T by an odd matrix polynomial (bf16 on GPU)."""
+    """Approximate U V^T of G = U S V^T by an odd matrix polynomial (bf16 on GPU). G: (m, n) or a stack
+    (k, m, n) of same-shaped matrices, orthogonalised together (batched matmuls: a few launches, not k x)."""
     X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
-    transposed = X.size(0) > X.size(1)
+    transposed = X.size(-2) > X.size(-1)
     if transposed:
         X = X.mT
     safety = POLAR_EXPRESS_SAFETY if polar_express else 1.0
-    X = X / (X.norm() * safety + 1e-7)
+    X = X / (torch.linalg.matrix_norm(X, keepdim=True) * safety + 1e-7)  # per-matrix Frobenius norm
     for i in range(steps):
         a, b, c = POLAR_EXPRESS_COEFFS[min(i, 4)] if polar_express else CLASSIC_NS_COEFFS
         A = X @ X.mT
@@ -932,51 +933,45 @@ def _all_gather_stack(ctx: DistContext, local: torch.Tensor) -> torch.Tensor:
 
 
 class Muon:
-    """Distributed Muon. Call reduce_gradients() (returns this rank's share of the squared grad norm), then
-    step(lr, momentum, clip_coef)."""
+    """Distributed Muon. Same-shaped matrices form a bank; rank r owns the r-th of world_size equal slices of
+    each bank (zero-padded), orthogonalises its slice as one batch, and the updates are all-gathered.
+    Call reduce_gradients() (returns this rank's share of the squared grad norm), then step(lr, momentum, clip)."""
 
     def __init__(self, params: list[nn.Parameter], h: Hyperparameters, ctx: DistContext):
         self.h, self.ctx = h, ctx
         banks: dict[tuple, list] = {}
         for p in params:
             banks.setdefault(tuple(p.shape), []).append(p)
-        # chunks of world_size same-shaped matrices; the last chunk may be short
-        self.chunks = [bank[i:i + ctx.world_size] for bank in banks.values()
-                       for i in range(0, len(bank), ctx.world_size)]
+        self.banks = list(banks.values())
+        self.per_rank = [math.ceil(len(bank) / ctx.world_size) for bank in self.banks]
         self.momentum: dict[int, torch.Tensor] = {}
-        self.owned_grads: list[torch.Tensor | None] = []
+        self.owned_grads: list[torch.Tensor] = []
 
     def reduce_gradients(self) -> torch.Tensor:
-        self.owned_grads, norm_sq = [], None
-        for c, chunk in enumerate(self.chunks):
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in chunk]
-            grads += [torch.zeros_like(chunk[0])] * (self.ctx.world_size - len(chunk))  # pad the chunk
-            mine = _reduce_scatter_mean(self.ctx, torch.stack(grads))
-            owned = mine if self.ctx.rank < len(chunk) else None
+        self.owned_grads, norm_sq = [], torch.zeros((), device=self.ctx.device)
+        for bank, k in zip(self.banks, self.per_rank):
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in bank]
+            grads += [torch.zeros_like(bank[0])] * (k * self.ctx.world_size - len(bank))  # pad the bank
+            stacked = torch.stack(grads).view(self.ctx.world_size, k, *bank[0].shape)
+            owned = _reduce_scatter_mean(self.ctx, stacked)  # (k, m, n); padding slots stay zero
             self.owned_grads.append(owned)
-            if owned is not None:
-                sq = owned.float().square().sum()
-                norm_sq = sq if norm_sq is None else norm_sq + sq
-        return norm_sq if norm_sq is not None else torch.zeros((), device=self.ctx.device)
+            norm_sq = norm_sq + owned.float().square().sum()
+        return norm_sq
 
     @torch.no_grad()
     def step(self, lr: float, momentum: float, clip_coef: torch.Tensor) -> None:
         h = self.h
-        for c, chunk in enumerate(self.chunks):
-            grad = self.owned_grads[c]
-            if grad is None:
-                update = torch.zeros_like(chunk[0])
-            else:
-                grad = grad * clip_coef
-                buf = self.momentum.setdefault(c, torch.zeros_like(grad))
-                buf.mul_(momentum).add_(grad)
-                update = grad + momentum * buf  # Nesterov
-                if h.muon_row_norm:  # MuonEq-R
-                    update = update / (update.norm(dim=1, keepdim=True) + 1e-7)
-                update = orthogonalize(update, h.muon_ns_steps, h.polar_express_ns)
-                update *= math.sqrt(max(1.0, update.size(0) / update.size(1)))
-            gathered = _all_gather_stack(self.ctx, update)
-            for i, p in enumerate(chunk):
+        for b, bank in enumerate(self.banks):
+            grad = self.owned_grads[b] * clip_coef
+            buf = self.momentum.setdefault(b, torch.zeros_like(grad))
+            buf.mul_(momentum).add_(grad)
+            update = grad + momentum * buf  # Nesterov
+            if h.muon_row_norm:  # MuonEq-R
+                update = update / (update.norm(dim=-1, keepdim=True) + 1e-7)
+            update = orthogonalize(update, h.muon_ns_steps, h.polar_express_ns)
+            update *= math.sqrt(max(1.0, update.size(-2) / update.size(-1)))
+            gathered = _all_gather_stack(self.ctx, update).flatten(0, 1)  # (world * k, m, n), bank order
+            for i, p in enumerate(bank):
                 p.mul_(1.0 - lr * h.muon_weight_decay)
                 p.add_(gathered[i].to(p.dtype), alpha=-lr)
 

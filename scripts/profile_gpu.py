@@ -21,6 +21,8 @@ project : fits time = a * chunk_steps + b * processed_tokens for each mode from 
           TRAIN_SEQ_LEN pieces as the evaluator cuts them. The slowest rank's time is the projection.
 """
 
+from __future__ import annotations
+
 import argparse
 import math
 import sys
@@ -32,7 +34,16 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import train_gpt as tg  # noqa: E402
+tg = None  # train_gpt, imported in main() (--train-gpt picks another copy, e.g. a before/after comparison)
+
+
+def import_train_gpt(path: Path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_gpt", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_gpt"] = module
+    spec.loader.exec_module(module)
+    return module
 
 FINEWEB_VAL_DOCS, FINEWEB_VAL_TOKENS = 50_000, 40_540_160
 
@@ -138,7 +149,7 @@ def bench_train(args) -> None:
     opt = tg.Optimizers(model, h, ctx)
     peak = matmul_peak_tflops()
     print(f"bf16 matmul peak (8192^3, same run): {peak:.0f} TFLOP/s")
-    for looping in (False, True):
+    for looping in (False, True) if args.looping else (False,):
         model.looping = looping
         t0 = time.perf_counter()
         tg.train_step(model_fn, model, loader, opt, 0, 8, 1.0, h)
@@ -288,7 +299,12 @@ def main() -> int:
     parser.add_argument("--profile-length", type=int, default=1024, help="piece length of the profiled TTT batch")
     parser.add_argument("--world", type=int, default=8, help="ranks for the projection")
     parser.add_argument("--sigmas", nargs="+", type=float, default=[0.8, 1.0, 1.2])
+    parser.add_argument("--train-gpt", type=Path, default=REPO / "train_gpt.py", help="the train_gpt.py to profile")
+    parser.add_argument("--no-looping", dest="looping", action="store_false", help="train: recurrence off only")
     args = parser.parse_args()
+    global tg
+    tg = import_train_gpt(args.train_gpt)
+    print(f"profiling {args.train_gpt}")
     if not torch.cuda.is_available():
         raise SystemExit("profile_gpu.py needs a CUDA GPU")
     if "train" in args.parts:

@@ -89,3 +89,30 @@ def test_training_steps_reduce_the_loss():
     with torch.no_grad():
         after = model(fixed.inputs, fixed.targets, fixed.positions, fixed.cu_seqlens, fixed.max_seqlen).item()
     assert after < before - 1.0
+
+
+def test_batched_orthogonalize_matches_one_matrix_at_a_time():
+    stack = torch.stack([_with_spectrum(48, 96, 0.1, i) for i in range(3)] + [torch.zeros(48, 96)])
+    batched = tg.orthogonalize(stack, 5, polar_express=True)
+    for i in range(3):
+        assert torch.allclose(batched[i], tg.orthogonalize(stack[i], 5, polar_express=True), atol=1e-5)
+    assert torch.equal(batched[3], torch.zeros(48, 96))  # a padding slot stays zero, not NaN
+
+
+def test_muon_bank_step_equals_separate_steps():
+    """A bank of 3 same-shaped matrices (padded to the world size, orthogonalised as one batch) moves each
+    matrix exactly as a Muon holding that matrix alone."""
+    h = tg.load_hyperparameters({"GRAD_CLIP_NORM": "0"})
+    grads = [_with_spectrum(32, 64, 0.1, 10 + i) for i in range(3)]
+    bank = [torch.nn.Parameter(torch.ones(32, 64)) for _ in range(3)]
+    alone = [torch.nn.Parameter(torch.ones(32, 64)) for _ in range(3)]
+    together, single = tg.Muon(bank, h, tg.DistContext()), [tg.Muon([p], h, tg.DistContext()) for p in alone]
+    for step in range(2):
+        for p, q, g in zip(bank, alone, grads):
+            p.grad, q.grad = g * (step + 1), g * (step + 1)
+        assert torch.allclose(together.reduce_gradients(), sum(m.reduce_gradients() for m in single))
+        together.step(0.05, 0.9, torch.tensor(1.0))
+        for m in single:
+            m.step(0.05, 0.9, torch.tensor(1.0))
+    for p, q in zip(bank, alone):
+        assert torch.allclose(p, q, atol=1e-6) and not torch.equal(p, torch.ones(32, 64))
