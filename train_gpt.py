@@ -1680,7 +1680,8 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     gap = f"{(ttt_nats - base_nats_sum) / math.log(2) / nbytes:+.5f}" if stats.guard_on else "n/a"
     log(f"ttt_guard events:{int(events.item())} threshold_bpb:{h.ttt_collapse_threshold_bpb} gap_bpb:{gap}")
     log(f"ttt_timing chunk_steps:{stats.chunk_steps} first_step_seconds:{stats.first_step_seconds:.1f} "
-        f"compiled:{int(chunk_fn is not ttt_chunk_losses)} seconds:{time.perf_counter() - t0:.1f}")
+        f"compiled:{int(chunk_fn is not ttt_chunk_losses)} seconds:{time.perf_counter() - t0:.1f} "
+        f"scored_targets:{int(count)} (rank 0's chunk steps; targets over all ranks)")
     return ttt_nats / count, ttt_nats / math.log(2) / nbytes, scores
 
 
