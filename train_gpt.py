@@ -504,11 +504,9 @@ def piece_starts(inputs: np.ndarray, bos_id: int, max_len: int) -> np.ndarray:
     return np.concatenate(pieces)
 
 
-def pack_window(window: np.ndarray, bos_id: int, max_len: int, valid: int | None = None) -> PackedBatch:
-    """window: T+1 tokens -> inputs window[:-1], targets window[1:]. Targets past `valid` are padding."""
+def pack_window(window: np.ndarray, bos_id: int, max_len: int) -> PackedBatch:
+    """window: T+1 tokens -> inputs window[:-1], targets window[1:], cut into pieces at BOS and max_len."""
     inputs, targets = window[:-1], window[1:].copy()
-    if valid is not None:
-        targets[valid:] = -1
     starts = piece_starts(inputs, bos_id, max_len)
     cu = np.append(starts, len(inputs)).astype(np.int32)
     lengths = np.diff(cu)
@@ -539,18 +537,48 @@ def load_val_tokens(h: Hyperparameters) -> np.ndarray:
     return stream.read(0, count)
 
 
+def stream_pieces(tokens: np.ndarray, h: Hyperparameters) -> list[tuple[int, int]]:
+    """(start, end) of every document piece of the stream: inputs tokens[s:e], targets tokens[s+1:e+1]."""
+    starts = piece_starts(tokens[:-1], h.bos_id, h.train_seq_len)
+    ends = np.append(starts[1:], len(tokens) - 1)
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def group_pieces(pieces, max_tokens: int) -> list[list[tuple[int, int]]]:
+    """Consecutive pieces, grouped greedily into windows of at most max_tokens (a piece is never split)."""
+    windows, current, size = [], [], 0
+    for s, e in pieces:
+        if current and size + (e - s) > max_tokens:
+            windows.append(current)
+            current, size = [], 0
+        current.append((s, e))
+        size += e - s
+    if current:
+        windows.append(current)
+    return windows
+
+
+def pack_pieces(tokens: np.ndarray, pieces, h: Hyperparameters) -> PackedBatch:
+    """Whole pieces (start, end) of the stream, packed: inputs tokens[s:e], targets tokens[s+1:e+1]."""
+    inputs = np.concatenate([tokens[s:e] for s, e in pieces])
+    targets = np.concatenate([tokens[s + 1:e + 1] for s, e in pieces])
+    lengths = np.array([e - s for s, e in pieces])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    positions = np.arange(len(inputs)) - np.repeat(starts, lengths)
+    cu = np.append(starts, len(inputs)).astype(np.int32)
+    return PackedBatch(torch.from_numpy(inputs.astype(np.int64)), torch.from_numpy(targets.astype(np.int64)),
+                       torch.from_numpy(positions), torch.from_numpy(cu), h.train_seq_len)
+
+
 def val_windows(tokens: np.ndarray, h: Hyperparameters, ctx: DistContext):
-    """This rank's evaluation windows. Every target (tokens[1:]) is scored exactly once over all ranks."""
-    per_rank = h.val_batch_tokens // ctx.world_size
-    n_targets = len(tokens) - 1
-    n_batches = math.ceil(n_targets / h.val_batch_tokens)
-    for b in range(n_batches):
-        start = b * h.val_batch_tokens + ctx.rank * per_rank
-        valid = max(0, min(per_rank, n_targets - start))
-        window = np.zeros(per_rank + 1, dtype=np.int64)  # padding: one unscored run of pad tokens
-        if valid > 0:
-            window[:valid + 1] = tokens[start:start + valid + 1]
-        yield pack_window(window, h.bos_id, h.train_seq_len, valid=valid).to(ctx.device)
+    """This rank's evaluation windows and the stream index of each target. Windows hold whole document
+    pieces (cut as TTT cuts them), so every target sees the same context whatever the world size; windows
+    of up to VAL_BATCH_TOKENS / world_size tokens are dealt to the ranks in turn. Every target
+    (tokens[1:]) is scored exactly once over all ranks."""
+    windows = group_pieces(stream_pieces(tokens, h), max(h.val_batch_tokens // ctx.world_size, h.train_seq_len))
+    for window in windows[ctx.rank::ctx.world_size]:
+        index = np.concatenate([np.arange(s, e) for s, e in window])
+        yield pack_pieces(tokens, window, h).to(ctx.device), torch.from_numpy(index).to(ctx.device)
 
 
 # -----------------------------------------------------------------------------
@@ -1077,17 +1105,14 @@ def evaluate(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparamet
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # nats, bytes, tokens
     per_target = torch.zeros(len(tokens) - 1, dtype=torch.float32, device=ctx.device) \
         if keep_token_losses else None
-    per_rank = h.val_batch_tokens // ctx.world_size
-    for b, batch in enumerate(val_windows(tokens, h, ctx)):
+    for batch, index in val_windows(tokens, h, ctx):
         layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
         losses = model.token_losses(model.hidden(batch.inputs, batch.positions, layout), batch.targets)
-        valid = batch.targets >= 0
-        nbytes = tables.target_bytes(batch.inputs, batch.targets.clamp_min(0))
-        sums += torch.stack([losses.double().sum(), (nbytes * valid).sum().double(), valid.sum().double()])
+        nbytes = tables.target_bytes(batch.inputs, batch.targets)
+        sums += torch.stack([losses.double().sum(), nbytes.sum().double(),
+                             torch.tensor(float(losses.numel()), dtype=torch.float64, device=ctx.device)])
         if per_target is not None:
-            start = b * h.val_batch_tokens + ctx.rank * per_rank
-            n = int(valid.sum())
-            per_target[start:start + n] = losses[:n]
+            per_target[index] = losses
     all_reduce_(ctx, sums)
     if per_target is not None:
         all_reduce_(ctx, per_target)
@@ -1443,13 +1468,6 @@ def ttt_chunk_losses(model: "GPT", ids, positions, chunk_index, chunk_targets, s
     return softcap_cross_entropy(model.logits(hidden), chunk_targets, model.h.logit_softcap, reduction="none")
 
 
-def stream_pieces(tokens: np.ndarray, h: Hyperparameters) -> list[tuple[int, int]]:
-    """(start, end) of every document piece of the stream: inputs tokens[s:e], targets tokens[s+1:e+1]."""
-    starts = piece_starts(tokens[:-1], h.bos_id, h.train_seq_len)
-    ends = np.append(starts[1:], len(tokens) - 1)
-    return list(zip(starts.tolist(), ends.tolist()))
-
-
 def phase_bounds(n_pieces: int, h: Hyperparameters) -> list[tuple[int, int]]:
     """Piece ranges of the TTT phases: TTT_PHASES equal parts of the first TTT_PHASED_DOCS, then the rest."""
     prefix = min(h.ttt_phased_docs, n_pieces) if h.ttt_phases > 0 else 0
@@ -1574,15 +1592,7 @@ def ttt_batch(chunk_fn, model: GPT, lora: BatchedLoRA, tokens, batch, tables: By
 
 def global_sgd_pass(model: GPT, tokens, pieces, h: Hyperparameters, ctx: DistContext) -> int:
     """SGD on the base weights over already-scored pieces: windows of whole pieces, spread over ranks."""
-    windows, current, size = [], [], 0
-    for s, e in pieces:
-        if current and size + (e - s) > h.ttt_global_chunk_tokens:
-            windows.append(current)
-            current, size = [], 0
-        current.append((s, e))
-        size += e - s
-    if current:
-        windows.append(current)
+    windows = group_pieces(pieces, h.ttt_global_chunk_tokens)
     steps = math.ceil(len(windows) / ctx.world_size)
     params = [p for p in model.parameters()]
     opt = torch.optim.SGD(params, lr=h.ttt_global_lr, momentum=h.ttt_global_momentum)
@@ -1594,7 +1604,7 @@ def global_sgd_pass(model: GPT, tokens, pieces, h: Hyperparameters, ctx: DistCon
         w = step * ctx.world_size + ctx.rank
         opt.zero_grad(set_to_none=False)
         if w < len(windows):
-            batch = _pack_pieces(tokens, windows[w], h).to(ctx.device)
+            batch = pack_pieces(tokens, windows[w], h).to(ctx.device)
             loss = model(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
             loss.backward()
         for p in params:
@@ -1609,17 +1619,6 @@ def global_sgd_pass(model: GPT, tokens, pieces, h: Hyperparameters, ctx: DistCon
         p.requires_grad_(False)
         p.grad = None
     return steps
-
-
-def _pack_pieces(tokens: np.ndarray, pieces, h: Hyperparameters) -> PackedBatch:
-    inputs = np.concatenate([tokens[s:e] for s, e in pieces])
-    targets = np.concatenate([tokens[s + 1:e + 1] for s, e in pieces])
-    lengths = np.array([e - s for s, e in pieces])
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    positions = np.arange(len(inputs)) - np.repeat(starts, lengths)
-    cu = np.append(starts, len(inputs)).astype(np.int32)
-    return PackedBatch(torch.from_numpy(inputs.astype(np.int64)), torch.from_numpy(targets.astype(np.int64)),
-                       torch.from_numpy(positions), torch.from_numpy(cu), h.train_seq_len)
 
 
 def compile_ttt(h: Hyperparameters, device: torch.device):

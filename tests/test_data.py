@@ -135,12 +135,20 @@ def test_tokenizer_vocab_mismatch_is_an_error():
         tg.load_tokenizer(str(TOKENIZER), 4096)
 
 
-def test_val_windows_score_every_target_once():
+def test_val_windows_score_every_target_once_with_the_same_context_at_any_world_size():
     h = tg.load_hyperparameters({"SMOKE": "1", "VAL_BATCH_TOKENS": "1024", "TRAIN_SEQ_LEN": "256"})
     tokens = np.arange(5000) % 300 + 2
+    tokens[[0, 700, 1234, 3000]] = h.bos_id  # documents of several lengths, some longer than TRAIN_SEQ_LEN
     seen = []
-    for world in (1, 2):
-        targets = [b.targets[b.targets >= 0] for r in range(world)
-                   for b in tg.val_windows(tokens, h, tg.DistContext(rank=r, world_size=world))]
-        seen.append(sorted(torch.cat(targets).tolist()))
-    assert seen[0] == seen[1] == sorted(tokens[1:].tolist())
+    for world in (1, 2, 3):
+        scored = {}
+        for r in range(world):
+            for batch, index in tg.val_windows(tokens, h, tg.DistContext(rank=r, world_size=world)):
+                assert torch.equal(batch.targets, torch.from_numpy(tokens[index.numpy() + 1]))
+                for i, pos in zip(index.tolist(), batch.positions.tolist()):
+                    assert i not in scored
+                    scored[i] = pos  # the target's position inside its piece: its context length
+        seen.append(scored)
+    assert sorted(seen[0]) == list(range(len(tokens) - 1))
+    assert seen[0] == seen[1] == seen[2]
+    assert max(seen[0].values()) == h.train_seq_len - 1

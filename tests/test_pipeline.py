@@ -69,8 +69,8 @@ def test_ttt_split_over_two_ranks_scores_every_target_once(smoke_log, tmp_path):
     smoke_dir, smoke = smoke_log
     log = run_train(tmp_path, nproc=2, SMOKE=1, EVAL_ONLY=1, RUN_ID="ttt2", ARTIFACT_PATH=smoke_dir / "smoke.golf")
     assert "world_size:2" in log
-    # each rank packs its own share of an eval batch, so documents are cut at other places: close, not equal
-    assert abs(metric(log, "final_roundtrip_exact") - metric(smoke, "final_roundtrip_exact")) < 1e-3
+    # eval windows hold whole pieces: the same context for every target at any world size
+    assert abs(metric(log, "final_roundtrip_exact") - metric(smoke, "final_roundtrip_exact")) < 1e-6
     val_tokens = int(re.search(r"val_tokens:(\d+)", log).group(1))
     assert int(re.search(r"scored_targets:(\d+)", log).group(1)) == val_tokens - 1
     two, one = metric(log, "final_ttt_exact"), metric(smoke, "final_ttt_exact")
