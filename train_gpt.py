@@ -1433,17 +1433,15 @@ class BatchedLoRA:
         for b in self.B.values():
             b.zero_()
 
-    def select(self, rows: torch.Tensor | None, adapt: bool = True) -> list[torch.Tensor]:
-        """A, B of every target for the given rows (None: all), flat (differentiable gathers). adapt=False: zero
-        B's: the same graph, and deltas that are exactly 0 (no-adaptation scoring without a recompile)."""
-        every_row = rows is None  # all documents of the batch still have tokens: no gather copies
+    def select(self, rows: torch.Tensor, adapt: bool = True) -> list[torch.Tensor]:
+        """A, B of every target for the given rows (sorted, distinct), flat (differentiable gathers; none when
+        rows are all the rows). adapt=False: zero B's, the same graph and deltas that are exactly 0
+        (no-adaptation scoring without a recompile)."""
+        every_row = rows.numel() == next(iter(self.A.values())).size(0)
         flat = []
         for key in self.A:
-            A, B = self.A[key], self.B[key]
-            flat.append(A if every_row else A[rows])
-            if not adapt:
-                B = B.new_zeros(B.size(0) if every_row else rows.numel(), *B.shape[1:])
-            flat.append(B if every_row or not adapt else B[rows])
+            A, B = (t if every_row else t[rows] for t in (self.A[key], self.B[key]))
+            flat += [A, B if adapt else torch.zeros_like(B)]
         return flat
 
 
@@ -1502,9 +1500,10 @@ class TTTStats:
         self.chunk_steps = 0
         self.first_step_seconds = 0.0  # includes compiling the TTT forward and backward
 
-    def bpb_gap(self) -> float:
+    def running_gap(self) -> tuple[float, float]:
+        """(bytes scored so far, TTT minus no-TTT bpb over them), in one device-to-host copy."""
         ttt, base, nbytes, _ = self.sums.tolist()
-        return (ttt - base) / math.log(2) / max(nbytes, 1.0)
+        return nbytes, (ttt - base) / math.log(2) / max(nbytes, 1.0)
 
 
 def _pad_batch(tokens: np.ndarray, batch, device):
@@ -1545,25 +1544,22 @@ def ttt_batch(chunk_fn, model: GPT, lora: BatchedLoRA, tokens, batch, tables: By
                             weight_decay=h.ttt_weight_decay, fused=ctx.device.type == "cuda")
     for start in range(0, lmax, chunk):
         end = min(lmax, start + chunk)
-        active = np.nonzero(lengths > start)[0]
-        rows = torch.from_numpy(active).to(ctx.device)
+        rows = torch.from_numpy(np.nonzero(lengths > start)[0]).to(ctx.device)  # pieces still running
         # every chunk has `chunk` slots (the last ones past `end` are padding), so shapes vary only in b, T
         chunk_index = torch.arange(start, start + chunk, device=ctx.device).clamp_max(end - 1)
         chunk_tgt = tgt[rows, start:start + chunk]
         if chunk_tgt.size(1) < chunk:
             chunk_tgt = F.pad(chunk_tgt, (0, chunk - chunk_tgt.size(1)), value=-1)
-        every_row = len(active) == lora.A[0, "q"].size(0)
-        args = (ids[rows, :end], positions[:end], chunk_index, chunk_tgt, lora.scale,
-                *lora.select(None if every_row else rows, adapt))
+        args = (ids[rows, :end], positions[:end], chunk_index, chunk_tgt, lora.scale, *lora.select(rows, adapt))
         if chunk_fn is not ttt_chunk_losses:
             mark_ttt_dynamic(args)
         # ---- score the chunk: these numbers are final ----
         losses = chunk_fn(model, *args)
         with torch.no_grad():
             valid = chunk_tgt >= 0
-            nbytes = tables.target_bytes(ids[rows].gather(1, chunk_index.expand(len(rows), -1)),
-                                         chunk_tgt.clamp_min(0)) * valid
-            where = index[rows].gather(1, chunk_index.expand(len(rows), -1)).masked_fill(~valid, len(scores) - 1)
+            at_chunk = (rows[:, None], chunk_index)  # (b, chunk) entries, without copying whole rows
+            nbytes = tables.target_bytes(ids[at_chunk], chunk_tgt.clamp_min(0)) * valid
+            where = index[at_chunk].masked_fill(~valid, len(scores) - 1)
             scores[where] = losses.detach().float()
             stats.sums += torch.stack([losses.detach().double().sum(), base_nats[where].double().sum(),
                                        nbytes.sum().double(), valid.sum().double()])
@@ -1576,15 +1572,16 @@ def ttt_batch(chunk_fn, model: GPT, lora: BatchedLoRA, tokens, batch, tables: By
         if stats.chunk_steps == 1:
             synchronize(ctx)
             stats.first_step_seconds = time.perf_counter() - t_first
-        if not adapt:
+        if not (adapt and stats.guard_on):
             continue
-        if stats.guard_on and stats.sums[2] > 4096 and stats.bpb_gap() > h.ttt_collapse_threshold_bpb:
+        scored_bytes, gap = stats.running_gap()
+        if scored_bytes > 4096 and gap > h.ttt_collapse_threshold_bpb:
             stats.guard_events += 1
             if warned:
                 continue  # said once per batch; the count is in the final ttt_guard line
             warned = True
             print(f"ttt_collapse_guard rank:{ctx.rank} first_doc_start:{batch[0][0]} chunk_start:{start} "
-                  f"running_gap_bpb:{stats.bpb_gap():.4f} fallback:{int(h.ttt_collapse_fallback)}",
+                  f"running_gap_bpb:{gap:.4f} fallback:{int(h.ttt_collapse_fallback)}",
                   file=sys.stderr, flush=True)
             if h.ttt_collapse_fallback:
                 adapt = False  # no adaptation for the rest of this batch

@@ -100,7 +100,7 @@ def test_compiled_chunk_function_matches_eager_with_one_graph():
         p.requires_grad_(True)
     torch._dynamo.reset()
     compiled = torch.compile(tg.ttt_chunk_losses)
-    for b, T, rows in [(4, 40, None), (3, 56, torch.tensor([0, 2, 3])), (2, 72, torch.tensor([1, 3]))]:
+    for b, T, rows in [(4, 40, torch.arange(4)), (3, 56, torch.tensor([0, 2, 3])), (2, 72, torch.tensor([1, 3]))]:
         inputs = _chunk_inputs(h, lora, b, T, seed=T)
         results = []
         for fn in (compiled, tg.ttt_chunk_losses):
@@ -144,3 +144,24 @@ def test_profile_cost_model_counts_what_ttt_batch_runs():
     steps, processed = profile_gpu.chunk_work([70, 30, 33], h.ttt_chunk_tokens)
     assert steps == len(calls) == 5 and processed == sum(b * t for b, t in calls)
     assert [b for b, _ in calls] == [3, 3, 2, 1, 1]  # rows still inside their piece at starts 0, 16, .., 64
+
+
+def test_collapse_guard_fires_and_its_fallback_stops_adapting(capsys):
+    """The guard compares TTT's running nats with the no-TTT nats it is given. Given no-TTT nats 1 nat per
+    token better than the truth, it must fire: count every step, say it once per batch, and with
+    TTT_COLLAPSE_FALLBACK=1 stop adapting for the rest of the batch (a score between no-TTT and full TTT)."""
+    results = {}
+    for name, env in (("no_ttt", dict(TTT_LR="0")), ("ttt", {}), ("fallback", dict(TTT_COLLAPSE_FALLBACK="1"))):
+        h, model, tables, tokens = _setup(**{"VAL_MAX_TOKENS": "4000", "TTT_LR": "0.05", "TTT_WEIGHT_DECAY": "0",
+                                             "TTT_PHASES": "0", **env})
+        _, _, plain = tg.evaluate(model, tokens, tables, h, tg.DistContext(), keep_token_losses=True)
+        lines = []
+        _, bpb, _ = tg.evaluate_ttt(model, tokens, tables, h, tg.DistContext(), log=lines.append,
+                                    base_nats=plain - 1.0)
+        events = int(next(line for line in lines if line.startswith("ttt_guard")).split("events:")[1].split()[0])
+        results[name] = (bpb, events, capsys.readouterr().err)
+    (bpb_plain, _, _), (bpb_ttt, events, err), (bpb_fallback, fallback_events, fallback_err) = results.values()
+    n_batches = sum(len(rank) for phase in tg.plan_ttt_batches(tg.stream_pieces(tokens, h), h, 1) for rank in phase)
+    assert events > n_batches >= err.count("ttt_collapse_guard") >= 1  # counted every step, said once a batch
+    assert "fallback:0" in err and "fallback:1" in fallback_err and fallback_events >= 1
+    assert bpb_ttt < bpb_fallback < bpb_plain  # TTT helps this model; the fallback cut its adaptation short
