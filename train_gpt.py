@@ -314,13 +314,14 @@ def all_reduce_(ctx: DistContext, tensor: torch.Tensor, op=None) -> torch.Tensor
     return tensor
 
 
-def broadcast_decision(ctx: DistContext, flag: bool) -> bool:
-    """A decision that must be identical on all ranks: true if any rank says so."""
+def agreed_seconds(ctx: DistContext, seconds: float) -> float:
+    """A wallclock reading every rank agrees on (the slowest rank's). The schedule is a function of time:
+    read per rank, the learning rates would differ by rank and the replicas drift apart."""
     if not ctx.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+        return seconds
+    t = torch.tensor([seconds], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return t.item()
 
 
 class Logger:
@@ -1751,20 +1752,20 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> 
     step, elapsed = 0, 0.0
     while step < h.iterations:
         progress = max(step / h.iterations, elapsed / budget if budget > 0 else 0.0)
-        if h.num_loops > 0 and not model.looping and broadcast_decision(ctx, progress >= h.loop_enable_frac):
+        if h.num_loops > 0 and not model.looping and progress >= h.loop_enable_frac:
             model.looping = True
             log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")
         loss = train_step(model_fn, model, loader, opt, step, accum, lr_multiplier(progress, h), h)
         ema.update()
         step += 1
         synchronize(ctx)
-        elapsed = time.perf_counter() - t0
+        elapsed = agreed_seconds(ctx, time.perf_counter() - t0)  # schedule, recurrence and stop agree on it
         step_avg = elapsed / step
         if step % h.train_log_every == 0 or step <= 5:
             mean_loss = all_reduce_(ctx, loss.clone()).item() / ctx.world_size  # over all ranks
             log(f"step:{step}/{h.iterations} train_loss:{mean_loss:.4f} train_time:{elapsed * 1000:.0f}ms "
                 f"step_avg:{step_avg * 1000:.2f}ms lr_mult:{lr_multiplier(progress, h):.3f}")
-        if broadcast_decision(ctx, elapsed + step_avg > budget):  # the next step would pass the cap
+        if elapsed + step_avg > budget:  # the next step would pass the cap
             break
     tokens = step * h.train_batch_tokens
     log(f"train_time:{elapsed * 1000:.0f}ms steps:{step} step_avg:{elapsed / max(step, 1) * 1000:.2f}ms "

@@ -31,6 +31,7 @@ def run_train(tmp_path: Path, nproc: int = 1, timeout: int = 600, **env) -> str:
     run_id = env.pop("RUN_ID", "test")
     env.setdefault("ARTIFACT_PATH", tmp_path / f"{run_id}.golf")
     full_env = clean_env(DATA_PATH=PROXY_DATA, TOKENIZER_PATH=TOKENIZER, RUN_ID=run_id, **env)
+    full_env["OMP_NUM_THREADS"] = str(max(1, 2 // nproc))  # 2 cores: more threads than cores crawls
     if nproc == 1:
         cmd = [sys.executable, str(REPO / "train_gpt.py")]
     else:

@@ -41,6 +41,17 @@ def test_two_processes_match_one_with_accumulation(tmp_path):
     assert "world_size:2" in logs[2]
 
 
+def test_wallclock_schedule_keeps_two_ranks_identical(tmp_path):
+    """Under the wallclock cap the learning rate is a function of time. Each rank reads its own clock, so
+    unless the ranks agree on one reading their learning rates differ and the replicas drift apart; the
+    run then fails its roundtrip check on rank 1 (its quantized weights differ from rank 0's artifact)."""
+    log = run_train(tmp_path, nproc=2, SMOKE=1, ITERATIONS=100000, MAX_WALLCLOCK_SECONDS=12, TTT_ENABLED=0,
+                    VAL_MAX_TOKENS=8192, RUN_ID="wall2")
+    steps = int(re.search(r"^train_time:\d+ms steps:(\d+)", log, re.M).group(1))
+    assert steps >= 5 and "depth_recurrence:on" in log  # the time-based schedule really ran
+    assert "roundtrip_check: artifact == in-memory quantized model (bit for bit)" in log
+
+
 def test_eval_only_reproduces_the_roundtrip(smoke_log, tmp_path):
     smoke_dir, smoke = smoke_log
     log = run_train(tmp_path, SMOKE=1, EVAL_ONLY=1, RUN_ID="evalonly", ARTIFACT_PATH=smoke_dir / "smoke.golf")
