@@ -67,6 +67,7 @@ except Exception:  # noqa: BLE001
 
 CODE_FILES = ("train_gpt.py", "kernels.py")  # both count toward the artifact's bytes
 ARTIFACT_LIMIT_BYTES = 16_000_000  # decimal, challenge rule
+COMPILE_SCOPES = ("layers", "model")
 SHARD_MAGIC = 20240520  # the challenge's shard header
 SHARD_VERSION = 1
 SHARD_HEADER_WORDS = 256
@@ -145,6 +146,9 @@ class Hyperparameters:
     val_loss_every: int = 0  # 0: no validation during training (the record's choice)
     train_log_every: int = 100
     compile: bool = True  # torch.compile the model (CUDA only)
+    # model: one whole-model graph per recurrence state (fastest steps; ~2 min of compile on a cold cache);
+    # layers: graphs of one layer shared by every block (about half the compile, ~4% slower steps)
+    compile_scope: str = "model"
     # ---- kernels ----
     fused_ce_enabled: bool = True
     fused_mlp_enabled: bool = True
@@ -261,6 +265,8 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
         raise ValueError(f"ROPE_DIMS={h.rope_dims} must be even and at most the head dim {h.head_dim}")
     if h.num_loops and not 0 <= h.loop_start <= h.loop_end < h.num_layers:
         raise ValueError(f"need 0 <= LOOP_START <= LOOP_END < NUM_LAYERS={h.num_layers}")
+    if h.compile_scope not in COMPILE_SCOPES:
+        raise ValueError(f"COMPILE_SCOPE={h.compile_scope!r} is not one of {', '.join(COMPILE_SCOPES)}")
     if h.val_batch_tokens % (world_size * h.train_seq_len):
         raise ValueError(f"VAL_BATCH_TOKENS={h.val_batch_tokens} must be a multiple of world size x TRAIN_SEQ_LEN")
     return grad_accum_steps
@@ -340,6 +346,19 @@ class Logger:
             print(msg, flush=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(msg + "\n")
+
+
+IMPORTED_AT = time.time()
+
+
+def seconds_since_launch() -> float:
+    """Seconds since this process started (Linux /proc; elsewhere since this module was imported)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time() - IMPORTED_AT
 
 
 def code_bytes() -> dict[str, int]:
@@ -702,11 +721,11 @@ class Attention(nn.Module):
             if h.gated_attn else None
         self.use_xsa = use_xsa
 
-    def forward(self, x, positions, layout, rotary, backend, lora=None, layer=0):
+    def forward(self, x, positions, layout, rotary, backend, lora=None):
         shape = x.shape[:-1]  # (T,) varlen or (B, T) dense
-        q = self.c_q(x) + _lora(lora, layer, "q", x)
-        k = self.c_k(x) + _lora(lora, layer, "k", x)
-        v = self.c_v(x) + _lora(lora, layer, "v", x)
+        q = self.c_q(x) + _lora(lora, "q", x)
+        k = self.c_k(x) + _lora(lora, "k", x)
+        v = self.c_v(x) + _lora(lora, "v", x)
         q = q.view(*shape, self.num_heads, self.head_dim)
         k = k.view(*shape, self.num_kv_heads, self.head_dim)
         v = v.view(*shape, self.num_kv_heads, self.head_dim)
@@ -724,7 +743,7 @@ class Attention(nn.Module):
         if self.gate_weight is not None:
             y = y * torch.sigmoid(F.linear(x, self.gate_weight.to(x.dtype))).unsqueeze(-1)
         y = y.reshape(*shape, self.num_heads * self.head_dim)
-        return self.proj(y) + _lora(lora, layer, "o", y)
+        return self.proj(y) + _lora(lora, "o", y)
 
 
 def leaky_relu_sq(x: torch.Tensor) -> torch.Tensor:
@@ -738,17 +757,22 @@ class MLP(nn.Module):
         self.down = CastedLinear(h.mlp_mult * h.model_dim, h.model_dim, zero_init=True)
         self.use_fused = False  # set by GPT.configure_kernels
 
-    def forward(self, x, lora=None, layer=0):
+    def forward(self, x, lora=None):
         if self.use_fused:
             out = kernels.fused_mlp(x, self.up.weight.to(x.dtype), self.down.weight.to(x.dtype))
         else:
             out = self.down(leaky_relu_sq(self.up(x)))
-        return out + _lora(lora, layer, "mlp", x)
+        return out + _lora(lora, "mlp", x)
 
 
-def _lora(lora, layer: int, name: str, x: torch.Tensor):
-    """The LoRA delta of one adapted matrix in TTT, or 0 (training and plain eval)."""
-    return 0 if lora is None else lora.delta(layer, name, x)
+def _lora(lora, name: str, x: torch.Tensor):
+    """The LoRA delta of one adapted matrix in TTT, or 0 (training and plain eval). lora: this layer's
+    LoRADeltas.layer(), so that every block traces the same code whatever its index."""
+    if lora is None:
+        return 0
+    pairs, scale = lora
+    A, B = pairs[name]
+    return torch.bmm(torch.bmm(x, A.to(x.dtype)), B.to(x.dtype)) * scale
 
 
 class Block(nn.Module):
@@ -759,19 +783,24 @@ class Block(nn.Module):
         self.attn_scale = nn.Parameter(torch.ones(h.model_dim))
         self.mlp_scale = nn.Parameter(torch.ones(h.model_dim))
         self.resid_mix = nn.Parameter(torch.stack([torch.ones(h.model_dim), torch.zeros(h.model_dim)]))
-        self.norm_scale = 1.0 / math.sqrt(index + 1) if h.ln_scale else 1.0
-        self.index = index
+        # a tensor, not a float: a float attribute differs per block and would make torch.compile specialise
+        # (one graph per block) where COMPILE_SCOPE=layers wants one graph for all of them
+        norm_scale = 1.0 / math.sqrt(index + 1) if h.ln_scale else 1.0
+        self.register_buffer("norm_scale", torch.tensor(norm_scale), persistent=False)
 
     def _mix(self, x, x0):
         mix = self.resid_mix.to(x.dtype)
         return mix[0] * x + mix[1] * x0
 
+    def _norm(self, x):
+        return rms_norm(x) * self.norm_scale.to(x.dtype)
+
     def attn_out(self, x, ctx):
-        y = self.attn(rms_norm(x) * self.norm_scale, *ctx, layer=self.index)
+        y = self.attn(self._norm(x), *ctx)
         return self.attn_scale.to(x.dtype) * y
 
     def mlp_out(self, x, lora):
-        return self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.norm_scale, lora, self.index)
+        return self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x), lora)
 
     def forward(self, x, x0, ctx):
         x = self._mix(x, x0)
@@ -792,6 +821,28 @@ class Block(nn.Module):
         return lane0, lane1
 
 
+def add_skip(x, skip, weight, gate):
+    """The decoder's U-Net skip: a learned per-channel scale of the matching encoder output, mixed in by a
+    sigmoid gate (or added, without skip gates)."""
+    s = weight.to(x.dtype) * skip
+    if gate is None:
+        return x + s
+    return torch.lerp(s, x, torch.sigmoid(gate).to(x.dtype))
+
+
+def layer_step(block: Block, lanes: tuple, x0, ctx, skip=None, skip_weight=None, skip_gate=None,
+               lane_lambdas=None) -> tuple:
+    """One virtual layer on the residual lanes (one lane, two from parallel_start_layer on): the decoder's
+    skip into each lane, then the block. COMPILE_SCOPE=layers compiles this function once for all blocks."""
+    if skip is not None:
+        lanes = tuple(add_skip(lane, skip, skip_weight, skip_gate) for lane in lanes)
+    if lane_lambdas is None:
+        return (block(lanes[0], x0, ctx),)
+    if len(lanes) == 1:  # the first parallel layer splits the stream in two
+        lanes = (lanes[0], lanes[0])
+    return block.forward_lanes(lanes, x0, ctx, *lane_lambdas)
+
+
 def virtual_layer_order(h: Hyperparameters, looping: bool) -> tuple[list[int], list[int]]:
     """Encoder and decoder layer lists. Looping repeats loop_start..loop_end num_loops more times."""
     order = list(range(h.num_layers))
@@ -800,6 +851,16 @@ def virtual_layer_order(h: Hyperparameters, looping: bool) -> tuple[list[int], l
         order = order[:h.loop_start] + middle * (h.num_loops + 1) + order[h.loop_end + 1:]
     half = len(order) // 2
     return order[:half], order[half:]
+
+
+@dataclass
+class CompiledRegions:
+    """COMPILE_SCOPE=layers: the training forward as three compiled pieces (embedding, one virtual layer,
+    loss head). Every block shares the layer graphs, so the compile cost is a handful of one-block graphs
+    instead of the whole unrolled model once per recurrence state."""
+    embed: object
+    layer: object
+    loss: object
 
 
 class GPT(nn.Module):
@@ -819,6 +880,7 @@ class GPT(nn.Module):
         self.looping = False  # depth recurrence, switched on mid-training
         self.attn_backend = "sdpa_padded"
         self.use_fused_ce = False
+        self.regions: CompiledRegions | None = None  # set by compile_regions(); used by forward() only
 
     def configure_kernels(self, device: torch.device, fused_ce: bool, fused_mlp: bool) -> None:
         on_gpu = device.type == "cuda" and kernels is not None
@@ -827,53 +889,67 @@ class GPT(nn.Module):
         for block in self.blocks:
             block.mlp.use_fused = on_gpu and fused_mlp
 
-    def _skip(self, x, skip, i):
-        s = self.skip_weights[i].to(x.dtype) * skip
-        if self.skip_gates is None:
-            return x + s
-        return torch.lerp(s, x, torch.sigmoid(self.skip_gates[i]).to(x.dtype))
+    def compile_regions(self, **compile_args) -> None:
+        self.regions = CompiledRegions(torch.compile(self.embed, **compile_args),
+                                       torch.compile(layer_step, **compile_args),
+                                       torch.compile(self.loss, **compile_args))
 
-    def hidden(self, ids, positions, layout, lora=None):
-        """Final normed hidden states. ids: (T,) with a varlen layout, or (B, T) with layout None (dense)."""
+    def embed(self, ids):
         dtype = torch.bfloat16 if ids.device.type == "cuda" else torch.float32
-        x = rms_norm(self.tok_emb(ids).to(dtype))
-        x0, skips, lanes = x, [], None
-        ctx = (positions, layout, self.rotary, self.attn_backend, lora)
+        return rms_norm(self.tok_emb(ids).to(dtype))
+
+    def residual_lanes(self, ids, positions, layout, lora=None, regions: CompiledRegions | None = None):
+        """The residual stream after the last block: a tuple of one lane, or two with parallel residuals.
+        ids: (T,) with a varlen layout, or (B, T) with layout None (dense)."""
+        embed, step = (regions.embed, regions.layer) if regions else (self.embed, layer_step)
+        x0 = embed(ids)
+        # compiled regions get distinct tensors: an argument that aliases another one (the first layer's
+        # lane is x0; the first decoder skip is its own lane) would cost a graph of its own
+        fresh = (lambda t: t.clone()) if regions else (lambda t: t)  # noqa: E731
+        lanes, skips = (fresh(x0),), []
+        shared = (positions, layout, self.rotary, self.attn_backend)
+        ctx = lambda layer: (*shared, lora.layer(layer) if lora is not None else None)  # noqa: E731
         encoder, decoder = virtual_layer_order(self.h, self.looping)
         # ---- encoder: remember each output for the decoder's skips ----
         for layer in encoder:
-            x = self.blocks[layer](x, x0, ctx)
-            skips.append(x)
+            lanes = step(self.blocks[layer], lanes, x0, ctx(layer))
+            skips.append(fresh(lanes[0]) if len(skips) == len(encoder) - 1 else lanes[0])
         # ---- decoder: skips in reverse order; two lanes from parallel_start_layer on ----
         for i, layer in enumerate(decoder):
+            skip_args = (None, None, None)
             if skips and i < len(self.skip_weights):
-                skip = skips.pop()
-                if lanes is None:
-                    x = self._skip(x, skip, i)
-                else:
-                    lanes = tuple(self._skip(lane, skip, i) for lane in lanes)
-            block = self.blocks[layer]
+                gate = self.skip_gates[i] if self.skip_gates is not None else None
+                skip_args = (skips.pop(), self.skip_weights[i], gate)
+            lambdas = None
             if layer >= self.h.parallel_start_layer:
-                lanes = lanes or (x, x)
-                lanes = block.forward_lanes(lanes, x0, ctx, self.parallel_resid_lambdas[layer],
-                                            self.parallel_post_lambdas[layer])
-            else:
-                x = block(x, x0, ctx)
-        if lanes is not None:
-            x = 0.5 * (lanes[0] + lanes[1])
+                lambdas = (self.parallel_resid_lambdas[layer], self.parallel_post_lambdas[layer])
+            lanes = step(self.blocks[layer], lanes, x0, ctx(layer), *skip_args, lambdas)
+        return lanes
+
+    @staticmethod
+    def final_norm(lanes: tuple) -> torch.Tensor:
+        x = lanes[0] if len(lanes) == 1 else 0.5 * (lanes[0] + lanes[1])
         return rms_norm(x)
+
+    def hidden(self, ids, positions, layout, lora=None):
+        """Final normed hidden states (eval, TTT, GPTQ calibration; always uncompiled here)."""
+        return self.final_norm(self.residual_lanes(ids, positions, layout, lora))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Pre-softcap logits through the tied embedding."""
         return F.linear(hidden, self.tok_emb.weight.to(hidden.dtype))
 
-    def forward(self, ids, targets, positions, cu_seqlens, max_seqlen: int):
-        """Training loss: mean softcapped cross-entropy over the targets >= 0 of a packed batch."""
-        layout = dict(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, positions=positions)
-        logits = self.logits(self.hidden(ids, positions, layout))
+    def loss(self, lanes: tuple, targets: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(self.final_norm(lanes))
         if self.use_fused_ce:
             return kernels.softcap_cross_entropy(logits, targets, self.h.logit_softcap, reduction="mean")
         return softcap_cross_entropy(logits, targets, self.h.logit_softcap, reduction="mean")
+
+    def forward(self, ids, targets, positions, cu_seqlens, max_seqlen: int):
+        """Training loss: mean softcapped cross-entropy over the targets >= 0 of a packed batch."""
+        layout = dict(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, positions=positions)
+        lanes = self.residual_lanes(ids, positions, layout, regions=self.regions)
+        return (self.regions.loss if self.regions else self.loss)(lanes, targets)
 
     def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor, rows_per_chunk: int = 32_768):
         """Per-token nats in fp32 (eager formula, used by eval and TTT scoring); 0 where target < 0.
@@ -1454,9 +1530,8 @@ class LoRADeltas:
         self.pairs = {key: (flat[2 * i], flat[2 * i + 1]) for i, key in enumerate(keys)}
         self.scale = scale
 
-    def delta(self, layer: int, name: str, x: torch.Tensor) -> torch.Tensor:
-        A, B = self.pairs[layer, name]
-        return torch.bmm(torch.bmm(x, A.to(x.dtype)), B.to(x.dtype)) * self.scale
+    def layer(self, layer: int) -> tuple[dict, float]:
+        return {name: self.pairs[layer, name] for name in BatchedLoRA.TARGETS}, self.scale
 
 
 def ttt_chunk_losses(model: "GPT", ids, positions, chunk_index, chunk_targets, scale: float, *adapters):
@@ -1507,13 +1582,15 @@ class TTTStats:
         return nbytes, (ttt - base) / math.log(2) / max(nbytes, 1.0)
 
 
-def _pad_batch(tokens: np.ndarray, batch, device):
+def _pad_batch(tokens: np.ndarray, batch, device, min_rows: int):
     """(b, Lmax) inputs, targets (-1 padding), and the stream index of each target (padding: the trash
-    slot len(tokens) - 1 of the scores vector)."""
-    lmax = max(e - s for s, e in batch)
-    ids = np.zeros((len(batch), lmax), dtype=np.int64)
-    tgt = np.full((len(batch), lmax), -1, dtype=np.int64)
-    index = np.full((len(batch), lmax), len(tokens) - 1, dtype=np.int64)
+    slot len(tokens) - 1 of the scores vector). At least min_rows rows and 2 columns (all-padding rows
+    fill in): a compiled graph specialises a size of 1, and would compile again for it."""
+    lmax = max(2, max(e - s for s, e in batch))
+    rows = max(len(batch), min_rows)
+    ids = np.zeros((rows, lmax), dtype=np.int64)
+    tgt = np.full((rows, lmax), -1, dtype=np.int64)
+    index = np.full((rows, lmax), len(tokens) - 1, dtype=np.int64)
     for i, (s, e) in enumerate(batch):
         ids[i, :e - s] = tokens[s:e]
         tgt[i, :e - s] = tokens[s + 1:e + 1]
@@ -1534,8 +1611,10 @@ def ttt_batch(chunk_fn, model: GPT, lora: BatchedLoRA, tokens, batch, tables: By
               ctx: DistContext, base_nats: torch.Tensor, stats: TTTStats, scores: torch.Tensor) -> None:
     """Score-first TTT over one batch of pieces, chunk by chunk. scores and base_nats have one trailing
     trash slot that padding targets write to / read from."""
-    ids, tgt, index, lmax = _pad_batch(tokens, batch, ctx.device)
-    lengths = np.array([e - s for s, e in batch])
+    min_rows = min(2, h.ttt_batch_docs)
+    ids, tgt, index, lmax = _pad_batch(tokens, batch, ctx.device, min_rows)
+    lengths = np.zeros(len(ids), dtype=np.int64)  # padding rows: length 0
+    lengths[:len(batch)] = [e - s for s, e in batch]
     positions = torch.arange(lmax, device=ctx.device)
     chunk = h.ttt_chunk_tokens
     t_first = time.perf_counter()
@@ -1545,7 +1624,9 @@ def ttt_batch(chunk_fn, model: GPT, lora: BatchedLoRA, tokens, batch, tables: By
                             weight_decay=h.ttt_weight_decay, fused=ctx.device.type == "cuda")
     for start in range(0, lmax, chunk):
         end = min(lmax, start + chunk)
-        rows = torch.from_numpy(np.nonzero(lengths > start)[0]).to(ctx.device)  # pieces still running
+        running = np.nonzero(lengths > start)[0]  # pieces still running, plus finished ones up to min_rows
+        finished = np.nonzero(lengths <= start)[0][:max(0, min_rows - len(running))]  # all targets padding
+        rows = torch.from_numpy(np.sort(np.concatenate([running, finished]))).to(ctx.device)
         # every chunk has `chunk` slots (the last ones past `end` are padding), so shapes vary only in b, T
         chunk_index = torch.arange(start, start + chunk, device=ctx.device).clamp_max(end - 1)
         chunk_tgt = tgt[rows, start:start + chunk]
@@ -1620,7 +1701,8 @@ def global_sgd_pass(model: GPT, tokens, pieces, h: Hyperparameters, ctx: DistCon
 
 
 def compile_ttt(h: Hyperparameters, device: torch.device):
-    """The chunk function TTT calls: compiled once with dynamic batch rows and prefix length on CUDA."""
+    """The chunk function TTT calls: compiled once with dynamic batch rows and prefix length on CUDA. (Compiled
+    as regions, like COMPILE_SCOPE=layers, it compiled no faster on the H100 and ran ~7% slower per step.)"""
     if not (h.ttt_compile and h.compile and device.type == "cuda"):
         return ttt_chunk_losses
     return torch.compile(ttt_chunk_losses)
@@ -1679,6 +1761,8 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     log(f"ttt_timing chunk_steps:{stats.chunk_steps} first_step_seconds:{stats.first_step_seconds:.1f} "
         f"compiled:{int(chunk_fn is not ttt_chunk_losses)} seconds:{time.perf_counter() - t0:.1f} "
         f"scored_targets:{int(count)} (rank 0's chunk steps; targets over all ranks)")
+    if chunk_fn is not ttt_chunk_losses:  # where the compile went (this process's total, training's too)
+        log(f"compile_times (seconds per phase):\n{torch._dynamo.utils.compile_times()}", console=False)
     return ttt_nats / count, ttt_nats / math.log(2) / nbytes, scores
 
 
@@ -1694,8 +1778,7 @@ def train_step(model_fn, model: GPT, loader: TrainLoader, opt: Optimizers, step:
     total = torch.zeros((), device=opt.ctx.device)
     for micro in range(accum):
         batch = loader.batch(step, micro)
-        if model_fn is not model:  # compiled: one graph for every number of documents per window
-            torch._dynamo.mark_dynamic(batch.cu_seqlens, 0)
+        torch._dynamo.mark_dynamic(batch.cu_seqlens, 0)  # compiled: one graph for any number of documents
         loss = model_fn(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
         (loss / accum).backward()
         total += loss.detach() / accum
@@ -1709,10 +1792,26 @@ def synchronize(ctx: DistContext) -> None:
         torch.cuda.synchronize(ctx.device)
 
 
+def compile_for_training(model: GPT, h: Hyperparameters, device: torch.device):
+    """The training loss function: the model itself (eager, or with its compiled regions under
+    COMPILE_SCOPE=layers) or torch.compile of the whole model (COMPILE_SCOPE=model)."""
+    if not (h.compile and device.type == "cuda"):
+        return model
+    inductor_triton = torch._inductor.config.triton
+    if hasattr(inductor_triton, "mix_order_reduction"):
+        # torch 2.11's "mix-order reduction" fusion asserts (FusedMixOrderReductions in sub_node_can_fuse)
+        # on this model's backward graph; without it the graph compiles.
+        inductor_triton.mix_order_reduction = False
+    if h.compile_scope == "model":
+        return torch.compile(model)
+    model.compile_regions()
+    return model
+
+
 def compile_warmup(model_fn, model: GPT, loader, h, ctx, accum, log) -> None:
     """Compile every graph the timed loop will use (recurrence off and on) before the clock starts, then
     put back the initial weights: these steps are not training, and the optimizer is rebuilt afterwards."""
-    if h.warmup_steps <= 0 or model_fn is model:  # nothing to compile
+    if h.warmup_steps <= 0 or (model_fn is model and model.regions is None):  # nothing to compile
         return
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = Optimizers(model, h, ctx)
@@ -1726,22 +1825,17 @@ def compile_warmup(model_fn, model: GPT, loader, h, ctx, accum, log) -> None:
     model.load_state_dict(initial)
     model.looping = False
     counters = torch._dynamo.utils.counters
-    log(f"compile_warmup_seconds:{time.perf_counter() - t0:.1f} steps:{h.warmup_steps} "
+    log(f"compile_warmup_seconds:{time.perf_counter() - t0:.1f} steps:{h.warmup_steps} scope:{h.compile_scope} "
         f"graphs:{counters['stats']['unique_graphs']} graph_breaks:{sum(counters['graph_break'].values())} "
         "(not timed; initial weights restored, optimizer rebuilt)")
     for reason, count in counters["graph_break"].items():
         log(f"graph_break x{count}: {reason[:200]}")
+    log(f"compile_times (seconds per phase):\n{torch._dynamo.utils.compile_times()}", console=False)
 
 
 def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> dict:
     loader = TrainLoader(h, ctx, accum)
-    use_compile = h.compile and ctx.device.type == "cuda"
-    inductor_triton = torch._inductor.config.triton
-    if use_compile and hasattr(inductor_triton, "mix_order_reduction"):
-        # torch 2.11's "mix-order reduction" fusion asserts (FusedMixOrderReductions in sub_node_can_fuse)
-        # on this model's backward graph; without it the graph compiles.
-        inductor_triton.mix_order_reduction = False
-    model_fn = torch.compile(model) if use_compile else model
+    model_fn = compile_for_training(model, h, ctx.device)
     compile_warmup(model_fn, model, loader, h, ctx, accum, log)
     opt = Optimizers(model, h, ctx)
     ema = EMA(model, h.ema_decay)
@@ -1761,6 +1855,8 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> 
         synchronize(ctx)
         elapsed = agreed_seconds(ctx, time.perf_counter() - t0)  # schedule, recurrence and stop agree on it
         step_avg = elapsed / step
+        if step == 1:  # what a participant waits for: launch, imports, data, compile, one step
+            log(f"first_step_done_since_launch:{seconds_since_launch():.1f}s")
         if step % h.train_log_every == 0 or step <= 5:
             mean_loss = all_reduce_(ctx, loss.clone()).item() / ctx.world_size  # over all ranks
             log(f"step:{step}/{h.iterations} train_loss:{mean_loss:.4f} train_time:{elapsed * 1000:.0f}ms "

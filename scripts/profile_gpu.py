@@ -3,9 +3,9 @@
     python scripts/profile_gpu.py --data .gpu_data train        # one training step: time, MFU, top kernels
     python scripts/profile_gpu.py --data .gpu_data ttt project  # TTT chunk steps, eager vs compiled; projection
 
-train   : compiles the model as train_gpt.py does, times optimizer steps (786,432 tokens, 8 micro-batches on
-          one GPU) with recurrence off and on, and profiles one step. MFU = model FLOPs / step time / peak,
-          where the peak is a bf16 8192^3 matmul timed in the same run, and model FLOPs per step are
+train   : compiles the model as train_gpt.py does (--compile-scope: model or layers), times optimizer steps
+          (786,432 tokens, 8 micro-batches on one GPU) with recurrence off and on, and profiles one step.
+          MFU = model FLOPs / step time / peak, where the peak is a bf16 8192^3 matmul timed in the same run, and model FLOPs per step are
             6 * tokens * (sum of the block matrices each token passes through, once per virtual layer,
                           + the tied head, vocab x dim)
           + 3 * sum over document pieces of 2 * 2 * (L(L+1)/2) * (heads * head_dim) per virtual layer
@@ -138,13 +138,18 @@ def model_flops_per_step(model: tg.GPT, h: tg.Hyperparameters, batches) -> float
 
 
 def bench_train(args) -> None:
-    h = hyperparameters(args, warmup_steps=0)
+    scope = {"compile_scope": args.compile_scope} if args.compile_scope else {}
+    h = hyperparameters(args, warmup_steps=0, **scope)
     ctx = tg.DistContext(device=torch.device("cuda", 0))
     torch.manual_seed(0)
     model = tg.GPT(h).to(ctx.device)
     model.configure_kernels(ctx.device, h.fused_ce_enabled, h.fused_mlp_enabled)
-    torch._inductor.config.triton.mix_order_reduction = False  # as train_gpt.train does
-    model_fn = torch.compile(model)
+    if hasattr(tg, "compile_for_training"):
+        model_fn = tg.compile_for_training(model, h, ctx.device)
+    else:  # a train_gpt.py from before COMPILE_SCOPE: whole-model compile, as its train() did
+        torch._inductor.config.triton.mix_order_reduction = False
+        model_fn = torch.compile(model)
+    print(f"compile scope: {getattr(h, 'compile_scope', 'model')}")
     loader = tg.TrainLoader(h, ctx, 8)
     opt = tg.Optimizers(model, h, ctx)
     peak = matmul_peak_tflops()
@@ -180,14 +185,15 @@ def synthetic_batch(n_pieces: int, length: int, vocab: int, bos: int, seed: int)
     return tokens, [(i * length, (i + 1) * length) for i in range(n_pieces)]
 
 
-def chunk_work(lengths, chunk: int) -> tuple[int, int]:
-    """(chunk steps, processed tokens = sum of rows x prefix) of one TTT batch of pieces."""
+def chunk_work(lengths, chunk: int, min_rows: int = 2) -> tuple[int, int]:
+    """(chunk steps, processed tokens = sum of rows x prefix) of one TTT batch of pieces; ttt_batch runs at
+    least min_rows rows (min(2, TTT_BATCH_DOCS))."""
     lengths = np.asarray(lengths)
     steps, processed = 0, 0
     for start in range(0, int(lengths.max()), chunk):
         end = min(int(lengths.max()), start + chunk)
         steps += 1
-        processed += int((lengths > start).sum()) * end
+        processed += max(int((lengths > start).sum()), min_rows) * end
     return steps, processed
 
 
@@ -227,7 +233,7 @@ def bench_ttt(args) -> dict:
             torch.cuda.synchronize()
             first = time.perf_counter() - t0
             ms = cuda_ms(run, args.repeat)
-            steps, processed = chunk_work([length] * len(batch), h.ttt_chunk_tokens)
+            steps, processed = chunk_work([length] * len(batch), h.ttt_chunk_tokens, min(2, h.ttt_batch_docs))
             points.append((steps, processed, ms / 1000))
             print(f"ttt {mode:8s} pieces {len(batch)} x {length:5d}: first run {first:6.1f} s, then "
                   f"{ms / 1000:7.3f} s for {steps} chunk steps ({ms / steps:6.1f} ms/step), "
@@ -280,7 +286,7 @@ def project(args, results: dict) -> None:
                 steps = processed = 0
                 for phase in plan:
                     for batch in phase[rank]:
-                        s, p = chunk_work([e - s for s, e in batch], h.ttt_chunk_tokens)
+                        s, p = chunk_work([e - s for s, e in batch], h.ttt_chunk_tokens, min(2, h.ttt_batch_docs))
                         steps, processed = steps + s, processed + p
                 per_rank.append((a * steps + b * processed, steps))
             seconds, steps = max(per_rank)
@@ -300,6 +306,7 @@ def main() -> int:
     parser.add_argument("--world", type=int, default=8, help="ranks for the projection")
     parser.add_argument("--sigmas", nargs="+", type=float, default=[0.8, 1.0, 1.2])
     parser.add_argument("--train-gpt", type=Path, default=REPO / "train_gpt.py", help="the train_gpt.py to profile")
+    parser.add_argument("--compile-scope", choices=["layers", "model"], help="train: COMPILE_SCOPE (default: its own)")
     parser.add_argument("--no-looping", dest="looping", action="store_false", help="train: recurrence off only")
     args = parser.parse_args()
     global tg

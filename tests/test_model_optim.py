@@ -116,3 +116,46 @@ def test_muon_bank_step_equals_separate_steps():
             m.step(0.05, 0.9, torch.tensor(1.0))
     for p, q in zip(bank, alone):
         assert torch.allclose(p, q, atol=1e-6) and not torch.equal(p, torch.ones(32, 64))
+
+
+def test_compiled_layer_regions_match_eager_with_one_graph_per_kind_of_layer():
+    """COMPILE_SCOPE=layers: the record's 11-layer structure (at toy width) runs through the compiled
+    embedding, layer and loss regions with the eager loss and gradients, recurrence off and on. The layer
+    graphs are shared by every block: one per kind of layer (encoder; decoder with a skip; the split into
+    two lanes; two lanes with and without a skip), none per block and none more for recurrence."""
+    h = tg.load_hyperparameters({"SMOKE": "1", "NUM_LAYERS": "11", "LOOP_START": "3", "LOOP_END": "5",
+                                 "NUM_LOOPS": "2", "PARALLEL_START_LAYER": "8", "XSA_LAST_N": "11",
+                                 "TRAIN_SEQ_LEN": "64"})
+    torch.manual_seed(0)
+    model = tg.GPT(h)
+    with torch.no_grad():  # zero-initialised projections would hide the blocks from the gradients
+        for block in model.blocks:
+            block.attn.proj.weight.normal_(std=0.05)
+            block.mlp.down.weight.normal_(std=0.05)
+    ids, targets = torch.randint(0, 8192, (2, 256))
+    cu = torch.tensor([0, 50, 100, 150, 200, 256], dtype=torch.int32)
+    positions = torch.cat([torch.arange(b - a) for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())])
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    for looping in (False, True):
+        model.looping = looping
+        results = []
+        for regions in (False, True):
+            model.regions = None
+            if regions:
+                model.compile_regions(backend="aot_eager")  # Dynamo + AOTAutograd, as Inductor sees them
+                torch._dynamo.mark_dynamic(cu, 0)
+            loss = model(ids, targets, positions, cu, 64)
+            loss.backward()
+            results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+            model.zero_grad(set_to_none=True)
+        (eager_loss, eager_grads), (loss, grads) = results
+        assert torch.allclose(loss, eager_loss, rtol=1e-6)
+        assert eager_grads.keys() == grads.keys()
+        for name, g in grads.items():
+            assert torch.allclose(g, eager_grads[name], rtol=1e-5, atol=1e-7), name
+        assert eager_grads["blocks.10.mlp.up.weight"].abs().sum() > 0
+    counters = torch._dynamo.utils.counters
+    assert counters["stats"]["unique_graphs"] == 2 + 5  # embed, loss, five kinds of layer
+    assert counters["frames"]["ok"] == counters["frames"]["total"] == 7
+    model.regions = None

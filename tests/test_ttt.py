@@ -119,6 +119,22 @@ def test_compiled_chunk_function_matches_eager_with_one_graph():
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
 
 
+def test_whole_ttt_evaluation_compiles_one_graph(monkeypatch):
+    """A whole TTT evaluation (phases, global SGD, batches whose rows finish one by one down to a single
+    running piece) through the compiled chunk function gives the eager scores and compiles once: rows and
+    prefix length are dynamic, and a lone running piece is padded to 2 rows (a size of 1 would specialise
+    and compile again). Dynamo + AOTAutograd (backend aot_eager) decide the graphs, as for Inductor."""
+    h, model, tables, tokens = _setup()
+    model.looping = True
+    want_bpb, want = _run_ttt(h, model, tables, tokens)
+    monkeypatch.setattr(tg, "compile_ttt", lambda h, device: torch.compile(tg.ttt_chunk_losses, backend="aot_eager"))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    got_bpb, got = _run_ttt(h, model, tables, tokens)
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5) and abs(got_bpb - want_bpb) < 1e-6
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
 def test_profile_cost_model_counts_what_ttt_batch_runs():
     """scripts/profile_gpu.py projects TTT time from (chunk steps, rows x prefix); check those counts
     against the evaluator's own loop on uneven pieces."""
@@ -143,7 +159,8 @@ def test_profile_cost_model_counts_what_ttt_batch_runs():
                  tg.TTTStats(torch.device("cpu"), guard_on=True), scores)
     steps, processed = profile_gpu.chunk_work([70, 30, 33], h.ttt_chunk_tokens)
     assert steps == len(calls) == 5 and processed == sum(b * t for b, t in calls)
-    assert [b for b, _ in calls] == [3, 3, 2, 1, 1]  # rows still inside their piece at starts 0, 16, .., 64
+    # rows still inside their piece at starts 0, 16, .., 64, and never fewer than 2 (a finished row pads)
+    assert [b for b, _ in calls] == [3, 3, 2, 2, 2]
 
 
 def test_collapse_guard_fires_and_its_fallback_stops_adapting(capsys):
