@@ -1670,9 +1670,12 @@ def ttt_batch(chunk_fn, model: GPT, lora: BatchedLoRA, tokens, batch, tables: By
 
 
 def global_sgd_pass(model: GPT, tokens, pieces, h: Hyperparameters, ctx: DistContext) -> int:
-    """SGD on the base weights over already-scored pieces: windows of whole pieces, spread over ranks."""
+    """SGD on the base weights over already-scored pieces, in windows of whole pieces. Each step averages
+    the gradients of 8 windows, one per rank on 8 GPUs and accumulated on fewer, so that the steps (their
+    number, batch and learning rates) are the same at any world size, as in training."""
     windows = group_pieces(pieces, h.ttt_global_chunk_tokens)
-    steps = math.ceil(len(windows) / ctx.world_size)
+    accum = 8 // ctx.world_size
+    steps = math.ceil(len(windows) / 8)
     params = [p for p in model.parameters()]
     opt = torch.optim.SGD(params, lr=h.ttt_global_lr, momentum=h.ttt_global_momentum)
     for p in params:
@@ -1680,19 +1683,20 @@ def global_sgd_pass(model: GPT, tokens, pieces, h: Hyperparameters, ctx: DistCon
     for step in range(steps):
         for g in opt.param_groups:  # cosine from TTT_GLOBAL_LR to 0
             g["lr"] = h.ttt_global_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        w = step * ctx.world_size + ctx.rank
         opt.zero_grad(set_to_none=False)
-        if w < len(windows):
-            batch = pack_pieces(tokens, windows[w], h).to(ctx.device)
-            loss = model(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
-            loss.backward()
+        for micro in range(accum):
+            w = step * 8 + ctx.rank * accum + micro
+            if w < len(windows):  # the last step may have fewer than 8 windows; the missing ones add zero
+                batch = pack_pieces(tokens, windows[w], h).to(ctx.device)
+                loss = model(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
+                loss.backward()
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         grads = torch.cat([p.grad.reshape(-1) for p in params])
         all_reduce_(ctx, grads)
         for p, g in zip(params, grads.split([p.numel() for p in params])):
-            p.grad.copy_(g.view_as(p) / ctx.world_size)
+            p.grad.copy_(g.view_as(p) / 8)
         opt.step()
     for p in params:
         p.requires_grad_(False)

@@ -182,3 +182,36 @@ def test_collapse_guard_fires_and_its_fallback_stops_adapting(capsys):
     assert events > n_batches >= err.count("ttt_collapse_guard") >= 1  # counted every step, said once a batch
     assert "fallback:0" in err and "fallback:1" in fallback_err and fallback_events >= 1
     assert bpb_ttt < bpb_fallback < bpb_plain  # TTT helps this model; the fallback cut its adaptation short
+
+
+def _global_sgd_worker(rank: int, world_size: int, init_file: str, out_file: str) -> None:
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    if world_size > 1:
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    h, model, _, tokens = _setup(VAL_MAX_TOKENS="6000", TTT_GLOBAL_CHUNK_TOKENS="512")
+    pieces = tg.stream_pieces(tokens, h)
+    steps = tg.global_sgd_pass(model, tokens, pieces, h, tg.DistContext(rank, world_size))
+    if rank == 0:
+        torch.save(dict(steps=steps, windows=len(tg.group_pieces(pieces, 512)), state=model.state_dict()), out_file)
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+def test_global_sgd_steps_do_not_depend_on_the_world_size(tmp_path):
+    """The phase-boundary SGD averages 8 windows per step at any world size: 1 and 2 gloo ranks take the
+    same steps and end with the same base weights (up to the order of float sums)."""
+    import torch.multiprocessing as mp
+    results = {}
+    for world_size in (1, 2):
+        out = tmp_path / f"w{world_size}.pt"
+        mp.spawn(_global_sgd_worker, args=(world_size, str(tmp_path / f"init{world_size}"), str(out)),
+                 nprocs=world_size, join=True)
+        results[world_size] = torch.load(out)
+    one, two = results[1], results[2]
+    assert one["windows"] > 8 and one["steps"] == two["steps"] == -(-one["windows"] // 8)
+    before = _setup()[1].state_dict()
+    moved = sum((one["state"][k] - before[k]).abs().sum() for k in before)
+    assert moved > 0
+    for k, v in one["state"].items():
+        assert torch.allclose(two["state"][k], v, atol=1e-6, rtol=1e-5), k
