@@ -30,7 +30,8 @@ def read_log(path: Path) -> dict:
             break
     else:
         raise SystemExit(f"{path}: no final_ttt_exact/final_roundtrip_exact line: the run crashed or is unfinished")
-    config = dict(re.findall(r"^([a-z_0-9]+):(\S*)$", text, re.M))
+    # the resolved config: the name:value lines logged before the model_params line (later lines are results)
+    config = dict(re.findall(r"^([a-z_0-9]+):(\S*)$", text.split("\nmodel_params:", 1)[0], re.M))
     if "seed" not in config:
         raise SystemExit(f"{path}: no resolved config in the log (is it a train_gpt.py log?)")
     return dict(path=path, label=label, nats=float(match.group(1)), bpb=float(match.group(2)), config=config)
