@@ -911,9 +911,10 @@ class GPT(nn.Module):
         ctx = lambda layer: (*shared, lora.layer(layer) if lora is not None else None)  # noqa: E731
         encoder, decoder = virtual_layer_order(self.h, self.looping)
         # ---- encoder: remember each output for the decoder's skips ----
-        for layer in encoder:
+        for n, layer in enumerate(encoder, 1):
             lanes = step(self.blocks[layer], lanes, x0, ctx(layer))
-            skips.append(fresh(lanes[0]) if len(skips) == len(encoder) - 1 else lanes[0])
+            last = n == len(encoder)  # the first decoder layer reads this output as its lane and its skip
+            skips.append(fresh(lanes[0]) if last else lanes[0])
         # ---- decoder: skips in reverse order; two lanes from parallel_start_layer on ----
         for i, layer in enumerate(decoder):
             skip_args = (None, None, None)
