@@ -524,15 +524,18 @@ def piece_starts(inputs: np.ndarray, bos_id: int, max_len: int) -> np.ndarray:
     return np.concatenate(pieces)
 
 
+def packed_batch(inputs: np.ndarray, targets: np.ndarray, starts: np.ndarray, max_len: int) -> PackedBatch:
+    """Flat inputs and targets whose document pieces begin at `starts`: cu_seqlens and in-piece positions."""
+    cu = np.append(starts, len(inputs)).astype(np.int32)
+    positions = np.arange(len(inputs)) - np.repeat(starts, np.diff(cu))
+    as_long = lambda a: torch.from_numpy(np.array(a, dtype=np.int64))  # noqa: E731 - a copy, never a view
+    return PackedBatch(as_long(inputs), as_long(targets), torch.from_numpy(positions), torch.from_numpy(cu),
+                       max_len)
+
+
 def pack_window(window: np.ndarray, bos_id: int, max_len: int) -> PackedBatch:
     """window: T+1 tokens -> inputs window[:-1], targets window[1:], cut into pieces at BOS and max_len."""
-    inputs, targets = window[:-1], window[1:].copy()
-    starts = piece_starts(inputs, bos_id, max_len)
-    cu = np.append(starts, len(inputs)).astype(np.int32)
-    lengths = np.diff(cu)
-    positions = np.arange(len(inputs)) - np.repeat(starts, lengths)
-    return PackedBatch(torch.from_numpy(inputs.astype(np.int64)), torch.from_numpy(targets),
-                       torch.from_numpy(positions), torch.from_numpy(cu), max_len)
+    return packed_batch(window[:-1], window[1:], piece_starts(window[:-1], bos_id, max_len), max_len)
 
 
 class TrainLoader:
@@ -582,12 +585,8 @@ def pack_pieces(tokens: np.ndarray, pieces, h: Hyperparameters) -> PackedBatch:
     """Whole pieces (start, end) of the stream, packed: inputs tokens[s:e], targets tokens[s+1:e+1]."""
     inputs = np.concatenate([tokens[s:e] for s, e in pieces])
     targets = np.concatenate([tokens[s + 1:e + 1] for s, e in pieces])
-    lengths = np.array([e - s for s, e in pieces])
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    positions = np.arange(len(inputs)) - np.repeat(starts, lengths)
-    cu = np.append(starts, len(inputs)).astype(np.int32)
-    return PackedBatch(torch.from_numpy(inputs.astype(np.int64)), torch.from_numpy(targets.astype(np.int64)),
-                       torch.from_numpy(positions), torch.from_numpy(cu), h.train_seq_len)
+    starts = np.cumsum([0] + [e - s for s, e in pieces[:-1]])
+    return packed_batch(inputs, targets, starts, h.train_seq_len)
 
 
 def val_windows(tokens: np.ndarray, h: Hyperparameters, ctx: DistContext):

@@ -259,17 +259,15 @@ def fit_cost(points) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def fineweb_like_pieces(sigma: float, seq_len: int, seed: int = 0):
-    """50,000 log-normal document lengths with FineWeb val's mean, cut into seq_len pieces."""
+def fineweb_like_pieces(sigma: float, h, seed: int = 0):
+    """50,000 log-normal document lengths with FineWeb val's mean, cut into pieces by the evaluator's own
+    train_gpt.stream_pieces (a stream whose only tokens that matter are the BOS at each document start)."""
     rng = np.random.default_rng(seed)
     mean = FINEWEB_VAL_TOKENS / FINEWEB_VAL_DOCS
     lengths = np.maximum(2, rng.lognormal(math.log(mean) - sigma ** 2 / 2, sigma, FINEWEB_VAL_DOCS)).astype(int)
-    pieces, offset = [], 0
-    for n in lengths:
-        for s in range(0, n, seq_len):
-            pieces.append((offset + s, offset + min(n, s + seq_len)))
-        offset += n
-    return pieces, int(lengths.sum())
+    stream = np.zeros(int(lengths.sum()) + 1, dtype=np.int32)
+    stream[np.cumsum(lengths) - lengths] = h.bos_id
+    return tg.stream_pieces(stream, h), int(lengths.sum())
 
 
 def project(args, results: dict) -> None:
@@ -279,7 +277,7 @@ def project(args, results: dict) -> None:
     for mode, points in results.items():
         a, b = fit_cost(points)
         for sigma in args.sigmas:
-            pieces, total = fineweb_like_pieces(sigma, h.train_seq_len)
+            pieces, total = fineweb_like_pieces(sigma, h)
             plan = tg.plan_ttt_batches(pieces, h, args.world)
             per_rank = []
             for rank in range(args.world):
