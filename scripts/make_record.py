@@ -18,26 +18,30 @@ import statistics
 import sys
 from pathlib import Path
 
+import golflog
+
 REPO = Path(__file__).resolve().parents[1]
 LIMITS = dict(bytes_total=16_000_000, train_ms=600_000, eval_ms=600_000)
 
 
-def _find(text: str, pattern: str, path: Path, what: str) -> str:
-    match = re.search(pattern, text, re.M)
-    if not match:
+def _required(value, path: Path, what: str):
+    if value is None:
         raise SystemExit(f"{path}: no {what} in the log (crashed or unfinished run?)")
-    return match.group(1)
+    return value
+
+
+def _find(text: str, pattern: str, path: Path, what: str) -> str:
+    return _required(re.search(pattern, text, re.M), path, what).group(1)
 
 
 def parse_log(path: Path) -> dict:
     text = path.read_text(encoding="utf-8")
-    run = dict(log=path, seed=int(_find(text, r"^seed:(\d+)$", path, "seed")))
+    run = dict(log=path, seed=_required(golflog.seed(text), path, "seed"))
     run["steps"] = int(_find(text, r"^train_time:\d+ms steps:(\d+)", path, "train_time line"))
     run["train_ms"] = int(_find(text, r"^train_time:(\d+)ms steps:", path, "train_time line"))
-    for key, label in (("prequant", "final_prequant_exact"), ("quantized", "final_roundtrip_exact"),
-                       ("ttt", "final_ttt_exact")):
-        run[key] = float(_find(text, rf"^{label} .*?val_bpb:([0-9.]+)", path, label))
-    run["val_loss"] = float(_find(text, r"^final_ttt_exact val_loss:([0-9.]+)", path, "final_ttt_exact"))
+    scores = {label: _required(golflog.final_score(text, label), path, label) for label in golflog.FINAL_LABELS}
+    run["prequant"], run["quantized"], run["ttt"] = (scores[label][1] for label in golflog.FINAL_LABELS)
+    run["val_loss"] = scores["final_ttt_exact"][0]
     run["eval_ms"] = int(_find(text, r"^eval_time:(\d+)ms \(", path, "total eval_time line"))
     run["bytes_total"] = int(_find(text, r"^artifact_total_bytes:(\d+)", path, "artifact_total_bytes"))
     run["bytes_code"] = int(_find(text, r"code_compressed_bytes:(\d+)", path, "code_compressed_bytes"))

@@ -18,9 +18,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+import golflog  # noqa: E402
+
 STEP_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:([0-9.naninf]+) train_time:(\d+)ms", re.M)
-FINAL_LABELS = (("final_prequant_exact", "pre-quant"), ("final_roundtrip_exact", "quantized"),
-                ("final_ttt_exact", "TTT"))
+SHORT_NAMES = dict(zip(golflog.FINAL_LABELS, ("pre-quant", "quantized", "TTT")))
 
 
 def read_curve(path: Path) -> dict:
@@ -29,14 +30,14 @@ def read_curve(path: Path) -> dict:
     if not points:
         raise SystemExit(f"{path}: no 'step:N/M train_loss:... train_time:...ms' lines: not a train_gpt.py "
                          "training log (an EVAL_ONLY run, or one that crashed before its first step?)")
-    seed = re.search(r"^seed:(\d+)$", text, re.M)
+    seed = golflog.seed(text)
     finals = {}
-    for label, short in FINAL_LABELS:
-        match = re.search(rf"^{label} .*?val_bpb:([0-9.]+)", text, re.M)
-        if match:
-            finals[short] = float(match.group(1))
+    for label, short in SHORT_NAMES.items():
+        score = golflog.final_score(text, label)
+        if score:
+            finals[short] = score[1]
     loop = re.search(r"^depth_recurrence:on step:(\d+) train_time:(\d+)ms", text, re.M)
-    return dict(path=path, points=points, seed=seed.group(1) if seed else "?", finals=finals,
+    return dict(path=path, points=points, seed=seed if seed is not None else "?", finals=finals,
                 loop=(int(loop.group(1)), int(loop.group(2)) / 1000) if loop else None)
 
 

@@ -11,12 +11,13 @@ the bpb margin scales it by the logs' bytes-per-token ratio).
 
 import argparse
 import math
-import re
 import statistics
 import sys
 from pathlib import Path
 
 from scipy import stats
+
+import golflog
 
 SCORE_LABELS = ("final_ttt_exact", "final_roundtrip_exact")
 PER_SEED_FIELDS = {"seed", "run_id", "artifact_path"}
@@ -25,16 +26,15 @@ PER_SEED_FIELDS = {"seed", "run_id", "artifact_path"}
 def read_log(path: Path) -> dict:
     text = path.read_text(encoding="utf-8")
     for label in SCORE_LABELS:
-        match = re.search(rf"^{label} val_loss:([0-9.]+) val_bpb:([0-9.]+)", text, re.M)
-        if match:
+        score = golflog.final_score(text, label)
+        if score:
             break
     else:
         raise SystemExit(f"{path}: no final_ttt_exact/final_roundtrip_exact line: the run crashed or is unfinished")
-    # the resolved config: the name:value lines logged before the model_params line (later lines are results)
-    config = dict(re.findall(r"^([a-z_0-9]+):(\S*)$", text.split("\nmodel_params:", 1)[0], re.M))
+    config = golflog.resolved_config(text)
     if "seed" not in config:
         raise SystemExit(f"{path}: no resolved config in the log (is it a train_gpt.py log?)")
-    return dict(path=path, label=label, nats=float(match.group(1)), bpb=float(match.group(2)), config=config)
+    return dict(path=path, label=label, nats=score[0], bpb=score[1], config=config)
 
 
 def check_same_config(runs: list[dict], side: str) -> None:
