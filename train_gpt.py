@@ -703,7 +703,8 @@ class Rotary(nn.Module):
         sin = self.sin[positions].unsqueeze(-2).to(x.dtype)
         half = self.dims // 2
         x1, x2, rest = x[..., :half], x[..., half:self.dims], x[..., self.dims:]
-        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest), dim=-1)
+        # the record's sense of rotation (by -angle); the other sense is another model for the same weights
+        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
 
 
 class Attention(nn.Module):
@@ -807,17 +808,15 @@ class Block(nn.Module):
         return x + self.mlp_out(x, ctx[-1])
 
     def forward_lanes(self, lanes, x0, ctx, resid_lambdas, post_lambdas):
-        """Parallel residuals: attention reads lane 0, the MLP lane 1; each output feeds both lanes."""
+        """Parallel residuals: attention reads lane 0 (mixed with x0), the MLP reads lane 1 as it is; both
+        run on the block's input lanes. Lane k keeps resid_lambdas[k] of itself and adds post_lambdas[0][k]
+        of the attention output and post_lambdas[1][k] of the MLP output."""
         lane0, lane1 = lanes
-        for sub in range(2):
-            if sub == 0:
-                out = self.attn_out(self._mix(lane0, x0), ctx)
-            else:
-                out = self.mlp_out(self._mix(lane1, x0), ctx[-1])
-            r = resid_lambdas[sub].to(out.dtype)
-            post = post_lambdas[sub].to(out.dtype)
-            lane0, lane1 = r * lane0 + post[0] * out, r * lane1 + post[1] * out
-        return lane0, lane1
+        attn = self.attn_out(self._mix(lane0, x0), ctx)
+        mlp = self.mlp_out(lane1, ctx[-1])
+        r, post = resid_lambdas.to(attn.dtype), post_lambdas.to(attn.dtype)
+        return (r[0] * lane0 + post[0, 0] * attn + post[1, 0] * mlp,
+                r[1] * lane1 + post[0, 1] * attn + post[1, 1] * mlp)
 
 
 def add_skip(x, skip, weight, gate):
@@ -832,13 +831,14 @@ def add_skip(x, skip, weight, gate):
 def layer_step(block: Block, lanes: tuple, x0, ctx, skip=None, skip_weight=None, skip_gate=None,
                lane_lambdas=None) -> tuple:
     """One virtual layer on the residual lanes (one lane, two from parallel_start_layer on): the decoder's
-    skip into each lane, then the block. COMPILE_SCOPE=layers compiles this function once for all blocks."""
+    skip, then the block. The skip goes into lane 0 only (the attention lane), as in the record.
+    COMPILE_SCOPE=layers compiles this function once for all blocks."""
+    if lane_lambdas is not None and len(lanes) == 1:  # the first parallel layer splits the stream in two
+        lanes = (lanes[0], lanes[0])
     if skip is not None:
-        lanes = tuple(add_skip(lane, skip, skip_weight, skip_gate) for lane in lanes)
+        lanes = (add_skip(lanes[0], skip, skip_weight, skip_gate), *lanes[1:])
     if lane_lambdas is None:
         return (block(lanes[0], x0, ctx),)
-    if len(lanes) == 1:  # the first parallel layer splits the stream in two
-        lanes = (lanes[0], lanes[0])
     return block.forward_lanes(lanes, x0, ctx, *lane_lambdas)
 
 
@@ -921,7 +921,7 @@ class GPT(nn.Module):
                 gate = self.skip_gates[i] if self.skip_gates is not None else None
                 skip_args = (skips.pop(), self.skip_weights[i], gate)
             lambdas = None
-            if layer >= self.h.parallel_start_layer:
+            if 0 < self.h.parallel_start_layer <= layer:  # 0 turns the lanes off, as in the record
                 lambdas = (self.parallel_resid_lambdas[layer], self.parallel_post_lambdas[layer])
             lanes = step(self.blocks[layer], lanes, x0, ctx(layer), *skip_args, lambdas)
         return lanes
