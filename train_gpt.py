@@ -108,14 +108,14 @@ class Hyperparameters:
     qk_gain_init: float = 5.0
     tied_embed_init_std: float = 0.005
     xsa_last_n: int = 11  # exclusive self attention on the last N layers
-    gated_attn: bool = True
-    gate_init_std: float = 0.005
+    gated_attn_enabled: bool = True
+    gated_attn_init_std: float = 0.005
     ln_scale: bool = True  # scale each norm by 1/sqrt(layer index + 1)
     skip_gates_enabled: bool = True
     loop_start: int = 3  # depth recurrence: layers loop_start..loop_end repeat
     loop_end: int = 5
     num_loops: int = 2  # extra passes over the looped layers
-    loop_enable_frac: float = 0.35  # switched on after this fraction of training
+    enable_looping_at: float = 0.35  # switched on after this fraction of training
     parallel_start_layer: int = 8  # two residual lanes from this physical layer on
     parallel_resid_init: float = 1.1
     # ---- optimizer ----
@@ -123,23 +123,23 @@ class Hyperparameters:
     muon_momentum: float = 0.97
     muon_momentum_warmup_start: float = 0.92
     muon_momentum_warmup_steps: int = 1500
-    muon_weight_decay: float = 0.095
-    muon_ns_steps: int = 5
+    muon_wd: float = 0.095
+    muon_backend_steps: int = 5
     polar_express_ns: bool = True
-    muon_row_norm: bool = True  # MuonEq-R: normalise gradient rows before orthogonalising
-    embed_lr: float = 0.03
-    embed_weight_decay: float = 0.085
+    muon_row_normalize: bool = True  # MuonEq-R: normalise gradient rows before orthogonalising
+    tied_embed_lr: float = 0.03
+    embed_wd: float = 0.085
     scalar_lr: float = 0.02
-    scalar_weight_decay: float = 0.02
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
+    adam_wd: float = 0.02
+    beta1: float = 0.9
+    beta2: float = 0.95
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.3
     # ---- schedule ----
     iterations: int = 20_000  # upper bound; the wallclock cap ends training first
     warmup_steps: int = 20
     warmdown_frac: float = 0.75  # linear decay over the last 75% of training time
-    min_lr_frac: float = 0.10
+    min_lr: float = 0.10
     max_wallclock_seconds: float = 600.0
     gptq_reserve_seconds: float = 0.5  # stop this long before the cap
     ema_decay: float = 0.9965
@@ -153,14 +153,14 @@ class Hyperparameters:
     fused_ce_enabled: bool = True
     fused_mlp_enabled: bool = True
     # ---- quantization and artifact ----
-    gptq_calib_batches: int = 16
+    gptq_calibration_batches: int = 16
     matrix_bits: int = 6
     embed_bits: int = 7
     gate_bits: int = 8
-    clip_sigma_matrix: float = 12.85  # block matrices outside attention and MLP
-    clip_sigma_mlp: float = 12.0
-    clip_sigma_attn: float = 13.0
-    clip_sigma_embed: float = 15.0
+    matrix_clip_sigmas: float = 12.85  # block matrices outside attention and MLP
+    mlp_clip_sigmas: float = 12.0
+    attn_clip_sigmas: float = 13.0
+    embed_clip_sigmas: float = 15.0
     gptq_damp: float = 0.01
     gptq_block_size: int = 128
     brotli_quality: int = 11
@@ -168,18 +168,18 @@ class Hyperparameters:
     ttt_enabled: bool = True
     ttt_lora_rank: int = 128
     ttt_lora_alpha: float = 144.0
-    ttt_lr: float = 1e-4
+    ttt_lora_lr: float = 1e-4
     ttt_beta1: float = 0.0
     ttt_beta2: float = 0.999
     ttt_weight_decay: float = 2.0
-    ttt_chunk_tokens: int = 48
-    ttt_batch_docs: int = 64
+    ttt_chunk_size: int = 48
+    ttt_batch_size: int = 64
     ttt_warm_start_a: bool = True
-    ttt_phased_docs: int = 2000  # documents in the phased prefix
-    ttt_phases: int = 3
-    ttt_global_lr: float = 0.001
-    ttt_global_momentum: float = 0.9
-    ttt_global_chunk_tokens: int = 32_768
+    phased_ttt_prefix_docs: int = 2000  # documents in the phased prefix
+    phased_ttt_num_phases: int = 3
+    global_ttt_lr: float = 0.001
+    global_ttt_momentum: float = 0.9
+    global_ttt_chunk_tokens: int = 32_768
     ttt_collapse_threshold_bpb: float = 0.02  # guard: TTT bpb worse than no-TTT by this much
     ttt_collapse_fallback: bool = False  # guard action: stop adapting for the rest of the batch
     ttt_time_budget_seconds: float = 600.0
@@ -196,9 +196,9 @@ SMOKE_OVERRIDES = dict(
     loop_start=1, loop_end=2, num_loops=1, parallel_start_layer=3,
     train_seq_len=256, train_batch_tokens=4096, val_batch_tokens=8192, val_max_tokens=32768,
     iterations=50, warmup_steps=5, max_wallclock_seconds=35.0, train_log_every=10,
-    matrix_lr=0.03, embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
-    gptq_calib_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lr=3e-3, ttt_batch_docs=16,
-    ttt_phased_docs=24, ttt_global_chunk_tokens=2048, brotli_quality=5, compile=False, ema_decay=0.9,
+    matrix_lr=0.03, tied_embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
+    gptq_calibration_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lora_lr=3e-3, ttt_batch_size=16,
+    phased_ttt_prefix_docs=24, global_ttt_chunk_tokens=2048, brotli_quality=5, compile=False, ema_decay=0.9,
 )
 
 # Variables in the environment that are not ours even though they look like it.
@@ -717,8 +717,8 @@ class Attention(nn.Module):
         self.proj = CastedLinear(h.num_heads * h.head_dim, h.model_dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((h.num_heads,), h.qk_gain_init))
         # GatedAttn: sigmoid(W x) per head scales the attention output before the projection
-        self.gate_weight = nn.Parameter(torch.randn(h.num_heads, h.model_dim) * h.gate_init_std) \
-            if h.gated_attn else None
+        self.gate_weight = nn.Parameter(torch.randn(h.num_heads, h.model_dim) * h.gated_attn_init_std) \
+            if h.gated_attn_enabled else None
         self.use_xsa = use_xsa
 
     def forward(self, x, positions, layout, rotary, backend, lora=None):
@@ -1071,13 +1071,13 @@ class Muon:
             buf = self.momentum.setdefault(b, torch.zeros_like(grad))
             buf.mul_(momentum).add_(grad)
             update = grad + momentum * buf  # Nesterov
-            if h.muon_row_norm:  # MuonEq-R
+            if h.muon_row_normalize:  # MuonEq-R
                 update = update / (update.norm(dim=-1, keepdim=True) + 1e-7)
-            update = orthogonalize(update, h.muon_ns_steps, h.polar_express_ns)
+            update = orthogonalize(update, h.muon_backend_steps, h.polar_express_ns)
             update *= math.sqrt(max(1.0, update.size(-2) / update.size(-1)))
             gathered = _all_gather_stack(self.ctx, update).flatten(0, 1)  # (world * k, m, n), bank order
             for i, p in enumerate(bank):
-                p.mul_(1.0 - lr * h.muon_weight_decay)
+                p.mul_(1.0 - lr * h.muon_wd)
                 p.add_(gathered[i].to(p.dtype), alpha=-lr)
 
 
@@ -1104,10 +1104,10 @@ class Optimizers:
         self.muon = Muon(groups["muon"], h, ctx)
         self.adam_params = groups["embed"] + groups["scalars"]
         self.adam = torch.optim.AdamW(
-            [dict(params=groups["embed"], lr=h.embed_lr, weight_decay=h.embed_weight_decay, base_lr=h.embed_lr),
-             dict(params=groups["scalars"], lr=h.scalar_lr, weight_decay=h.scalar_weight_decay,
+            [dict(params=groups["embed"], lr=h.tied_embed_lr, weight_decay=h.embed_wd, base_lr=h.tied_embed_lr),
+             dict(params=groups["scalars"], lr=h.scalar_lr, weight_decay=h.adam_wd,
                   base_lr=h.scalar_lr)],
-            betas=(h.adam_beta1, h.adam_beta2), eps=h.adam_eps, fused=ctx.device.type == "cuda")
+            betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=ctx.device.type == "cuda")
 
     def step(self, lr_mult: float, muon_momentum: float) -> float:
         """Average gradients over ranks, clip by the global norm, step both; returns the pre-clip norm."""
@@ -1139,12 +1139,12 @@ class Optimizers:
 # -----------------------------------------------------------------------------
 
 def lr_multiplier(progress: float, h: Hyperparameters) -> float:
-    """1 until the warmdown starts, then linear to MIN_LR_FRAC at progress 1."""
+    """1 until the warmdown starts, then linear to MIN_LR at progress 1."""
     warmdown_start = 1.0 - h.warmdown_frac
     if progress <= warmdown_start or h.warmdown_frac <= 0:
         return 1.0
     remaining = max(0.0, 1.0 - progress) / h.warmdown_frac
-    return h.min_lr_frac + (1.0 - h.min_lr_frac) * remaining
+    return h.min_lr + (1.0 - h.min_lr) * remaining
 
 
 def muon_momentum_at(step: int, h: Hyperparameters) -> float:
@@ -1223,12 +1223,12 @@ def quantization_plan(model: GPT, h: Hyperparameters) -> dict[str, QuantRule]:
     plan: dict[str, QuantRule] = {}
     for mod_name, module in model.named_modules():
         if isinstance(module, CastedLinear):
-            sigma = h.clip_sigma_attn if ".attn." in mod_name else \
-                h.clip_sigma_mlp if ".mlp." in mod_name else h.clip_sigma_matrix
+            sigma = h.attn_clip_sigmas if ".attn." in mod_name else \
+                h.mlp_clip_sigmas if ".mlp." in mod_name else h.matrix_clip_sigmas
             plan[f"{mod_name}.weight"] = QuantRule("gptq", h.matrix_bits, sigma, mod_name)
         elif isinstance(module, Attention) and module.gate_weight is not None:
             plan[f"{mod_name}.gate_weight"] = QuantRule("int8_rows", h.gate_bits)
-    plan["tok_emb.weight"] = QuantRule("gptq", h.embed_bits, h.clip_sigma_embed, "lm_head")
+    plan["tok_emb.weight"] = QuantRule("gptq", h.embed_bits, h.embed_clip_sigmas, "lm_head")
     for name, _ in model.named_parameters():
         plan.setdefault(name, QuantRule("fp16"))
     assert set(plan) == {n for n, _ in model.named_parameters()}, "quantization plan does not match the model"
@@ -1543,9 +1543,11 @@ def ttt_chunk_losses(model: "GPT", ids, positions, chunk_index, chunk_targets, s
 
 
 def phase_bounds(n_pieces: int, h: Hyperparameters) -> list[tuple[int, int]]:
-    """Piece ranges of the TTT phases: TTT_PHASES equal parts of the first TTT_PHASED_DOCS, then the rest."""
-    prefix = min(h.ttt_phased_docs, n_pieces) if h.ttt_phases > 0 else 0
-    cuts = [round(prefix * p / h.ttt_phases) for p in range(h.ttt_phases + 1)] if h.ttt_phases > 0 else [0]
+    """Piece ranges of the TTT phases: PHASED_TTT_NUM_PHASES equal parts of the first PHASED_TTT_PREFIX_DOCS,
+    then the rest."""
+    phases = h.phased_ttt_num_phases
+    prefix = min(h.phased_ttt_prefix_docs, n_pieces) if phases > 0 else 0
+    cuts = [round(prefix * p / phases) for p in range(phases + 1)] if phases > 0 else [0]
     return list(zip(cuts[:-1], cuts[1:])) + [(prefix, n_pieces)]
 
 
@@ -1556,7 +1558,7 @@ def plan_ttt_batches(pieces, h: Hyperparameters, world_size: int) -> list[list[l
     for a, b in phase_bounds(len(pieces), h):
         phase = pieces[a:b]
         ordered = sorted(phase, key=lambda p: p[1] - p[0], reverse=True)
-        batches = [ordered[i:i + h.ttt_batch_docs] for i in range(0, len(ordered), h.ttt_batch_docs)]
+        batches = [ordered[i:i + h.ttt_batch_size] for i in range(0, len(ordered), h.ttt_batch_size)]
         load, per_rank = [0] * world_size, [[] for _ in range(world_size)]
         for batch in batches:
             r = min(range(world_size), key=lambda i: load[i])
@@ -1611,16 +1613,16 @@ def ttt_batch(chunk_fn, model: GPT, lora: BatchedLoRA, tokens, batch, tables: By
               ctx: DistContext, base_nats: torch.Tensor, stats: TTTStats, scores: torch.Tensor) -> None:
     """Score-first TTT over one batch of pieces, chunk by chunk. scores and base_nats have one trailing
     trash slot that padding targets write to / read from."""
-    min_rows = min(2, h.ttt_batch_docs)
+    min_rows = min(2, h.ttt_batch_size)
     ids, tgt, index, lmax = _pad_batch(tokens, batch, ctx.device, min_rows)
     lengths = np.zeros(len(ids), dtype=np.int64)  # padding rows: length 0
     lengths[:len(batch)] = [e - s for s, e in batch]
     positions = torch.arange(lmax, device=ctx.device)
-    chunk = h.ttt_chunk_tokens
+    chunk = h.ttt_chunk_size
     t_first = time.perf_counter()
     lora.reset_b()
     adapt, warned = True, False
-    opt = torch.optim.AdamW(lora.parameters(), lr=h.ttt_lr, betas=(h.ttt_beta1, h.ttt_beta2),
+    opt = torch.optim.AdamW(lora.parameters(), lr=h.ttt_lora_lr, betas=(h.ttt_beta1, h.ttt_beta2),
                             weight_decay=h.ttt_weight_decay, fused=ctx.device.type == "cuda")
     for start in range(0, lmax, chunk):
         end = min(lmax, start + chunk)
@@ -1673,16 +1675,16 @@ def global_sgd_pass(model: GPT, tokens, pieces, h: Hyperparameters, ctx: DistCon
     """SGD on the base weights over already-scored pieces, in windows of whole pieces. Each step averages
     the gradients of 8 windows, one per rank on 8 GPUs and accumulated on fewer, so that the steps (their
     number, batch and learning rates) are the same at any world size, as in training."""
-    windows = group_pieces(pieces, h.ttt_global_chunk_tokens)
+    windows = group_pieces(pieces, h.global_ttt_chunk_tokens)
     accum = 8 // ctx.world_size
     steps = math.ceil(len(windows) / 8)
     params = [p for p in model.parameters()]
-    opt = torch.optim.SGD(params, lr=h.ttt_global_lr, momentum=h.ttt_global_momentum)
+    opt = torch.optim.SGD(params, lr=h.global_ttt_lr, momentum=h.global_ttt_momentum)
     for p in params:
         p.requires_grad_(True)
     for step in range(steps):
-        for g in opt.param_groups:  # cosine from TTT_GLOBAL_LR to 0
-            g["lr"] = h.ttt_global_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for g in opt.param_groups:  # cosine from GLOBAL_TTT_LR to 0
+            g["lr"] = h.global_ttt_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         opt.zero_grad(set_to_none=False)
         for micro in range(accum):
             w = step * 8 + ctx.rank * accum + micro
@@ -1727,7 +1729,7 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     if base_nats is not None:
         base[:-1] = base_nats
     chunk_fn = compile_ttt(h, ctx.device)
-    lora = BatchedLoRA(h, h.ttt_batch_docs, ctx.device)
+    lora = BatchedLoRA(h, h.ttt_batch_size, ctx.device)
     for p in lora.parameters():
         p.requires_grad_(True)
     for p in model.parameters():
@@ -1850,7 +1852,7 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> 
     step, elapsed = 0, 0.0
     while step < h.iterations:
         progress = max(step / h.iterations, elapsed / budget if budget > 0 else 0.0)
-        if h.num_loops > 0 and not model.looping and progress >= h.loop_enable_frac:
+        if h.num_loops > 0 and not model.looping and progress >= h.enable_looping_at:
             model.looping = True
             log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")
         loss = train_step(model_fn, model, loader, opt, step, accum, lr_multiplier(progress, h), h)
@@ -1887,7 +1889,7 @@ def log_bpb(log, label: str, val_loss: float, val_bpb: float, seconds: float) ->
 def write_artifact(model: GPT, loader: TrainLoader, h, ctx, log) -> tuple[dict, dict]:
     """GPTQ -> container -> compressed file (rank 0). Returns (quantized, accounting)."""
     t0 = time.perf_counter()
-    n_batches = max(1, h.gptq_calib_batches // ctx.world_size)
+    n_batches = max(1, h.gptq_calibration_batches // ctx.world_size)
     calib = (loader.batch(10_000_000 + i, 0) for i in range(n_batches))  # far from the training windows
     hessians = collect_hessians(model, calib, ctx)
     t_hessian = time.perf_counter() - t0
