@@ -672,15 +672,16 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 class CastedLinear(nn.Linear):
-    """fp32 master weight, cast to the activation dtype (bf16 on GPU) at use."""
+    """fp32 master weight, cast to the activation dtype (bf16 on GPU) at use. Initialised orthogonal (gain 1:
+    orthonormal rows or columns, the record's rule), or zero for the output projections, so that every block
+    starts as the identity on the residual stream."""
 
     def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
         super().__init__(in_features, out_features, bias=False)
         if zero_init:
             nn.init.zeros_(self.weight)
-        else:  # std 0.5 / sqrt(fan_in), uniform
-            bound = 0.5 * math.sqrt(3.0 / in_features)
-            nn.init.uniform_(self.weight, -bound, bound)
+        else:
+            nn.init.orthogonal_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight.to(x.dtype))
@@ -984,8 +985,8 @@ def softcap_cross_entropy(logits, targets, softcap: float, reduction: str = "mea
 # Polar Express: Amsel, Persson, Musco, Gower 2025 (arXiv 2505.16932), via parameter-golf PR #1344.
 # -----------------------------------------------------------------------------
 
-# Per-iteration (a, b, c) of X <- aX + b(XX^T)X + c(XX^T)^2 X: the paper's 5-step schedule, computed with a
-# 2% safety factor (the input is divided by 1.02 * its Frobenius norm).
+# Per-iteration (a, b, c) of X <- aX + b(XX^T)X + c(XX^T)^2 X: the paper's 5-step schedule. The input is
+# divided by its plain Frobenius norm (the record's rule), which bounds its spectral norm by 1.
 POLAR_EXPRESS_COEFFS = (
     (8.156554524902461, -22.48329292557795, 15.878769915207462),
     (4.042929935166739, -2.808917465908714, 0.5000178451051316),
@@ -993,24 +994,28 @@ POLAR_EXPRESS_COEFFS = (
     (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
     (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
 )
-POLAR_EXPRESS_SAFETY = 1.02
 CLASSIC_NS_COEFFS = (3.4445, -4.7750, 2.0315)  # Muon's original fixed quintic (Jordan et al. 2024)
+NS_EPS = 1e-7  # added to the Frobenius norm before dividing
+ROW_NORM_MIN = 1e-7  # MuonEq-R: rows with a smaller norm are divided by this instead
+
+
+def muon_dtype(device: torch.device) -> torch.dtype:
+    """Muon's working dtype: bf16 on the GPU, as the record (its reduce-scatter, momentum, Newton-Schulz and
+    all-gather all run in bf16, which also halves their traffic); fp32 on the CPU, where tests compare
+    against the record's maths in fp32."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def orthogonalize(G: torch.Tensor, steps: int, polar_express: bool) -> torch.Tensor:
-    """Approximate U V^T of G = U S V^T by an odd matrix polynomial (bf16 on GPU). G: (m, n) or a stack
+    """Approximate U V^T of G = U S V^T by an odd matrix polynomial, in G's dtype. G: (m, n) or a stack
     (k, m, n) of same-shaped matrices, orthogonalised together (batched matmuls: a few launches, not k x)."""
-    X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
-    transposed = X.size(-2) > X.size(-1)
-    if transposed:
-        X = X.mT
-    safety = POLAR_EXPRESS_SAFETY if polar_express else 1.0
-    X = X / (torch.linalg.matrix_norm(X, keepdim=True) * safety + 1e-7)  # per-matrix Frobenius norm
+    X = G.mT if G.size(-2) > G.size(-1) else G
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + NS_EPS)  # per-matrix Frobenius norm
     for i in range(steps):
-        a, b, c = POLAR_EXPRESS_COEFFS[min(i, 4)] if polar_express else CLASSIC_NS_COEFFS
+        a, b, c = POLAR_EXPRESS_COEFFS[min(i, len(POLAR_EXPRESS_COEFFS) - 1)] if polar_express else CLASSIC_NS_COEFFS
         A = X @ X.mT
         X = a * X + (b * A + c * (A @ A)) @ X
-    return (X.mT if transposed else X).to(G.dtype)
+    return X.mT if G.size(-2) > G.size(-1) else X
 
 
 def _reduce_scatter_mean(ctx: DistContext, stacked: torch.Tensor) -> torch.Tensor:
@@ -1040,10 +1045,11 @@ def _all_gather_stack(ctx: DistContext, local: torch.Tensor) -> torch.Tensor:
 class Muon:
     """Distributed Muon. Same-shaped matrices form a bank; rank r owns the r-th of world_size equal slices of
     each bank (zero-padded), orthogonalises its slice as one batch, and the updates are all-gathered.
-    Call reduce_gradients() (returns this rank's share of the squared grad norm), then step(lr, momentum, clip)."""
+    Call reduce_gradients(), then step(lr, momentum). Gradients, momentum and updates are in muon_dtype."""
 
     def __init__(self, params: list[nn.Parameter], h: Hyperparameters, ctx: DistContext):
         self.h, self.ctx = h, ctx
+        self.dtype = muon_dtype(ctx.device)
         banks: dict[tuple, list] = {}
         for p in params:
             banks.setdefault(tuple(p.shape), []).append(p)
@@ -1052,33 +1058,31 @@ class Muon:
         self.momentum: dict[int, torch.Tensor] = {}
         self.owned_grads: list[torch.Tensor] = []
 
-    def reduce_gradients(self) -> torch.Tensor:
-        self.owned_grads, norm_sq = [], torch.zeros((), device=self.ctx.device)
+    def reduce_gradients(self) -> None:
+        self.owned_grads = []
         for bank, k in zip(self.banks, self.per_rank):
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in bank]
             grads += [torch.zeros_like(bank[0])] * (k * self.ctx.world_size - len(bank))  # pad the bank
-            stacked = torch.stack(grads).view(self.ctx.world_size, k, *bank[0].shape)
-            owned = _reduce_scatter_mean(self.ctx, stacked)  # (k, m, n); padding slots stay zero
-            self.owned_grads.append(owned)
-            norm_sq = norm_sq + owned.float().square().sum()
-        return norm_sq
+            stacked = torch.stack(grads).to(self.dtype).view(self.ctx.world_size, k, *bank[0].shape)
+            self.owned_grads.append(_reduce_scatter_mean(self.ctx, stacked))  # (k, m, n); padding stays 0
 
     @torch.no_grad()
-    def step(self, lr: float, momentum: float, clip_coef: torch.Tensor) -> None:
+    def step(self, lr: float, momentum: float) -> None:
         h = self.h
         for b, bank in enumerate(self.banks):
-            grad = self.owned_grads[b] * clip_coef
+            grad = self.owned_grads[b]
             buf = self.momentum.setdefault(b, torch.zeros_like(grad))
             buf.mul_(momentum).add_(grad)
-            update = grad + momentum * buf  # Nesterov
-            if h.muon_row_normalize:  # MuonEq-R
-                update = update / (update.norm(dim=-1, keepdim=True) + 1e-7)
+            update = grad.add(buf, alpha=momentum)  # Nesterov
+            if h.muon_row_normalize:  # MuonEq-R: every row of the update to unit norm (computed in fp32)
+                update = update / update.float().norm(dim=-1, keepdim=True).clamp_min(ROW_NORM_MIN).to(update.dtype)
             update = orthogonalize(update, h.muon_backend_steps, h.polar_express_ns)
-            update *= math.sqrt(max(1.0, update.size(-2) / update.size(-1)))
             gathered = _all_gather_stack(self.ctx, update).flatten(0, 1)  # (world * k, m, n), bank order
+            # tall matrices (the MLP's up projection) get sqrt(rows / cols): the same RMS step per entry
+            scale = math.sqrt(max(1.0, update.size(-2) / update.size(-1)))
             for i, p in enumerate(bank):
                 p.mul_(1.0 - lr * h.muon_wd)
-                p.add_(gathered[i].to(p.dtype), alpha=-lr)
+                p.add_(gathered[i].to(p.dtype), alpha=-lr * scale)
 
 
 def partition_parameters(model: GPT) -> dict[str, list[nn.Parameter]]:
@@ -1096,11 +1100,12 @@ def partition_parameters(model: GPT) -> dict[str, list[nn.Parameter]]:
 
 
 class Optimizers:
-    """Muon + Adam with one global gradient-norm clip across both."""
+    """Muon + Adam. The gradients they get are already clipped, per micro-batch (see accumulate_gradients)."""
 
     def __init__(self, model: GPT, h: Hyperparameters, ctx: DistContext):
         groups = partition_parameters(model)
         self.h, self.ctx = h, ctx
+        self.params = list(model.parameters())
         self.muon = Muon(groups["muon"], h, ctx)
         self.adam_params = groups["embed"] + groups["scalars"]
         self.adam = torch.optim.AdamW(
@@ -1109,47 +1114,48 @@ class Optimizers:
                   base_lr=h.scalar_lr)],
             betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=ctx.device.type == "cuda")
 
-    def step(self, lr_mult: float, muon_momentum: float) -> float:
-        """Average gradients over ranks, clip by the global norm, step both; returns the pre-clip norm."""
+    def step(self, lr_mult: float, muon_momentum: float) -> None:
+        """Average the gradients over ranks and step both optimizers."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.adam_params]
         if self.ctx.distributed:
             flat = torch.cat([g.reshape(-1) for g in grads])
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             flat /= self.ctx.world_size
-            for p, g in zip(self.adam_params, flat.split([g.numel() for g in grads])):
-                p.grad = g.view_as(p)
-        adam_sq = sum(p.grad.float().square().sum() for p in self.adam_params)
-        muon_sq = all_reduce_(self.ctx, self.muon.reduce_gradients())
-        norm = (adam_sq + muon_sq).sqrt()
-        clip = (self.h.grad_clip_norm / (norm + 1e-6)).clamp(max=1.0) if self.h.grad_clip_norm > 0 \
-            else torch.ones_like(norm)
-        for p in self.adam_params:
-            p.grad.mul_(clip)
+            grads = [g.view_as(p) for p, g in zip(self.adam_params, flat.split([g.numel() for g in grads]))]
+        for p, g in zip(self.adam_params, grads):
+            p.grad = g
+        self.muon.reduce_gradients()
         for g in self.adam.param_groups:
             g["lr"] = g["base_lr"] * lr_mult
         self.adam.step()
-        self.muon.step(self.h.matrix_lr * lr_mult, muon_momentum, clip)
-        return norm
+        self.muon.step(self.h.matrix_lr * lr_mult, muon_momentum)
 
 
 # -----------------------------------------------------------------------------
 # Schedule and wallclock control
-# Progress is the larger of steps/ITERATIONS and train-seconds/budget, so the warmdown always ends at the
-# cap. The budget is MAX_WALLCLOCK_SECONDS less the GPTQ reserve.
+# Progress runs from 0 to 1: train-seconds / budget under a wallclock cap (the budget is
+# MAX_WALLCLOCK_SECONDS less the GPTQ reserve), else steps / ITERATIONS, as in the record.
 # -----------------------------------------------------------------------------
 
+def training_progress(step: int, elapsed_seconds: float, h: Hyperparameters) -> float:
+    budget = h.max_wallclock_seconds - h.gptq_reserve_seconds
+    if h.max_wallclock_seconds > 0:
+        return elapsed_seconds / max(budget, 1e-9)
+    return step / max(h.iterations, 1)
+
+
 def lr_multiplier(progress: float, h: Hyperparameters) -> float:
-    """1 until the warmdown starts, then linear to MIN_LR at progress 1."""
-    warmdown_start = 1.0 - h.warmdown_frac
-    if progress <= warmdown_start or h.warmdown_frac <= 0:
+    """1, then from progress 1 - WARMDOWN_FRAC a straight line that would reach 0 at progress 1, floored at
+    MIN_LR (with the defaults: 1 until 0.25, 0.1 from 0.925 on)."""
+    if h.warmdown_frac <= 0 or progress < 1.0 - h.warmdown_frac:
         return 1.0
-    remaining = max(0.0, 1.0 - progress) / h.warmdown_frac
-    return h.min_lr + (1.0 - h.min_lr) * remaining
+    return max((1.0 - progress) / h.warmdown_frac, h.min_lr)
 
 
 def muon_momentum_at(step: int, h: Hyperparameters) -> float:
-    frac = min(1.0, step / max(1, h.muon_momentum_warmup_steps))
-    return h.muon_momentum_warmup_start + frac * (h.muon_momentum - h.muon_momentum_warmup_start)
+    """Linear from MUON_MOMENTUM_WARMUP_START to MUON_MOMENTUM over the first MUON_MOMENTUM_WARMUP_STEPS."""
+    frac = min(step / h.muon_momentum_warmup_steps, 1.0) if h.muon_momentum_warmup_steps > 0 else 1.0
+    return (1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum
 
 
 class EMA:
@@ -1776,21 +1782,43 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
 # Training loop
 # -----------------------------------------------------------------------------
 
+def accumulate_gradients(params: list[nn.Parameter], total: list | None, max_norm: float) -> list[torch.Tensor]:
+    """Clip the gradient of one micro-batch (in p.grad) to max_norm, add it to total (or start it) and clear
+    p.grad for the next micro-batch. The record trains on 8 GPUs with one micro-batch per rank and clips each
+    rank's gradient before the average: clipping every micro-batch here keeps that at every world size."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    if max_norm > 0:  # torch's clip_grad_norm_ rule, on the gradient tensors themselves
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+    if total is None:
+        total = grads
+    else:
+        torch._foreach_add_(total, grads)
+    for p in params:
+        p.grad = None
+    return total
+
+
 def train_step(model_fn, model: GPT, loader: TrainLoader, opt: Optimizers, step: int, accum: int,
                lr_mult: float, h: Hyperparameters) -> torch.Tensor:
     """One optimizer step over the global batch; returns the mean micro-batch loss (a device tensor).
-    Each micro loss is a mean over its tokens and is divided by accum, so the accumulated gradient is the
-    mean over the 8 micro-batches, whatever the world size."""
-    total = torch.zeros((), device=opt.ctx.device)
+    Each micro-batch gradient (of its mean loss) is clipped on its own; the optimizer gets their mean over
+    the 8 micro-batches (accum here, times the world size in Optimizers.step), whatever the world size."""
+    loss_sum, grad_sum = torch.zeros((), device=opt.ctx.device), None
     for micro in range(accum):
         batch = loader.batch(step, micro)
         torch._dynamo.mark_dynamic(batch.cu_seqlens, 0)  # compiled: one graph for any number of documents
         loss = model_fn(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
-        (loss / accum).backward()
-        total += loss.detach() / accum
+        loss.backward()
+        grad_sum = accumulate_gradients(opt.params, grad_sum, h.grad_clip_norm)
+        loss_sum += loss.detach()
+    if accum > 1:
+        torch._foreach_div_(grad_sum, accum)
+    for p, g in zip(opt.params, grad_sum):
+        p.grad = g
     opt.step(lr_mult, muon_momentum_at(step, h))
     model.zero_grad(set_to_none=True)
-    return total
+    return loss_sum / accum
 
 
 def synchronize(ctx: DistContext) -> None:
@@ -1851,7 +1879,7 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> 
     t0 = time.perf_counter()
     step, elapsed = 0, 0.0
     while step < h.iterations:
-        progress = max(step / h.iterations, elapsed / budget if budget > 0 else 0.0)
+        progress = training_progress(step, elapsed, h)
         if h.num_loops > 0 and not model.looping and progress >= h.enable_looping_at:
             model.looping = True
             log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")

@@ -65,16 +65,12 @@ def record_env_for(h, **extra) -> dict:
                  scalar_lr="SCALAR_LR", muon_momentum="MUON_MOMENTUM", adam_eps="ADAM_EPS",
                  muon_momentum_warmup_start="MUON_MOMENTUM_WARMUP_START",
                  muon_momentum_warmup_steps="MUON_MOMENTUM_WARMUP_STEPS", seed="SEED")
-    # fields the `config` branch renames to the record's own names: read whichever this checkout has
-    renamed = dict(MIN_LR=("min_lr", "min_lr_frac"), TIED_EMBED_LR=("tied_embed_lr", "embed_lr"),
-                   MUON_WD=("muon_wd", "muon_weight_decay"), ADAM_WD=("adam_wd", "scalar_weight_decay"),
-                   EMBED_WD=("embed_wd", "embed_weight_decay"), BETA1=("beta1", "adam_beta1"),
-                   BETA2=("beta2", "adam_beta2"), MUON_BACKEND_STEPS=("muon_backend_steps", "muon_ns_steps"),
-                   ENABLE_LOOPING_AT=("enable_looping_at", "loop_enable_frac"),
-                   GATED_ATTN_INIT_STD=("gated_attn_init_std", "gate_init_std"))
     env = {record: getattr(h, ours) for ours, record in names.items()}
-    for record, candidates in renamed.items():
-        env[record] = next(getattr(h, c) for c in candidates if hasattr(h, c))
+    for name in ("min_lr", "tied_embed_lr", "muon_wd", "adam_wd", "embed_wd", "beta1", "beta2",
+                 "muon_backend_steps", "muon_row_normalize", "enable_looping_at", "gated_attn_init_std",
+                 "gated_attn_enabled", "polar_express_ns"):  # the same name in both scripts
+        env[name.upper()] = getattr(h, name)
+    env = {k: str(int(v)) if isinstance(v, bool) else v for k, v in env.items()}
     env["MLP_MULT"] = float(env["MLP_MULT"])
     env = {k: str(v) for k, v in env.items()}
     env.update(RECORD_BASE_ENV)
