@@ -51,6 +51,11 @@ def parse_args(argv=None):
     parser.add_argument("--val-tokens", type=int, default=0, help="score the first N val tokens (0: all)")
     parser.add_argument("--out-dir", type=Path, default=Path("logs/compare"))
     parser.add_argument("--toy", action="store_true", help="toy model size (CPU test)")
+    parser.add_argument("--ours-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting of ours for an A/B against the record, e.g. EMBED_FP32=1 (repeatable)")
+    parser.add_argument("--ours-autocast", action="store_true",
+                        help="run ours under bf16 autocast with its Triton kernels off, as the record runs (its "
+                             "norms then give an fp32 residual stream; ours alone keeps it bf16)")
     return parser.parse_args(argv)
 
 
@@ -61,6 +66,13 @@ def our_hyperparameters(args, cuda: bool) -> tg.Hyperparameters:
                FUSED_CE_ENABLED=int(cuda), FUSED_MLP_ENABLED=int(cuda))
     if args.toy:
         env.update({k.upper(): v for k, v in TOY.items()})
+    if args.ours_autocast:
+        env.update(FUSED_CE_ENABLED=0, FUSED_MLP_ENABLED=0)
+    for setting in args.ours_env:
+        name, sep, value = setting.partition("=")
+        if not sep:
+            raise SystemExit(f"--ours-env {setting!r}: expected NAME=VALUE, e.g. EMBED_FP32=1")
+        env[name] = value
     return tg.load_hyperparameters({k: str(v) for k, v in env.items()})
 
 
@@ -139,9 +151,11 @@ def main(argv=None) -> int:
     lr_mul = ro.record_closure(record, "train_model", "lr_mul", h=h_record)
     training_frac = ro.record_closure(record, "train_model", "training_frac", h=h_record, max_wallclock_ms=None)
     emas = tg.EMA(theirs, h.ema_decay), tg.EMA(ours, h.ema_decay)
+    our_precision = lambda: torch.autocast("cuda", torch.bfloat16, enabled=cuda and args.ours_autocast)  # noqa: E731
     args.out_dir.mkdir(parents=True, exist_ok=True)
     logs = RunLog(args.out_dir / "record.txt", h.seed, h.iterations), RunLog(args.out_dir / "ours.txt", h.seed,
                                                                             h.iterations)
+    print(f"ours: autocast {int(cuda and args.ours_autocast)} settings {args.ours_env or 'defaults'}")
     print(f"device:{device} steps:{h.iterations} batch_tokens:{h.train_batch_tokens} ema_decay:{h.ema_decay} "
           f"record_params:{sum(p.numel() for p in theirs.parameters())}")
     print(f"{'step':>6} {'record':>9} {'ours':>9} {'ours/record':>12}")
@@ -158,8 +172,9 @@ def main(argv=None) -> int:
         batches = [loader.batch(step, m) for m in range(MICRO_BATCHES)]
         (loss_r, _), sec_r = timed(lambda: ro.record_train_step(record, theirs, record_opt, h_record, batches, step,
                                                                  lr_mul(frac), fp32=not cuda), cuda)
-        loss_o, sec_o = timed(lambda: tg.train_step(ours, ours, _StepBatches(batches), our_opt, step, accum,
-                                                    tg.lr_multiplier(progress, h), h).item(), cuda)
+        with our_precision():
+            loss_o, sec_o = timed(lambda: tg.train_step(ours, ours, _StepBatches(batches), our_opt, step, accum,
+                                                        tg.lr_multiplier(progress, h), h).item(), cuda)
         for ema in emas:
             ema.update()
         logs[0].seconds += sec_r
