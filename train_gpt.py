@@ -108,14 +108,14 @@ class Hyperparameters:
     qk_gain_init: float = 5.0
     tied_embed_init_std: float = 0.005
     xsa_last_n: int = 11  # exclusive self attention on the last N layers
-    gated_attn: bool = True
-    gate_init_std: float = 0.005
+    gated_attn_enabled: bool = True
+    gated_attn_init_std: float = 0.005
     ln_scale: bool = True  # scale each norm by 1/sqrt(layer index + 1)
     skip_gates_enabled: bool = True
     loop_start: int = 3  # depth recurrence: layers loop_start..loop_end repeat
     loop_end: int = 5
     num_loops: int = 2  # extra passes over the looped layers
-    loop_enable_frac: float = 0.35  # switched on after this fraction of training
+    enable_looping_at: float = 0.35  # switched on after this fraction of training
     parallel_start_layer: int = 8  # two residual lanes from this physical layer on
     parallel_resid_init: float = 1.1
     # ---- optimizer ----
@@ -123,23 +123,23 @@ class Hyperparameters:
     muon_momentum: float = 0.97
     muon_momentum_warmup_start: float = 0.92
     muon_momentum_warmup_steps: int = 1500
-    muon_weight_decay: float = 0.095
-    muon_ns_steps: int = 5
+    muon_wd: float = 0.095
+    muon_backend_steps: int = 5
     polar_express_ns: bool = True
-    muon_row_norm: bool = True  # MuonEq-R: normalise gradient rows before orthogonalising
-    embed_lr: float = 0.03
-    embed_weight_decay: float = 0.085
+    muon_row_normalize: bool = True  # MuonEq-R: normalise gradient rows before orthogonalising
+    tied_embed_lr: float = 0.03
+    embed_wd: float = 0.085
     scalar_lr: float = 0.02
-    scalar_weight_decay: float = 0.02
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
+    adam_wd: float = 0.02
+    beta1: float = 0.9
+    beta2: float = 0.95
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.3
     # ---- schedule ----
     iterations: int = 20_000  # upper bound; the wallclock cap ends training first
     warmup_steps: int = 20
     warmdown_frac: float = 0.75  # linear decay over the last 75% of training time
-    min_lr_frac: float = 0.10
+    min_lr: float = 0.10
     max_wallclock_seconds: float = 600.0
     gptq_reserve_seconds: float = 0.5  # stop this long before the cap
     ema_decay: float = 0.9965
@@ -153,14 +153,14 @@ class Hyperparameters:
     fused_ce_enabled: bool = True
     fused_mlp_enabled: bool = True
     # ---- quantization and artifact ----
-    gptq_calib_batches: int = 16
+    gptq_calibration_batches: int = 16
     matrix_bits: int = 6
     embed_bits: int = 7
     gate_bits: int = 8
-    clip_sigma_matrix: float = 12.85  # block matrices outside attention and MLP
-    clip_sigma_mlp: float = 12.0
-    clip_sigma_attn: float = 13.0
-    clip_sigma_embed: float = 15.0
+    matrix_clip_sigmas: float = 12.85  # block matrices outside attention and MLP
+    mlp_clip_sigmas: float = 12.0
+    attn_clip_sigmas: float = 13.0
+    embed_clip_sigmas: float = 15.0
     gptq_damp: float = 0.01
     gptq_block_size: int = 128
     brotli_quality: int = 11
@@ -168,18 +168,18 @@ class Hyperparameters:
     ttt_enabled: bool = True
     ttt_lora_rank: int = 128
     ttt_lora_alpha: float = 144.0
-    ttt_lr: float = 1e-4
+    ttt_lora_lr: float = 1e-4
     ttt_beta1: float = 0.0
     ttt_beta2: float = 0.999
     ttt_weight_decay: float = 2.0
-    ttt_chunk_tokens: int = 48
-    ttt_batch_docs: int = 64
+    ttt_chunk_size: int = 48
+    ttt_batch_size: int = 64
     ttt_warm_start_a: bool = True
-    ttt_phased_docs: int = 2000  # documents in the phased prefix
-    ttt_phases: int = 3
-    ttt_global_lr: float = 0.001
-    ttt_global_momentum: float = 0.9
-    ttt_global_chunk_tokens: int = 32_768
+    phased_ttt_prefix_docs: int = 2000  # documents in the phased prefix
+    phased_ttt_num_phases: int = 3
+    global_ttt_lr: float = 0.001
+    global_ttt_momentum: float = 0.9
+    global_ttt_chunk_tokens: int = 32_768
     ttt_collapse_threshold_bpb: float = 0.02  # guard: TTT bpb worse than no-TTT by this much
     ttt_collapse_fallback: bool = False  # guard action: stop adapting for the rest of the batch
     ttt_time_budget_seconds: float = 600.0
@@ -196,9 +196,9 @@ SMOKE_OVERRIDES = dict(
     loop_start=1, loop_end=2, num_loops=1, parallel_start_layer=3,
     train_seq_len=256, train_batch_tokens=4096, val_batch_tokens=8192, val_max_tokens=32768,
     iterations=50, warmup_steps=5, max_wallclock_seconds=35.0, train_log_every=10,
-    matrix_lr=0.03, embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
-    gptq_calib_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lr=3e-3, ttt_batch_docs=16,
-    ttt_phased_docs=24, ttt_global_chunk_tokens=2048, brotli_quality=5, compile=False, ema_decay=0.9,
+    matrix_lr=0.03, tied_embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
+    gptq_calibration_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lora_lr=3e-3, ttt_batch_size=16,
+    phased_ttt_prefix_docs=24, global_ttt_chunk_tokens=2048, brotli_quality=5, compile=False, ema_decay=0.9,
 )
 
 # Variables in the environment that are not ours even though they look like it.
@@ -672,15 +672,16 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 class CastedLinear(nn.Linear):
-    """fp32 master weight, cast to the activation dtype (bf16 on GPU) at use."""
+    """fp32 master weight, cast to the activation dtype (bf16 on GPU) at use. Initialised orthogonal (gain 1:
+    orthonormal rows or columns, the record's rule), or zero for the output projections, so that every block
+    starts as the identity on the residual stream."""
 
     def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
         super().__init__(in_features, out_features, bias=False)
         if zero_init:
             nn.init.zeros_(self.weight)
-        else:  # std 0.5 / sqrt(fan_in), uniform
-            bound = 0.5 * math.sqrt(3.0 / in_features)
-            nn.init.uniform_(self.weight, -bound, bound)
+        else:
+            nn.init.orthogonal_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight.to(x.dtype))
@@ -703,7 +704,8 @@ class Rotary(nn.Module):
         sin = self.sin[positions].unsqueeze(-2).to(x.dtype)
         half = self.dims // 2
         x1, x2, rest = x[..., :half], x[..., half:self.dims], x[..., self.dims:]
-        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest), dim=-1)
+        # the record's sense of rotation (by -angle); the other sense is another model for the same weights
+        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
 
 
 class Attention(nn.Module):
@@ -716,8 +718,8 @@ class Attention(nn.Module):
         self.proj = CastedLinear(h.num_heads * h.head_dim, h.model_dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((h.num_heads,), h.qk_gain_init))
         # GatedAttn: sigmoid(W x) per head scales the attention output before the projection
-        self.gate_weight = nn.Parameter(torch.randn(h.num_heads, h.model_dim) * h.gate_init_std) \
-            if h.gated_attn else None
+        self.gate_weight = nn.Parameter(torch.randn(h.num_heads, h.model_dim) * h.gated_attn_init_std) \
+            if h.gated_attn_enabled else None
         self.use_xsa = use_xsa
 
     def forward(self, x, positions, layout, rotary, backend, lora=None):
@@ -807,17 +809,15 @@ class Block(nn.Module):
         return x + self.mlp_out(x, ctx[-1])
 
     def forward_lanes(self, lanes, x0, ctx, resid_lambdas, post_lambdas):
-        """Parallel residuals: attention reads lane 0, the MLP lane 1; each output feeds both lanes."""
+        """Parallel residuals: attention reads lane 0 (mixed with x0), the MLP reads lane 1 as it is; both
+        run on the block's input lanes. Lane k keeps resid_lambdas[k] of itself and adds post_lambdas[0][k]
+        of the attention output and post_lambdas[1][k] of the MLP output."""
         lane0, lane1 = lanes
-        for sub in range(2):
-            if sub == 0:
-                out = self.attn_out(self._mix(lane0, x0), ctx)
-            else:
-                out = self.mlp_out(self._mix(lane1, x0), ctx[-1])
-            r = resid_lambdas[sub].to(out.dtype)
-            post = post_lambdas[sub].to(out.dtype)
-            lane0, lane1 = r * lane0 + post[0] * out, r * lane1 + post[1] * out
-        return lane0, lane1
+        attn = self.attn_out(self._mix(lane0, x0), ctx)
+        mlp = self.mlp_out(lane1, ctx[-1])
+        r, post = resid_lambdas.to(attn.dtype), post_lambdas.to(attn.dtype)
+        return (r[0] * lane0 + post[0, 0] * attn + post[1, 0] * mlp,
+                r[1] * lane1 + post[0, 1] * attn + post[1, 1] * mlp)
 
 
 def add_skip(x, skip, weight, gate):
@@ -832,13 +832,14 @@ def add_skip(x, skip, weight, gate):
 def layer_step(block: Block, lanes: tuple, x0, ctx, skip=None, skip_weight=None, skip_gate=None,
                lane_lambdas=None) -> tuple:
     """One virtual layer on the residual lanes (one lane, two from parallel_start_layer on): the decoder's
-    skip into each lane, then the block. COMPILE_SCOPE=layers compiles this function once for all blocks."""
+    skip, then the block. The skip goes into lane 0 only (the attention lane), as in the record.
+    COMPILE_SCOPE=layers compiles this function once for all blocks."""
+    if lane_lambdas is not None and len(lanes) == 1:  # the first parallel layer splits the stream in two
+        lanes = (lanes[0], lanes[0])
     if skip is not None:
-        lanes = tuple(add_skip(lane, skip, skip_weight, skip_gate) for lane in lanes)
+        lanes = (add_skip(lanes[0], skip, skip_weight, skip_gate), *lanes[1:])
     if lane_lambdas is None:
         return (block(lanes[0], x0, ctx),)
-    if len(lanes) == 1:  # the first parallel layer splits the stream in two
-        lanes = (lanes[0], lanes[0])
     return block.forward_lanes(lanes, x0, ctx, *lane_lambdas)
 
 
@@ -921,7 +922,7 @@ class GPT(nn.Module):
                 gate = self.skip_gates[i] if self.skip_gates is not None else None
                 skip_args = (skips.pop(), self.skip_weights[i], gate)
             lambdas = None
-            if layer >= self.h.parallel_start_layer:
+            if 0 < self.h.parallel_start_layer <= layer:  # 0 turns the lanes off, as in the record
                 lambdas = (self.parallel_resid_lambdas[layer], self.parallel_post_lambdas[layer])
             lanes = step(self.blocks[layer], lanes, x0, ctx(layer), *skip_args, lambdas)
         return lanes
@@ -984,8 +985,8 @@ def softcap_cross_entropy(logits, targets, softcap: float, reduction: str = "mea
 # Polar Express: Amsel, Persson, Musco, Gower 2025 (arXiv 2505.16932), via parameter-golf PR #1344.
 # -----------------------------------------------------------------------------
 
-# Per-iteration (a, b, c) of X <- aX + b(XX^T)X + c(XX^T)^2 X: the paper's 5-step schedule, computed with a
-# 2% safety factor (the input is divided by 1.02 * its Frobenius norm).
+# Per-iteration (a, b, c) of X <- aX + b(XX^T)X + c(XX^T)^2 X: the paper's 5-step schedule. The input is
+# divided by its plain Frobenius norm (the record's rule), which bounds its spectral norm by 1.
 POLAR_EXPRESS_COEFFS = (
     (8.156554524902461, -22.48329292557795, 15.878769915207462),
     (4.042929935166739, -2.808917465908714, 0.5000178451051316),
@@ -993,24 +994,28 @@ POLAR_EXPRESS_COEFFS = (
     (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
     (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
 )
-POLAR_EXPRESS_SAFETY = 1.02
 CLASSIC_NS_COEFFS = (3.4445, -4.7750, 2.0315)  # Muon's original fixed quintic (Jordan et al. 2024)
+NS_EPS = 1e-7  # added to the Frobenius norm before dividing
+ROW_NORM_MIN = 1e-7  # MuonEq-R: rows with a smaller norm are divided by this instead
+
+
+def muon_dtype(device: torch.device) -> torch.dtype:
+    """Muon's working dtype: bf16 on the GPU, as the record (its reduce-scatter, momentum, Newton-Schulz and
+    all-gather all run in bf16, which also halves their traffic); fp32 on the CPU, where tests compare
+    against the record's maths in fp32."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def orthogonalize(G: torch.Tensor, steps: int, polar_express: bool) -> torch.Tensor:
-    """Approximate U V^T of G = U S V^T by an odd matrix polynomial (bf16 on GPU). G: (m, n) or a stack
+    """Approximate U V^T of G = U S V^T by an odd matrix polynomial, in G's dtype. G: (m, n) or a stack
     (k, m, n) of same-shaped matrices, orthogonalised together (batched matmuls: a few launches, not k x)."""
-    X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
-    transposed = X.size(-2) > X.size(-1)
-    if transposed:
-        X = X.mT
-    safety = POLAR_EXPRESS_SAFETY if polar_express else 1.0
-    X = X / (torch.linalg.matrix_norm(X, keepdim=True) * safety + 1e-7)  # per-matrix Frobenius norm
+    X = G.mT if G.size(-2) > G.size(-1) else G
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + NS_EPS)  # per-matrix Frobenius norm
     for i in range(steps):
-        a, b, c = POLAR_EXPRESS_COEFFS[min(i, 4)] if polar_express else CLASSIC_NS_COEFFS
+        a, b, c = POLAR_EXPRESS_COEFFS[min(i, len(POLAR_EXPRESS_COEFFS) - 1)] if polar_express else CLASSIC_NS_COEFFS
         A = X @ X.mT
         X = a * X + (b * A + c * (A @ A)) @ X
-    return (X.mT if transposed else X).to(G.dtype)
+    return X.mT if G.size(-2) > G.size(-1) else X
 
 
 def _reduce_scatter_mean(ctx: DistContext, stacked: torch.Tensor) -> torch.Tensor:
@@ -1040,10 +1045,11 @@ def _all_gather_stack(ctx: DistContext, local: torch.Tensor) -> torch.Tensor:
 class Muon:
     """Distributed Muon. Same-shaped matrices form a bank; rank r owns the r-th of world_size equal slices of
     each bank (zero-padded), orthogonalises its slice as one batch, and the updates are all-gathered.
-    Call reduce_gradients() (returns this rank's share of the squared grad norm), then step(lr, momentum, clip)."""
+    Call reduce_gradients(), then step(lr, momentum). Gradients, momentum and updates are in muon_dtype."""
 
     def __init__(self, params: list[nn.Parameter], h: Hyperparameters, ctx: DistContext):
         self.h, self.ctx = h, ctx
+        self.dtype = muon_dtype(ctx.device)
         banks: dict[tuple, list] = {}
         for p in params:
             banks.setdefault(tuple(p.shape), []).append(p)
@@ -1052,33 +1058,31 @@ class Muon:
         self.momentum: dict[int, torch.Tensor] = {}
         self.owned_grads: list[torch.Tensor] = []
 
-    def reduce_gradients(self) -> torch.Tensor:
-        self.owned_grads, norm_sq = [], torch.zeros((), device=self.ctx.device)
+    def reduce_gradients(self) -> None:
+        self.owned_grads = []
         for bank, k in zip(self.banks, self.per_rank):
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in bank]
             grads += [torch.zeros_like(bank[0])] * (k * self.ctx.world_size - len(bank))  # pad the bank
-            stacked = torch.stack(grads).view(self.ctx.world_size, k, *bank[0].shape)
-            owned = _reduce_scatter_mean(self.ctx, stacked)  # (k, m, n); padding slots stay zero
-            self.owned_grads.append(owned)
-            norm_sq = norm_sq + owned.float().square().sum()
-        return norm_sq
+            stacked = torch.stack(grads).to(self.dtype).view(self.ctx.world_size, k, *bank[0].shape)
+            self.owned_grads.append(_reduce_scatter_mean(self.ctx, stacked))  # (k, m, n); padding stays 0
 
     @torch.no_grad()
-    def step(self, lr: float, momentum: float, clip_coef: torch.Tensor) -> None:
+    def step(self, lr: float, momentum: float) -> None:
         h = self.h
         for b, bank in enumerate(self.banks):
-            grad = self.owned_grads[b] * clip_coef
+            grad = self.owned_grads[b]
             buf = self.momentum.setdefault(b, torch.zeros_like(grad))
             buf.mul_(momentum).add_(grad)
-            update = grad + momentum * buf  # Nesterov
-            if h.muon_row_norm:  # MuonEq-R
-                update = update / (update.norm(dim=-1, keepdim=True) + 1e-7)
-            update = orthogonalize(update, h.muon_ns_steps, h.polar_express_ns)
-            update *= math.sqrt(max(1.0, update.size(-2) / update.size(-1)))
+            update = grad.add(buf, alpha=momentum)  # Nesterov
+            if h.muon_row_normalize:  # MuonEq-R: every row of the update to unit norm (computed in fp32)
+                update = update / update.float().norm(dim=-1, keepdim=True).clamp_min(ROW_NORM_MIN).to(update.dtype)
+            update = orthogonalize(update, h.muon_backend_steps, h.polar_express_ns)
             gathered = _all_gather_stack(self.ctx, update).flatten(0, 1)  # (world * k, m, n), bank order
+            # tall matrices (the MLP's up projection) get sqrt(rows / cols): the same RMS step per entry
+            scale = math.sqrt(max(1.0, update.size(-2) / update.size(-1)))
             for i, p in enumerate(bank):
-                p.mul_(1.0 - lr * h.muon_weight_decay)
-                p.add_(gathered[i].to(p.dtype), alpha=-lr)
+                p.mul_(1.0 - lr * h.muon_wd)
+                p.add_(gathered[i].to(p.dtype), alpha=-lr * scale)
 
 
 def partition_parameters(model: GPT) -> dict[str, list[nn.Parameter]]:
@@ -1096,60 +1100,62 @@ def partition_parameters(model: GPT) -> dict[str, list[nn.Parameter]]:
 
 
 class Optimizers:
-    """Muon + Adam with one global gradient-norm clip across both."""
+    """Muon + Adam. The gradients they get are already clipped, per micro-batch (see accumulate_gradients)."""
 
     def __init__(self, model: GPT, h: Hyperparameters, ctx: DistContext):
         groups = partition_parameters(model)
         self.h, self.ctx = h, ctx
+        self.params = list(model.parameters())
         self.muon = Muon(groups["muon"], h, ctx)
         self.adam_params = groups["embed"] + groups["scalars"]
         self.adam = torch.optim.AdamW(
-            [dict(params=groups["embed"], lr=h.embed_lr, weight_decay=h.embed_weight_decay, base_lr=h.embed_lr),
-             dict(params=groups["scalars"], lr=h.scalar_lr, weight_decay=h.scalar_weight_decay,
+            [dict(params=groups["embed"], lr=h.tied_embed_lr, weight_decay=h.embed_wd, base_lr=h.tied_embed_lr),
+             dict(params=groups["scalars"], lr=h.scalar_lr, weight_decay=h.adam_wd,
                   base_lr=h.scalar_lr)],
-            betas=(h.adam_beta1, h.adam_beta2), eps=h.adam_eps, fused=ctx.device.type == "cuda")
+            betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=ctx.device.type == "cuda")
 
-    def step(self, lr_mult: float, muon_momentum: float) -> float:
-        """Average gradients over ranks, clip by the global norm, step both; returns the pre-clip norm."""
+    def step(self, lr_mult: float, muon_momentum: float) -> None:
+        """Average the gradients over ranks and step both optimizers."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.adam_params]
         if self.ctx.distributed:
             flat = torch.cat([g.reshape(-1) for g in grads])
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             flat /= self.ctx.world_size
-            for p, g in zip(self.adam_params, flat.split([g.numel() for g in grads])):
-                p.grad = g.view_as(p)
-        adam_sq = sum(p.grad.float().square().sum() for p in self.adam_params)
-        muon_sq = all_reduce_(self.ctx, self.muon.reduce_gradients())
-        norm = (adam_sq + muon_sq).sqrt()
-        clip = (self.h.grad_clip_norm / (norm + 1e-6)).clamp(max=1.0) if self.h.grad_clip_norm > 0 \
-            else torch.ones_like(norm)
-        for p in self.adam_params:
-            p.grad.mul_(clip)
+            grads = [g.view_as(p) for p, g in zip(self.adam_params, flat.split([g.numel() for g in grads]))]
+        for p, g in zip(self.adam_params, grads):
+            p.grad = g
+        self.muon.reduce_gradients()
         for g in self.adam.param_groups:
             g["lr"] = g["base_lr"] * lr_mult
         self.adam.step()
-        self.muon.step(self.h.matrix_lr * lr_mult, muon_momentum, clip)
-        return norm
+        self.muon.step(self.h.matrix_lr * lr_mult, muon_momentum)
 
 
 # -----------------------------------------------------------------------------
 # Schedule and wallclock control
-# Progress is the larger of steps/ITERATIONS and train-seconds/budget, so the warmdown always ends at the
-# cap. The budget is MAX_WALLCLOCK_SECONDS less the GPTQ reserve.
+# Progress runs from 0 to 1: train-seconds / budget under a wallclock cap (the budget is
+# MAX_WALLCLOCK_SECONDS less the GPTQ reserve), else steps / ITERATIONS, as in the record.
 # -----------------------------------------------------------------------------
 
+def training_progress(step: int, elapsed_seconds: float, h: Hyperparameters) -> float:
+    budget = h.max_wallclock_seconds - h.gptq_reserve_seconds
+    if h.max_wallclock_seconds > 0:
+        return elapsed_seconds / max(budget, 1e-9)
+    return step / max(h.iterations, 1)
+
+
 def lr_multiplier(progress: float, h: Hyperparameters) -> float:
-    """1 until the warmdown starts, then linear to MIN_LR_FRAC at progress 1."""
-    warmdown_start = 1.0 - h.warmdown_frac
-    if progress <= warmdown_start or h.warmdown_frac <= 0:
+    """1, then from progress 1 - WARMDOWN_FRAC a straight line that would reach 0 at progress 1, floored at
+    MIN_LR (with the defaults: 1 until 0.25, 0.1 from 0.925 on)."""
+    if h.warmdown_frac <= 0 or progress < 1.0 - h.warmdown_frac:
         return 1.0
-    remaining = max(0.0, 1.0 - progress) / h.warmdown_frac
-    return h.min_lr_frac + (1.0 - h.min_lr_frac) * remaining
+    return max((1.0 - progress) / h.warmdown_frac, h.min_lr)
 
 
 def muon_momentum_at(step: int, h: Hyperparameters) -> float:
-    frac = min(1.0, step / max(1, h.muon_momentum_warmup_steps))
-    return h.muon_momentum_warmup_start + frac * (h.muon_momentum - h.muon_momentum_warmup_start)
+    """Linear from MUON_MOMENTUM_WARMUP_START to MUON_MOMENTUM over the first MUON_MOMENTUM_WARMUP_STEPS."""
+    frac = min(step / h.muon_momentum_warmup_steps, 1.0) if h.muon_momentum_warmup_steps > 0 else 1.0
+    return (1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum
 
 
 class EMA:
@@ -1223,12 +1229,12 @@ def quantization_plan(model: GPT, h: Hyperparameters) -> dict[str, QuantRule]:
     plan: dict[str, QuantRule] = {}
     for mod_name, module in model.named_modules():
         if isinstance(module, CastedLinear):
-            sigma = h.clip_sigma_attn if ".attn." in mod_name else \
-                h.clip_sigma_mlp if ".mlp." in mod_name else h.clip_sigma_matrix
+            sigma = h.attn_clip_sigmas if ".attn." in mod_name else \
+                h.mlp_clip_sigmas if ".mlp." in mod_name else h.matrix_clip_sigmas
             plan[f"{mod_name}.weight"] = QuantRule("gptq", h.matrix_bits, sigma, mod_name)
         elif isinstance(module, Attention) and module.gate_weight is not None:
             plan[f"{mod_name}.gate_weight"] = QuantRule("int8_rows", h.gate_bits)
-    plan["tok_emb.weight"] = QuantRule("gptq", h.embed_bits, h.clip_sigma_embed, "lm_head")
+    plan["tok_emb.weight"] = QuantRule("gptq", h.embed_bits, h.embed_clip_sigmas, "lm_head")
     for name, _ in model.named_parameters():
         plan.setdefault(name, QuantRule("fp16"))
     assert set(plan) == {n for n, _ in model.named_parameters()}, "quantization plan does not match the model"
@@ -1543,9 +1549,11 @@ def ttt_chunk_losses(model: "GPT", ids, positions, chunk_index, chunk_targets, s
 
 
 def phase_bounds(n_pieces: int, h: Hyperparameters) -> list[tuple[int, int]]:
-    """Piece ranges of the TTT phases: TTT_PHASES equal parts of the first TTT_PHASED_DOCS, then the rest."""
-    prefix = min(h.ttt_phased_docs, n_pieces) if h.ttt_phases > 0 else 0
-    cuts = [round(prefix * p / h.ttt_phases) for p in range(h.ttt_phases + 1)] if h.ttt_phases > 0 else [0]
+    """Piece ranges of the TTT phases: PHASED_TTT_NUM_PHASES equal parts of the first PHASED_TTT_PREFIX_DOCS,
+    then the rest."""
+    phases = h.phased_ttt_num_phases
+    prefix = min(h.phased_ttt_prefix_docs, n_pieces) if phases > 0 else 0
+    cuts = [round(prefix * p / phases) for p in range(phases + 1)] if phases > 0 else [0]
     return list(zip(cuts[:-1], cuts[1:])) + [(prefix, n_pieces)]
 
 
@@ -1556,7 +1564,7 @@ def plan_ttt_batches(pieces, h: Hyperparameters, world_size: int) -> list[list[l
     for a, b in phase_bounds(len(pieces), h):
         phase = pieces[a:b]
         ordered = sorted(phase, key=lambda p: p[1] - p[0], reverse=True)
-        batches = [ordered[i:i + h.ttt_batch_docs] for i in range(0, len(ordered), h.ttt_batch_docs)]
+        batches = [ordered[i:i + h.ttt_batch_size] for i in range(0, len(ordered), h.ttt_batch_size)]
         load, per_rank = [0] * world_size, [[] for _ in range(world_size)]
         for batch in batches:
             r = min(range(world_size), key=lambda i: load[i])
@@ -1611,16 +1619,16 @@ def ttt_batch(chunk_fn, model: GPT, lora: BatchedLoRA, tokens, batch, tables: By
               ctx: DistContext, base_nats: torch.Tensor, stats: TTTStats, scores: torch.Tensor) -> None:
     """Score-first TTT over one batch of pieces, chunk by chunk. scores and base_nats have one trailing
     trash slot that padding targets write to / read from."""
-    min_rows = min(2, h.ttt_batch_docs)
+    min_rows = min(2, h.ttt_batch_size)
     ids, tgt, index, lmax = _pad_batch(tokens, batch, ctx.device, min_rows)
     lengths = np.zeros(len(ids), dtype=np.int64)  # padding rows: length 0
     lengths[:len(batch)] = [e - s for s, e in batch]
     positions = torch.arange(lmax, device=ctx.device)
-    chunk = h.ttt_chunk_tokens
+    chunk = h.ttt_chunk_size
     t_first = time.perf_counter()
     lora.reset_b()
     adapt, warned = True, False
-    opt = torch.optim.AdamW(lora.parameters(), lr=h.ttt_lr, betas=(h.ttt_beta1, h.ttt_beta2),
+    opt = torch.optim.AdamW(lora.parameters(), lr=h.ttt_lora_lr, betas=(h.ttt_beta1, h.ttt_beta2),
                             weight_decay=h.ttt_weight_decay, fused=ctx.device.type == "cuda")
     for start in range(0, lmax, chunk):
         end = min(lmax, start + chunk)
@@ -1673,16 +1681,16 @@ def global_sgd_pass(model: GPT, tokens, pieces, h: Hyperparameters, ctx: DistCon
     """SGD on the base weights over already-scored pieces, in windows of whole pieces. Each step averages
     the gradients of 8 windows, one per rank on 8 GPUs and accumulated on fewer, so that the steps (their
     number, batch and learning rates) are the same at any world size, as in training."""
-    windows = group_pieces(pieces, h.ttt_global_chunk_tokens)
+    windows = group_pieces(pieces, h.global_ttt_chunk_tokens)
     accum = 8 // ctx.world_size
     steps = math.ceil(len(windows) / 8)
     params = [p for p in model.parameters()]
-    opt = torch.optim.SGD(params, lr=h.ttt_global_lr, momentum=h.ttt_global_momentum)
+    opt = torch.optim.SGD(params, lr=h.global_ttt_lr, momentum=h.global_ttt_momentum)
     for p in params:
         p.requires_grad_(True)
     for step in range(steps):
-        for g in opt.param_groups:  # cosine from TTT_GLOBAL_LR to 0
-            g["lr"] = h.ttt_global_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for g in opt.param_groups:  # cosine from GLOBAL_TTT_LR to 0
+            g["lr"] = h.global_ttt_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         opt.zero_grad(set_to_none=False)
         for micro in range(accum):
             w = step * 8 + ctx.rank * accum + micro
@@ -1727,7 +1735,7 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     if base_nats is not None:
         base[:-1] = base_nats
     chunk_fn = compile_ttt(h, ctx.device)
-    lora = BatchedLoRA(h, h.ttt_batch_docs, ctx.device)
+    lora = BatchedLoRA(h, h.ttt_batch_size, ctx.device)
     for p in lora.parameters():
         p.requires_grad_(True)
     for p in model.parameters():
@@ -1774,21 +1782,43 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
 # Training loop
 # -----------------------------------------------------------------------------
 
+def accumulate_gradients(params: list[nn.Parameter], total: list | None, max_norm: float) -> list[torch.Tensor]:
+    """Clip the gradient of one micro-batch (in p.grad) to max_norm, add it to total (or start it) and clear
+    p.grad for the next micro-batch. The record trains on 8 GPUs with one micro-batch per rank and clips each
+    rank's gradient before the average: clipping every micro-batch here keeps that at every world size."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    if max_norm > 0:  # torch's clip_grad_norm_ rule, on the gradient tensors themselves
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+    if total is None:
+        total = grads
+    else:
+        torch._foreach_add_(total, grads)
+    for p in params:
+        p.grad = None
+    return total
+
+
 def train_step(model_fn, model: GPT, loader: TrainLoader, opt: Optimizers, step: int, accum: int,
                lr_mult: float, h: Hyperparameters) -> torch.Tensor:
     """One optimizer step over the global batch; returns the mean micro-batch loss (a device tensor).
-    Each micro loss is a mean over its tokens and is divided by accum, so the accumulated gradient is the
-    mean over the 8 micro-batches, whatever the world size."""
-    total = torch.zeros((), device=opt.ctx.device)
+    Each micro-batch gradient (of its mean loss) is clipped on its own; the optimizer gets their mean over
+    the 8 micro-batches (accum here, times the world size in Optimizers.step), whatever the world size."""
+    loss_sum, grad_sum = torch.zeros((), device=opt.ctx.device), None
     for micro in range(accum):
         batch = loader.batch(step, micro)
         torch._dynamo.mark_dynamic(batch.cu_seqlens, 0)  # compiled: one graph for any number of documents
         loss = model_fn(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
-        (loss / accum).backward()
-        total += loss.detach() / accum
+        loss.backward()
+        grad_sum = accumulate_gradients(opt.params, grad_sum, h.grad_clip_norm)
+        loss_sum += loss.detach()
+    if accum > 1:
+        torch._foreach_div_(grad_sum, accum)
+    for p, g in zip(opt.params, grad_sum):
+        p.grad = g
     opt.step(lr_mult, muon_momentum_at(step, h))
     model.zero_grad(set_to_none=True)
-    return total
+    return loss_sum / accum
 
 
 def synchronize(ctx: DistContext) -> None:
@@ -1849,8 +1879,8 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> 
     t0 = time.perf_counter()
     step, elapsed = 0, 0.0
     while step < h.iterations:
-        progress = max(step / h.iterations, elapsed / budget if budget > 0 else 0.0)
-        if h.num_loops > 0 and not model.looping and progress >= h.loop_enable_frac:
+        progress = training_progress(step, elapsed, h)
+        if h.num_loops > 0 and not model.looping and progress >= h.enable_looping_at:
             model.looping = True
             log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")
         loss = train_step(model_fn, model, loader, opt, step, accum, lr_multiplier(progress, h), h)
@@ -1887,7 +1917,7 @@ def log_bpb(log, label: str, val_loss: float, val_bpb: float, seconds: float) ->
 def write_artifact(model: GPT, loader: TrainLoader, h, ctx, log) -> tuple[dict, dict]:
     """GPTQ -> container -> compressed file (rank 0). Returns (quantized, accounting)."""
     t0 = time.perf_counter()
-    n_batches = max(1, h.gptq_calib_batches // ctx.world_size)
+    n_batches = max(1, h.gptq_calibration_batches // ctx.world_size)
     calib = (loader.batch(10_000_000 + i, 0) for i in range(n_batches))  # far from the training windows
     hessians = collect_hessians(model, calib, ctx)
     t_hessian = time.perf_counter() - t0
