@@ -15,9 +15,9 @@ and tokenizers/fineweb_8192_bpe.model (`.bin.xz` shards are decompressed beside 
 DATA_PATH and TOKENIZER_PATH into the same files. The record's folder goes first on its PYTHONPATH, so the
 FlashAttention 3 shim there (`flash_attn_interface.py`) stands in for FA3 when the package is missing.
 
-Schedule: --steps N (default) gives both a step-based schedule (the record: ITERATIONS=N,
-MAX_WALLCLOCK_SECONDS=0; ours: ITERATIONS=N and a cap too far away to matter), so both switch the recurrence
-on at the same step (0.35 N) and run the same number of steps in each state. --seconds S caps both by the
+Schedule: --steps N (default) gives both a step-based schedule (ITERATIONS=N, MAX_WALLCLOCK_SECONDS=0: no
+cap), so both switch the recurrence on at the same step (0.35 N) and run the same number of steps in each
+state. --seconds S caps both by the
 wallclock instead (as in a real run; they then switch at different steps). Both log every --log-every steps.
 
 Each run is stopped by the bench as soon as it has logged its peak training memory (the record's
@@ -63,7 +63,6 @@ RECORD_NAME = "record"
 DATASET_SUBDIR = Path("datasets") / "fineweb10B_sp8192"
 TOKENIZER_FILE = Path("tokenizers") / "fineweb_8192_bpe.model"
 LOOP_ENABLE_FRAC = 0.35  # both scripts' default switch point (fraction of training)
-NO_CAP_SECONDS = 1_000_000.0  # ours under --steps: a wallclock cap that never binds
 STAMP = re.compile(r"^\[\s*([0-9.]+)\] ?(.*)$")
 # Environment passed through to every run; everything else comes from the bench (ours rejects stray knobs).
 PASS_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "OMP_NUM_THREADS", "TRITON_INTERPRET",
@@ -205,8 +204,8 @@ def plan_runs(args) -> dict:
     if args.seconds:
         schedule_ours["MAX_WALLCLOCK_SECONDS"] = schedule_record["MAX_WALLCLOCK_SECONDS"] = str(args.seconds)
     else:
-        schedule_ours.update(ITERATIONS=str(args.steps), MAX_WALLCLOCK_SECONDS=str(NO_CAP_SECONDS))
-        schedule_record.update(ITERATIONS=str(args.steps), MAX_WALLCLOCK_SECONDS="0")
+        for schedule in (schedule_ours, schedule_record):  # 0: no cap, progress = step / ITERATIONS
+            schedule.update(ITERATIONS=str(args.steps), MAX_WALLCLOCK_SECONDS="0")
     ours_env = {"DATA_PATH": str(shards), "TOKENIZER_PATH": str(tokenizer), **schedule_ours, **common,
                 **_pairs(args.ours_env, "--ours-env")}
     record_env = {"DATA_DIR": str(args.data_dir.resolve()), "TTT_ENABLED": "0", **schedule_record, **common,
