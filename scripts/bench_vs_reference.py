@@ -63,6 +63,7 @@ RECORD_NAME = "record"
 DATASET_SUBDIR = Path("datasets") / "fineweb10B_sp8192"
 TOKENIZER_FILE = Path("tokenizers") / "fineweb_8192_bpe.model"
 LOOP_ENABLE_FRAC = 0.35  # both scripts' default switch point (fraction of training)
+WAIT_POLL_SECONDS = 5.0
 STAMP = re.compile(r"^\[\s*([0-9.]+)\] ?(.*)$")
 # Environment passed through to every run; everything else comes from the bench (ours rejects stray knobs).
 PASS_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "OMP_NUM_THREADS", "TRITON_INTERPRET",
@@ -396,6 +397,10 @@ def report_text(plan: dict, results: dict) -> str:
     schedule = f"--steps {plan['steps']}" if not plan["seconds"] else f"--seconds {plan['seconds']}"
     lines.append(f"mode {plan['mode']}, GPU lanes {plan['lanes']}, {schedule}; ms/step off from step "
                  f"{plan['skip_steps']} to the switch, on from the switch to the last logged step")
+    later = [r["name"] for lane in range(len(plan["lanes"])) for r in [x for x in plan["runs"] if x["lane"] == lane][1:]]
+    if later:
+        lines.append(f"first-step times of {', '.join(later)} follow another run on their GPU: compile caches "
+                     "(Inductor, Triton) may be warm for them")
     for n in names:
         if results[n]["state"] not in ("stopped_by_bench", "done"):
             lines.append(f"--- {n} ({results[n]['state']}), last lines:\n{results[n]['tail']}")
@@ -432,6 +437,8 @@ def main(argv=None) -> int:
     rep = sub.add_parser("report", help="figures from whatever logs exist")
     rep.add_argument("--workdir", type=Path, required=True)
     rep.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    rep.add_argument("--wait", type=float, default=0.0, help="first wait up to this many seconds for every "
+                     "run to end (printing a state line each minute)")
     lane = sub.add_parser("_lane", help=argparse.SUPPRESS)
     lane.add_argument("--workdir", type=Path, required=True)
     lane.add_argument("--lane", type=int, required=True)
@@ -451,6 +458,14 @@ def main(argv=None) -> int:
     if not (args.workdir / "plan.json").exists():
         raise SystemExit(f"--workdir {args.workdir}: no plan.json (not a bench folder, or not launched)")
     plan, results = collect(args.workdir)
+    deadline, polls = time.time() + getattr(args, "wait", 0.0), 0
+    while any(r["state"] in ("waiting", "running") for r in results.values()) and time.time() < deadline:
+        time.sleep(WAIT_POLL_SECONDS)
+        plan, results = collect(args.workdir)
+        polls += 1
+        if polls % 12 == 0:
+            print(time.strftime("%H:%M:%S"), ", ".join(f"{n} {r['state']} step {r['steps']}"
+                                                       for n, r in results.items()), flush=True)
     print(report_text(plan, results))
     if getattr(args, "json", False):
         print(json.dumps({n: {k: v for k, v in r.items() if k != "tail"} for n, r in results.items()}))

@@ -63,7 +63,7 @@ def test_our_lines_and_the_ratios():
     assert ours["switch_step"] == 35 and ours["first_step_s"] == 100.0 and ours["peak_gib"] == 34.7
     assert ours["ms_off"] == pytest.approx(700.0) and ours["ms_on"] == pytest.approx(950.0)
     record = bench.parse_run(record_console(770.0, 1000.0, 100, 35, 5), bench.RECORD_FORMAT)
-    plan = dict(runs=[dict(name="ours"), dict(name="record")], mode="parallel", lanes=[["0"], ["1"]],
+    plan = dict(runs=[dict(name="ours", lane=0), dict(name="record", lane=1)], mode="parallel", lanes=[["0"], ["1"]],
                 steps=100, seconds=0, skip_steps=5)
     for r in (ours, record):
         r.update(state="stopped_by_bench", tail="")
@@ -136,13 +136,10 @@ def test_launch_detached_then_report(tmp_path, capsys):
     assert "running" in early or "waiting" in early
     with pytest.raises(SystemExit, match="already holds a bench"):
         bench.main(args)
-    deadline = time.time() + 600  # step-bounded; the deadline only guards against a hang
-    while time.time() < deadline:
-        states = [json.loads((work / n / "status.json").read_text())["state"] for n in ("ours", "record")]
-        if all(s not in ("waiting", "running") for s in states):
-            break
-        time.sleep(1)
-    assert states == ["stopped_by_bench"] * 2, states
+    states = lambda: [json.loads((work / n / "status.json").read_text())["state"] for n in ("ours", "record")]  # noqa: E731
+    # --wait: step-bounded runs; the limit only guards against a hang
+    assert bench.main(["report", "--workdir", str(work), "--wait", "900"]) == 0
+    assert states() == ["stopped_by_bench"] * 2, states()
     assert bench.main(["report", "--workdir", str(work), "--json"]) == 0
     out = capsys.readouterr().out
     figures = json.loads(out.strip().splitlines()[-1])
