@@ -378,7 +378,7 @@ def report_text(plan: dict, results: dict) -> str:
             ("tokens/s, on", lambda r: _fmt(tok_s(r, "ms_on"), ",.0f"), ("tok", "ms_on")),
             ("first step after launch, s", lambda r: _fmt(r["first_step_s"], ".1f"), "first_step_s"),
             ("peak memory, GiB", lambda r: _fmt(r["peak_gib"], ".2f"), "peak_gib")]
-    width = max(14, *(len(n) + 2 for n in names))
+    width = max(18, *(len(n) + 2 for n in names))
     head = f"{'':28s}" + "".join(f"{n:>{width}s}" for n in names)
     ratio_names = [n for n in names if n != RECORD_NAME]
     head += "".join(f"{n + '/record':>{max(width, len(n) + 9)}s}" for n in ratio_names)
