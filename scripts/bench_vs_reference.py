@@ -1,48 +1,163 @@
-"""Run golfrun's train_gpt.py and another training script (a record's, path given, never shipped here) on the
-same GPUs, the same data and the same wallclock, one after the other, and compare them.
+"""Ours (train_gpt.py) against the record's own script on the same GPUs and data: ms/step with depth
+recurrence off and on, time from launch to the first step, peak memory and tokens/s, with the ratios
+ours/record.
 
-    python scripts/bench_vs_reference.py --reference ~/records/2026-04-29_SP8192_FusedCE/train_gpt.py \
-        --seconds 300 --nproc 1 --data ./data/datasets/fineweb10B_sp8192 \
-        --tokenizer ./data/tokenizers/fineweb_8192_bpe.model --env SEED=42 --ref-env TTT_ENABLED=0
+    # detached, on a 2-GPU machine: ours on GPU 0, the record on GPU 1 at the same time; returns at once
+    python scripts/bench_vs_reference.py launch --reference ../shared/reference/record_1886_train_gpt.py \
+        --data-dir .gpu_data/ds --workdir bench_runs/b1 --mode parallel --gpus 0,1 --steps 100 \
+        --ab nofusedmlp:FUSED_MLP_ENABLED=0
+    python scripts/bench_vs_reference.py report --workdir bench_runs/b1    # any time, as often as needed
+    # one GPU, one run after the other, in the foreground (launch + wait + report)
+    python scripts/bench_vs_reference.py run --reference ... --data-dir ... --workdir ... --mode serial --gpus 0
 
-Both get DATA_PATH, TOKENIZER_PATH, MAX_WALLCLOCK_SECONDS=--seconds, RUN_ID and every --env KEY=VALUE; only
-the reference gets --ref-env, only ours --ours-env (our script rejects unknown knob-like variables). Each runs
-in its own folder under --workdir (its logs/ and artifact land there), with the reference's folder on
-PYTHONPATH so its own imports resolve. Launch: `python SCRIPT` for --nproc 1, torchrun otherwise.
+--data-dir is laid out as the record reads its DATA_DIR: datasets/fineweb10B_sp8192/fineweb_{train,val}_*.bin
+and tokenizers/fineweb_8192_bpe.model (`.bin.xz` shards are decompressed beside themselves first). Ours gets
+DATA_PATH and TOKENIZER_PATH into the same files. The record's folder goes first on its PYTHONPATH, so the
+FlashAttention 3 shim there (`flash_attn_interface.py`) stands in for FA3 when the package is missing.
 
-From each run's output (console and logs/*.txt) it reads the last `step_avg:...ms` (ms/step), the step count,
-and every `<label> ... val_bpb:X` line; tokens/s is --batch-tokens / step time (both scripts train 786,432
-tokens per step by default). It prints ms/step, tokens/s, steps and the final val_bpb of each, and the ratios
-ours/reference. A run that fails, or whose output has no step_avg, is an error that shows its last lines.
+Schedule: --steps N (default) gives both a step-based schedule (ITERATIONS=N, MAX_WALLCLOCK_SECONDS=0: no
+cap), so both switch the recurrence on at the same step (0.35 N) and run the same number of steps in each
+state. --seconds S caps both by the
+wallclock instead (as in a real run; they then switch at different steps). Both log every --log-every steps.
+
+Each run is stopped by the bench as soon as it has logged its peak training memory (the record's
+`peak memory allocated:`, ours `peak_memory_allocated:`): the evaluation, GPTQ and TTT that follow are not
+measured here (and the record's artifact step needs the `pyminify` program). --full lets them run.
+
+Runs go to GPU "lanes": --gpus lists the GPUs, --nproc GPUs per run (torchrun when > 1). --mode parallel
+gives each lane its own GPUs: the record alone on the last lane, ours and the --ab variants on the others, one
+after the other; --mode serial runs everything on the first lane in turn. --ab NAME:KEY=VALUE[,KEY=VALUE]
+adds a variant of ours (for example the fused-MLP A/B: `--ab nofusedmlp:FUSED_MLP_ENABLED=0`).
+
+Every run lives in WORKDIR/<name>/: console.txt holds its output, each line prefixed by the seconds since the
+run was launched (`[   12.345] ...`), status.json its state. `report` reads whatever exists, so a launch can
+be collected by a later command; it says which runs are still going.
+
+Figures (from the console lines; the record prints cumulative tokens/s, ours cumulative train time):
+  ms/step off/on   the mean over the steps between two logged points in one recurrence state: off from step
+                   --skip-steps to the switch, on from the switch to the last logged step
+  tokens/s         train_batch_tokens / (ms/step) for each state, and over all steps
+  first step       seconds from launch to the first `step 1` line (compile and warm-up included)
+  peak memory      torch.cuda.max_memory_allocated after training, GiB
 """
 
+from __future__ import annotations
+
 import argparse
-import datetime
+import json
+import lzma
+import math
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OURS = REPO / "train_gpt.py"
-BPB_LINE = re.compile(r"^(\S+)\s.*?val_bpb:\s*([0-9.]+)", re.M)
+RECORD_NAME = "record"
+DATASET_SUBDIR = Path("datasets") / "fineweb10B_sp8192"
+TOKENIZER_FILE = Path("tokenizers") / "fineweb_8192_bpe.model"
+LOOP_ENABLE_FRAC = 0.35  # both scripts' default switch point (fraction of training)
+WAIT_POLL_SECONDS = 5.0
+STAMP = re.compile(r"^\[\s*([0-9.]+)\] ?(.*)$")
+# Environment passed through to every run; everything else comes from the bench (ours rejects stray knobs).
+PASS_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "OMP_NUM_THREADS", "TRITON_INTERPRET",
+            "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "LD_LIBRARY_PATH", "CUDA_HOME")
 
 
-def parse_output(text: str, source: str) -> dict:
-    """ms/step, steps and the val_bpb lines of a parameter-golf training run's output."""
-    step_avgs = re.findall(r"step_avg:\s*([0-9.]+)\s*ms", text)
-    if not step_avgs:
-        raise SystemExit(f"{source}: no 'step_avg:...ms' in its output: not a parameter-golf training script, "
-                         f"or it stopped before its first logged step. Last lines:\n{_tail(text)}")
-    steps = re.findall(r"^step:(\d+)/", text, re.M) + re.findall(r"\bsteps:(\d+)", text)
-    bpb = [(label.rstrip(":"), float(value)) for label, value in BPB_LINE.findall(text)]
-    return dict(ms_per_step=float(step_avgs[-1]), steps=max(int(s) for s in steps) if steps else 0, bpb=bpb)
+# -----------------------------------------------------------------------------
+# Log formats of the two scripts
+# -----------------------------------------------------------------------------
+
+@dataclass
+class LogFormat:
+    step: re.Pattern  # a training-progress line; groups: step, cumulative ms (direct or derived)
+    switch: re.Pattern  # depth recurrence switched on; group: the 0-based step about to run
+    peak: re.Pattern  # peak memory after training; group: GiB (or MiB, see peak_mib)
+    batch_tokens: re.Pattern  # tokens per optimizer step, from the logged config
+    stop: re.Pattern  # the bench stops the run after this line (training figures complete)
+    peak_mib: bool = False
+    cumulative_tok_s: bool = False  # step line carries cumulative tokens/s, not cumulative ms
 
 
-def _tail(text: str, lines: int = 25) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+# Record: `4500/20000 train_loss: 2.8490 train_time: 9.1m tok/s: 6473906` (train_time in minutes, 0.1 m
+# resolution: the cumulative time is taken from tok/s = step * batch_tokens / seconds instead).
+RECORD_FORMAT = LogFormat(
+    step=re.compile(r"^(\d+)/\d+ train_loss: [0-9.naif]+ train_time: [0-9.]+m tok/s: (\d+)", re.M),
+    switch=re.compile(r"^layer_loop:enabled step:(\d+)", re.M),
+    peak=re.compile(r"^peak memory allocated: (\d+) MiB", re.M),
+    batch_tokens=re.compile(r"^\s*train_batch_tokens: (\d+)\s*$", re.M),
+    stop=re.compile(r"^peak memory allocated:"),
+    peak_mib=True, cumulative_tok_s=True)
 
+# Ours: `step:10/100 train_loss:5.1234 train_time:4321ms step_avg:432.10ms lr_mult:1.000`
+OURS_FORMAT = LogFormat(
+    step=re.compile(r"^step:(\d+)/\d+ train_loss:[0-9.naif]+ train_time:(\d+)ms", re.M),
+    switch=re.compile(r"^depth_recurrence:on step:(\d+)", re.M),
+    peak=re.compile(r"^peak_memory_allocated:([0-9.]+)GiB", re.M),
+    batch_tokens=re.compile(r"^train_batch_tokens:(\d+)\s*$", re.M),
+    # on a CPU there is no peak-memory line; the pre-quantization score is the next line after training
+    stop=re.compile(r"^(peak_memory_allocated:|final_prequant_exact )"))
+
+DEFAULT_BATCH_TOKENS = 786_432
+
+
+def stamped_lines(text: str) -> list[tuple[float | None, str]]:
+    """(seconds since launch or None, line) for every line of a console file."""
+    out = []
+    for line in text.splitlines():
+        m = STAMP.match(line)
+        out.append((float(m.group(1)), m.group(2)) if m else (None, line))
+    return out
+
+
+def parse_run(console: str, fmt: LogFormat, extra_log: str = "", skip_steps: int = 5) -> dict:
+    """The training figures of one run from its stamped console (and, for config lines, its log file)."""
+    lines = stamped_lines(console)
+    text = "\n".join(line for _, line in lines)
+    config_text = text + "\n" + extra_log
+    m = fmt.batch_tokens.search(config_text)
+    batch_tokens = int(m.group(1)) if m else DEFAULT_BATCH_TOKENS
+    points = []  # (step, cumulative train ms)
+    first_step_s = None
+    for stamp, line in lines:
+        m = fmt.step.match(line)
+        if not m:
+            continue
+        step, value = int(m.group(1)), float(m.group(2))
+        cum_ms = step * batch_tokens / value * 1000 if fmt.cumulative_tok_s else value
+        points.append((step, cum_ms))
+        if first_step_s is None and stamp is not None:
+            first_step_s = stamp
+    switch = fmt.switch.search(text)
+    switch_step = int(switch.group(1)) if switch else None
+    peak = fmt.peak.search(text)
+    peak_gib = (float(peak.group(1)) / 1024 if fmt.peak_mib else float(peak.group(1))) if peak else None
+    off_end = switch_step if switch_step is not None else math.inf
+    off = _segment([p for p in points if skip_steps <= p[0] <= off_end])
+    on = _segment([p for p in points if switch_step is not None and p[0] >= switch_step])
+    last = points[-1] if points else None
+    return dict(points=len(points), steps=last[0] if last else 0, switch_step=switch_step,
+                ms_off=off, ms_on=on, ms_all=last[1] / last[0] if last else None,
+                first_step_s=first_step_s, peak_gib=peak_gib, batch_tokens=batch_tokens)
+
+
+def _segment(points: list[tuple[int, float]]) -> float | None:
+    """Mean ms/step between the first and last of the points (None with fewer than two steps between)."""
+    if len(points) < 2 or points[-1][0] <= points[0][0]:
+        return None
+    (s0, t0), (s1, t1) = points[0], points[-1]
+    return (t1 - t0) / (s1 - s0)
+
+
+# -----------------------------------------------------------------------------
+# Plan: which runs, with which environment, on which GPUs
+# -----------------------------------------------------------------------------
 
 def _pairs(items: list[str], flag: str) -> dict:
     out = {}
@@ -54,80 +169,306 @@ def _pairs(items: list[str], flag: str) -> dict:
     return out
 
 
-def run_one(name: str, script: Path, env_extra: dict, args, workdir: Path) -> dict:
-    folder = workdir / name
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items()
-           if k in ("PATH", "HOME", "LANG", "TMPDIR", "CUDA_VISIBLE_DEVICES", "PYTHONPATH", "OMP_NUM_THREADS")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(script.parent), env.get("PYTHONPATH", "")]))
-    env.update(PYTHONUNBUFFERED="1", DATA_PATH=str(Path(args.data).resolve()),
-               TOKENIZER_PATH=str(Path(args.tokenizer).resolve()), MAX_WALLCLOCK_SECONDS=str(args.seconds),
-               RUN_ID=f"bench_{name}")
-    env.update(env_extra)
-    if args.nproc == 1:
-        cmd = [sys.executable, str(script)]
+def _variant(spec: str) -> tuple[str, dict]:
+    name, sep, body = spec.partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in ("ours", RECORD_NAME):
+        raise SystemExit(f"--ab {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE], NAME not 'ours' or "
+                         f"'{RECORD_NAME}' (e.g. nofusedmlp:FUSED_MLP_ENABLED=0)")
+    return name, _pairs(body.split(","), f"--ab {name}")
+
+
+def prepare_data(data_dir: Path) -> tuple[Path, Path]:
+    """Check the record's DATA_DIR layout, decompress `.bin.xz` shards; return (shard folder, tokenizer)."""
+    shards, tokenizer = data_dir / DATASET_SUBDIR, data_dir / TOKENIZER_FILE
+    if not tokenizer.is_file():
+        raise SystemExit(f"--data-dir {data_dir}: no {TOKENIZER_FILE} (the record's DATA_DIR layout)")
+    for packed in sorted(shards.glob("fineweb_*.bin.xz")):
+        target = packed.with_suffix("")
+        if not target.exists():
+            print(f"decompressing {packed}", flush=True)
+            tmp = target.with_suffix(".bin.part")
+            with lzma.open(packed) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 24)
+            tmp.rename(target)
+    for split in ("train", "val"):
+        if not list(shards.glob(f"fineweb_{split}_*.bin")):
+            raise SystemExit(f"--data-dir {data_dir}: no {DATASET_SUBDIR}/fineweb_{split}_*.bin")
+    return shards.resolve(), tokenizer.resolve()
+
+
+def plan_runs(args) -> dict:
+    shards, tokenizer = prepare_data(args.data_dir)
+    record = args.reference.resolve()
+    common = _pairs(args.env, "--env")
+    schedule_ours = dict(TRAIN_LOG_EVERY=str(args.log_every))
+    schedule_record = dict(TRAIN_LOG_EVERY=str(args.log_every))
+    if args.seconds:
+        schedule_ours["MAX_WALLCLOCK_SECONDS"] = schedule_record["MAX_WALLCLOCK_SECONDS"] = str(args.seconds)
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               str(script)]
-    print(f"[{name}] {' '.join(cmd)}  (in {folder})", flush=True)
+        for schedule in (schedule_ours, schedule_record):  # 0: no cap, progress = step / ITERATIONS
+            schedule.update(ITERATIONS=str(args.steps), MAX_WALLCLOCK_SECONDS="0")
+    ours_env = {"DATA_PATH": str(shards), "TOKENIZER_PATH": str(tokenizer), **schedule_ours, **common,
+                **_pairs(args.ours_env, "--ours-env")}
+    record_env = {"DATA_DIR": str(args.data_dir.resolve()), "TTT_ENABLED": "0", **schedule_record, **common,
+                  **_pairs(args.ref_env, "--ref-env"), "PYTHONPATH": str(record.parent)}
+    runs = [dict(name="ours", script=str(OURS), env=ours_env, format="ours"),
+            dict(name=RECORD_NAME, script=str(record), env=record_env, format="record")]
+    for spec in args.ab:
+        name, extra = _variant(spec)
+        runs.append(dict(name=name, script=str(OURS), env={**ours_env, **extra}, format="ours"))
+    for run in runs:
+        run["env"]["RUN_ID"] = f"bench_{run['name']}"
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    lanes = [gpus[i:i + args.nproc] for i in range(0, len(gpus) - args.nproc + 1, args.nproc)]
+    if not lanes:
+        raise SystemExit(f"--gpus {args.gpus}: fewer GPUs than --nproc {args.nproc}")
+    if args.mode == "serial" or len(lanes) == 1:
+        lanes = lanes[:1]
+        for run in runs:
+            run["lane"] = 0
+    else:  # the record alone on the last lane; ours and its variants spread over the others
+        for i, run in enumerate(r for r in runs if r["format"] == "ours"):
+            run["lane"] = i % (len(lanes) - 1)
+        runs[1]["lane"] = len(lanes) - 1
+    return dict(runs=runs, lanes=lanes, nproc=args.nproc, full=args.full, skip_steps=args.skip_steps,
+                steps=args.steps, seconds=args.seconds, mode=args.mode, created=time.time())
+
+
+# -----------------------------------------------------------------------------
+# Running: one detached process per lane runs its runs in turn, stamping every output line
+# -----------------------------------------------------------------------------
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def run_command(script: str, nproc: int) -> list[str]:
+    if nproc == 1:
+        return [sys.executable, script]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script]
+
+
+def run_stamped(run: dict, gpus: list[str], plan: dict, folder: Path) -> int:
+    """Run one training script in `folder`, writing console.txt with launch-relative stamps; stop it after
+    its training figures unless the plan says full. Returns its exit code (or the signal that stopped it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k in PASS_ENV}
+    env.update(PYTHONUNBUFFERED="1", NCCL_NVLS_ENABLE="0", CUDA_VISIBLE_DEVICES=",".join(gpus))
+    extra_path = run["env"].get("PYTHONPATH")
+    env.update({k: v for k, v in run["env"].items() if k != "PYTHONPATH"})
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra_path, env.get("PYTHONPATH", "")]))
+    stop = None if plan["full"] else (RECORD_FORMAT if run["format"] == "record" else OURS_FORMAT).stop
+    cmd = run_command(run["script"], plan["nproc"])
+    status = dict(state="running", cmd=cmd, gpus=gpus, launched=time.time())
+    _write_json(folder / "status.json", status)
+    t0 = time.perf_counter()
+    stopped = False
+    with open(folder / "console.txt", "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", bufsize=1, start_new_session=True)
+        status["pid"] = proc.pid
+        _write_json(folder / "status.json", status)
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            out.write(f"[{time.perf_counter() - t0:9.3f}] {line}\n")
+            out.flush()
+            if stop is not None and not stopped and stop.match(line):
+                stopped = True
+                out.write(f"[{time.perf_counter() - t0:9.3f}] [bench] training figures complete: stopping\n")
+                os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait()
+    status.update(state="stopped_by_bench" if stopped else ("done" if code == 0 else "failed"),
+                  returncode=code, seconds=time.perf_counter() - t0)
+    _write_json(folder / "status.json", status)
+    return code
+
+
+def run_lane(workdir: Path, lane: int) -> None:
+    plan = json.loads((workdir / "plan.json").read_text())
+    for run in plan["runs"]:
+        if run["lane"] == lane:
+            print(f"[lane {lane}] {run['name']} on GPUs {plan['lanes'][lane]}", flush=True)
+            run_stamped(run, plan["lanes"][lane], plan, workdir / run["name"])
+
+
+def launch(args, detach: bool) -> list[subprocess.Popen]:
+    if not args.reference.is_file():
+        raise SystemExit(f"--reference {args.reference}: no such file")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if (args.workdir / "plan.json").exists():
+        raise SystemExit(f"--workdir {args.workdir} already holds a bench (plan.json): use `report` on it or "
+                         "pick a new folder")
+    plan = plan_runs(args)
+    for run in plan["runs"]:
+        (args.workdir / run["name"]).mkdir(exist_ok=True)
+        _write_json(args.workdir / run["name"] / "status.json", dict(state="waiting"))
+    _write_json(args.workdir / "plan.json", plan)
+    procs = []
+    for lane in range(len(plan["lanes"])):
+        if not any(r["lane"] == lane for r in plan["runs"]):
+            continue
+        cmd = [sys.executable, str(Path(__file__).resolve()), "_lane", "--workdir", str(args.workdir.resolve()),
+               "--lane", str(lane)]
+        log = open(args.workdir / f"lane{lane}.txt", "w")
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=detach))
+        names = [r["name"] for r in plan["runs"] if r["lane"] == lane]
+        print(f"lane {lane} (GPUs {','.join(plan['lanes'][lane])}): {', '.join(names)}  pid {procs[-1].pid}")
+    print(f"logs under {args.workdir}/<run>/console.txt; figures: "
+          f"python {Path(__file__).name} report --workdir {args.workdir}")
+    return procs
+
+
+# -----------------------------------------------------------------------------
+# Report
+# -----------------------------------------------------------------------------
+
+def _alive(pid) -> bool:
     try:
-        proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        raise SystemExit(f"{name}: still running after --timeout {args.timeout} s") from None
-    output = proc.stdout + "\n" + proc.stderr
-    (folder / "console.txt").write_text(output)
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} ({script}) failed with exit code {proc.returncode}. Last lines:\n{_tail(output)}")
-    logs = "\n".join(p.read_text(errors="replace") for p in sorted((folder / "logs").glob("*.txt"))) \
-        if (folder / "logs").is_dir() else ""
-    result = parse_output(output + "\n" + logs, f"{name} ({script})")
-    result["tokens_per_s"] = args.batch_tokens / (result["ms_per_step"] / 1000)
-    return result
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
 
 
-def report(ours: dict, ref: dict) -> str:
-    def final(r):
-        return r["bpb"][-1] if r["bpb"] else ("(none)", float("nan"))
-    (ours_label, ours_bpb), (ref_label, ref_bpb) = final(ours), final(ref)
-    rows = [("ms/step", f"{ours['ms_per_step']:.2f}", f"{ref['ms_per_step']:.2f}",
-             f"{ours['ms_per_step'] / ref['ms_per_step']:.3f}"),
-            ("tokens/s", f"{ours['tokens_per_s']:,.0f}", f"{ref['tokens_per_s']:,.0f}",
-             f"{ours['tokens_per_s'] / ref['tokens_per_s']:.3f}"),
-            ("steps", str(ours["steps"]), str(ref["steps"]), f"{ours['steps'] / max(ref['steps'], 1):.3f}"),
-            ("final val_bpb", f"{ours_bpb:.5f}", f"{ref_bpb:.5f}", f"{ours_bpb - ref_bpb:+.5f} (diff)")]
-    lines = [f"{'':16s} {'ours':>14s} {'reference':>14s} {'ours/ref':>16s}"]
-    lines += [f"{a:16s} {b:>14s} {c:>14s} {d:>16s}" for a, b, c, d in rows]
-    lines.append(f"final val_bpb lines: ours '{ours_label}', reference '{ref_label}'")
-    for name, r in (("ours", ours), ("reference", ref)):
-        lines.append(f"{name} val_bpb lines: " + ", ".join(f"{label} {v:.5f}" for label, v in r["bpb"]))
+def collect(workdir: Path) -> tuple[dict, dict]:
+    plan = json.loads((workdir / "plan.json").read_text())
+    results = {}
+    for run in plan["runs"]:
+        folder = workdir / run["name"]
+        status = json.loads((folder / "status.json").read_text()) if (folder / "status.json").exists() else {}
+        if status.get("state") == "running" and not _alive(status.get("pid")):
+            status["state"] = "lost (process gone, no exit recorded)"
+        console = (folder / "console.txt").read_text(errors="replace") if (folder / "console.txt").exists() else ""
+        log_file = folder / "logs" / f"{run['env']['RUN_ID']}.txt"
+        extra = log_file.read_text(errors="replace")[-2_000_000:] if log_file.exists() else ""
+        fmt = RECORD_FORMAT if run["format"] == "record" else OURS_FORMAT
+        result = parse_run(console, fmt, extra, plan["skip_steps"])
+        result["state"] = status.get("state", "waiting")
+        result["tail"] = "\n".join(console.splitlines()[-6:])
+        results[run["name"]] = result
+    return plan, results
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _ratio(a, b) -> str:
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.3f}"
+
+
+def report_text(plan: dict, results: dict) -> str:
+    names = [r["name"] for r in plan["runs"]]
+    record = results.get(RECORD_NAME, {})
+
+    def tok_s(r, key):
+        return None if r.get(key) is None else r["batch_tokens"] / r[key] * 1000
+
+    rows = [("state", lambda r: r["state"], None),
+            ("steps logged", lambda r: str(r["steps"]), None),
+            ("recurrence on at", lambda r: _fmt(r["switch_step"], "d"), None),
+            ("ms/step, recurrence off", lambda r: _fmt(r["ms_off"], ".1f"), "ms_off"),
+            ("ms/step, recurrence on", lambda r: _fmt(r["ms_on"], ".1f"), "ms_on"),
+            ("ms/step, all steps", lambda r: _fmt(r["ms_all"], ".1f"), "ms_all"),
+            ("tokens/s, off", lambda r: _fmt(tok_s(r, "ms_off"), ",.0f"), ("tok", "ms_off")),
+            ("tokens/s, on", lambda r: _fmt(tok_s(r, "ms_on"), ",.0f"), ("tok", "ms_on")),
+            ("first step after launch, s", lambda r: _fmt(r["first_step_s"], ".1f"), "first_step_s"),
+            ("peak memory, GiB", lambda r: _fmt(r["peak_gib"], ".2f"), "peak_gib")]
+    width = max(18, *(len(n) + 2 for n in names))
+    head = f"{'':28s}" + "".join(f"{n:>{width}s}" for n in names)
+    ratio_names = [n for n in names if n != RECORD_NAME]
+    head += "".join(f"{n + '/record':>{max(width, len(n) + 9)}s}" for n in ratio_names)
+    lines = [head]
+    for label, show, key in rows:
+        line = f"{label:28s}" + "".join(f"{show(results[n]):>{width}s}" for n in names)
+        for n in ratio_names:
+            if key is None:
+                cell = ""
+            elif isinstance(key, tuple):
+                cell = _ratio(tok_s(results[n], key[1]), tok_s(record, key[1]))
+            else:
+                cell = _ratio(results[n].get(key), record.get(key))
+            line += f"{cell:>{max(width, len(n) + 9)}s}"
+        lines.append(line)
+    schedule = f"--steps {plan['steps']}" if not plan["seconds"] else f"--seconds {plan['seconds']}"
+    lines.append(f"mode {plan['mode']}, GPU lanes {plan['lanes']}, {schedule}; ms/step off from step "
+                 f"{plan['skip_steps']} to the switch, on from the switch to the last logged step")
+    later = [r["name"] for lane in range(len(plan["lanes"])) for r in [x for x in plan["runs"] if x["lane"] == lane][1:]]
+    if later:
+        lines.append(f"first-step times of {', '.join(later)} follow another run on their GPU: compile caches "
+                     "(Inductor, Triton) may be warm for them")
+    for n in names:
+        if results[n]["state"] not in ("stopped_by_bench", "done"):
+            lines.append(f"--- {n} ({results[n]['state']}), last lines:\n{results[n]['tail']}")
     return "\n".join(lines)
+
+
+# -----------------------------------------------------------------------------
+# Command line
+# -----------------------------------------------------------------------------
+
+def add_launch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reference", type=Path, required=True, help="the record's train_gpt.py")
+    p.add_argument("--data-dir", type=Path, required=True, help="the record's DATA_DIR layout (see above)")
+    p.add_argument("--workdir", type=Path, required=True, help="a new folder for the runs and their logs")
+    p.add_argument("--mode", choices=("parallel", "serial"), default="parallel")
+    p.add_argument("--gpus", default="0,1", help="GPU indices, comma-separated")
+    p.add_argument("--nproc", type=int, default=1, help="GPUs per run (torchrun when > 1)")
+    p.add_argument("--steps", type=int, default=100, help="step-based schedule of N steps for both")
+    p.add_argument("--seconds", type=float, default=0.0, help="a wallclock cap for both instead of --steps")
+    p.add_argument("--log-every", type=int, default=5, help="TRAIN_LOG_EVERY for both")
+    p.add_argument("--skip-steps", type=int, default=5, help="steps left out of the recurrence-off mean")
+    p.add_argument("--ab", action="append", default=[], help="NAME:KEY=VALUE[,...]: a variant of ours")
+    p.add_argument("--env", action="append", default=[], help="KEY=VALUE for every run")
+    p.add_argument("--ref-env", action="append", default=[], help="KEY=VALUE for the record only")
+    p.add_argument("--ours-env", action="append", default=[], help="KEY=VALUE for ours and its variants")
+    p.add_argument("--full", action="store_true", help="let the runs finish (eval, GPTQ, ...)")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference", type=Path, required=True, help="the other training script")
-    parser.add_argument("--seconds", type=float, default=300.0, help="MAX_WALLCLOCK_SECONDS for both")
-    parser.add_argument("--nproc", type=int, default=1, help="GPUs (processes) per run")
-    parser.add_argument("--data", default="./data/datasets/fineweb10B_sp8192", help="DATA_PATH for both")
-    parser.add_argument("--tokenizer", default="./data/tokenizers/fineweb_8192_bpe.model")
-    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for both runs")
-    parser.add_argument("--ref-env", action="append", default=[], help="KEY=VALUE for the reference only")
-    parser.add_argument("--ours-env", action="append", default=[], help="KEY=VALUE for ours only")
-    parser.add_argument("--batch-tokens", type=int, default=786_432, help="tokens per step (for tokens/s)")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before a run is abandoned")
-    parser.add_argument("--workdir", type=Path,
-                        default=Path("bench_runs") / datetime.datetime.now().strftime("%Y%m%d_%H%M%S"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_launch_args(sub.add_parser("launch", help="start every run detached and return"))
+    add_launch_args(sub.add_parser("run", help="start every run, wait for them, report"))
+    rep = sub.add_parser("report", help="figures from whatever logs exist")
+    rep.add_argument("--workdir", type=Path, required=True)
+    rep.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    rep.add_argument("--wait", type=float, default=0.0, help="first wait up to this many seconds for every "
+                     "run to end (printing a state line each minute)")
+    lane = sub.add_parser("_lane", help=argparse.SUPPRESS)
+    lane.add_argument("--workdir", type=Path, required=True)
+    lane.add_argument("--lane", type=int, required=True)
     args = parser.parse_args(argv)
-    if not args.reference.is_file():
-        raise SystemExit(f"--reference {args.reference}: no such file")
-    for flag, path in (("--data", Path(args.data)), ("--tokenizer", Path(args.tokenizer))):
-        if not path.exists():
-            raise SystemExit(f"{flag} {path}: not found (download with scripts/download_data.py)")
-    common = _pairs(args.env, "--env")
-    ours = run_one("ours", OURS, {**common, **_pairs(args.ours_env, "--ours-env")}, args, args.workdir)
-    ref = run_one("reference", args.reference.resolve(), {**common, **_pairs(args.ref_env, "--ref-env")},
-                  args, args.workdir)
-    print(report(ours, ref))
+    if args.command == "_lane":
+        run_lane(args.workdir, args.lane)
+        return 0
+    if args.command in ("launch", "run"):
+        if args.steps and not args.seconds and args.steps * LOOP_ENABLE_FRAC < args.skip_steps + args.log_every:
+            raise SystemExit(f"--steps {args.steps}: too few to log the recurrence-off state "
+                             f"(switch at {LOOP_ENABLE_FRAC} x steps)")
+        procs = launch(args, detach=args.command == "launch")
+        if args.command == "launch":
+            return 0
+        for proc in procs:
+            proc.wait()
+    if not (args.workdir / "plan.json").exists():
+        raise SystemExit(f"--workdir {args.workdir}: no plan.json (not a bench folder, or not launched)")
+    plan, results = collect(args.workdir)
+    deadline, polls = time.time() + getattr(args, "wait", 0.0), 0
+    while any(r["state"] in ("waiting", "running") for r in results.values()) and time.time() < deadline:
+        time.sleep(WAIT_POLL_SECONDS)
+        plan, results = collect(args.workdir)
+        polls += 1
+        if polls % 12 == 0:
+            print(time.strftime("%H:%M:%S"), ", ".join(f"{n} {r['state']} step {r['steps']}"
+                                                       for n, r in results.items()), flush=True)
+    print(report_text(plan, results))
+    if getattr(args, "json", False):
+        print(json.dumps({n: {k: v for k, v in r.items() if k != "tail"} for n, r in results.items()}))
     return 0
 
 

@@ -1,0 +1,348 @@
+"""Profile one training step of ours (train_gpt.py) and of the record's script on the same GPU, at full size,
+and print where ours spends device time that the record does not.
+
+    python scripts/profile_vs_reference.py --reference ../shared/reference/record_1886_train_gpt.py \
+        --data-dir .gpu_data/ds --out prof_out            # ours, then the record, then the comparison
+    python scripts/profile_vs_reference.py compare prof_out/ours.json prof_out/record.json
+
+Each script runs in its own process (one after the other, same GPU) through its own objects: ours through
+train_gpt.compile_for_training / Optimizers / train_step; the record through its GPT, Optimizers and
+torch.compile(dynamic=False, fullgraph=True) as its train_model sets them up, with its folder first on
+sys.path (the FA3 shim: torch's varlen attention, as ours). Both run 786,432 tokens per step in 8
+micro-batches of their own loaders, taken once and kept on the GPU (the record's batches all of one
+cu_seqlens bucket, so that its static-shape graph never recompiles), so the step times below leave out data
+loading; bench_vs_reference.py measures whole runs. The record's per-step learning-rate and momentum updates
+(host-side dictionary writes) are left out.
+
+For each recurrence state (off, on): compile and warm up (--warmup steps), time --steps steps (median, device
+synchronised around each), split one step into forward+backward and the optimizer (CUDA events around the
+optimizer, gradient clipping included), profile one step with torch.profiler, and classify its kernels.
+MFU = model FLOPs / step time / the bf16 peak of an 8192^3 matmul timed in the same process; model FLOPs are
+6 x tokens x (the matrices each token passes through + the tied head) + 3 x causal attention FLOPs of the
+batch's pieces (the same formula for both scripts).
+Writes OUT/ours.json and OUT/record.json, then prints the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PEAK_MATMUL_N = 8192
+KERNEL_CLASSES = (  # first match wins; names lowercased
+    ("collective (nccl)", ("nccl",)),
+    ("memcpy / memset", ("memcpy", "memset")),
+    ("attention backward", ("flash_bwd", "fmha_bwd", "attention_backward", "flash_attn_bwd", "bwd_kernel")),
+    ("attention forward", ("flash", "fmha", "attention")),
+    ("hand-written Triton (fused CE / MLP)", ("_softcap_ce_", "_softcapped_ce_", "_mm_leaky_sq",
+                                              "linear_leaky_relu_square")),
+    ("Newton-Schulz / batched matmul", ("bmm", "batched")),
+    ("matmul (gemm)", ("gemm", "nvjet", "cutlass", "xmma", "sm90_", "cublas", "matmul")),
+    ("inductor-generated Triton", ("triton_",)),
+    ("optimizer (fused Adam, foreach)", ("adam", "multi_tensor", "foreach")),
+    ("reductions (eager)", ("reduce", "norm")),
+)
+
+
+def kernel_class(name: str) -> str:
+    lowered = name.lower()
+    for label, keys in KERNEL_CLASSES:
+        if any(k in lowered for k in keys):
+            return label
+    return "other eager elementwise / copies"
+
+
+def model_flops(cfg: dict, virtual_layers: int, cu_lists) -> float:
+    """6 x tokens x matmul params per token + 3 x causal attention forward FLOPs (see the docstring)."""
+    import torch
+    d, heads, kv, hidden = cfg["model_dim"], cfg["num_heads"], cfg["num_kv_heads"], cfg["mlp_mult"] * cfg["model_dim"]
+    head_dim = d // heads
+    per_layer = d * heads * head_dim * 2 + 2 * d * kv * head_dim + 2 * d * hidden + heads * d  # q, proj, k, v, MLP, gate
+    tokens, pairs = 0, 0.0
+    for cu in cu_lists:
+        lengths = torch.diff(cu.cpu().long()).double()
+        tokens += int(lengths.sum())
+        pairs += float((lengths * (lengths + 1) / 2).sum())
+    per_token = per_layer * virtual_layers + cfg["vocab_size"] * d
+    return 6 * per_token * tokens + 3 * 4 * pairs * heads * head_dim * virtual_layers
+
+
+# -----------------------------------------------------------------------------
+# The two scripts' steps
+# -----------------------------------------------------------------------------
+
+class Timed:
+    """CUDA events around the optimizer part of a step: (forward+backward ms, optimizer ms)."""
+
+    def __init__(self):
+        import torch
+        self.events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
+
+    def split(self) -> tuple[float, float]:
+        import torch
+        torch.cuda.synchronize()
+        a, b, c = self.events
+        return a.elapsed_time(b), b.elapsed_time(c)
+
+
+def setup_ours(args, device):
+    import torch
+    sys.path.insert(0, str(REPO))
+    import train_gpt as tg
+    shards = args.data_dir / "datasets" / "fineweb10B_sp8192"
+    h = tg.load_hyperparameters({"DATA_PATH": str(shards), "TOKENIZER_PATH": "unused", "WARMUP_STEPS": "0",
+                                 **dict(kv.split("=", 1) for kv in args.ours_env)})
+    ctx = tg.DistContext(device=device)
+    torch.manual_seed(0)
+    model = tg.GPT(h).to(device)
+    model.configure_kernels(device, h.fused_ce_enabled, h.fused_mlp_enabled)
+    model_fn = tg.compile_for_training(model, h, device)
+    loader = tg.TrainLoader(h, ctx, 8)
+    batches = [loader.batch(s, m) for s in range(args.batch_steps) for m in range(8)]
+
+    class Preloaded:  # train_step's loader interface, serving the batches already on the GPU
+        def batch(self, step, micro):
+            return batches[(step * 8 + micro) % len(batches)]
+
+    opt = tg.Optimizers(model, h, ctx)
+    timer = Timed()
+    inner_step = opt.step
+
+    def opt_step(*a, **k):  # events around the optimizer (clipping is inside it)
+        timer.events[1].record()
+        out = inner_step(*a, **k)
+        timer.events[2].record()
+        return out
+    opt.step = opt_step
+    counter = [0]
+
+    def step():
+        timer.events[0].record()
+        tg.train_step(model_fn, model, Preloaded(), opt, counter[0], 8, 1.0, h)
+        counter[0] += 1
+
+    def set_looping(on: bool):
+        model.looping = on and h.num_loops > 0
+
+    cfg = dict(model_dim=h.model_dim, num_heads=h.num_heads, num_kv_heads=h.num_kv_heads, mlp_mult=h.mlp_mult,
+               vocab_size=h.vocab_size)
+    virtual = lambda on: sum(map(len, tg.virtual_layer_order(h, on)))  # noqa: E731
+    return dict(step=step, set_looping=set_looping, timer=timer, cfg=cfg, virtual=virtual,
+                cu=[b.cu_seqlens for b in batches[:8]], info=f"train_gpt.py, COMPILE_SCOPE={h.compile_scope}, "
+                f"fused_ce={int(model.use_fused_ce)} fused_mlp={int(model.blocks[0].mlp.use_fused)}, "
+                f"attention {model.attn_backend}")
+
+
+def setup_record(args, device):
+    import torch
+    os.environ.setdefault("DATA_DIR", str(args.data_dir))
+    for kv in args.ref_env:
+        key, _, value = kv.partition("=")
+        os.environ[key] = value
+    sys.path.insert(0, str(args.reference.resolve().parent))  # the FA3 shim beside it
+    spec = importlib.util.spec_from_file_location("record_train_gpt", args.reference)
+    rec = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rec)
+    torch._dynamo.config.optimize_ddp = False
+    torch._dynamo.config.cache_size_limit = 16
+    h = rec.Hyperparameters()
+    torch.manual_seed(0)
+    base = rec.GPT(h).to(device).bfloat16()
+    rec.restore_fp32_params(base)
+    compiled = torch.compile(base, dynamic=False, fullgraph=True)
+    optimizers = rec.Optimizers(h, base)
+    for block in base.blocks:  # as its warm-up does: the rotary tables for the longest span, before tracing
+        block.attn.rotary(h.train_batch_tokens // h.world_size, device, torch.bfloat16)
+    loader = rec.DocumentPackingLoader(h, device)
+    pool = [loader.next_batch(h.train_batch_tokens, h.grad_accum_steps) for _ in range(8 * args.batch_steps * 2)]
+    bucket = Counter(b[2].numel() for b in pool).most_common(1)[0][0]
+    batches = [b for b in pool if b[2].numel() == bucket]
+    timer = Timed()
+    counter = [0]
+
+    def step():
+        timer.events[0].record()
+        optimizers.zero_grad_all()
+        for micro in range(h.grad_accum_steps):
+            x, y, cu, _ = batches[(counter[0] * h.grad_accum_steps + micro) % len(batches)]
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                loss = compiled(x, y, cu_seqlens=cu, max_seqlen=h.train_seq_len)
+            (loss / h.grad_accum_steps).backward()
+        timer.events[1].record()
+        torch.nn.utils.clip_grad_norm_(base.parameters(), h.grad_clip_norm)
+        optimizers.step(distributed=False)
+        timer.events[2].record()
+        counter[0] += 1
+
+    def set_looping(on: bool):
+        base.looping_active = on and h.num_loops > 0
+
+    cfg = dict(model_dim=h.model_dim, num_heads=h.num_heads, num_kv_heads=h.num_kv_heads,
+               mlp_mult=int(h.mlp_mult), vocab_size=h.vocab_size)
+    loop_len = h.loop_end - h.loop_start + 1
+    virtual = lambda on: h.num_layers + (h.num_loops * loop_len if on else 0)  # noqa: E731
+    return dict(step=step, set_looping=set_looping, timer=timer, cfg=cfg, virtual=virtual,
+                cu=[b[2] for b in batches[:8]],
+                info=f"{args.reference.name}, cu_seqlens bucket {bucket} ({len(batches)} of {len(pool)} batches)")
+
+
+# -----------------------------------------------------------------------------
+# Measuring one script
+# -----------------------------------------------------------------------------
+
+def matmul_peak_tflops() -> float:
+    import torch
+    from triton.testing import do_bench
+    a = torch.randn(PEAK_MATMUL_N, PEAK_MATMUL_N, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(PEAK_MATMUL_N, PEAK_MATMUL_N, device="cuda", dtype=torch.bfloat16)
+    ms = do_bench(lambda: a @ b, warmup=200, rep=1000, return_mode="median")
+    return 2 * PEAK_MATMUL_N ** 3 / (ms * 1e-3) / 1e12
+
+
+def kernel_rows(prof) -> list[dict]:
+    rows = []
+    for evt in prof.key_averages():
+        us = getattr(evt, "self_device_time_total", None)
+        if us is None:
+            us = getattr(evt, "self_cuda_time_total", 0)
+        if us > 0 and evt.count > 0 and str(getattr(evt, "device_type", "")).endswith("CUDA"):
+            rows.append(dict(name=evt.key, us=float(us), count=int(evt.count), cls=kernel_class(evt.key)))
+    return sorted(rows, key=lambda r: -r["us"])
+
+
+def measure(args) -> dict:
+    import numpy as np
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    device = torch.device("cuda", 0)
+    torch.cuda.set_device(device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    t0 = time.perf_counter()
+    s = (setup_ours if args.which == "ours" else setup_record)(args, device)
+    out = dict(which=args.which, info=s["info"], device=torch.cuda.get_device_name(device),
+               torch=torch.__version__, setup_s=time.perf_counter() - t0, peak_tflops=matmul_peak_tflops(),
+               states={})
+    print(f"[{args.which}] {s['info']} on {out['device']}; bf16 peak {out['peak_tflops']:.0f} TFLOP/s", flush=True)
+    for on in (False, True):
+        s["set_looping"](on)
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):
+            s["step"]()
+        torch.cuda.synchronize()
+        compile_s = time.perf_counter() - t0
+        times, splits = [], []
+        for _ in range(args.steps):
+            torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            s["step"]()
+            torch.cuda.synchronize()
+            times.append((time.perf_counter() - t1) * 1000)
+            splits.append(s["timer"].split())
+        torch.cuda.reset_peak_memory_stats()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            s["step"]()
+            torch.cuda.synchronize()
+        rows = kernel_rows(prof)
+        ms = float(np.median(times))
+        flops = model_flops(s["cfg"], s["virtual"](on), s["cu"])
+        state = dict(ms=ms, fwd_bwd_ms=float(np.median([a for a, _ in splits])),
+                     optimizer_ms=float(np.median([b for _, b in splits])), compile_and_warmup_s=compile_s,
+                     device_ms=sum(r["us"] for r in rows) / 1000, launches=sum(r["count"] for r in rows),
+                     mfu=flops / (ms * 1e-3) / 1e12 / out["peak_tflops"], model_tflop=flops / 1e12,
+                     peak_gib=torch.cuda.max_memory_allocated() / 2**30, kernels=rows[:200])
+        out["states"]["on" if on else "off"] = state
+        print(f"[{args.which}] recurrence {'on' if on else 'off'}: {ms:.1f} ms/step (fwd+bwd "
+              f"{state['fwd_bwd_ms']:.1f}, optimizer {state['optimizer_ms']:.1f}), device busy "
+              f"{state['device_ms']:.1f} ms in {state['launches']} launches, MFU {100 * state['mfu']:.1f}%, "
+              f"compile+warm-up {compile_s:.0f} s", flush=True)
+    return out
+
+
+# -----------------------------------------------------------------------------
+# Comparison
+# -----------------------------------------------------------------------------
+
+def by_class(rows) -> dict:
+    out: dict[str, list] = {}
+    for r in rows:
+        acc = out.setdefault(r["cls"], [0.0, 0])
+        acc[0] += r["us"] / 1000
+        acc[1] += r["count"]
+    return out
+
+
+def compare_text(ours: dict, record: dict, top: int = 12) -> str:
+    lines = [f"ours:   {ours['info']}", f"record: {record['info']}", f"device: {ours['device']} / {record['device']}"]
+    for state in ("off", "on"):
+        o, r = ours["states"].get(state), record["states"].get(state)
+        if not o or not r:
+            continue
+        lines.append(f"\n== recurrence {state}: one optimizer step (786,432 tokens) ==")
+        lines.append(f"{'':34s}{'ours':>11s}{'record':>11s}{'ours-rec':>11s}{'ours/rec':>9s}")
+        for label, key in (("wall ms/step", "ms"), ("  forward+backward ms", "fwd_bwd_ms"),
+                           ("  optimizer ms (clip + Muon + Adam)", "optimizer_ms"),
+                           ("device busy ms (profiled step)", "device_ms"), ("kernel launches", "launches"),
+                           ("MFU %", "mfu"), ("peak memory GiB (profiled step)", "peak_gib")):
+            a, b = o[key] * (100 if key == "mfu" else 1), r[key] * (100 if key == "mfu" else 1)
+            lines.append(f"{label:34s}{a:11.1f}{b:11.1f}{a - b:+11.1f}{a / b if b else float('nan'):9.3f}")
+        lines.append(f"idle (wall - busy) ms: ours {o['ms'] - o['device_ms']:.1f}, record {r['ms'] - r['device_ms']:.1f}")
+        co, cr = by_class(o["kernels"]), by_class(r["kernels"])
+        lines.append(f"\n{'device ms by kernel class':40s}{'ours':>9s}{'record':>9s}{'ours-rec':>10s}"
+                     f"{'launches':>16s}")
+        for cls in sorted(set(co) | set(cr), key=lambda c: -(co.get(c, [0])[0] - cr.get(c, [0])[0])):
+            a, b = co.get(cls, [0.0, 0]), cr.get(cls, [0.0, 0])
+            lines.append(f"{cls:40s}{a[0]:9.1f}{b[0]:9.1f}{a[0] - b[0]:+10.1f}{a[1]:8d}/{b[1]:<7d}")
+        for who, data in (("ours", o), ("record", r)):
+            lines.append(f"\ntop {top} kernels, {who} (self device ms, calls, class)")
+            for row in data["kernels"][:top]:
+                lines.append(f"  {row['us'] / 1000:8.2f} {row['count']:6d}  {row['cls'][:24]:24s} {row['name'][:90]}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "compare":
+        ours, record = (json.loads(Path(p).read_text()) for p in argv[1:3])
+        print(compare_text(ours, record))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reference", type=Path, required=True, help="the record's train_gpt.py")
+    parser.add_argument("--data-dir", type=Path, required=True, help="the record's DATA_DIR layout")
+    parser.add_argument("--out", type=Path, default=Path("prof_out"))
+    parser.add_argument("--which", choices=("both", "ours", "record"), default="both")
+    parser.add_argument("--warmup", type=int, default=3, help="steps per state before timing (compiles)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per state")
+    parser.add_argument("--batch-steps", type=int, default=4, help="steps' worth of batches kept on the GPU")
+    parser.add_argument("--ours-env", action="append", default=[], help="KEY=VALUE for ours (e.g. FUSED_MLP_ENABLED=0)")
+    parser.add_argument("--ref-env", action="append", default=[], help="KEY=VALUE set before importing the record")
+    args = parser.parse_args(argv)
+    args.data_dir = args.data_dir.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.which == "both":  # each script in its own process, one after the other on the same GPU
+        for which in ("ours", "record"):
+            cmd = [sys.executable, __file__, *argv, "--which", which]
+            code = subprocess.call(cmd)
+            if code != 0:
+                print(f"{which}: profiling failed with exit code {code}", flush=True)
+        paths = [args.out / f"{w}.json" for w in ("ours", "record")]
+        if all(p.exists() for p in paths):
+            print(compare_text(*(json.loads(p.read_text()) for p in paths)))
+            return 0
+        return 1
+    result = measure(args)
+    (args.out / f"{args.which}.json").write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
