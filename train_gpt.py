@@ -171,6 +171,7 @@ class Hyperparameters:
     rope_dims: int = knob(16, NON_NEGATIVE)  # rotary on the first 16 of 64 head dims
     qk_gain_init: float = knob(5.0, POSITIVE)
     tied_embed_init_std: float = knob(0.005, POSITIVE)
+    embed_fp32: bool = False  # GPU: keep the embedding's master weight in fp32 (the record keeps it in bf16)
     xsa_last_n: int = knob(11, NON_NEGATIVE)  # exclusive self attention on the last N layers
     gated_attn_enabled: bool = True
     gated_attn_init_std: float = knob(0.005, POSITIVE)
@@ -1114,11 +1115,16 @@ class GPT(nn.Module):
         self.regions: CompiledRegions | None = None  # set by compile_regions(); used by forward() only
 
     def configure_kernels(self, device: torch.device, fused_ce: bool, fused_mlp: bool) -> None:
+        """The device-dependent choices: attention backend, Triton kernels, and the embedding's dtype. On the
+        GPU the record keeps the tied embedding (weight and Adam state) in bf16 and every other weight in
+        fp32; so do we, unless EMBED_FP32=1."""
         on_gpu = device.type == "cuda" and kernels is not None
         self.attn_backend = attention_backend(device)
         self.use_fused_ce = on_gpu and fused_ce
         for block in self.blocks:
             block.mlp.use_fused = on_gpu and fused_mlp
+        if device.type == "cuda" and not self.h.embed_fp32:
+            self.tok_emb.to(torch.bfloat16)
 
     def compile_regions(self, **compile_args) -> None:
         self.regions = CompiledRegions(torch.compile(self.embed, **compile_args),
@@ -1355,7 +1361,8 @@ class Optimizers:
             flat = torch.cat([g.reshape(-1) for g in grads])
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             flat /= self.ctx.world_size
-            grads = [g.view_as(p) for p, g in zip(self.adam_params, flat.split([g.numel() for g in grads]))]
+            # (the concatenation is fp32 when the embedding's gradient is bf16: cast each part back)
+            grads = [g.view_as(p).to(p.dtype) for p, g in zip(self.adam_params, flat.split([g.numel() for g in grads]))]
         for p, g in zip(self.adam_params, grads):
             p.grad = g
         self.muon.reduce_gradients()

@@ -14,12 +14,16 @@ import contextlib
 import importlib.util
 import os
 import sys
+import types
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO.parent / "shared" / "reference"
+# ../shared/reference beside the checkout (the worktrees), else shared/reference inside it (a lent GPU's copy);
+# compare_curves.py --reference points elsewhere
+REFERENCE_DIR = next((d for d in (REPO.parent / "shared" / "reference", REPO / "shared" / "reference")
+                      if d.is_dir()), REPO.parent / "shared" / "reference")
 RECORD_SCRIPT = "record_1886_train_gpt.py"
 
 # The CPU toy size of reference/README.md, in our field names and in the record's env names.
@@ -28,11 +32,11 @@ TOY_SIZES = dict(num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, rope_d
 RECORD_BASE_ENV = dict(FUSED_CE_ENABLED="0", TORCH_COMPILE_DISABLE="1", TTT_ENABLED="0")
 
 
-def reference_missing_reason(reference_dir: Path = REFERENCE_DIR) -> str | None:
+def reference_missing_reason() -> str | None:
     """None when the record script and the FA3 shim are there, else what is missing."""
     for name in (RECORD_SCRIPT, "flash_attn_interface.py"):
-        if not (reference_dir / name).is_file():
-            return f"the record oracle needs {reference_dir / name} (the shared reference folder)"
+        if not (REFERENCE_DIR / name).is_file():
+            return f"the record oracle needs {REFERENCE_DIR / name} (the shared reference folder)"
     return None
 
 
@@ -147,3 +151,82 @@ def copy_record_weights(record_model, model) -> None:
         raise KeyError(f"no record tensor for our parameters {missing}: extend record_name_map")
     for name, p in params.items():
         p.copy_(theirs[name].to(p.dtype))
+
+
+# ---- driving the record's own training step ----
+
+@contextlib.contextmanager
+def record_muon_in_fp32():
+    """The record's Muon casts its gradient, momentum and Newton-Schulz to bf16 with .bfloat16() (on the CPU
+    too). For a like-for-like fp32 comparison on the CPU those casts keep fp32 while the oracle steps."""
+    original = torch.Tensor.bfloat16
+    torch.Tensor.bfloat16 = lambda self, *args, **kwargs: self
+    try:
+        yield
+    finally:
+        torch.Tensor.bfloat16 = original
+
+
+def record_closure(record, outer: str, inner: str, **cells):
+    """A function defined inside one of the record's functions (train_model's step_fn, lr_mul,
+    training_frac), bound to the given values of its free variables: the record's own code, run as is."""
+    code = next(c for c in getattr(record, outer).__code__.co_consts
+                if isinstance(c, types.CodeType) and c.co_name == inner)
+    closure = tuple(types.CellType(cells[name]) for name in code.co_freevars)
+    return types.FunctionType(code, vars(record), inner, None, closure)
+
+
+class _OneBatchLoader:
+    """The record's loader interface, serving one of our packed batches."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def next_batch(self, global_tokens, grad_accum_steps):
+        b = self.batch
+        return b.inputs[None], b.targets[None], b.cu_seqlens, b.max_seqlen
+
+
+class _OneRankOfEight:
+    """The record's Optimizers as one of its 8 ranks sees them: its step_fn (momentum, lr, clip of this rank's
+    micro-batch gradient) runs for real; step() only adds the clipped gradients to a running sum (the
+    record's all-reduce / reduce-scatter with AVG, done afterwards) and notes their norm."""
+
+    def __init__(self, optimizers, model):
+        self.real, self.params = optimizers, list(model.parameters())
+        self.optimizer_muon = optimizers.optimizer_muon
+        self.grad_sum, self.clipped_norms = None, []
+
+    def __iter__(self):
+        return iter(self.real)
+
+    def zero_grad_all(self):
+        self.real.zero_grad_all()
+
+    def step(self, distributed=False):
+        grads = [p.grad for p in self.params]
+        self.clipped_norms.append(torch.nn.utils.get_total_norm(grads).item())
+        if self.grad_sum is None:
+            self.grad_sum = [g.clone() for g in grads]
+        else:
+            torch._foreach_add_(self.grad_sum, grads)
+
+
+def record_train_step(record, model, optimizers, h_record, batches, step: int, lr_scale: float,
+                      fp32: bool = False) -> tuple[float, list[float]]:
+    """One step of the record at 8 GPUs (one micro-batch per rank, grad_accum_steps=1) on one process: its
+    step_fn per batch, then the mean of the clipped gradients into its optimizers. Returns (the mean train
+    loss, the clipped gradient norm of each batch)."""
+    h_record.grad_accum_steps = 1
+    rank = _OneRankOfEight(optimizers, model)
+    device = next(model.parameters()).device
+    losses = []
+    for batch in batches:
+        step_fn = record_closure(record, "train_model", "step_fn", optimizers=rank, train_loader=_OneBatchLoader(batch),
+                                 model=model, base_model=model, h=h_record, device=device)
+        losses.append(step_fn(step, lr_scale))
+    for p, g in zip(rank.params, rank.grad_sum):
+        p.grad = g / len(batches)
+    with record_muon_in_fp32() if fp32 else contextlib.nullcontext():
+        optimizers.step(distributed=False)
+    return torch.stack(losses).mean().item(), rank.clipped_norms

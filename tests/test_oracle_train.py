@@ -6,10 +6,8 @@ scripts/record_oracle.py (its env knobs are set only while it is imported and bu
 folder is absent these tests skip, except under CI=true, where they fail: CI must never skip the oracle.
 """
 
-import contextlib
 import os
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -109,67 +107,6 @@ def test_loss_and_gradients_match_the_record(oracle, looping):
 
 # ---- optimizer steps ----
 
-@contextlib.contextmanager
-def _record_in_fp32():
-    """The record's Muon casts its gradient, momentum and Newton-Schulz to bf16 with .bfloat16() (on the CPU
-    too). For a like-for-like fp32 comparison those casts keep fp32 while the oracle steps."""
-    original = torch.Tensor.bfloat16
-    torch.Tensor.bfloat16 = lambda self, *args, **kwargs: self
-    try:
-        yield
-    finally:
-        torch.Tensor.bfloat16 = original
-
-
-def _record_closure(record, outer: str, inner: str, **cells):
-    """A function defined inside one of the record's functions (its step_fn, lr_mul), bound to our cells."""
-    code = next(c for c in getattr(record, outer).__code__.co_consts
-                if isinstance(c, types.CodeType) and c.co_name == inner)
-    closure = tuple(types.CellType(cells[name]) for name in code.co_freevars)
-    return types.FunctionType(code, vars(record), inner, None, closure)
-
-
-class _OneBatchLoader:
-    def __init__(self, batch: tg.PackedBatch):
-        self.batch = batch
-
-    def next_batch(self, global_tokens, grad_accum_steps):
-        b = self.batch
-        return b.inputs[None], b.targets[None], b.cu_seqlens, b.max_seqlen
-
-
-class _OneRankOfEight:
-    """The record's Optimizers as one of its 8 ranks sees them: its step_fn (momentum, lr, clip of this rank's
-    micro-batch gradient) runs for real; the step itself only stores the clipped gradients, which are then
-    averaged over the 8 ranks (its all-reduce / reduce-scatter with AVG) before the real optimizer step."""
-
-    def __init__(self, optimizers, model):
-        self.real, self.model, self.clipped = optimizers, model, []
-        self.optimizer_muon = optimizers.optimizer_muon
-
-    def __iter__(self):
-        return iter(self.real)
-
-    def zero_grad_all(self):
-        self.real.zero_grad_all()
-
-    def step(self, distributed=False):
-        self.clipped.append([p.grad.clone() for p in self.model.parameters()])
-
-
-def _record_train_step(record, theirs, optimizers, h_record, batches, step, lr_scale):
-    rank = _OneRankOfEight(optimizers, theirs)
-    for batch in batches:  # the 8 ranks, each with its own micro-batch and grad_accum_steps=1
-        step_fn = _record_closure(record, "train_model", "step_fn", optimizers=rank, train_loader=_OneBatchLoader(batch),
-                                  model=theirs, base_model=theirs, h=h_record, device=torch.device("cpu"))
-        step_fn(step, lr_scale)
-    for i, p in enumerate(theirs.parameters()):
-        p.grad = torch.stack([grads[i] for grads in rank.clipped]).mean(0)
-    with _record_in_fp32():
-        optimizers.step(distributed=False)
-    return [torch.nn.utils.get_total_norm(grads).item() for grads in rank.clipped]  # after clipping
-
-
 class _ListLoader:
     def __init__(self, batches_per_step):
         self.batches = batches_per_step
@@ -186,17 +123,16 @@ def test_optimizer_steps_match_the_record_at_8_gpus(oracle):
     # toy micro-batch gradient norms are 1.0-1.5: this bound clips some of the first step's 8, not all
     h = tg.dataclasses.replace(h, grad_clip_norm=TOY_CLIP_NORM)
     h_record = record.Hyperparameters()
-    h_record.grad_accum_steps = 1  # each of the 8 simulated ranks
     h_record.grad_clip_norm = TOY_CLIP_NORM
     batches = [[_packed_batch(100 * s + r, h) for r in range(8)] for s in range(OPT_STEPS)]
-    lr_mul = _record_closure(record, "train_model", "lr_mul", h=h_record)
+    lr_mul = ro.record_closure(record, "train_model", "lr_mul", h=h_record)
     record_opt = record.Optimizers(h_record, theirs)
     our_opt = tg.Optimizers(ours, h, tg.DistContext())
     loader = _ListLoader(batches)
     mixed_steps = 0  # steps where the clip bound cut some of the 8 micro-batch gradients, not all
     for step in range(OPT_STEPS):
         scale = lr_mul(step / h.iterations)  # the step-based schedule (no wallclock cap)
-        norms = _record_train_step(record, theirs, record_opt, h_record, batches[step], step, scale)
+        _, norms = ro.record_train_step(record, theirs, record_opt, h_record, batches[step], step, scale, fp32=True)
         mixed_steps += 0 < sum(abs(n - TOY_CLIP_NORM) < 1e-5 for n in norms) < len(norms)
         tg.train_step(ours, ours, loader, our_opt, step, 8, tg.lr_multiplier(step / h.iterations, h), h)
         weights = ro.record_view(dict(theirs.state_dict()), h.num_layers)
@@ -214,7 +150,7 @@ def test_lr_multiplier_matches_the_record_at_every_progress_value(oracle):
         h = _toy_h(warmdown_frac=warmdown, min_lr=min_lr)
         h_record = record.Hyperparameters()  # its fields were read from env at import: set them here
         h_record.min_lr, h_record.warmdown_frac = min_lr, warmdown
-        lr_mul = _record_closure(record, "train_model", "lr_mul", h=h_record)
+        lr_mul = ro.record_closure(record, "train_model", "lr_mul", h=h_record)
         for progress in np.linspace(0.0, 1.0, 2001):
             expected = lr_mul(float(progress))
             got = tg.lr_multiplier(float(progress), h)
