@@ -407,6 +407,22 @@ def report_text(plan: dict, results: dict) -> str:
     return "\n".join(lines)
 
 
+def wait_for(workdir: Path, names: list[str], timeout: float) -> int:
+    """0 once every named run has ended (whatever its state), 1 at the timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        _, results = collect(workdir)
+        missing = [n for n in names if n not in results]
+        if missing:
+            raise SystemExit(f"--runs: no run named {', '.join(missing)} in {workdir} (runs: {', '.join(results)})")
+        if all(results[n]["state"] not in ("waiting", "running") for n in names):
+            print(", ".join(f"{n} {results[n]['state']}" for n in names), flush=True)
+            return 0
+        time.sleep(WAIT_POLL_SECONDS)
+    print(f"timeout: {', '.join(n for n in names if results[n]['state'] in ('waiting', 'running'))} still going")
+    return 1
+
+
 # -----------------------------------------------------------------------------
 # Command line
 # -----------------------------------------------------------------------------
@@ -439,6 +455,10 @@ def main(argv=None) -> int:
     rep.add_argument("--json", action="store_true", help="print the figures as JSON too")
     rep.add_argument("--wait", type=float, default=0.0, help="first wait up to this many seconds for every "
                      "run to end (printing a state line each minute)")
+    wait = sub.add_parser("wait", help="return once the named runs have ended (e.g. to use their GPU next)")
+    wait.add_argument("--workdir", type=Path, required=True)
+    wait.add_argument("--runs", required=True, help="run names, comma-separated (ours, record, --ab names)")
+    wait.add_argument("--timeout", type=float, default=3600.0, help="give up (exit 1) after this many seconds")
     lane = sub.add_parser("_lane", help=argparse.SUPPRESS)
     lane.add_argument("--workdir", type=Path, required=True)
     lane.add_argument("--lane", type=int, required=True)
@@ -446,6 +466,8 @@ def main(argv=None) -> int:
     if args.command == "_lane":
         run_lane(args.workdir, args.lane)
         return 0
+    if args.command == "wait":
+        return wait_for(args.workdir, args.runs.split(","), args.timeout)
     if args.command in ("launch", "run"):
         if args.steps and not args.seconds and args.steps * LOOP_ENABLE_FRAC < args.skip_steps + args.log_every:
             raise SystemExit(f"--steps {args.steps}: too few to log the recurrence-off state "

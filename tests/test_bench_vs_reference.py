@@ -137,7 +137,11 @@ def test_launch_detached_then_report(tmp_path, capsys):
     with pytest.raises(SystemExit, match="already holds a bench"):
         bench.main(args)
     states = lambda: [json.loads((work / n / "status.json").read_text())["state"] for n in ("ours", "record")]  # noqa: E731
-    # --wait: step-bounded runs; the limit only guards against a hang
+    # step-bounded runs; the limits only guard against a hang
+    assert bench.main(["wait", "--workdir", str(work), "--runs", "ours", "--timeout", "900"]) == 0
+    assert states()[0] == "stopped_by_bench"
+    with pytest.raises(SystemExit, match="no run named nofusedmlp"):
+        bench.main(["wait", "--workdir", str(work), "--runs", "nofusedmlp"])
     assert bench.main(["report", "--workdir", str(work), "--wait", "900"]) == 0
     assert states() == ["stopped_by_bench"] * 2, states()
     assert bench.main(["report", "--workdir", str(work), "--json"]) == 0
