@@ -66,7 +66,7 @@ def main() -> int:
     model.looping = h.num_loops > 0
     prequant = tg.evaluate(model, val_tokens, tables, h, ctx)[1]
     t0 = time.perf_counter()
-    n_batches = max(1, h.gptq_calib_batches // ctx.world_size)
+    n_batches = max(1, h.gptq_calibration_batches // ctx.world_size)
     own = tg.collect_hessians(model, generated_batches(model, h, n_batches, ctx.device), ctx)
     seconds = time.perf_counter() - t0
     data_bpb = roundtrip_bpb(model, result["hessians"], h, ctx, tables, val_tokens)
