@@ -51,14 +51,14 @@ def check_same_config(runs: list[dict], side: str) -> None:
     paths = [Path(r["path"]).resolve() for r in runs]
     if len(set(paths)) < len(paths):
         raise SystemExit(f"--{side} names one log twice: each seed once")
-    seeds = [r["config"]["seed"] for r in runs]
-    if len(set(seeds)) < len(seeds):
-        raise SystemExit(f"--{side} logs repeat a seed ({', '.join(seeds)}): each seed once")
     for run in runs[1:]:
         diff = golflog.config_differences(runs[0]["config"], run["config"])
         if diff:
             raise SystemExit(f"--{side} logs are not seeds of one configuration: {run['path']} differs from "
                              f"{runs[0]['path']} in {', '.join(diff[:8])}")
+    seeds = [r["config"]["seed"] for r in runs]
+    if len(set(seeds)) < len(seeds):
+        raise SystemExit(f"--{side} logs repeat a seed ({', '.join(seeds)}): each seed once")
     if len({r["label"] for r in runs}) > 1:
         raise SystemExit(f"--{side} logs mix TTT and non-TTT final scores")
 
