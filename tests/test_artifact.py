@@ -89,15 +89,16 @@ def test_truncated_and_corrupt_artifacts(tmp_path, calibrated):
 
 
 def test_budget_check_names_the_problem():
-    fits = dict(total_bytes=15_999_999, model_bytes=15_970_000, code_compressed_bytes=29_999)
+    fits = dict(total_bytes=15_999_999, model_bytes=15_970_000, code_bytes=29_999)
     assert tg.check_artifact_budget(fits) is None
-    over = dict(total_bytes=16_000_001, model_bytes=15_970_002, code_compressed_bytes=29_999)
+    over = dict(total_bytes=16_000_001, model_bytes=15_970_002, code_bytes=29_999)
     message = tg.check_artifact_budget(over)
     assert "16,000,001" in message and "over budget" in message and "CLIP_SIGMA" in message
 
 
-def test_accounting_counts_both_code_files():
+def test_accounting_counts_the_shipped_file():
     acc = tg.artifact_accounting(1000)
-    assert set(acc) >= {"raw_train_gpt.py", "raw_kernels.py"}
+    shipped = tg.build_shipped_file(tg.code_sources())
     assert acc["code_raw_bytes"] == acc["raw_train_gpt.py"] + acc["raw_kernels.py"]
-    assert acc["total_bytes"] == 1000 + acc["code_compressed_bytes"] < acc["total_with_raw_code_bytes"]
+    assert acc["total_bytes"] == 1000 + acc["code_bytes"] == 1000 + len(shipped)
+    assert acc["code_bytes"] < acc["code_raw_bytes"] / 2  # compressed, not the raw sources

@@ -1,5 +1,6 @@
 """scripts/seed_stats.py on logs of real (short) CPU runs of train_gpt.py."""
 
+import json
 import sys
 
 import pytest
@@ -48,3 +49,40 @@ def test_crashed_log_is_refused(logs, tmp_path):
     crashed.write_text(text[: text.index("final_prequant_exact")])
     with pytest.raises(SystemExit, match="crashed or is unfinished"):
         seed_stats.summarize([crashed, logs["old"][1]], logs["new"], 0.005)
+
+
+def _published(tmp_path, scores, with_loss=False):
+    results = {str(i): dict(val_bpb=b, **({"val_loss": b * 2} if with_loss else {})) for i, b in enumerate(scores)}
+    path = tmp_path / "submission.json"
+    path.write_text(json.dumps(dict(track="10min_16mb", seed_results=results)))
+    return path
+
+
+def test_against_a_published_record(logs, tmp_path, capsys):
+    new = seed_stats.read_side(logs["new"], "new")
+    worse = [b + 0.5 for b in new["bpb"]]  # a baseline far worse than ours: we beat it
+    beaten = seed_stats.compare(seed_stats.published_scores(_published(tmp_path, worse)), new)
+    assert beaten["bpb"]["p_value"] < 0.01 and beaten["nats"]["p_value"] == pytest.approx(beaten["bpb"]["p_value"])
+    assert beaten["bpb"]["old_mean"] == pytest.approx(sum(worse) / 2)
+    same = seed_stats.compare(dict(nats=None, bpb=new["bpb"]), new)
+    assert same["nats"]["p_value"] > 0.5  # equal scores do not clear the 0.005-nat bar
+    seed_stats.main(["--new", *map(str, logs["new"]), "--old-bpb", *map(str, worse)])
+    assert "new beats old by 0.005 nats at p < 0.01" in capsys.readouterr().out
+    seed_stats.main(["--new", *map(str, logs["new"]), "--old-submission", str(_published(tmp_path, worse)),
+                     "--p", "1e-9"])
+    assert "does not beat old by 0.005 nats at p < 1e-09" in capsys.readouterr().out
+
+
+def test_bad_inputs_are_refused(logs, tmp_path):
+    with pytest.raises(SystemExit, match="names one log twice"):
+        seed_stats.summarize(logs["old"], [logs["new"][0], logs["new"][0]])
+    binary = tmp_path / "model.golf"
+    binary.write_bytes(b"\x00\xff" * 100)
+    with pytest.raises(SystemExit, match="binary data"):
+        seed_stats.summarize(logs["old"], [logs["new"][0], binary])
+    with pytest.raises(SystemExit, match="no seed_results"):
+        seed_stats.published_scores(_published(tmp_path, [1.0]))
+    with pytest.raises(SystemExit, match="not JSON"):
+        seed_stats.published_scores(logs["old"][0])
+    with pytest.raises(SystemExit):
+        seed_stats.main(["--new", *map(str, logs["new"]), "--old-bpb", "1.0", "1.1", "--p", "2"])
