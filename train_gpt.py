@@ -69,6 +69,7 @@ except Exception:  # noqa: BLE001
 
 CODE_FILES = ("train_gpt.py", "kernels.py")  # both count toward the artifact's bytes
 ARTIFACT_LIMIT_BYTES = 16_000_000  # decimal, challenge rule
+EVAL_LIMIT_SECONDS = 600  # challenge rule: evaluation, TTT included, within 10 minutes
 COMPILE_SCOPES = ("layers", "model")
 SHARD_MAGIC = 20240520  # the challenge's shard header
 SHARD_VERSION = 1
@@ -80,141 +81,293 @@ SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
 
 # -----------------------------------------------------------------------------
 # Hyperparameters
-# Every knob is a field here, read from the env var of the same name in capitals. Defaults are the
-# record's. SMOKE=1 swaps in toy sizes for the fields the user did not set.
+# Every knob is a field here, read from the env var of the same name in capitals; names, meanings and
+# defaults are the record's (its `Hyperparameters:` dump). Each number declares its allowed range beside it,
+# checked when the config is built, so a bad value stops the run before any compute. SMOKE=1 swaps in toy
+# sizes for the fields the user did not set.
 # -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Allowed:
+    """The values a setting may take. Numbers: lo/hi bounds (open where *_open); strings: choices, or
+    characters they may not contain. Floats must also be finite."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple = ()
+    forbidden: str = ""
+
+    def admits(self, value) -> bool:
+        if isinstance(value, str):
+            return ((not self.choices or value in self.choices)
+                    and not any(c in value for c in self.forbidden) and value not in (".", ".."))
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
+        below = self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+        return above and below
+
+    def describe(self, name: str) -> str:
+        """The rule in words, e.g. '0 <= EMA_DECAY < 1' or 'NUM_HEADS >= 1'."""
+        if self.choices:
+            return f"{name} one of " + ", ".join(repr(c) for c in self.choices)
+        if self.forbidden:
+            return f"{name} without " + " or ".join(repr(c) for c in self.forbidden) + ", and not '.' or '..'"
+        if self.lo is not None and self.hi is not None:
+            return f"{self.lo} {'<' if self.lo_open else '<='} {name} {'<' if self.hi_open else '<='} {self.hi}"
+        if self.lo is not None:
+            return f"{name} {'>' if self.lo_open else '>='} {self.lo}"
+        if self.hi is not None:
+            return f"{name} {'<' if self.hi_open else '<='} {self.hi}"
+        return f"{name} finite"
+
+
+def knob(default, allowed: Allowed | None = None):
+    """A field whose allowed values are declared beside it."""
+    return field(default=default, metadata={"allowed": allowed or Allowed()})
+
+
+def at_least(lo):
+    return Allowed(lo=lo)
+
+
+def between(lo, hi):
+    return Allowed(lo=lo, hi=hi)
+
+
+POSITIVE = Allowed(lo=0, lo_open=True)
+NON_NEGATIVE = Allowed(lo=0)
+FRACTION = Allowed(lo=0, hi=1)  # [0, 1]
+DECAY = Allowed(lo=0, hi=1, hi_open=True)  # [0, 1): momenta, betas, EMA decay
+FINITE = Allowed()
+QUANT_BITS = between(2, 8)  # stored in int8; 1 bit has no magnitude left after the sign
+FILE_NAME = Allowed(forbidden="/\\")
+
 
 @dataclass(frozen=True)
 class Hyperparameters:
     # ---- run and data ----
-    run_id: str = ""  # log name; default is a timestamp
-    seed: int = 1337
-    data_path: str = "./data/datasets/fineweb10B_sp8192"  # folder with fineweb_{train,val}_*.bin
-    tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"
-    vocab_size: int = 8192
-    bos_id: int = 1  # every document starts with it
-    train_seq_len: int = 2048  # longest attention span; longer documents are cut
-    train_batch_tokens: int = 786_432  # tokens per optimizer step, all ranks together
-    val_batch_tokens: int = 524_288  # tokens per evaluation forward, all ranks together
-    val_max_tokens: int = 0  # 0: the whole val set; else its first N tokens (smoke runs)
+    run_id: str = knob("", FILE_NAME)  # log name (logs/<RUN_ID>.txt); default is a timestamp
+    seed: int = knob(1337, between(0, 2**32 - 1))
+    # DATA_DIR is the record's root: DATA_PATH and TOKENIZER_PATH default to the record's layout under it
+    # (data_layout); set them to point elsewhere.
+    data_dir: str = "./data/"
+    data_path: str = ""  # folder with fineweb_{train,val}_*.bin; default DATA_DIR/datasets/fineweb10B_sp<V>
+    tokenizer_path: str = ""  # default DATA_DIR/tokenizers/fineweb_<V>_bpe.model
+    vocab_size: int = knob(8192, between(2, 65_536))  # shards store uint16 token ids
+    bos_id: int = knob(1, NON_NEGATIVE)  # every document starts with it
+    train_seq_len: int = knob(2048, at_least(1))  # longest attention span; longer documents are cut
+    train_batch_tokens: int = knob(786_432, at_least(1))  # tokens per optimizer step, all ranks together
+    val_batch_tokens: int = knob(524_288, at_least(1))  # tokens per evaluation forward, all ranks together
+    val_max_tokens: int = knob(0, NON_NEGATIVE)  # 0: the whole val set; else its first N tokens (smoke runs)
     smoke: bool = False  # toy sizes for a CPU run of the whole pipeline
     eval_only: bool = False  # skip training: load ARTIFACT_PATH and evaluate it
     artifact_path: str = ""  # "": logs/<RUN_ID>.golf, beside the run's log
     # ---- model ----
-    num_layers: int = 11
-    model_dim: int = 512
-    num_heads: int = 8
-    num_kv_heads: int = 4
-    mlp_mult: int = 4
-    logit_softcap: float = 30.0  # z = c * tanh(logits / c); 0 turns it off
-    rope_base: float = 10_000.0
-    rope_dims: int = 16  # rotary on the first 16 of 64 head dims
-    qk_gain_init: float = 5.0
-    tied_embed_init_std: float = 0.005
-    xsa_last_n: int = 11  # exclusive self attention on the last N layers
-    gated_attn: bool = True
-    gate_init_std: float = 0.005
+    num_layers: int = knob(11, at_least(1))
+    model_dim: int = knob(512, at_least(1))
+    num_heads: int = knob(8, at_least(1))
+    num_kv_heads: int = knob(4, at_least(1))
+    mlp_mult: int = knob(4, at_least(1))  # whole numbers only here (the record's float 4.0 is accepted)
+    logit_softcap: float = knob(30.0, NON_NEGATIVE)  # z = c * tanh(logits / c); 0 turns it off
+    rope_base: float = knob(10_000.0, POSITIVE)
+    rope_dims: int = knob(16, NON_NEGATIVE)  # rotary on the first 16 of 64 head dims
+    qk_gain_init: float = knob(5.0, POSITIVE)
+    tied_embed_init_std: float = knob(0.005, POSITIVE)
+    xsa_last_n: int = knob(11, NON_NEGATIVE)  # exclusive self attention on the last N layers
+    gated_attn_enabled: bool = True
+    gated_attn_init_std: float = knob(0.005, POSITIVE)
     ln_scale: bool = True  # scale each norm by 1/sqrt(layer index + 1)
     skip_gates_enabled: bool = True
-    loop_start: int = 3  # depth recurrence: layers loop_start..loop_end repeat
-    loop_end: int = 5
-    num_loops: int = 2  # extra passes over the looped layers
-    loop_enable_frac: float = 0.35  # switched on after this fraction of training
-    parallel_start_layer: int = 8  # two residual lanes from this physical layer on
-    parallel_resid_init: float = 1.1
+    loop_start: int = knob(3, NON_NEGATIVE)  # depth recurrence: layers loop_start..loop_end repeat
+    loop_end: int = knob(5, NON_NEGATIVE)
+    num_loops: int = knob(2, NON_NEGATIVE)  # extra passes over the looped layers
+    enable_looping_at: float = knob(0.35, FRACTION)  # switched on after this fraction of training
+    parallel_start_layer: int = knob(8, NON_NEGATIVE)  # two residual lanes from this physical layer on
+    parallel_resid_init: float = knob(1.1, FINITE)
     # ---- optimizer ----
-    matrix_lr: float = 0.026
-    muon_momentum: float = 0.97
-    muon_momentum_warmup_start: float = 0.92
-    muon_momentum_warmup_steps: int = 1500
-    muon_weight_decay: float = 0.095
-    muon_ns_steps: int = 5
+    matrix_lr: float = knob(0.026, NON_NEGATIVE)
+    muon_momentum: float = knob(0.97, DECAY)
+    muon_momentum_warmup_start: float = knob(0.92, DECAY)
+    muon_momentum_warmup_steps: int = knob(1500, NON_NEGATIVE)
+    muon_wd: float = knob(0.095, NON_NEGATIVE)
+    muon_backend_steps: int = knob(5, at_least(1))
     polar_express_ns: bool = True
-    muon_row_norm: bool = True  # MuonEq-R: normalise gradient rows before orthogonalising
-    embed_lr: float = 0.03
-    embed_weight_decay: float = 0.085
-    scalar_lr: float = 0.02
-    scalar_weight_decay: float = 0.02
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    adam_eps: float = 1e-8
-    grad_clip_norm: float = 0.3
+    muon_row_normalize: bool = True  # MuonEq-R: normalise gradient rows before orthogonalising
+    tied_embed_lr: float = knob(0.03, NON_NEGATIVE)
+    embed_wd: float = knob(0.085, NON_NEGATIVE)
+    scalar_lr: float = knob(0.02, NON_NEGATIVE)
+    adam_wd: float = knob(0.02, NON_NEGATIVE)
+    beta1: float = knob(0.9, DECAY)
+    beta2: float = knob(0.95, DECAY)
+    adam_eps: float = knob(1e-8, POSITIVE)
+    grad_clip_norm: float = knob(0.3, NON_NEGATIVE)  # 0: no clipping
     # ---- schedule ----
-    iterations: int = 20_000  # upper bound; the wallclock cap ends training first
-    warmup_steps: int = 20
-    warmdown_frac: float = 0.75  # linear decay over the last 75% of training time
-    min_lr_frac: float = 0.10
-    max_wallclock_seconds: float = 600.0
-    gptq_reserve_seconds: float = 0.5  # stop this long before the cap
-    ema_decay: float = 0.9965
-    val_loss_every: int = 0  # 0: no validation during training (the record's choice)
-    train_log_every: int = 100
+    iterations: int = knob(20_000, at_least(1))  # upper bound; the wallclock cap ends training first
+    warmup_steps: int = knob(20, NON_NEGATIVE)
+    warmdown_frac: float = knob(0.75, FRACTION)  # linear decay over the last 75% of training time
+    min_lr: float = knob(0.10, FRACTION)
+    max_wallclock_seconds: float = knob(600.0, NON_NEGATIVE)  # 0: no cap (ITERATIONS steps)
+    gptq_reserve_seconds: float = knob(0.5, NON_NEGATIVE)  # stop this long before the cap
+    ema_decay: float = knob(0.9965, DECAY)
+    val_loss_every: int = knob(0, NON_NEGATIVE)  # validate every N steps, clock paused; 0: never (the record)
+    train_log_every: int = knob(100, NON_NEGATIVE)  # 0: no step lines (as in the record)
     compile: bool = True  # torch.compile the model (CUDA only)
     # model: one whole-model graph per recurrence state (fastest steps; ~2 min of compile on a cold cache);
     # layers: graphs of one layer shared by every block (about half the compile, ~4% slower steps)
-    compile_scope: str = "model"
+    compile_scope: str = knob("model", Allowed(choices=COMPILE_SCOPES))
     # ---- kernels ----
     fused_ce_enabled: bool = True
     fused_mlp_enabled: bool = True
     # ---- quantization and artifact ----
-    gptq_calib_batches: int = 16
-    matrix_bits: int = 6
-    embed_bits: int = 7
-    gate_bits: int = 8
-    clip_sigma_matrix: float = 12.85  # block matrices outside attention and MLP
-    clip_sigma_mlp: float = 12.0
-    clip_sigma_attn: float = 13.0
-    clip_sigma_embed: float = 15.0
-    gptq_damp: float = 0.01
-    gptq_block_size: int = 128
-    brotli_quality: int = 11
+    gptq_calibration_batches: int = knob(16, at_least(1))
+    matrix_bits: int = knob(6, QUANT_BITS)
+    embed_bits: int = knob(7, QUANT_BITS)
+    mlp_clip_sigmas: float = knob(12.0, POSITIVE)
+    attn_clip_sigmas: float = knob(13.0, POSITIVE)
+    embed_clip_sigmas: float = knob(15.0, POSITIVE)
+    gptq_damp: float = knob(0.01, POSITIVE)
+    gptq_block_size: int = knob(128, at_least(1))
+    brotli_quality: int = knob(11, between(0, 11))
     # ---- test-time training ----
     ttt_enabled: bool = True
-    ttt_lora_rank: int = 128
-    ttt_lora_alpha: float = 144.0
-    ttt_lr: float = 1e-4
-    ttt_beta1: float = 0.0
-    ttt_beta2: float = 0.999
-    ttt_weight_decay: float = 2.0
-    ttt_chunk_tokens: int = 48
-    ttt_batch_docs: int = 64
+    ttt_lora_rank: int = knob(128, at_least(1))
+    ttt_lora_alpha: float = knob(144.0, POSITIVE)
+    ttt_lora_lr: float = knob(1e-4, NON_NEGATIVE)
+    ttt_beta1: float = knob(0.0, DECAY)
+    ttt_beta2: float = knob(0.999, DECAY)
+    ttt_weight_decay: float = knob(2.0, NON_NEGATIVE)
+    ttt_chunk_size: int = knob(48, at_least(1))
+    ttt_batch_size: int = knob(64, at_least(1))
     ttt_warm_start_a: bool = True
-    ttt_phased_docs: int = 2000  # documents in the phased prefix
-    ttt_phases: int = 3
-    ttt_global_lr: float = 0.001
-    ttt_global_momentum: float = 0.9
-    ttt_global_chunk_tokens: int = 32_768
-    ttt_collapse_threshold_bpb: float = 0.02  # guard: TTT bpb worse than no-TTT by this much
+    phased_ttt_prefix_docs: int = knob(2000, NON_NEGATIVE)  # documents in the phased prefix
+    phased_ttt_num_phases: int = knob(3, NON_NEGATIVE)
+    global_ttt_lr: float = knob(0.001, NON_NEGATIVE)
+    global_ttt_momentum: float = knob(0.9, DECAY)
+    global_ttt_chunk_tokens: int = knob(32_768, at_least(1))
+    ttt_collapse_threshold_bpb: float = knob(0.02, NON_NEGATIVE)  # guard: TTT bpb worse than no-TTT by this
     ttt_collapse_fallback: bool = False  # guard action: stop adapting for the rest of the batch
-    ttt_time_budget_seconds: float = 600.0
     ttt_compile: bool = True  # torch.compile the TTT chunk forward/backward (CUDA, with COMPILE=1)
+    # The record's other TTT settings, under its names and defaults. The `ttt` branch wires them; until a
+    # field leaves TTT_NOT_WIRED, only its default is accepted (no setting may silently do nothing).
+    ttt_eval_seq_len: int = knob(2048, at_least(1))  # longest context a TTT chunk is scored with
+    ttt_grad_steps: int = knob(1, at_least(1))  # adapter steps per chunk
+    ttt_k_lora: bool = True  # LoRA on the key projection
+    ttt_o_lora: bool = True  # LoRA on the attention output projection
+    ttt_mlp_lora: bool = True  # LoRA beside the MLP
+    global_ttt_epochs: int = knob(1, NON_NEGATIVE)
+    global_ttt_batch_seqs: int = knob(32, at_least(1))
+    global_ttt_grad_clip: float = knob(1.0, NON_NEGATIVE)  # 0: no clipping
+    global_ttt_warmup_chunks: int = knob(0, NON_NEGATIVE)
+    global_ttt_warmup_start_lr: float = knob(0.0, NON_NEGATIVE)
+    global_ttt_respect_doc_boundaries: bool = True
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            allowed = f.metadata.get("allowed")
+            if allowed is not None and not allowed.admits(value):
+                finite = " (finite)" if f.type == "float" else ""
+                raise ValueError(f"{f.name.upper()}={value!r} is out of range: need "
+                                 f"{allowed.describe(f.name.upper())}{finite}")
+        for name, path in data_layout(self.data_dir, self.vocab_size).items():
+            if not getattr(self, name):  # not set explicitly: the record's layout under DATA_DIR
+                object.__setattr__(self, name, path)
 
     @property
     def head_dim(self) -> int:
         return self.model_dim // self.num_heads
 
 
+TTT_NOT_WIRED = ("ttt_eval_seq_len", "ttt_grad_steps", "ttt_k_lora", "ttt_o_lora", "ttt_mlp_lora",
+                 "global_ttt_epochs", "global_ttt_batch_seqs", "global_ttt_grad_clip", "global_ttt_warmup_chunks",
+                 "global_ttt_warmup_start_lr", "global_ttt_respect_doc_boundaries")
+
+
+def data_layout(data_dir: str, vocab_size: int) -> dict[str, str]:
+    """The record's layout of the shards and the tokenizer under DATA_DIR (as download_data.py writes it)."""
+    return dict(data_path=os.path.join(data_dir, "datasets", f"fineweb10B_sp{vocab_size}"),
+                tokenizer_path=os.path.join(data_dir, "tokenizers", f"fineweb_{vocab_size}_bpe.model"))
+
+
 # Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in about a minute, on the shipped sample unless
-# DATA_PATH / TOKENIZER_PATH are set. The 50 steps end training, not the clock (a cap no smoke run reaches), so
-# a smoke run does the same work on a busy machine as on an idle one.
+# DATA_PATH / TOKENIZER_PATH are set. Training ends after its 50 steps, not on the clock (no cap), so a smoke
+# run does the same work on a busy machine as on an idle one.
 SMOKE_OVERRIDES = dict(
     data_path=str(SAMPLE_DATA / "datasets" / "sample_sp8192"),
     tokenizer_path=str(SAMPLE_DATA / "tokenizers" / "fineweb_8192_bpe.model"),
     num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, rope_dims=8, xsa_last_n=4,
     loop_start=1, loop_end=2, num_loops=1, parallel_start_layer=3,
     train_seq_len=256, train_batch_tokens=4096, val_batch_tokens=8192, val_max_tokens=32768,
-    iterations=50, warmup_steps=5, max_wallclock_seconds=3600.0, train_log_every=10,
-    matrix_lr=0.03, embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
-    gptq_calib_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lr=3e-3, ttt_batch_docs=16,
-    ttt_phased_docs=24, ttt_global_chunk_tokens=2048, brotli_quality=5, compile=False, ema_decay=0.9,
+    iterations=50, warmup_steps=5, max_wallclock_seconds=0.0, train_log_every=10,
+    matrix_lr=0.03, tied_embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
+    gptq_calibration_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lora_lr=3e-3, ttt_batch_size=16,
+    phased_ttt_prefix_docs=24, global_ttt_chunk_tokens=2048, brotli_quality=5, compile=False, ema_decay=0.9,
 )
+
+# The record's settings that golfrun does not implement: the record's value is accepted, so that its
+# commands run unchanged, and any other value is refused with the reason.
+RECORD_FIXED = {
+    "TIE_EMBEDDINGS": ("1", "the embedding is always tied to the output head here (untied is not implemented)"),
+    "EMBED_LR": ("0.6", "it is the record's rate for untied embeddings only; ours are tied: set TIED_EMBED_LR"),
+    "ROPE_YARN": ("0", "YaRN rotary scaling is not implemented (the record runs without it)"),
+    "ROPE_TRAIN_SEQ_LEN": ("2048", "the record reads it and never uses it (its rotary takes TRAIN_SEQ_LEN)"),
+    "PHASED_TTT_ENABLED": ("1", "the record reads it and never uses it; PHASED_TTT_NUM_PHASES=0 turns phases off"),
+    "COMPRESSOR": ("brotli", "the artifact is always brotli-compressed"),
+    "TTT_OPTIMIZER": ("adam", "the TTT adapters train with AdamW only (the record's SGD option is not implemented)"),
+    "PARALLEL_FINAL_LANE": ("mean", "the two residual lanes are always averaged before the final norm"),
+    "SLIDING_WINDOW_ENABLED": ("0", "the record's diagnostic sliding-window evaluation is not implemented"),
+    "EVAL_STRIDE": ("64", "it is the stride of the sliding-window evaluation, which is not implemented"),
+    "VAL_DOC_FRACTION": ("1.0", "validation scores every document (VAL_MAX_TOKENS cuts it for smoke runs)"),
+    "TTT_EVAL_BATCHES": ("", "the record's debugging subset of TTT batches is not implemented"),
+    "ARTIFACT_DIR": ("", "the log goes to logs/<RUN_ID>.txt and the artifact to ARTIFACT_PATH"),
+    "MATRIX_CLIP_SIGMAS": ("12.85", "it covers matrices outside attention and the MLP, and this model has none "
+                                    "(use ATTN_CLIP_SIGMAS, MLP_CLIP_SIGMAS, EMBED_CLIP_SIGMAS)"),
+}
+
+# The record's settings that must equal one of ours here: (our field, why).
+RECORD_SAME_AS = {
+    "EVAL_SEQ_LEN": ("train_seq_len", "validation packs documents into TRAIN_SEQ_LEN windows; set TRAIN_SEQ_LEN"),
+}
+
+# Entries of the record's dump that are not settings: the record derives them (torchrun sets the first three).
+RECORD_DERIVED = {
+    "RANK": "torchrun's process rank", "WORLD_SIZE": "torchrun's process count",
+    "LOCAL_RANK": "torchrun's rank on this host", "DISTRIBUTED": "true when WORLD_SIZE > 1",
+    "IS_MAIN_PROCESS": "rank 0", "GRAD_ACCUM_STEPS": "8 // WORLD_SIZE (validate_hyperparameters)",
+    "DATASETS_DIR": "DATA_DIR/datasets/fineweb10B_sp<VOCAB_SIZE>: DATA_PATH here",
+    "TRAIN_FILES": "DATA_PATH/fineweb_train_*.bin", "VAL_FILES": "DATA_PATH/fineweb_val_*.bin",
+    "LOGFILE": "logs/<RUN_ID>.txt", "MODEL_PATH": "the record's unquantized checkpoint; golfrun writes none",
+    "QUANTIZED_MODEL_PATH": "the artifact: ARTIFACT_PATH here",
+}
+
+# Our names before they took the record's (an old command gets the new name, not a silent default).
+RENAMED = {
+    "MIN_LR_FRAC": "MIN_LR", "LOOP_ENABLE_FRAC": "ENABLE_LOOPING_AT", "MUON_WEIGHT_DECAY": "MUON_WD",
+    "MUON_NS_STEPS": "MUON_BACKEND_STEPS", "MUON_ROW_NORM": "MUON_ROW_NORMALIZE", "EMBED_WEIGHT_DECAY": "EMBED_WD",
+    "SCALAR_WEIGHT_DECAY": "ADAM_WD", "ADAM_BETA1": "BETA1", "ADAM_BETA2": "BETA2",
+    "GATED_ATTN": "GATED_ATTN_ENABLED", "GATE_INIT_STD": "GATED_ATTN_INIT_STD",
+    "GPTQ_CALIB_BATCHES": "GPTQ_CALIBRATION_BATCHES", "CLIP_SIGMA_MATRIX": "MATRIX_CLIP_SIGMAS",
+    "CLIP_SIGMA_MLP": "MLP_CLIP_SIGMAS", "CLIP_SIGMA_ATTN": "ATTN_CLIP_SIGMAS",
+    "CLIP_SIGMA_EMBED": "EMBED_CLIP_SIGMAS", "TTT_LR": "TTT_LORA_LR", "TTT_CHUNK_TOKENS": "TTT_CHUNK_SIZE",
+    "TTT_BATCH_DOCS": "TTT_BATCH_SIZE", "TTT_PHASED_DOCS": "PHASED_TTT_PREFIX_DOCS",
+    "TTT_PHASES": "PHASED_TTT_NUM_PHASES", "TTT_GLOBAL_LR": "GLOBAL_TTT_LR",
+    "TTT_GLOBAL_MOMENTUM": "GLOBAL_TTT_MOMENTUM", "TTT_GLOBAL_CHUNK_TOKENS": "GLOBAL_TTT_CHUNK_TOKENS",
+}
+# Our settings that did nothing and went (an old command is told, not silently ignored).
+REMOVED = {
+    "GATE_BITS": "the attention gates are always stored as int8 per head, as in the record",
+    "TTT_TIME_BUDGET_SECONDS": "it was only printed; the evaluation limit is the challenge's 600 s",
+}
 
 # Variables in the environment that are not ours even though they look like it.
 FOREIGN_ENV_VARS = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                     "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "OMP_NUM_THREADS"}
 # Name families that are ours: an env var starting with one of these must be a known field.
-OWN_ENV_PREFIXES = ("TTT_", "GPTQ_", "MUON_", "ADAM_", "EMBED_", "SCALAR_", "MATRIX_", "CLIP_SIGMA_", "LOOP_",
-                    "PARALLEL_", "WARMDOWN_", "WARMUP_", "VAL_", "TRAIN_", "FUSED_", "ROPE_", "EMA_", "QK_")
+OWN_ENV_PREFIXES = ("TTT_", "PHASED_TTT_", "GLOBAL_TTT_", "GPTQ_", "MUON_", "ADAM_", "EMBED_", "SCALAR_", "MATRIX_",
+                    "CLIP_SIGMA_", "LOOP_", "PARALLEL_", "WARMDOWN_", "WARMUP_", "VAL_", "TRAIN_", "FUSED_", "ROPE_",
+                    "EMA_", "QK_", "GATED_ATTN_", "TIED_EMBED_", "MLP_", "ATTN_")
 
 
 def _parse_bool(name: str, text: str) -> bool:
@@ -227,9 +380,36 @@ def _parse_value(name: str, text: str, kind: type):
     try:
         if kind is bool:
             return _parse_bool(name, text)
-        return kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
-    except ValueError as err:
+        if kind is int:  # "1e3" and the record's "4.0" are whole numbers too
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError("not a whole number")
+            return int(number)
+        return kind(text)
+    except (ValueError, OverflowError) as err:
         raise ValueError(f"{name}={text!r} is not a valid {kind.__name__}: {err}") from None
+
+
+def _same_value(text: str, accepted: str) -> bool:
+    try:
+        return float(text) == float(accepted)
+    except ValueError:
+        return text == accepted
+
+
+def check_record_only(environ: dict) -> None:
+    """The record's names we do not implement: its value passes, others are refused with the reason."""
+    for name in sorted(set(environ) & set(RECORD_FIXED)):
+        accepted, reason = RECORD_FIXED[name]
+        if not _same_value(environ[name], accepted):
+            raise ValueError(f"{name}={environ[name]!r} is not supported, only the record's {name}={accepted!r}: "
+                             f"{reason}")
+    for name in sorted(set(environ) & (set(RECORD_DERIVED) - FOREIGN_ENV_VARS)):
+        raise ValueError(f"{name} is not a setting: the record derives it ({RECORD_DERIVED[name]})")
+    for name in sorted(set(environ) & set(RENAMED)):
+        raise ValueError(f"{name} was renamed to the record's name {RENAMED[name]}")
+    for name in sorted(set(environ) & set(REMOVED)):
+        raise ValueError(f"{name} was removed: {REMOVED[name]}")
 
 
 def check_unknown_env(environ: dict, known: set[str]) -> None:
@@ -244,22 +424,45 @@ def check_unknown_env(environ: dict, known: set[str]) -> None:
                              "Known names are the Hyperparameters fields of train_gpt.py in capitals.")
 
 
+def check_one_source(environ: dict, h: Hyperparameters) -> None:
+    """A value given twice must agree: DATA_DIR with an explicit DATA_PATH or TOKENIZER_PATH, and the
+    record's names that mean one of our fields."""
+    if "DATA_DIR" in environ:
+        for name, path in data_layout(h.data_dir, h.vocab_size).items():
+            given = environ.get(name.upper())
+            if given is not None and os.path.normpath(given) != os.path.normpath(path):
+                raise ValueError(f"DATA_DIR={environ['DATA_DIR']!r} implies {name.upper()}={path!r}, but "
+                                 f"{name.upper()}={given!r} is set: give one of them")
+    for name in sorted(set(environ) & set(RECORD_SAME_AS)):
+        ours, reason = RECORD_SAME_AS[name]
+        if not _same_value(environ[name], str(getattr(h, ours))):
+            raise ValueError(f"{name}={environ[name]!r} differs from {ours.upper()}={getattr(h, ours)!r}, and "
+                             f"here it must not: {reason}")
+
+
 def load_hyperparameters(environ: dict | None = None) -> Hyperparameters:
     environ = dict(os.environ if environ is None else environ)
     fields = {f.name: f for f in dataclasses.fields(Hyperparameters)}
-    check_unknown_env(environ, {n.upper() for n in fields})
+    check_record_only(environ)
+    check_unknown_env(environ, {n.upper() for n in fields} | set(RECORD_FIXED) | set(RECORD_SAME_AS))
     kinds = {"str": str, "int": int, "float": float, "bool": bool}
     values = {}
     for name, f in fields.items():
         if name.upper() in environ:
             values[name] = _parse_value(name.upper(), environ[name.upper()], kinds[f.type])
     if values.get("smoke", False):
-        values = {**SMOKE_OVERRIDES, **values}
-    return Hyperparameters(**values)
+        smoke = dict(SMOKE_OVERRIDES)
+        if "data_dir" in values:  # DATA_DIR names the data: the shipped sample is only SMOKE's default
+            del smoke["data_path"], smoke["tokenizer_path"]
+        values = {**smoke, **values}
+    h = Hyperparameters(**values)
+    check_one_source(environ, h)
+    return h
 
 
 def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
-    """Check invariants once; return grad_accum_steps. Messages say which variable to change."""
+    """Check the invariants between settings once, before any compute; return grad_accum_steps. (Each
+    setting's own range is checked when the config is built.) Messages say which variable to change."""
     if 8 % world_size != 0:
         raise ValueError(f"world size {world_size} must divide 8 (use --nproc_per_node=1, 2, 4 or 8)")
     grad_accum_steps = 8 // world_size
@@ -273,10 +476,21 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
         raise ValueError(f"ROPE_DIMS={h.rope_dims} must be even and at most the head dim {h.head_dim}")
     if h.num_loops and not 0 <= h.loop_start <= h.loop_end < h.num_layers:
         raise ValueError(f"need 0 <= LOOP_START <= LOOP_END < NUM_LAYERS={h.num_layers}")
-    if h.compile_scope not in COMPILE_SCOPES:
-        raise ValueError(f"COMPILE_SCOPE={h.compile_scope!r} is not one of {', '.join(COMPILE_SCOPES)}")
+    if h.xsa_last_n > h.num_layers or h.parallel_start_layer > h.num_layers:
+        raise ValueError(f"XSA_LAST_N={h.xsa_last_n} and PARALLEL_START_LAYER={h.parallel_start_layer} must be at "
+                         f"most NUM_LAYERS={h.num_layers}")
+    if h.bos_id >= h.vocab_size:
+        raise ValueError(f"BOS_ID={h.bos_id} must be below VOCAB_SIZE={h.vocab_size}")
     if h.val_batch_tokens % (world_size * h.train_seq_len):
         raise ValueError(f"VAL_BATCH_TOKENS={h.val_batch_tokens} must be a multiple of world size x TRAIN_SEQ_LEN")
+    if 0 < h.max_wallclock_seconds <= h.gptq_reserve_seconds:
+        raise ValueError(f"MAX_WALLCLOCK_SECONDS={h.max_wallclock_seconds} leaves no training time after "
+                         f"GPTQ_RESERVE_SECONDS={h.gptq_reserve_seconds} (0 means no cap)")
+    defaults = Hyperparameters()
+    for name in TTT_NOT_WIRED:
+        if getattr(h, name) != getattr(defaults, name):
+            raise ValueError(f"{name.upper()}={getattr(h, name)!r}: only the record's default "
+                             f"{getattr(defaults, name)!r} is implemented so far")
     return grad_accum_steps
 
 
@@ -347,9 +561,7 @@ def run_files(h: Hyperparameters, ctx: DistContext) -> Hyperparameters:
     if ctx.is_master:
         log_path = Path("logs") / f"{answer[0]}.txt"
         artifact = Path(h.artifact_path or Path("logs") / f"{answer[0]}.golf")
-        if "/" in answer[0] or answer[0] in (".", ".."):
-            answer[1] = f"RUN_ID={answer[0]!r} must be a plain file name (it names logs/<RUN_ID>.txt)"
-        elif log_path.exists():
+        if log_path.exists():
             answer[1] = (f"{log_path} exists: RUN_ID={answer[0]} belongs to an earlier run. Choose a new RUN_ID "
                          "(or move the old log away); a run never appends to another run's log")
         elif h.eval_only and not artifact.is_file():
@@ -818,8 +1030,8 @@ class Attention(nn.Module):
         self.proj = CastedLinear(h.num_heads * h.head_dim, h.model_dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((h.num_heads,), h.qk_gain_init))
         # GatedAttn: sigmoid(W x) per head scales the attention output before the projection
-        self.gate_weight = nn.Parameter(torch.randn(h.num_heads, h.model_dim) * h.gate_init_std) \
-            if h.gated_attn else None
+        self.gate_weight = nn.Parameter(torch.randn(h.num_heads, h.model_dim) * h.gated_attn_init_std) \
+            if h.gated_attn_enabled else None
         self.use_xsa = use_xsa
 
     def forward(self, x, positions, layout, rotary, backend, lora=None):
@@ -1173,13 +1385,13 @@ class Muon:
             buf = self.momentum.setdefault(b, torch.zeros_like(grad))
             buf.mul_(momentum).add_(grad)
             update = grad + momentum * buf  # Nesterov
-            if h.muon_row_norm:  # MuonEq-R
+            if h.muon_row_normalize:  # MuonEq-R
                 update = update / (update.norm(dim=-1, keepdim=True) + 1e-7)
-            update = orthogonalize(update, h.muon_ns_steps, h.polar_express_ns)
+            update = orthogonalize(update, h.muon_backend_steps, h.polar_express_ns)
             update *= math.sqrt(max(1.0, update.size(-2) / update.size(-1)))
             gathered = _all_gather_stack(self.ctx, update).flatten(0, 1)  # (world * k, m, n), bank order
             for i, p in enumerate(bank):
-                p.mul_(1.0 - lr * h.muon_weight_decay)
+                p.mul_(1.0 - lr * h.muon_wd)
                 p.add_(gathered[i].to(p.dtype), alpha=-lr)
 
 
@@ -1206,10 +1418,10 @@ class Optimizers:
         self.muon = Muon(groups["muon"], h, ctx)
         self.adam_params = groups["embed"] + groups["scalars"]
         self.adam = torch.optim.AdamW(
-            [dict(params=groups["embed"], lr=h.embed_lr, weight_decay=h.embed_weight_decay, base_lr=h.embed_lr),
-             dict(params=groups["scalars"], lr=h.scalar_lr, weight_decay=h.scalar_weight_decay,
+            [dict(params=groups["embed"], lr=h.tied_embed_lr, weight_decay=h.embed_wd, base_lr=h.tied_embed_lr),
+             dict(params=groups["scalars"], lr=h.scalar_lr, weight_decay=h.adam_wd,
                   base_lr=h.scalar_lr)],
-            betas=(h.adam_beta1, h.adam_beta2), eps=h.adam_eps, fused=ctx.device.type == "cuda")
+            betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=ctx.device.type == "cuda")
 
     def step(self, lr_mult: float, muon_momentum: float) -> float:
         """Average gradients over ranks, clip by the global norm, step both; returns the pre-clip norm."""
@@ -1241,12 +1453,12 @@ class Optimizers:
 # -----------------------------------------------------------------------------
 
 def lr_multiplier(progress: float, h: Hyperparameters) -> float:
-    """1 until the warmdown starts, then linear to MIN_LR_FRAC at progress 1."""
+    """1 until the warmdown starts, then linear to MIN_LR at progress 1."""
     warmdown_start = 1.0 - h.warmdown_frac
     if progress <= warmdown_start or h.warmdown_frac <= 0:
         return 1.0
     remaining = max(0.0, 1.0 - progress) / h.warmdown_frac
-    return h.min_lr_frac + (1.0 - h.min_lr_frac) * remaining
+    return h.min_lr + (1.0 - h.min_lr) * remaining
 
 
 def muon_momentum_at(step: int, h: Hyperparameters) -> float:
@@ -1315,7 +1527,7 @@ CHECKSUM_BYTES = 32  # sha256 of everything after it: a flipped bit is refused, 
 # with them (the weights mean nothing under another model).
 MODEL_CONFIG_FIELDS = ("vocab_size", "bos_id", "train_seq_len", "num_layers", "model_dim", "num_heads",
                        "num_kv_heads", "mlp_mult", "logit_softcap", "rope_base", "rope_dims", "xsa_last_n",
-                       "gated_attn", "ln_scale", "skip_gates_enabled", "loop_start", "loop_end", "num_loops",
+                       "gated_attn_enabled", "ln_scale", "skip_gates_enabled", "loop_start", "loop_end", "num_loops",
                        "parallel_start_layer")
 
 
@@ -1332,12 +1544,13 @@ def quantization_plan(model: GPT, h: Hyperparameters) -> dict[str, QuantRule]:
     plan: dict[str, QuantRule] = {}
     for mod_name, module in model.named_modules():
         if isinstance(module, CastedLinear):
-            sigma = h.clip_sigma_attn if ".attn." in mod_name else \
-                h.clip_sigma_mlp if ".mlp." in mod_name else h.clip_sigma_matrix
+            # every matrix is in attention or the MLP (the record's MATRIX_CLIP_SIGMAS would cover others)
+            sigma = h.attn_clip_sigmas if ".attn." in mod_name else h.mlp_clip_sigmas
+            assert ".attn." in mod_name or ".mlp." in mod_name, f"{mod_name}: no clip sigma for this matrix"
             plan[f"{mod_name}.weight"] = QuantRule("gptq", h.matrix_bits, sigma, mod_name)
         elif isinstance(module, Attention) and module.gate_weight is not None:
-            plan[f"{mod_name}.gate_weight"] = QuantRule("int8_rows", h.gate_bits)
-    plan["tok_emb.weight"] = QuantRule("gptq", h.embed_bits, h.clip_sigma_embed, "lm_head")
+            plan[f"{mod_name}.gate_weight"] = QuantRule("int8_rows", 8)  # per head, as the record
+    plan["tok_emb.weight"] = QuantRule("gptq", h.embed_bits, h.embed_clip_sigmas, "lm_head")
     for name, _ in model.named_parameters():
         plan.setdefault(name, QuantRule("fp16"))
     assert set(plan) == {n for n, _ in model.named_parameters()}, "quantization plan does not match the model"
@@ -1633,7 +1846,7 @@ def check_artifact_budget(accounting: dict[str, int], limit: int = ARTIFACT_LIMI
         return None
     return (f"artifact over budget: {accounting['total_bytes']:,} bytes (model {accounting['model_bytes']:,} + "
             f"code {accounting['code_compressed_bytes']:,}) > {limit:,}. Lower MATRIX_BITS/EMBED_BITS, raise "
-            "the CLIP_SIGMA_* values (coarser steps compress better), or shrink the model")
+            "the *_CLIP_SIGMAS values (coarser steps compress better), or shrink the model")
 
 
 # -----------------------------------------------------------------------------
@@ -1712,9 +1925,11 @@ def ttt_chunk_losses(model: "GPT", ids, positions, chunk_index, chunk_targets, s
 
 
 def phase_bounds(n_pieces: int, h: Hyperparameters) -> list[tuple[int, int]]:
-    """Piece ranges of the TTT phases: TTT_PHASES equal parts of the first TTT_PHASED_DOCS, then the rest."""
-    prefix = min(h.ttt_phased_docs, n_pieces) if h.ttt_phases > 0 else 0
-    cuts = [round(prefix * p / h.ttt_phases) for p in range(h.ttt_phases + 1)] if h.ttt_phases > 0 else [0]
+    """Piece ranges of the TTT phases: PHASED_TTT_NUM_PHASES equal parts of the first PHASED_TTT_PREFIX_DOCS,
+    then the rest."""
+    phases = h.phased_ttt_num_phases
+    prefix = min(h.phased_ttt_prefix_docs, n_pieces) if phases > 0 else 0
+    cuts = [round(prefix * p / phases) for p in range(phases + 1)] if phases > 0 else [0]
     return list(zip(cuts[:-1], cuts[1:])) + [(prefix, n_pieces)]
 
 
@@ -1725,7 +1940,7 @@ def plan_ttt_batches(pieces, h: Hyperparameters, world_size: int) -> list[list[l
     for a, b in phase_bounds(len(pieces), h):
         phase = pieces[a:b]
         ordered = sorted(phase, key=lambda p: p[1] - p[0], reverse=True)
-        batches = [ordered[i:i + h.ttt_batch_docs] for i in range(0, len(ordered), h.ttt_batch_docs)]
+        batches = [ordered[i:i + h.ttt_batch_size] for i in range(0, len(ordered), h.ttt_batch_size)]
         load, per_rank = [0] * world_size, [[] for _ in range(world_size)]
         for batch in batches:
             r = min(range(world_size), key=lambda i: load[i])
@@ -1780,16 +1995,16 @@ def ttt_batch(chunk_fn, model: GPT, lora: BatchedLoRA, tokens, batch, tables: By
               ctx: DistContext, base_nats: torch.Tensor, stats: TTTStats, scores: torch.Tensor) -> None:
     """Score-first TTT over one batch of pieces, chunk by chunk. scores and base_nats have one trailing
     trash slot that padding targets write to / read from."""
-    min_rows = min(2, h.ttt_batch_docs)
+    min_rows = min(2, h.ttt_batch_size)
     ids, tgt, index, lmax = _pad_batch(tokens, batch, ctx.device, min_rows)
     lengths = np.zeros(len(ids), dtype=np.int64)  # padding rows: length 0
     lengths[:len(batch)] = [e - s for s, e in batch]
     positions = torch.arange(lmax, device=ctx.device)
-    chunk = h.ttt_chunk_tokens
+    chunk = h.ttt_chunk_size
     t_first = time.perf_counter()
     lora.reset_b()
     adapt, warned = True, False
-    opt = torch.optim.AdamW(lora.parameters(), lr=h.ttt_lr, betas=(h.ttt_beta1, h.ttt_beta2),
+    opt = torch.optim.AdamW(lora.parameters(), lr=h.ttt_lora_lr, betas=(h.ttt_beta1, h.ttt_beta2),
                             weight_decay=h.ttt_weight_decay, fused=ctx.device.type == "cuda")
     for start in range(0, lmax, chunk):
         end = min(lmax, start + chunk)
@@ -1842,16 +2057,16 @@ def global_sgd_pass(model: GPT, tokens, pieces, h: Hyperparameters, ctx: DistCon
     """SGD on the base weights over already-scored pieces, in windows of whole pieces. Each step averages
     the gradients of 8 windows, one per rank on 8 GPUs and accumulated on fewer, so that the steps (their
     number, batch and learning rates) are the same at any world size, as in training."""
-    windows = group_pieces(pieces, h.ttt_global_chunk_tokens)
+    windows = group_pieces(pieces, h.global_ttt_chunk_tokens)
     accum = 8 // ctx.world_size
     steps = math.ceil(len(windows) / 8)
     params = [p for p in model.parameters()]
-    opt = torch.optim.SGD(params, lr=h.ttt_global_lr, momentum=h.ttt_global_momentum)
+    opt = torch.optim.SGD(params, lr=h.global_ttt_lr, momentum=h.global_ttt_momentum)
     for p in params:
         p.requires_grad_(True)
     for step in range(steps):
-        for g in opt.param_groups:  # cosine from TTT_GLOBAL_LR to 0
-            g["lr"] = h.ttt_global_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for g in opt.param_groups:  # cosine from GLOBAL_TTT_LR to 0
+            g["lr"] = h.global_ttt_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         opt.zero_grad(set_to_none=False)
         for micro in range(accum):
             w = step * 8 + ctx.rank * accum + micro
@@ -1896,7 +2111,7 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     if base_nats is not None:
         base[:-1] = base_nats
     chunk_fn = compile_ttt(h, ctx.device)
-    lora = BatchedLoRA(h, h.ttt_batch_docs, ctx.device)
+    lora = BatchedLoRA(h, h.ttt_batch_size, ctx.device)
     for p in lora.parameters():
         p.requires_grad_(True)
     for p in model.parameters():
@@ -1912,7 +2127,7 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
                 elapsed = time.perf_counter() - t0
                 log(f"ttt_progress phase:{phase_index} batch:{b}/{len(per_rank[ctx.rank])} elapsed:{elapsed:.1f}s "
                     f"projected_total:{elapsed * total_cost / max(done_cost, 1):.1f}s "
-                    f"budget:{h.ttt_time_budget_seconds:.0f}s first_step:{stats.first_step_seconds:.1f}s "
+                    f"limit:{EVAL_LIMIT_SECONDS}s first_step:{stats.first_step_seconds:.1f}s "
                     f"chunk_steps:{stats.chunk_steps}")
         # ---- phase boundary: base weights learn from every piece scored so far in this phase ----
         if phase_index < len(plan) - 1:  # a prefix phase
@@ -2006,31 +2221,52 @@ def compile_warmup(model_fn, model: GPT, loader, h, ctx, accum, log) -> None:
     log(f"compile_times (seconds per phase):\n{torch._dynamo.utils.compile_times()}", console=False)
 
 
-def stop_if_nonfinite(nonfinite_ranks: float, step: int, h: Hyperparameters) -> None:
+NONFINITE_CHECK_STEPS = 100  # with TRAIN_LOG_EVERY=0 (no step lines), how often the NaN flag is read
+
+
+def stop_if_nonfinite(nonfinite_ranks: float, step: int) -> None:
     if nonfinite_ranks:
         raise FloatingPointError(
-            f"train_loss is not finite (nan or inf) by step {step} (checked every TRAIN_LOG_EVERY="
-            f"{h.train_log_every} steps): stopping before spending more compute. Usual causes: learning rates "
-            "too high or not finite (MATRIX_LR, EMBED_LR, SCALAR_LR), GRAD_CLIP_NORM=0, or bad data")
+            f"train_loss is not finite (nan or inf) by step {step} (checked at every logged step, or every "
+            f"{NONFINITE_CHECK_STEPS} steps with TRAIN_LOG_EVERY=0): stopping before spending more compute. Usual causes: learning rates "
+            "too high or not finite (MATRIX_LR, TIED_EMBED_LR, SCALAR_LR), GRAD_CLIP_NORM=0, or bad data")
 
 
-def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> dict:
+def validate_during_training(validate, step: int, h: Hyperparameters, ctx: DistContext, log) -> float:
+    """VAL_LOSS_EVERY: score the live weights (not the EMA); returns the seconds it took, which the caller
+    takes off the training clock, as the record does."""
+    synchronize(ctx)
+    t0 = time.perf_counter()
+    val_loss, val_bpb = validate()
+    synchronize(ctx)
+    seconds = time.perf_counter() - t0
+    log(f"periodic_val step:{step}/{h.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+        f"val_time:{seconds * 1000:.0f}ms (live weights; not on the training clock)")
+    return seconds
+
+
+def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, validate=None) -> dict:
+    """validate() -> (val_loss, val_bpb) of the live model, run every VAL_LOSS_EVERY steps and at the end."""
     loader = TrainLoader(h, ctx, accum)
     model_fn = compile_for_training(model, h, ctx.device)
     compile_warmup(model_fn, model, loader, h, ctx, accum, log)
     opt = Optimizers(model, h, ctx)
     ema = EMA(model, h.ema_decay)
-    budget = h.max_wallclock_seconds - h.gptq_reserve_seconds
+    # MAX_WALLCLOCK_SECONDS=0: no cap, ITERATIONS steps (the record's meaning)
+    budget = h.max_wallclock_seconds - h.gptq_reserve_seconds if h.max_wallclock_seconds > 0 else math.inf
+    validating = validate is not None and h.val_loss_every > 0
     # ---- the timed region starts here ----
     synchronize(ctx)
     t0 = time.perf_counter()
     step, elapsed = 0, 0.0
     # Sticky flag, set on the device by any step whose loss is not finite; read with the logged loss, where
-    # the host syncs anyway, so a NaN run stops within TRAIN_LOG_EVERY steps at no per-step sync.
+    # the host syncs anyway, so a NaN run stops within TRAIN_LOG_EVERY steps at no extra host sync per step.
     nonfinite = torch.zeros((), device=ctx.device)
     while step < h.iterations:
+        if validating and step % h.val_loss_every == 0:
+            t0 += validate_during_training(validate, step, h, ctx, log)
         progress = max(step / h.iterations, elapsed / budget if budget > 0 else 0.0)
-        if h.num_loops > 0 and not model.looping and progress >= h.loop_enable_frac:
+        if h.num_loops > 0 and not model.looping and progress >= h.enable_looping_at:
             model.looping = True
             log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")
         loss = train_step(model_fn, model, loader, opt, step, accum, lr_multiplier(progress, h), h)
@@ -2042,15 +2278,19 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> 
         step_avg = elapsed / step
         if step == 1:  # what a participant waits for: launch, imports, data, compile, one step
             log(f"first_step_done_since_launch:{seconds_since_launch():.1f}s")
-        if step % h.train_log_every == 0 or step <= 5:
+        if h.train_log_every > 0 and (step % h.train_log_every == 0 or step <= 5):
             loss_sum, nonfinite_ranks = all_reduce_(ctx, torch.stack([loss, nonfinite])).tolist()  # over all ranks
             mean_loss = loss_sum / ctx.world_size
-            stop_if_nonfinite(nonfinite_ranks, step, h)
+            stop_if_nonfinite(nonfinite_ranks, step)
             log(f"step:{step}/{h.iterations} train_loss:{mean_loss:.4f} train_time:{elapsed * 1000:.0f}ms "
                 f"step_avg:{step_avg * 1000:.2f}ms lr_mult:{lr_multiplier(progress, h):.3f}")
+        elif h.train_log_every == 0 and step % NONFINITE_CHECK_STEPS == 0:
+            stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)
         if elapsed + step_avg > budget:  # the next step would pass the cap
             break
-    stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step, h)  # steps after the last log point
+    if validating:  # the last step too, as the record
+        validate_during_training(validate, step, h, ctx, log)
+    stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)  # steps after the last check
     tokens = step * h.train_batch_tokens
     log(f"train_time:{elapsed * 1000:.0f}ms steps:{step} step_avg:{elapsed / max(step, 1) * 1000:.2f}ms "
         f"tokens_per_second:{tokens / max(elapsed, 1e-9):.0f} cap:{h.max_wallclock_seconds:.1f}s")
@@ -2071,7 +2311,7 @@ def log_bpb(log, label: str, val_loss: float, val_bpb: float, seconds: float) ->
 def write_artifact(model: GPT, loader: TrainLoader, h, ctx, log) -> tuple[dict, dict]:
     """GPTQ -> container -> compressed file (rank 0). Returns (quantized, accounting)."""
     t0 = time.perf_counter()
-    n_batches = max(1, h.gptq_calib_batches // ctx.world_size)
+    n_batches = max(1, h.gptq_calibration_batches // ctx.world_size)
     calib = (loader.batch(10_000_000 + i, 0) for i in range(n_batches))  # far from the training windows
     hessians = collect_hessians(model, calib, ctx)
     t_hessian = time.perf_counter() - t0
@@ -2157,7 +2397,8 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     failure = None
     # ---- training, pre-quantization eval, artifact ----
     if not h.eval_only:
-        result = train(model, h, ctx, accum, log)
+        result = train(model, h, ctx, accum, log,
+                       validate=lambda: evaluate(model, val_tokens, tables, h, ctx)[:2])
         t0 = time.perf_counter()
         val_loss, val_bpb, _ = evaluate(model, val_tokens, tables, h, ctx)
         log_bpb(log, "final_prequant_exact", val_loss, val_bpb, time.perf_counter() - t0)

@@ -187,7 +187,7 @@ def synthetic_batch(n_pieces: int, length: int, vocab: int, bos: int, seed: int)
 
 def chunk_work(lengths, chunk: int, min_rows: int = 2) -> tuple[int, int]:
     """(chunk steps, processed tokens = sum of rows x prefix) of one TTT batch of pieces; ttt_batch runs at
-    least min_rows rows (min(2, TTT_BATCH_DOCS))."""
+    least min_rows rows (min(2, TTT_BATCH_SIZE))."""
     lengths = np.asarray(lengths)
     steps, processed = 0, 0
     for start in range(0, int(lengths.max()), chunk):
@@ -216,12 +216,12 @@ def bench_ttt(args) -> dict:
     results = {}
     for mode in args.modes:
         chunk_fn = torch.compile(tg.ttt_chunk_losses) if mode == "compiled" else tg.ttt_chunk_losses
-        lora = tg.BatchedLoRA(h, h.ttt_batch_docs, ctx.device)
+        lora = tg.BatchedLoRA(h, h.ttt_batch_size, ctx.device)
         for p in lora.parameters():
             p.requires_grad_(True)
         points = []
         for length in args.lengths:
-            tokens, batch = synthetic_batch(h.ttt_batch_docs, length, h.vocab_size, h.bos_id, seed=length)
+            tokens, batch = synthetic_batch(h.ttt_batch_size, length, h.vocab_size, h.bos_id, seed=length)
             base = torch.zeros(len(tokens), device=ctx.device)
             scores = torch.zeros(len(tokens), device=ctx.device)
             stats = tg.TTTStats(ctx.device, guard_on=True)
@@ -233,7 +233,7 @@ def bench_ttt(args) -> dict:
             torch.cuda.synchronize()
             first = time.perf_counter() - t0
             ms = cuda_ms(run, args.repeat)
-            steps, processed = chunk_work([length] * len(batch), h.ttt_chunk_tokens, min(2, h.ttt_batch_docs))
+            steps, processed = chunk_work([length] * len(batch), h.ttt_chunk_size, min(2, h.ttt_batch_size))
             points.append((steps, processed, ms / 1000))
             print(f"ttt {mode:8s} pieces {len(batch)} x {length:5d}: first run {first:6.1f} s, then "
                   f"{ms / 1000:7.3f} s for {steps} chunk steps ({ms / steps:6.1f} ms/step), "
@@ -242,7 +242,7 @@ def bench_ttt(args) -> dict:
                   f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB", flush=True)
         results[mode] = points
         if args.profile_length:
-            tokens, batch = synthetic_batch(h.ttt_batch_docs, args.profile_length, h.vocab_size, h.bos_id, 0)
+            tokens, batch = synthetic_batch(h.ttt_batch_size, args.profile_length, h.vocab_size, h.bos_id, 0)
             base = torch.zeros(len(tokens), device=ctx.device)
             scores = torch.zeros(len(tokens), device=ctx.device)
             profile(lambda: tg.ttt_batch(chunk_fn, model, lora, tokens, batch, tables, h, ctx, base,
@@ -284,7 +284,7 @@ def project(args, results: dict) -> None:
                 steps = processed = 0
                 for phase in plan:
                     for batch in phase[rank]:
-                        s, p = chunk_work([e - s for s, e in batch], h.ttt_chunk_tokens, min(2, h.ttt_batch_docs))
+                        s, p = chunk_work([e - s for s, e in batch], h.ttt_chunk_size, min(2, h.ttt_batch_size))
                         steps, processed = steps + s, processed + p
                 per_rank.append((a * steps + b * processed, steps))
             seconds, steps = max(per_rank)

@@ -182,8 +182,6 @@ def test_run_files_refuse_to_mix_runs(tmp_path, monkeypatch):
         tg.run_files(smoke_h(RUN_ID="r2", ARTIFACT_PATH="old.golf"), ctx)
     with pytest.raises(ValueError, match="EVAL_ONLY=1: artifact logs/r3.golf not found"):
         tg.run_files(smoke_h(RUN_ID="r3", EVAL_ONLY=1), ctx)
-    with pytest.raises(ValueError, match="must be a plain file name"):
-        tg.run_files(smoke_h(RUN_ID="a/b"), ctx)
     with pytest.raises(FileExistsError):  # the log itself is created exclusively
         tg.Logger(ctx, "r1")
 
@@ -205,7 +203,7 @@ def test_startup_error_is_printed_once_by_a_multi_process_run(tmp_path):
                           env=clean_env(OMP_NUM_THREADS=1), timeout=300)
     assert proc.returncode != 0
     assert proc.stderr.count("error: tokenizer ./data/tokenizers/fineweb_8192_bpe.model not found") == 1
-    assert "Traceback" not in proc.stderr
+    assert 'train_gpt.py", line' not in proc.stderr  # no traceback of ours (torchrun adds its own summary)
 
 
 # ---- a non-finite loss, an interrupted run ----

@@ -54,7 +54,7 @@ def test_polar_express_beats_classic_coefficients():
 
 
 def test_muon_first_update_is_near_orthogonal():
-    h = tg.load_hyperparameters({"GRAD_CLIP_NORM": "0", "MUON_WEIGHT_DECAY": "0"})
+    h = tg.load_hyperparameters({"GRAD_CLIP_NORM": "0", "MUON_WD": "0"})
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.zeros(64, 32))
     p.grad = _with_spectrum(64, 32, 0.1, 3)
@@ -69,9 +69,9 @@ def test_muon_first_update_is_near_orthogonal():
 def test_lr_schedule_shape():
     h = tg.load_hyperparameters({})
     assert tg.lr_multiplier(0.0, h) == 1.0 and tg.lr_multiplier(0.25, h) == 1.0
-    assert abs(tg.lr_multiplier(1.0, h) - h.min_lr_frac) < 1e-12
+    assert abs(tg.lr_multiplier(1.0, h) - h.min_lr) < 1e-12
     mid = tg.lr_multiplier(0.625, h)
-    assert h.min_lr_frac < mid < 1.0 and abs(mid - (0.1 + 0.9 * 0.5)) < 1e-9
+    assert h.min_lr < mid < 1.0 and abs(mid - (0.1 + 0.9 * 0.5)) < 1e-9
     assert tg.muon_momentum_at(0, h) == 0.92 and tg.muon_momentum_at(10_000, h) == 0.97
 
 

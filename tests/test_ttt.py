@@ -10,8 +10,8 @@ from conftest import PROXY_DATA, TOKENIZER, metric
 
 def _setup(**env):
     h = tg.load_hyperparameters({"SMOKE": "1", "DATA_PATH": str(PROXY_DATA), "VAL_MAX_TOKENS": "1500",
-                                 "TTT_BATCH_DOCS": "3", "TTT_PHASED_DOCS": "4", "TTT_PHASES": "2",
-                                 "TTT_CHUNK_TOKENS": "16", **env})
+                                 "TTT_BATCH_SIZE": "3", "PHASED_TTT_PREFIX_DOCS": "4", "PHASED_TTT_NUM_PHASES": "2",
+                                 "TTT_CHUNK_SIZE": "16", **env})
     torch.manual_seed(0)
     model = tg.GPT(h)
     with torch.no_grad():
@@ -31,7 +31,7 @@ def _run_ttt(h, model, tables, tokens):
 
 
 def test_zero_lora_ttt_equals_plain_eval():
-    h, model, tables, tokens = _setup(TTT_LR="0", TTT_PHASES="0", TTT_WEIGHT_DECAY="0")
+    h, model, tables, tokens = _setup(TTT_LORA_LR="0", PHASED_TTT_NUM_PHASES="0", TTT_WEIGHT_DECAY="0")
     _, plain_bpb, plain = tg.evaluate(model, tokens, tables, h, tg.DistContext(), keep_token_losses=True)
     ttt_bpb, scores = _run_ttt(h, model, tables, tokens)
     assert torch.allclose(scores, plain, atol=1e-5, rtol=1e-5)
@@ -61,7 +61,7 @@ def test_scores_never_depend_on_later_tokens():
 
 
 def test_phases_and_batches_cover_every_piece_once():
-    h = tg.load_hyperparameters({"TTT_PHASED_DOCS": "10", "TTT_PHASES": "3", "TTT_BATCH_DOCS": "4"})
+    h = tg.load_hyperparameters({"PHASED_TTT_PREFIX_DOCS": "10", "PHASED_TTT_NUM_PHASES": "3", "TTT_BATCH_SIZE": "4"})
     pieces = [(i * 10, i * 10 + 1 + (i * 7) % 9) for i in range(25)]
     plan = tg.plan_ttt_batches(pieces, h, world_size=2)
     flat = [p for phase in plan for rank in phase for batch in rank for p in batch]
@@ -158,7 +158,7 @@ def test_profile_cost_model_counts_what_ttt_batch_runs():
     scores = torch.zeros(len(tokens))
     tg.ttt_batch(counting, model, lora, tokens, batch, tables, h, tg.DistContext(), torch.zeros(len(tokens)),
                  tg.TTTStats(torch.device("cpu"), guard_on=True), scores)
-    steps, processed = profile_gpu.chunk_work([70, 30, 33], h.ttt_chunk_tokens)
+    steps, processed = profile_gpu.chunk_work([70, 30, 33], h.ttt_chunk_size)
     assert steps == len(calls) == 5 and processed == sum(b * t for b, t in calls)
     # rows still inside their piece at starts 0, 16, .., 64, and never fewer than 2 (a finished row pads)
     assert [b for b, _ in calls] == [3, 3, 2, 2, 2]
@@ -169,9 +169,9 @@ def test_collapse_guard_fires_and_its_fallback_stops_adapting(capsys):
     token better than the truth, it must fire: count every step, say it once per batch, and with
     TTT_COLLAPSE_FALLBACK=1 stop adapting for the rest of the batch (a score between no-TTT and full TTT)."""
     results = {}
-    for name, env in (("no_ttt", dict(TTT_LR="0")), ("ttt", {}), ("fallback", dict(TTT_COLLAPSE_FALLBACK="1"))):
-        h, model, tables, tokens = _setup(**{"VAL_MAX_TOKENS": "4000", "TTT_LR": "0.05", "TTT_WEIGHT_DECAY": "0",
-                                             "TTT_PHASES": "0", **env})
+    for name, env in (("no_ttt", dict(TTT_LORA_LR="0")), ("ttt", {}), ("fallback", dict(TTT_COLLAPSE_FALLBACK="1"))):
+        h, model, tables, tokens = _setup(**{"VAL_MAX_TOKENS": "4000", "TTT_LORA_LR": "0.05", "TTT_WEIGHT_DECAY": "0",
+                                             "PHASED_TTT_NUM_PHASES": "0", **env})
         _, _, plain = tg.evaluate(model, tokens, tables, h, tg.DistContext(), keep_token_losses=True)
         lines = []
         _, bpb, _ = tg.evaluate_ttt(model, tokens, tables, h, tg.DistContext(), log=lines.append,
@@ -190,7 +190,7 @@ def _global_sgd_worker(rank: int, world_size: int, init_file: str, out_file: str
     torch.set_num_threads(1)
     if world_size > 1:
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    h, model, _, tokens = _setup(VAL_MAX_TOKENS="6000", TTT_GLOBAL_CHUNK_TOKENS="512")
+    h, model, _, tokens = _setup(VAL_MAX_TOKENS="6000", GLOBAL_TTT_CHUNK_TOKENS="512")
     pieces = tg.stream_pieces(tokens, h)
     steps = tg.global_sgd_pass(model, tokens, pieces, h, tg.DistContext(rank, world_size))
     if rank == 0:
