@@ -91,3 +91,13 @@ def test_ttt_split_over_two_ranks_scores_every_target_once(smoke_log, tmp_path):
     two, one = metric(log, "final_ttt_exact"), metric(smoke, "final_ttt_exact")
     # the ranks' batches differ from one process's (warm A follows each rank's own order): close, not equal
     assert two < metric(log, "final_roundtrip_exact") and abs(two - one) < 0.02
+
+
+def test_eval_only_refuses_a_model_setting_that_contradicts_the_artifact(smoke_log, tmp_path):
+    """The artifact stores its model config: LOGIT_SOFTCAP=10 would score its weights in another model."""
+    smoke_dir, _ = smoke_log
+    env = clean_env(SMOKE=1, EVAL_ONLY=1, RUN_ID="softcap", LOGIT_SOFTCAP=10, ARTIFACT_PATH=smoke_dir / "smoke.golf")
+    proc = subprocess.run([sys.executable, str(REPO / "train_gpt.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "LOGIT_SOFTCAP=10.0 but the artifact" in proc.stderr
+    assert not (tmp_path / "logs").exists()  # refused before the run's log was created
