@@ -579,8 +579,8 @@ def run_files(h: Hyperparameters, ctx: DistContext) -> Hyperparameters:
 
 class Logger:
     """Rank 0 writes every line to logs/<run_id>.txt; the log is the record of the run. The file is created
-    exclusively (an existing log is never appended to) and each line goes out in one write() to a file
-    opened for appending, so a line is never split."""
+    exclusively (an existing log is never appended to), and each message is appended and the file closed at
+    once, so the log of a run that dies is whole up to its last message."""
 
     def __init__(self, ctx: DistContext, run_id: str):
         self.enabled = ctx.is_master
@@ -2354,10 +2354,19 @@ def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters,
     return h, RunInputs(tables, load_val_tokens(h), artifact, notes)
 
 
+def check_device(h: Hyperparameters, ctx: DistContext) -> None:
+    """Several processes on a machine without CUDA would each train the record's model on the CPU's cores
+    (hours per step): say so at once. Gloo ranks on a CPU are for toy runs (SMOKE=1), as the tests do."""
+    if ctx.device.type == "cpu" and ctx.distributed and not h.smoke:
+        raise ValueError(f"{ctx.world_size} processes but no CUDA GPU: the record's configuration needs GPUs "
+                         "(8 for the challenge). On a CPU run the toy pipeline: SMOKE=1 python train_gpt.py")
+
+
 def main() -> int:
     ctx = init_distributed()
     try:  # bad input: one message (rank 0's: every rank checks the same inputs), no traceback, no compute spent
         h = load_hyperparameters()
+        check_device(h, ctx)
         validate_hyperparameters(h, ctx.world_size)
         h, inputs = check_inputs(run_files(h, ctx), ctx)
         accum = validate_hyperparameters(h, ctx.world_size)  # again: EVAL_ONLY may have taken the artifact's model
