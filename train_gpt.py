@@ -12,13 +12,13 @@ How to run:
     python train_gpt.py
     # overrides are env vars; unknown names that look like ours are an error
     SEED=42 TTT_WEIGHT_DECAY=2.0 torchrun --standalone --nproc_per_node=8 train_gpt.py
-    # CPU smoke run of the whole pipeline at toy size (what CI runs)
-    SMOKE=1 DATA_PATH=../shared/data/proxy/datasets/proxy_sp8192 \
-        TOKENIZER_PATH=../shared/data/tokenizers/fineweb_8192_bpe.model python train_gpt.py
-    # score a saved artifact without training
-    EVAL_ONLY=1 ARTIFACT_PATH=final_model.golf torchrun --standalone --nproc_per_node=8 train_gpt.py
+    # CPU smoke run of the whole pipeline at toy size, on the sample that ships in sample_data/ (what CI runs)
+    SMOKE=1 python train_gpt.py
+    # score a saved artifact without training (the model's shape comes from the artifact)
+    EVAL_ONLY=1 ARTIFACT_PATH=logs/<RUN_ID>.golf torchrun --standalone --nproc_per_node=8 train_gpt.py
 
-Submission numbers are in the log (logs/<RUN_ID>.txt): `final_prequant_exact val_bpb:`, `final_roundtrip_exact
+A run writes logs/<RUN_ID>.txt and its artifact logs/<RUN_ID>.golf (ARTIFACT_PATH); it refuses to start when
+either exists. Submission numbers are in the log: `final_prequant_exact val_bpb:`, `final_roundtrip_exact
 val_bpb:` (quantized, before TTT), `final_ttt_exact val_bpb:` (the score), `artifact_total_bytes:` and the
 `train_time:` / `eval_time:` lines.
 """
@@ -29,6 +29,7 @@ import base64
 import dataclasses
 import difflib
 import glob
+import hashlib
 import inspect
 import json
 import lzma
@@ -36,6 +37,7 @@ import math
 import os
 import platform
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -76,6 +78,8 @@ SHARD_MAGIC = 20240520  # the challenge's shard header
 SHARD_VERSION = 1
 SHARD_HEADER_WORDS = 256
 DOWNLOAD_HINT = "python scripts/download_data.py --variant sp8192 --train-shards 80"
+# The tokenized sample that ships with golfrun (public-domain text; sample_data/README.md): SMOKE=1's data.
+SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
 
 
 # -----------------------------------------------------------------------------
@@ -162,7 +166,7 @@ class Hyperparameters:
     val_max_tokens: int = knob(0, NON_NEGATIVE)  # 0: the whole val set; else its first N tokens (smoke runs)
     smoke: bool = False  # toy sizes for a CPU run of the whole pipeline
     eval_only: bool = False  # skip training: load ARTIFACT_PATH and evaluate it
-    artifact_path: str = "final_model.golf"
+    artifact_path: str = ""  # "": logs/<RUN_ID>.golf, beside the run's log
     # ---- model ----
     num_layers: int = knob(11, at_least(1))
     model_dim: int = knob(512, at_least(1))
@@ -291,12 +295,16 @@ def data_layout(data_dir: str, vocab_size: int) -> dict[str, str]:
                 tokenizer_path=os.path.join(data_dir, "tokenizers", f"fineweb_{vocab_size}_bpe.model"))
 
 
-# Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in about a minute.
+# Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in about a minute, on the shipped sample unless
+# DATA_PATH / TOKENIZER_PATH are set. Training ends after its 50 steps, not on the clock (no cap), so a smoke
+# run does the same work on a busy machine as on an idle one.
 SMOKE_OVERRIDES = dict(
+    data_path=str(SAMPLE_DATA / "datasets" / "sample_sp8192"),
+    tokenizer_path=str(SAMPLE_DATA / "tokenizers" / "fineweb_8192_bpe.model"),
     num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, rope_dims=8, xsa_last_n=4,
     loop_start=1, loop_end=2, num_loops=1, parallel_start_layer=3,
     train_seq_len=256, train_batch_tokens=4096, val_batch_tokens=8192, val_max_tokens=32768,
-    iterations=50, warmup_steps=5, max_wallclock_seconds=35.0, train_log_every=10,
+    iterations=50, warmup_steps=5, max_wallclock_seconds=0.0, train_log_every=10,
     matrix_lr=0.03, tied_embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
     gptq_calibration_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lora_lr=3e-3, ttt_batch_size=16,
     phased_ttt_prefix_docs=24, global_ttt_chunk_tokens=2048, brotli_quality=5, compile=False, ema_decay=0.9,
@@ -447,7 +455,10 @@ def load_hyperparameters(environ: dict | None = None) -> Hyperparameters:
         if name.upper() in environ:
             values[name] = _parse_value(name.upper(), environ[name.upper()], kinds[f.type])
     if values.get("smoke", False):
-        values = {**SMOKE_OVERRIDES, **values}
+        smoke = dict(SMOKE_OVERRIDES)
+        if "data_dir" in values:  # DATA_DIR names the data: the shipped sample is only SMOKE's default
+            del smoke["data_path"], smoke["tokenizer_path"]
+        values = {**smoke, **values}
     h = Hyperparameters(**values)
     check_one_source(environ, h)
     return h
@@ -545,14 +556,43 @@ def agreed_seconds(ctx: DistContext, seconds: float) -> float:
     return t.item()
 
 
+def run_files(h: Hyperparameters, ctx: DistContext) -> Hyperparameters:
+    """Name this run's files (run id, logs/<run_id>.txt, the artifact) and check that nothing of an earlier
+    run is in the way: a reused RUN_ID would append to another run's log, and a training run that found an
+    older artifact at its path could leave it looking like its own. Rank 0 decides, every rank gets the
+    answer, so all ranks fail together with one message."""
+    answer = [h.run_id or time.strftime("%Y%m%d_%H%M%S"), ""]
+    if ctx.is_master:
+        log_path = Path("logs") / f"{answer[0]}.txt"
+        artifact = Path(h.artifact_path or Path("logs") / f"{answer[0]}.golf")
+        if log_path.exists():
+            answer[1] = (f"{log_path} exists: RUN_ID={answer[0]} belongs to an earlier run. Choose a new RUN_ID "
+                         "(or move the old log away); a run never appends to another run's log")
+        elif h.eval_only and not artifact.is_file():
+            answer[1] = f"EVAL_ONLY=1: artifact {artifact} not found; set ARTIFACT_PATH to the .golf file of a run"
+        elif not h.eval_only and artifact.exists():
+            answer[1] = (f"{artifact} exists (an earlier run's artifact): this run would replace it. Set "
+                         "ARTIFACT_PATH to a new file, or leave it unset for logs/<RUN_ID>.golf")
+    if ctx.distributed:
+        dist.broadcast_object_list(answer, src=0)
+    if answer[1]:
+        raise ValueError(answer[1])
+    return dataclasses.replace(h, run_id=answer[0],
+                               artifact_path=h.artifact_path or str(Path("logs") / f"{answer[0]}.golf"))
+
+
 class Logger:
-    """Rank 0 appends every line to logs/<run_id>.txt; the log is the record of the run."""
+    """Rank 0 writes every line to logs/<run_id>.txt; the log is the record of the run. The file is created
+    exclusively (an existing log is never appended to), and each message is appended and the file closed at
+    once, so the log of a run that dies is whole up to its last message."""
 
     def __init__(self, ctx: DistContext, run_id: str):
         self.enabled = ctx.is_master
         self.path = Path("logs") / f"{run_id}.txt"
         if self.enabled:
             self.path.parent.mkdir(exist_ok=True)
+            with open(self.path, "x", encoding="utf-8"):  # FileExistsError if another run took the name since
+                pass
 
     def __call__(self, msg: str, console: bool = True) -> None:
         if not self.enabled:
@@ -561,6 +601,12 @@ class Logger:
             print(msg, flush=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(msg + "\n")
+
+
+def raise_on_signal(signum, frame) -> None:
+    """SIGTERM (torchrun stopping its workers, a job scheduler) unwinds like Ctrl-C, so the log says why the
+    run ended (main writes the `interrupted:` line)."""
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 IMPORTED_AT = time.time()
@@ -715,6 +761,46 @@ def build_byte_tables(sp) -> ByteTables:
     return ByteTables(base, space, boundary)
 
 
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_tokenizer_pairing(h: Hyperparameters) -> str:
+    """The tokenizer must be the one the shards were made with: another tokenizer of the same vocabulary size
+    trains and scores without error, but its byte counts are wrong (~3% for another SP8192), so val_bpb is
+    wrong. The download's manifest.json (the challenge's format, at DATA_PATH/../../) names the dataset's
+    tokenizer. Returns the line to log (a loud warning when nothing can be checked); raises on a mismatch."""
+    data_dir = Path(h.data_path)
+    root = data_dir.resolve().parent.parent
+    manifest_path = root / "manifest.json"
+    unchecked = (f"WARNING: cannot check that TOKENIZER_PATH={h.tokenizer_path} is the tokenizer the shards of "
+                 f"DATA_PATH={h.data_path} were made with")
+    if not manifest_path.is_file():
+        return f"{unchecked}: no {manifest_path} (the download writes it). A wrong tokenizer gives a wrong val_bpb"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    dataset = next((d for d in manifest.get("datasets", []) if d.get("name") == data_dir.name), None)
+    if dataset is None:
+        return f"{unchecked}: {manifest_path} lists no dataset {data_dir.name!r}"
+    tokenizer = next((t for t in manifest.get("tokenizers", []) if t.get("name") == dataset.get("tokenizer_name")), {})
+    fix = f"use the shards and the tokenizer of one download ({DOWNLOAD_HINT})"
+    for key in ("vocab_size", "bos_id"):
+        if key in dataset and dataset[key] != getattr(h, key):
+            raise ValueError(f"{manifest_path}: dataset {data_dir.name} has {key} {dataset[key]} but "
+                             f"{key.upper()}={getattr(h, key)}: {fix}")
+    expected = tokenizer.get("model_path") or tokenizer.get("path") or ""
+    reference = tokenizer.get("sha256") or (file_sha256(root / expected) if (root / expected).is_file() else "")
+    if reference:
+        if file_sha256(h.tokenizer_path) != reference:
+            raise ValueError(f"TOKENIZER_PATH={h.tokenizer_path} is not the tokenizer {expected} that "
+                             f"{manifest_path} names for {data_dir.name} (sha256 differs): set "
+                             f"TOKENIZER_PATH={root / expected}, or {fix}")
+        return f"tokenizer_check: {h.tokenizer_path} is the tokenizer of {data_dir.name} (sha256 {reference[:12]})"
+    if expected and Path(expected).name != Path(h.tokenizer_path).name:
+        raise ValueError(f"{manifest_path} names tokenizer {expected} for {data_dir.name}, but "
+                         f"TOKENIZER_PATH={h.tokenizer_path}: {fix}")
+    return f"{unchecked} beyond its file name ({manifest_path} records no tokenizer hash and {expected} is missing)"
+
+
 # -----------------------------------------------------------------------------
 # Shards and the document-packing loader
 # Shards are memory-mapped, never loaded whole. The token stream is cut into fixed-size windows; inside a
@@ -740,6 +826,23 @@ def read_shard(path: str | Path) -> np.ndarray:
         raise ValueError(f"shard {path} is {size} bytes but its header promises {count} tokens "
                          f"({expected} bytes): the file is truncated or corrupt; download it again ({DOWNLOAD_HINT})")
     return np.memmap(path, dtype="<u2", mode="r", offset=SHARD_HEADER_WORDS * 4, shape=(count,))
+
+
+def check_token_ids(path: Path, tokens: np.ndarray, vocab_size: int) -> None:
+    """Every token id must index the embedding. Found here rather than at the embedding (after training, for
+    a bad val shard; a device assert on CUDA). One max over the memmap: ~15 ms per 100M-token shard cached."""
+    top = int(tokens.max()) if len(tokens) else 0
+    if top >= vocab_size:
+        raise ValueError(f"shard {path} holds token id {top} >= VOCAB_SIZE={vocab_size}: it was made with a "
+                         f"larger vocabulary. Use the shards and tokenizer of one download ({DOWNLOAD_HINT}), "
+                         "or set VOCAB_SIZE to the tokenizer's")
+
+
+def check_shards(h: Hyperparameters, splits: tuple[str, ...]) -> None:
+    """Header, size and token ids of every shard of the splits, before any compute is spent."""
+    for split in splits:
+        for path in find_shards(h.data_path, split):
+            check_token_ids(path, read_shard(path), h.vocab_size)
 
 
 def find_shards(data_path: str, split: str) -> list[Path]:
@@ -1516,6 +1619,13 @@ def evaluate(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparamet
 # -----------------------------------------------------------------------------
 
 ARTIFACT_MAGIC = {"brotli": b"GOLFART\x01", "lzma": b"GOLFART\x02"}
+CHECKSUM_BYTES = 32  # sha256 of everything after it: a flipped bit is refused, never scored
+# The fields that shape the model and how the val set is cut: stored in the artifact, and EVAL_ONLY runs
+# with them (the weights mean nothing under another model).
+MODEL_CONFIG_FIELDS = ("vocab_size", "bos_id", "train_seq_len", "num_layers", "model_dim", "num_heads",
+                       "num_kv_heads", "mlp_mult", "logit_softcap", "rope_base", "rope_dims", "xsa_last_n",
+                       "gated_attn_enabled", "ln_scale", "skip_gates_enabled", "loop_start", "loop_end", "num_loops",
+                       "parallel_start_layer")
 
 
 @dataclass
@@ -1670,8 +1780,13 @@ def _unshuffle_bytes(raw: bytes, itemsize: int) -> bytes:
 _NP_DTYPES = {"int8": np.int8, "float16": np.float16}
 
 
-def serialize_quantized(quantized: dict[str, dict]) -> bytes:
-    """Uncompressed container: u32 header length, JSON header, then the byte-shuffled blobs in order."""
+def model_config(h: Hyperparameters) -> dict:
+    return {name: getattr(h, name) for name in MODEL_CONFIG_FIELDS}
+
+
+def serialize_quantized(quantized: dict[str, dict], config: dict) -> bytes:
+    """Uncompressed container: u32 header length, JSON header (the tensor table and the model config), then
+    the byte-shuffled blobs in order."""
     entries, blobs, offset = [], [], 0
     for name, entry in quantized.items():
         for part in ("q", "scale", "data"):
@@ -1683,15 +1798,33 @@ def serialize_quantized(quantized: dict[str, dict]) -> bytes:
                                 offset=offset, nbytes=len(raw), kind=entry["rule"].kind, bits=entry["rule"].bits))
             blobs.append(raw)
             offset += len(raw)
-    header = json.dumps(dict(format="golfrun-artifact", version=1, entries=entries)).encode()
+    header = json.dumps(dict(format="golfrun-artifact", version=2, config=config, entries=entries)).encode()
     return struct.pack("<I", len(header)) + header + b"".join(blobs)
+
+
+def _container_header(container: bytes) -> tuple[dict, int]:
+    (header_len,) = struct.unpack_from("<I", container, 0)
+    return json.loads(container[4:4 + header_len]), 4 + header_len
+
+
+def stored_config(container: bytes, source: str = "artifact") -> dict:
+    """The model config stored in the artifact (MODEL_CONFIG_FIELDS)."""
+    try:
+        config = _container_header(container)[0]["config"]
+    except (struct.error, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{source} has no readable model config ({err!r}): written by an older golfrun or "
+                         "corrupt; re-create it with a training run") from None
+    missing = [name for name in MODEL_CONFIG_FIELDS if name not in config]
+    if missing:
+        raise ValueError(f"{source} stores no {', '.join(missing)}: written by another golfrun version; "
+                         "re-create it with a training run")
+    return config
 
 
 def deserialize_quantized(container: bytes, source: str = "artifact") -> dict[str, dict]:
     try:
-        (header_len,) = struct.unpack_from("<I", container, 0)
-        header = json.loads(container[4:4 + header_len])
-        payload = memoryview(container)[4 + header_len:]
+        header, header_end = _container_header(container)
+        payload = memoryview(container)[header_end:]
         out: dict[str, dict] = {}
         for e in header["entries"]:
             if e["offset"] + e["nbytes"] > len(payload):
@@ -1710,7 +1843,8 @@ COMPRESS_CHUNKS = 8  # brotli-11 runs ~0.5 MB/s per core: 8 chunks on 8 threads;
 
 
 def compress(container: bytes, quality: int) -> tuple[bytes, str]:
-    """magic, u32 chunk count, u32 compressed size per chunk, then the chunks (compressed in parallel)."""
+    """magic, sha256 of the rest, u32 chunk count, u32 compressed size per chunk, then the chunks (compressed
+    in parallel)."""
     try:
         import brotli
         codec, fn = "brotli", lambda c: brotli.compress(c, quality=quality, lgwin=24)
@@ -1723,14 +1857,18 @@ def compress(container: bytes, quality: int) -> tuple[bytes, str]:
     chunks = [container[i:i + step] for i in range(0, len(container), step)]
     with ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 1)) as pool:
         packed = list(pool.map(fn, chunks))
-    sizes = struct.pack(f"<{len(packed) + 1}I", len(packed), *(len(p) for p in packed))
-    return ARTIFACT_MAGIC[codec] + sizes + b"".join(packed), codec
+    body = struct.pack(f"<{len(packed) + 1}I", len(packed), *(len(p) for p in packed)) + b"".join(packed)
+    return ARTIFACT_MAGIC[codec] + hashlib.sha256(body).digest() + body, codec
 
 
 def decompress(blob: bytes, source: str = "artifact") -> bytes:
     magic = blob[:8]
     if magic not in ARTIFACT_MAGIC.values():
         raise ValueError(f"{source} does not start with a golfrun artifact header: wrong file or corrupt")
+    body = blob[len(magic) + CHECKSUM_BYTES:]
+    if hashlib.sha256(body).digest() != blob[len(magic):len(magic) + CHECKSUM_BYTES]:
+        raise ValueError(f"{source} is corrupt or truncated: its sha256 checksum does not match its contents "
+                         "(a flipped bit or a partial copy). Copy it again, or re-create it with a training run")
     try:
         if magic == ARTIFACT_MAGIC["brotli"]:
             import brotli
@@ -1741,13 +1879,13 @@ def decompress(blob: bytes, source: str = "artifact") -> bytes:
     except ImportError:
         raise RuntimeError(f"{source} is brotli-compressed but brotli is not installed: pip install brotli") from None
     try:
-        (n,) = struct.unpack_from("<I", blob, 8)
-        sizes = struct.unpack_from(f"<{n}I", blob, 12)
-        offset, parts = 12 + 4 * n, []
+        (n,) = struct.unpack_from("<I", body, 0)
+        sizes = struct.unpack_from(f"<{n}I", body, 4)
+        offset, parts = 4 + 4 * n, []
         for size in sizes:
-            if offset + size > len(blob):
+            if offset + size > len(body):
                 raise ValueError("a compressed chunk runs past the end of the file")
-            parts.append(fn(blob[offset:offset + size]))
+            parts.append(fn(body[offset:offset + size]))
             offset += size
         return b"".join(parts)
     except Exception as err:  # noqa: BLE001 - codec errors differ by module
@@ -1755,10 +1893,42 @@ def decompress(blob: bytes, source: str = "artifact") -> bytes:
                          "re-create it with a training run") from None
 
 
-def load_artifact(path: str) -> dict[str, dict]:
+def load_artifact(path: str) -> tuple[dict[str, dict], dict]:
+    """(quantized tensors, stored model config) of an artifact file, its checksum verified."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"artifact {path} not found: set ARTIFACT_PATH to a final_model.golf from a run")
-    return deserialize_quantized(decompress(Path(path).read_bytes(), path), path)
+        raise FileNotFoundError(f"artifact {path} not found: set ARTIFACT_PATH to the .golf file of a run")
+    container = decompress(Path(path).read_bytes(), path)
+    return deserialize_quantized(container, path), stored_config(container, path)
+
+
+def write_atomically(path: str | Path, data: bytes) -> None:
+    """A temporary file beside `path`, then a rename: a reader (or an interrupted run) never leaves a
+    half-written file under the real name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def adopt_artifact_config(h: Hyperparameters, stored: dict, environ: dict) -> tuple[Hyperparameters, list[str]]:
+    """EVAL_ONLY: the model is the artifact's. A model field set by an env var to another value than the
+    artifact's is refused; one that came from a default or SMOKE=1 takes the artifact's value, reported."""
+    changes, notes = {}, []
+    for name in MODEL_CONFIG_FIELDS:
+        ours, theirs = getattr(h, name), stored[name]
+        if ours == theirs:
+            continue
+        if name.upper() in environ:
+            raise ValueError(f"{name.upper()}={ours} but the artifact {h.artifact_path} was trained with "
+                             f"{name.upper()}={theirs}: its weights only mean something in its own model. "
+                             f"Unset {name.upper()} (EVAL_ONLY takes the model config from the artifact)")
+        changes[name] = theirs
+        notes.append(f"artifact_config: {name.upper()}={theirs} from the artifact (this run's setting was {ours})")
+    return dataclasses.replace(h, **changes), notes
 
 
 def artifact_accounting(model_bytes: int) -> dict[str, int]:
@@ -2174,6 +2344,17 @@ def compile_warmup(model_fn, model: GPT, loader, h, ctx, accum, log) -> None:
     log(f"compile_times (seconds per phase):\n{torch._dynamo.utils.compile_times()}", console=False)
 
 
+NONFINITE_CHECK_STEPS = 100  # with TRAIN_LOG_EVERY=0 (no step lines), how often the NaN flag is read
+
+
+def stop_if_nonfinite(nonfinite_ranks: float, step: int) -> None:
+    if nonfinite_ranks:
+        raise FloatingPointError(
+            f"train_loss is not finite (nan or inf) by step {step} (checked at every logged step, or every "
+            f"{NONFINITE_CHECK_STEPS} steps with TRAIN_LOG_EVERY=0): stopping before spending more compute. Usual causes: learning rates "
+            "too high or not finite (MATRIX_LR, TIED_EMBED_LR, SCALAR_LR), GRAD_CLIP_NORM=0, or bad data")
+
+
 def validate_during_training(validate, step: int, h: Hyperparameters, ctx: DistContext, log) -> float:
     """VAL_LOSS_EVERY: score the live weights (not the EMA); returns the seconds it took, which the caller
     takes off the training clock, as the record does."""
@@ -2209,6 +2390,9 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
     synchronize(ctx)
     t0 = time.perf_counter()
     step, elapsed = 0, 0.0
+    # Sticky flag, set on the device by any step whose loss is not finite; read with the logged loss, where
+    # the host syncs anyway, so a NaN run stops within TRAIN_LOG_EVERY steps at no extra host sync per step.
+    nonfinite = torch.zeros((), device=ctx.device)
     while step < h.iterations:
         if validating and step % h.val_loss_every == 0:
             t0 += validate_during_training(validate, step, h, ctx, log)
@@ -2217,6 +2401,7 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
             model.looping = True
             log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")
         loss = train_step(model_fn, model, loader, opt, step, accum, lr_multiplier(progress, h), h)
+        nonfinite = torch.maximum(nonfinite, (~torch.isfinite(loss)).float())
         ema.update()
         step += 1
         logging = h.train_log_every > 0 and (step % h.train_log_every == 0 or step <= 5)
@@ -2230,15 +2415,20 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
         if step == 1:  # what a participant waits for: launch, imports, data, compile, one step
             log(f"first_step_done_since_launch:{seconds_since_launch():.1f}s")
         if logging:
-            mean_loss = all_reduce_(ctx, loss.clone()).item() / ctx.world_size  # over all ranks
+            loss_sum, nonfinite_ranks = all_reduce_(ctx, torch.stack([loss, nonfinite])).tolist()  # over all ranks
+            mean_loss = loss_sum / ctx.world_size
+            stop_if_nonfinite(nonfinite_ranks, step)
             log(f"step:{step}/{h.iterations} train_loss:{mean_loss:.4f} train_time:{elapsed * 1000:.0f}ms "
                 f"step_avg:{step_avg * 1000:.2f}ms lr_mult:{lr_multiplier(progress, h):.3f}")
+        elif h.train_log_every == 0 and step % NONFINITE_CHECK_STEPS == 0:
+            stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)
         if elapsed + step_avg > budget:  # the next step would pass the cap
             break
     synchronize(ctx)  # the reported training time includes the last step's GPU work
     elapsed = agreed_seconds(ctx, time.perf_counter() - t0)
     if validating:  # the last step too, as the record
         validate_during_training(validate, step, h, ctx, log)
+    stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)  # steps after the last check
     tokens = step * h.train_batch_tokens
     log(f"train_time:{elapsed * 1000:.0f}ms steps:{step} step_avg:{elapsed / max(step, 1) * 1000:.2f}ms "
         f"tokens_per_second:{tokens / max(elapsed, 1e-9):.0f} cap:{h.max_wallclock_seconds:.1f}s")
@@ -2269,9 +2459,9 @@ def write_artifact(model: GPT, hessians: dict, h, ctx, log) -> tuple[dict, dict]
     t0 = time.perf_counter()
     quantized = quantize_model(model, hessians, h)
     t_quantized = time.perf_counter()
-    blob, codec = compress(serialize_quantized(quantized), h.brotli_quality)
+    blob, codec = compress(serialize_quantized(quantized, model_config(h)), h.brotli_quality)
     if ctx.is_master:
-        Path(h.artifact_path).write_bytes(blob)
+        write_atomically(h.artifact_path, blob)
     accounting = artifact_accounting(len(blob))
     log(f"gptq hessians:{len(hessians)} quantize_seconds:{t_quantized - t0:.1f} "
         f"compress_seconds:{time.perf_counter() - t_quantized:.1f} codec:{codec}")
@@ -2283,24 +2473,71 @@ def write_artifact(model: GPT, hessians: dict, h, ctx, log) -> tuple[dict, dict]
     return quantized, accounting
 
 
+@dataclass
+class RunInputs:
+    tables: ByteTables
+    val_tokens: np.ndarray
+    artifact: dict | None  # EVAL_ONLY: the artifact's quantized tensors
+    notes: list[str]  # lines for the log: the tokenizer check, the model config taken from the artifact
+
+
+def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters, RunInputs]:
+    """Every input, checked before any compute and before the log exists (a failed start leaves no log, so
+    its RUN_ID stays free): EVAL_ONLY's artifact and its model config, the tokenizer and its pairing with the
+    data, and every shard's header, size and token ids."""
+    artifact, notes = None, []
+    if h.eval_only:
+        artifact, stored = load_artifact(h.artifact_path)
+        h, notes = adopt_artifact_config(h, stored, os.environ)
+    tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size)).to(ctx.device)
+    notes.append(check_tokenizer_pairing(h))
+    check_shards(h, ("val",) if h.eval_only else ("val", "train"))
+    return h, RunInputs(tables, load_val_tokens(h), artifact, notes)
+
+
+def check_device(h: Hyperparameters, ctx: DistContext) -> None:
+    """Several processes on a machine without CUDA would each train the record's model on the CPU's cores
+    (hours per step): say so at once. Gloo ranks on a CPU are for toy runs (SMOKE=1), as the tests do."""
+    if ctx.device.type == "cpu" and ctx.distributed and not h.smoke:
+        raise ValueError(f"{ctx.world_size} processes but no CUDA GPU: the record's configuration needs GPUs "
+                         "(8 for the challenge). On a CPU run the toy pipeline: SMOKE=1 python train_gpt.py")
+
+
 def main() -> int:
-    h = load_hyperparameters()
     ctx = init_distributed()
-    accum = validate_hyperparameters(h, ctx.world_size)
-    run_id = h.run_id or time.strftime("%Y%m%d_%H%M%S")
-    if ctx.distributed:  # every rank logs under rank 0's run id
-        holder = [run_id]
-        dist.broadcast_object_list(holder, src=0)
-        run_id = holder[0]
-    log = Logger(ctx, run_id)
+    try:  # bad input: one message (rank 0's: every rank checks the same inputs), no traceback, no compute spent
+        h = load_hyperparameters()
+        check_device(h, ctx)
+        validate_hyperparameters(h, ctx.world_size)
+        h, inputs = check_inputs(run_files(h, ctx), ctx)
+        accum = validate_hyperparameters(h, ctx.world_size)  # again: EVAL_ONLY may have taken the artifact's model
+    except (ValueError, OSError) as err:
+        if ctx.is_master:
+            print(f"error: {err}", file=sys.stderr)
+        if ctx.distributed:
+            dist.destroy_process_group()
+        return 2
+    log = Logger(ctx, h.run_id)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, raise_on_signal)
+    try:
+        failure = run_pipeline(h, ctx, accum, inputs, log)
+    except BaseException as err:  # Ctrl-C, SIGTERM, a non-finite loss, a crash: the log says it did not finish
+        log(f"interrupted: {type(err).__name__}: {err}")
+        raise
+    if ctx.distributed:
+        dist.destroy_process_group()
+    return 1 if failure else 0
+
+
+def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunInputs, log) -> str | None:
+    """train -> evaluate -> quantize -> artifact -> roundtrip -> TTT; returns the budget failure, if any."""
     log_environment(log, h, ctx)
+    for note in inputs.notes:
+        log(note)
     torch.manual_seed(h.seed)
     np.random.seed(h.seed)
-    # ---- inputs first: fail in seconds, not after training ----
-    tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size)).to(ctx.device)
-    val_tokens = load_val_tokens(h)
-    if not h.eval_only:
-        find_shards(h.data_path, "train")
+    tables, val_tokens = inputs.tables, inputs.val_tokens
     model = GPT(h).to(ctx.device)
     model.configure_kernels(ctx.device, h.fused_ce_enabled, h.fused_mlp_enabled)
     n_params = sum(p.numel() for p in model.parameters())
@@ -2321,7 +2558,7 @@ def main() -> int:
             dist.barrier()
     # ---- roundtrip: the artifact alone must reproduce the quantized model, bit for bit ----
     eval_t0 = time.perf_counter()
-    loaded = load_artifact(h.artifact_path)
+    loaded = inputs.artifact if h.eval_only else load_artifact(h.artifact_path)[0]
     state = dequantize(loaded)
     if not h.eval_only:
         expected = dequantize(quantized)
@@ -2344,9 +2581,7 @@ def main() -> int:
     log(f"eval_time:{(time.perf_counter() - eval_t0) * 1000:.0f}ms (artifact load, roundtrip eval, TTT)")
     if failure:
         log(f"ERROR: {failure}")
-    if ctx.distributed:
-        dist.destroy_process_group()
-    return 1 if failure else 0
+    return failure
 
 
 if __name__ == "__main__":

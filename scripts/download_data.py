@@ -12,14 +12,33 @@ present and valid are skipped; partial downloads resume; every shard's header an
 import argparse
 import os
 import re
+import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train_gpt import read_shard  # noqa: E402  (the same header/size check the training run does)
 
 DEFAULT_REPO = "willdepueoai/parameter-golf"
 TOKENIZERS = {"sp8192": "tokenizers/fineweb_8192_bpe.model"}
+MANIFEST = "manifest.json"  # which tokenizer made which dataset; train_gpt.py checks the pairing with it
+CONNECT_TIMEOUT_SECONDS = 5  # offline should fail in seconds, not after the HTTP client's retries
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def check_reachable(endpoint: str) -> None:
+    """One TCP connection to the hub, so that an offline machine gets one line at once instead of a long
+    traceback after the HTTP client's retries. Skipped behind a proxy (the proxy, not the hub, is dialled)."""
+    if any(os.environ.get(v) for v in PROXY_VARS):
+        return
+    url = urlparse(endpoint)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS).close()
+    except OSError as err:
+        raise SystemExit(f"cannot reach {host}:{port} ({err.strerror or err}): this machine looks offline. "
+                         "download_data.py needs the network; copy the data folder from a machine that has it, "
+                         "or set HF_ENDPOINT to a reachable mirror") from None
 
 
 class HuggingFaceHub:
@@ -30,11 +49,19 @@ class HuggingFaceHub:
 
     def list_files(self) -> list[str]:
         from huggingface_hub import HfApi
-        return HfApi().list_repo_files(self.repo_id, repo_type="dataset")
+        return self._call(lambda: HfApi().list_repo_files(self.repo_id, repo_type="dataset"), "listing files")
 
     def fetch(self, path: str, local_dir: Path) -> Path:
         from huggingface_hub import hf_hub_download
-        return Path(hf_hub_download(self.repo_id, path, repo_type="dataset", local_dir=local_dir))
+        return Path(self._call(lambda: hf_hub_download(self.repo_id, path, repo_type="dataset",
+                                                        local_dir=local_dir), f"fetching {path}"))
+
+    def _call(self, fn, what: str):
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - the HTTP client's errors differ by version: say which, in one line
+            raise SystemExit(f"{self.repo_id}: {what} failed: {type(err).__name__}: {err}. Run again to "
+                             "resume (files already complete are kept)") from None
 
 
 def select_files(all_files: list[str], variant: str, train_shards: int) -> list[str]:
@@ -52,10 +79,13 @@ def select_files(all_files: list[str], variant: str, train_shards: int) -> list[
     tokenizer = TOKENIZERS.get(variant)
     if tokenizer not in all_files:
         raise SystemExit(f"tokenizer {tokenizer} is not in the repository")
-    return [tokenizer] + sorted(found["val"]) + sorted(found["train"])[:train_shards]
+    manifest = [MANIFEST] if MANIFEST in all_files else []
+    return manifest + [tokenizer] + sorted(found["val"]) + sorted(found["train"])[:train_shards]
 
 
 def is_complete(path: Path) -> bool:
+    from train_gpt import read_shard  # the training run's header/size check (imported late: torch is slow to load)
+
     if not path.is_file():
         return False
     if path.suffix != ".bin":
@@ -92,6 +122,7 @@ def main(argv=None):
     parser.add_argument("--local-dir", type=Path, default=Path("data"))
     parser.add_argument("--repo-id", default=os.environ.get("MATCHED_FINEWEB_REPO_ID", DEFAULT_REPO))
     args = parser.parse_args(argv)
+    check_reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     files = download(HuggingFaceHub(args.repo_id), args.variant, args.train_shards, args.local_dir)
     print(f"done: {len(files)} files under {args.local_dir}. Train with DATA_PATH="
           f"{args.local_dir}/datasets/fineweb10B_{args.variant} (the default when --local-dir is data)")

@@ -24,8 +24,21 @@ STEP_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:([0-9.naninf]+) train_time:(
 SHORT_NAMES = dict(zip(golflog.FINAL_LABELS, ("pre-quant", "quantized", "TTT")))
 
 
+def read_log(path: Path) -> str:
+    """The log's text, or one line that says why this path is not a log."""
+    if path.is_dir():
+        raise SystemExit(f"{path}: is a folder; give train_gpt.py log files (logs/<RUN_ID>.txt)")
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such log file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SystemExit(f"{path}: not a text file (binary data; an artifact?): give a train_gpt.py log, "
+                         "logs/<RUN_ID>.txt") from None
+
+
 def read_curve(path: Path) -> dict:
-    text = path.read_text(encoding="utf-8")
+    text = read_log(path)
     points = [(int(s), float(loss), int(ms) / 1000) for s, loss, ms in STEP_LINE.findall(text)]
     if not points:
         raise SystemExit(f"{path}: no 'step:N/M train_loss:... train_time:...ms' lines: not a train_gpt.py "
@@ -71,9 +84,6 @@ def main(argv=None) -> int:
     parser.add_argument("--x", choices=["step", "time"], default="step")
     parser.add_argument("--ymax", type=float, default=None, help="clip the y axis (early losses are ~9)")
     args = parser.parse_args(argv)
-    for path in args.logs:
-        if not path.is_file():
-            raise SystemExit(f"{path}: no such log file")
     out = plot([read_curve(p) for p in args.logs], args.output, args.x, args.ymax)
     print(f"wrote {out}")
     return 0

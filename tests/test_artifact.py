@@ -58,7 +58,7 @@ def test_gptq_beats_round_to_nearest_on_a_real_hessian(calibrated):
 def test_container_roundtrip_is_exact(calibrated):
     h, model, hessians = calibrated
     quantized = tg.quantize_model(model, hessians, h)
-    blob, codec = tg.compress(tg.serialize_quantized(quantized), quality=5)
+    blob, codec = tg.compress(tg.serialize_quantized(quantized, tg.model_config(h)), quality=5)
     loaded = tg.deserialize_quantized(tg.decompress(blob))
     before, after = tg.dequantize(quantized), tg.dequantize(loaded)
     assert codec == "brotli" and before.keys() == after.keys()
@@ -76,7 +76,7 @@ def test_byte_shuffle_roundtrip():
 
 def test_truncated_and_corrupt_artifacts(tmp_path, calibrated):
     h, model, hessians = calibrated
-    blob, _ = tg.compress(tg.serialize_quantized(tg.quantize_model(model, hessians, h)), quality=5)
+    blob, _ = tg.compress(tg.serialize_quantized(tg.quantize_model(model, hessians, h), tg.model_config(h)), quality=5)
     cases = {"truncated": blob[: len(blob) // 2], "flipped": blob[:40] + bytes([blob[40] ^ 0xFF]) + blob[41:],
              "foreign": b"PK\x03\x04" + blob[4:]}
     for name, data in cases.items():

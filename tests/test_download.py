@@ -47,7 +47,7 @@ def test_downloads_the_asked_shards_and_tokenizer(hub, tmp_path):
     out = tmp_path / "data"
     files = download_data.download(hub, "sp8192", 2, out)
     names = [str(p.relative_to(out)) for p in files]
-    assert names == ["tokenizers/fineweb_8192_bpe.model", "datasets/fineweb10B_sp8192/fineweb_val_000000.bin",
+    assert names == ["manifest.json", "tokenizers/fineweb_8192_bpe.model", "datasets/fineweb10B_sp8192/fineweb_val_000000.bin",
                      "datasets/fineweb10B_sp8192/fineweb_train_000000.bin",
                      "datasets/fineweb10B_sp8192/fineweb_train_000001.bin"]
 

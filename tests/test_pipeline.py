@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO, clean_env, metric, run_train
+from conftest import REPO, TOKENIZER, clean_env, metric, run_train
 
 
 def train_losses(log: str) -> list[tuple[int, float]]:
@@ -12,7 +12,11 @@ def train_losses(log: str) -> list[tuple[int, float]]:
 
 
 def test_smoke_run_learns_and_writes_everything(smoke_log):
+    """SMOKE=1 with no paths: the shipped sample, 50 steps whatever the machine's speed, and the loss falls
+    by a margin that the same 50 steps always give (9.0 -> below 6 on the sample)."""
     tmp, log = smoke_log
+    assert f"data_path:{REPO / 'sample_data'}" in log and "tokenizer_check:" in log
+    assert re.search(r"^train_time:\d+ms steps:50 ", log, re.M)  # the step count ends training, not the clock
     losses = train_losses(log)
     assert losses[-1][1] < losses[0][1] - 2.0  # the loss falls
     prequant = metric(log, "final_prequant_exact")
@@ -60,7 +64,7 @@ def test_eval_only_reproduces_the_roundtrip(smoke_log, tmp_path):
 
 
 def test_missing_data_names_the_download_command(tmp_path):
-    env = clean_env(DATA_PATH=tmp_path, TOKENIZER_PATH=REPO.parent / "shared/data/tokenizers/fineweb_8192_bpe.model")
+    env = clean_env(DATA_PATH=tmp_path, TOKENIZER_PATH=TOKENIZER)
     proc = subprocess.run([sys.executable, str(REPO / "train_gpt.py")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
@@ -87,3 +91,13 @@ def test_ttt_split_over_two_ranks_scores_every_target_once(smoke_log, tmp_path):
     two, one = metric(log, "final_ttt_exact"), metric(smoke, "final_ttt_exact")
     # the ranks' batches differ from one process's (warm A follows each rank's own order): close, not equal
     assert two < metric(log, "final_roundtrip_exact") and abs(two - one) < 0.02
+
+
+def test_eval_only_refuses_a_model_setting_that_contradicts_the_artifact(smoke_log, tmp_path):
+    """The artifact stores its model config: LOGIT_SOFTCAP=10 would score its weights in another model."""
+    smoke_dir, _ = smoke_log
+    env = clean_env(SMOKE=1, EVAL_ONLY=1, RUN_ID="softcap", LOGIT_SOFTCAP=10, ARTIFACT_PATH=smoke_dir / "smoke.golf")
+    proc = subprocess.run([sys.executable, str(REPO / "train_gpt.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "LOGIT_SOFTCAP=10.0 but the artifact" in proc.stderr
+    assert not (tmp_path / "logs").exists()  # refused before the run's log was created
