@@ -203,7 +203,8 @@ SMOKE_OVERRIDES = dict(
     iterations=50, warmup_steps=5, max_wallclock_seconds=35.0, train_log_every=10,
     matrix_lr=0.03, tied_embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
     gptq_calibration_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lora_lr=3e-3, ttt_batch_size=16,
-    phased_ttt_prefix_docs=24, global_ttt_chunk_tokens=2048, brotli_quality=5, compile=False, ema_decay=0.9,
+    phased_ttt_prefix_docs=24, global_ttt_chunk_tokens=2048, ttt_eval_seq_len=256, brotli_quality=5, compile=False,
+    ema_decay=0.9,
 )
 
 # Variables in the environment that are not ours even though they look like it.
@@ -1639,13 +1640,19 @@ def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *ada
 
 
 def compile_ttt(h: Hyperparameters, device: torch.device):
-    """The chunk function: compiled once for every number of rows and window length on CUDA."""
+    """The chunk function TTT calls: compiled on CUDA (TTT_COMPILE with COMPILE), else eager."""
     if not (h.ttt_compile and h.compile and device.type == "cuda"):
         return ttt_chunk_losses
-    compiled = torch.compile(ttt_chunk_losses)
+    return compiled_chunk_fn()
+
+
+def compiled_chunk_fn(backend: str = "inductor"):
+    """ttt_chunk_losses compiled once for every number of rows and window length: those dims are marked
+    dynamic before the first call, so a second shape never triggers a recompile."""
+    compiled = torch.compile(ttt_chunk_losses, backend=backend)
 
     def chunk_fn(model, ids, chunk_pos, chunk_tgt, scale, *adapters):
-        for t in (ids, chunk_pos, chunk_tgt, *adapters):  # dynamic from the first call: no second compile
+        for t in (ids, chunk_pos, chunk_tgt, *adapters):
             torch._dynamo.maybe_mark_dynamic(t, 0)
         torch._dynamo.maybe_mark_dynamic(ids, 1)
         return compiled(model, ids, chunk_pos, chunk_tgt, scale, *adapters)
@@ -1679,7 +1686,8 @@ def chunk_windows(state: TTTState, starts, pred_lens, n_chunks, ci: int):
     [ci * C, end) of its document, end = (ci + 1) * C or the document's end; the window is the <= L tokens
     ending at end, left-aligned in a row of T = min((ci + 1) * C, L) columns."""
     C, L = state.h.ttt_chunk_size, state.h.ttt_eval_seq_len
-    chunk_end = torch.where(n_chunks - 1 == ci, pred_lens, torch.full_like(pred_lens, (ci + 1) * C))
+    # a document that already ended (a filler row, see ttt_batch) gets chunk_end < ci * C: nothing scored
+    chunk_end = torch.where(n_chunks - 1 <= ci, pred_lens, torch.full_like(pred_lens, (ci + 1) * C))
     win_start = (chunk_end - L).clamp_min(0)
     T = min((ci + 1) * C, L)
     cols = torch.arange(T + 1, device=starts.device)
@@ -1704,6 +1712,11 @@ def record_scores(state: TTTState, ids, chunk_pos, chunk_tgt, target_index, loss
                                    scored.double().sum()])
 
 
+# A compiled graph specialises a size of 1 (and would compile again for it): a lone running document is
+# computed beside an ended one, whose row scores nothing and learns nothing.
+MIN_TTT_ROWS = 2
+
+
 def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
     """Score-first TTT over one batch of documents (shortest first), chunk by chunk: score the chunk with
     the current adapters, then one Adam step on each document's mean chunk loss (never on its last chunk,
@@ -1716,6 +1729,7 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
     state.work.start_batch(rows)
     for ci in range(int(n_chunks_np.max())):
         first = int(np.searchsorted(n_chunks_np, ci, side="right"))  # rows whose document is still running
+        first = min(first, rows - MIN_TTT_ROWS) if rows >= MIN_TTT_ROWS else 0
         learn = int(np.searchsorted(n_chunks_np, ci + 1, side="right"))  # ... and not in its last chunk
         leaves = state.work.leaves(A, first, rows)
         ids, chunk_pos, chunk_tgt, target_index = chunk_windows(state, starts[first:], pred_lens[first:],
