@@ -1677,7 +1677,7 @@ class TTTState:
     generators: dict  # virtual GPU -> its CPU generator for A (the record's ranks draw on their own CPUs)
     warm_a: dict  # virtual GPU -> its A (kept across batches with TTT_WARM_START_A)
     sums: torch.Tensor  # (3,) float64: nats, bytes, targets scored on this rank
-    scores: torch.Tensor  # per target of the stream: its nats (0 where another rank scored it)
+    scores: torch.Tensor  # per target of the stream, its nats (0 where another rank scored it); + a trash slot
     chunk_steps: int = 0
 
 
@@ -1707,7 +1707,8 @@ def record_scores(state: TTTState, ids, chunk_pos, chunk_tgt, target_index, loss
     with torch.no_grad():
         scored = chunk_tgt >= 0
         nbytes = state.tables.target_bytes(ids.gather(1, chunk_pos), chunk_tgt.clamp_min(0)) * scored
-        state.scores[target_index[scored]] = losses.detach()[scored].float()
+        trash = len(state.scores) - 1  # unscored slots write (their zero) there: no boolean indexing, no sync
+        state.scores[target_index.masked_fill(~scored, trash)] = losses.detach().float()
         state.sums += torch.stack([losses.detach().double().sum(), nbytes.double().sum(),
                                    scored.double().sum()])
 
@@ -1847,14 +1848,13 @@ def new_ttt_state(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpa
     if h.ttt_eval_seq_len > h.train_seq_len:
         raise ValueError(f"TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} must be at most TRAIN_SEQ_LEN={h.train_seq_len}")
     shapes = lora_shapes(h, len(sum(virtual_layer_order(h, model.looping), [])))
-    rng_state = torch.random.get_rng_state()  # every virtual GPU starts from the same seed, as the record's GPUs
-    gens = {g: torch.Generator() for g in range(G)}
-    for gen in gens.values():
-        gen.set_state(rng_state)
+    # every virtual GPU draws from its own generator seeded alike, as the record's GPUs draw from their own
+    # CPU generators (seeded alike); seeded here, so that the score does not depend on what ran before
+    gens = {g: torch.Generator().manual_seed(h.seed) for g in range(G)}
     state = TTTState(model, h, ctx, plan, tables, torch.from_numpy(tokens.astype(np.int64)).to(ctx.device), chunk_fn,
                      shapes, LoRAWork(h, shapes, ctx.device), gens, {},
                      torch.zeros(3, dtype=torch.float64, device=ctx.device),
-                     torch.zeros(len(tokens) - 1, dtype=torch.float32, device=ctx.device))
+                     torch.zeros(len(tokens), dtype=torch.float32, device=ctx.device))
     reset_adapters(state)
     return state
 
@@ -1889,14 +1889,15 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
         log(f"ttt_global_sgd phase:{phase + 1} docs:{plan.phase_docs[phase]} tokens:{len(stream)} "
             f"steps:{steps} elapsed:{time.perf_counter() - t0:.1f}s")
     all_reduce_(ctx, state.sums)
-    all_reduce_(ctx, state.scores)
+    scores = state.scores[:-1].contiguous()
+    all_reduce_(ctx, scores)
     for p in model.parameters():
         p.requires_grad_(True)
     model.train()
     nats, nbytes, count = state.sums.tolist()
     log(f"ttt_timing chunk_steps:{state.chunk_steps} scored_targets:{int(count)} "
         f"seconds:{time.perf_counter() - t0:.1f} (rank 0's chunk steps; targets over all ranks)")
-    return nats / count, nats / math.log(2) / nbytes, state.scores
+    return nats / count, nats / math.log(2) / nbytes, scores
 
 
 def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> None:

@@ -8,6 +8,7 @@ GPU (the lead's command; ARTIFACT from a golfrun run, the val shard and tokenize
         --val ../shared/data/proxy2/datasets/proxy2_sp8192/fineweb_val_000000.bin \
         --tokenizer ../shared/data/tokenizers/fineweb_8192_bpe.model
 CPU, toy size (what tests/test_oracle_ttt.py runs): add --toy (random weights, a few short documents).
+Our config variables in the environment apply to both (e.g. PHASED_TTT_PREFIX_DOCS with --max-docs).
 
 Both run at world size 1 with TTT_RECORD_WORLD_SIZE=1, so they compute the same thing: the record's
 1-GPU result. Projection method (printed): the scoring time per batch on this GPU, batches dealt to 8
@@ -232,12 +233,19 @@ def main(argv=None) -> int:
     ap.add_argument("--artifact", help="golfrun artifact; without it, --toy random weights")
     ap.add_argument("--toy", action="store_true", help="toy model and documents (CPU)")
     ap.add_argument("--docs", type=int, default=24, help="--toy: number of documents")
+    ap.add_argument("--max-docs", type=int, default=0, help="only the first N documents of --val (0: all)")
     ap.add_argument("--no-record", action="store_true", help="ours only (timing)")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     env = dict(TOY) if args.toy else {}
-    h = tg.load_hyperparameters({**env, "TTT_RECORD_WORLD_SIZE": "1", "COMPILE": str(int(device.type == "cuda"))})
+    known = {f.name.upper() for f in tg.dataclasses.fields(tg.Hyperparameters)}
+    ours_env = {k: v for k, v in os.environ.items() if k in known}
+    h = tg.load_hyperparameters({**ours_env, **env, "TTT_RECORD_WORLD_SIZE": "1",
+                                 "COMPILE": str(int(device.type == "cuda"))})
     tokens = toy_stream(args.val, args.docs) if args.toy else tg.read_shard(args.val).astype(np.int64)
+    if args.max_docs:
+        starts = np.flatnonzero(tokens == h.bos_id)
+        tokens = tokens[:starts[args.max_docs]] if len(starts) > args.max_docs else tokens
     torch.manual_seed(0)
     ours = tg.GPT(h)
     if args.artifact:
@@ -264,7 +272,7 @@ def main(argv=None) -> int:
         for p in rmodel.parameters():
             p.requires_grad_(False)
         val = ValData(R, tokens, args.tokenizer, h.vocab_size, device)
-        torch.manual_seed(1)
+        torch.manual_seed(h.seed)  # the record draws its LoRA A from the global generator; ours from SEED
         results["record"] = run_record(R, rh, rmodel, val, device, compile_it)
     state = {k: v.clone() for k, v in ours.state_dict().items()}
     torch.manual_seed(1)

@@ -131,9 +131,9 @@ def test_smoke_run_ttt_beats_no_ttt(smoke_log):
 
 def test_whole_ttt_evaluation_compiles_one_graph():
     """A whole TTT batch (rows that finish one by one down to a lone document, computed beside an ended
-    one; windows that grow then slide) through the compiled chunk function gives the eager scores and compiles once. Dynamo +
-    AOTAutograd (backend aot_eager) decide the graphs, as for Inductor."""
-    h, model, tables, tokens = _setup(VAL_MAX_TOKENS="700")  # one batch of 3 (a batch of 1 would specialise)
+    one; windows that grow then slide) through the compiled chunk function gives the eager scores and
+    compiles once. Dynamo + AOTAutograd (backend aot_eager) decide the graphs, as for Inductor."""
+    h, model, tables, tokens = _setup(VAL_MAX_TOKENS="700")  # one batch of 3 (a batch of 1 specialises)
     assert [len(b) for b in tg.plan_ttt(tokens, h).batches] == [3]
     want_bpb, want, _ = _run_ttt(h, model, tables, tokens)
     torch._dynamo.reset()
