@@ -67,6 +67,7 @@ except Exception:  # noqa: BLE001
 
 CODE_FILES = ("train_gpt.py", "kernels.py")  # both count toward the artifact's bytes
 ARTIFACT_LIMIT_BYTES = 16_000_000  # decimal, challenge rule
+EVAL_LIMIT_SECONDS = 600  # challenge rule: evaluation, TTT included, within 10 minutes
 COMPILE_SCOPES = ("layers", "model")
 SHARD_MAGIC = 20240520  # the challenge's shard header
 SHARD_VERSION = 1
@@ -76,123 +77,215 @@ DOWNLOAD_HINT = "python scripts/download_data.py --variant sp8192 --train-shards
 
 # -----------------------------------------------------------------------------
 # Hyperparameters
-# Every knob is a field here, read from the env var of the same name in capitals. Defaults are the
-# record's. SMOKE=1 swaps in toy sizes for the fields the user did not set.
+# Every knob is a field here, read from the env var of the same name in capitals; names, meanings and
+# defaults are the record's (its `Hyperparameters:` dump). Each number declares its allowed range beside it,
+# checked when the config is built, so a bad value stops the run before any compute. SMOKE=1 swaps in toy
+# sizes for the fields the user did not set.
 # -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Allowed:
+    """The values a setting may take. Numbers: lo/hi bounds (open where *_open); strings: choices, or
+    characters they may not contain. Floats must also be finite."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple = ()
+    forbidden: str = ""
+
+    def admits(self, value) -> bool:
+        if isinstance(value, str):
+            return ((not self.choices or value in self.choices)
+                    and not any(c in value for c in self.forbidden) and value not in (".", ".."))
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
+        below = self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+        return above and below
+
+    def describe(self, name: str) -> str:
+        """The rule in words, e.g. '0 <= EMA_DECAY < 1' or 'NUM_HEADS >= 1'."""
+        if self.choices:
+            return f"{name} one of " + ", ".join(repr(c) for c in self.choices)
+        if self.forbidden:
+            return f"{name} without " + " or ".join(repr(c) for c in self.forbidden) + ", and not '.' or '..'"
+        if self.lo is not None and self.hi is not None:
+            return f"{self.lo} {'<' if self.lo_open else '<='} {name} {'<' if self.hi_open else '<='} {self.hi}"
+        if self.lo is not None:
+            return f"{name} {'>' if self.lo_open else '>='} {self.lo}"
+        if self.hi is not None:
+            return f"{name} {'<' if self.hi_open else '<='} {self.hi}"
+        return f"{name} finite"
+
+
+def knob(default, allowed: Allowed | None = None):
+    """A field whose allowed values are declared beside it."""
+    return field(default=default, metadata={"allowed": allowed or Allowed()})
+
+
+def at_least(lo):
+    return Allowed(lo=lo)
+
+
+def between(lo, hi):
+    return Allowed(lo=lo, hi=hi)
+
+
+POSITIVE = Allowed(lo=0, lo_open=True)
+NON_NEGATIVE = Allowed(lo=0)
+FRACTION = Allowed(lo=0, hi=1)  # [0, 1]
+DECAY = Allowed(lo=0, hi=1, hi_open=True)  # [0, 1): momenta, betas, EMA decay
+FINITE = Allowed()
+QUANT_BITS = between(2, 8)  # stored in int8; 1 bit has no magnitude left after the sign
+FILE_NAME = Allowed(forbidden="/\\")
+
 
 @dataclass(frozen=True)
 class Hyperparameters:
     # ---- run and data ----
-    run_id: str = ""  # log name; default is a timestamp
-    seed: int = 1337
-    data_path: str = "./data/datasets/fineweb10B_sp8192"  # folder with fineweb_{train,val}_*.bin
-    tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"
-    vocab_size: int = 8192
-    bos_id: int = 1  # every document starts with it
-    train_seq_len: int = 2048  # longest attention span; longer documents are cut
-    train_batch_tokens: int = 786_432  # tokens per optimizer step, all ranks together
-    val_batch_tokens: int = 524_288  # tokens per evaluation forward, all ranks together
-    val_max_tokens: int = 0  # 0: the whole val set; else its first N tokens (smoke runs)
+    run_id: str = knob("", FILE_NAME)  # log name (logs/<RUN_ID>.txt); default is a timestamp
+    seed: int = knob(1337, between(0, 2**32 - 1))
+    # DATA_DIR is the record's root: DATA_PATH and TOKENIZER_PATH default to the record's layout under it
+    # (data_layout); set them to point elsewhere.
+    data_dir: str = "./data/"
+    data_path: str = ""  # folder with fineweb_{train,val}_*.bin; default DATA_DIR/datasets/fineweb10B_sp<V>
+    tokenizer_path: str = ""  # default DATA_DIR/tokenizers/fineweb_<V>_bpe.model
+    vocab_size: int = knob(8192, between(2, 65_536))  # shards store uint16 token ids
+    bos_id: int = knob(1, NON_NEGATIVE)  # every document starts with it
+    train_seq_len: int = knob(2048, at_least(1))  # longest attention span; longer documents are cut
+    train_batch_tokens: int = knob(786_432, at_least(1))  # tokens per optimizer step, all ranks together
+    val_batch_tokens: int = knob(524_288, at_least(1))  # tokens per evaluation forward, all ranks together
+    val_max_tokens: int = knob(0, NON_NEGATIVE)  # 0: the whole val set; else its first N tokens (smoke runs)
     smoke: bool = False  # toy sizes for a CPU run of the whole pipeline
     eval_only: bool = False  # skip training: load ARTIFACT_PATH and evaluate it
     artifact_path: str = "final_model.golf"
     # ---- model ----
-    num_layers: int = 11
-    model_dim: int = 512
-    num_heads: int = 8
-    num_kv_heads: int = 4
-    mlp_mult: int = 4
-    logit_softcap: float = 30.0  # z = c * tanh(logits / c); 0 turns it off
-    rope_base: float = 10_000.0
-    rope_dims: int = 16  # rotary on the first 16 of 64 head dims
-    qk_gain_init: float = 5.0
-    tied_embed_init_std: float = 0.005
-    xsa_last_n: int = 11  # exclusive self attention on the last N layers
+    num_layers: int = knob(11, at_least(1))
+    model_dim: int = knob(512, at_least(1))
+    num_heads: int = knob(8, at_least(1))
+    num_kv_heads: int = knob(4, at_least(1))
+    mlp_mult: int = knob(4, at_least(1))  # whole numbers only here (the record's float 4.0 is accepted)
+    logit_softcap: float = knob(30.0, NON_NEGATIVE)  # z = c * tanh(logits / c); 0 turns it off
+    rope_base: float = knob(10_000.0, POSITIVE)
+    rope_dims: int = knob(16, NON_NEGATIVE)  # rotary on the first 16 of 64 head dims
+    qk_gain_init: float = knob(5.0, POSITIVE)
+    tied_embed_init_std: float = knob(0.005, POSITIVE)
+    embed_fp32: bool = False  # GPU: keep the embedding's master weight in fp32 (the record keeps it in bf16)
+    xsa_last_n: int = knob(11, NON_NEGATIVE)  # exclusive self attention on the last N layers
     gated_attn_enabled: bool = True
-    gated_attn_init_std: float = 0.005
+    gated_attn_init_std: float = knob(0.005, POSITIVE)
     ln_scale: bool = True  # scale each norm by 1/sqrt(layer index + 1)
     skip_gates_enabled: bool = True
-    loop_start: int = 3  # depth recurrence: layers loop_start..loop_end repeat
-    loop_end: int = 5
-    num_loops: int = 2  # extra passes over the looped layers
-    enable_looping_at: float = 0.35  # switched on after this fraction of training
-    parallel_start_layer: int = 8  # two residual lanes from this physical layer on
-    parallel_resid_init: float = 1.1
+    loop_start: int = knob(3, NON_NEGATIVE)  # depth recurrence: layers loop_start..loop_end repeat
+    loop_end: int = knob(5, NON_NEGATIVE)
+    num_loops: int = knob(2, NON_NEGATIVE)  # extra passes over the looped layers
+    enable_looping_at: float = knob(0.35, FRACTION)  # switched on after this fraction of training
+    parallel_start_layer: int = knob(8, NON_NEGATIVE)  # two residual lanes from this physical layer on
+    parallel_resid_init: float = knob(1.1, FINITE)
     # ---- optimizer ----
-    matrix_lr: float = 0.026
-    muon_momentum: float = 0.97
-    muon_momentum_warmup_start: float = 0.92
-    muon_momentum_warmup_steps: int = 1500
-    muon_wd: float = 0.095
-    muon_backend_steps: int = 5
+    matrix_lr: float = knob(0.026, NON_NEGATIVE)
+    muon_momentum: float = knob(0.97, DECAY)
+    muon_momentum_warmup_start: float = knob(0.92, DECAY)
+    muon_momentum_warmup_steps: int = knob(1500, NON_NEGATIVE)
+    muon_wd: float = knob(0.095, NON_NEGATIVE)
+    muon_backend_steps: int = knob(5, at_least(1))
     polar_express_ns: bool = True
     muon_row_normalize: bool = True  # MuonEq-R: normalise gradient rows before orthogonalising
-    tied_embed_lr: float = 0.03
-    embed_wd: float = 0.085
-    scalar_lr: float = 0.02
-    adam_wd: float = 0.02
-    beta1: float = 0.9
-    beta2: float = 0.95
-    adam_eps: float = 1e-8
-    grad_clip_norm: float = 0.3
+    tied_embed_lr: float = knob(0.03, NON_NEGATIVE)
+    embed_wd: float = knob(0.085, NON_NEGATIVE)
+    scalar_lr: float = knob(0.02, NON_NEGATIVE)
+    adam_wd: float = knob(0.02, NON_NEGATIVE)
+    beta1: float = knob(0.9, DECAY)
+    beta2: float = knob(0.95, DECAY)
+    adam_eps: float = knob(1e-8, POSITIVE)
+    grad_clip_norm: float = knob(0.3, NON_NEGATIVE)  # 0: no clipping
     # ---- schedule ----
-    iterations: int = 20_000  # upper bound; the wallclock cap ends training first
-    warmup_steps: int = 20
-    warmdown_frac: float = 0.75  # linear decay over the last 75% of training time
-    min_lr: float = 0.10
-    max_wallclock_seconds: float = 600.0
-    gptq_reserve_seconds: float = 0.5  # stop this long before the cap
-    ema_decay: float = 0.9965
-    val_loss_every: int = 0  # 0: no validation during training (the record's choice)
-    train_log_every: int = 100
+    iterations: int = knob(20_000, at_least(1))  # upper bound; the wallclock cap ends training first
+    warmup_steps: int = knob(20, NON_NEGATIVE)
+    warmdown_frac: float = knob(0.75, FRACTION)  # linear decay over the last 75% of training time
+    min_lr: float = knob(0.10, FRACTION)
+    max_wallclock_seconds: float = knob(600.0, NON_NEGATIVE)  # 0: no cap (ITERATIONS steps)
+    gptq_reserve_seconds: float = knob(0.5, NON_NEGATIVE)  # stop this long before the cap
+    ema_decay: float = knob(0.9965, DECAY)
+    val_loss_every: int = knob(0, NON_NEGATIVE)  # validate every N steps, clock paused; 0: never (the record)
+    train_log_every: int = knob(100, NON_NEGATIVE)  # 0: no step lines (as in the record)
     compile: bool = True  # torch.compile the model (CUDA only)
     # model: one whole-model graph per recurrence state (fastest steps; ~2 min of compile on a cold cache);
     # layers: graphs of one layer shared by every block (about half the compile, ~4% slower steps)
-    compile_scope: str = "model"
+    compile_scope: str = knob("model", Allowed(choices=COMPILE_SCOPES))
     # ---- kernels ----
     fused_ce_enabled: bool = True
     fused_mlp_enabled: bool = True
     # ---- quantization and artifact ----
-    gptq_calibration_batches: int = 16
-    matrix_bits: int = 6
-    embed_bits: int = 7
-    gate_bits: int = 8
-    matrix_clip_sigmas: float = 12.85  # block matrices outside attention and MLP
-    mlp_clip_sigmas: float = 12.0
-    attn_clip_sigmas: float = 13.0
-    embed_clip_sigmas: float = 15.0
-    gptq_damp: float = 0.01
-    gptq_block_size: int = 128
-    brotli_quality: int = 11
+    gptq_calibration_batches: int = knob(16, at_least(1))
+    matrix_bits: int = knob(6, QUANT_BITS)
+    embed_bits: int = knob(7, QUANT_BITS)
+    mlp_clip_sigmas: float = knob(12.0, POSITIVE)
+    attn_clip_sigmas: float = knob(13.0, POSITIVE)
+    embed_clip_sigmas: float = knob(15.0, POSITIVE)
+    gptq_damp: float = knob(0.01, POSITIVE)
+    gptq_block_size: int = knob(128, at_least(1))
+    brotli_quality: int = knob(11, between(0, 11))
     # ---- test-time training ----
     ttt_enabled: bool = True
-    ttt_lora_rank: int = 128
-    ttt_lora_alpha: float = 144.0
-    ttt_lora_lr: float = 1e-4
-    ttt_beta1: float = 0.0
-    ttt_beta2: float = 0.999
-    ttt_weight_decay: float = 2.0
-    ttt_chunk_size: int = 48
-    ttt_batch_size: int = 64
+    ttt_lora_rank: int = knob(128, at_least(1))
+    ttt_lora_alpha: float = knob(144.0, POSITIVE)
+    ttt_lora_lr: float = knob(1e-4, NON_NEGATIVE)
+    ttt_beta1: float = knob(0.0, DECAY)
+    ttt_beta2: float = knob(0.999, DECAY)
+    ttt_weight_decay: float = knob(2.0, NON_NEGATIVE)
+    ttt_chunk_size: int = knob(48, at_least(1))
+    ttt_batch_size: int = knob(64, at_least(1))
     ttt_warm_start_a: bool = True  # keep each GPU's LoRA A across batches (B restarts at zero)
-    ttt_eval_seq_len: int = 2048  # context of a scored chunk: at most this many tokens, its own included
-    ttt_k_lora: bool = True  # adapt the key projection too (q, v and the LM head always)
-    ttt_mlp_lora: bool = True  # adapt the MLP output
-    ttt_o_lora: bool = True  # adapt the attention output projection
+    phased_ttt_prefix_docs: int = knob(2000, NON_NEGATIVE)  # documents in the phased prefix
+    phased_ttt_num_phases: int = knob(3, NON_NEGATIVE)
+    global_ttt_lr: float = knob(0.001, NON_NEGATIVE)
+    global_ttt_momentum: float = knob(0.9, DECAY)
+    global_ttt_chunk_tokens: int = knob(32_768, at_least(1))
     # the record's score depends on its GPU count (batches in flight at a phase pause, each GPU's warm A,
     # the global-SGD split); this many GPUs are reproduced at any world size that divides it
-    ttt_record_world_size: int = 8
-    phased_ttt_prefix_docs: int = 2000  # documents scored before the last global SGD pass
-    phased_ttt_num_phases: int = 3
-    global_ttt_lr: float = 0.001  # cosine to 0 over the pass's 32k-token chunks
-    global_ttt_momentum: float = 0.9
-    global_ttt_chunk_tokens: int = 32_768  # tokens per SGD step
-    global_ttt_grad_clip: float = 1.0
+    ttt_record_world_size: int = knob(8, at_least(1))
     ttt_compile: bool = True  # torch.compile the TTT chunk forward/backward (CUDA, with COMPILE=1)
+    # The record's other TTT settings, under its names and defaults. The `ttt` branch wires them; until a
+    # field leaves TTT_NOT_WIRED, only its default is accepted (no setting may silently do nothing).
+    ttt_eval_seq_len: int = knob(2048, at_least(1))  # longest context a TTT chunk is scored with
+    ttt_grad_steps: int = knob(1, at_least(1))  # adapter steps per chunk
+    ttt_k_lora: bool = True  # LoRA on the key projection
+    ttt_o_lora: bool = True  # LoRA on the attention output projection
+    ttt_mlp_lora: bool = True  # LoRA beside the MLP
+    global_ttt_epochs: int = knob(1, NON_NEGATIVE)
+    global_ttt_batch_seqs: int = knob(32, at_least(1))
+    global_ttt_grad_clip: float = knob(1.0, NON_NEGATIVE)  # 0: no clipping
+    global_ttt_warmup_chunks: int = knob(0, NON_NEGATIVE)
+    global_ttt_warmup_start_lr: float = knob(0.0, NON_NEGATIVE)
+    global_ttt_respect_doc_boundaries: bool = True
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            allowed = f.metadata.get("allowed")
+            if allowed is not None and not allowed.admits(value):
+                finite = " (finite)" if f.type == "float" else ""
+                raise ValueError(f"{f.name.upper()}={value!r} is out of range: need "
+                                 f"{allowed.describe(f.name.upper())}{finite}")
+        for name, path in data_layout(self.data_dir, self.vocab_size).items():
+            if not getattr(self, name):  # not set explicitly: the record's layout under DATA_DIR
+                object.__setattr__(self, name, path)
 
     @property
     def head_dim(self) -> int:
         return self.model_dim // self.num_heads
+
+
+TTT_NOT_WIRED = ("ttt_grad_steps", "global_ttt_epochs", "global_ttt_batch_seqs", "global_ttt_warmup_chunks",
+                 "global_ttt_warmup_start_lr", "global_ttt_respect_doc_boundaries")
+
+
+def data_layout(data_dir: str, vocab_size: int) -> dict[str, str]:
+    """The record's layout of the shards and the tokenizer under DATA_DIR (as download_data.py writes it)."""
+    return dict(data_path=os.path.join(data_dir, "datasets", f"fineweb10B_sp{vocab_size}"),
+                tokenizer_path=os.path.join(data_dir, "tokenizers", f"fineweb_{vocab_size}_bpe.model"))
 
 
 # Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in about a minute.
@@ -207,12 +300,68 @@ SMOKE_OVERRIDES = dict(
     ema_decay=0.9,
 )
 
+# The record's settings that golfrun does not implement: the record's value is accepted, so that its
+# commands run unchanged, and any other value is refused with the reason.
+RECORD_FIXED = {
+    "TIE_EMBEDDINGS": ("1", "the embedding is always tied to the output head here (untied is not implemented)"),
+    "EMBED_LR": ("0.6", "it is the record's rate for untied embeddings only; ours are tied: set TIED_EMBED_LR"),
+    "ROPE_YARN": ("0", "YaRN rotary scaling is not implemented (the record runs without it)"),
+    "ROPE_TRAIN_SEQ_LEN": ("2048", "the record reads it and never uses it (its rotary takes TRAIN_SEQ_LEN)"),
+    "PHASED_TTT_ENABLED": ("1", "the record reads it and never uses it; PHASED_TTT_NUM_PHASES=0 turns phases off"),
+    "COMPRESSOR": ("brotli", "the artifact is always brotli-compressed"),
+    "TTT_OPTIMIZER": ("adam", "the TTT adapters train with AdamW only (the record's SGD option is not implemented)"),
+    "PARALLEL_FINAL_LANE": ("mean", "the two residual lanes are always averaged before the final norm"),
+    "SLIDING_WINDOW_ENABLED": ("0", "the record's diagnostic sliding-window evaluation is not implemented"),
+    "EVAL_STRIDE": ("64", "it is the stride of the sliding-window evaluation, which is not implemented"),
+    "VAL_DOC_FRACTION": ("1.0", "validation scores every document (VAL_MAX_TOKENS cuts it for smoke runs)"),
+    "TTT_EVAL_BATCHES": ("", "the record's debugging subset of TTT batches is not implemented"),
+    "ARTIFACT_DIR": ("", "the log goes to logs/<RUN_ID>.txt and the artifact to ARTIFACT_PATH"),
+    "MATRIX_CLIP_SIGMAS": ("12.85", "it covers matrices outside attention and the MLP, and this model has none "
+                                    "(use ATTN_CLIP_SIGMAS, MLP_CLIP_SIGMAS, EMBED_CLIP_SIGMAS)"),
+}
+
+# The record's settings that must equal one of ours here: (our field, why).
+RECORD_SAME_AS = {
+    "EVAL_SEQ_LEN": ("train_seq_len", "validation packs documents into TRAIN_SEQ_LEN windows; set TRAIN_SEQ_LEN"),
+}
+
+# Entries of the record's dump that are not settings: the record derives them (torchrun sets the first three).
+RECORD_DERIVED = {
+    "RANK": "torchrun's process rank", "WORLD_SIZE": "torchrun's process count",
+    "LOCAL_RANK": "torchrun's rank on this host", "DISTRIBUTED": "true when WORLD_SIZE > 1",
+    "IS_MAIN_PROCESS": "rank 0", "GRAD_ACCUM_STEPS": "8 // WORLD_SIZE (validate_hyperparameters)",
+    "DATASETS_DIR": "DATA_DIR/datasets/fineweb10B_sp<VOCAB_SIZE>: DATA_PATH here",
+    "TRAIN_FILES": "DATA_PATH/fineweb_train_*.bin", "VAL_FILES": "DATA_PATH/fineweb_val_*.bin",
+    "LOGFILE": "logs/<RUN_ID>.txt", "MODEL_PATH": "the record's unquantized checkpoint; golfrun writes none",
+    "QUANTIZED_MODEL_PATH": "the artifact: ARTIFACT_PATH here",
+}
+
+# Our names before they took the record's (an old command gets the new name, not a silent default).
+RENAMED = {
+    "MIN_LR_FRAC": "MIN_LR", "LOOP_ENABLE_FRAC": "ENABLE_LOOPING_AT", "MUON_WEIGHT_DECAY": "MUON_WD",
+    "MUON_NS_STEPS": "MUON_BACKEND_STEPS", "MUON_ROW_NORM": "MUON_ROW_NORMALIZE", "EMBED_WEIGHT_DECAY": "EMBED_WD",
+    "SCALAR_WEIGHT_DECAY": "ADAM_WD", "ADAM_BETA1": "BETA1", "ADAM_BETA2": "BETA2",
+    "GATED_ATTN": "GATED_ATTN_ENABLED", "GATE_INIT_STD": "GATED_ATTN_INIT_STD",
+    "GPTQ_CALIB_BATCHES": "GPTQ_CALIBRATION_BATCHES", "CLIP_SIGMA_MATRIX": "MATRIX_CLIP_SIGMAS",
+    "CLIP_SIGMA_MLP": "MLP_CLIP_SIGMAS", "CLIP_SIGMA_ATTN": "ATTN_CLIP_SIGMAS",
+    "CLIP_SIGMA_EMBED": "EMBED_CLIP_SIGMAS", "TTT_LR": "TTT_LORA_LR", "TTT_CHUNK_TOKENS": "TTT_CHUNK_SIZE",
+    "TTT_BATCH_DOCS": "TTT_BATCH_SIZE", "TTT_PHASED_DOCS": "PHASED_TTT_PREFIX_DOCS",
+    "TTT_PHASES": "PHASED_TTT_NUM_PHASES", "TTT_GLOBAL_LR": "GLOBAL_TTT_LR",
+    "TTT_GLOBAL_MOMENTUM": "GLOBAL_TTT_MOMENTUM", "TTT_GLOBAL_CHUNK_TOKENS": "GLOBAL_TTT_CHUNK_TOKENS",
+}
+# Our settings that did nothing and went (an old command is told, not silently ignored).
+REMOVED = {
+    "GATE_BITS": "the attention gates are always stored as int8 per head, as in the record",
+    "TTT_TIME_BUDGET_SECONDS": "it was only printed; the evaluation limit is the challenge's 600 s",
+}
+
 # Variables in the environment that are not ours even though they look like it.
 FOREIGN_ENV_VARS = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                     "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "OMP_NUM_THREADS"}
 # Name families that are ours: an env var starting with one of these must be a known field.
-OWN_ENV_PREFIXES = ("TTT_", "GPTQ_", "MUON_", "ADAM_", "EMBED_", "SCALAR_", "MATRIX_", "CLIP_SIGMA_", "LOOP_",
-                    "PARALLEL_", "WARMDOWN_", "WARMUP_", "VAL_", "TRAIN_", "FUSED_", "ROPE_", "EMA_", "QK_")
+OWN_ENV_PREFIXES = ("TTT_", "PHASED_TTT_", "GLOBAL_TTT_", "GPTQ_", "MUON_", "ADAM_", "EMBED_", "SCALAR_", "MATRIX_",
+                    "CLIP_SIGMA_", "LOOP_", "PARALLEL_", "WARMDOWN_", "WARMUP_", "VAL_", "TRAIN_", "FUSED_", "ROPE_",
+                    "EMA_", "QK_", "GATED_ATTN_", "TIED_EMBED_", "MLP_", "ATTN_")
 
 
 def _parse_bool(name: str, text: str) -> bool:
@@ -225,9 +374,36 @@ def _parse_value(name: str, text: str, kind: type):
     try:
         if kind is bool:
             return _parse_bool(name, text)
-        return kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
-    except ValueError as err:
+        if kind is int:  # "1e3" and the record's "4.0" are whole numbers too
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError("not a whole number")
+            return int(number)
+        return kind(text)
+    except (ValueError, OverflowError) as err:
         raise ValueError(f"{name}={text!r} is not a valid {kind.__name__}: {err}") from None
+
+
+def _same_value(text: str, accepted: str) -> bool:
+    try:
+        return float(text) == float(accepted)
+    except ValueError:
+        return text == accepted
+
+
+def check_record_only(environ: dict) -> None:
+    """The record's names we do not implement: its value passes, others are refused with the reason."""
+    for name in sorted(set(environ) & set(RECORD_FIXED)):
+        accepted, reason = RECORD_FIXED[name]
+        if not _same_value(environ[name], accepted):
+            raise ValueError(f"{name}={environ[name]!r} is not supported, only the record's {name}={accepted!r}: "
+                             f"{reason}")
+    for name in sorted(set(environ) & (set(RECORD_DERIVED) - FOREIGN_ENV_VARS)):
+        raise ValueError(f"{name} is not a setting: the record derives it ({RECORD_DERIVED[name]})")
+    for name in sorted(set(environ) & set(RENAMED)):
+        raise ValueError(f"{name} was renamed to the record's name {RENAMED[name]}")
+    for name in sorted(set(environ) & set(REMOVED)):
+        raise ValueError(f"{name} was removed: {REMOVED[name]}")
 
 
 def check_unknown_env(environ: dict, known: set[str]) -> None:
@@ -242,10 +418,27 @@ def check_unknown_env(environ: dict, known: set[str]) -> None:
                              "Known names are the Hyperparameters fields of train_gpt.py in capitals.")
 
 
+def check_one_source(environ: dict, h: Hyperparameters) -> None:
+    """A value given twice must agree: DATA_DIR with an explicit DATA_PATH or TOKENIZER_PATH, and the
+    record's names that mean one of our fields."""
+    if "DATA_DIR" in environ:
+        for name, path in data_layout(h.data_dir, h.vocab_size).items():
+            given = environ.get(name.upper())
+            if given is not None and os.path.normpath(given) != os.path.normpath(path):
+                raise ValueError(f"DATA_DIR={environ['DATA_DIR']!r} implies {name.upper()}={path!r}, but "
+                                 f"{name.upper()}={given!r} is set: give one of them")
+    for name in sorted(set(environ) & set(RECORD_SAME_AS)):
+        ours, reason = RECORD_SAME_AS[name]
+        if not _same_value(environ[name], str(getattr(h, ours))):
+            raise ValueError(f"{name}={environ[name]!r} differs from {ours.upper()}={getattr(h, ours)!r}, and "
+                             f"here it must not: {reason}")
+
+
 def load_hyperparameters(environ: dict | None = None) -> Hyperparameters:
     environ = dict(os.environ if environ is None else environ)
     fields = {f.name: f for f in dataclasses.fields(Hyperparameters)}
-    check_unknown_env(environ, {n.upper() for n in fields})
+    check_record_only(environ)
+    check_unknown_env(environ, {n.upper() for n in fields} | set(RECORD_FIXED) | set(RECORD_SAME_AS))
     kinds = {"str": str, "int": int, "float": float, "bool": bool}
     values = {}
     for name, f in fields.items():
@@ -253,11 +446,14 @@ def load_hyperparameters(environ: dict | None = None) -> Hyperparameters:
             values[name] = _parse_value(name.upper(), environ[name.upper()], kinds[f.type])
     if values.get("smoke", False):
         values = {**SMOKE_OVERRIDES, **values}
-    return Hyperparameters(**values)
+    h = Hyperparameters(**values)
+    check_one_source(environ, h)
+    return h
 
 
 def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
-    """Check invariants once; return grad_accum_steps. Messages say which variable to change."""
+    """Check the invariants between settings once, before any compute; return grad_accum_steps. (Each
+    setting's own range is checked when the config is built.) Messages say which variable to change."""
     if 8 % world_size != 0:
         raise ValueError(f"world size {world_size} must divide 8 (use --nproc_per_node=1, 2, 4 or 8)")
     grad_accum_steps = 8 // world_size
@@ -271,10 +467,21 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
         raise ValueError(f"ROPE_DIMS={h.rope_dims} must be even and at most the head dim {h.head_dim}")
     if h.num_loops and not 0 <= h.loop_start <= h.loop_end < h.num_layers:
         raise ValueError(f"need 0 <= LOOP_START <= LOOP_END < NUM_LAYERS={h.num_layers}")
-    if h.compile_scope not in COMPILE_SCOPES:
-        raise ValueError(f"COMPILE_SCOPE={h.compile_scope!r} is not one of {', '.join(COMPILE_SCOPES)}")
+    if h.xsa_last_n > h.num_layers or h.parallel_start_layer > h.num_layers:
+        raise ValueError(f"XSA_LAST_N={h.xsa_last_n} and PARALLEL_START_LAYER={h.parallel_start_layer} must be at "
+                         f"most NUM_LAYERS={h.num_layers}")
+    if h.bos_id >= h.vocab_size:
+        raise ValueError(f"BOS_ID={h.bos_id} must be below VOCAB_SIZE={h.vocab_size}")
     if h.val_batch_tokens % (world_size * h.train_seq_len):
         raise ValueError(f"VAL_BATCH_TOKENS={h.val_batch_tokens} must be a multiple of world size x TRAIN_SEQ_LEN")
+    if 0 < h.max_wallclock_seconds <= h.gptq_reserve_seconds:
+        raise ValueError(f"MAX_WALLCLOCK_SECONDS={h.max_wallclock_seconds} leaves no training time after "
+                         f"GPTQ_RESERVE_SECONDS={h.gptq_reserve_seconds} (0 means no cap)")
+    defaults = Hyperparameters()
+    for name in TTT_NOT_WIRED:
+        if getattr(h, name) != getattr(defaults, name):
+            raise ValueError(f"{name.upper()}={getattr(h, name)!r}: only the record's default "
+                             f"{getattr(defaults, name)!r} is implemented so far")
     return grad_accum_steps
 
 
@@ -678,15 +885,16 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 class CastedLinear(nn.Linear):
-    """fp32 master weight, cast to the activation dtype (bf16 on GPU) at use."""
+    """fp32 master weight, cast to the activation dtype (bf16 on GPU) at use. Initialised orthogonal (gain 1:
+    orthonormal rows or columns, the record's rule), or zero for the output projections, so that every block
+    starts as the identity on the residual stream."""
 
     def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
         super().__init__(in_features, out_features, bias=False)
         if zero_init:
             nn.init.zeros_(self.weight)
-        else:  # std 0.5 / sqrt(fan_in), uniform
-            bound = 0.5 * math.sqrt(3.0 / in_features)
-            nn.init.uniform_(self.weight, -bound, bound)
+        else:
+            nn.init.orthogonal_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight.to(x.dtype))
@@ -709,7 +917,8 @@ class Rotary(nn.Module):
         sin = self.sin[positions].unsqueeze(-2).to(x.dtype)
         half = self.dims // 2
         x1, x2, rest = x[..., :half], x[..., half:self.dims], x[..., self.dims:]
-        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)  # the record's direction
+        # the record's sense of rotation (by -angle); the other sense is another model for the same weights
+        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
 
 
 class Attention(nn.Module):
@@ -813,17 +1022,15 @@ class Block(nn.Module):
         return x + self.mlp_out(x, ctx[-1])
 
     def forward_lanes(self, lanes, x0, ctx, resid_lambdas, post_lambdas):
-        """Parallel residuals: attention reads lane 0, the MLP lane 1; each output feeds both lanes."""
+        """Parallel residuals: attention reads lane 0 (mixed with x0), the MLP reads lane 1 as it is; both
+        run on the block's input lanes. Lane k keeps resid_lambdas[k] of itself and adds post_lambdas[0][k]
+        of the attention output and post_lambdas[1][k] of the MLP output."""
         lane0, lane1 = lanes
-        for sub in range(2):
-            if sub == 0:
-                out = self.attn_out(self._mix(lane0, x0), ctx)
-            else:
-                out = self.mlp_out(self._mix(lane1, x0), ctx[-1])
-            r = resid_lambdas[sub].to(out.dtype)
-            post = post_lambdas[sub].to(out.dtype)
-            lane0, lane1 = r * lane0 + post[0] * out, r * lane1 + post[1] * out
-        return lane0, lane1
+        attn = self.attn_out(self._mix(lane0, x0), ctx)
+        mlp = self.mlp_out(lane1, ctx[-1])
+        r, post = resid_lambdas.to(attn.dtype), post_lambdas.to(attn.dtype)
+        return (r[0] * lane0 + post[0, 0] * attn + post[1, 0] * mlp,
+                r[1] * lane1 + post[0, 1] * attn + post[1, 1] * mlp)
 
 
 def add_skip(x, skip, weight, gate):
@@ -838,13 +1045,14 @@ def add_skip(x, skip, weight, gate):
 def layer_step(block: Block, lanes: tuple, x0, ctx, skip=None, skip_weight=None, skip_gate=None,
                lane_lambdas=None) -> tuple:
     """One virtual layer on the residual lanes (one lane, two from parallel_start_layer on): the decoder's
-    skip into each lane, then the block. COMPILE_SCOPE=layers compiles this function once for all blocks."""
+    skip, then the block. The skip goes into lane 0 only (the attention lane), as in the record.
+    COMPILE_SCOPE=layers compiles this function once for all blocks."""
+    if lane_lambdas is not None and len(lanes) == 1:  # the first parallel layer splits the stream in two
+        lanes = (lanes[0], lanes[0])
     if skip is not None:
-        lanes = tuple(add_skip(lane, skip, skip_weight, skip_gate) for lane in lanes)
+        lanes = (add_skip(lanes[0], skip, skip_weight, skip_gate), *lanes[1:])
     if lane_lambdas is None:
         return (block(lanes[0], x0, ctx),)
-    if len(lanes) == 1:  # the first parallel layer splits the stream in two
-        lanes = (lanes[0], lanes[0])
     return block.forward_lanes(lanes, x0, ctx, *lane_lambdas)
 
 
@@ -888,11 +1096,16 @@ class GPT(nn.Module):
         self.regions: CompiledRegions | None = None  # set by compile_regions(); used by forward() only
 
     def configure_kernels(self, device: torch.device, fused_ce: bool, fused_mlp: bool) -> None:
+        """The device-dependent choices: attention backend, Triton kernels, and the embedding's dtype. On the
+        GPU the record keeps the tied embedding (weight and Adam state) in bf16 and every other weight in
+        fp32; so do we, unless EMBED_FP32=1."""
         on_gpu = device.type == "cuda" and kernels is not None
         self.attn_backend = attention_backend(device)
         self.use_fused_ce = on_gpu and fused_ce
         for block in self.blocks:
             block.mlp.use_fused = on_gpu and fused_mlp
+        if device.type == "cuda" and not self.h.embed_fp32:
+            self.tok_emb.to(torch.bfloat16)
 
     def compile_regions(self, **compile_args) -> None:
         self.regions = CompiledRegions(torch.compile(self.embed, **compile_args),
@@ -928,7 +1141,7 @@ class GPT(nn.Module):
                 gate = self.skip_gates[i] if self.skip_gates is not None else None
                 skip_args = (skips.pop(), self.skip_weights[i], gate)
             lambdas = None
-            if layer >= self.h.parallel_start_layer:
+            if 0 < self.h.parallel_start_layer <= layer:  # 0 turns the lanes off, as in the record
                 lambdas = (self.parallel_resid_lambdas[layer], self.parallel_post_lambdas[layer])
             lanes = step(self.blocks[layer], lanes, x0, ctx(len(encoder) + i), *skip_args, lambdas)
         return lanes
@@ -991,8 +1204,8 @@ def softcap_cross_entropy(logits, targets, softcap: float, reduction: str = "mea
 # Polar Express: Amsel, Persson, Musco, Gower 2025 (arXiv 2505.16932), via parameter-golf PR #1344.
 # -----------------------------------------------------------------------------
 
-# Per-iteration (a, b, c) of X <- aX + b(XX^T)X + c(XX^T)^2 X: the paper's 5-step schedule, computed with a
-# 2% safety factor (the input is divided by 1.02 * its Frobenius norm).
+# Per-iteration (a, b, c) of X <- aX + b(XX^T)X + c(XX^T)^2 X: the paper's 5-step schedule. The input is
+# divided by its plain Frobenius norm (the record's rule), which bounds its spectral norm by 1.
 POLAR_EXPRESS_COEFFS = (
     (8.156554524902461, -22.48329292557795, 15.878769915207462),
     (4.042929935166739, -2.808917465908714, 0.5000178451051316),
@@ -1000,24 +1213,28 @@ POLAR_EXPRESS_COEFFS = (
     (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
     (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
 )
-POLAR_EXPRESS_SAFETY = 1.02
 CLASSIC_NS_COEFFS = (3.4445, -4.7750, 2.0315)  # Muon's original fixed quintic (Jordan et al. 2024)
+NS_EPS = 1e-7  # added to the Frobenius norm before dividing
+ROW_NORM_MIN = 1e-7  # MuonEq-R: rows with a smaller norm are divided by this instead
+
+
+def muon_dtype(device: torch.device) -> torch.dtype:
+    """Muon's working dtype: bf16 on the GPU, as the record (its reduce-scatter, momentum, Newton-Schulz and
+    all-gather all run in bf16, which also halves their traffic); fp32 on the CPU, where tests compare
+    against the record's maths in fp32."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def orthogonalize(G: torch.Tensor, steps: int, polar_express: bool) -> torch.Tensor:
-    """Approximate U V^T of G = U S V^T by an odd matrix polynomial (bf16 on GPU). G: (m, n) or a stack
+    """Approximate U V^T of G = U S V^T by an odd matrix polynomial, in G's dtype. G: (m, n) or a stack
     (k, m, n) of same-shaped matrices, orthogonalised together (batched matmuls: a few launches, not k x)."""
-    X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
-    transposed = X.size(-2) > X.size(-1)
-    if transposed:
-        X = X.mT
-    safety = POLAR_EXPRESS_SAFETY if polar_express else 1.0
-    X = X / (torch.linalg.matrix_norm(X, keepdim=True) * safety + 1e-7)  # per-matrix Frobenius norm
+    X = G.mT if G.size(-2) > G.size(-1) else G
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + NS_EPS)  # per-matrix Frobenius norm
     for i in range(steps):
-        a, b, c = POLAR_EXPRESS_COEFFS[min(i, 4)] if polar_express else CLASSIC_NS_COEFFS
+        a, b, c = POLAR_EXPRESS_COEFFS[min(i, len(POLAR_EXPRESS_COEFFS) - 1)] if polar_express else CLASSIC_NS_COEFFS
         A = X @ X.mT
         X = a * X + (b * A + c * (A @ A)) @ X
-    return (X.mT if transposed else X).to(G.dtype)
+    return X.mT if G.size(-2) > G.size(-1) else X
 
 
 def _reduce_scatter_mean(ctx: DistContext, stacked: torch.Tensor) -> torch.Tensor:
@@ -1047,10 +1264,11 @@ def _all_gather_stack(ctx: DistContext, local: torch.Tensor) -> torch.Tensor:
 class Muon:
     """Distributed Muon. Same-shaped matrices form a bank; rank r owns the r-th of world_size equal slices of
     each bank (zero-padded), orthogonalises its slice as one batch, and the updates are all-gathered.
-    Call reduce_gradients() (returns this rank's share of the squared grad norm), then step(lr, momentum, clip)."""
+    Call reduce_gradients(), then step(lr, momentum). Gradients, momentum and updates are in muon_dtype."""
 
     def __init__(self, params: list[nn.Parameter], h: Hyperparameters, ctx: DistContext):
         self.h, self.ctx = h, ctx
+        self.dtype = muon_dtype(ctx.device)
         banks: dict[tuple, list] = {}
         for p in params:
             banks.setdefault(tuple(p.shape), []).append(p)
@@ -1059,33 +1277,31 @@ class Muon:
         self.momentum: dict[int, torch.Tensor] = {}
         self.owned_grads: list[torch.Tensor] = []
 
-    def reduce_gradients(self) -> torch.Tensor:
-        self.owned_grads, norm_sq = [], torch.zeros((), device=self.ctx.device)
+    def reduce_gradients(self) -> None:
+        self.owned_grads = []
         for bank, k in zip(self.banks, self.per_rank):
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in bank]
             grads += [torch.zeros_like(bank[0])] * (k * self.ctx.world_size - len(bank))  # pad the bank
-            stacked = torch.stack(grads).view(self.ctx.world_size, k, *bank[0].shape)
-            owned = _reduce_scatter_mean(self.ctx, stacked)  # (k, m, n); padding slots stay zero
-            self.owned_grads.append(owned)
-            norm_sq = norm_sq + owned.float().square().sum()
-        return norm_sq
+            stacked = torch.stack(grads).to(self.dtype).view(self.ctx.world_size, k, *bank[0].shape)
+            self.owned_grads.append(_reduce_scatter_mean(self.ctx, stacked))  # (k, m, n); padding stays 0
 
     @torch.no_grad()
-    def step(self, lr: float, momentum: float, clip_coef: torch.Tensor) -> None:
+    def step(self, lr: float, momentum: float) -> None:
         h = self.h
         for b, bank in enumerate(self.banks):
-            grad = self.owned_grads[b] * clip_coef
+            grad = self.owned_grads[b]
             buf = self.momentum.setdefault(b, torch.zeros_like(grad))
             buf.mul_(momentum).add_(grad)
-            update = grad + momentum * buf  # Nesterov
-            if h.muon_row_normalize:  # MuonEq-R
-                update = update / (update.norm(dim=-1, keepdim=True) + 1e-7)
+            update = grad.add(buf, alpha=momentum)  # Nesterov
+            if h.muon_row_normalize:  # MuonEq-R: every row of the update to unit norm (computed in fp32)
+                update = update / update.float().norm(dim=-1, keepdim=True).clamp_min(ROW_NORM_MIN).to(update.dtype)
             update = orthogonalize(update, h.muon_backend_steps, h.polar_express_ns)
-            update *= math.sqrt(max(1.0, update.size(-2) / update.size(-1)))
             gathered = _all_gather_stack(self.ctx, update).flatten(0, 1)  # (world * k, m, n), bank order
+            # tall matrices (the MLP's up projection) get sqrt(rows / cols): the same RMS step per entry
+            scale = math.sqrt(max(1.0, update.size(-2) / update.size(-1)))
             for i, p in enumerate(bank):
                 p.mul_(1.0 - lr * h.muon_wd)
-                p.add_(gathered[i].to(p.dtype), alpha=-lr)
+                p.add_(gathered[i].to(p.dtype), alpha=-lr * scale)
 
 
 def partition_parameters(model: GPT) -> dict[str, list[nn.Parameter]]:
@@ -1103,11 +1319,12 @@ def partition_parameters(model: GPT) -> dict[str, list[nn.Parameter]]:
 
 
 class Optimizers:
-    """Muon + Adam with one global gradient-norm clip across both."""
+    """Muon + Adam. The gradients they get are already clipped, per micro-batch (see accumulate_gradients)."""
 
     def __init__(self, model: GPT, h: Hyperparameters, ctx: DistContext):
         groups = partition_parameters(model)
         self.h, self.ctx = h, ctx
+        self.params = list(model.parameters())
         self.muon = Muon(groups["muon"], h, ctx)
         self.adam_params = groups["embed"] + groups["scalars"]
         self.adam = torch.optim.AdamW(
@@ -1116,47 +1333,49 @@ class Optimizers:
                   base_lr=h.scalar_lr)],
             betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=ctx.device.type == "cuda")
 
-    def step(self, lr_mult: float, muon_momentum: float) -> float:
-        """Average gradients over ranks, clip by the global norm, step both; returns the pre-clip norm."""
+    def step(self, lr_mult: float, muon_momentum: float) -> None:
+        """Average the gradients over ranks and step both optimizers."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.adam_params]
         if self.ctx.distributed:
             flat = torch.cat([g.reshape(-1) for g in grads])
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             flat /= self.ctx.world_size
-            for p, g in zip(self.adam_params, flat.split([g.numel() for g in grads])):
-                p.grad = g.view_as(p)
-        adam_sq = sum(p.grad.float().square().sum() for p in self.adam_params)
-        muon_sq = all_reduce_(self.ctx, self.muon.reduce_gradients())
-        norm = (adam_sq + muon_sq).sqrt()
-        clip = (self.h.grad_clip_norm / (norm + 1e-6)).clamp(max=1.0) if self.h.grad_clip_norm > 0 \
-            else torch.ones_like(norm)
-        for p in self.adam_params:
-            p.grad.mul_(clip)
+            # (the concatenation is fp32 when the embedding's gradient is bf16: cast each part back)
+            grads = [g.view_as(p).to(p.dtype) for p, g in zip(self.adam_params, flat.split([g.numel() for g in grads]))]
+        for p, g in zip(self.adam_params, grads):
+            p.grad = g
+        self.muon.reduce_gradients()
         for g in self.adam.param_groups:
             g["lr"] = g["base_lr"] * lr_mult
         self.adam.step()
-        self.muon.step(self.h.matrix_lr * lr_mult, muon_momentum, clip)
-        return norm
+        self.muon.step(self.h.matrix_lr * lr_mult, muon_momentum)
 
 
 # -----------------------------------------------------------------------------
 # Schedule and wallclock control
-# Progress is the larger of steps/ITERATIONS and train-seconds/budget, so the warmdown always ends at the
-# cap. The budget is MAX_WALLCLOCK_SECONDS less the GPTQ reserve.
+# Progress runs from 0 to 1: train-seconds / budget under a wallclock cap (the budget is
+# MAX_WALLCLOCK_SECONDS less the GPTQ reserve), else steps / ITERATIONS, as in the record.
 # -----------------------------------------------------------------------------
 
+def training_progress(step: int, elapsed_seconds: float, h: Hyperparameters) -> float:
+    budget = h.max_wallclock_seconds - h.gptq_reserve_seconds
+    if h.max_wallclock_seconds > 0:
+        return elapsed_seconds / max(budget, 1e-9)
+    return step / max(h.iterations, 1)
+
+
 def lr_multiplier(progress: float, h: Hyperparameters) -> float:
-    """1 until the warmdown starts, then linear to MIN_LR at progress 1."""
-    warmdown_start = 1.0 - h.warmdown_frac
-    if progress <= warmdown_start or h.warmdown_frac <= 0:
+    """1, then from progress 1 - WARMDOWN_FRAC a straight line that would reach 0 at progress 1, floored at
+    MIN_LR (with the defaults: 1 until 0.25, 0.1 from 0.925 on)."""
+    if h.warmdown_frac <= 0 or progress < 1.0 - h.warmdown_frac:
         return 1.0
-    remaining = max(0.0, 1.0 - progress) / h.warmdown_frac
-    return h.min_lr + (1.0 - h.min_lr) * remaining
+    return max((1.0 - progress) / h.warmdown_frac, h.min_lr)
 
 
 def muon_momentum_at(step: int, h: Hyperparameters) -> float:
-    frac = min(1.0, step / max(1, h.muon_momentum_warmup_steps))
-    return h.muon_momentum_warmup_start + frac * (h.muon_momentum - h.muon_momentum_warmup_start)
+    """Linear from MUON_MOMENTUM_WARMUP_START to MUON_MOMENTUM over the first MUON_MOMENTUM_WARMUP_STEPS."""
+    frac = min(step / h.muon_momentum_warmup_steps, 1.0) if h.muon_momentum_warmup_steps > 0 else 1.0
+    return (1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum
 
 
 class EMA:
@@ -1230,11 +1449,12 @@ def quantization_plan(model: GPT, h: Hyperparameters) -> dict[str, QuantRule]:
     plan: dict[str, QuantRule] = {}
     for mod_name, module in model.named_modules():
         if isinstance(module, CastedLinear):
-            sigma = h.attn_clip_sigmas if ".attn." in mod_name else \
-                h.mlp_clip_sigmas if ".mlp." in mod_name else h.matrix_clip_sigmas
+            # every matrix is in attention or the MLP (the record's MATRIX_CLIP_SIGMAS would cover others)
+            sigma = h.attn_clip_sigmas if ".attn." in mod_name else h.mlp_clip_sigmas
+            assert ".attn." in mod_name or ".mlp." in mod_name, f"{mod_name}: no clip sigma for this matrix"
             plan[f"{mod_name}.weight"] = QuantRule("gptq", h.matrix_bits, sigma, mod_name)
         elif isinstance(module, Attention) and module.gate_weight is not None:
-            plan[f"{mod_name}.gate_weight"] = QuantRule("int8_rows", h.gate_bits)
+            plan[f"{mod_name}.gate_weight"] = QuantRule("int8_rows", 8)  # per head, as the record
     plan["tok_emb.weight"] = QuantRule("gptq", h.embed_bits, h.embed_clip_sigmas, "lm_head")
     for name, _ in model.named_parameters():
         plan.setdefault(name, QuantRule("fp16"))
@@ -1471,7 +1691,7 @@ def check_artifact_budget(accounting: dict[str, int], limit: int = ARTIFACT_LIMI
         return None
     return (f"artifact over budget: {accounting['total_bytes']:,} bytes (model {accounting['model_bytes']:,} + "
             f"code {accounting['code_compressed_bytes']:,}) > {limit:,}. Lower MATRIX_BITS/EMBED_BITS, raise "
-            "the CLIP_SIGMA_* values (coarser steps compress better), or shrink the model")
+            "the *_CLIP_SIGMAS values (coarser steps compress better), or shrink the model")
 
 
 # -----------------------------------------------------------------------------
@@ -1791,7 +2011,8 @@ def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistCont
             losses = model.token_losses(model.hidden(batch.inputs, batch.positions, layout), batch.targets)
             (losses.mean() / G).backward()
         sync_gradients(params, ctx)
-        torch.nn.utils.clip_grad_norm_(params, h.global_ttt_grad_clip)
+        if h.global_ttt_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, h.global_ttt_grad_clip)
         opt.step()
     for p in params:
         p.requires_grad_(False)
@@ -1920,21 +2141,43 @@ def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> N
 # Training loop
 # -----------------------------------------------------------------------------
 
+def accumulate_gradients(params: list[nn.Parameter], total: list | None, max_norm: float) -> list[torch.Tensor]:
+    """Clip the gradient of one micro-batch (in p.grad) to max_norm, add it to total (or start it) and clear
+    p.grad for the next micro-batch. The record trains on 8 GPUs with one micro-batch per rank and clips each
+    rank's gradient before the average: clipping every micro-batch here keeps that at every world size."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    if max_norm > 0:  # torch's clip_grad_norm_ rule, on the gradient tensors themselves
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+    if total is None:
+        total = grads
+    else:
+        torch._foreach_add_(total, grads)
+    for p in params:
+        p.grad = None
+    return total
+
+
 def train_step(model_fn, model: GPT, loader: TrainLoader, opt: Optimizers, step: int, accum: int,
                lr_mult: float, h: Hyperparameters) -> torch.Tensor:
     """One optimizer step over the global batch; returns the mean micro-batch loss (a device tensor).
-    Each micro loss is a mean over its tokens and is divided by accum, so the accumulated gradient is the
-    mean over the 8 micro-batches, whatever the world size."""
-    total = torch.zeros((), device=opt.ctx.device)
+    Each micro-batch gradient (of its mean loss) is clipped on its own; the optimizer gets their mean over
+    the 8 micro-batches (accum here, times the world size in Optimizers.step), whatever the world size."""
+    loss_sum, grad_sum = torch.zeros((), device=opt.ctx.device), None
     for micro in range(accum):
         batch = loader.batch(step, micro)
         torch._dynamo.mark_dynamic(batch.cu_seqlens, 0)  # compiled: one graph for any number of documents
         loss = model_fn(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
-        (loss / accum).backward()
-        total += loss.detach() / accum
+        loss.backward()
+        grad_sum = accumulate_gradients(opt.params, grad_sum, h.grad_clip_norm)
+        loss_sum += loss.detach()
+    if accum > 1:
+        torch._foreach_div_(grad_sum, accum)
+    for p, g in zip(opt.params, grad_sum):
+        p.grad = g
     opt.step(lr_mult, muon_momentum_at(step, h))
     model.zero_grad(set_to_none=True)
-    return total
+    return loss_sum / accum
 
 
 def synchronize(ctx: DistContext) -> None:
@@ -1983,19 +2226,37 @@ def compile_warmup(model_fn, model: GPT, loader, h, ctx, accum, log) -> None:
     log(f"compile_times (seconds per phase):\n{torch._dynamo.utils.compile_times()}", console=False)
 
 
-def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> dict:
+def validate_during_training(validate, step: int, h: Hyperparameters, ctx: DistContext, log) -> float:
+    """VAL_LOSS_EVERY: score the live weights (not the EMA); returns the seconds it took, which the caller
+    takes off the training clock, as the record does."""
+    synchronize(ctx)
+    t0 = time.perf_counter()
+    val_loss, val_bpb = validate()
+    synchronize(ctx)
+    seconds = time.perf_counter() - t0
+    log(f"periodic_val step:{step}/{h.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+        f"val_time:{seconds * 1000:.0f}ms (live weights; not on the training clock)")
+    return seconds
+
+
+def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, validate=None) -> dict:
+    """validate() -> (val_loss, val_bpb) of the live model, run every VAL_LOSS_EVERY steps and at the end."""
     loader = TrainLoader(h, ctx, accum)
     model_fn = compile_for_training(model, h, ctx.device)
     compile_warmup(model_fn, model, loader, h, ctx, accum, log)
     opt = Optimizers(model, h, ctx)
     ema = EMA(model, h.ema_decay)
-    budget = h.max_wallclock_seconds - h.gptq_reserve_seconds
+    # MAX_WALLCLOCK_SECONDS=0: no cap, ITERATIONS steps (the record's meaning)
+    budget = h.max_wallclock_seconds - h.gptq_reserve_seconds if h.max_wallclock_seconds > 0 else math.inf
+    validating = validate is not None and h.val_loss_every > 0
     # ---- the timed region starts here ----
     synchronize(ctx)
     t0 = time.perf_counter()
     step, elapsed = 0, 0.0
     while step < h.iterations:
-        progress = max(step / h.iterations, elapsed / budget if budget > 0 else 0.0)
+        if validating and step % h.val_loss_every == 0:
+            t0 += validate_during_training(validate, step, h, ctx, log)
+        progress = training_progress(step, elapsed, h)
         if h.num_loops > 0 and not model.looping and progress >= h.enable_looping_at:
             model.looping = True
             log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")
@@ -2007,12 +2268,14 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log) -> 
         step_avg = elapsed / step
         if step == 1:  # what a participant waits for: launch, imports, data, compile, one step
             log(f"first_step_done_since_launch:{seconds_since_launch():.1f}s")
-        if step % h.train_log_every == 0 or step <= 5:
+        if h.train_log_every > 0 and (step % h.train_log_every == 0 or step <= 5):
             mean_loss = all_reduce_(ctx, loss.clone()).item() / ctx.world_size  # over all ranks
             log(f"step:{step}/{h.iterations} train_loss:{mean_loss:.4f} train_time:{elapsed * 1000:.0f}ms "
                 f"step_avg:{step_avg * 1000:.2f}ms lr_mult:{lr_multiplier(progress, h):.3f}")
         if elapsed + step_avg > budget:  # the next step would pass the cap
             break
+    if validating:  # the last step too, as the record
+        validate_during_training(validate, step, h, ctx, log)
     tokens = step * h.train_batch_tokens
     log(f"train_time:{elapsed * 1000:.0f}ms steps:{step} step_avg:{elapsed / max(step, 1) * 1000:.2f}ms "
         f"tokens_per_second:{tokens / max(elapsed, 1e-9):.0f} cap:{h.max_wallclock_seconds:.1f}s")
@@ -2081,7 +2344,8 @@ def main() -> int:
     failure = None
     # ---- training, pre-quantization eval, artifact ----
     if not h.eval_only:
-        result = train(model, h, ctx, accum, log)
+        result = train(model, h, ctx, accum, log,
+                       validate=lambda: evaluate(model, val_tokens, tables, h, ctx)[:2])
         t0 = time.perf_counter()
         val_loss, val_bpb, _ = evaluate(model, val_tokens, tables, h, ctx)
         log_bpb(log, "final_prequant_exact", val_loss, val_bpb, time.perf_counter() - t0)

@@ -1,6 +1,12 @@
-"""Hyperparameters from the environment: types, 0/1 booleans, unknown knob-like names, smoke overrides."""
+"""Hyperparameters from the environment: types, 0/1 booleans, unknown knob-like names, smoke overrides, the
+record's names and meanings (walked over its seed logs), range checks, and the loop knobs VAL_LOSS_EVERY,
+TRAIN_LOG_EVERY and MAX_WALLCLOCK_SECONDS=0."""
+
+import dataclasses
+from pathlib import Path
 
 import pytest
+import torch
 
 import train_gpt as tg
 
@@ -60,3 +66,202 @@ def test_batch_must_split_into_whole_sequences():
     h = tg.load_hyperparameters({"TRAIN_BATCH_TOKENS": "100000"})
     with pytest.raises(ValueError, match="TRAIN_BATCH_TOKENS"):
         tg.validate_hyperparameters(h, 1)
+
+
+# ---- the record's settings (issue 13 item 4) ----
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+SEED_LOGS = sorted(REFERENCE.glob("record_1886_seed*.log"))
+
+
+def record_dump(log_path: Path) -> dict[str, str]:
+    """The record's `Hyperparameters:` block as {name: logged text}."""
+    lines = log_path.read_text().splitlines()
+    start = lines.index("Hyperparameters:") + 1
+    dump = {}
+    for line in lines[start:]:
+        if not line.strip():
+            continue
+        if not line.startswith("  "):
+            break
+        name, _, value = line.strip().partition(":")
+        dump[name] = value.strip()
+    return dump
+
+
+def record_extra_args(log_path: Path) -> dict[str, str]:
+    line = next(l for l in log_path.read_text().splitlines() if l.startswith("Extra args:"))
+    return dict(arg.split("=", 1) for arg in line.split(":", 1)[1].split())
+
+
+def as_env(text: str) -> str:
+    return {"True": "1", "False": "0"}.get(text, text)
+
+
+def logged_value(text: str, kind: str):
+    return {"bool": lambda t: t == "True", "int": lambda t: int(float(t)), "float": float, "str": str}[kind](text)
+
+
+@pytest.mark.skipif(not SEED_LOGS, reason="needs ../shared/reference")
+@pytest.mark.parametrize("log_path", SEED_LOGS, ids=lambda p: p.stem)
+def test_every_setting_of_a_record_log_is_accepted_with_its_meaning(log_path):
+    dump = record_dump(log_path)
+    fields = {f.name: f.type for f in dataclasses.fields(tg.Hyperparameters)}
+    derived = {n for n in dump if n.upper() in tg.RECORD_DERIVED}
+    unclassified = [n for n in dump if n not in fields and n not in derived
+                    and n.upper() not in tg.RECORD_FIXED and n.upper() not in tg.RECORD_SAME_AS]
+    assert not unclassified, f"record settings neither accepted nor explained: {unclassified}"
+    assert len(dump) > 100 and derived >= {"rank", "world_size", "grad_accum_steps", "datasets_dir", "train_files"}
+    env = {n.upper(): as_env(v) for n, v in dump.items() if n not in derived}
+    env.update(record_extra_args(log_path))
+    h = tg.load_hyperparameters(env)
+    assert tg.validate_hyperparameters(h, int(dump["world_size"])) == int(dump["grad_accum_steps"])
+    for name, text in dump.items():
+        if name in fields:
+            assert getattr(h, name) == logged_value(text, fields[name]), name
+    assert h.data_path == dump["datasets_dir"] and h.tokenizer_path == dump["tokenizer_path"]
+
+
+@pytest.mark.parametrize("name", sorted(tg.RECORD_DERIVED.keys() - tg.FOREIGN_ENV_VARS))
+def test_derived_values_are_not_settings(name):
+    with pytest.raises(ValueError, match=f"{name} is not a setting: the record derives it"):
+        tg.load_hyperparameters({name: "x"})
+
+
+def test_record_commands_reach_the_resolved_config():
+    h = tg.load_hyperparameters({"SEED": "42", "PHASED_TTT_PREFIX_DOCS": "1500", "MIN_LR": "0.2"})
+    assert (h.seed, h.phased_ttt_prefix_docs, h.min_lr) == (42, 1500, 0.2)
+    assert tg.phase_bounds(5000, h)[-1] == (1500, 5000)  # the prefix the phases cover
+    assert abs(tg.lr_multiplier(1.0, h) - 0.2) < 1e-12  # the floor of the warmdown
+
+
+@pytest.mark.parametrize("name, value", [("ROPE_YARN", "1"), ("COMPRESSOR", "lzma"), ("TIE_EMBEDDINGS", "0"),
+                                         ("TTT_OPTIMIZER", "sgd"), ("EMBED_LR", "0.5"), ("MATRIX_CLIP_SIGMAS", "10"),
+                                         ("SLIDING_WINDOW_ENABLED", "1"), ("PARALLEL_FINAL_LANE", "attn"),
+                                         ("ARTIFACT_DIR", "out")])
+def test_record_only_features_are_refused_with_the_reason(name, value):
+    accepted, reason = tg.RECORD_FIXED[name]
+    tg.load_hyperparameters({name: accepted})  # the record's own value passes
+    with pytest.raises(ValueError, match=f"{name}={value!r} is not supported") as err:
+        tg.load_hyperparameters({name: value})
+    assert reason in str(err.value)
+
+
+def test_eval_seq_len_must_be_the_training_span():
+    assert tg.load_hyperparameters({"EVAL_SEQ_LEN": "1024", "TRAIN_SEQ_LEN": "1024"}).train_seq_len == 1024
+    with pytest.raises(ValueError, match="EVAL_SEQ_LEN='1024' differs from TRAIN_SEQ_LEN=2048"):
+        tg.load_hyperparameters({"EVAL_SEQ_LEN": "1024"})
+
+
+@pytest.mark.parametrize("old, new", sorted(tg.RENAMED.items()))
+def test_old_names_point_to_the_record_names(old, new):
+    with pytest.raises(ValueError, match=f"{old} was renamed to the record's name {new}$"):
+        tg.load_hyperparameters({old: "1"})
+    assert new in {f.name.upper() for f in dataclasses.fields(tg.Hyperparameters)} | set(tg.RECORD_FIXED)
+
+
+def test_data_dir_is_the_record_layout_and_one_source_of_truth():
+    h = tg.load_hyperparameters({"DATA_DIR": "/d"})
+    assert h.data_path == "/d/datasets/fineweb10B_sp8192" and h.tokenizer_path == "/d/tokenizers/fineweb_8192_bpe.model"
+    h = tg.load_hyperparameters({"DATA_DIR": "/d/", "DATA_PATH": "/d/datasets/fineweb10B_sp8192/"})  # agrees
+    assert h.data_path == "/d/datasets/fineweb10B_sp8192/"
+    h = tg.load_hyperparameters({"DATA_PATH": "/x", "TOKENIZER_PATH": "/t.model"})  # no DATA_DIR: explicit paths
+    assert (h.data_path, h.tokenizer_path) == ("/x", "/t.model")
+    for name in ("DATA_PATH", "TOKENIZER_PATH"):
+        with pytest.raises(ValueError, match=f"DATA_DIR='/d' implies {name}=.*but {name}='/x' is set"):
+            tg.load_hyperparameters({"DATA_DIR": "/d", name: "/x"})
+
+
+@pytest.mark.parametrize("name", tg.TTT_NOT_WIRED)
+def test_ttt_settings_not_yet_wired_take_only_the_record_default(name):
+    f = next(f for f in dataclasses.fields(tg.Hyperparameters) if f.name == name)
+    default = getattr(tg.Hyperparameters(), name)
+    tg.validate_hyperparameters(tg.load_hyperparameters({name.upper(): str(int(default) if f.type == "bool"
+                                                                             else default)}), 1)
+    other = "0" if f.type == "bool" else str(default + 1)
+    with pytest.raises(ValueError, match=f"{name.upper()}=.*only the record's default"):
+        tg.validate_hyperparameters(tg.load_hyperparameters({name.upper(): other}), 1)
+
+
+# ---- range checks before any compute (issue 17 item 2) ----
+
+@pytest.mark.parametrize("name, value, rule", [
+    ("TRAIN_SEQ_LEN", "0", "TRAIN_SEQ_LEN >= 1"), ("NUM_HEADS", "0", "NUM_HEADS >= 1"),
+    ("NUM_LAYERS", "0", "NUM_LAYERS >= 1"), ("TRAIN_LOG_EVERY", "-1", "TRAIN_LOG_EVERY >= 0"),
+    ("TRAIN_BATCH_TOKENS", "-8", "TRAIN_BATCH_TOKENS >= 1"), ("RUN_ID", "../x", "RUN_ID without '/'"),
+    ("RUN_ID", "..", "not '.' or '..'"), ("MATRIX_LR", "nan", "MATRIX_LR >= 0 (finite)"),
+    ("MATRIX_LR", "inf", "MATRIX_LR >= 0 (finite)"), ("MATRIX_BITS", "9", "2 <= MATRIX_BITS <= 8"),
+    ("MATRIX_BITS", "200", "2 <= MATRIX_BITS <= 8"), ("MATRIX_BITS", "0", "2 <= MATRIX_BITS <= 8"),
+    ("EMBED_BITS", "1", "2 <= EMBED_BITS <= 8"), ("MAX_WALLCLOCK_SECONDS", "-5", "MAX_WALLCLOCK_SECONDS >= 0"),
+    ("EMA_DECAY", "1.5", "0 <= EMA_DECAY < 1"), ("TTT_CHUNK_SIZE", "0", "TTT_CHUNK_SIZE >= 1"),
+    ("VAL_LOSS_EVERY", "-1", "VAL_LOSS_EVERY >= 0"), ("COMPILE_SCOPE", "all", "COMPILE_SCOPE one of"),
+    ("TTT_LORA_RANK", "0", "TTT_LORA_RANK >= 1"), ("GPTQ_CALIBRATION_BATCHES", "0", "GPTQ_CALIBRATION_BATCHES >= 1"),
+])
+def test_out_of_range_settings_name_the_variable_and_the_range(name, value, rule):
+    with pytest.raises(ValueError, match=f"^{name}=") as err:
+        tg.load_hyperparameters({name: value})
+    assert "out of range" in str(err.value) and rule in str(err.value)
+
+
+@pytest.mark.parametrize("env, names", [
+    ({"MAX_WALLCLOCK_SECONDS": "0.4"}, ("MAX_WALLCLOCK_SECONDS", "GPTQ_RESERVE_SECONDS")),
+    ({"XSA_LAST_N": "12"}, ("XSA_LAST_N", "NUM_LAYERS")), ({"BOS_ID": "8192"}, ("BOS_ID", "VOCAB_SIZE")),
+    ({"NUM_HEADS": "3"}, ("MODEL_DIM", "NUM_HEADS")),
+])
+def test_settings_that_disagree_are_refused_before_any_compute(env, names):
+    with pytest.raises(ValueError) as err:
+        tg.validate_hyperparameters(tg.load_hyperparameters(env), 1)
+    assert all(n in str(err.value) for n in names)
+
+
+def test_every_number_declares_its_range_and_the_defaults_pass():
+    h = tg.Hyperparameters()  # builds, so every default is in range
+    smoke = tg.load_hyperparameters({"SMOKE": "1"})
+    assert tg.validate_hyperparameters(h, 8) == 1 and tg.validate_hyperparameters(smoke, 1) == 8
+    for f in dataclasses.fields(tg.Hyperparameters):
+        if f.type in ("int", "float"):
+            assert "allowed" in f.metadata, f"{f.name} declares no range"
+
+
+def test_int_settings_accept_whole_floats_only():
+    assert tg.load_hyperparameters({"MLP_MULT": "4.0", "ITERATIONS": "1e3"}).iterations == 1000
+    with pytest.raises(ValueError, match="MLP_MULT='3.5' is not a valid int"):
+        tg.load_hyperparameters({"MLP_MULT": "3.5"})
+
+
+# ---- the training loop's knobs (issue 13 items 4 and 5) ----
+
+def _toy_training(**env):
+    from conftest import PROXY_DATA
+
+    h = tg.load_hyperparameters({"SMOKE": "1", "DATA_PATH": str(PROXY_DATA), "ITERATIONS": "3", "WARMUP_STEPS": "0",
+                                 "TRAIN_SEQ_LEN": "128", "TRAIN_BATCH_TOKENS": "1024", **env})
+    torch.manual_seed(0)
+    lines, calls = [], []
+
+    def validate():
+        calls.append(len(calls))
+        return 5.0, 2.0
+
+    result = tg.train(tg.GPT(h), h, tg.DistContext(), tg.validate_hyperparameters(h, 1), lines.append, validate)
+    return result, lines, calls
+
+
+def test_no_wallclock_cap_trains_every_iteration_and_validates_on_schedule():
+    result, lines, calls = _toy_training(MAX_WALLCLOCK_SECONDS="0", VAL_LOSS_EVERY="2", TRAIN_LOG_EVERY="0")
+    assert result["steps"] == 3  # was 1: a cap of 0 s stopped after the first step
+    periodic = [l for l in lines if l.startswith("periodic_val ")]
+    assert [l.split()[1] for l in periodic] == ["step:0/3", "step:2/3", "step:3/3"] and len(calls) == 3
+    assert "val_bpb:2.0000" in periodic[0]
+    assert not any("train_loss" in l for l in lines)  # TRAIN_LOG_EVERY=0: no step lines, as in the record
+
+
+def test_validation_is_off_by_default():
+    result, lines, calls = _toy_training(MAX_WALLCLOCK_SECONDS="0", ITERATIONS="1")
+    assert result["steps"] == 1 and not calls and any("train_loss" in l for l in lines)
+
+
+@pytest.mark.parametrize("name", sorted(tg.REMOVED))
+def test_removed_settings_say_why(name):
+    with pytest.raises(ValueError, match=f"{name} was removed: {tg.REMOVED[name]}"):
+        tg.load_hyperparameters({name: "1"})

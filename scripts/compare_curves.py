@@ -1,0 +1,211 @@
+"""Train the record's model and ours side by side from the same initial weights on the same batches, and score
+both final (EMA) models with one and the same evaluator (issue 13, item 3).
+
+    # one GPU, full size, proxy2 (unpack its train shards first: xz -dk DATA/fineweb_train_*.bin.xz)
+    python scripts/compare_curves.py --data DATA --tokenizer TOKENIZER --steps 300 --out-dir logs/compare
+    # CPU, toy size, a few steps (what the test runs)
+    python scripts/compare_curves.py --toy --data ../shared/data/proxy/datasets/proxy_sp8192 --steps 3
+
+The record (../shared/reference/record_1886_train_gpt.py, through scripts/record_oracle.py) is built as its
+train_model builds it (bf16 embedding and fp32 other weights on the GPU), seeded with --seed; its initial
+weights are copied into ours. Each step both train on the same 8 micro-batches of our loader with the
+step-based schedule (no wallclock cap, TTT off, eager): the record through its own step_fn and Optimizers,
+run as one of its 8 GPUs per micro-batch (its 8-GPU gradient clipping); ours through train_step. Each side
+keeps an EMA (--ema-decay). At the end both EMA models are scored by our evaluator (the record's weights copied
+into a GPT of ours), before quantization.
+
+Prints both train losses and their ratio at each logged step, the worst ratio, and both val_bpb. Writes
+OUT_DIR/record.txt and OUT_DIR/ours.txt in train_gpt.py's log format: `python scripts/plot_loss.py
+OUT_DIR/record.txt OUT_DIR/ours.txt -o compare.png` draws them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+import record_oracle as ro  # noqa: E402
+import train_gpt as tg  # noqa: E402
+
+MICRO_BATCHES = 8  # the record's 8 GPUs, one micro-batch each
+TOY = dict(ro.TOY_SIZES, train_seq_len=64, train_batch_tokens=MICRO_BATCHES * 128, val_batch_tokens=2048)
+DEFAULT_TOKENIZER = REPO.parent / "shared" / "data" / "tokenizers" / "fineweb_8192_bpe.model"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="folder with fineweb_{train,val}_*.bin (unpacked proxy2)")
+    parser.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER))
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-tokens", type=int, default=196_608, help="tokens per step (8 micro-batches)")
+    parser.add_argument("--ema-decay", type=float, default=0.98)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--val-tokens", type=int, default=0, help="score the first N val tokens (0: all)")
+    parser.add_argument("--out-dir", type=Path, default=Path("logs/compare"))
+    parser.add_argument("--toy", action="store_true", help="toy model size (CPU test)")
+    parser.add_argument("--ours-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting of ours for an A/B against the record, e.g. EMBED_FP32=1 (repeatable)")
+    parser.add_argument("--ours-autocast", action="store_true",
+                        help="run ours under bf16 autocast with its Triton kernels off, as the record runs (its "
+                             "norms then give an fp32 residual stream; ours alone keeps it bf16)")
+    return parser.parse_args(argv)
+
+
+def our_hyperparameters(args, cuda: bool) -> tg.Hyperparameters:
+    env = dict(DATA_PATH=args.data, TOKENIZER_PATH=args.tokenizer, SEED=args.seed, ITERATIONS=args.steps,
+               TRAIN_BATCH_TOKENS=args.batch_tokens, EMA_DECAY=args.ema_decay, MAX_WALLCLOCK_SECONDS=0,
+               VAL_MAX_TOKENS=args.val_tokens, TTT_ENABLED=0, COMPILE=0,
+               FUSED_CE_ENABLED=int(cuda), FUSED_MLP_ENABLED=int(cuda))
+    if args.toy:
+        env.update({k.upper(): v for k, v in TOY.items()})
+    if args.ours_autocast:
+        env.update(FUSED_CE_ENABLED=0, FUSED_MLP_ENABLED=0)
+    for setting in args.ours_env:
+        name, sep, value = setting.partition("=")
+        if not sep:
+            raise SystemExit(f"--ours-env {setting!r}: expected NAME=VALUE, e.g. EMBED_FP32=1")
+        env[name] = value
+    return tg.load_hyperparameters({k: str(v) for k, v in env.items()})
+
+
+def build_record(h: tg.Hyperparameters, device: torch.device, cuda: bool):
+    """(record module, its Hyperparameters, its model on device, its Optimizers), the model as its
+    train_model builds it."""
+    env = ro.record_env_for(h, MAX_WALLCLOCK_SECONDS=0, FUSED_CE_ENABLED=int(cuda))
+    record = ro.import_record(env)
+    h_record = record.Hyperparameters()
+    torch.manual_seed(h.seed)
+    with ro.record_env(env):
+        model = record.GPT(h_record).to(device)
+    if cuda:  # its train_model: everything bf16, then the banks, scalars and gates back to fp32
+        model.bfloat16()
+        record.restore_fp32_params(model)
+    else:  # its fused MLP kernel needs a Hopper GPU
+        for block in model.blocks:
+            block.mlp.use_fused = False
+    return record, h_record, model, record.Optimizers(h_record, model)
+
+
+def build_ours(h: tg.Hyperparameters, device: torch.device, weights_from) -> tg.GPT:
+    model = tg.GPT(h).to(device)
+    model.configure_kernels(device, h.fused_ce_enabled, h.fused_mlp_enabled)
+    ro.copy_record_weights(weights_from, model)
+    return model
+
+
+class _StepBatches:
+    """train_step's loader interface over one step's micro-batches (the ones the record got too)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def batch(self, step, micro_step):
+        return self.batches[micro_step]
+
+
+class RunLog:
+    """A train_gpt.py-format log: plot_loss.py and golflog read it."""
+
+    def __init__(self, path: Path, seed: int, steps: int):
+        self.path, self.steps, self.lines, self.seconds = path, steps, [f"seed:{seed}"], 0.0
+
+    def step(self, step: int, loss: float) -> None:
+        self.lines.append(f"step:{step}/{self.steps} train_loss:{loss:.4f} train_time:{self.seconds * 1000:.0f}ms")
+
+    def write(self, extra: list[str]) -> None:
+        self.path.write_text("\n".join(self.lines + extra) + "\n", encoding="utf-8")
+
+
+def timed(fn, cuda: bool):
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if cuda:
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    missing = ro.reference_missing_reason()
+    if missing:
+        raise SystemExit(missing)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    h = our_hyperparameters(args, cuda)
+    accum = tg.validate_hyperparameters(h, world_size=1)
+    ctx = tg.DistContext(device=device)
+    record, h_record, theirs, record_opt = build_record(h, device, cuda)
+    ours = build_ours(h, device, theirs)
+    our_opt = tg.Optimizers(ours, h, ctx)
+    loader = tg.TrainLoader(h, ctx, accum)
+    lr_mul = ro.record_closure(record, "train_model", "lr_mul", h=h_record)
+    training_frac = ro.record_closure(record, "train_model", "training_frac", h=h_record, max_wallclock_ms=None)
+    emas = tg.EMA(theirs, h.ema_decay), tg.EMA(ours, h.ema_decay)
+    our_precision = lambda: torch.autocast("cuda", torch.bfloat16, enabled=cuda and args.ours_autocast)  # noqa: E731
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    logs = RunLog(args.out_dir / "record.txt", h.seed, h.iterations), RunLog(args.out_dir / "ours.txt", h.seed,
+                                                                            h.iterations)
+    print(f"ours: autocast {int(cuda and args.ours_autocast)} settings {args.ours_env or 'defaults'}")
+    print(f"device:{device} steps:{h.iterations} batch_tokens:{h.train_batch_tokens} ema_decay:{h.ema_decay} "
+          f"record_params:{sum(p.numel() for p in theirs.parameters())}")
+    print(f"{'step':>6} {'record':>9} {'ours':>9} {'ours/record':>12}")
+    worst = 1.0
+    # ---- training: the same micro-batches, the same step-based schedule ----
+    for step in range(h.iterations):
+        frac, progress = training_frac(step, 0.0), tg.training_progress(step, 0.0, h)
+        switches = ((theirs, "looping_active", frac, h_record.enable_looping_at, logs[0]),
+                    (ours, "looping", progress, h.enable_looping_at, logs[1]))
+        for model, flag, at, threshold, log in switches:  # each script's own recurrence switch
+            if h.num_loops > 0 and not getattr(model, flag) and at >= threshold:
+                setattr(model, flag, True)
+                log.lines.append(f"depth_recurrence:on step:{step} train_time:{log.seconds * 1000:.0f}ms")
+        batches = [loader.batch(step, m) for m in range(MICRO_BATCHES)]
+        (loss_r, _), sec_r = timed(lambda: ro.record_train_step(record, theirs, record_opt, h_record, batches, step,
+                                                                 lr_mul(frac), fp32=not cuda), cuda)
+        with our_precision():
+            loss_o, sec_o = timed(lambda: tg.train_step(ours, ours, _StepBatches(batches), our_opt, step, accum,
+                                                        tg.lr_multiplier(progress, h), h).item(), cuda)
+        for ema in emas:
+            ema.update()
+        logs[0].seconds += sec_r
+        logs[1].seconds += sec_o
+        done = step + 1
+        if done % args.log_every == 0 or done <= 5 or done == h.iterations:
+            logs[0].step(done, loss_r)
+            logs[1].step(done, loss_o)
+            worst = max(worst, loss_o / loss_r, loss_r / loss_o)
+            print(f"{done:>6} {loss_r:>9.4f} {loss_o:>9.4f} {loss_o / loss_r:>12.4f}", flush=True)
+    # ---- one evaluator for both final EMA models ----
+    tables = tg.build_byte_tables(tg.load_tokenizer(h.tokenizer_path, h.vocab_size)).to(device)
+    val_tokens = tg.load_val_tokens(h)
+    scores = []
+    for ema, model, log in zip(emas, (theirs, ours), logs):
+        ema.copy_to(model)
+        judge = build_ours(h, device, theirs) if model is theirs else ours
+        judge.looping = ours.looping
+        (val_loss, val_bpb, _), seconds = timed(lambda: tg.evaluate(judge, val_tokens, tables, h, ctx), cuda)
+        scores.append(val_bpb)
+        log.write([f"train_time:{log.seconds * 1000:.0f}ms steps:{h.iterations}",
+                   f"final_prequant_exact val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f} eval_seconds:{seconds:.1f}"])
+    print(f"worst train-loss ratio (either way): {worst:.4f} (target <= 1.01)")
+    print(f"prequant val_bpb (our evaluator, EMA weights): record {scores[0]:.5f} ours {scores[1]:.5f} "
+          f"ours-record {scores[1] - scores[0]:+.5f} (target |diff| <= 0.005)")
+    print(f"train seconds (eager): record {logs[0].seconds:.1f} ours {logs[1].seconds:.1f}")
+    if cuda:
+        print(f"peak_memory_allocated:{torch.cuda.max_memory_allocated() / 2**30:.2f}GiB")
+    print(f"logs: {logs[0].path} {logs[1].path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
