@@ -278,8 +278,7 @@ class Hyperparameters:
         return self.model_dim // self.num_heads
 
 
-TTT_NOT_WIRED = ("ttt_grad_steps", "global_ttt_epochs", "global_ttt_batch_seqs", "global_ttt_warmup_chunks",
-                 "global_ttt_warmup_start_lr", "global_ttt_respect_doc_boundaries")
+TTT_NOT_WIRED = ("ttt_grad_steps", "global_ttt_batch_seqs")
 
 
 def data_layout(data_dir: str, vocab_size: int) -> dict[str, str]:
@@ -1985,39 +1984,59 @@ def finish_batch(h: Hyperparameters, A: dict, n_chunks: np.ndarray) -> None:
 
 # ---- global SGD between phases ----
 
+def global_sgd_lr(ci: int, n_chunks: int, h: Hyperparameters) -> float:
+    """LR of chunk ci: a linear warmup over GLOBAL_TTT_WARMUP_CHUNKS, then cosine to 0 over the rest."""
+    warmup = max(0, min(h.global_ttt_warmup_chunks, n_chunks - 1))
+    if ci < warmup:
+        start = h.global_ttt_warmup_start_lr
+        return start + (h.global_ttt_lr - start) * ci / max(warmup - 1, 1)
+    progress = max(ci - warmup, 0) / max(n_chunks - 1 - warmup, 1)
+    return h.global_ttt_lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def global_sgd_piece(stream: np.ndarray, a: int, b: int, h: Hyperparameters) -> PackedBatch:
+    """Inputs stream[a:b], targets stream[a+1:b+1]; attention stops at every BOS and every TRAIN_SEQ_LEN
+    tokens of a document (GLOBAL_TTT_RESPECT_DOC_BOUNDARIES), else only every TRAIN_SEQ_LEN tokens."""
+    if h.global_ttt_respect_doc_boundaries:
+        return pack_window(stream[a:b + 1], h.bos_id, h.train_seq_len)
+    starts = np.arange(0, b - a, h.train_seq_len)
+    return packed_batch(stream[a:b], stream[a + 1:b + 1], starts, h.train_seq_len)
+
+
 def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistContext) -> int:
-    """SGD on all base weights over the stream of scored documents: one step per GLOBAL_TTT_CHUNK_TOKENS
-    chunk (all but the last, partial one), cosine LR over the chunks, momentum, gradient clipping. A chunk
-    is split into G virtual-GPU pieces of whole TRAIN_SEQ_LEN sequences; inside a piece, attention stops at
-    every BOS and every TRAIN_SEQ_LEN tokens of a document. The loss is the mean over virtual GPUs of each
-    piece's mean, as the record averages its GPUs' gradients."""
+    """SGD on all base weights over the stream of scored documents: GLOBAL_TTT_EPOCHS steps per
+    GLOBAL_TTT_CHUNK_TOKENS chunk (all but the last, partial one), momentum, gradient clipping. A chunk is
+    split into G virtual-GPU pieces of whole TRAIN_SEQ_LEN sequences that attention never crosses. The loss
+    is the mean over virtual GPUs of each piece's mean, as the record averages its GPUs' gradients."""
     G, seq, T = h.ttt_record_world_size, h.train_seq_len, h.global_ttt_chunk_tokens
-    n_chunks = -(-(len(stream) - 1) // T)
+    n_chunks, n_seqs = -(-(len(stream) - 1) // T), T // seq
     params = list(model.parameters())
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.SGD(params, lr=h.global_ttt_lr, momentum=h.global_ttt_momentum)
+    steps = 0
     for ci in range(n_chunks - 1):
         for g in opt.param_groups:
-            g["lr"] = h.global_ttt_lr * 0.5 * (1 + math.cos(math.pi * ci / max(n_chunks - 1, 1)))
-        n_seqs = T // seq
-        opt.zero_grad(set_to_none=False)
-        for v in my_virtual_gpus(h, ctx):
-            a, b = ci * T + n_seqs * v // G * seq, ci * T + n_seqs * (v + 1) // G * seq
-            if a == b or b + 1 > len(stream):
-                continue
-            batch = pack_window(stream[a:b + 1], h.bos_id, seq).to(ctx.device)
-            layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
-            losses = model.token_losses(model.hidden(batch.inputs, batch.positions, layout), batch.targets)
-            (losses.mean() / G).backward()
-        sync_gradients(params, ctx)
-        if h.global_ttt_grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, h.global_ttt_grad_clip)
-        opt.step()
+            g["lr"] = global_sgd_lr(ci, n_chunks, h)
+        for _ in range(h.global_ttt_epochs):
+            opt.zero_grad(set_to_none=False)
+            for v in my_virtual_gpus(h, ctx):
+                a, b = ci * T + n_seqs * v // G * seq, ci * T + n_seqs * (v + 1) // G * seq
+                if a == b or b + 1 > len(stream):
+                    continue
+                batch = global_sgd_piece(stream, a, b, h).to(ctx.device)
+                layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
+                losses = model.token_losses(model.hidden(batch.inputs, batch.positions, layout), batch.targets)
+                (losses.mean() / G).backward()
+            sync_gradients(params, ctx)
+            if h.global_ttt_grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, h.global_ttt_grad_clip)
+            opt.step()
+            steps += 1
     for p in params:
         p.requires_grad_(False)
         p.grad = None
-    return max(n_chunks - 1, 0)
+    return steps
 
 
 def sync_gradients(params, ctx: DistContext) -> None:

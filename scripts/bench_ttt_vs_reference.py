@@ -61,7 +61,9 @@ def record_env(h: tg.Hyperparameters, run_id: str) -> dict:
         TTT_WARM_START_A=b(h.ttt_warm_start_a), PHASED_TTT_PREFIX_DOCS=h.phased_ttt_prefix_docs,
         PHASED_TTT_NUM_PHASES=h.phased_ttt_num_phases, GLOBAL_TTT_LR=h.global_ttt_lr,
         GLOBAL_TTT_MOMENTUM=h.global_ttt_momentum, GLOBAL_TTT_CHUNK_TOKENS=h.global_ttt_chunk_tokens,
-        GLOBAL_TTT_GRAD_CLIP=h.global_ttt_grad_clip)
+        GLOBAL_TTT_GRAD_CLIP=h.global_ttt_grad_clip, GLOBAL_TTT_EPOCHS=h.global_ttt_epochs,
+        GLOBAL_TTT_WARMUP_CHUNKS=h.global_ttt_warmup_chunks, GLOBAL_TTT_WARMUP_START_LR=h.global_ttt_warmup_start_lr,
+        GLOBAL_TTT_RESPECT_DOC_BOUNDARIES=b(h.global_ttt_respect_doc_boundaries))
 
 
 def load_record(env: dict, reference: Path = REFERENCE):
