@@ -126,7 +126,7 @@ def test_ttt_learns_on_long_documents():
 def test_smoke_run_ttt_beats_no_ttt(smoke_log):
     _, log = smoke_log
     assert metric(log, "final_ttt_exact") < metric(log, "final_roundtrip_exact")
-    assert "ttt_compile_warmup_seconds:" in log and "ttt_global_sgd phase:1" in log
+    assert "ttt_compile_warmup_seconds:" in log and "ttt_global_sgd phase:1 docs:2" in log
 
 
 def test_whole_ttt_evaluation_compiles_one_graph():
