@@ -51,6 +51,8 @@ def parse_args(argv=None):
     parser.add_argument("--val-tokens", type=int, default=0, help="score the first N val tokens (0: all)")
     parser.add_argument("--out-dir", type=Path, default=Path("logs/compare"))
     parser.add_argument("--toy", action="store_true", help="toy model size (CPU test)")
+    parser.add_argument("--reference", type=Path, default=ro.REFERENCE_DIR,
+                        help="folder with record_1886_train_gpt.py and flash_attn_interface.py")
     parser.add_argument("--ours-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting of ours for an A/B against the record, e.g. EMBED_FP32=1 (repeatable)")
     parser.add_argument("--ours-autocast", action="store_true",
@@ -136,6 +138,7 @@ def timed(fn, cuda: bool):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    ro.REFERENCE_DIR = args.reference.resolve()
     missing = ro.reference_missing_reason()
     if missing:
         raise SystemExit(missing)

@@ -20,7 +20,10 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO.parent / "shared" / "reference"
+# ../shared/reference beside the checkout (the worktrees), else shared/reference inside it (a lent GPU's copy);
+# compare_curves.py --reference points elsewhere
+REFERENCE_DIR = next((d for d in (REPO.parent / "shared" / "reference", REPO / "shared" / "reference")
+                      if d.is_dir()), REPO.parent / "shared" / "reference")
 RECORD_SCRIPT = "record_1886_train_gpt.py"
 
 # The CPU toy size of reference/README.md, in our field names and in the record's env names.
@@ -29,11 +32,11 @@ TOY_SIZES = dict(num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, rope_d
 RECORD_BASE_ENV = dict(FUSED_CE_ENABLED="0", TORCH_COMPILE_DISABLE="1", TTT_ENABLED="0")
 
 
-def reference_missing_reason(reference_dir: Path = REFERENCE_DIR) -> str | None:
+def reference_missing_reason() -> str | None:
     """None when the record script and the FA3 shim are there, else what is missing."""
     for name in (RECORD_SCRIPT, "flash_attn_interface.py"):
-        if not (reference_dir / name).is_file():
-            return f"the record oracle needs {reference_dir / name} (the shared reference folder)"
+        if not (REFERENCE_DIR / name).is_file():
+            return f"the record oracle needs {REFERENCE_DIR / name} (the shared reference folder)"
     return None
 
 
