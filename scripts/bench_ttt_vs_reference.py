@@ -236,6 +236,7 @@ def main(argv=None) -> int:
     ap.add_argument("--toy", action="store_true", help="toy model and documents (CPU)")
     ap.add_argument("--docs", type=int, default=24, help="--toy: number of documents")
     ap.add_argument("--max-docs", type=int, default=0, help="only the first N documents of --val (0: all)")
+    ap.add_argument("--reference", default=str(REFERENCE), help="folder of record_1886_train_gpt.py + FA3 shim")
     ap.add_argument("--no-record", action="store_true", help="ours only (timing)")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -266,7 +267,7 @@ def main(argv=None) -> int:
     compile_it = device.type == "cuda"
     results = {}
     if not args.no_record:
-        R, rh = load_record(record_env(h, f"bench{os.getpid()}"))
+        R, rh = load_record(record_env(h, f"bench{os.getpid()}"), Path(args.reference))
         rmodel = record_model(R, rh, ours, device)
         if device.type == "cuda":
             rmodel = rmodel.bfloat16()
