@@ -244,14 +244,15 @@ class Hyperparameters:
     ttt_weight_decay: float = knob(2.0, NON_NEGATIVE)
     ttt_chunk_size: int = knob(48, at_least(1))
     ttt_batch_size: int = knob(64, at_least(1))
-    ttt_warm_start_a: bool = True
+    ttt_warm_start_a: bool = True  # keep each GPU's LoRA A across batches (B restarts at zero)
     phased_ttt_prefix_docs: int = knob(2000, NON_NEGATIVE)  # documents in the phased prefix
     phased_ttt_num_phases: int = knob(3, NON_NEGATIVE)
     global_ttt_lr: float = knob(0.001, NON_NEGATIVE)
     global_ttt_momentum: float = knob(0.9, DECAY)
     global_ttt_chunk_tokens: int = knob(32_768, at_least(1))
-    ttt_collapse_threshold_bpb: float = knob(0.02, NON_NEGATIVE)  # guard: TTT bpb worse than no-TTT by this
-    ttt_collapse_fallback: bool = False  # guard action: stop adapting for the rest of the batch
+    # the record's score depends on its GPU count (batches in flight at a phase pause, each GPU's warm A,
+    # the global-SGD split); this many GPUs are reproduced at any world size that divides it
+    ttt_record_world_size: int = knob(8, at_least(1))
     ttt_compile: bool = True  # torch.compile the TTT chunk forward/backward (CUDA, with COMPILE=1)
     # The record's other TTT settings, under its names and defaults. The `ttt` branch wires them; until a
     # field leaves TTT_NOT_WIRED, only its default is accepted (no setting may silently do nothing).
@@ -284,9 +285,7 @@ class Hyperparameters:
         return self.model_dim // self.num_heads
 
 
-TTT_NOT_WIRED = ("ttt_eval_seq_len", "ttt_grad_steps", "ttt_k_lora", "ttt_o_lora", "ttt_mlp_lora",
-                 "global_ttt_epochs", "global_ttt_batch_seqs", "global_ttt_grad_clip", "global_ttt_warmup_chunks",
-                 "global_ttt_warmup_start_lr", "global_ttt_respect_doc_boundaries")
+TTT_NOT_WIRED = ("ttt_grad_steps", "global_ttt_batch_seqs")
 
 
 def data_layout(data_dir: str, vocab_size: int) -> dict[str, str]:
@@ -306,8 +305,11 @@ SMOKE_OVERRIDES = dict(
     train_seq_len=256, train_batch_tokens=4096, val_batch_tokens=8192, val_max_tokens=32768,
     iterations=50, warmup_steps=5, max_wallclock_seconds=0.0, train_log_every=10,
     matrix_lr=0.03, tied_embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
-    gptq_calibration_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lora_lr=3e-3, ttt_batch_size=16,
-    phased_ttt_prefix_docs=24, global_ttt_chunk_tokens=2048, brotli_quality=5, compile=False, ema_decay=0.9,
+    gptq_calibration_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lora_lr=3e-3,
+    ttt_chunk_size=128, ttt_eval_seq_len=256,  # each chunk step costs ~0.1-0.5 s on a CPU: few, long chunks
+    # 13 documents: batches of 4 and 2 virtual GPUs give one phase pause with an SGD pass
+    ttt_batch_size=4, phased_ttt_prefix_docs=6, ttt_record_world_size=2, global_ttt_chunk_tokens=2048,
+    brotli_quality=5, compile=False, ema_decay=0.9,
 )
 
 # The record's settings that golfrun does not implement: the record's value is accepted, so that its
@@ -1140,7 +1142,7 @@ class Attention(nn.Module):
         if self.gate_weight is not None:
             y = y * torch.sigmoid(F.linear(x, self.gate_weight.to(x.dtype))).unsqueeze(-1)
         y = y.reshape(*shape, self.num_heads * self.head_dim)
-        return self.proj(y) + _lora(lora, "o", y)
+        return self.proj(y) + _lora(lora, "o", x)  # reads the normed block input, as the record's does
 
 
 def leaky_relu_sq(x: torch.Tensor) -> torch.Tensor:
@@ -1164,12 +1166,12 @@ class MLP(nn.Module):
 
 def _lora(lora, name: str, x: torch.Tensor):
     """The LoRA delta of one adapted matrix in TTT, or 0 (training and plain eval). lora: this layer's
-    LoRADeltas.layer(), so that every block traces the same code whatever its index."""
-    if lora is None:
+    LoRADeltas.layer(slot), so that every block traces the same code whatever its index."""
+    if lora is None or name not in lora[0]:
         return 0
     pairs, scale = lora
-    A, B = pairs[name]
-    return torch.bmm(torch.bmm(x, A.to(x.dtype)), B.to(x.dtype)) * scale
+    A, B = pairs[name]  # A: (b, rank, in), B: (b, out, rank)
+    return torch.bmm(torch.bmm(x, A.to(x.dtype).mT), B.to(x.dtype).mT) * scale
 
 
 class Block(nn.Module):
@@ -1309,11 +1311,12 @@ class GPT(nn.Module):
         fresh = (lambda t: t.clone()) if regions else (lambda t: t)  # noqa: E731
         lanes, skips = (fresh(x0),), []
         shared = (positions, layout, self.rotary, self.attn_backend)
-        ctx = lambda layer: (*shared, lora.layer(layer) if lora is not None else None)  # noqa: E731
+        # TTT adapters are per virtual layer (slot): the repeated passes of a looped layer adapt separately
+        ctx = lambda slot: (*shared, lora.layer(slot) if lora is not None else None)  # noqa: E731
         encoder, decoder = virtual_layer_order(self.h, self.looping)
         # ---- encoder: remember each output for the decoder's skips ----
         for n, layer in enumerate(encoder, 1):
-            lanes = step(self.blocks[layer], lanes, x0, ctx(layer))
+            lanes = step(self.blocks[layer], lanes, x0, ctx(n - 1))
             last = n == len(encoder)  # the first decoder layer reads this output as its lane and its skip
             skips.append(fresh(lanes[0]) if last else lanes[0])
         # ---- decoder: skips in reverse order; two lanes from parallel_start_layer on ----
@@ -1325,7 +1328,7 @@ class GPT(nn.Module):
             lambdas = None
             if 0 < self.h.parallel_start_layer <= layer:  # 0 turns the lanes off, as in the record
                 lambdas = (self.parallel_resid_lambdas[layer], self.parallel_post_lambdas[layer])
-            lanes = step(self.blocks[layer], lanes, x0, ctx(layer), *skip_args, lambdas)
+            lanes = step(self.blocks[layer], lanes, x0, ctx(len(encoder) + i), *skip_args, lambdas)
         return lanes
 
     @staticmethod
@@ -1951,308 +1954,466 @@ def check_artifact_budget(accounting: dict[str, int], limit: int = ARTIFACT_LIMI
 
 
 # -----------------------------------------------------------------------------
-# Test-time training: phased, score-first, per-document LoRA
-# The validation stream is cut into document pieces exactly as the plain eval cuts it. Pieces are batched
-# (sorted by length, spread over ranks by cost). In each batch every piece carries its own LoRA on q, k, v,
-# the attention output and the MLP; each 48-token chunk is scored first (final), then one Adam step learns
-# from it. B restarts at zero for each batch, A stays warm. In the phased prefix, after each phase the base
-# weights also take an SGD pass over the pieces already scored. The forward is GPT.hidden with LoRA deltas.
-# Lineage: parameter-golf PRs #1530, #1610, #1736, #1768 (warm A, alpha), #1886 (weight decay 2.0).
+# Test-time training: phased, score-first, per-document LoRA (the record's evaluator, PR #1886)
+# A document runs from its BOS to the next BOS inclusive. Documents are sorted by length into batches of
+# TTT_BATCH_SIZE, served longest batch first. Each document is scored in TTT_CHUNK_SIZE-token chunks, each
+# chunk with the last <= TTT_EVAL_SEQ_LEN tokens as context; one LoRA row per document (q, k, v, attention
+# output and MLP of every virtual layer, plus the LM head) adapts across the whole document: a chunk is
+# scored first (final), then one Adam step learns from it. Between phases the base weights take SGD steps on
+# every document scored so far. Lineage: parameter-golf PRs #1530, #1610, #1736, #1768, #1886.
+#
+# GPU count: the record shares its batch queue between GPUs through lock files. Three things then depend on
+# its number of GPUs G: a phase pauses only after the G - 1 batches in flight on the other GPUs finish (they
+# are scored before the SGD pass), each GPU's warm A has seen only its own batches, and its SGD steps split
+# each 32k-token chunk into G pieces that documents never cross. We reproduce G = TTT_RECORD_WORLD_SIZE at
+# any world size dividing it ("virtual GPUs"; batch q of a phase goes to virtual GPU q mod G, as if every
+# batch took equal time: the one departure, since the record's assignment depends on timing).
 # -----------------------------------------------------------------------------
 
-class BatchedLoRA:
-    """The TTT adapters: for every target matrix of every layer, one rank-r LoRA per batch row (document),
-    delta(x) = (x A_row) B_row * alpha/rank. fp32 masters; a forward uses the rows of its documents."""
+def find_documents(tokens: np.ndarray, bos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) of each document; a document's tokens run to the next BOS inclusive, so its
+    length - 1 targets are the stream's targets once each (the last document ends with the stream)."""
+    starts = np.flatnonzero(tokens == bos_id).astype(np.int64)
+    ends = np.append(starts[1:] + 1, len(tokens))
+    return starts, ends - starts
 
-    TARGETS = ("q", "k", "v", "o", "mlp")
 
-    def __init__(self, h: Hyperparameters, n_docs: int, device: torch.device):
-        kv = h.num_kv_heads * h.head_dim
-        dims = dict(q=(h.model_dim, h.model_dim), k=(h.model_dim, kv), v=(h.model_dim, kv),
-                    o=(h.model_dim, h.model_dim), mlp=(h.model_dim, h.model_dim))
-        self.scale = h.ttt_lora_alpha / h.ttt_lora_rank
-        self.A, self.B = {}, {}
-        for layer in range(h.num_layers):
-            for name in self.TARGETS:
-                fan_in, fan_out = dims[name]
-                self.A[layer, name] = torch.empty(n_docs, fan_in, h.ttt_lora_rank, device=device)
-                self.B[layer, name] = torch.zeros(n_docs, h.ttt_lora_rank, fan_out, device=device)
-        self.reset_a()
+@dataclass
+class TTTPlan:
+    """The documents, batches and phases of one TTT evaluation; the same on every rank."""
+    starts: np.ndarray  # (docs,) stream offset of each document
+    lengths: np.ndarray  # (docs,) tokens, both BOS included
+    batches: list  # in serving order: arrays of document ids, shortest first inside a batch
+    length_rank: np.ndarray  # (docs,) place of each document in the length order (the SGD data order)
+    phase_ends: list  # queue index where each phase's scoring stops (the last one is len(batches))
+    phase_docs: list  # documents the SGD pass after each phase trains on (0: no pass)
 
-    def parameters(self) -> list[torch.Tensor]:
-        return list(self.A.values()) + list(self.B.values())
 
-    @torch.no_grad()
-    def reset_a(self) -> None:
-        for a in self.A.values():
-            bound = 1.0 / math.sqrt(a.size(1))
-            a.uniform_(-bound, bound)
+def plan_ttt(tokens: np.ndarray, h: Hyperparameters) -> TTTPlan:
+    starts, lengths = find_documents(tokens, h.bos_id)
+    order = np.argsort(lengths, kind="stable")
+    batches = [order[i:i + h.ttt_batch_size] for i in range(0, len(order), h.ttt_batch_size)]
+    batches.sort(key=lambda b: -int(lengths[b].max()))  # longest first; stable: ties keep length order
+    length_rank = np.empty(len(order), dtype=np.int64)
+    length_rank[order] = np.arange(len(order))
+    prefix = min(len(order), h.phased_ttt_prefix_docs)
+    phases = max(1, h.phased_ttt_num_phases) if prefix > 0 else 0
+    ends, docs, scored_docs, q = [], [], 0, 0
+    for p in range(phases):
+        boundary = prefix * (p + 1) // phases
+        # the phase pauses when the scored count reaches its boundary (checked as each batch ends), after the
+        # batches then in flight on the other G - 1 GPUs also finish
+        while q < len(batches):
+            scored_docs, q = scored_docs + len(batches[q]), q + 1
+            if scored_docs >= boundary:
+                break
+        in_flight = batches[q:q + h.ttt_record_world_size - 1]
+        scored_docs, q = scored_docs + sum(len(b) for b in in_flight), q + len(in_flight)
+        ends.append(q)
+        docs.append(boundary if q < len(batches) else 0)  # a pass after the last batch changes no score
+    ends.append(len(batches))
+    docs.append(0)
+    return TTTPlan(starts, lengths, batches, length_rank, ends, docs)
 
-    @torch.no_grad()
-    def reset_b(self) -> None:
-        for b in self.B.values():
-            b.zero_()
 
-    def select(self, rows: torch.Tensor, adapt: bool = True) -> list[torch.Tensor]:
-        """A, B of every target for the given rows (sorted, distinct), flat (differentiable gathers; none when
-        rows are all the rows). adapt=False: zero B's, the same graph and deltas that are exactly 0
-        (no-adaptation scoring without a recompile)."""
-        every_row = rows.numel() == next(iter(self.A.values())).size(0)
+def sgd_stream(tokens: np.ndarray, plan: TTTPlan, phase: int) -> np.ndarray:
+    """What the SGD pass after `phase` trains on: the first phase_docs[phase] documents scored so far, in
+    length order, concatenated (each with its closing BOS, as the record does)."""
+    scored = np.concatenate(plan.batches[:plan.phase_ends[phase]])
+    chosen = scored[np.argsort(plan.length_rank[scored], kind="stable")][:plan.phase_docs[phase]]
+    return np.concatenate([tokens[plan.starts[d]:plan.starts[d] + plan.lengths[d]] for d in chosen])
+
+
+# ---- the adapters ----
+
+def lora_shapes(h: Hyperparameters, num_slots: int) -> list[tuple[tuple, int, int]]:
+    """((slot, target), fan_in, fan_out) of every adapter, in the record's creation order (so that a seeded
+    run draws the same random A): the LM head, then each target over all virtual layers."""
+    kv = h.num_kv_heads * h.head_dim
+    targets = [("q", h.model_dim), ("v", kv)] + [("k", kv)] * h.ttt_k_lora + \
+        [("mlp", h.model_dim)] * h.ttt_mlp_lora + [("o", h.model_dim)] * h.ttt_o_lora
+    shapes = [(("head", "lm_head"), h.model_dim, h.vocab_size)]
+    return shapes + [((slot, name), h.model_dim, out) for name, out in targets for slot in range(num_slots)]
+
+
+def draw_lora_a(h: Hyperparameters, shapes, rows: int, generator: torch.Generator, device) -> dict:
+    """Fresh A of every adapter, uniform(+-1/sqrt(fan_in)), drawn on the CPU (the record's draws)."""
+    A = {}
+    for key, fan_in, _ in shapes:
+        bound = 1.0 / math.sqrt(fan_in)
+        a = torch.empty(rows, h.ttt_lora_rank, fan_in).uniform_(-bound, bound, generator=generator)
+        A[key] = a.to(device)
+    return A
+
+
+class LoRAWork:
+    """B and the Adam moments of a batch's adapters (A lives with each virtual GPU). Row i is document i of
+    the batch; a chunk step uses the rows [first:] still running (documents are sorted by length)."""
+
+    def __init__(self, h: Hyperparameters, shapes, device):
+        rows, r = h.ttt_batch_size, h.ttt_lora_rank
+        self.B = {key: torch.zeros(rows, out, r, device=device) for key, _, out in shapes}
+        self.moments = {key: [torch.zeros(rows, r, fan_in, device=device), torch.zeros(rows, r, fan_in, device=device),
+                              torch.zeros(rows, out, r, device=device), torch.zeros(rows, out, r, device=device)]
+                        for key, fan_in, out in shapes}
+        self.scale = h.ttt_lora_alpha / r  # alpha/rank: the rank does not change the update's scale
+
+    def start_batch(self, rows: int) -> None:
+        for key in self.B:
+            self.B[key][:rows].zero_()
+            for m in self.moments[key]:
+                m[:rows].zero_()
+
+    def leaves(self, A: dict, first: int, rows: int) -> list[torch.Tensor]:
+        """Rows first..rows of every A and B as fresh leaves that share their storage (their gradients are
+        only as big as the running rows)."""
         flat = []
-        for key in self.A:
-            A, B = (t if every_row else t[rows] for t in (self.A[key], self.B[key]))
-            flat += [A, B if adapt else torch.zeros_like(B)]
+        for key in A:
+            flat += [t[first:rows].detach().requires_grad_() for t in (A[key], self.B[key])]
         return flat
 
 
-class LoRADeltas:
-    """The LoRA deltas of one TTT forward, built from BatchedLoRA.select's flat list."""
+def adamw_rows(params, grads, moments, step: int, h: Hyperparameters) -> None:
+    """torch.optim.AdamW's update (eps 1e-10) on the rows that learn; step is the batch's chunk-step count,
+    the same for every row. Rows that stopped learning get only the decay (finish_batch)."""
+    b1, b2, lr = h.ttt_beta1, h.ttt_beta2, h.ttt_lora_lr
+    exp_avg, exp_avg_sq = moments[0::2], moments[1::2]
+    torch._foreach_mul_(params, 1 - lr * h.ttt_weight_decay)
+    torch._foreach_lerp_(exp_avg, grads, 1 - b1)
+    torch._foreach_mul_(exp_avg_sq, b2)
+    torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1 - b2)
+    denom = torch._foreach_sqrt(exp_avg_sq)
+    torch._foreach_div_(denom, math.sqrt(1 - b2 ** step))
+    torch._foreach_add_(denom, TTT_ADAM_EPS)
+    torch._foreach_addcdiv_(params, exp_avg, denom, -lr / (1 - b1 ** step))
 
-    def __init__(self, flat: list[torch.Tensor], num_layers: int, scale: float):
-        keys = [(layer, name) for layer in range(num_layers) for name in BatchedLoRA.TARGETS]
+
+TTT_ADAM_EPS = 1e-10  # the record's; the default 1e-8 is large next to sqrt(v) of the tiny LoRA gradients
+
+
+class LoRADeltas:
+    """The LoRA deltas of one TTT forward: the flat (A, B) list of LoRAWork.leaves, per virtual layer."""
+
+    def __init__(self, flat: list[torch.Tensor], keys: list, scale: float):
         self.pairs = {key: (flat[2 * i], flat[2 * i + 1]) for i, key in enumerate(keys)}
         self.scale = scale
 
-    def layer(self, layer: int) -> tuple[dict, float]:
-        return {name: self.pairs[layer, name] for name in BatchedLoRA.TARGETS}, self.scale
+    def layer(self, slot: int) -> tuple[dict, float]:
+        return {name: pair for (s, name), pair in self.pairs.items() if s == slot}, self.scale
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return _lora(self.layer("head"), "lm_head", hidden)
 
 
-def ttt_chunk_losses(model: "GPT", ids, positions, chunk_index, chunk_targets, scale: float, *adapters):
-    """Per-token nats of one chunk: the model's own forward over each row's prefix (ids (b, T)) with the
-    rows' LoRA deltas, read at the chunk's positions (chunk_index). The unit that TTT_COMPILE compiles."""
-    lora = LoRADeltas(list(adapters), model.h.num_layers, scale)
-    hidden = model.hidden(ids, positions, None, lora).index_select(1, chunk_index)
-    return softcap_cross_entropy(model.logits(hidden), chunk_targets, model.h.logit_softcap, reduction="none")
+def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *adapters):
+    """Per-token nats (b, chunk) of one chunk step: the model's own forward over each row's window (ids
+    (b, T), rows padded at the end) with the rows' LoRA deltas, read at the chunk's positions chunk_pos
+    (b, chunk). Logits only where scored. The unit that TTT compiles."""
+    keys = [key for key, _, _ in lora_shapes(model.h, len(sum(virtual_layer_order(model.h, model.looping), [])))]
+    lora = LoRADeltas(list(adapters), keys, scale)
+    positions = torch.arange(ids.size(1), device=ids.device)
+    hidden = model.hidden(ids, positions, None, lora)
+    at_chunk = hidden.gather(1, chunk_pos.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
+    logits = model.logits(at_chunk) + lora.head(at_chunk)  # the LM-head adapter acts before the softcap
+    return softcap_cross_entropy(logits, chunk_tgt, model.h.logit_softcap, reduction="none")
 
 
-def phase_bounds(n_pieces: int, h: Hyperparameters) -> list[tuple[int, int]]:
-    """Piece ranges of the TTT phases: PHASED_TTT_NUM_PHASES equal parts of the first PHASED_TTT_PREFIX_DOCS,
-    then the rest."""
-    phases = h.phased_ttt_num_phases
-    prefix = min(h.phased_ttt_prefix_docs, n_pieces) if phases > 0 else 0
-    cuts = [round(prefix * p / phases) for p in range(phases + 1)] if phases > 0 else [0]
-    return list(zip(cuts[:-1], cuts[1:])) + [(prefix, n_pieces)]
+def compile_ttt(h: Hyperparameters, device: torch.device):
+    """The chunk function TTT calls: compiled on CUDA (TTT_COMPILE with COMPILE), else eager."""
+    if not (h.ttt_compile and h.compile and device.type == "cuda"):
+        return ttt_chunk_losses
+    return compiled_chunk_fn()
 
 
-def plan_ttt_batches(pieces, h: Hyperparameters, world_size: int) -> list[list[list[tuple[int, int]]]]:
-    """Per phase, per rank: batches of pieces. Longest first; batches go to the least-loaded rank by
-    cost (tokens^2, the cost of re-reading each prefix). Deterministic, so every rank agrees."""
-    plan = []
-    for a, b in phase_bounds(len(pieces), h):
-        phase = pieces[a:b]
-        ordered = sorted(phase, key=lambda p: p[1] - p[0], reverse=True)
-        batches = [ordered[i:i + h.ttt_batch_size] for i in range(0, len(ordered), h.ttt_batch_size)]
-        load, per_rank = [0] * world_size, [[] for _ in range(world_size)]
-        for batch in batches:
-            r = min(range(world_size), key=lambda i: load[i])
-            per_rank[r].append(batch)
-            load[r] += sum((e - s) ** 2 for s, e in batch)
-        plan.append(per_rank)
-    return plan
+def compiled_chunk_fn(backend: str = "inductor"):
+    """ttt_chunk_losses compiled once for every number of rows and window length: those dims are marked
+    dynamic before the first call, so a second shape never triggers a recompile."""
+    compiled = torch.compile(ttt_chunk_losses, backend=backend)
+
+    def chunk_fn(model, ids, chunk_pos, chunk_tgt, scale, *adapters):
+        for t in (ids, chunk_pos, chunk_tgt, *adapters):
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+        torch._dynamo.maybe_mark_dynamic(ids, 1)
+        return compiled(model, ids, chunk_pos, chunk_tgt, scale, *adapters)
+    return chunk_fn
 
 
-class TTTStats:
-    """Running sums on this rank: TTT nats, no-TTT nats of the same targets, bytes, tokens."""
+# ---- one batch of documents ----
 
-    def __init__(self, device, guard_on: bool):
-        self.sums = torch.zeros(4, dtype=torch.float64, device=device)
-        self.guard_on = guard_on  # needs the no-TTT nats of every target
-        self.guard_events = 0
-        self.chunk_steps = 0
-        self.first_step_seconds = 0.0  # includes compiling the TTT forward and backward
-
-    def running_gap(self) -> tuple[float, float]:
-        """(bytes scored so far, TTT minus no-TTT bpb over them), in one device-to-host copy."""
-        ttt, base, nbytes, _ = self.sums.tolist()
-        return nbytes, (ttt - base) / math.log(2) / max(nbytes, 1.0)
-
-
-def _pad_batch(tokens: np.ndarray, batch, device, min_rows: int):
-    """(b, Lmax) inputs, targets (-1 padding), and the stream index of each target (padding: the trash
-    slot len(tokens) - 1 of the scores vector). At least min_rows rows and 2 columns (all-padding rows
-    fill in): a compiled graph specialises a size of 1, and would compile again for it."""
-    lmax = max(2, max(e - s for s, e in batch))
-    rows = max(len(batch), min_rows)
-    ids = np.zeros((rows, lmax), dtype=np.int64)
-    tgt = np.full((rows, lmax), -1, dtype=np.int64)
-    index = np.full((rows, lmax), len(tokens) - 1, dtype=np.int64)
-    for i, (s, e) in enumerate(batch):
-        ids[i, :e - s] = tokens[s:e]
-        tgt[i, :e - s] = tokens[s + 1:e + 1]
-        index[i, :e - s] = np.arange(s, e)
-    as_t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    return as_t(ids), as_t(tgt), as_t(index), lmax
+@dataclass
+class TTTState:
+    """Everything the evaluator carries: the model and data, the running sums and per-target scores, the
+    adapters of each virtual GPU on this rank and the shared B/Adam workspace."""
+    model: "GPT"
+    h: Hyperparameters
+    ctx: DistContext
+    plan: TTTPlan
+    tables: ByteTables
+    tokens: torch.Tensor  # the val stream on the device
+    chunk_fn: object
+    shapes: list
+    work: LoRAWork
+    generators: dict  # virtual GPU -> its CPU generator for A (the record's ranks draw on their own CPUs)
+    warm_a: dict  # virtual GPU -> its A (kept across batches with TTT_WARM_START_A)
+    sums: torch.Tensor  # (3,) float64: nats, bytes, targets scored on this rank
+    scores: torch.Tensor  # per target of the stream, its nats (0 where another rank scored it); + a trash slot
+    chunk_steps: int = 0
 
 
-def mark_ttt_dynamic(args) -> None:
-    """One compiled graph for every number of rows (b) and prefix length (T): mark those dims dynamic
-    before the first call instead of letting the second shape trigger a recompile."""
-    ids, positions, _, chunk_tgt, _, *adapters = args
-    for tensor, dim in [(ids, 0), (ids, 1), (positions, 0), (chunk_tgt, 0)] + [(a, 0) for a in adapters]:
-        torch._dynamo.maybe_mark_dynamic(tensor, dim)
+def chunk_windows(state: TTTState, starts, pred_lens, n_chunks, ci: int):
+    """Inputs and chunk positions of chunk ci for the running rows. Chunk ci covers targets
+    [ci * C, end) of its document, end = (ci + 1) * C or the document's end; the window is the <= L tokens
+    ending at end, left-aligned in a row of T = min((ci + 1) * C, L) columns."""
+    C, L = state.h.ttt_chunk_size, state.h.ttt_eval_seq_len
+    # a document that already ended (a filler row, see ttt_batch) gets chunk_end < ci * C: nothing scored
+    chunk_end = torch.where(n_chunks - 1 <= ci, pred_lens, torch.full_like(pred_lens, (ci + 1) * C))
+    win_start = (chunk_end - L).clamp_min(0)
+    T = min((ci + 1) * C, L)
+    cols = torch.arange(T + 1, device=starts.device)
+    idx = (starts + win_start).unsqueeze(1) + cols
+    window = state.tokens[idx.clamp_max(len(state.tokens) - 1)]
+    valid = cols[:-1] < (chunk_end - win_start).unsqueeze(1)
+    ids, tgt = window[:, :-1].masked_fill(~valid, 0), window[:, 1:].masked_fill(~valid, 0)
+    j = torch.arange(C, device=starts.device)
+    chunk_pos = ((ci * C - win_start).unsqueeze(1) + j).clamp_max(T - 1)
+    scored = j < (chunk_end - ci * C).unsqueeze(1)
+    chunk_tgt = tgt.gather(1, chunk_pos).masked_fill(~scored, -1)
+    return ids, chunk_pos, chunk_tgt, (starts + win_start).unsqueeze(1) + chunk_pos
 
 
-def ttt_batch(chunk_fn, model: GPT, lora: BatchedLoRA, tokens, batch, tables: ByteTables, h: Hyperparameters,
-              ctx: DistContext, base_nats: torch.Tensor, stats: TTTStats, scores: torch.Tensor) -> None:
-    """Score-first TTT over one batch of pieces, chunk by chunk. scores and base_nats have one trailing
-    trash slot that padding targets write to / read from."""
-    min_rows = min(2, h.ttt_batch_size)
-    ids, tgt, index, lmax = _pad_batch(tokens, batch, ctx.device, min_rows)
-    lengths = np.zeros(len(ids), dtype=np.int64)  # padding rows: length 0
-    lengths[:len(batch)] = [e - s for s, e in batch]
-    positions = torch.arange(lmax, device=ctx.device)
-    chunk = h.ttt_chunk_size
-    t_first = time.perf_counter()
-    lora.reset_b()
-    adapt, warned = True, False
-    opt = torch.optim.AdamW(lora.parameters(), lr=h.ttt_lora_lr, betas=(h.ttt_beta1, h.ttt_beta2),
-                            weight_decay=h.ttt_weight_decay, fused=ctx.device.type == "cuda")
-    for start in range(0, lmax, chunk):
-        end = min(lmax, start + chunk)
-        running = np.nonzero(lengths > start)[0]  # pieces still running, plus finished ones up to min_rows
-        finished = np.nonzero(lengths <= start)[0][:max(0, min_rows - len(running))]  # all targets padding
-        rows = torch.from_numpy(np.sort(np.concatenate([running, finished]))).to(ctx.device)
-        # every chunk has `chunk` slots (the last ones past `end` are padding), so shapes vary only in b, T
-        chunk_index = torch.arange(start, start + chunk, device=ctx.device).clamp_max(end - 1)
-        chunk_tgt = tgt[rows, start:start + chunk]
-        if chunk_tgt.size(1) < chunk:
-            chunk_tgt = F.pad(chunk_tgt, (0, chunk - chunk_tgt.size(1)), value=-1)
-        args = (ids[rows, :end], positions[:end], chunk_index, chunk_tgt, lora.scale, *lora.select(rows, adapt))
-        if chunk_fn is not ttt_chunk_losses:
-            mark_ttt_dynamic(args)
+def record_scores(state: TTTState, ids, chunk_pos, chunk_tgt, target_index, losses) -> None:
+    """Add the chunk's scores to the running sums on the device (no host sync)."""
+    with torch.no_grad():
+        scored = chunk_tgt >= 0
+        nbytes = state.tables.target_bytes(ids.gather(1, chunk_pos), chunk_tgt.clamp_min(0)) * scored
+        trash = len(state.scores) - 1  # unscored slots write (their zero) there: no boolean indexing, no sync
+        state.scores[target_index.masked_fill(~scored, trash)] = losses.detach().float()
+        state.sums += torch.stack([losses.detach().double().sum(), nbytes.double().sum(),
+                                   scored.double().sum()])
+
+
+# A compiled graph specialises a size of 1 (and would compile again for it): a lone running document is
+# computed beside an ended one, whose row scores nothing and learns nothing.
+MIN_TTT_ROWS = 2
+
+
+def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
+    """Score-first TTT over one batch of documents (shortest first), chunk by chunk: score the chunk with
+    the current adapters, then one Adam step on each document's mean chunk loss (never on its last chunk,
+    which has nothing left to help). Documents that ended leave the computation."""
+    h, dev, rows = state.h, state.ctx.device, len(docs)
+    pred_lens_np = state.plan.lengths[docs] - 1
+    n_chunks_np = -(-pred_lens_np // h.ttt_chunk_size)
+    as_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
+    starts, pred_lens, n_chunks = as_dev(state.plan.starts[docs]), as_dev(pred_lens_np), as_dev(n_chunks_np)
+    state.work.start_batch(rows)
+    for ci in range(int(n_chunks_np.max())):
+        first = int(np.searchsorted(n_chunks_np, ci, side="right"))  # rows whose document is still running
+        first = min(first, rows - MIN_TTT_ROWS) if rows >= MIN_TTT_ROWS else 0
+        learn = int(np.searchsorted(n_chunks_np, ci + 1, side="right"))  # ... and not in its last chunk
+        leaves = state.work.leaves(A, first, rows)
+        ids, chunk_pos, chunk_tgt, target_index = chunk_windows(state, starts[first:], pred_lens[first:],
+                                                                n_chunks[first:], ci)
         # ---- score the chunk: these numbers are final ----
-        losses = chunk_fn(model, *args)
-        with torch.no_grad():
-            valid = chunk_tgt >= 0
-            at_chunk = (rows[:, None], chunk_index)  # (b, chunk) entries, without copying whole rows
-            nbytes = tables.target_bytes(ids[at_chunk], chunk_tgt.clamp_min(0)) * valid
-            where = index[at_chunk].masked_fill(~valid, len(scores) - 1)
-            scores[where] = losses.detach().float()
-            stats.sums += torch.stack([losses.detach().double().sum(), base_nats[where].double().sum(),
-                                       nbytes.sum().double(), valid.sum().double()])
-        if adapt:  # ---- then learn from it: mean loss per document, summed (one adapter per document) ----
-            loss = (losses.sum(1) / valid.sum(1).clamp_min(1)).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        stats.chunk_steps += 1
-        if stats.chunk_steps == 1:
-            synchronize(ctx)
-            stats.first_step_seconds = time.perf_counter() - t_first
-        if not (adapt and stats.guard_on):
+        losses = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves)
+        record_scores(state, ids, chunk_pos, chunk_tgt, target_index, losses)
+        state.chunk_steps += 1
+        if learn == rows:
             continue
-        scored_bytes, gap = stats.running_gap()
-        if scored_bytes > 4096 and gap > h.ttt_collapse_threshold_bpb:
-            stats.guard_events += 1
-            if warned:
-                continue  # said once per batch; the count is in the final ttt_guard line
-            warned = True
-            print(f"ttt_collapse_guard rank:{ctx.rank} first_doc_start:{batch[0][0]} chunk_start:{start} "
-                  f"running_gap_bpb:{gap:.4f} fallback:{int(h.ttt_collapse_fallback)}",
-                  file=sys.stderr, flush=True)
-            if h.ttt_collapse_fallback:
-                adapt = False  # no adaptation for the rest of this batch
+        # ---- then learn from it: the mean chunk loss of each document, summed (one adapter each) ----
+        losses[learn - first:].mean(dim=1).sum().backward()
+        with torch.no_grad():
+            params = [t[learn - first:] for t in leaves]
+            grads = [t.grad[learn - first:] for t in leaves]
+            moments = [m[learn:rows] for key in A for m in state.work.moments[key]]
+            adamw_rows(params, grads, moments, ci + 1, h)
+    finish_batch(h, A, n_chunks_np)
 
 
-def global_sgd_pass(model: GPT, tokens, pieces, h: Hyperparameters, ctx: DistContext) -> int:
-    """SGD on the base weights over already-scored pieces, in windows of whole pieces. Each step averages
-    the gradients of 8 windows, one per rank on 8 GPUs and accumulated on fewer, so that the steps (their
-    number, batch and learning rates) are the same at any world size, as in training."""
-    windows = group_pieces(pieces, h.global_ttt_chunk_tokens)
-    accum = 8 // ctx.world_size
-    steps = math.ceil(len(windows) / 8)
-    params = [p for p in model.parameters()]
-    opt = torch.optim.SGD(params, lr=h.global_ttt_lr, momentum=h.global_ttt_momentum)
+@torch.no_grad()
+def finish_batch(h: Hyperparameters, A: dict, n_chunks: np.ndarray) -> None:
+    """The decay that rows which stopped learning missed: the record's AdamW steps every row at every chunk
+    step, and with zero gradient and beta1 = 0 that is only the weight decay (with beta1 > 0 the record's
+    idle rows would also drift along their momentum; we leave that out). It shapes the next batch's warm A."""
+    missed = n_chunks.max() - n_chunks
+    factor = torch.from_numpy((1 - h.ttt_lora_lr * h.ttt_weight_decay) ** missed.astype(np.float64))
+    factor = factor.float().to(next(iter(A.values())).device)[:, None, None]
+    for a in A.values():
+        a.mul_(factor)
+
+
+# ---- global SGD between phases ----
+
+def global_sgd_lr(ci: int, n_chunks: int, h: Hyperparameters) -> float:
+    """LR of chunk ci: a linear warmup over GLOBAL_TTT_WARMUP_CHUNKS, then cosine to 0 over the rest."""
+    warmup = max(0, min(h.global_ttt_warmup_chunks, n_chunks - 1))
+    if ci < warmup:
+        start = h.global_ttt_warmup_start_lr
+        return start + (h.global_ttt_lr - start) * ci / max(warmup - 1, 1)
+    progress = max(ci - warmup, 0) / max(n_chunks - 1 - warmup, 1)
+    return h.global_ttt_lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def global_sgd_piece(stream: np.ndarray, a: int, b: int, h: Hyperparameters) -> PackedBatch:
+    """Inputs stream[a:b], targets stream[a+1:b+1]; attention stops at every BOS and every TRAIN_SEQ_LEN
+    tokens of a document (GLOBAL_TTT_RESPECT_DOC_BOUNDARIES), else only every TRAIN_SEQ_LEN tokens."""
+    if h.global_ttt_respect_doc_boundaries:
+        return pack_window(stream[a:b + 1], h.bos_id, h.train_seq_len)
+    starts = np.arange(0, b - a, h.train_seq_len)
+    return packed_batch(stream[a:b], stream[a + 1:b + 1], starts, h.train_seq_len)
+
+
+def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistContext) -> int:
+    """SGD on all base weights over the stream of scored documents: GLOBAL_TTT_EPOCHS steps per
+    GLOBAL_TTT_CHUNK_TOKENS chunk (all but the last, partial one), momentum, gradient clipping. A chunk is
+    split into G virtual-GPU pieces of whole TRAIN_SEQ_LEN sequences that attention never crosses. The loss
+    is the mean over virtual GPUs of each piece's mean, as the record averages its GPUs' gradients."""
+    G, seq, T = h.ttt_record_world_size, h.train_seq_len, h.global_ttt_chunk_tokens
+    n_chunks, n_seqs = -(-(len(stream) - 1) // T), T // seq
+    params = list(model.parameters())
     for p in params:
         p.requires_grad_(True)
-    for step in range(steps):
-        for g in opt.param_groups:  # cosine from GLOBAL_TTT_LR to 0
-            g["lr"] = h.global_ttt_lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        opt.zero_grad(set_to_none=False)
-        for micro in range(accum):
-            w = step * 8 + ctx.rank * accum + micro
-            if w < len(windows):  # the last step may have fewer than 8 windows; the missing ones add zero
-                batch = pack_pieces(tokens, windows[w], h).to(ctx.device)
-                loss = model(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
-                loss.backward()
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        grads = torch.cat([p.grad.reshape(-1) for p in params])
-        all_reduce_(ctx, grads)
-        for p, g in zip(params, grads.split([p.numel() for p in params])):
-            p.grad.copy_(g.view_as(p) / 8)
-        opt.step()
+    opt = torch.optim.SGD(params, lr=h.global_ttt_lr, momentum=h.global_ttt_momentum)
+    steps = 0
+    for ci in range(n_chunks - 1):
+        for g in opt.param_groups:
+            g["lr"] = global_sgd_lr(ci, n_chunks, h)
+        for _ in range(h.global_ttt_epochs):
+            opt.zero_grad(set_to_none=False)
+            for v in my_virtual_gpus(h, ctx):
+                a, b = ci * T + n_seqs * v // G * seq, ci * T + n_seqs * (v + 1) // G * seq
+                if a == b or b + 1 > len(stream):
+                    continue
+                batch = global_sgd_piece(stream, a, b, h).to(ctx.device)
+                layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
+                losses = model.token_losses(model.hidden(batch.inputs, batch.positions, layout), batch.targets)
+                (losses.mean() / G).backward()
+            sync_gradients(params, ctx)
+            if h.global_ttt_grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, h.global_ttt_grad_clip)
+            opt.step()
+            steps += 1
     for p in params:
         p.requires_grad_(False)
         p.grad = None
     return steps
 
 
-def compile_ttt(h: Hyperparameters, device: torch.device):
-    """The chunk function TTT calls: compiled once with dynamic batch rows and prefix length on CUDA. (Compiled
-    as regions, like COMPILE_SCOPE=layers, it compiled no faster on the H100 and ran ~7% slower per step.)"""
-    if not (h.ttt_compile and h.compile and device.type == "cuda"):
-        return ttt_chunk_losses
-    return torch.compile(ttt_chunk_losses)
+def sync_gradients(params, ctx: DistContext) -> None:
+    """Sum the ranks' gradients (each already carries its 1/G share) in one collective."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    if not ctx.distributed:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    all_reduce_(ctx, flat)
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p))
+
+
+# ---- the phased evaluation ----
+
+def new_adapters(state: TTTState, gpu: int, rows: int) -> dict:
+    return draw_lora_a(state.h, state.shapes, rows, state.generators[gpu], state.ctx.device)
+
+
+def my_virtual_gpus(h: Hyperparameters, ctx: DistContext) -> range:
+    G = h.ttt_record_world_size
+    return range(ctx.rank * G // ctx.world_size, (ctx.rank + 1) * G // ctx.world_size)
+
+
+def reset_adapters(state: TTTState) -> None:
+    """Fresh A on every virtual GPU of this rank: at the start and after each SGD pass, as the record
+    re-creates its adapters (drawn before any batch's, so a seeded run draws the record's numbers)."""
+    for gpu in my_virtual_gpus(state.h, state.ctx):
+        state.warm_a[gpu] = new_adapters(state, gpu, state.h.ttt_batch_size)
+
+
+def batch_adapters(state: TTTState, gpu: int, rows: int) -> dict:
+    """A for a batch: this virtual GPU's warm A (fresh each batch without TTT_WARM_START_A); a batch of
+    another size gets a fresh, throwaway set, as in the record."""
+    if rows != state.h.ttt_batch_size:
+        return new_adapters(state, gpu, rows)
+    if not state.h.ttt_warm_start_a:
+        state.warm_a[gpu] = new_adapters(state, gpu, rows)
+    return state.warm_a[gpu]
+
+
+def new_ttt_state(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
+                  chunk_fn, plan: TTTPlan) -> TTTState:
+    G = h.ttt_record_world_size
+    if G % ctx.world_size:
+        raise ValueError(f"TTT_RECORD_WORLD_SIZE={G} must be a multiple of the world size {ctx.world_size}")
+    if h.ttt_eval_seq_len > h.train_seq_len:
+        raise ValueError(f"TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} must be at most TRAIN_SEQ_LEN={h.train_seq_len}")
+    shapes = lora_shapes(h, len(sum(virtual_layer_order(h, model.looping), [])))
+    # every virtual GPU draws from its own generator seeded alike, as the record's GPUs draw from their own
+    # CPU generators (seeded alike); seeded here, so that the score does not depend on what ran before
+    gens = {g: torch.Generator().manual_seed(h.seed) for g in range(G)}
+    state = TTTState(model, h, ctx, plan, tables, torch.from_numpy(tokens.astype(np.int64)).to(ctx.device), chunk_fn,
+                     shapes, LoRAWork(h, shapes, ctx.device), gens, {},
+                     torch.zeros(3, dtype=torch.float64, device=ctx.device),
+                     torch.zeros(len(tokens), dtype=torch.float32, device=ctx.device))
+    reset_adapters(state)
+    return state
 
 
 def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
-                 log, base_nats: torch.Tensor | None = None):
-    """Returns (val_loss, val_bpb, per-target nats). base_nats: the no-TTT nats of each target (guard)."""
-    t0 = time.perf_counter()
-    pieces = stream_pieces(tokens, h)
-    plan = plan_ttt_batches(pieces, h, ctx.world_size)
-    bounds = phase_bounds(len(pieces), h)
-    total_cost = sum((e - s) ** 2 for phase in plan for b in phase[ctx.rank] for s, e in b) or 1
-    done_cost, stats = 0, TTTStats(ctx.device, guard_on=base_nats is not None)
-    # one trailing trash slot: padding targets write their (zero) score there and read a zero base there
-    scores = torch.zeros(len(tokens), dtype=torch.float32, device=ctx.device)
-    base = torch.zeros(len(tokens), dtype=torch.float32, device=ctx.device)
-    if base_nats is not None:
-        base[:-1] = base_nats
-    chunk_fn = compile_ttt(h, ctx.device)
-    lora = BatchedLoRA(h, h.ttt_batch_size, ctx.device)
-    for p in lora.parameters():
-        p.requires_grad_(True)
+                 log, chunk_fn=None):
+    """Returns (val_loss, val_bpb, per-target nats). Phase p scores queue batches [phase_ends[p-1],
+    phase_ends[p]), then (in the prefix) the base weights take the SGD pass, and every GPU's A restarts."""
+    plan = plan_ttt(tokens, h)
+    state = new_ttt_state(model, tokens, tables, h, ctx, chunk_fn or ttt_chunk_losses, plan)
+    model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    model.eval()
-    for phase_index, per_rank in enumerate(plan):
-        for b, batch in enumerate(per_rank[ctx.rank]):
-            if not h.ttt_warm_start_a:
-                lora.reset_a()
-            ttt_batch(chunk_fn, model, lora, tokens, batch, tables, h, ctx, base, stats, scores)
-            done_cost += sum((e - s) ** 2 for s, e in batch)
-            if b % 20 == 0 or b < 3:
-                elapsed = time.perf_counter() - t0
-                log(f"ttt_progress phase:{phase_index} batch:{b}/{len(per_rank[ctx.rank])} elapsed:{elapsed:.1f}s "
-                    f"projected_total:{elapsed * total_cost / max(done_cost, 1):.1f}s "
-                    f"limit:{EVAL_LIMIT_SECONDS}s first_step:{stats.first_step_seconds:.1f}s "
-                    f"chunk_steps:{stats.chunk_steps}")
-        # ---- phase boundary: base weights learn from every piece scored so far in this phase ----
-        if phase_index < len(plan) - 1:  # a prefix phase
-            a, b = bounds[phase_index]
-            steps = global_sgd_pass(model, tokens, pieces[a:b], h, ctx)
-            log(f"ttt_global_sgd phase:{phase_index} pieces:{a}..{b} steps:{steps} "
-                f"elapsed:{time.perf_counter() - t0:.1f}s")
+    t0, G, first = time.perf_counter(), h.ttt_record_world_size, 0
+    log(f"ttt_plan docs:{len(plan.starts)} batches:{len(plan.batches)} phase_ends:{plan.phase_ends} "
+        f"sgd_docs:{plan.phase_docs} record_world_size:{G}")
+    for phase, end in enumerate(plan.phase_ends):
+        for q in range(first, end):
+            gpu = (q - first) % G  # the virtual GPU that scores this batch
+            if gpu * ctx.world_size // G == ctx.rank:
+                docs = plan.batches[q]
+                ttt_batch(state, docs, batch_adapters(state, gpu, len(docs)))
+            if q % 10 == 0 and ctx.is_master:
+                log(f"ttt_progress batch:{q + 1}/{len(plan.batches)} phase:{phase} "
+                    f"chunk_steps:{state.chunk_steps} elapsed:{time.perf_counter() - t0:.1f}s")
+        first = end
+        if plan.phase_docs[phase] == 0:
+            continue
+        stream = sgd_stream(tokens, plan, phase)
+        steps = global_sgd(model, stream, h, ctx)
+        reset_adapters(state)
+        log(f"ttt_global_sgd phase:{phase + 1} docs:{plan.phase_docs[phase]} tokens:{len(stream)} "
+            f"steps:{steps} elapsed:{time.perf_counter() - t0:.1f}s")
+    all_reduce_(ctx, state.sums)
+    scores = state.scores[:-1].contiguous()
+    all_reduce_(ctx, scores)
     for p in model.parameters():
         p.requires_grad_(True)
     model.train()
-    events = torch.tensor([float(stats.guard_events)], device=ctx.device)
-    all_reduce_(ctx, events)
-    all_reduce_(ctx, stats.sums)
-    scores = scores[:-1].contiguous()
-    all_reduce_(ctx, scores)
-    ttt_nats, base_nats_sum, nbytes, count = stats.sums.tolist()
-    gap = f"{(ttt_nats - base_nats_sum) / math.log(2) / nbytes:+.5f}" if stats.guard_on else "n/a"
-    log(f"ttt_guard events:{int(events.item())} threshold_bpb:{h.ttt_collapse_threshold_bpb} gap_bpb:{gap}")
-    log(f"ttt_timing chunk_steps:{stats.chunk_steps} first_step_seconds:{stats.first_step_seconds:.1f} "
-        f"compiled:{int(chunk_fn is not ttt_chunk_losses)} seconds:{time.perf_counter() - t0:.1f} "
-        f"scored_targets:{int(count)} (rank 0's chunk steps; targets over all ranks)")
-    if chunk_fn is not ttt_chunk_losses:  # where the compile went (this process's total, training's too)
-        log(f"compile_times (seconds per phase):\n{torch._dynamo.utils.compile_times()}", console=False)
-    return ttt_nats / count, ttt_nats / math.log(2) / nbytes, scores
+    nats, nbytes, count = state.sums.tolist()
+    log(f"ttt_timing chunk_steps:{state.chunk_steps} scored_targets:{int(count)} "
+        f"seconds:{time.perf_counter() - t0:.1f} (rank 0's chunk steps; targets over all ranks)")
+    return nats / count, nats / math.log(2) / nbytes, scores
+
+
+def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> None:
+    """Compile the chunk step on random tokens (no val data) before the eval clock starts, as the record
+    does: a chunk-sized and a full-window step, forward and backward."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    shapes = lora_shapes(h, len(sum(virtual_layer_order(h, model.looping), [])))
+    A = draw_lora_a(h, shapes, h.ttt_batch_size, torch.Generator().manual_seed(h.seed), ctx.device)
+    work = LoRAWork(h, shapes, ctx.device)
+    for T in (h.ttt_chunk_size, h.ttt_eval_seq_len):
+        ids = torch.randint(0, h.vocab_size, (h.ttt_batch_size, T), device=ctx.device)
+        pos = torch.arange(min(T, h.ttt_chunk_size), device=ctx.device).expand(h.ttt_batch_size, -1).contiguous()
+        tgt = torch.randint(0, h.vocab_size, pos.shape, device=ctx.device)
+        chunk_fn(model, ids, pos, tgt, work.scale, *work.leaves(A, 0, h.ttt_batch_size)).mean().backward()
+    synchronize(ctx)
 
 
 # -----------------------------------------------------------------------------
@@ -2571,12 +2732,19 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()})
     model.looping = h.num_loops > 0
     t0 = time.perf_counter()
-    val_loss, val_bpb, base_nats = evaluate(model, val_tokens, tables, h, ctx, keep_token_losses=h.ttt_enabled)
+    val_loss, val_bpb, _ = evaluate(model, val_tokens, tables, h, ctx)
     log_bpb(log, "final_roundtrip_exact", val_loss, val_bpb, time.perf_counter() - t0)
-    # ---- test-time training ----
+    # ---- test-time training: compile on random tokens first; the TTT clock covers the scoring only ----
     if h.ttt_enabled:
         t0 = time.perf_counter()
-        val_loss, val_bpb, _ = evaluate_ttt(model, val_tokens, tables, h, ctx, log, base_nats)
+        chunk_fn = compile_ttt(h, ctx.device)
+        if chunk_fn is not ttt_chunk_losses:  # eager (CPU): nothing to compile
+            warm_up_ttt(chunk_fn, model, h, ctx)
+        log(f"ttt_compile_warmup_seconds:{time.perf_counter() - t0:.1f} (random tokens, before the TTT clock)")
+        synchronize(ctx)
+        t0 = time.perf_counter()
+        val_loss, val_bpb, _ = evaluate_ttt(model, val_tokens, tables, h, ctx, log, chunk_fn)
+        synchronize(ctx)
         log_bpb(log, "final_ttt_exact", val_loss, val_bpb, time.perf_counter() - t0)
     log(f"eval_time:{(time.perf_counter() - eval_t0) * 1000:.0f}ms (artifact load, roundtrip eval, TTT)")
     if failure:

@@ -5,6 +5,7 @@ TRAIN_LOG_EVERY and MAX_WALLCLOCK_SECONDS=0."""
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -131,7 +132,8 @@ def test_derived_values_are_not_settings(name):
 def test_record_commands_reach_the_resolved_config():
     h = tg.load_hyperparameters({"SEED": "42", "PHASED_TTT_PREFIX_DOCS": "1500", "MIN_LR": "0.2"})
     assert (h.seed, h.phased_ttt_prefix_docs, h.min_lr) == (42, 1500, 0.2)
-    assert tg.phase_bounds(5000, h)[-1] == (1500, 5000)  # the prefix the phases cover
+    plan = tg.plan_ttt(np.tile(np.array([1, 5, 5]), 5000), h)  # 5000 documents
+    assert plan.phase_docs[:3] == [500, 1000, 1500]  # the prefix the phases' SGD passes cover
     assert abs(tg.lr_multiplier(1.0, h) - 0.2) < 1e-12  # the floor of the warmdown
 
 

@@ -89,8 +89,8 @@ def test_ttt_split_over_two_ranks_scores_every_target_once(smoke_log, tmp_path):
     val_tokens = int(re.search(r"val_tokens:(\d+)", log).group(1))
     assert int(re.search(r"scored_targets:(\d+)", log).group(1)) == val_tokens - 1
     two, one = metric(log, "final_ttt_exact"), metric(smoke, "final_ttt_exact")
-    # the ranks' batches differ from one process's (warm A follows each rank's own order): close, not equal
-    assert two < metric(log, "final_roundtrip_exact") and abs(two - one) < 0.02
+    # TTT_RECORD_WORLD_SIZE=8 virtual GPUs at any world size: the same batches, warm A and SGD steps
+    assert two < metric(log, "final_roundtrip_exact") and abs(two - one) < 1e-4
 
 
 def test_eval_only_refuses_a_model_setting_that_contradicts_the_artifact(smoke_log, tmp_path):

@@ -1,0 +1,298 @@
+"""Our phased doc-LoRA TTT evaluator against the record's (its own code, run as the oracle) on the same
+weights and the same validation documents: both bpbs, their difference, per-document losses, both scoring
+times (compile excluded; warm-ups on random tokens before each clock) and their ratio, and a projected
+8xH100 FineWeb-val scoring time.
+
+GPU (the lead's command; ARTIFACT from a golfrun run, the val shard and tokenizer of proxy2):
+    python scripts/bench_ttt_vs_reference.py --artifact final_model.golf \
+        --val ../shared/data/proxy2/datasets/proxy2_sp8192/fineweb_val_000000.bin \
+        --tokenizer ../shared/data/tokenizers/fineweb_8192_bpe.model
+CPU, toy size (what tests/test_oracle_ttt.py runs): add --toy (random weights, a few short documents).
+Our config variables in the environment apply to both (e.g. PHASED_TTT_PREFIX_DOCS with --max-docs).
+
+Both run at world size 1 with TTT_RECORD_WORLD_SIZE=1, so they compute the same thing: the record's
+1-GPU result. Projection method (printed): the scoring time per batch on this GPU, batches dealt to 8
+GPUs as our evaluator deals them, each phase lasting as long as its slowest GPU, plus the SGD passes / 8;
+FineWeb val has 50,000 documents with proxy2 val's length distribution, so the batch times are scaled by
+50,000 / (documents here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import train_gpt as tg  # noqa: E402
+
+REFERENCE = REPO.parent / "shared" / "reference"
+FINEWEB_VAL_DOCS = 50_000
+TOY = dict(NUM_LAYERS="4", MODEL_DIM="64", NUM_HEADS="4", NUM_KV_HEADS="2", ROPE_DIMS="8", XSA_LAST_N="4",
+           LOOP_START="1", LOOP_END="2", NUM_LOOPS="1", PARALLEL_START_LAYER="3", TRAIN_SEQ_LEN="128",
+           TTT_LORA_RANK="4", TTT_LORA_ALPHA="6", TTT_LORA_LR="0.01", TTT_BATCH_SIZE="4", TTT_CHUNK_SIZE="16",
+           TTT_EVAL_SEQ_LEN="64", PHASED_TTT_PREFIX_DOCS="9", PHASED_TTT_NUM_PHASES="2",
+           GLOBAL_TTT_CHUNK_TOKENS="512", GLOBAL_TTT_LR="0.01")
+TOY_DOC_TOKENS = (24, 300)  # toy documents: lengths drawn in this range (several longer than the context)
+
+
+def record_env(h: tg.Hyperparameters, run_id: str) -> dict:
+    """The record's environment variables for the model and evaluator our config describes."""
+    b = lambda x: str(int(x))  # noqa: E731
+    return dict(
+        VOCAB_SIZE=h.vocab_size, NUM_LAYERS=h.num_layers, MODEL_DIM=h.model_dim, NUM_HEADS=h.num_heads,
+        NUM_KV_HEADS=h.num_kv_heads, MLP_MULT=h.mlp_mult, ROPE_DIMS=h.rope_dims, ROPE_BASE=h.rope_base,
+        XSA_LAST_N=h.xsa_last_n, LOOP_START=h.loop_start, LOOP_END=h.loop_end, NUM_LOOPS=h.num_loops,
+        PARALLEL_START_LAYER=h.parallel_start_layer, LOGIT_SOFTCAP=h.logit_softcap, LN_SCALE=b(h.ln_scale),
+        SKIP_GATES_ENABLED=b(h.skip_gates_enabled), GATED_ATTN_ENABLED=b(h.gated_attn_enabled),
+        TRAIN_SEQ_LEN=h.train_seq_len, EVAL_SEQ_LEN=h.train_seq_len, FUSED_CE_ENABLED="0", RUN_ID=run_id,
+        TTT_LORA_RANK=h.ttt_lora_rank, TTT_LORA_ALPHA=h.ttt_lora_alpha, TTT_LORA_LR=h.ttt_lora_lr,
+        TTT_BETA1=h.ttt_beta1, TTT_BETA2=h.ttt_beta2, TTT_WEIGHT_DECAY=h.ttt_weight_decay,
+        TTT_CHUNK_SIZE=h.ttt_chunk_size, TTT_BATCH_SIZE=h.ttt_batch_size, TTT_EVAL_SEQ_LEN=h.ttt_eval_seq_len,
+        TTT_K_LORA=b(h.ttt_k_lora), TTT_MLP_LORA=b(h.ttt_mlp_lora), TTT_O_LORA=b(h.ttt_o_lora),
+        TTT_WARM_START_A=b(h.ttt_warm_start_a), PHASED_TTT_PREFIX_DOCS=h.phased_ttt_prefix_docs,
+        PHASED_TTT_NUM_PHASES=h.phased_ttt_num_phases, GLOBAL_TTT_LR=h.global_ttt_lr,
+        GLOBAL_TTT_MOMENTUM=h.global_ttt_momentum, GLOBAL_TTT_CHUNK_TOKENS=h.global_ttt_chunk_tokens,
+        GLOBAL_TTT_GRAD_CLIP=h.global_ttt_grad_clip, GLOBAL_TTT_EPOCHS=h.global_ttt_epochs,
+        GLOBAL_TTT_WARMUP_CHUNKS=h.global_ttt_warmup_chunks, GLOBAL_TTT_WARMUP_START_LR=h.global_ttt_warmup_start_lr,
+        GLOBAL_TTT_RESPECT_DOC_BOUNDARIES=b(h.global_ttt_respect_doc_boundaries))
+
+
+def load_record(env: dict, reference: Path = REFERENCE):
+    """A fresh copy of the record's module: its Hyperparameters read the environment at import."""
+    sys.path.insert(0, str(reference))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: str(v) for k, v in env.items()})
+    try:
+        spec = importlib.util.spec_from_file_location(f"record_ttt_{time.time_ns()}",
+                                                      reference / "record_1886_train_gpt.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module, module.Hyperparameters()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def record_model(R, rh, ours: tg.GPT, device):
+    """The record's GPT holding our weights (its banks stack our per-layer matrices)."""
+    model = R.GPT(rh).float()
+    n, sd = rh.num_layers, ours.state_dict()
+    blk = lambda i, name: sd[f"blocks.{i}.{name}"]  # noqa: E731
+    banks = dict(qo_bank=[blk(i, "attn.c_q.weight") for i in range(n)] + [blk(i, "attn.proj.weight") for i in range(n)],
+                 kv_bank=[blk(i, "attn.c_k.weight") for i in range(n)] + [blk(i, "attn.c_v.weight") for i in range(n)],
+                 mlp_up_bank=[blk(i, "mlp.up.weight") for i in range(n)],
+                 mlp_down_bank=[blk(i, "mlp.down.weight") for i in range(n)])
+    with torch.no_grad():
+        for name, mats in banks.items():
+            getattr(model, name).copy_(torch.stack(mats))
+        model.tok_emb.weight.copy_(sd["tok_emb.weight"])
+        for i, b in enumerate(model.blocks):
+            for mine, theirs in [("attn.q_gain", b.attn.q_gain), ("attn.gate_weight", b.attn.attn_gate_w),
+                                 ("attn_scale", b.attn_scale), ("mlp_scale", b.mlp_scale),
+                                 ("resid_mix", b.resid_mix)]:
+                theirs.copy_(blk(i, mine))
+            b.mlp.use_fused = False  # its fused MLP is for training; eval uses the same eager maths
+        for name in ("skip_weights", "skip_gates", "parallel_resid_lambdas", "parallel_post_lambdas"):
+            getattr(model, name).copy_(sd[name])
+    model.looping_active = ours.looping
+    return model.to(device)
+
+
+class RecordProbe:
+    """Per-document nats of the record's evaluator, read (not changed) by wrapping its batch claim and its
+    score accumulation: row b of a chunk step belongs to document b of the batch just claimed."""
+
+    def __init__(self, R):
+        self.R, self.nats, self.batch = R, {}, None
+        build, claim, accumulate = R._build_ttt_global_batches, R._claim_next_batch, R._accumulate_bpb
+
+        def build_and_keep(*args, **kwargs):
+            self.queue = build(*args, **kwargs)
+            return self.queue
+
+        def claim_and_note(path, queue_len):
+            idx = claim(path, queue_len)
+            self.batch = self.queue[idx][1] if idx < queue_len else None
+            return idx
+
+        def accumulate_and_read(ptl, x, y, offsets, lens, pos_idx, *rest):
+            pos = pos_idx[: x.size(1)].unsqueeze(0)
+            mask = (pos >= offsets.unsqueeze(1)) & (pos < (offsets + lens).unsqueeze(1))
+            for row, (_, (start, _)) in enumerate(self.batch):
+                self.nats[start] = self.nats.get(start, 0.0) + float((ptl[row].double() * mask[row]).sum())
+            return accumulate(ptl, x, y, offsets, lens, pos_idx, *rest)
+
+        R._build_ttt_global_batches, R._claim_next_batch, R._accumulate_bpb = (
+            build_and_keep, claim_and_note, accumulate_and_read)
+
+
+class ValData:
+    def __init__(self, R, tokens: np.ndarray, tokenizer: str, vocab: int, device):
+        import sentencepiece as spm
+        self.val_tokens = torch.from_numpy(tokens.astype(np.int64))
+        luts = R.build_sentencepiece_luts(spm.SentencePieceProcessor(model_file=tokenizer), vocab, device)
+        self.base_bytes_lut, self.has_leading_space_lut, self.is_boundary_token_lut = luts
+
+
+def our_doc_nats(scores: torch.Tensor, tokens: np.ndarray, bos_id: int) -> dict:
+    starts, lengths = tg.find_documents(tokens, bos_id)
+    s = scores.double().cpu().numpy()
+    return {int(a): float(s[a:a + n - 1].sum()) for a, n in zip(starts, lengths)}
+
+
+def toy_stream(val_path: str, n_docs: int, seed: int = 0) -> np.ndarray:
+    """n_docs real documents of the val shard, each cut to a random length (BOS kept), concatenated."""
+    tokens = tg.read_shard(val_path).astype(np.int64)
+    starts = np.flatnonzero(tokens == 1)
+    rng = np.random.default_rng(seed)
+    docs = []
+    for a, b in zip(starts[:n_docs], starts[1:n_docs + 1]):
+        docs.append(tokens[a:min(b, a + int(rng.integers(*TOY_DOC_TOKENS)))])
+    return np.concatenate(docs)
+
+
+def synchronize():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def run_record(R, rh, rmodel, val_data, device, compile_it: bool):
+    """The record's evaluator as its main() runs it: compile warm-up on random tokens, then the clock."""
+    fwd = rmodel.forward_ttt
+    R.BOS_ID = 1
+    warm = 0.0
+    if compile_it:
+        compiled = torch.compile(lambda x, y, lora: rmodel.forward_ttt(x, y, lora=lora), dynamic=True)
+        fwd = lambda x, y, lora: compiled(x, y, lora)  # noqa: E731
+        t0 = time.perf_counter()
+        wl = R.BatchedTTTLoRA(rh.ttt_batch_size, rmodel, rh.ttt_lora_rank).to(device)
+        for T in (rh.ttt_chunk_size, rh.ttt_eval_seq_len):
+            x = torch.randint(0, rh.vocab_size, (rh.ttt_batch_size, T), device=device)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                fwd(x, x, lora=wl)[:, :rh.ttt_chunk_size].mean(-1).sum().backward()
+        synchronize()
+        warm = time.perf_counter() - t0
+    probe = RecordProbe(R)
+    t0 = time.perf_counter()
+    _, bpb = R.eval_val_ttt_phased(rh, rmodel, device, val_data, forward_ttt_train=fwd)
+    synchronize()
+    return bpb, probe.nats, time.perf_counter() - t0, warm
+
+
+def run_ours(model, tokens, tables, h, device, compile_it: bool, batch_seconds: list | None = None):
+    ctx = tg.DistContext(device=device) if device.type == "cuda" else tg.DistContext()
+    chunk_fn, warm = tg.ttt_chunk_losses, 0.0
+    if compile_it:
+        t0 = time.perf_counter()
+        chunk_fn = tg.compile_ttt(h, device)
+        tg.warm_up_ttt(chunk_fn, model, h, ctx)
+        warm = time.perf_counter() - t0
+    if batch_seconds is not None:  # the projection's per-batch times (a sync per batch: measurement only)
+        inner = tg.ttt_batch
+
+        def timed(state, docs, A):
+            synchronize()
+            t = time.perf_counter()
+            inner(state, docs, A)
+            synchronize()
+            batch_seconds.append(time.perf_counter() - t)
+        tg.ttt_batch = timed
+    t0 = time.perf_counter()
+    lines = []
+    _, bpb, scores = tg.evaluate_ttt(model, tokens, tables, h, ctx, lines.append, chunk_fn)
+    synchronize()
+    if batch_seconds is not None:
+        tg.ttt_batch = inner
+    return bpb, scores, time.perf_counter() - t0, warm, lines
+
+
+def project_8gpu(h, plan, batch_seconds, total_seconds, n_docs) -> str:
+    """8-GPU FineWeb-val scoring time from this run's per-batch times (see the module docstring)."""
+    scale, first, phases = FINEWEB_VAL_DOCS / n_docs, 0, 0.0
+    for end in plan.phase_ends:
+        per_gpu = [sum(batch_seconds[first:end][g::8]) for g in range(8)]
+        phases += max(per_gpu) if per_gpu else 0.0
+        first = end
+    sgd = total_seconds - sum(batch_seconds)
+    projected = phases * scale + sgd / 8
+    return (f"projected_8xH100_fineweb_seconds:{projected:.1f} (phases' slowest-GPU batch time x {scale:.2f} "
+            f"docs ratio = {phases * scale:.1f}s, + SGD {sgd:.1f}s / 8)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--val", required=True)
+    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--artifact", help="golfrun artifact; without it, --toy random weights")
+    ap.add_argument("--toy", action="store_true", help="toy model and documents (CPU)")
+    ap.add_argument("--docs", type=int, default=24, help="--toy: number of documents")
+    ap.add_argument("--max-docs", type=int, default=0, help="only the first N documents of --val (0: all)")
+    ap.add_argument("--reference", default=str(REFERENCE), help="folder of record_1886_train_gpt.py + FA3 shim")
+    ap.add_argument("--no-record", action="store_true", help="ours only (timing)")
+    args = ap.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    env = dict(TOY) if args.toy else {}
+    known = {f.name.upper() for f in tg.dataclasses.fields(tg.Hyperparameters)}
+    ours_env = {k: v for k, v in os.environ.items() if k in known}
+    h = tg.load_hyperparameters({**ours_env, **env, "TTT_RECORD_WORLD_SIZE": "1",
+                                 "COMPILE": str(int(device.type == "cuda"))})
+    tokens = toy_stream(args.val, args.docs) if args.toy else tg.read_shard(args.val).astype(np.int64)
+    if args.max_docs:
+        starts = np.flatnonzero(tokens == h.bos_id)
+        tokens = tokens[:starts[args.max_docs]] if len(starts) > args.max_docs else tokens
+    torch.manual_seed(0)
+    ours = tg.GPT(h)
+    if args.artifact:
+        ours.load_state_dict(tg.dequantize(tg.load_artifact(args.artifact)))
+    else:
+        with torch.no_grad():  # random but not degenerate: the zero-initialised outputs get weights
+            for p in ours.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+    ours.looping = h.num_loops > 0
+    ours = ours.to(device)
+    ours.configure_kernels(device, h.fused_ce_enabled, h.fused_mlp_enabled)
+    tables = tg.build_byte_tables(tg.load_tokenizer(args.tokenizer, h.vocab_size)).to(device)
+    plan = tg.plan_ttt(tokens, h)
+    print(f"documents:{len(plan.starts)} tokens:{len(tokens)} batches:{len(plan.batches)} "
+          f"longest_doc:{plan.lengths.max()} phase_ends:{plan.phase_ends} device:{device}")
+    compile_it = device.type == "cuda"
+    results = {}
+    if not args.no_record:
+        R, rh = load_record(record_env(h, f"bench{os.getpid()}"), Path(args.reference))
+        rmodel = record_model(R, rh, ours, device)
+        if device.type == "cuda":
+            rmodel = rmodel.bfloat16()
+            R.restore_fp32_params(rmodel)
+        for p in rmodel.parameters():
+            p.requires_grad_(False)
+        val = ValData(R, tokens, args.tokenizer, h.vocab_size, device)
+        torch.manual_seed(h.seed)  # the record draws its LoRA A from the global generator; ours from SEED
+        results["record"] = run_record(R, rh, rmodel, val, device, compile_it)
+    state = {k: v.clone() for k, v in ours.state_dict().items()}
+    torch.manual_seed(1)
+    batch_seconds = []
+    bpb, scores, seconds, warm, _ = run_ours(ours, tokens, tables, h, device, compile_it, batch_seconds)
+    ours.load_state_dict(state)
+    print(f"ours val_bpb:{bpb:.6f} scoring_seconds:{seconds:.2f} compile_warmup_seconds:{warm:.1f}")
+    if "record" in results:
+        rbpb, rnats, rseconds, rwarm = results["record"]
+        nats = our_doc_nats(scores, tokens, h.bos_id)
+        worst = max(abs(nats[k] - rnats.get(k, 0.0)) for k in nats)
+        print(f"record val_bpb:{rbpb:.6f} scoring_seconds:{rseconds:.2f} compile_warmup_seconds:{rwarm:.1f}")
+        print(f"bpb_difference:{bpb - rbpb:+.6f} worst_doc_nats_difference:{worst:.6f} "
+              f"time_ratio_ours_over_record:{seconds / rseconds:.3f}")
+    print(project_8gpu(h, plan, batch_seconds, seconds, len(plan.starts)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
