@@ -245,6 +245,10 @@ def main(argv=None) -> int:
     ours_env = {k: v for k, v in os.environ.items() if k in known}
     h = tg.load_hyperparameters({**ours_env, **env, "TTT_RECORD_WORLD_SIZE": "1",
                                  "COMPILE": str(int(device.type == "cuda"))})
+    if args.artifact:  # the artifact's own model config (an env var that contradicts it is refused)
+        quantized, stored = tg.load_artifact(args.artifact)
+        h, notes = tg.adopt_artifact_config(h, stored, ours_env)
+        print("\n".join(notes))
     tokens = toy_stream(args.val, args.docs) if args.toy else tg.read_shard(args.val).astype(np.int64)
     if args.max_docs:
         starts = np.flatnonzero(tokens == h.bos_id)
@@ -252,7 +256,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     ours = tg.GPT(h)
     if args.artifact:
-        ours.load_state_dict(tg.dequantize(tg.load_artifact(args.artifact)))
+        ours.load_state_dict(tg.dequantize(quantized))
     else:
         with torch.no_grad():  # random but not degenerate: the zero-initialised outputs get weights
             for p in ours.parameters():
