@@ -75,6 +75,7 @@ def load_record(env: dict, reference: Path = REFERENCE):
         spec = importlib.util.spec_from_file_location(f"record_ttt_{time.time_ns()}",
                                                       reference / "record_1886_train_gpt.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # torch.compile re-imports a traced function's module by name
         spec.loader.exec_module(module)
         return module, module.Hyperparameters()
     finally:
