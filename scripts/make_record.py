@@ -168,7 +168,8 @@ def shipped_file(runs: list[dict]) -> bytes:
     sys.path.insert(0, str(REPO))
     import train_gpt
     shipped = train_gpt.build_shipped_file(runs[0]["sources"])
-    assert train_gpt.shipped_sources(shipped) == runs[0]["sources"], "the shipped file does not hold the logs' source"
+    minified = {name: train_gpt.minify_source(text, name) for name, text in runs[0]["sources"].items()}
+    assert train_gpt.shipped_sources(shipped) == minified, "the shipped file does not hold the logs' source"
     for run in runs:
         if run["bytes_code"] != len(shipped):
             raise SystemExit(f"{run['log']}: the run counted code_bytes:{run['bytes_code']}, but the file built from "
