@@ -116,7 +116,8 @@ def _build(logs, tmp_path, **kw):
     ("no_data_end", _sub(r"^train_data_access_end_seconds:.*\n", ""), "no train_data_access_end_seconds"),
     ("nan", _sub(r"^(step:1/\d+ train_loss:)[0-9.]+", r"\1nan"), "NaN"),
     ("interrupted", lambda t: t + "interrupted: KeyboardInterrupt at step 2\n", "interrupted"),
-    ("crashed", lambda t: t[: t.rindex("final_ttt_exact")], "crashed or unfinished"),  # the run's line, not the source's
+    # cut at the run's last line, not at its first mention in the embedded source
+    ("crashed", lambda t: t[: t.rindex("final_ttt_exact")], "crashed or unfinished"),
     ("code_bytes", _sub(r"code_bytes:\d+", "code_bytes:123"), "counted code_bytes:123"),
 ])
 def test_bad_runs_are_refused(shipped_runs, tmp_path, case, edit, message):
