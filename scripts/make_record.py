@@ -213,8 +213,8 @@ def readme(name: str, blurb: str, runs: list[dict], significance_line: str) -> s
 {significance_line}
 
 Artifact bytes = the brotli-compressed quantized model + the size of the shipped `train_gpt.py` ({first['bytes_code']:,}
-bytes: the readable `train_gpt.py` and `kernels.py`, {sum(len(s.encode()) for s in first['sources'].values()):,} bytes,
-compressed into one self-extracting file). "Training data until" is the last read of training data (the GPTQ
+bytes: the `train_gpt.py` and `kernels.py` of the logs, {sum(len(s.encode()) for s in first['sources'].values()):,} bytes,
+minified (no comments, docstrings or blank lines) and compressed into one self-extracting file). "Training data until" is the last read of training data (the GPTQ
 Hessians are collected inside the training clock).
 
 ## Method
@@ -253,8 +253,8 @@ python data/cached_challenge_fineweb.py --variant sp8192   # or golfrun's script
 ```
 
 Every setting is the script's default except the seed; each log lists the resolved configuration and embeds the
-readable source of `train_gpt.py` and `kernels.py` (identical in every log, and identical to what the shipped
-`train_gpt.py` extracts).
+source of `train_gpt.py` and `kernels.py` (identical in every log; the shipped `train_gpt.py` extracts it minified:
+the same syntax tree without docstrings).
 
 ## Credits
 
