@@ -25,12 +25,14 @@ val_bpb:` (quantized, before TTT), `final_ttt_exact val_bpb:` (the score), `arti
 
 from __future__ import annotations
 
+import ast
 import base64
 import dataclasses
 import difflib
 import glob
 import hashlib
 import inspect
+import io
 import json
 import lzma
 import math
@@ -42,6 +44,7 @@ import struct
 import subprocess
 import sys
 import time
+import tokenize
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -627,9 +630,10 @@ def seconds_since_launch() -> float:
 # The shipped file: the record folder holds ONE train_gpt.py, our two files compressed into a self-extracting
 # script (the challenge counts the code of train_gpt.py; the records ship such a file and count its size). Its
 # loader registers each source with linecache, so that inspect.getsource (which @triton.jit needs) finds it, and
-# serves `import kernels` from the embedded source before any kernels.py on disk. Running it runs our train_gpt.py
-# with EMBEDDED_SOURCES set, so the log embeds the real sources and the run rebuilds the same file to count it.
-SHIPPED_LOADER = """# golfrun: train_gpt.py + kernels.py, {codec}-compressed (the readable sources are embedded in every run's log)
+# serves `import kernels` from the embedded source before any kernels.py on disk. Running it runs our (minified)
+# train_gpt.py with EMBEDDED_SOURCES set: its log embeds the minified sources (a run from the checkout logs the
+# readable ones), from which the run and make_record.py rebuild the same file to count it.
+SHIPPED_LOADER = """# golfrun: train_gpt.py + kernels.py, minified, {codec}-compressed (readable sources: any log of a run)
 import base64,importlib.util,linecache,sys,{codec}
 EMBEDDED_SOURCES=dict(zip({names!r},{codec}.decompress(base64.b85decode("{payload}")).decode().split("\\0")))
 def _compile(name):
@@ -661,12 +665,108 @@ def code_sources() -> dict[str, str]:
     return {name: (here / name).read_text(encoding="utf-8") for name in CODE_FILES}
 
 
+# Minifying the shipped copy: comments, docstrings, blank lines and trailing spaces go, and indentation becomes one
+# space a level, cutting the counted bytes by a third. It edits the original text at positions that `tokenize` and
+# `ast` report (names and code stay untouched, unlike ast.unparse, whose output changes between Python versions),
+# and checks that the result parses to the same syntax tree less docstrings. Minifying twice changes nothing, so a
+# run of the shipped file, which logs the minified sources, rebuilds the same file.
+DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def docstrings(tree: ast.AST) -> list[tuple[ast.AST, ast.Expr]]:
+    """(owner, docstring statement) for every module, class and function that opens with a string literal."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, DOCSTRING_OWNERS) and node.body:
+            first = node.body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                found.append((node, first))
+    return found
+
+
+def without_docstrings(tree: ast.AST) -> ast.AST:
+    """The tree with its docstrings dropped in place (a body left empty gets `pass`): what minifying must keep."""
+    for node, doc in docstrings(tree):
+        node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def rows_ending_in_strings(tokens: list[tokenize.TokenInfo]) -> set[int]:
+    """Line numbers whose end lies inside a string literal (all but the last line of a multi-line string); from
+    Python 3.12 an f-string is several tokens, FSTRING_START to FSTRING_END, nested ones included."""
+    rows, fstring_starts = set(), []
+    for tok in tokens:
+        if tok.type == tokenize.STRING:
+            rows.update(range(tok.start[0], tok.end[0]))
+        elif tok.type == getattr(tokenize, "FSTRING_START", None):
+            fstring_starts.append(tok.start[0])
+        elif tok.type == getattr(tokenize, "FSTRING_END", None):
+            rows.update(range(fstring_starts.pop(), tok.end[0]))
+    return rows
+
+
+def source_tokens(source: str) -> list[tokenize.TokenInfo]:
+    return list(tokenize.generate_tokens(io.StringIO(source).readline))
+
+
+def cut_comments_and_docstrings(source: str) -> str:
+    lines = source.splitlines(True)
+    line_starts = [0]
+    for line in lines:
+        line_starts.append(line_starts[-1] + len(line))
+
+    def offset(row: int, col: int, col_in_utf8_bytes: bool = False) -> int:
+        if col_in_utf8_bytes:  # ast counts columns in UTF-8 bytes, tokenize in characters
+            col = len(lines[row - 1].encode("utf-8")[:col].decode("utf-8"))
+        return line_starts[row - 1] + col
+
+    cuts = [(offset(doc.lineno, doc.col_offset, True), offset(doc.end_lineno, doc.end_col_offset, True),
+             "pass" if len(owner.body) == 1 else "") for owner, doc in docstrings(ast.parse(source))]
+    cuts += [(offset(*tok.start), offset(*tok.end), "") for tok in source_tokens(source)
+             if tok.type == tokenize.COMMENT]
+    for start, end, replacement in sorted(cuts, reverse=True):
+        source = source[:start] + replacement + source[end:]
+    return source
+
+
+def squeeze_lines(source: str) -> str:
+    """Drops blank lines and trailing spaces and indents one space a block level; lines that begin or end inside a
+    string literal keep that part as it is."""
+    tokens = source_tokens(source)
+    in_string = rows_ending_in_strings(tokens)
+    depth, row_depth = 0, {}
+    for tok in tokens:  # INDENTs or DEDENTs (several on one row) come just before a logical line's first token
+        if tok.type in (tokenize.INDENT, tokenize.DEDENT):
+            depth += 1 if tok.type == tokenize.INDENT else -1
+            continue
+        for row in range(tok.start[0], tok.end[0] + 1):
+            row_depth.setdefault(row, depth)
+    kept = []
+    for row, line in enumerate(source.splitlines(True), start=1):
+        if row - 1 not in in_string:
+            line = " " * row_depth.get(row, 0) + line.lstrip(" \t")
+        if row not in in_string:
+            line = line.rstrip() + "\n"
+        if line.strip() or row - 1 in in_string:
+            kept.append(line)
+    return "".join(kept)
+
+
+def minify_source(source: str, name: str = "<source>") -> str:
+    """The source without comments, docstrings and blank lines, one space of indentation a block level."""
+    minified = squeeze_lines(cut_comments_and_docstrings(source))
+    if ast.dump(ast.parse(minified)) != ast.dump(without_docstrings(ast.parse(source))):
+        raise ValueError(f"minifying {name} changed its code (a bug of minify_source): fix it, or ship it as it is")
+    return minified
+
+
 def build_shipped_file(sources: dict[str, str]) -> bytes:
-    """One self-contained, runnable train_gpt.py holding both sources, compressed and base85-encoded (ASCII);
-    deterministic, so the run and make_record.py build the same bytes from the same sources."""
+    """One self-contained, runnable train_gpt.py holding both sources, minified, compressed and base85-encoded
+    (ASCII); deterministic, so the run and make_record.py build the same bytes from the same sources."""
     if set(sources) != set(CODE_FILES):
         raise ValueError(f"the shipped file needs exactly {CODE_FILES}, got {sorted(sources)}")
-    texts = [sources[name] for name in CODE_FILES]
+    texts = [minify_source(sources[name], name) for name in CODE_FILES]
     if any("\0" in text for text in texts):
         raise ValueError("a source file contains a NUL character, the separator of the shipped payload")
     payload = "\0".join(texts).encode("utf-8")
@@ -679,7 +779,7 @@ def build_shipped_file(sources: dict[str, str]) -> bytes:
 
 
 def shipped_sources(shipped: bytes) -> dict[str, str]:
-    """The sources inside a file made by build_shipped_file (make_record checks them against the logs)."""
+    """The (minified) sources inside a file made by build_shipped_file (make_record checks them against the logs)."""
     import brotli
     match = re.search(rb'import base64,importlib.util,linecache,sys,(lzma|brotli)\n.*?b85decode\("([^"]*)"\)', shipped)
     if match is None:

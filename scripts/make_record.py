@@ -168,7 +168,8 @@ def shipped_file(runs: list[dict]) -> bytes:
     sys.path.insert(0, str(REPO))
     import train_gpt
     shipped = train_gpt.build_shipped_file(runs[0]["sources"])
-    assert train_gpt.shipped_sources(shipped) == runs[0]["sources"], "the shipped file does not hold the logs' source"
+    minified = {name: train_gpt.minify_source(text, name) for name, text in runs[0]["sources"].items()}
+    assert train_gpt.shipped_sources(shipped) == minified, "the shipped file does not hold the logs' source"
     for run in runs:
         if run["bytes_code"] != len(shipped):
             raise SystemExit(f"{run['log']}: the run counted code_bytes:{run['bytes_code']}, but the file built from "
@@ -212,8 +213,8 @@ def readme(name: str, blurb: str, runs: list[dict], significance_line: str) -> s
 {significance_line}
 
 Artifact bytes = the brotli-compressed quantized model + the size of the shipped `train_gpt.py` ({first['bytes_code']:,}
-bytes: the readable `train_gpt.py` and `kernels.py`, {sum(len(s.encode()) for s in first['sources'].values()):,} bytes,
-compressed into one self-extracting file). "Training data until" is the last read of training data (the GPTQ
+bytes: the `train_gpt.py` and `kernels.py` of the logs, {sum(len(s.encode()) for s in first['sources'].values()):,} bytes,
+minified (no comments, docstrings or blank lines) and compressed into one self-extracting file). "Training data until" is the last read of training data (the GPTQ
 Hessians are collected inside the training clock).
 
 ## Method
@@ -252,8 +253,8 @@ python data/cached_challenge_fineweb.py --variant sp8192   # or golfrun's script
 ```
 
 Every setting is the script's default except the seed; each log lists the resolved configuration and embeds the
-readable source of `train_gpt.py` and `kernels.py` (identical in every log, and identical to what the shipped
-`train_gpt.py` extracts).
+source of `train_gpt.py` and `kernels.py` (identical in every log; the shipped `train_gpt.py` extracts it minified:
+the same syntax tree without docstrings).
 
 ## Credits
 

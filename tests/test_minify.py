@@ -1,0 +1,127 @@
+"""The minifier of the shipped file (train_gpt.minify_source): the minified code is the same program, only the
+code decides the shipped bytes, and the Triton kernels still compile and run from the shipped file."""
+
+import ast
+import io
+import subprocess
+import sys
+import textwrap
+import tokenize
+
+import pytest
+
+from conftest import clean_env
+import train_gpt as tg
+
+TRICKY = '''"""Module docstring, é."""
+import textwrap
+
+
+class OnlyDoc:
+    """A class whose body is its docstring."""
+
+
+def only_doc():
+    """A function whose body is its docstring."""
+
+
+def f(x):  # a comment after code
+    """Docstring with é before code on the next line."""
+    text = """a multi-line string
+    # not a comment
+        indented line kept as it is, trailing spaces kept:   
+
+    (a blank line above, kept)"""
+    y = (x +  # comment inside brackets
+            1)
+    # a comment line at another indentation
+    def g():
+        return f"{y}#{text!r}"
+    return g(), textwrap.dedent(text)
+
+
+async def h():
+    "A one-quote docstring."
+    return 3
+
+
+values = [f(2), only_doc(), OnlyDoc.__doc__, "# a hash in a string", 'é']  # é in a comment
+'''
+
+
+def expected_tree(source: str) -> str:
+    """The syntax tree of source with each docstring dropped (ast.get_docstring finds them), `pass` where a
+    body would be empty: what the minified source must parse to."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            if ast.get_docstring(node, clean=False) is not None:
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def assert_minified(source: str, minified: str) -> None:
+    compile(minified, "minified", "exec")
+    assert ast.dump(ast.parse(minified)) == expected_tree(source)
+    tokens = list(tokenize.generate_tokens(io.StringIO(minified).readline))
+    assert not [t for t in tokens if t.type == tokenize.COMMENT]
+    assert tg.minify_source(minified) == minified  # idempotent: a run of the shipped file rebuilds the same file
+
+
+@pytest.mark.parametrize("name", tg.CODE_FILES)
+def test_minified_sources_keep_the_code(name):
+    source = tg.code_sources()[name]
+    minified = tg.minify_source(source, name)
+    assert_minified(source, minified)
+    assert "\n\n" not in minified and len(minified) < 0.8 * len(source)
+
+
+def test_minified_tricky_source_runs_the_same():
+    minified = tg.minify_source(TRICKY)
+    assert_minified(TRICKY, minified)
+    assert "indented line kept as it is, trailing spaces kept:   \n\n    (a blank line above, kept)" in minified
+    assert "# not a comment" in minified and "class OnlyDoc:\n pass\n" in minified
+    before, after = {}, {}
+    exec(compile(TRICKY, "tricky", "exec"), before)
+    exec(compile(minified, "tricky", "exec"), after)
+    assert after["values"][0] == before["values"][0]  # the strings, the f-string, the dedent: all as before
+    assert after["values"][2] is None and before["values"][2] is not None  # docstrings are gone, nothing else
+
+
+def test_only_code_changes_change_the_shipped_bytes():
+    sources = tg.code_sources()
+    shipped = tg.build_shipped_file(sources)
+    train = sources["train_gpt.py"]
+    first_docstring = ast.get_docstring(ast.parse(train), clean=False)  # the module's
+    assert first_docstring and first_docstring in train
+    commented = dict(sources, **{
+        "train_gpt.py": (train.replace(first_docstring, first_docstring + " More words, é.", 1)
+                         .replace("\n\n\n", "\n\n\n# a new comment\n\n", 3) + "\n# trailing comment\n"),
+        "kernels.py": sources["kernels.py"].replace("import triton\n", "import triton  # why not\n\n\n", 1)})
+    assert commented != sources and tg.build_shipped_file(commented) == shipped
+    changed = dict(sources, **{"kernels.py": sources["kernels.py"] + "EXTRA = 1\n"})
+    assert tg.build_shipped_file(changed) != shipped
+
+
+KERNEL_CHECK = textwrap.dedent("""
+    import inspect, runpy, torch
+    ns = runpy.run_path("train_gpt.py", run_name="shipped")  # loads, does not run main
+    k = ns["kernels"]
+    assert ns["KERNELS_IMPORT_ERROR"] == "" and k.__file__ == "kernels.py", (k, ns["KERNELS_IMPORT_ERROR"])
+    assert inspect.getsource(k._softcap_ce_fwd_kernel.fn).startswith("@triton.jit\\ndef _softcap_ce_fwd_kernel(")
+    torch.manual_seed(0)
+    logits = (torch.randn(5, 300) * 10).requires_grad_(True)
+    targets = torch.randint(0, 300, (5,))
+    loss = k.softcap_cross_entropy(logits, targets, 30.0, "mean")
+    ref = k.softcap_cross_entropy_reference(logits.detach().double(), targets, 30.0, "mean")
+    assert abs(loss.item() - ref.item()) < 1e-5 * abs(ref.item()), (loss.item(), ref.item())
+    print("kernel ok")
+""")
+
+
+def test_triton_kernel_runs_from_the_shipped_file(tmp_path):
+    """@triton.jit reads each kernel's source through inspect/linecache: the minified one the loader registers."""
+    (tmp_path / "train_gpt.py").write_bytes(tg.build_shipped_file(tg.code_sources()))
+    proc = subprocess.run([sys.executable, "-c", KERNEL_CHECK], cwd=tmp_path, capture_output=True, text=True,
+                          env=clean_env(TRITON_INTERPRET=1), timeout=600)
+    assert proc.returncode == 0 and "kernel ok" in proc.stdout, proc.stderr[-3000:]
