@@ -283,3 +283,15 @@ def test_plot_loss_refuses_folders_and_binary_files(tmp_path):
         plot_loss.main([str(tmp_path / "a.golf")])
     with pytest.raises(SystemExit, match="no such log file"):
         plot_loss.main([str(tmp_path / "missing.txt")])
+
+
+def test_training_without_brotli_is_refused_before_any_compute(monkeypatch):
+    """Found on an H100: with no brotli the artifact fell back to lzma (16.95 MB at full size, over the limit),
+    and the run only learnt it after training. Now a full-size training run stops at start; SMOKE may go on."""
+    real_find_spec = tg.importlib.util.find_spec
+    monkeypatch.setattr(tg.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "brotli" else real_find_spec(name, *a))
+    with pytest.raises(ValueError, match="brotli is not installed.*pip install brotli"):
+        tg.check_device(tg.load_hyperparameters({}), tg.DistContext())
+    tg.check_device(tg.load_hyperparameters({"SMOKE": "1"}), tg.DistContext())  # toy runs may use lzma
+    tg.check_device(tg.load_hyperparameters({"EVAL_ONLY": "1"}), tg.DistContext())  # reads, writes no artifact
