@@ -8,7 +8,6 @@ import lzma
 import shutil
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest

@@ -1,10 +1,7 @@
 """Shards, the document-packing loader, and the bits-per-byte accounting."""
 
-import json
-
 import numpy as np
 import pytest
-import sentencepiece as spm
 import torch
 
 import train_gpt as tg

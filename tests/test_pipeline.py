@@ -1,5 +1,6 @@
 """train_gpt.py as participants run it: the CPU smoke pipeline, 2 processes vs 1, eval-only, bad input."""
 
+import os
 import re
 import subprocess
 import sys
@@ -45,14 +46,33 @@ def test_two_processes_match_one_with_accumulation(tmp_path):
     assert "world_size:2" in logs[2]
 
 
+# Put on PYTHONPATH, it replaces time.perf_counter in each torchrun worker by a counter: every reading is one
+# tick after the last, and rank 1's tick is 1.5 of rank 0's. The ranks' clocks then disagree by a wide
+# margin, and how far training gets under the cap depends on the code, not on the machine's speed.
+SKEWED_CLOCK = """
+import itertools, os, time
+if "RANK" in os.environ:
+    _readings, _tick = itertools.count(1), 1.0 + 0.5 * int(os.environ["RANK"])
+    time.perf_counter = lambda: next(_readings) * _tick
+"""
+
+
 def test_wallclock_schedule_keeps_two_ranks_identical(tmp_path):
-    """Under the wallclock cap the learning rate is a function of time. Each rank reads its own clock, so
-    unless the ranks agree on one reading their learning rates differ and the replicas drift apart; the
-    run then fails its roundtrip check on rank 1 (its quantized weights differ from rank 0's artifact)."""
-    log = run_train(tmp_path, nproc=2, SMOKE=1, ITERATIONS=100000, MAX_WALLCLOCK_SECONDS=12, TTT_ENABLED=0,
-                    VAL_MAX_TOKENS=8192, RUN_ID="wall2")
-    steps = int(re.search(r"^train_time:\d+ms steps:(\d+)", log, re.M).group(1))
-    assert steps >= 5 and "depth_recurrence:on" in log  # the time-based schedule really ran
+    """Under the wallclock cap the learning rate, the recurrence switch and the stop are functions of time.
+    Each rank reads its own clock (here: clocks that run at different rates), so unless the ranks agree on
+    one reading per step their learning rates differ and the replicas drift apart; the run then fails its
+    roundtrip check on rank 1 (its quantized weights differ from rank 0's artifact), or the ranks stop at
+    different steps and their collectives no longer pair up."""
+    clock = tmp_path / "skewed_clock"
+    clock.mkdir()
+    (clock / "sitecustomize.py").write_text(SKEWED_CLOCK)
+    python_path = os.pathsep.join(filter(None, [str(clock), os.environ.get("PYTHONPATH")]))
+    iterations = 50
+    log = run_train(tmp_path, nproc=2, SMOKE=1, ITERATIONS=iterations, MAX_WALLCLOCK_SECONDS=15, TTT_ENABLED=0,
+                    VAL_MAX_TOKENS=8192, RUN_ID="wall2", PYTHONPATH=python_path)
+    steps = int(re.search(r"^train_time:\d+ms steps:(\d+) .* cap:15.0s", log, re.M).group(1))
+    assert 2 <= steps < iterations  # the clock ended training, after more than one step
+    assert "depth_recurrence:on" in log  # the time-based schedule really ran
     assert "roundtrip_check: artifact == in-memory quantized model (bit for bit)" in log
 
 

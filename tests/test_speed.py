@@ -1,6 +1,9 @@
 """The training loop's speed measures keep its semantics: the prefetching loader serves the same bytes as a
 direct read whatever order it is asked in, and the loop waits for the device only where it reports a time."""
 
+import math
+import types
+
 import torch
 
 from conftest import PROXY_DATA, TOKENIZER
@@ -33,8 +36,8 @@ def test_prefetched_batches_are_the_direct_reads_in_any_order():
 
 
 def test_the_loop_synchronises_only_at_reported_times(tmp_path, monkeypatch):
-    """20 steps logged every 10: the device is awaited after steps 1-5 (always logged), 10 and 20, and once
-    at the end; the loop used to wait after every step."""
+    """20 steps logged every 10: the device is awaited after steps 1-5 (always logged), 10 and 20, and at
+    the ends of training and of data access; the loop used to wait after every step."""
     monkeypatch.chdir(tmp_path)
     h = _h(ITERATIONS=20, TRAIN_LOG_EVERY=10, MAX_WALLCLOCK_SECONDS=0, WARMUP_STEPS=0, TRAIN_BATCH_TOKENS=2048)
     calls = []
@@ -46,4 +49,47 @@ def test_the_loop_synchronises_only_at_reported_times(tmp_path, monkeypatch):
     result = tg.train(model, h, tg.DistContext(), 8, lambda msg, console=True: lines.append(msg))
     assert result["steps"] == 20
     assert sum(line.startswith("step:") for line in lines) == 7
-    assert len(calls) == 1 + 7 + 1  # the clock start, the 7 reported steps, the end
+    # the clock start, the 7 reported steps, the end of training, the end of data access (after the
+    # GPTQ Hessians, which are on the training clock)
+    assert len(calls) == 1 + 7 + 1 + 1
+
+
+def _profile_gpu():
+    """scripts/profile_gpu.py as a module, bound to the train_gpt the tests import (its main() imports one)."""
+    import importlib.util
+
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location("profile_gpu", REPO / "scripts" / "profile_gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.tg = tg
+    return module
+
+
+def test_profile_gpu_steps_through_train_step_and_counts_model_flops():
+    """profile_gpu.py's `train` part on the CPU at toy size: its steps are train_gpt.train_step's (8
+    micro-batches, the stream's steps 0, 1, ...), and its FLOP count is the hand formula on one piece."""
+    profile_gpu = _profile_gpu()
+    h, ctx = _h(TRAIN_BATCH_TOKENS=2048), tg.DistContext()
+    torch.manual_seed(0)
+    model = tg.GPT(h)
+    model.configure_kernels(ctx.device, h.fused_ce_enabled, h.fused_mlp_enabled)
+    loader = tg.TrainLoader(h, ctx, profile_gpu.ONE_GPU_ACCUM)
+    opt = tg.Optimizers(model, h, ctx)
+    before = [p.detach().clone() for p in model.parameters()]
+    one_step = profile_gpu.training_steps(tg.compile_for_training(model, h, ctx.device), model, loader, opt, h)
+    losses = [one_step().item() for _ in range(2)]
+    assert all(math.isfinite(loss) for loss in losses)
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert loader.prepared[0] == (2, 0)  # it read steps 0 and 1, all 8 micro-batches each
+
+    length = 100
+    piece = types.SimpleNamespace(cu_seqlens=torch.tensor([0, length]))
+    block_matrices = sum(p.numel() for m in (model.blocks[0].attn, model.blocks[0].mlp)
+                         for p in m.parameters() if p.ndim == 2)
+    for looping, virtual_layers in ((False, h.num_layers),
+                                    (True, h.num_layers + h.num_loops * (h.loop_end - h.loop_start + 1))):
+        model.looping = looping
+        matmuls = 6 * length * (h.vocab_size * h.model_dim + virtual_layers * block_matrices)
+        attention = 3 * 4 * (length * (length + 1) / 2) * h.num_heads * h.head_dim * virtual_layers
+        assert profile_gpu.model_flops_per_step(model, h, [piece]) == matmuls + attention
