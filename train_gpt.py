@@ -219,8 +219,8 @@ class Hyperparameters:
     max_wallclock_seconds: float = knob(600.0, NON_NEGATIVE)  # 0: no cap (ITERATIONS steps)
     gptq_reserve_seconds: float = knob(0.5, NON_NEGATIVE)  # margin held back beyond the measured Hessian time
     ema_decay: float = knob(0.9965, DECAY)
-    val_loss_every: int = knob(0, NON_NEGATIVE)  # validate every N steps, clock paused; 0: never (the record)
-    train_log_every: int = knob(100, NON_NEGATIVE)  # 0: no step lines (as in the record)
+    val_loss_every: int = knob(0, NON_NEGATIVE)  # validate every N steps, clock paused; 0: only the final eval
+    train_log_every: int = knob(500, NON_NEGATIVE)  # the record's; 0: no step lines
     compile: bool = True  # torch.compile the model (CUDA only)
     # model: one whole-model graph per recurrence state (fastest steps; ~2 min of compile on a cold cache);
     # layers: graphs of one layer shared by every block (about half the compile, ~4% slower steps)
@@ -258,8 +258,8 @@ class Hyperparameters:
     # the global-SGD split); this many GPUs are reproduced at any world size that divides it
     ttt_record_world_size: int = knob(8, at_least(1))
     ttt_compile: bool = True  # torch.compile the TTT chunk forward/backward (CUDA, with COMPILE=1)
-    # The record's other TTT settings, under its names and defaults. The `ttt` branch wires them; until a
-    # field leaves TTT_NOT_WIRED, only its default is accepted (no setting may silently do nothing).
+    # The record's other TTT settings, under its names and defaults; a field in TTT_NOT_WIRED accepts only its
+    # default (no setting may silently do nothing).
     ttt_eval_seq_len: int = knob(2048, at_least(1))  # longest context a TTT chunk is scored with
     ttt_grad_steps: int = knob(1, at_least(1))  # adapter steps per chunk
     ttt_k_lora: bool = True  # LoRA on the key projection
@@ -323,7 +323,7 @@ RECORD_FIXED = {
     "EMBED_LR": ("0.6", "it is the record's rate for untied embeddings only; ours are tied: set TIED_EMBED_LR"),
     "ROPE_YARN": ("0", "YaRN rotary scaling is not implemented (the record runs without it)"),
     "ROPE_TRAIN_SEQ_LEN": ("2048", "the record reads it and never uses it (its rotary takes TRAIN_SEQ_LEN)"),
-    "PHASED_TTT_ENABLED": ("1", "the record reads it and never uses it; PHASED_TTT_NUM_PHASES=0 turns phases off"),
+    "PHASED_TTT_ENABLED": ("1", "the record reads it and never uses it; PHASED_TTT_PREFIX_DOCS=0 turns phases off"),
     "COMPRESSOR": ("brotli", "the artifact is always brotli-compressed"),
     "TTT_OPTIMIZER": ("adam", "the TTT adapters train with AdamW only (the record's SGD option is not implemented)"),
     "PARALLEL_FINAL_LANE": ("mean", "the two residual lanes are always averaged before the final norm"),
@@ -496,6 +496,15 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
     if 0 < h.max_wallclock_seconds <= h.gptq_reserve_seconds:
         raise ValueError(f"MAX_WALLCLOCK_SECONDS={h.max_wallclock_seconds} leaves no training time after "
                          f"GPTQ_RESERVE_SECONDS={h.gptq_reserve_seconds} (0 means no cap)")
+    if h.ttt_enabled:  # TTT runs after training and GPTQ: its settings must not fail only then
+        if h.ttt_record_world_size % world_size:
+            raise ValueError(f"TTT_RECORD_WORLD_SIZE={h.ttt_record_world_size} must be a multiple of the world "
+                             f"size {world_size}")
+        if h.ttt_eval_seq_len > h.train_seq_len:
+            raise ValueError(f"TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} must be at most TRAIN_SEQ_LEN={h.train_seq_len}")
+        if h.ttt_chunk_size > h.ttt_eval_seq_len:
+            raise ValueError(f"TTT_CHUNK_SIZE={h.ttt_chunk_size} must be at most TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} "
+                             "(a scored chunk sits inside its context window)")
     defaults = Hyperparameters()
     for name in TTT_NOT_WIRED:
         if getattr(h, name) != getattr(defaults, name):
@@ -634,9 +643,9 @@ def seconds_since_launch() -> float:
 # serves `import kernels` from the embedded source before any kernels.py on disk. Running it runs our (minified)
 # train_gpt.py with EMBEDDED_SOURCES set: its log embeds the minified sources (a run from the checkout logs the
 # readable ones), from which the run and make_record.py rebuild the same file to count it.
-SHIPPED_LOADER = """# golfrun: train_gpt.py + kernels.py, minified, {codec}-compressed (readable sources: any log of a run)
-import base64,importlib.util,linecache,sys,{codec}
-EMBEDDED_SOURCES=dict(zip({names!r},{codec}.decompress(base64.b85decode("{payload}")).decode().split("\\0")))
+SHIPPED_LOADER = """# golfrun: train_gpt.py + kernels.py, minified, lzma-compressed (readable sources: any log of a run)
+import base64,importlib.util,linecache,sys,lzma
+EMBEDDED_SOURCES=dict(zip({names!r},lzma.decompress(base64.b85decode("{payload}")).decode().split("\\0")))
 def _compile(name):
  src=EMBEDDED_SOURCES[name];linecache.cache[name]=(len(src),None,src.splitlines(True),name)
  return compile(src,name,"exec")
@@ -649,8 +658,8 @@ class _Embedded:
 sys.meta_path.insert(0,_Embedded())
 exec(_compile("train_gpt.py"))
 """
-SHIPPED_CODEC = "lzma"  # stdlib: the shipped file self-extracts anywhere, and its bytes never depend on
-# which codecs the building machine has (brotli saves ~860 bytes here, but a run without it crashed on a GPU)
+# The shipped file is lzma-compressed (stdlib): it self-extracts anywhere, and its bytes never depend on which
+# codecs the building machine has (brotli would save ~860 bytes, but a GPU run without brotli crashed on it).
 EMBEDDED_SOURCES: dict[str, str] | None = globals().get("EMBEDDED_SOURCES")  # set by the shipped file's loader
 
 
@@ -773,7 +782,7 @@ def build_shipped_file(sources: dict[str, str]) -> bytes:
         raise ValueError("a source file contains a NUL character, the separator of the shipped payload")
     payload = "\0".join(texts).encode("utf-8")
     compressed = lzma.compress(payload, preset=9 | lzma.PRESET_EXTREME)
-    return SHIPPED_LOADER.format(codec=SHIPPED_CODEC, names=CODE_FILES,
+    return SHIPPED_LOADER.format(names=CODE_FILES,
                                  payload=base64.b85encode(compressed).decode("ascii")).encode("ascii")
 
 
@@ -1019,15 +1028,14 @@ def pack_window(window: np.ndarray, bos_id: int, max_len: int) -> PackedBatch:
 
 
 class TrainLoader:
-    """Deterministic: step s, micro-window j of 8 sits at a fixed offset of the (seed-ordered) shard stream.
+    """Deterministic: step s, micro-window j of 8 sits at a fixed offset of the shard stream (shards in name order).
     While the GPU runs one micro-batch, a background thread reads and packs the next one (into page-locked
     memory on a GPU), so the training loop only launches an asynchronous copy. Asked for any other batch
     than the one prepared (warm-up restarts, GPTQ calibration), it prepares that one itself: the same bytes."""
 
     def __init__(self, h: Hyperparameters, ctx: DistContext, grad_accum_steps: int):
-        files = find_shards(h.data_path, "train")
-        order = np.random.default_rng(h.seed).permutation(len(files))
-        self.stream = TokenStream([files[i] for i in order])
+        # shards in name order for every seed, as the record reads them (the seed changes the weights only)
+        self.stream = TokenStream(find_shards(h.data_path, "train"))
         self.micro_tokens = h.train_batch_tokens // 8
         self.h, self.ctx, self.accum = h, ctx, grad_accum_steps
         self.prefetcher = ThreadPoolExecutor(max_workers=1)
@@ -2638,7 +2646,9 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
     hessian_probe_seconds = 0.0
     if h.max_wallclock_seconds > 0:
         t_probe = time.perf_counter()
+        model.looping = h.num_loops > 0  # the real collection runs on the trained model, recurrence on
         collect_hessians(model, calibration_batches(loader, h, ctx), ctx)
+        model.looping = False
         hessian_probe_seconds = agreed_seconds(ctx, time.perf_counter() - t_probe)
     reserve = h.gptq_reserve_seconds + HESSIAN_RESERVE_FACTOR * hessian_probe_seconds
     # MAX_WALLCLOCK_SECONDS=0: no cap, ITERATIONS steps (the record's meaning)
@@ -2829,7 +2839,9 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
             raise RuntimeError(f"artifact roundtrip mismatch in {mismatched[:5]}")
         log("roundtrip_check: artifact == in-memory quantized model (bit for bit)")
     model = GPT(h).to(ctx.device)
-    model.configure_kernels(ctx.device, h.fused_ce_enabled, h.fused_mlp_enabled)
+    # the fused MLP serves training only, as in the record: its backward always computes the weight gradients,
+    # which TTT (frozen base weights) would pay for at every chunk step
+    model.configure_kernels(ctx.device, h.fused_ce_enabled, fused_mlp=False)
     model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()})
     model.looping = h.num_loops > 0
     t0 = time.perf_counter()
@@ -2847,7 +2859,10 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
         val_loss, val_bpb, _ = evaluate_ttt(model, val_tokens, tables, h, ctx, log, chunk_fn)
         synchronize(ctx)
         log_bpb(log, "final_ttt_exact", val_loss, val_bpb, time.perf_counter() - t0)
-    log(f"eval_time:{(time.perf_counter() - eval_t0) * 1000:.0f}ms (artifact load, roundtrip eval, TTT)")
+    eval_seconds = time.perf_counter() - eval_t0
+    log(f"eval_time:{eval_seconds * 1000:.0f}ms (artifact load, roundtrip eval, TTT)")
+    if eval_seconds > EVAL_LIMIT_SECONDS and not failure:
+        failure = f"evaluation took {eval_seconds:.0f} s, over the challenge's {EVAL_LIMIT_SECONDS} s"
     if failure:
         log(f"ERROR: {failure}")
     return failure

@@ -4,7 +4,7 @@ times (compile excluded; warm-ups on random tokens before each clock) and their 
 8xH100 FineWeb-val scoring time.
 
 GPU (the lead's command; ARTIFACT from a golfrun run, the val shard and tokenizer of proxy2):
-    python scripts/bench_ttt_vs_reference.py --artifact final_model.golf \
+    python scripts/bench_ttt_vs_reference.py --artifact logs/RUN_ID.golf \
         --val ../shared/data/proxy2/datasets/proxy2_sp8192/fineweb_val_000000.bin \
         --tokenizer ../shared/data/tokenizers/fineweb_8192_bpe.model
 CPU, toy size (what tests/test_oracle_ttt.py runs): add --toy (random weights, a few short documents).
@@ -263,7 +263,7 @@ def main(argv=None) -> int:
                 p.add_(torch.randn_like(p) * 0.05)
     ours.looping = h.num_loops > 0
     ours = ours.to(device)
-    ours.configure_kernels(device, h.fused_ce_enabled, h.fused_mlp_enabled)
+    ours.configure_kernels(device, h.fused_ce_enabled, fused_mlp=False)  # as train_gpt evaluates: training only
     tables = tg.build_byte_tables(tg.load_tokenizer(args.tokenizer, h.vocab_size)).to(device)
     plan = tg.plan_ttt(tokens, h)
     print(f"documents:{len(plan.starts)} tokens:{len(tokens)} batches:{len(plan.batches)} "
