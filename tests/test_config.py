@@ -209,11 +209,19 @@ def test_out_of_range_settings_name_the_variable_and_the_range(name, value, rule
     ({"MAX_WALLCLOCK_SECONDS": "0.4"}, ("MAX_WALLCLOCK_SECONDS", "GPTQ_RESERVE_SECONDS")),
     ({"XSA_LAST_N": "12"}, ("XSA_LAST_N", "NUM_LAYERS")), ({"BOS_ID": "8192"}, ("BOS_ID", "VOCAB_SIZE")),
     ({"NUM_HEADS": "3"}, ("MODEL_DIM", "NUM_HEADS")),
+    # TTT runs after training and GPTQ: these used to fail only then (the chunk one with a device assert)
+    ({"TTT_CHUNK_SIZE": "4096"}, ("TTT_CHUNK_SIZE", "TTT_EVAL_SEQ_LEN")),
+    ({"TTT_EVAL_SEQ_LEN": "4096"}, ("TTT_EVAL_SEQ_LEN", "TRAIN_SEQ_LEN")),
 ])
 def test_settings_that_disagree_are_refused_before_any_compute(env, names):
     with pytest.raises(ValueError) as err:
         tg.validate_hyperparameters(tg.load_hyperparameters(env), 1)
     assert all(n in str(err.value) for n in names)
+
+
+def test_ttt_record_world_size_must_split_over_the_ranks_at_start():
+    with pytest.raises(ValueError, match="TTT_RECORD_WORLD_SIZE=3 must be a multiple of the world size 2"):
+        tg.validate_hyperparameters(tg.load_hyperparameters({"TTT_RECORD_WORLD_SIZE": "3"}), 2)
 
 
 def test_every_number_declares_its_range_and_the_defaults_pass():
@@ -237,7 +245,7 @@ def _toy_training(**env):
     from conftest import PROXY_DATA
 
     h = tg.load_hyperparameters({"SMOKE": "1", "DATA_PATH": str(PROXY_DATA), "ITERATIONS": "3", "WARMUP_STEPS": "0",
-                                 "TRAIN_SEQ_LEN": "128", "TRAIN_BATCH_TOKENS": "1024", **env})
+                                 "TRAIN_SEQ_LEN": "128", "TRAIN_BATCH_TOKENS": "1024", "TTT_ENABLED": "0", **env})
     torch.manual_seed(0)
     lines, calls = [], []
 
