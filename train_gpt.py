@@ -788,10 +788,14 @@ def build_shipped_file(sources: dict[str, str]) -> bytes:
 
 def shipped_sources(shipped: bytes) -> dict[str, str]:
     """The (minified) sources inside a file made by build_shipped_file (make_record checks them against the logs)."""
+    not_shipped = "not a shipped train_gpt.py (no embedded payload): rebuild it with build_shipped_file"
     match = re.search(rb'import base64,importlib.util,linecache,sys,lzma\n.*?b85decode\("([^"]*)"\)', shipped)
     if match is None:
-        raise ValueError("not a shipped train_gpt.py (no embedded payload): rebuild it with build_shipped_file")
-    texts = lzma.decompress(base64.b85decode(match.group(1))).decode("utf-8").split("\0")
+        raise ValueError(not_shipped)
+    try:  # the readable train_gpt.py holds the loader's template too, with a placeholder for the payload
+        texts = lzma.decompress(base64.b85decode(match.group(1))).decode("utf-8").split("\0")
+    except (ValueError, lzma.LZMAError):
+        raise ValueError(not_shipped) from None
     return dict(zip(CODE_FILES, texts))
 
 
@@ -2610,14 +2614,14 @@ def compile_warmup(model_fn, model: GPT, loader, h, ctx, accum, log) -> None:
     log(f"compile_times (seconds per phase):\n{torch._dynamo.utils.compile_times()}", console=False)
 
 
-NONFINITE_CHECK_STEPS = 100  # with TRAIN_LOG_EVERY=0 (no step lines), how often the NaN flag is read
+NONFINITE_CHECK_STEPS = 100  # between log points, how often the NaN flag is read (one host sync each)
 
 
 def stop_if_nonfinite(nonfinite_ranks: float, step: int) -> None:
     if nonfinite_ranks:
         raise FloatingPointError(
-            f"train_loss is not finite (nan or inf) by step {step} (checked at every logged step, or every "
-            f"{NONFINITE_CHECK_STEPS} steps with TRAIN_LOG_EVERY=0): stopping before spending more compute. Usual causes: learning rates "
+            f"train_loss is not finite (nan or inf) by step {step} (checked at every logged step and every "
+            f"{NONFINITE_CHECK_STEPS} steps): stopping before spending more compute. Usual causes: learning rates "
             "too high or not finite (MATRIX_LR, TIED_EMBED_LR, SCALAR_LR), GRAD_CLIP_NORM=0, or bad data")
 
 
@@ -2688,7 +2692,7 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
             stop_if_nonfinite(nonfinite_ranks, step)
             log(f"step:{step}/{h.iterations} train_loss:{mean_loss:.4f} train_time:{elapsed * 1000:.0f}ms "
                 f"step_avg:{step_avg * 1000:.2f}ms lr_mult:{lr_multiplier(progress, h):.3f}")
-        elif h.train_log_every == 0 and step % NONFINITE_CHECK_STEPS == 0:
+        elif step % NONFINITE_CHECK_STEPS == 0:  # between sparse log points (the record logs every 500)
             stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)
         if elapsed + step_avg > budget:  # the next step would pass the cap
             break
