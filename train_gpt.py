@@ -298,7 +298,7 @@ def data_layout(data_dir: str, vocab_size: int) -> dict[str, str]:
                 tokenizer_path=os.path.join(data_dir, "tokenizers", f"fineweb_{vocab_size}_bpe.model"))
 
 
-# Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in about a minute, on the shipped sample unless
+# Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in two to three minutes, on the shipped sample unless
 # DATA_PATH / TOKENIZER_PATH are set. Training ends after its 50 steps, not on the clock (no cap), so a smoke
 # run does the same work on a busy machine as on an idle one.
 SMOKE_OVERRIDES = dict(
