@@ -561,6 +561,21 @@ def all_reduce_(ctx: DistContext, tensor: torch.Tensor, op=None) -> torch.Tensor
     return tensor
 
 
+def all_reduce_gradients(params, ctx: DistContext, divisor: int = 1) -> None:
+    """Sum each parameter's gradient over the ranks (then divide) in one collective; a missing gradient counts
+    as zero. The concatenation is fp32 when bf16 and fp32 gradients mix: copy_ casts each part back."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    if not ctx.distributed:
+        return
+    flat = all_reduce_(ctx, torch.cat([p.grad.reshape(-1) for p in params]))
+    if divisor != 1:
+        flat /= divisor
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p))
+
+
 def agreed_seconds(ctx: DistContext, seconds: float) -> float:
     """A wallclock reading every rank agrees on (the slowest rank's). The schedule is a function of time:
     read per rank, the learning rates would differ by rank and the replicas drift apart."""
@@ -1632,15 +1647,7 @@ class Optimizers:
 
     def step(self, lr_mult: float, muon_momentum: float) -> None:
         """Average the gradients over ranks and step both optimizers."""
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.adam_params]
-        if self.ctx.distributed:
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            flat /= self.ctx.world_size
-            # (the concatenation is fp32 when the embedding's gradient is bf16: cast each part back)
-            grads = [g.view_as(p).to(p.dtype) for p, g in zip(self.adam_params, flat.split([g.numel() for g in grads]))]
-        for p, g in zip(self.adam_params, grads):
-            p.grad = g
+        all_reduce_gradients(self.adam_params, self.ctx, divisor=self.ctx.world_size)
         self.muon.reduce_gradients()
         for g in self.adam.param_groups:
             g["lr"] = g["base_lr"] * lr_mult
@@ -1961,7 +1968,6 @@ def compress(container: bytes, quality: int) -> tuple[bytes, str]:
         import brotli
         codec, fn = "brotli", lambda c: brotli.compress(c, quality=quality, lgwin=24)
     except ImportError:
-        import lzma
         print("WARNING: brotli is not installed, compressing with lzma (larger artifact): pip install brotli",
               file=sys.stderr)
         codec, fn = "lzma", lambda c: lzma.compress(c, preset=9 | lzma.PRESET_EXTREME)
@@ -1986,7 +1992,6 @@ def decompress(blob: bytes, source: str = "artifact") -> bytes:
             import brotli
             fn = brotli.decompress
         else:
-            import lzma
             fn = lzma.decompress
     except ImportError:
         raise RuntimeError(f"{source} is brotli-compressed but brotli is not installed: pip install brotli") from None
@@ -2397,7 +2402,7 @@ def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistCont
                 layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
                 losses = model.token_losses(model.hidden(batch.inputs, batch.positions, layout), batch.targets)
                 (losses.mean() / G).backward()
-            sync_gradients(params, ctx)
+            all_reduce_gradients(params, ctx)
             if h.global_ttt_grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, h.global_ttt_grad_clip)
             opt.step()
@@ -2406,19 +2411,6 @@ def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistCont
         p.requires_grad_(False)
         p.grad = None
     return steps
-
-
-def sync_gradients(params, ctx: DistContext) -> None:
-    """Sum the ranks' gradients (each already carries its 1/G share) in one collective."""
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    if not ctx.distributed:
-        return
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    all_reduce_(ctx, flat)
-    for p, g in zip(params, flat.split([p.numel() for p in params])):
-        p.grad.copy_(g.view_as(p))
 
 
 # ---- the phased evaluation ----
