@@ -482,6 +482,9 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
                          f"whole multiples of TRAIN_SEQ_LEN={h.train_seq_len}")
     if h.model_dim % h.num_heads or h.num_heads % h.num_kv_heads:
         raise ValueError("MODEL_DIM must divide by NUM_HEADS, and NUM_HEADS by NUM_KV_HEADS")
+    if h.fused_mlp_enabled and h.model_dim % 8:  # its TMA descriptors need rows of a multiple of 16 bytes
+        raise ValueError(f"MODEL_DIM={h.model_dim} must be a multiple of 8 for the fused MLP kernel "
+                         "(or set FUSED_MLP_ENABLED=0)")
     if h.rope_dims % 2 or h.rope_dims > h.head_dim:
         raise ValueError(f"ROPE_DIMS={h.rope_dims} must be even and at most the head dim {h.head_dim}")
     if h.num_loops and not 0 <= h.loop_start <= h.loop_end < h.num_layers:
@@ -633,10 +636,22 @@ class Logger:
             f.write(msg + "\n")
 
 
+STOP_SIGNALS: list[str] = []  # signals received; sticky, see stop_if_signalled
+
+
 def raise_on_signal(signum, frame) -> None:
     """SIGTERM (torchrun stopping its workers, a job scheduler) unwinds like Ctrl-C, so the log says why the
     run ended (main writes the `interrupted:` line)."""
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    STOP_SIGNALS.append(signal.Signals(signum).name)
+    raise KeyboardInterrupt(f"signal {STOP_SIGNALS[-1]}")
+
+
+def stop_if_signalled() -> None:
+    """Raise again for a signal whose KeyboardInterrupt was swallowed: Python prints and drops an exception
+    raised inside a weakref callback or __del__ (seen on the GPU: a bench's SIGTERM landed in a thread pool's
+    weakref callback and the run went on through GPTQ). Called once per step, stage and TTT batch."""
+    if STOP_SIGNALS:
+        raise KeyboardInterrupt(f"signal {STOP_SIGNALS[0]}")
 
 
 IMPORTED_AT = time.time()
@@ -2476,6 +2491,7 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
         for q in range(first, end):
             gpu = (q - first) % G  # the virtual GPU that scores this batch
             if gpu * ctx.world_size // G == ctx.rank:
+                stop_if_signalled()
                 docs = plan.batches[q]
                 ttt_batch(state, docs, batch_adapters(state, gpu, len(docs)))
             if q % 10 == 0 and ctx.is_master:
@@ -2664,6 +2680,7 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
         if h.num_loops > 0 and not model.looping and progress >= h.enable_looping_at:
             model.looping = True
             log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")
+        stop_if_signalled()
         loss = train_step(model_fn, model, loader, opt, step, accum, lr_multiplier(progress, h), h)
         nonfinite = torch.maximum(nonfinite, (~torch.isfinite(loss)).float())
         ema.update()
@@ -2817,14 +2834,17 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     if not h.eval_only:
         result = train(model, h, ctx, accum, log,
                        validate=lambda: evaluate(model, val_tokens, tables, h, ctx)[:2])
+        stop_if_signalled()
         t0 = time.perf_counter()
         val_loss, val_bpb, _ = evaluate(model, val_tokens, tables, h, ctx)
         log_bpb(log, "final_prequant_exact", val_loss, val_bpb, time.perf_counter() - t0)
+        stop_if_signalled()
         quantized, accounting = write_artifact(model, result["hessians"], h, ctx, log)
         failure = check_artifact_budget(accounting)
         if ctx.distributed:
             dist.barrier()
     # ---- roundtrip: the artifact alone must reproduce the quantized model, bit for bit ----
+    stop_if_signalled()
     eval_t0 = time.perf_counter()
     loaded = inputs.artifact if h.eval_only else load_artifact(h.artifact_path)[0]
     state = dequantize(loaded)
@@ -2844,6 +2864,7 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     val_loss, val_bpb, _ = evaluate(model, val_tokens, tables, h, ctx)
     log_bpb(log, "final_roundtrip_exact", val_loss, val_bpb, time.perf_counter() - t0)
     # ---- test-time training: compile on random tokens first; the TTT clock covers the scoring only ----
+    stop_if_signalled()
     if h.ttt_enabled:
         t0 = time.perf_counter()
         chunk_fn = compile_ttt(h, ctx.device)

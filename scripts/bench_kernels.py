@@ -2,6 +2,7 @@
 
     python scripts/bench_kernels.py                 # the record's shapes: 98,304 tokens x vocab 8192; MLP 512->2048
     python scripts/bench_kernels.py --tokens 16384  # smaller
+    python scripts/bench_kernels.py --reference ../shared/reference/record_1886_train_gpt.py  # + the record's MLP
 
 Prints, per kernel and implementation: median ms of forward+backward, achieved HBM GB/s for the bytes the
 fused kernel must move (its compulsory traffic), and the speed ratio to torch.compile. Also checks that
@@ -9,6 +10,7 @@ every implementation gives the same loss/gradients (relative error vs the fused 
 """
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -46,13 +48,25 @@ def ce_case(tokens: int, vocab: int, softcap: float):
     return results, moved, {k: rel_err(g, grads["fused"]) for k, g in grads.items()}
 
 
-def mlp_case(tokens: int, dim: int, hidden: int):
+def load_record_mlp(path: str):
+    """The record's fused MLP autograd function, from its unmodified script (the FA3 shim beside it)."""
+    sys.path.insert(0, str(Path(path).resolve().parent))
+    spec = importlib.util.spec_from_file_location("record_train_gpt", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.FusedLeakyReLUSquareMLP
+
+
+def mlp_case(tokens: int, dim: int, hidden: int, record=None):
     x = torch.randn(tokens, dim, device="cuda").bfloat16().requires_grad_(True)
     w_up = (torch.randn(hidden, dim, device="cuda") / dim ** 0.5).bfloat16().requires_grad_(True)
     w_down = (torch.randn(dim, hidden, device="cuda") / hidden ** 0.5).bfloat16().requires_grad_(True)
     grad = torch.randn(tokens, dim, device="cuda").bfloat16()
     compiled = torch.compile(kernels.fused_mlp_reference)
     impls = dict(fused=kernels.fused_mlp, eager=kernels.fused_mlp_reference, compiled=compiled)
+    if record is not None:
+        impls["record"] = record
     results, grads = {}, {}
     for name, fn in impls.items():
         def step():
@@ -71,17 +85,7 @@ def mlp_case(tokens: int, dim: int, hidden: int):
     return results, moved, {k: rel_err(g, grads["fused"]) for k, g in grads.items()}, flops
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", type=int, default=98_304, help="rows (tokens per rank per micro-batch)")
-    parser.add_argument("--vocab", type=int, default=8192)
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--hidden", type=int, default=2048)
-    parser.add_argument("--softcap", type=float, default=30.0)
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("bench_kernels.py needs a CUDA GPU")
-    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
+def ce_table(args):
     default_warps = kernels.CE_NUM_WARPS
     for warps in sorted({4, 8, 16} - {default_warps}) + [default_warps]:  # the default last: the table's
         kernels.CE_NUM_WARPS = warps
@@ -91,7 +95,25 @@ def main():
     print(f"{'impl':10s} {'ms':>8s} {'GB/s':>8s} {'vs compiled':>12s} {'grad rel err':>13s}")
     for name, ms in ce.items():
         print(f"{name:10s} {ms:8.3f} {ce_bytes / ms / 1e6:8.0f} {ce['compiled'] / ms:11.2f}x {ce_err[name]:13.2e}")
-    mlp, mlp_bytes, mlp_err, flops = mlp_case(args.tokens, args.dim, args.hidden)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=98_304, help="rows (tokens per rank per micro-batch)")
+    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--hidden", type=int, default=2048)
+    parser.add_argument("--softcap", type=float, default=30.0)
+    parser.add_argument("--reference", help="the record's train_gpt.py: also time its fused MLP")
+    parser.add_argument("--mlp-only", action="store_true", help="skip the cross-entropy cases")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_kernels.py needs a CUDA GPU")
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
+    if not args.mlp_only:
+        ce_table(args)
+    record = load_record_mlp(args.reference) if args.reference else None
+    mlp, mlp_bytes, mlp_err, flops = mlp_case(args.tokens, args.dim, args.hidden, record)
     print(f"\nfused MLP fwd+bwd, {args.tokens} x {args.dim} -> {args.hidden} bf16")
     print(f"{'impl':20s} {'ms':>8s} {'TFLOP/s':>8s} {'vs compiled':>12s} {'dx rel err':>13s}")
     for name in impls_order(mlp):
@@ -100,6 +122,7 @@ def main():
         work = flops / 3 if "fwd" in name else flops
         err = f"{mlp_err[name]:13.2e}" if name in mlp_err else ""
         print(f"{name:20s} {ms:8.3f} {work / ms / 1e9:8.0f} {ref / ms:11.2f}x {err}")
+    print(f"fused kernel's tuned config: {kernels._mm_leaky_sq_autotuned.best_config}")
 
 
 def impls_order(results):

@@ -8,19 +8,27 @@ GPU (the lead's command; ARTIFACT from a golfrun run, the val shard and tokenize
         --val ../shared/data/proxy2/datasets/proxy2_sp8192/fineweb_val_000000.bin \
         --tokenizer ../shared/data/tokenizers/fineweb_8192_bpe.model
 CPU, toy size (what tests/test_oracle_ttt.py runs): add --toy (random weights, a few short documents).
+Two GPUs at once (the record's evaluator on one, ours on the other, the same documents), then compare:
+    CUDA_VISIBLE_DEVICES=0 python scripts/bench_ttt_vs_reference.py ... --only record --save rec.json &
+    CUDA_VISIBLE_DEVICES=1 python scripts/bench_ttt_vs_reference.py ... --only ours --save ours.json
+    python scripts/bench_ttt_vs_reference.py --compare rec.json ours.json
 Our config variables in the environment apply to both (e.g. PHASED_TTT_PREFIX_DOCS with --max-docs).
 
 Both run at world size 1 with TTT_RECORD_WORLD_SIZE=1, so they compute the same thing: the record's
-1-GPU result. Projection method (printed): the scoring time per batch on this GPU, batches dealt to 8
-GPUs as our evaluator deals them, each phase lasting as long as its slowest GPU, plus the SGD passes / 8;
-FineWeb val has 50,000 documents with proxy2 val's length distribution, so the batch times are scaled by
-50,000 / (documents here).
+1-GPU result. Projection method (printed; meaningful for the whole proxy2 val shard, whose 4,926 documents
+have FineWeb's length distribution, with PHASED_TTT_PREFIX_DOCS scaled like the documents): FineWeb val has
+50,000 documents, so each phase holds 50,000 / (documents here) times as many batches of the same lengths,
+shared by 8 GPUs: the phase lasts max(its batch seconds x that ratio / 8, its slowest batch); the global SGD
+passes train on that many times more documents, also split over 8 GPUs. A subset dominated by one very long
+document (the first 600 documents hold the shard's longest, 32,862 tokens) makes the ratio estimate
+meaningless: measure the time ratio on a subset, project from the whole shard.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 import time
@@ -208,37 +216,71 @@ def run_ours(model, tokens, tables, h, device, compile_it: bool, batch_seconds: 
         tg.ttt_batch = timed
     t0 = time.perf_counter()
     lines = []
-    _, bpb, scores = tg.evaluate_ttt(model, tokens, tables, h, ctx, lines.append, chunk_fn)
+
+    def log(line: str) -> None:
+        lines.append(line)
+        print(line, flush=True)
+    _, bpb, scores = tg.evaluate_ttt(model, tokens, tables, h, ctx, log, chunk_fn)
     synchronize()
     if batch_seconds is not None:
         tg.ttt_batch = inner
     return bpb, scores, time.perf_counter() - t0, warm, lines
 
 
-def project_8gpu(h, plan, batch_seconds, total_seconds, n_docs) -> str:
+def project_8gpu(plan, batch_seconds, total_seconds, n_docs) -> str:
     """8-GPU FineWeb-val scoring time from this run's per-batch times (see the module docstring)."""
     scale, first, phases = FINEWEB_VAL_DOCS / n_docs, 0, 0.0
     for end in plan.phase_ends:
-        per_gpu = [sum(batch_seconds[first:end][g::8]) for g in range(8)]
-        phases += max(per_gpu) if per_gpu else 0.0
+        times = batch_seconds[first:end]
+        # FineWeb's phase holds `scale` times as many batches of these lengths, shared by 8 GPUs; a phase
+        # lasts at least as long as its slowest batch (a batch runs on one GPU)
+        phases += max(scale * sum(times) / 8, max(times, default=0.0))
         first = end
-    sgd = total_seconds - sum(batch_seconds)
-    projected = phases * scale + sgd / 8
-    return (f"projected_8xH100_fineweb_seconds:{projected:.1f} (phases' slowest-GPU batch time x {scale:.2f} "
-            f"docs ratio = {phases * scale:.1f}s, + SGD {sgd:.1f}s / 8)")
+    sgd = total_seconds - sum(batch_seconds)  # the global SGD passes: their documents scale too, split over 8
+    projected = phases + scale * sgd / 8
+    return (f"projected_8xH100_fineweb_seconds:{projected:.1f} (phases: max(batch seconds x {scale:.2f} docs "
+            f"ratio / 8 GPUs, slowest batch) = {phases:.1f}s, + SGD {sgd:.1f}s x {scale:.2f} / 8)")
+
+
+def compare(record: dict, ours: dict) -> str:
+    """The comparison lines of two results (record's and ours, same documents)."""
+    worst = max(abs(v - record["nats"].get(k, 0.0)) for k, v in ours["nats"].items())
+    return (f"record val_bpb:{record['bpb']:.6f} scoring_seconds:{record['seconds']:.2f} "
+            f"compile_warmup_seconds:{record['warm']:.1f}\n"
+            f"ours val_bpb:{ours['bpb']:.6f} scoring_seconds:{ours['seconds']:.2f} "
+            f"compile_warmup_seconds:{ours['warm']:.1f}\n"
+            f"bpb_difference:{ours['bpb'] - record['bpb']:+.6f} worst_doc_nats_difference:{worst:.6f} "
+            f"time_ratio_ours_over_record:{ours['seconds'] / record['seconds']:.3f}\n{ours.get('projection', '')}")
+
+
+def save(path: str, result: dict) -> None:
+    Path(path).write_text(json.dumps({**result, "nats": {str(k): v for k, v in result["nats"].items()}}))
+
+
+def load(path: str) -> dict:
+    result = json.loads(Path(path).read_text())
+    return {**result, "nats": {int(k): v for k, v in result["nats"].items()}}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--val", required=True)
-    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--val")
+    ap.add_argument("--tokenizer")
     ap.add_argument("--artifact", help="golfrun artifact; without it, --toy random weights")
     ap.add_argument("--toy", action="store_true", help="toy model and documents (CPU)")
     ap.add_argument("--docs", type=int, default=24, help="--toy: number of documents")
     ap.add_argument("--max-docs", type=int, default=0, help="only the first N documents of --val (0: all)")
     ap.add_argument("--reference", default=str(REFERENCE), help="folder of record_1886_train_gpt.py + FA3 shim")
-    ap.add_argument("--no-record", action="store_true", help="ours only (timing)")
+    ap.add_argument("--only", choices=("record", "ours"), help="run one evaluator (one per GPU, then --compare)")
+    ap.add_argument("--no-record", action="store_const", const="ours", dest="only", help="same as --only ours")
+    ap.add_argument("--save", help="write this run's result (bpb, seconds, per-document nats) as JSON")
+    ap.add_argument("--compare", nargs=2, metavar=("RECORD_JSON", "OURS_JSON"), help="compare two saved results")
     args = ap.parse_args(argv)
+    if args.compare:
+        print(compare(load(args.compare[0]), load(args.compare[1])))
+        return 0
+    if not (args.val and args.tokenizer):
+        ap.error("--val and --tokenizer are required (or --compare)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     env = dict(TOY) if args.toy else {}
     known = {f.name.upper() for f in tg.dataclasses.fields(tg.Hyperparameters)}
@@ -267,10 +309,10 @@ def main(argv=None) -> int:
     tables = tg.build_byte_tables(tg.load_tokenizer(args.tokenizer, h.vocab_size)).to(device)
     plan = tg.plan_ttt(tokens, h)
     print(f"documents:{len(plan.starts)} tokens:{len(tokens)} batches:{len(plan.batches)} "
-          f"longest_doc:{plan.lengths.max()} phase_ends:{plan.phase_ends} device:{device}")
+          f"longest_doc:{plan.lengths.max()} phase_ends:{plan.phase_ends} device:{device}", flush=True)
     compile_it = device.type == "cuda"
     results = {}
-    if not args.no_record:
+    if args.only != "ours":
         R, rh = load_record(record_env(h, f"bench{os.getpid()}"), Path(args.reference))
         rmodel = record_model(R, rh, ours, device)
         if device.type == "cuda":
@@ -280,21 +322,24 @@ def main(argv=None) -> int:
             p.requires_grad_(False)
         val = ValData(R, tokens, args.tokenizer, h.vocab_size, device)
         torch.manual_seed(h.seed)  # the record draws its LoRA A from the global generator; ours from SEED
-        results["record"] = run_record(R, rh, rmodel, val, device, compile_it)
-    state = {k: v.clone() for k, v in ours.state_dict().items()}
-    torch.manual_seed(1)
-    batch_seconds = []
-    bpb, scores, seconds, warm, _ = run_ours(ours, tokens, tables, h, device, compile_it, batch_seconds)
-    ours.load_state_dict(state)
-    print(f"ours val_bpb:{bpb:.6f} scoring_seconds:{seconds:.2f} compile_warmup_seconds:{warm:.1f}")
-    if "record" in results:
-        rbpb, rnats, rseconds, rwarm = results["record"]
-        nats = our_doc_nats(scores, tokens, h.bos_id)
-        worst = max(abs(nats[k] - rnats.get(k, 0.0)) for k in nats)
-        print(f"record val_bpb:{rbpb:.6f} scoring_seconds:{rseconds:.2f} compile_warmup_seconds:{rwarm:.1f}")
-        print(f"bpb_difference:{bpb - rbpb:+.6f} worst_doc_nats_difference:{worst:.6f} "
-              f"time_ratio_ours_over_record:{seconds / rseconds:.3f}")
-    print(project_8gpu(h, plan, batch_seconds, seconds, len(plan.starts)))
+        bpb, nats, seconds, warm = run_record(R, rh, rmodel, val, device, compile_it)
+        results["record"] = dict(bpb=bpb, nats=nats, seconds=seconds, warm=warm)
+        print(f"record val_bpb:{bpb:.6f} scoring_seconds:{seconds:.2f} compile_warmup_seconds:{warm:.1f}", flush=True)
+    if args.only != "record":
+        state = {k: v.clone() for k, v in ours.state_dict().items()}
+        torch.manual_seed(1)
+        batch_seconds = []
+        bpb, scores, seconds, warm, _ = run_ours(ours, tokens, tables, h, device, compile_it, batch_seconds)
+        ours.load_state_dict(state)
+        results["ours"] = dict(bpb=bpb, nats=our_doc_nats(scores, tokens, h.bos_id), seconds=seconds, warm=warm,
+                               projection=project_8gpu(plan, batch_seconds, seconds, len(plan.starts)),
+                               batch_seconds=batch_seconds)
+        print(f"ours val_bpb:{bpb:.6f} scoring_seconds:{seconds:.2f} compile_warmup_seconds:{warm:.1f}")
+        print(results["ours"]["projection"])
+    if len(results) == 2:
+        print(compare(results["record"], results["ours"]))
+    if args.save:
+        save(args.save, results[args.only] if args.only else results["ours"])
     return 0
 
 

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+if not torch.cuda.is_available():  # the CPU runs Triton kernels in the interpreter; a GPU compiles them
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 # The tests train on the sample that ships with golfrun (sample_data/README.md), so a clone runs them with

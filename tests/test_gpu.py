@@ -53,12 +53,13 @@ def test_fused_ce_matches_reference_at_record_shape():
     assert ((grad.double() - logits.grad).norm() / logits.grad.norm()).item() < 1e-2
 
 
-def test_fused_mlp_matches_fp64_reference():
+@pytest.mark.parametrize("m, d, hidden", [(4096, 512, 2048), (4133, 520, 1064)])  # + partial tiles everywhere
+def test_fused_mlp_matches_fp64_reference(m, d, hidden):
     torch.manual_seed(0)
-    x = torch.randn(4096, 512, device="cuda").bfloat16().requires_grad_(True)
-    w_up = (torch.randn(2048, 512, device="cuda") / 22).bfloat16().requires_grad_(True)
-    w_down = (torch.randn(512, 2048, device="cuda") / 45).bfloat16().requires_grad_(True)
-    g = torch.randn(4096, 512, device="cuda").bfloat16()
+    x = torch.randn(m, d, device="cuda").bfloat16().requires_grad_(True)
+    w_up = (torch.randn(hidden, d, device="cuda") / d ** 0.5).bfloat16().requires_grad_(True)
+    w_down = (torch.randn(d, hidden, device="cuda") / hidden ** 0.5).bfloat16().requires_grad_(True)
+    g = torch.randn(m, d, device="cuda").bfloat16()
     out = kernels.fused_mlp(x, w_up, w_down)
     out.backward(g)
     fused = [out] + [t.grad.clone() for t in (x, w_up, w_down)]

@@ -84,3 +84,10 @@ def test_fused_mlp_matches_reference(m, d, hidden, dtype):
 def test_fused_mlp_rejects_bad_shapes():
     with pytest.raises(ValueError, match="shapes"):
         kernels.fused_mlp(torch.randn(4, 8), torch.randn(16, 8), torch.randn(16, 8))
+
+
+def test_fused_mlp_refuses_rows_tma_cannot_address():
+    # 6 bf16 = 12 bytes per row: a TMA descriptor needs rows of a multiple of 16 bytes
+    x, w_up, w_down = torch.randn(4, 6).bfloat16(), torch.randn(16, 6).bfloat16(), torch.randn(6, 16).bfloat16()
+    with pytest.raises(ValueError, match="FUSED_MLP_ENABLED=0"):
+        kernels.fused_mlp(x, w_up, w_down)
