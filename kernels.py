@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 NAMESPACE = "golfrun"
 INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -202,8 +203,9 @@ def softcap_cross_entropy_reference(logits: torch.Tensor, targets: torch.Tensor,
 # f(p) = p^2 for p > 0, (0.5 p)^2 = 0.25 p^2 otherwise;  f'(p) = 2p for p > 0, 0.5 p otherwise.
 # Forward:  pre = x W_up^T and act = f(pre) in one kernel; out = act W_down^T (cuBLAS). pre and act are kept
 #           for the backward.
-# Backward: the same kernel computes grad_pre = (grad_out W_down) * f'(pre) from the saved pre; then
-#           dW_down = grad_out^T act, dW_up = grad_pre^T x, dx = grad_pre W_up (cuBLAS).
+# Backward: the same kernel computes grad_pre = (grad_out W_down) * f'(pre) from the saved pre, multiplying
+#           in fp32 and rounding once (the record rounds grad_out W_down to bf16 first: at most 1 ulp apart);
+#           then dW_down = grad_out^T act, dW_up = grad_pre^T x, dx = grad_pre W_up (cuBLAS).
 # The kernel is persistent (one program per SM walks the output tiles) and moves every tile with TMA
 # tensor descriptors; its epilogue works on two column halves of the tile, which keeps fewer registers live
 # and gives two smaller TMA stores. Against torch.compile of the same maths it runs 1.01x (fwd+bwd) and 1.10x
@@ -260,9 +262,10 @@ def _set_block_shapes(args: dict) -> None:
     args["pre_desc"].block_shape = args["out_desc"].block_shape = [bm, bn // 2]
 
 
-# H100 candidates at M ~ 1e5, N = 2048, K = 512; the interpreter gets one small tile so CPU tests stay fast.
+# H100 candidates at M ~ 1e5, N = 2048, K = 512, for 16-bit inputs (fp32 tiles would not fit in shared
+# memory; _check_mlp_args refuses them on the GPU); the interpreter gets one small tile so CPU tests stay fast.
 # The tuning key is M rounded up to a power of two (M_BUCKET, unused by the kernel), so a new M in the same
-# bucket does not tune again.
+# bucket does not tune again. Configs with a pre-hook are not cached on disk: each process tunes once.
 _MM_GPU_CONFIGS = [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk), num_warps=w, num_stages=s,
                                  pre_hook=_set_block_shapes)
                    for bm, bn, bk, w, s in [(128, 256, 64, 8, 3), (128, 256, 64, 8, 4), (128, 128, 64, 4, 4),
@@ -273,21 +276,25 @@ _mm_leaky_sq_autotuned = triton.autotune(configs=_MM_GPU_CONFIGS, key=["M_BUCKET
 TMA_ALIGN_BYTES = 16  # a TMA descriptor needs 16-byte aligned base addresses and row strides
 
 
-def _descriptor(t: torch.Tensor, block: list[int]):
-    from triton.tools.tensor_descriptor import TensorDescriptor
-    return TensorDescriptor.from_tensor(t, block)
+def _tma_ready(t: torch.Tensor) -> torch.Tensor:
+    """t contiguous, at a 16-byte aligned address (a contiguous view can start anywhere: then a copy)."""
+    t = t.contiguous()
+    return t if t.data_ptr() % TMA_ALIGN_BYTES == 0 else t.clone()
 
 
 def _launch_mm_leaky_sq(a, b, pre, out, backward: bool) -> None:
-    """a (M, K) @ b^T, b (N, K); pre, out (M, N). All contiguous. Every output is a pure function of the
-    inputs, so the autotuner's repeated launches are harmless."""
+    """a (M, K) @ b^T, b (N, K); pre, out (M, N), fresh. Every output is a pure function of the inputs, so
+    the autotuner's repeated launches are harmless. M = 0 launches nothing (a descriptor needs rows)."""
+    a, b = _tma_ready(a), _tma_ready(b)
+    if a.shape[0] == 0:
+        return
     M, K = a.shape
     N = b.shape[0]
     m_bucket = 1 << max(0, (M - 1).bit_length())
-    cfg = _MM_CPU_CONFIG if not a.is_cuda else dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64)  # shapes reset per config
+    cfg = _MM_GPU_CONFIGS[0].kwargs if a.is_cuda else _MM_CPU_CONFIG  # on the GPU the pre-hook resets the shapes
     bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
-    descs = (_descriptor(a, [bm, bk]), _descriptor(b, [bn, bk]),
-             _descriptor(pre, [bm, bn // 2]), _descriptor(out, [bm, bn // 2]))
+    descs = (TensorDescriptor.from_tensor(a, [bm, bk]), TensorDescriptor.from_tensor(b, [bn, bk]),
+             TensorDescriptor.from_tensor(pre, [bm, bn // 2]), TensorDescriptor.from_tensor(out, [bm, bn // 2]))
     args = (*descs, M, N, K, m_bucket)
     if a.is_cuda:
         sms = torch.cuda.get_device_properties(a.device).multi_processor_count
@@ -306,6 +313,9 @@ def _check_mlp_args(x2d, w_up, w_down) -> None:
                          f"w_down {tuple(w_down.shape)}; need x (M, D), w_up (H, D), w_down (D, H)")
     if not (x2d.dtype == w_up.dtype == w_down.dtype):
         raise ValueError(f"fused_mlp dtypes differ: {x2d.dtype}, {w_up.dtype}, {w_down.dtype}")
+    if x2d.is_cuda and x2d.dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"fused_mlp on the GPU takes bf16 or fp16 (its tiles are sized for them), not "
+                         f"{x2d.dtype}; set FUSED_MLP_ENABLED=0 for other dtypes")
     for name, size in (("model dim", x2d.shape[1]), ("hidden dim", w_up.shape[0])):
         if size * x2d.element_size() % TMA_ALIGN_BYTES:
             raise ValueError(f"fused_mlp: {name} {size} x {x2d.element_size()} bytes is not a multiple of "
@@ -317,11 +327,10 @@ def _fused_mlp_fwd(x2d: torch.Tensor, w_up: torch.Tensor,
                    w_down: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (out, pre, act); pre and act are kept for the backward."""
     _check_mlp_args(x2d, w_up, w_down)
-    x2d = x2d.contiguous()
     M, H = x2d.shape[0], w_up.shape[0]
     pre = torch.empty(M, H, dtype=x2d.dtype, device=x2d.device)
     act = torch.empty_like(pre)
-    _launch_mm_leaky_sq(x2d, w_up.contiguous(), pre, act, backward=False)
+    _launch_mm_leaky_sq(x2d, w_up, pre, act, backward=False)
     return act @ w_down.t(), pre, act
 
 
@@ -334,11 +343,10 @@ def _(x2d, w_up, w_down):
 @torch.library.custom_op(f"{NAMESPACE}::fused_mlp_bwd", mutates_args=())
 def _fused_mlp_bwd(grad_out: torch.Tensor, x2d: torch.Tensor, pre: torch.Tensor, act: torch.Tensor,
                    w_up: torch.Tensor, w_down: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    grad_out = grad_out.contiguous()
     grad_pre = torch.empty_like(pre)
     # W_down^T copied (2 MB at the record's size), as the record's backward does: both passes read B along K
     # in 64-wide (128-byte) tiles, one kernel layout for both
-    _launch_mm_leaky_sq(grad_out, w_down.t().contiguous(), pre, grad_pre, backward=True)
+    _launch_mm_leaky_sq(grad_out, w_down.t(), pre, grad_pre, backward=True)
     grad_w_down = grad_out.t() @ act
     grad_w_up = grad_pre.t() @ x2d
     grad_x = grad_pre @ w_up

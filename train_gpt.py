@@ -482,9 +482,6 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
                          f"whole multiples of TRAIN_SEQ_LEN={h.train_seq_len}")
     if h.model_dim % h.num_heads or h.num_heads % h.num_kv_heads:
         raise ValueError("MODEL_DIM must divide by NUM_HEADS, and NUM_HEADS by NUM_KV_HEADS")
-    if h.fused_mlp_enabled and h.model_dim % 8:  # its TMA descriptors need rows of a multiple of 16 bytes
-        raise ValueError(f"MODEL_DIM={h.model_dim} must be a multiple of 8 for the fused MLP kernel "
-                         "(or set FUSED_MLP_ENABLED=0)")
     if h.rope_dims % 2 or h.rope_dims > h.head_dim:
         raise ValueError(f"ROPE_DIMS={h.rope_dims} must be even and at most the head dim {h.head_dim}")
     if h.num_loops and not 0 <= h.loop_start <= h.loop_end < h.num_layers:
@@ -2537,6 +2534,18 @@ def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> N
 # Training loop
 # -----------------------------------------------------------------------------
 
+def foreach_by_dtype(op, tensors: list[torch.Tensor], *others) -> None:
+    """An in-place torch._foreach_* op, one call per dtype of `tensors` (list arguments in `others` are split
+    alike; a scalar or tensor scalar goes to every call). A foreach call takes its multi-tensor kernels only
+    when all its tensors share one dtype; on the GPU the tied embedding is bf16 and the rest fp32, and the
+    mixed calls launched a kernel per tensor (~250 per micro-batch in the 2026-11-26 H100 profile)."""
+    groups: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(t.dtype, []).append(i)
+    for idx in groups.values():
+        op([tensors[i] for i in idx], *([o[i] for i in idx] if isinstance(o, list) else o for o in others))
+
+
 def accumulate_gradients(params: list[nn.Parameter], total: list | None, max_norm: float) -> list[torch.Tensor]:
     """Clip the gradient of one micro-batch (in p.grad) to max_norm, add it to total (or start it) and clear
     p.grad for the next micro-batch. The record trains on 8 GPUs with one micro-batch per rank and clips each
@@ -2544,11 +2553,11 @@ def accumulate_gradients(params: list[nn.Parameter], total: list | None, max_nor
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     if max_norm > 0:  # torch's clip_grad_norm_ rule, on the gradient tensors themselves
         norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+        foreach_by_dtype(torch._foreach_mul_, grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
     if total is None:
         total = grads
     else:
-        torch._foreach_add_(total, grads)
+        foreach_by_dtype(torch._foreach_add_, total, grads)
     for p in params:
         p.grad = None
     return total
@@ -2568,7 +2577,7 @@ def train_step(model_fn, model: GPT, loader: TrainLoader, opt: Optimizers, step:
         grad_sum = accumulate_gradients(opt.params, grad_sum, h.grad_clip_norm)
         loss_sum += loss.detach()
     if accum > 1:
-        torch._foreach_div_(grad_sum, accum)
+        foreach_by_dtype(torch._foreach_div_, grad_sum, accum)
     for p, g in zip(opt.params, grad_sum):
         p.grad = g
     opt.step(lr_mult, muon_momentum_at(step, h))
@@ -2782,6 +2791,10 @@ def check_device(h: Hyperparameters, ctx: DistContext) -> None:
     if ctx.device.type == "cpu" and ctx.distributed and not h.smoke:
         raise ValueError(f"{ctx.world_size} processes but no CUDA GPU: the record's configuration needs GPUs "
                          "(8 for the challenge). On a CPU run the toy pipeline: SMOKE=1 python train_gpt.py")
+    row_bytes = h.model_dim * torch.finfo(torch.bfloat16).bits // 8  # the fused MLP's rows, bf16 on the GPU
+    if ctx.device.type == "cuda" and h.fused_mlp_enabled and kernels is not None and row_bytes % kernels.TMA_ALIGN_BYTES:
+        raise ValueError(f"MODEL_DIM={h.model_dim}: the fused MLP kernel's TMA rows need a multiple of "
+                         f"{kernels.TMA_ALIGN_BYTES} bytes (MODEL_DIM a multiple of 8); or set FUSED_MLP_ENABLED=0")
     if not h.eval_only and not h.smoke and importlib.util.find_spec("brotli") is None:
         # without it the artifact falls back to lzma, about 6% larger: over 16,000,000 bytes at full size
         raise ValueError("brotli is not installed, and the artifact needs it to fit 16,000,000 bytes: "

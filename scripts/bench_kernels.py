@@ -122,7 +122,8 @@ def main():
         work = flops / 3 if "fwd" in name else flops
         err = f"{mlp_err[name]:13.2e}" if name in mlp_err else ""
         print(f"{name:20s} {ms:8.3f} {work / ms / 1e9:8.0f} {ref / ms:11.2f}x {err}")
-    print(f"fused kernel's tuned config: {kernels._mm_leaky_sq_autotuned.best_config}")
+    for key, config in kernels._mm_leaky_sq_autotuned.cache.items():  # one tuning per (M bucket, N, K, pass)
+        print(f"fused kernel tuned for key {key}: {config}")
 
 
 def impls_order(results):

@@ -1,5 +1,6 @@
-"""Shared fixtures. Kernels run under the Triton interpreter on the CPU: the variable must be set before
-triton is first imported, so it is set here, at collection time."""
+"""Shared fixtures. Without a GPU the kernels run under the Triton interpreter (tests/test_kernels.py): the
+variable must be set before triton is first imported, so it is set here, at collection time. With a GPU they
+compile (tests/test_gpu.py) and the interpreter tests are skipped."""
 
 import os
 import re

@@ -68,3 +68,10 @@ def test_fused_mlp_matches_fp64_reference(m, d, hidden):
     ref.backward(g.double())
     for a, b in zip(fused, [ref] + [t.grad for t in leaves]):
         assert ((a.double() - b).norm() / b.norm()).item() < 2e-2
+
+
+def test_fused_mlp_refuses_fp32_on_the_gpu():
+    # its tiles are sized for 16-bit inputs: fp32 ones would not fit in shared memory
+    x, w_up, w_down = (torch.randn(*shape, device="cuda") for shape in ((64, 512), (2048, 512), (512, 2048)))
+    with pytest.raises(ValueError, match="bf16 or fp16.*FUSED_MLP_ENABLED=0"):
+        kernels.fused_mlp(x, w_up, w_down)

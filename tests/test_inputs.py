@@ -302,6 +302,14 @@ def test_plot_loss_refuses_folders_and_binary_files(tmp_path):
         plot_loss.main([str(tmp_path / "missing.txt")])
 
 
+def test_a_model_dim_the_fused_mlp_cannot_address_is_refused_on_the_gpu_only():
+    h = tg.load_hyperparameters({"MODEL_DIM": "516", "NUM_HEADS": "4", "NUM_KV_HEADS": "2", "EVAL_ONLY": "1"})
+    with pytest.raises(ValueError, match="MODEL_DIM=516.*FUSED_MLP_ENABLED=0"):
+        tg.check_device(h, tg.DistContext(device=torch.device("cuda")))  # checks the setting, touches no GPU
+    tg.check_device(h, tg.DistContext())  # the CPU never runs the fused MLP
+    tg.check_device(dataclasses.replace(h, fused_mlp_enabled=False), tg.DistContext(device=torch.device("cuda")))
+
+
 def test_training_without_brotli_is_refused_before_any_compute(monkeypatch):
     """Found on an H100: with no brotli the artifact fell back to lzma (16.95 MB at full size, over the limit),
     and the run only learnt it after training. Now a full-size training run stops at start; SMOKE may go on."""

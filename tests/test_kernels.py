@@ -8,6 +8,9 @@ import torch
 import kernels
 import train_gpt as tg
 
+# CPU tensors through the interpreter; on a GPU machine tests/test_gpu.py checks the compiled kernels
+pytestmark = pytest.mark.skipif(not kernels.INTERPRETING, reason="Triton interpreter tests (CPU tensors)")
+
 
 def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
@@ -63,6 +66,7 @@ def test_ce_op_registration():
 
 
 @pytest.mark.parametrize("m, d, hidden, dtype", [(70, 64, 256, torch.float32), (33, 48, 160, torch.float32),
+                                                 (33, 48, 168, torch.float32),  # a partial column tile
                                                  (70, 64, 256, torch.bfloat16)])
 def test_fused_mlp_matches_reference(m, d, hidden, dtype):
     torch.manual_seed(m)
@@ -84,6 +88,22 @@ def test_fused_mlp_matches_reference(m, d, hidden, dtype):
 def test_fused_mlp_rejects_bad_shapes():
     with pytest.raises(ValueError, match="shapes"):
         kernels.fused_mlp(torch.randn(4, 8), torch.randn(16, 8), torch.randn(16, 8))
+
+
+def test_fused_mlp_takes_no_rows_and_misaligned_views():
+    torch.manual_seed(0)
+    w_up, w_down = torch.randn(32, 16) / 4, torch.randn(16, 32) / 6
+    assert kernels.fused_mlp(torch.randn(0, 16), w_up, w_down).shape == (0, 16)
+    buf = torch.randn(5 * 16 + 1)
+    x = buf[1:].view(5, 16)  # contiguous, but 4 bytes past a 16-byte boundary: TMA needs a copy
+    assert x.data_ptr() % kernels.TMA_ALIGN_BYTES
+    assert rel(kernels.fused_mlp(x, w_up, w_down), kernels.fused_mlp_reference(x, w_up, w_down)) < 1e-5
+
+
+def test_fused_mlp_op_registration():
+    x, w_up, w_down = torch.randn(6, 16), torch.randn(32, 16), torch.randn(16, 32)
+    torch.library.opcheck(torch.ops.golfrun.fused_mlp_fwd.default, (x, w_up, w_down),
+                          test_utils=("test_schema", "test_faketensor"))
 
 
 def test_fused_mlp_refuses_rows_tma_cannot_address():

@@ -167,3 +167,35 @@ def test_compiled_layer_regions_match_eager_with_one_graph_per_kind_of_layer():
     assert counters["stats"]["unique_graphs"] == 2 + 5  # embed, loss, five kinds of layer
     assert counters["frames"]["ok"] == counters["frames"]["total"] == 7
     model.regions = None
+
+
+def test_foreach_by_dtype_calls_once_per_dtype_with_the_per_tensor_result():
+    # on the GPU the tied embedding is bf16 and the other weights fp32: one mixed foreach call launched a
+    # kernel per tensor; split by dtype, each call can take the multi-tensor kernels
+    torch.manual_seed(0)
+    ts = [torch.randn(3), torch.randn(2).bfloat16(), torch.randn(4), torch.randn(5).bfloat16()]
+    others = [torch.randn_like(t) for t in ts]
+    want = [(t + o) * 0.5 for t, o in zip(ts, others)]
+    calls = []
+
+    def add(a, b):
+        calls.append({t.dtype for t in a} | {t.dtype for t in b})
+        torch._foreach_add_(a, b)
+    tg.foreach_by_dtype(add, ts, others)
+    tg.foreach_by_dtype(torch._foreach_mul_, ts, torch.tensor(0.5))  # a tensor scalar goes to every call
+    assert calls == [{torch.float32}, {torch.bfloat16}]
+    assert all(torch.equal(t, w) for t, w in zip(ts, want))
+
+
+def test_accumulate_gradients_clips_mixed_dtype_gradients_like_clip_grad_norm():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(5).bfloat16())]
+    grads = [torch.randn(4, 3) * 3, (torch.randn(5) * 3).bfloat16()]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    total = tg.accumulate_gradients(params, None, max_norm=1.0)
+    assert all(p.grad is None for p in params)  # cleared for the next micro-batch
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+    assert all(torch.equal(t, p.grad) for t, p in zip(total, params))
