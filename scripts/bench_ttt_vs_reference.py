@@ -251,10 +251,10 @@ def compare(record: dict, ours: dict) -> str:
             f"compile_warmup_seconds:{record['warm']:.1f}\n"
             f"ours val_bpb:{ours['bpb']:.6f} scoring_seconds:{ours['seconds']:.2f} "
             f"compile_warmup_seconds:{ours['warm']:.1f}\n"
-            f"bpb_difference:{ours['bpb'] - record['bpb']:+.6f} "
+            f"bpb_difference:{ours['bpb'] - record['bpb']:+.6f} worst_doc_nats_difference:{diff.max():.6f} "
             f"time_ratio_ours_over_record:{ours['seconds'] / record['seconds']:.3f}\n"
-            f"per-document nats, {len(docs)} documents: worst difference {diff.max():.6f}; relative difference "
-            f"median {np.median(rel):.2e}, 99th percentile {np.percentile(rel, 99):.2e}, worst {rel.max():.2e}")
+            f"doc_nats_relative_difference median:{np.median(rel):.2e} p99:{np.percentile(rel, 99):.2e} "
+            f"worst:{rel.max():.2e} (over {len(docs)} documents)")
 
 
 def save(path: str, result: dict) -> None:
