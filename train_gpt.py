@@ -77,6 +77,7 @@ except Exception:  # noqa: BLE001
 CODE_FILES = ("train_gpt.py", "kernels.py")  # the sources of the shipped file, whose size is counted
 ARTIFACT_LIMIT_BYTES = 16_000_000  # decimal, challenge rule
 EVAL_LIMIT_SECONDS = 600  # challenge rule: evaluation, TTT included, within 10 minutes
+RECORD_MODEL_BYTES = 15_949_274  # the record's largest compressed model of its three seeds (its logs)
 COMPILE_SCOPES = ("layers", "model")
 SHARD_MAGIC = 20240520  # the challenge's shard header
 SHARD_VERSION = 1
@@ -2070,6 +2071,16 @@ def artifact_accounting(model_bytes: int) -> dict[str, int]:
                 total_bytes=model_bytes + code, **raw)
 
 
+def log_model_budget(log) -> None:
+    """At start: the bytes the shipped code leaves for the compressed model, against the record's model size,
+    so a code change that eats the margin shows before 600 s of training, not after."""
+    left = ARTIFACT_LIMIT_BYTES - len(build_shipped_file(code_sources()))
+    log(f"artifact_budget: shipped code leaves {left:,} bytes for the model (the record's models: up to "
+        f"{RECORD_MODEL_BYTES:,})")
+    if left < RECORD_MODEL_BYTES:
+        log(f"WARNING: a model as large as the record's would not fit: {RECORD_MODEL_BYTES - left:,} bytes over")
+
+
 def check_artifact_budget(accounting: dict[str, int], limit: int = ARTIFACT_LIMIT_BYTES) -> str | None:
     """None when the artifact fits, else the error message."""
     if accounting["total_bytes"] <= limit:
@@ -2833,6 +2844,8 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     log_environment(log, h, ctx)
     for note in inputs.notes:
         log(note)
+    if not h.eval_only:
+        log_model_budget(log)
     torch.manual_seed(h.seed)
     np.random.seed(h.seed)
     tables, val_tokens = inputs.tables, inputs.val_tokens

@@ -102,3 +102,15 @@ def test_accounting_counts_the_shipped_file():
     assert acc["code_raw_bytes"] == acc["raw_train_gpt.py"] + acc["raw_kernels.py"]
     assert acc["total_bytes"] == 1000 + acc["code_bytes"] == 1000 + len(shipped)
     assert acc["code_bytes"] < acc["code_raw_bytes"] / 2  # compressed, not the raw sources
+
+
+def test_the_start_of_a_run_says_what_the_code_leaves_for_the_model(monkeypatch):
+    lines = []
+    tg.log_model_budget(lines.append)
+    left = tg.ARTIFACT_LIMIT_BYTES - len(tg.build_shipped_file(tg.code_sources()))
+    assert lines == [f"artifact_budget: shipped code leaves {left:,} bytes for the model (the record's models: "
+                     f"up to {tg.RECORD_MODEL_BYTES:,})"]
+    monkeypatch.setattr(tg, "RECORD_MODEL_BYTES", left + 5)  # code grown past the record's margin
+    lines.clear()
+    tg.log_model_budget(lines.append)
+    assert lines[-1] == "WARNING: a model as large as the record's would not fit: 5 bytes over"
