@@ -2844,7 +2844,7 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     log_environment(log, h, ctx)
     for note in inputs.notes:
         log(note)
-    if not h.eval_only:
+    if not h.eval_only and ctx.is_master:  # only rank 0 logs: the others need not build the shipped file
         log_model_budget(log)
     torch.manual_seed(h.seed)
     np.random.seed(h.seed)

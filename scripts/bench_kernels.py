@@ -78,11 +78,8 @@ def mlp_case(tokens: int, dim: int, hidden: int, record=None):
         results[name] = bench(step)
         with torch.no_grad():
             results[name + " (fwd only)"] = bench(lambda: fn(x, w_up, w_down))
-    # compulsory traffic of the fused path: x, W read; pre written (fwd) and read (bwd); out, grads
-    e = 2
-    moved = e * (2 * tokens * dim + 2 * tokens * hidden + 3 * tokens * dim + 4 * dim * hidden)
     flops = 6 * 2 * tokens * dim * hidden
-    return results, moved, {k: rel_err(g, grads["fused"]) for k, g in grads.items()}, flops
+    return results, {k: rel_err(g, grads["fused"]) for k, g in grads.items()}, flops
 
 
 def ce_table(args):
@@ -113,7 +110,7 @@ def main():
     if not args.mlp_only:
         ce_table(args)
     record = load_record_mlp(args.reference) if args.reference else None
-    mlp, mlp_bytes, mlp_err, flops = mlp_case(args.tokens, args.dim, args.hidden, record)
+    mlp, mlp_err, flops = mlp_case(args.tokens, args.dim, args.hidden, record)
     print(f"\nfused MLP fwd+bwd, {args.tokens} x {args.dim} -> {args.hidden} bf16")
     print(f"{'impl':20s} {'ms':>8s} {'TFLOP/s':>8s} {'vs compiled':>12s} {'dx rel err':>13s}")
     for name in impls_order(mlp):
