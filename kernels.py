@@ -203,9 +203,10 @@ def softcap_cross_entropy_reference(logits: torch.Tensor, targets: torch.Tensor,
 # f(p) = p^2 for p > 0, (0.5 p)^2 = 0.25 p^2 otherwise;  f'(p) = 2p for p > 0, 0.5 p otherwise.
 # Forward:  pre = x W_up^T and act = f(pre) in one kernel; out = act W_down^T (cuBLAS). pre and act are kept
 #           for the backward.
-# Backward: the same kernel computes grad_pre = (grad_out W_down) * f'(pre) from the saved pre, multiplying
-#           in fp32 and rounding once (the record rounds grad_out W_down to bf16 first: at most 1 ulp apart);
-#           then dW_down = grad_out^T act, dW_up = grad_pre^T x, dx = grad_pre W_up (cuBLAS).
+# Backward: the same kernel computes grad_pre = (grad_out W_down) * f'(pre) from the saved pre, rounding
+#           grad_out W_down to 16 bits before the product, as the record does; then dW_down = grad_out^T act,
+#           dW_up = grad_pre^T x, dx = grad_pre W_up (cuBLAS). pre and act are outputs of the forward op
+#           (so that autograd can save them) but not differentiable: no zero gradients are made for them.
 # The kernel is persistent (one program per SM walks the output tiles) and moves every tile with TMA
 # tensor descriptors; its epilogue works on two column halves of the tile, which keeps fewer registers live
 # and gives two smaller TMA stores. Against torch.compile of the same maths it runs 1.01x (fwd+bwd) and 1.10x
@@ -216,8 +217,11 @@ def softcap_cross_entropy_reference(logits: torch.Tensor, targets: torch.Tensor,
 def _leaky_sq_half(acc, pre_desc, out_desc, m0, n0, BACKWARD: tl.constexpr):
     """Epilogue of one column half: forward stores pre and f(pre), backward stores acc * f'(pre)."""
     if BACKWARD:
+        # grad_out W_down rounded to 16 bits before the product with f'(pre), as the record's kernel rounds
+        # (bit-identical grad_pre). The product of two 16-bit values is exact in fp32, so multiplying there
+        # and rounding at the store equals a 16-bit multiply (which the interpreter gets wrong).
         pre = pre_desc.load([m0, n0]).to(tl.float32)
-        out = acc * tl.where(pre > 0, 2.0 * pre, 0.5 * pre)
+        out = acc.to(pre_desc.dtype).to(tl.float32) * tl.where(pre > 0, 2.0 * pre, 0.5 * pre)
     else:
         stored = acc.to(pre_desc.dtype)
         pre_desc.store([m0, n0], stored)
@@ -360,6 +364,9 @@ def _(grad_out, x2d, pre, act, w_up, w_down):
 
 def _fused_mlp_setup(ctx, inputs, output):
     x2d, w_up, w_down = inputs
+    # without this, eager autograd hands the backward two M x H zero tensors for outputs nobody
+    # differentiates (800 MB of memset a call at the record's size)
+    ctx.mark_non_differentiable(output[1], output[2])
     ctx.save_for_backward(x2d, output[1], output[2], w_up, w_down)
 
 

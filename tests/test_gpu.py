@@ -70,6 +70,11 @@ def test_fused_mlp_matches_fp64_reference(m, d, hidden):
         assert ((a.double() - b).norm() / b.norm()).item() < 2e-2
 
 
+def test_fused_mlp_backward_rounds_like_the_record_on_the_gpu():
+    from test_kernels import check_backward_rounds_like_the_record
+    check_backward_rounds_like_the_record("cuda", lambda t: t.float().bfloat16())  # round to nearest even
+
+
 def test_fused_mlp_refuses_fp32_on_the_gpu():
     # its tiles are sized for 16-bit inputs: fp32 ones would not fit in shared memory
     x, w_up, w_down = (torch.randn(*shape, device="cuda") for shape in ((64, 512), (2048, 512), (512, 2048)))
