@@ -1231,16 +1231,20 @@ class Rotary(nn.Module):
         angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (max_len, dims/2)
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
-        self.dims = dims
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        # x: (..., T, H, D); positions: (T,) or (B, T)
-        cos = self.cos[positions].unsqueeze(-2).to(x.dtype)  # (..., T, 1, dims/2)
-        sin = self.sin[positions].unsqueeze(-2).to(x.dtype)
-        half = self.dims // 2
-        x1, x2, rest = x[..., :half], x[..., half:self.dims], x[..., self.dims:]
-        # the record's sense of rotation (by -angle); the other sense is another model for the same weights
-        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin at each position, (..., T, 1, dims/2) in dtype, for apply_rope. Gathered once per
+        forward and read by every layer. positions: (T,) or (B, T)."""
+        return self.cos[positions].unsqueeze(-2).to(dtype), self.sin[positions].unsqueeze(-2).to(dtype)
+
+
+def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """x: (..., T, H, D) rotated on its first dims (twice the tables' width) by Rotary's tables."""
+    cos, sin = rope
+    half = cos.size(-1)
+    x1, x2, rest = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
+    # the record's sense of rotation (by -angle); the other sense is another model for the same weights
+    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
 
 
 class Attention(nn.Module):
@@ -1257,7 +1261,8 @@ class Attention(nn.Module):
             if h.gated_attn_enabled else None
         self.use_xsa = use_xsa
 
-    def forward(self, x, positions, layout, rotary, backend, lora=None):
+    def qkv(self, x, rope, lora=None):
+        """Queries and keys normed per head (queries times their gain) and rotated; values as projected."""
         shape = x.shape[:-1]  # (T,) varlen or (B, T) dense
         q = self.c_q(x) + _lora(lora, "q", x)
         k = self.c_k(x) + _lora(lora, "k", x)
@@ -1267,19 +1272,32 @@ class Attention(nn.Module):
         v = v.view(*shape, self.num_kv_heads, self.head_dim)
         q = rms_norm(q) * self.q_gain.to(q.dtype)[:, None]
         k = rms_norm(k)
-        q, k = rotary(q, positions), rotary(k, positions)
+        return apply_rope(q, rope), apply_rope(k, rope), v
+
+    def forward(self, x, rope, layout, backend, lora=None):
+        shape = x.shape[:-1]
+        q, k, v = self.qkv(x, rope, lora)
         if layout is None:
             y = dense_causal_attention(q, k, v)
         else:
             y = varlen_attention(q, k, v, layout, backend)
         if self.use_xsa:  # remove the component of each output along the token's own value vector
-            v_for_q = v.repeat_interleave(self.num_heads // self.num_kv_heads, dim=-2)
-            coef = (y * v_for_q).sum(-1, keepdim=True) / (v_for_q.square().sum(-1, keepdim=True) + 1e-6)
-            y = y - coef * v_for_q
+            y = exclude_self_value(y, v)
         if self.gate_weight is not None:
             y = y * torch.sigmoid(F.linear(x, self.gate_weight.to(x.dtype))).unsqueeze(-1)
         y = y.reshape(*shape, self.num_heads * self.head_dim)
         return self.proj(y) + _lora(lora, "o", x)  # reads the normed block input, as the record's does
+
+
+def exclude_self_value(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """XSA: y (..., H, D) minus its projection on the token's own value vector v (..., Hkv, D); query head h
+    reads kv head h // (H / Hkv), as in grouped-query attention. The heads are viewed in their kv groups
+    rather than v repeated to H heads: the same numbers, without an H-head copy of v or its norms."""
+    *lead, heads, dim = y.shape
+    y = y.reshape(*lead, v.size(-2), heads // v.size(-2), dim)
+    v = v.unsqueeze(-2)
+    coef = (y * v).sum(-1, keepdim=True) / (v.square().sum(-1, keepdim=True) + 1e-6)
+    return (y - coef * v).reshape(*lead, heads, dim)
 
 
 def leaky_relu_sq(x: torch.Tensor) -> torch.Tensor:
@@ -1447,7 +1465,7 @@ class GPT(nn.Module):
         # lane is x0; the first decoder skip is its own lane) would cost a graph of its own
         fresh = (lambda t: t.clone()) if regions else (lambda t: t)  # noqa: E731
         lanes, skips = (fresh(x0),), []
-        shared = (positions, layout, self.rotary, self.attn_backend)
+        shared = (self.rotary(positions, x0.dtype), layout, self.attn_backend)
         # TTT adapters are per virtual layer (slot): the repeated passes of a looped layer adapt separately
         ctx = lambda slot: (*shared, lora.layer(slot) if lora is not None else None)  # noqa: E731
         encoder, decoder = virtual_layer_order(self.h, self.looping)

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 import train_gpt as tg
@@ -199,3 +200,27 @@ def test_accumulate_gradients_clips_mixed_dtype_gradients_like_clip_grad_norm():
         p.grad = g.clone()
     torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
     assert all(torch.equal(t, p.grad) for t, p in zip(total, params))
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_xsa_in_kv_groups_equals_value_repeated_per_query_head(dense):
+    # query head h reads kv head h // 2 (8 heads on 4); dense: (B, T, H, D) as attention's transposed output
+    torch.manual_seed(0)
+    v = torch.randn(2, 5, 4, 16) if dense else torch.randn(5, 4, 16)
+    y = torch.randn(2, 8, 5, 16).transpose(1, 2) if dense else torch.randn(5, 8, 16)
+    per_head = v.repeat_interleave(2, dim=-2)
+    coef = (y * per_head).sum(-1, keepdim=True) / (per_head.square().sum(-1, keepdim=True) + 1e-6)
+    assert torch.allclose(tg.exclude_self_value(y, v), y - coef * per_head, atol=1e-6)
+    out = tg.exclude_self_value(y, v)  # what is left is orthogonal to the token's own value vector
+    assert (out * per_head).sum(-1).abs().max() < 1e-4
+
+
+def test_rope_tables_rotate_by_position_inside_the_document():
+    # the same document at two offsets of a packed batch gets the same rotation: tables are by in-doc position
+    rotary = tg.Rotary(8, 10_000.0, 64)
+    x = torch.randn(6, 2, 16)
+    positions = torch.tensor([0, 1, 2, 0, 1, 2])
+    out = tg.apply_rope(x[[0, 1, 2, 0, 1, 2]], rotary(positions, torch.float32))
+    assert torch.equal(out[:3], out[3:])
+    assert torch.equal(out[..., 8:], x[[0, 1, 2, 0, 1, 2]][..., 8:])  # dims past rope_dims untouched
+    assert torch.allclose(out.norm(dim=-1), x[[0, 1, 2, 0, 1, 2]].norm(dim=-1), atol=1e-5)  # a rotation
