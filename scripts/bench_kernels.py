@@ -2,11 +2,19 @@
 
     python scripts/bench_kernels.py                 # the record's shapes: 98,304 tokens x vocab 8192; MLP 512->2048
     python scripts/bench_kernels.py --tokens 16384  # smaller
-    python scripts/bench_kernels.py --reference ../shared/reference/record_1886_train_gpt.py  # + the record's MLP
+    python scripts/bench_kernels.py --reference ../shared/reference/record_1886_train_gpt.py  # + the record's code
+    python scripts/bench_kernels.py --cases mlp,qk  # some of the cases: ce, mlp, qk
 
 Prints, per kernel and implementation: median ms of forward+backward, achieved HBM GB/s for the bytes the
 fused kernel must move (its compulsory traffic), and the speed ratio to torch.compile. Also checks that
-every implementation gives the same loss/gradients (relative error vs the fused kernel).
+every implementation gives the same loss/gradients (relative error vs the fused kernel). With --reference the
+MLP case also times the record's fused MLP, and its kernel alone beside ours (each pass on its own).
+
+The qk case times the attention's input side under torch.compile, forward and backward: projections, the
+per-head RMSNorm, the query gain and the partial RoPE, on packed documents of FineWeb-like lengths. It runs
+train_gpt's Attention.qkv as the model does (RoPE tables gathered inside the compiled graph), the same with
+the tables made outside it, and, with --reference, the record's formulation (its Rotary and
+apply_rotary_emb: RoPE on flat positions, the gain after the rotation).
 """
 
 import argparse
@@ -15,9 +23,13 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kernels  # noqa: E402
+
+
+CASES = ("ce", "mlp", "qk")
 
 
 def bench(fn, warmup_ms=200, rep_ms=1000) -> float:
@@ -48,14 +60,29 @@ def ce_case(tokens: int, vocab: int, softcap: float):
     return results, moved, {k: rel_err(g, grads["fused"]) for k, g in grads.items()}
 
 
-def load_record_mlp(path: str):
-    """The record's fused MLP autograd function, from its unmodified script (the FA3 shim beside it)."""
+def load_record(path: str):
+    """The record's unmodified script as a module (the FA3 shim beside it stands in for FA3)."""
     sys.path.insert(0, str(Path(path).resolve().parent))
     spec = importlib.util.spec_from_file_location("record_train_gpt", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.FusedLeakyReLUSquareMLP
+    return module
+
+
+def mlp_kernel_times(tokens: int, dim: int, hidden: int, record) -> dict:
+    """Each fused up-projection kernel on its own, forward and backward pass (no cuBLAS around it)."""
+    x = torch.randn(tokens, dim, device="cuda").bfloat16()
+    w_up = (torch.randn(hidden, dim, device="cuda") / dim ** 0.5).bfloat16()
+    grad = torch.randn(tokens, dim, device="cuda").bfloat16()
+    w_down_t = (torch.randn(hidden, dim, device="cuda") / hidden ** 0.5).bfloat16()  # W_down^T, contiguous
+    pre, out = (torch.empty(tokens, hidden, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    times = dict(ours_fwd=bench(lambda: kernels._launch_mm_leaky_sq(x, w_up, pre, out, backward=False)),
+                 ours_bwd=bench(lambda: kernels._launch_mm_leaky_sq(grad, w_down_t, pre, out, backward=True)))
+    if record is not None:
+        times["record_fwd"] = bench(lambda: record.linear_leaky_relu_square(x, w_up))
+        times["record_bwd"] = bench(lambda: record.linear_leaky_relu_square(grad, w_down_t, aux=pre))
+    return times
 
 
 def mlp_case(tokens: int, dim: int, hidden: int, record=None):
@@ -82,6 +109,73 @@ def mlp_case(tokens: int, dim: int, hidden: int, record=None):
     return results, {k: rel_err(g, grads["fused"]) for k, g in grads.items()}, flops
 
 
+def packed_positions(tokens: int, max_len: int = 2048) -> torch.Tensor:
+    """In-document positions of a packed micro-batch: document lengths drawn log-uniform in [16, 8192],
+    cut into pieces of at most max_len (FineWeb's median document is ~700 tokens)."""
+    gen = torch.Generator().manual_seed(0)
+    pieces, left = [], tokens
+    while left > 0:
+        length = min(left, int(16 * 512 ** torch.rand((), generator=gen).item()))
+        left -= length
+        while length > 0:
+            pieces.append(torch.arange(min(length, max_len)))
+            length -= max_len
+    return torch.cat(pieces).cuda()
+
+
+def qk_case(tokens: int, h, record=None) -> tuple[dict, dict]:
+    """The attention's input side, compiled, forward + backward: see the module docstring."""
+    import train_gpt as tg
+    attn = tg.Attention(h, use_xsa=False).cuda()
+    x = torch.randn(tokens, h.model_dim, device="cuda").bfloat16().requires_grad_(True)
+    positions = packed_positions(tokens, h.train_seq_len)
+    rotary = tg.Rotary(h.rope_dims, h.rope_base, h.train_seq_len).cuda()
+    outside = rotary(positions, torch.bfloat16)
+    impls = dict(ours=lambda: attn.qkv(x, rotary(positions, x.dtype)),
+                 ours_tables_outside=lambda: attn.qkv(x, outside))
+    if record is not None:
+        rec_rotary = record.Rotary(h.head_dim, base=h.rope_base, train_seq_len=h.train_seq_len,
+                                   rope_dims=h.rope_dims, yarn=False).cuda()
+
+        def record_qkv():
+            q = F.linear(x, attn.c_q.weight.to(x.dtype)).view(tokens, h.num_heads, h.head_dim)
+            k = F.linear(x, attn.c_k.weight.to(x.dtype)).view(tokens, h.num_kv_heads, h.head_dim)
+            v = F.linear(x, attn.c_v.weight.to(x.dtype)).view(tokens, h.num_kv_heads, h.head_dim)
+            q, k = F.rms_norm(q, (h.head_dim,)), F.rms_norm(k, (h.head_dim,))
+            cos, sin = rec_rotary(tokens, x.device, q.dtype)
+            q = record.apply_rotary_emb(q[None], cos, sin, h.rope_dims)[0]
+            k = record.apply_rotary_emb(k[None], cos, sin, h.rope_dims)[0]
+            return q * attn.q_gain.to(q.dtype)[:, None], k, v
+        impls["record"] = record_qkv
+    grads = [torch.randn(tokens, heads, h.head_dim, device="cuda").bfloat16()
+             for heads in (h.num_heads, h.num_kv_heads, h.num_kv_heads)]
+    results, first = {}, {}
+    for name, fn in impls.items():
+        compiled = torch.compile(fn)
+
+        def step():
+            x.grad = None
+            torch.autograd.backward(compiled(), grads)
+        step()
+        first[name] = x.grad.clone()
+        results[name] = bench(step)
+    # the record rotates by flat positions, other angles than ours: its gradients are not comparable
+    errors = {name: rel_err(g, first["ours"]) for name, g in first.items() if name != "record"}
+    return results, errors
+
+
+def qk_table(args, record):
+    import train_gpt as tg
+    h = tg.load_hyperparameters({})
+    results, errors = qk_case(args.tokens, h, record)
+    print(f"\nattention input side (q/k/v projections, per-head RMSNorm, gain, RoPE) fwd+bwd, compiled, "
+          f"{args.tokens} tokens, {h.num_heads}/{h.num_kv_heads} heads x {h.head_dim}, RoPE on {h.rope_dims}")
+    print(f"{'impl':22s} {'ms':>8s} {'vs ours':>8s} {'dx rel err':>11s}")
+    for name, ms in results.items():
+        err = f"{errors[name]:11.2e}" if name in errors else f"{'n/a':>11s}"
+        print(f"{name:22s} {ms:8.3f} {results['ours'] / ms:7.2f}x {err}")
+
+
 def ce_table(args):
     default_warps = kernels.CE_NUM_WARPS
     for warps in sorted({4, 8, 16} - {default_warps}) + [default_warps]:  # the default last: the table's
@@ -94,23 +188,9 @@ def ce_table(args):
         print(f"{name:10s} {ms:8.3f} {ce_bytes / ms / 1e6:8.0f} {ce['compiled'] / ms:11.2f}x {ce_err[name]:13.2e}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", type=int, default=98_304, help="rows (tokens per rank per micro-batch)")
-    parser.add_argument("--vocab", type=int, default=8192)
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--hidden", type=int, default=2048)
-    parser.add_argument("--softcap", type=float, default=30.0)
-    parser.add_argument("--reference", help="the record's train_gpt.py: also time its fused MLP")
-    parser.add_argument("--mlp-only", action="store_true", help="skip the cross-entropy cases")
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("bench_kernels.py needs a CUDA GPU")
-    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
-    if not args.mlp_only:
-        ce_table(args)
-    record = load_record_mlp(args.reference) if args.reference else None
-    mlp, mlp_err, flops = mlp_case(args.tokens, args.dim, args.hidden, record)
+def mlp_table(args, record):
+    mlp, mlp_err, flops = mlp_case(args.tokens, args.dim, args.hidden,
+                                   record.FusedLeakyReLUSquareMLP if record else None)
     print(f"\nfused MLP fwd+bwd, {args.tokens} x {args.dim} -> {args.hidden} bf16")
     print(f"{'impl':20s} {'ms':>8s} {'TFLOP/s':>8s} {'vs compiled':>12s} {'dx rel err':>13s}")
     for name in impls_order(mlp):
@@ -121,10 +201,37 @@ def main():
         print(f"{name:20s} {ms:8.3f} {work / ms / 1e9:8.0f} {ref / ms:11.2f}x {err}")
     for key, config in kernels._mm_leaky_sq_autotuned.cache.items():  # one tuning per (M bucket, N, K, pass)
         print(f"fused kernel tuned for key {key}: {config}")
+    times = mlp_kernel_times(args.tokens, args.dim, args.hidden, record)
+    print("the up-projection kernel alone, ms: " + ", ".join(f"{k} {v:.3f}" for k, v in times.items()))
 
 
 def impls_order(results):
     return sorted(results, key=lambda n: ("fwd" in n, n))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=98_304, help="rows (tokens per rank per micro-batch)")
+    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--hidden", type=int, default=2048)
+    parser.add_argument("--softcap", type=float, default=30.0)
+    parser.add_argument("--reference", help="the record's train_gpt.py: also time its fused MLP and q/k side")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    args = parser.parse_args()
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if not cases or set(cases) - set(CASES):
+        sys.exit(f"--cases {args.cases!r}: expected a comma-separated list of {', '.join(CASES)}")
+    if not torch.cuda.is_available():
+        sys.exit("bench_kernels.py needs a CUDA GPU")
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
+    record = load_record(args.reference) if args.reference else None
+    if "ce" in cases:
+        ce_table(args)
+    if "mlp" in cases:
+        mlp_table(args, record)
+    if "qk" in cases:
+        qk_table(args, record)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ measured here (and the record's artifact step needs the `pyminify` program). --f
 Runs go to GPU "lanes": --gpus lists the GPUs, --nproc GPUs per run (torchrun when > 1). --mode parallel
 gives each lane its own GPUs: the record alone on the last lane, ours and the --ab variants on the others, one
 after the other; --mode serial runs everything on the first lane in turn. --ab NAME:KEY=VALUE[,KEY=VALUE]
-adds a variant of ours (for example the fused-MLP A/B: `--ab nofusedmlp:FUSED_MLP_ENABLED=0`).
+adds a variant of ours (for example the fused-MLP A/B: `--ab nofusedmlp:FUSED_MLP_ENABLED=0`);
+--ab-script NAME=PATH adds another copy of ours, run with ours' environment (for example an earlier commit's
+train_gpt.py, with its kernels.py beside it: a before/after on the same machine).
 
 Every run lives in WORKDIR/<name>/: console.txt holds its output, each line prefixed by the seconds since the
 run was launched (`[   12.345] ...`), status.json its state. `report` reads whatever exists, so a launch can
@@ -169,12 +171,30 @@ def _pairs(items: list[str], flag: str) -> dict:
     return out
 
 
+def _run_name(name: str, flag: str, spec: str, example: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in ("ours", RECORD_NAME):
+        raise SystemExit(f"{flag} {spec!r}: NAME must be letters, digits, '_' or '-', not 'ours' or "
+                         f"'{RECORD_NAME}' (e.g. {example})")
+    return name
+
+
 def _variant(spec: str) -> tuple[str, dict]:
     name, sep, body = spec.partition(":")
-    if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in ("ours", RECORD_NAME):
-        raise SystemExit(f"--ab {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE], NAME not 'ours' or "
-                         f"'{RECORD_NAME}' (e.g. nofusedmlp:FUSED_MLP_ENABLED=0)")
+    if not sep:
+        raise SystemExit(f"--ab {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE] (e.g. nofusedmlp:FUSED_MLP_ENABLED=0)")
+    _run_name(name, "--ab", spec, "nofusedmlp:FUSED_MLP_ENABLED=0")
     return name, _pairs(body.split(","), f"--ab {name}")
+
+
+def _script_variant(spec: str) -> tuple[str, Path]:
+    name, sep, path = spec.partition("=")
+    if not sep:
+        raise SystemExit(f"--ab-script {spec!r}: expected NAME=PATH (e.g. before=/tmp/before/train_gpt.py)")
+    _run_name(name, "--ab-script", spec, "before=/tmp/before/train_gpt.py")
+    script = Path(path).resolve()
+    if not script.is_file():
+        raise SystemExit(f"--ab-script {name}: no such file {path}")
+    return name, script
 
 
 def prepare_data(data_dir: Path) -> tuple[Path, Path]:
@@ -216,6 +236,11 @@ def plan_runs(args) -> dict:
     for spec in args.ab:
         name, extra = _variant(spec)
         runs.append(dict(name=name, script=str(OURS), env={**ours_env, **extra}, format="ours"))
+    for spec in args.ab_script:
+        name, script = _script_variant(spec)
+        runs.append(dict(name=name, script=str(script), env=dict(ours_env), format="ours"))
+    if len({run["name"] for run in runs}) < len(runs):
+        raise SystemExit("--ab/--ab-script: two runs share a name")
     for run in runs:
         run["env"]["RUN_ID"] = f"bench_{run['name']}"
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
@@ -439,6 +464,8 @@ def add_launch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=5, help="TRAIN_LOG_EVERY for both")
     p.add_argument("--skip-steps", type=int, default=5, help="steps left out of the recurrence-off mean")
     p.add_argument("--ab", action="append", default=[], help="NAME:KEY=VALUE[,...]: a variant of ours")
+    p.add_argument("--ab-script", action="append", default=[],
+                   help="NAME=PATH: another copy of train_gpt.py (kernels.py beside it), run as ours is")
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for every run")
     p.add_argument("--ref-env", action="append", default=[], help="KEY=VALUE for the record only")
     p.add_argument("--ours-env", action="append", default=[], help="KEY=VALUE for ours and its variants")

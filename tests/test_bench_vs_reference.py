@@ -162,11 +162,14 @@ def test_launch_detached_then_report(tmp_path, capsys):
 def test_parallel_lanes_put_the_record_alone(tmp_path):
     args = argparse.Namespace(data_dir=_data_dir(tmp_path), reference=Path(__file__), env=["SEED=3"], ours_env=[],
                               ref_env=["X=1"], ab=["eager_mlp:FUSED_MLP_ENABLED=0", "nofusedce:FUSED_CE_ENABLED=0"],
-                              gpus="0,1,2", nproc=1, mode="parallel", steps=100, seconds=0.0, log_every=5,
-                              skip_steps=5, full=False)
+                              ab_script=[f"before={__file__}"], gpus="0,1,2", nproc=1, mode="parallel",
+                              steps=100, seconds=0.0, log_every=5, skip_steps=5, full=False)
     plan = bench.plan_runs(args)
     lanes = {r["name"]: r["lane"] for r in plan["runs"]}
-    assert lanes == dict(ours=0, record=2, eager_mlp=1, nofusedce=0)
+    assert lanes == dict(ours=0, record=2, eager_mlp=1, nofusedce=0, before=1)
+    scripts = {r["name"]: r["script"] for r in plan["runs"]}
+    assert scripts["before"] == str(Path(__file__).resolve()) and scripts["ours"] == str(bench.OURS)
+    assert plan["runs"][-1]["env"]["DATA_PATH"] == plan["runs"][0]["env"]["DATA_PATH"]
     env = {r["name"]: r["env"] for r in plan["runs"]}
     assert env["eager_mlp"]["FUSED_MLP_ENABLED"] == "0" and "FUSED_MLP_ENABLED" not in env["ours"]
     assert env["record"]["X"] == "1" and "X" not in env["ours"] and env["ours"]["SEED"] == env["record"]["SEED"]
@@ -193,6 +196,12 @@ def test_xz_shards_are_decompressed_once(tmp_path):
 def test_bad_arguments_give_clear_errors(tmp_path):
     with pytest.raises(SystemExit, match="expected NAME:KEY=VALUE"):
         bench._variant("FUSED_MLP_ENABLED=0")
+    with pytest.raises(SystemExit, match="expected NAME=PATH"):
+        bench._script_variant("before")
+    with pytest.raises(SystemExit, match="no such file"):
+        bench._script_variant(f"before={tmp_path / 'missing.py'}")
+    with pytest.raises(SystemExit, match="not 'ours'"):
+        bench._script_variant(f"ours={__file__}")
     with pytest.raises(SystemExit, match="no tokenizers/fineweb_8192_bpe.model"):
         bench.prepare_data(tmp_path)
     with pytest.raises(SystemExit, match="no plan.json"):
