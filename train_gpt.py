@@ -1232,15 +1232,15 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin at each position, (..., T, 1, dims/2) in dtype, for apply_rope. Gathered once per
-        forward and read by every layer. positions: (T,) or (B, T)."""
-        return self.cos[positions].unsqueeze(-2).to(dtype), self.sin[positions].unsqueeze(-2).to(dtype)
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 cos and sin at each position, (..., T, 1, dims/2), for apply_rope: gathered once per forward
+        and read by every layer. positions: (T,) or (B, T)."""
+        return self.cos[positions].unsqueeze(-2), self.sin[positions].unsqueeze(-2)
 
 
 def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """x: (..., T, H, D) rotated on its first dims (twice the tables' width) by Rotary's tables."""
-    cos, sin = rope
+    cos, sin = (t.to(x.dtype) for t in rope)
     half = cos.size(-1)
     x1, x2, rest = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
     # the record's sense of rotation (by -angle); the other sense is another model for the same weights
@@ -1434,6 +1434,7 @@ class GPT(nn.Module):
         self.attn_backend = "sdpa_padded"
         self.use_fused_ce = False
         self.regions: CompiledRegions | None = None  # set by compile_regions(); used by forward() only
+        self.compiled_loss = None  # COMPILE_SCOPE=model: torch.compile(self.packed_loss), used by forward()
 
     def configure_kernels(self, device: torch.device, fused_ce: bool, fused_mlp: bool) -> None:
         """The device-dependent choices: attention backend, Triton kernels, and the embedding's dtype. On the
@@ -1456,16 +1457,16 @@ class GPT(nn.Module):
         dtype = torch.bfloat16 if ids.device.type == "cuda" else torch.float32
         return rms_norm(self.tok_emb(ids).to(dtype))
 
-    def residual_lanes(self, ids, positions, layout, lora=None, regions: CompiledRegions | None = None):
+    def residual_lanes(self, ids, rope, layout, lora=None, regions: CompiledRegions | None = None):
         """The residual stream after the last block: a tuple of one lane, or two with parallel residuals.
-        ids: (T,) with a varlen layout, or (B, T) with layout None (dense)."""
+        ids: (T,) with a varlen layout, or (B, T) with layout None (dense); rope: self.rotary's tables."""
         embed, step = (regions.embed, regions.layer) if regions else (self.embed, layer_step)
         x0 = embed(ids)
         # compiled regions get distinct tensors: an argument that aliases another one (the first layer's
         # lane is x0; the first decoder skip is its own lane) would cost a graph of its own
         fresh = (lambda t: t.clone()) if regions else (lambda t: t)  # noqa: E731
         lanes, skips = (fresh(x0),), []
-        shared = (self.rotary(positions, x0.dtype), layout, self.attn_backend)
+        shared = (rope, layout, self.attn_backend)
         # TTT adapters are per virtual layer (slot): the repeated passes of a looped layer adapt separately
         ctx = lambda slot: (*shared, lora.layer(slot) if lora is not None else None)  # noqa: E731
         encoder, decoder = virtual_layer_order(self.h, self.looping)
@@ -1493,7 +1494,7 @@ class GPT(nn.Module):
 
     def hidden(self, ids, positions, layout, lora=None):
         """Final normed hidden states (eval, TTT, GPTQ calibration; always uncompiled here)."""
-        return self.final_norm(self.residual_lanes(ids, positions, layout, lora))
+        return self.final_norm(self.residual_lanes(ids, self.rotary(positions), layout, lora))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Pre-softcap logits through the tied embedding."""
@@ -1506,9 +1507,16 @@ class GPT(nn.Module):
         return softcap_cross_entropy(logits, targets, self.h.logit_softcap, reduction="mean")
 
     def forward(self, ids, targets, positions, cu_seqlens, max_seqlen: int):
-        """Training loss: mean softcapped cross-entropy over the targets >= 0 of a packed batch."""
+        """Training loss: mean softcapped cross-entropy over the targets >= 0 of a packed batch. The RoPE
+        tables are gathered here, outside any compiled graph: inside the whole-model graph Inductor
+        repeated the gather in every layer's norm/RoPE kernel (the attention input side ran 1.10x slower,
+        H100, docs/BENCHMARKS.md 2026-11-26)."""
+        return (self.compiled_loss or self.packed_loss)(ids, targets, self.rotary(positions), positions,
+                                                        cu_seqlens, max_seqlen)
+
+    def packed_loss(self, ids, targets, rope, positions, cu_seqlens, max_seqlen: int):
         layout = dict(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, positions=positions)
-        lanes = self.residual_lanes(ids, positions, layout, regions=self.regions)
+        lanes = self.residual_lanes(ids, rope, layout, regions=self.regions)
         return (self.regions.loss if self.regions else self.loss)(lanes, targets)
 
     def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor, rows_per_chunk: int = 32_768):
@@ -2620,8 +2628,9 @@ def synchronize(ctx: DistContext) -> None:
 
 
 def compile_for_training(model: GPT, h: Hyperparameters, device: torch.device):
-    """The training loss function: the model itself (eager, or with its compiled regions under
-    COMPILE_SCOPE=layers) or torch.compile of the whole model (COMPILE_SCOPE=model)."""
+    """The training loss function: the model, compiled in place on the GPU (COMPILE_SCOPE=model: its packed
+    loss as one graph; layers: its compiled regions), eager otherwise. Returned as a function, so that
+    train_step takes it as it took the whole compiled model before (the profiling scripts run older copies)."""
     if not (h.compile and device.type == "cuda"):
         return model
     inductor_triton = torch._inductor.config.triton
@@ -2630,15 +2639,16 @@ def compile_for_training(model: GPT, h: Hyperparameters, device: torch.device):
         # on this model's backward graph; without it the graph compiles.
         inductor_triton.mix_order_reduction = False
     if h.compile_scope == "model":
-        return torch.compile(model)
-    model.compile_regions()
+        model.compiled_loss = torch.compile(model.packed_loss)
+    else:
+        model.compile_regions()
     return model
 
 
 def compile_warmup(model_fn, model: GPT, loader, h, ctx, accum, log) -> None:
     """Compile every graph the timed loop will use (recurrence off and on) before the clock starts, then
     put back the initial weights: these steps are not training, and the optimizer is rebuilt afterwards."""
-    if h.warmup_steps <= 0 or (model_fn is model and model.regions is None):  # nothing to compile
+    if h.warmup_steps <= 0 or (model.regions is None and model.compiled_loss is None):  # nothing to compile
         return
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = Optimizers(model, h, ctx)

@@ -12,9 +12,9 @@ MLP case also times the record's fused MLP, and its kernel alone beside ours (ea
 
 The qk case times the attention's input side under torch.compile, forward and backward: projections, the
 per-head RMSNorm, the query gain and the partial RoPE, on packed documents of FineWeb-like lengths. It runs
-train_gpt's Attention.qkv as the model does (RoPE tables gathered inside the compiled graph), the same with
-the tables made outside it, and, with --reference, the record's formulation (its Rotary and
-apply_rotary_emb: RoPE on flat positions, the gain after the rotation).
+train_gpt's Attention.qkv as the model does (RoPE tables gathered before the compiled graph), the same with
+the gather inside the graph (as the model did before 2026-11-26), and, with --reference, the record's
+formulation (its Rotary and apply_rotary_emb: RoPE on flat positions, the gain after the rotation).
 """
 
 import argparse
@@ -130,9 +130,8 @@ def qk_case(tokens: int, h, record=None) -> tuple[dict, dict]:
     x = torch.randn(tokens, h.model_dim, device="cuda").bfloat16().requires_grad_(True)
     positions = packed_positions(tokens, h.train_seq_len)
     rotary = tg.Rotary(h.rope_dims, h.rope_base, h.train_seq_len).cuda()
-    outside = rotary(positions, torch.bfloat16)
-    impls = dict(ours=lambda: attn.qkv(x, rotary(positions, x.dtype)),
-                 ours_tables_outside=lambda: attn.qkv(x, outside))
+    tables = rotary(positions)
+    impls = dict(ours=lambda: attn.qkv(x, tables), tables_in_graph=lambda: attn.qkv(x, rotary(positions)))
     if record is not None:
         rec_rotary = record.Rotary(h.head_dim, base=h.rope_base, train_seq_len=h.train_seq_len,
                                    rope_dims=h.rope_dims, yarn=False).cuda()

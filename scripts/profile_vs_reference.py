@@ -37,6 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PEAK_MATMUL_N = 8192
+PEAK_TRIALS = 3
 KERNEL_CLASSES = (  # first match wins; names lowercased
     ("collective (nccl)", ("nccl",)),
     ("memcpy / memset", ("memcpy", "memset")),
@@ -203,7 +204,9 @@ def matmul_peak_tflops() -> float:
     from triton.testing import do_bench
     a = torch.randn(PEAK_MATMUL_N, PEAK_MATMUL_N, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(PEAK_MATMUL_N, PEAK_MATMUL_N, device="cuda", dtype=torch.bfloat16)
-    ms = do_bench(lambda: a @ b, warmup=200, rep=1000, return_mode="median")
+    # the best of a few medians: one measurement on a lent H100 once came out at 275 TFLOP/s (691 the session
+    # before on the same GPU model), which made the MFU 92%
+    ms = min(do_bench(lambda: a @ b, warmup=200, rep=1000, return_mode="median") for _ in range(PEAK_TRIALS))
     return 2 * PEAK_MATMUL_N ** 3 / (ms * 1e-3) / 1e12
 
 

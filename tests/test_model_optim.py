@@ -220,7 +220,7 @@ def test_rope_tables_rotate_by_position_inside_the_document():
     rotary = tg.Rotary(8, 10_000.0, 64)
     x = torch.randn(6, 2, 16)
     positions = torch.tensor([0, 1, 2, 0, 1, 2])
-    out = tg.apply_rope(x[[0, 1, 2, 0, 1, 2]], rotary(positions, torch.float32))
+    out = tg.apply_rope(x[[0, 1, 2, 0, 1, 2]], rotary(positions))
     assert torch.equal(out[:3], out[3:])
     assert torch.equal(out[..., 8:], x[[0, 1, 2, 0, 1, 2]][..., 8:])  # dims past rope_dims untouched
     assert torch.allclose(out.norm(dim=-1), x[[0, 1, 2, 0, 1, 2]].norm(dim=-1), atol=1e-5)  # a rotation
