@@ -365,7 +365,7 @@ def _(grad_out, x2d, pre, act, w_up, w_down):
 def _fused_mlp_setup(ctx, inputs, output):
     x2d, w_up, w_down = inputs
     # without this, eager autograd hands the backward two M x H zero tensors for outputs nobody
-    # differentiates (800 MB of memset a call at the record's size)
+    # differentiates (at the record's size 2 x 98,304 x 2,048 x 2 bytes = 800 MB of memset a call, computed)
     ctx.mark_non_differentiable(output[1], output[2])
     ctx.save_for_backward(x2d, output[1], output[2], w_up, w_down)
 

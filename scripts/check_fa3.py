@@ -111,7 +111,7 @@ def model_loss(tg, h, device, backend: str, compiled: bool, seed: int = 0):
     rng = np.random.default_rng(1)
     lengths = list(np.maximum(1, rng.lognormal(np.log(800) - 0.5, 1.0, 40)).astype(int))
     batch = tg.pack_window(doc_stream(lengths, rng), BOS, h.train_seq_len).to(device)
-    fn = torch.compile(model) if compiled else model
+    fn = tg.compile_for_training(model, h, device) if compiled else model  # as training compiles it
     loss = fn(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
     return model, loss
 
@@ -124,8 +124,6 @@ def check_model(tg, device, compile_check: bool) -> None:
     report("model forward, full size, eager", gap <= LOSS_TOL,
            f"loss fa3 {losses['fa3']:.5f} torch_varlen {losses['torch_varlen']:.5f} |diff| {gap:.2e}")
     if compile_check:
-        if hasattr(torch._inductor.config.triton, "mix_order_reduction"):  # as train_gpt.compile_for_training
-            torch._inductor.config.triton.mix_order_reduction = False
         small = tg.load_hyperparameters(dict(NUM_LAYERS="4", LOOP_START="1", LOOP_END="2", NUM_LOOPS="1",
                                              PARALLEL_START_LAYER="3", XSA_LAST_N="4"))
         t0 = time.perf_counter()

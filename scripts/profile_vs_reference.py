@@ -204,8 +204,8 @@ def matmul_peak_tflops() -> float:
     from triton.testing import do_bench
     a = torch.randn(PEAK_MATMUL_N, PEAK_MATMUL_N, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(PEAK_MATMUL_N, PEAK_MATMUL_N, device="cuda", dtype=torch.bfloat16)
-    # the best of a few medians: one measurement on a lent H100 once came out at 275 TFLOP/s (691 the session
-    # before on the same GPU model), which made the MFU 92%
+    # the best of a few medians: one measurement on a lent H100 came out at 275 TFLOP/s (691 and 679 in other
+    # runs on the same GPU model), an MFU of 92% (docs/runs/2026-11-26c/profile_ours_h100_low_peak.json)
     ms = min(do_bench(lambda: a @ b, warmup=200, rep=1000, return_mode="median") for _ in range(PEAK_TRIALS))
     return 2 * PEAK_MATMUL_N ** 3 / (ms * 1e-3) / 1e12
 
