@@ -224,7 +224,7 @@ class Hyperparameters:
     train_log_every: int = knob(500, NON_NEGATIVE)  # the record's; 0: no step lines
     compile: bool = True  # torch.compile the model (CUDA only)
     # model: one whole-model graph per recurrence state (fastest steps; ~2 min of compile on a cold cache);
-    # layers: graphs of one layer shared by every block (about half the compile, ~4% slower steps)
+    # layers: graphs of one layer shared by every block (about half the compile, ~4% slower steps, 2026-11-24)
     compile_scope: str = knob("model", Allowed(choices=COMPILE_SCOPES))
     # ---- kernels ----
     fused_ce_enabled: bool = True
@@ -1223,7 +1223,9 @@ class CastedLinear(nn.Linear):
 
 
 class Rotary(nn.Module):
-    """Partial RoPE: rotates the first `dims` of each head, indexed by position inside the document."""
+    """Partial RoPE's tables: the angles of the first `dims` of each head, by position inside the document
+    (the record counts positions along the packed row; the attention scores depend only on the distance
+    between two positions, so it is the same model)."""
 
     def __init__(self, dims: int, base: float, max_len: int):
         super().__init__()
@@ -1262,7 +1264,7 @@ class Attention(nn.Module):
         self.use_xsa = use_xsa
 
     def qkv(self, x, rope, lora=None):
-        """Queries and keys normed per head (queries times their gain) and rotated; values as projected."""
+        """Queries and keys normed per head and rotated (queries then times their gain); values as projected."""
         shape = x.shape[:-1]  # (T,) varlen or (B, T) dense
         q = self.c_q(x) + _lora(lora, "q", x)
         k = self.c_k(x) + _lora(lora, "k", x)
@@ -1270,9 +1272,8 @@ class Attention(nn.Module):
         q = q.view(*shape, self.num_heads, self.head_dim)
         k = k.view(*shape, self.num_kv_heads, self.head_dim)
         v = v.view(*shape, self.num_kv_heads, self.head_dim)
-        q = rms_norm(q) * self.q_gain.to(q.dtype)[:, None]
-        k = rms_norm(k)
-        return apply_rope(q, rope), apply_rope(k, rope), v
+        q = apply_rope(rms_norm(q), rope) * self.q_gain.to(q.dtype)[:, None]  # the gain after RoPE, as the record
+        return q, apply_rope(rms_norm(k), rope), v
 
     def forward(self, x, rope, layout, backend, lora=None):
         shape = x.shape[:-1]
@@ -1291,13 +1292,13 @@ class Attention(nn.Module):
 
 def exclude_self_value(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """XSA: y (..., H, D) minus its projection on the token's own value vector v (..., Hkv, D); query head h
-    reads kv head h // (H / Hkv), as in grouped-query attention. The heads are viewed in their kv groups
-    rather than v repeated to H heads: the same numbers, without an H-head copy of v or its norms."""
+    reads kv head h // (H / Hkv), as in grouped-query attention. The query heads are viewed in their kv groups
+    (no H-head copy of v), and v is normalised first (F.normalize's eps), the record's order of operations:
+    the same bf16 numbers as its XSA (oracle test)."""
     *lead, heads, dim = y.shape
-    y = y.reshape(*lead, v.size(-2), heads // v.size(-2), dim)
-    v = v.unsqueeze(-2)
-    coef = (y * v).sum(-1, keepdim=True) / (v.square().sum(-1, keepdim=True) + 1e-6)
-    return (y - coef * v).reshape(*lead, heads, dim)
+    y = y.reshape(*lead, v.size(-2), heads // v.size(-2), dim)  # (..., Hkv, H / Hkv, D)
+    unit = F.normalize(v, dim=-1).unsqueeze(-2)  # (..., Hkv, 1, D)
+    return (y - (y * unit).sum(-1, keepdim=True) * unit).reshape(*lead, heads, dim)
 
 
 def leaky_relu_sq(x: torch.Tensor) -> torch.Tensor:
@@ -1434,7 +1435,6 @@ class GPT(nn.Module):
         self.attn_backend = "sdpa_padded"
         self.use_fused_ce = False
         self.regions: CompiledRegions | None = None  # set by compile_regions(); used by forward() only
-        self.compiled_loss = None  # COMPILE_SCOPE=model: torch.compile(self.packed_loss), used by forward()
 
     def configure_kernels(self, device: torch.device, fused_ce: bool, fused_mlp: bool) -> None:
         """The device-dependent choices: attention backend, Triton kernels, and the embedding's dtype. On the
@@ -1507,14 +1507,11 @@ class GPT(nn.Module):
         return softcap_cross_entropy(logits, targets, self.h.logit_softcap, reduction="mean")
 
     def forward(self, ids, targets, positions, cu_seqlens, max_seqlen: int):
-        """Training loss: mean softcapped cross-entropy over the targets >= 0 of a packed batch. The RoPE
-        tables are gathered here, outside any compiled graph: inside the whole-model graph Inductor
-        repeated the gather in every layer's norm/RoPE kernel (the attention input side ran 1.10x slower,
-        H100, docs/BENCHMARKS.md 2026-11-26)."""
-        return (self.compiled_loss or self.packed_loss)(ids, targets, self.rotary(positions), positions,
-                                                        cu_seqlens, max_seqlen)
+        """Training loss: mean softcapped cross-entropy over the targets >= 0 of a packed batch."""
+        return self.packed_loss(ids, targets, self.rotary(positions), positions, cu_seqlens, max_seqlen)
 
     def packed_loss(self, ids, targets, rope, positions, cu_seqlens, max_seqlen: int):
+        """forward() with the RoPE tables given (CompiledLoss compiles this)."""
         layout = dict(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, positions=positions)
         lanes = self.residual_lanes(ids, rope, layout, regions=self.regions)
         return (self.regions.loss if self.regions else self.loss)(lanes, targets)
@@ -2627,10 +2624,23 @@ def synchronize(ctx: DistContext) -> None:
         torch.cuda.synchronize(ctx.device)
 
 
+class CompiledLoss:
+    """COMPILE_SCOPE=model: the model's training loss with its packed_loss compiled as one graph per recurrence
+    state. The RoPE tables are gathered before the graph and enter it as inputs: inside the graph Inductor
+    repeated the gather in every layer's norm/RoPE kernel (the attention input side 1.07x slower on an H100,
+    docs/BENCHMARKS.md 2026-11-26). Kept outside the model, so that copies of the model do not share it."""
+
+    def __init__(self, model: GPT, **compile_args):
+        self.model = model
+        self.packed_loss = torch.compile(model.packed_loss, **compile_args)
+
+    def __call__(self, ids, targets, positions, cu_seqlens, max_seqlen: int) -> torch.Tensor:
+        return self.packed_loss(ids, targets, self.model.rotary(positions), positions, cu_seqlens, max_seqlen)
+
+
 def compile_for_training(model: GPT, h: Hyperparameters, device: torch.device):
-    """The training loss function: the model, compiled in place on the GPU (COMPILE_SCOPE=model: its packed
-    loss as one graph; layers: its compiled regions), eager otherwise. Returned as a function, so that
-    train_step takes it as it took the whole compiled model before (the profiling scripts run older copies)."""
+    """The training loss function, called as the model is: on the GPU a CompiledLoss (COMPILE_SCOPE=model) or
+    the model with its compiled regions (layers); elsewhere the eager model."""
     if not (h.compile and device.type == "cuda"):
         return model
     inductor_triton = torch._inductor.config.triton
@@ -2639,16 +2649,15 @@ def compile_for_training(model: GPT, h: Hyperparameters, device: torch.device):
         # on this model's backward graph; without it the graph compiles.
         inductor_triton.mix_order_reduction = False
     if h.compile_scope == "model":
-        model.compiled_loss = torch.compile(model.packed_loss)
-    else:
-        model.compile_regions()
+        return CompiledLoss(model)
+    model.compile_regions()
     return model
 
 
 def compile_warmup(model_fn, model: GPT, loader, h, ctx, accum, log) -> None:
     """Compile every graph the timed loop will use (recurrence off and on) before the clock starts, then
     put back the initial weights: these steps are not training, and the optimizer is rebuilt afterwards."""
-    if h.warmup_steps <= 0 or (model.regions is None and model.compiled_loss is None):  # nothing to compile
+    if h.warmup_steps <= 0 or (model_fn is model and model.regions is None):  # nothing to compile
         return
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = Optimizers(model, h, ctx)

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import train_gpt as tg
 from conftest import REPO
@@ -103,6 +104,33 @@ def test_loss_and_gradients_match_the_record(oracle, looping):
     errors = {name: _rel(p.grad, grads[name]) for name, p in ours.named_parameters()}
     worst = max(errors, key=errors.get)
     assert errors[worst] <= GRAD_RTOL, f"gradient of {worst}: relative error {errors[worst]:.2e}"
+
+
+def test_attention_pieces_give_the_records_bf16_numbers(oracle):
+    """XSA and the query/key side (per-head norm, RoPE, the query gain) in bf16 on the CPU, bit for bit
+    against the record's own functions on the same projections. Fails on the XSA before 2026-11-26
+    ((y.v)/(|v|^2 + 1e-6) v: one rounding step off in ~16% of the outputs) and on the gain before RoPE."""
+    record, _, h = oracle
+    torch.manual_seed(0)
+    tokens, dim = 40, h.head_dim
+    y = torch.randn(1, tokens, h.num_heads, dim).bfloat16()
+    v = torch.randn(1, tokens, h.num_kv_heads, dim).bfloat16()
+    assert torch.equal(tg.exclude_self_value(y[0], v[0]), record.CausalSelfAttention._xsa_efficient(None, y, v)[0])
+
+    attn = tg.Attention(h, use_xsa=False)
+    with torch.no_grad():
+        attn.q_gain.uniform_(0.5, 2.0)
+    x = torch.randn(tokens, h.model_dim).bfloat16()
+    q, k, _ = attn.qkv(x, tg.Rotary(h.rope_dims, h.rope_base, h.train_seq_len)(torch.arange(tokens)))
+    rotary = record.Rotary(dim, base=h.rope_base, train_seq_len=h.train_seq_len, rope_dims=h.rope_dims, yarn=False)
+    cos, sin = rotary(tokens, x.device, x.dtype)
+
+    def record_side(linear, heads):
+        t = F.rms_norm(linear(x).view(1, tokens, heads, dim), (dim,))
+        return record.apply_rotary_emb(t, cos, sin, h.rope_dims)[0]
+    gain = attn.q_gain.to(x.dtype)[None, :, None]
+    assert torch.equal(q, record_side(attn.c_q, h.num_heads) * gain)
+    assert torch.equal(k, record_side(attn.c_k, h.num_kv_heads))
 
 
 # ---- optimizer steps ----
