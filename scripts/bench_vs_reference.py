@@ -194,6 +194,8 @@ def _script_variant(spec: str) -> tuple[str, Path]:
     script = Path(path).resolve()
     if not script.is_file():
         raise SystemExit(f"--ab-script {name}: no such file {path}")
+    if not (script.parent / "kernels.py").is_file():  # else it would run without the Triton kernels
+        raise SystemExit(f"--ab-script {name}: no kernels.py beside {path}; copy the matching kernels.py there")
     return name, script
 
 

@@ -160,15 +160,19 @@ def test_launch_detached_then_report(tmp_path, capsys):
 
 
 def test_parallel_lanes_put_the_record_alone(tmp_path):
+    before = tmp_path / "before"
+    before.mkdir()
+    for name in ("train_gpt.py", "kernels.py"):
+        shutil.copy(REPO / name, before)
     args = argparse.Namespace(data_dir=_data_dir(tmp_path), reference=Path(__file__), env=["SEED=3"], ours_env=[],
                               ref_env=["X=1"], ab=["eager_mlp:FUSED_MLP_ENABLED=0", "nofusedce:FUSED_CE_ENABLED=0"],
-                              ab_script=[f"before={__file__}"], gpus="0,1,2", nproc=1, mode="parallel",
+                              ab_script=[f"before={before / 'train_gpt.py'}"], gpus="0,1,2", nproc=1, mode="parallel",
                               steps=100, seconds=0.0, log_every=5, skip_steps=5, full=False)
     plan = bench.plan_runs(args)
     lanes = {r["name"]: r["lane"] for r in plan["runs"]}
     assert lanes == dict(ours=0, record=2, eager_mlp=1, nofusedce=0, before=1)
     scripts = {r["name"]: r["script"] for r in plan["runs"]}
-    assert scripts["before"] == str(Path(__file__).resolve()) and scripts["ours"] == str(bench.OURS)
+    assert scripts["before"] == str((before / "train_gpt.py").resolve()) and scripts["ours"] == str(bench.OURS)
     assert plan["runs"][-1]["env"]["DATA_PATH"] == plan["runs"][0]["env"]["DATA_PATH"]
     env = {r["name"]: r["env"] for r in plan["runs"]}
     assert env["eager_mlp"]["FUSED_MLP_ENABLED"] == "0" and "FUSED_MLP_ENABLED" not in env["ours"]
@@ -202,6 +206,8 @@ def test_bad_arguments_give_clear_errors(tmp_path):
         bench._script_variant(f"before={tmp_path / 'missing.py'}")
     with pytest.raises(SystemExit, match="not 'ours'"):
         bench._script_variant(f"ours={__file__}")
+    with pytest.raises(SystemExit, match="no kernels.py beside"):  # tests/ holds no kernels.py
+        bench._script_variant(f"before={__file__}")
     with pytest.raises(SystemExit, match="no tokenizers/fineweb_8192_bpe.model"):
         bench.prepare_data(tmp_path)
     with pytest.raises(SystemExit, match="no plan.json"):

@@ -6,6 +6,7 @@ import torch
 
 import kernels
 import train_gpt as tg
+from kernel_checks import check_backward_rounds_like_the_record
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -71,7 +72,6 @@ def test_fused_mlp_matches_fp64_reference(m, d, hidden):
 
 
 def test_fused_mlp_backward_rounds_like_the_record_on_the_gpu():
-    from test_kernels import check_backward_rounds_like_the_record
     check_backward_rounds_like_the_record("cuda", lambda t: t.float().bfloat16())  # round to nearest even
 
 

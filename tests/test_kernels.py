@@ -7,6 +7,7 @@ import torch
 
 import kernels
 import train_gpt as tg
+from kernel_checks import check_backward_rounds_like_the_record, truncate_to_bf16
 
 # CPU tensors through the interpreter; on a GPU machine tests/test_gpu.py checks the compiled kernels
 pytestmark = pytest.mark.skipif(not kernels.INTERPRETING, reason="Triton interpreter tests (CPU tensors)")
@@ -121,28 +122,5 @@ def test_fused_mlp_keeps_pre_and_act_out_of_autograd():
     assert out.requires_grad and not pre.requires_grad and not act.requires_grad
 
 
-def truncate_to_bf16(t: torch.Tensor) -> torch.Tensor:
-    """fp32 -> bf16 rounding toward zero, as the Triton interpreter converts (the GPU rounds to nearest even)."""
-    return (t.float().view(torch.int32) & -65536).view(torch.float32).bfloat16()
-
-
-def check_backward_rounds_like_the_record(device: str, to_bf16) -> None:
-    """Small integers: every dot product is exact in fp32 whatever the summation order, but has more bits
-    than bf16 keeps, so rounding grad_out @ W_down before the product with f'(pre) (the record's order) and
-    rounding only once (this kernel before 2026-11-26) give different bits. to_bf16: the device's rounding."""
-    g = torch.Generator().manual_seed(0)
-    m, d, hidden = 40, 32, 64
-    grad_out = torch.randint(-40, 41, (m, d), generator=g).bfloat16().to(device)
-    w_down_t = torch.randint(-40, 41, (hidden, d), generator=g).bfloat16().to(device)  # W_down^T, (H, D)
-    pre = torch.randint(-200, 201, (m, hidden), generator=g).bfloat16().to(device)
-    grad_pre = torch.empty_like(pre)
-    kernels._launch_mm_leaky_sq(grad_out, w_down_t, pre, grad_pre, backward=True)
-    exact = grad_out.double() @ w_down_t.double().t()
-    slope = torch.where(pre > 0, 2.0 * pre, 0.5 * pre).double()  # exact: a power of two times a bf16
-    want = to_bf16(to_bf16(exact).double() * slope)  # a product of two bf16 values is exact in fp64
-    assert not torch.equal(to_bf16(exact * slope), want)  # the two orders do differ on these numbers
-    assert torch.equal(grad_pre, want)
-
-
 def test_fused_mlp_backward_rounds_like_the_record():
-    check_backward_rounds_like_the_record("cpu", truncate_to_bf16)
+    check_backward_rounds_like_the_record("cpu", truncate_to_bf16)  # the interpreter truncates to bf16

@@ -62,7 +62,10 @@ def test_against_a_published_record(logs, tmp_path, capsys):
     new = seed_stats.read_side(logs["new"], "new")
     worse = [b + 0.5 for b in new["bpb"]]  # a baseline far worse than ours: we beat it
     beaten = seed_stats.compare(seed_stats.published_scores(_published(tmp_path, worse)), new)
-    assert beaten["bpb"]["p_value"] < 0.01 and beaten["nats"]["p_value"] == pytest.approx(beaten["bpb"]["p_value"])
+    # the same test in either unit; the logs round each score to 8 decimals, and with two close seeds that
+    # rounding moves a p-value of ~5e-8 by a few 1e-5 of itself
+    assert beaten["bpb"]["p_value"] < 0.01
+    assert beaten["nats"]["p_value"] == pytest.approx(beaten["bpb"]["p_value"], rel=1e-3)
     assert beaten["bpb"]["old_mean"] == pytest.approx(sum(worse) / 2)
     same = seed_stats.compare(dict(nats=None, bpb=new["bpb"]), new)
     assert same["nats"]["p_value"] > 0.5  # equal scores do not clear the 0.005-nat bar
