@@ -271,7 +271,8 @@ def main(argv=None) -> int:
     ap.add_argument("--val")
     ap.add_argument("--tokenizer")
     ap.add_argument("--artifact", help="golfrun artifact; without it, --toy random weights")
-    ap.add_argument("--toy", action="store_true", help="toy model and documents (CPU)")
+    ap.add_argument("--toy", action="store_true", help="toy model and documents (CPU); environment variables "
+                    "of ours override the toy config (e.g. TTT_LORA_LR=0 GLOBAL_TTT_LR=0: scoring alone)")
     ap.add_argument("--docs", type=int, default=24, help="--toy: number of documents")
     ap.add_argument("--max-docs", type=int, default=0, help="only the first N documents of --val (0: all)")
     ap.add_argument("--reference", default=str(REFERENCE), help="folder of record_1886_train_gpt.py + FA3 shim")
@@ -291,7 +292,7 @@ def main(argv=None) -> int:
     env = dict(TOY) if args.toy else {}
     known = {f.name.upper() for f in tg.dataclasses.fields(tg.Hyperparameters)}
     ours_env = {k: v for k, v in os.environ.items() if k in known}
-    h = tg.load_hyperparameters({**ours_env, **env, "TTT_RECORD_WORLD_SIZE": "1",
+    h = tg.load_hyperparameters({**env, **ours_env, "TTT_RECORD_WORLD_SIZE": "1",  # the environment over --toy
                                  "COMPILE": str(int(device.type == "cuda"))})
     if args.artifact:  # the artifact's own model config (an env var that contradicts it is refused)
         quantized, stored = tg.load_artifact(args.artifact)

@@ -15,10 +15,13 @@ import bench_ttt_vs_reference as bench  # noqa: E402
 
 VAL = REPO.parent / "shared" / "data" / "proxy2" / "datasets" / "proxy2_sp8192" / "fineweb_val_000000.bin"
 BPB_TOLERANCE = 2e-4  # the issue's target
-DOC_NATS_TOLERANCE = 2e-3  # fp32 sums of ~300 token losses, two implementations
+# With learning, per-document nats differ by fp32 rounding in the two implementations' backward and optimizer
+# steps, which Adam's normalisation can amplify (2026-11-26: median 6e-9 relative, worst 2.3e-6); without
+# learning the scoring is bit-identical (the second test), so any larger gap means different maths.
+DOC_RELATIVE_TOLERANCE = 1e-5
 
 
-def test_ttt_matches_record(capsys):
+def _run_bench(capsys) -> tuple[dict, str]:
     if not (bench.REFERENCE / "record_1886_train_gpt.py").exists() or not VAL.exists():
         if os.environ.get("CI") == "true":
             pytest.fail("../shared/reference or the proxy2 val shard is missing: the TTT oracle must run in CI")
@@ -28,6 +31,20 @@ def test_ttt_matches_record(capsys):
     out = capsys.readouterr().out
     fields = dict(kv.split(":", 1) for line in out.splitlines() for kv in line.split() if ":" in kv)
     phase_ends = re.search(r"phase_ends:\[([^\]]*)\]", out).group(1).split(",")
-    assert int(fields["documents"]) == 16 and len(phase_ends) == 3  # two phase pauses with SGD
+    assert int(fields["documents"]) == 16 and len(phase_ends) == 3, out  # two phase pauses with SGD
+    return fields, out
+
+
+def test_ttt_matches_record(capsys):
+    fields, out = _run_bench(capsys)
     assert abs(float(fields["bpb_difference"])) <= BPB_TOLERANCE, out
-    assert float(fields["worst_doc_nats_difference"]) <= DOC_NATS_TOLERANCE, out
+    assert float(fields["worst"]) <= DOC_RELATIVE_TOLERANCE, out  # doc_nats_relative_difference ... worst:
+
+
+def test_ttt_scoring_without_learning_is_bit_identical(capsys, monkeypatch):
+    """Learning rates 0: every chunk is scored by the same weights as the record's, so per-document nats must
+    be equal to the last bit. Fails with the query gain before RoPE (up to 1e-5 nats a document)."""
+    monkeypatch.setenv("TTT_LORA_LR", "0")
+    monkeypatch.setenv("GLOBAL_TTT_LR", "0")
+    fields, out = _run_bench(capsys)
+    assert float(fields["worst_doc_nats_difference"]) == 0.0 and float(fields["worst"]) == 0.0, out
