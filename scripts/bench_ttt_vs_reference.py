@@ -253,8 +253,8 @@ def compare(record: dict, ours: dict) -> str:
             f"compile_warmup_seconds:{ours['warm']:.1f}\n"
             f"bpb_difference:{ours['bpb'] - record['bpb']:+.6f} worst_doc_nats_difference:{diff.max():.6f} "
             f"time_ratio_ours_over_record:{ours['seconds'] / record['seconds']:.3f}\n"
-            f"doc_nats_relative_difference median:{np.median(rel):.2e} p99:{np.percentile(rel, 99):.2e} "
-            f"worst:{rel.max():.2e} (over {len(docs)} documents)")
+            f"doc_nats_relative_difference median_relative:{np.median(rel):.2e} "
+            f"p99_relative:{np.percentile(rel, 99):.2e} worst_relative:{rel.max():.2e} (over {len(docs)} documents)")
 
 
 def save(path: str, result: dict) -> None:
@@ -294,6 +294,9 @@ def main(argv=None) -> int:
     ours_env = {k: v for k, v in os.environ.items() if k in known}
     h = tg.load_hyperparameters({**env, **ours_env, "TTT_RECORD_WORLD_SIZE": "1",  # the environment over --toy
                                  "COMPILE": str(int(device.type == "cuda"))})
+    overridden = sorted(k for k in env if k in ours_env and ours_env[k] != env[k])
+    if overridden:
+        print("toy config overridden by the environment: " + " ".join(f"{k}={ours_env[k]}" for k in overridden))
     if args.artifact:  # the artifact's own model config (an env var that contradicts it is refused)
         quantized, stored = tg.load_artifact(args.artifact)
         h, notes = tg.adopt_artifact_config(h, stored, ours_env)

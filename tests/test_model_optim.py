@@ -1,6 +1,5 @@
 """Model structure, the parameter partition, Muon/Polar Express, and the schedule."""
 
-import copy
 import math
 
 import pytest
@@ -147,7 +146,7 @@ def _eleven_layer_model_and_batch():
 
 def test_compiled_loss_matches_eager_with_one_graph_per_recurrence_state():
     """COMPILE_SCOPE=model: CompiledLoss compiles packed_loss with the RoPE tables as inputs: the eager loss
-    and gradients, one graph for each recurrence state, no graph break; the model holds no compiled code."""
+    and gradients, one graph for each recurrence state, no graph break."""
     model, (ids, targets, positions, cu) = _eleven_layer_model_and_batch()
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
@@ -167,7 +166,6 @@ def test_compiled_loss_matches_eager_with_one_graph_per_recurrence_state():
             assert torch.allclose(g, eager_grads[name], rtol=1e-5, atol=1e-7), name
     counters = torch._dynamo.utils.counters
     assert counters["stats"]["unique_graphs"] == 2 and not counters["graph_break"]
-    assert copy.deepcopy(model).regions is None  # a copy shares nothing compiled with the original
 
 
 def test_compiled_layer_regions_match_eager_with_one_graph_per_kind_of_layer():
