@@ -127,11 +127,15 @@ def test_muon_bank_step_equals_separate_steps():
         assert torch.allclose(p, q, atol=1e-6) and not torch.equal(p, torch.ones(32, 64))
 
 
-def _eleven_layer_model_and_batch():
-    """The record's 11-layer structure at toy width, every block live, and a 5-document packed batch."""
-    h = tg.load_hyperparameters({"SMOKE": "1", "NUM_LAYERS": "11", "LOOP_START": "3", "LOOP_END": "5",
-                                 "NUM_LOOPS": "2", "PARALLEL_START_LAYER": "8", "XSA_LAST_N": "11",
-                                 "TRAIN_SEQ_LEN": "64"})
+RECORD_LAYOUT = {"NUM_LAYERS": "11", "LOOP_START": "3", "LOOP_END": "5", "NUM_LOOPS": "2",
+                 "PARALLEL_START_LAYER": "8", "XSA_LAST_N": "11"}  # the record's layers at toy width
+SMALL_LAYOUT = {"NUM_LAYERS": "4", "LOOP_START": "1", "LOOP_END": "2", "NUM_LOOPS": "1",
+                "PARALLEL_START_LAYER": "3", "XSA_LAST_N": "4"}  # every kind of layer, fewer of them
+
+
+def _model_and_batch(layout: dict):
+    """A toy-width model with the given layers, every block live, and a 5-document packed batch."""
+    h = tg.load_hyperparameters({"SMOKE": "1", "TRAIN_SEQ_LEN": "64", **layout})
     torch.manual_seed(0)
     model = tg.GPT(h)
     with torch.no_grad():  # zero-initialised projections would hide the blocks from the gradients
@@ -147,7 +151,7 @@ def _eleven_layer_model_and_batch():
 def test_compiled_loss_matches_eager_with_one_graph_per_recurrence_state():
     """COMPILE_SCOPE=model: CompiledLoss compiles packed_loss with the RoPE tables as inputs: the eager loss
     and gradients, one graph for each recurrence state, no graph break."""
-    model, (ids, targets, positions, cu) = _eleven_layer_model_and_batch()
+    model, (ids, targets, positions, cu) = _model_and_batch(SMALL_LAYOUT)  # one whole-model graph: keep it small
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     compiled = tg.CompiledLoss(model, backend="aot_eager")  # Dynamo + AOTAutograd, as Inductor sees them
@@ -173,7 +177,7 @@ def test_compiled_layer_regions_match_eager_with_one_graph_per_kind_of_layer():
     embedding, layer and loss regions with the eager loss and gradients, recurrence off and on. The layer
     graphs are shared by every block: one per kind of layer (encoder; decoder with a skip; the split into
     two lanes; two lanes with and without a skip), none per block and none more for recurrence."""
-    model, (ids, targets, positions, cu) = _eleven_layer_model_and_batch()
+    model, (ids, targets, positions, cu) = _model_and_batch(RECORD_LAYOUT)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     for looping in (False, True):
