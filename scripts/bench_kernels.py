@@ -70,12 +70,18 @@ def load_record(path: str):
     return module
 
 
-def mlp_kernel_times(tokens: int, dim: int, hidden: int, record) -> dict:
-    """Each fused up-projection kernel on its own, forward and backward pass (no cuBLAS around it)."""
+def mlp_inputs(tokens: int, dim: int, hidden: int) -> tuple[torch.Tensor, ...]:
+    """x (tokens, dim), w_up (hidden, dim), w_down (dim, hidden), the output gradient (tokens, dim); bf16."""
     x = torch.randn(tokens, dim, device="cuda").bfloat16()
     w_up = (torch.randn(hidden, dim, device="cuda") / dim ** 0.5).bfloat16()
-    grad = torch.randn(tokens, dim, device="cuda").bfloat16()
-    w_down_t = (torch.randn(hidden, dim, device="cuda") / hidden ** 0.5).bfloat16()  # W_down^T, contiguous
+    w_down = (torch.randn(dim, hidden, device="cuda") / hidden ** 0.5).bfloat16()
+    return x, w_up, w_down, torch.randn(tokens, dim, device="cuda").bfloat16()
+
+
+def mlp_kernel_times(tokens: int, dim: int, hidden: int, record) -> dict:
+    """Each fused up-projection kernel on its own, forward and backward pass (no cuBLAS around it)."""
+    x, w_up, w_down, grad = mlp_inputs(tokens, dim, hidden)
+    w_down_t = w_down.t().contiguous()  # the backward's B, as both backwards pass it
     pre, out = (torch.empty(tokens, hidden, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     times = dict(ours_fwd=bench(lambda: kernels._launch_mm_leaky_sq(x, w_up, pre, out, backward=False)),
                  ours_bwd=bench(lambda: kernels._launch_mm_leaky_sq(grad, w_down_t, pre, out, backward=True)))
@@ -86,10 +92,9 @@ def mlp_kernel_times(tokens: int, dim: int, hidden: int, record) -> dict:
 
 
 def mlp_case(tokens: int, dim: int, hidden: int, record=None):
-    x = torch.randn(tokens, dim, device="cuda").bfloat16().requires_grad_(True)
-    w_up = (torch.randn(hidden, dim, device="cuda") / dim ** 0.5).bfloat16().requires_grad_(True)
-    w_down = (torch.randn(dim, hidden, device="cuda") / hidden ** 0.5).bfloat16().requires_grad_(True)
-    grad = torch.randn(tokens, dim, device="cuda").bfloat16()
+    x, w_up, w_down, grad = mlp_inputs(tokens, dim, hidden)
+    for t in (x, w_up, w_down):
+        t.requires_grad_(True)
     compiled = torch.compile(kernels.fused_mlp_reference)
     impls = dict(fused=kernels.fused_mlp, eager=kernels.fused_mlp_reference, compiled=compiled)
     if record is not None:

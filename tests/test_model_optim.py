@@ -148,26 +148,35 @@ def _model_and_batch(layout: dict):
     return model, (ids, targets, positions, cu)
 
 
+def _loss_and_grads(fn, model, batch):
+    """fn's loss on the batch and the model's gradients from it; the gradients are cleared after."""
+    ids, targets, positions, cu = batch
+    torch._dynamo.mark_dynamic(cu, 0)
+    loss = fn(ids, targets, positions, cu, 64)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return loss.detach(), grads
+
+
+def _assert_same_loss_and_grads(eager, compiled):
+    (eager_loss, eager_grads), (loss, grads) = eager, compiled
+    assert torch.allclose(loss, eager_loss, rtol=1e-6)
+    assert eager_grads.keys() == grads.keys()
+    for name, g in grads.items():
+        assert torch.allclose(g, eager_grads[name], rtol=1e-5, atol=1e-7), name
+
+
 def test_compiled_loss_matches_eager_with_one_graph_per_recurrence_state():
     """COMPILE_SCOPE=model: CompiledLoss compiles packed_loss with the RoPE tables as inputs: the eager loss
     and gradients, one graph for each recurrence state, no graph break."""
-    model, (ids, targets, positions, cu) = _model_and_batch(SMALL_LAYOUT)  # one whole-model graph: keep it small
+    model, batch = _model_and_batch(SMALL_LAYOUT)  # one whole-model graph: keep it small
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     compiled = tg.CompiledLoss(model, backend="aot_eager")  # Dynamo + AOTAutograd, as Inductor sees them
     for looping in (False, True):
         model.looping = looping
-        results = []
-        for fn in (model, compiled):
-            torch._dynamo.mark_dynamic(cu, 0)
-            loss = fn(ids, targets, positions, cu, 64)
-            loss.backward()
-            results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-            model.zero_grad(set_to_none=True)
-        (eager_loss, eager_grads), (loss, grads) = results
-        assert torch.allclose(loss, eager_loss, rtol=1e-6)
-        for name, g in grads.items():
-            assert torch.allclose(g, eager_grads[name], rtol=1e-5, atol=1e-7), name
+        _assert_same_loss_and_grads(_loss_and_grads(model, model, batch), _loss_and_grads(compiled, model, batch))
     counters = torch._dynamo.utils.counters
     assert counters["stats"]["unique_graphs"] == 2 and not counters["graph_break"]
 
@@ -177,27 +186,16 @@ def test_compiled_layer_regions_match_eager_with_one_graph_per_kind_of_layer():
     embedding, layer and loss regions with the eager loss and gradients, recurrence off and on. The layer
     graphs are shared by every block: one per kind of layer (encoder; decoder with a skip; the split into
     two lanes; two lanes with and without a skip), none per block and none more for recurrence."""
-    model, (ids, targets, positions, cu) = _model_and_batch(RECORD_LAYOUT)
+    model, batch = _model_and_batch(RECORD_LAYOUT)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     for looping in (False, True):
         model.looping = looping
-        results = []
-        for regions in (False, True):
-            model.regions = None
-            if regions:
-                model.compile_regions(backend="aot_eager")  # Dynamo + AOTAutograd, as Inductor sees them
-                torch._dynamo.mark_dynamic(cu, 0)
-            loss = model(ids, targets, positions, cu, 64)
-            loss.backward()
-            results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-            model.zero_grad(set_to_none=True)
-        (eager_loss, eager_grads), (loss, grads) = results
-        assert torch.allclose(loss, eager_loss, rtol=1e-6)
-        assert eager_grads.keys() == grads.keys()
-        for name, g in grads.items():
-            assert torch.allclose(g, eager_grads[name], rtol=1e-5, atol=1e-7), name
-        assert eager_grads["blocks.10.mlp.up.weight"].abs().sum() > 0
+        model.regions = None
+        eager = _loss_and_grads(model, model, batch)
+        model.compile_regions(backend="aot_eager")  # Dynamo + AOTAutograd, as Inductor sees them
+        _assert_same_loss_and_grads(eager, _loss_and_grads(model, model, batch))
+        assert eager[1]["blocks.10.mlp.up.weight"].abs().sum() > 0
     counters = torch._dynamo.utils.counters
     assert counters["stats"]["unique_graphs"] == 2 + 5  # embed, loss, five kinds of layer
     assert counters["frames"]["ok"] == counters["frames"]["total"] == 7
