@@ -18,7 +18,6 @@ formulation (its Rotary and apply_rotary_emb: RoPE on flat positions, the gain a
 """
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -26,7 +25,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernels  # noqa: E402
+import record_oracle as ro  # noqa: E402
 
 
 CASES = ("ce", "mlp", "qk")
@@ -58,16 +59,6 @@ def ce_case(tokens: int, vocab: int, softcap: float):
     # compulsory traffic: forward reads the logits; backward reads them again and writes the gradient
     moved = 3 * tokens * vocab * logits.element_size()
     return results, moved, {k: rel_err(g, grads["fused"]) for k, g in grads.items()}
-
-
-def load_record(path: str):
-    """The record's unmodified script as a module (the FA3 shim beside it stands in for FA3)."""
-    sys.path.insert(0, str(Path(path).resolve().parent))
-    spec = importlib.util.spec_from_file_location("record_train_gpt", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def mlp_inputs(tokens: int, dim: int, hidden: int) -> tuple[torch.Tensor, ...]:
@@ -229,7 +220,8 @@ def main():
     if not torch.cuda.is_available():
         sys.exit("bench_kernels.py needs a CUDA GPU")
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
-    record = load_record(args.reference) if args.reference else None
+    record = (ro.import_record({}, Path(args.reference).resolve(), name="record_train_gpt", eager_newton_schulz=False)
+              if args.reference else None)
     if "ce" in cases:
         ce_table(args)
     if "mlp" in cases:

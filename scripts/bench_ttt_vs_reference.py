@@ -27,7 +27,6 @@ meaningless: measure the time ratio on a subset, project from the whole shard.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -39,9 +38,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+import record_oracle as ro  # noqa: E402
 import train_gpt as tg  # noqa: E402
 
-REFERENCE = REPO.parent / "shared" / "reference"
 FINEWEB_VAL_DOCS = 50_000
 TOY = dict(NUM_LAYERS="4", MODEL_DIM="64", NUM_HEADS="4", NUM_KV_HEADS="2", ROPE_DIMS="8", XSA_LAST_N="4",
            LOOP_START="1", LOOP_END="2", NUM_LOOPS="1", PARALLEL_START_LAYER="3", TRAIN_SEQ_LEN="128",
@@ -51,66 +51,10 @@ TOY = dict(NUM_LAYERS="4", MODEL_DIM="64", NUM_HEADS="4", NUM_KV_HEADS="2", ROPE
 TOY_DOC_TOKENS = (24, 300)  # toy documents: lengths drawn in this range (several longer than the context)
 
 
-def record_env(h: tg.Hyperparameters, run_id: str) -> dict:
-    """The record's environment variables for the model and evaluator our config describes."""
-    b = lambda x: str(int(x))  # noqa: E731
-    return dict(
-        VOCAB_SIZE=h.vocab_size, NUM_LAYERS=h.num_layers, MODEL_DIM=h.model_dim, NUM_HEADS=h.num_heads,
-        NUM_KV_HEADS=h.num_kv_heads, MLP_MULT=h.mlp_mult, ROPE_DIMS=h.rope_dims, ROPE_BASE=h.rope_base,
-        XSA_LAST_N=h.xsa_last_n, LOOP_START=h.loop_start, LOOP_END=h.loop_end, NUM_LOOPS=h.num_loops,
-        PARALLEL_START_LAYER=h.parallel_start_layer, LOGIT_SOFTCAP=h.logit_softcap, LN_SCALE=b(h.ln_scale),
-        SKIP_GATES_ENABLED=b(h.skip_gates_enabled), GATED_ATTN_ENABLED=b(h.gated_attn_enabled),
-        TRAIN_SEQ_LEN=h.train_seq_len, EVAL_SEQ_LEN=h.train_seq_len, FUSED_CE_ENABLED="0", RUN_ID=run_id,
-        TTT_LORA_RANK=h.ttt_lora_rank, TTT_LORA_ALPHA=h.ttt_lora_alpha, TTT_LORA_LR=h.ttt_lora_lr,
-        TTT_BETA1=h.ttt_beta1, TTT_BETA2=h.ttt_beta2, TTT_WEIGHT_DECAY=h.ttt_weight_decay,
-        TTT_CHUNK_SIZE=h.ttt_chunk_size, TTT_BATCH_SIZE=h.ttt_batch_size, TTT_EVAL_SEQ_LEN=h.ttt_eval_seq_len,
-        TTT_K_LORA=b(h.ttt_k_lora), TTT_MLP_LORA=b(h.ttt_mlp_lora), TTT_O_LORA=b(h.ttt_o_lora),
-        TTT_WARM_START_A=b(h.ttt_warm_start_a), PHASED_TTT_PREFIX_DOCS=h.phased_ttt_prefix_docs,
-        PHASED_TTT_NUM_PHASES=h.phased_ttt_num_phases, GLOBAL_TTT_LR=h.global_ttt_lr,
-        GLOBAL_TTT_MOMENTUM=h.global_ttt_momentum, GLOBAL_TTT_CHUNK_TOKENS=h.global_ttt_chunk_tokens,
-        GLOBAL_TTT_GRAD_CLIP=h.global_ttt_grad_clip, GLOBAL_TTT_EPOCHS=h.global_ttt_epochs,
-        GLOBAL_TTT_WARMUP_CHUNKS=h.global_ttt_warmup_chunks, GLOBAL_TTT_WARMUP_START_LR=h.global_ttt_warmup_start_lr,
-        GLOBAL_TTT_RESPECT_DOC_BOUNDARIES=b(h.global_ttt_respect_doc_boundaries))
-
-
-def load_record(env: dict, reference: Path = REFERENCE):
-    """A fresh copy of the record's module: its Hyperparameters read the environment at import."""
-    sys.path.insert(0, str(reference))
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update({k: str(v) for k, v in env.items()})
-    try:
-        spec = importlib.util.spec_from_file_location(f"record_ttt_{time.time_ns()}",
-                                                      reference / "record_1886_train_gpt.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # torch.compile re-imports a traced function's module by name
-        spec.loader.exec_module(module)
-        return module, module.Hyperparameters()
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-
-
-def record_model(R, rh, ours: tg.GPT, device):
-    """The record's GPT holding our weights (its banks stack our per-layer matrices)."""
-    model = R.GPT(rh).float()
-    n, sd = rh.num_layers, ours.state_dict()
-    blk = lambda i, name: sd[f"blocks.{i}.{name}"]  # noqa: E731
-    banks = dict(qo_bank=[blk(i, "attn.c_q.weight") for i in range(n)] + [blk(i, "attn.proj.weight") for i in range(n)],
-                 kv_bank=[blk(i, "attn.c_k.weight") for i in range(n)] + [blk(i, "attn.c_v.weight") for i in range(n)],
-                 mlp_up_bank=[blk(i, "mlp.up.weight") for i in range(n)],
-                 mlp_down_bank=[blk(i, "mlp.down.weight") for i in range(n)])
-    with torch.no_grad():
-        for name, mats in banks.items():
-            getattr(model, name).copy_(torch.stack(mats))
-        model.tok_emb.weight.copy_(sd["tok_emb.weight"])
-        for i, b in enumerate(model.blocks):
-            for mine, theirs in [("attn.q_gain", b.attn.q_gain), ("attn.gate_weight", b.attn.attn_gate_w),
-                                 ("attn_scale", b.attn_scale), ("mlp_scale", b.mlp_scale),
-                                 ("resid_mix", b.resid_mix)]:
-                theirs.copy_(blk(i, mine))
-            b.mlp.use_fused = False  # its fused MLP is for training; eval uses the same eager maths
-        for name in ("skip_weights", "skip_gates", "parallel_resid_lambdas", "parallel_post_lambdas"):
-            getattr(model, name).copy_(sd[name])
+def record_model(R, env: dict, script: Path, ours: tg.GPT, device):
+    """The record's GPT (fp32) holding our weights."""
+    model = ro.build_record_model(R, env, script).float()
+    ro.copy_our_weights(ours, model)
     model.looping_active = ours.looping
     return model.to(device)
 
@@ -275,7 +219,8 @@ def main(argv=None) -> int:
                     "of ours override the toy config (e.g. TTT_LORA_LR=0 GLOBAL_TTT_LR=0: scoring alone)")
     ap.add_argument("--docs", type=int, default=24, help="--toy: number of documents")
     ap.add_argument("--max-docs", type=int, default=0, help="only the first N documents of --val (0: all)")
-    ap.add_argument("--reference", default=str(REFERENCE), help="folder of record_1886_train_gpt.py + FA3 shim")
+    ap.add_argument("--reference", type=Path, default=ro.RECORD_1886,
+                    help="the record's script (or the folder of record_1886_train_gpt.py); the FA3 shim beside it")
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--only", choices=("record", "ours"), help="run one evaluator (one per GPU, then --compare)")
     which.add_argument("--no-record", action="store_const", const="ours", dest="only", help="same as --only ours")
@@ -323,8 +268,11 @@ def main(argv=None) -> int:
     compile_it = device.type == "cuda"
     results = {}
     if args.only != "ours":
-        R, rh = load_record(record_env(h, f"bench{os.getpid()}"), Path(args.reference))
-        rmodel = record_model(R, rh, ours, device)
+        script = ro.script_in(args.reference)
+        env = ro.record_env_for(h, script, base=dict(FUSED_CE_ENABLED="0"), RUN_ID=f"bench{os.getpid()}")
+        R = ro.import_record(env, script, name=f"record_ttt_{os.getpid()}", eager_newton_schulz=False)
+        rh = R.Hyperparameters()
+        rmodel = record_model(R, env, script, ours, device)
         if device.type == "cuda":
             rmodel = rmodel.bfloat16()
             R.restore_fp32_params(rmodel)

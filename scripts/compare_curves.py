@@ -1,12 +1,23 @@
-"""Train the record's model and ours side by side from the same initial weights on the same batches, and score
-both final (EMA) models with one and the same evaluator (issue 13, item 3).
+"""Training-loss curves: train the record's model and ours side by side and compare them, or plot the curves of
+any train_gpt.py logs into a PNG (`plot`, e.g. for a record's README).
+
+    # plot: the curves of one or several logs, each labelled with its seed and final val_bpb
+    python scripts/compare_curves.py plot logs/seed42.txt logs/seed314.txt -o loss.png
+    python scripts/compare_curves.py plot logs/*.txt --x time --ymax 4 -o loss_vs_time.png
+
+`plot` reads the `step:N/M train_loss:L train_time:Tms` lines (all-rank mean loss) of each log, and labels each
+curve with its seed and, when the log has them, the final pre-quant / quantized / post-TTT val_bpb. --x step
+(default) or time (seconds of the timed training region). The depth-recurrence switch is marked on each curve.
+
+The comparison trains both from the same initial weights on the same batches, and scores both final (EMA)
+models with one and the same evaluator (issue 13, item 3):
 
     # one GPU, full size, proxy2 (unpack its train shards first: xz -dk DATA/fineweb_train_*.bin.xz)
     python scripts/compare_curves.py --data DATA --tokenizer TOKENIZER --steps 300 --out-dir logs/compare
     # CPU, toy size, a few steps (what the test runs)
     python scripts/compare_curves.py --toy --data ../shared/data/proxy/datasets/proxy_sp8192 --steps 3
 
-The record (../shared/reference/record_1886_train_gpt.py, through scripts/record_oracle.py) is built as its
+The record (--reference, #1886's script by default, through scripts/record_oracle.py) is built as its
 train_model builds it (bf16 embedding and fp32 other weights on the GPU), seeded with --seed; its initial
 weights are copied into ours. Each step both train on the same 8 micro-batches of our loader with the
 step-based schedule (no wallclock cap, TTT off, eager): the record through its own step_fn and Optimizers,
@@ -15,13 +26,14 @@ keeps an EMA (--ema-decay). At the end both EMA models are scored by our evaluat
 into a GPT of ours), before quantization.
 
 Prints both train losses and their ratio at each logged step, the worst ratio, and both val_bpb. Writes
-OUT_DIR/record.txt and OUT_DIR/ours.txt in train_gpt.py's log format: `python scripts/plot_loss.py
+OUT_DIR/record.txt and OUT_DIR/ours.txt in train_gpt.py's log format: `python scripts/compare_curves.py plot
 OUT_DIR/record.txt OUT_DIR/ours.txt -o compare.png` draws them.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,12 +43,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
+import golflog  # noqa: E402
 import record_oracle as ro  # noqa: E402
 import train_gpt as tg  # noqa: E402
 
 MICRO_BATCHES = 8  # the record's 8 GPUs, one micro-batch each
 TOY = dict(ro.TOY_SIZES, train_seq_len=64, train_batch_tokens=MICRO_BATCHES * 128, val_batch_tokens=2048)
 DEFAULT_TOKENIZER = REPO.parent / "shared" / "data" / "tokenizers" / "fineweb_8192_bpe.model"
+STEP_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:([0-9.naninf]+) train_time:(\d+)ms", re.M)
+SHORT_NAMES = dict(zip(golflog.FINAL_LABELS, ("pre-quant", "quantized", "TTT")))
 
 
 def parse_args(argv=None):
@@ -51,8 +66,9 @@ def parse_args(argv=None):
     parser.add_argument("--val-tokens", type=int, default=0, help="score the first N val tokens (0: all)")
     parser.add_argument("--out-dir", type=Path, default=Path("logs/compare"))
     parser.add_argument("--toy", action="store_true", help="toy model size (CPU test)")
-    parser.add_argument("--reference", type=Path, default=ro.REFERENCE_DIR,
-                        help="folder with record_1886_train_gpt.py and flash_attn_interface.py")
+    parser.add_argument("--reference", type=Path, default=ro.RECORD_1886,
+                        help="the record's script (or the folder of record_1886_train_gpt.py); the FA3 shim "
+                             "beside it or one folder up")
     parser.add_argument("--ours-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting of ours for an A/B against the record, e.g. EMBED_FP32=1 (repeatable)")
     parser.add_argument("--ours-autocast", action="store_true",
@@ -78,14 +94,14 @@ def our_hyperparameters(args, cuda: bool) -> tg.Hyperparameters:
     return tg.load_hyperparameters({k: str(v) for k, v in env.items()})
 
 
-def build_record(h: tg.Hyperparameters, device: torch.device, cuda: bool):
+def build_record(h: tg.Hyperparameters, device: torch.device, cuda: bool, script: Path = ro.RECORD_1886):
     """(record module, its Hyperparameters, its model on device, its Optimizers), the model as its
     train_model builds it."""
-    env = ro.record_env_for(h, MAX_WALLCLOCK_SECONDS=0, FUSED_CE_ENABLED=int(cuda))
-    record = ro.import_record(env)
+    env = ro.record_env_for(h, script, MAX_WALLCLOCK_SECONDS=0, FUSED_CE_ENABLED=int(cuda))
+    record = ro.import_record(env, script)
     h_record = record.Hyperparameters()
     torch.manual_seed(h.seed)
-    with ro.record_env(env):
+    with ro.record_env(env, script):
         model = record.GPT(h_record).to(device)
     if cuda:  # its train_model: everything bf16, then the banks, scalars and gates back to fp32
         model.bfloat16()
@@ -114,7 +130,7 @@ class _StepBatches:
 
 
 class RunLog:
-    """A train_gpt.py-format log: plot_loss.py and golflog read it."""
+    """A train_gpt.py-format log: `plot` and golflog read it."""
 
     def __init__(self, path: Path, seed: int, steps: int):
         self.path, self.steps, self.lines, self.seconds = path, steps, [f"seed:{seed}"], 0.0
@@ -136,10 +152,72 @@ def timed(fn, cuda: bool):
     return out, time.perf_counter() - t0
 
 
+# ---- plot: the curves of train_gpt.py logs ----
+
+def read_curve(path: Path) -> dict:
+    """A log's training-loss points (step, loss, seconds), seed, final val_bpbs and recurrence switch."""
+    text = golflog.read_log(path)
+    points = [(int(s), float(loss), int(ms) / 1000) for s, loss, ms in STEP_LINE.findall(text)]
+    if not points:
+        raise SystemExit(f"{path}: no 'step:N/M train_loss:... train_time:...ms' lines: not a train_gpt.py "
+                         "training log (an EVAL_ONLY run, or one that crashed before its first step?)")
+    seed = golflog.seed(text)
+    finals = {}
+    for label, short in SHORT_NAMES.items():
+        score = golflog.final_score(text, label)
+        if score:
+            finals[short] = score[1]
+    loop = re.search(r"^depth_recurrence:on step:(\d+) train_time:(\d+)ms", text, re.M)
+    return dict(path=Path(path), points=points, seed=seed if seed is not None else "?", finals=finals,
+                loop=(int(loop.group(1)), int(loop.group(2)) / 1000) if loop else None)
+
+
+def plot(curves: list[dict], out: Path, x: str = "step", ymax: float | None = None) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
+    for curve in curves:
+        xs = [p[0] if x == "step" else p[2] for p in curve["points"]]
+        ys = [p[1] for p in curve["points"]]
+        finals = ", ".join(f"{k} {v:.4f}" for k, v in curve["finals"].items())
+        label = f"{curve['path'].stem} (seed {curve['seed']})" + (f": {finals} bpb" if finals else "")
+        (line,) = ax.plot(xs, ys, label=label, linewidth=1.2, marker="." if len(xs) < 40 else None)
+        if curve["loop"]:
+            ax.axvline(curve["loop"][0 if x == "step" else 1], color=line.get_color(), linestyle=":", linewidth=0.8)
+    ax.set_xlabel("step" if x == "step" else "training seconds")
+    ax.set_ylabel("train loss (nats/token, mean over ranks)")
+    ax.set_title("train_gpt.py training loss (dotted: depth recurrence switches on)")
+    if ymax is not None:
+        ax.set_ylim(top=ymax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_main(argv) -> int:
+    parser = argparse.ArgumentParser(prog="compare_curves.py plot", description="the training-loss curves of "
+                                     "train_gpt.py logs in one PNG (see compare_curves.py --help)")
+    parser.add_argument("logs", nargs="+", type=Path, help="train_gpt.py logs (logs/<RUN_ID>.txt)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("loss.png"), help="PNG to write")
+    parser.add_argument("--x", choices=["step", "time"], default="step")
+    parser.add_argument("--ymax", type=float, default=None, help="clip the y axis (early losses are ~9)")
+    args = parser.parse_args(argv)
+    out = plot([read_curve(p) for p in args.logs], args.output, args.x, args.ymax)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plot"]:
+        return plot_main(argv[1:])
     args = parse_args(argv)
-    ro.REFERENCE_DIR = args.reference.resolve()
-    missing = ro.reference_missing_reason()
+    script = ro.script_in(args.reference).resolve()
+    missing = ro.reference_missing_reason(script)
     if missing:
         raise SystemExit(missing)
     cuda = torch.cuda.is_available()
@@ -147,7 +225,7 @@ def main(argv=None) -> int:
     h = our_hyperparameters(args, cuda)
     accum = tg.validate_hyperparameters(h, world_size=1)
     ctx = tg.DistContext(device=device)
-    record, h_record, theirs, record_opt = build_record(h, device, cuda)
+    record, h_record, theirs, record_opt = build_record(h, device, cuda, script)
     ours = build_ours(h, device, theirs)
     our_opt = tg.Optimizers(ours, h, ctx)
     loader = tg.TrainLoader(h, ctx, accum)

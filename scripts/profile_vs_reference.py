@@ -1,26 +1,29 @@
 """Profile one training step of ours (train_gpt.py) and of the record's script on the same GPU, at full size,
-and print where ours spends device time that the record does not.
+and print where ours spends device time that the record does not; or profile ours alone (--which ours).
 
     python scripts/profile_vs_reference.py --reference ../shared/reference/record_1886_train_gpt.py \
         --data-dir .gpu_data/ds --out prof_out            # ours, then the record, then the comparison
     python scripts/profile_vs_reference.py compare prof_out/ours.json prof_out/record.json
+    python scripts/profile_vs_reference.py --which ours --data-dir .gpu_data/ds    # ours alone: its report
+    python scripts/profile_vs_reference.py --which ours --data-dir D --ours-env COMPILE_SCOPE=layers \
+        --train-gpt ../before/train_gpt.py --no-looping      # another copy of ours, one scope, recurrence off
 
 Each script runs in its own process (one after the other, same GPU) through its own objects: ours through
-train_gpt.compile_for_training / Optimizers / train_step; the record through its GPT, Optimizers and
-torch.compile(dynamic=False, fullgraph=True) as its train_model sets them up, with its folder first on
-sys.path (the FA3 shim: torch's varlen attention, as ours). Both run 786,432 tokens per step in 8
+train_gpt.compile_for_training / Optimizers / train_step; the record (loaded by scripts/record_oracle.py) through
+its GPT, Optimizers and torch.compile(dynamic=False, fullgraph=True) as its train_model sets them up, with the
+FA3 shim on sys.path (torch's varlen attention, as ours). Both run 786,432 tokens per step in 8
 micro-batches of their own loaders, taken once and kept on the GPU (the record's batches all of one
 cu_seqlens bucket, so that its static-shape graph never recompiles), so the step times below leave out data
 loading; bench_vs_reference.py measures whole runs. The record's per-step learning-rate and momentum updates
 (host-side dictionary writes) are left out.
 
-For each recurrence state (off, on): compile and warm up (--warmup steps), time --steps steps (median, device
-synchronised around each), split one step into forward+backward and the optimizer (CUDA events around the
-optimizer, gradient clipping included), profile one step with torch.profiler, and classify its kernels.
-MFU = model FLOPs / step time / the bf16 peak of an 8192^3 matmul timed in the same process; model FLOPs are
-6 x tokens x (the matrices each token passes through + the tied head) + 3 x causal attention FLOPs of the
-batch's pieces (the same formula for both scripts).
-Writes OUT/ours.json and OUT/record.json, then prints the comparison.
+For each recurrence state (off, on; --no-looping: off only): compile and warm up (--warmup steps), time --steps
+steps (median, device synchronised around each), split one step into forward+backward and the optimizer (CUDA
+events around the optimizer, gradient clipping included), profile one step with torch.profiler, and classify
+its kernels. MFU = model FLOPs / step time / the bf16 peak of an 8192^3 matmul timed in the same process; model
+FLOPs are 6 x tokens x (the matrices each token passes through + the tied head) + 3 x causal attention FLOPs
+of the batch's pieces (the same formula for both scripts). TTT timing is bench_ttt_vs_reference.py's.
+Writes OUT/ours.json and OUT/record.json, then prints the comparison (one script alone: its own report).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+ONE_GPU_ACCUM = 8  # micro-batches per step on one GPU: the record's 8 ranks' batches
 PEAK_MATMUL_N = 8192
 PEAK_TRIALS = 3
 KERNEL_CLASSES = (  # first match wins; names lowercased
@@ -80,24 +84,49 @@ def model_flops(cfg: dict, virtual_layers: int, cu_lists) -> float:
 # The two scripts' steps
 # -----------------------------------------------------------------------------
 
-class Timed:
-    """CUDA events around the optimizer part of a step: (forward+backward ms, optimizer ms)."""
+class HostEvent:
+    """torch.cuda.Event's record/elapsed_time on the host clock: Timed on a CPU (the test)."""
 
-    def __init__(self):
+    def record(self):
+        self.seconds = time.perf_counter()
+
+    def elapsed_time(self, later) -> float:
+        return (later.seconds - self.seconds) * 1000
+
+
+class Timed:
+    """Events around the optimizer part of a step: (forward+backward ms, optimizer ms)."""
+
+    def __init__(self, cuda: bool = True):
         import torch
-        self.events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
+        self.cuda = cuda
+        self.events = [torch.cuda.Event(enable_timing=True) if cuda else HostEvent() for _ in range(3)]
 
     def split(self) -> tuple[float, float]:
         import torch
-        torch.cuda.synchronize()
+        if self.cuda:
+            torch.cuda.synchronize()
         a, b, c = self.events
         return a.elapsed_time(b), b.elapsed_time(c)
 
 
+def import_train_gpt(path: Path | None):
+    """This checkout's train_gpt, or another copy (a before/after comparison) with the kernels.py beside it."""
+    if path is None:
+        sys.path.insert(0, str(REPO))
+        import train_gpt
+        return train_gpt
+    sys.path.insert(0, str(path.resolve().parent))
+    spec = importlib.util.spec_from_file_location("train_gpt", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_gpt"] = module  # torch.compile re-imports a traced function's module by name
+    spec.loader.exec_module(module)
+    return module
+
+
 def setup_ours(args, device):
     import torch
-    sys.path.insert(0, str(REPO))
-    import train_gpt as tg
+    tg = import_train_gpt(args.train_gpt)
     shards = args.data_dir / "datasets" / "fineweb10B_sp8192"
     h = tg.load_hyperparameters({"DATA_PATH": str(shards), "TOKENIZER_PATH": "unused", "WARMUP_STEPS": "0",
                                  **dict(kv.split("=", 1) for kv in args.ours_env)})
@@ -105,16 +134,20 @@ def setup_ours(args, device):
     torch.manual_seed(0)
     model = tg.GPT(h).to(device)
     model.configure_kernels(device, h.fused_ce_enabled, h.fused_mlp_enabled)
-    model_fn = tg.compile_for_training(model, h, device)
-    loader = tg.TrainLoader(h, ctx, 8)
-    batches = [loader.batch(s, m) for s in range(args.batch_steps) for m in range(8)]
+    if hasattr(tg, "compile_for_training"):
+        model_fn = tg.compile_for_training(model, h, device)
+    else:  # a train_gpt.py from before COMPILE_SCOPE: whole-model compile, as its train() did
+        torch._inductor.config.triton.mix_order_reduction = False
+        model_fn = torch.compile(model)
+    loader = tg.TrainLoader(h, ctx, ONE_GPU_ACCUM)
+    batches = [loader.batch(s, m) for s in range(args.batch_steps) for m in range(ONE_GPU_ACCUM)]
 
     class Preloaded:  # train_step's loader interface, serving the batches already on the GPU
         def batch(self, step, micro):
-            return batches[(step * 8 + micro) % len(batches)]
+            return batches[(step * ONE_GPU_ACCUM + micro) % len(batches)]
 
     opt = tg.Optimizers(model, h, ctx)
-    timer = Timed()
+    timer = Timed(device.type == "cuda")
     inner_step = opt.step
 
     def opt_step(*a, **k):  # events around the optimizer (clipping is inside it)
@@ -127,8 +160,9 @@ def setup_ours(args, device):
 
     def step():
         timer.events[0].record()
-        tg.train_step(model_fn, model, Preloaded(), opt, counter[0], 8, 1.0, h)
+        loss = tg.train_step(model_fn, model, Preloaded(), opt, counter[0], ONE_GPU_ACCUM, 1.0, h)
         counter[0] += 1
+        return loss
 
     def set_looping(on: bool):
         model.looping = on and h.num_loops > 0
@@ -136,34 +170,36 @@ def setup_ours(args, device):
     cfg = dict(model_dim=h.model_dim, num_heads=h.num_heads, num_kv_heads=h.num_kv_heads, mlp_mult=h.mlp_mult,
                vocab_size=h.vocab_size)
     virtual = lambda on: sum(map(len, tg.virtual_layer_order(h, on)))  # noqa: E731
-    return dict(step=step, set_looping=set_looping, timer=timer, cfg=cfg, virtual=virtual,
-                cu=[b.cu_seqlens for b in batches[:8]], info=f"train_gpt.py, COMPILE_SCOPE={h.compile_scope}, "
+    return dict(step=step, set_looping=set_looping, timer=timer, cfg=cfg, virtual=virtual, model=model,
+                tokens=h.train_batch_tokens, cu=[b.cu_seqlens for b in batches[:ONE_GPU_ACCUM]],
+                info=f"{args.train_gpt or 'train_gpt.py'}, COMPILE_SCOPE={h.compile_scope}, "
                 f"fused_ce={int(model.use_fused_ce)} fused_mlp={int(model.blocks[0].mlp.use_fused)}, "
                 f"attention {model.attn_backend}")
 
 
 def setup_record(args, device):
     import torch
-    os.environ.setdefault("DATA_DIR", str(args.data_dir))
-    for kv in args.ref_env:
-        key, _, value = kv.partition("=")
-        os.environ[key] = value
-    sys.path.insert(0, str(args.reference.resolve().parent))  # the FA3 shim beside it
-    spec = importlib.util.spec_from_file_location("record_train_gpt", args.reference)
-    rec = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rec)
+    sys.path.insert(0, str(REPO / "scripts"))
+    import record_oracle as ro
+    env = {"DATA_DIR": os.environ.get("DATA_DIR", str(args.data_dir)),
+           **dict(kv.split("=", 1) for kv in args.ref_env)}
+    script = args.reference.resolve()
+    rec = ro.import_record(env, script, name="record_train_gpt", eager_newton_schulz=False)  # compiled, as it runs
     torch._dynamo.config.optimize_ddp = False
     torch._dynamo.config.cache_size_limit = 16
     h = rec.Hyperparameters()
     torch.manual_seed(0)
-    base = rec.GPT(h).to(device).bfloat16()
+    with ro.record_env(env, script):  # its attention reads GATED_ATTN_* when built
+        base = rec.GPT(h)
+    base = base.to(device).bfloat16()
     rec.restore_fp32_params(base)
     compiled = torch.compile(base, dynamic=False, fullgraph=True)
     optimizers = rec.Optimizers(h, base)
     for block in base.blocks:  # as its warm-up does: the rotary tables for the longest span, before tracing
         block.attn.rotary(h.train_batch_tokens // h.world_size, device, torch.bfloat16)
     loader = rec.DocumentPackingLoader(h, device)
-    pool = [loader.next_batch(h.train_batch_tokens, h.grad_accum_steps) for _ in range(8 * args.batch_steps * 2)]
+    pool = [loader.next_batch(h.train_batch_tokens, h.grad_accum_steps)
+            for _ in range(ONE_GPU_ACCUM * args.batch_steps * 2)]
     bucket = Counter(b[2].numel() for b in pool).most_common(1)[0][0]
     batches = [b for b in pool if b[2].numel() == bucket]
     timer = Timed()
@@ -191,7 +227,7 @@ def setup_record(args, device):
     loop_len = h.loop_end - h.loop_start + 1
     virtual = lambda on: h.num_layers + (h.num_loops * loop_len if on else 0)  # noqa: E731
     return dict(step=step, set_looping=set_looping, timer=timer, cfg=cfg, virtual=virtual,
-                cu=[b[2] for b in batches[:8]],
+                tokens=h.train_batch_tokens, cu=[b[2] for b in batches[:ONE_GPU_ACCUM]],
                 info=f"{args.reference.name}, cu_seqlens bucket {bucket} ({len(batches)} of {len(pool)} batches)")
 
 
@@ -235,7 +271,7 @@ def measure(args) -> dict:
                torch=torch.__version__, setup_s=time.perf_counter() - t0, peak_tflops=matmul_peak_tflops(),
                states={})
     print(f"[{args.which}] {s['info']} on {out['device']}; bf16 peak {out['peak_tflops']:.0f} TFLOP/s", flush=True)
-    for on in (False, True):
+    for on in (False, True) if args.looping else (False,):
         s["set_looping"](on)
         t0 = time.perf_counter()
         for _ in range(args.warmup):
@@ -264,7 +300,8 @@ def measure(args) -> dict:
                      peak_gib=torch.cuda.max_memory_allocated() / 2**30, kernels=rows[:200])
         out["states"]["on" if on else "off"] = state
         print(f"[{args.which}] recurrence {'on' if on else 'off'}: {ms:.1f} ms/step (fwd+bwd "
-              f"{state['fwd_bwd_ms']:.1f}, optimizer {state['optimizer_ms']:.1f}), device busy "
+              f"{state['fwd_bwd_ms']:.1f}, optimizer {state['optimizer_ms']:.1f}), "
+              f"tokens/s {s['tokens'] / ms * 1000:,.0f}, device busy "
               f"{state['device_ms']:.1f} ms in {state['launches']} launches, MFU {100 * state['mfu']:.1f}%, "
               f"compile+warm-up {compile_s:.0f} s", flush=True)
     return out
@@ -305,9 +342,27 @@ def compare_text(ours: dict, record: dict, top: int = 12) -> str:
             a, b = co.get(cls, [0.0, 0]), cr.get(cls, [0.0, 0])
             lines.append(f"{cls:40s}{a[0]:9.1f}{b[0]:9.1f}{a[0] - b[0]:+10.1f}{a[1]:8d}/{b[1]:<7d}")
         for who, data in (("ours", o), ("record", r)):
-            lines.append(f"\ntop {top} kernels, {who} (self device ms, calls, class)")
-            for row in data["kernels"][:top]:
-                lines.append(f"  {row['us'] / 1000:8.2f} {row['count']:6d}  {row['cls'][:24]:24s} {row['name'][:90]}")
+            lines += top_kernel_lines(who, data, top)
+    return "\n".join(lines)
+
+
+def top_kernel_lines(who: str, state: dict, top: int) -> list[str]:
+    lines = [f"\ntop {top} kernels, {who} (self device ms, calls, class)"]
+    for row in state["kernels"][:top]:
+        lines.append(f"  {row['us'] / 1000:8.2f} {row['count']:6d}  {row['cls'][:24]:24s} {row['name'][:90]}")
+    return lines
+
+
+def report_text(result: dict, top: int = 20) -> str:
+    """One script's profile alone: device time by kernel class and its top kernels, per recurrence state."""
+    lines = [f"{result['which']}: {result['info']} on {result['device']}"]
+    for state, data in result["states"].items():
+        busy = data["device_ms"]
+        lines.append(f"\n== recurrence {state}: {data['ms']:.1f} ms/step, device busy {busy:.1f} ms in "
+                     f"{data['launches']} launches, MFU {100 * data['mfu']:.1f}% ==")
+        for cls, (ms, count) in sorted(by_class(data["kernels"]).items(), key=lambda kv: -kv[1][0]):
+            lines.append(f"  {cls:40s}{ms:9.2f} ms {100 * ms / busy if busy else 0:5.1f}% {count:7d} launches")
+        lines += top_kernel_lines(result["which"], data, top)
     return "\n".join(lines)
 
 
@@ -319,7 +374,7 @@ def main(argv=None) -> int:
         print(compare_text(ours, record))
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference", type=Path, required=True, help="the record's train_gpt.py")
+    parser.add_argument("--reference", type=Path, help="the record's train_gpt.py (not needed with --which ours)")
     parser.add_argument("--data-dir", type=Path, required=True, help="the record's DATA_DIR layout")
     parser.add_argument("--out", type=Path, default=Path("prof_out"))
     parser.add_argument("--which", choices=("both", "ours", "record"), default="both")
@@ -328,12 +383,18 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-steps", type=int, default=4, help="steps' worth of batches kept on the GPU")
     parser.add_argument("--ours-env", action="append", default=[], help="KEY=VALUE for ours (e.g. FUSED_MLP_ENABLED=0)")
     parser.add_argument("--ref-env", action="append", default=[], help="KEY=VALUE set before importing the record")
+    parser.add_argument("--train-gpt", type=Path, help="another copy of train_gpt.py as ours (kernels.py beside it)")
+    parser.add_argument("--no-looping", dest="looping", action="store_false", help="recurrence off only")
+    parser.add_argument("--no-report", dest="report", action="store_false", help=argparse.SUPPRESS)  # `both`
     args = parser.parse_args(argv)
+    if args.which != "ours" and args.reference is None:
+        parser.error("--reference (the record's train_gpt.py) is needed to profile the record; "
+                     "or profile ours alone with --which ours")
     args.data_dir = args.data_dir.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.which == "both":  # each script in its own process, one after the other on the same GPU
         for which in ("ours", "record"):
-            cmd = [sys.executable, __file__, *argv, "--which", which]
+            cmd = [sys.executable, __file__, *argv, "--which", which, "--no-report"]
             code = subprocess.call(cmd)
             if code != 0:
                 print(f"{which}: profiling failed with exit code {code}", flush=True)
@@ -344,6 +405,8 @@ def main(argv=None) -> int:
         return 1
     result = measure(args)
     (args.out / f"{args.which}.json").write_text(json.dumps(result))
+    if args.report:  # one script asked for, not a step of `both` (whose comparison follows)
+        print(report_text(result))
     return 0
 
 

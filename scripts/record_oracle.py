@@ -1,18 +1,25 @@
-"""The record's own training script as an oracle: import it, build its model, map its weights onto ours.
+"""A record's own training script as an oracle: import it, build its model, map weights between it and ours.
 
-The record (PR #1886, `../shared/reference/record_1886_train_gpt.py`) is run here, never copied. Its
-Hyperparameters class reads the environment when the module is executed, and its attention module reads
-GATED_ATTN_* when a model is built, so both happen inside `record_env(...)`, which puts the caller's
-environment back afterwards (no knob leaks into other tests or into our own Hyperparameters).
+A record is run here, never copied. The one adapter for every script and test that drives a record's script:
+tests/test_oracle_train.py (toy size on CPU), scripts/compare_curves.py, bench_ttt_vs_reference.py,
+profile_vs_reference.py and bench_kernels.py. A record script's Hyperparameters class reads the environment when
+the module is executed, and its attention module reads GATED_ATTN_* when a model is built, so both happen inside
+`record_env(...)`, which puts the caller's environment and sys.path back afterwards (no knob leaks into other
+tests or into our own Hyperparameters).
 
-Used by tests/test_oracle_train.py (toy size on CPU) and scripts/compare_curves.py (full size on one GPU).
+Which record: every function takes the script's path (`script=`), RECORD_1886 by default; RECORD_2135's script
+imports the same FA3 shim, one folder up (`shim_dir` finds it). The environment a record is given is derived
+from our config (`record_env_for`): every setting of ours whose name the record's script reads, so a setting
+added to both scripts is passed without a list to update here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import os
+import re
 import sys
 import types
 from pathlib import Path
@@ -20,36 +27,56 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-# ../shared/reference beside the checkout (the worktrees), else shared/reference inside it (a lent GPU's copy);
-# compare_curves.py --reference points elsewhere
+sys.path.insert(0, str(REPO))
+import train_gpt as tg  # noqa: E402
+
+# ../shared/reference beside the checkout (the worktrees), else shared/reference inside it (a lent GPU's copy)
 REFERENCE_DIR = next((d for d in (REPO.parent / "shared" / "reference", REPO / "shared" / "reference")
                       if d.is_dir()), REPO.parent / "shared" / "reference")
-RECORD_SCRIPT = "record_1886_train_gpt.py"
+RECORD_1886 = REFERENCE_DIR / "record_1886_train_gpt.py"
+RECORD_2135 = REFERENCE_DIR / "record_2135" / "train_gpt.py"
+SHIM = "flash_attn_interface.py"  # FA3's Python API on torch (the records import FA3)
+ENV_READ = re.compile(r"""os\.environ\.get\(\s*["']([A-Z][A-Z0-9_]*)["']""")
 
-# The CPU toy size of reference/README.md, in our field names and in the record's env names.
+# The CPU toy size of reference/README.md, in our field names.
 TOY_SIZES = dict(num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, rope_dims=8, xsa_last_n=4,
                  loop_start=1, loop_end=2, num_loops=1, parallel_start_layer=3)
+# The oracle's own choices (eager, no fused CE kernel, no TTT at the end of its training); callers override.
 RECORD_BASE_ENV = dict(FUSED_CE_ENABLED="0", TORCH_COMPILE_DISABLE="1", TTT_ENABLED="0")
 
 
-def reference_missing_reason() -> str | None:
+def script_in(path: Path) -> Path:
+    """A record script given as itself, or as the folder that holds the #1886 script (older command lines)."""
+    path = Path(path)
+    return path / RECORD_1886.name if path.is_dir() else path
+
+
+def shim_dir(script: Path = RECORD_1886) -> Path:
+    """The folder holding the FA3 shim: the script's own (#1886) or the one above it (#2135)."""
+    script = Path(script).resolve()
+    return next((d for d in (script.parent, script.parent.parent) if (d / SHIM).is_file()), script.parent)
+
+
+def reference_missing_reason(script: Path = RECORD_1886) -> str | None:
     """None when the record script and the FA3 shim are there, else what is missing."""
-    for name in (RECORD_SCRIPT, "flash_attn_interface.py"):
-        if not (REFERENCE_DIR / name).is_file():
-            return f"the record oracle needs {REFERENCE_DIR / name} (the shared reference folder)"
+    for path in (Path(script), shim_dir(script) / SHIM):
+        if not path.is_file():
+            return f"the record oracle needs {path} (the shared reference folder)"
     return None
 
 
 @contextlib.contextmanager
-def record_env(env: dict):
-    """Set env (and the FA3 shim on sys.path) for the duration; restore everything afterwards."""
+def record_env(env: dict, script: Path = RECORD_1886):
+    """Set env (and the script's folder and the FA3 shim on sys.path) for the duration; restore afterwards."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({k: str(v) for k, v in env.items()})
-    sys.path.insert(0, str(REFERENCE_DIR))
+    paths = list(dict.fromkeys(str(d) for d in (Path(script).resolve().parent, shim_dir(script))))
+    sys.path[:0] = paths
     try:
         yield
     finally:
-        sys.path.remove(str(REFERENCE_DIR))
+        for p in paths:
+            sys.path.remove(p)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -57,49 +84,50 @@ def record_env(env: dict):
                 os.environ[k] = v
 
 
-def record_env_for(h, **extra) -> dict:
-    """The record's env names for the fields of our Hyperparameters h that both scripts have."""
-    names = dict(num_layers="NUM_LAYERS", model_dim="MODEL_DIM", num_heads="NUM_HEADS", num_kv_heads="NUM_KV_HEADS",
-                 rope_dims="ROPE_DIMS", xsa_last_n="XSA_LAST_N", loop_start="LOOP_START", loop_end="LOOP_END",
-                 num_loops="NUM_LOOPS", parallel_start_layer="PARALLEL_START_LAYER", vocab_size="VOCAB_SIZE",
-                 train_seq_len="TRAIN_SEQ_LEN", mlp_mult="MLP_MULT", qk_gain_init="QK_GAIN_INIT",
-                 logit_softcap="LOGIT_SOFTCAP", rope_base="ROPE_BASE", tied_embed_init_std="TIED_EMBED_INIT_STD",
-                 iterations="ITERATIONS", warmdown_frac="WARMDOWN_FRAC", train_batch_tokens="TRAIN_BATCH_TOKENS",
-                 ema_decay="EMA_DECAY", grad_clip_norm="GRAD_CLIP_NORM", matrix_lr="MATRIX_LR",
-                 scalar_lr="SCALAR_LR", muon_momentum="MUON_MOMENTUM", adam_eps="ADAM_EPS",
-                 muon_momentum_warmup_start="MUON_MOMENTUM_WARMUP_START",
-                 muon_momentum_warmup_steps="MUON_MOMENTUM_WARMUP_STEPS", seed="SEED")
-    env = {record: getattr(h, ours) for ours, record in names.items()}
-    for name in ("min_lr", "tied_embed_lr", "muon_wd", "adam_wd", "embed_wd", "beta1", "beta2",
-                 "muon_backend_steps", "muon_row_normalize", "enable_looping_at", "gated_attn_init_std",
-                 "gated_attn_enabled", "polar_express_ns"):  # the same name in both scripts
-        env[name.upper()] = getattr(h, name)
-    env = {k: str(int(v)) if isinstance(v, bool) else v for k, v in env.items()}
-    env["MLP_MULT"] = float(env["MLP_MULT"])
-    env = {k: str(v) for k, v in env.items()}
-    env.update(RECORD_BASE_ENV)
-    env.update({k: str(v) for k, v in extra.items()})
+def record_env_names(script: Path = RECORD_1886) -> set[str]:
+    """The environment variables the record's script reads (from its source)."""
+    return set(ENV_READ.findall(Path(script).read_text(encoding="utf-8")))
+
+
+def env_value(value) -> str:
+    return str(int(value)) if isinstance(value, bool) else str(value)
+
+
+def record_env_for(h: tg.Hyperparameters, script: Path = RECORD_1886, base: dict | None = None, **extra) -> dict:
+    """The record's environment for our config h: every field of ours that the script reads under the same
+    name, and the record's settings that equal one of ours (tg.RECORD_SAME_AS, e.g. EVAL_SEQ_LEN); then `base`
+    (RECORD_BASE_ENV unless given) and extra. An empty string of ours means "the default", which the record
+    spells its own way, so it is not passed."""
+    reads = record_env_names(script)
+    env = {f.name.upper(): getattr(h, f.name) for f in dataclasses.fields(h) if f.name.upper() in reads}
+    env.update({name: getattr(h, ours) for name, (ours, _) in tg.RECORD_SAME_AS.items() if name in reads})
+    env = {k: env_value(v) for k, v in env.items() if v != ""}
+    env.update(RECORD_BASE_ENV if base is None else base)
+    env.update({k: env_value(v) for k, v in extra.items()})
     return env
 
 
-def import_record(env: dict, name: str = "record_oracle_module"):
-    """The record script as a fresh module, its Hyperparameters read from env (and only env's knobs)."""
-    missing = reference_missing_reason()
+def import_record(env: dict, script: Path = RECORD_1886, name: str = "record_oracle_module",
+                  eager_newton_schulz: bool = True):
+    """The record script as a fresh module, its Hyperparameters read from env (and only env's knobs). It is
+    registered in sys.modules under `name`: torch.compile re-imports a traced function's module by name."""
+    missing = reference_missing_reason(script)
     if missing:
         raise FileNotFoundError(missing)
-    spec = importlib.util.spec_from_file_location(name, REFERENCE_DIR / RECORD_SCRIPT)
+    spec = importlib.util.spec_from_file_location(name, script)
     module = importlib.util.module_from_spec(spec)
-    with record_env(env):
+    sys.modules[name] = module
+    with record_env(env, script):
         spec.loader.exec_module(module)
-    # its Newton-Schulz is wrapped in torch.compile at import: run the plain function (CPU tests, eager GPU)
-    ns = module.zeropower_via_newtonschulz5
-    module.zeropower_via_newtonschulz5 = getattr(ns, "_torchdynamo_orig_callable", ns)
+    if eager_newton_schulz:  # it wraps its Newton-Schulz in torch.compile at import: the plain function instead
+        ns = module.zeropower_via_newtonschulz5
+        module.zeropower_via_newtonschulz5 = getattr(ns, "_torchdynamo_orig_callable", ns)
     return module
 
 
-def build_record_model(record, env: dict):
+def build_record_model(record, env: dict, script: Path = RECORD_1886):
     """The record's GPT with its eager MLP (its fused MLP kernel needs Hopper TMA)."""
-    with record_env(env):
+    with record_env(env, script):
         model = record.GPT(record.Hyperparameters())
     for block in model.blocks:
         block.mlp.use_fused = False
@@ -151,6 +179,20 @@ def copy_record_weights(record_model, model) -> None:
         raise KeyError(f"no record tensor for our parameters {missing}: extend record_name_map")
     for name, p in params.items():
         p.copy_(theirs[name].to(p.dtype))
+
+
+@torch.no_grad()
+def copy_our_weights(model, record_model) -> None:
+    """Load our model's weights into the record's (every record parameter must be covered): the inverse of
+    copy_record_weights, through the same name map (its banks stack our per-layer matrices)."""
+    n = len(record_model.blocks)
+    covered = {theirs for theirs, _ in record_name_map(n).values()}
+    missing = sorted({name for name, _ in record_model.named_parameters()} - covered)
+    if missing:
+        raise KeyError(f"no tensor of ours for the record's parameters {missing}: extend record_name_map")
+    ours = model.state_dict()
+    for name, target in record_view(dict(record_model.state_dict()), n).items():
+        target.copy_(ours[name].to(target.dtype))
 
 
 # ---- driving the record's own training step ----

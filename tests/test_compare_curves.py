@@ -1,7 +1,9 @@
-"""scripts/compare_curves.py at toy size on the CPU: the record and ours, from the same weights on the same
-batches, give the same train losses and the same final score (fp32 on the CPU), and its logs plot."""
+"""scripts/compare_curves.py: at toy size on the CPU the record and ours, from the same weights on the same
+batches, give the same train losses and the same final score (fp32 on the CPU), and its logs plot; `plot` on
+the log of a real CPU smoke run."""
 
 import os
+import re
 import sys
 
 import pytest
@@ -10,7 +12,6 @@ from conftest import PROXY_DATA, REPO, TOKENIZER
 
 sys.path.insert(0, str(REPO / "scripts"))
 import compare_curves  # noqa: E402
-import plot_loss  # noqa: E402
 import record_oracle  # noqa: E402
 
 
@@ -24,11 +25,35 @@ def test_toy_run_gives_the_same_curve_and_score(tmp_path, capsys):
                          "--log-every", "1", "--val-tokens", "2048", "--out-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "worst train-loss ratio" in out and "prequant val_bpb" in out
-    record, ours = (plot_loss.read_curve(tmp_path / name) for name in ("record.txt", "ours.txt"))
+    record, ours = (compare_curves.read_curve(tmp_path / name) for name in ("record.txt", "ours.txt"))
     assert [p[0] for p in record["points"]] == [p[0] for p in ours["points"]] == [1, 2]
     for (_, loss_r, _), (_, loss_o, _) in zip(record["points"], ours["points"]):
         assert abs(loss_o / loss_r - 1) < 1e-4, (loss_r, loss_o)
     bpb_r, bpb_o = record["finals"]["pre-quant"], ours["finals"]["pre-quant"]
     assert abs(bpb_o - bpb_r) < 1e-4 * bpb_r
-    plot_loss.plot([record, ours], tmp_path / "compare.png")
+    compare_curves.plot([record, ours], tmp_path / "compare.png")
     assert (tmp_path / "compare.png").stat().st_size > 0
+
+
+def test_plot_curve_and_png_from_a_real_log(smoke_log, tmp_path):
+    _, log = smoke_log
+    path = tmp_path / "smoke.txt"
+    path.write_text(log)
+    curve = compare_curves.read_curve(path)
+    steps = [int(s) for s in re.findall(r"^step:(\d+)/", log, re.M)]
+    assert [p[0] for p in curve["points"]] == steps and len(steps) >= 5
+    assert set(curve["finals"]) == {"pre-quant", "quantized", "TTT"}
+    assert curve["points"][-1][1] < curve["points"][0][1]  # it trained
+    out = compare_curves.main(["plot", str(path), str(path), "-o", str(tmp_path / "loss.png"), "--x", "time"])
+    png = (tmp_path / "loss.png").read_bytes()
+    assert out == 0 and png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_plot_refuses_a_log_without_training_steps(smoke_log, tmp_path):
+    _, log = smoke_log
+    path = tmp_path / "eval_only.txt"
+    path.write_text(re.sub(r"^step:.*\n", "", log, flags=re.M))
+    with pytest.raises(SystemExit, match="no 'step:N/M train_loss"):
+        compare_curves.read_curve(path)
+    with pytest.raises(SystemExit, match="no such file"):
+        compare_curves.main(["plot", str(tmp_path / "missing.txt")])

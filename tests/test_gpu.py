@@ -1,14 +1,28 @@
 """Checks that need a CUDA GPU (run on the lent device: `python -m pytest tests/test_gpu.py`).
-On a machine without CUDA they are skipped, and CI reports them as skipped."""
+On a machine without CUDA they are skipped, and CI reports them as skipped.
 
+The FlashAttention 3 branch (the `fa3` tests) needs `flash_attn_interface` importable as well; install the
+wheel into its own folder, never into the environment the training runs use (the registry's `tokenspeed-fa3`
+build is forward-only, so a training run that picks it up fails at its first backward):
+    python3 -m pip install -q --no-deps --no-index --target /tmp/fa3site .whl/fa3/tokenspeed_fa3-*.whl
+    PYTHONPATH=/tmp/fa3site python3 -m pytest -q tests/test_gpu.py -k fa3
+"""
+
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import torch
 
 import kernels
 import train_gpt as tg
+from conftest import REPO, clean_env
 from kernel_checks import check_backward_rounds_like_the_record
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_fa3 = pytest.mark.skipif(tg.fa3_varlen_func is None, reason="flash_attn_interface (FA3) does not import: "
+                               "put its folder on PYTHONPATH (see this file's docstring)")
 
 
 def _random_layout(total, max_len, device):
@@ -80,3 +94,106 @@ def test_fused_mlp_refuses_fp32_on_the_gpu():
     x, w_up, w_down = (torch.randn(*shape, device="cuda") for shape in ((64, 512), (2048, 512), (512, 2048)))
     with pytest.raises(ValueError, match="bf16 or fp16.*FUSED_MLP_ENABLED=0"):
         kernels.fused_mlp(x, w_up, w_down)
+
+
+# ---- FlashAttention 3 ----
+
+FA3_MAX_REL = 2e-2  # of max(1, |reference|): ~2 bf16 ulps; the two kernels round their bf16 outputs differently
+FA3_MEAN_ABS = 1e-3
+FA3_FP32_ERR_FACTOR, FA3_FP32_ERR_SLACK = 2.0, 2e-3  # fa3's error against fp32 vs torch_varlen's
+FA3_LOSS_TOL = 5e-3  # nats, on a loss of ~9 (random weights): bf16 rounding through 11 layers
+FA3_SEQ_LEN, FA3_HEADS, FA3_KV_HEADS, FA3_HEAD_DIM, BOS = 2048, 8, 4, 64, 1
+FINEWEB_MICRO_BATCH = 98_304  # tokens of one rank's micro-batch at the record's batch size
+
+
+def _doc_stream(lengths, rng, vocab: int = 8192) -> np.ndarray:
+    """A token stream of documents of the given lengths, each starting with BOS."""
+    tokens = rng.integers(4, vocab, size=int(sum(lengths)) + 1)
+    tokens[np.cumsum([0] + list(lengths[:-1]))] = BOS
+    return tokens
+
+
+def _fineweb_like(rng, count: int = 400) -> list[int]:
+    lengths = np.maximum(1, rng.lognormal(np.log(800) - 0.5, 1.0, count)).astype(int)
+    kept = list(lengths[np.cumsum(lengths) <= FINEWEB_MICRO_BATCH])
+    return kept + [FINEWEB_MICRO_BATCH - sum(kept)]
+
+
+FA3_LAYOUTS = {  # document lengths of each tested window (tokens before cutting at FA3_SEQ_LEN)
+    "one document of 2048": lambda rng: [2048],
+    "one document of 5000 (cut into 2048+2048+904)": lambda rng: [5000],
+    "8 x 2048": lambda rng: [2048] * 8,
+    "ragged 1..3000, with 1-token documents": lambda rng: [1, 3000, 1, 17, 2047, 2049, 1, 777, 4096, 500, 2857],
+    "200 short documents (1..64)": lambda rng: list(rng.integers(1, 65, 200)),
+    "FineWeb-like micro-batch of 98,304 tokens": _fineweb_like,
+}
+
+
+@needs_fa3
+@pytest.mark.parametrize("layout_name", list(FA3_LAYOUTS))
+def test_fa3_matches_torch_varlen_on_packed_gqa_batches(layout_name):
+    """train_gpt.varlen_attention with "fa3" against "torch_varlen" (the path the benchmarks run) on packed
+    multi-document GQA batches cut by train_gpt's own packing; both also against an fp32 reference (exact
+    per-piece padded SDPA): fa3's error at most about torch_varlen's."""
+    rng = np.random.default_rng(0)
+    batch = tg.pack_window(_doc_stream(FA3_LAYOUTS[layout_name](rng), rng), BOS, FA3_SEQ_LEN).to("cuda")
+    layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    shapes = ((FA3_HEADS, FA3_HEAD_DIM), (FA3_KV_HEADS, FA3_HEAD_DIM), (FA3_KV_HEADS, FA3_HEAD_DIM))
+    q, k, v = (torch.randn(batch.inputs.numel(), *shape, device="cuda", generator=gen).bfloat16()
+               for shape in shapes)
+    fa3 = tg.varlen_attention(q, k, v, layout, "fa3").float()
+    varlen = tg.varlen_attention(q, k, v, layout, "torch_varlen").float()
+    group = FA3_HEADS // FA3_KV_HEADS  # kv heads expanded so that SDPA takes its memory-efficient kernel
+    ref = tg.padded_sdpa_varlen(q.float(), k.float().repeat_interleave(group, 1),
+                                v.float().repeat_interleave(group, 1), layout)
+    diff = (fa3 - varlen).abs()
+    assert fa3.shape == varlen.shape
+    assert (diff / ref.abs().clamp_min(1.0)).max().item() <= FA3_MAX_REL
+    assert diff.mean().item() <= FA3_MEAN_ABS
+    err_fa3, err_varlen = (fa3 - ref).abs().max().item(), (varlen - ref).abs().max().item()
+    assert err_fa3 <= FA3_FP32_ERR_FACTOR * err_varlen + FA3_FP32_ERR_SLACK, (err_fa3, err_varlen)
+
+
+def _fa3_model_loss(h, backend: str, compiled: bool) -> float:
+    torch.manual_seed(0)
+    model = tg.GPT(h).to("cuda")
+    model.configure_kernels(torch.device("cuda"), h.fused_ce_enabled, h.fused_mlp_enabled)
+    assert model.attn_backend == "fa3"  # chosen by itself where FA3 imports
+    model.attn_backend = backend
+    rng = np.random.default_rng(1)
+    lengths = list(np.maximum(1, rng.lognormal(np.log(800) - 0.5, 1.0, 40)).astype(int))
+    batch = tg.pack_window(_doc_stream(lengths, rng), BOS, h.train_seq_len).to("cuda")
+    fn = tg.compile_for_training(model, h, torch.device("cuda")) if compiled else model  # as training compiles
+    with torch.no_grad():
+        return fn(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen).item()
+
+
+@needs_fa3
+def test_fa3_model_forward_matches_torch_varlen():
+    """One forward of the full-size GPT (record config), eager: fa3 against torch_varlen; and the same model
+    with fa3 under torch.compile against eager (4 layers, to keep the compile short)."""
+    h = tg.load_hyperparameters({})
+    assert abs(_fa3_model_loss(h, "fa3", False) - _fa3_model_loss(h, "torch_varlen", False)) <= FA3_LOSS_TOL
+    small = tg.load_hyperparameters(dict(NUM_LAYERS="4", LOOP_START="1", LOOP_END="2", NUM_LOOPS="1",
+                                         PARALLEL_START_LAYER="3", XSA_LAST_N="4"))
+    assert abs(_fa3_model_loss(small, "fa3", True) - _fa3_model_loss(small, "fa3", False)) <= FA3_LOSS_TOL
+
+
+@needs_fa3
+def test_fa3_is_chosen_and_logged(tmp_path):
+    """attention_backend() picks fa3, and train_gpt.py itself (SMOKE sizes on this GPU) logs
+    `attention_backend:fa3` on its model_params line; the run is stopped after that line."""
+    assert tg.attention_backend(torch.device("cuda")) == "fa3"
+    proc = subprocess.Popen([sys.executable, str(REPO / "train_gpt.py")], cwd=tmp_path, text=True,
+                            env=clean_env(SMOKE=1, RUN_ID="fa3_log"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line.rstrip())
+        if line.startswith("model_params:"):
+            break
+    proc.kill()
+    proc.wait()
+    assert seen and seen[-1].startswith("model_params:"), "\n".join(seen[-10:])
+    assert "attention_backend:fa3" in seen[-1].split()

@@ -21,8 +21,8 @@ from conftest import PROXY_DATA, REPO, TOKENIZER, clean_env
 from test_data import write_shard
 
 sys.path.insert(0, str(REPO / "scripts"))
+import compare_curves  # noqa: E402
 import download_data  # noqa: E402
-import plot_loss  # noqa: E402
 
 SAMPLE = REPO / "sample_data"
 SHARED_PROXY = REPO.parent / "shared" / "data" / "proxy"
@@ -293,14 +293,14 @@ def test_download_fetches_the_manifest_first():
     assert download_data.select_files(files, "sp8192", 1)[0] == "manifest.json"
 
 
-def test_plot_loss_refuses_folders_and_binary_files(tmp_path):
-    with pytest.raises(SystemExit, match="is a folder"):
-        plot_loss.main([str(tmp_path)])
+def test_plot_refuses_folders_and_binary_files(tmp_path):
+    with pytest.raises(SystemExit, match="not a file.*not a folder"):
+        compare_curves.main(["plot", str(tmp_path)])
     (tmp_path / "a.golf").write_bytes(b"GOLFART\x01\xff\xfe\x00\x81")
-    with pytest.raises(SystemExit, match="not a text file"):
-        plot_loss.main([str(tmp_path / "a.golf")])
-    with pytest.raises(SystemExit, match="no such log file"):
-        plot_loss.main([str(tmp_path / "missing.txt")])
+    with pytest.raises(SystemExit, match="binary data, not a train_gpt.py log"):
+        compare_curves.main(["plot", str(tmp_path / "a.golf")])
+    with pytest.raises(SystemExit, match="no such file"):
+        compare_curves.main(["plot", str(tmp_path / "missing.txt")])
 
 
 def test_a_model_dim_the_fused_mlp_cannot_address_is_refused_on_the_gpu_only():

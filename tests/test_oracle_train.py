@@ -51,6 +51,23 @@ def oracle():
     return ro.import_record(env), env, h
 
 
+def test_the_records_settings_are_derived_from_ours():
+    """Every setting of ours that the record's script reads reaches it under that name (no hand-kept list: the
+    two maps this replaced had lost LN_SCALE and SKIP_GATES_ENABLED), and nothing it does not read. The #2135
+    script's names are read the same way."""
+    _require_reference()
+    h = _toy_h(ln_scale=0, skip_gates_enabled=0, mlp_mult=3, ttt_lora_rank=5)
+    env = ro.record_env_for(h)
+    assert not set(env) - ro.record_env_names() - set(ro.RECORD_BASE_ENV)
+    assert env["EVAL_SEQ_LEN"] == str(h.train_seq_len)  # the record's setting that must equal one of ours
+    record_h = ro.import_record(env).Hyperparameters
+    assert (record_h.ln_scale, record_h.skip_gates_enabled, record_h.mlp_mult, record_h.ttt_lora_rank) == (
+        False, False, 3.0, 5)
+    if ro.RECORD_2135.is_file():
+        assert "CASEOPS_ENABLED" in ro.record_env_names(ro.RECORD_2135)
+        assert ro.shim_dir(ro.RECORD_2135) == ro.REFERENCE_DIR.resolve()
+
+
 def _models(oracle, seed=0, perturb=0.0):
     """The record's model and ours with the record's weights. perturb > 0 adds noise to every weight so that
     every path (zero-initialised projections, gates, lanes, skips) carries signal and gradient."""

@@ -23,7 +23,7 @@ DOC_RELATIVE_TOLERANCE = 1e-5
 
 
 def _run_bench(capsys, monkeypatch, **env) -> tuple[dict, str]:
-    if not (bench.REFERENCE / "record_1886_train_gpt.py").exists() or not VAL.exists():
+    if bench.ro.reference_missing_reason() or not VAL.exists():
         if os.environ.get("CI") == "true":
             pytest.fail("../shared/reference or the proxy2 val shard is missing: the TTT oracle must run in CI")
         pytest.skip("no ../shared/reference here")

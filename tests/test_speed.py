@@ -2,8 +2,9 @@
 direct read whatever order it is asked in, and the loop waits for the device only where it reports a time."""
 
 import math
-import types
+import sys
 
+import pytest
 import torch
 
 from conftest import PROXY_DATA, TOKENIZER
@@ -54,42 +55,39 @@ def test_the_loop_synchronises_only_at_reported_times(tmp_path, monkeypatch):
     assert len(calls) == 1 + 7 + 1 + 1
 
 
-def _profile_gpu():
-    """scripts/profile_gpu.py as a module, bound to the train_gpt the tests import (its main() imports one)."""
-    import importlib.util
+def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
+    """profile_vs_reference.py's side of ours on the CPU at toy size: its steps are train_gpt.train_step's (8
+    micro-batches, steps 0, 1, ...) and train the model, and its FLOP formula equals the count from the model's
+    own matrices (one piece), recurrence off and on."""
+    import argparse
 
     from conftest import REPO
-    spec = importlib.util.spec_from_file_location("profile_gpu", REPO / "scripts" / "profile_gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.tg = tg
-    return module
+    sys.path.insert(0, str(REPO / "scripts"))
+    import profile_vs_reference as prof
+    calls, real_step = [], tg.train_step
 
-
-def test_profile_gpu_steps_through_train_step_and_counts_model_flops():
-    """profile_gpu.py's `train` part on the CPU at toy size: its steps are train_gpt.train_step's (8
-    micro-batches, the stream's steps 0, 1, ...), and its FLOP count is the hand formula on one piece."""
-    profile_gpu = _profile_gpu()
-    h, ctx = _h(TRAIN_BATCH_TOKENS=2048), tg.DistContext()
-    torch.manual_seed(0)
-    model = tg.GPT(h)
-    model.configure_kernels(ctx.device, h.fused_ce_enabled, h.fused_mlp_enabled)
-    loader = tg.TrainLoader(h, ctx, profile_gpu.ONE_GPU_ACCUM)
-    opt = tg.Optimizers(model, h, ctx)
+    def train_step(*args):
+        calls.append(args[4:6])  # (step, micro-batches)
+        return real_step(*args)
+    monkeypatch.setattr(tg, "train_step", train_step)
+    settings = dict(SMOKE=1, DATA_PATH=PROXY_DATA, FUSED_CE_ENABLED=0, FUSED_MLP_ENABLED=0, TRAIN_BATCH_TOKENS=2048)
+    args = argparse.Namespace(train_gpt=None, data_dir=PROXY_DATA, batch_steps=2,
+                              ours_env=[f"{k}={v}" for k, v in settings.items()])
+    s = prof.setup_ours(args, torch.device("cpu"))
+    model = s["model"]
     before = [p.detach().clone() for p in model.parameters()]
-    one_step = profile_gpu.training_steps(tg.compile_for_training(model, h, ctx.device), model, loader, opt, h)
-    losses = [one_step().item() for _ in range(2)]
-    assert all(math.isfinite(loss) for loss in losses)
+    losses = [s["step"]().item() for _ in range(2)]
+    assert calls == [(0, 8), (1, 8)] and all(math.isfinite(loss) for loss in losses)
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
-    assert loader.prepared[0] == (2, 0)  # it read steps 0 and 1, all 8 micro-batches each
+    assert all(ms >= 0 for ms in s["timer"].split())
 
+    h = tg.load_hyperparameters({k: str(v) for k, v in settings.items()})
     length = 100
-    piece = types.SimpleNamespace(cu_seqlens=torch.tensor([0, length]))
     block_matrices = sum(p.numel() for m in (model.blocks[0].attn, model.blocks[0].mlp)
                          for p in m.parameters() if p.ndim == 2)
     for looping, virtual_layers in ((False, h.num_layers),
                                     (True, h.num_layers + h.num_loops * (h.loop_end - h.loop_start + 1))):
-        model.looping = looping
         matmuls = 6 * length * (h.vocab_size * h.model_dim + virtual_layers * block_matrices)
         attention = 3 * 4 * (length * (length + 1) / 2) * h.num_heads * h.head_dim * virtual_layers
-        assert profile_gpu.model_flops_per_step(model, h, [piece]) == matmuls + attention
+        flops = prof.model_flops(s["cfg"], s["virtual"](looping), [torch.tensor([0, length])])
+        assert flops == pytest.approx(matmuls + attention, rel=1e-12)
