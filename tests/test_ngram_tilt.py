@@ -31,14 +31,19 @@ RECORD_OFF_CHANNELS = dict(within_tau=99.0, within_boost=0.0, word_order=4, word
 SCORE_TOLERANCE = 1e-6
 
 
+def _require(present: bool, what: str):
+    """Skip where ../shared is not beside the repo; in CI, fail instead: these tests must run there."""
+    if not present:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{what} is missing: the n-gram tilt tests must run in CI")
+        pytest.skip(f"no {what} here")
+
+
 @pytest.fixture(scope="module")
 def record(tmp_path_factory):
     """The record's online_ngram_tilt module, from a copy (it builds its C library next to itself)."""
-    if not (RECORD / "online_ngram_tilt.py").exists() or not VAL_XZ.exists() or not shutil.which("gcc"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("../shared/reference/record_2135, the proxy2_caseops val shard or gcc is missing: "
-                        "the n-gram tilt oracle must run in CI")
-        pytest.skip("no ../shared/reference/record_2135 here")
+    _require((RECORD / "online_ngram_tilt.py").exists() and shutil.which("gcc") is not None,
+             "../shared/reference/record_2135 (or gcc)")
     folder = tmp_path_factory.mktemp("record_2135")
     for name in ("online_ngram_tilt.py", "online_ngram_state.c"):
         shutil.copy(RECORD / name, folder / name)
@@ -49,8 +54,9 @@ def record(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def targets(record) -> np.ndarray:
+def targets() -> np.ndarray:
     """The scored targets of the val stream's first PREFIX_TOKENS + 1 tokens, as the record makes them."""
+    _require(VAL_XZ.exists(), "../shared/data/proxy2_caseops val shard")
     with lzma.open(VAL_XZ) as f:
         raw = f.read(SHARD_HEADER_BYTES + 2 * (PREFIX_TOKENS + 1))
     return np.frombuffer(raw, dtype="<u2", offset=SHARD_HEADER_BYTES)[1:].copy()
