@@ -77,6 +77,9 @@ def test_against_a_published_record(logs, tmp_path, capsys):
     seed_stats.main(["--new", *map(str, logs["new"]), "--old-submission", str(_published(tmp_path, worse)),
                      "--p", "1e-9"])
     assert "does not beat old by 0.005 nats at p < 1e-09" in capsys.readouterr().out
+    seed_stats.main(["--new", *map(str, logs["new"]), "--baseline", "sp8192"])  # smoke runs: 4 bpb, not 1.07
+    out = capsys.readouterr().out
+    assert out.startswith("old: PR #1886") and "does not beat old" in out
 
 
 def test_bad_inputs_are_refused(logs, tmp_path):
