@@ -51,7 +51,8 @@ LOCATION_FIELDS = {"run_id", "artifact_path", "data_dir", "data_path", "tokenize
 PRESET_FIELDS = ("recipe", "smoke")
 DEFAULT_RECIPE = "1886"  # the recipe of logs that do not name one: train_gpt's defaults reproduce PR #1886
 RUN_ID_SEED = re.compile(r"seed[_-]?(\d+)(?!\d)", re.I)  # a RUN_ID such as seed42 or fce_seed_42 names the seed
-DATA_COMMANDS = {"sp8192": "python scripts/download_data.py --variant sp8192 --train-shards 80"}
+DATA_COMMANDS = {family: f"python scripts/download_data.py --variant {family} --train-shards 80"
+                 for family in ("sp8192", "caseops")}  # the tokenizer families download_data.py fetches
 ROUNDING = 0.5e-8  # the final lines print val_loss and val_bpb with 8 decimals
 REQUIREMENTS = """\
 # Python 3.10+. On the GPU machine, torch with CUDA (the record used 8xH100 SXM, CUDA 12.8).
