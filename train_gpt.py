@@ -259,15 +259,12 @@ class Hyperparameters:
     # the global-SGD split); this many GPUs are reproduced at any world size that divides it
     ttt_record_world_size: int = knob(8, at_least(1))
     ttt_compile: bool = True  # torch.compile the TTT chunk forward/backward (CUDA, with COMPILE=1)
-    # The record's other TTT settings, under its names and defaults; a field in TTT_NOT_WIRED accepts only its
-    # default (no setting may silently do nothing).
+    # the record's other TTT settings, under its names and defaults (the ones not implemented: RECORD_FIXED)
     ttt_eval_seq_len: int = knob(2048, at_least(1))  # longest context a TTT chunk is scored with
-    ttt_grad_steps: int = knob(1, at_least(1))  # adapter steps per chunk
     ttt_k_lora: bool = True  # LoRA on the key projection
     ttt_o_lora: bool = True  # LoRA on the attention output projection
     ttt_mlp_lora: bool = True  # LoRA beside the MLP
     global_ttt_epochs: int = knob(1, NON_NEGATIVE)
-    global_ttt_batch_seqs: int = knob(32, at_least(1))
     global_ttt_grad_clip: float = knob(1.0, NON_NEGATIVE)  # 0: no clipping
     global_ttt_warmup_chunks: int = knob(0, NON_NEGATIVE)
     global_ttt_warmup_start_lr: float = knob(0.0, NON_NEGATIVE)
@@ -288,9 +285,6 @@ class Hyperparameters:
     @property
     def head_dim(self) -> int:
         return self.model_dim // self.num_heads
-
-
-TTT_NOT_WIRED = ("ttt_grad_steps", "global_ttt_batch_seqs")
 
 
 def data_layout(data_dir: str, vocab_size: int) -> dict[str, str]:
@@ -2317,15 +2311,11 @@ def batch_adapters(state: TTTState, gpu: int, rows: int) -> dict:
 
 def new_ttt_state(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
                   chunk_fn, plan: TTTPlan) -> TTTState:
-    G = h.ttt_record_world_size
-    if G % ctx.world_size:
-        raise ValueError(f"TTT_RECORD_WORLD_SIZE={G} must be a multiple of the world size {ctx.world_size}")
-    if h.ttt_eval_seq_len > h.train_seq_len:
-        raise ValueError(f"TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} must be at most TRAIN_SEQ_LEN={h.train_seq_len}")
+    check_ttt_settings(h, ctx.world_size)
     shapes = lora_shapes(h, len(sum(virtual_layer_order(h, model.looping), [])))
     # every virtual GPU draws from its own generator seeded alike, as the record's GPUs draw from their own
     # CPU generators (seeded alike); seeded here, so that the score does not depend on what ran before
-    gens = {g: torch.Generator().manual_seed(h.seed) for g in range(G)}
+    gens = {g: torch.Generator().manual_seed(h.seed) for g in range(h.ttt_record_world_size)}
     state = TTTState(model, h, ctx, plan, tables, torch.from_numpy(tokens.astype(np.int64)).to(ctx.device), chunk_fn,
                      shapes, LoRAWork(h, shapes, ctx.device), gens, {},
                      torch.zeros(3, dtype=torch.float64, device=ctx.device),
@@ -2414,6 +2404,9 @@ RECORD_FIXED = {
     "VAL_DOC_FRACTION": ("1.0", "validation scores every document (VAL_MAX_TOKENS cuts it for smoke runs)"),
     "TTT_EVAL_BATCHES": ("", "the record's debugging subset of TTT batches is not implemented"),
     "ARTIFACT_DIR": ("", "the log goes to logs/<RUN_ID>.txt and the artifact to ARTIFACT_PATH"),
+    "TTT_GRAD_STEPS": ("1", "one adapter step per chunk is implemented (the record's default)"),
+    "GLOBAL_TTT_BATCH_SEQS": ("32", "the global SGD takes each GPU's piece of a chunk in one batch (the record's "
+                                    "default, 32 sequences, holds a piece whole)"),
     "MATRIX_CLIP_SIGMAS": ("12.85", "it covers matrices outside attention and the MLP, and this model has none "
                                     "(use ATTN_CLIP_SIGMAS, MLP_CLIP_SIGMAS, EMBED_CLIP_SIGMAS)"),
 }
@@ -2579,20 +2572,20 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
         raise ValueError(f"MAX_WALLCLOCK_SECONDS={h.max_wallclock_seconds} leaves no training time after "
                          f"GPTQ_RESERVE_SECONDS={h.gptq_reserve_seconds} (0 means no cap)")
     if h.ttt_enabled:  # TTT runs after training and GPTQ: its settings must not fail only then
-        if h.ttt_record_world_size % world_size:
-            raise ValueError(f"TTT_RECORD_WORLD_SIZE={h.ttt_record_world_size} must be a multiple of the world "
-                             f"size {world_size}")
-        if h.ttt_eval_seq_len > h.train_seq_len:
-            raise ValueError(f"TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} must be at most TRAIN_SEQ_LEN={h.train_seq_len}")
-        if h.ttt_chunk_size > h.ttt_eval_seq_len:
-            raise ValueError(f"TTT_CHUNK_SIZE={h.ttt_chunk_size} must be at most TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} "
-                             "(a scored chunk sits inside its context window)")
-    defaults = Hyperparameters()
-    for name in TTT_NOT_WIRED:
-        if getattr(h, name) != getattr(defaults, name):
-            raise ValueError(f"{name.upper()}={getattr(h, name)!r}: only the record's default "
-                             f"{getattr(defaults, name)!r} is implemented so far")
+        check_ttt_settings(h, world_size)
     return grad_accum_steps
+
+
+def check_ttt_settings(h: Hyperparameters, world_size: int) -> None:
+    """TTT's preconditions, checked at start and again by the evaluator (which tests and benches call directly)."""
+    if h.ttt_record_world_size % world_size:
+        raise ValueError(f"TTT_RECORD_WORLD_SIZE={h.ttt_record_world_size} must be a multiple of the world size "
+                         f"{world_size}")
+    if h.ttt_eval_seq_len > h.train_seq_len:
+        raise ValueError(f"TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} must be at most TRAIN_SEQ_LEN={h.train_seq_len}")
+    if h.ttt_chunk_size > h.ttt_eval_seq_len:
+        raise ValueError(f"TTT_CHUNK_SIZE={h.ttt_chunk_size} must be at most TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} "
+                         "(a scored chunk sits inside its context window)")
 
 
 def file_sha256(path: str | Path) -> str:
