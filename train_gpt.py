@@ -79,6 +79,7 @@ ARTIFACT_LIMIT_BYTES = 16_000_000  # decimal, challenge rule
 EVAL_LIMIT_SECONDS = 600  # challenge rule: evaluation, TTT included, within 10 minutes
 RECORD_MODEL_BYTES = 15_949_274  # the record's largest compressed model of its three seeds (its logs)
 COMPILE_SCOPES = ("layers", "model")
+MICRO_BATCHES = 8  # per optimizer step: the record's 8 GPUs, one each; a world size that divides it accumulates
 SHARD_MAGIC = 20240520  # the challenge's shard header
 SHARD_VERSION = 1
 SHARD_HEADER_WORDS = 256
@@ -285,6 +286,10 @@ class Hyperparameters:
     @property
     def head_dim(self) -> int:
         return self.model_dim // self.num_heads
+
+    @property
+    def micro_batch_tokens(self) -> int:
+        return self.train_batch_tokens // MICRO_BATCHES
 
 
 def data_layout(data_dir: str, vocab_size: int) -> dict[str, str]:
@@ -608,10 +613,19 @@ class PackedBatch:
         return PackedBatch(move(self.inputs), move(self.targets), move(self.positions),
                            move(self.cu_seqlens), self.max_seqlen)
 
+    @property
+    def layout(self) -> dict:
+        return varlen_layout(self.positions, self.cu_seqlens, self.max_seqlen)
+
     def pin_memory(self) -> "PackedBatch":
         """Page-locked copies: their copy to the GPU runs asynchronously and never stalls the host."""
         return PackedBatch(self.inputs.pin_memory(), self.targets.pin_memory(), self.positions.pin_memory(),
                            self.cu_seqlens.pin_memory(), self.max_seqlen)
+
+
+def varlen_layout(positions: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> dict:
+    """What varlen attention reads of a packed batch (the model's "varlen" layout)."""
+    return dict(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, positions=positions)
 
 
 def piece_starts(inputs: np.ndarray, bos_id: int, max_len: int) -> np.ndarray:
@@ -639,22 +653,23 @@ def pack_window(window: np.ndarray, bos_id: int, max_len: int) -> PackedBatch:
 
 
 class TrainLoader:
-    """Deterministic: step s, micro-window j of 8 sits at a fixed offset of the shard stream (shards in name order).
-    While the GPU runs one micro-batch, a background thread reads and packs the next one (into page-locked
-    memory on a GPU), so the training loop only launches an asynchronous copy. Asked for any other batch
-    than the one prepared (warm-up restarts, GPTQ calibration), it prepares that one itself: the same bytes."""
+    """Deterministic: micro-window j of step s (of MICRO_BATCHES) sits at a fixed offset of the shard stream
+    (shards in name order). While the GPU runs one micro-batch, a background thread reads and packs the next one
+    (into page-locked memory on a GPU), so the training loop only launches an asynchronous copy. Asked for any
+    other batch than the one prepared (warm-up restarts, GPTQ calibration), it prepares that one itself: the
+    same bytes."""
 
     def __init__(self, h: Hyperparameters, ctx: DistContext, grad_accum_steps: int):
         # shards in name order for every seed, as the record reads them (the seed changes the weights only)
         self.stream = TokenStream(find_shards(h.data_path, "train"))
-        self.micro_tokens = h.train_batch_tokens // 8
         self.h, self.ctx, self.accum = h, ctx, grad_accum_steps
         self.prefetcher = ThreadPoolExecutor(max_workers=1)
         self.prepared: tuple[tuple[int, int], Future] | None = None  # ((step, micro), its host batch)
 
     def host_batch(self, step: int, micro_step: int) -> PackedBatch:
-        window_index = step * 8 + self.ctx.rank * self.accum + micro_step
-        window = self.stream.read(window_index * self.micro_tokens, self.micro_tokens + 1)
+        window_index = step * MICRO_BATCHES + self.ctx.rank * self.accum + micro_step
+        tokens = self.h.micro_batch_tokens
+        window = self.stream.read(window_index * tokens, tokens + 1)
         batch = pack_window(window, self.h.bos_id, self.h.train_seq_len)
         return batch.pin_memory() if self.ctx.device.type == "cuda" else batch
 
@@ -1091,8 +1106,7 @@ class GPT(nn.Module):
 
     def packed_loss(self, ids, targets, rope, positions, cu_seqlens, max_seqlen: int):
         """forward() with the RoPE tables given (CompiledLoss compiles this)."""
-        layout = dict(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, positions=positions)
-        lanes = self.residual_lanes(ids, rope, layout, regions=self.regions)
+        lanes = self.residual_lanes(ids, rope, varlen_layout(positions, cu_seqlens, max_seqlen), regions=self.regions)
         return (self.regions.loss if self.regions else self.loss)(lanes, targets)
 
     def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor, rows_per_chunk: int = 32_768):
@@ -1547,8 +1561,7 @@ def evaluate(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparamet
     per_target = torch.zeros(len(tokens) - 1, dtype=torch.float32, device=ctx.device) \
         if keep_token_losses else None
     for batch, index in val_windows(tokens, h, ctx):
-        layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
-        losses = model.token_losses(model.hidden(batch.inputs, batch.positions, layout), batch.targets)
+        losses = model.token_losses(model.hidden(batch.inputs, batch.positions, batch.layout), batch.targets)
         nbytes = tables.target_bytes(batch.inputs, batch.targets)
         sums += torch.stack([losses.double().sum(), nbytes.sum().double(),
                              torch.tensor(float(losses.numel()), dtype=torch.float64, device=ctx.device)])
@@ -1638,8 +1651,7 @@ def collect_hessians(model: GPT, batches, ctx: DistContext) -> dict[str, torch.T
         b.mlp.use_fused = False
     try:
         for batch in batches:
-            layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
-            add("lm_head", model.hidden(batch.inputs, batch.positions, layout))
+            add("lm_head", model.hidden(batch.inputs, batch.positions, batch.layout))
     finally:
         for hook in hooks:
             hook.remove()
@@ -2267,8 +2279,7 @@ def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistCont
                 if a == b or b + 1 > len(stream):
                     continue
                 batch = global_sgd_piece(stream, a, b, h).to(ctx.device)
-                layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
-                losses = model.token_losses(model.hidden(batch.inputs, batch.positions, layout), batch.targets)
+                losses = model.token_losses(model.hidden(batch.inputs, batch.positions, batch.layout), batch.targets)
                 (losses.mean() / G).backward()
             all_reduce_gradients(params, ctx)
             if h.global_ttt_grad_clip > 0:
@@ -2548,13 +2559,11 @@ def load_hyperparameters(environ: dict | None = None) -> Hyperparameters:
 def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
     """Check the invariants between settings once, before any compute; return grad_accum_steps. (Each
     setting's own range is checked when the config is built.) Messages say which variable to change."""
-    if 8 % world_size != 0:
-        raise ValueError(f"world size {world_size} must divide 8 (use --nproc_per_node=1, 2, 4 or 8)")
-    grad_accum_steps = 8 // world_size
-    micro_tokens = h.train_batch_tokens // 8
-    if h.train_batch_tokens % 8 or micro_tokens % h.train_seq_len:
-        raise ValueError(f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} must split into 8 micro-batches that are "
-                         f"whole multiples of TRAIN_SEQ_LEN={h.train_seq_len}")
+    if MICRO_BATCHES % world_size != 0:
+        raise ValueError(f"world size {world_size} must divide {MICRO_BATCHES} (use --nproc_per_node=1, 2, 4 or 8)")
+    if h.train_batch_tokens % MICRO_BATCHES or h.micro_batch_tokens % h.train_seq_len:
+        raise ValueError(f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} must split into {MICRO_BATCHES} micro-batches "
+                         f"that are whole multiples of TRAIN_SEQ_LEN={h.train_seq_len}")
     if h.model_dim % h.num_heads or h.num_heads % h.num_kv_heads:
         raise ValueError("MODEL_DIM must divide by NUM_HEADS, and NUM_HEADS by NUM_KV_HEADS")
     if h.rope_dims % 2 or h.rope_dims > h.head_dim:
@@ -2573,7 +2582,7 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
                          f"GPTQ_RESERVE_SECONDS={h.gptq_reserve_seconds} (0 means no cap)")
     if h.ttt_enabled:  # TTT runs after training and GPTQ: its settings must not fail only then
         check_ttt_settings(h, world_size)
-    return grad_accum_steps
+    return MICRO_BATCHES // world_size
 
 
 def check_ttt_settings(h: Hyperparameters, world_size: int) -> None:
@@ -2895,7 +2904,7 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model_params:{n_params} attention_backend:{model.attn_backend} fused_ce:{int(model.use_fused_ce)} "
         f"fused_mlp:{int(model.blocks[0].mlp.use_fused)} grad_accum_steps:{accum} "
-        f"micro_batch_tokens:{h.train_batch_tokens // 8} val_tokens:{len(val_tokens)}")
+        f"micro_batch_tokens:{h.micro_batch_tokens} val_tokens:{len(val_tokens)}")
     failure = None
     # ---- training, pre-quantization eval, artifact ----
     if not h.eval_only:
