@@ -750,8 +750,8 @@ def attention_backend(device: torch.device) -> str:
 
 # Whether this torch's varlen_attn takes enable_gqa; decided once, outside any traced code (an exception
 # raised inside torch.compile's trace breaks the graph).
-TORCH_VARLEN_GQA = torch_varlen_attn is not None and \
-    "enable_gqa" in inspect.signature(torch_varlen_attn).parameters
+TORCH_VARLEN_GQA = (torch_varlen_attn is not None
+                    and "enable_gqa" in inspect.signature(torch_varlen_attn).parameters)
 
 
 def _torch_varlen_gqa(q, k, v, cu_seqlens, max_seqlen):
@@ -853,8 +853,8 @@ class Attention(nn.Module):
         self.proj = CastedLinear(h.num_heads * h.head_dim, h.model_dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((h.num_heads,), h.qk_gain_init))
         # GatedAttn: sigmoid(W x) per head scales the attention output before the projection
-        self.gate_weight = nn.Parameter(torch.randn(h.num_heads, h.model_dim) * h.gated_attn_init_std) \
-            if h.gated_attn_enabled else None
+        self.gate_weight = (nn.Parameter(torch.randn(h.num_heads, h.model_dim) * h.gated_attn_init_std)
+                            if h.gated_attn_enabled else None)
         self.use_xsa = use_xsa
 
     def qkv(self, x, rope, lora=None):
@@ -944,25 +944,26 @@ class Block(nn.Module):
     def _norm(self, x):
         return rms_norm(x) * self.norm_scale.to(x.dtype)
 
-    def attn_out(self, x, ctx):
-        y = self.attn(self._norm(x), *ctx)
+    # layer_args: (RoPE tables, layout, attention backend, this virtual layer's LoRA deltas or None)
+    def attn_out(self, x, layer_args):
+        y = self.attn(self._norm(x), *layer_args)
         return self.attn_scale.to(x.dtype) * y
 
     def mlp_out(self, x, lora):
         return self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x), lora)
 
-    def forward(self, x, x0, ctx):
+    def forward(self, x, x0, layer_args):
         x = self._mix(x, x0)
-        x = x + self.attn_out(x, ctx)
-        return x + self.mlp_out(x, ctx[-1])
+        x = x + self.attn_out(x, layer_args)
+        return x + self.mlp_out(x, layer_args[-1])
 
-    def forward_lanes(self, lanes, x0, ctx, resid_lambdas, post_lambdas):
+    def forward_lanes(self, lanes, x0, layer_args, resid_lambdas, post_lambdas):
         """Parallel residuals: attention reads lane 0 (mixed with x0), the MLP reads lane 1 as it is; both
         run on the block's input lanes. Lane k keeps resid_lambdas[k] of itself and adds post_lambdas[0][k]
         of the attention output and post_lambdas[1][k] of the MLP output."""
         lane0, lane1 = lanes
-        attn = self.attn_out(self._mix(lane0, x0), ctx)
-        mlp = self.mlp_out(lane1, ctx[-1])
+        attn = self.attn_out(self._mix(lane0, x0), layer_args)
+        mlp = self.mlp_out(lane1, layer_args[-1])
         r, post = resid_lambdas.to(attn.dtype), post_lambdas.to(attn.dtype)
         return (r[0] * lane0 + post[0, 0] * attn + post[1, 0] * mlp,
                 r[1] * lane1 + post[0, 1] * attn + post[1, 1] * mlp)
@@ -977,7 +978,7 @@ def add_skip(x, skip, weight, gate):
     return torch.lerp(s, x, torch.sigmoid(gate).to(x.dtype))
 
 
-def layer_step(block: Block, lanes: tuple, x0, ctx, skip=None, skip_weight=None, skip_gate=None,
+def layer_step(block: Block, lanes: tuple, x0, layer_args, skip=None, skip_weight=None, skip_gate=None,
                lane_lambdas=None) -> tuple:
     """One virtual layer on the residual lanes (one lane, two from parallel_start_layer on): the decoder's
     skip, then the block. The skip goes into lane 0 only (the attention lane), as in the record.
@@ -987,8 +988,8 @@ def layer_step(block: Block, lanes: tuple, x0, ctx, skip=None, skip_weight=None,
     if skip is not None:
         lanes = (add_skip(lanes[0], skip, skip_weight, skip_gate), *lanes[1:])
     if lane_lambdas is None:
-        return (block(lanes[0], x0, ctx),)
-    return block.forward_lanes(lanes, x0, ctx, *lane_lambdas)
+        return (block(lanes[0], x0, layer_args),)
+    return block.forward_lanes(lanes, x0, layer_args, *lane_lambdas)
 
 
 def virtual_layer_order(h: Hyperparameters, looping: bool) -> tuple[list[int], list[int]]:
@@ -1062,11 +1063,11 @@ class GPT(nn.Module):
         lanes, skips = (fresh(x0),), []
         shared = (rope, layout, self.attn_backend)
         # TTT adapters are per virtual layer (slot): the repeated passes of a looped layer adapt separately
-        ctx = lambda slot: (*shared, lora.layer(slot) if lora is not None else None)  # noqa: E731
+        layer_args = lambda slot: (*shared, lora.layer(slot) if lora is not None else None)  # noqa: E731
         encoder, decoder = virtual_layer_order(self.h, self.looping)
         # ---- encoder: remember each output for the decoder's skips ----
         for n, layer in enumerate(encoder, 1):
-            lanes = step(self.blocks[layer], lanes, x0, ctx(n - 1))
+            lanes = step(self.blocks[layer], lanes, x0, layer_args(n - 1))
             last = n == len(encoder)  # the first decoder layer reads this output as its lane and its skip
             skips.append(fresh(lanes[0]) if last else lanes[0])
         # ---- decoder: skips in reverse order; two lanes from parallel_start_layer on ----
@@ -1078,7 +1079,7 @@ class GPT(nn.Module):
             lambdas = None
             if 0 < self.h.parallel_start_layer <= layer:  # 0 turns the lanes off, as in the record
                 lambdas = (self.parallel_resid_lambdas[layer], self.parallel_post_lambdas[layer])
-            lanes = step(self.blocks[layer], lanes, x0, ctx(len(encoder) + i), *skip_args, lambdas)
+            lanes = step(self.blocks[layer], lanes, x0, layer_args(len(encoder) + i), *skip_args, lambdas)
         return lanes
 
     @staticmethod
@@ -1117,6 +1118,13 @@ class GPT(nn.Module):
                                        self.h.logit_softcap, reduction="none")
                  for i in range(0, flat_t.numel(), rows_per_chunk)]
         return torch.cat(parts).view(targets.shape)
+
+
+def build_model(h: Hyperparameters, device: torch.device, fused_mlp: bool) -> GPT:
+    """A fresh model on the device, with the device's kernels (the fused MLP only where asked: training)."""
+    model = GPT(h).to(device)
+    model.configure_kernels(device, h.fused_ce_enabled, fused_mlp)
+    return model
 
 
 def softcap_cross_entropy(logits, targets, softcap: float, reduction: str = "mean"):
@@ -1362,11 +1370,12 @@ def accumulate_gradients(params: list[nn.Parameter], total: list | None, max_nor
     return total
 
 
-def train_step(model_fn, model: GPT, loader: TrainLoader, opt: Optimizers, step: int, accum: int,
-               lr_mult: float, h: Hyperparameters) -> torch.Tensor:
+def train_step(model_fn, model: GPT, loader: TrainLoader, opt: Optimizers, step: int, lr_mult: float) -> torch.Tensor:
     """One optimizer step over the global batch; returns the mean micro-batch loss (a device tensor).
     Each micro-batch gradient (of its mean loss) is clipped on its own; the optimizer gets their mean over
-    the 8 micro-batches (accum here, times the world size in Optimizers.step), whatever the world size."""
+    the MICRO_BATCHES micro-batches (loader.accum here, times the world size in Optimizers.step), whatever the
+    world size."""
+    h, accum = opt.h, loader.accum
     loss_sum, grad_sum = torch.zeros((), device=opt.ctx.device), None
     for micro in range(accum):
         batch = loader.batch(step, micro)
@@ -1419,7 +1428,7 @@ def compile_for_training(model: GPT, h: Hyperparameters, device: torch.device):
     return model
 
 
-def compile_warmup(model_fn, model: GPT, loader, h, ctx, accum, log) -> None:
+def compile_warmup(model_fn, model: GPT, loader: TrainLoader, h: Hyperparameters, ctx: DistContext, log) -> None:
     """Compile every graph the timed loop will use (recurrence off and on) before the clock starts, then
     put back the initial weights: these steps are not training, and the optimizer is rebuilt afterwards."""
     if h.warmup_steps <= 0 or (model_fn is model and model.regions is None):  # nothing to compile
@@ -1429,7 +1438,7 @@ def compile_warmup(model_fn, model: GPT, loader, h, ctx, accum, log) -> None:
     t0 = time.perf_counter()
     for i in range(h.warmup_steps):
         model.looping = h.num_loops > 0 and i >= h.warmup_steps // 2
-        train_step(model_fn, model, loader, opt, i, accum, 1.0, h)
+        train_step(model_fn, model, loader, opt, i, 1.0)
         synchronize(ctx)
         if i in (0, h.warmup_steps // 2):
             log(f"warmup_step:{i} looping:{int(model.looping)} elapsed:{time.perf_counter() - t0:.1f}s")
@@ -1468,23 +1477,28 @@ def validate_during_training(validate, step: int, h: Hyperparameters, ctx: DistC
     return seconds
 
 
+def hessian_reserve(model: GPT, loader: TrainLoader, h: Hyperparameters, ctx: DistContext) -> tuple[float, float]:
+    """(seconds held back from training for GPTQ, the Hessians' measured seconds). GPTQ's Hessians are the last
+    read of training data, so they are collected inside the training clock; a dry run on the initial weights
+    (not timed, like the compile warm-up) measures how long they take."""
+    probe_seconds = 0.0
+    if h.max_wallclock_seconds > 0:
+        t0 = time.perf_counter()
+        model.looping = h.num_loops > 0  # the real collection runs on the trained model, recurrence on
+        collect_hessians(model, calibration_batches(loader, h, ctx), ctx)
+        model.looping = False
+        probe_seconds = agreed_seconds(ctx, time.perf_counter() - t0)
+    return h.gptq_reserve_seconds + HESSIAN_RESERVE_FACTOR * probe_seconds, probe_seconds
+
+
 def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, validate=None) -> dict:
     """validate() -> (val_loss, val_bpb) of the live model, run every VAL_LOSS_EVERY steps and at the end."""
     loader = TrainLoader(h, ctx, accum)
     model_fn = compile_for_training(model, h, ctx.device)
-    compile_warmup(model_fn, model, loader, h, ctx, accum, log)
+    compile_warmup(model_fn, model, loader, h, ctx, log)
     opt = Optimizers(model, h, ctx)
     ema = EMA(model, h.ema_decay)
-    # GPTQ's Hessians are the last read of training data, so they are collected inside the training clock;
-    # a dry run on the initial weights (not timed, like the compile warm-up) measures how long they take.
-    hessian_probe_seconds = 0.0
-    if h.max_wallclock_seconds > 0:
-        t_probe = time.perf_counter()
-        model.looping = h.num_loops > 0  # the real collection runs on the trained model, recurrence on
-        collect_hessians(model, calibration_batches(loader, h, ctx), ctx)
-        model.looping = False
-        hessian_probe_seconds = agreed_seconds(ctx, time.perf_counter() - t_probe)
-    reserve = h.gptq_reserve_seconds + HESSIAN_RESERVE_FACTOR * hessian_probe_seconds
+    reserve, hessian_probe_seconds = hessian_reserve(model, loader, h, ctx)
     # MAX_WALLCLOCK_SECONDS=0: no cap, ITERATIONS steps (the record's meaning)
     budget = h.max_wallclock_seconds - reserve if h.max_wallclock_seconds > 0 else math.inf
     validating = validate is not None and h.val_loss_every > 0
@@ -1503,7 +1517,7 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
             model.looping = True
             log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")
         stop_if_signalled()
-        loss = train_step(model_fn, model, loader, opt, step, accum, lr_multiplier(progress, h), h)
+        loss = train_step(model_fn, model, loader, opt, step, lr_multiplier(progress, h))
         nonfinite = torch.maximum(nonfinite, (~torch.isfinite(loss)).float())
         ema.update()
         step += 1
@@ -1558,8 +1572,8 @@ def evaluate(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparamet
     """Returns (val_loss nats/token, val_bpb, per-target nats of the whole stream or None)."""
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # nats, bytes, tokens
-    per_target = torch.zeros(len(tokens) - 1, dtype=torch.float32, device=ctx.device) \
-        if keep_token_losses else None
+    per_target = (torch.zeros(len(tokens) - 1, dtype=torch.float32, device=ctx.device)
+                  if keep_token_losses else None)
     for batch, index in val_windows(tokens, h, ctx):
         losses = model.token_losses(model.hidden(batch.inputs, batch.positions, batch.layout), batch.targets)
         nbytes = tables.target_bytes(batch.inputs, batch.targets)
@@ -2024,8 +2038,8 @@ def lora_shapes(h: Hyperparameters, num_slots: int) -> list[tuple[tuple, int, in
     """((slot, target), fan_in, fan_out) of every adapter, in the record's creation order (so that a seeded
     run draws the same random A): the LM head, then each target over all virtual layers."""
     kv = h.num_kv_heads * h.head_dim
-    targets = [("q", h.model_dim), ("v", kv)] + [("k", kv)] * h.ttt_k_lora + \
-        [("mlp", h.model_dim)] * h.ttt_mlp_lora + [("o", h.model_dim)] * h.ttt_o_lora
+    targets = ([("q", h.model_dim), ("v", kv)] + [("k", kv)] * h.ttt_k_lora
+               + [("mlp", h.model_dim)] * h.ttt_mlp_lora + [("o", h.model_dim)] * h.ttt_o_lora)
     shapes = [(("head", "lm_head"), h.model_dim, h.vocab_size)]
     return shapes + [((slot, name), h.model_dim, out) for name, out in targets for slot in range(num_slots)]
 
@@ -2898,60 +2912,21 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
         log_model_budget(log)
     torch.manual_seed(h.seed)
     np.random.seed(h.seed)
-    tables, val_tokens = inputs.tables, inputs.val_tokens
-    model = GPT(h).to(ctx.device)
-    model.configure_kernels(ctx.device, h.fused_ce_enabled, h.fused_mlp_enabled)
+    model = build_model(h, ctx.device, h.fused_mlp_enabled)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model_params:{n_params} attention_backend:{model.attn_backend} fused_ce:{int(model.use_fused_ce)} "
         f"fused_mlp:{int(model.blocks[0].mlp.use_fused)} grad_accum_steps:{accum} "
-        f"micro_batch_tokens:{h.micro_batch_tokens} val_tokens:{len(val_tokens)}")
-    failure = None
-    # ---- training, pre-quantization eval, artifact ----
-    if not h.eval_only:
-        result = train(model, h, ctx, accum, log,
-                       validate=lambda: evaluate(model, val_tokens, tables, h, ctx)[:2])
-        stop_if_signalled()
-        t0 = time.perf_counter()
-        val_loss, val_bpb, _ = evaluate(model, val_tokens, tables, h, ctx)
-        log_bpb(log, "final_prequant_exact", val_loss, val_bpb, time.perf_counter() - t0)
-        stop_if_signalled()
-        quantized, accounting = write_artifact(model, result["hessians"], h, ctx, log)
-        failure = check_artifact_budget(accounting)
-        if ctx.distributed:
-            dist.barrier()
-    # ---- roundtrip: the artifact alone must reproduce the quantized model, bit for bit ----
+        f"micro_batch_tokens:{h.micro_batch_tokens} val_tokens:{len(inputs.val_tokens)}")
+    quantized, failure = (None, None) if h.eval_only else train_and_save(model, h, ctx, accum, inputs, log)
     stop_if_signalled()
     eval_t0 = time.perf_counter()
-    loaded = inputs.artifact if h.eval_only else load_artifact(h.artifact_path)[0]
-    state = dequantize(loaded)
-    if not h.eval_only:
-        expected = dequantize(quantized)
-        mismatched = [k for k in expected if not torch.equal(expected[k], state[k])]
-        if mismatched:
-            raise RuntimeError(f"artifact roundtrip mismatch in {mismatched[:5]}")
-        log("roundtrip_check: artifact == in-memory quantized model (bit for bit)")
-    model = GPT(h).to(ctx.device)
-    # the fused MLP serves training only, as in the record: its backward always computes the weight gradients,
-    # which TTT (frozen base weights) would pay for at every chunk step
-    model.configure_kernels(ctx.device, h.fused_ce_enabled, fused_mlp=False)
-    model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()})
-    model.looping = h.num_loops > 0
+    model = artifact_model(h, ctx, inputs, quantized, log)
     t0 = time.perf_counter()
-    val_loss, val_bpb, _ = evaluate(model, val_tokens, tables, h, ctx)
+    val_loss, val_bpb, _ = evaluate(model, inputs.val_tokens, inputs.tables, h, ctx)
     log_bpb(log, "final_roundtrip_exact", val_loss, val_bpb, time.perf_counter() - t0)
-    # ---- test-time training: compile on random tokens first; the TTT clock covers the scoring only ----
     stop_if_signalled()
     if h.ttt_enabled:
-        t0 = time.perf_counter()
-        chunk_fn = compile_ttt(h, ctx.device)
-        if chunk_fn is not ttt_chunk_losses:  # eager (CPU): nothing to compile
-            warm_up_ttt(chunk_fn, model, h, ctx)
-        log(f"ttt_compile_warmup_seconds:{time.perf_counter() - t0:.1f} (random tokens, before the TTT clock)")
-        synchronize(ctx)
-        t0 = time.perf_counter()
-        val_loss, val_bpb, _ = evaluate_ttt(model, val_tokens, tables, h, ctx, log, chunk_fn)
-        synchronize(ctx)
-        log_bpb(log, "final_ttt_exact", val_loss, val_bpb, time.perf_counter() - t0)
+        score_with_ttt(model, h, ctx, inputs, log)
     eval_seconds = time.perf_counter() - eval_t0
     log(f"eval_time:{eval_seconds * 1000:.0f}ms (artifact load, roundtrip eval, TTT)")
     if eval_seconds > EVAL_LIMIT_SECONDS and not failure:
@@ -2959,6 +2934,54 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     if failure:
         log(f"ERROR: {failure}")
     return failure
+
+
+def train_and_save(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunInputs,
+                   log) -> tuple[dict, str | None]:
+    """Training, the pre-quantization eval and the artifact; returns (quantized tensors, budget failure or None)."""
+    tables, val_tokens = inputs.tables, inputs.val_tokens
+    result = train(model, h, ctx, accum, log, validate=lambda: evaluate(model, val_tokens, tables, h, ctx)[:2])
+    stop_if_signalled()
+    t0 = time.perf_counter()
+    val_loss, val_bpb, _ = evaluate(model, val_tokens, tables, h, ctx)
+    log_bpb(log, "final_prequant_exact", val_loss, val_bpb, time.perf_counter() - t0)
+    stop_if_signalled()
+    quantized, accounting = write_artifact(model, result["hessians"], h, ctx, log)
+    if ctx.distributed:
+        dist.barrier()
+    return quantized, check_artifact_budget(accounting)
+
+
+def artifact_model(h: Hyperparameters, ctx: DistContext, inputs: RunInputs, quantized: dict | None, log) -> GPT:
+    """The model from the artifact file alone; after training it must reproduce the quantized model, bit for bit."""
+    loaded = inputs.artifact if h.eval_only else load_artifact(h.artifact_path)[0]
+    state = dequantize(loaded)
+    if quantized is not None:
+        expected = dequantize(quantized)
+        mismatched = [k for k in expected if not torch.equal(expected[k], state[k])]
+        if mismatched:
+            raise RuntimeError(f"artifact roundtrip mismatch in {mismatched[:5]}")
+        log("roundtrip_check: artifact == in-memory quantized model (bit for bit)")
+    # the fused MLP serves training only, as in the record: its backward always computes the weight gradients,
+    # which TTT (frozen base weights) would pay for at every chunk step
+    model = build_model(h, ctx.device, fused_mlp=False)
+    model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()})
+    model.looping = h.num_loops > 0
+    return model
+
+
+def score_with_ttt(model: GPT, h: Hyperparameters, ctx: DistContext, inputs: RunInputs, log) -> None:
+    """Compile on random tokens first; the TTT clock covers the scoring only."""
+    t0 = time.perf_counter()
+    chunk_fn = compile_ttt(h, ctx.device)
+    if chunk_fn is not ttt_chunk_losses:  # eager (CPU): nothing to compile
+        warm_up_ttt(chunk_fn, model, h, ctx)
+    log(f"ttt_compile_warmup_seconds:{time.perf_counter() - t0:.1f} (random tokens, before the TTT clock)")
+    synchronize(ctx)
+    t0 = time.perf_counter()
+    val_loss, val_bpb, _ = evaluate_ttt(model, inputs.val_tokens, inputs.tables, h, ctx, log, chunk_fn)
+    synchronize(ctx)
+    log_bpb(log, "final_ttt_exact", val_loss, val_bpb, time.perf_counter() - t0)
 
 
 if __name__ == "__main__":
