@@ -93,7 +93,8 @@ SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
 # Every knob is a field here, read from the env var of the same name in capitals; names, meanings and
 # defaults are the record's (its `Hyperparameters:` dump). Each number declares its allowed range beside it,
 # checked when the config is built, so a bad value stops the run before any compute. SMOKE=1 swaps in toy
-# sizes for the fields the user did not set.
+# sizes for the fields the user did not set. load_hyperparameters (start-up checks, near the end of the file)
+# reads the environment, with the record's names that golfrun does not implement.
 # -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -132,9 +133,10 @@ class Allowed:
         return f"{name} finite"
 
 
-def knob(default, allowed: Allowed | None = None):
-    """A field whose allowed values are declared beside it."""
-    return field(default=default, metadata={"allowed": allowed or Allowed()})
+def knob(default, allowed: Allowed | None = None, model: bool = False):
+    """A field whose allowed values are declared beside it. model=True: the setting shapes the model or how the
+    val set is cut, so the artifact stores it (MODEL_CONFIG_FIELDS)."""
+    return field(default=default, metadata={"allowed": allowed or Allowed(), "model": model})
 
 
 def at_least(lo):
@@ -164,9 +166,9 @@ class Hyperparameters:
     data_dir: str = "./data/"
     data_path: str = ""  # folder with fineweb_{train,val}_*.bin; default DATA_DIR/datasets/fineweb10B_sp<V>
     tokenizer_path: str = ""  # default DATA_DIR/tokenizers/fineweb_<V>_bpe.model
-    vocab_size: int = knob(8192, between(2, 65_536))  # shards store uint16 token ids
-    bos_id: int = knob(1, NON_NEGATIVE)  # every document starts with it
-    train_seq_len: int = knob(2048, at_least(1))  # longest attention span; longer documents are cut
+    vocab_size: int = knob(8192, between(2, 65_536), model=True)  # shards store uint16 token ids
+    bos_id: int = knob(1, NON_NEGATIVE, model=True)  # every document starts with it
+    train_seq_len: int = knob(2048, at_least(1), model=True)  # longest attention span; longer documents are cut
     train_batch_tokens: int = knob(786_432, at_least(1))  # tokens per optimizer step, all ranks together
     val_batch_tokens: int = knob(524_288, at_least(1))  # tokens per evaluation forward, all ranks together
     val_max_tokens: int = knob(0, NON_NEGATIVE)  # 0: the whole val set; else its first N tokens (smoke runs)
@@ -174,27 +176,27 @@ class Hyperparameters:
     eval_only: bool = False  # skip training: load ARTIFACT_PATH and evaluate it
     artifact_path: str = ""  # "": logs/<RUN_ID>.golf, beside the run's log
     # ---- model ----
-    num_layers: int = knob(11, at_least(1))
-    model_dim: int = knob(512, at_least(1))
-    num_heads: int = knob(8, at_least(1))
-    num_kv_heads: int = knob(4, at_least(1))
-    mlp_mult: int = knob(4, at_least(1))  # whole numbers only here (the record's float 4.0 is accepted)
-    logit_softcap: float = knob(30.0, NON_NEGATIVE)  # z = c * tanh(logits / c); 0 turns it off
-    rope_base: float = knob(10_000.0, POSITIVE)
-    rope_dims: int = knob(16, NON_NEGATIVE)  # rotary on the first 16 of 64 head dims
+    num_layers: int = knob(11, at_least(1), model=True)
+    model_dim: int = knob(512, at_least(1), model=True)
+    num_heads: int = knob(8, at_least(1), model=True)
+    num_kv_heads: int = knob(4, at_least(1), model=True)
+    mlp_mult: int = knob(4, at_least(1), model=True)  # whole numbers only here (the record's float 4.0 is accepted)
+    logit_softcap: float = knob(30.0, NON_NEGATIVE, model=True)  # z = c * tanh(logits / c); 0 turns it off
+    rope_base: float = knob(10_000.0, POSITIVE, model=True)
+    rope_dims: int = knob(16, NON_NEGATIVE, model=True)  # rotary on the first 16 of 64 head dims
     qk_gain_init: float = knob(5.0, POSITIVE)
     tied_embed_init_std: float = knob(0.005, POSITIVE)
     embed_fp32: bool = False  # GPU: keep the embedding's master weight in fp32 (the record keeps it in bf16)
-    xsa_last_n: int = knob(11, NON_NEGATIVE)  # exclusive self attention on the last N layers
-    gated_attn_enabled: bool = True
+    xsa_last_n: int = knob(11, NON_NEGATIVE, model=True)  # exclusive self attention on the last N layers
+    gated_attn_enabled: bool = knob(True, model=True)
     gated_attn_init_std: float = knob(0.005, POSITIVE)
-    ln_scale: bool = True  # scale each norm by 1/sqrt(layer index + 1)
-    skip_gates_enabled: bool = True
-    loop_start: int = knob(3, NON_NEGATIVE)  # depth recurrence: layers loop_start..loop_end repeat
-    loop_end: int = knob(5, NON_NEGATIVE)
-    num_loops: int = knob(2, NON_NEGATIVE)  # extra passes over the looped layers
+    ln_scale: bool = knob(True, model=True)  # scale each norm by 1/sqrt(layer index + 1)
+    skip_gates_enabled: bool = knob(True, model=True)
+    loop_start: int = knob(3, NON_NEGATIVE, model=True)  # depth recurrence: layers loop_start..loop_end repeat
+    loop_end: int = knob(5, NON_NEGATIVE, model=True)
+    num_loops: int = knob(2, NON_NEGATIVE, model=True)  # extra passes over the looped layers
     enable_looping_at: float = knob(0.35, FRACTION)  # switched on after this fraction of training
-    parallel_start_layer: int = knob(8, NON_NEGATIVE)  # two residual lanes from this physical layer on
+    parallel_start_layer: int = knob(8, NON_NEGATIVE, model=True)  # two residual lanes from this physical layer on
     parallel_resid_init: float = knob(1.1, FINITE)
     # ---- optimizer ----
     matrix_lr: float = knob(0.026, NON_NEGATIVE)
@@ -287,9 +289,10 @@ class Hyperparameters:
     def head_dim(self) -> int:
         return self.model_dim // self.num_heads
 
-    @property
-    def micro_batch_tokens(self) -> int:
-        return self.train_batch_tokens // MICRO_BATCHES
+
+# The settings declared with model=True: they shape the model and how the val set is cut. The artifact stores
+# them, and EVAL_ONLY runs with them (the weights mean nothing under another model).
+MODEL_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(Hyperparameters) if f.metadata.get("model"))
 
 
 def data_layout(data_dir: str, vocab_size: int) -> dict[str, str]:
@@ -388,31 +391,6 @@ def agreed_seconds(ctx: DistContext, seconds: float) -> float:
     t = torch.tensor([seconds], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.item()
-
-
-def run_files(h: Hyperparameters, ctx: DistContext) -> Hyperparameters:
-    """Name this run's files (run id, logs/<run_id>.txt, the artifact) and check that nothing of an earlier
-    run is in the way: a reused RUN_ID would append to another run's log, and a training run that found an
-    older artifact at its path could leave it looking like its own. Rank 0 decides, every rank gets the
-    answer, so all ranks fail together with one message."""
-    answer = [h.run_id or time.strftime("%Y%m%d_%H%M%S"), ""]
-    if ctx.is_master:
-        log_path = Path("logs") / f"{answer[0]}.txt"
-        artifact = Path(h.artifact_path or Path("logs") / f"{answer[0]}.golf")
-        if log_path.exists():
-            answer[1] = (f"{log_path} exists: RUN_ID={answer[0]} belongs to an earlier run. Choose a new RUN_ID "
-                         "(or move the old log away); a run never appends to another run's log")
-        elif h.eval_only and not artifact.is_file():
-            answer[1] = f"EVAL_ONLY=1: artifact {artifact} not found; set ARTIFACT_PATH to the .golf file of a run"
-        elif not h.eval_only and artifact.exists():
-            answer[1] = (f"{artifact} exists (an earlier run's artifact): this run would replace it. Set "
-                         "ARTIFACT_PATH to a new file, or leave it unset for logs/<RUN_ID>.golf")
-    if ctx.distributed:
-        dist.broadcast_object_list(answer, src=0)
-    if answer[1]:
-        raise ValueError(answer[1])
-    return dataclasses.replace(h, run_id=answer[0],
-                               artifact_path=h.artifact_path or str(Path("logs") / f"{answer[0]}.golf"))
 
 
 class Logger:
@@ -623,7 +601,7 @@ class PackedBatch:
                            self.cu_seqlens.pin_memory(), self.max_seqlen)
 
 
-def varlen_layout(positions: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> dict:
+def varlen_layout(positions, cu_seqlens, max_seqlen: int) -> dict:
     """What varlen attention reads of a packed batch (the model's "varlen" layout)."""
     return dict(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, positions=positions)
 
@@ -668,7 +646,7 @@ class TrainLoader:
 
     def host_batch(self, step: int, micro_step: int) -> PackedBatch:
         window_index = step * MICRO_BATCHES + self.ctx.rank * self.accum + micro_step
-        tokens = self.h.micro_batch_tokens
+        tokens = self.h.train_batch_tokens // MICRO_BATCHES
         window = self.stream.read(window_index * tokens, tokens + 1)
         batch = pack_window(window, self.h.bos_id, self.h.train_seq_len)
         return batch.pin_memory() if self.ctx.device.type == "cuda" else batch
@@ -1029,7 +1007,7 @@ class GPT(nn.Module):
         self.looping = False  # depth recurrence, switched on mid-training
         self.attn_backend = "sdpa_padded"
         self.use_fused_ce = False
-        self.regions: CompiledRegions | None = None  # set by compile_regions(); used by forward() only
+        self.regions: CompiledRegions | None = None  # set by compile_regions(); used by packed_loss only
 
     def configure_kernels(self, device: torch.device, fused_ce: bool, fused_mlp: bool) -> None:
         """The device-dependent choices: attention backend, Triton kernels, and the embedding's dtype. On the
@@ -1088,7 +1066,8 @@ class GPT(nn.Module):
         return rms_norm(x)
 
     def hidden(self, ids, positions, layout, lora=None):
-        """Final normed hidden states (eval, TTT, GPTQ calibration; always uncompiled here)."""
+        """Final normed hidden states (eval, TTT, GPTQ calibration). Eager, except inside TTT's chunk step,
+        which compile_ttt compiles on the GPU (the training loss goes through packed_loss instead)."""
         return self.final_norm(self.residual_lanes(ids, self.rotary(positions), layout, lora))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -1143,10 +1122,12 @@ def softcap_cross_entropy(logits, targets, softcap: float, reduction: str = "mea
 
 
 # -----------------------------------------------------------------------------
-# Optimizers: Muon (Polar Express Newton-Schulz) for block matrices, Adam for the rest
-# Muon orthogonalises the Nesterov momentum of each 2-D block matrix. Same-shaped matrices form banks; each
-# bank is cut into chunks of world_size matrices, the gradients are reduce-scattered so rank r owns matrix r
-# of a chunk, orthogonalises it alone, and the updates are all-gathered: 8 GPUs do 1/8 of the work each.
+# Optimizers: Muon (Polar Express Newton-Schulz) for block matrices, AdamW for the rest
+# Muon's update of a 2-D block matrix: the Nesterov momentum of its gradient, each row scaled to unit norm
+# (MuonEq-R), then orthogonalised. Same-shaped matrices form a bank; a bank, zero-padded to a multiple of the
+# world size, is cut into world_size equal slices of consecutive matrices, the gradients are reduce-scattered so
+# rank r holds slice r (and keeps that slice's momentum), orthogonalises the slice in one batched call, and the
+# updates are all-gathered: each of 8 GPUs does about 1/8 of the work. In bf16 on the GPU, as the record.
 # Polar Express: Amsel, Persson, Musco, Gower 2025 (arXiv 2505.16932), via parameter-golf PR #1344.
 # -----------------------------------------------------------------------------
 
@@ -1428,7 +1409,7 @@ def compile_for_training(model: GPT, h: Hyperparameters, device: torch.device):
     return model
 
 
-def compile_warmup(model_fn, model: GPT, loader: TrainLoader, h: Hyperparameters, ctx: DistContext, log) -> None:
+def compile_warmup(model_fn, model: GPT, loader, h, ctx, log) -> None:
     """Compile every graph the timed loop will use (recurrence off and on) before the clock starts, then
     put back the initial weights: these steps are not training, and the optimizer is rebuilt afterwards."""
     if h.warmup_steps <= 0 or (model_fn is model and model.regions is None):  # nothing to compile
@@ -1477,18 +1458,15 @@ def validate_during_training(validate, step: int, h: Hyperparameters, ctx: DistC
     return seconds
 
 
-def hessian_reserve(model: GPT, loader: TrainLoader, h: Hyperparameters, ctx: DistContext) -> tuple[float, float]:
-    """(seconds held back from training for GPTQ, the Hessians' measured seconds). GPTQ's Hessians are the last
-    read of training data, so they are collected inside the training clock; a dry run on the initial weights
-    (not timed, like the compile warm-up) measures how long they take."""
-    probe_seconds = 0.0
-    if h.max_wallclock_seconds > 0:
-        t0 = time.perf_counter()
-        model.looping = h.num_loops > 0  # the real collection runs on the trained model, recurrence on
-        collect_hessians(model, calibration_batches(loader, h, ctx), ctx)
-        model.looping = False
-        probe_seconds = agreed_seconds(ctx, time.perf_counter() - t0)
-    return h.gptq_reserve_seconds + HESSIAN_RESERVE_FACTOR * probe_seconds, probe_seconds
+def hessian_seconds(model: GPT, loader: TrainLoader, h: Hyperparameters, ctx: DistContext) -> float:
+    """How long GPTQ's Hessians take, measured on the initial weights (not timed, like the compile warm-up).
+    They are the last read of training data, so they are collected inside the training clock, which holds
+    this time back (with a margin) from training."""
+    t0 = time.perf_counter()
+    model.looping = h.num_loops > 0  # the real collection runs on the trained model, recurrence on
+    collect_hessians(model, calibration_batches(loader, h, ctx), ctx)
+    model.looping = False
+    return agreed_seconds(ctx, time.perf_counter() - t0)
 
 
 def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, validate=None) -> dict:
@@ -1498,7 +1476,9 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
     compile_warmup(model_fn, model, loader, h, ctx, log)
     opt = Optimizers(model, h, ctx)
     ema = EMA(model, h.ema_decay)
-    reserve, hessian_probe_seconds = hessian_reserve(model, loader, h, ctx)
+    # under a wallclock cap, the GPTQ Hessians' time (they are on the training clock) is held back from training
+    hessian_probe_seconds = hessian_seconds(model, loader, h, ctx) if h.max_wallclock_seconds > 0 else 0.0
+    reserve = h.gptq_reserve_seconds + HESSIAN_RESERVE_FACTOR * hessian_probe_seconds
     # MAX_WALLCLOCK_SECONDS=0: no cap, ITERATIONS steps (the record's meaning)
     budget = h.max_wallclock_seconds - reserve if h.max_wallclock_seconds > 0 else math.inf
     validating = validate is not None and h.val_loss_every > 0
@@ -1589,8 +1569,13 @@ def evaluate(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparamet
     return nats / count, nats / math.log(2) / nbytes, per_target
 
 
-def log_bpb(log, label: str, val_loss: float, val_bpb: float, seconds: float) -> None:
-    log(f"{label} val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f} eval_time:{seconds * 1000:.0f}ms")
+def timed_eval(log, label: str, ctx: DistContext, score) -> None:
+    """Run score() -> (val_loss, val_bpb, ...) and log both with its time, the device's work included."""
+    synchronize(ctx)
+    t0 = time.perf_counter()
+    val_loss, val_bpb = score()[:2]
+    synchronize(ctx)
+    log(f"{label} val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f} eval_time:{(time.perf_counter() - t0) * 1000:.0f}ms")
 
 
 # -----------------------------------------------------------------------------
@@ -1604,12 +1589,6 @@ def log_bpb(log, label: str, val_loss: float, val_bpb: float, seconds: float) ->
 
 ARTIFACT_MAGIC = {"brotli": b"GOLFART\x01", "lzma": b"GOLFART\x02"}
 CHECKSUM_BYTES = 32  # sha256 of everything after it: a flipped bit is refused, never scored
-# The fields that shape the model and how the val set is cut: stored in the artifact, and EVAL_ONLY runs
-# with them (the weights mean nothing under another model).
-MODEL_CONFIG_FIELDS = ("vocab_size", "bos_id", "train_seq_len", "num_layers", "model_dim", "num_heads",
-                       "num_kv_heads", "mlp_mult", "logit_softcap", "rope_base", "rope_dims", "xsa_last_n",
-                       "gated_attn_enabled", "ln_scale", "skip_gates_enabled", "loop_start", "loop_end", "num_loops",
-                       "parallel_start_layer")
 
 
 @dataclass
@@ -2034,9 +2013,11 @@ def sgd_stream(tokens: np.ndarray, plan: TTTPlan, phase: int) -> np.ndarray:
 
 # ---- the adapters ----
 
-def lora_shapes(h: Hyperparameters, num_slots: int) -> list[tuple[tuple, int, int]]:
+def lora_shapes(h: Hyperparameters, looping: bool) -> list[tuple[tuple, int, int]]:
     """((slot, target), fan_in, fan_out) of every adapter, in the record's creation order (so that a seeded
-    run draws the same random A): the LM head, then each target over all virtual layers."""
+    run draws the same random A): the LM head, then each target over all virtual layers (slots) of the model
+    with recurrence on or off."""
+    num_slots = len(sum(virtual_layer_order(h, looping), []))
     kv = h.num_kv_heads * h.head_dim
     targets = ([("q", h.model_dim), ("v", kv)] + [("k", kv)] * h.ttt_k_lora
                + [("mlp", h.model_dim)] * h.ttt_mlp_lora + [("o", h.model_dim)] * h.ttt_o_lora)
@@ -2117,7 +2098,7 @@ def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *ada
     """Per-token nats (b, chunk) of one chunk step: the model's own forward over each row's window (ids
     (b, T), rows padded at the end) with the rows' LoRA deltas, read at the chunk's positions chunk_pos
     (b, chunk). Logits only where scored. The unit that TTT compiles."""
-    keys = [key for key, _, _ in lora_shapes(model.h, len(sum(virtual_layer_order(model.h, model.looping), [])))]
+    keys = [key for key, _, _ in lora_shapes(model.h, model.looping)]
     lora = LoRADeltas(list(adapters), keys, scale)
     positions = torch.arange(ids.size(1), device=ids.device)
     hidden = model.hidden(ids, positions, None, lora)
@@ -2278,9 +2259,7 @@ def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistCont
     is the mean over virtual GPUs of each piece's mean, as the record averages its GPUs' gradients."""
     G, seq, T = h.ttt_record_world_size, h.train_seq_len, h.global_ttt_chunk_tokens
     n_chunks, n_seqs = -(-(len(stream) - 1) // T), T // seq
-    params = list(model.parameters())
-    for p in params:
-        p.requires_grad_(True)
+    params = list(model.requires_grad_(True).parameters())
     opt = torch.optim.SGD(params, lr=h.global_ttt_lr, momentum=h.global_ttt_momentum)
     steps = 0
     for ci in range(n_chunks - 1):
@@ -2300,9 +2279,8 @@ def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistCont
                 torch.nn.utils.clip_grad_norm_(params, h.global_ttt_grad_clip)
             opt.step()
             steps += 1
-    for p in params:
-        p.requires_grad_(False)
-        p.grad = None
+    model.requires_grad_(False)
+    model.zero_grad(set_to_none=True)
     return steps
 
 
@@ -2337,7 +2315,7 @@ def batch_adapters(state: TTTState, gpu: int, rows: int) -> dict:
 def new_ttt_state(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
                   chunk_fn, plan: TTTPlan) -> TTTState:
     check_ttt_settings(h, ctx.world_size)
-    shapes = lora_shapes(h, len(sum(virtual_layer_order(h, model.looping), [])))
+    shapes = lora_shapes(h, model.looping)
     # every virtual GPU draws from its own generator seeded alike, as the record's GPUs draw from their own
     # CPU generators (seeded alike); seeded here, so that the score does not depend on what ran before
     gens = {g: torch.Generator().manual_seed(h.seed) for g in range(h.ttt_record_world_size)}
@@ -2356,8 +2334,7 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     plan = plan_ttt(tokens, h)
     state = new_ttt_state(model, tokens, tables, h, ctx, chunk_fn or ttt_chunk_losses, plan)
     model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.requires_grad_(False)
     t0, G, first = time.perf_counter(), h.ttt_record_world_size, 0
     log(f"ttt_plan docs:{len(plan.starts)} batches:{len(plan.batches)} phase_ends:{plan.phase_ends} "
         f"sgd_docs:{plan.phase_docs} record_world_size:{G}")
@@ -2382,8 +2359,7 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     all_reduce_(ctx, state.sums)
     scores = state.scores[:-1].contiguous()
     all_reduce_(ctx, scores)
-    for p in model.parameters():
-        p.requires_grad_(True)
+    model.requires_grad_(True)
     model.train()
     nats, nbytes, count = state.sums.tolist()
     log(f"ttt_timing chunk_steps:{state.chunk_steps} scored_targets:{int(count)} "
@@ -2394,9 +2370,8 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
 def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> None:
     """Compile the chunk step on random tokens (no val data) before the eval clock starts, as the record
     does: a chunk-sized and a full-window step, forward and backward."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    shapes = lora_shapes(h, len(sum(virtual_layer_order(h, model.looping), [])))
+    model.requires_grad_(False)
+    shapes = lora_shapes(h, model.looping)
     A = draw_lora_a(h, shapes, h.ttt_batch_size, torch.Generator().manual_seed(h.seed), ctx.device)
     work = LoRAWork(h, shapes, ctx.device)
     for T in (h.ttt_chunk_size, h.ttt_eval_seq_len):
@@ -2410,7 +2385,8 @@ def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> N
 # -----------------------------------------------------------------------------
 # Start-up checks
 # Everything a run checks before it spends compute: the environment against the settings and the record's names,
-# the invariants between settings, the tokenizer's pairing with the data, every shard, and the device.
+# the invariants between settings, the tokenizer's pairing with the data, every shard, the device, and that no
+# earlier run's log or artifact is in the way.
 # -----------------------------------------------------------------------------
 
 # The record's settings that golfrun does not implement: the record's value is accepted, so that its
@@ -2423,15 +2399,14 @@ RECORD_FIXED = {
     "PHASED_TTT_ENABLED": ("1", "the record reads it and never uses it; PHASED_TTT_PREFIX_DOCS=0 turns phases off"),
     "COMPRESSOR": ("brotli", "the artifact is always brotli-compressed"),
     "TTT_OPTIMIZER": ("adam", "the TTT adapters train with AdamW only (the record's SGD option is not implemented)"),
+    "TTT_GRAD_STEPS": ("1", "more TTT steps per chunk are not implemented"),
+    "GLOBAL_TTT_BATCH_SEQS": ("32", "other global SGD batch sizes are not implemented"),
     "PARALLEL_FINAL_LANE": ("mean", "the two residual lanes are always averaged before the final norm"),
     "SLIDING_WINDOW_ENABLED": ("0", "the record's diagnostic sliding-window evaluation is not implemented"),
     "EVAL_STRIDE": ("64", "it is the stride of the sliding-window evaluation, which is not implemented"),
     "VAL_DOC_FRACTION": ("1.0", "validation scores every document (VAL_MAX_TOKENS cuts it for smoke runs)"),
     "TTT_EVAL_BATCHES": ("", "the record's debugging subset of TTT batches is not implemented"),
     "ARTIFACT_DIR": ("", "the log goes to logs/<RUN_ID>.txt and the artifact to ARTIFACT_PATH"),
-    "TTT_GRAD_STEPS": ("1", "one adapter step per chunk is implemented (the record's default)"),
-    "GLOBAL_TTT_BATCH_SEQS": ("32", "the global SGD takes each GPU's piece of a chunk in one batch (the record's "
-                                    "default, 32 sequences, holds a piece whole)"),
     "MATRIX_CLIP_SIGMAS": ("12.85", "it covers matrices outside attention and the MLP, and this model has none "
                                     "(use ATTN_CLIP_SIGMAS, MLP_CLIP_SIGMAS, EMBED_CLIP_SIGMAS)"),
 }
@@ -2575,7 +2550,7 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
     setting's own range is checked when the config is built.) Messages say which variable to change."""
     if MICRO_BATCHES % world_size != 0:
         raise ValueError(f"world size {world_size} must divide {MICRO_BATCHES} (use --nproc_per_node=1, 2, 4 or 8)")
-    if h.train_batch_tokens % MICRO_BATCHES or h.micro_batch_tokens % h.train_seq_len:
+    if h.train_batch_tokens % MICRO_BATCHES or h.train_batch_tokens // MICRO_BATCHES % h.train_seq_len:
         raise ValueError(f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} must split into {MICRO_BATCHES} micro-batches "
                          f"that are whole multiples of TRAIN_SEQ_LEN={h.train_seq_len}")
     if h.model_dim % h.num_heads or h.num_heads % h.num_kv_heads:
@@ -2704,6 +2679,31 @@ def check_device(h: Hyperparameters, ctx: DistContext) -> None:
         # without it the artifact falls back to lzma, about 6% larger: over 16,000,000 bytes at full size
         raise ValueError("brotli is not installed, and the artifact needs it to fit 16,000,000 bytes: "
                          "pip install brotli (or carry its wheel to an offline GPU machine)")
+
+
+def run_files(h: Hyperparameters, ctx: DistContext) -> Hyperparameters:
+    """Name this run's files (run id, logs/<run_id>.txt, the artifact) and check that nothing of an earlier
+    run is in the way: a reused RUN_ID would append to another run's log, and a training run that found an
+    older artifact at its path could leave it looking like its own. Rank 0 decides, every rank gets the
+    answer, so all ranks fail together with one message."""
+    answer = [h.run_id or time.strftime("%Y%m%d_%H%M%S"), ""]
+    if ctx.is_master:
+        log_path = Path("logs") / f"{answer[0]}.txt"
+        artifact = Path(h.artifact_path or Path("logs") / f"{answer[0]}.golf")
+        if log_path.exists():
+            answer[1] = (f"{log_path} exists: RUN_ID={answer[0]} belongs to an earlier run. Choose a new RUN_ID "
+                         "(or move the old log away); a run never appends to another run's log")
+        elif h.eval_only and not artifact.is_file():
+            answer[1] = f"EVAL_ONLY=1: artifact {artifact} not found; set ARTIFACT_PATH to the .golf file of a run"
+        elif not h.eval_only and artifact.exists():
+            answer[1] = (f"{artifact} exists (an earlier run's artifact): this run would replace it. Set "
+                         "ARTIFACT_PATH to a new file, or leave it unset for logs/<RUN_ID>.golf")
+    if ctx.distributed:
+        dist.broadcast_object_list(answer, src=0)
+    if answer[1]:
+        raise ValueError(answer[1])
+    return dataclasses.replace(h, run_id=answer[0],
+                               artifact_path=h.artifact_path or str(Path("logs") / f"{answer[0]}.golf"))
 
 
 # -----------------------------------------------------------------------------
@@ -2912,51 +2912,29 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
         log_model_budget(log)
     torch.manual_seed(h.seed)
     np.random.seed(h.seed)
+    tables, val_tokens = inputs.tables, inputs.val_tokens
     model = build_model(h, ctx.device, h.fused_mlp_enabled)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model_params:{n_params} attention_backend:{model.attn_backend} fused_ce:{int(model.use_fused_ce)} "
         f"fused_mlp:{int(model.blocks[0].mlp.use_fused)} grad_accum_steps:{accum} "
-        f"micro_batch_tokens:{h.micro_batch_tokens} val_tokens:{len(inputs.val_tokens)}")
-    quantized, failure = (None, None) if h.eval_only else train_and_save(model, h, ctx, accum, inputs, log)
+        f"micro_batch_tokens:{h.train_batch_tokens // MICRO_BATCHES} val_tokens:{len(val_tokens)}")
+    failure = None
+    # ---- training, pre-quantization eval, artifact ----
+    if not h.eval_only:
+        result = train(model, h, ctx, accum, log,
+                       validate=lambda: evaluate(model, val_tokens, tables, h, ctx)[:2])
+        stop_if_signalled()
+        timed_eval(log, "final_prequant_exact", ctx, lambda: evaluate(model, val_tokens, tables, h, ctx))
+        stop_if_signalled()
+        quantized, accounting = write_artifact(model, result["hessians"], h, ctx, log)
+        failure = check_artifact_budget(accounting)
+        if ctx.distributed:
+            dist.barrier()
+    # ---- roundtrip: the artifact alone must reproduce the quantized model, bit for bit ----
     stop_if_signalled()
     eval_t0 = time.perf_counter()
-    model = artifact_model(h, ctx, inputs, quantized, log)
-    t0 = time.perf_counter()
-    val_loss, val_bpb, _ = evaluate(model, inputs.val_tokens, inputs.tables, h, ctx)
-    log_bpb(log, "final_roundtrip_exact", val_loss, val_bpb, time.perf_counter() - t0)
-    stop_if_signalled()
-    if h.ttt_enabled:
-        score_with_ttt(model, h, ctx, inputs, log)
-    eval_seconds = time.perf_counter() - eval_t0
-    log(f"eval_time:{eval_seconds * 1000:.0f}ms (artifact load, roundtrip eval, TTT)")
-    if eval_seconds > EVAL_LIMIT_SECONDS and not failure:
-        failure = f"evaluation took {eval_seconds:.0f} s, over the challenge's {EVAL_LIMIT_SECONDS} s"
-    if failure:
-        log(f"ERROR: {failure}")
-    return failure
-
-
-def train_and_save(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunInputs,
-                   log) -> tuple[dict, str | None]:
-    """Training, the pre-quantization eval and the artifact; returns (quantized tensors, budget failure or None)."""
-    tables, val_tokens = inputs.tables, inputs.val_tokens
-    result = train(model, h, ctx, accum, log, validate=lambda: evaluate(model, val_tokens, tables, h, ctx)[:2])
-    stop_if_signalled()
-    t0 = time.perf_counter()
-    val_loss, val_bpb, _ = evaluate(model, val_tokens, tables, h, ctx)
-    log_bpb(log, "final_prequant_exact", val_loss, val_bpb, time.perf_counter() - t0)
-    stop_if_signalled()
-    quantized, accounting = write_artifact(model, result["hessians"], h, ctx, log)
-    if ctx.distributed:
-        dist.barrier()
-    return quantized, check_artifact_budget(accounting)
-
-
-def artifact_model(h: Hyperparameters, ctx: DistContext, inputs: RunInputs, quantized: dict | None, log) -> GPT:
-    """The model from the artifact file alone; after training it must reproduce the quantized model, bit for bit."""
-    loaded = inputs.artifact if h.eval_only else load_artifact(h.artifact_path)[0]
-    state = dequantize(loaded)
-    if quantized is not None:
+    state = dequantize(inputs.artifact if h.eval_only else load_artifact(h.artifact_path)[0])
+    if not h.eval_only:
         expected = dequantize(quantized)
         mismatched = [k for k in expected if not torch.equal(expected[k], state[k])]
         if mismatched:
@@ -2967,21 +2945,23 @@ def artifact_model(h: Hyperparameters, ctx: DistContext, inputs: RunInputs, quan
     model = build_model(h, ctx.device, fused_mlp=False)
     model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()})
     model.looping = h.num_loops > 0
-    return model
-
-
-def score_with_ttt(model: GPT, h: Hyperparameters, ctx: DistContext, inputs: RunInputs, log) -> None:
-    """Compile on random tokens first; the TTT clock covers the scoring only."""
-    t0 = time.perf_counter()
-    chunk_fn = compile_ttt(h, ctx.device)
-    if chunk_fn is not ttt_chunk_losses:  # eager (CPU): nothing to compile
-        warm_up_ttt(chunk_fn, model, h, ctx)
-    log(f"ttt_compile_warmup_seconds:{time.perf_counter() - t0:.1f} (random tokens, before the TTT clock)")
-    synchronize(ctx)
-    t0 = time.perf_counter()
-    val_loss, val_bpb, _ = evaluate_ttt(model, inputs.val_tokens, inputs.tables, h, ctx, log, chunk_fn)
-    synchronize(ctx)
-    log_bpb(log, "final_ttt_exact", val_loss, val_bpb, time.perf_counter() - t0)
+    timed_eval(log, "final_roundtrip_exact", ctx, lambda: evaluate(model, val_tokens, tables, h, ctx))
+    # ---- test-time training: compile on random tokens first; the TTT clock covers the scoring only ----
+    stop_if_signalled()
+    if h.ttt_enabled:
+        t0 = time.perf_counter()
+        chunk_fn = compile_ttt(h, ctx.device)
+        if chunk_fn is not ttt_chunk_losses:  # eager (CPU): nothing to compile
+            warm_up_ttt(chunk_fn, model, h, ctx)
+        log(f"ttt_compile_warmup_seconds:{time.perf_counter() - t0:.1f} (random tokens, before the TTT clock)")
+        timed_eval(log, "final_ttt_exact", ctx, lambda: evaluate_ttt(model, val_tokens, tables, h, ctx, log, chunk_fn))
+    eval_seconds = time.perf_counter() - eval_t0
+    log(f"eval_time:{eval_seconds * 1000:.0f}ms (artifact load, roundtrip eval, TTT)")
+    if eval_seconds > EVAL_LIMIT_SECONDS and not failure:
+        failure = f"evaluation took {eval_seconds:.0f} s, over the challenge's {EVAL_LIMIT_SECONDS} s"
+    if failure:
+        log(f"ERROR: {failure}")
+    return failure
 
 
 if __name__ == "__main__":
