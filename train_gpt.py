@@ -79,6 +79,7 @@ ARTIFACT_LIMIT_BYTES = 16_000_000  # decimal, challenge rule
 EVAL_LIMIT_SECONDS = 600  # challenge rule: evaluation, TTT included, within 10 minutes
 RECORD_MODEL_BYTES = 15_949_274  # the record's largest compressed model of its three seeds (its logs)
 COMPILE_SCOPES = ("layers", "model")
+MICRO_BATCHES = 8  # per optimizer step: the record's 8 GPUs, one each; a world size that divides it accumulates
 SHARD_MAGIC = 20240520  # the challenge's shard header
 SHARD_VERSION = 1
 SHARD_HEADER_WORDS = 256
@@ -92,7 +93,8 @@ SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
 # Every knob is a field here, read from the env var of the same name in capitals; names, meanings and
 # defaults are the record's (its `Hyperparameters:` dump). Each number declares its allowed range beside it,
 # checked when the config is built, so a bad value stops the run before any compute. SMOKE=1 swaps in toy
-# sizes for the fields the user did not set.
+# sizes for the fields the user did not set. load_hyperparameters (start-up checks, near the end of the file)
+# reads the environment, with the record's names that golfrun does not implement.
 # -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -131,9 +133,10 @@ class Allowed:
         return f"{name} finite"
 
 
-def knob(default, allowed: Allowed | None = None):
-    """A field whose allowed values are declared beside it."""
-    return field(default=default, metadata={"allowed": allowed or Allowed()})
+def knob(default, allowed: Allowed | None = None, model: bool = False):
+    """A field whose allowed values are declared beside it. model=True: the setting shapes the model or how the
+    val set is cut, so the artifact stores it (MODEL_CONFIG_FIELDS)."""
+    return field(default=default, metadata={"allowed": allowed or Allowed(), "model": model})
 
 
 def at_least(lo):
@@ -153,9 +156,27 @@ QUANT_BITS = between(2, 8)  # stored in int8; 1 bit has no magnitude left after 
 FILE_NAME = Allowed(forbidden="/\\")
 
 
+# A recipe is a complete set of defaults: a record's logged configuration. The dataclass defaults below are
+# #1886's (RECIPE=1886); RECIPES lists where another recipe differs. An env var overrides either, and
+# tests/test_config.py checks every default of each recipe, by value, against its record's three seed logs.
+RECIPES = {
+    "1886": {},
+    "2135": dict(  # PR #2135, the final leaderboard's best (1.05651): CaseOps data, SmearGate, sparse gate, LQER
+        caseops_enabled=True, eval_seq_len=2560, smear_gate_enabled=True, sparse_attn_gate_enabled=True,
+        gated_attn_enabled=False, gated_attn_init_std=0.01, asym_logit_rescale=True,
+        matrix_lr=0.028, beta2=0.99, warmdown_frac=0.85, val_loss_every=4000,
+        gptq_calibration_batches=32, mlp_clip_sigmas=11.5, embed_clip_sigmas=14.0, gated_attn_quant_gate=False,
+        lqer_enabled=True, lqer_asym_group=32, compressor="pergroup",
+        ttt_lora_rank=80, ttt_lora_lr=8e-5, ttt_beta2=0.99, ttt_k_lora=False, ttt_eval_seq_len=2560,
+        phased_ttt_prefix_docs=2500, phased_ttt_num_phases=1, ngram_tilt_enabled=True,
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Hyperparameters:
     # ---- run and data ----
+    recipe: str = knob("1886", Allowed(choices=tuple(RECIPES)))  # which record's configuration gives the defaults
     run_id: str = knob("", FILE_NAME)  # log name (logs/<RUN_ID>.txt); default is a timestamp
     seed: int = knob(1337, between(0, 2**32 - 1))
     # DATA_DIR is the record's root: DATA_PATH and TOKENIZER_PATH default to the record's layout under it
@@ -163,37 +184,50 @@ class Hyperparameters:
     data_dir: str = "./data/"
     data_path: str = ""  # folder with fineweb_{train,val}_*.bin; default DATA_DIR/datasets/fineweb10B_sp<V>
     tokenizer_path: str = ""  # default DATA_DIR/tokenizers/fineweb_<V>_bpe.model
-    vocab_size: int = knob(8192, between(2, 65_536))  # shards store uint16 token ids
-    bos_id: int = knob(1, NON_NEGATIVE)  # every document starts with it
-    train_seq_len: int = knob(2048, at_least(1))  # longest attention span; longer documents are cut
+    vocab_size: int = knob(8192, between(2, 65_536), model=True)  # shards store uint16 token ids
+    bos_id: int = knob(1, NON_NEGATIVE, model=True)  # every document starts with it
+    train_seq_len: int = knob(2048, at_least(1), model=True)  # longest attention span; longer documents are cut
     train_batch_tokens: int = knob(786_432, at_least(1))  # tokens per optimizer step, all ranks together
     val_batch_tokens: int = knob(524_288, at_least(1))  # tokens per evaluation forward, all ranks together
     val_max_tokens: int = knob(0, NON_NEGATIVE)  # 0: the whole val set; else its first N tokens (smoke runs)
+    eval_seq_len: int = knob(2048, at_least(1), model=True)  # validation pieces: cut at BOS and every N tokens
+    # CaseOps data (#2135): case folded into operator tokens; val_bpb counts each target's original UTF-8 bytes
+    # from the val byte sidecar (fineweb_val_bytes_*.bin)
+    caseops_enabled: bool = knob(False, model=True)
     smoke: bool = False  # toy sizes for a CPU run of the whole pipeline
     eval_only: bool = False  # skip training: load ARTIFACT_PATH and evaluate it
     artifact_path: str = ""  # "": logs/<RUN_ID>.golf, beside the run's log
     # ---- model ----
-    num_layers: int = knob(11, at_least(1))
-    model_dim: int = knob(512, at_least(1))
-    num_heads: int = knob(8, at_least(1))
-    num_kv_heads: int = knob(4, at_least(1))
-    mlp_mult: int = knob(4, at_least(1))  # whole numbers only here (the record's float 4.0 is accepted)
-    logit_softcap: float = knob(30.0, NON_NEGATIVE)  # z = c * tanh(logits / c); 0 turns it off
-    rope_base: float = knob(10_000.0, POSITIVE)
-    rope_dims: int = knob(16, NON_NEGATIVE)  # rotary on the first 16 of 64 head dims
+    num_layers: int = knob(11, at_least(1), model=True)
+    model_dim: int = knob(512, at_least(1), model=True)
+    num_heads: int = knob(8, at_least(1), model=True)
+    num_kv_heads: int = knob(4, at_least(1), model=True)
+    mlp_mult: int = knob(4, at_least(1), model=True)  # whole numbers only here (the record's float 4.0 is accepted)
+    logit_softcap: float = knob(30.0, NON_NEGATIVE, model=True)  # z = c * tanh(logits / c); 0 turns it off
+    rope_base: float = knob(10_000.0, POSITIVE, model=True)
+    rope_dims: int = knob(16, NON_NEGATIVE, model=True)  # rotary on the first 16 of 64 head dims
     qk_gain_init: float = knob(5.0, POSITIVE)
     tied_embed_init_std: float = knob(0.005, POSITIVE)
     embed_fp32: bool = False  # GPU: keep the embedding's master weight in fp32 (the record keeps it in bf16)
-    xsa_last_n: int = knob(11, NON_NEGATIVE)  # exclusive self attention on the last N layers
-    gated_attn_enabled: bool = True
+    xsa_last_n: int = knob(11, NON_NEGATIVE, model=True)  # exclusive self attention on the last N layers
+    gated_attn_enabled: bool = knob(True, model=True)
     gated_attn_init_std: float = knob(0.005, POSITIVE)
-    ln_scale: bool = True  # scale each norm by 1/sqrt(layer index + 1)
-    skip_gates_enabled: bool = True
-    loop_start: int = knob(3, NON_NEGATIVE)  # depth recurrence: layers loop_start..loop_end repeat
-    loop_end: int = knob(5, NON_NEGATIVE)
-    num_loops: int = knob(2, NON_NEGATIVE)  # extra passes over the looped layers
+    # #2135's gates: the sparse attention output gate (per head, from the first GATE_WINDOW channels of the
+    # normed input) replaces the dense one; SmearGate adds a gated share of the previous token's embedding
+    sparse_attn_gate_enabled: bool = knob(False, model=True)
+    sparse_attn_gate_init_std: float = knob(0.0, NON_NEGATIVE)  # 0: zeros
+    sparse_attn_gate_scale: float = knob(0.5, FINITE, model=True)  # inside the sigmoid
+    smear_gate_enabled: bool = knob(False, model=True)
+    smear_gate_bos_fix: bool = knob(False, model=True)  # no smear into a BOS (the record ran without it)
+    gate_window: int = knob(12, at_least(1), model=True)
+    asym_logit_rescale: bool = knob(False, model=True)  # separate softcaps for positive and negative logits
+    ln_scale: bool = knob(True, model=True)  # scale each norm by 1/sqrt(layer index + 1)
+    skip_gates_enabled: bool = knob(True, model=True)
+    loop_start: int = knob(3, NON_NEGATIVE, model=True)  # depth recurrence: layers loop_start..loop_end repeat
+    loop_end: int = knob(5, NON_NEGATIVE, model=True)
+    num_loops: int = knob(2, NON_NEGATIVE, model=True)  # extra passes over the looped layers
     enable_looping_at: float = knob(0.35, FRACTION)  # switched on after this fraction of training
-    parallel_start_layer: int = knob(8, NON_NEGATIVE)  # two residual lanes from this physical layer on
+    parallel_start_layer: int = knob(8, NON_NEGATIVE, model=True)  # two residual lanes from this physical layer on
     parallel_resid_init: float = knob(1.1, FINITE)
     # ---- optimizer ----
     matrix_lr: float = knob(0.026, NON_NEGATIVE)
@@ -239,6 +273,14 @@ class Hyperparameters:
     gptq_damp: float = knob(0.01, POSITIVE)
     gptq_block_size: int = knob(128, at_least(1))
     brotli_quality: int = knob(11, between(0, 11))
+    gated_attn_quant_gate: bool = True  # the attention gate as int8 rows (else fp16, as the small tensors)
+    # LQER (#2135): a rank-LQER_RANK correction of the quantization error of the LQER_TOP_K worst tensors
+    lqer_enabled: bool = False
+    lqer_rank: int = knob(4, at_least(1))
+    lqer_top_k: int = knob(3, at_least(1))
+    lqer_asym_enabled: bool = True  # factors as INT2 (one scale) x INT4 (a scale per LQER_ASYM_GROUP values)
+    lqer_asym_group: int = knob(64, at_least(1))
+    compressor: str = knob("brotli", Allowed(choices=("brotli", "pergroup")))  # pergroup: row-sorted code matrices
     # ---- test-time training ----
     ttt_enabled: bool = True
     ttt_lora_rank: int = knob(128, at_least(1))
@@ -259,19 +301,23 @@ class Hyperparameters:
     # the global-SGD split); this many GPUs are reproduced at any world size that divides it
     ttt_record_world_size: int = knob(8, at_least(1))
     ttt_compile: bool = True  # torch.compile the TTT chunk forward/backward (CUDA, with COMPILE=1)
-    # The record's other TTT settings, under its names and defaults; a field in TTT_NOT_WIRED accepts only its
-    # default (no setting may silently do nothing).
+    # the record's other TTT settings, under its names and defaults (the ones not implemented: RECORD_FIXED)
     ttt_eval_seq_len: int = knob(2048, at_least(1))  # longest context a TTT chunk is scored with
-    ttt_grad_steps: int = knob(1, at_least(1))  # adapter steps per chunk
     ttt_k_lora: bool = True  # LoRA on the key projection
     ttt_o_lora: bool = True  # LoRA on the attention output projection
     ttt_mlp_lora: bool = True  # LoRA beside the MLP
     global_ttt_epochs: int = knob(1, NON_NEGATIVE)
-    global_ttt_batch_seqs: int = knob(32, at_least(1))
     global_ttt_grad_clip: float = knob(1.0, NON_NEGATIVE)  # 0: no clipping
     global_ttt_warmup_chunks: int = knob(0, NON_NEGATIVE)
     global_ttt_warmup_start_lr: float = knob(0.0, NON_NEGATIVE)
     global_ttt_respect_doc_boundaries: bool = True
+    # the token n-gram tilt (#2135): where the strictly causal order-TOKEN_ORDER token statistics predict the
+    # next token with confidence >= TOKEN_THRESHOLD, its probability is raised by exp(TOKEN_BOOST), renormalised
+    ngram_tilt_enabled: bool = False
+    token_order: int = knob(16, between(1, 33))
+    token_threshold: float = knob(0.8, FRACTION)
+    token_boost: float = knob(2.625, FINITE)
+    ngram_hint_precompute_outside: bool = False  # the hints before the eval timer (the record counts them in it)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -281,7 +327,7 @@ class Hyperparameters:
                 finite = " (finite)" if f.type == "float" else ""
                 raise ValueError(f"{f.name.upper()}={value!r} is out of range: need "
                                  f"{allowed.describe(f.name.upper())}{finite}")
-        for name, path in data_layout(self.data_dir, self.vocab_size).items():
+        for name, path in data_layout(self).items():
             if not getattr(self, name):  # not set explicitly: the record's layout under DATA_DIR
                 object.__setattr__(self, name, path)
 
@@ -290,13 +336,19 @@ class Hyperparameters:
         return self.model_dim // self.num_heads
 
 
-TTT_NOT_WIRED = ("ttt_grad_steps", "global_ttt_batch_seqs")
+# The settings declared with model=True: they shape the model and how the val set is cut. The artifact stores
+# them, and EVAL_ONLY runs with them (the weights mean nothing under another model).
+MODEL_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(Hyperparameters) if f.metadata.get("model"))
 
 
-def data_layout(data_dir: str, vocab_size: int) -> dict[str, str]:
-    """The record's layout of the shards and the tokenizer under DATA_DIR (as download_data.py writes it)."""
-    return dict(data_path=os.path.join(data_dir, "datasets", f"fineweb10B_sp{vocab_size}"),
-                tokenizer_path=os.path.join(data_dir, "tokenizers", f"fineweb_{vocab_size}_bpe.model"))
+CASEOPS_SUFFIX = "_lossless_caps_caseops_v1_reserved"  # the CaseOps export's names (download_data.py --variant caseops)
+
+
+def data_layout(h: "Hyperparameters") -> dict[str, str]:
+    """The records' layout of the shards and the tokenizer under DATA_DIR (as download_data.py writes it)."""
+    suffix = CASEOPS_SUFFIX if h.caseops_enabled else ""
+    return dict(data_path=os.path.join(h.data_dir, "datasets", f"fineweb10B_sp{h.vocab_size}{suffix}"),
+                tokenizer_path=os.path.join(h.data_dir, "tokenizers", f"fineweb_{h.vocab_size}_bpe{suffix}.model"))
 
 
 # Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in two to three minutes, on the shipped sample unless
@@ -311,207 +363,11 @@ SMOKE_OVERRIDES = dict(
     iterations=50, warmup_steps=5, max_wallclock_seconds=0.0, train_log_every=10,
     matrix_lr=0.03, tied_embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
     gptq_calibration_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lora_lr=3e-3,
-    ttt_chunk_size=128, ttt_eval_seq_len=256,  # each chunk step costs ~0.1-0.5 s on a CPU: few, long chunks
+    ttt_chunk_size=128, ttt_eval_seq_len=256, eval_seq_len=256,  # each chunk step costs ~0.1-0.5 s on a CPU: few, long chunks
     # 13 documents: batches of 4 and 2 virtual GPUs give one phase pause with an SGD pass
     ttt_batch_size=4, phased_ttt_prefix_docs=6, ttt_record_world_size=2, global_ttt_chunk_tokens=2048,
     brotli_quality=5, compile=False, ema_decay=0.9,
 )
-
-# The record's settings that golfrun does not implement: the record's value is accepted, so that its
-# commands run unchanged, and any other value is refused with the reason.
-RECORD_FIXED = {
-    "TIE_EMBEDDINGS": ("1", "the embedding is always tied to the output head here (untied is not implemented)"),
-    "EMBED_LR": ("0.6", "it is the record's rate for untied embeddings only; ours are tied: set TIED_EMBED_LR"),
-    "ROPE_YARN": ("0", "YaRN rotary scaling is not implemented (the record runs without it)"),
-    "ROPE_TRAIN_SEQ_LEN": ("2048", "the record reads it and never uses it (its rotary takes TRAIN_SEQ_LEN)"),
-    "PHASED_TTT_ENABLED": ("1", "the record reads it and never uses it; PHASED_TTT_PREFIX_DOCS=0 turns phases off"),
-    "COMPRESSOR": ("brotli", "the artifact is always brotli-compressed"),
-    "TTT_OPTIMIZER": ("adam", "the TTT adapters train with AdamW only (the record's SGD option is not implemented)"),
-    "PARALLEL_FINAL_LANE": ("mean", "the two residual lanes are always averaged before the final norm"),
-    "SLIDING_WINDOW_ENABLED": ("0", "the record's diagnostic sliding-window evaluation is not implemented"),
-    "EVAL_STRIDE": ("64", "it is the stride of the sliding-window evaluation, which is not implemented"),
-    "VAL_DOC_FRACTION": ("1.0", "validation scores every document (VAL_MAX_TOKENS cuts it for smoke runs)"),
-    "TTT_EVAL_BATCHES": ("", "the record's debugging subset of TTT batches is not implemented"),
-    "ARTIFACT_DIR": ("", "the log goes to logs/<RUN_ID>.txt and the artifact to ARTIFACT_PATH"),
-    "MATRIX_CLIP_SIGMAS": ("12.85", "it covers matrices outside attention and the MLP, and this model has none "
-                                    "(use ATTN_CLIP_SIGMAS, MLP_CLIP_SIGMAS, EMBED_CLIP_SIGMAS)"),
-}
-
-# The record's settings that must equal one of ours here: (our field, why).
-RECORD_SAME_AS = {
-    "EVAL_SEQ_LEN": ("train_seq_len", "validation packs documents into TRAIN_SEQ_LEN windows; set TRAIN_SEQ_LEN"),
-}
-
-# Entries of the record's dump that are not settings: the record derives them (torchrun sets the first three).
-RECORD_DERIVED = {
-    "RANK": "torchrun's process rank", "WORLD_SIZE": "torchrun's process count",
-    "LOCAL_RANK": "torchrun's rank on this host", "DISTRIBUTED": "true when WORLD_SIZE > 1",
-    "IS_MAIN_PROCESS": "rank 0", "GRAD_ACCUM_STEPS": "8 // WORLD_SIZE (validate_hyperparameters)",
-    "DATASETS_DIR": "DATA_DIR/datasets/fineweb10B_sp<VOCAB_SIZE>: DATA_PATH here",
-    "TRAIN_FILES": "DATA_PATH/fineweb_train_*.bin", "VAL_FILES": "DATA_PATH/fineweb_val_*.bin",
-    "LOGFILE": "logs/<RUN_ID>.txt", "MODEL_PATH": "the record's unquantized checkpoint; golfrun writes none",
-    "QUANTIZED_MODEL_PATH": "the artifact: ARTIFACT_PATH here",
-}
-
-# Our names before they took the record's (an old command gets the new name, not a silent default).
-RENAMED = {
-    "MIN_LR_FRAC": "MIN_LR", "LOOP_ENABLE_FRAC": "ENABLE_LOOPING_AT", "MUON_WEIGHT_DECAY": "MUON_WD",
-    "MUON_NS_STEPS": "MUON_BACKEND_STEPS", "MUON_ROW_NORM": "MUON_ROW_NORMALIZE", "EMBED_WEIGHT_DECAY": "EMBED_WD",
-    "SCALAR_WEIGHT_DECAY": "ADAM_WD", "ADAM_BETA1": "BETA1", "ADAM_BETA2": "BETA2",
-    "GATED_ATTN": "GATED_ATTN_ENABLED", "GATE_INIT_STD": "GATED_ATTN_INIT_STD",
-    "GPTQ_CALIB_BATCHES": "GPTQ_CALIBRATION_BATCHES", "CLIP_SIGMA_MATRIX": "MATRIX_CLIP_SIGMAS",
-    "CLIP_SIGMA_MLP": "MLP_CLIP_SIGMAS", "CLIP_SIGMA_ATTN": "ATTN_CLIP_SIGMAS",
-    "CLIP_SIGMA_EMBED": "EMBED_CLIP_SIGMAS", "TTT_LR": "TTT_LORA_LR", "TTT_CHUNK_TOKENS": "TTT_CHUNK_SIZE",
-    "TTT_BATCH_DOCS": "TTT_BATCH_SIZE", "TTT_PHASED_DOCS": "PHASED_TTT_PREFIX_DOCS",
-    "TTT_PHASES": "PHASED_TTT_NUM_PHASES", "TTT_GLOBAL_LR": "GLOBAL_TTT_LR",
-    "TTT_GLOBAL_MOMENTUM": "GLOBAL_TTT_MOMENTUM", "TTT_GLOBAL_CHUNK_TOKENS": "GLOBAL_TTT_CHUNK_TOKENS",
-}
-# Our settings that did nothing and went (an old command is told, not silently ignored).
-REMOVED = {
-    "GATE_BITS": "the attention gates are always stored as int8 per head, as in the record",
-    "TTT_TIME_BUDGET_SECONDS": "it was only printed; the evaluation limit is the challenge's 600 s",
-}
-
-# Variables in the environment that are not ours even though they look like it.
-FOREIGN_ENV_VARS = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                    "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "OMP_NUM_THREADS"}
-# Name families that are ours: an env var starting with one of these must be a known field.
-OWN_ENV_PREFIXES = ("TTT_", "PHASED_TTT_", "GLOBAL_TTT_", "GPTQ_", "MUON_", "ADAM_", "EMBED_", "SCALAR_", "MATRIX_",
-                    "CLIP_SIGMA_", "LOOP_", "PARALLEL_", "WARMDOWN_", "WARMUP_", "VAL_", "TRAIN_", "FUSED_", "ROPE_",
-                    "EMA_", "QK_", "GATED_ATTN_", "TIED_EMBED_", "MLP_", "ATTN_")
-
-
-def _parse_bool(name: str, text: str) -> bool:
-    if text not in ("0", "1"):
-        raise ValueError(f"{name}={text!r}: booleans are 0 or 1 only (so that '0' can never mean true)")
-    return text == "1"
-
-
-def _parse_value(name: str, text: str, kind: type):
-    try:
-        if kind is bool:
-            return _parse_bool(name, text)
-        if kind is int:  # "1e3" and the record's "4.0" are whole numbers too
-            number = float(text)
-            if not number.is_integer():
-                raise ValueError("not a whole number")
-            return int(number)
-        return kind(text)
-    except (ValueError, OverflowError) as err:
-        raise ValueError(f"{name}={text!r} is not a valid {kind.__name__}: {err}") from None
-
-
-def _same_value(text: str, accepted: str) -> bool:
-    try:
-        return float(text) == float(accepted)
-    except ValueError:
-        return text == accepted
-
-
-def check_record_only(environ: dict) -> None:
-    """The record's names we do not implement: its value passes, others are refused with the reason."""
-    for name in sorted(set(environ) & set(RECORD_FIXED)):
-        accepted, reason = RECORD_FIXED[name]
-        if not _same_value(environ[name], accepted):
-            raise ValueError(f"{name}={environ[name]!r} is not supported, only the record's {name}={accepted!r}: "
-                             f"{reason}")
-    for name in sorted(set(environ) & (set(RECORD_DERIVED) - FOREIGN_ENV_VARS)):
-        raise ValueError(f"{name} is not a setting: the record derives it ({RECORD_DERIVED[name]})")
-    for name in sorted(set(environ) & set(RENAMED)):
-        raise ValueError(f"{name} was renamed to the record's name {RENAMED[name]}")
-    for name in sorted(set(environ) & set(REMOVED)):
-        raise ValueError(f"{name} was removed: {REMOVED[name]}")
-
-
-def check_unknown_env(environ: dict, known: set[str]) -> None:
-    """Fail on env vars that look like ours but that no field claims (typos silently do nothing otherwise)."""
-    for name in sorted(environ):
-        if name in known or name in FOREIGN_ENV_VARS:
-            continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
-        if close or name.startswith(OWN_ENV_PREFIXES):
-            hint = f" Did you mean {close[0]}?" if close else ""
-            raise ValueError(f"unknown hyperparameter env var {name}.{hint} "
-                             "Known names are the Hyperparameters fields of train_gpt.py in capitals.")
-
-
-def check_one_source(environ: dict, h: Hyperparameters) -> None:
-    """A value given twice must agree: DATA_DIR with an explicit DATA_PATH or TOKENIZER_PATH, and the
-    record's names that mean one of our fields."""
-    if "DATA_DIR" in environ:
-        for name, path in data_layout(h.data_dir, h.vocab_size).items():
-            given = environ.get(name.upper())
-            if given is not None and os.path.normpath(given) != os.path.normpath(path):
-                raise ValueError(f"DATA_DIR={environ['DATA_DIR']!r} implies {name.upper()}={path!r}, but "
-                                 f"{name.upper()}={given!r} is set: give one of them")
-    for name in sorted(set(environ) & set(RECORD_SAME_AS)):
-        ours, reason = RECORD_SAME_AS[name]
-        if not _same_value(environ[name], str(getattr(h, ours))):
-            raise ValueError(f"{name}={environ[name]!r} differs from {ours.upper()}={getattr(h, ours)!r}, and "
-                             f"here it must not: {reason}")
-
-
-def load_hyperparameters(environ: dict | None = None) -> Hyperparameters:
-    environ = dict(os.environ if environ is None else environ)
-    fields = {f.name: f for f in dataclasses.fields(Hyperparameters)}
-    check_record_only(environ)
-    check_unknown_env(environ, {n.upper() for n in fields} | set(RECORD_FIXED) | set(RECORD_SAME_AS))
-    kinds = {"str": str, "int": int, "float": float, "bool": bool}
-    values = {}
-    for name, f in fields.items():
-        if name.upper() in environ:
-            values[name] = _parse_value(name.upper(), environ[name.upper()], kinds[f.type])
-    if values.get("smoke", False):
-        smoke = dict(SMOKE_OVERRIDES)
-        if "data_dir" in values:  # DATA_DIR names the data: the shipped sample is only SMOKE's default
-            del smoke["data_path"], smoke["tokenizer_path"]
-        values = {**smoke, **values}
-    h = Hyperparameters(**values)
-    check_one_source(environ, h)
-    return h
-
-
-def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
-    """Check the invariants between settings once, before any compute; return grad_accum_steps. (Each
-    setting's own range is checked when the config is built.) Messages say which variable to change."""
-    if 8 % world_size != 0:
-        raise ValueError(f"world size {world_size} must divide 8 (use --nproc_per_node=1, 2, 4 or 8)")
-    grad_accum_steps = 8 // world_size
-    micro_tokens = h.train_batch_tokens // 8
-    if h.train_batch_tokens % 8 or micro_tokens % h.train_seq_len:
-        raise ValueError(f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} must split into 8 micro-batches that are "
-                         f"whole multiples of TRAIN_SEQ_LEN={h.train_seq_len}")
-    if h.model_dim % h.num_heads or h.num_heads % h.num_kv_heads:
-        raise ValueError("MODEL_DIM must divide by NUM_HEADS, and NUM_HEADS by NUM_KV_HEADS")
-    if h.rope_dims % 2 or h.rope_dims > h.head_dim:
-        raise ValueError(f"ROPE_DIMS={h.rope_dims} must be even and at most the head dim {h.head_dim}")
-    if h.num_loops and not 0 <= h.loop_start <= h.loop_end < h.num_layers:
-        raise ValueError(f"need 0 <= LOOP_START <= LOOP_END < NUM_LAYERS={h.num_layers}")
-    if h.xsa_last_n > h.num_layers or h.parallel_start_layer > h.num_layers:
-        raise ValueError(f"XSA_LAST_N={h.xsa_last_n} and PARALLEL_START_LAYER={h.parallel_start_layer} must be at "
-                         f"most NUM_LAYERS={h.num_layers}")
-    if h.bos_id >= h.vocab_size:
-        raise ValueError(f"BOS_ID={h.bos_id} must be below VOCAB_SIZE={h.vocab_size}")
-    if h.val_batch_tokens % (world_size * h.train_seq_len):
-        raise ValueError(f"VAL_BATCH_TOKENS={h.val_batch_tokens} must be a multiple of world size x TRAIN_SEQ_LEN")
-    if 0 < h.max_wallclock_seconds <= h.gptq_reserve_seconds:
-        raise ValueError(f"MAX_WALLCLOCK_SECONDS={h.max_wallclock_seconds} leaves no training time after "
-                         f"GPTQ_RESERVE_SECONDS={h.gptq_reserve_seconds} (0 means no cap)")
-    if h.ttt_enabled:  # TTT runs after training and GPTQ: its settings must not fail only then
-        if h.ttt_record_world_size % world_size:
-            raise ValueError(f"TTT_RECORD_WORLD_SIZE={h.ttt_record_world_size} must be a multiple of the world "
-                             f"size {world_size}")
-        if h.ttt_eval_seq_len > h.train_seq_len:
-            raise ValueError(f"TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} must be at most TRAIN_SEQ_LEN={h.train_seq_len}")
-        if h.ttt_chunk_size > h.ttt_eval_seq_len:
-            raise ValueError(f"TTT_CHUNK_SIZE={h.ttt_chunk_size} must be at most TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} "
-                             "(a scored chunk sits inside its context window)")
-    defaults = Hyperparameters()
-    for name in TTT_NOT_WIRED:
-        if getattr(h, name) != getattr(defaults, name):
-            raise ValueError(f"{name.upper()}={getattr(h, name)!r}: only the record's default "
-                             f"{getattr(defaults, name)!r} is implemented so far")
-    return grad_accum_steps
 
 
 # -----------------------------------------------------------------------------
@@ -587,31 +443,6 @@ def agreed_seconds(ctx: DistContext, seconds: float) -> float:
     return t.item()
 
 
-def run_files(h: Hyperparameters, ctx: DistContext) -> Hyperparameters:
-    """Name this run's files (run id, logs/<run_id>.txt, the artifact) and check that nothing of an earlier
-    run is in the way: a reused RUN_ID would append to another run's log, and a training run that found an
-    older artifact at its path could leave it looking like its own. Rank 0 decides, every rank gets the
-    answer, so all ranks fail together with one message."""
-    answer = [h.run_id or time.strftime("%Y%m%d_%H%M%S"), ""]
-    if ctx.is_master:
-        log_path = Path("logs") / f"{answer[0]}.txt"
-        artifact = Path(h.artifact_path or Path("logs") / f"{answer[0]}.golf")
-        if log_path.exists():
-            answer[1] = (f"{log_path} exists: RUN_ID={answer[0]} belongs to an earlier run. Choose a new RUN_ID "
-                         "(or move the old log away); a run never appends to another run's log")
-        elif h.eval_only and not artifact.is_file():
-            answer[1] = f"EVAL_ONLY=1: artifact {artifact} not found; set ARTIFACT_PATH to the .golf file of a run"
-        elif not h.eval_only and artifact.exists():
-            answer[1] = (f"{artifact} exists (an earlier run's artifact): this run would replace it. Set "
-                         "ARTIFACT_PATH to a new file, or leave it unset for logs/<RUN_ID>.golf")
-    if ctx.distributed:
-        dist.broadcast_object_list(answer, src=0)
-    if answer[1]:
-        raise ValueError(answer[1])
-    return dataclasses.replace(h, run_id=answer[0],
-                               artifact_path=h.artifact_path or str(Path("logs") / f"{answer[0]}.golf"))
-
-
 class Logger:
     """Rank 0 writes every line to logs/<run_id>.txt; the log is the record of the run. The file is created
     exclusively (an existing log is never appended to), and each message is appended and the file closed at
@@ -663,168 +494,6 @@ def seconds_since_launch() -> float:
         return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return time.time() - IMPORTED_AT
-
-
-# The shipped file: the record folder holds ONE train_gpt.py, our two files compressed into a self-extracting
-# script (the challenge counts the code of train_gpt.py; the records ship such a file and count its size). Its
-# loader registers each source with linecache, so that inspect.getsource (which @triton.jit needs) finds it, and
-# serves `import kernels` from the embedded source before any kernels.py on disk. Running it runs our (minified)
-# train_gpt.py with EMBEDDED_SOURCES set: its log embeds the minified sources (a run from the checkout logs the
-# readable ones), from which the run and make_record.py rebuild the same file to count it.
-SHIPPED_LOADER = """# golfrun: train_gpt.py + kernels.py, minified, lzma-compressed (readable sources: any log of a run)
-import base64,importlib.util,linecache,sys,lzma
-EMBEDDED_SOURCES=dict(zip({names!r},lzma.decompress(base64.b85decode("{payload}")).decode().split("\\0")))
-def _compile(name):
- src=EMBEDDED_SOURCES[name];linecache.cache[name]=(len(src),None,src.splitlines(True),name)
- return compile(src,name,"exec")
-class _Embedded:
- def find_spec(self,name,path=None,target=None):
-  return importlib.util.spec_from_loader(name,self) if name+".py" in EMBEDDED_SOURCES else None
- def create_module(self,spec):return None
- def exec_module(self,module):module.__file__=module.__name__+".py";exec(_compile(module.__file__),module.__dict__)
- def get_source(self,name):return EMBEDDED_SOURCES[name+".py"]
-sys.meta_path.insert(0,_Embedded())
-exec(_compile("train_gpt.py"))
-"""
-# The shipped file is lzma-compressed (stdlib): it self-extracts anywhere, and its bytes never depend on which
-# codecs the building machine has (brotli would save ~860 bytes, but a GPU run without brotli crashed on it).
-EMBEDDED_SOURCES: dict[str, str] | None = globals().get("EMBEDDED_SOURCES")  # set by the shipped file's loader
-
-
-def code_sources() -> dict[str, str]:
-    """The source of each code file: the ones embedded in the shipped file when running from it, else the
-    files beside this one."""
-    if EMBEDDED_SOURCES is not None:
-        return dict(EMBEDDED_SOURCES)
-    here = Path(__file__).resolve().parent
-    missing = [name for name in CODE_FILES if not (here / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{', '.join(missing)} not found beside {here / 'train_gpt.py'}: the run counts "
-                                "and logs both code files; run from a full checkout or from a shipped train_gpt.py")
-    return {name: (here / name).read_text(encoding="utf-8") for name in CODE_FILES}
-
-
-# Minifying the shipped copy: comments, docstrings, blank lines and trailing spaces go, and indentation becomes one
-# space a level, cutting the counted bytes by a third. It edits the original text at positions that `tokenize` and
-# `ast` report (names and code stay untouched, unlike ast.unparse, whose output changes between Python versions),
-# and checks that the result parses to the same syntax tree less docstrings. Minifying twice changes nothing, so a
-# run of the shipped file, which logs the minified sources, rebuilds the same file.
-DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-
-
-def docstrings(tree: ast.AST) -> list[tuple[ast.AST, ast.Expr]]:
-    """(owner, docstring statement) for every module, class and function that opens with a string literal."""
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, DOCSTRING_OWNERS) and node.body:
-            first = node.body[0]
-            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-                    and isinstance(first.value.value, str)):
-                found.append((node, first))
-    return found
-
-
-def without_docstrings(tree: ast.AST) -> ast.AST:
-    """The tree with its docstrings dropped in place (a body left empty gets `pass`): what minifying must keep."""
-    for node, doc in docstrings(tree):
-        node.body = node.body[1:] or [ast.Pass()]
-    return tree
-
-
-def rows_ending_in_strings(tokens: list[tokenize.TokenInfo]) -> set[int]:
-    """Line numbers whose end lies inside a string literal (all but the last line of a multi-line string); from
-    Python 3.12 an f-string is several tokens, FSTRING_START to FSTRING_END, nested ones included."""
-    rows, fstring_starts = set(), []
-    for tok in tokens:
-        if tok.type == tokenize.STRING:
-            rows.update(range(tok.start[0], tok.end[0]))
-        elif tok.type == getattr(tokenize, "FSTRING_START", None):
-            fstring_starts.append(tok.start[0])
-        elif tok.type == getattr(tokenize, "FSTRING_END", None):
-            rows.update(range(fstring_starts.pop(), tok.end[0]))
-    return rows
-
-
-def source_tokens(source: str) -> list[tokenize.TokenInfo]:
-    return list(tokenize.generate_tokens(io.StringIO(source).readline))
-
-
-def cut_comments_and_docstrings(source: str) -> str:
-    lines = source.splitlines(True)
-    line_starts = [0]
-    for line in lines:
-        line_starts.append(line_starts[-1] + len(line))
-
-    def offset(row: int, col: int, col_in_utf8_bytes: bool = False) -> int:
-        if col_in_utf8_bytes:  # ast counts columns in UTF-8 bytes, tokenize in characters
-            col = len(lines[row - 1].encode("utf-8")[:col].decode("utf-8"))
-        return line_starts[row - 1] + col
-
-    cuts = [(offset(doc.lineno, doc.col_offset, True), offset(doc.end_lineno, doc.end_col_offset, True),
-             "pass" if len(owner.body) == 1 else "") for owner, doc in docstrings(ast.parse(source))]
-    cuts += [(offset(*tok.start), offset(*tok.end), "") for tok in source_tokens(source)
-             if tok.type == tokenize.COMMENT]
-    for start, end, replacement in sorted(cuts, reverse=True):
-        source = source[:start] + replacement + source[end:]
-    return source
-
-
-def squeeze_lines(source: str) -> str:
-    """Drops blank lines and trailing spaces and indents one space a block level; lines that begin or end inside a
-    string literal keep that part as it is."""
-    tokens = source_tokens(source)
-    in_string = rows_ending_in_strings(tokens)
-    depth, row_depth = 0, {}
-    for tok in tokens:  # INDENTs or DEDENTs (several on one row) come just before a logical line's first token
-        if tok.type in (tokenize.INDENT, tokenize.DEDENT):
-            depth += 1 if tok.type == tokenize.INDENT else -1
-            continue
-        for row in range(tok.start[0], tok.end[0] + 1):
-            row_depth.setdefault(row, depth)
-    kept = []
-    for row, line in enumerate(source.splitlines(True), start=1):
-        if row - 1 not in in_string:
-            line = " " * row_depth.get(row, 0) + line.lstrip(" \t")
-        if row not in in_string:
-            line = line.rstrip() + "\n"
-        if line.strip() or row - 1 in in_string:
-            kept.append(line)
-    return "".join(kept)
-
-
-def minify_source(source: str, name: str = "<source>") -> str:
-    """The source without comments, docstrings and blank lines, one space of indentation a block level."""
-    minified = squeeze_lines(cut_comments_and_docstrings(source))
-    if ast.dump(ast.parse(minified)) != ast.dump(without_docstrings(ast.parse(source))):
-        raise ValueError(f"minifying {name} changed its code (a bug of minify_source): fix it, or ship it as it is")
-    return minified
-
-
-def build_shipped_file(sources: dict[str, str]) -> bytes:
-    """One self-contained, runnable train_gpt.py holding both sources, minified, compressed and base85-encoded
-    (ASCII); deterministic, so the run and make_record.py build the same bytes from the same sources."""
-    if set(sources) != set(CODE_FILES):
-        raise ValueError(f"the shipped file needs exactly {CODE_FILES}, got {sorted(sources)}")
-    texts = [minify_source(sources[name], name) for name in CODE_FILES]
-    if any("\0" in text for text in texts):
-        raise ValueError("a source file contains a NUL character, the separator of the shipped payload")
-    payload = "\0".join(texts).encode("utf-8")
-    compressed = lzma.compress(payload, preset=9 | lzma.PRESET_EXTREME)
-    return SHIPPED_LOADER.format(names=CODE_FILES,
-                                 payload=base64.b85encode(compressed).decode("ascii")).encode("ascii")
-
-
-def shipped_sources(shipped: bytes) -> dict[str, str]:
-    """The (minified) sources inside a file made by build_shipped_file (make_record checks them against the logs)."""
-    not_shipped = "not a shipped train_gpt.py (no embedded payload): rebuild it with build_shipped_file"
-    match = re.search(rb'import base64,importlib.util,linecache,sys,lzma\n.*?b85decode\("([^"]*)"\)', shipped)
-    if match is None:
-        raise ValueError(not_shipped)
-    try:  # the readable train_gpt.py holds the loader's template too, with a placeholder for the payload
-        texts = lzma.decompress(base64.b85decode(match.group(1))).decode("utf-8").split("\0")
-    except (ValueError, lzma.LZMAError):
-        raise ValueError(not_shipped) from None
-    return dict(zip(CODE_FILES, texts))
 
 
 def log_environment(log: Logger, h: Hyperparameters, ctx: DistContext) -> None:
@@ -901,46 +570,6 @@ def build_byte_tables(sp) -> ByteTables:
     return ByteTables(base, space, boundary)
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def check_tokenizer_pairing(h: Hyperparameters) -> str:
-    """The tokenizer must be the one the shards were made with: another tokenizer of the same vocabulary size
-    trains and scores without error, but its byte counts are wrong (~3% for another SP8192), so val_bpb is
-    wrong. The download's manifest.json (the challenge's format, at DATA_PATH/../../) names the dataset's
-    tokenizer. Returns the line to log (a loud warning when nothing can be checked); raises on a mismatch."""
-    data_dir = Path(h.data_path)
-    root = data_dir.resolve().parent.parent
-    manifest_path = root / "manifest.json"
-    unchecked = (f"WARNING: cannot check that TOKENIZER_PATH={h.tokenizer_path} is the tokenizer the shards of "
-                 f"DATA_PATH={h.data_path} were made with")
-    if not manifest_path.is_file():
-        return f"{unchecked}: no {manifest_path} (the download writes it). A wrong tokenizer gives a wrong val_bpb"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    dataset = next((d for d in manifest.get("datasets", []) if d.get("name") == data_dir.name), None)
-    if dataset is None:
-        return f"{unchecked}: {manifest_path} lists no dataset {data_dir.name!r}"
-    tokenizer = next((t for t in manifest.get("tokenizers", []) if t.get("name") == dataset.get("tokenizer_name")), {})
-    fix = f"use the shards and the tokenizer of one download ({DOWNLOAD_HINT})"
-    for key in ("vocab_size", "bos_id"):
-        if key in dataset and dataset[key] != getattr(h, key):
-            raise ValueError(f"{manifest_path}: dataset {data_dir.name} has {key} {dataset[key]} but "
-                             f"{key.upper()}={getattr(h, key)}: {fix}")
-    expected = tokenizer.get("model_path") or tokenizer.get("path") or ""
-    reference = tokenizer.get("sha256") or (file_sha256(root / expected) if (root / expected).is_file() else "")
-    if reference:
-        if file_sha256(h.tokenizer_path) != reference:
-            raise ValueError(f"TOKENIZER_PATH={h.tokenizer_path} is not the tokenizer {expected} that "
-                             f"{manifest_path} names for {data_dir.name} (sha256 differs): set "
-                             f"TOKENIZER_PATH={root / expected}, or {fix}")
-        return f"tokenizer_check: {h.tokenizer_path} is the tokenizer of {data_dir.name} (sha256 {reference[:12]})"
-    if expected and Path(expected).name != Path(h.tokenizer_path).name:
-        raise ValueError(f"{manifest_path} names tokenizer {expected} for {data_dir.name}, but "
-                         f"TOKENIZER_PATH={h.tokenizer_path}: {fix}")
-    return f"{unchecked} beyond its file name ({manifest_path} records no tokenizer hash and {expected} is missing)"
-
-
 # -----------------------------------------------------------------------------
 # Shards and the document-packing loader
 # Shards are memory-mapped, never loaded whole. The token stream is cut into fixed-size windows; inside a
@@ -966,23 +595,6 @@ def read_shard(path: str | Path) -> np.ndarray:
         raise ValueError(f"shard {path} is {size} bytes but its header promises {count} tokens "
                          f"({expected} bytes): the file is truncated or corrupt; download it again ({DOWNLOAD_HINT})")
     return np.memmap(path, dtype="<u2", mode="r", offset=SHARD_HEADER_WORDS * 4, shape=(count,))
-
-
-def check_token_ids(path: Path, tokens: np.ndarray, vocab_size: int) -> None:
-    """Every token id must index the embedding. Found here rather than at the embedding (after training, for
-    a bad val shard; a device assert on CUDA). One max over the memmap: ~15 ms per 100M-token shard cached."""
-    top = int(tokens.max()) if len(tokens) else 0
-    if top >= vocab_size:
-        raise ValueError(f"shard {path} holds token id {top} >= VOCAB_SIZE={vocab_size}: it was made with a "
-                         f"larger vocabulary. Use the shards and tokenizer of one download ({DOWNLOAD_HINT}), "
-                         "or set VOCAB_SIZE to the tokenizer's")
-
-
-def check_shards(h: Hyperparameters, splits: tuple[str, ...]) -> None:
-    """Header, size and token ids of every shard of the splits, before any compute is spent."""
-    for split in splits:
-        for path in find_shards(h.data_path, split):
-            check_token_ids(path, read_shard(path), h.vocab_size)
 
 
 def find_shards(data_path: str, split: str) -> list[Path]:
@@ -1029,10 +641,19 @@ class PackedBatch:
         return PackedBatch(move(self.inputs), move(self.targets), move(self.positions),
                            move(self.cu_seqlens), self.max_seqlen)
 
+    @property
+    def layout(self) -> dict:
+        return varlen_layout(self.positions, self.cu_seqlens, self.max_seqlen)
+
     def pin_memory(self) -> "PackedBatch":
         """Page-locked copies: their copy to the GPU runs asynchronously and never stalls the host."""
         return PackedBatch(self.inputs.pin_memory(), self.targets.pin_memory(), self.positions.pin_memory(),
                            self.cu_seqlens.pin_memory(), self.max_seqlen)
+
+
+def varlen_layout(positions, cu_seqlens, max_seqlen: int) -> dict:
+    """What varlen attention reads of a packed batch (the model's "varlen" layout)."""
+    return dict(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, positions=positions)
 
 
 def piece_starts(inputs: np.ndarray, bos_id: int, max_len: int) -> np.ndarray:
@@ -1060,22 +681,23 @@ def pack_window(window: np.ndarray, bos_id: int, max_len: int) -> PackedBatch:
 
 
 class TrainLoader:
-    """Deterministic: step s, micro-window j of 8 sits at a fixed offset of the shard stream (shards in name order).
-    While the GPU runs one micro-batch, a background thread reads and packs the next one (into page-locked
-    memory on a GPU), so the training loop only launches an asynchronous copy. Asked for any other batch
-    than the one prepared (warm-up restarts, GPTQ calibration), it prepares that one itself: the same bytes."""
+    """Deterministic: micro-window j of step s (of MICRO_BATCHES) sits at a fixed offset of the shard stream
+    (shards in name order). While the GPU runs one micro-batch, a background thread reads and packs the next one
+    (into page-locked memory on a GPU), so the training loop only launches an asynchronous copy. Asked for any
+    other batch than the one prepared (warm-up restarts, GPTQ calibration), it prepares that one itself: the
+    same bytes."""
 
     def __init__(self, h: Hyperparameters, ctx: DistContext, grad_accum_steps: int):
         # shards in name order for every seed, as the record reads them (the seed changes the weights only)
         self.stream = TokenStream(find_shards(h.data_path, "train"))
-        self.micro_tokens = h.train_batch_tokens // 8
         self.h, self.ctx, self.accum = h, ctx, grad_accum_steps
         self.prefetcher = ThreadPoolExecutor(max_workers=1)
         self.prepared: tuple[tuple[int, int], Future] | None = None  # ((step, micro), its host batch)
 
     def host_batch(self, step: int, micro_step: int) -> PackedBatch:
-        window_index = step * 8 + self.ctx.rank * self.accum + micro_step
-        window = self.stream.read(window_index * self.micro_tokens, self.micro_tokens + 1)
+        window_index = step * MICRO_BATCHES + self.ctx.rank * self.accum + micro_step
+        tokens = self.h.train_batch_tokens // MICRO_BATCHES
+        window = self.stream.read(window_index * tokens, tokens + 1)
         batch = pack_window(window, self.h.bos_id, self.h.train_seq_len)
         return batch.pin_memory() if self.ctx.device.type == "cuda" else batch
 
@@ -1156,8 +778,8 @@ def attention_backend(device: torch.device) -> str:
 
 # Whether this torch's varlen_attn takes enable_gqa; decided once, outside any traced code (an exception
 # raised inside torch.compile's trace breaks the graph).
-TORCH_VARLEN_GQA = torch_varlen_attn is not None and \
-    "enable_gqa" in inspect.signature(torch_varlen_attn).parameters
+TORCH_VARLEN_GQA = (torch_varlen_attn is not None
+                    and "enable_gqa" in inspect.signature(torch_varlen_attn).parameters)
 
 
 def _torch_varlen_gqa(q, k, v, cu_seqlens, max_seqlen):
@@ -1259,8 +881,8 @@ class Attention(nn.Module):
         self.proj = CastedLinear(h.num_heads * h.head_dim, h.model_dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((h.num_heads,), h.qk_gain_init))
         # GatedAttn: sigmoid(W x) per head scales the attention output before the projection
-        self.gate_weight = nn.Parameter(torch.randn(h.num_heads, h.model_dim) * h.gated_attn_init_std) \
-            if h.gated_attn_enabled else None
+        self.gate_weight = (nn.Parameter(torch.randn(h.num_heads, h.model_dim) * h.gated_attn_init_std)
+                            if h.gated_attn_enabled else None)
         self.use_xsa = use_xsa
 
     def qkv(self, x, rope, lora=None):
@@ -1350,25 +972,26 @@ class Block(nn.Module):
     def _norm(self, x):
         return rms_norm(x) * self.norm_scale.to(x.dtype)
 
-    def attn_out(self, x, ctx):
-        y = self.attn(self._norm(x), *ctx)
+    # layer_args: (RoPE tables, layout, attention backend, this virtual layer's LoRA deltas or None)
+    def attn_out(self, x, layer_args):
+        y = self.attn(self._norm(x), *layer_args)
         return self.attn_scale.to(x.dtype) * y
 
     def mlp_out(self, x, lora):
         return self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x), lora)
 
-    def forward(self, x, x0, ctx):
+    def forward(self, x, x0, layer_args):
         x = self._mix(x, x0)
-        x = x + self.attn_out(x, ctx)
-        return x + self.mlp_out(x, ctx[-1])
+        x = x + self.attn_out(x, layer_args)
+        return x + self.mlp_out(x, layer_args[-1])
 
-    def forward_lanes(self, lanes, x0, ctx, resid_lambdas, post_lambdas):
+    def forward_lanes(self, lanes, x0, layer_args, resid_lambdas, post_lambdas):
         """Parallel residuals: attention reads lane 0 (mixed with x0), the MLP reads lane 1 as it is; both
         run on the block's input lanes. Lane k keeps resid_lambdas[k] of itself and adds post_lambdas[0][k]
         of the attention output and post_lambdas[1][k] of the MLP output."""
         lane0, lane1 = lanes
-        attn = self.attn_out(self._mix(lane0, x0), ctx)
-        mlp = self.mlp_out(lane1, ctx[-1])
+        attn = self.attn_out(self._mix(lane0, x0), layer_args)
+        mlp = self.mlp_out(lane1, layer_args[-1])
         r, post = resid_lambdas.to(attn.dtype), post_lambdas.to(attn.dtype)
         return (r[0] * lane0 + post[0, 0] * attn + post[1, 0] * mlp,
                 r[1] * lane1 + post[0, 1] * attn + post[1, 1] * mlp)
@@ -1383,7 +1006,7 @@ def add_skip(x, skip, weight, gate):
     return torch.lerp(s, x, torch.sigmoid(gate).to(x.dtype))
 
 
-def layer_step(block: Block, lanes: tuple, x0, ctx, skip=None, skip_weight=None, skip_gate=None,
+def layer_step(block: Block, lanes: tuple, x0, layer_args, skip=None, skip_weight=None, skip_gate=None,
                lane_lambdas=None) -> tuple:
     """One virtual layer on the residual lanes (one lane, two from parallel_start_layer on): the decoder's
     skip, then the block. The skip goes into lane 0 only (the attention lane), as in the record.
@@ -1393,8 +1016,8 @@ def layer_step(block: Block, lanes: tuple, x0, ctx, skip=None, skip_weight=None,
     if skip is not None:
         lanes = (add_skip(lanes[0], skip, skip_weight, skip_gate), *lanes[1:])
     if lane_lambdas is None:
-        return (block(lanes[0], x0, ctx),)
-    return block.forward_lanes(lanes, x0, ctx, *lane_lambdas)
+        return (block(lanes[0], x0, layer_args),)
+    return block.forward_lanes(lanes, x0, layer_args, *lane_lambdas)
 
 
 def virtual_layer_order(h: Hyperparameters, looping: bool) -> tuple[list[int], list[int]]:
@@ -1424,7 +1047,8 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(h.vocab_size, h.model_dim)
         nn.init.normal_(self.tok_emb.weight, std=h.tied_embed_init_std)
         self.blocks = nn.ModuleList(Block(h, i) for i in range(h.num_layers))
-        self.rotary = Rotary(h.rope_dims, h.rope_base, h.train_seq_len)
+        # tables for the longest span any pass sees: #2135 trains at 2048 and scores with 2560 tokens of context
+        self.rotary = Rotary(h.rope_dims, h.rope_base, max(h.train_seq_len, h.eval_seq_len, h.ttt_eval_seq_len))
         num_skips = max(min(len(e), len(d)) for e, d in (virtual_layer_order(h, False),
                                                           virtual_layer_order(h, True)))
         self.skip_weights = nn.Parameter(torch.ones(num_skips, h.model_dim))
@@ -1434,7 +1058,7 @@ class GPT(nn.Module):
         self.looping = False  # depth recurrence, switched on mid-training
         self.attn_backend = "sdpa_padded"
         self.use_fused_ce = False
-        self.regions: CompiledRegions | None = None  # set by compile_regions(); used by forward() only
+        self.regions: CompiledRegions | None = None  # set by compile_regions(); used by packed_loss only
 
     def configure_kernels(self, device: torch.device, fused_ce: bool, fused_mlp: bool) -> None:
         """The device-dependent choices: attention backend, Triton kernels, and the embedding's dtype. On the
@@ -1468,11 +1092,11 @@ class GPT(nn.Module):
         lanes, skips = (fresh(x0),), []
         shared = (rope, layout, self.attn_backend)
         # TTT adapters are per virtual layer (slot): the repeated passes of a looped layer adapt separately
-        ctx = lambda slot: (*shared, lora.layer(slot) if lora is not None else None)  # noqa: E731
+        layer_args = lambda slot: (*shared, lora.layer(slot) if lora is not None else None)  # noqa: E731
         encoder, decoder = virtual_layer_order(self.h, self.looping)
         # ---- encoder: remember each output for the decoder's skips ----
         for n, layer in enumerate(encoder, 1):
-            lanes = step(self.blocks[layer], lanes, x0, ctx(n - 1))
+            lanes = step(self.blocks[layer], lanes, x0, layer_args(n - 1))
             last = n == len(encoder)  # the first decoder layer reads this output as its lane and its skip
             skips.append(fresh(lanes[0]) if last else lanes[0])
         # ---- decoder: skips in reverse order; two lanes from parallel_start_layer on ----
@@ -1484,7 +1108,7 @@ class GPT(nn.Module):
             lambdas = None
             if 0 < self.h.parallel_start_layer <= layer:  # 0 turns the lanes off, as in the record
                 lambdas = (self.parallel_resid_lambdas[layer], self.parallel_post_lambdas[layer])
-            lanes = step(self.blocks[layer], lanes, x0, ctx(len(encoder) + i), *skip_args, lambdas)
+            lanes = step(self.blocks[layer], lanes, x0, layer_args(len(encoder) + i), *skip_args, lambdas)
         return lanes
 
     @staticmethod
@@ -1493,7 +1117,8 @@ class GPT(nn.Module):
         return rms_norm(x)
 
     def hidden(self, ids, positions, layout, lora=None):
-        """Final normed hidden states (eval, TTT, GPTQ calibration; always uncompiled here)."""
+        """Final normed hidden states (eval, TTT, GPTQ calibration). Eager, except inside TTT's chunk step,
+        which compile_ttt compiles on the GPU (the training loss goes through packed_loss instead)."""
         return self.final_norm(self.residual_lanes(ids, self.rotary(positions), layout, lora))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -1512,8 +1137,7 @@ class GPT(nn.Module):
 
     def packed_loss(self, ids, targets, rope, positions, cu_seqlens, max_seqlen: int):
         """forward() with the RoPE tables given (CompiledLoss compiles this)."""
-        layout = dict(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, positions=positions)
-        lanes = self.residual_lanes(ids, rope, layout, regions=self.regions)
+        lanes = self.residual_lanes(ids, rope, varlen_layout(positions, cu_seqlens, max_seqlen), regions=self.regions)
         return (self.regions.loss if self.regions else self.loss)(lanes, targets)
 
     def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor, rows_per_chunk: int = 32_768):
@@ -1524,6 +1148,13 @@ class GPT(nn.Module):
                                        self.h.logit_softcap, reduction="none")
                  for i in range(0, flat_t.numel(), rows_per_chunk)]
         return torch.cat(parts).view(targets.shape)
+
+
+def build_model(h: Hyperparameters, device: torch.device, fused_mlp: bool) -> GPT:
+    """A fresh model on the device, with the device's kernels (the fused MLP only where asked: training)."""
+    model = GPT(h).to(device)
+    model.configure_kernels(device, h.fused_ce_enabled, fused_mlp)
+    return model
 
 
 def softcap_cross_entropy(logits, targets, softcap: float, reduction: str = "mean"):
@@ -1542,10 +1173,12 @@ def softcap_cross_entropy(logits, targets, softcap: float, reduction: str = "mea
 
 
 # -----------------------------------------------------------------------------
-# Optimizers: Muon (Polar Express Newton-Schulz) for block matrices, Adam for the rest
-# Muon orthogonalises the Nesterov momentum of each 2-D block matrix. Same-shaped matrices form banks; each
-# bank is cut into chunks of world_size matrices, the gradients are reduce-scattered so rank r owns matrix r
-# of a chunk, orthogonalises it alone, and the updates are all-gathered: 8 GPUs do 1/8 of the work each.
+# Optimizers: Muon (Polar Express Newton-Schulz) for block matrices, AdamW for the rest
+# Muon's update of a 2-D block matrix: the Nesterov momentum of its gradient, each row scaled to unit norm
+# (MuonEq-R), then orthogonalised. Same-shaped matrices form a bank; a bank, zero-padded to a multiple of the
+# world size, is cut into world_size equal slices of consecutive matrices, the gradients are reduce-scattered so
+# rank r holds slice r (and keeps that slice's momentum), orthogonalises the slice in one batched call, and the
+# updates are all-gathered: each of 8 GPUs does about 1/8 of the work. In bf16 on the GPU, as the record.
 # Polar Express: Amsel, Persson, Musco, Gower 2025 (arXiv 2505.16932), via parameter-golf PR #1344.
 # -----------------------------------------------------------------------------
 
@@ -1737,6 +1370,230 @@ class EMA:
 
 
 # -----------------------------------------------------------------------------
+# Training loop
+# -----------------------------------------------------------------------------
+
+def foreach_by_dtype(op, tensors: list[torch.Tensor], *others) -> None:
+    """An in-place torch._foreach_* op, one call per dtype of `tensors` (list arguments in `others` are split
+    alike; a scalar or tensor scalar goes to every call). A foreach call takes its multi-tensor kernels only
+    when all its tensors share one dtype; on the GPU the tied embedding is bf16 and the rest fp32, and the
+    mixed calls launched a kernel per tensor (~250 per micro-batch in the 2026-11-26 H100 profile)."""
+    groups: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(t.dtype, []).append(i)
+    for idx in groups.values():
+        op([tensors[i] for i in idx], *([o[i] for i in idx] if isinstance(o, list) else o for o in others))
+
+
+def accumulate_gradients(params: list[nn.Parameter], total: list | None, max_norm: float) -> list[torch.Tensor]:
+    """Clip the gradient of one micro-batch (in p.grad) to max_norm, add it to total (or start it) and clear
+    p.grad for the next micro-batch. The record trains on 8 GPUs with one micro-batch per rank and clips each
+    rank's gradient before the average: clipping every micro-batch here keeps that at every world size."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    if max_norm > 0:  # torch's clip_grad_norm_ rule, on the gradient tensors themselves
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        foreach_by_dtype(torch._foreach_mul_, grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+    if total is None:
+        total = grads
+    else:
+        foreach_by_dtype(torch._foreach_add_, total, grads)
+    for p in params:
+        p.grad = None
+    return total
+
+
+def train_step(model_fn, model: GPT, loader: TrainLoader, opt: Optimizers, step: int, lr_mult: float) -> torch.Tensor:
+    """One optimizer step over the global batch; returns the mean micro-batch loss (a device tensor).
+    Each micro-batch gradient (of its mean loss) is clipped on its own; the optimizer gets their mean over
+    the MICRO_BATCHES micro-batches (loader.accum here, times the world size in Optimizers.step), whatever the
+    world size."""
+    h, accum = opt.h, loader.accum
+    loss_sum, grad_sum = torch.zeros((), device=opt.ctx.device), None
+    for micro in range(accum):
+        batch = loader.batch(step, micro)
+        torch._dynamo.mark_dynamic(batch.cu_seqlens, 0)  # compiled: one graph for any number of documents
+        loss = model_fn(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
+        loss.backward()
+        grad_sum = accumulate_gradients(opt.params, grad_sum, h.grad_clip_norm)
+        loss_sum += loss.detach()
+    if accum > 1:
+        foreach_by_dtype(torch._foreach_div_, grad_sum, accum)
+    for p, g in zip(opt.params, grad_sum):
+        p.grad = g
+    opt.step(lr_mult, muon_momentum_at(step, h))
+    model.zero_grad(set_to_none=True)
+    return loss_sum / accum
+
+
+def synchronize(ctx: DistContext) -> None:
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+
+
+class CompiledLoss:
+    """COMPILE_SCOPE=model: the model's training loss with its packed_loss compiled as one graph per recurrence
+    state. The RoPE tables are gathered before the graph and enter it as inputs: inside the graph Inductor
+    repeated the gather in every layer's norm/RoPE kernel (the attention input side 1.07x slower on an H100,
+    docs/BENCHMARKS.md 2026-11-26). Kept outside the model, so that copies of the model do not share it."""
+
+    def __init__(self, model: GPT, **compile_args):
+        self.model = model
+        self.packed_loss = torch.compile(model.packed_loss, **compile_args)
+
+    def __call__(self, ids, targets, positions, cu_seqlens, max_seqlen: int) -> torch.Tensor:
+        return self.packed_loss(ids, targets, self.model.rotary(positions), positions, cu_seqlens, max_seqlen)
+
+
+def compile_for_training(model: GPT, h: Hyperparameters, device: torch.device):
+    """The training loss function, called as the model is: on the GPU a CompiledLoss (COMPILE_SCOPE=model) or
+    the model with its compiled regions (layers); elsewhere the eager model."""
+    if not (h.compile and device.type == "cuda"):
+        return model
+    inductor_triton = torch._inductor.config.triton
+    if hasattr(inductor_triton, "mix_order_reduction"):
+        # torch 2.11's "mix-order reduction" fusion asserts (FusedMixOrderReductions in sub_node_can_fuse)
+        # on this model's backward graph; without it the graph compiles.
+        inductor_triton.mix_order_reduction = False
+    if h.compile_scope == "model":
+        return CompiledLoss(model)
+    model.compile_regions()
+    return model
+
+
+def compile_warmup(model_fn, model: GPT, loader, h, ctx, log) -> None:
+    """Compile every graph the timed loop will use (recurrence off and on) before the clock starts, then
+    put back the initial weights: these steps are not training, and the optimizer is rebuilt afterwards."""
+    if h.warmup_steps <= 0 or (model_fn is model and model.regions is None):  # nothing to compile
+        return
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    opt = Optimizers(model, h, ctx)
+    t0 = time.perf_counter()
+    for i in range(h.warmup_steps):
+        model.looping = h.num_loops > 0 and i >= h.warmup_steps // 2
+        train_step(model_fn, model, loader, opt, i, 1.0)
+        synchronize(ctx)
+        if i in (0, h.warmup_steps // 2):
+            log(f"warmup_step:{i} looping:{int(model.looping)} elapsed:{time.perf_counter() - t0:.1f}s")
+    model.load_state_dict(initial)
+    model.looping = False
+    counters = torch._dynamo.utils.counters
+    log(f"compile_warmup_seconds:{time.perf_counter() - t0:.1f} steps:{h.warmup_steps} scope:{h.compile_scope} "
+        f"graphs:{counters['stats']['unique_graphs']} graph_breaks:{sum(counters['graph_break'].values())} "
+        "(not timed; initial weights restored, optimizer rebuilt)")
+    for reason, count in counters["graph_break"].items():
+        log(f"graph_break x{count}: {reason[:200]}")
+    log(f"compile_times (seconds per phase):\n{torch._dynamo.utils.compile_times()}", console=False)
+
+
+NONFINITE_CHECK_STEPS = 100  # between log points, how often the NaN flag is read (one host sync each)
+
+
+def stop_if_nonfinite(nonfinite_ranks: float, step: int) -> None:
+    if nonfinite_ranks:
+        raise FloatingPointError(
+            f"train_loss is not finite (nan or inf) by step {step} (checked at every logged step and every "
+            f"{NONFINITE_CHECK_STEPS} steps): stopping before spending more compute. Usual causes: learning rates "
+            "too high or not finite (MATRIX_LR, TIED_EMBED_LR, SCALAR_LR), GRAD_CLIP_NORM=0, or bad data")
+
+
+def validate_during_training(validate, step: int, h: Hyperparameters, ctx: DistContext, log) -> float:
+    """VAL_LOSS_EVERY: score the live weights (not the EMA); returns the seconds it took, which the caller
+    takes off the training clock, as the record does."""
+    synchronize(ctx)
+    t0 = time.perf_counter()
+    val_loss, val_bpb = validate()
+    synchronize(ctx)
+    seconds = time.perf_counter() - t0
+    log(f"periodic_val step:{step}/{h.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+        f"val_time:{seconds * 1000:.0f}ms (live weights; not on the training clock)")
+    return seconds
+
+
+def hessian_seconds(model: GPT, loader: TrainLoader, h: Hyperparameters, ctx: DistContext) -> float:
+    """How long GPTQ's Hessians take, measured on the initial weights (not timed, like the compile warm-up).
+    They are the last read of training data, so they are collected inside the training clock, which holds
+    this time back (with a margin) from training."""
+    t0 = time.perf_counter()
+    model.looping = h.num_loops > 0  # the real collection runs on the trained model, recurrence on
+    collect_hessians(model, calibration_batches(loader, h, ctx), ctx)
+    model.looping = False
+    return agreed_seconds(ctx, time.perf_counter() - t0)
+
+
+def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, validate=None) -> dict:
+    """validate() -> (val_loss, val_bpb) of the live model, run every VAL_LOSS_EVERY steps and at the end."""
+    loader = TrainLoader(h, ctx, accum)
+    model_fn = compile_for_training(model, h, ctx.device)
+    compile_warmup(model_fn, model, loader, h, ctx, log)
+    opt = Optimizers(model, h, ctx)
+    ema = EMA(model, h.ema_decay)
+    # under a wallclock cap, the GPTQ Hessians' time (they are on the training clock) is held back from training
+    hessian_probe_seconds = hessian_seconds(model, loader, h, ctx) if h.max_wallclock_seconds > 0 else 0.0
+    reserve = h.gptq_reserve_seconds + HESSIAN_RESERVE_FACTOR * hessian_probe_seconds
+    # MAX_WALLCLOCK_SECONDS=0: no cap, ITERATIONS steps (the record's meaning)
+    budget = h.max_wallclock_seconds - reserve if h.max_wallclock_seconds > 0 else math.inf
+    validating = validate is not None and h.val_loss_every > 0
+    # ---- the timed region starts here ----
+    synchronize(ctx)
+    t0 = time.perf_counter()
+    step, elapsed = 0, 0.0
+    # Sticky flag, set on the device by any step whose loss is not finite; read with the logged loss, where
+    # the host syncs anyway, so a NaN run stops within TRAIN_LOG_EVERY steps at no extra host sync per step.
+    nonfinite = torch.zeros((), device=ctx.device)
+    while step < h.iterations:
+        if validating and step % h.val_loss_every == 0:
+            t0 += validate_during_training(validate, step, h, ctx, log)
+        progress = training_progress(step, elapsed, h)
+        if h.num_loops > 0 and not model.looping and progress >= h.enable_looping_at:
+            model.looping = True
+            log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")
+        stop_if_signalled()
+        loss = train_step(model_fn, model, loader, opt, step, lr_multiplier(progress, h))
+        nonfinite = torch.maximum(nonfinite, (~torch.isfinite(loss)).float())
+        ema.update()
+        step += 1
+        logging = h.train_log_every > 0 and (step % h.train_log_every == 0 or step <= 5)
+        if logging or step == 1:  # a reported time includes the GPU work of the steps it counts
+            synchronize(ctx)
+        # Otherwise the clock is read without waiting for the GPU, as the record reads it: the host runs less
+        # than a step ahead (the launch queue holds less than one step of kernels). On several GPUs the
+        # agreed reading is one small all-reduce per step, the record's per-step cost too.
+        elapsed = agreed_seconds(ctx, time.perf_counter() - t0)  # schedule, recurrence and stop agree on it
+        step_avg = elapsed / step
+        if step == 1:  # what a participant waits for: launch, imports, data, compile, one step
+            log(f"first_step_done_since_launch:{seconds_since_launch():.1f}s")
+        if logging:
+            loss_sum, nonfinite_ranks = all_reduce_(ctx, torch.stack([loss, nonfinite])).tolist()  # over all ranks
+            mean_loss = loss_sum / ctx.world_size
+            stop_if_nonfinite(nonfinite_ranks, step)
+            log(f"step:{step}/{h.iterations} train_loss:{mean_loss:.4f} train_time:{elapsed * 1000:.0f}ms "
+                f"step_avg:{step_avg * 1000:.2f}ms lr_mult:{lr_multiplier(progress, h):.3f}")
+        elif step % NONFINITE_CHECK_STEPS == 0:  # between sparse log points (the record logs every 500)
+            stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)
+        if elapsed + step_avg > budget:  # the next step would pass the cap
+            break
+    synchronize(ctx)  # the reported training time includes the last step's GPU work
+    elapsed = agreed_seconds(ctx, time.perf_counter() - t0)
+    if validating:  # the last step too, as the record
+        validate_during_training(validate, step, h, ctx, log)
+    stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)  # steps after the last check
+    tokens = step * h.train_batch_tokens
+    log(f"train_time:{elapsed * 1000:.0f}ms steps:{step} step_avg:{elapsed / max(step, 1) * 1000:.2f}ms "
+        f"tokens_per_second:{tokens / max(elapsed, 1e-9):.0f} cap:{h.max_wallclock_seconds:.1f}s")
+    ema.copy_to(model)
+    hessians = collect_hessians(model, calibration_batches(loader, h, ctx), ctx)  # from the final (EMA) weights
+    synchronize(ctx)
+    data_end = agreed_seconds(ctx, time.perf_counter() - t0)
+    # ---- the timed region ends here: no training data is read after this line ----
+    log(f"train_data_access_end_seconds:{data_end:.2f} (training {elapsed:.2f}, then EMA weights and GPTQ "
+        f"Hessians; reserved {reserve:.2f} = GPTQ_RESERVE_SECONDS + {HESSIAN_RESERVE_FACTOR} x "
+        f"{hessian_probe_seconds:.2f} s measured before the clock) cap:{h.max_wallclock_seconds:.1f}s")
+    if ctx.device.type == "cuda":
+        log(f"peak_memory_allocated:{torch.cuda.max_memory_allocated(ctx.device) / 2**30:.2f}GiB")
+    return dict(hessians=hessians, steps=step, train_seconds=elapsed)
+
+
+# -----------------------------------------------------------------------------
 # Evaluation: exact val_bpb over the validation stream
 # -----------------------------------------------------------------------------
 
@@ -1746,11 +1603,10 @@ def evaluate(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparamet
     """Returns (val_loss nats/token, val_bpb, per-target nats of the whole stream or None)."""
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # nats, bytes, tokens
-    per_target = torch.zeros(len(tokens) - 1, dtype=torch.float32, device=ctx.device) \
-        if keep_token_losses else None
+    per_target = (torch.zeros(len(tokens) - 1, dtype=torch.float32, device=ctx.device)
+                  if keep_token_losses else None)
     for batch, index in val_windows(tokens, h, ctx):
-        layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
-        losses = model.token_losses(model.hidden(batch.inputs, batch.positions, layout), batch.targets)
+        losses = model.token_losses(model.hidden(batch.inputs, batch.positions, batch.layout), batch.targets)
         nbytes = tables.target_bytes(batch.inputs, batch.targets)
         sums += torch.stack([losses.double().sum(), nbytes.sum().double(),
                              torch.tensor(float(losses.numel()), dtype=torch.float64, device=ctx.device)])
@@ -1764,6 +1620,15 @@ def evaluate(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparamet
     return nats / count, nats / math.log(2) / nbytes, per_target
 
 
+def timed_eval(log, label: str, ctx: DistContext, score) -> None:
+    """Run score() -> (val_loss, val_bpb, ...) and log both with its time, the device's work included."""
+    synchronize(ctx)
+    t0 = time.perf_counter()
+    val_loss, val_bpb = score()[:2]
+    synchronize(ctx)
+    log(f"{label} val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f} eval_time:{(time.perf_counter() - t0) * 1000:.0f}ms")
+
+
 # -----------------------------------------------------------------------------
 # GPTQ quantization, compression and the artifact
 # Block matrices -> int6, the tied embedding -> int7, each with GPTQ (Frantar et al. 2022) on Hessians
@@ -1775,12 +1640,6 @@ def evaluate(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparamet
 
 ARTIFACT_MAGIC = {"brotli": b"GOLFART\x01", "lzma": b"GOLFART\x02"}
 CHECKSUM_BYTES = 32  # sha256 of everything after it: a flipped bit is refused, never scored
-# The fields that shape the model and how the val set is cut: stored in the artifact, and EVAL_ONLY runs
-# with them (the weights mean nothing under another model).
-MODEL_CONFIG_FIELDS = ("vocab_size", "bos_id", "train_seq_len", "num_layers", "model_dim", "num_heads",
-                       "num_kv_heads", "mlp_mult", "logit_softcap", "rope_base", "rope_dims", "xsa_last_n",
-                       "gated_attn_enabled", "ln_scale", "skip_gates_enabled", "loop_start", "loop_end", "num_loops",
-                       "parallel_start_layer")
 
 
 @dataclass
@@ -1836,8 +1695,7 @@ def collect_hessians(model: GPT, batches, ctx: DistContext) -> dict[str, torch.T
         b.mlp.use_fused = False
     try:
         for batch in batches:
-            layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
-            add("lm_head", model.hidden(batch.inputs, batch.positions, layout))
+            add("lm_head", model.hidden(batch.inputs, batch.positions, batch.layout))
     finally:
         for hook in hooks:
             hook.remove()
@@ -2113,6 +1971,26 @@ def check_artifact_budget(accounting: dict[str, int], limit: int = ARTIFACT_LIMI
             "the *_CLIP_SIGMAS values (coarser steps compress better), or shrink the model")
 
 
+def write_artifact(model: GPT, hessians: dict, h, ctx, log) -> tuple[dict, dict]:
+    """GPTQ (Hessians collected inside the training clock) -> container -> compressed file (rank 0).
+    Returns (quantized, accounting)."""
+    t0 = time.perf_counter()
+    quantized = quantize_model(model, hessians, h)
+    t_quantized = time.perf_counter()
+    blob, codec = compress(serialize_quantized(quantized, model_config(h)), h.brotli_quality)
+    if ctx.is_master:
+        write_atomically(h.artifact_path, blob)
+    accounting = artifact_accounting(len(blob))
+    log(f"gptq hessians:{len(hessians)} quantize_seconds:{t_quantized - t0:.1f} "
+        f"compress_seconds:{time.perf_counter() - t_quantized:.1f} codec:{codec}")
+    log(f"artifact_model_bytes:{accounting['model_bytes']} code_bytes:{accounting['code_bytes']} (shipped "
+        f"train_gpt.py) code_raw_bytes:{accounting['code_raw_bytes']} "
+        + " ".join(f"{k}:{v}" for k, v in accounting.items() if k.startswith("raw_")))
+    log(f"artifact_total_bytes:{accounting['total_bytes']} (model + shipped train_gpt.py) "
+        f"limit:{ARTIFACT_LIMIT_BYTES}")
+    return quantized, accounting
+
+
 # -----------------------------------------------------------------------------
 # Test-time training: phased, score-first, per-document LoRA (the record's evaluator, PR #1886)
 # A document runs from its BOS to the next BOS inclusive. Documents are sorted by length into batches of
@@ -2186,12 +2064,14 @@ def sgd_stream(tokens: np.ndarray, plan: TTTPlan, phase: int) -> np.ndarray:
 
 # ---- the adapters ----
 
-def lora_shapes(h: Hyperparameters, num_slots: int) -> list[tuple[tuple, int, int]]:
+def lora_shapes(h: Hyperparameters, looping: bool) -> list[tuple[tuple, int, int]]:
     """((slot, target), fan_in, fan_out) of every adapter, in the record's creation order (so that a seeded
-    run draws the same random A): the LM head, then each target over all virtual layers."""
+    run draws the same random A): the LM head, then each target over all virtual layers (slots) of the model
+    with recurrence on or off."""
+    num_slots = len(sum(virtual_layer_order(h, looping), []))
     kv = h.num_kv_heads * h.head_dim
-    targets = [("q", h.model_dim), ("v", kv)] + [("k", kv)] * h.ttt_k_lora + \
-        [("mlp", h.model_dim)] * h.ttt_mlp_lora + [("o", h.model_dim)] * h.ttt_o_lora
+    targets = ([("q", h.model_dim), ("v", kv)] + [("k", kv)] * h.ttt_k_lora
+               + [("mlp", h.model_dim)] * h.ttt_mlp_lora + [("o", h.model_dim)] * h.ttt_o_lora)
     shapes = [(("head", "lm_head"), h.model_dim, h.vocab_size)]
     return shapes + [((slot, name), h.model_dim, out) for name, out in targets for slot in range(num_slots)]
 
@@ -2269,7 +2149,7 @@ def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *ada
     """Per-token nats (b, chunk) of one chunk step: the model's own forward over each row's window (ids
     (b, T), rows padded at the end) with the rows' LoRA deltas, read at the chunk's positions chunk_pos
     (b, chunk). Logits only where scored. The unit that TTT compiles."""
-    keys = [key for key, _, _ in lora_shapes(model.h, len(sum(virtual_layer_order(model.h, model.looping), [])))]
+    keys = [key for key, _, _ in lora_shapes(model.h, model.looping)]
     lora = LoRADeltas(list(adapters), keys, scale)
     positions = torch.arange(ids.size(1), device=ids.device)
     hidden = model.hidden(ids, positions, None, lora)
@@ -2430,9 +2310,7 @@ def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistCont
     is the mean over virtual GPUs of each piece's mean, as the record averages its GPUs' gradients."""
     G, seq, T = h.ttt_record_world_size, h.train_seq_len, h.global_ttt_chunk_tokens
     n_chunks, n_seqs = -(-(len(stream) - 1) // T), T // seq
-    params = list(model.parameters())
-    for p in params:
-        p.requires_grad_(True)
+    params = list(model.requires_grad_(True).parameters())
     opt = torch.optim.SGD(params, lr=h.global_ttt_lr, momentum=h.global_ttt_momentum)
     steps = 0
     for ci in range(n_chunks - 1):
@@ -2445,17 +2323,15 @@ def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistCont
                 if a == b or b + 1 > len(stream):
                     continue
                 batch = global_sgd_piece(stream, a, b, h).to(ctx.device)
-                layout = dict(cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen, positions=batch.positions)
-                losses = model.token_losses(model.hidden(batch.inputs, batch.positions, layout), batch.targets)
+                losses = model.token_losses(model.hidden(batch.inputs, batch.positions, batch.layout), batch.targets)
                 (losses.mean() / G).backward()
             all_reduce_gradients(params, ctx)
             if h.global_ttt_grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, h.global_ttt_grad_clip)
             opt.step()
             steps += 1
-    for p in params:
-        p.requires_grad_(False)
-        p.grad = None
+    model.requires_grad_(False)
+    model.zero_grad(set_to_none=True)
     return steps
 
 
@@ -2489,15 +2365,11 @@ def batch_adapters(state: TTTState, gpu: int, rows: int) -> dict:
 
 def new_ttt_state(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
                   chunk_fn, plan: TTTPlan) -> TTTState:
-    G = h.ttt_record_world_size
-    if G % ctx.world_size:
-        raise ValueError(f"TTT_RECORD_WORLD_SIZE={G} must be a multiple of the world size {ctx.world_size}")
-    if h.ttt_eval_seq_len > h.train_seq_len:
-        raise ValueError(f"TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} must be at most TRAIN_SEQ_LEN={h.train_seq_len}")
-    shapes = lora_shapes(h, len(sum(virtual_layer_order(h, model.looping), [])))
+    check_ttt_settings(h, ctx.world_size)
+    shapes = lora_shapes(h, model.looping)
     # every virtual GPU draws from its own generator seeded alike, as the record's GPUs draw from their own
     # CPU generators (seeded alike); seeded here, so that the score does not depend on what ran before
-    gens = {g: torch.Generator().manual_seed(h.seed) for g in range(G)}
+    gens = {g: torch.Generator().manual_seed(h.seed) for g in range(h.ttt_record_world_size)}
     state = TTTState(model, h, ctx, plan, tables, torch.from_numpy(tokens.astype(np.int64)).to(ctx.device), chunk_fn,
                      shapes, LoRAWork(h, shapes, ctx.device), gens, {},
                      torch.zeros(3, dtype=torch.float64, device=ctx.device),
@@ -2513,8 +2385,7 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     plan = plan_ttt(tokens, h)
     state = new_ttt_state(model, tokens, tables, h, ctx, chunk_fn or ttt_chunk_losses, plan)
     model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.requires_grad_(False)
     t0, G, first = time.perf_counter(), h.ttt_record_world_size, 0
     log(f"ttt_plan docs:{len(plan.starts)} batches:{len(plan.batches)} phase_ends:{plan.phase_ends} "
         f"sgd_docs:{plan.phase_docs} record_world_size:{G}")
@@ -2539,8 +2410,7 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     all_reduce_(ctx, state.sums)
     scores = state.scores[:-1].contiguous()
     all_reduce_(ctx, scores)
-    for p in model.parameters():
-        p.requires_grad_(True)
+    model.requires_grad_(True)
     model.train()
     nats, nbytes, count = state.sums.tolist()
     log(f"ttt_timing chunk_steps:{state.chunk_steps} scored_targets:{int(count)} "
@@ -2551,9 +2421,8 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
 def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> None:
     """Compile the chunk step on random tokens (no val data) before the eval clock starts, as the record
     does: a chunk-sized and a full-window step, forward and backward."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    shapes = lora_shapes(h, len(sum(virtual_layer_order(h, model.looping), [])))
+    model.requires_grad_(False)
+    shapes = lora_shapes(h, model.looping)
     A = draw_lora_a(h, shapes, h.ttt_batch_size, torch.Generator().manual_seed(h.seed), ctx.device)
     work = LoRAWork(h, shapes, ctx.device)
     for T in (h.ttt_chunk_size, h.ttt_eval_seq_len):
@@ -2565,250 +2434,273 @@ def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> N
 
 
 # -----------------------------------------------------------------------------
-# Training loop
+# Start-up checks
+# Everything a run checks before it spends compute: the environment against the settings and the record's names,
+# the invariants between settings, the tokenizer's pairing with the data, every shard, the device, and that no
+# earlier run's log or artifact is in the way.
 # -----------------------------------------------------------------------------
 
-def foreach_by_dtype(op, tensors: list[torch.Tensor], *others) -> None:
-    """An in-place torch._foreach_* op, one call per dtype of `tensors` (list arguments in `others` are split
-    alike; a scalar or tensor scalar goes to every call). A foreach call takes its multi-tensor kernels only
-    when all its tensors share one dtype; on the GPU the tied embedding is bf16 and the rest fp32, and the
-    mixed calls launched a kernel per tensor (~250 per micro-batch in the 2026-11-26 H100 profile)."""
-    groups: dict[torch.dtype, list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault(t.dtype, []).append(i)
-    for idx in groups.values():
-        op([tensors[i] for i in idx], *([o[i] for i in idx] if isinstance(o, list) else o for o in others))
+# The record's settings that golfrun does not implement: the record's value is accepted, so that its
+# commands run unchanged, and any other value is refused with the reason.
+RECORD_FIXED = {
+    "TIE_EMBEDDINGS": ("1", "the embedding is always tied to the output head here (untied is not implemented)"),
+    "EMBED_LR": ("0.6", "it is the record's rate for untied embeddings only; ours are tied: set TIED_EMBED_LR"),
+    "ROPE_YARN": ("0", "YaRN rotary scaling is not implemented (the record runs without it)"),
+    "ROPE_TRAIN_SEQ_LEN": ("2048", "the record reads it and never uses it (its rotary takes TRAIN_SEQ_LEN)"),
+    "PHASED_TTT_ENABLED": ("1", "the record reads it and never uses it; PHASED_TTT_PREFIX_DOCS=0 turns phases off"),
+    "TTT_OPTIMIZER": ("adam", "the TTT adapters train with AdamW only (the record's SGD option is not implemented)"),
+    "TTT_GRAD_STEPS": ("1", "more TTT steps per chunk are not implemented"),
+    "GLOBAL_TTT_BATCH_SEQS": ("32", "other global SGD batch sizes are not implemented"),
+    "PARALLEL_FINAL_LANE": ("mean", "the two residual lanes are always averaged before the final norm"),
+    "SLIDING_WINDOW_ENABLED": ("0", "the record's diagnostic sliding-window evaluation is not implemented"),
+    "EVAL_STRIDE": ("64", "it is the stride of the sliding-window evaluation, which is not implemented"),
+    "VAL_DOC_FRACTION": ("1.0", "validation scores every document (VAL_MAX_TOKENS cuts it for smoke runs)"),
+    "TTT_EVAL_BATCHES": ("", "the record's debugging subset of TTT batches is not implemented"),
+    "ARTIFACT_DIR": ("", "the log goes to logs/<RUN_ID>.txt and the artifact to ARTIFACT_PATH"),
+    "MATRIX_CLIP_SIGMAS": ("12.85", "it covers matrices outside attention and the MLP, and this model has none "
+                                    "(use ATTN_CLIP_SIGMAS, MLP_CLIP_SIGMAS, EMBED_CLIP_SIGMAS)"),
+    # #2135's switches for what its logged run left off (the n-gram tilt's other channels looked at the target)
+    "LQER_FACTOR_BITS": ("4", "it sizes the symmetric LQER factors, which #2135's run never used (INT2 x INT4 here)"),
+    "WITHIN_TAU": ("99.0", "the within-word n-gram channel is not implemented (it could see the target)"),
+    "WITHIN_BOOST": ("0.0", "the within-word n-gram channel is not implemented (it could see the target)"),
+    "WORD_TAU": ("99.0", "the word-start n-gram channel is not implemented (it could see the target)"),
+    "WORD_BOOST": ("0.0", "the word-start n-gram channel is not implemented (it could see the target)"),
+    "WORD_ORDER": ("4", "the word-start n-gram channel is not implemented (it could see the target)"),
+    "WORD_NORMALIZE": ("strip_punct_lower", "the word-start n-gram channel is not implemented"),
+    "AGREE_ADD_BOOST": ("0.0", "it rewards n-gram channels that agree, and only the token channel is implemented"),
+    "OPTROT_ENABLED": ("0", "the Hadamard rotation before GPTQ is not implemented (#2135 ran without it)"),
+    "MUON_HUBER_WD": ("0", "Huber weight decay is not implemented (#2135 ran without it)"),
+    "MUON_HUBER_DELTA": ("0.1", "Huber weight decay is not implemented (#2135 ran without it)"),
+    "ATTN_OUT_GATE_ENABLED": ("0", "the attention output gate of #2135's code is not implemented (its run left it off)"),
+    "ATTN_OUT_GATE_SRC": ("proj", "the attention output gate of #2135's code is not implemented"),
+    "GLOBAL_TTT_OPTIMIZER": ("sgd", "the global TTT pass trains with SGD only (#2135's Muon option is not implemented)"),
+    "GLOBAL_TTT_MUON_NESTEROV": ("1", "the global TTT pass trains with SGD only"),
+    "GLOBAL_TTT_MUON_NS_STEPS": ("5", "the global TTT pass trains with SGD only"),
+    "TTT_GRAD_STEPS_CLEAN": ("0", "more TTT steps per chunk are not implemented"),
+    "TTT_LORA_EMA_DECAY": ("0.0", "an EMA of the TTT adapters is not implemented (#2135 ran without it)"),
+    "TTT_UPDATE_EVERY": ("1", "the adapters step after every chunk"),
+    "QK_GAIN_SCHEDULE": ("[]", "a per-layer QK gain start is not implemented: QK_GAIN_INIT sets every layer's"),
+}
+
+# Entries of the record's dump that are not settings: the record derives them (torchrun sets the first three).
+RECORD_DERIVED = {
+    "RANK": "torchrun's process rank", "WORLD_SIZE": "torchrun's process count",
+    "LOCAL_RANK": "torchrun's rank on this host", "DISTRIBUTED": "true when WORLD_SIZE > 1",
+    "IS_MAIN_PROCESS": "rank 0", "GRAD_ACCUM_STEPS": "8 // WORLD_SIZE (validate_hyperparameters)",
+    "DATASETS_DIR": "DATA_DIR/datasets/fineweb10B_sp<VOCAB_SIZE>: DATA_PATH here",
+    "VAL_BYTES_FILES": "DATA_PATH/fineweb_val_bytes_*.bin (CaseOps)",
+    "TRAIN_FILES": "DATA_PATH/fineweb_train_*.bin", "VAL_FILES": "DATA_PATH/fineweb_val_*.bin",
+    "LOGFILE": "logs/<RUN_ID>.txt", "MODEL_PATH": "the record's unquantized checkpoint; golfrun writes none",
+    "QUANTIZED_MODEL_PATH": "the artifact: ARTIFACT_PATH here",
+}
+
+# Our names before they took the record's (an old command gets the new name, not a silent default).
+RENAMED = {
+    "MIN_LR_FRAC": "MIN_LR", "LOOP_ENABLE_FRAC": "ENABLE_LOOPING_AT", "MUON_WEIGHT_DECAY": "MUON_WD",
+    "MUON_NS_STEPS": "MUON_BACKEND_STEPS", "MUON_ROW_NORM": "MUON_ROW_NORMALIZE", "EMBED_WEIGHT_DECAY": "EMBED_WD",
+    "SCALAR_WEIGHT_DECAY": "ADAM_WD", "ADAM_BETA1": "BETA1", "ADAM_BETA2": "BETA2",
+    "GATED_ATTN": "GATED_ATTN_ENABLED", "GATE_INIT_STD": "GATED_ATTN_INIT_STD",
+    "GPTQ_CALIB_BATCHES": "GPTQ_CALIBRATION_BATCHES", "CLIP_SIGMA_MATRIX": "MATRIX_CLIP_SIGMAS",
+    "CLIP_SIGMA_MLP": "MLP_CLIP_SIGMAS", "CLIP_SIGMA_ATTN": "ATTN_CLIP_SIGMAS",
+    "CLIP_SIGMA_EMBED": "EMBED_CLIP_SIGMAS", "TTT_LR": "TTT_LORA_LR", "TTT_CHUNK_TOKENS": "TTT_CHUNK_SIZE",
+    "TTT_BATCH_DOCS": "TTT_BATCH_SIZE", "TTT_PHASED_DOCS": "PHASED_TTT_PREFIX_DOCS",
+    "TTT_PHASES": "PHASED_TTT_NUM_PHASES", "TTT_GLOBAL_LR": "GLOBAL_TTT_LR",
+    "TTT_GLOBAL_MOMENTUM": "GLOBAL_TTT_MOMENTUM", "TTT_GLOBAL_CHUNK_TOKENS": "GLOBAL_TTT_CHUNK_TOKENS",
+}
+# Our settings that did nothing and went (an old command is told, not silently ignored).
+REMOVED = {
+    "GATE_BITS": "the attention gates are always stored as int8 per head, as in the record",
+    "TTT_TIME_BUDGET_SECONDS": "it was only printed; the evaluation limit is the challenge's 600 s",
+}
+
+# Variables in the environment that are not ours even though they look like it.
+FOREIGN_ENV_VARS = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                    "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "OMP_NUM_THREADS"}
+# Name families that are ours: an env var starting with one of these must be a known field.
+OWN_ENV_PREFIXES = ("TTT_", "PHASED_TTT_", "GLOBAL_TTT_", "GPTQ_", "MUON_", "ADAM_", "EMBED_", "SCALAR_", "MATRIX_",
+                    "CLIP_SIGMA_", "LOOP_", "PARALLEL_", "WARMDOWN_", "WARMUP_", "VAL_", "TRAIN_", "FUSED_", "ROPE_",
+                    "EMA_", "QK_", "GATED_ATTN_", "TIED_EMBED_", "MLP_", "ATTN_")
 
 
-def accumulate_gradients(params: list[nn.Parameter], total: list | None, max_norm: float) -> list[torch.Tensor]:
-    """Clip the gradient of one micro-batch (in p.grad) to max_norm, add it to total (or start it) and clear
-    p.grad for the next micro-batch. The record trains on 8 GPUs with one micro-batch per rank and clips each
-    rank's gradient before the average: clipping every micro-batch here keeps that at every world size."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    if max_norm > 0:  # torch's clip_grad_norm_ rule, on the gradient tensors themselves
-        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        foreach_by_dtype(torch._foreach_mul_, grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
-    if total is None:
-        total = grads
-    else:
-        foreach_by_dtype(torch._foreach_add_, total, grads)
-    for p in params:
-        p.grad = None
-    return total
+def _parse_bool(name: str, text: str) -> bool:
+    if text not in ("0", "1"):
+        raise ValueError(f"{name}={text!r}: booleans are 0 or 1 only (so that '0' can never mean true)")
+    return text == "1"
 
 
-def train_step(model_fn, model: GPT, loader: TrainLoader, opt: Optimizers, step: int, accum: int,
-               lr_mult: float, h: Hyperparameters) -> torch.Tensor:
-    """One optimizer step over the global batch; returns the mean micro-batch loss (a device tensor).
-    Each micro-batch gradient (of its mean loss) is clipped on its own; the optimizer gets their mean over
-    the 8 micro-batches (accum here, times the world size in Optimizers.step), whatever the world size."""
-    loss_sum, grad_sum = torch.zeros((), device=opt.ctx.device), None
-    for micro in range(accum):
-        batch = loader.batch(step, micro)
-        torch._dynamo.mark_dynamic(batch.cu_seqlens, 0)  # compiled: one graph for any number of documents
-        loss = model_fn(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
-        loss.backward()
-        grad_sum = accumulate_gradients(opt.params, grad_sum, h.grad_clip_norm)
-        loss_sum += loss.detach()
-    if accum > 1:
-        foreach_by_dtype(torch._foreach_div_, grad_sum, accum)
-    for p, g in zip(opt.params, grad_sum):
-        p.grad = g
-    opt.step(lr_mult, muon_momentum_at(step, h))
-    model.zero_grad(set_to_none=True)
-    return loss_sum / accum
+def _parse_value(name: str, text: str, kind: type):
+    try:
+        if kind is bool:
+            return _parse_bool(name, text)
+        if kind is int:  # "1e3" and the record's "4.0" are whole numbers too
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError("not a whole number")
+            return int(number)
+        return kind(text)
+    except (ValueError, OverflowError) as err:
+        raise ValueError(f"{name}={text!r} is not a valid {kind.__name__}: {err}") from None
 
 
-def synchronize(ctx: DistContext) -> None:
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize(ctx.device)
+def _same_value(text: str, accepted: str) -> bool:
+    try:
+        return float(text) == float(accepted)
+    except ValueError:
+        return text == accepted
 
 
-class CompiledLoss:
-    """COMPILE_SCOPE=model: the model's training loss with its packed_loss compiled as one graph per recurrence
-    state. The RoPE tables are gathered before the graph and enter it as inputs: inside the graph Inductor
-    repeated the gather in every layer's norm/RoPE kernel (the attention input side 1.07x slower on an H100,
-    docs/BENCHMARKS.md 2026-11-26). Kept outside the model, so that copies of the model do not share it."""
-
-    def __init__(self, model: GPT, **compile_args):
-        self.model = model
-        self.packed_loss = torch.compile(model.packed_loss, **compile_args)
-
-    def __call__(self, ids, targets, positions, cu_seqlens, max_seqlen: int) -> torch.Tensor:
-        return self.packed_loss(ids, targets, self.model.rotary(positions), positions, cu_seqlens, max_seqlen)
-
-
-def compile_for_training(model: GPT, h: Hyperparameters, device: torch.device):
-    """The training loss function, called as the model is: on the GPU a CompiledLoss (COMPILE_SCOPE=model) or
-    the model with its compiled regions (layers); elsewhere the eager model."""
-    if not (h.compile and device.type == "cuda"):
-        return model
-    inductor_triton = torch._inductor.config.triton
-    if hasattr(inductor_triton, "mix_order_reduction"):
-        # torch 2.11's "mix-order reduction" fusion asserts (FusedMixOrderReductions in sub_node_can_fuse)
-        # on this model's backward graph; without it the graph compiles.
-        inductor_triton.mix_order_reduction = False
-    if h.compile_scope == "model":
-        return CompiledLoss(model)
-    model.compile_regions()
-    return model
+def check_record_only(environ: dict) -> None:
+    """The record's names we do not implement: its value passes, others are refused with the reason."""
+    for name in sorted(set(environ) & set(RECORD_FIXED)):
+        accepted, reason = RECORD_FIXED[name]
+        if not _same_value(environ[name], accepted):
+            raise ValueError(f"{name}={environ[name]!r} is not supported, only the record's {name}={accepted!r}: "
+                             f"{reason}")
+    for name in sorted(set(environ) & (set(RECORD_DERIVED) - FOREIGN_ENV_VARS)):
+        raise ValueError(f"{name} is not a setting: the record derives it ({RECORD_DERIVED[name]})")
+    for name in sorted(set(environ) & set(RENAMED)):
+        raise ValueError(f"{name} was renamed to the record's name {RENAMED[name]}")
+    for name in sorted(set(environ) & set(REMOVED)):
+        raise ValueError(f"{name} was removed: {REMOVED[name]}")
 
 
-def compile_warmup(model_fn, model: GPT, loader, h, ctx, accum, log) -> None:
-    """Compile every graph the timed loop will use (recurrence off and on) before the clock starts, then
-    put back the initial weights: these steps are not training, and the optimizer is rebuilt afterwards."""
-    if h.warmup_steps <= 0 or (model_fn is model and model.regions is None):  # nothing to compile
-        return
-    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    opt = Optimizers(model, h, ctx)
-    t0 = time.perf_counter()
-    for i in range(h.warmup_steps):
-        model.looping = h.num_loops > 0 and i >= h.warmup_steps // 2
-        train_step(model_fn, model, loader, opt, i, accum, 1.0, h)
-        synchronize(ctx)
-        if i in (0, h.warmup_steps // 2):
-            log(f"warmup_step:{i} looping:{int(model.looping)} elapsed:{time.perf_counter() - t0:.1f}s")
-    model.load_state_dict(initial)
-    model.looping = False
-    counters = torch._dynamo.utils.counters
-    log(f"compile_warmup_seconds:{time.perf_counter() - t0:.1f} steps:{h.warmup_steps} scope:{h.compile_scope} "
-        f"graphs:{counters['stats']['unique_graphs']} graph_breaks:{sum(counters['graph_break'].values())} "
-        "(not timed; initial weights restored, optimizer rebuilt)")
-    for reason, count in counters["graph_break"].items():
-        log(f"graph_break x{count}: {reason[:200]}")
-    log(f"compile_times (seconds per phase):\n{torch._dynamo.utils.compile_times()}", console=False)
+def check_unknown_env(environ: dict, known: set[str]) -> None:
+    """Fail on env vars that look like ours but that no field claims (typos silently do nothing otherwise)."""
+    for name in sorted(environ):
+        if name in known or name in FOREIGN_ENV_VARS:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close or name.startswith(OWN_ENV_PREFIXES):
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise ValueError(f"unknown hyperparameter env var {name}.{hint} "
+                             "Known names are the Hyperparameters fields of train_gpt.py in capitals.")
 
 
-NONFINITE_CHECK_STEPS = 100  # between log points, how often the NaN flag is read (one host sync each)
+def check_one_source(environ: dict, h: Hyperparameters) -> None:
+    """A value given twice must agree: DATA_DIR with an explicit DATA_PATH or TOKENIZER_PATH."""
+    if "DATA_DIR" in environ:
+        for name, path in data_layout(h).items():
+            given = environ.get(name.upper())
+            if given is not None and os.path.normpath(given) != os.path.normpath(path):
+                raise ValueError(f"DATA_DIR={environ['DATA_DIR']!r} implies {name.upper()}={path!r}, but "
+                                 f"{name.upper()}={given!r} is set: give one of them")
 
 
-def stop_if_nonfinite(nonfinite_ranks: float, step: int) -> None:
-    if nonfinite_ranks:
-        raise FloatingPointError(
-            f"train_loss is not finite (nan or inf) by step {step} (checked at every logged step and every "
-            f"{NONFINITE_CHECK_STEPS} steps): stopping before spending more compute. Usual causes: learning rates "
-            "too high or not finite (MATRIX_LR, TIED_EMBED_LR, SCALAR_LR), GRAD_CLIP_NORM=0, or bad data")
+def load_hyperparameters(environ: dict | None = None) -> Hyperparameters:
+    environ = dict(os.environ if environ is None else environ)
+    fields = {f.name: f for f in dataclasses.fields(Hyperparameters)}
+    check_record_only(environ)
+    check_unknown_env(environ, {n.upper() for n in fields} | set(RECORD_FIXED))
+    kinds = {"str": str, "int": int, "float": float, "bool": bool}
+    values = {}
+    for name, f in fields.items():
+        if name.upper() in environ:
+            values[name] = _parse_value(name.upper(), environ[name.upper()], kinds[f.type])
+    smoke = {}
+    if values.get("smoke", False):
+        smoke = dict(SMOKE_OVERRIDES)
+        if "data_dir" in values:  # DATA_DIR names the data: the shipped sample is only SMOKE's default
+            del smoke["data_path"], smoke["tokenizer_path"]
+    recipe = RECIPES.get(values.get("recipe", Hyperparameters.recipe), {})  # an unknown name: refused below
+    h = Hyperparameters(**{**recipe, **smoke, **values})
+    check_one_source(environ, h)
+    return h
 
 
-def validate_during_training(validate, step: int, h: Hyperparameters, ctx: DistContext, log) -> float:
-    """VAL_LOSS_EVERY: score the live weights (not the EMA); returns the seconds it took, which the caller
-    takes off the training clock, as the record does."""
-    synchronize(ctx)
-    t0 = time.perf_counter()
-    val_loss, val_bpb = validate()
-    synchronize(ctx)
-    seconds = time.perf_counter() - t0
-    log(f"periodic_val step:{step}/{h.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
-        f"val_time:{seconds * 1000:.0f}ms (live weights; not on the training clock)")
-    return seconds
+def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
+    """Check the invariants between settings once, before any compute; return grad_accum_steps. (Each
+    setting's own range is checked when the config is built.) Messages say which variable to change."""
+    if MICRO_BATCHES % world_size != 0:
+        raise ValueError(f"world size {world_size} must divide {MICRO_BATCHES} (use --nproc_per_node=1, 2, 4 or 8)")
+    if h.train_batch_tokens % MICRO_BATCHES or h.train_batch_tokens // MICRO_BATCHES % h.train_seq_len:
+        raise ValueError(f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} must split into {MICRO_BATCHES} micro-batches "
+                         f"that are whole multiples of TRAIN_SEQ_LEN={h.train_seq_len}")
+    if h.model_dim % h.num_heads or h.num_heads % h.num_kv_heads:
+        raise ValueError("MODEL_DIM must divide by NUM_HEADS, and NUM_HEADS by NUM_KV_HEADS")
+    if h.rope_dims % 2 or h.rope_dims > h.head_dim:
+        raise ValueError(f"ROPE_DIMS={h.rope_dims} must be even and at most the head dim {h.head_dim}")
+    if h.num_loops and not 0 <= h.loop_start <= h.loop_end < h.num_layers:
+        raise ValueError(f"need 0 <= LOOP_START <= LOOP_END < NUM_LAYERS={h.num_layers}")
+    if h.xsa_last_n > h.num_layers or h.parallel_start_layer > h.num_layers:
+        raise ValueError(f"XSA_LAST_N={h.xsa_last_n} and PARALLEL_START_LAYER={h.parallel_start_layer} must be at "
+                         f"most NUM_LAYERS={h.num_layers}")
+    if h.bos_id >= h.vocab_size:
+        raise ValueError(f"BOS_ID={h.bos_id} must be below VOCAB_SIZE={h.vocab_size}")
+    if h.val_batch_tokens % (world_size * h.train_seq_len):
+        raise ValueError(f"VAL_BATCH_TOKENS={h.val_batch_tokens} must be a multiple of world size x TRAIN_SEQ_LEN")
+    if 0 < h.max_wallclock_seconds <= h.gptq_reserve_seconds:
+        raise ValueError(f"MAX_WALLCLOCK_SECONDS={h.max_wallclock_seconds} leaves no training time after "
+                         f"GPTQ_RESERVE_SECONDS={h.gptq_reserve_seconds} (0 means no cap)")
+    if h.ttt_enabled:  # TTT runs after training and GPTQ: its settings must not fail only then
+        check_ttt_settings(h, world_size)
+    return MICRO_BATCHES // world_size
 
 
-def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, validate=None) -> dict:
-    """validate() -> (val_loss, val_bpb) of the live model, run every VAL_LOSS_EVERY steps and at the end."""
-    loader = TrainLoader(h, ctx, accum)
-    model_fn = compile_for_training(model, h, ctx.device)
-    compile_warmup(model_fn, model, loader, h, ctx, accum, log)
-    opt = Optimizers(model, h, ctx)
-    ema = EMA(model, h.ema_decay)
-    # GPTQ's Hessians are the last read of training data, so they are collected inside the training clock;
-    # a dry run on the initial weights (not timed, like the compile warm-up) measures how long they take.
-    hessian_probe_seconds = 0.0
-    if h.max_wallclock_seconds > 0:
-        t_probe = time.perf_counter()
-        model.looping = h.num_loops > 0  # the real collection runs on the trained model, recurrence on
-        collect_hessians(model, calibration_batches(loader, h, ctx), ctx)
-        model.looping = False
-        hessian_probe_seconds = agreed_seconds(ctx, time.perf_counter() - t_probe)
-    reserve = h.gptq_reserve_seconds + HESSIAN_RESERVE_FACTOR * hessian_probe_seconds
-    # MAX_WALLCLOCK_SECONDS=0: no cap, ITERATIONS steps (the record's meaning)
-    budget = h.max_wallclock_seconds - reserve if h.max_wallclock_seconds > 0 else math.inf
-    validating = validate is not None and h.val_loss_every > 0
-    # ---- the timed region starts here ----
-    synchronize(ctx)
-    t0 = time.perf_counter()
-    step, elapsed = 0, 0.0
-    # Sticky flag, set on the device by any step whose loss is not finite; read with the logged loss, where
-    # the host syncs anyway, so a NaN run stops within TRAIN_LOG_EVERY steps at no extra host sync per step.
-    nonfinite = torch.zeros((), device=ctx.device)
-    while step < h.iterations:
-        if validating and step % h.val_loss_every == 0:
-            t0 += validate_during_training(validate, step, h, ctx, log)
-        progress = training_progress(step, elapsed, h)
-        if h.num_loops > 0 and not model.looping and progress >= h.enable_looping_at:
-            model.looping = True
-            log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")
-        stop_if_signalled()
-        loss = train_step(model_fn, model, loader, opt, step, accum, lr_multiplier(progress, h), h)
-        nonfinite = torch.maximum(nonfinite, (~torch.isfinite(loss)).float())
-        ema.update()
-        step += 1
-        logging = h.train_log_every > 0 and (step % h.train_log_every == 0 or step <= 5)
-        if logging or step == 1:  # a reported time includes the GPU work of the steps it counts
-            synchronize(ctx)
-        # Otherwise the clock is read without waiting for the GPU, as the record reads it: the host runs less
-        # than a step ahead (the launch queue holds less than one step of kernels). On several GPUs the
-        # agreed reading is one small all-reduce per step, the record's per-step cost too.
-        elapsed = agreed_seconds(ctx, time.perf_counter() - t0)  # schedule, recurrence and stop agree on it
-        step_avg = elapsed / step
-        if step == 1:  # what a participant waits for: launch, imports, data, compile, one step
-            log(f"first_step_done_since_launch:{seconds_since_launch():.1f}s")
-        if logging:
-            loss_sum, nonfinite_ranks = all_reduce_(ctx, torch.stack([loss, nonfinite])).tolist()  # over all ranks
-            mean_loss = loss_sum / ctx.world_size
-            stop_if_nonfinite(nonfinite_ranks, step)
-            log(f"step:{step}/{h.iterations} train_loss:{mean_loss:.4f} train_time:{elapsed * 1000:.0f}ms "
-                f"step_avg:{step_avg * 1000:.2f}ms lr_mult:{lr_multiplier(progress, h):.3f}")
-        elif step % NONFINITE_CHECK_STEPS == 0:  # between sparse log points (the record logs every 500)
-            stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)
-        if elapsed + step_avg > budget:  # the next step would pass the cap
-            break
-    synchronize(ctx)  # the reported training time includes the last step's GPU work
-    elapsed = agreed_seconds(ctx, time.perf_counter() - t0)
-    if validating:  # the last step too, as the record
-        validate_during_training(validate, step, h, ctx, log)
-    stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)  # steps after the last check
-    tokens = step * h.train_batch_tokens
-    log(f"train_time:{elapsed * 1000:.0f}ms steps:{step} step_avg:{elapsed / max(step, 1) * 1000:.2f}ms "
-        f"tokens_per_second:{tokens / max(elapsed, 1e-9):.0f} cap:{h.max_wallclock_seconds:.1f}s")
-    ema.copy_to(model)
-    hessians = collect_hessians(model, calibration_batches(loader, h, ctx), ctx)  # from the final (EMA) weights
-    synchronize(ctx)
-    data_end = agreed_seconds(ctx, time.perf_counter() - t0)
-    # ---- the timed region ends here: no training data is read after this line ----
-    log(f"train_data_access_end_seconds:{data_end:.2f} (training {elapsed:.2f}, then EMA weights and GPTQ "
-        f"Hessians; reserved {reserve:.2f} = GPTQ_RESERVE_SECONDS + {HESSIAN_RESERVE_FACTOR} x "
-        f"{hessian_probe_seconds:.2f} s measured before the clock) cap:{h.max_wallclock_seconds:.1f}s")
-    if ctx.device.type == "cuda":
-        log(f"peak_memory_allocated:{torch.cuda.max_memory_allocated(ctx.device) / 2**30:.2f}GiB")
-    return dict(hessians=hessians, steps=step, train_seconds=elapsed)
+def check_ttt_settings(h: Hyperparameters, world_size: int) -> None:
+    """TTT's preconditions, checked at start and again by the evaluator (which tests and benches call directly)."""
+    if h.ttt_record_world_size % world_size:
+        raise ValueError(f"TTT_RECORD_WORLD_SIZE={h.ttt_record_world_size} must be a multiple of the world size "
+                         f"{world_size}")
+    if h.ttt_chunk_size > h.ttt_eval_seq_len:
+        raise ValueError(f"TTT_CHUNK_SIZE={h.ttt_chunk_size} must be at most TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} "
+                         "(a scored chunk sits inside its context window)")
 
 
-# -----------------------------------------------------------------------------
-# main: train -> evaluate -> quantize -> artifact -> roundtrip -> TTT
-# -----------------------------------------------------------------------------
-
-def log_bpb(log, label: str, val_loss: float, val_bpb: float, seconds: float) -> None:
-    log(f"{label} val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f} eval_time:{seconds * 1000:.0f}ms")
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def write_artifact(model: GPT, hessians: dict, h, ctx, log) -> tuple[dict, dict]:
-    """GPTQ (Hessians collected inside the training clock) -> container -> compressed file (rank 0).
-    Returns (quantized, accounting)."""
-    t0 = time.perf_counter()
-    quantized = quantize_model(model, hessians, h)
-    t_quantized = time.perf_counter()
-    blob, codec = compress(serialize_quantized(quantized, model_config(h)), h.brotli_quality)
-    if ctx.is_master:
-        write_atomically(h.artifact_path, blob)
-    accounting = artifact_accounting(len(blob))
-    log(f"gptq hessians:{len(hessians)} quantize_seconds:{t_quantized - t0:.1f} "
-        f"compress_seconds:{time.perf_counter() - t_quantized:.1f} codec:{codec}")
-    log(f"artifact_model_bytes:{accounting['model_bytes']} code_bytes:{accounting['code_bytes']} (shipped "
-        f"train_gpt.py) code_raw_bytes:{accounting['code_raw_bytes']} "
-        + " ".join(f"{k}:{v}" for k, v in accounting.items() if k.startswith("raw_")))
-    log(f"artifact_total_bytes:{accounting['total_bytes']} (model + shipped train_gpt.py) "
-        f"limit:{ARTIFACT_LIMIT_BYTES}")
-    return quantized, accounting
+def check_tokenizer_pairing(h: Hyperparameters) -> str:
+    """The tokenizer must be the one the shards were made with: another tokenizer of the same vocabulary size
+    trains and scores without error, but its byte counts are wrong (~3% for another SP8192), so val_bpb is
+    wrong. The download's manifest.json (the challenge's format, at DATA_PATH/../../) names the dataset's
+    tokenizer. Returns the line to log (a loud warning when nothing can be checked); raises on a mismatch."""
+    data_dir = Path(h.data_path)
+    root = data_dir.resolve().parent.parent
+    manifest_path = root / "manifest.json"
+    unchecked = (f"WARNING: cannot check that TOKENIZER_PATH={h.tokenizer_path} is the tokenizer the shards of "
+                 f"DATA_PATH={h.data_path} were made with")
+    if not manifest_path.is_file():
+        return f"{unchecked}: no {manifest_path} (the download writes it). A wrong tokenizer gives a wrong val_bpb"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    dataset = next((d for d in manifest.get("datasets", []) if d.get("name") == data_dir.name), None)
+    if dataset is None:
+        return f"{unchecked}: {manifest_path} lists no dataset {data_dir.name!r}"
+    tokenizer = next((t for t in manifest.get("tokenizers", []) if t.get("name") == dataset.get("tokenizer_name")), {})
+    fix = f"use the shards and the tokenizer of one download ({DOWNLOAD_HINT})"
+    for key in ("vocab_size", "bos_id"):
+        if key in dataset and dataset[key] != getattr(h, key):
+            raise ValueError(f"{manifest_path}: dataset {data_dir.name} has {key} {dataset[key]} but "
+                             f"{key.upper()}={getattr(h, key)}: {fix}")
+    expected = tokenizer.get("model_path") or tokenizer.get("path") or ""
+    reference = tokenizer.get("sha256") or (file_sha256(root / expected) if (root / expected).is_file() else "")
+    if reference:
+        if file_sha256(h.tokenizer_path) != reference:
+            raise ValueError(f"TOKENIZER_PATH={h.tokenizer_path} is not the tokenizer {expected} that "
+                             f"{manifest_path} names for {data_dir.name} (sha256 differs): set "
+                             f"TOKENIZER_PATH={root / expected}, or {fix}")
+        return f"tokenizer_check: {h.tokenizer_path} is the tokenizer of {data_dir.name} (sha256 {reference[:12]})"
+    if expected and Path(expected).name != Path(h.tokenizer_path).name:
+        raise ValueError(f"{manifest_path} names tokenizer {expected} for {data_dir.name}, but "
+                         f"TOKENIZER_PATH={h.tokenizer_path}: {fix}")
+    return f"{unchecked} beyond its file name ({manifest_path} records no tokenizer hash and {expected} is missing)"
+
+
+def check_token_ids(path: Path, tokens: np.ndarray, vocab_size: int) -> None:
+    """Every token id must index the embedding. Found here rather than at the embedding (after training, for
+    a bad val shard; a device assert on CUDA). One max over the memmap: ~15 ms per 100M-token shard cached."""
+    top = int(tokens.max()) if len(tokens) else 0
+    if top >= vocab_size:
+        raise ValueError(f"shard {path} holds token id {top} >= VOCAB_SIZE={vocab_size}: it was made with a "
+                         f"larger vocabulary. Use the shards and tokenizer of one download ({DOWNLOAD_HINT}), "
+                         "or set VOCAB_SIZE to the tokenizer's")
+
+
+def check_shards(h: Hyperparameters, splits: tuple[str, ...]) -> None:
+    """Header, size and token ids of every shard of the splits, before any compute is spent."""
+    for split in splits:
+        for path in find_shards(h.data_path, split):
+            check_token_ids(path, read_shard(path), h.vocab_size)
 
 
 @dataclass
@@ -2849,6 +2741,201 @@ def check_device(h: Hyperparameters, ctx: DistContext) -> None:
                          "pip install brotli (or carry its wheel to an offline GPU machine)")
 
 
+def run_files(h: Hyperparameters, ctx: DistContext) -> Hyperparameters:
+    """Name this run's files (run id, logs/<run_id>.txt, the artifact) and check that nothing of an earlier
+    run is in the way: a reused RUN_ID would append to another run's log, and a training run that found an
+    older artifact at its path could leave it looking like its own. Rank 0 decides, every rank gets the
+    answer, so all ranks fail together with one message."""
+    answer = [h.run_id or time.strftime("%Y%m%d_%H%M%S"), ""]
+    if ctx.is_master:
+        log_path = Path("logs") / f"{answer[0]}.txt"
+        artifact = Path(h.artifact_path or Path("logs") / f"{answer[0]}.golf")
+        if log_path.exists():
+            answer[1] = (f"{log_path} exists: RUN_ID={answer[0]} belongs to an earlier run. Choose a new RUN_ID "
+                         "(or move the old log away); a run never appends to another run's log")
+        elif h.eval_only and not artifact.is_file():
+            answer[1] = f"EVAL_ONLY=1: artifact {artifact} not found; set ARTIFACT_PATH to the .golf file of a run"
+        elif not h.eval_only and artifact.exists():
+            answer[1] = (f"{artifact} exists (an earlier run's artifact): this run would replace it. Set "
+                         "ARTIFACT_PATH to a new file, or leave it unset for logs/<RUN_ID>.golf")
+    if ctx.distributed:
+        dist.broadcast_object_list(answer, src=0)
+    if answer[1]:
+        raise ValueError(answer[1])
+    return dataclasses.replace(h, run_id=answer[0],
+                               artifact_path=h.artifact_path or str(Path("logs") / f"{answer[0]}.golf"))
+
+
+# -----------------------------------------------------------------------------
+# The shipped file
+# The record folder holds ONE train_gpt.py, our two files compressed into a self-extracting script (the
+# challenge counts the code of train_gpt.py; the records ship such a file and count its size). Its loader
+# registers each source with linecache, so that inspect.getsource (which @triton.jit needs) finds it, and serves
+# `import kernels` from the embedded source before any kernels.py on disk. Running it runs our (minified)
+# train_gpt.py with EMBEDDED_SOURCES set: its log embeds the minified sources (a run from the checkout logs the
+# readable ones), from which the run and make_record.py rebuild the same file to count it.
+# -----------------------------------------------------------------------------
+
+SHIPPED_LOADER = """# golfrun: train_gpt.py + kernels.py, minified, lzma-compressed (readable sources: any log of a run)
+import base64,importlib.util,linecache,sys,lzma
+EMBEDDED_SOURCES=dict(zip({names!r},lzma.decompress(base64.b85decode("{payload}")).decode().split("\\0")))
+def _compile(name):
+ src=EMBEDDED_SOURCES[name];linecache.cache[name]=(len(src),None,src.splitlines(True),name)
+ return compile(src,name,"exec")
+class _Embedded:
+ def find_spec(self,name,path=None,target=None):
+  return importlib.util.spec_from_loader(name,self) if name+".py" in EMBEDDED_SOURCES else None
+ def create_module(self,spec):return None
+ def exec_module(self,module):module.__file__=module.__name__+".py";exec(_compile(module.__file__),module.__dict__)
+ def get_source(self,name):return EMBEDDED_SOURCES[name+".py"]
+sys.meta_path.insert(0,_Embedded())
+exec(_compile("train_gpt.py"))
+"""
+# The shipped file is lzma-compressed (stdlib): it self-extracts anywhere, and its bytes never depend on which
+# codecs the building machine has (brotli would save ~860 bytes, but a GPU run without brotli crashed on it).
+EMBEDDED_SOURCES: dict[str, str] | None = globals().get("EMBEDDED_SOURCES")  # set by the shipped file's loader
+
+
+def code_sources() -> dict[str, str]:
+    """The source of each code file: the ones embedded in the shipped file when running from it, else the
+    files beside this one."""
+    if EMBEDDED_SOURCES is not None:
+        return dict(EMBEDDED_SOURCES)
+    here = Path(__file__).resolve().parent
+    missing = [name for name in CODE_FILES if not (here / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)} not found beside {here / 'train_gpt.py'}: the run counts "
+                                "and logs both code files; run from a full checkout or from a shipped train_gpt.py")
+    return {name: (here / name).read_text(encoding="utf-8") for name in CODE_FILES}
+
+
+# Minifying the shipped copy: comments, docstrings, blank lines and trailing spaces go, and indentation becomes one
+# space a level, cutting the counted bytes by a third. It edits the original text at positions that `tokenize` and
+# `ast` report (names and code stay untouched, unlike ast.unparse, whose output changes between Python versions),
+# and checks that the result parses to the same syntax tree less docstrings. Minifying twice changes nothing, so a
+# run of the shipped file, which logs the minified sources, rebuilds the same file.
+DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def docstrings(tree: ast.AST) -> list[tuple[ast.AST, ast.Expr]]:
+    """(owner, docstring statement) for every module, class and function that opens with a string literal."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, DOCSTRING_OWNERS) and node.body:
+            first = node.body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                found.append((node, first))
+    return found
+
+
+def without_docstrings(tree: ast.AST) -> ast.AST:
+    """The tree with its docstrings dropped in place (a body left empty gets `pass`): what minifying must keep."""
+    for node, doc in docstrings(tree):
+        node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def rows_ending_in_strings(tokens: list[tokenize.TokenInfo]) -> set[int]:
+    """Line numbers whose end lies inside a string literal (all but the last line of a multi-line string); from
+    Python 3.12 an f-string is several tokens, FSTRING_START to FSTRING_END, nested ones included."""
+    rows, fstring_starts = set(), []
+    for tok in tokens:
+        if tok.type == tokenize.STRING:
+            rows.update(range(tok.start[0], tok.end[0]))
+        elif tok.type == getattr(tokenize, "FSTRING_START", None):
+            fstring_starts.append(tok.start[0])
+        elif tok.type == getattr(tokenize, "FSTRING_END", None):
+            rows.update(range(fstring_starts.pop(), tok.end[0]))
+    return rows
+
+
+def source_tokens(source: str) -> list[tokenize.TokenInfo]:
+    return list(tokenize.generate_tokens(io.StringIO(source).readline))
+
+
+def cut_comments_and_docstrings(source: str) -> str:
+    lines = source.splitlines(True)
+    line_starts = [0]
+    for line in lines:
+        line_starts.append(line_starts[-1] + len(line))
+
+    def offset(row: int, col: int, col_in_utf8_bytes: bool = False) -> int:
+        if col_in_utf8_bytes:  # ast counts columns in UTF-8 bytes, tokenize in characters
+            col = len(lines[row - 1].encode("utf-8")[:col].decode("utf-8"))
+        return line_starts[row - 1] + col
+
+    cuts = [(offset(doc.lineno, doc.col_offset, True), offset(doc.end_lineno, doc.end_col_offset, True),
+             "pass" if len(owner.body) == 1 else "") for owner, doc in docstrings(ast.parse(source))]
+    cuts += [(offset(*tok.start), offset(*tok.end), "") for tok in source_tokens(source)
+             if tok.type == tokenize.COMMENT]
+    for start, end, replacement in sorted(cuts, reverse=True):
+        source = source[:start] + replacement + source[end:]
+    return source
+
+
+def squeeze_lines(source: str) -> str:
+    """Drops blank lines and trailing spaces and indents one space a block level; lines that begin or end inside a
+    string literal keep that part as it is."""
+    tokens = source_tokens(source)
+    in_string = rows_ending_in_strings(tokens)
+    depth, row_depth = 0, {}
+    for tok in tokens:  # INDENTs or DEDENTs (several on one row) come just before a logical line's first token
+        if tok.type in (tokenize.INDENT, tokenize.DEDENT):
+            depth += 1 if tok.type == tokenize.INDENT else -1
+            continue
+        for row in range(tok.start[0], tok.end[0] + 1):
+            row_depth.setdefault(row, depth)
+    kept = []
+    for row, line in enumerate(source.splitlines(True), start=1):
+        if row - 1 not in in_string:
+            line = " " * row_depth.get(row, 0) + line.lstrip(" \t")
+        if row not in in_string:
+            line = line.rstrip() + "\n"
+        if line.strip() or row - 1 in in_string:
+            kept.append(line)
+    return "".join(kept)
+
+
+def minify_source(source: str, name: str = "<source>") -> str:
+    """The source without comments, docstrings and blank lines, one space of indentation a block level."""
+    minified = squeeze_lines(cut_comments_and_docstrings(source))
+    if ast.dump(ast.parse(minified)) != ast.dump(without_docstrings(ast.parse(source))):
+        raise ValueError(f"minifying {name} changed its code (a bug of minify_source): fix it, or ship it as it is")
+    return minified
+
+
+def build_shipped_file(sources: dict[str, str]) -> bytes:
+    """One self-contained, runnable train_gpt.py holding both sources, minified, compressed and base85-encoded
+    (ASCII); deterministic, so the run and make_record.py build the same bytes from the same sources."""
+    if set(sources) != set(CODE_FILES):
+        raise ValueError(f"the shipped file needs exactly {CODE_FILES}, got {sorted(sources)}")
+    texts = [minify_source(sources[name], name) for name in CODE_FILES]
+    if any("\0" in text for text in texts):
+        raise ValueError("a source file contains a NUL character, the separator of the shipped payload")
+    payload = "\0".join(texts).encode("utf-8")
+    compressed = lzma.compress(payload, preset=9 | lzma.PRESET_EXTREME)
+    return SHIPPED_LOADER.format(names=CODE_FILES,
+                                 payload=base64.b85encode(compressed).decode("ascii")).encode("ascii")
+
+
+def shipped_sources(shipped: bytes) -> dict[str, str]:
+    """The (minified) sources inside a file made by build_shipped_file (make_record checks them against the logs)."""
+    not_shipped = "not a shipped train_gpt.py (no embedded payload): rebuild it with build_shipped_file"
+    match = re.search(rb'import base64,importlib.util,linecache,sys,lzma\n.*?b85decode\("([^"]*)"\)', shipped)
+    if match is None:
+        raise ValueError(not_shipped)
+    try:  # the readable train_gpt.py holds the loader's template too, with a placeholder for the payload
+        texts = lzma.decompress(base64.b85decode(match.group(1))).decode("utf-8").split("\0")
+    except (ValueError, lzma.LZMAError):
+        raise ValueError(not_shipped) from None
+    return dict(zip(CODE_FILES, texts))
+
+
+# -----------------------------------------------------------------------------
+# main: train -> evaluate -> quantize -> artifact -> roundtrip -> TTT
+# -----------------------------------------------------------------------------
+
 def main() -> int:
     ctx = init_distributed()
     try:  # bad input: one message (rank 0's: every rank checks the same inputs), no traceback, no compute spent
@@ -2886,21 +2973,18 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     torch.manual_seed(h.seed)
     np.random.seed(h.seed)
     tables, val_tokens = inputs.tables, inputs.val_tokens
-    model = GPT(h).to(ctx.device)
-    model.configure_kernels(ctx.device, h.fused_ce_enabled, h.fused_mlp_enabled)
+    model = build_model(h, ctx.device, h.fused_mlp_enabled)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model_params:{n_params} attention_backend:{model.attn_backend} fused_ce:{int(model.use_fused_ce)} "
         f"fused_mlp:{int(model.blocks[0].mlp.use_fused)} grad_accum_steps:{accum} "
-        f"micro_batch_tokens:{h.train_batch_tokens // 8} val_tokens:{len(val_tokens)}")
+        f"micro_batch_tokens:{h.train_batch_tokens // MICRO_BATCHES} val_tokens:{len(val_tokens)}")
     failure = None
     # ---- training, pre-quantization eval, artifact ----
     if not h.eval_only:
         result = train(model, h, ctx, accum, log,
                        validate=lambda: evaluate(model, val_tokens, tables, h, ctx)[:2])
         stop_if_signalled()
-        t0 = time.perf_counter()
-        val_loss, val_bpb, _ = evaluate(model, val_tokens, tables, h, ctx)
-        log_bpb(log, "final_prequant_exact", val_loss, val_bpb, time.perf_counter() - t0)
+        timed_eval(log, "final_prequant_exact", ctx, lambda: evaluate(model, val_tokens, tables, h, ctx))
         stop_if_signalled()
         quantized, accounting = write_artifact(model, result["hessians"], h, ctx, log)
         failure = check_artifact_budget(accounting)
@@ -2909,23 +2993,19 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     # ---- roundtrip: the artifact alone must reproduce the quantized model, bit for bit ----
     stop_if_signalled()
     eval_t0 = time.perf_counter()
-    loaded = inputs.artifact if h.eval_only else load_artifact(h.artifact_path)[0]
-    state = dequantize(loaded)
+    state = dequantize(inputs.artifact if h.eval_only else load_artifact(h.artifact_path)[0])
     if not h.eval_only:
         expected = dequantize(quantized)
         mismatched = [k for k in expected if not torch.equal(expected[k], state[k])]
         if mismatched:
             raise RuntimeError(f"artifact roundtrip mismatch in {mismatched[:5]}")
         log("roundtrip_check: artifact == in-memory quantized model (bit for bit)")
-    model = GPT(h).to(ctx.device)
     # the fused MLP serves training only, as in the record: its backward always computes the weight gradients,
     # which TTT (frozen base weights) would pay for at every chunk step
-    model.configure_kernels(ctx.device, h.fused_ce_enabled, fused_mlp=False)
+    model = build_model(h, ctx.device, fused_mlp=False)
     model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()})
     model.looping = h.num_loops > 0
-    t0 = time.perf_counter()
-    val_loss, val_bpb, _ = evaluate(model, val_tokens, tables, h, ctx)
-    log_bpb(log, "final_roundtrip_exact", val_loss, val_bpb, time.perf_counter() - t0)
+    timed_eval(log, "final_roundtrip_exact", ctx, lambda: evaluate(model, val_tokens, tables, h, ctx))
     # ---- test-time training: compile on random tokens first; the TTT clock covers the scoring only ----
     stop_if_signalled()
     if h.ttt_enabled:
@@ -2934,11 +3014,7 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
         if chunk_fn is not ttt_chunk_losses:  # eager (CPU): nothing to compile
             warm_up_ttt(chunk_fn, model, h, ctx)
         log(f"ttt_compile_warmup_seconds:{time.perf_counter() - t0:.1f} (random tokens, before the TTT clock)")
-        synchronize(ctx)
-        t0 = time.perf_counter()
-        val_loss, val_bpb, _ = evaluate_ttt(model, val_tokens, tables, h, ctx, log, chunk_fn)
-        synchronize(ctx)
-        log_bpb(log, "final_ttt_exact", val_loss, val_bpb, time.perf_counter() - t0)
+        timed_eval(log, "final_ttt_exact", ctx, lambda: evaluate_ttt(model, val_tokens, tables, h, ctx, log, chunk_fn))
     eval_seconds = time.perf_counter() - eval_t0
     log(f"eval_time:{eval_seconds * 1000:.0f}ms (artifact load, roundtrip eval, TTT)")
     if eval_seconds > EVAL_LIMIT_SECONDS and not failure:

@@ -121,6 +121,7 @@ def build_ours(h: tg.Hyperparameters, device: torch.device, weights_from) -> tg.
 
 class _StepBatches:
     """train_step's loader interface over one step's micro-batches (the ones the record got too)."""
+    accum = MICRO_BATCHES
 
     def __init__(self, batches):
         self.batches = batches
@@ -254,8 +255,8 @@ def main(argv=None) -> int:
         (loss_r, _), sec_r = timed(lambda: ro.record_train_step(record, theirs, record_opt, h_record, batches, step,
                                                                  lr_mul(frac), fp32=not cuda), cuda)
         with our_precision():
-            loss_o, sec_o = timed(lambda: tg.train_step(ours, ours, _StepBatches(batches), our_opt, step, accum,
-                                                        tg.lr_multiplier(progress, h), h).item(), cuda)
+            loss_o, sec_o = timed(lambda: tg.train_step(ours, ours, _StepBatches(batches), our_opt, step,
+                                                        tg.lr_multiplier(progress, h)).item(), cuda)
         for ema in emas:
             ema.update()
         logs[0].seconds += sec_r

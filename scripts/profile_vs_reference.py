@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -143,6 +144,8 @@ def setup_ours(args, device):
     batches = [loader.batch(s, m) for s in range(args.batch_steps) for m in range(ONE_GPU_ACCUM)]
 
     class Preloaded:  # train_step's loader interface, serving the batches already on the GPU
+        accum = ONE_GPU_ACCUM
+
         def batch(self, step, micro):
             return batches[(step * ONE_GPU_ACCUM + micro) % len(batches)]
 
@@ -157,10 +160,14 @@ def setup_ours(args, device):
         return out
     opt.step = opt_step
     counter = [0]
+    old_train_step = "accum" in inspect.signature(tg.train_step).parameters
 
     def step():
         timer.events[0].record()
-        loss = tg.train_step(model_fn, model, Preloaded(), opt, counter[0], ONE_GPU_ACCUM, 1.0, h)
+        if old_train_step:  # a train_gpt.py from before issue 22 passed the micro-batch count and settings
+            loss = tg.train_step(model_fn, model, Preloaded(), opt, counter[0], ONE_GPU_ACCUM, 1.0, h)
+        else:
+            loss = tg.train_step(model_fn, model, Preloaded(), opt, counter[0], 1.0)
         counter[0] += 1
         return loss
 

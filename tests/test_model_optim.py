@@ -93,7 +93,7 @@ def test_training_steps_reduce_the_loss():
     with torch.no_grad():
         before = model(fixed.inputs, fixed.targets, fixed.positions, fixed.cu_seqlens, fixed.max_seqlen).item()
     for step in range(8):
-        tg.train_step(model, model, loader, opt, step, 8, 1.0, h)
+        tg.train_step(model, model, loader, opt, step, 1.0)
     with torch.no_grad():
         after = model(fixed.inputs, fixed.targets, fixed.positions, fixed.cu_seqlens, fixed.max_seqlen).item()
     assert after < before - 1.0

@@ -153,6 +153,8 @@ def test_attention_pieces_give_the_records_bf16_numbers(oracle):
 # ---- optimizer steps ----
 
 class _ListLoader:
+    accum = tg.MICRO_BATCHES  # one rank: every micro-batch of a step
+
     def __init__(self, batches_per_step):
         self.batches = batches_per_step
 
@@ -179,7 +181,7 @@ def test_optimizer_steps_match_the_record_at_8_gpus(oracle):
         scale = lr_mul(step / h.iterations)  # the step-based schedule (no wallclock cap)
         _, norms = ro.record_train_step(record, theirs, record_opt, h_record, batches[step], step, scale, fp32=True)
         mixed_steps += 0 < sum(abs(n - TOY_CLIP_NORM) < 1e-5 for n in norms) < len(norms)
-        tg.train_step(ours, ours, loader, our_opt, step, 8, tg.lr_multiplier(step / h.iterations, h), h)
+        tg.train_step(ours, ours, loader, our_opt, step, tg.lr_multiplier(step / h.iterations, h))
         weights = ro.record_view(dict(theirs.state_dict()), h.num_layers)
         errors = {name: _rel(p.detach(), weights[name]) for name, p in ours.named_parameters()}
         worst = max(errors, key=errors.get)
