@@ -5,7 +5,8 @@ tests/test_oracle_train.py (toy size on CPU), scripts/compare_curves.py, bench_t
 profile_vs_reference.py and bench_kernels.py. A record script's Hyperparameters class reads the environment when
 the module is executed, and its attention module reads GATED_ATTN_* when a model is built, so both happen inside
 `record_env(...)`, which puts the caller's environment and sys.path back afterwards (no knob leaks into other
-tests or into our own Hyperparameters).
+tests or into our own Hyperparameters). #2135's model reads SMEAR_GATE_BOS_FIX each time it runs: callers run
+its forward (and its training step) inside record_env too.
 
 Which record: every function takes the script's path (`script=`), RECORD_1886 by default; RECORD_2135's script
 imports the same FA3 shim, one folder up (`shim_dir` finds it). The environment a record is given is derived
