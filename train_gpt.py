@@ -880,9 +880,14 @@ class Attention(nn.Module):
         self.c_v = CastedLinear(h.model_dim, h.num_kv_heads * h.head_dim)
         self.proj = CastedLinear(h.num_heads * h.head_dim, h.model_dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((h.num_heads,), h.qk_gain_init))
-        # GatedAttn: sigmoid(W x) per head scales the attention output before the projection
-        self.gate_weight = (nn.Parameter(torch.randn(h.num_heads, h.model_dim) * h.gated_attn_init_std)
-                            if h.gated_attn_enabled else None)
+        # Output gate: sigmoid(scale * W x[:width]) per head scales the attention output before the projection.
+        # Sparse (#2135): the first GATE_WINDOW channels, zero init (g = 1/2); else dense GatedAttn (#1886).
+        sparse = h.sparse_attn_gate_enabled
+        self.gate_width = h.gate_window if sparse else h.model_dim
+        self.gate_scale = h.sparse_attn_gate_scale if sparse else 1.0
+        std = h.sparse_attn_gate_init_std if sparse else h.gated_attn_init_std
+        self.gate_weight = (nn.Parameter(torch.empty(h.num_heads, self.gate_width).normal_(std=std))
+                            if sparse or h.gated_attn_enabled else None)
         self.use_xsa = use_xsa
 
     def qkv(self, x, rope, lora=None):
@@ -907,7 +912,8 @@ class Attention(nn.Module):
         if self.use_xsa:  # remove the component of each output along the token's own value vector
             y = exclude_self_value(y, v)
         if self.gate_weight is not None:
-            y = y * torch.sigmoid(F.linear(x, self.gate_weight.to(x.dtype))).unsqueeze(-1)
+            gate = F.linear(x[..., :self.gate_width], self.gate_weight.to(x.dtype))
+            y = y * torch.sigmoid(self.gate_scale * gate).unsqueeze(-1)
         y = y.reshape(*shape, self.num_heads * self.head_dim)
         return self.proj(y) + _lora(lora, "o", x)  # reads the normed block input, as the record's does
 
@@ -1055,6 +1061,13 @@ class GPT(nn.Module):
         self.skip_gates = nn.Parameter(torch.zeros(num_skips, h.model_dim)) if h.skip_gates_enabled else None
         self.parallel_resid_lambdas = nn.Parameter(torch.full((h.num_layers, 2), h.parallel_resid_init))
         self.parallel_post_lambdas = nn.Parameter(torch.ones(h.num_layers, 2, 2))
+        # SmearGate (#2135): zero gate and zero lambda, so the model starts without it
+        self.smear_gate = nn.Parameter(torch.zeros(1, h.gate_window)) if h.smear_gate_enabled else None
+        self.smear_lambda = nn.Parameter(torch.zeros(1)) if h.smear_gate_enabled else None
+        # AsymLogit (#2135): eval and TTT scoring cap positive and negative logits with their own softcap.
+        # In no optimizer and not in the training loss or global SGD, as in the record: they stay LOGIT_SOFTCAP.
+        for name in ("softcap_pos", "softcap_neg"):
+            setattr(self, name, nn.Parameter(torch.tensor(h.logit_softcap)) if h.asym_logit_rescale else None)
         self.looping = False  # depth recurrence, switched on mid-training
         self.attn_backend = "sdpa_padded"
         self.use_fused_ce = False
@@ -1079,7 +1092,19 @@ class GPT(nn.Module):
 
     def embed(self, ids):
         dtype = torch.bfloat16 if ids.device.type == "cuda" else torch.float32
-        return rms_norm(self.tok_emb(ids).to(dtype))
+        x = self.tok_emb(ids).to(dtype)
+        return rms_norm(x if self.smear_gate is None else self.smear(x, ids))
+
+    def smear(self, x, ids):
+        """SmearGate: x_t + lambda * sigmoid(W x_t[:GATE_WINDOW]) * x_{t-1} along the token axis, the first
+        token as it is. Without SMEAR_GATE_BOS_FIX (the record's run) a packed buffer's document gets a share
+        of the previous document's last token."""
+        now, before = x[..., 1:, :], x[..., :-1, :]
+        gate = self.smear_lambda.to(x.dtype) * torch.sigmoid(
+            F.linear(now[..., :self.h.gate_window], self.smear_gate.to(x.dtype)))
+        if self.h.smear_gate_bos_fix:
+            gate = gate * (ids[..., 1:, None] != self.h.bos_id).to(x.dtype)
+        return torch.cat((x[..., :1, :], now + gate * before), dim=-2)
 
     def residual_lanes(self, ids, rope, layout, lora=None, regions: CompiledRegions | None = None):
         """The residual stream after the last block: a tuple of one lane, or two with parallel residuals.
@@ -1140,12 +1165,18 @@ class GPT(nn.Module):
         lanes = self.residual_lanes(ids, rope, varlen_layout(positions, cu_seqlens, max_seqlen), regions=self.regions)
         return (self.regions.loss if self.regions else self.loss)(lanes, targets)
 
-    def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor, rows_per_chunk: int = 32_768):
+    @property
+    def score_softcap(self):
+        """The softcap of eval and TTT scoring: AsymLogit's pair where enabled, else LOGIT_SOFTCAP."""
+        return (self.softcap_pos, self.softcap_neg) if self.softcap_pos is not None else self.h.logit_softcap
+
+    def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor, rows_per_chunk: int = 32_768, softcap=None):
         """Per-token nats in fp32 (eager formula, used by eval and TTT scoring); 0 where target < 0.
         Chunked over rows so that the fp32 logits of a 500k-token eval window never exist at once."""
         flat_h, flat_t = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)
+        softcap = self.score_softcap if softcap is None else softcap
         parts = [softcap_cross_entropy(self.logits(flat_h[i:i + rows_per_chunk]), flat_t[i:i + rows_per_chunk],
-                                       self.h.logit_softcap, reduction="none")
+                                       softcap, reduction="none")
                  for i in range(0, flat_t.numel(), rows_per_chunk)]
         return torch.cat(parts).view(targets.shape)
 
@@ -1157,10 +1188,14 @@ def build_model(h: Hyperparameters, device: torch.device, fused_mlp: bool) -> GP
     return model
 
 
-def softcap_cross_entropy(logits, targets, softcap: float, reduction: str = "mean"):
-    """Plain PyTorch: z = c * tanh(logits / c) in fp32, cross-entropy ignoring targets < 0."""
+def softcap_cross_entropy(logits, targets, softcap, reduction: str = "mean"):
+    """Plain PyTorch: z = c * tanh(logits / c) in fp32 (c = 0: no cap; a pair (c+, c-): AsymLogit, one c for
+    each sign of the logit), cross-entropy ignoring targets < 0."""
     z = logits.float()
-    if softcap > 0:
+    if isinstance(softcap, tuple):
+        pos, neg = (c.float() for c in softcap)
+        z = torch.where(z >= 0, pos * torch.tanh(z / pos), neg * torch.tanh(z / neg))
+    elif softcap > 0:
         z = softcap * torch.tanh(z / softcap)
     flat_targets = targets.reshape(-1)
     losses = F.cross_entropy(z.reshape(-1, z.size(-1)), flat_targets.clamp_min(0), reduction="none")
@@ -1287,12 +1322,14 @@ class Muon:
 
 def partition_parameters(model: GPT) -> dict[str, list[nn.Parameter]]:
     """Structural rule: Muon gets the CastedLinear weights of the blocks; Adam the embedding, and the
-    scalars/gains (everything else). Asserts that every parameter lands in exactly one group."""
+    scalars/gains (everything else but AsymLogit's softcaps: fixed, in no optimizer). Asserts that every
+    parameter lands in exactly one group."""
     muon = [m.weight for m in model.blocks.modules() if isinstance(m, CastedLinear)]
     embed = [model.tok_emb.weight]
-    taken = {id(p) for p in muon + embed}
+    fixed = [p for p in (model.softcap_pos, model.softcap_neg) if p is not None]  # AsymLogit's: in none
+    taken = {id(p) for p in muon + embed + fixed}
     scalars = [p for p in model.parameters() if id(p) not in taken]
-    groups = dict(muon=muon, embed=embed, scalars=scalars)
+    groups = dict(muon=muon, embed=embed, scalars=scalars, fixed=fixed)
     seen = [id(p) for ps in groups.values() for p in ps]
     assert len(seen) == len(set(seen)), "a parameter is in two optimizer groups"
     assert set(seen) == {id(p) for p in model.parameters()}, "a parameter is in no optimizer group"
@@ -2155,7 +2192,7 @@ def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *ada
     hidden = model.hidden(ids, positions, None, lora)
     at_chunk = hidden.gather(1, chunk_pos.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
     logits = model.logits(at_chunk) + lora.head(at_chunk)  # the LM-head adapter acts before the softcap
-    return softcap_cross_entropy(logits, chunk_tgt, model.h.logit_softcap, reduction="none")
+    return softcap_cross_entropy(logits, chunk_tgt, model.score_softcap, reduction="none")
 
 
 def compile_ttt(h: Hyperparameters, device: torch.device):
@@ -2323,7 +2360,9 @@ def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistCont
                 if a == b or b + 1 > len(stream):
                     continue
                 batch = global_sgd_piece(stream, a, b, h).to(ctx.device)
-                losses = model.token_losses(model.hidden(batch.inputs, batch.positions, batch.layout), batch.targets)
+                hidden = model.hidden(batch.inputs, batch.positions, batch.layout)
+                # the training softcap: the record's SGD never reads (so never trains) AsymLogit's pair
+                losses = model.token_losses(hidden, batch.targets, softcap=h.logit_softcap)
                 (losses.mean() / G).backward()
             all_reduce_gradients(params, ctx)
             if h.global_ttt_grad_clip > 0:
@@ -2624,6 +2663,12 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
     if h.xsa_last_n > h.num_layers or h.parallel_start_layer > h.num_layers:
         raise ValueError(f"XSA_LAST_N={h.xsa_last_n} and PARALLEL_START_LAYER={h.parallel_start_layer} must be at "
                          f"most NUM_LAYERS={h.num_layers}")
+    if h.sparse_attn_gate_enabled and h.gated_attn_enabled:
+        raise ValueError("SPARSE_ATTN_GATE_ENABLED=1 replaces the dense gate: set GATED_ATTN_ENABLED=0")
+    if (h.sparse_attn_gate_enabled or h.smear_gate_enabled) and h.gate_window > h.model_dim:
+        raise ValueError(f"GATE_WINDOW={h.gate_window} must be at most MODEL_DIM={h.model_dim}")
+    if h.asym_logit_rescale and not h.logit_softcap:
+        raise ValueError("ASYM_LOGIT_RESCALE=1 needs a softcap: set LOGIT_SOFTCAP > 0")
     if h.bos_id >= h.vocab_size:
         raise ValueError(f"BOS_ID={h.bos_id} must be below VOCAB_SIZE={h.vocab_size}")
     if h.val_batch_tokens % (world_size * h.train_seq_len):

@@ -5,7 +5,8 @@ tests/test_oracle_train.py (toy size on CPU), scripts/compare_curves.py, bench_t
 profile_vs_reference.py and bench_kernels.py. A record script's Hyperparameters class reads the environment when
 the module is executed, and its attention module reads GATED_ATTN_* when a model is built, so both happen inside
 `record_env(...)`, which puts the caller's environment and sys.path back afterwards (no knob leaks into other
-tests or into our own Hyperparameters).
+tests or into our own Hyperparameters). #2135's model reads SMEAR_GATE_BOS_FIX each time it runs: callers run
+its forward (and its training step) inside record_env too.
 
 Which record: every function takes the script's path (`script=`), RECORD_1886 by default; RECORD_2135's script
 imports the same FA3 shim, one folder up (`shim_dir` finds it). The environment a record is given is derived
@@ -38,9 +39,10 @@ RECORD_2135 = REFERENCE_DIR / "record_2135" / "train_gpt.py"
 SHIM = "flash_attn_interface.py"  # FA3's Python API on torch (the records import FA3)
 ENV_READ = re.compile(r"""os\.environ\.get\(\s*["']([A-Z][A-Z0-9_]*)["']""")
 
-# The CPU toy size of reference/README.md, in our field names.
-TOY_SIZES = dict(num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, rope_dims=8, xsa_last_n=4,
-                 loop_start=1, loop_end=2, num_loops=1, parallel_start_layer=3)
+# The CPU toy size, in our field names: two parallel layers (3, 4: a lane bug can hide behind one) and two extra
+# passes of the looped layers 1-2, as both records run (num_loops 2).
+TOY_SIZES = dict(num_layers=5, model_dim=64, num_heads=4, num_kv_heads=2, rope_dims=8, xsa_last_n=5,
+                 loop_start=1, loop_end=2, num_loops=2, parallel_start_layer=3)
 # The oracle's own choices (eager, no fused CE kernel, no TTT at the end of its training); callers override.
 RECORD_BASE_ENV = dict(FUSED_CE_ENABLED="0", TORCH_COMPILE_DISABLE="1", TTT_ENABLED="0")
 
@@ -134,10 +136,18 @@ def build_record_model(record, env: dict, script: Path = RECORD_1886):
 
 # ---- name mapping: ours <-> the record's state_dict ----
 
+# #2135's parameters on the model's root (SmearGate, AsymLogit): our name -> its name. A name the record's
+# model does not have (the #1886 script) is skipped by record_view.
+ROOT_NAMES_2135 = {"smear_gate": "smear_gate.weight", "smear_lambda": "smear_lambda",
+                   "softcap_pos": "softcap_pos", "softcap_neg": "softcap_neg"}
+
+
 def record_name_map(num_layers: int) -> dict[str, tuple[str, int | None]]:
-    """Our parameter name -> (the record's name, index into its bank or None)."""
+    """Our parameter name -> (the record's name, index into its bank or None), for both records (the sparse
+    gate of #2135 keeps #1886's name attn_gate_w)."""
     n = num_layers
     mapping = {"tok_emb.weight": ("tok_emb.weight", None)}
+    mapping.update({ours: (theirs, None) for ours, theirs in ROOT_NAMES_2135.items()})
     for name in ("skip_weights", "skip_gates", "parallel_resid_lambdas", "parallel_post_lambdas"):
         mapping[name] = (name, None)
     for i in range(n):
@@ -244,7 +254,7 @@ class _OneRankOfEight:
         self.real.zero_grad_all()
 
     def step(self, distributed=False):
-        grads = [p.grad for p in self.params]
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]  # #2135's softcaps
         self.clipped_norms.append(torch.nn.utils.get_total_norm(grads).item())
         if self.grad_sum is None:
             self.grad_sum = [g.clone() for g in grads]

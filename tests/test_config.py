@@ -254,6 +254,10 @@ def test_out_of_range_settings_name_the_variable_and_the_range(name, value, rule
     ({"NUM_HEADS": "3"}, ("MODEL_DIM", "NUM_HEADS")),
     # TTT runs after training and GPTQ: these used to fail only then (the chunk one with a device assert)
     ({"TTT_CHUNK_SIZE": "4096"}, ("TTT_CHUNK_SIZE", "TTT_EVAL_SEQ_LEN")),
+    # #2135's gates and softcaps
+    ({"SPARSE_ATTN_GATE_ENABLED": "1"}, ("SPARSE_ATTN_GATE_ENABLED", "GATED_ATTN_ENABLED=0")),
+    ({"SMEAR_GATE_ENABLED": "1", "GATE_WINDOW": "513"}, ("GATE_WINDOW", "MODEL_DIM")),
+    ({"ASYM_LOGIT_RESCALE": "1", "LOGIT_SOFTCAP": "0"}, ("ASYM_LOGIT_RESCALE", "LOGIT_SOFTCAP")),
 ])
 def test_settings_that_disagree_are_refused_before_any_compute(env, names):
     with pytest.raises(ValueError) as err:

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,16 @@ import train_gpt as tg
 
 def test_record_parameter_count():
     assert sum(p.numel() for p in tg.GPT(tg.load_hyperparameters({})).parameters()) == 35_989_658
+
+
+# #2135's model settings (RECIPE=2135): SmearGate, the sparse attention gate in place of the dense one, AsymLogit
+MODEL_2135 = dict(SMEAR_GATE_ENABLED="1", SPARSE_ATTN_GATE_ENABLED="1", GATED_ATTN_ENABLED="0", ASYM_LOGIT_RESCALE="1")
+
+
+def test_record_2135_parameter_count():
+    """#2135's log: model_params:35945673 (#1886's less 11 dense gates, plus 11 sparse ones, the smear's 13 and
+    the two softcaps)."""
+    assert sum(p.numel() for p in tg.GPT(tg.load_hyperparameters(MODEL_2135)).parameters()) == 35_945_673
 
 
 def test_virtual_layer_order_matches_the_record():
@@ -25,6 +36,39 @@ def test_every_parameter_in_exactly_one_group():
     assert groups["embed"] == [model.tok_emb.weight]
     ids = [id(p) for g in groups.values() for p in g]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+
+
+def test_2135_parameters_go_to_scalar_adam_and_the_softcaps_to_none():
+    """As #2135's Optimizers: SmearGate and the sparse gates in scalar Adam; AsymLogit's softcaps in no
+    optimizer (nothing trains them in the record's run)."""
+    h = tg.load_hyperparameters({**MODEL_2135, "NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "4",
+                                 "NUM_KV_HEADS": "2", "XSA_LAST_N": "2", "ROPE_DIMS": "8", "NUM_LOOPS": "0",
+                                 "PARALLEL_START_LAYER": "1"})
+    model = tg.GPT(h)
+    groups = tg.partition_parameters(model)
+    scalars = {id(p) for p in groups["scalars"]}
+    assert {id(model.smear_gate), id(model.smear_lambda), id(model.blocks[1].attn.gate_weight)} <= scalars
+    assert groups["fixed"] == [model.softcap_pos, model.softcap_neg]
+    opt = tg.Optimizers(model, h, tg.DistContext())
+    adam = {id(p) for g in opt.adam.param_groups for p in g["params"]}
+    assert id(model.softcap_pos) not in adam and id(model.smear_gate) in adam
+
+
+def test_global_sgd_leaves_the_asymmetric_softcaps():
+    """The record's global TTT SGD scores with the scalar softcap, so AsymLogit's pair never moves; ours must
+    not train them either (they would, through the eval softcap)."""
+    h = tg.load_hyperparameters({**MODEL_2135, "SMOKE": "1", "GLOBAL_TTT_CHUNK_TOKENS": "512",
+                                 "GLOBAL_TTT_LR": "0.1"})
+    torch.manual_seed(0)
+    model = tg.GPT(h)
+    with torch.no_grad():  # logits of a few units: a softcap in the loss would get a visible gradient
+        model.tok_emb.weight.normal_(std=1.0)
+    stream = np.random.default_rng(0).integers(2, h.vocab_size, 3 * 512 + 1)
+    stream[::200] = h.bos_id
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    assert tg.global_sgd(model, stream, h, tg.DistContext()) == 2
+    moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert "smear_lambda" in moved and not moved & {"softcap_pos", "softcap_neg"}
 
 
 def _singular_values(X):

@@ -1,0 +1,227 @@
+"""Record #2135's own script as the oracle of its model and training (issue 23 item 5): same weights and batches ->
+the same loss, gradients, eval losses and weights after optimizer steps, in fp32 on the CPU, at toy size with two
+parallel layers and two loops. What it adds to #1886's (tests/test_oracle_train.py): SmearGate, the sparse
+attention gate, AsymLogit's two softcaps, and the optimizer settings of its run (MATRIX_LR 0.028, BETA2 0.99,
+WARMDOWN_FRAC 0.85; the new parameters in scalar Adam, the softcaps in no optimizer).
+
+The record (`../shared/reference/record_2135/train_gpt.py`) is imported through scripts/record_oracle.py. It reads
+SMEAR_GATE_BOS_FIX when its model runs, not when it is built, so every call into its model runs inside
+ro.record_env. Where the reference folder is absent these tests skip, except under CI=true, where they fail.
+"""
+
+import dataclasses
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train_gpt as tg
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import record_oracle as ro  # noqa: E402
+
+SCRIPT = ro.RECORD_2135
+LOSS_RTOL = 1e-5
+GRAD_RTOL = 1e-4
+WEIGHT_RTOL = 1e-4
+OPT_STEPS = 4
+MICRO_TOKENS = 96  # toy micro-batch (one "rank" of the record's 8)
+TOY_CLIP_NORM = 1.17
+# RECIPE=2135's values of the settings its model, optimizers and schedule read (knobs_2135.md)
+SETTINGS_2135 = dict(recipe="2135")  # #2135's defaults, by value (tests/test_config.py), at toy sizes
+NEW_PARAMS = ("smear_gate", "smear_lambda", "softcap_pos", "softcap_neg")
+
+
+def _require_reference():
+    reason = ro.reference_missing_reason(SCRIPT)
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must run the oracle, not skip it")
+    pytest.skip(reason)
+
+
+def _toy_h(**extra) -> tg.Hyperparameters:
+    env = {k.upper(): str(v) for k, v in {**ro.TOY_SIZES, **SETTINGS_2135, **extra}.items()}
+    return tg.load_hyperparameters(env)
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    """(record module, its env, our toy Hyperparameters)."""
+    _require_reference()
+    h = _toy_h(muon_momentum_warmup_steps=3, iterations=OPT_STEPS)
+    env = ro.record_env_for(h, SCRIPT)
+    record = ro.import_record(env, SCRIPT, name="record_2135_oracle_module")
+    record.BOS_ID = h.bos_id  # its loaders set it; its BOS fix reads it
+    return record, env, h
+
+
+def _with_bos_fix(oracle, bos_fix: bool):
+    record, env, h = oracle
+    return record, dict(env, SMEAR_GATE_BOS_FIX=ro.env_value(bos_fix)), dataclasses.replace(h, smear_gate_bos_fix=bos_fix)
+
+
+def test_the_2135_settings_reach_the_record(oracle):
+    """Each of #2135's settings reaches its script under its name with our value (its own defaults differ: sparse
+    gate scale 1.0, gates off), and SMEAR_GATE_BOS_FIX, which it reads at forward time, is passed too."""
+    record, env, h = oracle
+    assert not set(env) - ro.record_env_names(SCRIPT) - set(ro.RECORD_BASE_ENV)
+    assert env["SMEAR_GATE_BOS_FIX"] == "0"
+    with ro.record_env(env, SCRIPT):
+        rh = record.Hyperparameters()
+    assert (rh.smear_gate_enabled, rh.sparse_attn_gate_enabled, rh.gated_attn_enabled, rh.asym_logit_rescale) == (
+        True, True, False, True)
+    assert (rh.sparse_attn_gate_scale, rh.sparse_attn_gate_init_std, rh.gate_window) == (
+        h.sparse_attn_gate_scale, h.sparse_attn_gate_init_std, h.gate_window) == (0.5, 0.0, 12)
+    assert (rh.matrix_lr, rh.beta2, rh.warmdown_frac, rh.num_loops) == (0.028, 0.99, 0.85, 2)
+
+
+def _models(oracle, seed=0, perturb=0.0):
+    """The record's model and ours with the record's weights. perturb > 0 adds noise to every weight so that
+    every path (the smear, the gates, zero-initialised projections, lanes, skips) carries signal and gradient;
+    the smear's lambda is set large enough that the smear moves the loss."""
+    record, env, h = oracle
+    torch.manual_seed(seed)
+    theirs = ro.build_record_model(record, env, SCRIPT)
+    if perturb:
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for name, p in theirs.named_parameters():
+                if not name.startswith("softcap"):  # the run never moves them (the eval test sets them apart)
+                    p.add_(torch.randn(p.shape, generator=gen) * perturb)
+            theirs.smear_lambda.fill_(0.7)
+    ours = tg.GPT(h)
+    ro.copy_record_weights(theirs, ours)
+    return theirs, ours
+
+
+def _packed_batch(seed: int, h, n_tokens: int = MICRO_TOKENS) -> tg.PackedBatch:
+    """A window of several documents (BOS-led), one longer than the max piece length, so pieces get cut."""
+    rng = np.random.default_rng(seed)
+    window = rng.integers(2, h.vocab_size, n_tokens + 1)
+    window[[0, 9, 40, 41, 70]] = h.bos_id  # documents of 9, 31, 1, 29 and 26 tokens
+    return tg.pack_window(window, h.bos_id, max_len=24)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+# ---- forward and backward ----
+
+@pytest.mark.parametrize("looping, bos_fix", [(False, False), (True, False), (True, True)],
+                         ids=["recurrence_off", "recurrence_on", "bos_fix_on"])
+def test_loss_and_gradients_match_the_record(oracle, looping, bos_fix):
+    """The training loss of a flat packed buffer (the smear crosses its documents unless SMEAR_GATE_BOS_FIX)."""
+    record, env, h = oracle = _with_bos_fix(oracle, bos_fix)
+    theirs, ours = _models(oracle, perturb=0.05)
+    assert h.num_layers - h.parallel_start_layer >= 2 and h.num_loops == 2 and not h.gated_attn_enabled
+    theirs.looping_active = ours.looping = looping
+    batch = _packed_batch(1, h)
+    assert batch.cu_seqlens.numel() > 4  # a multi-document batch
+    with ro.record_env(env, SCRIPT):
+        loss_theirs = theirs(batch.inputs[None], batch.targets[None], cu_seqlens=batch.cu_seqlens,
+                             max_seqlen=batch.max_seqlen)
+        loss_theirs.backward()
+    loss_ours = ours(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
+    loss_ours.backward()
+    loss_err = abs(loss_ours.item() - loss_theirs.item()) / loss_theirs.item()
+    assert loss_err <= LOSS_RTOL, f"loss ours {loss_ours.item():.7f} record {loss_theirs.item():.7f}"
+    grads = ro.record_view(ro.record_grads(theirs), h.num_layers)
+    # the training loss never reads AsymLogit's softcaps: no gradient, in the record and here
+    assert "softcap_pos" not in grads and ours.softcap_pos.grad is None and ours.softcap_neg.grad is None
+    errors = {name: _rel(p.grad, grads[name]) for name, p in ours.named_parameters() if p.grad is not None}
+    assert set(errors) >= {"smear_gate", "smear_lambda", "blocks.0.attn.gate_weight"}
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= GRAD_RTOL, f"gradient of {worst}: relative error {errors[worst]:.2e}"
+
+
+@pytest.mark.parametrize("layout", ["varlen", "dense"])
+def test_eval_losses_match_the_record_with_asymmetric_softcaps(oracle, layout):
+    """Eval's per-token losses (the record's forward_logits) with softcaps moved apart (20 and 40), for a flat
+    packed buffer and for dense (B, T) rows (TTT's layout: the smear runs along each row, its first token
+    untouched). Nothing moves the softcaps in the record's run; this pins which cap takes which sign."""
+    record, env, h = oracle
+    theirs, ours = _models(oracle, perturb=0.05)
+    theirs.looping_active = ours.looping = True
+    with torch.no_grad():
+        for model in (theirs, ours):
+            model.softcap_pos.fill_(20.0)
+            model.softcap_neg.fill_(40.0)
+    batch = _packed_batch(2, h)
+    if layout == "varlen":
+        ids, targets, args, hidden_args = batch.inputs[None], batch.targets, dict(
+            cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen), (batch.inputs, batch.positions, batch.layout)
+    else:
+        ids, targets = batch.inputs[:80].view(2, 40), batch.targets[:80].view(2, 40)
+        args, hidden_args = {}, (ids, torch.arange(40), None)
+    with ro.record_env(env, SCRIPT), torch.no_grad():
+        logits = theirs.forward_logits(ids, **args)
+        ours_losses = ours.token_losses(ours.hidden(*hidden_args), targets)
+    theirs_losses = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                    reduction="none").view(targets.shape)
+    assert (logits > 0).any() and (logits < 0).any() and logits.abs().max() > 1
+    assert _rel(ours_losses, theirs_losses) <= LOSS_RTOL
+
+
+def test_new_parameters_start_as_the_records(oracle):
+    """SmearGate, the sparse gate and the softcaps start at the record's deterministic values (zeros and
+    LOGIT_SOFTCAP), and the two models have the same parameter count (the record's log: 35,945,673 at full size)."""
+    record, env, h = oracle
+    theirs, _ = _models(oracle)
+    ours = tg.GPT(h)
+    init = ro.record_view(dict(theirs.state_dict()), h.num_layers)
+    for name, p in ours.named_parameters():
+        if name in NEW_PARAMS or name.endswith("gate_weight"):
+            torch.testing.assert_close(p.detach(), init[name], rtol=0, atol=0, msg=f"{name} differs")
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+
+
+# ---- optimizer steps ----
+
+class _ListLoader:
+    accum = tg.MICRO_BATCHES  # one rank: every micro-batch of a step
+
+    def __init__(self, batches_per_step):
+        self.batches = batches_per_step
+
+    def batch(self, step, micro_step):
+        return self.batches[step][micro_step]
+
+
+def test_optimizer_steps_match_the_record_at_8_gpus(oracle):
+    """Muon and both Adam groups with #2135's settings and parameter groups (smear and sparse gate in scalar
+    Adam, the softcaps in none: their weights are compared too), the warmdown schedule of its run, the
+    per-micro-batch clipping of 8 GPUs, for OPT_STEPS steps."""
+    record, env, h = oracle
+    theirs, ours = _models(oracle, perturb=0.02)
+    h = dataclasses.replace(h, grad_clip_norm=TOY_CLIP_NORM)
+    with ro.record_env(env, SCRIPT):
+        h_record = record.Hyperparameters()
+    h_record.grad_clip_norm = TOY_CLIP_NORM
+    batches = [[_packed_batch(100 * s + r, h) for r in range(8)] for s in range(OPT_STEPS)]
+    lr_mul = ro.record_closure(record, "train_model", "lr_mul", h=h_record)
+    record_opt = record.Optimizers(h_record, theirs)
+    our_opt = tg.Optimizers(ours, h, tg.DistContext())
+    loader = _ListLoader(batches)
+    mixed_steps = 0  # steps where the clip bound cut some of the 8 micro-batch gradients, not all
+    for step in range(OPT_STEPS):
+        scale = lr_mul(step / h.iterations)  # the step-based schedule (no wallclock cap)
+        assert scale == tg.lr_multiplier(step / h.iterations, h)
+        with ro.record_env(env, SCRIPT):
+            _, norms = ro.record_train_step(record, theirs, record_opt, h_record, batches[step], step, scale,
+                                            fp32=True)
+        mixed_steps += 0 < sum(abs(n - TOY_CLIP_NORM) < 1e-5 for n in norms) < len(norms)
+        tg.train_step(ours, ours, loader, our_opt, step, tg.lr_multiplier(step / h.iterations, h))
+        weights = ro.record_view(dict(theirs.state_dict()), h.num_layers)
+        errors = {name: _rel(p.detach(), weights[name]) for name, p in ours.named_parameters()}
+        worst = max(errors, key=errors.get)
+        assert errors[worst] <= WEIGHT_RTOL, f"after step {step + 1}: {worst} relative error {errors[worst]:.2e}"
+    assert mixed_steps, "the test must see a step with clipped and unclipped micro-batches"
+    assert ours.softcap_pos.item() == ours.softcap_neg.item() == h.logit_softcap
+    assert any(scale < 1 for scale in map(lr_mul, np.arange(OPT_STEPS) / h.iterations))  # warmdown 0.85 reached
