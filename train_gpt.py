@@ -172,6 +172,10 @@ class Hyperparameters:
     train_batch_tokens: int = knob(786_432, at_least(1))  # tokens per optimizer step, all ranks together
     val_batch_tokens: int = knob(524_288, at_least(1))  # tokens per evaluation forward, all ranks together
     val_max_tokens: int = knob(0, NON_NEGATIVE)  # 0: the whole val set; else its first N tokens (smoke runs)
+    eval_seq_len: int = knob(2048, at_least(1), model=True)  # validation pieces: cut at BOS and every N tokens
+    # CaseOps data (#2135): case folded into operator tokens; val_bpb counts each target's original UTF-8 bytes
+    # from the val byte sidecar (fineweb_val_bytes_*.bin)
+    caseops_enabled: bool = knob(False, model=True)
     smoke: bool = False  # toy sizes for a CPU run of the whole pipeline
     eval_only: bool = False  # skip training: load ARTIFACT_PATH and evaluate it
     artifact_path: str = ""  # "": logs/<RUN_ID>.golf, beside the run's log
@@ -281,7 +285,7 @@ class Hyperparameters:
                 finite = " (finite)" if f.type == "float" else ""
                 raise ValueError(f"{f.name.upper()}={value!r} is out of range: need "
                                  f"{allowed.describe(f.name.upper())}{finite}")
-        for name, path in data_layout(self.data_dir, self.vocab_size).items():
+        for name, path in data_layout(self).items():
             if not getattr(self, name):  # not set explicitly: the record's layout under DATA_DIR
                 object.__setattr__(self, name, path)
 
@@ -295,25 +299,34 @@ class Hyperparameters:
 MODEL_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(Hyperparameters) if f.metadata.get("model"))
 
 
-def data_layout(data_dir: str, vocab_size: int) -> dict[str, str]:
-    """The record's layout of the shards and the tokenizer under DATA_DIR (as download_data.py writes it)."""
-    return dict(data_path=os.path.join(data_dir, "datasets", f"fineweb10B_sp{vocab_size}"),
-                tokenizer_path=os.path.join(data_dir, "tokenizers", f"fineweb_{vocab_size}_bpe.model"))
+CASEOPS_SUFFIX = "_lossless_caps_caseops_v1_reserved"  # the CaseOps export's names (download_data.py --variant caseops)
 
 
-# Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in two to three minutes, on the shipped sample unless
-# DATA_PATH / TOKENIZER_PATH are set. Training ends after its 50 steps, not on the clock (no cap), so a smoke
-# run does the same work on a busy machine as on an idle one.
+def data_layout(h: "Hyperparameters") -> dict[str, str]:
+    """The records' layout of the shards and the tokenizer under DATA_DIR (as download_data.py writes it)."""
+    suffix = CASEOPS_SUFFIX if h.caseops_enabled else ""
+    return dict(data_path=os.path.join(h.data_dir, "datasets", f"fineweb10B_sp{h.vocab_size}{suffix}"),
+                tokenizer_path=os.path.join(h.data_dir, "tokenizers", f"fineweb_{h.vocab_size}_bpe{suffix}.model"))
+
+
+def sample_layout(caseops: bool) -> dict[str, str]:
+    """SMOKE=1's data: the shipped sample of the tokenizer family (sample_data/README.md)."""
+    suffix = CASEOPS_SUFFIX if caseops else ""
+    return dict(data_path=str(SAMPLE_DATA / "datasets" / ("sample_caseops" if caseops else "sample_sp8192")),
+                tokenizer_path=str(SAMPLE_DATA / "tokenizers" / f"fineweb_8192_bpe{suffix}.model"))
+
+
+# Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in two to three minutes, on the shipped sample
+# (sample_layout) unless DATA_DIR / DATA_PATH / TOKENIZER_PATH are set. Training ends after its 50 steps, not on
+# the clock (no cap), so a smoke run does the same work on a busy machine as on an idle one.
 SMOKE_OVERRIDES = dict(
-    data_path=str(SAMPLE_DATA / "datasets" / "sample_sp8192"),
-    tokenizer_path=str(SAMPLE_DATA / "tokenizers" / "fineweb_8192_bpe.model"),
     num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, rope_dims=8, xsa_last_n=4,
     loop_start=1, loop_end=2, num_loops=1, parallel_start_layer=3,
     train_seq_len=256, train_batch_tokens=4096, val_batch_tokens=8192, val_max_tokens=32768,
     iterations=50, warmup_steps=5, max_wallclock_seconds=0.0, train_log_every=10,
     matrix_lr=0.03, tied_embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
     gptq_calibration_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lora_lr=3e-3,
-    ttt_chunk_size=128, ttt_eval_seq_len=256,  # each chunk step costs ~0.1-0.5 s on a CPU: few, long chunks
+    ttt_chunk_size=128, ttt_eval_seq_len=256, eval_seq_len=256,  # each chunk step costs ~0.1-0.5 s on a CPU: few, long chunks
     # 13 documents: batches of 4 and 2 virtual GPUs give one phase pause with an SGD pass
     ttt_batch_size=4, phased_ttt_prefix_docs=6, ttt_record_world_size=2, global_ttt_chunk_tokens=2048,
     brotli_quality=5, compile=False, ema_decay=0.9,
@@ -669,7 +682,7 @@ def load_val_tokens(h: Hyperparameters) -> np.ndarray:
 
 def stream_pieces(tokens: np.ndarray, h: Hyperparameters) -> list[tuple[int, int]]:
     """(start, end) of every document piece of the stream: inputs tokens[s:e], targets tokens[s+1:e+1]."""
-    starts = piece_starts(tokens[:-1], h.bos_id, h.train_seq_len)
+    starts = piece_starts(tokens[:-1], h.bos_id, h.eval_seq_len)
     ends = np.append(starts[1:], len(tokens) - 1)
     return list(zip(starts.tolist(), ends.tolist()))
 
@@ -693,7 +706,7 @@ def pack_pieces(tokens: np.ndarray, pieces, h: Hyperparameters) -> PackedBatch:
     inputs = np.concatenate([tokens[s:e] for s, e in pieces])
     targets = np.concatenate([tokens[s + 1:e + 1] for s, e in pieces])
     starts = np.cumsum([0] + [e - s for s, e in pieces[:-1]])
-    return packed_batch(inputs, targets, starts, h.train_seq_len)
+    return packed_batch(inputs, targets, starts, h.eval_seq_len)
 
 
 def val_windows(tokens: np.ndarray, h: Hyperparameters, ctx: DistContext):
@@ -701,7 +714,7 @@ def val_windows(tokens: np.ndarray, h: Hyperparameters, ctx: DistContext):
     pieces (cut as TTT cuts them), so every target sees the same context whatever the world size; windows
     of up to VAL_BATCH_TOKENS / world_size tokens are dealt to the ranks in turn. Every target
     (tokens[1:]) is scored exactly once over all ranks."""
-    windows = group_pieces(stream_pieces(tokens, h), max(h.val_batch_tokens // ctx.world_size, h.train_seq_len))
+    windows = group_pieces(stream_pieces(tokens, h), max(h.val_batch_tokens // ctx.world_size, h.eval_seq_len))
     for window in windows[ctx.rank::ctx.world_size]:
         index = np.concatenate([np.arange(s, e) for s, e in window])
         yield pack_pieces(tokens, window, h).to(ctx.device), torch.from_numpy(index).to(ctx.device)
@@ -997,7 +1010,8 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(h.vocab_size, h.model_dim)
         nn.init.normal_(self.tok_emb.weight, std=h.tied_embed_init_std)
         self.blocks = nn.ModuleList(Block(h, i) for i in range(h.num_layers))
-        self.rotary = Rotary(h.rope_dims, h.rope_base, h.train_seq_len)
+        # tables for the longest span any pass sees: #2135 trains at 2048 and scores with 2560 tokens of context
+        self.rotary = Rotary(h.rope_dims, h.rope_base, max(h.train_seq_len, h.eval_seq_len, h.ttt_eval_seq_len))
         num_skips = max(min(len(e), len(d)) for e, d in (virtual_layer_order(h, False),
                                                           virtual_layer_order(h, True)))
         self.skip_weights = nn.Parameter(torch.ones(num_skips, h.model_dim))
@@ -2411,11 +2425,6 @@ RECORD_FIXED = {
                                     "(use ATTN_CLIP_SIGMAS, MLP_CLIP_SIGMAS, EMBED_CLIP_SIGMAS)"),
 }
 
-# The record's settings that must equal one of ours here: (our field, why).
-RECORD_SAME_AS = {
-    "EVAL_SEQ_LEN": ("train_seq_len", "validation packs documents into TRAIN_SEQ_LEN windows; set TRAIN_SEQ_LEN"),
-}
-
 # Entries of the record's dump that are not settings: the record derives them (torchrun sets the first three).
 RECORD_DERIVED = {
     "RANK": "torchrun's process rank", "WORLD_SIZE": "torchrun's process count",
@@ -2510,26 +2519,20 @@ def check_unknown_env(environ: dict, known: set[str]) -> None:
 
 
 def check_one_source(environ: dict, h: Hyperparameters) -> None:
-    """A value given twice must agree: DATA_DIR with an explicit DATA_PATH or TOKENIZER_PATH, and the
-    record's names that mean one of our fields."""
+    """A value given twice must agree: DATA_DIR with an explicit DATA_PATH or TOKENIZER_PATH."""
     if "DATA_DIR" in environ:
-        for name, path in data_layout(h.data_dir, h.vocab_size).items():
+        for name, path in data_layout(h).items():
             given = environ.get(name.upper())
             if given is not None and os.path.normpath(given) != os.path.normpath(path):
                 raise ValueError(f"DATA_DIR={environ['DATA_DIR']!r} implies {name.upper()}={path!r}, but "
                                  f"{name.upper()}={given!r} is set: give one of them")
-    for name in sorted(set(environ) & set(RECORD_SAME_AS)):
-        ours, reason = RECORD_SAME_AS[name]
-        if not _same_value(environ[name], str(getattr(h, ours))):
-            raise ValueError(f"{name}={environ[name]!r} differs from {ours.upper()}={getattr(h, ours)!r}, and "
-                             f"here it must not: {reason}")
 
 
 def load_hyperparameters(environ: dict | None = None) -> Hyperparameters:
     environ = dict(os.environ if environ is None else environ)
     fields = {f.name: f for f in dataclasses.fields(Hyperparameters)}
     check_record_only(environ)
-    check_unknown_env(environ, {n.upper() for n in fields} | set(RECORD_FIXED) | set(RECORD_SAME_AS))
+    check_unknown_env(environ, {n.upper() for n in fields} | set(RECORD_FIXED))
     kinds = {"str": str, "int": int, "float": float, "bool": bool}
     values = {}
     for name, f in fields.items():
@@ -2537,8 +2540,8 @@ def load_hyperparameters(environ: dict | None = None) -> Hyperparameters:
             values[name] = _parse_value(name.upper(), environ[name.upper()], kinds[f.type])
     if values.get("smoke", False):
         smoke = dict(SMOKE_OVERRIDES)
-        if "data_dir" in values:  # DATA_DIR names the data: the shipped sample is only SMOKE's default
-            del smoke["data_path"], smoke["tokenizer_path"]
+        if "data_dir" not in values:  # DATA_DIR names the data: the shipped sample is only SMOKE's default
+            smoke.update(sample_layout(values.get("caseops_enabled", False)))
         values = {**smoke, **values}
     h = Hyperparameters(**values)
     check_one_source(environ, h)
@@ -2564,8 +2567,8 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
                          f"most NUM_LAYERS={h.num_layers}")
     if h.bos_id >= h.vocab_size:
         raise ValueError(f"BOS_ID={h.bos_id} must be below VOCAB_SIZE={h.vocab_size}")
-    if h.val_batch_tokens % (world_size * h.train_seq_len):
-        raise ValueError(f"VAL_BATCH_TOKENS={h.val_batch_tokens} must be a multiple of world size x TRAIN_SEQ_LEN")
+    if h.val_batch_tokens < world_size * h.eval_seq_len:  # the record's rule: a whole piece per rank
+        raise ValueError(f"VAL_BATCH_TOKENS={h.val_batch_tokens} must be at least world size x EVAL_SEQ_LEN")
     if 0 < h.max_wallclock_seconds <= h.gptq_reserve_seconds:
         raise ValueError(f"MAX_WALLCLOCK_SECONDS={h.max_wallclock_seconds} leaves no training time after "
                          f"GPTQ_RESERVE_SECONDS={h.gptq_reserve_seconds} (0 means no cap)")

@@ -48,7 +48,8 @@ import record_oracle as ro  # noqa: E402
 import train_gpt as tg  # noqa: E402
 
 MICRO_BATCHES = 8  # the record's 8 GPUs, one micro-batch each
-TOY = dict(ro.TOY_SIZES, train_seq_len=64, train_batch_tokens=MICRO_BATCHES * 128, val_batch_tokens=2048)
+TOY = dict(ro.TOY_SIZES, train_seq_len=64, eval_seq_len=64, train_batch_tokens=MICRO_BATCHES * 128,
+           val_batch_tokens=2048)
 DEFAULT_TOKENIZER = REPO.parent / "shared" / "data" / "tokenizers" / "fineweb_8192_bpe.model"
 STEP_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:([0-9.naninf]+) train_time:(\d+)ms", re.M)
 SHORT_NAMES = dict(zip(golflog.FINAL_LABELS, ("pre-quant", "quantized", "TTT")))

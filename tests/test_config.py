@@ -110,7 +110,7 @@ def test_every_setting_of_a_record_log_is_accepted_with_its_meaning(log_path):
     fields = {f.name: f.type for f in dataclasses.fields(tg.Hyperparameters)}
     derived = {n for n in dump if n.upper() in tg.RECORD_DERIVED}
     unclassified = [n for n in dump if n not in fields and n not in derived
-                    and n.upper() not in tg.RECORD_FIXED and n.upper() not in tg.RECORD_SAME_AS]
+                    and n.upper() not in tg.RECORD_FIXED]
     assert not unclassified, f"record settings neither accepted nor explained: {unclassified}"
     assert len(dump) > 100 and derived >= {"rank", "world_size", "grad_accum_steps", "datasets_dir", "train_files"}
     env = {n.upper(): as_env(v) for n, v in dump.items() if n not in derived}
@@ -150,10 +150,11 @@ def test_record_only_features_are_refused_with_the_reason(name, value):
     assert reason in str(err.value)
 
 
-def test_eval_seq_len_must_be_the_training_span():
-    assert tg.load_hyperparameters({"EVAL_SEQ_LEN": "1024", "TRAIN_SEQ_LEN": "1024"}).train_seq_len == 1024
-    with pytest.raises(ValueError, match="EVAL_SEQ_LEN='1024' differs from TRAIN_SEQ_LEN=2048"):
-        tg.load_hyperparameters({"EVAL_SEQ_LEN": "1024"})
+def test_eval_seq_len_is_a_setting_of_its_own():
+    """#2135 validates with 2560-token pieces after training on 2048: once the record's name fixed at
+    TRAIN_SEQ_LEN, now a setting."""
+    h = tg.load_hyperparameters({"EVAL_SEQ_LEN": "2560"})
+    assert (h.eval_seq_len, h.train_seq_len) == (2560, 2048)
 
 
 @pytest.mark.parametrize("old, new", sorted(tg.RENAMED.items()))

@@ -133,9 +133,10 @@ def test_tokenizer_vocab_mismatch_is_an_error():
 
 
 def test_val_windows_score_every_target_once_with_the_same_context_at_any_world_size():
-    h = tg.load_hyperparameters({"SMOKE": "1", "VAL_BATCH_TOKENS": "1024", "TRAIN_SEQ_LEN": "256"})
+    h = tg.load_hyperparameters({"SMOKE": "1", "VAL_BATCH_TOKENS": "1024", "TRAIN_SEQ_LEN": "256",
+                                 "EVAL_SEQ_LEN": "320"})  # validation cuts at EVAL_SEQ_LEN, not TRAIN_SEQ_LEN
     tokens = np.arange(5000) % 300 + 2
-    tokens[[0, 700, 1234, 3000]] = h.bos_id  # documents of several lengths, some longer than TRAIN_SEQ_LEN
+    tokens[[0, 700, 1234, 3000]] = h.bos_id  # documents of several lengths, some longer than EVAL_SEQ_LEN
     seen = []
     for world in (1, 2, 3):
         scored = {}
@@ -148,4 +149,4 @@ def test_val_windows_score_every_target_once_with_the_same_context_at_any_world_
         seen.append(scored)
     assert sorted(seen[0]) == list(range(len(tokens) - 1))
     assert seen[0] == seen[1] == seen[2]
-    assert max(seen[0].values()) == h.train_seq_len - 1
+    assert max(seen[0].values()) == h.eval_seq_len - 1
