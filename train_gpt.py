@@ -84,6 +84,7 @@ SHARD_MAGIC = 20240520  # the challenge's shard header
 SHARD_VERSION = 1
 SHARD_HEADER_WORDS = 256
 DOWNLOAD_HINT = "python scripts/download_data.py --variant sp8192 --train-shards 80"
+CASEOPS_HINT = "python scripts/download_data.py --variant caseops --train-shards 80"
 # The tokenized sample that ships with golfrun (public-domain text; sample_data/README.md): SMOKE=1's data.
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
 
@@ -482,6 +483,8 @@ def log_environment(log: Logger, h: Hyperparameters, ctx: DistContext) -> None:
 # val_bpb = (sum of target-token nats / ln 2) / (sum of the UTF-8 bytes the targets decode to). A token's
 # bytes come from its SentencePiece piece: the leading-space marker counts 1 byte only when the previous
 # token is not a boundary (control) token; byte-fallback pieces count 1. Built from the tokenizer file.
+# CaseOps (#2135) tokenizes transformed text (case as operator tokens), so a piece's bytes are not the
+# original text's: there each val token's original bytes come from the val byte sidecar, by stream position.
 # -----------------------------------------------------------------------------
 
 SPACE_MARKER = "\u2581"  # SentencePiece's "▁"
@@ -492,12 +495,18 @@ class ByteTables:
     base_bytes: torch.Tensor  # (V,) int: bytes of the piece without its leading-space marker
     has_space: torch.Tensor  # (V,) bool: piece starts with the marker
     is_boundary: torch.Tensor  # (V,) bool: control/unknown pieces (BOS, EOS, pad): decode to nothing
+    sidecar: torch.Tensor | None = None  # CaseOps: (N,) int32, original UTF-8 bytes of each val stream token
 
     def to(self, device) -> "ByteTables":
-        return ByteTables(*(t.to(device) for t in (self.base_bytes, self.has_space, self.is_boundary)))
+        tensors = (self.base_bytes, self.has_space, self.is_boundary, self.sidecar)
+        return ByteTables(*(t if t is None else t.to(device) for t in tensors))
 
-    def target_bytes(self, prev_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
-        """UTF-8 bytes that each target token adds to the decoded text, given the token before it."""
+    def target_bytes(self, prev_ids: torch.Tensor, target_ids: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """UTF-8 bytes that each target token adds to the text. index: the stream position of each target's
+        input (the target sits at index + 1): CaseOps reads the sidecar there; else the target's piece, given
+        the token before it."""
+        if self.sidecar is not None:
+            return self.sidecar[index + 1]
         space = self.has_space[target_ids] & ~self.is_boundary[prev_ids]
         return self.base_bytes[target_ids] + space.to(self.base_bytes.dtype)
 
@@ -562,7 +571,8 @@ def read_shard(path: str | Path) -> np.ndarray:
 
 def find_shards(data_path: str, split: str) -> list[Path]:
     pattern = str(Path(data_path) / f"fineweb_{split}_*.bin")
-    files = sorted(Path(p) for p in glob.glob(pattern))
+    # numbered shards only: CaseOps' byte sidecars (fineweb_val_bytes_*.bin) also match the pattern
+    files = sorted(Path(p) for p in glob.glob(pattern.replace("*", "[0-9]*")))
     if not files:
         raise FileNotFoundError(f"no {split} shards match {pattern}. Set DATA_PATH to the folder that holds "
                                 f"fineweb_{split}_*.bin, or download FineWeb SP8192: {DOWNLOAD_HINT}")
@@ -678,6 +688,31 @@ def load_val_tokens(h: Hyperparameters) -> np.ndarray:
     stream = TokenStream(find_shards(h.data_path, "val"))
     count = stream.total if h.val_max_tokens <= 0 else min(stream.total, h.val_max_tokens)
     return stream.read(0, count)
+
+
+def load_val_data(h: Hyperparameters, tables: ByteTables) -> tuple[np.ndarray, ByteTables]:
+    """The val stream and what counts its bytes: the tokenizer's tables, or with CASEOPS_ENABLED the byte
+    sidecar of each val shard (fineweb_val_bytes_N.bin beside fineweb_val_N.bin, one entry per token)."""
+    tokens, shards = load_val_tokens(h), find_shards(h.data_path, "val")
+    sidecars = [s.with_name(s.name.replace("_val_", "_val_bytes_")) for s in shards]
+    fix = f"download the CaseOps data with its sidecars ({CASEOPS_HINT}) or make them with scripts/prepare_caseops.py"
+    for shard, sidecar in zip(shards, sidecars):
+        if not h.caseops_enabled:
+            if sidecar.is_file():  # the pieces' bytes are the transformed text's, not the original's
+                raise ValueError(f"{sidecar} is a CaseOps byte sidecar: DATA_PATH={h.data_path} holds CaseOps data, "
+                                 "whose val_bpb counts the original bytes it lists. Set CASEOPS_ENABLED=1")
+            continue
+        if not sidecar.is_file():
+            raise ValueError(f"CaseOps val shard {shard} has no byte sidecar {sidecar.name} beside it, and val_bpb "
+                             f"counts the original UTF-8 bytes it lists: {fix}")
+        entries, count = len(read_shard(sidecar)), len(read_shard(shard))
+        if entries != count:
+            raise ValueError(f"byte sidecar {sidecar} has {entries} entries but {shard.name} has {count} tokens: "
+                             f"they are not one export; {fix}")
+    if not h.caseops_enabled:
+        return tokens, tables
+    nbytes = TokenStream(sidecars).read(0, len(tokens)).astype(np.int32)
+    return tokens, dataclasses.replace(tables, sidecar=torch.from_numpy(nbytes))
 
 
 def stream_pieces(tokens: np.ndarray, h: Hyperparameters) -> list[tuple[int, int]]:
@@ -1570,7 +1605,7 @@ def evaluate(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparamet
                   if keep_token_losses else None)
     for batch, index in val_windows(tokens, h, ctx):
         losses = model.token_losses(model.hidden(batch.inputs, batch.positions, batch.layout), batch.targets)
-        nbytes = tables.target_bytes(batch.inputs, batch.targets)
+        nbytes = tables.target_bytes(batch.inputs, batch.targets, index)
         sums += torch.stack([losses.double().sum(), nbytes.sum().double(),
                              torch.tensor(float(losses.numel()), dtype=torch.float64, device=ctx.device)])
         if per_target is not None:
@@ -2188,7 +2223,8 @@ def record_scores(state: TTTState, ids, chunk_pos, chunk_tgt, target_index, loss
     """Add the chunk's scores to the running sums on the device (no host sync)."""
     with torch.no_grad():
         scored = chunk_tgt >= 0
-        nbytes = state.tables.target_bytes(ids.gather(1, chunk_pos), chunk_tgt.clamp_min(0)) * scored
+        nbytes = state.tables.target_bytes(ids.gather(1, chunk_pos), chunk_tgt.clamp_min(0),
+                                           target_index.masked_fill(~scored, 0)) * scored
         trash = len(state.scores) - 1  # unscored slots write (their zero) there: no boolean indexing, no sync
         state.scores[target_index.masked_fill(~scored, trash)] = losses.detach().float()
         state.sums += torch.stack([losses.detach().double().sum(), nbytes.double().sum(),
@@ -2600,17 +2636,19 @@ def check_tokenizer_pairing(h: Hyperparameters) -> str:
     tokenizer. Returns the line to log (a loud warning when nothing can be checked); raises on a mismatch."""
     data_dir = Path(h.data_path)
     root = data_dir.resolve().parent.parent
-    manifest_path = root / "manifest.json"
+    candidates = (data_dir / "manifest.json", root / "manifest.json")  # the dataset's own (samples), the download's
+    manifest_path = next((p for p in candidates if p.is_file()), None)
     unchecked = (f"WARNING: cannot check that TOKENIZER_PATH={h.tokenizer_path} is the tokenizer the shards of "
                  f"DATA_PATH={h.data_path} were made with")
-    if not manifest_path.is_file():
-        return f"{unchecked}: no {manifest_path} (the download writes it). A wrong tokenizer gives a wrong val_bpb"
+    if manifest_path is None:
+        return (f"{unchecked}: no {candidates[0]} or {candidates[1]} (the download writes one). A wrong tokenizer "
+                "gives a wrong val_bpb")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     dataset = next((d for d in manifest.get("datasets", []) if d.get("name") == data_dir.name), None)
     if dataset is None:
         return f"{unchecked}: {manifest_path} lists no dataset {data_dir.name!r}"
     tokenizer = next((t for t in manifest.get("tokenizers", []) if t.get("name") == dataset.get("tokenizer_name")), {})
-    fix = f"use the shards and the tokenizer of one download ({DOWNLOAD_HINT})"
+    fix = f"use the shards and the tokenizer of one download ({CASEOPS_HINT if h.caseops_enabled else DOWNLOAD_HINT})"
     for key in ("vocab_size", "bos_id"):
         if key in dataset and dataset[key] != getattr(h, key):
             raise ValueError(f"{manifest_path}: dataset {data_dir.name} has {key} {dataset[key]} but "
@@ -2640,10 +2678,18 @@ def check_token_ids(path: Path, tokens: np.ndarray, vocab_size: int) -> None:
 
 
 def check_shards(h: Hyperparameters, splits: tuple[str, ...]) -> None:
-    """Header, size and token ids of every shard of the splits, before any compute is spent."""
+    """Header, size and token ids of every shard of the splits, before any compute is spent; and that each
+    split's stream starts with BOS. Documents are delimited by BOS, so only the first could lack one (train
+    shards may start mid-document: the stream is cut by size); scoring and TTT's documents begin at a BOS."""
     for split in splits:
-        for path in find_shards(h.data_path, split):
+        shards = find_shards(h.data_path, split)
+        for path in shards:
             check_token_ids(path, read_shard(path), h.vocab_size)
+        first = read_shard(shards[0])[:1]
+        if len(first) and first[0] != h.bos_id:
+            raise ValueError(f"shard {shards[0]} starts with token {first[0]}, not BOS_ID={h.bos_id}: every document "
+                             "starts with BOS. Set BOS_ID to the shards' (their manifest.json says it), or use "
+                             f"shards made with BOS ({DOWNLOAD_HINT})")
 
 
 @dataclass
@@ -2657,15 +2703,16 @@ class RunInputs:
 def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters, RunInputs]:
     """Every input, checked before any compute and before the log exists (a failed start leaves no log, so
     its RUN_ID stays free): EVAL_ONLY's artifact and its model config, the tokenizer and its pairing with the
-    data, and every shard's header, size and token ids."""
+    data, every shard's header, size and token ids, and CaseOps' val byte sidecars."""
     artifact, notes = None, []
     if h.eval_only:
         artifact, stored = load_artifact(h.artifact_path)
         h, notes = adopt_artifact_config(h, stored, os.environ)
-    tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size)).to(ctx.device)
+    tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size))
     notes.append(check_tokenizer_pairing(h))
     check_shards(h, ("val",) if h.eval_only else ("val", "train"))
-    return h, RunInputs(tables, load_val_tokens(h), artifact, notes)
+    val_tokens, tables = load_val_data(h, tables)
+    return h, RunInputs(tables.to(ctx.device), val_tokens, artifact, notes)
 
 
 def check_device(h: Hyperparameters, ctx: DistContext) -> None:

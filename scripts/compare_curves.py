@@ -269,8 +269,8 @@ def main(argv=None) -> int:
             worst = max(worst, loss_o / loss_r, loss_r / loss_o)
             print(f"{done:>6} {loss_r:>9.4f} {loss_o:>9.4f} {loss_o / loss_r:>12.4f}", flush=True)
     # ---- one evaluator for both final EMA models ----
-    tables = tg.build_byte_tables(tg.load_tokenizer(h.tokenizer_path, h.vocab_size)).to(device)
-    val_tokens = tg.load_val_tokens(h)
+    val_tokens, tables = tg.load_val_data(h, tg.build_byte_tables(tg.load_tokenizer(h.tokenizer_path, h.vocab_size)))
+    tables = tables.to(device)  # CaseOps: the val byte sidecar, else the tokenizer's tables
     scores = []
     for ema, model, log in zip(emas, (theirs, ours), logs):
         ema.copy_to(model)
