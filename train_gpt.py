@@ -2688,8 +2688,7 @@ def check_shards(h: Hyperparameters, splits: tuple[str, ...]) -> None:
         first = read_shard(shards[0])[:1]
         if len(first) and first[0] != h.bos_id:
             raise ValueError(f"shard {shards[0]} starts with token {first[0]}, not BOS_ID={h.bos_id}: every document "
-                             "starts with BOS. Set BOS_ID to the shards' (their manifest.json says it), or use "
-                             f"shards made with BOS ({DOWNLOAD_HINT})")
+                             "must start with BOS (set BOS_ID to the shards')")
 
 
 @dataclass
