@@ -90,8 +90,8 @@ def test_caseops_val_shard_without_its_sidecar_stops_the_run_in_one_line(tmp_pat
 def test_make_sample_data_rebuilds_the_same_bytes(tmp_path):
     import make_sample_data
     make_sample_data.main(["--docs", str(SHARED_PROXY), "--tokenizer", str(TOKENIZER), "--out", str(tmp_path)])
-    for path in SAMPLE.rglob("*"):
-        if path.is_file() and path.name != "README.md":
+    for path in SAMPLE.rglob("*"):  # the CaseOps sample and its tokenizer come from scripts/prepare_caseops.py
+        if path.is_file() and path.name != "README.md" and "caseops" not in str(path.relative_to(SAMPLE)):
             assert (tmp_path / path.relative_to(SAMPLE)).read_bytes() == path.read_bytes(), path
 
 
