@@ -84,6 +84,7 @@ SHARD_MAGIC = 20240520  # the challenge's shard header
 SHARD_VERSION = 1
 SHARD_HEADER_WORDS = 256
 DOWNLOAD_HINT = "python scripts/download_data.py --variant sp8192 --train-shards 80"
+CASEOPS_HINT = "python scripts/download_data.py --variant caseops --train-shards 80"
 # The tokenized sample that ships with golfrun (public-domain text; sample_data/README.md): SMOKE=1's data.
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
 
@@ -351,12 +352,17 @@ def data_layout(h: "Hyperparameters") -> dict[str, str]:
                 tokenizer_path=os.path.join(h.data_dir, "tokenizers", f"fineweb_{h.vocab_size}_bpe{suffix}.model"))
 
 
-# Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in two to three minutes, on the shipped sample unless
-# DATA_PATH / TOKENIZER_PATH are set. Training ends after its 50 steps, not on the clock (no cap), so a smoke
-# run does the same work on a busy machine as on an idle one.
+def sample_layout(caseops: bool) -> dict[str, str]:
+    """SMOKE=1's data: the shipped sample of the tokenizer family (sample_data/README.md)."""
+    suffix = CASEOPS_SUFFIX if caseops else ""
+    return dict(data_path=str(SAMPLE_DATA / "datasets" / ("sample_caseops" if caseops else "sample_sp8192")),
+                tokenizer_path=str(SAMPLE_DATA / "tokenizers" / f"fineweb_8192_bpe{suffix}.model"))
+
+
+# Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in two to three minutes, on the shipped sample
+# (sample_layout) unless DATA_DIR / DATA_PATH / TOKENIZER_PATH are set. Training ends after its 50 steps, not on
+# the clock (no cap), so a smoke run does the same work on a busy machine as on an idle one.
 SMOKE_OVERRIDES = dict(
-    data_path=str(SAMPLE_DATA / "datasets" / "sample_sp8192"),
-    tokenizer_path=str(SAMPLE_DATA / "tokenizers" / "fineweb_8192_bpe.model"),
     num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, rope_dims=8, xsa_last_n=4,
     loop_start=1, loop_end=2, num_loops=1, parallel_start_layer=3,
     train_seq_len=256, train_batch_tokens=4096, val_batch_tokens=8192, val_max_tokens=32768,
@@ -519,6 +525,8 @@ def log_environment(log: Logger, h: Hyperparameters, ctx: DistContext) -> None:
 # val_bpb = (sum of target-token nats / ln 2) / (sum of the UTF-8 bytes the targets decode to). A token's
 # bytes come from its SentencePiece piece: the leading-space marker counts 1 byte only when the previous
 # token is not a boundary (control) token; byte-fallback pieces count 1. Built from the tokenizer file.
+# CaseOps (#2135) tokenizes transformed text (case as operator tokens), so a piece's bytes are not the
+# original text's: there each val token's original bytes come from the val byte sidecar, by stream position.
 # -----------------------------------------------------------------------------
 
 SPACE_MARKER = "\u2581"  # SentencePiece's "▁"
@@ -529,12 +537,18 @@ class ByteTables:
     base_bytes: torch.Tensor  # (V,) int: bytes of the piece without its leading-space marker
     has_space: torch.Tensor  # (V,) bool: piece starts with the marker
     is_boundary: torch.Tensor  # (V,) bool: control/unknown pieces (BOS, EOS, pad): decode to nothing
+    sidecar: torch.Tensor | None = None  # CaseOps: (N,) int32, original UTF-8 bytes of each val stream token
 
     def to(self, device) -> "ByteTables":
-        return ByteTables(*(t.to(device) for t in (self.base_bytes, self.has_space, self.is_boundary)))
+        tensors = (self.base_bytes, self.has_space, self.is_boundary, self.sidecar)
+        return ByteTables(*(t if t is None else t.to(device) for t in tensors))
 
-    def target_bytes(self, prev_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
-        """UTF-8 bytes that each target token adds to the decoded text, given the token before it."""
+    def target_bytes(self, prev_ids: torch.Tensor, target_ids: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """UTF-8 bytes that each target token adds to the text. index: the stream position of each target's
+        input (the target sits at index + 1): CaseOps reads the sidecar there; else the target's piece, given
+        the token before it."""
+        if self.sidecar is not None:
+            return self.sidecar[index + 1]
         space = self.has_space[target_ids] & ~self.is_boundary[prev_ids]
         return self.base_bytes[target_ids] + space.to(self.base_bytes.dtype)
 
@@ -599,7 +613,8 @@ def read_shard(path: str | Path) -> np.ndarray:
 
 def find_shards(data_path: str, split: str) -> list[Path]:
     pattern = str(Path(data_path) / f"fineweb_{split}_*.bin")
-    files = sorted(Path(p) for p in glob.glob(pattern))
+    # numbered shards only: CaseOps' byte sidecars (fineweb_val_bytes_*.bin) also match the pattern
+    files = sorted(Path(p) for p in glob.glob(pattern.replace("*", "[0-9]*")))
     if not files:
         raise FileNotFoundError(f"no {split} shards match {pattern}. Set DATA_PATH to the folder that holds "
                                 f"fineweb_{split}_*.bin, or download FineWeb SP8192: {DOWNLOAD_HINT}")
@@ -717,9 +732,34 @@ def load_val_tokens(h: Hyperparameters) -> np.ndarray:
     return stream.read(0, count)
 
 
+def load_val_data(h: Hyperparameters, tables: ByteTables) -> tuple[np.ndarray, ByteTables]:
+    """The val stream and what counts its bytes: the tokenizer's tables, or with CASEOPS_ENABLED the byte
+    sidecar of each val shard (fineweb_val_bytes_N.bin beside fineweb_val_N.bin, one entry per token)."""
+    tokens, shards = load_val_tokens(h), find_shards(h.data_path, "val")
+    sidecars = [s.with_name(s.name.replace("_val_", "_val_bytes_")) for s in shards]
+    fix = f"download the CaseOps data with its sidecars ({CASEOPS_HINT}) or make them with scripts/prepare_caseops.py"
+    for shard, sidecar in zip(shards, sidecars):
+        if not h.caseops_enabled:
+            if sidecar.is_file():  # the pieces' bytes are the transformed text's, not the original's
+                raise ValueError(f"{sidecar} is a CaseOps byte sidecar: DATA_PATH={h.data_path} holds CaseOps data, "
+                                 "whose val_bpb counts the original bytes it lists. Set CASEOPS_ENABLED=1")
+            continue
+        if not sidecar.is_file():
+            raise ValueError(f"CaseOps val shard {shard} has no byte sidecar {sidecar.name} beside it, and val_bpb "
+                             f"counts the original UTF-8 bytes it lists: {fix}")
+        entries, count = len(read_shard(sidecar)), len(read_shard(shard))
+        if entries != count:
+            raise ValueError(f"byte sidecar {sidecar} has {entries} entries but {shard.name} has {count} tokens: "
+                             f"they are not one export; {fix}")
+    if not h.caseops_enabled:
+        return tokens, tables
+    nbytes = TokenStream(sidecars).read(0, len(tokens)).astype(np.int32)
+    return tokens, dataclasses.replace(tables, sidecar=torch.from_numpy(nbytes))
+
+
 def stream_pieces(tokens: np.ndarray, h: Hyperparameters) -> list[tuple[int, int]]:
     """(start, end) of every document piece of the stream: inputs tokens[s:e], targets tokens[s+1:e+1]."""
-    starts = piece_starts(tokens[:-1], h.bos_id, h.train_seq_len)
+    starts = piece_starts(tokens[:-1], h.bos_id, h.eval_seq_len)
     ends = np.append(starts[1:], len(tokens) - 1)
     return list(zip(starts.tolist(), ends.tolist()))
 
@@ -743,7 +783,7 @@ def pack_pieces(tokens: np.ndarray, pieces, h: Hyperparameters) -> PackedBatch:
     inputs = np.concatenate([tokens[s:e] for s, e in pieces])
     targets = np.concatenate([tokens[s + 1:e + 1] for s, e in pieces])
     starts = np.cumsum([0] + [e - s for s, e in pieces[:-1]])
-    return packed_batch(inputs, targets, starts, h.train_seq_len)
+    return packed_batch(inputs, targets, starts, h.eval_seq_len)
 
 
 def val_windows(tokens: np.ndarray, h: Hyperparameters, ctx: DistContext):
@@ -751,7 +791,7 @@ def val_windows(tokens: np.ndarray, h: Hyperparameters, ctx: DistContext):
     pieces (cut as TTT cuts them), so every target sees the same context whatever the world size; windows
     of up to VAL_BATCH_TOKENS / world_size tokens are dealt to the ranks in turn. Every target
     (tokens[1:]) is scored exactly once over all ranks."""
-    windows = group_pieces(stream_pieces(tokens, h), max(h.val_batch_tokens // ctx.world_size, h.train_seq_len))
+    windows = group_pieces(stream_pieces(tokens, h), max(h.val_batch_tokens // ctx.world_size, h.eval_seq_len))
     for window in windows[ctx.rank::ctx.world_size]:
         index = np.concatenate([np.arange(s, e) for s, e in window])
         yield pack_pieces(tokens, window, h).to(ctx.device), torch.from_numpy(index).to(ctx.device)
@@ -1644,7 +1684,7 @@ def evaluate(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparamet
                   if keep_token_losses else None)
     for batch, index in val_windows(tokens, h, ctx):
         losses = model.token_losses(model.hidden(batch.inputs, batch.positions, batch.layout), batch.targets)
-        nbytes = tables.target_bytes(batch.inputs, batch.targets)
+        nbytes = tables.target_bytes(batch.inputs, batch.targets, index)
         sums += torch.stack([losses.double().sum(), nbytes.sum().double(),
                              torch.tensor(float(losses.numel()), dtype=torch.float64, device=ctx.device)])
         if per_target is not None:
@@ -2262,7 +2302,8 @@ def record_scores(state: TTTState, ids, chunk_pos, chunk_tgt, target_index, loss
     """Add the chunk's scores to the running sums on the device (no host sync)."""
     with torch.no_grad():
         scored = chunk_tgt >= 0
-        nbytes = state.tables.target_bytes(ids.gather(1, chunk_pos), chunk_tgt.clamp_min(0)) * scored
+        nbytes = state.tables.target_bytes(ids.gather(1, chunk_pos), chunk_tgt.clamp_min(0),
+                                           target_index.masked_fill(~scored, 0)) * scored
         trash = len(state.scores) - 1  # unscored slots write (their zero) there: no boolean indexing, no sync
         state.scores[target_index.masked_fill(~scored, trash)] = losses.detach().float()
         state.sums += torch.stack([losses.detach().double().sum(), nbytes.double().sum(),
@@ -2635,12 +2676,10 @@ def load_hyperparameters(environ: dict | None = None) -> Hyperparameters:
     for name, f in fields.items():
         if name.upper() in environ:
             values[name] = _parse_value(name.upper(), environ[name.upper()], kinds[f.type])
-    smoke = {}
-    if values.get("smoke", False):
-        smoke = dict(SMOKE_OVERRIDES)
-        if "data_dir" in values:  # DATA_DIR names the data: the shipped sample is only SMOKE's default
-            del smoke["data_path"], smoke["tokenizer_path"]
+    smoke = dict(SMOKE_OVERRIDES) if values.get("smoke", False) else {}
     recipe = RECIPES.get(values.get("recipe", Hyperparameters.recipe), {})  # an unknown name: refused below
+    if smoke and "data_dir" not in values:  # DATA_DIR names the data: the shipped sample is only SMOKE's default
+        smoke.update(sample_layout({**recipe, **values}.get("caseops_enabled", False)))
     h = Hyperparameters(**{**recipe, **smoke, **values})
     check_one_source(environ, h)
     return h
@@ -2671,8 +2710,8 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
         raise ValueError("ASYM_LOGIT_RESCALE=1 needs a softcap: set LOGIT_SOFTCAP > 0")
     if h.bos_id >= h.vocab_size:
         raise ValueError(f"BOS_ID={h.bos_id} must be below VOCAB_SIZE={h.vocab_size}")
-    if h.val_batch_tokens % (world_size * h.train_seq_len):
-        raise ValueError(f"VAL_BATCH_TOKENS={h.val_batch_tokens} must be a multiple of world size x TRAIN_SEQ_LEN")
+    if h.val_batch_tokens < world_size * h.eval_seq_len:  # the record's rule: a whole piece per rank
+        raise ValueError(f"VAL_BATCH_TOKENS={h.val_batch_tokens} must be at least world size x EVAL_SEQ_LEN")
     if 0 < h.max_wallclock_seconds <= h.gptq_reserve_seconds:
         raise ValueError(f"MAX_WALLCLOCK_SECONDS={h.max_wallclock_seconds} leaves no training time after "
                          f"GPTQ_RESERVE_SECONDS={h.gptq_reserve_seconds} (0 means no cap)")
@@ -2702,17 +2741,19 @@ def check_tokenizer_pairing(h: Hyperparameters) -> str:
     tokenizer. Returns the line to log (a loud warning when nothing can be checked); raises on a mismatch."""
     data_dir = Path(h.data_path)
     root = data_dir.resolve().parent.parent
-    manifest_path = root / "manifest.json"
+    candidates = (data_dir / "manifest.json", root / "manifest.json")  # the dataset's own (samples), the download's
+    manifest_path = next((p for p in candidates if p.is_file()), None)
     unchecked = (f"WARNING: cannot check that TOKENIZER_PATH={h.tokenizer_path} is the tokenizer the shards of "
                  f"DATA_PATH={h.data_path} were made with")
-    if not manifest_path.is_file():
-        return f"{unchecked}: no {manifest_path} (the download writes it). A wrong tokenizer gives a wrong val_bpb"
+    if manifest_path is None:
+        return (f"{unchecked}: no {candidates[0]} or {candidates[1]} (the download writes one). A wrong tokenizer "
+                "gives a wrong val_bpb")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     dataset = next((d for d in manifest.get("datasets", []) if d.get("name") == data_dir.name), None)
     if dataset is None:
         return f"{unchecked}: {manifest_path} lists no dataset {data_dir.name!r}"
     tokenizer = next((t for t in manifest.get("tokenizers", []) if t.get("name") == dataset.get("tokenizer_name")), {})
-    fix = f"use the shards and the tokenizer of one download ({DOWNLOAD_HINT})"
+    fix = f"use the shards and the tokenizer of one download ({CASEOPS_HINT if h.caseops_enabled else DOWNLOAD_HINT})"
     for key in ("vocab_size", "bos_id"):
         if key in dataset and dataset[key] != getattr(h, key):
             raise ValueError(f"{manifest_path}: dataset {data_dir.name} has {key} {dataset[key]} but "
@@ -2742,10 +2783,17 @@ def check_token_ids(path: Path, tokens: np.ndarray, vocab_size: int) -> None:
 
 
 def check_shards(h: Hyperparameters, splits: tuple[str, ...]) -> None:
-    """Header, size and token ids of every shard of the splits, before any compute is spent."""
+    """Header, size and token ids of every shard of the splits, before any compute is spent; and that each
+    split's stream starts with BOS. Documents are delimited by BOS, so only the first could lack one (train
+    shards may start mid-document: the stream is cut by size); scoring and TTT's documents begin at a BOS."""
     for split in splits:
-        for path in find_shards(h.data_path, split):
+        shards = find_shards(h.data_path, split)
+        for path in shards:
             check_token_ids(path, read_shard(path), h.vocab_size)
+        first = read_shard(shards[0])[:1]
+        if len(first) and first[0] != h.bos_id:
+            raise ValueError(f"shard {shards[0]} starts with token {first[0]}, not BOS_ID={h.bos_id}: every document "
+                             "must start with BOS (set BOS_ID to the shards')")
 
 
 @dataclass
@@ -2759,15 +2807,16 @@ class RunInputs:
 def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters, RunInputs]:
     """Every input, checked before any compute and before the log exists (a failed start leaves no log, so
     its RUN_ID stays free): EVAL_ONLY's artifact and its model config, the tokenizer and its pairing with the
-    data, and every shard's header, size and token ids."""
+    data, every shard's header, size and token ids, and CaseOps' val byte sidecars."""
     artifact, notes = None, []
     if h.eval_only:
         artifact, stored = load_artifact(h.artifact_path)
         h, notes = adopt_artifact_config(h, stored, os.environ)
-    tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size)).to(ctx.device)
+    tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size))
     notes.append(check_tokenizer_pairing(h))
     check_shards(h, ("val",) if h.eval_only else ("val", "train"))
-    return h, RunInputs(tables, load_val_tokens(h), artifact, notes)
+    val_tokens, tables = load_val_data(h, tables)
+    return h, RunInputs(tables.to(ctx.device), val_tokens, artifact, notes)
 
 
 def check_device(h: Hyperparameters, ctx: DistContext) -> None:

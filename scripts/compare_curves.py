@@ -48,7 +48,8 @@ import record_oracle as ro  # noqa: E402
 import train_gpt as tg  # noqa: E402
 
 MICRO_BATCHES = 8  # the record's 8 GPUs, one micro-batch each
-TOY = dict(ro.TOY_SIZES, train_seq_len=64, train_batch_tokens=MICRO_BATCHES * 128, val_batch_tokens=2048)
+TOY = dict(ro.TOY_SIZES, train_seq_len=64, eval_seq_len=64, train_batch_tokens=MICRO_BATCHES * 128,
+           val_batch_tokens=2048)
 DEFAULT_TOKENIZER = REPO.parent / "shared" / "data" / "tokenizers" / "fineweb_8192_bpe.model"
 STEP_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:([0-9.naninf]+) train_time:(\d+)ms", re.M)
 SHORT_NAMES = dict(zip(golflog.FINAL_LABELS, ("pre-quant", "quantized", "TTT")))
@@ -268,8 +269,8 @@ def main(argv=None) -> int:
             worst = max(worst, loss_o / loss_r, loss_r / loss_o)
             print(f"{done:>6} {loss_r:>9.4f} {loss_o:>9.4f} {loss_o / loss_r:>12.4f}", flush=True)
     # ---- one evaluator for both final EMA models ----
-    tables = tg.build_byte_tables(tg.load_tokenizer(h.tokenizer_path, h.vocab_size)).to(device)
-    val_tokens = tg.load_val_tokens(h)
+    val_tokens, tables = tg.load_val_data(h, tg.build_byte_tables(tg.load_tokenizer(h.tokenizer_path, h.vocab_size)))
+    tables = tables.to(device)  # CaseOps: the val byte sidecar, else the tokenizer's tables
     scores = []
     for ema, model, log in zip(emas, (theirs, ours), logs):
         ema.copy_to(model)

@@ -1,5 +1,9 @@
 """Shards, the document-packing loader, and the bits-per-byte accounting."""
 
+import dataclasses
+import math
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -111,7 +115,7 @@ def test_bpb_bytes_match_brute_force_decode():
     sp = tg.load_tokenizer(str(TOKENIZER), 8192)
     tables = tg.build_byte_tables(sp)
     tokens = torch.from_numpy(tg.TokenStream(tg.find_shards(str(PROXY_DATA), "val")).read(0, 62_569))
-    counted = tables.target_bytes(tokens[:-1], tokens[1:])
+    counted = tables.target_bytes(tokens[:-1], tokens[1:], torch.arange(len(tokens) - 1))
     assert int(counted.sum()) == 188_129  # the figure sample_data/README.md gives for this shard
     starts = torch.nonzero(tokens == 1).squeeze(1).tolist() + [len(tokens)]
     for s, e in list(zip(starts[:-1], starts[1:]))[:20]:
@@ -133,9 +137,10 @@ def test_tokenizer_vocab_mismatch_is_an_error():
 
 
 def test_val_windows_score_every_target_once_with_the_same_context_at_any_world_size():
-    h = tg.load_hyperparameters({"SMOKE": "1", "VAL_BATCH_TOKENS": "1024", "TRAIN_SEQ_LEN": "256"})
+    h = tg.load_hyperparameters({"SMOKE": "1", "VAL_BATCH_TOKENS": "1024", "TRAIN_SEQ_LEN": "256",
+                                 "EVAL_SEQ_LEN": "320"})  # validation cuts at EVAL_SEQ_LEN, not TRAIN_SEQ_LEN
     tokens = np.arange(5000) % 300 + 2
-    tokens[[0, 700, 1234, 3000]] = h.bos_id  # documents of several lengths, some longer than TRAIN_SEQ_LEN
+    tokens[[0, 700, 1234, 3000]] = h.bos_id  # documents of several lengths, some longer than EVAL_SEQ_LEN
     seen = []
     for world in (1, 2, 3):
         scored = {}
@@ -148,4 +153,84 @@ def test_val_windows_score_every_target_once_with_the_same_context_at_any_world_
         seen.append(scored)
     assert sorted(seen[0]) == list(range(len(tokens) - 1))
     assert seen[0] == seen[1] == seen[2]
-    assert max(seen[0].values()) == h.train_seq_len - 1
+    assert max(seen[0].values()) == h.eval_seq_len - 1
+
+# ---- CaseOps: val bytes from the byte sidecar, by stream position ----
+
+CASEOPS_STREAM = [1, 10, 11, 12, 1, 13, 14, 15]  # two documents
+CASEOPS_SIDECAR = [0, 3, 0, 4, 0, 1, 5, 2]  # each token's original bytes (BOS and a case operator: 0)
+
+
+def caseops_data(tmp_path, sidecar=CASEOPS_SIDECAR, stream=CASEOPS_STREAM):
+    write_shard(tmp_path / "fineweb_val_000000.bin", stream)
+    if sidecar is not None:
+        write_shard(tmp_path / "fineweb_val_bytes_000000.bin", sidecar)
+    return tg.load_hyperparameters({"SMOKE": "1", "CASEOPS_ENABLED": "1", "DATA_PATH": str(tmp_path),
+                                    "TOKENIZER_PATH": str(TOKENIZER), "EVAL_SEQ_LEN": "3"})
+
+
+def test_val_glob_leaves_the_byte_sidecar_out(tmp_path):
+    caseops_data(tmp_path)
+    assert [p.name for p in tg.find_shards(str(tmp_path), "val")] == ["fineweb_val_000000.bin"]
+
+
+class OneNatPerTarget:
+    """A stand-in model: every target costs 1 nat, so val_bpb = targets / ln 2 / bytes counted."""
+
+    def eval(self): pass
+
+    def train(self): pass
+
+    def hidden(self, inputs, positions, layout):
+        return inputs
+
+    def token_losses(self, hidden, targets):
+        return torch.ones(targets.shape)
+
+
+def test_caseops_bytes_of_a_target_are_the_sidecar_entry_at_its_position(tmp_path):
+    """evaluate and the TTT scorer count sidecar[i] for the target at stream position i (their index is the
+    input's, i - 1): 3 + 0 + 4 + 0 + 1 + 5 + 2 = 15 bytes here; sidecar[i - 1] would give 13, the tokenizer's
+    pieces another count."""
+    h = caseops_data(tmp_path)
+    tables = tg.build_byte_tables(tg.load_tokenizer(str(TOKENIZER), 8192))
+    tokens, tables = tg.load_val_data(h, tables)
+    assert tokens.tolist() == CASEOPS_STREAM and tables.sidecar.tolist() == CASEOPS_SIDECAR
+    loss, bpb, _ = tg.evaluate(OneNatPerTarget(), tokens, tables, h, tg.DistContext())
+    assert loss == 1.0 and bpb == pytest.approx(7 / math.log(2) / 15, rel=1e-12)
+    # the TTT scorer: a chunk of two rows, inputs at stream positions 0..2 and 4..5 (+ one unscored slot)
+    state = types.SimpleNamespace(tables=tables, scores=torch.zeros(len(tokens)),
+                                  sums=torch.zeros(3, dtype=torch.float64))
+    target_index = torch.tensor([[0, 1, 2], [4, 5, 6]])
+    ids = torch.from_numpy(tokens)[target_index]
+    chunk_tgt = torch.from_numpy(tokens)[target_index + 1]
+    chunk_tgt[1, 2] = -1  # not scored: counts no bytes
+    tg.record_scores(state, ids, torch.tensor([[0, 1, 2], [0, 1, 2]]), chunk_tgt, target_index,
+                     torch.ones(2, 3) * (chunk_tgt >= 0))
+    assert state.sums.tolist() == [5.0, 3 + 0 + 4 + 1 + 5, 5.0]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "CaseOps val shard .*fineweb_val_000000.bin has no byte sidecar fineweb_val_bytes_000000.bin"),
+    ("short", "byte sidecar .*fineweb_val_bytes_000000.bin has 7 entries but fineweb_val_000000.bin has 8 tokens"),
+    ("not caseops", "fineweb_val_bytes_000000.bin is a CaseOps byte sidecar.*Set CASEOPS_ENABLED=1")])
+def test_caseops_val_shard_needs_its_sidecar_of_its_length(tmp_path, case, message):
+    h = caseops_data(tmp_path, sidecar={"missing": None, "short": CASEOPS_SIDECAR[:-1]}.get(case, CASEOPS_SIDECAR))
+    if case == "not caseops":
+        h = dataclasses.replace(h, caseops_enabled=False)
+    with pytest.raises(ValueError, match=message) as err:
+        tg.load_val_data(h, None)
+    assert case == "not caseops" or "download_data.py --variant caseops" in str(err.value)
+
+
+def test_every_stream_starts_with_bos(tmp_path):
+    """Documents are delimited by BOS, so only a stream's first can lack one. A train shard after the first
+    may start inside a document (the stream is cut by size): accepted."""
+    write_shard(tmp_path / "fineweb_val_000000.bin", [1, 5, 6, 1, 7])
+    write_shard(tmp_path / "fineweb_train_000000.bin", [1, 5, 6, 7])
+    write_shard(tmp_path / "fineweb_train_000001.bin", [8, 9, 1, 5])
+    h = tg.load_hyperparameters({"SMOKE": "1", "DATA_PATH": str(tmp_path)})
+    tg.check_shards(h, ("val", "train"))
+    write_shard(tmp_path / "fineweb_val_000000.bin", [5, 6, 1, 7])
+    with pytest.raises(ValueError, match=r"fineweb_val_000000.bin starts with token 5, not BOS_ID=1"):
+        tg.check_shards(h, ("val", "train"))

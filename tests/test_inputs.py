@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,12 +54,44 @@ def test_sample_matches_its_manifest_and_readme():
     assert f"{stats['tokens_train']:,} tokens" in readme and "scripts/make_sample_data.py" in readme
 
 
+def test_caseops_smoke_takes_the_caseops_sample_and_its_tokenizer():
+    """CASEOPS_ENABLED=1 SMOKE=1: the CaseOps sample, paired with the CaseOps tokenizer by the sha256 of the
+    sample's own manifest (sample_caseops/manifest.json, not sample_data/manifest.json), its val bytes from the
+    sidecar: the manifest's count of the val documents' original bytes."""
+    h = smoke_h(CASEOPS_ENABLED=1)
+    caseops = SAMPLE / "datasets" / "sample_caseops"
+    assert h.data_path == str(caseops)
+    assert h.tokenizer_path == str(SAMPLE / "tokenizers" / "fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model")
+    assert tg.check_tokenizer_pairing(h).startswith(f"tokenizer_check: {h.tokenizer_path} is the tokenizer of sample_caseops")
+    with pytest.raises(ValueError, match="sha256 differs.*download_data.py --variant caseops"):
+        tg.check_tokenizer_pairing(dataclasses.replace(h, tokenizer_path=str(TOKENIZER)))  # SP8192's
+    tg.check_shards(h, ("val", "train"))
+    tables = tg.build_byte_tables(tg.load_tokenizer(h.tokenizer_path, h.vocab_size))
+    tokens, tables = tg.load_val_data(dataclasses.replace(h, val_max_tokens=0), tables)
+    stats = json.loads((caseops / "manifest.json").read_text())["datasets"][0]["stats"]
+    assert len(tokens) == stats["tokens_val"] and int(tables.sidecar.sum()) == stats["val_bytes"]
+
+
+def test_caseops_val_shard_without_its_sidecar_stops_the_run_in_one_line(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("fineweb_val_000000.bin", "fineweb_train_000000.bin"):
+        (data / name).write_bytes((SAMPLE / "datasets" / "sample_caseops" / name).read_bytes())
+    proc = subprocess.run([sys.executable, str(REPO / "train_gpt.py")], cwd=tmp_path, capture_output=True, text=True,
+                          env=clean_env(SMOKE=1, CASEOPS_ENABLED=1, DATA_PATH=data), timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and not (tmp_path / "logs").exists()
+    assert proc.stderr.strip().splitlines() == [
+        f"error: CaseOps val shard {data / 'fineweb_val_000000.bin'} has no byte sidecar fineweb_val_bytes_000000.bin "
+        "beside it, and val_bpb counts the original UTF-8 bytes it lists: download the CaseOps data with its "
+        f"sidecars ({tg.CASEOPS_HINT}) or make them with scripts/prepare_caseops.py"]
+
+
 @pytest.mark.skipif(not (SHARED_PROXY / "docs_val.jsonl").is_file(), reason="needs ../shared/data/proxy")
 def test_make_sample_data_rebuilds_the_same_bytes(tmp_path):
     import make_sample_data
     make_sample_data.main(["--docs", str(SHARED_PROXY), "--tokenizer", str(TOKENIZER), "--out", str(tmp_path)])
-    for path in SAMPLE.rglob("*"):
-        if path.is_file() and path.name != "README.md":
+    for path in SAMPLE.rglob("*"):  # the CaseOps sample and its tokenizer come from scripts/prepare_caseops.py
+        if path.is_file() and path.name != "README.md" and "caseops" not in str(path.relative_to(SAMPLE)):
             assert (tmp_path / path.relative_to(SAMPLE)).read_bytes() == path.read_bytes(), path
 
 

@@ -1,9 +1,14 @@
 """train_gpt.py as participants run it: the CPU smoke pipeline, 2 processes vs 1, eval-only, bad input."""
 
+import math
 import os
 import re
 import subprocess
 import sys
+
+import torch
+
+import train_gpt as tg
 
 from conftest import REPO, TOKENIZER, clean_env, metric, run_train
 
@@ -27,6 +32,25 @@ def test_smoke_run_learns_and_writes_everything(smoke_log):
     total = int(re.search(r"^artifact_total_bytes:(\d+)", log, re.M).group(1))
     assert 0 < total < 16_000_000 and (tmp / "smoke.golf").stat().st_size < total
     assert "==== source of train_gpt.py ====" in log and "==== source of kernels.py ====" in log
+
+
+def test_caseops_smoke_run_counts_the_original_bytes_of_the_sidecar(tmp_path):
+    """CASEOPS_ENABLED=1 SMOKE=1 (#2135's data): the CaseOps sample and tokenizer, and every scored val_bpb
+    (pre-quant, roundtrip, TTT) counts the sidecar's original bytes of the scored targets, stream positions
+    1..N-1: val_loss / val_bpb = ln 2 x bytes / targets. The tokenizer's pieces would count other bytes."""
+    log = run_train(tmp_path, SMOKE=1, CASEOPS_ENABLED=1, ITERATIONS=10, RUN_ID="caseops")
+    sample = REPO / "sample_data" / "datasets" / "sample_caseops"
+    assert f"data_path:{sample}\n" in log and "tokenizer_check:" in log
+    n = int(re.search(r" val_tokens:(\d+)", log).group(1))
+    nbytes = int(tg.read_shard(sample / "fineweb_val_bytes_000000.bin")[1:n].sum())
+    tokens = torch.from_numpy(tg.read_shard(sample / "fineweb_val_000000.bin")[:n].astype("int64"))
+    pieces = tg.build_byte_tables(tg.load_tokenizer(str(TOKENIZER), 8192)).target_bytes(
+        tokens[:-1], tokens[1:], torch.arange(n - 1))
+    assert int(pieces.sum()) != nbytes  # the two rules differ on this stream
+    for label in ("final_prequant_exact", "final_roundtrip_exact", "final_ttt_exact"):
+        ratio = metric(log, label, "val_loss") / metric(log, label)
+        assert abs(ratio / (math.log(2) * nbytes / (n - 1)) - 1) < 1e-6, label
+    assert f"scored_targets:{n - 1} " in log  # TTT scored every target once
 
 
 def test_two_processes_match_one_with_accumulation(tmp_path):
