@@ -171,6 +171,7 @@ class Hyperparameters:
     train_seq_len: int = knob(2048, at_least(1), model=True)  # longest attention span; longer documents are cut
     train_batch_tokens: int = knob(786_432, at_least(1))  # tokens per optimizer step, all ranks together
     val_batch_tokens: int = knob(524_288, at_least(1))  # tokens per evaluation forward, all ranks together
+    eval_seq_len: int = knob(2048, at_least(1))  # global TTT SGD's sequence unit (the record's: 2560 in #2135)
     val_max_tokens: int = knob(0, NON_NEGATIVE)  # 0: the whole val set; else its first N tokens (smoke runs)
     smoke: bool = False  # toy sizes for a CPU run of the whole pipeline
     eval_only: bool = False  # skip training: load ARTIFACT_PATH and evaluate it
@@ -272,6 +273,12 @@ class Hyperparameters:
     global_ttt_warmup_chunks: int = knob(0, NON_NEGATIVE)
     global_ttt_warmup_start_lr: float = knob(0.0, NON_NEGATIVE)
     global_ttt_respect_doc_boundaries: bool = True
+    # the token n-gram tilt of TTT scoring (record #2135's token channel; its other channels: RECORD_FIXED)
+    ngram_tilt_enabled: bool = False
+    token_order: int = knob(16, between(1, 33))  # a hint's context is the ORDER-1 tokens before the target
+    token_threshold: float = knob(0.8, FRACTION)  # the hint fires when its confidence is at least this
+    token_boost: float = knob(2.625, NON_NEGATIVE)  # nats added to the hinted token's logit before renormalising
+    ngram_hint_precompute_outside: bool = False  # hints before the eval clock (the record's run: inside)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -313,7 +320,7 @@ SMOKE_OVERRIDES = dict(
     iterations=50, warmup_steps=5, max_wallclock_seconds=0.0, train_log_every=10,
     matrix_lr=0.03, tied_embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
     gptq_calibration_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lora_lr=3e-3,
-    ttt_chunk_size=128, ttt_eval_seq_len=256,  # each chunk step costs ~0.1-0.5 s on a CPU: few, long chunks
+    ttt_chunk_size=128, ttt_eval_seq_len=256, eval_seq_len=256,  # each chunk step costs ~0.1-0.5 s on a CPU: few, long chunks
     # 13 documents: batches of 4 and 2 virtual GPUs give one phase pause with an SGD pass
     ttt_batch_size=4, phased_ttt_prefix_docs=6, ttt_record_world_size=2, global_ttt_chunk_tokens=2048,
     brotli_quality=5, compile=False, ema_decay=0.9,
@@ -997,7 +1004,8 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(h.vocab_size, h.model_dim)
         nn.init.normal_(self.tok_emb.weight, std=h.tied_embed_init_std)
         self.blocks = nn.ModuleList(Block(h, i) for i in range(h.num_layers))
-        self.rotary = Rotary(h.rope_dims, h.rope_base, h.train_seq_len)
+        # RoPE has no length limit: the tables cover the longest span any pass uses (TTT's may exceed training's)
+        self.rotary = Rotary(h.rope_dims, h.rope_base, max(h.train_seq_len, h.eval_seq_len, h.ttt_eval_seq_len))
         num_skips = max(min(len(e), len(d)) for e, d in (virtual_layer_order(h, False),
                                                           virtual_layer_order(h, True)))
         self.skip_weights = nn.Parameter(torch.ones(num_skips, h.model_dim))
@@ -1073,6 +1081,11 @@ class GPT(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Pre-softcap logits through the tied embedding."""
         return F.linear(hidden, self.tok_emb.weight.to(hidden.dtype))
+
+    def softcap_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The softcap that TTT scores with, in fp32 (#2135's AsymLogit takes this place in scoring only)."""
+        c = self.h.logit_softcap
+        return c * torch.tanh(logits.float() / c) if c > 0 else logits.float()
 
     def loss(self, lanes: tuple, targets: torch.Tensor) -> torch.Tensor:
         logits = self.logits(self.final_norm(lanes))
@@ -2094,17 +2107,21 @@ class LoRADeltas:
         return _lora(self.layer("head"), "lm_head", hidden)
 
 
-def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *adapters):
-    """Per-token nats (b, chunk) of one chunk step: the model's own forward over each row's window (ids
-    (b, T), rows padded at the end) with the rows' LoRA deltas, read at the chunk's positions chunk_pos
-    (b, chunk). Logits only where scored. The unit that TTT compiles."""
+def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *adapters, hint=None):
+    """Per-token nats (b, chunk) of one chunk step (0 where chunk_tgt < 0): the model's own forward over each
+    row's window (ids (b, T), rows padded at the end) with the rows' LoRA deltas, read at the chunk's positions
+    chunk_pos (b, chunk). Logits only where scored. With hint (b, chunk): (nats, log p(hint)). The unit that TTT
+    compiles."""
     keys = [key for key, _, _ in lora_shapes(model.h, model.looping)]
     lora = LoRADeltas(list(adapters), keys, scale)
     positions = torch.arange(ids.size(1), device=ids.device)
     hidden = model.hidden(ids, positions, None, lora)
     at_chunk = hidden.gather(1, chunk_pos.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
     logits = model.logits(at_chunk) + lora.head(at_chunk)  # the LM-head adapter acts before the softcap
-    return softcap_cross_entropy(logits, chunk_tgt, model.h.logit_softcap, reduction="none")
+    log_p = F.log_softmax(model.softcap_logits(logits), dim=-1)
+    nats = -log_p.gather(-1, chunk_tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    nats = torch.where(chunk_tgt >= 0, nats, torch.zeros_like(nats))
+    return nats if hint is None else (nats, log_p.gather(-1, hint.unsqueeze(-1)).squeeze(-1))
 
 
 def compile_ttt(h: Hyperparameters, device: torch.device):
@@ -2119,12 +2136,102 @@ def compiled_chunk_fn(backend: str = "inductor"):
     dynamic before the first call, so a second shape never triggers a recompile."""
     compiled = torch.compile(ttt_chunk_losses, backend=backend)
 
-    def chunk_fn(model, ids, chunk_pos, chunk_tgt, scale, *adapters):
-        for t in (ids, chunk_pos, chunk_tgt, *adapters):
+    def chunk_fn(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=None):
+        for t in (ids, chunk_pos, chunk_tgt, *adapters, *([hint] if hint is not None else [])):
             torch._dynamo.maybe_mark_dynamic(t, 0)
         torch._dynamo.maybe_mark_dynamic(ids, 1)
-        return compiled(model, ids, chunk_pos, chunk_tgt, scale, *adapters)
+        return compiled(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=hint)
     return chunk_fn
+
+
+# ---- the token n-gram tilt (record #2135's strictly causal channel, without its compiler) ----
+# The hint. Read the val stream left to right. Before scoring target t, look at the context of the ORDER-1
+# tokens just before it and at every earlier position that had the same context: `total` of them, of which the
+# token seen most often after it was seen `top_count` times (ties: the token that first reached that count). The
+# hint is that token with confidence top_count / total (float32), or none when the context never occurred; it
+# fires when the confidence is >= TOKEN_THRESHOLD. Only tokens before t enter, so a hint never depends on target
+# t or anything later. The stream is the targets with the first target prepended (the record's seeding).
+# The tilt. Where hint h fires with boost b, the model's p becomes p'(a) = p(a) exp(b [a == h]) / Z with
+# Z = 1 + p(h) (e^b - 1), so p' sums to 1 over the vocabulary (challenge issue #1017, C2): the score of target y
+# is -log p(y) - b [y == h] + log1p(p(h) expm1(b)); where no hint fires, exactly -log p(y). Scoring only: the
+# adapters learn from the untilted loss, as in the record.
+# No hash table, no sequential pass: the "online" counts at t are counts over earlier equal keys, so a stable sort
+# by key groups each context's occurrences in stream order, and ranks and running maxima inside the groups give
+# every position's state at once (CPU or GPU). Keys are the record's 64-bit hashes, so that its collisions,
+# which merge distinct contexts, give the same hints (tests/test_ngram_tilt.py: equal to its C state).
+
+# The record's hash: a context's key XORs its tokens times these, oldest first; a pair mixes in the token.
+HASH_COEFFS = (36313, 27191, 51647, 81929, 131071, 196613, 262147, 393241, 524309, 655373, 786433, 917521,
+               1048583, 1179653, 1310729, 1441801, 1572869, 1703941, 1835017, 1966087, 2097169, 2228243,
+               2359319, 2490389, 2621471, 2752549, 2883617, 3014687, 3145757, 3276833, 3407903, 3538973)
+PAIR_MIX = 1000003
+
+
+def _group_starts(sorted_keys: torch.Tensor) -> torch.Tensor:
+    """Index of the first element of each element's run of equal keys (keys sorted)."""
+    new = torch.ones_like(sorted_keys, dtype=torch.bool)
+    new[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    idx = torch.arange(sorted_keys.numel(), device=sorted_keys.device)
+    return torch.where(new, idx, 0).cummax(0).values
+
+
+def token_hints(targets: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per target position: (hinted token int64, confidence float32), both 0 where there is no hint."""
+    ctx_len = order - 1
+    n, dev = targets.numel(), targets.device
+    tok = targets.to(torch.int64)  # int64 products wrap like the record's uint64 ones: same bits
+    stream = torch.cat([tok[:1], tok])  # stream[t + 1] is target t
+    first = max(ctx_len - 1, 0)  # the first target with a whole context
+    pos = torch.arange(first, n, device=dev)
+    key = torch.zeros_like(pos)
+    for j in range(ctx_len):  # target t's context is stream[t + 1 - ctx_len : t + 1]
+        key ^= stream[first + 1 - ctx_len + j : n + 1 - ctx_len + j] * HASH_COEFFS[j]
+    tok = tok[first:]
+    pair = (key * PAIR_MIX) ^ (tok * HASH_COEFFS[ctx_len % len(HASH_COEFFS)])
+    # count of each pair up to and including this position = its rank among equal pairs, plus 1
+    pair_sorted, by_pair = torch.sort(pair, stable=True)
+    rank = torch.arange(pos.numel(), device=dev)
+    count = torch.empty_like(rank)
+    count[by_pair] = rank - _group_starts(pair_sorted) + 1
+    # per context, in stream order: running max of those counts and the token that first reached it
+    key_sorted, by_key = torch.sort(key, stable=True)
+    start = _group_starts(key_sorted)
+    count, tok = count[by_key], tok[by_key]
+    offset = start * (n + 1)  # makes every group's values exceed the previous groups': one cummax for all
+    top_count = (count + offset).cummax(0).values - offset
+    is_new_top = (rank == start) | (count > top_count.roll(1))
+    top_tok = tok[torch.where(is_new_top, rank, 0).cummax(0).values]
+    # the state before each occurrence is the one after the previous occurrence of its context
+    seen = rank > start
+    hint = torch.zeros(n, dtype=torch.int64, device=dev)
+    conf = torch.zeros(n, dtype=torch.float32, device=dev)
+    earlier = (rank - 1).clamp(min=0)
+    hint[pos[by_key]] = torch.where(seen, top_tok[earlier], 0)
+    conf[pos[by_key]] = torch.where(seen, top_count[earlier].float() / (rank - start).float(), 0.0)
+    return hint, conf
+
+
+def tilt_plan(targets: torch.Tensor, order: int, threshold: float, boost: float):
+    """(hint int64, boost float32) per target position; boost 0 (no tilt) where the hint does not fire."""
+    hint, conf = token_hints(targets, order)
+    fires = conf >= torch.tensor(threshold, dtype=torch.float32)
+    return torch.where(fires, hint, 0), torch.where(fires, boost, 0.0).float()
+
+
+def tilted_nll(nll: torch.Tensor, log_p_hint: torch.Tensor, target: torch.Tensor, hint: torch.Tensor,
+               boost: torch.Tensor) -> torch.Tensor:
+    """-log p'(target) of the tilted, renormalised distribution, from -log p(target) and log p(hint), in fp32."""
+    boost = boost.float()
+    log_z = torch.log1p(log_p_hint.float().clamp(max=0.0).exp() * torch.expm1(boost))
+    return nll.float() - boost * (target == hint).float() + log_z
+
+
+def ngram_hints(tokens: np.ndarray, h: Hyperparameters, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The tilt's (hint, boost) for every target of the val stream, on the device (None: tilt off)."""
+    if not h.ngram_tilt_enabled:
+        return None
+    targets = torch.from_numpy(tokens[1:].astype(np.int64)).to(device)
+    return tilt_plan(targets, h.token_order, h.token_threshold, h.token_boost)
 
 
 # ---- one batch of documents ----
@@ -2146,6 +2253,7 @@ class TTTState:
     warm_a: dict  # virtual GPU -> its A (kept across batches with TTT_WARM_START_A)
     sums: torch.Tensor  # (3,) float64: nats, bytes, targets scored on this rank
     scores: torch.Tensor  # per target of the stream, its nats (0 where another rank scored it); + a trash slot
+    hints: tuple | None = None  # the n-gram tilt's (hint, boost) per target of the stream (ngram_hints)
     chunk_steps: int = 0
 
 
@@ -2204,8 +2312,15 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
         ids, chunk_pos, chunk_tgt, target_index = chunk_windows(state, starts[first:], pred_lens[first:],
                                                                 n_chunks[first:], ci)
         # ---- score the chunk: these numbers are final ----
-        losses = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves)
-        record_scores(state, ids, chunk_pos, chunk_tgt, target_index, losses)
+        if state.hints is None:
+            losses = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves)
+            scores = losses
+        else:
+            hint, boost = (t[target_index.clamp_max(len(t) - 1)] for t in state.hints)
+            losses, log_p_hint = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves,
+                                                hint=hint)
+            scores = tilted_nll(losses, log_p_hint, chunk_tgt, hint, boost * (chunk_tgt >= 0))
+        record_scores(state, ids, chunk_pos, chunk_tgt, target_index, scores)
         state.chunk_steps += 1
         if learn == rows:
             continue
@@ -2244,20 +2359,22 @@ def global_sgd_lr(ci: int, n_chunks: int, h: Hyperparameters) -> float:
 
 
 def global_sgd_piece(stream: np.ndarray, a: int, b: int, h: Hyperparameters) -> PackedBatch:
-    """Inputs stream[a:b], targets stream[a+1:b+1]; attention stops at every BOS and every TRAIN_SEQ_LEN
-    tokens of a document (GLOBAL_TTT_RESPECT_DOC_BOUNDARIES), else only every TRAIN_SEQ_LEN tokens."""
+    """Inputs stream[a:b], targets stream[a+1:b+1]; attention stops at every BOS and every EVAL_SEQ_LEN
+    tokens of a document (GLOBAL_TTT_RESPECT_DOC_BOUNDARIES), else only every EVAL_SEQ_LEN tokens."""
     if h.global_ttt_respect_doc_boundaries:
-        return pack_window(stream[a:b + 1], h.bos_id, h.train_seq_len)
-    starts = np.arange(0, b - a, h.train_seq_len)
-    return packed_batch(stream[a:b], stream[a + 1:b + 1], starts, h.train_seq_len)
+        return pack_window(stream[a:b + 1], h.bos_id, h.eval_seq_len)
+    starts = np.arange(0, b - a, h.eval_seq_len)
+    return packed_batch(stream[a:b], stream[a + 1:b + 1], starts, h.eval_seq_len)
 
 
 def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistContext) -> int:
     """SGD on all base weights over the stream of scored documents: GLOBAL_TTT_EPOCHS steps per
     GLOBAL_TTT_CHUNK_TOKENS chunk (all but the last, partial one), momentum, gradient clipping. A chunk is
-    split into G virtual-GPU pieces of whole TRAIN_SEQ_LEN sequences that attention never crosses. The loss
-    is the mean over virtual GPUs of each piece's mean, as the record averages its GPUs' gradients."""
-    G, seq, T = h.ttt_record_world_size, h.train_seq_len, h.global_ttt_chunk_tokens
+    split into G virtual-GPU pieces of whole EVAL_SEQ_LEN sequences that attention never crosses (as the
+    record: a chunk's tail shorter than one sequence is never trained on, 2,048 of 32,768 tokens at 2,560). The
+    loss is the mean over virtual GPUs of each piece's mean, as the record averages its GPUs' gradients. Its
+    softcap is the symmetric one (token_losses), as the record's: softcap parameters get no gradient here."""
+    G, seq, T = h.ttt_record_world_size, h.eval_seq_len, h.global_ttt_chunk_tokens
     n_chunks, n_seqs = -(-(len(stream) - 1) // T), T // seq
     params = list(model.requires_grad_(True).parameters())
     opt = torch.optim.SGD(params, lr=h.global_ttt_lr, momentum=h.global_ttt_momentum)
@@ -2313,7 +2430,7 @@ def batch_adapters(state: TTTState, gpu: int, rows: int) -> dict:
 
 
 def new_ttt_state(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
-                  chunk_fn, plan: TTTPlan) -> TTTState:
+                  chunk_fn, plan: TTTPlan, hints=None) -> TTTState:
     check_ttt_settings(h, ctx.world_size)
     shapes = lora_shapes(h, model.looping)
     # every virtual GPU draws from its own generator seeded alike, as the record's GPUs draw from their own
@@ -2322,20 +2439,26 @@ def new_ttt_state(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpa
     state = TTTState(model, h, ctx, plan, tables, torch.from_numpy(tokens.astype(np.int64)).to(ctx.device), chunk_fn,
                      shapes, LoRAWork(h, shapes, ctx.device), gens, {},
                      torch.zeros(3, dtype=torch.float64, device=ctx.device),
-                     torch.zeros(len(tokens), dtype=torch.float32, device=ctx.device))
+                     torch.zeros(len(tokens), dtype=torch.float32, device=ctx.device), hints)
     reset_adapters(state)
     return state
 
 
 def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
-                 log, chunk_fn=None):
+                 log, chunk_fn=None, hints=None):
     """Returns (val_loss, val_bpb, per-target nats). Phase p scores queue batches [phase_ends[p-1],
-    phase_ends[p]), then (in the prefix) the base weights take the SGD pass, and every GPU's A restarts."""
+    phase_ends[p]), then (in the prefix) the base weights take the SGD pass, and every GPU's A restarts. The
+    n-gram tilt's hints are computed here, on the clock, unless given (NGRAM_HINT_PRECOMPUTE_OUTSIDE)."""
+    t0, G, first = time.perf_counter(), h.ttt_record_world_size, 0
+    if hints is None and h.ngram_tilt_enabled:
+        hints = ngram_hints(tokens, h, ctx.device)
+        synchronize(ctx)
+        log(f"ngram_tilt_hints fired:{int((hints[1] > 0).sum())}/{len(tokens) - 1} "
+            f"seconds:{time.perf_counter() - t0:.2f} (inside the TTT clock)")
     plan = plan_ttt(tokens, h)
-    state = new_ttt_state(model, tokens, tables, h, ctx, chunk_fn or ttt_chunk_losses, plan)
+    state = new_ttt_state(model, tokens, tables, h, ctx, chunk_fn or ttt_chunk_losses, plan, hints)
     model.eval()
     model.requires_grad_(False)
-    t0, G, first = time.perf_counter(), h.ttt_record_world_size, 0
     log(f"ttt_plan docs:{len(plan.starts)} batches:{len(plan.batches)} phase_ends:{plan.phase_ends} "
         f"sgd_docs:{plan.phase_docs} record_world_size:{G}")
     for phase, end in enumerate(plan.phase_ends):
@@ -2369,7 +2492,8 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
 
 def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> None:
     """Compile the chunk step on random tokens (no val data) before the eval clock starts, as the record
-    does: a chunk-sized and a full-window step, forward and backward."""
+    does: a chunk-sized and a full-window step, forward and backward; with the tilt, its variant (the record
+    compiles that one on the clock)."""
     model.requires_grad_(False)
     shapes = lora_shapes(h, model.looping)
     A = draw_lora_a(h, shapes, h.ttt_batch_size, torch.Generator().manual_seed(h.seed), ctx.device)
@@ -2378,7 +2502,9 @@ def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> N
         ids = torch.randint(0, h.vocab_size, (h.ttt_batch_size, T), device=ctx.device)
         pos = torch.arange(min(T, h.ttt_chunk_size), device=ctx.device).expand(h.ttt_batch_size, -1).contiguous()
         tgt = torch.randint(0, h.vocab_size, pos.shape, device=ctx.device)
-        chunk_fn(model, ids, pos, tgt, work.scale, *work.leaves(A, 0, h.ttt_batch_size)).mean().backward()
+        hint = tgt if h.ngram_tilt_enabled else None
+        out = chunk_fn(model, ids, pos, tgt, work.scale, *work.leaves(A, 0, h.ttt_batch_size), hint=hint)
+        (out if hint is None else out[0]).mean().backward()
     synchronize(ctx)
 
 
@@ -2407,14 +2533,25 @@ RECORD_FIXED = {
     "VAL_DOC_FRACTION": ("1.0", "validation scores every document (VAL_MAX_TOKENS cuts it for smoke runs)"),
     "TTT_EVAL_BATCHES": ("", "the record's debugging subset of TTT batches is not implemented"),
     "ARTIFACT_DIR": ("", "the log goes to logs/<RUN_ID>.txt and the artifact to ARTIFACT_PATH"),
+    "TTT_GRAD_STEPS_CLEAN": ("0", "it only matters with more TTT steps per chunk, which are not implemented"),
+    "TTT_UPDATE_EVERY": ("1", "the adapters take one Adam step per chunk (accumulating over chunks is not "
+                              "implemented)"),
+    "TTT_LORA_EMA_DECAY": ("0.0", "an EMA of the TTT adapters is not implemented"),
+    "GLOBAL_TTT_OPTIMIZER": ("sgd", "global TTT trains with SGD only (the record's Muon option is not implemented)"),
+    "GLOBAL_TTT_MUON_NS_STEPS": ("5", "it is a setting of the record's Muon option for global TTT (not implemented)"),
+    "GLOBAL_TTT_MUON_NESTEROV": ("1", "it is a setting of the record's Muon option for global TTT (not implemented)"),
+    # the n-gram tilt's channels other than the token one: off in the record's run (tau 99 never fires); the
+    # within-word and word-start channels read the target's own word (so they are not causal)
+    **{name: (value, "only the token channel of the n-gram tilt is implemented (the others read the target)")
+       for name, value in (("WITHIN_TAU", "99.0"), ("WITHIN_BOOST", "0.0"), ("WORD_ORDER", "4"),
+                           ("WORD_NORMALIZE", "strip_punct_lower"), ("WORD_TAU", "99.0"), ("WORD_BOOST", "0.0"),
+                           ("AGREE_ADD_BOOST", "0.0"))},
     "MATRIX_CLIP_SIGMAS": ("12.85", "it covers matrices outside attention and the MLP, and this model has none "
                                     "(use ATTN_CLIP_SIGMAS, MLP_CLIP_SIGMAS, EMBED_CLIP_SIGMAS)"),
 }
 
 # The record's settings that must equal one of ours here: (our field, why).
-RECORD_SAME_AS = {
-    "EVAL_SEQ_LEN": ("train_seq_len", "validation packs documents into TRAIN_SEQ_LEN windows; set TRAIN_SEQ_LEN"),
-}
+RECORD_SAME_AS = {}
 
 # Entries of the record's dump that are not settings: the record derives them (torchrun sets the first three).
 RECORD_DERIVED = {
@@ -2579,8 +2716,6 @@ def check_ttt_settings(h: Hyperparameters, world_size: int) -> None:
     if h.ttt_record_world_size % world_size:
         raise ValueError(f"TTT_RECORD_WORLD_SIZE={h.ttt_record_world_size} must be a multiple of the world size "
                          f"{world_size}")
-    if h.ttt_eval_seq_len > h.train_seq_len:
-        raise ValueError(f"TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} must be at most TRAIN_SEQ_LEN={h.train_seq_len}")
     if h.ttt_chunk_size > h.ttt_eval_seq_len:
         raise ValueError(f"TTT_CHUNK_SIZE={h.ttt_chunk_size} must be at most TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} "
                          "(a scored chunk sits inside its context window)")
@@ -2930,8 +3065,17 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
         failure = check_artifact_budget(accounting)
         if ctx.distributed:
             dist.barrier()
-    # ---- roundtrip: the artifact alone must reproduce the quantized model, bit for bit ----
+    # ---- the eval clock (what the challenge's 600 s cover): artifact load, roundtrip eval, TTT with its n-gram
+    # hints; outside it, as in the record: TTT's compile warm-up on random tokens, and the hints with
+    # NGRAM_HINT_PRECOMPUTE_OUTSIDE ----
     stop_if_signalled()
+    outside, hints = {}, None
+    if h.ttt_enabled and h.ngram_tilt_enabled and h.ngram_hint_precompute_outside:
+        t0 = time.perf_counter()
+        hints = ngram_hints(val_tokens, h, ctx.device)
+        synchronize(ctx)
+        outside["ngram hints"] = time.perf_counter() - t0
+    # ---- roundtrip: the artifact alone must reproduce the quantized model, bit for bit ----
     eval_t0 = time.perf_counter()
     state = dequantize(inputs.artifact if h.eval_only else load_artifact(h.artifact_path)[0])
     if not h.eval_only:
@@ -2945,18 +3089,24 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     model = build_model(h, ctx.device, fused_mlp=False)
     model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()})
     model.looping = h.num_loops > 0
+    log(f"artifact_load_seconds:{time.perf_counter() - eval_t0:.1f} (on the eval clock)")
     timed_eval(log, "final_roundtrip_exact", ctx, lambda: evaluate(model, val_tokens, tables, h, ctx))
-    # ---- test-time training: compile on random tokens first; the TTT clock covers the scoring only ----
+    # ---- test-time training: compile on random tokens first (off the clock); its own time is the scoring's ----
     stop_if_signalled()
     if h.ttt_enabled:
         t0 = time.perf_counter()
         chunk_fn = compile_ttt(h, ctx.device)
         if chunk_fn is not ttt_chunk_losses:  # eager (CPU): nothing to compile
             warm_up_ttt(chunk_fn, model, h, ctx)
-        log(f"ttt_compile_warmup_seconds:{time.perf_counter() - t0:.1f} (random tokens, before the TTT clock)")
-        timed_eval(log, "final_ttt_exact", ctx, lambda: evaluate_ttt(model, val_tokens, tables, h, ctx, log, chunk_fn))
-    eval_seconds = time.perf_counter() - eval_t0
-    log(f"eval_time:{eval_seconds * 1000:.0f}ms (artifact load, roundtrip eval, TTT)")
+        outside["TTT compile warm-up"] = time.perf_counter() - t0
+        log(f"ttt_compile_warmup_seconds:{outside['TTT compile warm-up']:.1f} (random tokens, off the eval clock)")
+        timed_eval(log, "final_ttt_exact", ctx,
+                   lambda: evaluate_ttt(model, val_tokens, tables, h, ctx, log, chunk_fn, hints))
+    eval_seconds = time.perf_counter() - eval_t0 - outside.get("TTT compile warm-up", 0.0)
+    inside = ["artifact load", "roundtrip eval"] + ["TTT" + (" with its n-gram hints" if h.ngram_tilt_enabled
+                                                               and hints is None else "")] * h.ttt_enabled
+    log(f"eval_time:{eval_seconds * 1000:.0f}ms (inside: {', '.join(inside)}; outside: "
+        + (", ".join(f"{name} {sec:.1f}s" for name, sec in outside.items()) or "nothing") + ")")
     if eval_seconds > EVAL_LIMIT_SECONDS and not failure:
         failure = f"evaluation took {eval_seconds:.0f} s, over the challenge's {EVAL_LIMIT_SECONDS} s"
     if failure:

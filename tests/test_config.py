@@ -73,6 +73,8 @@ def test_batch_must_split_into_whole_sequences():
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 SEED_LOGS = sorted(REFERENCE.glob("record_1886_seed*.log"))
+TINY_MODEL = dict(NUM_LAYERS="2", MODEL_DIM="32", NUM_HEADS="2", NUM_KV_HEADS="1", ROPE_DIMS="8", XSA_LAST_N="2",
+                  LOOP_START="0", LOOP_END="1", NUM_LOOPS="1", PARALLEL_START_LAYER="1", VOCAB_SIZE="64")
 
 
 def record_dump(log_path: Path) -> dict[str, str]:
@@ -150,10 +152,13 @@ def test_record_only_features_are_refused_with_the_reason(name, value):
     assert reason in str(err.value)
 
 
-def test_eval_seq_len_must_be_the_training_span():
-    assert tg.load_hyperparameters({"EVAL_SEQ_LEN": "1024", "TRAIN_SEQ_LEN": "1024"}).train_seq_len == 1024
-    with pytest.raises(ValueError, match="EVAL_SEQ_LEN='1024' differs from TRAIN_SEQ_LEN=2048"):
-        tg.load_hyperparameters({"EVAL_SEQ_LEN": "1024"})
+def test_eval_spans_may_exceed_the_training_span():
+    """#2135 scores and trains global TTT with 2,560-token spans on a model trained at 2,048: RoPE has no length
+    limit, so the settings pass and the rotary tables cover the longest span."""
+    h = tg.load_hyperparameters({"EVAL_SEQ_LEN": "2560", "TTT_EVAL_SEQ_LEN": "3000", **TINY_MODEL})
+    tg.validate_hyperparameters(h, 1)
+    assert (h.eval_seq_len, h.train_seq_len) == (2560, 2048)
+    assert tg.GPT(h).rotary.cos.size(0) == 3000
 
 
 @pytest.mark.parametrize("old, new", sorted(tg.RENAMED.items()))
@@ -201,7 +206,6 @@ def test_out_of_range_settings_name_the_variable_and_the_range(name, value, rule
     ({"NUM_HEADS": "3"}, ("MODEL_DIM", "NUM_HEADS")),
     # TTT runs after training and GPTQ: these used to fail only then (the chunk one with a device assert)
     ({"TTT_CHUNK_SIZE": "4096"}, ("TTT_CHUNK_SIZE", "TTT_EVAL_SEQ_LEN")),
-    ({"TTT_EVAL_SEQ_LEN": "4096"}, ("TTT_EVAL_SEQ_LEN", "TRAIN_SEQ_LEN")),
 ])
 def test_settings_that_disagree_are_refused_before_any_compute(env, names):
     with pytest.raises(ValueError) as err:
