@@ -320,7 +320,8 @@ SMOKE_OVERRIDES = dict(
     iterations=50, warmup_steps=5, max_wallclock_seconds=0.0, train_log_every=10,
     matrix_lr=0.03, tied_embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
     gptq_calibration_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lora_lr=3e-3,
-    ttt_chunk_size=128, ttt_eval_seq_len=256, eval_seq_len=256,  # each chunk step costs ~0.1-0.5 s on a CPU: few, long chunks
+    eval_seq_len=256, ttt_eval_seq_len=256,
+    ttt_chunk_size=128,  # each chunk step costs ~0.1-0.5 s on a CPU: few, long chunks
     # 13 documents: batches of 4 and 2 virtual GPUs give one phase pause with an SGD pass
     ttt_batch_size=4, phased_ttt_prefix_docs=6, ttt_record_world_size=2, global_ttt_chunk_tokens=2048,
     brotli_quality=5, compile=False, ema_decay=0.9,
@@ -2533,19 +2534,17 @@ RECORD_FIXED = {
     "VAL_DOC_FRACTION": ("1.0", "validation scores every document (VAL_MAX_TOKENS cuts it for smoke runs)"),
     "TTT_EVAL_BATCHES": ("", "the record's debugging subset of TTT batches is not implemented"),
     "ARTIFACT_DIR": ("", "the log goes to logs/<RUN_ID>.txt and the artifact to ARTIFACT_PATH"),
-    "TTT_GRAD_STEPS_CLEAN": ("0", "it only matters with more TTT steps per chunk, which are not implemented"),
-    "TTT_UPDATE_EVERY": ("1", "the adapters take one Adam step per chunk (accumulating over chunks is not "
-                              "implemented)"),
+    "TTT_GRAD_STEPS_CLEAN": ("0", "it matters only with more TTT steps per chunk (not implemented)"),
+    "TTT_UPDATE_EVERY": ("1", "the adapters take one Adam step per chunk"),
     "TTT_LORA_EMA_DECAY": ("0.0", "an EMA of the TTT adapters is not implemented"),
-    "GLOBAL_TTT_OPTIMIZER": ("sgd", "global TTT trains with SGD only (the record's Muon option is not implemented)"),
-    "GLOBAL_TTT_MUON_NS_STEPS": ("5", "it is a setting of the record's Muon option for global TTT (not implemented)"),
-    "GLOBAL_TTT_MUON_NESTEROV": ("1", "it is a setting of the record's Muon option for global TTT (not implemented)"),
-    # the n-gram tilt's channels other than the token one: off in the record's run (tau 99 never fires); the
-    # within-word and word-start channels read the target's own word (so they are not causal)
-    **{name: (value, "only the token channel of the n-gram tilt is implemented (the others read the target)")
-       for name, value in (("WITHIN_TAU", "99.0"), ("WITHIN_BOOST", "0.0"), ("WORD_ORDER", "4"),
-                           ("WORD_NORMALIZE", "strip_punct_lower"), ("WORD_TAU", "99.0"), ("WORD_BOOST", "0.0"),
-                           ("AGREE_ADD_BOOST", "0.0"))},
+    # #2135's Muon option for global TTT (off in its run)
+    **{name: (value, "global TTT trains with SGD only") for name, value in (
+        ("GLOBAL_TTT_OPTIMIZER", "sgd"), ("GLOBAL_TTT_MUON_NS_STEPS", "5"), ("GLOBAL_TTT_MUON_NESTEROV", "1"))},
+    # #2135's n-gram channels other than the token one: off in its run (tau 99 never fires); the within-word and
+    # word-start channels read the target's own word (issue 24: not causal)
+    **{name: (value, "only the token channel of the n-gram tilt is implemented") for name, value in (
+        ("WITHIN_TAU", "99.0"), ("WITHIN_BOOST", "0.0"), ("WORD_ORDER", "4"), ("WORD_NORMALIZE", "strip_punct_lower"),
+        ("WORD_TAU", "99.0"), ("WORD_BOOST", "0.0"), ("AGREE_ADD_BOOST", "0.0"))},
     "MATRIX_CLIP_SIGMAS": ("12.85", "it covers matrices outside attention and the MLP, and this model has none "
                                     "(use ATTN_CLIP_SIGMAS, MLP_CLIP_SIGMAS, EMBED_CLIP_SIGMAS)"),
 }
