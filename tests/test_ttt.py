@@ -143,11 +143,13 @@ def test_smoke_run_ttt_beats_no_ttt(smoke_log):
                      r"outside: TTT compile warm-up [0-9.]+s\)$", log, re.M), log[-2000:]
 
 
-def test_whole_ttt_evaluation_compiles_one_graph():
+@pytest.mark.parametrize("env", [{}, TILT], ids=["plain", "tilted"])
+def test_whole_ttt_evaluation_compiles_one_graph(env):
     """A whole TTT batch (rows that finish one by one down to a lone document, computed beside an ended
     one; windows that grow then slide) through the compiled chunk function gives the eager scores and
-    compiles once. Dynamo + AOTAutograd (backend aot_eager) decide the graphs, as for Inductor."""
-    h, model, tables, tokens = _setup(VAL_MAX_TOKENS="700")  # one batch of 3 (a batch of 1 specialises)
+    compiles once (with the tilt: its variant, once). Dynamo + AOTAutograd (backend aot_eager) decide the
+    graphs, as for Inductor."""
+    h, model, tables, tokens = _setup(VAL_MAX_TOKENS="700", **env)  # one batch of 3 (a batch of 1 specialises)
     assert [len(b) for b in tg.plan_ttt(tokens, h).batches] == [3]
     want_bpb, want, _ = _run_ttt(h, model, tables, tokens)
     torch._dynamo.reset()
