@@ -95,7 +95,7 @@ def env_value(value) -> str:
 
 def record_env_for(h: tg.Hyperparameters, script: Path = RECORD_1886, base: dict | None = None, **extra) -> dict:
     """The record's environment for our config h: every field of ours that the script reads under the same
-    name, and the record's settings that equal one of ours (tg.RECORD_SAME_AS, e.g. EVAL_SEQ_LEN); then `base`
+    name, and the record's settings that equal one of ours (tg.RECORD_SAME_AS); then `base`
     (RECORD_BASE_ENV unless given) and extra. An empty string of ours means "the default", which the record
     spells its own way, so it is not passed."""
     reads = record_env_names(script)
