@@ -156,9 +156,27 @@ QUANT_BITS = between(2, 8)  # stored in int8; 1 bit has no magnitude left after 
 FILE_NAME = Allowed(forbidden="/\\")
 
 
+# A recipe is a complete set of defaults: a record's logged configuration. The dataclass defaults below are
+# #1886's (RECIPE=1886); RECIPES lists where another recipe differs. An env var overrides either, and
+# tests/test_config.py checks every default of each recipe, by value, against its record's three seed logs.
+RECIPES = {
+    "1886": {},
+    "2135": dict(  # PR #2135, the final leaderboard's best (1.05651): CaseOps data, SmearGate, sparse gate, LQER
+        caseops_enabled=True, eval_seq_len=2560, smear_gate_enabled=True, sparse_attn_gate_enabled=True,
+        gated_attn_enabled=False, gated_attn_init_std=0.01, asym_logit_rescale=True,
+        matrix_lr=0.028, beta2=0.99, warmdown_frac=0.85, val_loss_every=4000,
+        gptq_calibration_batches=32, mlp_clip_sigmas=11.5, embed_clip_sigmas=14.0, gated_attn_quant_gate=False,
+        lqer_enabled=True, lqer_asym_group=32, compressor="pergroup",
+        ttt_lora_rank=80, ttt_lora_lr=8e-5, ttt_beta2=0.99, ttt_k_lora=False, ttt_eval_seq_len=2560,
+        phased_ttt_prefix_docs=2500, phased_ttt_num_phases=1, ngram_tilt_enabled=True,
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Hyperparameters:
     # ---- run and data ----
+    recipe: str = knob("1886", Allowed(choices=tuple(RECIPES)))  # which record's configuration gives the defaults
     run_id: str = knob("", FILE_NAME)  # log name (logs/<RUN_ID>.txt); default is a timestamp
     seed: int = knob(1337, between(0, 2**32 - 1))
     # DATA_DIR is the record's root: DATA_PATH and TOKENIZER_PATH default to the record's layout under it
@@ -171,8 +189,11 @@ class Hyperparameters:
     train_seq_len: int = knob(2048, at_least(1), model=True)  # longest attention span; longer documents are cut
     train_batch_tokens: int = knob(786_432, at_least(1))  # tokens per optimizer step, all ranks together
     val_batch_tokens: int = knob(524_288, at_least(1))  # tokens per evaluation forward, all ranks together
-    eval_seq_len: int = knob(2048, at_least(1))  # global TTT SGD's sequence unit (the record's: 2560 in #2135)
     val_max_tokens: int = knob(0, NON_NEGATIVE)  # 0: the whole val set; else its first N tokens (smoke runs)
+    eval_seq_len: int = knob(2048, at_least(1), model=True)  # val pieces, global TTT SGD sequences: cut at BOS, every N
+    # CaseOps data (#2135): case folded into operator tokens; val_bpb counts each target's original UTF-8 bytes
+    # from the val byte sidecar (fineweb_val_bytes_*.bin)
+    caseops_enabled: bool = knob(False, model=True)
     smoke: bool = False  # toy sizes for a CPU run of the whole pipeline
     eval_only: bool = False  # skip training: load ARTIFACT_PATH and evaluate it
     artifact_path: str = ""  # "": logs/<RUN_ID>.golf, beside the run's log
@@ -191,6 +212,15 @@ class Hyperparameters:
     xsa_last_n: int = knob(11, NON_NEGATIVE, model=True)  # exclusive self attention on the last N layers
     gated_attn_enabled: bool = knob(True, model=True)
     gated_attn_init_std: float = knob(0.005, POSITIVE)
+    # #2135's gates: the sparse attention output gate (per head, from the first GATE_WINDOW channels of the
+    # normed input) replaces the dense one; SmearGate adds a gated share of the previous token's embedding
+    sparse_attn_gate_enabled: bool = knob(False, model=True)
+    sparse_attn_gate_init_std: float = knob(0.0, NON_NEGATIVE)  # 0: zeros
+    sparse_attn_gate_scale: float = knob(0.5, FINITE, model=True)  # inside the sigmoid
+    smear_gate_enabled: bool = knob(False, model=True)
+    smear_gate_bos_fix: bool = knob(False, model=True)  # no smear into a BOS (the record ran without it)
+    gate_window: int = knob(12, at_least(1), model=True)
+    asym_logit_rescale: bool = knob(False, model=True)  # separate softcaps for positive and negative logits
     ln_scale: bool = knob(True, model=True)  # scale each norm by 1/sqrt(layer index + 1)
     skip_gates_enabled: bool = knob(True, model=True)
     loop_start: int = knob(3, NON_NEGATIVE, model=True)  # depth recurrence: layers loop_start..loop_end repeat
@@ -243,6 +273,14 @@ class Hyperparameters:
     gptq_damp: float = knob(0.01, POSITIVE)
     gptq_block_size: int = knob(128, at_least(1))
     brotli_quality: int = knob(11, between(0, 11))
+    gated_attn_quant_gate: bool = True  # the attention gate as int8 rows (else fp16, as the small tensors)
+    # LQER (#2135): a rank-LQER_RANK correction of the quantization error of the LQER_TOP_K worst tensors
+    lqer_enabled: bool = False
+    lqer_rank: int = knob(4, at_least(1))
+    lqer_top_k: int = knob(3, at_least(1))
+    lqer_asym_enabled: bool = True  # factors as INT2 (one scale) x INT4 (a scale per LQER_ASYM_GROUP values)
+    lqer_asym_group: int = knob(64, at_least(1))
+    compressor: str = knob("brotli", Allowed(choices=("brotli", "pergroup")))  # pergroup: row-sorted code matrices
     # ---- test-time training ----
     ttt_enabled: bool = True
     ttt_lora_rank: int = knob(128, at_least(1))
@@ -273,12 +311,13 @@ class Hyperparameters:
     global_ttt_warmup_chunks: int = knob(0, NON_NEGATIVE)
     global_ttt_warmup_start_lr: float = knob(0.0, NON_NEGATIVE)
     global_ttt_respect_doc_boundaries: bool = True
-    # the token n-gram tilt of TTT scoring (record #2135's token channel; its other channels: RECORD_FIXED)
+    # the token n-gram tilt (#2135): where the strictly causal order-TOKEN_ORDER token statistics predict the
+    # next token with confidence >= TOKEN_THRESHOLD, its probability is raised by exp(TOKEN_BOOST), renormalised
     ngram_tilt_enabled: bool = False
-    token_order: int = knob(16, between(1, 33))  # a hint's context is the ORDER-1 tokens before the target
-    token_threshold: float = knob(0.8, FRACTION)  # the hint fires when its confidence is at least this
-    token_boost: float = knob(2.625, NON_NEGATIVE)  # nats added to the hinted token's logit before renormalising
-    ngram_hint_precompute_outside: bool = False  # hints before the eval clock (the record's run: inside)
+    token_order: int = knob(16, between(1, 33))
+    token_threshold: float = knob(0.8, FRACTION)
+    token_boost: float = knob(2.625, FINITE)
+    ngram_hint_precompute_outside: bool = False  # the hints before the eval timer (the record counts them in it)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -288,7 +327,7 @@ class Hyperparameters:
                 finite = " (finite)" if f.type == "float" else ""
                 raise ValueError(f"{f.name.upper()}={value!r} is out of range: need "
                                  f"{allowed.describe(f.name.upper())}{finite}")
-        for name, path in data_layout(self.data_dir, self.vocab_size).items():
+        for name, path in data_layout(self).items():
             if not getattr(self, name):  # not set explicitly: the record's layout under DATA_DIR
                 object.__setattr__(self, name, path)
 
@@ -302,10 +341,14 @@ class Hyperparameters:
 MODEL_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(Hyperparameters) if f.metadata.get("model"))
 
 
-def data_layout(data_dir: str, vocab_size: int) -> dict[str, str]:
-    """The record's layout of the shards and the tokenizer under DATA_DIR (as download_data.py writes it)."""
-    return dict(data_path=os.path.join(data_dir, "datasets", f"fineweb10B_sp{vocab_size}"),
-                tokenizer_path=os.path.join(data_dir, "tokenizers", f"fineweb_{vocab_size}_bpe.model"))
+CASEOPS_SUFFIX = "_lossless_caps_caseops_v1_reserved"  # the CaseOps export's names (download_data.py --variant caseops)
+
+
+def data_layout(h: "Hyperparameters") -> dict[str, str]:
+    """The records' layout of the shards and the tokenizer under DATA_DIR (as download_data.py writes it)."""
+    suffix = CASEOPS_SUFFIX if h.caseops_enabled else ""
+    return dict(data_path=os.path.join(h.data_dir, "datasets", f"fineweb10B_sp{h.vocab_size}{suffix}"),
+                tokenizer_path=os.path.join(h.data_dir, "tokenizers", f"fineweb_{h.vocab_size}_bpe{suffix}.model"))
 
 
 # Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in two to three minutes, on the shipped sample unless
@@ -320,8 +363,7 @@ SMOKE_OVERRIDES = dict(
     iterations=50, warmup_steps=5, max_wallclock_seconds=0.0, train_log_every=10,
     matrix_lr=0.03, tied_embed_lr=0.05, scalar_lr=0.03, muon_momentum_warmup_steps=20,
     gptq_calibration_batches=2, ttt_lora_rank=8, ttt_lora_alpha=9.0, ttt_lora_lr=3e-3,
-    eval_seq_len=256, ttt_eval_seq_len=256,
-    ttt_chunk_size=128,  # each chunk step costs ~0.1-0.5 s on a CPU: few, long chunks
+    ttt_chunk_size=128, ttt_eval_seq_len=256, eval_seq_len=256,  # each chunk step costs ~0.1-0.5 s on a CPU: few, long chunks
     # 13 documents: batches of 4 and 2 virtual GPUs give one phase pause with an SGD pass
     ttt_batch_size=4, phased_ttt_prefix_docs=6, ttt_record_world_size=2, global_ttt_chunk_tokens=2048,
     brotli_quality=5, compile=False, ema_decay=0.9,
@@ -1005,7 +1047,7 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(h.vocab_size, h.model_dim)
         nn.init.normal_(self.tok_emb.weight, std=h.tied_embed_init_std)
         self.blocks = nn.ModuleList(Block(h, i) for i in range(h.num_layers))
-        # RoPE has no length limit: the tables cover the longest span any pass uses (TTT's may exceed training's)
+        # tables for the longest span any pass sees: #2135 trains at 2048 and scores with 2560 tokens of context
         self.rotary = Rotary(h.rope_dims, h.rope_base, max(h.train_seq_len, h.eval_seq_len, h.ttt_eval_seq_len))
         num_skips = max(min(len(e), len(d)) for e, d in (virtual_layer_order(h, False),
                                                           virtual_layer_order(h, True)))
@@ -2524,7 +2566,6 @@ RECORD_FIXED = {
     "ROPE_YARN": ("0", "YaRN rotary scaling is not implemented (the record runs without it)"),
     "ROPE_TRAIN_SEQ_LEN": ("2048", "the record reads it and never uses it (its rotary takes TRAIN_SEQ_LEN)"),
     "PHASED_TTT_ENABLED": ("1", "the record reads it and never uses it; PHASED_TTT_PREFIX_DOCS=0 turns phases off"),
-    "COMPRESSOR": ("brotli", "the artifact is always brotli-compressed"),
     "TTT_OPTIMIZER": ("adam", "the TTT adapters train with AdamW only (the record's SGD option is not implemented)"),
     "TTT_GRAD_STEPS": ("1", "more TTT steps per chunk are not implemented"),
     "GLOBAL_TTT_BATCH_SEQS": ("32", "other global SGD batch sizes are not implemented"),
@@ -2547,10 +2588,28 @@ RECORD_FIXED = {
         ("WORD_TAU", "99.0"), ("WORD_BOOST", "0.0"), ("AGREE_ADD_BOOST", "0.0"))},
     "MATRIX_CLIP_SIGMAS": ("12.85", "it covers matrices outside attention and the MLP, and this model has none "
                                     "(use ATTN_CLIP_SIGMAS, MLP_CLIP_SIGMAS, EMBED_CLIP_SIGMAS)"),
+    # #2135's switches for what its logged run left off (the n-gram tilt's other channels looked at the target)
+    "LQER_FACTOR_BITS": ("4", "it sizes the symmetric LQER factors, which #2135's run never used (INT2 x INT4 here)"),
+    "WITHIN_TAU": ("99.0", "the within-word n-gram channel is not implemented (it could see the target)"),
+    "WITHIN_BOOST": ("0.0", "the within-word n-gram channel is not implemented (it could see the target)"),
+    "WORD_TAU": ("99.0", "the word-start n-gram channel is not implemented (it could see the target)"),
+    "WORD_BOOST": ("0.0", "the word-start n-gram channel is not implemented (it could see the target)"),
+    "WORD_ORDER": ("4", "the word-start n-gram channel is not implemented (it could see the target)"),
+    "WORD_NORMALIZE": ("strip_punct_lower", "the word-start n-gram channel is not implemented"),
+    "AGREE_ADD_BOOST": ("0.0", "it rewards n-gram channels that agree, and only the token channel is implemented"),
+    "OPTROT_ENABLED": ("0", "the Hadamard rotation before GPTQ is not implemented (#2135 ran without it)"),
+    "MUON_HUBER_WD": ("0", "Huber weight decay is not implemented (#2135 ran without it)"),
+    "MUON_HUBER_DELTA": ("0.1", "Huber weight decay is not implemented (#2135 ran without it)"),
+    "ATTN_OUT_GATE_ENABLED": ("0", "the attention output gate of #2135's code is not implemented (its run left it off)"),
+    "ATTN_OUT_GATE_SRC": ("proj", "the attention output gate of #2135's code is not implemented"),
+    "GLOBAL_TTT_OPTIMIZER": ("sgd", "the global TTT pass trains with SGD only (#2135's Muon option is not implemented)"),
+    "GLOBAL_TTT_MUON_NESTEROV": ("1", "the global TTT pass trains with SGD only"),
+    "GLOBAL_TTT_MUON_NS_STEPS": ("5", "the global TTT pass trains with SGD only"),
+    "TTT_GRAD_STEPS_CLEAN": ("0", "more TTT steps per chunk are not implemented"),
+    "TTT_LORA_EMA_DECAY": ("0.0", "an EMA of the TTT adapters is not implemented (#2135 ran without it)"),
+    "TTT_UPDATE_EVERY": ("1", "the adapters step after every chunk"),
+    "QK_GAIN_SCHEDULE": ("[]", "a per-layer QK gain start is not implemented: QK_GAIN_INIT sets every layer's"),
 }
-
-# The record's settings that must equal one of ours here: (our field, why).
-RECORD_SAME_AS = {}
 
 # Entries of the record's dump that are not settings: the record derives them (torchrun sets the first three).
 RECORD_DERIVED = {
@@ -2558,6 +2617,7 @@ RECORD_DERIVED = {
     "LOCAL_RANK": "torchrun's rank on this host", "DISTRIBUTED": "true when WORLD_SIZE > 1",
     "IS_MAIN_PROCESS": "rank 0", "GRAD_ACCUM_STEPS": "8 // WORLD_SIZE (validate_hyperparameters)",
     "DATASETS_DIR": "DATA_DIR/datasets/fineweb10B_sp<VOCAB_SIZE>: DATA_PATH here",
+    "VAL_BYTES_FILES": "DATA_PATH/fineweb_val_bytes_*.bin (CaseOps)",
     "TRAIN_FILES": "DATA_PATH/fineweb_train_*.bin", "VAL_FILES": "DATA_PATH/fineweb_val_*.bin",
     "LOGFILE": "logs/<RUN_ID>.txt", "MODEL_PATH": "the record's unquantized checkpoint; golfrun writes none",
     "QUANTIZED_MODEL_PATH": "the artifact: ARTIFACT_PATH here",
@@ -2646,37 +2706,32 @@ def check_unknown_env(environ: dict, known: set[str]) -> None:
 
 
 def check_one_source(environ: dict, h: Hyperparameters) -> None:
-    """A value given twice must agree: DATA_DIR with an explicit DATA_PATH or TOKENIZER_PATH, and the
-    record's names that mean one of our fields."""
+    """A value given twice must agree: DATA_DIR with an explicit DATA_PATH or TOKENIZER_PATH."""
     if "DATA_DIR" in environ:
-        for name, path in data_layout(h.data_dir, h.vocab_size).items():
+        for name, path in data_layout(h).items():
             given = environ.get(name.upper())
             if given is not None and os.path.normpath(given) != os.path.normpath(path):
                 raise ValueError(f"DATA_DIR={environ['DATA_DIR']!r} implies {name.upper()}={path!r}, but "
                                  f"{name.upper()}={given!r} is set: give one of them")
-    for name in sorted(set(environ) & set(RECORD_SAME_AS)):
-        ours, reason = RECORD_SAME_AS[name]
-        if not _same_value(environ[name], str(getattr(h, ours))):
-            raise ValueError(f"{name}={environ[name]!r} differs from {ours.upper()}={getattr(h, ours)!r}, and "
-                             f"here it must not: {reason}")
 
 
 def load_hyperparameters(environ: dict | None = None) -> Hyperparameters:
     environ = dict(os.environ if environ is None else environ)
     fields = {f.name: f for f in dataclasses.fields(Hyperparameters)}
     check_record_only(environ)
-    check_unknown_env(environ, {n.upper() for n in fields} | set(RECORD_FIXED) | set(RECORD_SAME_AS))
+    check_unknown_env(environ, {n.upper() for n in fields} | set(RECORD_FIXED))
     kinds = {"str": str, "int": int, "float": float, "bool": bool}
     values = {}
     for name, f in fields.items():
         if name.upper() in environ:
             values[name] = _parse_value(name.upper(), environ[name.upper()], kinds[f.type])
+    smoke = {}
     if values.get("smoke", False):
         smoke = dict(SMOKE_OVERRIDES)
         if "data_dir" in values:  # DATA_DIR names the data: the shipped sample is only SMOKE's default
             del smoke["data_path"], smoke["tokenizer_path"]
-        values = {**smoke, **values}
-    h = Hyperparameters(**values)
+    recipe = RECIPES.get(values.get("recipe", Hyperparameters.recipe), {})  # an unknown name: refused below
+    h = Hyperparameters(**{**recipe, **smoke, **values})
     check_one_source(environ, h)
     return h
 

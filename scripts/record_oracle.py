@@ -95,12 +95,10 @@ def env_value(value) -> str:
 
 def record_env_for(h: tg.Hyperparameters, script: Path = RECORD_1886, base: dict | None = None, **extra) -> dict:
     """The record's environment for our config h: every field of ours that the script reads under the same
-    name, and the record's settings that equal one of ours (tg.RECORD_SAME_AS); then `base`
-    (RECORD_BASE_ENV unless given) and extra. An empty string of ours means "the default", which the record
+    name; then `base` (RECORD_BASE_ENV unless given) and extra. An empty string of ours means "the default", which the record
     spells its own way, so it is not passed."""
     reads = record_env_names(script)
     env = {f.name.upper(): getattr(h, f.name) for f in dataclasses.fields(h) if f.name.upper() in reads}
-    env.update({name: getattr(h, ours) for name, (ours, _) in tg.RECORD_SAME_AS.items() if name in reads})
     env = {k: env_value(v) for k, v in env.items() if v != ""}
     env.update(RECORD_BASE_ENV if base is None else base)
     env.update({k: env_value(v) for k, v in extra.items()})

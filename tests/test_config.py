@@ -3,6 +3,7 @@ record's names and meanings (walked over its seed logs), range checks, and the l
 TRAIN_LOG_EVERY and MAX_WALLCLOCK_SECONDS=0."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +70,14 @@ def test_batch_must_split_into_whole_sequences():
         tg.validate_hyperparameters(h, 1)
 
 
-# ---- the record's settings (issue 13 item 4) ----
+# ---- the recipes: each record's settings, names and values (issue 13 item 4, issue 23 item 1) ----
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-SEED_LOGS = sorted(REFERENCE.glob("record_1886_seed*.log"))
+RECIPE_LOGS = {"1886": sorted(REFERENCE.glob("record_1886_seed*.log")),
+               "2135": sorted(REFERENCE.glob("record_2135/train_seed*.log"))}
+RECIPE_RUNS = [(recipe, log) for recipe, logs in RECIPE_LOGS.items() for log in logs]
+# Logged entries that name one run, not a configuration: the seed (each log has its own) and paths.
+RUN_SPECIFIC = {"seed", "run_id", "data_dir", "data_path", "tokenizer_path"}
 TINY_MODEL = dict(NUM_LAYERS="2", MODEL_DIM="32", NUM_HEADS="2", NUM_KV_HEADS="1", ROPE_DIMS="8", XSA_LAST_N="2",
                   LOOP_START="0", LOOP_END="1", NUM_LOOPS="1", PARALLEL_START_LAYER="1", VOCAB_SIZE="64")
 
@@ -92,9 +97,14 @@ def record_dump(log_path: Path) -> dict[str, str]:
     return dump
 
 
-def record_extra_args(log_path: Path) -> dict[str, str]:
-    line = next(l for l in log_path.read_text().splitlines() if l.startswith("Extra args:"))
-    return dict(arg.split("=", 1) for arg in line.split(":", 1)[1].split())
+def record_launch_env(log_path: Path) -> dict[str, str]:
+    """The env vars of the record's command: #1886's log prints them ("Extra args:"), #2135's README shows them."""
+    extra = [l for l in log_path.read_text().splitlines() if l.startswith("Extra args:")]
+    if extra:
+        return dict(arg.split("=", 1) for arg in extra[0].split(":", 1)[1].split())
+    readme = (log_path.parent / "README.md").read_text()
+    return dict(m.groups() for m in re.finditer(r"^ +([A-Z_0-9]+)=(\S+) *\\?$", readme, re.M)
+                if m.group(1) not in ("SEED", "PYTORCH_CUDA_ALLOC_CONF", "NCCL_NET"))
 
 
 def as_env(text: str) -> str:
@@ -105,24 +115,64 @@ def logged_value(text: str, kind: str):
     return {"bool": lambda t: t == "True", "int": lambda t: int(float(t)), "float": float, "str": str}[kind](text)
 
 
-@pytest.mark.skipif(not SEED_LOGS, reason="needs ../shared/reference")
-@pytest.mark.parametrize("log_path", SEED_LOGS, ids=lambda p: p.stem)
-def test_every_setting_of_a_record_log_is_accepted_with_its_meaning(log_path):
-    dump = record_dump(log_path)
+def classify(dump: dict[str, str]) -> tuple[dict, set]:
+    """Our fields among the logged names, and the record's derived entries; fails on a name that is neither
+    one of ours, nor derived, nor one of the record's settings that we fix at its value."""
     fields = {f.name: f.type for f in dataclasses.fields(tg.Hyperparameters)}
     derived = {n for n in dump if n.upper() in tg.RECORD_DERIVED}
-    unclassified = [n for n in dump if n not in fields and n not in derived
-                    and n.upper() not in tg.RECORD_FIXED and n.upper() not in tg.RECORD_SAME_AS]
+    unclassified = [n for n in dump if n not in fields and n not in derived and n.upper() not in tg.RECORD_FIXED]
     assert not unclassified, f"record settings neither accepted nor explained: {unclassified}"
-    assert len(dump) > 100 and derived >= {"rank", "world_size", "grad_accum_steps", "datasets_dir", "train_files"}
+    assert derived >= {"rank", "world_size", "grad_accum_steps", "datasets_dir", "train_files"}
+    return fields, derived
+
+
+@pytest.mark.skipif(not RECIPE_RUNS, reason="needs ../shared/reference")
+@pytest.mark.parametrize("recipe, log_path", RECIPE_RUNS, ids=lambda p: getattr(p, "stem", p))
+def test_every_default_of_a_recipe_is_its_records_logged_value(recipe, log_path):
+    """RECIPE=<record> alone resolves every setting the record logged to the logged value (not only the name:
+    a default changed by mistake fails here, whatever the oracle tests copy into the record)."""
+    dump = record_dump(log_path)
+    fields, _ = classify(dump)
+    h = tg.load_hyperparameters({"RECIPE": recipe})
+    wrong = {name: (getattr(h, name), text) for name, text in dump.items()
+             if name in fields and name not in RUN_SPECIFIC and getattr(h, name) != logged_value(text, fields[name])}
+    assert not wrong, f"RECIPE={recipe} defaults differ from {log_path.name} (ours, logged): {wrong}"
+    fixed = {name: text for name, text in dump.items()
+             if name.upper() in tg.RECORD_FIXED and not tg._same_value(as_env(text), tg.RECORD_FIXED[name.upper()][0])}
+    assert not fixed, f"settings fixed at another value than {log_path.name} logs: {fixed}"
+    assert h.seed == 1337 == int(tg.Hyperparameters.seed)  # both records' code default; each log sets its own
+
+
+@pytest.mark.skipif(not RECIPE_RUNS, reason="needs ../shared/reference")
+@pytest.mark.parametrize("recipe, log_path", RECIPE_RUNS, ids=lambda p: getattr(p, "stem", p))
+def test_every_setting_of_a_record_log_is_accepted_with_its_meaning(recipe, log_path):
+    """The record's own command and logged values, given as env vars, run unchanged and mean the same."""
+    dump = record_dump(log_path)
+    fields, derived = classify(dump)
     env = {n.upper(): as_env(v) for n, v in dump.items() if n not in derived}
-    env.update(record_extra_args(log_path))
+    env.update(record_launch_env(log_path))
     h = tg.load_hyperparameters(env)
     assert tg.validate_hyperparameters(h, int(dump["world_size"])) == int(dump["grad_accum_steps"])
     for name, text in dump.items():
         if name in fields:
             assert getattr(h, name) == logged_value(text, fields[name]), name
     assert h.data_path == dump["datasets_dir"] and h.tokenizer_path == dump["tokenizer_path"]
+
+
+def test_a_recipe_is_only_defaults():
+    h = tg.load_hyperparameters({"RECIPE": "2135", "MATRIX_LR": "0.03", "TTT_LORA_RANK": "96"})
+    assert (h.matrix_lr, h.ttt_lora_rank, h.beta2, h.recipe) == (0.03, 96, 0.99, "2135")
+    smoke = tg.load_hyperparameters({"RECIPE": "2135", "SMOKE": "1"})
+    assert (smoke.num_layers, smoke.eval_seq_len, smoke.smear_gate_enabled) == (4, 256, True)
+    with pytest.raises(ValueError, match="RECIPE one of '1886', '2135'"):
+        tg.load_hyperparameters({"RECIPE": "2136"})
+
+
+def test_recipes_name_only_settings():
+    fields = {f.name for f in dataclasses.fields(tg.Hyperparameters)}
+    for name, recipe in tg.RECIPES.items():
+        assert set(recipe) <= fields, (name, set(recipe) - fields)
+        tg.Hyperparameters(**recipe)  # every value in range
 
 
 @pytest.mark.parametrize("name", sorted(tg.RECORD_DERIVED.keys() - tg.FOREIGN_ENV_VARS))
@@ -139,17 +189,26 @@ def test_record_commands_reach_the_resolved_config():
     assert abs(tg.lr_multiplier(1.0, h) - 0.2) < 1e-12  # the floor of the warmdown
 
 
-@pytest.mark.parametrize("name, value", [("ROPE_YARN", "1"), ("COMPRESSOR", "lzma"), ("TIE_EMBEDDINGS", "0"),
+@pytest.mark.parametrize("name, value", [("ROPE_YARN", "1"), ("WORD_BOOST", "1.0"), ("TIE_EMBEDDINGS", "0"),
                                          ("TTT_OPTIMIZER", "sgd"), ("EMBED_LR", "0.5"), ("MATRIX_CLIP_SIGMAS", "10"),
                                          ("SLIDING_WINDOW_ENABLED", "1"), ("PARALLEL_FINAL_LANE", "attn"),
                                          ("ARTIFACT_DIR", "out"), ("TTT_GRAD_STEPS", "2"),
-                                         ("GLOBAL_TTT_BATCH_SEQS", "16")])
+                                         ("GLOBAL_TTT_BATCH_SEQS", "16"), ("LQER_FACTOR_BITS", "8")])
 def test_record_only_features_are_refused_with_the_reason(name, value):
     accepted, reason = tg.RECORD_FIXED[name]
     tg.load_hyperparameters({name: accepted})  # the record's own value passes
     with pytest.raises(ValueError, match=f"{name}={value!r} is not supported") as err:
         tg.load_hyperparameters({name: value})
     assert reason in str(err.value)
+
+
+def test_eval_seq_len_and_compressor_are_settings_of_their_own():
+    """#2135 validates with 2560-token pieces after training on 2048 and packs with per-group compression: both
+    were the record's names fixed at #1886's values, and are settings now."""
+    h = tg.load_hyperparameters({"EVAL_SEQ_LEN": "2560", "COMPRESSOR": "pergroup"})
+    assert (h.eval_seq_len, h.train_seq_len, h.compressor) == (2560, 2048, "pergroup")
+    with pytest.raises(ValueError, match="COMPRESSOR one of 'brotli', 'pergroup'"):
+        tg.load_hyperparameters({"COMPRESSOR": "lzma"})
 
 
 def test_eval_spans_may_exceed_the_training_span():
@@ -211,6 +270,14 @@ def test_settings_that_disagree_are_refused_before_any_compute(env, names):
     with pytest.raises(ValueError) as err:
         tg.validate_hyperparameters(tg.load_hyperparameters(env), 1)
     assert all(n in str(err.value) for n in names)
+
+
+def test_the_rotary_tables_cover_the_longest_context():
+    """#2135 trains at 2048 and scores with 2560 tokens of context: RoPE has no length limit of its own, so the
+    tables cover the longest of TRAIN_SEQ_LEN, EVAL_SEQ_LEN and TTT_EVAL_SEQ_LEN (they were refused before)."""
+    h = tg.load_hyperparameters({"SMOKE": "1", "EVAL_SEQ_LEN": "320", "TTT_EVAL_SEQ_LEN": "384"})
+    tg.validate_hyperparameters(h, 1)
+    assert tg.GPT(h).rotary.cos.shape[0] == 384 > h.train_seq_len
 
 
 def test_ttt_record_world_size_must_split_over_the_ranks_at_start():

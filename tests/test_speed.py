@@ -67,7 +67,7 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
     calls, real_step = [], tg.train_step
 
     def train_step(*args):
-        calls.append(args[4:6])  # (step, micro-batches)
+        calls.append((args[4], args[2].accum))  # (step, micro-batches of its loader)
         return real_step(*args)
     monkeypatch.setattr(tg, "train_step", train_step)
     settings = dict(SMOKE=1, DATA_PATH=PROXY_DATA, FUSED_CE_ENABLED=0, FUSED_MLP_ENABLED=0, TRAIN_BATCH_TOKENS=2048)
