@@ -191,7 +191,7 @@ class Hyperparameters:
     train_batch_tokens: int = knob(786_432, at_least(1))  # tokens per optimizer step, all ranks together
     val_batch_tokens: int = knob(524_288, at_least(1))  # tokens per evaluation forward, all ranks together
     val_max_tokens: int = knob(0, NON_NEGATIVE)  # 0: the whole val set; else its first N tokens (smoke runs)
-    eval_seq_len: int = knob(2048, at_least(1), model=True)  # validation pieces: cut at BOS and every N tokens
+    eval_seq_len: int = knob(2048, at_least(1), model=True)  # val pieces, global TTT SGD sequences: cut at BOS, every N
     # CaseOps data (#2135): case folded into operator tokens; val_bpb counts each target's original UTF-8 bytes
     # from the val byte sidecar (fineweb_val_bytes_*.bin)
     caseops_enabled: bool = knob(False, model=True)
@@ -1190,6 +1190,10 @@ class GPT(nn.Module):
         """Pre-softcap logits through the tied embedding."""
         return F.linear(hidden, self.tok_emb.weight.to(hidden.dtype))
 
+    def softcap_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The softcap that TTT scores with, in fp32 (#2135's AsymLogit takes this place in scoring only)."""
+        return apply_softcap(logits, self.score_softcap)
+
     def loss(self, lanes: tuple, targets: torch.Tensor) -> torch.Tensor:
         logits = self.logits(self.final_norm(lanes))
         if self.use_fused_ce:
@@ -1228,15 +1232,18 @@ def build_model(h: Hyperparameters, device: torch.device, fused_mlp: bool) -> GP
     return model
 
 
-def softcap_cross_entropy(logits, targets, softcap, reduction: str = "mean"):
-    """Plain PyTorch: z = c * tanh(logits / c) in fp32 (c = 0: no cap; a pair (c+, c-): AsymLogit, one c for
-    each sign of the logit), cross-entropy ignoring targets < 0."""
+def apply_softcap(logits: torch.Tensor, softcap) -> torch.Tensor:
+    """z = c * tanh(logits / c) in fp32 (c = 0: no cap; a pair (c+, c-): AsymLogit, one c for each sign)."""
     z = logits.float()
     if isinstance(softcap, tuple):
         pos, neg = (c.float() for c in softcap)
-        z = torch.where(z >= 0, pos * torch.tanh(z / pos), neg * torch.tanh(z / neg))
-    elif softcap > 0:
-        z = softcap * torch.tanh(z / softcap)
+        return torch.where(z >= 0, pos * torch.tanh(z / pos), neg * torch.tanh(z / neg))
+    return softcap * torch.tanh(z / softcap) if softcap > 0 else z
+
+
+def softcap_cross_entropy(logits, targets, softcap, reduction: str = "mean"):
+    """Plain PyTorch: cross-entropy of the softcapped logits (apply_softcap), ignoring targets < 0."""
+    z = apply_softcap(logits, softcap)
     flat_targets = targets.reshape(-1)
     losses = F.cross_entropy(z.reshape(-1, z.size(-1)), flat_targets.clamp_min(0), reduction="none")
     losses = torch.where(flat_targets >= 0, losses, torch.zeros_like(losses))
@@ -2222,17 +2229,21 @@ class LoRADeltas:
         return _lora(self.layer("head"), "lm_head", hidden)
 
 
-def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *adapters):
-    """Per-token nats (b, chunk) of one chunk step: the model's own forward over each row's window (ids
-    (b, T), rows padded at the end) with the rows' LoRA deltas, read at the chunk's positions chunk_pos
-    (b, chunk). Logits only where scored. The unit that TTT compiles."""
+def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *adapters, hint=None):
+    """Per-token nats (b, chunk) of one chunk step (0 where chunk_tgt < 0): the model's own forward over each
+    row's window (ids (b, T), rows padded at the end) with the rows' LoRA deltas, read at the chunk's positions
+    chunk_pos (b, chunk). Logits only where scored. With hint (b, chunk): (nats, log p(hint)). The unit that TTT
+    compiles."""
     keys = [key for key, _, _ in lora_shapes(model.h, model.looping)]
     lora = LoRADeltas(list(adapters), keys, scale)
     positions = torch.arange(ids.size(1), device=ids.device)
     hidden = model.hidden(ids, positions, None, lora)
     at_chunk = hidden.gather(1, chunk_pos.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
     logits = model.logits(at_chunk) + lora.head(at_chunk)  # the LM-head adapter acts before the softcap
-    return softcap_cross_entropy(logits, chunk_tgt, model.score_softcap, reduction="none")
+    log_p = F.log_softmax(model.softcap_logits(logits), dim=-1)
+    nats = -log_p.gather(-1, chunk_tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    nats = torch.where(chunk_tgt >= 0, nats, torch.zeros_like(nats))
+    return nats if hint is None else (nats, log_p.gather(-1, hint.unsqueeze(-1)).squeeze(-1))
 
 
 def compile_ttt(h: Hyperparameters, device: torch.device):
@@ -2247,12 +2258,102 @@ def compiled_chunk_fn(backend: str = "inductor"):
     dynamic before the first call, so a second shape never triggers a recompile."""
     compiled = torch.compile(ttt_chunk_losses, backend=backend)
 
-    def chunk_fn(model, ids, chunk_pos, chunk_tgt, scale, *adapters):
-        for t in (ids, chunk_pos, chunk_tgt, *adapters):
+    def chunk_fn(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=None):
+        for t in (ids, chunk_pos, chunk_tgt, *adapters, *([hint] if hint is not None else [])):
             torch._dynamo.maybe_mark_dynamic(t, 0)
         torch._dynamo.maybe_mark_dynamic(ids, 1)
-        return compiled(model, ids, chunk_pos, chunk_tgt, scale, *adapters)
+        return compiled(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=hint)
     return chunk_fn
+
+
+# ---- the token n-gram tilt (record #2135's strictly causal channel, without its compiler) ----
+# The hint. Read the val stream left to right. Before scoring target t, look at the context of the ORDER-1
+# tokens just before it and at every earlier position that had the same context: `total` of them, of which the
+# token seen most often after it was seen `top_count` times (ties: the token that first reached that count). The
+# hint is that token with confidence top_count / total (float32), or none when the context never occurred; it
+# fires when the confidence is >= TOKEN_THRESHOLD. Only tokens before t enter, so a hint never depends on target
+# t or anything later. The stream is the targets with the first target prepended (the record's seeding).
+# The tilt. Where hint h fires with boost b, the model's p becomes p'(a) = p(a) exp(b [a == h]) / Z with
+# Z = 1 + p(h) (e^b - 1), so p' sums to 1 over the vocabulary (challenge issue #1017, C2): the score of target y
+# is -log p(y) - b [y == h] + log1p(p(h) expm1(b)); where no hint fires, exactly -log p(y). Scoring only: the
+# adapters learn from the untilted loss, as in the record.
+# No hash table, no sequential pass: the "online" counts at t are counts over earlier equal keys, so a stable sort
+# by key groups each context's occurrences in stream order, and ranks and running maxima inside the groups give
+# every position's state at once (CPU or GPU). Keys are the record's 64-bit hashes, so that its collisions,
+# which merge distinct contexts, give the same hints (tests/test_ngram_tilt.py: equal to its C state).
+
+# The record's hash: a context's key XORs its tokens times these, oldest first; a pair mixes in the token.
+HASH_COEFFS = (36313, 27191, 51647, 81929, 131071, 196613, 262147, 393241, 524309, 655373, 786433, 917521,
+               1048583, 1179653, 1310729, 1441801, 1572869, 1703941, 1835017, 1966087, 2097169, 2228243,
+               2359319, 2490389, 2621471, 2752549, 2883617, 3014687, 3145757, 3276833, 3407903, 3538973)
+PAIR_MIX = 1000003
+
+
+def _group_starts(sorted_keys: torch.Tensor) -> torch.Tensor:
+    """Index of the first element of each element's run of equal keys (keys sorted)."""
+    new = torch.ones_like(sorted_keys, dtype=torch.bool)
+    new[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    idx = torch.arange(sorted_keys.numel(), device=sorted_keys.device)
+    return torch.where(new, idx, 0).cummax(0).values
+
+
+def token_hints(targets: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per target position: (hinted token int64, confidence float32), both 0 where there is no hint."""
+    ctx_len = order - 1
+    n, dev = targets.numel(), targets.device
+    tok = targets.to(torch.int64)  # int64 products wrap like the record's uint64 ones: same bits
+    stream = torch.cat([tok[:1], tok])  # stream[t + 1] is target t
+    first = max(ctx_len - 1, 0)  # the first target with a whole context
+    pos = torch.arange(first, n, device=dev)
+    key = torch.zeros_like(pos)
+    for j in range(ctx_len):  # target t's context is stream[t + 1 - ctx_len : t + 1]
+        key ^= stream[first + 1 - ctx_len + j : n + 1 - ctx_len + j] * HASH_COEFFS[j]
+    tok = tok[first:]
+    pair = (key * PAIR_MIX) ^ (tok * HASH_COEFFS[ctx_len % len(HASH_COEFFS)])
+    # count of each pair up to and including this position = its rank among equal pairs, plus 1
+    pair_sorted, by_pair = torch.sort(pair, stable=True)
+    rank = torch.arange(pos.numel(), device=dev)
+    count = torch.empty_like(rank)
+    count[by_pair] = rank - _group_starts(pair_sorted) + 1
+    # per context, in stream order: running max of those counts and the token that first reached it
+    key_sorted, by_key = torch.sort(key, stable=True)
+    start = _group_starts(key_sorted)
+    count, tok = count[by_key], tok[by_key]
+    offset = start * (n + 1)  # makes every group's values exceed the previous groups': one cummax for all
+    top_count = (count + offset).cummax(0).values - offset
+    is_new_top = (rank == start) | (count > top_count.roll(1))
+    top_tok = tok[torch.where(is_new_top, rank, 0).cummax(0).values]
+    # the state before each occurrence is the one after the previous occurrence of its context
+    seen = rank > start
+    hint = torch.zeros(n, dtype=torch.int64, device=dev)
+    conf = torch.zeros(n, dtype=torch.float32, device=dev)
+    earlier = (rank - 1).clamp(min=0)
+    hint[pos[by_key]] = torch.where(seen, top_tok[earlier], 0)
+    conf[pos[by_key]] = torch.where(seen, top_count[earlier].float() / (rank - start).float(), 0.0)
+    return hint, conf
+
+
+def tilt_plan(targets: torch.Tensor, order: int, threshold: float, boost: float):
+    """(hint int64, boost float32) per target position; boost 0 (no tilt) where the hint does not fire."""
+    hint, conf = token_hints(targets, order)
+    fires = conf >= torch.tensor(threshold, dtype=torch.float32)
+    return torch.where(fires, hint, 0), torch.where(fires, boost, 0.0).float()
+
+
+def tilted_nll(nll: torch.Tensor, log_p_hint: torch.Tensor, target: torch.Tensor, hint: torch.Tensor,
+               boost: torch.Tensor) -> torch.Tensor:
+    """-log p'(target) of the tilted, renormalised distribution, from -log p(target) and log p(hint), in fp32."""
+    boost = boost.float()
+    log_z = torch.log1p(log_p_hint.float().clamp(max=0.0).exp() * torch.expm1(boost))
+    return nll.float() - boost * (target == hint).float() + log_z
+
+
+def ngram_hints(tokens: np.ndarray, h: Hyperparameters, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The tilt's (hint, boost) for every target of the val stream, on the device (None: tilt off)."""
+    if not h.ngram_tilt_enabled:
+        return None
+    targets = torch.from_numpy(tokens[1:].astype(np.int64)).to(device)
+    return tilt_plan(targets, h.token_order, h.token_threshold, h.token_boost)
 
 
 # ---- one batch of documents ----
@@ -2274,6 +2375,7 @@ class TTTState:
     warm_a: dict  # virtual GPU -> its A (kept across batches with TTT_WARM_START_A)
     sums: torch.Tensor  # (3,) float64: nats, bytes, targets scored on this rank
     scores: torch.Tensor  # per target of the stream, its nats (0 where another rank scored it); + a trash slot
+    hints: tuple | None = None  # the n-gram tilt's (hint, boost) per target of the stream (ngram_hints)
     chunk_steps: int = 0
 
 
@@ -2333,8 +2435,15 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
         ids, chunk_pos, chunk_tgt, target_index = chunk_windows(state, starts[first:], pred_lens[first:],
                                                                 n_chunks[first:], ci)
         # ---- score the chunk: these numbers are final ----
-        losses = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves)
-        record_scores(state, ids, chunk_pos, chunk_tgt, target_index, losses)
+        if state.hints is None:
+            losses = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves)
+            scores = losses
+        else:
+            hint, boost = (t[target_index.clamp_max(len(t) - 1)] for t in state.hints)
+            losses, log_p_hint = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves,
+                                                hint=hint)
+            scores = tilted_nll(losses, log_p_hint, chunk_tgt, hint, boost * (chunk_tgt >= 0))
+        record_scores(state, ids, chunk_pos, chunk_tgt, target_index, scores)
         state.chunk_steps += 1
         if learn == rows:
             continue
@@ -2373,20 +2482,22 @@ def global_sgd_lr(ci: int, n_chunks: int, h: Hyperparameters) -> float:
 
 
 def global_sgd_piece(stream: np.ndarray, a: int, b: int, h: Hyperparameters) -> PackedBatch:
-    """Inputs stream[a:b], targets stream[a+1:b+1]; attention stops at every BOS and every TRAIN_SEQ_LEN
-    tokens of a document (GLOBAL_TTT_RESPECT_DOC_BOUNDARIES), else only every TRAIN_SEQ_LEN tokens."""
+    """Inputs stream[a:b], targets stream[a+1:b+1]; attention stops at every BOS and every EVAL_SEQ_LEN
+    tokens of a document (GLOBAL_TTT_RESPECT_DOC_BOUNDARIES), else only every EVAL_SEQ_LEN tokens."""
     if h.global_ttt_respect_doc_boundaries:
-        return pack_window(stream[a:b + 1], h.bos_id, h.train_seq_len)
-    starts = np.arange(0, b - a, h.train_seq_len)
-    return packed_batch(stream[a:b], stream[a + 1:b + 1], starts, h.train_seq_len)
+        return pack_window(stream[a:b + 1], h.bos_id, h.eval_seq_len)
+    starts = np.arange(0, b - a, h.eval_seq_len)
+    return packed_batch(stream[a:b], stream[a + 1:b + 1], starts, h.eval_seq_len)
 
 
 def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistContext) -> int:
     """SGD on all base weights over the stream of scored documents: GLOBAL_TTT_EPOCHS steps per
     GLOBAL_TTT_CHUNK_TOKENS chunk (all but the last, partial one), momentum, gradient clipping. A chunk is
-    split into G virtual-GPU pieces of whole TRAIN_SEQ_LEN sequences that attention never crosses. The loss
-    is the mean over virtual GPUs of each piece's mean, as the record averages its GPUs' gradients."""
-    G, seq, T = h.ttt_record_world_size, h.train_seq_len, h.global_ttt_chunk_tokens
+    split into G virtual-GPU pieces of whole EVAL_SEQ_LEN sequences that attention never crosses (as the
+    record: a chunk's tail shorter than one sequence is never trained on, 2,048 of 32,768 tokens at 2,560). The
+    loss is the mean over virtual GPUs of each piece's mean, as the record averages its GPUs' gradients. Its
+    softcap is the symmetric one (token_losses), as the record's: softcap parameters get no gradient here."""
+    G, seq, T = h.ttt_record_world_size, h.eval_seq_len, h.global_ttt_chunk_tokens
     n_chunks, n_seqs = -(-(len(stream) - 1) // T), T // seq
     params = list(model.requires_grad_(True).parameters())
     opt = torch.optim.SGD(params, lr=h.global_ttt_lr, momentum=h.global_ttt_momentum)
@@ -2444,7 +2555,7 @@ def batch_adapters(state: TTTState, gpu: int, rows: int) -> dict:
 
 
 def new_ttt_state(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
-                  chunk_fn, plan: TTTPlan) -> TTTState:
+                  chunk_fn, plan: TTTPlan, hints=None) -> TTTState:
     check_ttt_settings(h, ctx.world_size)
     shapes = lora_shapes(h, model.looping)
     # every virtual GPU draws from its own generator seeded alike, as the record's GPUs draw from their own
@@ -2453,20 +2564,26 @@ def new_ttt_state(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpa
     state = TTTState(model, h, ctx, plan, tables, torch.from_numpy(tokens.astype(np.int64)).to(ctx.device), chunk_fn,
                      shapes, LoRAWork(h, shapes, ctx.device), gens, {},
                      torch.zeros(3, dtype=torch.float64, device=ctx.device),
-                     torch.zeros(len(tokens), dtype=torch.float32, device=ctx.device))
+                     torch.zeros(len(tokens), dtype=torch.float32, device=ctx.device), hints)
     reset_adapters(state)
     return state
 
 
 def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
-                 log, chunk_fn=None):
+                 log, chunk_fn=None, hints=None):
     """Returns (val_loss, val_bpb, per-target nats). Phase p scores queue batches [phase_ends[p-1],
-    phase_ends[p]), then (in the prefix) the base weights take the SGD pass, and every GPU's A restarts."""
+    phase_ends[p]), then (in the prefix) the base weights take the SGD pass, and every GPU's A restarts. The
+    n-gram tilt's hints are computed here, on the clock, unless given (NGRAM_HINT_PRECOMPUTE_OUTSIDE)."""
+    t0, G, first = time.perf_counter(), h.ttt_record_world_size, 0
+    if hints is None and h.ngram_tilt_enabled:
+        hints = ngram_hints(tokens, h, ctx.device)
+        synchronize(ctx)
+        log(f"ngram_tilt_hints fired:{int((hints[1] > 0).sum())}/{len(tokens) - 1} "
+            f"seconds:{time.perf_counter() - t0:.2f} (inside the TTT clock)")
     plan = plan_ttt(tokens, h)
-    state = new_ttt_state(model, tokens, tables, h, ctx, chunk_fn or ttt_chunk_losses, plan)
+    state = new_ttt_state(model, tokens, tables, h, ctx, chunk_fn or ttt_chunk_losses, plan, hints)
     model.eval()
     model.requires_grad_(False)
-    t0, G, first = time.perf_counter(), h.ttt_record_world_size, 0
     log(f"ttt_plan docs:{len(plan.starts)} batches:{len(plan.batches)} phase_ends:{plan.phase_ends} "
         f"sgd_docs:{plan.phase_docs} record_world_size:{G}")
     for phase, end in enumerate(plan.phase_ends):
@@ -2500,7 +2617,8 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
 
 def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> None:
     """Compile the chunk step on random tokens (no val data) before the eval clock starts, as the record
-    does: a chunk-sized and a full-window step, forward and backward."""
+    does: a chunk-sized and a full-window step, forward and backward; with the tilt, its variant (the record
+    compiles that one on the clock)."""
     model.requires_grad_(False)
     shapes = lora_shapes(h, model.looping)
     A = draw_lora_a(h, shapes, h.ttt_batch_size, torch.Generator().manual_seed(h.seed), ctx.device)
@@ -2509,7 +2627,9 @@ def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> N
         ids = torch.randint(0, h.vocab_size, (h.ttt_batch_size, T), device=ctx.device)
         pos = torch.arange(min(T, h.ttt_chunk_size), device=ctx.device).expand(h.ttt_batch_size, -1).contiguous()
         tgt = torch.randint(0, h.vocab_size, pos.shape, device=ctx.device)
-        chunk_fn(model, ids, pos, tgt, work.scale, *work.leaves(A, 0, h.ttt_batch_size)).mean().backward()
+        hint = tgt if h.ngram_tilt_enabled else None
+        out = chunk_fn(model, ids, pos, tgt, work.scale, *work.leaves(A, 0, h.ttt_batch_size), hint=hint)
+        (out if hint is None else out[0]).mean().backward()
     synchronize(ctx)
 
 
@@ -2537,6 +2657,17 @@ RECORD_FIXED = {
     "VAL_DOC_FRACTION": ("1.0", "validation scores every document (VAL_MAX_TOKENS cuts it for smoke runs)"),
     "TTT_EVAL_BATCHES": ("", "the record's debugging subset of TTT batches is not implemented"),
     "ARTIFACT_DIR": ("", "the log goes to logs/<RUN_ID>.txt and the artifact to ARTIFACT_PATH"),
+    "TTT_GRAD_STEPS_CLEAN": ("0", "it matters only with more TTT steps per chunk (not implemented)"),
+    "TTT_UPDATE_EVERY": ("1", "the adapters take one Adam step per chunk"),
+    "TTT_LORA_EMA_DECAY": ("0.0", "an EMA of the TTT adapters is not implemented"),
+    # #2135's Muon option for global TTT (off in its run)
+    **{name: (value, "global TTT trains with SGD only") for name, value in (
+        ("GLOBAL_TTT_OPTIMIZER", "sgd"), ("GLOBAL_TTT_MUON_NS_STEPS", "5"), ("GLOBAL_TTT_MUON_NESTEROV", "1"))},
+    # #2135's n-gram channels other than the token one: off in its run (tau 99 never fires); the within-word and
+    # word-start channels read the target's own word (issue 24: not causal)
+    **{name: (value, "only the token channel of the n-gram tilt is implemented") for name, value in (
+        ("WITHIN_TAU", "99.0"), ("WITHIN_BOOST", "0.0"), ("WORD_ORDER", "4"), ("WORD_NORMALIZE", "strip_punct_lower"),
+        ("WORD_TAU", "99.0"), ("WORD_BOOST", "0.0"), ("AGREE_ADD_BOOST", "0.0"))},
     "MATRIX_CLIP_SIGMAS": ("12.85", "it covers matrices outside attention and the MLP, and this model has none "
                                     "(use ATTN_CLIP_SIGMAS, MLP_CLIP_SIGMAS, EMBED_CLIP_SIGMAS)"),
     # #2135's switches for what its logged run left off (the n-gram tilt's other channels looked at the target)
@@ -3084,8 +3215,17 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
         failure = check_artifact_budget(accounting)
         if ctx.distributed:
             dist.barrier()
-    # ---- roundtrip: the artifact alone must reproduce the quantized model, bit for bit ----
+    # ---- the eval clock (what the challenge's 600 s cover): artifact load, roundtrip eval, TTT with its n-gram
+    # hints; outside it, as in the record: TTT's compile warm-up on random tokens, and the hints with
+    # NGRAM_HINT_PRECOMPUTE_OUTSIDE ----
     stop_if_signalled()
+    outside, hints = {}, None
+    if h.ttt_enabled and h.ngram_tilt_enabled and h.ngram_hint_precompute_outside:
+        t0 = time.perf_counter()
+        hints = ngram_hints(val_tokens, h, ctx.device)
+        synchronize(ctx)
+        outside["ngram hints"] = time.perf_counter() - t0
+    # ---- roundtrip: the artifact alone must reproduce the quantized model, bit for bit ----
     eval_t0 = time.perf_counter()
     state = dequantize(inputs.artifact if h.eval_only else load_artifact(h.artifact_path)[0])
     if not h.eval_only:
@@ -3099,18 +3239,24 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     model = build_model(h, ctx.device, fused_mlp=False)
     model.load_state_dict({k: v.to(ctx.device) for k, v in state.items()})
     model.looping = h.num_loops > 0
+    log(f"artifact_load_seconds:{time.perf_counter() - eval_t0:.1f} (on the eval clock)")
     timed_eval(log, "final_roundtrip_exact", ctx, lambda: evaluate(model, val_tokens, tables, h, ctx))
-    # ---- test-time training: compile on random tokens first; the TTT clock covers the scoring only ----
+    # ---- test-time training: compile on random tokens first (off the clock); its own time is the scoring's ----
     stop_if_signalled()
     if h.ttt_enabled:
         t0 = time.perf_counter()
         chunk_fn = compile_ttt(h, ctx.device)
         if chunk_fn is not ttt_chunk_losses:  # eager (CPU): nothing to compile
             warm_up_ttt(chunk_fn, model, h, ctx)
-        log(f"ttt_compile_warmup_seconds:{time.perf_counter() - t0:.1f} (random tokens, before the TTT clock)")
-        timed_eval(log, "final_ttt_exact", ctx, lambda: evaluate_ttt(model, val_tokens, tables, h, ctx, log, chunk_fn))
-    eval_seconds = time.perf_counter() - eval_t0
-    log(f"eval_time:{eval_seconds * 1000:.0f}ms (artifact load, roundtrip eval, TTT)")
+        outside["TTT compile warm-up"] = time.perf_counter() - t0
+        log(f"ttt_compile_warmup_seconds:{outside['TTT compile warm-up']:.1f} (random tokens, off the eval clock)")
+        timed_eval(log, "final_ttt_exact", ctx,
+                   lambda: evaluate_ttt(model, val_tokens, tables, h, ctx, log, chunk_fn, hints))
+    eval_seconds = time.perf_counter() - eval_t0 - outside.get("TTT compile warm-up", 0.0)
+    inside = ["artifact load", "roundtrip eval"] + ["TTT" + (" with its n-gram hints" if h.ngram_tilt_enabled
+                                                               and hints is None else "")] * h.ttt_enabled
+    log(f"eval_time:{eval_seconds * 1000:.0f}ms (inside: {', '.join(inside)}; outside: "
+        + (", ".join(f"{name} {sec:.1f}s" for name, sec in outside.items()) or "nothing") + ")")
     if eval_seconds > EVAL_LIMIT_SECONDS and not failure:
         failure = f"evaluation took {eval_seconds:.0f} s, over the challenge's {EVAL_LIMIT_SECONDS} s"
     if failure:

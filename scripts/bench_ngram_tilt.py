@@ -1,4 +1,4 @@
-"""Time the token channel's hints (ngram_tilt.token_hints) against record #2135's C state on a val shard, and
+"""Time the token channel's hints (tg.token_hints) against record #2135's C state on a val shard, and
 check they are equal: the record's C (compiled by its own code, in a temporary copy; its state also runs the
 within-word channel, which the record computes even when its gate is off), the same sort algorithm in numpy
 (here only, for the comparison), ours in torch on the CPU, and on the GPU when there is one. Each is run
@@ -25,7 +25,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import ngram_tilt  # noqa: E402
+import train_gpt as tg  # noqa: E402
 
 RECORD = REPO.parent / "shared" / "reference" / "record_2135"
 TOKENIZER_NAME = "fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
@@ -63,16 +63,16 @@ def record_c(record, tokenizer: Path, targets: np.ndarray, order: int):
 
 
 def numpy_hints(targets: np.ndarray, order: int):
-    """ngram_tilt.token_hints, line for line in numpy (uint64 keys)."""
+    """tg.token_hints, line for line in numpy (uint64 keys)."""
     ctx_len, n = order - 1, targets.size
     tok = targets.astype(np.uint64)
     stream = np.concatenate([tok[:1], tok])
     first = max(ctx_len - 1, 0)
     key = np.zeros(n - first, dtype=np.uint64)
     for j in range(ctx_len):
-        key ^= stream[first + 1 - ctx_len + j : n + 1 - ctx_len + j] * np.uint64(ngram_tilt.HASH_COEFFS[j])
+        key ^= stream[first + 1 - ctx_len + j : n + 1 - ctx_len + j] * np.uint64(tg.HASH_COEFFS[j])
     tok = tok[first:]
-    pair = (key * np.uint64(ngram_tilt.PAIR_MIX)) ^ (tok * np.uint64(ngram_tilt.HASH_COEFFS[ctx_len % 32]))
+    pair = (key * np.uint64(tg.PAIR_MIX)) ^ (tok * np.uint64(tg.HASH_COEFFS[ctx_len % 32]))
     rank = np.arange(n - first)
 
     def starts(sorted_keys):
@@ -138,12 +138,12 @@ def main(argv=None):
         runs.append(("numpy", lambda: numpy_hints(targets, args.order), None, args.repeat))
     on_cpu = torch.from_numpy(targets.astype(np.int64))
     if "torch_cpu" not in skip:
-        runs.append(("torch_cpu", lambda: ngram_tilt.token_hints(on_cpu, args.order), None, args.repeat))
+        runs.append(("torch_cpu", lambda: tg.token_hints(on_cpu, args.order), None, args.repeat))
     if torch.cuda.is_available() and "cuda" not in skip:
         print(f"device:{torch.cuda.get_device_name()}")
         on_gpu = on_cpu.cuda()
-        ngram_tilt.token_hints(on_gpu, args.order)  # warm-up: CUDA context and kernels
-        runs.append(("torch_cuda", lambda: ngram_tilt.token_hints(on_gpu, args.order), torch.cuda.synchronize,
+        tg.token_hints(on_gpu, args.order)  # warm-up: CUDA context and kernels
+        runs.append(("torch_cuda", lambda: tg.token_hints(on_gpu, args.order), torch.cuda.synchronize,
                      args.repeat))
     first = None
     for name, fn, sync, repeat in runs:

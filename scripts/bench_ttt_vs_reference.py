@@ -27,9 +27,14 @@ meaningless: measure the time ratio on a subset, project from the whole shard.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
+import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,23 +82,47 @@ class RecordProbe:
             self.batch = self.queue[idx][1] if idx < queue_len else None
             return idx
 
-        def accumulate_and_read(ptl, x, y, offsets, lens, pos_idx, *rest):
+        def accumulate_and_read(ptl, x, y, offsets, lens, pos_idx, *rest, **kwargs):
             pos = pos_idx[: x.size(1)].unsqueeze(0)
             mask = (pos >= offsets.unsqueeze(1)) & (pos < (offsets + lens).unsqueeze(1))
             for row, (_, (start, _)) in enumerate(self.batch):
                 self.nats[start] = self.nats.get(start, 0.0) + float((ptl[row].double() * mask[row]).sum())
-            return accumulate(ptl, x, y, offsets, lens, pos_idx, *rest)
+            return accumulate(ptl, x, y, offsets, lens, pos_idx, *rest, **kwargs)
 
         R._build_ttt_global_batches, R._claim_next_batch, R._accumulate_bpb = (
             build_and_keep, claim_and_note, accumulate_and_read)
 
 
 class ValData:
-    def __init__(self, R, tokens: np.ndarray, tokenizer: str, vocab: int, device):
+    """What the record's evaluator reads of its validation data (#2135: also the CaseOps byte sidecar)."""
+
+    def __init__(self, R, tokens: np.ndarray, tokenizer: str, vocab: int, device, val_bytes=None):
         import sentencepiece as spm
         self.val_tokens = torch.from_numpy(tokens.astype(np.int64))
         luts = R.build_sentencepiece_luts(spm.SentencePieceProcessor(model_file=tokenizer), vocab, device)
         self.base_bytes_lut, self.has_leading_space_lut, self.is_boundary_token_lut = luts
+        self.val_bytes = None if val_bytes is None else torch.from_numpy(val_bytes.astype(np.int64))
+        self.caseops_enabled = val_bytes is not None
+
+
+@contextlib.contextmanager
+def record_ngram_module(script: Path):
+    """#2135's n-gram module (it builds its C library beside itself) imported from a temporary copy, as the
+    record's evaluator imports it by name: the shared reference folder is never written."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name in ("online_ngram_tilt.py", "online_ngram_state.c"):
+            shutil.copy(Path(script).parent / name, Path(folder) / name)
+        spec = importlib.util.spec_from_file_location("online_ngram_tilt", Path(folder) / "online_ngram_tilt.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        saved = sys.modules.get("online_ngram_tilt")
+        sys.modules["online_ngram_tilt"] = module
+        try:
+            yield
+        finally:
+            sys.modules.pop("online_ngram_tilt")
+            if saved is not None:
+                sys.modules["online_ngram_tilt"] = saved
 
 
 def our_doc_nats(scores: torch.Tensor, tokens: np.ndarray, bos_id: int) -> dict:
@@ -102,15 +131,20 @@ def our_doc_nats(scores: torch.Tensor, tokens: np.ndarray, bos_id: int) -> dict:
     return {int(a): float(s[a:a + n - 1].sum()) for a, n in zip(starts, lengths)}
 
 
-def toy_stream(val_path: str, n_docs: int, seed: int = 0) -> np.ndarray:
-    """n_docs real documents of the val shard, each cut to a random length (BOS kept), concatenated."""
-    tokens = tg.read_shard(val_path).astype(np.int64)
+def toy_stream(tokens: np.ndarray, n_docs: int, seed: int = 0) -> np.ndarray:
+    """Positions in the val stream of n_docs real documents, each cut to a random length (BOS kept), one
+    after the other (index the tokens and the byte sidecar with them)."""
     starts = np.flatnonzero(tokens == 1)
     rng = np.random.default_rng(seed)
     docs = []
     for a, b in zip(starts[:n_docs], starts[1:n_docs + 1]):
-        docs.append(tokens[a:min(b, a + int(rng.integers(*TOY_DOC_TOKENS)))])
+        docs.append(np.arange(a, min(b, a + int(rng.integers(*TOY_DOC_TOKENS)))))
     return np.concatenate(docs)
+
+
+def sidecar_bpb(scores: torch.Tensor, val_bytes: np.ndarray) -> float:
+    """bpb of per-target nats with the byte sidecar's bytes (target t is token t + 1), as #2135 counts."""
+    return float(scores.double().sum()) / math.log(2) / float(val_bytes[1:].astype(np.float64).sum())
 
 
 def synchronize():
@@ -124,8 +158,10 @@ def run_record(R, rh, rmodel, val_data, device, compile_it: bool):
     R.BOS_ID = 1
     warm = 0.0
     if compile_it:
-        compiled = torch.compile(lambda x, y, lora: rmodel.forward_ttt(x, y, lora=lora), dynamic=True)
-        fwd = lambda x, y, lora: compiled(x, y, lora)  # noqa: E731
+        compiled = torch.compile(lambda x, y, lora, hint_ids=None: rmodel.forward_ttt(x, y, lora=lora,
+                                                                                       hint_ids=hint_ids),
+                                 dynamic=True)
+        fwd = lambda x, y, lora, hint_ids=None: compiled(x, y, lora, hint_ids)  # noqa: E731
         t0 = time.perf_counter()
         wl = R.BatchedTTTLoRA(rh.ttt_batch_size, rmodel, rh.ttt_lora_rank).to(device)
         for T in (rh.ttt_chunk_size, rh.ttt_eval_seq_len):
@@ -215,6 +251,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--val")
     ap.add_argument("--tokenizer")
+    ap.add_argument("--val-bytes", help="#2135's CaseOps byte sidecar of --val: both bpbs count its bytes")
     ap.add_argument("--artifact", help="golfrun artifact; without it, --toy random weights")
     ap.add_argument("--toy", action="store_true", help="toy model and documents (CPU); environment variables "
                     "of ours override the toy config (e.g. TTT_LORA_LR=0 GLOBAL_TTT_LR=0: scoring alone)")
@@ -239,7 +276,7 @@ def main(argv=None) -> int:
     known = {f.name.upper() for f in tg.dataclasses.fields(tg.Hyperparameters)}
     ours_env = {k: v for k, v in os.environ.items() if k in known}
     h = tg.load_hyperparameters({**env, **ours_env, "TTT_RECORD_WORLD_SIZE": "1",  # the environment over --toy
-                                 "COMPILE": str(int(device.type == "cuda"))})
+                                 "COMPILE": str(int(device.type == "cuda")), "TOKENIZER_PATH": args.tokenizer})
     overridden = sorted(k for k in env if k in ours_env and ours_env[k] != env[k])
     if overridden:
         print("toy config overridden by the environment: " + " ".join(f"{k}={ours_env[k]}" for k in overridden))
@@ -247,10 +284,15 @@ def main(argv=None) -> int:
         quantized, stored = tg.load_artifact(args.artifact)
         h, notes = tg.adopt_artifact_config(h, stored, ours_env)
         print("\n".join(notes))
-    tokens = toy_stream(args.val, args.docs) if args.toy else tg.read_shard(args.val).astype(np.int64)
+    tokens = tg.read_shard(args.val).astype(np.int64)
+    val_bytes = tg.read_shard(args.val_bytes) if args.val_bytes else None
+    if args.toy:
+        kept = toy_stream(tokens, args.docs)
+        tokens, val_bytes = tokens[kept], None if val_bytes is None else val_bytes[kept]
     if args.max_docs:
         starts = np.flatnonzero(tokens == h.bos_id)
         tokens = tokens[:starts[args.max_docs]] if len(starts) > args.max_docs else tokens
+        val_bytes = None if val_bytes is None else val_bytes[:len(tokens)]
     torch.manual_seed(0)
     ours = tg.GPT(h)
     if args.artifact:
@@ -270,7 +312,9 @@ def main(argv=None) -> int:
     results = {}
     if args.only != "ours":
         script = ro.script_in(args.reference)
-        env = ro.record_env_for(h, script, base=dict(FUSED_CE_ENABLED="0"), RUN_ID=f"bench{os.getpid()}")
+        # the record's settings we fix (e.g. #2135's n-gram channels other than the token one) at their value
+        fixed = {name: value for name, (value, _) in tg.RECORD_FIXED.items() if name in ro.record_env_names(script)}
+        env = ro.record_env_for(h, script, base=dict(FUSED_CE_ENABLED="0"), RUN_ID=f"bench{os.getpid()}", **fixed)
         R = ro.import_record(env, script, name=f"record_ttt_{os.getpid()}", eager_newton_schulz=False)
         rh = R.Hyperparameters()
         rmodel = record_model(R, env, script, ours, device)
@@ -279,9 +323,10 @@ def main(argv=None) -> int:
             R.restore_fp32_params(rmodel)
         for p in rmodel.parameters():
             p.requires_grad_(False)
-        val = ValData(R, tokens, args.tokenizer, h.vocab_size, device)
+        val = ValData(R, tokens, args.tokenizer, h.vocab_size, device, val_bytes)
         torch.manual_seed(h.seed)  # the record draws its LoRA A from the global generator; ours from SEED
-        bpb, nats, seconds, warm = run_record(R, rh, rmodel, val, device, compile_it)
+        with record_ngram_module(script) if getattr(rh, "ngram_tilt_enabled", False) else contextlib.nullcontext():
+            bpb, nats, seconds, warm = run_record(R, rh, rmodel, val, device, compile_it)
         results["record"] = dict(bpb=bpb, nats=nats, seconds=seconds, warm=warm)
         print(f"record val_bpb:{bpb:.6f} scoring_seconds:{seconds:.2f} compile_warmup_seconds:{warm:.1f}", flush=True)
     if args.only != "record":
@@ -289,6 +334,7 @@ def main(argv=None) -> int:
         torch.manual_seed(1)
         batch_seconds = []
         bpb, scores, seconds, warm, _ = run_ours(ours, tokens, tables, h, device, compile_it, batch_seconds)
+        bpb = bpb if val_bytes is None else sidecar_bpb(scores, val_bytes)  # ours' byte tables: no sidecar yet
         ours.load_state_dict(state)
         results["ours"] = dict(bpb=bpb, nats=our_doc_nats(scores, tokens, h.bos_id), seconds=seconds, warm=warm,
                                projection=project_8gpu(plan, batch_seconds, seconds, len(plan.starts)),

@@ -78,6 +78,8 @@ RECIPE_LOGS = {"1886": sorted(REFERENCE.glob("record_1886_seed*.log")),
 RECIPE_RUNS = [(recipe, log) for recipe, logs in RECIPE_LOGS.items() for log in logs]
 # Logged entries that name one run, not a configuration: the seed (each log has its own) and paths.
 RUN_SPECIFIC = {"seed", "run_id", "data_dir", "data_path", "tokenizer_path"}
+TINY_MODEL = dict(NUM_LAYERS="2", MODEL_DIM="32", NUM_HEADS="2", NUM_KV_HEADS="1", ROPE_DIMS="8", XSA_LAST_N="2",
+                  LOOP_START="0", LOOP_END="1", NUM_LOOPS="1", PARALLEL_START_LAYER="1", VOCAB_SIZE="64")
 
 
 def record_dump(log_path: Path) -> dict[str, str]:
@@ -207,6 +209,15 @@ def test_eval_seq_len_and_compressor_are_settings_of_their_own():
     assert (h.eval_seq_len, h.train_seq_len, h.compressor) == (2560, 2048, "pergroup")
     with pytest.raises(ValueError, match="COMPRESSOR one of 'brotli', 'pergroup'"):
         tg.load_hyperparameters({"COMPRESSOR": "lzma"})
+
+
+def test_eval_spans_may_exceed_the_training_span():
+    """#2135 scores and trains global TTT with 2,560-token spans on a model trained at 2,048: RoPE has no length
+    limit, so the settings pass and the rotary tables cover the longest span."""
+    h = tg.load_hyperparameters({"EVAL_SEQ_LEN": "2560", "TTT_EVAL_SEQ_LEN": "3000", **TINY_MODEL})
+    tg.validate_hyperparameters(h, 1)
+    assert (h.eval_seq_len, h.train_seq_len) == (2560, 2048)
+    assert tg.GPT(h).rotary.cos.size(0) == 3000
 
 
 @pytest.mark.parametrize("old, new", sorted(tg.RENAMED.items()))

@@ -1,6 +1,6 @@
-"""The token-only n-gram tilt (ngram_tilt.py): its hints and tilted scores equal record #2135's (its C state,
-compiled by its own code, on proxy2_caseops val tokens), no score depends on a later token, and the tilted
-distribution sums to 1."""
+"""The token-only n-gram tilt (train_gpt.py, TTT section): its hints and tilted scores equal record #2135's (its
+C state, compiled by its own code, on proxy2_caseops val tokens), no score depends on a later token, and the
+tilted distribution sums to 1."""
 
 import importlib.util
 import lzma
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO
-import ngram_tilt
+import train_gpt as tg
 
 RECORD = REPO.parent / "shared" / "reference" / "record_2135"
 VAL_XZ = REPO.parent / "shared" / "data" / "proxy2_caseops" / "datasets" / "proxy2_caseops" / "fineweb_val_000000.bin.xz"
@@ -83,7 +83,7 @@ def test_hints_equal_record(record, targets, order):
     IEEE float32 division of two of them in both. Order 1 is the empty context; 2 and 4 fire on most positions
     (ties and changing top tokens); 16 is the record's."""
     ref_token, ref_conf = _record_token_channel(record, targets, order)
-    hint, conf = ngram_tilt.token_hints(torch.from_numpy(targets), order)
+    hint, conf = tg.token_hints(torch.from_numpy(targets), order)
     assert (ref_conf > 0).sum() > 200  # not vacuous: 275 positions have a hint at order 16, most at 1, 2, 4
     np.testing.assert_array_equal(hint.numpy(), ref_token)
     np.testing.assert_array_equal(conf.numpy(), ref_conf)
@@ -108,7 +108,7 @@ def test_tilted_scores_equal_record(record, targets, order):
         target_token_ids_np=targets, tokenizer_path=str(CASEOPS_TOKENIZER), vocab_size=VOCAB,
         log0=lambda *_: None, token_order=order, token_threshold=TOKEN_THRESHOLD,
         token_boost=TOKEN_BOOST, **RECORD_OFF_CHANNELS)
-    hint, boost = ngram_tilt.tilt_plan(torch.from_numpy(targets), order, TOKEN_THRESHOLD, TOKEN_BOOST)
+    hint, boost = tg.tilt_plan(torch.from_numpy(targets), order, TOKEN_THRESHOLD, TOKEN_BOOST)
     np.testing.assert_array_equal(hint.numpy(), ref["hint_ids"])
     np.testing.assert_array_equal(boost.numpy(), ref["boost"])
     np.testing.assert_array_equal(boost.numpy() > 0, ref["gate_mask"])
@@ -119,7 +119,7 @@ def test_tilted_scores_equal_record(record, targets, order):
     y = torch.from_numpy(targets.astype(np.int64))[rows]
     nll = -log_probs.gather(1, y[:, None]).squeeze(1)
     log_p_hint = log_probs.gather(1, hint[rows, None]).squeeze(1)
-    ours = ngram_tilt.tilted_nll(nll, log_p_hint, y, hint[rows], boost[rows])
+    ours = tg.tilted_nll(nll, log_p_hint, y, hint[rows], boost[rows])
     theirs = record.apply_tilt_to_ptl_torch_fast(
         ptl=nll, log_q_hint=log_p_hint, target_ids=y, hint_ids=torch.from_numpy(ref["hint_ids"])[rows],
         gate_mask=torch.from_numpy(ref["gate_mask"])[rows], boost=torch.from_numpy(ref["boost"])[rows])
@@ -134,17 +134,17 @@ def test_future_tokens_never_change_earlier_hints_or_scores(targets):
     """Replace every target from t on by the stream's beginning again (so later hints fire): hints and boosts at positions <= t (the hint at t uses
     targets < t only) and the tilted scores at positions < t (a fixed model) stay the same bit for bit."""
     stream = torch.from_numpy(targets[:20_000].astype(np.int64))
-    hint, boost = ngram_tilt.tilt_plan(stream, TOKEN_ORDER, TOKEN_THRESHOLD, TOKEN_BOOST)
+    hint, boost = tg.tilt_plan(stream, TOKEN_ORDER, TOKEN_THRESHOLD, TOKEN_BOOST)
     fired = boost.nonzero().squeeze(1)
     rows = torch.arange(stream.numel())
     log_probs = _fixed_log_probs(hint, rows)  # depends on positions, not on tokens: causal by construction
     for t in [int(fired[0]), int(fired[len(fired) // 2]), int(fired[-1]), 5_000]:
         changed = stream.clone()
         changed[t:] = stream[: stream.numel() - t]
-        hint2, boost2 = ngram_tilt.tilt_plan(changed, TOKEN_ORDER, TOKEN_THRESHOLD, TOKEN_BOOST)
+        hint2, boost2 = tg.tilt_plan(changed, TOKEN_ORDER, TOKEN_THRESHOLD, TOKEN_BOOST)
         assert torch.equal(hint2[: t + 1], hint[: t + 1]) and torch.equal(boost2[: t + 1], boost[: t + 1])
         assert not torch.equal(boost2, boost)  # the change does reach later hints
-        scores = [ngram_tilt.tilted_nll(-log_probs.gather(1, s[:, None]).squeeze(1),
+        scores = [tg.tilted_nll(-log_probs.gather(1, s[:, None]).squeeze(1),
                                         log_probs.gather(1, h[:, None]).squeeze(1), s, h, b)
                   for s, h, b in ((stream, hint, boost), (changed, hint2, boost2))]
         assert torch.equal(scores[0][:t], scores[1][:t])
@@ -154,12 +154,12 @@ def test_tilted_distribution_sums_to_one(targets):
     """Scoring every vocabulary entry as the target gives the whole tilted distribution: it sums to 1 at every
     position (fp32 terms summed in fp64: error ~1e-7), fired or not, and differs from the model's where fired."""
     stream = torch.from_numpy(targets.astype(np.int64))
-    hint, boost = ngram_tilt.tilt_plan(stream, TOKEN_ORDER, TOKEN_THRESHOLD, TOKEN_BOOST)
+    hint, boost = tg.tilt_plan(stream, TOKEN_ORDER, TOKEN_THRESHOLD, TOKEN_BOOST)
     rows = torch.cat([boost.nonzero().squeeze(1)[:48], torch.arange(16)])
     log_probs = _fixed_log_probs(hint, rows)
     every = torch.arange(VOCAB).expand(rows.numel(), VOCAB)
     log_p_hint = log_probs.gather(1, hint[rows, None])
-    tilted = ngram_tilt.tilted_nll(-log_probs, log_p_hint.expand_as(log_probs), every, hint[rows, None],
+    tilted = tg.tilted_nll(-log_probs, log_p_hint.expand_as(log_probs), every, hint[rows, None],
                                    boost[rows, None])
     total = torch.exp(-tilted.double()).sum(1)
     torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=1e-5)

@@ -59,7 +59,7 @@ def test_the_records_settings_are_derived_from_ours():
     h = _toy_h(ln_scale=0, skip_gates_enabled=0, mlp_mult=3, ttt_lora_rank=5)
     env = ro.record_env_for(h)
     assert not set(env) - ro.record_env_names() - set(ro.RECORD_BASE_ENV)
-    assert env["EVAL_SEQ_LEN"] == str(h.eval_seq_len)  # a setting of ours under the record's name
+    assert env["EVAL_SEQ_LEN"] == str(h.eval_seq_len)  # a setting of ours since #2135 (2560 there, not 2048)
     record_h = ro.import_record(env).Hyperparameters
     assert (record_h.ln_scale, record_h.skip_gates_enabled, record_h.mlp_mult, record_h.ttt_lora_rank) == (
         False, False, 3.0, 5)

@@ -2,6 +2,8 @@
 tokens, including past the context length of a long document), its plan, the global SGD at any world size,
 compilation, and that it helps. The equality with the record's evaluator is tests/test_oracle_ttt.py."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -92,11 +94,17 @@ def test_zero_lora_scores_each_target_once_on_its_sliding_window():
         assert torch.allclose(scores[s + j], want[0], atol=1e-5), j
 
 
-def test_scores_never_depend_on_later_tokens():
+# The n-gram tilt at a low order and threshold: its hints fire on most targets of these short documents.
+TILT = {"NGRAM_TILT_ENABLED": "1", "TOKEN_ORDER": "2", "TOKEN_THRESHOLD": "0.3"}
+
+
+@pytest.mark.parametrize("env", [{}, TILT], ids=["plain", "tilted"])
+def test_scores_never_depend_on_later_tokens(env):
     """Change a token past the context length of the longest document (first batch): every target scored
     before it (earlier positions of that document, and the other documents of its batch) keeps its exact
-    score; targets scored later may change, and some must (else the test proves nothing)."""
-    h, model, tables, tokens = _setup()
+    score; targets scored later may change, and some must (else the test proves nothing). With the tilt, whose
+    hints come from the whole stream: fails when a hint reads a token after its target."""
+    h, model, tables, tokens = _setup(**env)
     plan = tg.plan_ttt(tokens, h)
     first = plan.batches[0]
     d = first[-1]  # the longest document of the first batch
@@ -105,8 +113,11 @@ def test_scores_never_depend_on_later_tokens():
     assert m - s > TOY_CONTEXT + h.ttt_chunk_size
     changed = tokens.copy()
     changed[m] = (changed[m] + 7) % 8000 + 2
-    _, before, _ = _run_ttt(h, model, tables, tokens)
+    _, before, lines = _run_ttt(h, model, tables, tokens)
     _, after, _ = _run_ttt(h, model, tables, changed)
+    if env:  # not vacuous: many targets are tilted
+        fired = int(re.search(r"ngram_tilt_hints fired:(\d+)/", "\n".join(lines)).group(1))
+        assert fired > len(tokens) // 5, lines
     fixed = np.zeros(len(tokens) - 1, dtype=bool)
     fixed[s:m - 1] = True  # targets tokens[s+1 .. m-1]: predicted before token m is read
     for other in first[:-1]:
@@ -127,13 +138,18 @@ def test_smoke_run_ttt_beats_no_ttt(smoke_log):
     _, log = smoke_log
     assert metric(log, "final_ttt_exact") < metric(log, "final_roundtrip_exact")
     assert "ttt_compile_warmup_seconds:" in log and "ttt_global_sgd phase:1 docs:2" in log
+    # the eval clock says what it covered: the rules' parts in, TTT's compile warm-up (random tokens) out
+    assert re.search(r"^eval_time:\d+ms \(inside: artifact load, roundtrip eval, TTT; "
+                     r"outside: TTT compile warm-up [0-9.]+s\)$", log, re.M), log[-2000:]
 
 
-def test_whole_ttt_evaluation_compiles_one_graph():
+@pytest.mark.parametrize("env", [{}, TILT], ids=["plain", "tilted"])
+def test_whole_ttt_evaluation_compiles_one_graph(env):
     """A whole TTT batch (rows that finish one by one down to a lone document, computed beside an ended
     one; windows that grow then slide) through the compiled chunk function gives the eager scores and
-    compiles once. Dynamo + AOTAutograd (backend aot_eager) decide the graphs, as for Inductor."""
-    h, model, tables, tokens = _setup(VAL_MAX_TOKENS="700")  # one batch of 3 (a batch of 1 specialises)
+    compiles once (with the tilt: its variant, once). Dynamo + AOTAutograd (backend aot_eager) decide the
+    graphs, as for Inductor."""
+    h, model, tables, tokens = _setup(VAL_MAX_TOKENS="700", **env)  # one batch of 3 (a batch of 1 specialises)
     assert [len(b) for b in tg.plan_ttt(tokens, h).batches] == [3]
     want_bpb, want, _ = _run_ttt(h, model, tables, tokens)
     torch._dynamo.reset()
