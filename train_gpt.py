@@ -1814,14 +1814,15 @@ def similarity_order(codes: torch.Tensor) -> torch.Tensor:
     once (exact in fp32: integer sums below 2^24), then the chain in O(rows) per step; the same order on any
     device. B matrices of one shape move in step."""
     B, n, _ = codes.shape
-    dists = torch.cdist(codes.float(), codes.float(), p=1)  # (B, rows, rows)
-    batch = torch.arange(B, device=codes.device)
+    dists = torch.cdist(codes.float(), codes.float(), p=1).view(B * n, n)  # (B, rows, rows) as rows
+    first = torch.arange(B, device=codes.device) * n  # matrix b's rows start at b * n (flat indexing: fast)
     order = torch.zeros(B, n, dtype=torch.long, device=codes.device)
-    used = torch.zeros(B, n, dtype=torch.bool, device=codes.device)
-    used[:, 0] = True
+    used = torch.zeros(B * n, dtype=torch.bool, device=codes.device)
+    used[first] = True
     for i in range(1, n):
-        order[:, i] = dists[batch, order[:, i - 1]].masked_fill_(used, math.inf).argmin(dim=1)
-        used[batch, order[:, i]] = True
+        nearest = dists.index_select(0, first + order[:, i - 1]).masked_fill_(used.view(B, n), math.inf)
+        order[:, i] = nearest.argmin(dim=1)
+        used[first + order[:, i]] = True
     return order
 
 
