@@ -98,7 +98,8 @@ def test_gptq_and_lqer_give_the_records_dequantized_weights(quantized_pair):
         n for n, m in meta.items() if m.endswith("+lqer_asym")}
     for name in lqer:
         r = record_flat_name(name)
-        for part, suffix in (("lqer_a", "lqA_a"), ("lqer_a_scale", "lqAs_a"), ("lqer_b", "lqB_a"), ("lqer_b_scale", "lqBs_a")):
+        parts = (("lqer_a", "lqA_a"), ("lqer_a_scale", "lqAs_a"), ("lqer_b", "lqB_a"), ("lqer_b_scale", "lqBs_a"))
+        for part, suffix in parts:
             assert torch.equal(ours[name][part], result[f"{r}.{suffix}"].reshape(ours[name][part].shape)), (name, part)
     gates = [n for n in ours if n.endswith("gate_weight")]
     assert gates and all(ours[n]["rule"].kind == "fp16" for n in gates)  # GATED_ATTN_QUANT_GATE=0: passthrough
