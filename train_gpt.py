@@ -40,10 +40,12 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import tokenize
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -1722,7 +1724,7 @@ def timed_eval(log, label: str, ctx: DistContext, score) -> None:
 # then brotli-compressed.
 # -----------------------------------------------------------------------------
 
-ARTIFACT_MAGIC = {"brotli": b"GOLFART\x01", "lzma": b"GOLFART\x02"}
+ARTIFACT_MAGIC = {"brotli": b"GOLFART\x01", "lzma": b"GOLFART\x02", "pergroup": b"GOLFART\x03"}
 CHECKSUM_BYTES = 32  # sha256 of everything after it: a flipped bit is refused, never scored
 
 
@@ -1743,7 +1745,7 @@ def quantization_plan(model: GPT, h: Hyperparameters) -> dict[str, QuantRule]:
             sigma = h.attn_clip_sigmas if ".attn." in mod_name else h.mlp_clip_sigmas
             assert ".attn." in mod_name or ".mlp." in mod_name, f"{mod_name}: no clip sigma for this matrix"
             plan[f"{mod_name}.weight"] = QuantRule("gptq", h.matrix_bits, sigma, mod_name)
-        elif isinstance(module, Attention) and module.gate_weight is not None:
+        elif isinstance(module, Attention) and module.gate_weight is not None and h.gated_attn_quant_gate:
             plan[f"{mod_name}.gate_weight"] = QuantRule("int8_rows", 8)  # per head, as the record
     plan["tok_emb.weight"] = QuantRule("gptq", h.embed_bits, h.embed_clip_sigmas, "lm_head")
     for name, _ in model.named_parameters():
@@ -1752,14 +1754,28 @@ def quantization_plan(model: GPT, h: Hyperparameters) -> dict[str, QuantRule]:
     return plan
 
 
-CALIBRATION_FIRST_STEP = 10_000_000  # calibration windows come from steps far past any training step
+CALIBRATION_SEED = 0  # the calibration rows are the same for every run and world size (the record: rank-seeded)
 HESSIAN_RESERVE_FACTOR = 1.25  # the Hessians' measured time, with a margin, is held back from training
 
 
 def calibration_batches(loader, h: Hyperparameters, ctx: DistContext):
-    """GPTQ's calibration batches from the training stream; GPTQ_CALIBRATION_BATCHES in all, split over ranks."""
-    n_batches = max(1, h.gptq_calibration_batches // ctx.world_size)
-    return (loader.batch(CALIBRATION_FIRST_STEP + i, 0) for i in range(n_batches))
+    """GPTQ's calibration batches as the records draw them: dense rows of TRAIN_SEQ_LEN + 1 tokens starting
+    anywhere in a shard (not at a BOS), attention running across the documents inside a row; a micro-batch's
+    tokens per batch. GPTQ_CALIBRATION_BATCHES in all, dealt to the ranks in turn (their Hessians are summed)."""
+    shards, seq = loader.stream.shards, h.train_seq_len
+    rows = max(1, h.train_batch_tokens // MICRO_BATCHES // seq)
+    spans = np.array([max(0, len(s) - seq) for s in shards])  # valid row starts per shard
+    if spans.sum() == 0:
+        raise ValueError(f"no train shard holds TRAIN_SEQ_LEN + 1 = {seq + 1} tokens for GPTQ calibration")
+    ends = np.cumsum(spans)
+    batches = max(h.gptq_calibration_batches, ctx.world_size)  # every rank joins the Hessians' all-reduce
+    picks = np.random.default_rng(CALIBRATION_SEED).integers(0, ends[-1], (batches, rows))
+    for picked in picks[ctx.rank::ctx.world_size]:
+        shard = np.searchsorted(ends, picked, side="right")
+        starts = picked - (ends[shard] - spans[shard])  # offset inside the shard
+        window = np.stack([shards[i][o:o + seq + 1] for i, o in zip(shard, starts)]).astype(np.int64)
+        inputs, targets = window[:, :-1].reshape(-1), window[:, 1:].reshape(-1)
+        yield packed_batch(inputs, targets, np.arange(0, len(inputs), seq), seq).to(ctx.device)
 
 
 @torch.no_grad()
@@ -1832,10 +1848,47 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, bits: i
     return Q[:, torch.argsort(perm)]
 
 
+# LQER's factors: (levels low, high, divisor of the group's absmax) and the group: per matrix / per row / given.
+LQER_A_ASYM = (-2, 1, 1.5)  # A = U S: INT2, one scale for the whole matrix
+LQER_B_ASYM = (-8, 7, 7.5)  # B = Vh: INT4, one scale per LQER_ASYM_GROUP consecutive values
+LQER_SYM_BITS = 4  # the record's LQER_FACTOR_BITS: both factors signed, one scale per row
+
+
+def quantize_groups(M: torch.Tensor, group: int, levels: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """M (flattened row-major) in groups of `group` values, each with its own fp16 scale absmax / divisor."""
+    low, high, divisor = levels
+    Mg = M.reshape(-1, group)
+    scale = (Mg.abs().amax(dim=1).clamp_min(1e-10) / divisor).to(torch.float16)
+    q = torch.clamp(torch.round(Mg / scale.float()[:, None]), low, high).to(torch.int8)
+    return q.reshape(M.shape), scale
+
+
+def lqer_factors(E: torch.Tensor, h: Hyperparameters) -> dict[str, torch.Tensor]:
+    """LQER (#2135): the top LQER_RANK singular directions of the quantization error E = W - q s, quantized.
+    The SVD runs on the CPU, as the record's (the factors' signs, hence their codes, depend on the solver)."""
+    U, S, Vh = torch.linalg.svd(E.float().cpu(), full_matrices=False)
+    r = min(h.lqer_rank, S.numel())
+    A, B = U[:, :r] * S[:r], Vh[:r].contiguous()
+    if h.lqer_asym_enabled and B.numel() % h.lqer_asym_group == 0:
+        qa, sa = quantize_groups(A, A.numel(), LQER_A_ASYM)
+        qb, sb = quantize_groups(B, h.lqer_asym_group, LQER_B_ASYM)
+        sa = sa.reshape(())
+    else:
+        top = 2 ** (LQER_SYM_BITS - 1) - 1
+        (qa, sa), (qb, sb) = quantize_groups(A, r, (-top, top, top)), quantize_groups(B, B.size(1), (-top, top, top))
+    return dict(lqer_a=qa, lqer_a_scale=sa, lqer_b=qb, lqer_b_scale=sb)
+
+
+def grouped(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Dequantize a factor; its group size is numel(q) / numel(scale)."""
+    return (q.reshape(scale.numel(), -1).float() * scale.float().reshape(-1, 1)).reshape(q.shape)
+
+
 @torch.no_grad()
 def quantize_model(model: GPT, hessians: dict, h: Hyperparameters) -> dict[str, dict]:
-    """state name -> {"rule", "q" int8 (optional), "scale" fp16 (optional), "data" fp16 (optional)}."""
-    out, plan = {}, quantization_plan(model, h)
+    """state name -> {"rule", "q" int8 (optional), "scale" fp16 (optional), "data" fp16 (optional), LQER's
+    "lqer_a", "lqer_a_scale", "lqer_b", "lqer_b_scale" (optional)}."""
+    out, plan, errors = {}, quantization_plan(model, h), {}
     for name, param in model.named_parameters():
         rule = plan[name]
         W = param.detach().float()
@@ -1843,11 +1896,16 @@ def quantize_model(model: GPT, hessians: dict, h: Hyperparameters) -> dict[str, 
             scale = row_scales(W, rule.bits, rule.clip_sigma)
             q = gptq_quantize(W, hessians[rule.hessian_key], scale, rule.bits, h.gptq_damp, h.gptq_block_size)
             out[name] = dict(rule=rule, q=q.cpu(), scale=scale.to(torch.float16).cpu())
+            if h.lqer_enabled:
+                errors[name] = W.cpu() - q.float().cpu() * scale.cpu()[:, None]
         elif rule.kind == "int8_rows":
             scale = (W.abs().amax(dim=1) / 127).clamp_min(1e-8).to(torch.float16).float()
             out[name] = dict(rule=rule, q=quantize_rtn(W, scale, 8).cpu(), scale=scale.to(torch.float16).cpu())
         else:
             out[name] = dict(rule=rule, data=W.to(torch.float16).cpu())
+    # the largest errors (Frobenius norm, absolute: large matrices first) get the low-rank correction
+    for name in sorted(errors, key=lambda n: -errors[n].norm().item())[:h.lqer_top_k]:
+        out[name].update(lqer_factors(errors[name], h))
     return out
 
 
@@ -1858,6 +1916,9 @@ def dequantize(quantized: dict[str, dict]) -> dict[str, torch.Tensor]:
             state[name] = entry["q"].float() * entry["scale"].float()[:, None]
         else:
             state[name] = entry["data"].float()
+        if "lqer_a" in entry:
+            low_rank = grouped(entry["lqer_a"], entry["lqer_a_scale"]) @ grouped(entry["lqer_b"], entry["lqer_b_scale"])
+            state[name] += low_rank
     return state
 
 
@@ -1874,29 +1935,65 @@ def _unshuffle_bytes(raw: bytes, itemsize: int) -> bytes:
     return np.frombuffer(raw, dtype=np.uint8).reshape(itemsize, -1).T.tobytes()
 
 
-_NP_DTYPES = {"int8": np.int8, "float16": np.float16}
+_NP_DTYPES = {"int8": np.int8, "float16": np.float16, "uint16": np.uint16}
+@torch.no_grad()
+def similarity_order(codes: torch.Tensor) -> torch.Tensor:
+    """(B, rows, cols) int8 -> (B, rows) permutations: a greedy chain from row 0, each next row the unused one
+    nearest in L1 to the last (ties: the lowest index), as #2135 orders its code matrices. All distances at
+    once (exact in fp32: integer sums below 2^24), then the chain in O(rows) per step; the same order on any
+    device. B matrices of one shape move in step."""
+    B, n, _ = codes.shape
+    dists = torch.cdist(codes.float(), codes.float(), p=1).view(B * n, n)  # (B, rows, rows) as rows
+    first = torch.arange(B, device=codes.device) * n  # matrix b's rows start at b * n (flat indexing: fast)
+    order = torch.zeros(B, n, dtype=torch.long, device=codes.device)
+    used = torch.zeros(B * n, dtype=torch.bool, device=codes.device)
+    used[first] = True
+    for i in range(1, n):
+        nearest = dists.index_select(0, first + order[:, i - 1]).masked_fill_(used.view(B, n), math.inf)
+        order[:, i] = nearest.argmin(dim=1)
+        used[first + order[:, i]] = True
+    return order
+
+
+def code_orders(quantized: dict[str, dict], device) -> dict[str, np.ndarray]:
+    """The row order of every GPTQ code matrix, matrices of one shape sorted together on `device`."""
+    names = [n for n, e in quantized.items() if e["rule"].kind == "gptq"]
+    orders = {}
+    for shape in dict.fromkeys(tuple(quantized[n]["q"].shape) for n in names):
+        same = [n for n in names if tuple(quantized[n]["q"].shape) == shape]
+        stacked = torch.stack([quantized[n]["q"] for n in same]).to(device)
+        orders.update(zip(same, similarity_order(stacked).cpu().numpy().astype(np.uint16)))
+    return orders
 
 
 def model_config(h: Hyperparameters) -> dict:
     return {name: getattr(h, name) for name in MODEL_CONFIG_FIELDS}
 
 
-def serialize_quantized(quantized: dict[str, dict], config: dict) -> bytes:
+def serialize_quantized(quantized: dict[str, dict], config: dict, pergroup: bool = False, device="cpu") -> bytes:
     """Uncompressed container: u32 header length, JSON header (the tensor table and the model config), then
-    the byte-shuffled blobs in order."""
-    entries, blobs, offset = [], [], 0
+    the byte-shuffled blobs in order. pergroup (#2135's COMPRESSOR): the GPTQ code matrices come last, the
+    "codes" section that compress() gives its own codec, each with its rows in similarity order and transposed
+    (a row of the stored matrix is then one input channel across similar output rows); the order is the
+    "perm" part."""
+    orders = code_orders(quantized, device) if pergroup else {}
+    entries, blobs, codes = [], [], []
     for name, entry in quantized.items():
-        for part in ("q", "scale", "data"):
-            if part not in entry:
-                continue
-            arr = entry[part].numpy()
-            raw = _shuffle_bytes(arr.tobytes(), arr.itemsize)
-            entries.append(dict(name=name, part=part, dtype=str(arr.dtype), shape=list(arr.shape),
-                                offset=offset, nbytes=len(raw), kind=entry["rule"].kind, bits=entry["rule"].bits))
-            blobs.append(raw)
-            offset += len(raw)
-    header = json.dumps(dict(format="golfrun-artifact", version=2, config=config, entries=entries)).encode()
-    return struct.pack("<I", len(header)) + header + b"".join(blobs)
+        parts = {part: t.numpy() for part, t in entry.items() if part != "rule"}
+        if name in orders:
+            parts["perm"] = orders[name]
+        for part, arr in parts.items():
+            coded = part == "q" and name in orders
+            raw = arr[orders[name]].T.tobytes() if coded else _shuffle_bytes(arr.tobytes(), arr.itemsize)
+            (codes if coded else blobs).append(raw)
+            entries.append(dict(name=name, part=part, dtype=str(arr.dtype), shape=list(arr.shape), nbytes=len(raw),
+                                kind=entry["rule"].kind, bits=entry["rule"].bits, codes=coded))
+    offset = 0
+    for e in sorted(entries, key=lambda e: e["codes"]):  # stable: the blobs' order, then the codes'
+        e["offset"], offset = offset, offset + e["nbytes"]
+    header = json.dumps(dict(format="golfrun-artifact", version=2, config=config, entries=entries,
+                             codes_start=sum(map(len, blobs)))).encode()
+    return struct.pack("<I", len(header)) + header + b"".join(blobs) + b"".join(codes)
 
 
 def _container_header(container: bytes) -> tuple[dict, int]:
@@ -1926,22 +2023,68 @@ def deserialize_quantized(container: bytes, source: str = "artifact") -> dict[st
         for e in header["entries"]:
             if e["offset"] + e["nbytes"] > len(payload):
                 raise ValueError(f"tensor {e['name']} runs past the end of the payload")
-            raw = _unshuffle_bytes(bytes(payload[e["offset"]:e["offset"] + e["nbytes"]]),
-                                   np.dtype(e["dtype"]).itemsize)
-            arr = np.frombuffer(raw, dtype=_NP_DTYPES[e["dtype"]]).reshape(e["shape"])
-            entry = out.setdefault(e["name"], dict(rule=QuantRule(e["kind"], e["bits"])))
-            entry[e["part"]] = torch.from_numpy(arr.copy())
+            raw = bytes(payload[e["offset"]:e["offset"] + e["nbytes"]])
+            if e.get("codes"):  # rows in similarity order, transposed
+                arr = np.frombuffer(raw, dtype=np.int8).reshape(e["shape"][::-1]).T
+            else:
+                arr = np.frombuffer(_unshuffle_bytes(raw, np.dtype(e["dtype"]).itemsize),
+                                    dtype=_NP_DTYPES[e["dtype"]]).reshape(e["shape"])
+            out.setdefault(e["name"], dict(rule=QuantRule(e["kind"], e["bits"])))[e["part"]] = arr
+        for name, entry in out.items():
+            if "perm" in entry:
+                perm = entry.pop("perm").astype(np.int64)
+                if not np.array_equal(np.sort(perm), np.arange(len(entry["q"]))):
+                    raise ValueError(f"the row order of {name} is not a permutation")
+                entry["q"] = entry["q"][np.argsort(perm)]
+            out[name] = {part: v if part == "rule" else torch.from_numpy(v.copy()) for part, v in entry.items()}
         return out
     except (struct.error, json.JSONDecodeError, KeyError, ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"{source} is corrupt or truncated ({err}); re-create it with a training run") from None
 
 
 COMPRESS_CHUNKS = 8  # brotli-11 runs ~0.5 MB/s per core: 8 chunks on 8 threads; costs ~0.1% in size
+LRZIP_THREADS = "8"  # lrzip's blocks depend on its thread count: fixed, so the bytes do not depend on the host
+CODEC_TIMEOUT_SECONDS = 600
 
 
-def compress(container: bytes, quality: int) -> tuple[bytes, str]:
-    """magic, sha256 of the rest, u32 chunk count, u32 compressed size per chunk, then the chunks (compressed
-    in parallel)."""
+def lrzip(data: bytes, *args: str) -> bytes:
+    """The lrzip program, through files (it has no pipe mode for ZPAQ)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "in"), Path(tmp, "out")
+        src.write_bytes(data)
+        subprocess.run(["lrzip", "-Q", "-f", *args, "-o", str(dst), str(src)], check=True, capture_output=True,
+                       timeout=CODEC_TIMEOUT_SECONDS)
+        return dst.read_bytes()
+
+
+# The codes section's codecs, best first: name -> (present?, compress, decompress). #2135 uses lrzip's ZPAQ
+# back end at level 9 (`apt-get install lrzip`); without the program, ZPAQ from PyPI (pip install zpaq: +0.1%
+# on 67 synthetic int6 matrices of the record's shapes), else brotli-11 (+0.4%), else lzma (+8.5%).
+CODES_CODECS = {
+    "lrzip": (lambda: shutil.which("lrzip") is not None, lambda d: lrzip(d, "-z", "-L", "9", "-p", LRZIP_THREADS),
+              lambda d: lrzip(d, "-d")),
+    "zpaq": (lambda: importlib.util.find_spec("zpaq") is not None,
+             lambda d: importlib.import_module("zpaq").compress(d, level=5, threads=int(LRZIP_THREADS)),
+             lambda d: importlib.import_module("zpaq").decompress(d)),
+    "brotli": (lambda: importlib.util.find_spec("brotli") is not None,
+               lambda d: importlib.import_module("brotli").compress(d, quality=11, lgwin=24),
+               lambda d: importlib.import_module("brotli").decompress(d)),
+    "lzma": (lambda: True, lambda d: lzma.compress(d, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
+}
+
+
+CODEC_INSTALL = {"lrzip": "apt-get install lrzip", "zpaq": "pip install zpaq", "brotli": "pip install brotli"}
+
+
+def codes_codec() -> str:
+    return next(name for name, (present, _, _) in CODES_CODECS.items() if present())
+
+
+def compress(container: bytes, quality: int, codes: str | None = None) -> tuple[bytes, str]:
+    """magic, sha256 of the rest, then the body: u32 chunk count, u32 compressed size per chunk, the chunks
+    (compressed in parallel). A container with a codes section (serialize_quantized(pergroup=True)): the
+    pergroup magic, sha256, u8 + name of the codes codec (`codes`, default the best present), u32 size + the
+    compressed codes, then the rest as a whole artifact without its checksum."""
     try:
         import brotli
         codec, fn = "brotli", lambda c: brotli.compress(c, quality=quality, lgwin=24)
@@ -1949,12 +2092,36 @@ def compress(container: bytes, quality: int) -> tuple[bytes, str]:
         print("WARNING: brotli is not installed, compressing with lzma (larger artifact): pip install brotli",
               file=sys.stderr)
         codec, fn = "lzma", lambda c: lzma.compress(c, preset=9 | lzma.PRESET_EXTREME)
-    step = math.ceil(len(container) / COMPRESS_CHUNKS) or 1
-    chunks = [container[i:i + step] for i in range(0, len(container), step)]
+    header, start = _container_header(container)
+    split = start + header.get("codes_start", len(container) - start)
+    rest = container[:split]
+    step = math.ceil(len(rest) / COMPRESS_CHUNKS) or 1
+    chunks = [rest[i:i + step] for i in range(0, len(rest), step)]
     with ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 1)) as pool:
         packed = list(pool.map(fn, chunks))
     body = struct.pack(f"<{len(packed) + 1}I", len(packed), *(len(p) for p in packed)) + b"".join(packed)
-    return ARTIFACT_MAGIC[codec] + hashlib.sha256(body).digest() + body, codec
+    if split < len(container):
+        codes = codes or codes_codec()
+        coded = CODES_CODECS[codes][1](container[split:])
+        body = (struct.pack("<B", len(codes)) + codes.encode() + struct.pack("<I", len(coded)) + coded
+                + ARTIFACT_MAGIC[codec] + body)
+        codec = f"{codec}+{codes}"
+    magic = ARTIFACT_MAGIC["pergroup" if "+" in codec else codec]
+    return magic + hashlib.sha256(body).digest() + body, codec
+
+
+def _split_codes(body: bytes, source: str) -> tuple[bytes, bytes, bytes]:
+    """A pergroup body -> (the codes section, decompressed; the rest's magic; the rest's body)."""
+    n = body[0]
+    name = body[1:1 + n].decode()
+    (size,) = struct.unpack_from("<I", body, 1 + n)
+    start = 5 + n
+    present, _, decode = CODES_CODECS.get(name, (lambda: False, None, None))
+    if not present():
+        hint = CODEC_INSTALL.get(name, "a newer golfrun")
+        raise RuntimeError(f"{source}'s code matrices are {name}-compressed and {name} is not here: {hint}")
+    inner = body[start + size:]
+    return decode(body[start:start + size]), inner[:8], inner[8:]
 
 
 def decompress(blob: bytes, source: str = "artifact") -> bytes:
@@ -1966,14 +2133,13 @@ def decompress(blob: bytes, source: str = "artifact") -> bytes:
         raise ValueError(f"{source} is corrupt or truncated: its sha256 checksum does not match its contents "
                          "(a flipped bit or a partial copy). Copy it again, or re-create it with a training run")
     try:
-        if magic == ARTIFACT_MAGIC["brotli"]:
-            import brotli
-            fn = brotli.decompress
-        else:
-            fn = lzma.decompress
-    except ImportError:
-        raise RuntimeError(f"{source} is brotli-compressed but brotli is not installed: pip install brotli") from None
-    try:
+        codes = b""
+        if magic == ARTIFACT_MAGIC["pergroup"]:
+            codes, magic, body = _split_codes(body, source)
+        try:
+            fn = lzma.decompress if magic == ARTIFACT_MAGIC["lzma"] else importlib.import_module("brotli").decompress
+        except ImportError:
+            raise RuntimeError(f"{source} is brotli-compressed and brotli is not here: pip install brotli") from None
         (n,) = struct.unpack_from("<I", body, 0)
         sizes = struct.unpack_from(f"<{n}I", body, 4)
         offset, parts = 4 + 4 * n, []
@@ -1982,7 +2148,9 @@ def decompress(blob: bytes, source: str = "artifact") -> bytes:
                 raise ValueError("a compressed chunk runs past the end of the file")
             parts.append(fn(body[offset:offset + size]))
             offset += size
-        return b"".join(parts)
+        return b"".join(parts) + codes
+    except RuntimeError:  # a codec that is not installed: the message says which
+        raise
     except Exception as err:  # noqa: BLE001 - codec errors differ by module
         raise ValueError(f"{source} is corrupt or truncated ({type(err).__name__}: {err}); "
                          "re-create it with a training run") from None
@@ -2061,10 +2229,16 @@ def write_artifact(model: GPT, hessians: dict, h, ctx, log) -> tuple[dict, dict]
     t0 = time.perf_counter()
     quantized = quantize_model(model, hessians, h)
     t_quantized = time.perf_counter()
-    blob, codec = compress(serialize_quantized(quantized, model_config(h)), h.brotli_quality)
+    sized = [0, ""]  # rank 0 packs (the row sort and lrzip/ZPAQ use the whole host) and tells the others the size
     if ctx.is_master:
+        container = serialize_quantized(quantized, model_config(h), h.compressor == "pergroup", ctx.device)
+        blob, sized[1] = compress(container, h.brotli_quality)
         write_atomically(h.artifact_path, blob)
-    accounting = artifact_accounting(len(blob))
+        sized[0] = len(blob)
+    if ctx.distributed:
+        dist.broadcast_object_list(sized, src=0)
+    codec = sized[1]
+    accounting = artifact_accounting(sized[0])
     log(f"gptq hessians:{len(hessians)} quantize_seconds:{t_quantized - t0:.1f} "
         f"compress_seconds:{time.perf_counter() - t_quantized:.1f} codec:{codec}")
     log(f"artifact_model_bytes:{accounting['model_bytes']} code_bytes:{accounting['code_bytes']} (shipped "

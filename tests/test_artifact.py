@@ -114,3 +114,46 @@ def test_the_start_of_a_run_says_what_the_code_leaves_for_the_model(monkeypatch)
     lines.clear()
     tg.log_model_budget(lines.append)
     assert lines[-1] == "WARNING: a model as large as the record's would not fit: 5 bytes over"
+
+
+def test_calibration_rows_are_dense_windows_that_cross_documents(calibrated):
+    """The records' calibration: rows of TRAIN_SEQ_LEN + 1 stream tokens from anywhere in a shard, one attention
+    span each (a BOS inside a row does not cut it), positions 0..T-1; two ranks share out the same rows."""
+    h, model, _ = calibrated
+    h = tg.dataclasses.replace(h, gptq_calibration_batches=32)  # 64 rows: several meet a BOS
+    loader = tg.TrainLoader(h, tg.DistContext(), 8)
+    one = list(tg.calibration_batches(loader, h, tg.DistContext()))
+    seq, shard = h.train_seq_len, np.asarray(loader.stream.shards[0])
+    assert len(one) == 32 and all(torch.equal(b.cu_seqlens, torch.arange(0, len(b.inputs) + 1, seq, dtype=torch.int32))
+                                 for b in one)
+    rows = torch.cat([b.inputs for b in one]).view(-1, seq).numpy()
+    assert any((r[1:] == h.bos_id).any() for r in rows)  # documents meet inside rows
+    text = shard.tobytes()
+    assert all(text.find(r.astype("<u2").tobytes()) % 2 == 0 for r in rows)  # each row is a run of the stream
+    two = [list(tg.calibration_batches(loader, h, tg.DistContext(rank=r, world_size=2))) for r in range(2)]
+    assert all(torch.equal(one[i].inputs, two[i % 2][i // 2].inputs) for i in range(32))
+
+
+def test_pergroup_artifact_roundtrip_and_refusals(tmp_path, calibrated):
+    h, model, hessians = calibrated
+    h = tg.dataclasses.replace(h, lqer_enabled=True, gated_attn_quant_gate=False)
+    quantized = tg.quantize_model(model, hessians, h)
+    assert sum("lqer_a" in e for e in quantized.values()) == h.lqer_top_k
+    blob, codec = tg.compress(tg.serialize_quantized(quantized, tg.model_config(h), pergroup=True), 5, codes="lzma")
+    path = tmp_path / "pergroup.golf"
+    path.write_bytes(blob)
+    loaded, config = tg.load_artifact(str(path))
+    before, after = tg.dequantize(quantized), tg.dequantize(loaded)
+    assert codec == "brotli+lzma" and config == tg.model_config(h)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    path.write_bytes(blob[:-100])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        tg.load_artifact(str(path))
+    present = tg.CODES_CODECS["lzma"]
+    tg.CODES_CODECS["lzma"] = (lambda: False, *present[1:])  # the codes' codec missing on the reading machine
+    try:
+        path.write_bytes(blob)
+        with pytest.raises(RuntimeError, match="lzma-compressed and lzma is not here"):
+            tg.load_artifact(str(path))
+    finally:
+        tg.CODES_CODECS["lzma"] = present
