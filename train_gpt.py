@@ -954,7 +954,8 @@ class Attention(nn.Module):
         if self.use_xsa:  # remove the component of each output along the token's own value vector
             y = exclude_self_value(y, v)
         if self.gate_weight is not None:
-            gate = F.linear(x[..., :self.gate_width], self.gate_weight.to(x.dtype))
+            # contiguous, as the record: a strided slice takes another BLAS path (not bit-identical)
+            gate = F.linear(x[..., :self.gate_width].contiguous(), self.gate_weight.to(x.dtype))
             y = y * torch.sigmoid(self.gate_scale * gate).unsqueeze(-1)
         y = y.reshape(*shape, self.num_heads * self.head_dim)
         return self.proj(y) + _lora(lora, "o", x)  # reads the normed block input, as the record's does
@@ -1143,7 +1144,7 @@ class GPT(nn.Module):
         of the previous document's last token."""
         now, before = x[..., 1:, :], x[..., :-1, :]
         gate = self.smear_lambda.to(x.dtype) * torch.sigmoid(
-            F.linear(now[..., :self.h.gate_window], self.smear_gate.to(x.dtype)))
+            F.linear(now[..., :self.h.gate_window].contiguous(), self.smear_gate.to(x.dtype)))
         if self.h.smear_gate_bos_fix:
             gate = gate * (ids[..., 1:, None] != self.h.bos_id).to(x.dtype)
         return torch.cat((x[..., :1, :], now + gate * before), dim=-2)

@@ -28,8 +28,10 @@ DOC_RELATIVE_TOLERANCE = 1e-5  # with learning: the #1886 oracle's bound (fp32 r
 # The record's TTT settings (its logs) where they differ from the bench's toy ones, at toy size: 2560 > 2048
 # becomes a TTT context (80) above the training span (64 here); EVAL_SEQ_LEN 2560 of 32,768 becomes 96 of 512,
 # so 32 tokens of every global-SGD chunk are never trained on (2,048 in the record's run).
-TOY_2135 = dict(TTT_K_LORA="0", PHASED_TTT_NUM_PHASES="1", TTT_BETA2="0.99", TRAIN_SEQ_LEN="64",
-                TTT_EVAL_SEQ_LEN="80", EVAL_SEQ_LEN="96", GLOBAL_TTT_CHUNK_TOKENS="512")
+# RECIPE=2135 (its model: SmearGate, sparse gate, AsymLogit; its TTT: K LoRA off, 1 phase, beta2 0.99) at toy
+# lengths; the tilt is switched on by the tests that score with it.
+TOY_2135 = dict(RECIPE="2135", NGRAM_TILT_ENABLED="0", PHASED_TTT_NUM_PHASES="1", TRAIN_SEQ_LEN="64", TTT_EVAL_SEQ_LEN="80", EVAL_SEQ_LEN="96",
+                GLOBAL_TTT_CHUNK_TOKENS="512")
 # The tilt at order 4: the record's 16 hardly fires on 16 short documents; 4 fires on hundreds of targets.
 TILT = dict(NGRAM_TILT_ENABLED="1", TOKEN_ORDER="4")
 
