@@ -2058,11 +2058,16 @@ def lrzip(data: bytes, *args: str) -> bytes:
         return dst.read_bytes()
 
 
+def lrzip_runs() -> bool:
+    """The program is there and starts (a copy without its libraries is on PATH but fails: use the next codec)."""
+    return shutil.which("lrzip") is not None and subprocess.run(["lrzip", "-V"], capture_output=True).returncode == 0
+
+
 # The codes section's codecs, best first: name -> (present?, compress, decompress). #2135 uses lrzip's ZPAQ
 # back end at level 9 (`apt-get install lrzip`); without the program, ZPAQ from PyPI (pip install zpaq: +0.1%
 # on 67 synthetic int6 matrices of the record's shapes), else brotli-11 (+0.4%), else lzma (+8.5%).
 CODES_CODECS = {
-    "lrzip": (lambda: shutil.which("lrzip") is not None, lambda d: lrzip(d, "-z", "-L", "9", "-p", LRZIP_THREADS),
+    "lrzip": (lambda: lrzip_runs(), lambda d: lrzip(d, "-z", "-L", "9", "-p", LRZIP_THREADS),
               lambda d: lrzip(d, "-d")),
     "zpaq": (lambda: importlib.util.find_spec("zpaq") is not None,
              lambda d: importlib.import_module("zpaq").compress(d, level=5, threads=int(LRZIP_THREADS)),

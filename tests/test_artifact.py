@@ -1,5 +1,6 @@
 """GPTQ, the artifact container, compression, size accounting and corrupt-file errors."""
 
+import os
 import numpy as np
 import pytest
 import torch
@@ -157,3 +158,13 @@ def test_pergroup_artifact_roundtrip_and_refusals(tmp_path, calibrated):
             tg.load_artifact(str(path))
     finally:
         tg.CODES_CODECS["lzma"] = present
+
+
+def test_an_lrzip_that_does_not_start_is_passed_over(tmp_path, monkeypatch):
+    """A GPU image had lrzip on PATH without its liblzo2: the run crashed in the artifact step (exit 127). A
+    program that does not start now counts as absent, and the next codec packs the codes."""
+    broken = tmp_path / "lrzip"
+    broken.write_text("#!/bin/sh\nexit 127\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert not tg.lrzip_runs() and tg.codes_codec() != "lrzip"
