@@ -1,5 +1,6 @@
 """The line formats of a train_gpt.py log (logs/<RUN_ID>.txt), read in one place for the scripts that turn
-logs into records, statistics and plots."""
+logs into records, statistics and plots. `facts` reads every fact a record needs, each with the line that
+states it, so that a check can name the line that disagrees."""
 
 import re
 from pathlib import Path
@@ -81,3 +82,63 @@ def failure(text: str) -> str | None:
     if match:
         return f"a NaN or infinite value ({match.group(0).strip()[:160]})"
     return None
+
+
+# ---- the run's other lines: `name:value name:value ...`, read into fields ----
+UNIT = re.compile(r"^(-?[0-9.]+(?:e[-+]?\d+)?)(?:ms|s|GiB)?,?$")
+STEP_LINE = re.compile(r"^step:(\d+)/(\d+) train_loss:(\S+) train_time:(\d+)ms[^\n]*", re.M)
+SMI_GPU = re.compile(r"^\|\s+\d+\s+(NVIDIA [^|]*?)\s+(?:On|Off)\s+\|", re.M)
+SMI_HEADER = re.compile(r"Driver Version:\s*(\S+)\s+CUDA Version:\s*(\S+)")
+
+
+def line(lines: str, key: str) -> str | None:
+    """The first line the run printed that starts with `key:` (or `key ` for the final-score lines)."""
+    match = re.search(rf"^{re.escape(key)}[: ][^\n]*$", lines, re.M)
+    return match.group(0) if match else None
+
+
+def fields(text: str | None) -> dict[str, str]:
+    """{name: value} of a line's `name:value` words; `device:cuda:0` is device -> cuda:0."""
+    return dict(word.split(":", 1) for word in (text or "").split() if ":" in word.strip(":"))
+
+
+def number(value: str | None) -> float | None:
+    """A logged number without its unit (`2289ms`, `3.0s`, `1.2GiB`), or None."""
+    match = UNIT.match(value or "")
+    return float(match.group(1)) if match else None
+
+
+def train_steps(lines: str) -> list[dict]:
+    """The step lines: step, iterations, train_loss (as logged, 4 decimals), train_ms and the line."""
+    return [dict(step=int(m.group(1)), iterations=int(m.group(2)), loss=m.group(3), ms=int(m.group(4)),
+                 line=m.group(0)) for m in STEP_LINE.finditer(lines)]
+
+
+def nvidia_smi(lines: str) -> dict | None:
+    """The nvidia-smi table a GPU run logs: GPU names (one per GPU), driver and CUDA versions; None if absent."""
+    header = SMI_HEADER.search(lines)
+    if header is None:
+        return None
+    return dict(gpus=[g.strip() for g in SMI_GPU.findall(lines)], driver=header.group(1), cuda=header.group(2),
+                line=header.group(0))
+
+
+def facts(text: str) -> dict:
+    """Every fact of a finished run that a record states, with the line that states it (`lines`)."""
+    run = run_lines(text)
+    keys = dict(env="python", model="model_params", train="train_time", data_end="train_data_access_end_seconds",
+                bytes="artifact_model_bytes", total="artifact_total_bytes", eval="eval_time",
+                ttt_timing="ttt_timing", peak="peak_memory_allocated",
+                no_smi="nvidia-smi unavailable")
+    lines = {name: line(run, key) for name, key in keys.items()}
+    scores = {}
+    for label in FINAL_LABELS:
+        lines[label] = line(run, label)
+        if lines[label]:
+            f = fields(lines[label])
+            scores[label] = dict(nats=number(f.get("val_loss")), bpb=number(f.get("val_bpb")),
+                                 ms=number(f.get("eval_time")))
+    training = re.search(r"\(training ([0-9.]+),", lines["data_end"] or "")
+    return dict(config=resolved_config(text), sources=embedded_sources(text), lines=lines, scores=scores,
+                **{name: fields(lines[name]) for name in keys}, steps=train_steps(run), smi=nvidia_smi(run),
+                training_seconds=float(training.group(1)) if training else None)

@@ -3,32 +3,41 @@
     python scripts/make_record.py --name SP8192_Golfrun --author "Ada" --github-id ada \
         logs/seed42.txt logs/seed314.txt logs/seed1337.txt
 
-Writes records/track_10min_16mb/<date>_<name>/:
+Writes records/track_10min_16mb/<date>_<name>/ when the runs beat the best published result of their tokenizer
+family by the challenge's bar (0.005 nats at p < 0.01), else records/track_non_record_16mb/<date>_<name>/:
 - train_gpt.py: the shipped file, ONE self-contained script built (train_gpt.build_shipped_file) from the source
   embedded in the logs, not from the working tree; its size must equal the code_bytes every log counted;
 - requirements.txt; the logs (train_seed<N>.log);
-- README.md: method, the Issue #1017 conditions and how each is met, hardware, reproduction, credits, the
-  per-seed table and the significance line against the previous record's published per-seed scores;
-- submission.json: the fields of the merged April 2026 records (track, per-seed results, mean, std, hardware,
-  bytes, compliance, attribution).
-Refuses: fewer than 3 seeds, a log given twice or a repeated seed, logs of different configurations or code,
-interrupted/NaN/crashed runs, non-8-GPU runs (unless --allow-other-hardware), an artifact over 16,000,000 bytes,
-training data read after 600 s, evaluation over 600 s, and names or dates that would write outside --out.
+- README.md, every statement read from the logs: results, the significance test, the configuration and the
+  settings that differ from the recipe's defaults (the defaults of the code the logs embed), a technique summary,
+  the Issue #1017 conditions, hardware and versions, the reproduction commands, credits;
+- submission.json: the fields of the merged April 2026 records.
+Refuses: fewer than 3 seeds, a log given twice, a repeated seed or one run under two seeds, logs of different
+configurations or code, interrupted/NaN/crashed runs, a log that contradicts itself (a fact stated twice with two
+values: scores, seed, hardware, byte parts, times, the configuration against the logged code), non-8-GPU runs
+(unless --allow-other-hardware), an artifact over 16,000,000 bytes, training data read after 600 s, evaluation
+over 600 s, and names or dates that would write outside --out.
 """
 
 import argparse
+import dataclasses
 import datetime
+import functools
+import hashlib
+import importlib.util
 import json
+import math
 import re
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 import golflog
 import seed_stats
 
 REPO = Path(__file__).resolve().parents[1]
-TRACK = "10min_16mb"
+RECORD_TRACK, NON_RECORD_TRACK = "10min_16mb", "non_record_16mb"
 MIN_SEEDS = 3  # the challenge asks for enough runs to show p < 0.01; the records give 3 seeds
 RECORD_GPUS = 8  # the track's hardware: 8xH100 SXM
 LIMITS = dict(bytes_total=16_000_000, train_data_end_seconds=600.0, train_ms=600_000, eval_ms=600_000)
@@ -36,9 +45,15 @@ LIMIT_NAMES = dict(bytes_total="artifact bytes (model + shipped train_gpt.py)",
                    train_data_end_seconds="train_data_access_end_seconds (last read of training data)",
                    train_ms="train_time ms", eval_ms="eval_time ms")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# The record we reproduce (PR #1886), its published per-seed val_bpb: the default significance baseline.
-PREVIOUS_RECORD = dict(name="PR #1886 (Fused softcap CE + TTT weight decay 2.0)",
-                       bpb={"1337": 1.07009653, "42": 1.06919893, "314": 1.06942136})
+# Settings that say where a run reads and writes, not what it does: they are not part of a configuration.
+LOCATION_FIELDS = {"run_id", "artifact_path", "data_dir", "data_path", "tokenizer_path"}
+# Settings that pick the defaults of the others (SMOKE=1's toy sizes; RECIPE's stack once train_gpt has it).
+PRESET_FIELDS = ("recipe", "smoke")
+DEFAULT_RECIPE = "1886"  # the recipe of logs that do not name one: train_gpt's defaults reproduce PR #1886
+RUN_ID_SEED = re.compile(r"seed[_-]?(\d+)(?!\d)", re.I)  # a RUN_ID such as seed42 or fce_seed_42 names the seed
+DATA_COMMANDS = {family: f"python scripts/download_data.py --variant {family} --train-shards 80"
+                 for family in ("sp8192", "caseops")}  # the tokenizer families download_data.py fetches
+ROUNDING = 0.5e-8  # the final lines print val_loss and val_bpb with 8 decimals
 REQUIREMENTS = """\
 # Python 3.10+. On the GPU machine, torch with CUDA (the record used 8xH100 SXM, CUDA 12.8).
 torch>=2.10
@@ -48,7 +63,7 @@ sentencepiece
 brotli
 # optional, faster attention on Hopper: FlashAttention 3 (flash_attn_interface); PyTorch's varlen attention otherwise
 """
-CREDITS = """\
+CREDITS = {"1886": """\
 | Component | Origin |
 |---|---|
 | The stack reproduced here: fused softcap CE + TTT weight decay 2.0 | PR #1886 |
@@ -60,8 +75,8 @@ CREDITS = """\
 | Polar Express Newton-Schulz coefficients | PR #1344 |
 | Score-first (legal) TTT framework | PR #549 (@abaybektursun) |
 | SP8192, GPTQ with SDClip | PR #1394 (@clarkkev) |
-"""
-ATTRIBUTION = {
+"""}
+ATTRIBUTION = {"1886": {
     "base_stack": "PR #1886 (fused softcap CE + TTT weight decay 2.0)",
     "gated_attn_lora_ttt_warm_start": "PR #1768, PR #1767",
     "fused_softcap_ce": "@nprime06 (PR #1787)",
@@ -71,8 +86,13 @@ ATTRIBUTION = {
     "polar_express_ns": "PR #1344",
     "legal_ttt_framework": "@abaybektursun (PR #549)",
     "sp8192_gptq_sdclip": "@clarkkev (PR #1394)",
-}
+}}
+ATTENTION = dict(fa3="FlashAttention 3 (flash_attn_interface; its version is not logged)",
+                 torch_varlen="PyTorch's varlen attention (no FlashAttention)",
+                 sdpa_padded="PyTorch scaled_dot_product_attention on padded rows (no FlashAttention)")
 
+
+# ---- reading one log ----
 
 def _required(value, path: Path, what: str):
     if value is None:
@@ -80,52 +100,269 @@ def _required(value, path: Path, what: str):
     return value
 
 
-def _find(text: str, pattern: str, path: Path, what: str) -> str:
-    return _required(re.search(pattern, text, re.M), path, what).group(1)
-
-
-def hardware(text: str) -> tuple[int, str]:
-    """(world size, device description) from the log's environment line and nvidia-smi table."""
-    match = re.search(r"^python:\S+ torch:(\S+) .*? world_size:(\d+) device:(\S+)", text, re.M)
-    if match is None:
-        return 0, "unknown"
-    world_size, device = int(match.group(2)), match.group(3)
-    if not device.startswith("cuda"):
-        return world_size, f"{world_size}x CPU"
-    gpu = re.search(r"^\|\s+\d+\s+(NVIDIA [^|]*?)\s+(?:On|Off)\s+\|", text, re.M)
-    return world_size, f"{world_size}x {gpu.group(1).strip() if gpu else 'CUDA GPU'}"
-
-
 def parse_log(path: Path) -> dict:
+    """The facts of one log (golflog.facts) and the numbers a record states, or SystemExit naming what is missing."""
     text = golflog.read_log(path)
     problem = golflog.failure(text)
     if problem:
         raise SystemExit(f"{path}: {problem}: not a valid record run")
-    lines = golflog.run_lines(text)
-    run = dict(log=Path(path), seed=_required(golflog.seed(lines), path, "seed"))
-    run["config"] = golflog.resolved_config(text)
-    run["sources"] = golflog.embedded_sources(text)
-    run["steps"] = int(_find(lines, r"^train_time:\d+ms steps:(\d+)", path, "train_time line"))
-    run["train_ms"] = int(_find(lines, r"^train_time:(\d+)ms steps:", path, "train_time line"))
-    run["train_data_end_seconds"] = float(_find(lines, r"^train_data_access_end_seconds:([0-9.]+)", path,
-                                                "train_data_access_end_seconds line (a run of older code?)"))
-    scores = {label: _required(golflog.final_score(lines, label), path, label) for label in golflog.FINAL_LABELS}
-    run["prequant"], run["quantized"], run["ttt"] = (scores[label][1] for label in golflog.FINAL_LABELS)
-    run["val_loss"] = scores["final_ttt_exact"][0]
-    run["eval_ms"] = int(_find(lines, r"^eval_time:(\d+)ms \(", path, "total eval_time line"))
-    run["bytes_total"] = int(_find(lines, r"^artifact_total_bytes:(\d+)", path, "artifact_total_bytes"))
-    run["bytes_code"] = int(_find(lines, r"^artifact_model_bytes:\d+ code_bytes:(\d+)", path, "code_bytes"))
-    run["bytes_model"] = int(_find(lines, r"^artifact_model_bytes:(\d+)", path, "artifact_model_bytes"))
-    run["torch"] = _find(lines, r"^python:\S+ torch:(\S+)", path, "versions line")
-    run["world_size"], run["hardware"] = hardware(lines)
+    run = dict(golflog.facts(text), log=Path(path))
+    config, lines = run["config"], run["lines"]
+    run["seed"] = int(_required(golflog.seed(golflog.run_lines(text)), path, "seed"))
+    for name, what in (("env", "versions line"), ("model", "model_params line"), ("train", "train_time line"),
+                       ("data_end", "train_data_access_end_seconds line (a run of older code?)"),
+                       ("bytes", "artifact_model_bytes line"), ("total", "artifact_total_bytes line"),
+                       ("eval", "total eval_time line")):
+        _required(lines[name], path, what)
+    labels = golflog.FINAL_LABELS if config.get("ttt_enabled") == "True" else golflog.FINAL_LABELS[:2]
+    for label in labels:
+        score = run["scores"].get(label)
+        _required(score if score and None not in score.values() else None, path, f"{label} line")
+    run["labels"] = labels
+    number = golflog.number
+    run.update(steps_done=number(run["train"].get("steps")), train_ms=number(run["train"].get("train_time")),
+               train_data_end_seconds=number(run["data_end"]["train_data_access_end_seconds"]),
+               eval_ms=number(run["eval"].get("eval_time")), bytes_total=number(run["total"]["artifact_total_bytes"]),
+               bytes_model=number(run["bytes"]["artifact_model_bytes"]),
+               bytes_code=number(run["bytes"].get("code_bytes")),
+               world_size=number(run["env"].get("world_size")))
+    for key in ("steps_done", "train_ms", "train_data_end_seconds", "eval_ms", "bytes_total", "bytes_model",
+                "bytes_code", "world_size"):
+        _required(run[key], path, key.replace("_", " "))
+    for key in ("steps_done", "train_ms", "eval_ms", "bytes_total", "bytes_model", "bytes_code", "world_size"):
+        run[key] = int(run[key])
+    scores = run["scores"]
+    run["prequant"], run["quantized"] = (scores[label]["bpb"] for label in golflog.FINAL_LABELS[:2])
+    run["score"], run["val_loss"] = scores[labels[-1]]["bpb"], scores[labels[-1]]["nats"]
+    run["hardware"] = hardware(run)
     return run
 
+
+def hardware(run: dict) -> str:
+    """'8x NVIDIA H100 80GB HBM3' from the nvidia-smi table, '1x CPU' for a CPU run."""
+    world_size, device = run["world_size"], run["env"].get("device", "")
+    if not device.startswith("cuda"):
+        return f"{world_size}x CPU"
+    names = sorted(set(run["smi"]["gpus"])) if run["smi"] else []
+    return f"{world_size}x {' / '.join(names) or 'CUDA GPU (nvidia-smi unavailable)'}"
+
+
+# ---- a log that states a fact twice must state it once: each check returns what disagrees, or None ----
+
+def bytes_per_token(score: dict) -> float:
+    """The validation bytes per token that a final line's val_loss (nats per token) and val_bpb imply."""
+    return score["nats"] / (score["bpb"] * math.log(2))
+
+
+def scores_agree(run: dict) -> str | None:
+    """The final lines score the same validation tokens and bytes: each implies one bytes-per-token ratio
+    (val_loss / val_bpb / ln 2), equal within the 8-decimal rounding. A hand-edited score breaks it."""
+    labels = run["labels"]
+    scores = {label: run["scores"][label] for label in labels}
+
+    def agree(a, b):
+        tolerance = sum(ROUNDING / s[key] for s in (scores[a], scores[b]) for key in ("nats", "bpb"))
+        return abs(bytes_per_token(scores[a]) / bytes_per_token(scores[b]) - 1) <= 2 * tolerance
+
+    disagreeing = {a: sum(not agree(a, b) for b in labels) for a in labels}
+    odd = max(reversed(labels), key=disagreeing.get)  # ties: the later line (the score), the one worth editing
+    if disagreeing[odd] == 0:
+        return None
+    other = next(b for b in labels if not agree(odd, b))
+    return (f"'{run['lines'][odd]}' implies {bytes_per_token(scores[odd]):.6f} validation bytes per token "
+            f"(val_loss / val_bpb / ln 2), '{run['lines'][other]}' {bytes_per_token(scores[other]):.6f}: both score "
+            "the same tokens and bytes (a val_bpb or val_loss edited by hand?)")
+
+
+def seed_agrees(run: dict) -> str | None:
+    """A RUN_ID that names a seed (seed42, run_seed_42) names the logged one."""
+    named = RUN_ID_SEED.search(run["config"].get("run_id", ""))
+    if named and int(named.group(1)) != run["seed"]:
+        return f"'seed:{run['seed']}' but 'run_id:{run['config']['run_id']}' names seed {int(named.group(1))}"
+    return None
+
+
+def device_agrees(run: dict) -> str | None:
+    """The versions line's device against the CUDA build, the nvidia-smi table (logged on GPUs only), the
+    attention backend, the peak-memory line (GPUs only) and the micro-batch split (8 = ranks x accumulation)."""
+    env, model, lines = run["env"], run["model"], run["lines"]
+    on_gpu = env.get("device", "").startswith("cuda")
+    smi, world_size = run["smi"], run["world_size"]
+    if on_gpu and env.get("cuda") in (None, "None"):
+        return f"'{lines['env']}' says device {env.get('device')} but a torch without CUDA (cuda:None)"
+    if on_gpu and smi is None and not lines["no_smi"]:
+        return (f"'{lines['env']}' says device {env.get('device')} but the log has no nvidia-smi table (a GPU run "
+                "logs one)")
+    if on_gpu and smi and len(smi["gpus"]) < world_size:
+        return f"'{lines['env']}' says world_size {world_size} but the nvidia-smi table lists {len(smi['gpus'])} GPU(s)"
+    if not on_gpu and smi:
+        return f"'{lines['env']}' says device {env.get('device')} but the log has an nvidia-smi table ('{smi['line']}')"
+    if not on_gpu and model.get("attention_backend") != "sdpa_padded":
+        return f"'{lines['env']}' says a CPU but '{lines['model']}' names a GPU attention backend"
+    if bool(lines["peak"]) != on_gpu:
+        return f"'{lines['env']}' and {'no' if on_gpu else 'the'} GPU peak-memory line ({lines['peak'] or 'absent'})"
+    micro, accum = (int(golflog.number(model.get(key)) or 0) for key in ("micro_batch_tokens", "grad_accum_steps"))
+    batch = int(run["config"].get("train_batch_tokens", "0"))
+    if not micro or world_size * accum * micro != batch:
+        return (f"'{lines['env']}' says world_size {world_size} but '{lines['model']}' splits "
+                f"TRAIN_BATCH_TOKENS={batch} into {batch // micro if micro else '?'} micro-batches of which each of "
+                f"the {world_size} rank(s) runs {accum}")
+    return None
+
+
+def bytes_add_up(run: dict) -> str | None:
+    """Model + code = total; the raw code bytes = the parts = the sources the log embeds; the limit is the rule's."""
+    parts, lines = run["bytes"], run["lines"]
+    if run["bytes_model"] + run["bytes_code"] != run["bytes_total"]:
+        return (f"'{lines['total']}' is not the sum of artifact_model_bytes and code_bytes in '{lines['bytes']}' "
+                f"({run['bytes_model'] + run['bytes_code']})")
+    raw = {k.removeprefix("raw_"): int(v) for k, v in parts.items() if k.startswith("raw_") and v.isdigit()}
+    if str(sum(raw.values())) != parts.get("code_raw_bytes"):
+        return f"'{lines['bytes']}': code_raw_bytes is not the sum of its raw_ parts ({sum(raw.values())})"
+    embedded = {name: len(source.encode()) for name, source in run["sources"].items()}
+    if raw != embedded:
+        return f"'{lines['bytes']}' counts raw bytes {raw}, but the sources the log embeds are {embedded} bytes"
+    if run["total"].get("limit") != str(LIMITS["bytes_total"]):
+        return f"'{lines['total']}' states a limit other than the challenge's {LIMITS['bytes_total']}"
+    return None
+
+
+def times_add_up(run: dict) -> str | None:
+    """The eval total holds the roundtrip and TTT evaluations (and TTT's own timing); training data ends after
+    training, whose time the data line restates; the step lines fit inside training."""
+    lines, scores = run["lines"], run["scores"]
+    parts = [label for label in run["labels"] if label != "final_prequant_exact"]  # prequant precedes the clock
+    if sum(scores[label]["ms"] for label in parts) > run["eval_ms"] + len(parts):  # each part rounded to 1 ms
+        return (f"{' and '.join(repr(lines[label]) for label in parts)} take longer than the whole evaluation "
+                f"'{lines['eval']}'")
+    ttt_seconds = golflog.number(run["ttt_timing"].get("seconds"))
+    ttt_ms = scores.get("final_ttt_exact", {}).get("ms")
+    if "final_ttt_exact" in parts and ttt_seconds is not None and ttt_seconds > ttt_ms / 1000 + 0.05:
+        return f"'{lines['ttt_timing']}' is longer than '{lines['final_ttt_exact']}'"
+    training = run["training_seconds"]
+    if training is None or abs(training - run["train_ms"] / 1000) > 0.006:
+        return f"'{lines['data_end']}' restates training as {training} s, '{lines['train']}' says {run['train_ms']} ms"
+    if run["train_data_end_seconds"] < training:
+        return f"'{lines['data_end']}' ends the training data before training ended"
+    return None
+
+
+def training_agrees(run: dict) -> str | None:
+    """The train_time line against itself (steps x step_avg, tokens per second), the step lines and the config."""
+    train, lines, config, steps = run["train"], run["lines"], run["config"], run["steps_done"]
+    seconds = run["train_ms"] / 1000
+    step_avg, rate = golflog.number(train.get("step_avg")), golflog.number(train.get("tokens_per_second"))
+    if step_avg is None or abs(step_avg * max(steps, 1) - run["train_ms"]) > 1 + 0.005 * steps:
+        return f"'{lines['train']}': step_avg x steps is not train_time"
+    tokens = steps * int(config.get("train_batch_tokens", "0"))
+    if rate is None or abs(rate - tokens / max(seconds, 1e-9)) > 1 + 2e-3 * rate:
+        return f"'{lines['train']}': tokens_per_second is not steps x TRAIN_BATCH_TOKENS / train_time"
+    if golflog.number(train.get("cap")) != golflog.number(config.get("max_wallclock_seconds")):
+        return f"'{lines['train']}' states a cap other than max_wallclock_seconds:{config.get('max_wallclock_seconds')}"
+    iterations = int(config.get("iterations", "0"))
+    if steps > iterations:
+        return f"'{lines['train']}' ran more steps than iterations:{iterations}"
+    for step in run["steps"]:
+        if step["iterations"] != iterations or step["step"] > steps or step["ms"] > run["train_ms"]:
+            return f"'{step['line']}' does not fit '{lines['train']}' (iterations:{iterations})"
+    return None
+
+
+SELF_CHECKS = (scores_agree, seed_agrees, device_agrees, bytes_add_up, times_add_up, training_agrees)
+
+
+def check_log(run: dict) -> None:
+    for check in SELF_CHECKS:
+        problem = check(run)
+        if problem:
+            raise SystemExit(f"{run['log']}: the log contradicts itself: {problem}. Not a valid record run")
+
+
+# ---- the configuration against the code the log embeds ----
+
+@functools.lru_cache(maxsize=4)
+def logged_module(train_source: str, kernels_source: str):
+    """The train_gpt module of the logged source (its defaults, not the working tree's)."""
+    digest = hashlib.sha256((train_source + kernels_source).encode()).hexdigest()[:12]
+    with tempfile.TemporaryDirectory(prefix="logged_code_") as folder:
+        for name, source in (("train_gpt.py", train_source), ("kernels.py", kernels_source)):
+            (Path(folder) / name).write_text(source)
+        spec = importlib.util.spec_from_file_location(f"logged_train_gpt_{digest}", Path(folder) / "train_gpt.py")
+        module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
+        sys.path.insert(0, folder)
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(folder)
+    return module
+
+
+def env_value(value: str) -> str:
+    return {"True": "1", "False": "0"}.get(value, value)
+
+
+def recipe_env(config: dict) -> dict[str, str]:
+    """The variables that pick the defaults (RECIPE, SMOKE) as the log states them."""
+    return {name.upper(): env_value(config[name]) for name in PRESET_FIELDS
+            if config.get(name) not in (None, "", "False", "0")}
+
+
+def settings(run: dict, environ: dict) -> dict[str, str]:
+    """{setting: value as the log prints it} of the logged code's config under `environ`."""
+    module = logged_module(run["sources"]["train_gpt.py"], run["sources"]["kernels.py"])
+    try:
+        h = module.load_hyperparameters(environ)
+    except (ValueError, SystemExit) as err:
+        raise SystemExit(f"{run['log']}: the logged code refuses the logged configuration ({err}): a setting "
+                         "edited by hand?") from None
+    return {f.name: str(getattr(h, f.name)) for f in dataclasses.fields(h)
+            if f.name not in LOCATION_FIELDS | golflog.PER_SEED_FIELDS}
+
+
+def configuration(run: dict) -> dict:
+    """The settings that differ from the recipe's defaults, and the environment that reproduces the logged
+    configuration with the logged code; refuses a configuration that code would not produce."""
+    config = {k: v for k, v in run["config"].items() if k not in LOCATION_FIELDS | golflog.PER_SEED_FIELDS}
+    presets = recipe_env(config)
+    recipe = settings(run, {k: v for k, v in presets.items() if k != "SMOKE"})
+    preset = settings(run, presets)
+    unknown = sorted(config.keys() - preset.keys())
+    missing = sorted(preset.keys() - config.keys())
+    if unknown or missing:
+        raise SystemExit(f"{run['log']}: the logged configuration and the logged code disagree: "
+                         + "; ".join(f"{what}: {', '.join(names)}" for what, names in (
+                             ("settings the code does not have", unknown), ("settings the log lacks", missing))
+                                     if names))
+    env = dict(presets, **{k.upper(): env_value(v) for k, v in config.items()
+                           if v != preset[k] and k not in PRESET_FIELDS})
+    reproduced = settings(run, env)
+    wrong = [k for k in config if reproduced[k] != config[k]]
+    if wrong:
+        raise SystemExit(f"{run['log']}: the logged code does not reproduce the logged setting(s) "
+                         f"{', '.join(f'{k}:{config[k]}' for k in wrong)} (it makes "
+                         f"{', '.join(f'{k}:{reproduced[k]}' for k in wrong)}): a setting edited by hand?")
+    return dict(recipe=config.get("recipe") or DEFAULT_RECIPE, env=env,
+                differences={k: (config[k], recipe[k]) for k in config if config[k] != recipe[k]})
+
+
+# ---- a set of logs: one configuration, one code, one hardware, each seed once and each run once ----
 
 def check_limits(run: dict) -> None:
     for key, limit in LIMITS.items():
         if run[key] > limit:
             raise SystemExit(f"{run['log']}: {LIMIT_NAMES[key]} {run[key]:,} is over the challenge limit {limit:,}: "
                              "not a valid record")
+
+
+def same_run(a: dict, b: dict) -> str | None:
+    """Two seeds' runs differ in their training losses and their final losses; equal ones are one run twice."""
+    losses = [[s["loss"] for s in r["steps"]] for r in (a, b)]
+    if len(losses[0]) > 1 and losses[0] == losses[1]:
+        return f"the same training losses ('{a['steps'][0]['line']}' ... in both)"
+    for label in a["labels"]:
+        if a["scores"][label]["nats"] == b["scores"].get(label, {}).get("nats"):
+            return f"the same final loss ('{a['lines'][label]}' in both)"
+    return None
 
 
 def check_runs(runs: list[dict], allow_other_hardware: bool) -> None:
@@ -139,6 +376,12 @@ def check_runs(runs: list[dict], allow_other_hardware: bool) -> None:
         if seed in seeds[:i]:
             other = runs[seeds.index(seed)]["log"]
             raise SystemExit(f"{runs[i]['log']} and {other} are both seed {seed}: give each seed's log once")
+    for i, run in enumerate(runs):
+        for other in runs[:i]:
+            same = same_run(other, run)
+            if same:
+                raise SystemExit(f"{run['log']} (seed {run['seed']}) and {other['log']} (seed {other['seed']}) are "
+                                 f"one run: {same}. A seed relabelled by hand?")
     if len(runs) < MIN_SEEDS:
         raise SystemExit(f"{len(runs)} seed(s) given: a record needs at least {MIN_SEEDS} seeds of one "
                          "configuration (the significance test needs their spread)")
@@ -157,7 +400,7 @@ def check_runs(runs: list[dict], allow_other_hardware: bool) -> None:
                              "every seed must run the shipped file")
         if run["hardware"] != first["hardware"]:
             raise SystemExit(f"{run['log']} ran on {run['hardware']}, {first['log']} on {first['hardware']}")
-        on_record_gpus = run["world_size"] == RECORD_GPUS and not run["hardware"].endswith("CPU")
+        on_record_gpus = run["world_size"] == RECORD_GPUS and run["smi"] is not None
         if not (on_record_gpus or allow_other_hardware):
             raise SystemExit(f"{run['log']} ran on {run['hardware']}: a record runs on {RECORD_GPUS} GPUs (8xH100 "
                              "SXM); pass --allow-other-hardware to package it anyway")
@@ -173,127 +416,229 @@ def shipped_file(runs: list[dict]) -> bytes:
     for run in runs:
         if run["bytes_code"] != len(shipped):
             raise SystemExit(f"{run['log']}: the run counted code_bytes:{run['bytes_code']}, but the file built from "
-                             f"its logged source is {len(shipped)} bytes (another brotli/lzma version than the run's?): "
+                             f"its logged source is {len(shipped)} bytes (another brotli/lzma version than the "
+                             "run's?): "
                              "build the record with the run's environment")
     return shipped
 
 
-def significance(runs: list[dict], baseline: dict) -> str:
-    new = dict(nats=[r["val_loss"] for r in runs], bpb=[r["ttt"] for r in runs])
-    old = dict(nats=baseline.get("nats"), bpb=baseline["bpb"])
-    result = seed_stats.compare(old, new, seed_stats.RULE_MARGIN_NATS)
+# ---- significance against the best published result of the run's tokenizer family ----
+
+def tokenizer_family(config: dict) -> str:
+    """'caseops' for a CaseOps tokenizer (its path or a caseops setting says so), else 'sp<vocab size>'."""
+    caseops = config.get("caseops_enabled") == "True" or "caseops" in config.get("tokenizer_path", "").lower()
+    return "caseops" if caseops else f"sp{config.get('vocab_size', '?')}"
+
+
+def significance(runs: list[dict], baseline: dict) -> dict:
+    new = dict(nats=[r["val_loss"] for r in runs], bpb=[r["score"] for r in runs])
+    result = seed_stats.compare(baseline, new, seed_stats.RULE_MARGIN_NATS)
     nats, bpb = result["nats"], result["bpb"]
-    return (f"Against {baseline['name']} (published per-seed val_bpb {', '.join(f'{b:.8f}' for b in old['bpb'])}): "
-            f"improvement {bpb['old_mean'] - bpb['new_mean']:+.5f} bpb ({nats['old_mean'] - nats['new_mean']:+.5f} "
-            f"nats), bar {seed_stats.RULE_MARGIN_NATS} nats = {bpb['margin']:.5f} bpb, one-sided Welch "
-            f"p = {nats['p_value']:.3g}: {'beats' if nats['p_value'] < seed_stats.RULE_P else 'does not beat'} it "
-            f"by {seed_stats.RULE_MARGIN_NATS} nats at p < {seed_stats.RULE_P} (the challenge's rule).")
+    beats = nats["p_value"] < seed_stats.RULE_P
+    line = (f"Against {baseline['name']} (published per-seed val_bpb {', '.join(f'{b:.8f}' for b in baseline['bpb'])}"
+            f"; in nats with its own {baseline.get('bytes_per_token', 'logged')} bytes per token): improvement "
+            f"{bpb['old_mean'] - bpb['new_mean']:+.5f} bpb ({nats['old_mean'] - nats['new_mean']:+.5f} nats), bar "
+            f"{seed_stats.RULE_MARGIN_NATS} nats, one-sided Welch p = {nats['p_value']:.3g}: "
+            f"{'beats' if beats else 'does not beat'} it by {seed_stats.RULE_MARGIN_NATS} nats at p < "
+            f"{seed_stats.RULE_P} (the challenge's rule).")
+    if not beats:
+        line += " **Not a record**: this folder is a non-record submission (track_non_record_16mb)."
+    return dict(beats=beats, line=line)
 
 
-def readme(name: str, blurb: str, runs: list[dict], significance_line: str) -> str:
-    rows = "\n".join(f"| {r['seed']} | {r['steps']} | {r['train_ms'] / 1000:.1f} | {r['train_data_end_seconds']:.1f} | "
-                     f"{r['prequant']:.5f} | {r['quantized']:.5f} | **{r['ttt']:.8f}** | {r['eval_ms'] / 1000:.1f} | "
-                     f"{r['bytes_total']:,} |" for r in runs)
-    scores = [r["ttt"] for r in runs]
-    first = runs[0]
-    seeds_cmd = "\n".join(f"SEED={r['seed']} torchrun --standalone --nproc_per_node={first['world_size']} train_gpt.py"
-                          for r in runs)
+def default_baseline(runs: list[dict]) -> dict:
+    family = tokenizer_family(runs[0]["config"])
+    if family not in seed_stats.BASELINES:
+        raise SystemExit(f"no published baseline for the tokenizer family {family} (known: "
+                         f"{', '.join(seed_stats.BASELINES)}): give --baseline-submission")
+    return seed_stats.BASELINES[family]
+
+
+# ---- the README: every statement from the logs ----
+
+def techniques(c: dict, model: dict) -> list[str]:
+    """What the run did, read from its resolved configuration and its model line."""
+    on = lambda name: c.get(name) == "True"  # noqa: E731
+    layers, loops = int(c["num_layers"]), int(c["num_loops"])
+    head_dim = int(c["model_dim"]) // int(c["num_heads"])
+    out = [f"SP{c['vocab_size']} tokens, a {layers} x {c['model_dim']} GPT, {c['num_heads']} query / "
+           f"{c['num_kv_heads']} key-value heads, MLP x{c['mlp_mult']} with LeakyReLU(0.5)^2, sequence length "
+           f"{c['train_seq_len']}, {model['model_params']} parameters",
+           f"partial RoPE ({c['rope_dims']} of {head_dim} dims per head), QK gain init {c['qk_gain_init']}, "
+           f"logit softcap {c['logit_softcap']}, tied embeddings"]
+    if int(c["xsa_last_n"]):
+        out.append(f"exclusive self-attention (XSA) in the last {c['xsa_last_n']} layers")
+    if on("gated_attn_enabled"):
+        out.append("per-head sigmoid gate on the attention output")
+    if loops:
+        out.append(f"depth recurrence: layers {c['loop_start']}-{c['loop_end']} run {loops + 1} times from "
+                   f"{float(c['enable_looping_at']):.0%} of training")
+    if int(c["parallel_start_layer"]) < layers:
+        out.append(f"two parallel residual lanes from layer {c['parallel_start_layer']}")
+    if on("skip_gates_enabled"):
+        out.append("U-Net skips with gates")
+    out.append(f"Muon{' (Polar Express Newton-Schulz)' if on('polar_express_ns') else ''} for matrices, lr "
+               f"{c['matrix_lr']}, weight decay {c['muon_wd']}; Adam for embeddings and scalars; warmdown "
+               f"{c['warmdown_frac']} of the wallclock schedule to min lr x{c['min_lr']}; EMA {c['ema_decay']}")
+    kernels = [name for name, key in (("softcapped cross-entropy", "fused_ce"), ("MLP", "fused_mlp"))
+               if model.get(key) == "1"]
+    if kernels:
+        out.append(f"fused Triton kernels in training: {', '.join(kernels)}")
+    out.append(f"GPTQ int{c['matrix_bits']} matrices and int{c['embed_bits']} embedding (SDClip {c['mlp_clip_sigmas']}"
+               f"/{c['attn_clip_sigmas']}/{c['embed_clip_sigmas']} sigmas, {c['gptq_calibration_batches']} "
+               f"calibration batches), brotli quality {c['brotli_quality']}")
+    if on("ttt_enabled"):
+        out.append(f"score-first test-time training: per-document LoRA rank {c['ttt_lora_rank']} (alpha "
+                   f"{c['ttt_lora_alpha']}, lr {c['ttt_lora_lr']}, weight decay {c['ttt_weight_decay']}"
+                   f"{', warm-start A' if on('ttt_warm_start_a') else ''}) on {c['ttt_chunk_size']}-token chunks, "
+                   f"{c['phased_ttt_num_phases']} phases over the first {c['phased_ttt_prefix_docs']} documents "
+                   f"with global SGD (lr {c['global_ttt_lr']}) between them")
+    return out
+
+
+def legality(c: dict) -> str:
+    ttt = c.get("ttt_enabled") == "True"
+    if ttt:
+        adapt = (f"each {c['ttt_chunk_size']}-token chunk is scored, and its score is final, before the LoRA Adam "
+                 "step on that chunk; the global SGD after a phase uses only documents already scored")
+    else:
+        adapt = "no test-time training: the quantized model scores the validation set as it is"
+    lora = ", and the LoRA that scores a chunk has learned only from earlier chunks of the same document" if ttt else ""
+    return f"""- **Condition 1 (causal):** every prediction at position t uses tokens before t only: causal attention
+  within each document{lora}.
+- **Condition 2 (full normalised distribution):** each token is scored with a softmax over all {c['vocab_size']}
+  pieces of the softcapped logits; bytes per token come from the tokenizer's pieces.
+- **Condition 3 (score before update):** {adapt}.
+- **Condition 4 (single pass):** one left-to-right pass over the validation set, no rescoring.
+- No validation data during training; training data is last read at the GPTQ Hessians
+  (`train_data_access_end_seconds` in each log)."""
+
+
+def versions(run: dict) -> str:
+    env, smi = run["env"], run["smi"]
+    driver = f"; driver {smi['driver']} (CUDA {smi['cuda']})" if smi else ""
+    cuda = "no CUDA" if env.get("cuda") in (None, "None") else f"CUDA {env.get('cuda')}"
+    return (f"Python {env.get('python')}, PyTorch {env.get('torch')} ({cuda}), Triton "
+            f"{env.get('triton')}{driver}; attention: {ATTENTION.get(run['model'].get('attention_backend'), '?')}")
+
+
+def readme(name: str, blurb: str, runs: list[dict], sig: dict, conf: dict, family: str) -> str:
+    first, c = runs[0], runs[0]["config"]
+    rows = "\n".join(f"| {r['seed']} | {r['steps_done']} | {r['train_ms'] / 1000:.1f} | "
+                     f"{r['train_data_end_seconds']:.1f} "
+                     f"| {r['prequant']:.5f} | {r['quantized']:.5f} | **{r['score']:.8f}** | {r['eval_ms'] / 1000:.1f} "
+                     f"| {r['bytes_total']:,} |" for r in runs)
+    scores = [r["score"] for r in runs]
+    differences = "\n".join(f"| {k.upper()} | {v} | {d} |" for k, (v, d) in sorted(conf["differences"].items()))
+    differences = (f"| setting | this run | recipe default |\n|---|---|---|\n{differences}" if differences else
+                   "None: every setting is the recipe's default.")
+    env = " ".join(f"{k}={v}" for k, v in conf["env"].items())
+    launch = f"torchrun --standalone --nproc_per_node={first['world_size']} train_gpt.py"
+    seeds = " ".join(str(r["seed"]) for r in runs)
+    data = DATA_COMMANDS.get(family, f"# the {family} data (not downloadable by golfrun's scripts/download_data.py)")
+    cap = float(c["max_wallclock_seconds"])
     return f"""# {name}
 
-**val_bpb: {statistics.mean(scores):.8f}** (mean of {len(runs)} seeds, std {statistics.stdev(scores):.8f})
+**val_bpb: {statistics.mean(scores):.8f}** (mean of {len(runs)} seeds, std {statistics.stdev(scores):.8f};
+{first['labels'][-1]} in each log)
 
 {blurb}
 
 ## Results
 
-| seed | steps | train s | training data until s | pre-quant bpb | quantized bpb | post-TTT bpb | eval s | artifact bytes |
+| seed | steps | train s | training data until s | pre-quant bpb | quantized bpb | score bpb | eval s | artifact bytes |
 |---|---|---|---|---|---|---|---|---|
 {rows}
 
-{significance_line}
+{sig['line']}
 
 Artifact bytes = the brotli-compressed quantized model + the size of the shipped `train_gpt.py` ({first['bytes_code']:,}
-bytes: the `train_gpt.py` and `kernels.py` of the logs, {sum(len(s.encode()) for s in first['sources'].values()):,} bytes,
-minified (no comments, docstrings or blank lines) and compressed into one self-extracting file). "Training data until" is the last read of training data (the GPTQ
+bytes: the `train_gpt.py` and `kernels.py` the logs embed, {int(first['bytes']['code_raw_bytes']):,} bytes, minified
+and compressed into one self-extracting file). "Training data until" is the last read of training data (the GPTQ
 Hessians are collected inside the training clock).
 
-## Method
+## Configuration
 
-An SP8192 GPT (11 x 512, GQA 8/4, partial RoPE, QK-norm with gain, XSA, per-head gated attention, LeakyReLU(0.5)^2
-MLP, depth recurrence of layers 3-5, parallel residual lanes, U-Net skips, tied embeddings, logit softcap 30),
-trained for 600 s with Muon (Polar Express Newton-Schulz) and Adam on a wallclock schedule with EMA; GPTQ int6
-matrices and int7 embedding with SDClip, brotli-compressed; evaluated with phased, score-first, per-document LoRA
-test-time training (rank 128, alpha 144, warm-start A, weight decay 2.0, global SGD between 3 phases). The fused
-softcapped cross-entropy and fused MLP Triton kernels are used in training only.
+Recipe #{conf['recipe']}; training for at most {c['iterations']} steps{f' or {cap:g} s' if cap else ' (no time cap)'}
+(the steps each seed ran are in the table); validation {'the whole set' if c['val_max_tokens'] == '0' else
+f"the first {c['val_max_tokens']} tokens"} ({first['model']['val_tokens']} tokens); test-time training
+{'on' if c['ttt_enabled'] == 'True' else 'off'}. Techniques, from the logged configuration:
+
+{chr(10).join(f'- {t}' for t in techniques(c, first['model']))}
+
+## What is new against the recipe
+
+The settings that differ from recipe #{conf['recipe']}'s defaults (the defaults of the code the logs embed; the
+seed, the run id and the data and artifact paths aside):
+
+{differences}
 
 ## Legality (Issue #1017)
 
-- **Condition 1 (causal):** every prediction at position t uses tokens before t only: causal attention within
-  each document, and the LoRA that scores a chunk has learned only from earlier chunks of the same document
-  (and, between phases, from documents already scored).
-- **Condition 2 (full normalised distribution):** each token is scored with a softmax over all 8192 pieces of the
-  softcapped logits (eager `30 * tanh(logits / 30)`, no fused kernel in evaluation); bytes per token come from
-  the tokenizer's pieces.
-- **Condition 3 (score before update):** each 48-token chunk is scored, and its score is final, before the LoRA
-  Adam step on that chunk; the global SGD after a phase uses only documents already scored.
-- **Condition 4 (single pass):** one left-to-right pass over the validation set, no rescoring.
-- No validation data during training; training data is last read at the GPTQ Hessians, inside the 600 s
-  (`train_data_access_end_seconds` in each log).
+{legality(c)}
 
 ## Hardware
 
-{first['hardware']}, PyTorch {first['torch']}. Train <= 600 s, eval <= 600 s, artifact <= 16,000,000 bytes (all seeds).
+{first['hardware']}; {versions(first)}. Limits met by every seed: train <= 600 s, training data <= 600 s, eval <=
+600 s, artifact <= 16,000,000 bytes.
 
 ## Reproduction
 
+From a golfrun checkout (the data script is golfrun's `scripts/download_data.py`), then this folder's
+`train_gpt.py`:
+
 ```bash
 pip install -r requirements.txt
-python data/cached_challenge_fineweb.py --variant sp8192   # or golfrun's scripts/download_data.py --variant sp8192
-{seeds_cmd}
+{data}
+for SEED in {seeds}; do SEED=$SEED {env + ' ' if env else ''}{launch}; done
 ```
 
-Every setting is the script's default except the seed; each log lists the resolved configuration and embeds the
-source of `train_gpt.py` and `kernels.py` (identical in every log; the shipped `train_gpt.py` extracts it minified:
-the same syntax tree without docstrings).
+Each log lists the resolved configuration and embeds the source of `train_gpt.py` and `kernels.py` (identical in
+every log; the shipped `train_gpt.py` extracts it minified: the same syntax tree without docstrings).
 
 ## Credits
 
-{CREDITS}"""
+{CREDITS.get(conf['recipe'], f'Recipe #{conf["recipe"]}: see its record.')}"""
 
 
-def submission(name: str, author: str, github_id: str, date: str, blurb: str, runs: list[dict]) -> dict:
-    scores, losses = [r["ttt"] for r in runs], [r["val_loss"] for r in runs]
+def submission(name: str, author: str, github_id: str, date: str, blurb: str, runs: list[dict], track: str,
+               recipe: str) -> dict:
+    scores, losses = [r["score"] for r in runs], [r["val_loss"] for r in runs]
     return dict(
-        author=author, github_id=github_id, name=name, date=date, track=TRACK, blurb=blurb,
+        author=author, github_id=github_id, name=name, date=date, track=track, blurb=blurb,
         val_bpb=round(statistics.mean(scores), 8), val_bpb_std=round(statistics.stdev(scores), 8),
         val_loss=round(statistics.mean(losses), 8), val_loss_std=round(statistics.stdev(losses), 8),
         seeds=[r["seed"] for r in runs],
-        seed_results={str(r["seed"]): dict(val_bpb=round(r["ttt"], 8), val_loss=round(r["val_loss"], 8),
+        seed_results={str(r["seed"]): dict(val_bpb=round(r["score"], 8), val_loss=round(r["val_loss"], 8),
                                            pre_quant_val_bpb=round(r["prequant"], 8),
-                                           quantized_val_bpb=round(r["quantized"], 8), steps=r["steps"],
+                                           quantized_val_bpb=round(r["quantized"], 8), steps=r["steps_done"],
                                            train_time_seconds=r["train_ms"] / 1000,
                                            train_data_access_end_seconds=r["train_data_end_seconds"],
                                            eval_time_seconds=r["eval_ms"] / 1000, artifact_bytes=r["bytes_total"])
                       for r in runs},
-        hardware=runs[0]["hardware"], pytorch_version=runs[0]["torch"],
+        hardware=runs[0]["hardware"], pytorch_version=runs[0]["env"].get("torch"),
         bytes_total=max(r["bytes_total"] for r in runs), bytes_model=max(r["bytes_model"] for r in runs),
         bytes_code=runs[0]["bytes_code"],
         compliance=dict(train_under_600s=True, train_data_access_under_600s=True, eval_under_600s=True,
-                        artifact_under_16mb=True, score_first_ttt=True, no_val_data_in_training=True,
-                        three_seeds=len(runs) >= MIN_SEEDS),
-        attribution=ATTRIBUTION,
+                        artifact_under_16mb=True, score_first_ttt=runs[0]["config"].get("ttt_enabled") == "True",
+                        no_val_data_in_training=True, three_seeds=len(runs) >= MIN_SEEDS),
+        attribution=ATTRIBUTION.get(recipe, {}),
     )
 
 
-def record_folder(out_root: Path, date: str, name: str) -> Path:
-    """records/track_10min_16mb/<date>_<name> inside out_root, or SystemExit for names that would leave it."""
+def check_folder_name(name: str, date: str) -> None:
     if not SAFE_NAME.match(name):
         raise SystemExit(f"--name {name!r}: use letters, digits, '.', '_' and '-' only (it names the folder)")
     try:
         datetime.date.fromisoformat(date)
     except ValueError:
         raise SystemExit(f"--date {date!r}: give an ISO date such as 2026-04-30") from None
-    root = (out_root / f"track_{TRACK}").resolve()
+
+
+def record_folder(out_root: Path, date: str, name: str, track: str = RECORD_TRACK) -> Path:
+    """records/track_<track>/<date>_<name> inside out_root, or SystemExit for names that would leave it."""
+    check_folder_name(name, date)
+    root = (out_root / f"track_{track}").resolve()
     folder = (root / f"{date}_{name}").resolve()
     if folder.parent != root:
         raise SystemExit(f"{folder} is outside {root}: choose another --name/--date")
@@ -304,20 +649,26 @@ def record_folder(out_root: Path, date: str, name: str) -> Path:
 
 def make_record(logs, name, author, github_id, blurb, out_root: Path, date: str, allow_other_hardware=False,
                 baseline: dict | None = None) -> Path:
-    folder = record_folder(Path(out_root), date, name)
+    check_folder_name(name, date)
     runs = [parse_log(Path(p)) for p in logs]
+    for run in runs:
+        check_log(run)
     check_runs(runs, allow_other_hardware)
     runs.sort(key=lambda r: r["seed"])
     shipped = shipped_file(runs)
-    line = significance(runs, baseline or dict(name=PREVIOUS_RECORD["name"], bpb=list(PREVIOUS_RECORD["bpb"].values())))
+    conf = configuration(runs[0])
+    family = tokenizer_family(runs[0]["config"])
+    sig = significance(runs, baseline or default_baseline(runs))
+    track = RECORD_TRACK if sig["beats"] else NON_RECORD_TRACK
+    folder = record_folder(Path(out_root), date, name, track)
     folder.mkdir(parents=True)
     (folder / "train_gpt.py").write_bytes(shipped)
     (folder / "requirements.txt").write_text(REQUIREMENTS)
     for run in runs:
         (folder / f"train_seed{run['seed']}.log").write_bytes(run["log"].read_bytes())
-    (folder / "README.md").write_text(readme(name, blurb, runs, line))
-    (folder / "submission.json").write_text(json.dumps(submission(name, author, github_id, date, blurb, runs),
-                                                       indent=2) + "\n")
+    (folder / "README.md").write_text(readme(name, blurb, runs, sig, conf, family))
+    (folder / "submission.json").write_text(json.dumps(
+        submission(name, author, github_id, date, blurb, runs, track, conf["recipe"]), indent=2) + "\n")
     return folder
 
 
@@ -334,8 +685,8 @@ def main(argv=None):
     parser.add_argument("--allow-other-hardware", action="store_true",
                         help="package runs that did not run on 8 GPUs (not a valid record; for rehearsals)")
     parser.add_argument("--baseline-submission", type=Path,
-                        help="the previous record's submission.json for the significance line (default: PR #1886's "
-                             "published per-seed scores)")
+                        help="the previous record's submission.json for the significance line (default: the best "
+                             "published result of the logs' tokenizer family, seed_stats.BASELINES)")
     args = parser.parse_args(argv)
     baseline = None
     if args.baseline_submission:

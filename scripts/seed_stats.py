@@ -4,14 +4,16 @@
     python scripts/seed_stats.py --new logs/mine_s1.txt logs/mine_s2.txt logs/mine_s3.txt \
                                  --old-submission records/.../submission.json
     python scripts/seed_stats.py --new logs/mine_*.txt --old-bpb 1.07009653 1.06919893 1.06942136
+    python scripts/seed_stats.py --new logs/mine_*.txt --baseline sp8192     # the best published SP8192 result
     # two sets of our own logs
     python scripts/seed_stats.py --old logs/base_s*.txt --new logs/mine_s*.txt [--p 0.01] [--margin-nats 0.005]
 
 Reads each train_gpt.py log's final score (final_ttt_exact, else final_roundtrip_exact), checks that the logs of
 one side are seeds of one configuration, and prints mean and std per side, in nats (val_loss) and bpb, with the
 one-sided Welch t-test p-value for H1: mean_old - mean_new > margin. The defaults are the challenge README's rule:
-0.005 nats at p < 0.01. A published baseline given only in bpb is converted to nats with the bytes-per-token
-ratio of the NEW logs (same validation set and tokenizer), and the bpb bar is the nats bar times that ratio.
+0.005 nats at p < 0.01. A published baseline is compared in nats: its own val_loss, or its bpb times its own
+bytes per token (BASELINES), or, for --old-bpb alone, the bytes per token of the NEW logs (which assumes the same
+validation set and tokenizer). The bpb bar is the nats bar in the NEW logs' bpb per nat.
 """
 
 import argparse
@@ -28,6 +30,16 @@ import golflog
 SCORE_LABELS = ("final_ttt_exact", "final_roundtrip_exact")
 RULE_MARGIN_NATS = 0.005  # the challenge README: a new record beats the last by 0.005 nats ...
 RULE_P = 0.01  # ... at p < 0.01
+# The best published result of each tokenizer family (../shared/reference/LEADERBOARD.md), kept here because
+# golfrun ships without ../shared: per-seed val_bpb from the records' final lines (record_1886_seed*.log
+# `quantized_ttt_phased`; record_2135/submission.json seed_results), and the validation bytes per token that their
+# val_loss / val_bpb / ln 2 give (the same to 1e-8 in every seed: one validation set and tokenizer per family).
+BASELINES = {
+    "sp8192": dict(name="PR #1886 (SP8192; fused softcap CE + TTT weight decay 2.0)", bytes_per_token=3.72663113,
+                   bpb=[1.07009653, 1.06919893, 1.06942136]),  # seeds 1337, 42, 314
+    "caseops": dict(name="PR #2135 (CaseOps; n-gram tilt, AsymLogit, GPTQ 32 calibration batches)",
+                    bytes_per_token=3.15715152, bpb=[1.05662016, 1.05610947, 1.05679341]),  # seeds 314, 42, 0
+}
 
 
 def read_log(path: Path) -> dict:
@@ -83,8 +95,8 @@ def published_scores(path: Path) -> dict:
         raise SystemExit(f"{path}: no seed_results with at least 2 seeds: give --old-bpb with the per-seed scores")
     try:
         bpb = [float(r["val_bpb"]) for r in results.values()]
-        nats = [float(r["val_loss"]) for r in results.values()] if all("val_loss" in r for r in results.values()) \
-            else None
+        with_loss = all(isinstance(r, dict) and "val_loss" in r for r in results.values())
+        nats = [float(r["val_loss"]) for r in results.values()] if with_loss else None
     except (KeyError, TypeError, ValueError):
         raise SystemExit(f"{path}: seed_results entries need a numeric val_bpb") from None
     return dict(nats=nats, bpb=bpb, source=f"{path} ({len(bpb)} seeds)")
@@ -104,7 +116,9 @@ def one_sided_p(old: list[float], new: list[float], margin: float) -> float:
 def compare(old: dict, new: dict, margin_nats: float = RULE_MARGIN_NATS) -> dict:
     """Per unit (nats, bpb): means, stds, the bar and the p-value. NEW must come from logs (it has nats)."""
     bpb_per_nat = statistics.mean(b / n for b, n in zip(new["bpb"], new["nats"]))
-    if old["nats"] is None:
+    if old.get("bytes_per_token"):  # the baseline's own validation bytes per token
+        old = dict(old, nats=[b * math.log(2) * old["bytes_per_token"] for b in old["bpb"]])
+    elif old.get("nats") is None:
         old = dict(old, nats=[b / bpb_per_nat for b in old["bpb"]])
     out = {}
     for unit in ("nats", "bpb"):
@@ -138,6 +152,7 @@ def main(argv=None):
     old.add_argument("--old", nargs="+", help="logs of the baseline configuration, one per seed")
     old.add_argument("--old-submission", type=Path, help="a published record's submission.json (seed_results)")
     old.add_argument("--old-bpb", nargs="+", type=float, help="a published record's per-seed val_bpb")
+    old.add_argument("--baseline", choices=sorted(BASELINES), help="the best published result of a tokenizer family")
     parser.add_argument("--margin-nats", type=float, default=RULE_MARGIN_NATS,
                         help=f"the improvement required, in nats (default {RULE_MARGIN_NATS}, the challenge rule)")
     parser.add_argument("--p", type=float, default=RULE_P, help=f"significance threshold (default {RULE_P})")
@@ -148,6 +163,8 @@ def main(argv=None):
         baseline = read_side(args.old, "old")
     elif args.old_submission:
         baseline = published_scores(args.old_submission)
+    elif args.baseline:
+        baseline = dict(BASELINES[args.baseline], source=BASELINES[args.baseline]["name"])
     else:
         if len(args.old_bpb) < 2:
             parser.error("--old-bpb needs at least 2 per-seed scores for a standard deviation")

@@ -30,12 +30,13 @@ def shipped_runs(tmp_path_factory):
     shipped.write_bytes(tg.build_shipped_file(tg.code_sources()))
     logs = {}
     for seed in SEEDS:
-        env = clean_env(DATA_PATH=PROXY_DATA, TOKENIZER_PATH=TOKENIZER, RUN_ID=f"s{seed}", SEED=seed, **SHORT_SMOKE)
+        env = clean_env(DATA_PATH=PROXY_DATA, TOKENIZER_PATH=TOKENIZER, RUN_ID=f"seed{seed}", SEED=seed,
+                        **SHORT_SMOKE)
         env["OMP_NUM_THREADS"] = "2"
         proc = subprocess.run([sys.executable, "train_gpt.py"], cwd=folder, env=env, capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0, f"shipped train_gpt.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        logs[seed] = folder / "logs" / f"s{seed}.txt"
+        logs[seed] = folder / "logs" / f"seed{seed}.txt"
     assert [p.name for p in folder.glob("*.py")] == ["train_gpt.py"]  # no kernels.py beside it
     return shipped, logs
 
@@ -70,24 +71,42 @@ def test_record_folder_from_real_logs(shipped_runs, tmp_path):
     out = tmp_path / "records"
     assert make_record.main([*map(str, logs.values()), "--name", "Smoke", "--author", "a", "--github-id", "b",
                              "--out", str(out), "--date", "2026-11-24", "--allow-other-hardware"]) == 0
-    folder = out / "track_10min_16mb" / "2026-11-24_Smoke"
+    # a smoke run does not beat PR #1886: the folder goes to the non-record track
+    folder = out / "track_non_record_16mb" / "2026-11-24_Smoke"
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "requirements.txt", "submission.json",
                                                         "train_gpt.py", "train_seed1.log", "train_seed2.log",
                                                         "train_seed3.log"]
     assert (folder / "train_gpt.py").read_bytes() == shipped.read_bytes()
     runs = [make_record.parse_log(p) for p in logs.values()]
     sub = json.loads((folder / "submission.json").read_text())
-    assert sub["track"] == "10min_16mb" and sub["seeds"] == list(SEEDS) and sub["hardware"] == "1x CPU"
-    assert sub["val_bpb"] == pytest.approx(sum(r["ttt"] for r in runs) / 3, abs=1e-8) and sub["val_bpb_std"] > 0
-    assert sub["seed_results"]["2"]["val_bpb"] == round(runs[1]["ttt"], 8)
+    assert sub["track"] == "non_record_16mb" and sub["seeds"] == list(SEEDS) and sub["hardware"] == "1x CPU"
+    assert sub["val_bpb"] == pytest.approx(sum(r["score"] for r in runs) / 3, abs=1e-8) and sub["val_bpb_std"] > 0
+    assert sub["seed_results"]["2"]["val_bpb"] == round(runs[1]["score"], 8)
     assert sub["bytes_code"] == shipped.stat().st_size and sub["bytes_total"] == max(r["bytes_total"] for r in runs)
     readme = (folder / "README.md").read_text()
-    for needed in ("## Method", "Condition 1 (causal)", "Condition 2 (full normalised distribution)",
+    env = runs[0]["env"]
+    for needed in ("## Configuration", "Condition 1 (causal)", "Condition 2 (full normalised distribution)",
                    "Condition 3 (score before update)", "Condition 4 (single pass)", "## Hardware", "## Reproduction",
-                   "## Credits", "PR #1886", "PR #1768", "PR #1787", "PR #1530", "one-sided Welch p =",
-                   f"{runs[0]['ttt']:.8f}"):
+                   "## Credits", "PR #1886", "PR #1768", "one-sided Welch p =", f"{runs[0]['score']:.8f}",
+                   "**Not a record**", "a 4 x 64 GPT", "LoRA rank 8", "128-token chunks", "at most 2 steps",
+                   "| NUM_LAYERS | 4 | 11 |", "| SMOKE | True | False |", "1x CPU",
+                   f"PyTorch {env['torch']} (no CUDA), Triton {env['triton']}", "no FlashAttention",
+                   "python scripts/download_data.py --variant sp8192 --train-shards 80",
+                   "torchrun --standalone --nproc_per_node=1 train_gpt.py"):
         assert needed in readme, needed
+    for false_for_smoke in ("11 x 512", "rank 128", "48-token", "trained for 600 s", "except the seed",
+                            "fused Triton kernels in training"):
+        assert false_for_smoke not in readme, false_for_smoke
     assert "brotli" in (folder / "requirements.txt").read_text()
+    # the reproduction's variables give the logged code the logged configuration
+    command = re.search(r"^for SEED in 1 2 3; do SEED=\$SEED (.*) torchrun ", readme, re.M).group(1)
+    env = dict(word.split("=", 1) for word in command.split())
+    assert set(env) == set(SHORT_SMOKE) and env["SMOKE"] == "1"  # the variables the runs were started with
+    h = tg.load_hyperparameters(env)
+    logged = runs[0]["config"]
+    skip = make_record.LOCATION_FIELDS | golflog.PER_SEED_FIELDS
+    settings = {k: v for k, v in logged.items() if k not in skip}
+    assert {k: str(getattr(h, k)) for k in settings} == settings
 
 
 def _copy(path, tmp_path, name, edit=None):
@@ -108,8 +127,6 @@ def _build(logs, tmp_path, **kw):
 
 
 @pytest.mark.parametrize("case, edit, message", [
-    ("artifact", _sub(r"^artifact_total_bytes:\d+", "artifact_total_bytes:16000001"), "artifact bytes .* over"),
-    ("train_time", _sub(r"^train_time:\d+ms", "train_time:600001ms"), "train_time ms .* over"),
     ("data_end", _sub(r"^train_data_access_end_seconds:[0-9.]+", "train_data_access_end_seconds:600.50"),
      "train_data_access_end_seconds .* over"),
     ("eval_time", _sub(r"^eval_time:\d+ms \(", "eval_time:600001ms ("), "eval_time ms .* over"),
@@ -118,13 +135,164 @@ def _build(logs, tmp_path, **kw):
     ("interrupted", lambda t: t + "interrupted: KeyboardInterrupt at step 2\n", "interrupted"),
     # cut at the run's last line, not at its first mention in the embedded source
     ("crashed", lambda t: t[: t.rindex("final_ttt_exact")], "crashed or unfinished"),
-    ("code_bytes", _sub(r"code_bytes:\d+", "code_bytes:123"), "counted code_bytes:123"),
+    # code_bytes and the total edited together (the parts add up): the shipped file's size disagrees
+    ("code_bytes", lambda t: _sub(r"code_bytes:\d+", "code_bytes:123")(_sub(
+        r"^artifact_total_bytes:\d+", f"artifact_total_bytes:{_bytes(t)[0] + 123}")(t)), "counted code_bytes:123"),
 ])
 def test_bad_runs_are_refused(shipped_runs, tmp_path, case, edit, message):
     _, logs = shipped_runs
     paths = [_copy(logs[1], tmp_path, "edited.txt", edit), logs[2], logs[3]]
     with pytest.raises(SystemExit, match=message):
         _build(paths, tmp_path)
+
+
+def _bytes(text):
+    """(artifact_model_bytes, code_bytes) of a log."""
+    match = re.search(r"^artifact_model_bytes:(\d+) code_bytes:(\d+)", golflog.run_lines(text), re.M)
+    return int(match.group(1)), int(match.group(2))
+
+
+def test_limits(shipped_runs):
+    """Each challenge limit, on a parsed run (a log over a limit in one place only contradicts itself first)."""
+    _, logs = shipped_runs
+    for key, limit in make_record.LIMITS.items():
+        run = make_record.parse_log(logs[1])
+        make_record.check_limits(run)
+        run[key] = limit + 1
+        with pytest.raises(SystemExit, match=f"{re.escape(make_record.LIMIT_NAMES[key])} .* over"):
+            make_record.check_limits(run)
+
+
+def _then(*edits):
+    def edit(text):
+        for one in edits:
+            text = one(text)
+        return text
+    return edit
+
+
+ON_GPU = _sub(r"^(python:\S+) torch:(\S+)\+cpu (triton:\S+) cuda:None world_size:1 device:cpu$",
+              r"\1 torch:\2+cu128 \3 cuda:12.8 world_size:8 device:cuda:0")
+SMI = """+-----------------------------------------------------------------------------------------+
+| NVIDIA-SMI 570.124.06             Driver Version: 570.124.06     CUDA Version: 12.8     |
+|=========================================+========================+======================|
+""" + "".join(f"|   {i}  NVIDIA H100 80GB HBM3          On  |   00000000:{i:02x}:00.0 Off |                    0 |\n"
+              for i in range(8))
+WITH_SMI = _sub(r"^(python:.*device:cuda:0)$", lambda m: f"{m.group(1)}\n{SMI}")
+WITH_PEAK = _sub(r"^(train_data_access_end_seconds:.*)$", r"\1\npeak_memory_allocated:1.00GiB")
+GPU_BACKEND = _sub(r"attention_backend:sdpa_padded", "attention_backend:torch_varlen")
+
+
+# Forged logs: one fact of a real smoke log edited, refused with the line that disagrees.
+@pytest.mark.parametrize("case, edit, message", [
+    ("bpb_by_hand", _sub(r"^(final_ttt_exact val_loss:\S+ val_bpb:)4", r"\g<1>3"),
+     r"'final_ttt_exact val_loss:\S+ val_bpb:3\.\d+ eval_time:\d+ms' implies .* bytes per token"),
+    # the 5th significant digit: 2.5e-5 of the score, far above the 8-decimal rounding (~2e-9)
+    ("bpb_4th_decimal", _sub(r"^(final_ttt_exact val_loss:\S+ val_bpb:4\.\d\d\d)(\d)",
+                             lambda m: m.group(1) + str((int(m.group(2)) + 1) % 10)),
+     r"'final_ttt_exact val_loss:\S+ val_bpb:4\.\d+ eval_time:\d+ms' implies"),
+    ("loss_by_hand", _sub(r"^(final_ttt_exact val_loss:)(\d)", lambda m: m.group(1) + str(int(m.group(2)) - 1)),
+     r"'final_ttt_exact val_loss:.*' implies"),
+    ("prequant_by_hand", _sub(r"^(final_prequant_exact val_loss:\S+ val_bpb:)4", r"\g<1>3"),
+     r"'final_prequant_exact val_loss:\S+ val_bpb:3\.\d+ eval_time:\d+ms' implies"),
+    ("seed_relabelled", _sub(r"^seed:1$", "seed:4"), r"'seed:4' but 'run_id:seed1' names seed 1"),
+    ("cpu_as_gpu", _sub(r"world_size:1 device:cpu$", "world_size:8 device:cuda:0"),
+     r"'python:.* cuda:None world_size:8 device:cuda:0' says device cuda:0 but a torch without CUDA"),
+    ("cpu_as_gpu_with_cuda", ON_GPU, r"'python:.*device:cuda:0' says device cuda:0 but the log has no nvidia-smi"),
+    ("cpu_as_gpu_one_smi", _then(ON_GPU, _sub(r"^(python:.*device:cuda:0)$", lambda m: m.group(1) + "\n" +
+                                              "\n".join(SMI.splitlines()[:4]))),
+     r"says world_size 8 but the nvidia-smi table lists 1 GPU"),
+    ("cpu_as_gpu_with_smi", _then(ON_GPU, WITH_SMI), r"'python:.*device:cuda:0' and no GPU peak-memory line"),
+    ("cpu_as_gpu_with_peak", _then(ON_GPU, WITH_SMI, WITH_PEAK),
+     r"says world_size 8 but 'model_params:.*grad_accum_steps:8.*' splits TRAIN_BATCH_TOKENS=4096 into 8"),
+    ("gpu_backend_on_cpu", GPU_BACKEND, r"says a CPU but 'model_params:.*attention_backend:torch_varlen"),
+    ("smi_on_cpu", _sub(r"^(python:.*device:cpu)$", lambda m: f"{m.group(1)}\n{SMI}"),
+     r"says device cpu but the log has an nvidia-smi table \('Driver Version"),
+    ("model_bytes", _sub(r"^artifact_model_bytes:(\d+)", lambda m: f"artifact_model_bytes:{int(m.group(1)) - 1000}"),
+     r"'artifact_total_bytes:\d+ .*' is not the sum of artifact_model_bytes and code_bytes in 'artifact_model_bytes"),
+    ("raw_parts", _sub(r"code_raw_bytes:(\d+)", lambda m: f"code_raw_bytes:{int(m.group(1)) + 1}"),
+     r"'artifact_model_bytes:.*': code_raw_bytes is not the sum of its raw_ parts"),
+    ("raw_source", _then(_sub(r"raw_kernels.py:(\d+)", lambda m: f"raw_kernels.py:{int(m.group(1)) - 9}"),
+                         _sub(r"code_raw_bytes:(\d+)", lambda m: f"code_raw_bytes:{int(m.group(1)) - 9}")),
+     r"'artifact_model_bytes:.*' counts raw bytes .* but the sources the log embeds are"),
+    ("limit", _sub(r"limit:16000000$", "limit:17000000"), r"'artifact_total_bytes:.*' states a limit other than"),
+    ("ttt_700s", _sub(r"^(final_ttt_exact .*eval_time:)\d+ms", r"\g<1>700000ms"),
+     r"'final_roundtrip_exact .*' and 'final_ttt_exact .*eval_time:700000ms' take longer than the whole "
+     r"evaluation 'eval_time:\d+ms"),
+    ("ttt_timing", _sub(r"^(ttt_timing .*seconds:)[0-9.]+", r"\g<1>999.0"),
+     r"'ttt_timing .*seconds:999.0.*' is longer than 'final_ttt_exact"),
+    ("training_restated", _sub(r"\(training [0-9.]+,", "(training 0.01,"),
+     r"'train_data_access_end_seconds:.*\(training 0.01, .*' restates training as 0.01 s, 'train_time:\d+ms"),
+    ("data_before_training", _sub(r"^train_data_access_end_seconds:[0-9.]+", "train_data_access_end_seconds:0.00"),
+     r"'train_data_access_end_seconds:0.00 .*' ends the training data before training ended"),
+    ("steps", _sub(r"^(train_time:\d+ms) steps:2", r"\1 steps:1"), r"'train_time:\d+ms steps:1 .*': step_avg x steps"),
+    ("tokens_per_second", _sub(r"tokens_per_second:\d+", "tokens_per_second:99999999"),
+     r"'train_time:.*tokens_per_second:99999999.*': tokens_per_second is not"),
+    ("cap", _sub(r"^(train_time:.*) cap:[0-9.]+s$", r"\1 cap:600.0s"), r"'train_time:.* cap:600.0s' states a cap"),
+    ("step_line", _sub(r"^step:1/2 (train_loss:\S+) train_time:\d+ms", r"step:1/2 \1 train_time:99999999ms"),
+     r"'step:1/2 train_loss:\S+ train_time:99999999ms .*' does not fit 'train_time:"),
+])
+def test_forged_logs_are_refused_naming_the_line(shipped_runs, tmp_path, case, edit, message):
+    _, logs = shipped_runs
+    forged = _copy(logs[1], tmp_path, "forged.txt", edit)
+    assert forged.read_text() != logs[1].read_text(), "the edit changed nothing"
+    with pytest.raises(SystemExit, match="the log contradicts itself: .*" + message):
+        _build([forged, logs[2], logs[3]], tmp_path)
+
+
+def test_a_consistent_gpu_log_passes_the_hardware_checks(shipped_runs):
+    """The forged-GPU cases above each stop at one check: a log that states its GPUs consistently passes them all
+    (the checks read the nvidia-smi table and the model line as a GPU run writes them)."""
+    _, logs = shipped_runs
+    text = _then(ON_GPU, WITH_SMI, WITH_PEAK, GPU_BACKEND, _sub(r"grad_accum_steps:8", "grad_accum_steps:1"))(
+        logs[1].read_text())
+    run = make_record.parse_log(_copy(logs[1], logs[1].parent.parent, "gpu_shape.txt", lambda t: text))
+    assert make_record.device_agrees(run) is None
+    assert run["hardware"] == "8x NVIDIA H100 80GB HBM3" and run["smi"]["cuda"] == "12.8"
+    assert "driver 570.124.06 (CUDA 12.8)" in make_record.versions(run)
+
+
+def test_one_run_under_two_seeds_is_refused(shipped_runs, tmp_path):
+    """Seed 1's log relabelled seed 4 everywhere it says so (seed and RUN_ID): its losses are seed 1's."""
+    _, logs = shipped_runs
+    relabelled = _copy(logs[1], tmp_path, "seed4.txt", _then(_sub(r"^seed:1$", "seed:4"),
+                                                             _sub(r"^run_id:seed1$", "run_id:seed4")))
+    with pytest.raises(SystemExit, match=r"\(seed 4\) and .* \(seed 1\) are one run: the same training losses "
+                                         r"\('step:1/2 train_loss:"):
+        _build([logs[1], logs[2], relabelled], tmp_path)
+    # its losses edited too: the final loss still gives it away
+    losses = _copy(relabelled, tmp_path, "seed4b.txt", _sub(r"^(step:2/2 train_loss:)\S+", r"\g<1>1.2345"))
+    with pytest.raises(SystemExit, match=r"one run: the same final loss \('final_prequant_exact val_loss:"):
+        _build([logs[1], logs[2], losses], tmp_path)
+
+
+def test_a_configuration_the_logged_code_refuses(shipped_runs, tmp_path):
+    """A setting edited by hand in every log (so the seeds agree) is checked against the logged code."""
+    _, logs = shipped_runs
+    for edit, message in ((_sub(r"^ttt_lora_rank:8$", "ttt_lora_rank:-3"), "the logged code refuses the logged "
+                                                                           "configuration .*TTT_LORA_RANK"),
+                          (_sub(r"^ema_decay:.*\n", ""), "settings the log lacks: ema_decay"),
+                          (_sub(r"^(ema_decay:.*)$", r"\1\nema_rate:0.5"),
+                           "settings the code does not have: ema_rate")):
+        paths = [_copy(p, tmp_path, f"conf{seed}.txt", edit) for seed, p in logs.items()]
+        with pytest.raises(SystemExit, match=message):
+            _build(paths, tmp_path)
+
+
+def test_significance_baseline_follows_the_tokenizer_family(shipped_runs):
+    _, logs = shipped_runs
+    run = make_record.parse_log(logs[1])
+    assert make_record.tokenizer_family(run["config"]) == "sp8192"
+    assert make_record.default_baseline([run]) is make_record.seed_stats.BASELINES["sp8192"]
+    caseops = dict(run, config=dict(run["config"], tokenizer_path="t/fineweb_8192_bpe_lossless_caps_caseops_v1.model"))
+    assert make_record.default_baseline([caseops]) is make_record.seed_stats.BASELINES["caseops"]
+    with pytest.raises(SystemExit, match="no published baseline for the tokenizer family sp1024"):
+        make_record.default_baseline([dict(run, config=dict(run["config"], vocab_size="1024"))])
+    runs = [make_record.parse_log(p) for p in logs.values()]
+    worse = dict(name="a worse run", bpb=[r["score"] + 0.5 for r in runs], bytes_per_token=3.0)
+    assert make_record.significance(runs, worse)["beats"]
+    result = make_record.significance(runs, make_record.seed_stats.BASELINES["sp8192"])
+    assert not result["beats"] and "**Not a record**" in result["line"]
 
 
 def test_sets_of_logs_that_are_not_one_record_are_refused(shipped_runs, tmp_path):
@@ -135,8 +303,8 @@ def test_sets_of_logs_that_are_not_one_record_are_refused(shipped_runs, tmp_path
         ([s1, s2, s1], "given twice"),
         ([s1, s2, s3, _copy(s1, tmp_path, "copy.txt")], "both seed 1"),
         ([s1, s2, _copy(s3, tmp_path, "lr.txt", _sub(r"^matrix_lr:\S+", "matrix_lr:0.5"))], "differs in matrix_lr"),
-        ([s1, s2, _copy(s3, tmp_path, "code.txt", lambda t: t.replace("import torch\n", "import  torch\n", 1))],
-         "ran other code"),
+        ([s1, s2, _copy(s3, tmp_path, "code.txt", lambda t: t.replace("import torch\n", "import torcH\n", 1))],
+         "ran other code"),  # as long as the original: the counted raw bytes still agree
     ]
     for paths, message in cases:
         with pytest.raises(SystemExit, match=message):
@@ -171,7 +339,11 @@ def test_ships_the_logged_source_not_the_code_on_disk(shipped_runs, tmp_path):
     def as_other_code(text):
         text = text.replace("\n==== end of kernels.py ====\n",
                             "A_LINE_THE_WORKING_TREE_LACKS = 1\n\n==== end of kernels.py ====\n", 1)
-        return re.sub(r"code_bytes:\d+", f"code_bytes:{size}", text, count=1)
+        grown = size - _bytes(text)[1]
+        for key, grow in (("code_bytes", grown), ("artifact_total_bytes", grown),
+                          ("code_raw_bytes", 34), ("raw_kernels.py", 34)):  # the added line and its newline
+            text = re.sub(rf"{re.escape(key)}:(\d+)", lambda m: f"{key}:{int(m.group(1)) + grow}", text, count=1)
+        return text
 
     paths = [_copy(p, tmp_path, f"other{seed}.txt", as_other_code) for seed, p in logs.items()]
     folder = _build(paths, tmp_path)

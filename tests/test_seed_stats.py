@@ -1,6 +1,9 @@
 """scripts/seed_stats.py on logs of real (short) CPU runs of train_gpt.py."""
 
 import json
+import math
+import os
+import re
 import sys
 
 import pytest
@@ -74,6 +77,9 @@ def test_against_a_published_record(logs, tmp_path, capsys):
     seed_stats.main(["--new", *map(str, logs["new"]), "--old-submission", str(_published(tmp_path, worse)),
                      "--p", "1e-9"])
     assert "does not beat old by 0.005 nats at p < 1e-09" in capsys.readouterr().out
+    seed_stats.main(["--new", *map(str, logs["new"]), "--baseline", "sp8192"])  # smoke runs: 4 bpb, not 1.07
+    out = capsys.readouterr().out
+    assert out.startswith("old: PR #1886") and "does not beat old" in out
 
 
 def test_bad_inputs_are_refused(logs, tmp_path):
@@ -89,3 +95,42 @@ def test_bad_inputs_are_refused(logs, tmp_path):
         seed_stats.published_scores(logs["old"][0])
     with pytest.raises(SystemExit):
         seed_stats.main(["--new", *map(str, logs["new"]), "--old-bpb", "1.0", "1.1", "--p", "2"])
+
+
+REFERENCE = REPO.parent / "shared" / "reference"
+
+
+def test_published_baselines_match_the_records():
+    """BASELINES' per-seed val_bpb and bytes per token give each record's published val_loss (the records' own
+    logs and submission.json, in ../shared/reference)."""
+    if not REFERENCE.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{REFERENCE} missing; CI must check the baselines, not skip them")
+        pytest.skip(f"needs {REFERENCE}")
+    finals = [re.search(r"^quantized_ttt_phased val_loss:([0-9.]+) val_bpb:([0-9.]+)", p.read_text(), re.M)
+              for p in sorted(REFERENCE.glob("record_1886_seed*.log"))]
+    published = dict(sp8192=[(float(m.group(1)), float(m.group(2))) for m in finals],
+                     caseops=[(r["val_loss"], r["val_bpb"]) for r in json.loads(
+                         (REFERENCE / "record_2135" / "submission.json").read_text())["seed_results"].values()])
+    assert set(published) == set(seed_stats.BASELINES)
+    for family, pairs in published.items():
+        baseline = seed_stats.BASELINES[family]
+        assert sorted(baseline["bpb"]) == sorted(bpb for _, bpb in pairs)
+        for nats, bpb in pairs:
+            assert bpb * math.log(2) * baseline["bytes_per_token"] == pytest.approx(nats, abs=2e-8)
+    best = {}  # the leaderboard's best val_bpb per tokenizer family
+    for line in (REFERENCE / "LEADERBOARD.md").read_text().splitlines():
+        cells = [c.strip(" *") for c in line.split("|")]
+        if len(cells) > 3 and re.fullmatch(r"1\.\d{5}", cells[1]):
+            best[cells[3].lower()] = min(best.get(cells[3].lower(), 9.0), float(cells[1]))
+    assert best == {family: round(sum(b["bpb"]) / len(b["bpb"]), 5) for family, b in seed_stats.BASELINES.items()}
+
+
+def test_a_baseline_is_in_nats_by_its_own_bytes_per_token(logs):
+    """Not by the new logs' ratio (these smoke logs score another text: ~3.07 bytes per token, not 3.73)."""
+    new = seed_stats.read_side(logs["new"], "new")
+    baseline = seed_stats.BASELINES["sp8192"]
+    result = seed_stats.compare(baseline, new)
+    expected = [b * math.log(2) * baseline["bytes_per_token"] for b in baseline["bpb"]]
+    assert result["nats"]["old_mean"] == pytest.approx(sum(expected) / 3, rel=1e-9)
+    assert result["nats"]["old_mean"] == pytest.approx(2.76281627, abs=1e-7)  # the record's mean val_loss
