@@ -85,8 +85,14 @@ MICRO_BATCHES = 8  # per optimizer step: the record's 8 GPUs, one each; a world 
 SHARD_MAGIC = 20240520  # the challenge's shard header
 SHARD_VERSION = 1
 SHARD_HEADER_WORDS = 256
-DOWNLOAD_HINT = "python scripts/download_data.py --variant sp8192 --train-shards 80"
-CASEOPS_HINT = "python scripts/download_data.py --variant caseops --train-shards 80"
+# how to get the data: golfrun's downloader in a checkout; the shipped train_gpt.py has no scripts/ beside it
+HAS_DOWNLOADER = (Path(__file__).resolve().parent / "scripts" / "download_data.py").is_file()
+DOWNLOAD_HINT = ("python scripts/download_data.py --variant sp8192 --train-shards 80" if HAS_DOWNLOADER else
+                 "the challenge's Hugging Face dataset willdepueoai/parameter-golf, files datasets/fineweb10B_sp8192/"
+                 " and tokenizers/fineweb_8192_bpe.model (or scripts/download_data.py of a golfrun checkout)")
+CASEOPS_HINT = ("python scripts/download_data.py --variant caseops --train-shards 80" if HAS_DOWNLOADER else
+                "the Hugging Face dataset romeerp/parameter-golf-caseops-v1 (CaseOps shards, val byte sidecar and "
+                "tokenizer; or scripts/download_data.py --variant caseops of a golfrun checkout)")
 # The tokenized sample that ships with golfrun (public-domain text; sample_data/README.md): SMOKE=1's data.
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
 
@@ -459,10 +465,25 @@ class Logger:
     def __init__(self, ctx: DistContext, run_id: str):
         self.enabled = ctx.is_master
         self.path = Path("logs") / f"{run_id}.txt"
+        problem = [""]
         if self.enabled:
-            self.path.parent.mkdir(exist_ok=True)
-            with open(self.path, "x", encoding="utf-8"):  # FileExistsError if another run took the name since
-                pass
+            try:
+                self.path.parent.mkdir(exist_ok=True)
+            except OSError as err:
+                problem[0] = f"cannot create the log folder {self.path.parent} ({err.strerror}): run elsewhere"
+            try:
+                if not problem[0]:
+                    with open(self.path, "x", encoding="utf-8"):  # exclusive: another run may take the name meanwhile
+                        pass
+            except FileExistsError:
+                problem[0] = (f"{self.path} was created by another run started with RUN_ID={run_id} at the same "
+                              "time: give each run its own RUN_ID")
+            except OSError as err:
+                problem[0] = f"cannot create the log {self.path} ({err.strerror}): run where logs/ can be written"
+        if ctx.distributed:  # every rank stops with rank 0
+            dist.broadcast_object_list(problem, src=0)
+        if problem[0]:
+            raise ValueError(problem[0])
 
     def __call__(self, msg: str, console: bool = True) -> None:
         if not self.enabled:
@@ -560,7 +581,11 @@ def load_tokenizer(path: str, vocab_size: int):
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"tokenizer {path} not found. Set TOKENIZER_PATH, or download it: {DOWNLOAD_HINT}")
-    sp = spm.SentencePieceProcessor(model_file=path)
+    try:
+        sp = spm.SentencePieceProcessor(model_file=path)
+    except (RuntimeError, OSError) as err:
+        raise ValueError(f"TOKENIZER_PATH={path} is not a SentencePiece model ({str(err).splitlines()[0]}): set it "
+                         f"to the .model file of the data's tokenizer ({DOWNLOAD_HINT})") from None
     if sp.vocab_size() != vocab_size:
         raise ValueError(f"tokenizer {path} has {sp.vocab_size()} pieces but VOCAB_SIZE={vocab_size}: "
                          "use the matching tokenizer (SP8192 for this stack) or set VOCAB_SIZE")
@@ -2176,11 +2201,15 @@ def write_atomically(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C, SIGTERM, a full disk: no hidden temporary file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def adopt_artifact_config(h: Hyperparameters, stored: dict, environ: dict) -> tuple[Hyperparameters, list[str]]:
@@ -2229,6 +2258,11 @@ def check_artifact_budget(accounting: dict[str, int], limit: int = ARTIFACT_LIMI
             "the *_CLIP_SIGMAS values (coarser steps compress better), or shrink the model")
 
 
+def shipped_code_path(h: Hyperparameters) -> Path:
+    """logs/<RUN_ID>.golf -> logs/<RUN_ID>.train_gpt.py"""
+    return Path(h.artifact_path).with_suffix(".train_gpt.py")
+
+
 def write_artifact(model: GPT, hessians: dict, h, ctx, log) -> tuple[dict, dict]:
     """GPTQ (Hessians collected inside the training clock) -> container -> compressed file (rank 0).
     Returns (quantized, accounting)."""
@@ -2241,6 +2275,8 @@ def write_artifact(model: GPT, hessians: dict, h, ctx, log) -> tuple[dict, dict]
         blob, sized[1] = compress(container, h.brotli_quality)
         write_atomically(h.artifact_path, blob)
         sized[0] = len(blob)
+        # the counted code, beside the artifact: the train_gpt.py a record folder ships
+        write_atomically(shipped_code_path(h), build_shipped_file(code_sources()))
     if ctx.distributed:
         dist.broadcast_object_list(sized, src=0)
     codec = sized[1]
@@ -2248,7 +2284,7 @@ def write_artifact(model: GPT, hessians: dict, h, ctx, log) -> tuple[dict, dict]
     log(f"gptq hessians:{len(hessians)} quantize_seconds:{t_quantized - t0:.1f} "
         f"compress_seconds:{time.perf_counter() - t_quantized:.1f} codec:{codec}")
     log(f"artifact_model_bytes:{accounting['model_bytes']} code_bytes:{accounting['code_bytes']} (shipped "
-        f"train_gpt.py) code_raw_bytes:{accounting['code_raw_bytes']} "
+        f"train_gpt.py, written to {shipped_code_path(h)}) code_raw_bytes:{accounting['code_raw_bytes']} "
         + " ".join(f"{k}:{v}" for k, v in accounting.items() if k.startswith("raw_")))
     log(f"artifact_total_bytes:{accounting['total_bytes']} (model + shipped train_gpt.py) "
         f"limit:{ARTIFACT_LIMIT_BYTES}")
@@ -2907,6 +2943,11 @@ REMOVED = {
 # Variables in the environment that are not ours even though they look like it.
 FOREIGN_ENV_VARS = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                     "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "OMP_NUM_THREADS"}
+# Families of other programs' variables (and the shell's): never taken for an abbreviation of ours.
+OTHER_ENV_PREFIXES = ("CUDA", "NCCL_", "TORCH", "PYTORCH_", "OMP_", "TRITON_", "HF_", "NVIDIA_", "NV_", "LC_",
+                      "XDG_", "SSH_", "PYTHON", "CONDA_", "PIP_", "MKL_", "KMP_", "GLOO_", "LD_", "GIT_")
+COMMON_ENV_VARS = {"PATH", "HOME", "USER", "SHELL", "PWD", "OLDPWD", "TERM", "LANG", "CI", "TMPDIR", "HOSTNAME",
+                   "NUM_THREADS"}
 # Name families that are ours: an env var starting with one of these must be a known field.
 OWN_ENV_PREFIXES = ("TTT_", "PHASED_TTT_", "GLOBAL_TTT_", "GPTQ_", "MUON_", "ADAM_", "EMBED_", "SCALAR_", "MATRIX_",
                     "CLIP_SIGMA_", "LOOP_", "PARALLEL_", "WARMDOWN_", "WARMUP_", "VAL_", "TRAIN_", "FUSED_", "ROPE_",
@@ -2920,9 +2961,9 @@ def _parse_bool(name: str, text: str) -> bool:
 
 
 def _parse_value(name: str, text: str, kind: type):
+    if kind is bool:
+        return _parse_bool(name, text)
     try:
-        if kind is bool:
-            return _parse_bool(name, text)
         if kind is int:  # "1e3" and the record's "4.0" are whole numbers too
             number = float(text)
             if not number.is_integer():
@@ -2955,12 +2996,31 @@ def check_record_only(environ: dict) -> None:
         raise ValueError(f"{name} was removed: {REMOVED[name]}")
 
 
+def abbreviates(name: str, known_name: str) -> bool:
+    """Whether each word of `name` (words split at "_") shortens a word of `known_name`, in order: the word
+    itself, or its first 3+ letters (a plural s dropped). ITERS shortens ITERATIONS, SEQ_LEN TRAIN_SEQ_LEN. A
+    single word shortens single words only (DATA, MODEL or EVAL alone are too common to be ours)."""
+    words = iter(known_name.split("_"))
+    if "_" not in name and "_" in known_name:
+        return False
+    for word in name.split("_"):
+        stem = word[:-1] if word.endswith("S") and len(word) > 3 else word
+        if not any(w == word or (len(stem) >= 3 and w.startswith(stem)) for w in words):
+            return False
+    return True
+
+
 def check_unknown_env(environ: dict, known: set[str]) -> None:
-    """Fail on env vars that look like ours but that no field claims (typos silently do nothing otherwise)."""
+    """Fail on env vars that look like ours but that no field claims (typos silently do nothing otherwise): a
+    name close to one of ours, in one of our families, or an abbreviation of one of ours (capitals only, and not
+    the shell's or another program's family)."""
     for name in sorted(environ):
-        if name in known or name in FOREIGN_ENV_VARS:
+        if name in known or name in FOREIGN_ENV_VARS or name in COMMON_ENV_VARS:
             continue
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if not close and re.fullmatch(r"[A-Z][A-Z0-9_]*", name) and not name.startswith(OTHER_ENV_PREFIXES):
+            shortened = [k for k in known if abbreviates(name, k)]
+            close = difflib.get_close_matches(name, shortened, n=1, cutoff=0) if shortened else []
         if close or name.startswith(OWN_ENV_PREFIXES):
             hint = f" Did you mean {close[0]}?" if close else ""
             raise ValueError(f"unknown hyperparameter env var {name}.{hint} "
@@ -3005,7 +3065,8 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
         raise ValueError(f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} must split into {MICRO_BATCHES} micro-batches "
                          f"that are whole multiples of TRAIN_SEQ_LEN={h.train_seq_len}")
     if h.model_dim % h.num_heads or h.num_heads % h.num_kv_heads:
-        raise ValueError("MODEL_DIM must divide by NUM_HEADS, and NUM_HEADS by NUM_KV_HEADS")
+        raise ValueError(f"MODEL_DIM={h.model_dim} must divide by NUM_HEADS={h.num_heads}, and NUM_HEADS by "
+                         f"NUM_KV_HEADS={h.num_kv_heads}")
     if h.rope_dims % 2 or h.rope_dims > h.head_dim:
         raise ValueError(f"ROPE_DIMS={h.rope_dims} must be even and at most the head dim {h.head_dim}")
     if h.num_loops and not 0 <= h.loop_start <= h.loop_end < h.num_layers:
@@ -3127,7 +3188,29 @@ def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters,
     notes.append(check_tokenizer_pairing(h))
     check_shards(h, ("val",) if h.eval_only else ("val", "train"))
     val_tokens, tables = load_val_data(h, tables)
+    check_val_tokens(val_tokens, h)
     return h, RunInputs(tables.to(ctx.device), val_tokens, artifact, notes)
+
+
+def check_val_tokens(tokens: np.ndarray, h: Hyperparameters) -> None:
+    """The scores divide by the targets scored (and TTT scores documents): an empty val stream would fail
+    only after training, with a division by zero."""
+    cut = f" (VAL_MAX_TOKENS={h.val_max_tokens})" if 0 < h.val_max_tokens == len(tokens) else ""
+    if len(tokens) < 2:
+        raise ValueError(f"the validation stream at DATA_PATH={h.data_path} holds {len(tokens)} token(s){cut}: "
+                         "nothing to score (a score needs 2 tokens at least). Use non-empty val shards, and "
+                         "VAL_MAX_TOKENS=0 (all) or at least 2")
+    if h.ttt_enabled and not (tokens == h.bos_id).any():
+        raise ValueError(f"the validation stream{cut} holds no document start (BOS_ID={h.bos_id}): TTT scores "
+                         "documents. Use the val shards of the download, or a larger VAL_MAX_TOKENS")
+
+
+def check_cpu_run(h: Hyperparameters, ctx: DistContext) -> None:
+    """Without CUDA only toy runs: the record's model takes minutes a step on a CPU, before any line of output."""
+    if ctx.device.type == "cpu" and not h.smoke:
+        raise ValueError("no CUDA GPU: the record's configuration needs GPUs (8 for the challenge); on a CPU "
+                         "a step of its model takes minutes. Run the toy pipeline: SMOKE=1 python train_gpt.py "
+                         "(any setting you give overrides its toy sizes)")
 
 
 def check_device(h: Hyperparameters, ctx: DistContext) -> None:
@@ -3348,14 +3431,15 @@ def main() -> int:
         check_device(h, ctx)
         validate_hyperparameters(h, ctx.world_size)
         h, inputs = check_inputs(run_files(h, ctx), ctx)
-        accum = validate_hyperparameters(h, ctx.world_size)  # again: EVAL_ONLY may have taken the artifact's model
+        accum = validate_artifact_model(h, ctx, inputs)
+        check_cpu_run(h, ctx)
+        log = Logger(ctx, h.run_id)
     except (ValueError, OSError) as err:
         if ctx.is_master:
             print(f"error: {err}", file=sys.stderr)
         if ctx.distributed:
             dist.destroy_process_group()
         return 2
-    log = Logger(ctx, h.run_id)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, raise_on_signal)
     try:
@@ -3366,6 +3450,30 @@ def main() -> int:
     if ctx.distributed:
         dist.destroy_process_group()
     return 1 if failure else 0
+
+
+def validate_artifact_model(h: Hyperparameters, ctx: DistContext, inputs: RunInputs) -> int:
+    """The settings' invariants again: EVAL_ONLY may have taken the artifact's model, and a refusal then says
+    which values came from it."""
+    try:
+        return validate_hyperparameters(h, ctx.world_size)
+    except ValueError as err:
+        adopted = [note for note in inputs.notes if note.startswith("artifact_config:")]
+        if not adopted:
+            raise
+        raise ValueError(f"{err} (EVAL_ONLY: {'; '.join(n.split(': ', 1)[1] for n in adopted)})") from None
+
+
+def eval_limit_failure(eval_seconds: float, h: Hyperparameters, log) -> str | None:
+    """The challenge's evaluation limit: a failure of a challenge run; a SMOKE=1 run (a toy, on any machine)
+    only reports it, and make_record.py refuses its logs anyway."""
+    if eval_seconds <= EVAL_LIMIT_SECONDS:
+        return None
+    over = f"evaluation took {eval_seconds:.0f} s, over the challenge's {EVAL_LIMIT_SECONDS} s"
+    if h.smoke:
+        log(f"note: {over} (SMOKE=1: a toy run, not held to the challenge's limits)")
+        return None
+    return over
 
 
 def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunInputs, log) -> str | None:
@@ -3437,8 +3545,7 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
                                                                and hints is None else "")] * h.ttt_enabled
     log(f"eval_time:{eval_seconds * 1000:.0f}ms (inside: {', '.join(inside)}; outside: "
         + (", ".join(f"{name} {sec:.1f}s" for name, sec in outside.items()) or "nothing") + ")")
-    if eval_seconds > EVAL_LIMIT_SECONDS and not failure:
-        failure = f"evaluation took {eval_seconds:.0f} s, over the challenge's {EVAL_LIMIT_SECONDS} s"
+    failure = failure or eval_limit_failure(eval_seconds, h, log)
     if failure:
         log(f"ERROR: {failure}")
     return failure

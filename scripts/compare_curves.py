@@ -10,7 +10,8 @@ curve with its seed and, when the log has them, the final pre-quant / quantized 
 (default) or time (seconds of the timed training region). The depth-recurrence switch is marked on each curve.
 
 The comparison trains both from the same initial weights on the same batches, and scores both final (EMA)
-models with one and the same evaluator (issue 13, item 3):
+models with both evaluators, ours and the record's eval_val (issue 13 item 3, issue 25); it exits 1 when a
+target is missed (train loss within 1% at every logged step, val_bpb within 0.005 under each evaluator):
 
     # one GPU, full size, proxy2 (unpack its train shards first: xz -dk DATA/fineweb_train_*.bin.xz)
     python scripts/compare_curves.py --data DATA --tokenizer TOKENIZER --steps 300 --out-dir logs/compare
@@ -22,10 +23,12 @@ train_model builds it (bf16 embedding and fp32 other weights on the GPU), seeded
 weights are copied into ours. Each step both train on the same 8 micro-batches of our loader with the
 step-based schedule (no wallclock cap, TTT off, eager): the record through its own step_fn and Optimizers,
 run as one of its 8 GPUs per micro-batch (its 8-GPU gradient clipping); ours through train_step. Each side
-keeps an EMA (--ema-decay). At the end both EMA models are scored by our evaluator (the record's weights copied
-into a GPT of ours), before quantization.
+keeps an EMA (--ema-decay; our EMA class on both sides: tests/test_oracle_loop.py holds it to the record's
+train_model). At the end both EMA models are scored, before quantization, by our evaluator (the record's weights
+copied into a GPT of ours) and by the record's eval_val (our weights copied into a GPT of the record's), on the
+val tokens cut to whole batches of the record's evaluator, so that both score the same targets.
 
-Prints both train losses and their ratio at each logged step, the worst ratio, and both val_bpb. Writes
+Prints both train losses and their ratio at each logged step, the worst ratio, and the four val_bpb. Writes
 OUT_DIR/record.txt and OUT_DIR/ours.txt in train_gpt.py's log format: `python scripts/compare_curves.py plot
 OUT_DIR/record.txt OUT_DIR/ours.txt -o compare.png` draws them.
 """
@@ -50,6 +53,8 @@ import train_gpt as tg  # noqa: E402
 MICRO_BATCHES = 8  # the record's 8 GPUs, one micro-batch each
 TOY = dict(ro.TOY_SIZES, train_seq_len=64, eval_seq_len=64, train_batch_tokens=MICRO_BATCHES * 128,
            val_batch_tokens=2048)
+LOSS_RATIO_TARGET = 1.01  # worst train-loss ratio, either way, at the logged steps
+BPB_TARGET = 0.005  # |ours - record| val_bpb under each evaluator
 DEFAULT_TOKENIZER = REPO.parent / "shared" / "data" / "tokenizers" / "fineweb_8192_bpe.model"
 STEP_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:([0-9.naninf]+) train_time:(\d+)ms", re.M)
 SHORT_NAMES = dict(zip(golflog.FINAL_LABELS, ("pre-quant", "quantized", "TTT")))
@@ -120,6 +125,25 @@ def build_ours(h: tg.Hyperparameters, device: torch.device, weights_from) -> tg.
     return model
 
 
+def record_copy_of(ours: tg.GPT, record, h: tg.Hyperparameters, script: Path, device, cuda: bool):
+    """A GPT of the record's holding our weights, for its evaluator."""
+    env = ro.record_env_for(h, script, MAX_WALLCLOCK_SECONDS=0, FUSED_CE_ENABLED=int(cuda))
+    model = ro.build_record_model(record, env, script).to(device)
+    ro.copy_our_weights(ours, model)
+    return model
+
+
+class RecordValData:
+    """The record's ValidationData for its eval_val: our val tokens, its byte tables from the tokenizer."""
+
+    def __init__(self, record, tokens, tokenizer: str, vocab_size: int, device):
+        import sentencepiece as spm
+        self.val_tokens = torch.from_numpy(tokens.astype("int64"))
+        luts = record.build_sentencepiece_luts(spm.SentencePieceProcessor(model_file=str(tokenizer)), vocab_size,
+                                               device)
+        self.base_bytes_lut, self.has_leading_space_lut, self.is_boundary_token_lut = luts
+
+
 class _StepBatches:
     """train_step's loader interface over one step's micro-batches (the ones the record got too)."""
     accum = MICRO_BATCHES
@@ -152,6 +176,25 @@ def timed(fn, cuda: bool):
     if cuda:
         torch.cuda.synchronize()
     return out, time.perf_counter() - t0
+
+
+def missed_targets(worst_ratio: float, scores: dict) -> list[str]:
+    """The targets the comparison missed; scores: evaluator -> (record's bpb, ours)."""
+    missed = [f"worst train-loss ratio {worst_ratio:.4f} > {LOSS_RATIO_TARGET}"] if worst_ratio > LOSS_RATIO_TARGET else []
+    missed += [f"{judge} evaluator: |ours - record| val_bpb {abs(o - r):.5f} > {BPB_TARGET}"
+               for judge, (r, o) in scores.items() if not abs(o - r) <= BPB_TARGET]  # a NaN misses too
+    return missed
+
+
+def record_val_tokens(tokens, h_record):
+    """The val tokens cut to whole batches of the record's eval_val (which drops a partial last batch)."""
+    seq = h_record.eval_seq_len
+    batch_seqs = h_record.val_batch_tokens // (h_record.world_size * h_record.grad_accum_steps) // seq
+    whole = (len(tokens) - 1) // seq // batch_seqs * batch_seqs
+    if whole == 0:
+        raise SystemExit(f"{len(tokens)} val tokens hold no whole batch of the record's evaluator "
+                         f"({batch_seqs} x {seq} tokens): raise --val-tokens")
+    return tokens[:whole * seq + 1]
 
 
 # ---- plot: the curves of train_gpt.py logs ----
@@ -268,26 +311,39 @@ def main(argv=None) -> int:
             logs[1].step(done, loss_o)
             worst = max(worst, loss_o / loss_r, loss_r / loss_o)
             print(f"{done:>6} {loss_r:>9.4f} {loss_o:>9.4f} {loss_o / loss_r:>12.4f}", flush=True)
-    # ---- one evaluator for both final EMA models ----
-    val_tokens, tables = tg.load_val_data(h, tg.build_byte_tables(tg.load_tokenizer(h.tokenizer_path, h.vocab_size)))
-    tables = tables.to(device)  # CaseOps: the val byte sidecar, else the tokenizer's tables
-    scores = []
+    # ---- both evaluators for both final EMA models ----
+    tables = tg.build_byte_tables(tg.load_tokenizer(h.tokenizer_path, h.vocab_size)).to(device)
+    h_record.grad_accum_steps = MICRO_BATCHES  # its training ran as one of 8 ranks; its evaluator as 1 GPU
+    val_tokens = record_val_tokens(tg.load_val_tokens(h), h_record)
+    record_val = RecordValData(record, val_tokens, h.tokenizer_path, h.vocab_size, device)
+    record.BOS_ID = h.bos_id
+    scores = {"our": [], "record's": []}
     for ema, model, log in zip(emas, (theirs, ours), logs):
         ema.copy_to(model)
         judge = build_ours(h, device, theirs) if model is theirs else ours
         judge.looping = ours.looping
         (val_loss, val_bpb, _), seconds = timed(lambda: tg.evaluate(judge, val_tokens, tables, h, ctx), cuda)
-        scores.append(val_bpb)
+        scores["our"].append(val_bpb)
+        record_judge = theirs if model is theirs else record_copy_of(ours, record, h, script, device, cuda)
+        record_judge.looping_active = ours.looping
+        with torch.autocast("cuda", torch.bfloat16, enabled=cuda):
+            _, record_bpb = record.eval_val(h_record, device, record_val, record_judge)
+        scores["record's"].append(float(record_bpb))
         log.write([f"train_time:{log.seconds * 1000:.0f}ms steps:{h.iterations}",
-                   f"final_prequant_exact val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f} eval_seconds:{seconds:.1f}"])
-    print(f"worst train-loss ratio (either way): {worst:.4f} (target <= 1.01)")
-    print(f"prequant val_bpb (our evaluator, EMA weights): record {scores[0]:.5f} ours {scores[1]:.5f} "
-          f"ours-record {scores[1] - scores[0]:+.5f} (target |diff| <= 0.005)")
+                   f"final_prequant_exact val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f} eval_seconds:{seconds:.1f}",
+                   f"record_evaluator val_bpb:{record_bpb:.8f}"])
+    print(f"worst train-loss ratio (either way): {worst:.4f} (target <= {LOSS_RATIO_TARGET})")
+    for judge, (r, o) in scores.items():
+        print(f"prequant val_bpb ({judge} evaluator, EMA weights, {len(val_tokens) - 1} targets): record {r:.5f} "
+              f"ours {o:.5f} ours-record {o - r:+.5f} (target |diff| <= {BPB_TARGET})")
     print(f"train seconds (eager): record {logs[0].seconds:.1f} ours {logs[1].seconds:.1f}")
     if cuda:
         print(f"peak_memory_allocated:{torch.cuda.max_memory_allocated() / 2**30:.2f}GiB")
     print(f"logs: {logs[0].path} {logs[1].path}")
-    return 0
+    missed = missed_targets(worst, scores)
+    for line in missed:
+        print(f"TARGET MISSED: {line}")
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

@@ -21,10 +21,14 @@ def test_toy_run_gives_the_same_curve_and_score(tmp_path, capsys):
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason}; CI must run the oracle, not skip it")
         pytest.skip(reason)
-    compare_curves.main(["--toy", "--data", str(PROXY_DATA), "--tokenizer", str(TOKENIZER), "--steps", "2",
-                         "--log-every", "1", "--val-tokens", "2048", "--out-dir", str(tmp_path)])
+    rc = compare_curves.main(["--toy", "--data", str(PROXY_DATA), "--tokenizer", str(TOKENIZER), "--steps", "2",
+                              "--log-every", "1", "--val-tokens", "2048", "--out-dir", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "worst train-loss ratio" in out and "prequant val_bpb" in out
+    assert rc == 0 and "worst train-loss ratio" in out and "TARGET MISSED" not in out, out
+    scores = re.findall(r"^prequant val_bpb \((our|record's) evaluator.* record ([0-9.]+) ours ([0-9.]+)", out, re.M)
+    assert [judge for judge, _, _ in scores] == ["our", "record's"], out  # both models under both evaluators
+    (_, our_r, our_o), (_, rec_r, rec_o) = scores
+    assert abs(float(rec_r) - float(our_r)) < 1e-4 and abs(float(rec_o) - float(our_o)) < 1e-4  # one model, two judges
     record, ours = (compare_curves.read_curve(tmp_path / name) for name in ("record.txt", "ours.txt"))
     assert [p[0] for p in record["points"]] == [p[0] for p in ours["points"]] == [1, 2]
     for (_, loss_r, _), (_, loss_o, _) in zip(record["points"], ours["points"]):
@@ -33,6 +37,14 @@ def test_toy_run_gives_the_same_curve_and_score(tmp_path, capsys):
     assert abs(bpb_o - bpb_r) < 1e-4 * bpb_r
     compare_curves.plot([record, ours], tmp_path / "compare.png")
     assert (tmp_path / "compare.png").stat().st_size > 0
+
+
+def test_a_missed_target_is_an_error():
+    """The comparison's exit status: 1 when the loss ratio or either evaluator's bpb difference is off."""
+    assert compare_curves.missed_targets(1.009, {"our": (1.5, 1.504), "record's": (1.5, 1.496)}) == []
+    assert len(compare_curves.missed_targets(1.011, {"our": (1.5, 1.5)})) == 1
+    assert len(compare_curves.missed_targets(1.0, {"our": (1.5, 1.5), "record's": (1.5, 1.5051)})) == 1
+    assert len(compare_curves.missed_targets(1.0, {"our": (1.5, float("nan"))})) == 1
 
 
 def test_plot_curve_and_png_from_a_real_log(smoke_log, tmp_path):
