@@ -1745,9 +1745,10 @@ def timed_eval(log, label: str, ctx: DistContext, score) -> None:
 # GPTQ quantization, compression and the artifact
 # Block matrices -> int6, the tied embedding -> int7, each with GPTQ (Frantar et al. 2022) on Hessians
 # H = X^T X of its inputs from training batches, and a per-row scale clipped at k standard deviations of
-# the row ("SDClip"; k per tensor family). Attention gates -> int8 per head; the remaining small control
-# tensors -> fp16. The container is a JSON header plus raw little-endian blobs (no pickle), byte-shuffled,
-# then brotli-compressed.
+# the row ("SDClip"; k per tensor family). Attention gates -> int8 per head (or fp16: GATED_ATTN_QUANT_GATE=0);
+# the remaining small control tensors -> fp16. LQER (#2135) adds a low-rank correction of the worst tensors'
+# error. The container is a JSON header plus raw little-endian blobs (no pickle), byte-shuffled, then
+# brotli-compressed; COMPRESSOR=pergroup (#2135) packs the row-sorted, transposed code matrices apart (lrzip).
 # -----------------------------------------------------------------------------
 
 ARTIFACT_MAGIC = {"brotli": b"GOLFART\x01", "lzma": b"GOLFART\x02", "pergroup": b"GOLFART\x03"}

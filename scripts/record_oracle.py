@@ -25,6 +25,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +58,39 @@ def shim_dir(script: Path = RECORD_1886) -> Path:
     """The folder holding the FA3 shim: the script's own (#1886) or the one above it (#2135)."""
     script = Path(script).resolve()
     return next((d for d in (script.parent, script.parent.parent) if (d / SHIM).is_file()), script.parent)
+
+
+TOY_MICRO_TOKENS = 96  # toy micro-batch (one "rank" of the record's 8)
+
+
+def toy_packed_batch(seed: int, h, n_tokens: int = TOY_MICRO_TOKENS):
+    """A window of several documents (BOS-led), one longer than the max piece length, so pieces get cut."""
+    rng = np.random.default_rng(seed)
+    window = rng.integers(2, h.vocab_size, n_tokens + 1)
+    window[[0, 9, 40, 41, 70]] = h.bos_id  # documents of 9, 31, 1, 29 and 26 tokens
+    return tg.pack_window(window, h.bos_id, max_len=24)
+
+
+class ToyStepBatches:
+    """A loader of given batches, batch(step, micro_step): one process running every micro-batch of a step."""
+    accum = tg.MICRO_BATCHES
+
+    def __init__(self, batches_per_step):
+        self.batches = batches_per_step
+
+    def batch(self, step, micro_step):
+        return self.batches[step][micro_step]
+
+
+def require_reference(script: Path = RECORD_1886) -> None:
+    """For tests: skip without the record's script, but fail under CI (CI=true), which must run the oracle."""
+    import pytest
+
+    reason = reference_missing_reason(script)
+    if reason is not None and os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must run the oracle, not skip it")
+    if reason is not None:
+        pytest.skip(reason)
 
 
 def reference_missing_reason(script: Path = RECORD_1886) -> str | None:

@@ -14,6 +14,10 @@ import torch
 from conftest import REPO
 import train_gpt as tg
 
+_spec = importlib.util.spec_from_file_location("bench_ngram_tilt", REPO / "scripts" / "bench_ngram_tilt.py")
+BENCH = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(BENCH)
+
 RECORD = REPO.parent / "shared" / "reference" / "record_2135"
 VAL_XZ = REPO.parent / "shared" / "data" / "proxy2_caseops" / "datasets" / "proxy2_caseops" / "fineweb_val_000000.bin.xz"
 CASEOPS_TOKENIZER = RECORD / "tokenizers" / "fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
@@ -63,18 +67,8 @@ def targets() -> np.ndarray:
 
 
 def _record_token_channel(record, targets: np.ndarray, order: int):
-    """Hinted token and confidence per target from the record's C state, set up as its build_hints_for_targets
-    does (tables sized by its rule, seeded with the first target, the tokenizer's word tables)."""
-    _, starts_new_word, boundary = record.build_piece_luts(tokenizer_path=str(CASEOPS_TOKENIZER), vocab_size=VOCAB)
-    total = targets.size
-    state = record.OnlineNgramState(
-        lib=record.ensure_online_ngram_lib(log0=lambda *_: None), token_ctx_len=order - 1,
-        token_table_bits=record.suggest_table_bits(total, load_factor=0.55),
-        within_table_bits=record.suggest_table_bits(max(total // 2, 1), load_factor=0.60),
-        starts_new_word_lut=starts_new_word, boundary_lut=boundary, seed_prefix_token=int(targets[0]))
-    token, confidence, *_ = state.process_chunk(targets)
-    state.close()
-    return token.astype(np.int64), confidence
+    """Hinted token and confidence per target from the record's C state (scripts/bench_ngram_tilt.record_c)."""
+    return BENCH.record_c(record, CASEOPS_TOKENIZER, targets, order)
 
 
 @pytest.mark.parametrize("order", [1, 2, 4, TOKEN_ORDER])

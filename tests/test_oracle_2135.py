@@ -10,7 +10,6 @@ ro.record_env. Where the reference folder is absent these tests skip, except und
 """
 
 import dataclasses
-import os
 import sys
 
 import numpy as np
@@ -29,7 +28,6 @@ LOSS_RTOL = 1e-5
 GRAD_RTOL = 1e-4
 WEIGHT_RTOL = 1e-4
 OPT_STEPS = 4
-MICRO_TOKENS = 96  # toy micro-batch (one "rank" of the record's 8)
 TOY_CLIP_NORM = 1.17
 # RECIPE=2135's values of the settings its model, optimizers and schedule read (knobs_2135.md)
 SETTINGS_2135 = dict(recipe="2135")  # #2135's defaults, by value (tests/test_config.py), at toy sizes
@@ -37,12 +35,7 @@ NEW_PARAMS = ("smear_gate", "smear_lambda", "softcap_pos", "softcap_neg")
 
 
 def _require_reference():
-    reason = ro.reference_missing_reason(SCRIPT)
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI must run the oracle, not skip it")
-    pytest.skip(reason)
+    ro.require_reference(SCRIPT)
 
 
 def _toy_h(**extra) -> tg.Hyperparameters:
@@ -100,13 +93,6 @@ def _models(oracle, seed=0, perturb=0.0):
     return theirs, ours
 
 
-def _packed_batch(seed: int, h, n_tokens: int = MICRO_TOKENS) -> tg.PackedBatch:
-    """A window of several documents (BOS-led), one longer than the max piece length, so pieces get cut."""
-    rng = np.random.default_rng(seed)
-    window = rng.integers(2, h.vocab_size, n_tokens + 1)
-    window[[0, 9, 40, 41, 70]] = h.bos_id  # documents of 9, 31, 1, 29 and 26 tokens
-    return tg.pack_window(window, h.bos_id, max_len=24)
-
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
@@ -122,7 +108,7 @@ def test_loss_and_gradients_match_the_record(oracle, looping, bos_fix):
     theirs, ours = _models(oracle, perturb=0.05)
     assert h.num_layers - h.parallel_start_layer >= 2 and h.num_loops == 2 and not h.gated_attn_enabled
     theirs.looping_active = ours.looping = looping
-    batch = _packed_batch(1, h)
+    batch = ro.toy_packed_batch(1, h)
     assert batch.cu_seqlens.numel() > 4  # a multi-document batch
     with ro.record_env(env, SCRIPT):
         loss_theirs = theirs(batch.inputs[None], batch.targets[None], cu_seqlens=batch.cu_seqlens,
@@ -153,7 +139,7 @@ def test_eval_losses_match_the_record_with_asymmetric_softcaps(oracle, layout):
         for model in (theirs, ours):
             model.softcap_pos.fill_(20.0)
             model.softcap_neg.fill_(40.0)
-    batch = _packed_batch(2, h)
+    batch = ro.toy_packed_batch(2, h)
     if layout == "varlen":
         ids, targets, args, hidden_args = batch.inputs[None], batch.targets, dict(
             cu_seqlens=batch.cu_seqlens, max_seqlen=batch.max_seqlen), (batch.inputs, batch.positions, batch.layout)
@@ -184,16 +170,6 @@ def test_new_parameters_start_as_the_records(oracle):
 
 # ---- optimizer steps ----
 
-class _ListLoader:
-    accum = tg.MICRO_BATCHES  # one rank: every micro-batch of a step
-
-    def __init__(self, batches_per_step):
-        self.batches = batches_per_step
-
-    def batch(self, step, micro_step):
-        return self.batches[step][micro_step]
-
-
 def test_optimizer_steps_match_the_record_at_8_gpus(oracle):
     """Muon and both Adam groups with #2135's settings and parameter groups (smear and sparse gate in scalar
     Adam, the softcaps in none: their weights are compared too), the warmdown schedule of its run, the
@@ -204,11 +180,11 @@ def test_optimizer_steps_match_the_record_at_8_gpus(oracle):
     with ro.record_env(env, SCRIPT):
         h_record = record.Hyperparameters()
     h_record.grad_clip_norm = TOY_CLIP_NORM
-    batches = [[_packed_batch(100 * s + r, h) for r in range(8)] for s in range(OPT_STEPS)]
+    batches = [[ro.toy_packed_batch(100 * s + r, h) for r in range(8)] for s in range(OPT_STEPS)]
     lr_mul = ro.record_closure(record, "train_model", "lr_mul", h=h_record)
     record_opt = record.Optimizers(h_record, theirs)
     our_opt = tg.Optimizers(ours, h, tg.DistContext())
-    loader = _ListLoader(batches)
+    loader = ro.ToyStepBatches(batches)
     mixed_steps = 0  # steps where the clip bound cut some of the 8 micro-batch gradients, not all
     for step in range(OPT_STEPS):
         scale = lr_mul(step / h.iterations)  # the step-based schedule (no wallclock cap)

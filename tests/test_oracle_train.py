@@ -24,7 +24,6 @@ LOSS_RTOL = 1e-5
 GRAD_RTOL = 1e-4
 WEIGHT_RTOL = 1e-4
 OPT_STEPS = 4
-MICRO_TOKENS = 96  # toy micro-batch (one "rank" of the record's 8)
 TOY_CLIP_NORM = 1.17
 
 
@@ -84,13 +83,6 @@ def _models(oracle, seed=0, perturb=0.0):
     return theirs, ours
 
 
-def _packed_batch(seed: int, h, n_tokens: int = MICRO_TOKENS) -> tg.PackedBatch:
-    """A window of several documents (BOS-led), one longer than the max piece length, so pieces get cut."""
-    rng = np.random.default_rng(seed)
-    window = rng.integers(2, h.vocab_size, n_tokens + 1)
-    window[[0, 9, 40, 41, 70]] = h.bos_id  # documents of 9, 31, 1, 29 and 26 tokens
-    return tg.pack_window(window, h.bos_id, max_len=24)
-
 
 def _record_loss(model, batch: tg.PackedBatch):
     return model(batch.inputs[None], batch.targets[None], cu_seqlens=batch.cu_seqlens,
@@ -109,7 +101,7 @@ def test_loss_and_gradients_match_the_record(oracle, looping):
     h = oracle[2]
     assert h.xsa_last_n == h.num_layers and h.gated_attn_enabled and h.parallel_start_layer < h.num_layers
     theirs.looping_active = ours.looping = looping
-    batch = _packed_batch(1, h)
+    batch = ro.toy_packed_batch(1, h)
     assert batch.cu_seqlens.numel() > 4  # a multi-document batch
     loss_theirs = _record_loss(theirs, batch)
     loss_ours = ours(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
@@ -152,16 +144,6 @@ def test_attention_pieces_give_the_records_bf16_numbers(oracle):
 
 # ---- optimizer steps ----
 
-class _ListLoader:
-    accum = tg.MICRO_BATCHES  # one rank: every micro-batch of a step
-
-    def __init__(self, batches_per_step):
-        self.batches = batches_per_step
-
-    def batch(self, step, micro_step):
-        return self.batches[step][micro_step]
-
-
 def test_optimizer_steps_match_the_record_at_8_gpus(oracle):
     """Muon (Polar Express, row normalisation, weight decay, momentum warm-up), both Adam groups and the
     per-micro-batch clipping of 8 GPUs, on one process (8 micro-steps of accumulation), for OPT_STEPS steps."""
@@ -171,11 +153,11 @@ def test_optimizer_steps_match_the_record_at_8_gpus(oracle):
     h = tg.dataclasses.replace(h, grad_clip_norm=TOY_CLIP_NORM)
     h_record = record.Hyperparameters()
     h_record.grad_clip_norm = TOY_CLIP_NORM
-    batches = [[_packed_batch(100 * s + r, h) for r in range(8)] for s in range(OPT_STEPS)]
+    batches = [[ro.toy_packed_batch(100 * s + r, h) for r in range(8)] for s in range(OPT_STEPS)]
     lr_mul = ro.record_closure(record, "train_model", "lr_mul", h=h_record)
     record_opt = record.Optimizers(h_record, theirs)
     our_opt = tg.Optimizers(ours, h, tg.DistContext())
-    loader = _ListLoader(batches)
+    loader = ro.ToyStepBatches(batches)
     mixed_steps = 0  # steps where the clip bound cut some of the 8 micro-batch gradients, not all
     for step in range(OPT_STEPS):
         scale = lr_mul(step / h.iterations)  # the step-based schedule (no wallclock cap)
