@@ -217,7 +217,7 @@ def test_run_files_refuse_to_mix_runs(tmp_path, monkeypatch):
         tg.run_files(smoke_h(RUN_ID="r2", ARTIFACT_PATH="old.golf"), ctx)
     with pytest.raises(ValueError, match="EVAL_ONLY=1: artifact logs/r3.golf not found"):
         tg.run_files(smoke_h(RUN_ID="r3", EVAL_ONLY=1), ctx)
-    with pytest.raises(FileExistsError):  # the log itself is created exclusively
+    with pytest.raises(ValueError, match="created by another run started with RUN_ID=r1"):  # created exclusively
         tg.Logger(ctx, "r1")
 
 
