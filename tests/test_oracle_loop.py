@@ -12,7 +12,7 @@ import torch
 
 import kernels
 import train_gpt as tg
-from test_oracle_train import _packed_batch, _rel, _require_reference, _toy_h, oracle, ro  # noqa: F401
+from test_oracle_train import _rel, _require_reference, _toy_h, oracle, ro  # noqa: F401
 
 STEP_SECONDS = 0.75  # one optimizer step on the fake clock (a power-of-two fraction: exact sums)
 CAP_SECONDS, RESERVE_SECONDS = 7.0, 1.0  # a 6 s training budget: 8 steps of STEP_SECONDS
@@ -125,7 +125,7 @@ def test_training_loop_matches_the_record_from_a_simulated_clock(oracle, monkeyp
                enable_looping_at=LOOP_AT, ema_decay=EMA_DECAY, grad_clip_norm=0, warmup_steps=0,
                train_log_every=1, muon_momentum_warmup_steps=4)
     steps = int((CAP_SECONDS - RESERVE_SECONDS) / STEP_SECONDS)
-    batches = [_packed_batch(i, h) for i in range((steps + 2) * tg.MICRO_BATCHES)]
+    batches = [ro.toy_packed_batch(i, h) for i in range((steps + 2) * tg.MICRO_BATCHES)]
     torch.manual_seed(0)
     initial = tg.GPT(h)
     with torch.no_grad():  # every path carries signal (zero-initialised projections too)
