@@ -304,7 +304,7 @@ def env_value(value: str) -> str:
 def recipe_env(config: dict) -> dict[str, str]:
     """The variables that pick the defaults (RECIPE, SMOKE) as the log states them."""
     return {name.upper(): env_value(config[name]) for name in PRESET_FIELDS
-            if config.get(name) not in (None, "", "False", "0")}
+            if config.get(name) not in (None, "", "False", "0", DEFAULT_RECIPE)}
 
 
 def settings(run: dict, environ: dict) -> dict[str, str]:

@@ -323,7 +323,7 @@ def test_hub_errors_are_one_line():
 def test_download_fetches_the_manifest_first():
     files = ["manifest.json", "tokenizers/fineweb_8192_bpe.model", "datasets/fineweb10B_sp8192/fineweb_val_000000.bin",
              "datasets/fineweb10B_sp8192/fineweb_train_000000.bin"]
-    assert download_data.select_files(files, "sp8192", 1)[0] == "manifest.json"
+    assert download_data.select_files(files, "sp8192", 1)[0] == ("manifest.json", "manifest.json")
 
 
 def test_plot_refuses_folders_and_binary_files(tmp_path):
