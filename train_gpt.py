@@ -2844,7 +2844,7 @@ def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> N
         ids = torch.randint(0, h.vocab_size, (h.ttt_batch_size, T), device=ctx.device)
         pos = torch.arange(min(T, h.ttt_chunk_size), device=ctx.device).expand(h.ttt_batch_size, -1).contiguous()
         tgt = torch.randint(0, h.vocab_size, pos.shape, device=ctx.device)
-        hint = tgt if h.ngram_tilt_enabled else None
+        hint = tgt.clone() if h.ngram_tilt_enabled else None  # its own tensor: dynamo guards aliasing
         out = chunk_fn(model, ids, pos, tgt, work.scale, *work.leaves(A, 0, h.ttt_batch_size), hint=hint)
         (out if hint is None else out[0]).mean().backward()
     synchronize(ctx)
