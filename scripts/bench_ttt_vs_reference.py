@@ -93,18 +93,6 @@ class RecordProbe:
             build_and_keep, claim_and_note, accumulate_and_read)
 
 
-class ValData:
-    """What the record's evaluator reads of its validation data (#2135: also the CaseOps byte sidecar)."""
-
-    def __init__(self, R, tokens: np.ndarray, tokenizer: str, vocab: int, device, val_bytes=None):
-        import sentencepiece as spm
-        self.val_tokens = torch.from_numpy(tokens.astype(np.int64))
-        luts = R.build_sentencepiece_luts(spm.SentencePieceProcessor(model_file=tokenizer), vocab, device)
-        self.base_bytes_lut, self.has_leading_space_lut, self.is_boundary_token_lut = luts
-        self.val_bytes = None if val_bytes is None else torch.from_numpy(val_bytes.astype(np.int64))
-        self.caseops_enabled = val_bytes is not None
-
-
 @contextlib.contextmanager
 def record_ngram_module(script: Path):
     """#2135's n-gram module (it builds its C library beside itself) imported from a temporary copy, as the
@@ -323,7 +311,7 @@ def main(argv=None) -> int:
             R.restore_fp32_params(rmodel)
         for p in rmodel.parameters():
             p.requires_grad_(False)
-        val = ValData(R, tokens, args.tokenizer, h.vocab_size, device, val_bytes)
+        val = ro.RecordValData(R, tokens, args.tokenizer, h.vocab_size, device, val_bytes)
         torch.manual_seed(h.seed)  # the record draws its LoRA A from the global generator; ours from SEED
         with record_ngram_module(script) if getattr(rh, "ngram_tilt_enabled", False) else contextlib.nullcontext():
             bpb, nats, seconds, warm = run_record(R, rh, rmodel, val, device, compile_it)

@@ -176,6 +176,20 @@ ROOT_NAMES_2135 = {"smear_gate": "smear_gate.weight", "smear_lambda": "smear_lam
                    "softcap_pos": "softcap_pos", "softcap_neg": "softcap_neg"}
 
 
+class RecordValData:
+    """What the record's evaluators read of their validation data: our val tokens, its byte tables from the
+    tokenizer and, for #2135's CaseOps data, the per-token byte sidecar (None: bytes from the tables)."""
+
+    def __init__(self, record, tokens, tokenizer: str, vocab_size: int, device, val_bytes=None):
+        import sentencepiece as spm
+        self.val_tokens = torch.from_numpy(tokens.astype("int64"))
+        luts = record.build_sentencepiece_luts(spm.SentencePieceProcessor(model_file=str(tokenizer)), vocab_size,
+                                               device)
+        self.base_bytes_lut, self.has_leading_space_lut, self.is_boundary_token_lut = luts
+        self.val_bytes = None if val_bytes is None else torch.from_numpy(val_bytes.astype("int64"))
+        self.caseops_enabled = val_bytes is not None
+
+
 def record_name_map(num_layers: int) -> dict[str, tuple[str, int | None]]:
     """Our parameter name -> (the record's name, index into its bank or None), for both records (the sparse
     gate of #2135 keeps #1886's name attn_gate_w)."""

@@ -15,14 +15,26 @@ import compare_curves  # noqa: E402
 import record_oracle  # noqa: E402
 
 
-def test_toy_run_gives_the_same_curve_and_score(tmp_path, capsys):
-    reason = record_oracle.reference_missing_reason()
+CASEOPS = REPO / "sample_data" / "datasets" / "sample_caseops"
+RECORDS = {  # record -> its data, tokenizer and our recipe's settings
+    "1886": (record_oracle.RECORD_1886, PROXY_DATA, TOKENIZER, []),
+    "2135": (record_oracle.RECORD_2135, CASEOPS, next((REPO / "sample_data" / "tokenizers").glob("*caseops*.model")),
+             ["--ours-env", "RECIPE=2135"]),
+}
+
+
+@pytest.mark.parametrize("record", RECORDS)
+def test_toy_run_gives_the_same_curve_and_score(record, tmp_path, capsys):
+    """#2135: its SmearGate, sparse gate, AsymLogit and CaseOps byte sidecar under both evaluators."""
+    script, data, tokenizer, recipe = RECORDS[record]
+    reason = record_oracle.reference_missing_reason(script)
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason}; CI must run the oracle, not skip it")
         pytest.skip(reason)
-    rc = compare_curves.main(["--toy", "--data", str(PROXY_DATA), "--tokenizer", str(TOKENIZER), "--steps", "2",
-                              "--log-every", "1", "--val-tokens", "2048", "--out-dir", str(tmp_path)])
+    rc = compare_curves.main(["--toy", "--data", str(data), "--tokenizer", str(tokenizer), "--steps", "2",
+                              "--log-every", "1", "--val-tokens", "2048", "--out-dir", str(tmp_path),
+                              "--reference", str(script), *recipe])
     out = capsys.readouterr().out
     assert rc == 0 and "worst train-loss ratio" in out and "TARGET MISSED" not in out, out
     scores = re.findall(r"^prequant val_bpb \((our|record's) evaluator.* record ([0-9.]+) ours ([0-9.]+)", out, re.M)
@@ -41,9 +53,9 @@ def test_toy_run_gives_the_same_curve_and_score(tmp_path, capsys):
 
 def test_a_missed_target_is_an_error():
     """The comparison's exit status: 1 when the loss ratio or either evaluator's bpb difference is off."""
-    assert compare_curves.missed_targets(1.009, {"our": (1.5, 1.504), "record's": (1.5, 1.496)}) == []
+    assert compare_curves.missed_targets(1.009, {"our": (1.5, 1.5029), "record's": (1.5, 1.4971)}) == []
     assert len(compare_curves.missed_targets(1.011, {"our": (1.5, 1.5)})) == 1
-    assert len(compare_curves.missed_targets(1.0, {"our": (1.5, 1.5), "record's": (1.5, 1.5051)})) == 1
+    assert len(compare_curves.missed_targets(1.0, {"our": (1.5, 1.5), "record's": (1.5, 1.5031)})) == 1
     assert len(compare_curves.missed_targets(1.0, {"our": (1.5, float("nan"))})) == 1
 
 
