@@ -245,6 +245,8 @@ def main(argv=None) -> int:
                     "of ours override the toy config (e.g. TTT_LORA_LR=0 GLOBAL_TTT_LR=0: scoring alone)")
     ap.add_argument("--docs", type=int, default=24, help="--toy: number of documents")
     ap.add_argument("--max-docs", type=int, default=0, help="only the first N documents of --val (0: all)")
+    ap.add_argument("--skip-docs", type=int, default=0, help="leave out the first N documents of --val (e.g. a "
+                    "subset for the time ratio without the shard's longest document)")
     ap.add_argument("--reference", type=Path, default=ro.RECORD_1886,
                     help="the record's script (or the folder of record_1886_train_gpt.py); the FA3 shim beside it")
     which = ap.add_mutually_exclusive_group()
@@ -277,10 +279,13 @@ def main(argv=None) -> int:
     if args.toy:
         kept = toy_stream(tokens, args.docs)
         tokens, val_bytes = tokens[kept], None if val_bytes is None else val_bytes[kept]
-    if args.max_docs:
-        starts = np.flatnonzero(tokens == h.bos_id)
-        tokens = tokens[:starts[args.max_docs]] if len(starts) > args.max_docs else tokens
-        val_bytes = None if val_bytes is None else val_bytes[:len(tokens)]
+    if args.max_docs or args.skip_docs:
+        starts = np.append(np.flatnonzero(tokens == h.bos_id), len(tokens))
+        first = starts[min(args.skip_docs, len(starts) - 1)]
+        end = starts[min(args.skip_docs + args.max_docs, len(starts) - 1)] if args.max_docs else len(tokens)
+        tokens, val_bytes = tokens[first:end], None if val_bytes is None else val_bytes[first:end]
+        if len(tokens) < 2:
+            raise SystemExit(f"--skip-docs {args.skip_docs} leaves no document of --val")
     torch.manual_seed(0)
     ours = tg.GPT(h)
     if args.artifact:
