@@ -140,22 +140,54 @@ def synchronize():
         torch.cuda.synchronize()
 
 
+def record_forward(rmodel, device):
+    """The record's TTT forward as its main() compiles it: with dynamic shapes, one graph per hint variant,
+    each compiled at its first call (#2135's hint variant compiles on its clock, as in its run)."""
+    compiled = {}
+
+    def fwd(x, y, lora, hint_ids=None):
+        variant = hint_ids is not None
+        if variant not in compiled:
+            compiled[variant] = torch.compile(
+                lambda x, y, lora, *hint: rmodel.forward_ttt(x, y, lora=lora, **({"hint_ids": hint[0]} if hint
+                                                                                  else {})), dynamic=True)
+        return compiled[variant](x, y, lora, *([hint_ids] if variant else []))
+    return fwd
+
+
+def record_warm_up(R, rh, rmodel, fwd, device) -> None:
+    """The record's main() before its TTT clock: rotary tables primed (at the TTT context, or YaRN's length),
+    then a chunk-sized and a full-window step on random tokens with its LoRA flags and its AdamW."""
+    for block in rmodel.blocks:
+        rotary = block.attn.rotary
+        if getattr(rh, "rope_yarn", False):
+            rotary(rh.train_batch_tokens // rh.grad_accum_steps, device, torch.bfloat16)
+            continue
+        rotary._cos_cached = rotary._sin_cached = None
+        rotary._seq_len_cached = 0
+        rotary(rh.ttt_eval_seq_len, device, torch.bfloat16)
+    lora = R.BatchedTTTLoRA(rh.ttt_batch_size, rmodel, rh.ttt_lora_rank, k_lora=rh.ttt_k_lora,
+                            mlp_lora=rh.ttt_mlp_lora, o_lora=rh.ttt_o_lora).to(device)
+    opt = torch.optim.AdamW(lora.parameters(), lr=rh.ttt_lora_lr, betas=(rh.ttt_beta1, rh.ttt_beta2), eps=1e-10,
+                            weight_decay=rh.ttt_weight_decay, fused=True)
+    for T in (rh.ttt_chunk_size, rh.ttt_eval_seq_len):
+        x, y = (torch.randint(0, rh.vocab_size, (rh.ttt_batch_size, T), device=device) for _ in range(2))
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            fwd(x, y, lora=lora)[:, :min(rh.ttt_chunk_size, T)].mean(-1).sum().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    torch.cuda.empty_cache()
+
+
 def run_record(R, rh, rmodel, val_data, device, compile_it: bool):
     """The record's evaluator as its main() runs it: compile warm-up on random tokens, then the clock."""
     fwd = rmodel.forward_ttt
     R.BOS_ID = 1
     warm = 0.0
     if compile_it:
-        compiled = torch.compile(lambda x, y, lora, hint_ids=None: rmodel.forward_ttt(x, y, lora=lora,
-                                                                                       hint_ids=hint_ids),
-                                 dynamic=True)
-        fwd = lambda x, y, lora, hint_ids=None: compiled(x, y, lora, hint_ids)  # noqa: E731
+        fwd = record_forward(rmodel, device)
         t0 = time.perf_counter()
-        wl = R.BatchedTTTLoRA(rh.ttt_batch_size, rmodel, rh.ttt_lora_rank).to(device)
-        for T in (rh.ttt_chunk_size, rh.ttt_eval_seq_len):
-            x = torch.randint(0, rh.vocab_size, (rh.ttt_batch_size, T), device=device)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-                fwd(x, x, lora=wl)[:, :rh.ttt_chunk_size].mean(-1).sum().backward()
+        record_warm_up(R, rh, rmodel, fwd, device)
         synchronize()
         warm = time.perf_counter() - t0
     probe = RecordProbe(R)
