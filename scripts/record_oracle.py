@@ -328,3 +328,55 @@ def record_train_step(record, model, optimizers, h_record, batches, step: int, l
     with record_muon_in_fp32() if fp32 else contextlib.nullcontext():
         optimizers.step(distributed=False)
     return torch.stack(losses).mean().item(), rank.clipped_norms
+
+
+def relative_error(ours: torch.Tensor, record: torch.Tensor) -> float:
+    """|ours - record| / |record| in float64 (the oracle tests' measure)."""
+    return ((ours.double() - record.double()).norm() / record.double().norm().clamp_min(1e-30)).item()
+
+
+def toy_models(record, env: dict, h, script: Path = RECORD_1886, seed: int = 0, perturb: float = 0.0, skip=()):
+    """The record's model (seeded) and ours holding its weights. perturb > 0 adds noise to every weight whose
+    name does not start with one of `skip`, so that every path (zero-initialised projections, gates, lanes,
+    skips) carries signal and gradient."""
+    torch.manual_seed(seed)
+    theirs = build_record_model(record, env, script)
+    if perturb:
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for name, p in theirs.named_parameters():
+                if not name.startswith(tuple(skip)):
+                    p.add_(torch.randn(p.shape, generator=gen) * perturb)
+    ours = tg.GPT(h)
+    copy_record_weights(theirs, ours)
+    return theirs, ours
+
+
+def optimizer_steps_against_record(record, env: dict, h, theirs, ours, script: Path = RECORD_1886,
+                                   clip_norm: float = 1.0, steps: int = 4) -> dict:
+    """`steps` training steps of the record at 8 GPUs (record_train_step) and of ours (train_step) on the same
+    toy micro-batches with the step-based schedule and GRAD_CLIP_NORM=clip_norm on both. Returns the worst
+    relative weight error after each step ({"worst": [(name, error), ...]}), how many steps clipped some of
+    their 8 micro-batch gradients but not all ("mixed_steps"), and the record's LR scale of each step."""
+    h = dataclasses.replace(h, grad_clip_norm=clip_norm)
+    with record_env(env, script):
+        h_record = record.Hyperparameters()
+    h_record.grad_clip_norm = clip_norm
+    batches = [[toy_packed_batch(100 * s + r, h) for r in range(8)] for s in range(steps)]
+    lr_mul = record_closure(record, "train_model", "lr_mul", h=h_record)
+    record_opt, our_opt = record.Optimizers(h_record, theirs), tg.Optimizers(ours, h, tg.DistContext())
+    loader = ToyStepBatches(batches)
+    out = dict(worst=[], mixed_steps=0, scales=[])
+    for step in range(steps):
+        scale = lr_mul(step / h.iterations)
+        if scale != tg.lr_multiplier(step / h.iterations, h):
+            raise AssertionError(f"step {step}: the record's LR scale {scale} differs from ours")
+        with record_env(env, script):
+            _, norms = record_train_step(record, theirs, record_opt, h_record, batches[step], step, scale, fp32=True)
+        out["mixed_steps"] += 0 < sum(abs(n - clip_norm) < 1e-5 for n in norms) < len(norms)
+        tg.train_step(ours, ours, loader, our_opt, step, scale)
+        weights = record_view(dict(theirs.state_dict()), h.num_layers)
+        errors = {name: relative_error(p.detach(), weights[name]) for name, p in ours.named_parameters()}
+        out["worst"].append(max(errors.items(), key=lambda item: item[1]))
+        out["scales"].append(scale)
+    return out

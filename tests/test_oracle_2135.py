@@ -12,7 +12,6 @@ ro.record_env. Where the reference folder is absent these tests skip, except und
 import dataclasses
 import sys
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -75,27 +74,18 @@ def test_the_2135_settings_reach_the_record(oracle):
 
 
 def _models(oracle, seed=0, perturb=0.0):
-    """The record's model and ours with the record's weights. perturb > 0 adds noise to every weight so that
-    every path (the smear, the gates, zero-initialised projections, lanes, skips) carries signal and gradient;
-    the smear's lambda is set large enough that the smear moves the loss."""
+    """perturb > 0: also the smear's lambda set large enough that the smear moves the loss; the softcaps stay
+    (the run never moves them; the eval test sets them apart)."""
     record, env, h = oracle
-    torch.manual_seed(seed)
-    theirs = ro.build_record_model(record, env, SCRIPT)
+    theirs, ours = ro.toy_models(record, env, h, SCRIPT, seed, perturb, skip=("softcap",))
     if perturb:
-        gen = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
-            for name, p in theirs.named_parameters():
-                if not name.startswith("softcap"):  # the run never moves them (the eval test sets them apart)
-                    p.add_(torch.randn(p.shape, generator=gen) * perturb)
             theirs.smear_lambda.fill_(0.7)
-    ours = tg.GPT(h)
-    ro.copy_record_weights(theirs, ours)
+        ro.copy_record_weights(theirs, ours)
     return theirs, ours
 
 
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+_rel = ro.relative_error
 
 
 # ---- forward and backward ----
@@ -176,28 +166,9 @@ def test_optimizer_steps_match_the_record_at_8_gpus(oracle):
     per-micro-batch clipping of 8 GPUs, for OPT_STEPS steps."""
     record, env, h = oracle
     theirs, ours = _models(oracle, perturb=0.02)
-    h = dataclasses.replace(h, grad_clip_norm=TOY_CLIP_NORM)
-    with ro.record_env(env, SCRIPT):
-        h_record = record.Hyperparameters()
-    h_record.grad_clip_norm = TOY_CLIP_NORM
-    batches = [[ro.toy_packed_batch(100 * s + r, h) for r in range(8)] for s in range(OPT_STEPS)]
-    lr_mul = ro.record_closure(record, "train_model", "lr_mul", h=h_record)
-    record_opt = record.Optimizers(h_record, theirs)
-    our_opt = tg.Optimizers(ours, h, tg.DistContext())
-    loader = ro.ToyStepBatches(batches)
-    mixed_steps = 0  # steps where the clip bound cut some of the 8 micro-batch gradients, not all
-    for step in range(OPT_STEPS):
-        scale = lr_mul(step / h.iterations)  # the step-based schedule (no wallclock cap)
-        assert scale == tg.lr_multiplier(step / h.iterations, h)
-        with ro.record_env(env, SCRIPT):
-            _, norms = ro.record_train_step(record, theirs, record_opt, h_record, batches[step], step, scale,
-                                            fp32=True)
-        mixed_steps += 0 < sum(abs(n - TOY_CLIP_NORM) < 1e-5 for n in norms) < len(norms)
-        tg.train_step(ours, ours, loader, our_opt, step, tg.lr_multiplier(step / h.iterations, h))
-        weights = ro.record_view(dict(theirs.state_dict()), h.num_layers)
-        errors = {name: _rel(p.detach(), weights[name]) for name, p in ours.named_parameters()}
-        worst = max(errors, key=errors.get)
-        assert errors[worst] <= WEIGHT_RTOL, f"after step {step + 1}: {worst} relative error {errors[worst]:.2e}"
-    assert mixed_steps, "the test must see a step with clipped and unclipped micro-batches"
+    run = ro.optimizer_steps_against_record(record, env, h, theirs, ours, SCRIPT, TOY_CLIP_NORM, OPT_STEPS)
+    for step, (name, error) in enumerate(run["worst"]):
+        assert error <= WEIGHT_RTOL, f"after step {step + 1}: {name} relative error {error:.2e}"
+    assert run["mixed_steps"], "the test must see a step with clipped and unclipped micro-batches"
     assert ours.softcap_pos.item() == ours.softcap_neg.item() == h.logit_softcap
-    assert any(scale < 1 for scale in map(lr_mul, np.arange(OPT_STEPS) / h.iterations))  # warmdown 0.85 reached
+    assert any(scale < 1 for scale in run["scales"])  # warmdown 0.85 reached

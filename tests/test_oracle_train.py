@@ -68,20 +68,8 @@ def test_the_records_settings_are_derived_from_ours():
 
 
 def _models(oracle, seed=0, perturb=0.0):
-    """The record's model and ours with the record's weights. perturb > 0 adds noise to every weight so that
-    every path (zero-initialised projections, gates, lanes, skips) carries signal and gradient."""
     record, env, h = oracle
-    torch.manual_seed(seed)
-    theirs = ro.build_record_model(record, env)
-    if perturb:
-        gen = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            for p in theirs.parameters():
-                p.add_(torch.randn(p.shape, generator=gen) * perturb)
-    ours = tg.GPT(h)
-    ro.copy_record_weights(theirs, ours)
-    return theirs, ours
-
+    return ro.toy_models(record, env, h, seed=seed, perturb=perturb)
 
 
 def _record_loss(model, batch: tg.PackedBatch):
@@ -89,8 +77,7 @@ def _record_loss(model, batch: tg.PackedBatch):
                  max_seqlen=batch.max_seqlen)
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+_rel = ro.relative_error
 
 
 # ---- forward and backward ----
@@ -150,25 +137,10 @@ def test_optimizer_steps_match_the_record_at_8_gpus(oracle):
     record, env, h = oracle
     theirs, ours = _models(oracle, perturb=0.02)
     # toy micro-batch gradient norms are 1.0-1.5: this bound clips some of the first step's 8, not all
-    h = tg.dataclasses.replace(h, grad_clip_norm=TOY_CLIP_NORM)
-    h_record = record.Hyperparameters()
-    h_record.grad_clip_norm = TOY_CLIP_NORM
-    batches = [[ro.toy_packed_batch(100 * s + r, h) for r in range(8)] for s in range(OPT_STEPS)]
-    lr_mul = ro.record_closure(record, "train_model", "lr_mul", h=h_record)
-    record_opt = record.Optimizers(h_record, theirs)
-    our_opt = tg.Optimizers(ours, h, tg.DistContext())
-    loader = ro.ToyStepBatches(batches)
-    mixed_steps = 0  # steps where the clip bound cut some of the 8 micro-batch gradients, not all
-    for step in range(OPT_STEPS):
-        scale = lr_mul(step / h.iterations)  # the step-based schedule (no wallclock cap)
-        _, norms = ro.record_train_step(record, theirs, record_opt, h_record, batches[step], step, scale, fp32=True)
-        mixed_steps += 0 < sum(abs(n - TOY_CLIP_NORM) < 1e-5 for n in norms) < len(norms)
-        tg.train_step(ours, ours, loader, our_opt, step, tg.lr_multiplier(step / h.iterations, h))
-        weights = ro.record_view(dict(theirs.state_dict()), h.num_layers)
-        errors = {name: _rel(p.detach(), weights[name]) for name, p in ours.named_parameters()}
-        worst = max(errors, key=errors.get)
-        assert errors[worst] <= WEIGHT_RTOL, f"after step {step + 1}: {worst} relative error {errors[worst]:.2e}"
-    assert mixed_steps, "the test must see a step with clipped and unclipped micro-batches"
+    run = ro.optimizer_steps_against_record(record, env, h, theirs, ours, clip_norm=TOY_CLIP_NORM, steps=OPT_STEPS)
+    for step, (name, error) in enumerate(run["worst"]):
+        assert error <= WEIGHT_RTOL, f"after step {step + 1}: {name} relative error {error:.2e}"
+    assert run["mixed_steps"], "the test must see a step with clipped and unclipped micro-batches"
 
 
 # ---- schedule ----
