@@ -1628,6 +1628,7 @@ def hessian_seconds(model: GPT, loader: TrainLoader, h: Hyperparameters, ctx: Di
     t0 = time.perf_counter()
     model.looping = h.num_loops > 0  # the real collection runs on the trained model, recurrence on
     collect_hessians(model, calibration_batches(loader, h, ctx), ctx)
+    synchronize(ctx)  # the collection queues its GPU work without waiting: time it to the end
     model.looping = False
     return agreed_seconds(ctx, time.perf_counter() - t0)
 
@@ -1785,10 +1786,11 @@ CALIBRATION_SEED = 0  # the calibration rows are the same for every run and worl
 HESSIAN_RESERVE_FACTOR = 1.25  # the Hessians' measured time, with a margin, is held back from training
 
 
-def calibration_batches(loader, h: Hyperparameters, ctx: DistContext):
-    """GPTQ's calibration batches as the records draw them: dense rows of TRAIN_SEQ_LEN + 1 tokens starting
-    anywhere in a shard (not at a BOS), attention running across the documents inside a row; a micro-batch's
-    tokens per batch. GPTQ_CALIBRATION_BATCHES in all, dealt to the ranks in turn (their Hessians are summed)."""
+def calibration_batches(loader, h: Hyperparameters, ctx: DistContext) -> list[torch.Tensor]:
+    """GPTQ's calibration batches as the records draw them: (rows, TRAIN_SEQ_LEN) token rows starting anywhere
+    in a shard (not at a BOS), each row one causal span across the documents inside it; a micro-batch's tokens
+    per batch. GPTQ_CALIBRATION_BATCHES in all, dealt to the ranks in turn (their Hessians are summed). This
+    rank's rows are read at once and sent to the device in one copy: the collection never waits on the host."""
     shards, seq = loader.stream.shards, h.train_seq_len
     rows = max(1, h.train_batch_tokens // MICRO_BATCHES // seq)
     spans = np.array([max(0, len(s) - seq) for s in shards])  # valid row starts per shard
@@ -1796,24 +1798,36 @@ def calibration_batches(loader, h: Hyperparameters, ctx: DistContext):
         raise ValueError(f"no train shard holds TRAIN_SEQ_LEN + 1 = {seq + 1} tokens for GPTQ calibration")
     ends = np.cumsum(spans)
     batches = max(h.gptq_calibration_batches, ctx.world_size)  # every rank joins the Hessians' all-reduce
-    picks = np.random.default_rng(CALIBRATION_SEED).integers(0, ends[-1], (batches, rows))
-    for picked in picks[ctx.rank::ctx.world_size]:
-        shard = np.searchsorted(ends, picked, side="right")
-        starts = picked - (ends[shard] - spans[shard])  # offset inside the shard
-        window = np.stack([shards[i][o:o + seq + 1] for i, o in zip(shard, starts)]).astype(np.int64)
-        inputs, targets = window[:, :-1].reshape(-1), window[:, 1:].reshape(-1)
-        yield packed_batch(inputs, targets, np.arange(0, len(inputs), seq), seq).to(ctx.device)
+    picked = np.random.default_rng(CALIBRATION_SEED).integers(0, ends[-1], (batches, rows))[ctx.rank::ctx.world_size]
+    shard = np.searchsorted(ends, picked.reshape(-1), side="right")
+    starts = picked.reshape(-1) - (ends[shard] - spans[shard])  # offset inside the shard
+    ids = torch.from_numpy(np.stack([shards[i][o:o + seq] for i, o in zip(shard, starts)]).astype(np.int64))
+    ids = ids.pin_memory() if ctx.device.type == "cuda" else ids
+    return list(ids.to(ctx.device, non_blocking=True).view(len(picked), rows, seq))
+
+
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """x^T x in fp32 for x (tokens, features). bf16 activations (the GPU's) go through the bf16 tensor cores with
+    fp32 accumulation and output: a product of two bf16 numbers is exact in fp32, so this is the fp32 product
+    of the same numbers up to the order of the sums, as the records' TF32 matmul of them is."""
+    if x.is_cuda and x.dtype == torch.bfloat16:
+        return torch.mm(x.T, x, out_dtype=torch.float32)
+    return x.T.float() @ x.float()
 
 
 @torch.no_grad()
 def collect_hessians(model: GPT, batches, ctx: DistContext) -> dict[str, torch.Tensor]:
-    """H = sum of x x^T over calibration tokens for every CastedLinear input and the LM head input,
-    summed over ranks. Fused MLP is bypassed so that the module hooks see the activations."""
+    """H = sum of x^T x over the calibration tokens of every CastedLinear input and the LM head input, summed
+    over ranks (the records' Hessians times their batch count, which GPTQ does not see). batches: token rows
+    (B, T) run as dense causal rows, as the records calibrate. Fused MLP is bypassed so that the module hooks
+    see the activations. No host sync until the all-reduce."""
     hessians: dict[str, torch.Tensor] = {}
+    last = [None, None]  # (input, its x^T x): c_q, c_k and c_v read one tensor, whose product is made once
 
     def add(key, x):
-        x = x.reshape(-1, x.size(-1)).float()
-        hessians[key] = hessians.get(key, 0) + x.T @ x
+        if x is not last[0]:
+            last[:] = [x, gram(x.reshape(-1, x.size(-1)))]
+        hessians[key] = hessians.get(key, 0) + last[1]
 
     hooks = [m.register_forward_pre_hook(lambda mod, args, key=name: add(key, args[0]))
              for name, m in model.named_modules() if isinstance(m, CastedLinear)]
@@ -1821,8 +1835,8 @@ def collect_hessians(model: GPT, batches, ctx: DistContext) -> dict[str, torch.T
     for b in model.blocks:
         b.mlp.use_fused = False
     try:
-        for batch in batches:
-            add("lm_head", model.hidden(batch.inputs, batch.positions, batch.layout))
+        for ids in batches:
+            add("lm_head", model.hidden(ids, torch.arange(ids.size(1), device=ids.device), None))
     finally:
         for hook in hooks:
             hook.remove()

@@ -30,7 +30,8 @@ def calibrated():
         for block in model.blocks:
             block.mlp.down.weight.normal_(std=0.02)
     loader = tg.TrainLoader(h, tg.DistContext(), 8)
-    hessians = tg.collect_hessians(model, [loader.batch(0, m) for m in range(2)], tg.DistContext())
+    batches = tg.calibration_batches(loader, tg.dataclasses.replace(h, gptq_calibration_batches=2), tg.DistContext())
+    hessians = tg.collect_hessians(model, batches, tg.DistContext())
     return h, model, hessians
 
 
@@ -118,21 +119,33 @@ def test_the_start_of_a_run_says_what_the_code_leaves_for_the_model(monkeypatch)
 
 
 def test_calibration_rows_are_dense_windows_that_cross_documents(calibrated):
-    """The records' calibration: rows of TRAIN_SEQ_LEN + 1 stream tokens from anywhere in a shard, one attention
-    span each (a BOS inside a row does not cut it), positions 0..T-1; two ranks share out the same rows."""
+    """The records' calibration: rows of TRAIN_SEQ_LEN stream tokens from anywhere in a shard, one attention span
+    each (a BOS inside a row does not cut it); two ranks share out the same rows."""
     h, model, _ = calibrated
     h = tg.dataclasses.replace(h, gptq_calibration_batches=32)  # 64 rows: several meet a BOS
     loader = tg.TrainLoader(h, tg.DistContext(), 8)
-    one = list(tg.calibration_batches(loader, h, tg.DistContext()))
+    one = tg.calibration_batches(loader, h, tg.DistContext())
     seq, shard = h.train_seq_len, np.asarray(loader.stream.shards[0])
-    assert len(one) == 32 and all(torch.equal(b.cu_seqlens, torch.arange(0, len(b.inputs) + 1, seq, dtype=torch.int32))
-                                 for b in one)
-    rows = torch.cat([b.inputs for b in one]).view(-1, seq).numpy()
+    rows_per_batch = h.train_batch_tokens // tg.MICRO_BATCHES // seq
+    assert len(one) == 32 and all(b.shape == (rows_per_batch, seq) and b.dtype == torch.int64 for b in one)
+    rows = torch.cat(one).numpy()
     assert any((r[1:] == h.bos_id).any() for r in rows)  # documents meet inside rows
     text = shard.tobytes()
     assert all(text.find(r.astype("<u2").tobytes()) % 2 == 0 for r in rows)  # each row is a run of the stream
-    two = [list(tg.calibration_batches(loader, h, tg.DistContext(rank=r, world_size=2))) for r in range(2)]
-    assert all(torch.equal(one[i].inputs, two[i % 2][i // 2].inputs) for i in range(32))
+    two = [tg.calibration_batches(loader, h, tg.DistContext(rank=r, world_size=2)) for r in range(2)]
+    assert all(torch.equal(one[i], two[i % 2][i // 2]) for i in range(32))
+
+
+def test_a_row_is_its_own_attention_span(calibrated):
+    """The Hessians of two rows together are the sums of each row's alone: nothing (attention, SmearGate) crosses
+    from one row into the next, as in the records' dense calibration."""
+    h, model, _ = calibrated
+    rows = torch.randint(0, h.vocab_size, (2, 64), generator=torch.Generator().manual_seed(0))
+    both = tg.collect_hessians(model, [rows], tg.DistContext())
+    apart = [tg.collect_hessians(model, [rows[i:i + 1]], tg.DistContext()) for i in range(2)]
+    for key, H in both.items():
+        summed = apart[0][key] + apart[1][key]
+        assert (H - summed).norm() <= 1e-5 * summed.norm(), key
 
 
 def test_pergroup_artifact_roundtrip_and_refusals(tmp_path, calibrated):

@@ -55,8 +55,8 @@ def quantized_pair():
         for p in model.parameters():  # zero-initialised matrices would quantize to nothing
             p.add_(torch.randn_like(p) * 0.02)
     tokens = torch.randint(0, h.vocab_size, (4 * h.train_seq_len + 1,)).numpy()
-    batch = tg.packed_batch(tokens[:-1], tokens[1:], np.arange(0, len(tokens) - 1, h.train_seq_len), h.train_seq_len)
-    hessians = tg.collect_hessians(model, [batch], tg.DistContext())
+    rows = torch.from_numpy(tokens[:-1]).view(4, h.train_seq_len)
+    hessians = tg.collect_hessians(model, [rows], tg.DistContext())
     ours = tg.quantize_model(model, hessians, h)
 
     record = ro.import_record(ro.record_env_for(h, RECORD), RECORD, name="record_2135_artifact")
