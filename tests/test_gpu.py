@@ -96,6 +96,45 @@ def test_fused_mlp_refuses_fp32_on_the_gpu():
         kernels.fused_mlp(x, w_up, w_down)
 
 
+
+# ---- GPTQ Hessians ----
+
+def test_hessian_products_in_bf16_are_the_fp32_products():
+    """bf16 activations: the bf16 tensor-core product with fp32 output is the fp64 product of the same numbers to
+    fp32 accuracy, as the records' TF32 product of them is (a bf16 output would be ~1e-3 off)."""
+    torch.manual_seed(0)
+    x = torch.randn(16384, 2048, device="cuda").bfloat16()
+    exact = x.double().T @ x.double()
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True  # the records' setting
+    try:
+        record = x.float().T @ x.float()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    for name, H in (("ours", tg.gram(x)), ("record", record)):
+        assert H.dtype == torch.float32
+        assert ((H.double() - exact).norm() / exact.norm()).item() < 1e-6, name
+
+
+def test_hessians_on_the_gpu_are_the_fp32_collection(monkeypatch):
+    """The whole collection on the GPU (dense rows, the shared q/k/v product, bf16 tensor cores) against the same
+    collection with every product made from fp32 copies."""
+    h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135"})
+    torch.manual_seed(0)
+    model = tg.build_model(h, torch.device("cuda"), fused_mlp=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    model.looping = True
+    rows = [torch.randint(0, h.vocab_size, (4, h.train_seq_len), device="cuda") for _ in range(2)]
+    ours = tg.collect_hessians(model, rows, tg.DistContext(device=torch.device("cuda")))
+    monkeypatch.setattr(tg, "gram", lambda x: x.T.double().matmul(x.double()).float())
+    reference = tg.collect_hessians(model, rows, tg.DistContext(device=torch.device("cuda")))
+    assert set(ours) == set(reference)
+    for key, H in ours.items():
+        assert ((H - reference[key]).norm() / reference[key].norm()).item() < 1e-5, key
+    assert all(b.mlp.use_fused for b in model.blocks)  # the fused MLP is back for training
+
 # ---- FlashAttention 3 ----
 
 FA3_MAX_REL = 2e-2  # of max(1, |reference|): ~2 bf16 ulps; the two kernels round their bf16 outputs differently
