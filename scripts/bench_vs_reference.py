@@ -56,10 +56,13 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import golflog  # noqa: E402
+from golflog import OURS_FORMAT, RECORD_FORMAT, LogFormat  # noqa: E402
+
 OURS = REPO / "train_gpt.py"
 RECORD_NAME = "record"
 DATASET_SUBDIR = Path("datasets") / "fineweb10B_sp8192"
@@ -73,38 +76,8 @@ PASS_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "OMP_NUM_THREADS", "
 
 
 # -----------------------------------------------------------------------------
-# Log formats of the two scripts
+# Log figures of the two scripts (their line formats: golflog.RECORD_FORMAT, golflog.OURS_FORMAT)
 # -----------------------------------------------------------------------------
-
-@dataclass
-class LogFormat:
-    step: re.Pattern  # a training-progress line; groups: step, cumulative ms (direct or derived)
-    switch: re.Pattern  # depth recurrence switched on; group: the 0-based step about to run
-    peak: re.Pattern  # peak memory after training; group: GiB (or MiB, see peak_mib)
-    batch_tokens: re.Pattern  # tokens per optimizer step, from the logged config
-    stop: re.Pattern  # the bench stops the run after this line (training figures complete)
-    peak_mib: bool = False
-    cumulative_tok_s: bool = False  # step line carries cumulative tokens/s, not cumulative ms
-
-
-# Record: `4500/20000 train_loss: 2.8490 train_time: 9.1m tok/s: 6473906` (train_time in minutes, 0.1 m
-# resolution: the cumulative time is taken from tok/s = step * batch_tokens / seconds instead).
-RECORD_FORMAT = LogFormat(
-    step=re.compile(r"^(\d+)/\d+ train_loss: [0-9.naif]+ train_time: [0-9.]+m tok/s: (\d+)", re.M),
-    switch=re.compile(r"^layer_loop:enabled step:(\d+)", re.M),
-    peak=re.compile(r"^peak memory allocated: (\d+) MiB", re.M),
-    batch_tokens=re.compile(r"^\s*train_batch_tokens: (\d+)\s*$", re.M),
-    stop=re.compile(r"^peak memory allocated:"),
-    peak_mib=True, cumulative_tok_s=True)
-
-# Ours: `step:10/100 train_loss:5.1234 train_time:4321ms step_avg:432.10ms lr_mult:1.000`
-OURS_FORMAT = LogFormat(
-    step=re.compile(r"^step:(\d+)/\d+ train_loss:[0-9.naif]+ train_time:(\d+)ms", re.M),
-    switch=re.compile(r"^depth_recurrence:on step:(\d+)", re.M),
-    peak=re.compile(r"^peak_memory_allocated:([0-9.]+)GiB", re.M),
-    batch_tokens=re.compile(r"^train_batch_tokens:(\d+)\s*$", re.M),
-    # on a CPU there is no peak-memory line; the pre-quantization score is the next line after training
-    stop=re.compile(r"^(peak_memory_allocated:|final_prequant_exact )"))
 
 DEFAULT_BATCH_TOKENS = 786_432
 
@@ -136,6 +109,9 @@ def parse_run(console: str, fmt: LogFormat, extra_log: str = "", skip_steps: int
         points.append((step, cum_ms))
         if first_step_s is None and stamp is not None:
             first_step_s = stamp
+    stop = fmt.stop_line.search(text)  # a capped run's end: the last point, exact
+    if stop and (not points or int(stop.group(2)) > points[-1][0]):
+        points.append((int(stop.group(2)), float(stop.group(1))))
     switch = fmt.switch.search(text)
     switch_step = int(switch.group(1)) if switch else None
     peak = fmt.peak.search(text)
@@ -199,11 +175,12 @@ def _script_variant(spec: str) -> tuple[str, Path]:
     return name, script
 
 
-def prepare_data(data_dir: Path) -> tuple[Path, Path]:
+def prepare_data(data_dir: Path, subdir: Path = DATASET_SUBDIR, tokenizer_file: Path = TOKENIZER_FILE
+                 ) -> tuple[Path, Path]:
     """Check the record's DATA_DIR layout, decompress `.bin.xz` shards; return (shard folder, tokenizer)."""
-    shards, tokenizer = data_dir / DATASET_SUBDIR, data_dir / TOKENIZER_FILE
+    shards, tokenizer = data_dir / subdir, data_dir / tokenizer_file
     if not tokenizer.is_file():
-        raise SystemExit(f"--data-dir {data_dir}: no {TOKENIZER_FILE} (the record's DATA_DIR layout)")
+        raise SystemExit(f"--data-dir {data_dir}: no {tokenizer_file} (the record's DATA_DIR layout)")
     for packed in sorted(shards.glob("fineweb_*.bin.xz")):
         target = packed.with_suffix("")
         if not target.exists():
@@ -214,12 +191,54 @@ def prepare_data(data_dir: Path) -> tuple[Path, Path]:
             tmp.rename(target)
     for split in ("train", "val"):
         if not list(shards.glob(f"fineweb_{split}_*.bin")):
-            raise SystemExit(f"--data-dir {data_dir}: no {DATASET_SUBDIR}/fineweb_{split}_*.bin")
+            raise SystemExit(f"--data-dir {data_dir}: no {subdir}/fineweb_{split}_*.bin")
     return shards.resolve(), tokenizer.resolve()
 
 
+def recipe_layout(recipe: str) -> tuple[Path, Path]:
+    """(shard folder, tokenizer) of a recipe inside DATA_DIR: our own defaults for it, which are the record's."""
+    h = _record_oracle().tg.load_hyperparameters({"RECIPE": recipe})
+    return Path(h.data_path).relative_to(h.data_dir), Path(h.tokenizer_path).relative_to(h.data_dir)
+
+
+def _record_oracle():
+    import record_oracle  # imports train_gpt and torch: only where a whole run is planned or reported
+    return record_oracle
+
+
+def whole_run_envs(args, shards: Path, tokenizer: Path, common: dict) -> tuple[dict, dict]:
+    """(ours, the record's) environments of a whole run: ours is RECIPE=args.recipe with the cap on, TTT off,
+    no periodic validation (a step-0 one would delay the first step); the record gets every setting of ours
+    that its script reads (its logged run's configuration, as our recipe reproduces it), TTT off too."""
+    ro = _record_oracle()
+    ours = {"RECIPE": args.recipe, "DATA_PATH": str(shards), "TOKENIZER_PATH": str(tokenizer), "TTT_ENABLED": "0",
+            "MAX_WALLCLOCK_SECONDS": str(args.seconds), "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": str(args.log_every),
+            **common}
+    record = ro.record_env_for(ro.tg.load_hyperparameters(ours), args.reference, base={"TTT_ENABLED": "0"})
+    folders = dict.fromkeys(str(d) for d in (args.reference.resolve().parent, ro.shim_dir(args.reference)))
+    record.update(DATA_DIR=str(args.data_dir.resolve()), **common, **_pairs(args.ref_env, "--ref-env"),
+                  PYTHONPATH=os.pathsep.join(folders))
+    return {**ours, **_pairs(args.ours_env, "--ours-env")}, record
+
+
+def check_whole_run_tools(recipe: str, dry_run: bool) -> None:
+    """The record's artifact step runs `pyminify` before its Hessians: without it there is no Hessian time."""
+    if shutil.which("pyminify") is None:
+        problem = ("the record's artifact step runs the `pyminify` program (PyPI python-minifier), not on PATH: "
+                   "pip install --target DIR python-minifier, then PATH=DIR/bin:$PATH")
+        if not dry_run:
+            raise SystemExit(f"error: {problem}")
+        print(f"warning: {problem}")
+    if recipe == "2135" and shutil.which("lrzip") is None:
+        print("warning: no lrzip on PATH: COMPRESSOR=pergroup falls back to brotli in both scripts (after the "
+              "figures measured here)", flush=True)
+
+
 def plan_runs(args) -> dict:
-    shards, tokenizer = prepare_data(args.data_dir)
+    if args.whole:
+        shards, tokenizer = prepare_data(args.data_dir, *recipe_layout(args.recipe))
+    else:
+        shards, tokenizer = prepare_data(args.data_dir)
     record = args.reference.resolve()
     common = _pairs(args.env, "--env")
     schedule_ours = dict(TRAIN_LOG_EVERY=str(args.log_every))
@@ -233,6 +252,8 @@ def plan_runs(args) -> dict:
                 **_pairs(args.ours_env, "--ours-env")}
     record_env = {"DATA_DIR": str(args.data_dir.resolve()), "TTT_ENABLED": "0", **schedule_record, **common,
                   **_pairs(args.ref_env, "--ref-env"), "PYTHONPATH": str(record.parent)}
+    if args.whole:
+        ours_env, record_env = whole_run_envs(args, shards, tokenizer, common)
     runs = [dict(name="ours", script=str(OURS), env=ours_env, format="ours"),
             dict(name=RECORD_NAME, script=str(record), env=record_env, format="record")]
     for spec in args.ab:
@@ -249,7 +270,7 @@ def plan_runs(args) -> dict:
     lanes = [gpus[i:i + args.nproc] for i in range(0, len(gpus) - args.nproc + 1, args.nproc)]
     if not lanes:
         raise SystemExit(f"--gpus {args.gpus}: fewer GPUs than --nproc {args.nproc}")
-    if args.mode == "serial" or len(lanes) == 1:
+    if args.mode in ("serial", "sequential") or len(lanes) == 1:
         lanes = lanes[:1]
         for run in runs:
             run["lane"] = 0
@@ -257,8 +278,10 @@ def plan_runs(args) -> dict:
         for i, run in enumerate(r for r in runs if r["format"] == "ours"):
             run["lane"] = i % (len(lanes) - 1)
         runs[1]["lane"] = len(lanes) - 1
-    return dict(runs=runs, lanes=lanes, nproc=args.nproc, full=args.full, skip_steps=args.skip_steps,
-                steps=args.steps, seconds=args.seconds, mode=args.mode, created=time.time())
+    whole = dict(recipe=args.recipe, seed_logs=[str(p) for p in sorted(record.parent.glob("*seed*.log"))]
+                 ) if args.whole else None
+    return dict(runs=runs, lanes=lanes, nproc=args.nproc, full=args.full or args.whole, skip_steps=args.skip_steps,
+                steps=args.steps, seconds=args.seconds, mode=args.mode, created=time.time(), whole=whole)
 
 
 # -----------------------------------------------------------------------------
@@ -322,8 +345,22 @@ def run_lane(workdir: Path, lane: int) -> None:
 
 
 def launch(args, detach: bool) -> list[subprocess.Popen]:
+    if args.whole:
+        if not args.seconds:
+            raise SystemExit("error: --whole needs --seconds (the wallclock cap of both runs, e.g. 300)")
+        args.reference = args.reference or _record_oracle().RECORDS[args.recipe]
+        check_whole_run_tools(args.recipe, args.dry_run)
+    if args.reference is None:
+        raise SystemExit("error: --reference is needed (the record's train_gpt.py), except with --whole")
     if not args.reference.is_file():
         raise SystemExit(f"--reference {args.reference}: no such file")
+    if args.dry_run:  # what would run: each run's lane, command and environment
+        plan = plan_runs(args)
+        for run in plan["runs"]:
+            print(f"{run['name']} (lane {run['lane']}, GPUs {','.join(plan['lanes'][run['lane']])}): "
+                  f"{' '.join(run_command(run['script'], plan['nproc']))}")
+            print("  " + " ".join(f"{k}={v}" for k, v in sorted(run["env"].items())))
+        return []
     args.workdir.mkdir(parents=True, exist_ok=True)
     if (args.workdir / "plan.json").exists():
         raise SystemExit(f"--workdir {args.workdir} already holds a bench (plan.json): use `report` on it or "
@@ -374,6 +411,8 @@ def collect(workdir: Path) -> tuple[dict, dict]:
         extra = log_file.read_text(errors="replace")[-2_000_000:] if log_file.exists() else ""
         fmt = RECORD_FORMAT if run["format"] == "record" else OURS_FORMAT
         result = parse_run(console, fmt, extra, plan["skip_steps"])
+        if plan.get("whole"):
+            result.update(golflog.training_end(extra or "\n".join(line for _, line in stamped_lines(console)), fmt))
         result["state"] = status.get("state", "waiting")
         result["tail"] = "\n".join(console.splitlines()[-6:])
         results[run["name"]] = result
@@ -421,6 +460,8 @@ def report_text(plan: dict, results: dict) -> str:
                 cell = _ratio(results[n].get(key), record.get(key))
             line += f"{cell:>{max(width, len(n) + 9)}s}"
         lines.append(line)
+    if plan.get("whole"):  # its own table: the same figures over the whole run, and more
+        lines = [whole_report_text(plan, results)]
     schedule = f"--steps {plan['steps']}" if not plan["seconds"] else f"--seconds {plan['seconds']}"
     lines.append(f"mode {plan['mode']}, GPU lanes {plan['lanes']}, {schedule}; ms/step off from step "
                  f"{plan['skip_steps']} to the switch, on from the switch to the last logged step")
@@ -432,6 +473,107 @@ def report_text(plan: dict, results: dict) -> str:
         if results[n]["state"] not in ("stopped_by_bench", "done"):
             lines.append(f"--- {n} ({results[n]['state']}), last lines:\n{results[n]['tail']}")
     return "\n".join(lines)
+
+
+# ---- whole runs (--whole) ----
+
+CHALLENGE_SECONDS = 600.0  # the training cap of the records' logs (8xH100)
+RECORD_LOG_GPUS = 8
+# issue 26's targets for ours/record: key -> (comparison, bound)
+WHOLE_TARGETS = {"steps": (">=", 1.03), "ms_off": ("<=", 0.97), "ms_on": ("<=", 0.97), "first_step_s": ("<=", 0.4),
+                 "peak_gib": ("<=", 1.0), "hessian_s": ("<=", 1.0)}
+WHOLE_ROWS = (("state", "state", "s"), ("steps made", "steps", "d"), ("training budget, s", "budget_s", ".2f"),
+              ("train stop, s", "stop_s", ".2f"), ("data-access end, s", "data_end_s", ".2f"),
+              ("Hessians", "hessians", "d"), ("Hessian time, s", "hessian_s", ".2f"),
+              ("Hessian probe before the clock, s", "probe_s", ".2f"), ("ms/step, recurrence off", "ms_off", ".1f"),
+              ("ms/step, recurrence on", "ms_on", ".1f"), ("ms/step, whole run", "ms_all", ".1f"),
+              ("first step after launch, s", "first_step_s", ".1f"), ("peak memory, GiB", "peak_gib", ".2f"))
+WHOLE_NOTES = """training budget: the cap less the reserve (ours: GPTQ_RESERVE_SECONDS + factor x probe; the record: its
+  logged `effective`). Data-access end: ours logs it (its Hessians are read inside the clock); the record's is
+  derived, train stop + its Hessian time, its eval and serialization between them not counted: past its cap.
+Hessian time: the record's `GPTQ:collected` line (its loader, the collection, the copy to the CPU); ours the
+  data-access end less the train stop (EMA weights and the collection). The probe is ours' measurement before
+  the clock, on the same rows; the record has none (n/a).
+Peak memory: the record logs it after training (before GPTQ), ours after the Hessians."""
+
+
+def _met(ratio, key) -> str:
+    if ratio is None or key not in WHOLE_TARGETS:
+        return ""
+    op, bound = WHOLE_TARGETS[key]
+    return "met" if (ratio >= bound if op == ">=" else ratio <= bound) else "NOT met"
+
+
+def whole_report_text(plan: dict, results: dict) -> str:
+    """The whole-run table: each run's figures, ours/record with issue 26's target, and the 8xH100 projection."""
+    names = [r["name"] for r in plan["runs"]]
+    record, ours = results[RECORD_NAME], results[names[0]]
+    head = f"{'whole run (--seconds ' + format(plan['seconds'], 'g') + ')':36s}" + "".join(f"{n:>14s}" for n in names)
+    lines = [head + f"{'ours/record':>13s}{'target':>9s}{'':>9s}"]
+    for label, key, spec in WHOLE_ROWS:
+        cells = []
+        for n in names:
+            value = results[n].get(key)
+            missing = "n/a" if (n == RECORD_NAME and key == "probe_s") else "not in log"
+            cells.append(f"{(missing if value is None else format(value, spec)):>14s}")
+        numbers = spec != "s" and ours.get(key) is not None and record.get(key)
+        ratio = ours[key] / record[key] if numbers else None
+        op, bound = WHOLE_TARGETS.get(key, ("", None))
+        target = "" if bound is None else f"{op} {bound:g}"
+        derived = "  (record: derived)" if key == "data_end_s" and record.get("data_end_derived") else ""
+        lines.append(f"{label:36s}" + "".join(cells) + f"{_fmt(ratio, '.3f'):>13s}{target:>9s}{_met(ratio, key):>9s}"
+                     + derived)
+    lines.append(WHOLE_NOTES)
+    if ours.get("hessian_s") and ours.get("probe_s"):
+        lines.append(f"ours' Hessians inside the clock took {ours['hessian_s'] / ours['probe_s']:.3f}x the probe "
+                     f"(reserve factor {ours['reserve_factor']:g}, plus {ours['gptq_reserve_s']:g} s)")
+    lines += projection_lines(plan, ours, record)
+    return "\n".join(lines)
+
+
+def steps_in(budget_s: float, ms_off: float, ms_on: float) -> float:
+    """Steps in a budget whose first LOOP_ENABLE_FRAC runs at ms_off a step and the rest at ms_on."""
+    return budget_s * 1000 * (LOOP_ENABLE_FRAC / ms_off + (1 - LOOP_ENABLE_FRAC) / ms_on)
+
+
+def projection_lines(plan: dict, ours: dict, record: dict) -> list[str]:
+    """Our steps in 600 s on 8xH100, from the record's seed logs scaled by the ratios measured here."""
+    logs = plan["whole"]["seed_logs"]
+    if any(ours.get(k) is None for k in ("ms_off", "ms_on", "probe_s", "reserve_factor", "calibration_batches")) or (
+            record.get("ms_off") is None or record.get("ms_on") is None):
+        return ["projection: not yet (needs both runs' ms/step in both states and ours' Hessian probe)"]
+    if not logs:
+        return ["projection: no record seed logs (*seed*.log) beside the record's script"]
+    r_off, r_on = ours["ms_off"] / record["ms_off"], ours["ms_on"] / record["ms_on"]
+    n = int(ours["calibration_batches"])
+    share = math.ceil(n / RECORD_LOG_GPUS) / n  # each of 8 ranks collects its share of the batches
+    reserve = ours["gptq_reserve_s"] + ours["reserve_factor"] * ours["probe_s"] * share
+    lines, projected, actual = [], [], []
+    for path in logs:
+        text = Path(path).read_text(errors="replace")
+        seed = {**parse_run(text, RECORD_FORMAT, skip_steps=plan["skip_steps"]),
+                **golflog.training_end(text, RECORD_FORMAT)}
+        if None in (seed["ms_off"], seed["ms_on"], seed["budget_s"], seed["steps"]):
+            lines.append(f"  {Path(path).name}: no step times or stop line, left out")
+            continue
+        model_ratio = (steps_in(CHALLENGE_SECONDS - reserve, r_off * seed["ms_off"], r_on * seed["ms_on"])
+                       / steps_in(seed["budget_s"], seed["ms_off"], seed["ms_on"]))
+        projected.append(seed["steps"] * model_ratio)
+        actual.append(seed["steps"])
+        lines.append(f"  {Path(path).name}: record {seed['steps']} steps ({seed['ms_off']:.1f} / {seed['ms_on']:.1f} "
+                     f"ms/step off / on, budget {seed['budget_s']:.1f} s) -> ours {projected[-1]:.0f}")
+    if not projected:
+        return ["projection: no usable record seed log"] + lines
+    mean_p, mean_a = sum(projected) / len(projected), sum(actual) / len(actual)
+    return [f"projected 8xH100 steps in {CHALLENGE_SECONDS:g} s: ours {mean_p:.0f}, the record's logs {mean_a:.0f} "
+            f"({mean_p / mean_a:.3f}x; target >= {WHOLE_TARGETS['steps'][1]:g}x)",
+            f"method: each seed log's ms/step off and on (its step lines and stop line; the switch at "
+            f"{LOOP_ENABLE_FRAC} of the budget) times ours/record here ({r_off:.3f} off, {r_on:.3f} on); ours' budget "
+            f"{CHALLENGE_SECONDS:g} s less its reserve on {RECORD_LOG_GPUS} GPUs ({ours['gptq_reserve_s']:g} + "
+            f"{ours['reserve_factor']:g} x {ours['probe_s']:.2f} s probe x {share:.3f}, each rank's share of {n} "
+            f"batches = {reserve:.2f} s), the record's its logged budget;",
+            "  steps = record steps x (budget x (f / ms_off + (1 - f) / ms_on)) of ours / of the record. Assumes the "
+            "one-GPU ratios (8 micro-batches a step) hold on 8 GPUs (one each) and on an H100", *lines]
 
 
 def wait_for(workdir: Path, names: list[str], timeout: float) -> int:
@@ -455,10 +597,11 @@ def wait_for(workdir: Path, names: list[str], timeout: float) -> int:
 # -----------------------------------------------------------------------------
 
 def add_launch_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reference", type=Path, required=True, help="the record's train_gpt.py")
+    p.add_argument("--reference", type=Path, help="the record's train_gpt.py (--whole: the recipe's record)")
     p.add_argument("--data-dir", type=Path, required=True, help="the record's DATA_DIR layout (see above)")
     p.add_argument("--workdir", type=Path, required=True, help="a new folder for the runs and their logs")
-    p.add_argument("--mode", choices=("parallel", "serial"), default="parallel")
+    p.add_argument("--mode", choices=("parallel", "serial", "sequential"), default="parallel",
+                   help="sequential is serial: one run after the other on the first GPUs")
     p.add_argument("--gpus", default="0,1", help="GPU indices, comma-separated")
     p.add_argument("--nproc", type=int, default=1, help="GPUs per run (torchrun when > 1)")
     p.add_argument("--steps", type=int, default=100, help="step-based schedule of N steps for both")
@@ -472,6 +615,11 @@ def add_launch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ref-env", action="append", default=[], help="KEY=VALUE for the record only")
     p.add_argument("--ours-env", action="append", default=[], help="KEY=VALUE for ours and its variants")
     p.add_argument("--full", action="store_true", help="let the runs finish (eval, GPTQ, ...)")
+    p.add_argument("--whole", action="store_true", help="whole runs: --seconds cap, GPTQ and artifact, TTT off, "
+                   "both scripts in --recipe's configuration; the report adds the whole-run figures")
+    p.add_argument("--recipe", choices=("1886", "2135"), default="1886",
+                   help="--whole: our RECIPE and the record it is run against")
+    p.add_argument("--dry-run", action="store_true", help="print each run's command and environment; start nothing")
 
 
 def main(argv=None) -> int:
@@ -502,7 +650,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"--steps {args.steps}: too few to log the recurrence-off state "
                              f"(switch at {LOOP_ENABLE_FRAC} x steps)")
         procs = launch(args, detach=args.command == "launch")
-        if args.command == "launch":
+        if args.command == "launch" or args.dry_run:
             return 0
         for proc in procs:
             proc.wait()

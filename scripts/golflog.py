@@ -3,6 +3,7 @@ logs into records, statistics and plots. `facts` reads every fact a record needs
 states it, so that a check can name the line that disagrees."""
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 FINAL_LABELS = ("final_prequant_exact", "final_roundtrip_exact", "final_ttt_exact")  # pre-quant, quantized, TTT
@@ -142,3 +143,87 @@ def facts(text: str) -> dict:
     return dict(config=resolved_config(text), sources=embedded_sources(text), lines=lines, scores=scores,
                 **{name: fields(lines[name]) for name in keys}, steps=train_steps(run), smi=nvidia_smi(run),
                 training_seconds=float(training.group(1)) if training else None)
+
+
+# ---- training-run figures of ours and of the records' scripts (bench_vs_reference.py), line by line ----
+
+@dataclass
+class LogFormat:
+    """One script's training lines. Groups: step -> (step, cumulative ms, or cumulative tokens/s where
+    cumulative_tok_s); switch -> the step the recurrence comes on; peak -> GiB (MiB where peak_mib); stop_line ->
+    (train ms, steps) at the end of training; hessians -> (count, seconds); first_step -> s since launch."""
+    step: re.Pattern
+    switch: re.Pattern
+    peak: re.Pattern
+    batch_tokens: re.Pattern
+    stop: re.Pattern  # the short bench stops the run after this line (training figures complete)
+    stop_line: re.Pattern
+    hessians: re.Pattern
+    peak_mib: bool = False
+    cumulative_tok_s: bool = False
+
+
+# Record: `4500/20000 train_loss: 2.8490 train_time: 9.1m tok/s: 6473906` (train_time in minutes, 0.1 m
+# resolution: the cumulative time is taken from tok/s = step * batch_tokens / seconds instead).
+RECORD_FORMAT = LogFormat(
+    step=re.compile(r"^(\d+)/\d+ train_loss: [0-9.naif]+ train_time: [0-9.]+m tok/s: (\d+)", re.M),
+    switch=re.compile(r"^layer_loop:enabled step:(\d+)", re.M),
+    peak=re.compile(r"^peak memory allocated: (\d+) MiB", re.M),
+    batch_tokens=re.compile(r"^\s*train_batch_tokens: (\d+)\s*$", re.M),
+    stop=re.compile(r"^peak memory allocated:"),
+    stop_line=re.compile(r"^stopping_early: wallclock_cap train_time: (\d+)ms step: (\d+)/", re.M),
+    hessians=re.compile(r"^GPTQ:collected (\d+) Hessians in ([0-9.]+)s", re.M),
+    peak_mib=True, cumulative_tok_s=True)
+
+# Ours: `step:10/100 train_loss:5.1234 train_time:4321ms step_avg:432.10ms lr_mult:1.000`
+OURS_FORMAT = LogFormat(
+    step=re.compile(r"^step:(\d+)/\d+ train_loss:[0-9.naif]+ train_time:(\d+)ms", re.M),
+    switch=re.compile(r"^depth_recurrence:on step:(\d+)", re.M),
+    peak=re.compile(r"^peak_memory_allocated:([0-9.]+)GiB", re.M),
+    batch_tokens=re.compile(r"^train_batch_tokens:(\d+)\s*$", re.M),
+    # on a CPU there is no peak-memory line; the pre-quantization score is the next line after training
+    stop=re.compile(r"^(peak_memory_allocated:|final_prequant_exact )"),
+    stop_line=re.compile(r"^train_time:(\d+)ms steps:(\d+) ", re.M),
+    hessians=re.compile(r"^gptq hessians:(\d+) ", re.M))  # count only: the time is in the data-access line
+
+# Ours: `train_data_access_end_seconds:58.58 (training 40.79, then EMA weights and GPTQ Hessians; reserved 19.47
+# = GPTQ_RESERVE_SECONDS + 1.25 x 15.18 s measured before the clock) cap:60.0s`
+DATA_END = re.compile(r"^train_data_access_end_seconds:([0-9.]+) \(training ([0-9.]+),.*?reserved ([0-9.]+) = "
+                      r"GPTQ_RESERVE_SECONDS \+ ([0-9.]+) x ([0-9.]+) s measured", re.M)
+# The record: `gptq:reserving 0s, effective=599500ms` (its training budget)
+RECORD_BUDGET = re.compile(r"^gptq:reserving [0-9.]+s, effective=(\d+)ms", re.M)
+
+
+def training_end(text: str, fmt: LogFormat) -> dict:
+    """How a capped run's training ended and when it last read training data, from either script's log:
+    stop_s and steps (the stop line), budget_s (cap less reserve), hessians and hessian_s, data_end_s, and for
+    ours the Hessian probe before the clock (probe_s, reserve_factor) and its config's gptq_reserve_s and
+    calibration_batches. The record logs no data-access end: it is
+    stop_s + hessian_s there (its Hessians read training data after its cap), marked data_end_derived. A field a
+    log lacks is None."""
+    out = dict(stop_s=None, steps=None, budget_s=None, hessians=None, hessian_s=None, data_end_s=None,
+               probe_s=None, reserve_factor=None, gptq_reserve_s=None, calibration_batches=None,
+               data_end_derived=False)
+    stop = fmt.stop_line.search(text)
+    if stop:
+        out.update(stop_s=int(stop.group(1)) / 1000, steps=int(stop.group(2)))
+    hessians = fmt.hessians.search(text)
+    if hessians:
+        out["hessians"] = int(hessians.group(1))
+        if fmt is RECORD_FORMAT:
+            out["hessian_s"] = float(hessians.group(2))
+    if fmt is RECORD_FORMAT:
+        budget = RECORD_BUDGET.search(text)
+        out["budget_s"] = int(budget.group(1)) / 1000 if budget else None
+        if out["stop_s"] is not None and out["hessian_s"] is not None:
+            out.update(data_end_s=out["stop_s"] + out["hessian_s"], data_end_derived=True)
+        return out
+    end, config = DATA_END.search(text), resolved_config(text)
+    cap = number(config.get("max_wallclock_seconds"))
+    out.update(gptq_reserve_s=number(config.get("gptq_reserve_seconds")),
+               calibration_batches=number(config.get("gptq_calibration_batches")))
+    if end:
+        data_end, training, reserve, factor, probe = (float(g) for g in end.groups())
+        out.update(data_end_s=data_end, hessian_s=data_end - training, probe_s=probe, reserve_factor=factor,
+                   budget_s=cap - reserve if cap else None)
+    return out

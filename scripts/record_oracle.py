@@ -37,6 +37,7 @@ REFERENCE_DIR = next((d for d in (REPO.parent / "shared" / "reference", REPO / "
                       if d.is_dir()), REPO.parent / "shared" / "reference")
 RECORD_1886 = REFERENCE_DIR / "record_1886_train_gpt.py"
 RECORD_2135 = REFERENCE_DIR / "record_2135" / "train_gpt.py"
+RECORDS = {"1886": RECORD_1886, "2135": RECORD_2135}  # our RECIPE -> the record script it reproduces
 SHIM = "flash_attn_interface.py"  # FA3's Python API on torch (the records import FA3)
 ENV_READ = re.compile(r"""os\.environ\.get\(\s*["']([A-Z][A-Z0-9_]*)["']""")
 

@@ -5,6 +5,7 @@ collected by a later `report`."""
 import argparse
 import json
 import lzma
+import os
 import shutil
 import sys
 import textwrap
@@ -215,3 +216,175 @@ def test_bad_arguments_give_clear_errors(tmp_path):
     with pytest.raises(SystemExit, match="too few to log"):
         bench.main(["run", "--reference", __file__, "--data-dir", str(tmp_path), "--workdir", str(tmp_path / "w"),
                     "--steps", "10"])
+
+
+# ---- whole runs (--whole): the cap on, GPTQ and artifact, TTT off ----
+
+REFERENCE = REPO.parent / "shared" / "reference"
+RECORD_SEED_LOG = REFERENCE / "record_1886_seed42.log"
+OUR_WHOLE_LOG = REPO / "docs" / "runs" / "2026-12-04" / "recipe2135_pipeline_h200_shipped.txt"
+
+
+def _stamped(text: str, start: float) -> str:
+    """A console of a log's lines, one second apart from `start`."""
+    return "\n".join(f"[{start + i:9.3f}] {line}" for i, line in enumerate(text.splitlines()))
+
+
+def _whole_workdir(tmp_path, ours_log: str, record_log: str, seed_logs=()) -> Path:
+    """A finished --whole bench folder holding the given logs (console and log file), as `report` reads it."""
+    work = tmp_path / "whole"
+    runs = [dict(name="ours", env=dict(RUN_ID="bench_ours"), format="ours", lane=0),
+            dict(name="record", env=dict(RUN_ID="bench_record"), format="record", lane=1)]
+    for run, text, start in ((runs[0], ours_log, 100.0), (runs[1], record_log, 400.0)):
+        (work / run["name"] / "logs").mkdir(parents=True)
+        (work / run["name"] / "console.txt").write_text(_stamped(text, start))
+        (work / run["name"] / "logs" / f"{run['env']['RUN_ID']}.txt").write_text(text)
+        (work / run["name"] / "status.json").write_text(json.dumps(dict(state="done", returncode=0)))
+    plan = dict(runs=runs, lanes=[["0"], ["1"]], nproc=1, full=True, skip_steps=5, steps=100, seconds=300.0,
+                mode="parallel", whole=dict(recipe="1886", seed_logs=[str(p) for p in seed_logs]))
+    (work / "plan.json").write_text(json.dumps(plan))
+    return work
+
+
+def _row(text: str, label: str) -> list[str]:
+    return next(line for line in text.splitlines() if line.startswith(label))[len(label):].split()
+
+
+def test_whole_report_reads_both_scripts_logs(tmp_path):
+    """The record's seed-42 log and our 2026-12-04 run, read as a finished bench: each figure from its own line."""
+    if not RECORD_SEED_LOG.is_file():
+        pytest.skip(f"needs {RECORD_SEED_LOG}")
+    record_text, ours_text = RECORD_SEED_LOG.read_text(), OUR_WHOLE_LOG.read_text()
+    work = _whole_workdir(tmp_path, ours_text, record_text)
+    plan, results = bench.collect(work)
+    text = bench.report_text(plan, results)
+    assert _row(text, "steps made") == ["47", "4868", f"{47 / 4868:.3f}", ">=", "1.03", "NOT", "met"]
+    assert _row(text, "train stop, s") == ["40.79", "599.40", f"{40.789 / 599.405:.3f}"]  # ours' stop line: 40789ms
+    assert _row(text, "training budget, s") == ["40.53", "599.50", f"{40.53 / 599.5:.3f}"]  # 60 - 19.47; effective
+    # ours logs its data-access end; the record's is its stop + its `GPTQ:collected 67 Hessians in 3.8s`
+    assert _row(text, "data-access end, s") == ["58.58", "603.20", f"{58.58 / 603.205:.3f}", "(record:", "derived)"]
+    assert _row(text, "Hessian time, s") == ["17.79", "3.80", f"{(58.58 - 40.79) / 3.8:.3f}", "<=", "1", "NOT", "met"]
+    assert _row(text, "Hessian probe before the clock, s") == ["15.18", "n/a", "-"]
+    assert _row(text, "Hessians") == ["67", "67", "1.000"]
+    assert _row(text, "peak memory, GiB") == ["42.67", f"{41574 / 1024:.2f}", f"{42.67 / (41574 / 1024):.3f}", "<=",
+                                              "1", "NOT", "met"]
+    # first step: the stamp of the first step line of each console (one second a line from 100 s and 400 s)
+    ours_first = 100.0 + next(i for i, line in enumerate(ours_text.splitlines()) if line.startswith("step:1/"))
+    record_first = 400.0 + next(i for i, line in enumerate(record_text.splitlines()) if line.startswith("1/20000 "))
+    assert _row(text, "first step after launch, s")[:3] == [f"{ours_first:.1f}", f"{record_first:.1f}",
+                                                            f"{ours_first / record_first:.3f}"]
+    # ours logged steps 1-5 and its stop (47), switching at 29: no two points in either state
+    assert _row(text, "ms/step, recurrence off")[:2] == ["not", "in"]
+    assert _row(text, "ms/step, whole run")[:2] == [f"{40789 / 47:.1f}", f"{599405 / 4868:.1f}"]
+    assert f"inside the clock took {(58.58 - 40.79) / 15.18:.3f}x the probe (reserve factor 1.25" in text
+    assert "projection: not yet" in text
+
+
+def _seed_log(ms_off: float, ms_on: float, steps: int, switch: int, budget_ms: int) -> str:
+    """A record seed log: its step lines (tok/s), switch, stop line and budget line."""
+    lines = record_console(ms_off, ms_on, steps, switch, every=50, stamp0=0).splitlines()
+    stop_ms = switch * ms_off + (steps - switch) * ms_on
+    return "\n".join([f"gptq:reserving 0s, effective={budget_ms}ms"] + [bench.STAMP.match(x).group(2) for x in lines]
+                     + [f"stopping_early: wallclock_cap train_time: {stop_ms:.0f}ms step: {steps}/20000"])
+
+
+def test_projection_scales_the_record_logs_by_the_ratios(tmp_path):
+    """Ours on 8xH100 = each seed log's steps x (ours' budget x (f / ms_off + (1 - f) / ms_on)) / (the record's),
+    ours' step times the seed log's times the ratios measured here; ours' budget is 600 s less the reserve with
+    each rank's share of the calibration batches."""
+    logs = []
+    for seed, (a, b, n, sw) in enumerate([(100.0, 150.0, 4800, 2000), (90.0, 140.0, 5000, 2300)]):
+        logs.append(tmp_path / f"train_seed{seed}.log")
+        logs[-1].write_text(_seed_log(a, b, n, sw, 599_500))
+    plan = dict(skip_steps=5, whole=dict(recipe="2135", seed_logs=[str(p) for p in logs]))
+    record = dict(ms_off=800.0, ms_on=1200.0)
+    ours = dict(ms_off=720.0, ms_on=1200.0, probe_s=3.2, reserve_factor=1.25, gptq_reserve_s=0.5,
+                calibration_batches=32.0)
+    lines = bench.projection_lines(plan, ours, record)
+    reserve = 0.5 + 1.25 * 3.2 * (4 / 32)  # 32 batches over 8 ranks: 4 each
+    expected = []
+    for a, b, n in ((100.0, 150.0, 4800), (90.0, 140.0, 5000)):
+        ours_rate = (600 - reserve) * (0.35 / (0.9 * a) + 0.65 / (1.0 * b))
+        expected.append(n * ours_rate / (599.5 * (0.35 / a + 0.65 / b)))
+    mean = sum(expected) / 2
+    assert lines[0].startswith(f"projected 8xH100 steps in 600 s: ours {mean:.0f}, the record's logs 4900 "
+                               f"({mean / 4900:.3f}x")
+    assert f"-> ours {expected[0]:.0f}" in lines[3] and f"-> ours {expected[1]:.0f}" in lines[4]
+    assert f"= {reserve:.2f} s)" in lines[1]
+    # the same step times and budget as the record: its own steps
+    same = bench.projection_lines(plan, dict(ours, ms_off=800.0, probe_s=0.0, gptq_reserve_s=0.5), record)
+    assert same[0].startswith("projected 8xH100 steps in 600 s: ours 4900, the record's logs 4900 (1.000x")
+
+
+def _layout(tmp_path, recipe: str) -> Path:
+    """The recipe's DATA_DIR layout (the record's), by symlinks to the shipped sample."""
+    shards_rel, tokenizer_rel = bench.recipe_layout(recipe)
+    sample = "sample_caseops" if recipe == "2135" else "sample_sp8192"
+    data = tmp_path / f"data{recipe}"
+    (data / shards_rel).mkdir(parents=True)
+    (data / tokenizer_rel).parent.mkdir(parents=True)
+    for shard in (REPO / "sample_data" / "datasets" / sample).glob("fineweb_*.bin"):
+        (data / shards_rel / shard.name).symlink_to(shard)
+    (data / tokenizer_rel).symlink_to(REPO / "sample_data" / "tokenizers" / tokenizer_rel.name)
+    return data
+
+
+def _whole_args(data: Path, recipe: str, **extra) -> argparse.Namespace:
+    args = dict(data_dir=data, reference=None, env=["SEED=42"], ours_env=[], ref_env=[], ab=[], ab_script=[],
+                gpus="0,1", nproc=1, mode="parallel", steps=100, seconds=300.0, log_every=5, skip_steps=5,
+                full=False, whole=True, recipe=recipe, dry_run=True)
+    args.update(extra)
+    args = argparse.Namespace(**args)
+    args.reference = args.reference or bench._record_oracle().RECORDS[recipe]
+    return args
+
+
+@pytest.mark.parametrize("recipe", ["1886", "2135"])
+def test_whole_run_environments_follow_the_recipe(tmp_path, recipe):
+    """Ours runs RECIPE=recipe with the cap, TTT off and no periodic validation; the record its own logged
+    configuration (every setting of ours it reads: #2135's CaseOps data, calibration, compressor), TTT off, the same
+    cap, seed and data, with its folder and the FA3 shim's on PYTHONPATH; both run to the end."""
+    data = _layout(tmp_path, recipe)
+    plan = bench.plan_runs(_whole_args(data, recipe))
+    env = {r["name"]: r["env"] for r in plan["runs"]}
+    ours, record = env["ours"], env["record"]
+    assert plan["full"] and plan["whole"]["recipe"] == recipe
+    assert (ours["RECIPE"], ours["TTT_ENABLED"], ours["VAL_LOSS_EVERY"], ours["MAX_WALLCLOCK_SECONDS"]) == (
+        recipe, "0", "0", "300.0")
+    for key in ("MAX_WALLCLOCK_SECONDS", "SEED", "TRAIN_LOG_EVERY", "VAL_LOSS_EVERY"):
+        assert record[key] == ours[key], key
+    assert record["TTT_ENABLED"] == "0" and record["DATA_DIR"] == str(data.resolve())
+    script = {r["name"]: r["script"] for r in plan["runs"]}["record"]
+    paths = record["PYTHONPATH"].split(os.pathsep)
+    assert str(Path(script).parent) in paths and str(bench._record_oracle().REFERENCE_DIR.resolve()) in paths
+    if recipe == "2135":
+        assert script.endswith("record_2135/train_gpt.py")
+        assert (record["CASEOPS_ENABLED"], record["GPTQ_CALIBRATION_BATCHES"], record["COMPRESSOR"]) == (
+            "1", "32", "pergroup")
+        assert record["DATA_PATH"] == ours["DATA_PATH"] and record["TOKENIZER_PATH"] == ours["TOKENIZER_PATH"]
+        assert ours["DATA_PATH"].endswith("fineweb10B_sp8192_lossless_caps_caseops_v1_reserved")
+    else:
+        assert script.endswith("record_1886_train_gpt.py")
+        assert (record["GATED_ATTN_ENABLED"], record["GPTQ_CALIBRATION_BATCHES"]) == ("1", "16")
+        assert "DATA_PATH" not in record  # #1886's script reads DATA_DIR only
+    assert {r["name"]: r["lane"] for r in plan["runs"]} == dict(ours=0, record=1)
+    assert {r["lane"] for r in bench.plan_runs(_whole_args(data, recipe, mode="sequential"))["runs"]} == {0}
+
+
+def test_whole_launch_dry_run_and_refusals(tmp_path, capsys, monkeypatch):
+    data = _layout(tmp_path, "2135")
+    work = tmp_path / "w"
+    base = ["launch", "--whole", "--recipe", "2135", "--data-dir", str(data), "--workdir", str(work),
+            "--mode", "sequential", "--gpus", "0"]
+    assert bench.main(base + ["--seconds", "300", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"ours (lane 0, GPUs 0): {sys.executable} {bench.OURS}" in out
+    assert f"record (lane 0, GPUs 0): {sys.executable} {bench._record_oracle().RECORD_2135}" in out
+    assert " CASEOPS_ENABLED=1 " in out and " RECIPE=2135 " in out and not work.exists()
+    with pytest.raises(SystemExit, match="error: --whole needs --seconds"):
+        bench.main(base)
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit, match="error: the record's artifact step runs the `pyminify` program"):
+        bench.main(base + ["--seconds", "300"])
+    with pytest.raises(SystemExit, match="no tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"):
+        bench.main(base[:5] + [str(_layout(tmp_path, "1886")), *base[6:], "--seconds", "300", "--dry-run"])
