@@ -214,7 +214,7 @@ def whole_run_envs(args, shards: Path, tokenizer: Path, common: dict) -> tuple[d
     ours = {"RECIPE": args.recipe, "DATA_PATH": str(shards), "TOKENIZER_PATH": str(tokenizer), "TTT_ENABLED": "0",
             "MAX_WALLCLOCK_SECONDS": str(args.seconds), "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": str(args.log_every),
             **common}
-    record = ro.record_env_for(ro.tg.load_hyperparameters(ours), args.reference, base={"TTT_ENABLED": "0"})
+    record = ro.record_env_for(ro.tg.load_hyperparameters(ours), args.reference, base={})  # TTT off from ours
     folders = dict.fromkeys(str(d) for d in (args.reference.resolve().parent, ro.shim_dir(args.reference)))
     record.update(DATA_DIR=str(args.data_dir.resolve()), **common, **_pairs(args.ref_env, "--ref-env"),
                   PYTHONPATH=os.pathsep.join(folders))
