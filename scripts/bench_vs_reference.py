@@ -20,13 +20,29 @@ cap), so both switch the recurrence on at the same step (0.35 N) and run the sam
 state. --seconds S caps both by the
 wallclock instead (as in a real run; they then switch at different steps). Both log every --log-every steps.
 
+Whole runs (--whole, issue 26): the wallclock cap on (--seconds), GPTQ and the artifact included, TTT off, no
+periodic validation; ours runs RECIPE=--recipe and the record (its script by default: #1886's or #2135's) gets
+every setting of ours that its script reads, i.e. its logged run's configuration. --data-dir is then the
+recipe's layout (#2135: datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved/ with the val byte sidecar,
+tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model). The record's artifact step needs the
+`pyminify` program on PATH. The record's scripts compile for 6-9 minutes before step 1: `launch` returns at once,
+`report --wait S` collects later. The report (read from both logs by golflog.training_end): steps, training budget,
+train stop, data-access end, Hessian time and our probe, ms/step by recurrence state over the whole run (to the
+stop line), first step, peak memory; ours/record against issue 26's targets; and our projected 8xH100 steps in
+600 s from the record's seed logs beside its script (the method is printed). --dry-run prints each run's command
+and environment.
+
+    python scripts/bench_vs_reference.py launch --whole --recipe 2135 --data-dir D --workdir W --seconds 300 \
+        --mode parallel --gpus 0,1 --env SEED=42
+    python scripts/bench_vs_reference.py report --workdir W --wait 540
+
 Each run is stopped by the bench as soon as it has logged its peak training memory (the record's
 `peak memory allocated:`, ours `peak_memory_allocated:`): the evaluation, GPTQ and TTT that follow are not
 measured here (and the record's artifact step needs the `pyminify` program). --full lets them run.
 
 Runs go to GPU "lanes": --gpus lists the GPUs, --nproc GPUs per run (torchrun when > 1). --mode parallel
 gives each lane its own GPUs: the record alone on the last lane, ours and the --ab variants on the others, one
-after the other; --mode serial runs everything on the first lane in turn. --ab NAME:KEY=VALUE[,KEY=VALUE]
+after the other; --mode serial (or sequential) runs everything on the first lane in turn. --ab NAME:KEY=VALUE[,KEY=VALUE]
 adds a variant of ours (for example the fused-MLP A/B: `--ab nofusedmlp:FUSED_MLP_ENABLED=0`);
 --ab-script NAME=PATH adds another copy of ours, run with ours' environment (for example an earlier commit's
 train_gpt.py, with its kernels.py beside it: a before/after on the same machine).
