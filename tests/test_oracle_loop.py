@@ -109,7 +109,8 @@ def _run_our_loop(h, initial: tg.GPT, batches, clock, monkeypatch):
     model.load_state_dict(initial.state_dict())
     with monkeypatch.context() as m:
         m.setattr(tg, "TrainLoader", lambda *args: _Batches(batches))
-        m.setattr(tg, "collect_hessians", lambda *args: {})  # GPTQ's Hessians: not training
+        m.setattr(tg, "collect_hessians", lambda *args: {})  # GPTQ's Hessians (and their rows): not training
+        m.setattr(tg, "calibration_batches", lambda *args: [])
         m.setattr(tg, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
         m.setattr(tg.Optimizers, "step", clock.counting(tg.Optimizers.step))
         result = tg.train(model, h, tg.DistContext(), tg.MICRO_BATCHES, lines.append)
