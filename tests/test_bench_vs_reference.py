@@ -168,7 +168,8 @@ def test_parallel_lanes_put_the_record_alone(tmp_path):
     args = argparse.Namespace(data_dir=_data_dir(tmp_path), reference=Path(__file__), env=["SEED=3"], ours_env=[],
                               ref_env=["X=1"], ab=["eager_mlp:FUSED_MLP_ENABLED=0", "nofusedce:FUSED_CE_ENABLED=0"],
                               ab_script=[f"before={before / 'train_gpt.py'}"], gpus="0,1,2", nproc=1, mode="parallel",
-                              steps=100, seconds=0.0, log_every=5, skip_steps=5, full=False)
+                              steps=100, seconds=0.0, log_every=5, skip_steps=5, full=False, whole=False,
+                              recipe="1886")
     plan = bench.plan_runs(args)
     lanes = {r["name"]: r["lane"] for r in plan["runs"]}
     assert lanes == dict(ours=0, record=2, eager_mlp=1, nofusedce=0, before=1)
