@@ -554,7 +554,9 @@ def steps_in(budget_s: float, ms_off: float, ms_on: float) -> float:
 
 def projection_lines(plan: dict, ours: dict, record: dict) -> list[str]:
     """Our steps in 600 s on 8xH100, from the record's seed logs scaled by the ratios measured here."""
-    logs = plan["whole"]["seed_logs"]
+    # the seed logs beside the record's script where the bench ran, else beside this checkout's copy of it
+    logs = [p for p in plan["whole"]["seed_logs"] if Path(p).is_file()] or [
+        str(p) for p in sorted(_record_oracle().RECORDS[plan["whole"]["recipe"]].parent.glob("*seed*.log"))]
     if any(ours.get(k) is None for k in ("ms_off", "ms_on", "probe_s", "reserve_factor", "calibration_batches")) or (
             record.get("ms_off") is None or record.get("ms_on") is None):
         return ["projection: not yet (needs both runs' ms/step in both states and ours' Hessian probe)"]
