@@ -3,8 +3,8 @@ the record's own collect_hessians, each on its own model of the recipe's full si
 recipe's calibration batch count, after one warm-up batch, timed to the end of the GPU work. The record runs with
 TF32 on, as its main() sets it, and its own calibration loader. Nothing is compiled: a few minutes in all.
 
-    python scripts/bench_hessians.py --recipe 1886 --data-dir DATA_DIR [--before NAME=PATH/train_gpt.py] \
-        [--repeats 3]
+    python scripts/bench_hessians.py --recipe 1886 --data-dir DATA_DIR [--reference RECORD.py] \
+        [--before NAME=PATH/train_gpt.py] [--repeats 3]
 
 --data-dir: the record's DATA_DIR layout for the recipe (as bench_vs_reference.py --whole). --before: another
 train_gpt.py (its kernels.py beside it), e.g. main's before the change: `git show REV:train_gpt.py`.
@@ -87,11 +87,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", choices=tuple(ro.RECORDS), default="1886")
     p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--reference", type=Path, help="the record's train_gpt.py (default: the recipe's, ../shared)")
     p.add_argument("--before", action="append", default=[], help="NAME=PATH of another train_gpt.py")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("error: bench_hessians.py times the GPU: run it on a machine with CUDA")
+    script = (args.reference or ro.RECORDS[args.recipe]).resolve()
+    if ro.reference_missing_reason(script):
+        raise SystemExit(f"error: {ro.reference_missing_reason(script)}: give --reference PATH/train_gpt.py")
     bench.prepare_data(args.data_dir, *bench.recipe_layout(args.recipe))  # checked, shards decompressed
     env = {"RECIPE": args.recipe, "DATA_DIR": str(args.data_dir.resolve())}  # both scripts' paths follow from it
     scripts = [("ours", ro.tg)] + [(name, load_script(Path(path).resolve(), f"before_{name}"))
@@ -101,7 +105,6 @@ def main(argv=None) -> int:
         batches, seconds = ours(module, env, args.repeats)
         rows.append((name, batches, seconds))
         torch.cuda.empty_cache()
-    script = ro.RECORDS[args.recipe]
     rows.append(("record", ro.tg.load_hyperparameters(env).gptq_calibration_batches,
                  record_time(script, env, args.repeats)))
     print(f"GPTQ Hessians, RECIPE={args.recipe}, {torch.cuda.get_device_name()}, torch {torch.__version__}")
