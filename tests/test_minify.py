@@ -125,3 +125,14 @@ def test_triton_kernel_runs_from_the_shipped_file(tmp_path):
     proc = subprocess.run([sys.executable, "-c", KERNEL_CHECK], cwd=tmp_path, capture_output=True, text=True,
                           env=clean_env(TRITON_INTERPRET=1), timeout=600)
     assert proc.returncode == 0 and "kernel ok" in proc.stdout, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("data", [bytes(range(256)), bytes(range(256))[::-1], b"'", b"''", b"'''x''", b"\\'",
+                                  b"\0" + b"7", b"\r\n\\\n", b""])
+def test_string_literal_holds_every_byte(data):
+    """The shipped file's payload literal: latin-1 source gives back each byte, whatever follows it."""
+    literal = tg.string_literal(data)
+    namespace = {}
+    exec(compile(b"# -*- coding: latin-1 -*-\npayload=" + literal + b"\n", "shipped", "exec"), namespace)
+    assert namespace["payload"].encode("latin-1") == data
+    assert len(literal) <= 6 + 1.02 * len(data) + 4  # a few bytes escaped, not all
