@@ -3304,11 +3304,12 @@ def code_sources() -> dict[str, str]:
     return {name: (here / name).read_text(encoding="utf-8") for name in CODE_FILES}
 
 
-# Minifying the shipped copy: comments, docstrings, blank lines and trailing spaces go, and indentation becomes one
-# space a level, cutting the counted bytes by a third. It edits the original text at positions that `tokenize` and
-# `ast` report (names and code stay untouched, unlike ast.unparse, whose output changes between Python versions),
-# and checks that the result parses to the same syntax tree less docstrings. Minifying twice changes nothing, so a
-# run of the shipped file, which logs the minified sources, rebuilds the same file.
+# Minifying the shipped copy: comments, docstrings and blank lines go, and each logical line is written on one line
+# (line breaks inside brackets go), indented one space a level, its tokens separated by a space only where they
+# would otherwise run together: a third of the counted bytes. Each token keeps the text `tokenize` reads (names and
+# literals untouched, unlike ast.unparse, whose output changes between Python versions), and the result must parse
+# to the same syntax tree less docstrings. Minifying twice changes nothing, so a run of the shipped file, which logs
+# the minified sources, rebuilds the same file.
 DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
@@ -3331,70 +3332,88 @@ def without_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def rows_ending_in_strings(tokens: list[tokenize.TokenInfo]) -> set[int]:
-    """Line numbers whose end lies inside a string literal (all but the last line of a multi-line string); from
-    Python 3.12 an f-string is several tokens, FSTRING_START to FSTRING_END, nested ones included."""
-    rows, fstring_starts = set(), []
-    for tok in tokens:
-        if tok.type == tokenize.STRING:
-            rows.update(range(tok.start[0], tok.end[0]))
-        elif tok.type == getattr(tokenize, "FSTRING_START", None):
-            fstring_starts.append(tok.start[0])
-        elif tok.type == getattr(tokenize, "FSTRING_END", None):
-            rows.update(range(fstring_starts.pop(), tok.end[0]))
-    return rows
+def line_starts(source: str) -> list[int]:
+    """The offset of each line's start, lines split at LF, as tokenize reads them."""
+    starts = [0]
+    for line in io.StringIO(source).readlines():
+        starts.append(starts[-1] + len(line))
+    return starts
 
 
 def source_tokens(source: str) -> list[tokenize.TokenInfo]:
     return list(tokenize.generate_tokens(io.StringIO(source).readline))
 
 
-def cut_comments_and_docstrings(source: str) -> str:
-    lines = source.splitlines(True)
-    line_starts = [0]
-    for line in lines:
-        line_starts.append(line_starts[-1] + len(line))
+def cut_docstrings(source: str) -> str:
+    lines, starts = io.StringIO(source).readlines(), line_starts(source)
 
-    def offset(row: int, col: int, col_in_utf8_bytes: bool = False) -> int:
-        if col_in_utf8_bytes:  # ast counts columns in UTF-8 bytes, tokenize in characters
-            col = len(lines[row - 1].encode("utf-8")[:col].decode("utf-8"))
-        return line_starts[row - 1] + col
+    def offset(row: int, col_in_utf8_bytes: int) -> int:  # ast counts columns in UTF-8 bytes
+        return starts[row - 1] + len(lines[row - 1].encode("utf-8")[:col_in_utf8_bytes].decode("utf-8"))
 
-    cuts = [(offset(doc.lineno, doc.col_offset, True), offset(doc.end_lineno, doc.end_col_offset, True),
-             "pass" if len(owner.body) == 1 else "") for owner, doc in docstrings(ast.parse(source))]
-    cuts += [(offset(*tok.start), offset(*tok.end), "") for tok in source_tokens(source)
-             if tok.type == tokenize.COMMENT]
-    for start, end, replacement in sorted(cuts, reverse=True):
-        source = source[:start] + replacement + source[end:]
+    found = sorted(docstrings(ast.parse(source)), key=lambda pair: (pair[1].lineno, pair[1].col_offset))
+    for owner, doc in reversed(found):  # from the end: earlier offsets stay valid
+        start, end = offset(doc.lineno, doc.col_offset), offset(doc.end_lineno, doc.end_col_offset)
+        source = source[:start] + ("pass" if len(owner.body) == 1 else "") + source[end:]
     return source
 
 
-def squeeze_lines(source: str) -> str:
-    """Drops blank lines and trailing spaces and indents one space a block level; lines that begin or end inside a
-    string literal keep that part as it is."""
-    tokens = source_tokens(source)
-    in_string = rows_ending_in_strings(tokens)
-    depth, row_depth = 0, {}
-    for tok in tokens:  # INDENTs or DEDENTs (several on one row) come just before a logical line's first token
-        if tok.type in (tokenize.INDENT, tokenize.DEDENT):
+# Python 3.12 splits an f-string into tokens (FSTRING_START ... FSTRING_END, nested ones included); read as one
+# STRING, as before, so that its text stays as written and the output is the same on every version.
+FSTRING_START, FSTRING_END = getattr(tokenize, "FSTRING_START", None), getattr(tokenize, "FSTRING_END", None)
+DROPPED_TOKENS = (tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER)
+
+
+def logical_lines(source: str) -> list[tuple[int, list[tuple[int, str]]]]:
+    """(block depth, its tokens as (type, text)) for each logical line, comments dropped."""
+    starts = line_starts(source)
+    lines, tokens, depth, fstring_starts = [], [], 0, []
+    for tok in source_tokens(source):
+        if fstring_starts or tok.type == FSTRING_START:
+            if tok.type == FSTRING_START:
+                fstring_starts.append(starts[tok.start[0] - 1] + tok.start[1])
+            elif tok.type == FSTRING_END:
+                start = fstring_starts.pop()
+                if not fstring_starts:
+                    tokens.append((tokenize.STRING, source[start:starts[tok.end[0] - 1] + tok.end[1]]))
+        elif tok.type in (tokenize.INDENT, tokenize.DEDENT):
             depth += 1 if tok.type == tokenize.INDENT else -1
-            continue
-        for row in range(tok.start[0], tok.end[0] + 1):
-            row_depth.setdefault(row, depth)
-    kept = []
-    for row, line in enumerate(source.splitlines(True), start=1):
-        if row - 1 not in in_string:
-            line = " " * row_depth.get(row, 0) + line.lstrip(" \t")
-        if row not in in_string:
-            line = line.rstrip() + "\n"
-        if line.strip() or row - 1 in in_string:
-            kept.append(line)
-    return "".join(kept)
+        elif tok.type == tokenize.NEWLINE:
+            if tokens:
+                lines.append((depth, tokens))
+            tokens = []
+        elif tok.type not in DROPPED_TOKENS:
+            tokens.append((tok.type, tok.string))
+    return lines
+
+
+def is_word_char(char: str) -> bool:
+    return ("a" + char).isidentifier()
+
+
+def needs_space(left: tuple[int, str], right: tuple[int, str]) -> bool:
+    """Whether two tokens written together would read otherwise: two words (names, keywords, numbers, string
+    prefixes) run into one, or a number into what follows it (`1 if`, `1 .real`). No two operators of valid code
+    make a longer one when joined (and the check of minify_source would refuse it)."""
+    (left_type, left_text), right_text = left, right[1]
+    if left_type == tokenize.NUMBER:
+        return is_word_char(right_text[0]) or right_text[0] == "."
+    return is_word_char(left_text[-1]) and is_word_char(right_text[0])
+
+
+def compact_lines(source: str) -> str:
+    out = []
+    for depth, tokens in logical_lines(source):
+        out += [" " * depth, tokens[0][1]]
+        for left, right in zip(tokens, tokens[1:]):
+            out += [" " * needs_space(left, right), right[1]]
+        out.append("\n")
+    return "".join(out)
 
 
 def minify_source(source: str, name: str = "<source>") -> str:
-    """The source without comments, docstrings and blank lines, one space of indentation a block level."""
-    minified = squeeze_lines(cut_comments_and_docstrings(source))
+    """The source without comments, docstrings and blank lines, one logical line a line, one space of indentation
+    a block level, no spaces a token does not need."""
+    minified = compact_lines(cut_docstrings(source))
     if ast.dump(ast.parse(minified)) != ast.dump(without_docstrings(ast.parse(source))):
         raise ValueError(f"minifying {name} changed its code (a bug of minify_source): fix it, or ship it as it is")
     return minified

@@ -88,6 +88,52 @@ def test_minified_tricky_source_runs_the_same():
     assert after["values"][2] is None and before["values"][2] is not None  # docstrings are gone, nothing else
 
 
+SPACING = r"""
+import re
+def f(x, *args, y=-1, **kw):
+    n = 1 if x else 2
+    m = (x
+         + n)  # a line break inside brackets
+    total = n - -m + 1 .real + 0x1f + 1e-3 + (1.)  + 2 ** -1 + (n << 2) + (n>>1) + (not x) + (x is not None)
+    text = f"{x!r:>10}" f'{n}' "a" 'b', rb'\\d'  # f-strings, prefixes, implicit concatenation
+    nested = f"{f'{x}'}" + r"raw \\" + '''multi
+  line'''
+    if x in[1]and not m:
+        pass
+    return [total, text, nested, lambda q=1: q * 2, {**kw}, [*args], x @ x if isinstance(x, Matrix) else x]
+class Matrix(int):
+    def __matmul__(self, other):
+        return 7
+value = f(Matrix(3), 4, y=5, z=6)
+"""
+
+
+def test_minified_spacing_keeps_every_token_apart():
+    """Spaces go only where two tokens would not run together; the program computes the same."""
+    minified = tg.minify_source(SPACING)
+    assert_minified(SPACING, minified)
+    assert "m=(x+n)" in minified and "n--m+1 .real+0x1f" in minified and "if x in[1]and not m:" in minified
+    before, after = {}, {}
+    exec(compile(SPACING, "spacing", "exec"), before)
+    exec(compile(minified, "spacing", "exec"), after)
+    assert repr(after["value"][:3]) == repr(before["value"][:3]) and after["value"][3]() == before["value"][3]()
+
+
+@pytest.mark.filterwarnings("ignore::SyntaxWarning")  # `1if`, on the way to being refused
+@pytest.mark.parametrize("mutation", ["spaces never", "no space after `else`", "a token dropped"])
+def test_minify_refuses_a_changed_program(monkeypatch, mutation):
+    """The check of minify_source: a transform that changes the code is refused, not shipped."""
+    needs_space, compact_lines = tg.needs_space, tg.compact_lines
+    if mutation == "spaces never":
+        monkeypatch.setattr(tg, "needs_space", lambda left, right: False)
+    elif mutation == "no space after `else`":
+        monkeypatch.setattr(tg, "needs_space", lambda left, right: left[1] != "else" and needs_space(left, right))
+    else:
+        monkeypatch.setattr(tg, "compact_lines", lambda source: compact_lines(source).replace(" not ", " ", 1))
+    with pytest.raises((ValueError, SyntaxError)):
+        tg.minify_source(SPACING)
+
+
 def test_only_code_changes_change_the_shipped_bytes():
     sources = tg.code_sources()
     shipped = tg.build_shipped_file(sources)
