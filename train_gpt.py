@@ -3304,12 +3304,12 @@ def code_sources() -> dict[str, str]:
     return {name: (here / name).read_text(encoding="utf-8") for name in CODE_FILES}
 
 
-# Minifying the shipped copy: comments, docstrings and blank lines go, and each logical line is written on one line
-# (line breaks inside brackets go), indented one space a level, its tokens separated by a space only where they
-# would otherwise run together: a third of the counted bytes. Each token keeps the text `tokenize` reads (names and
-# literals untouched, unlike ast.unparse, whose output changes between Python versions), and the result must parse
-# to the same syntax tree less docstrings. Minifying twice changes nothing, so a run of the shipped file, which logs
-# the minified sources, rebuilds the same file.
+# Minifying the shipped copy: comments, docstrings, blank lines and the annotations nothing reads (below) go, and
+# each logical line is written on one line (line breaks inside brackets go), indented one space a level, its tokens
+# separated by a space only where they would otherwise run together: the source shrinks by 40%. Each token keeps the
+# text `tokenize` reads (names and literals untouched, unlike ast.unparse, whose output changes between Python
+# versions), and the result must parse to the same syntax tree less docstrings and those annotations. Minifying
+# twice changes nothing, so a run of the shipped file, which logs the minified sources, rebuilds the same file.
 DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
@@ -3344,16 +3344,83 @@ def source_tokens(source: str) -> list[tokenize.TokenInfo]:
     return list(tokenize.generate_tokens(io.StringIO(source).readline))
 
 
-def cut_docstrings(source: str) -> str:
+# Annotations go where nothing reads them: those of function arguments and returns, and of assignments in function
+# bodies (`x: T = v` becomes `x = v`), in functions whose decorators are known not to read them (@triton.jit reads
+# tl.constexpr, torch.library.custom_op its schema). Class bodies keep theirs: a dataclass's fields are annotations.
+ANNOTATION_BLIND_DECORATORS = ("property", "staticmethod", "classmethod", "torch.no_grad")
+FUNCTION_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def dotted_name(node: ast.expr) -> str:
+    """"torch.no_grad" for the decorator @torch.no_grad or @torch.no_grad(); "" for other expressions."""
+    node = node.func if isinstance(node, ast.Call) else node
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts, node = [node.attr, *parts], node.value
+    return ".".join([node.id, *parts]) if isinstance(node, ast.Name) else ""
+
+
+def own_nodes(function: ast.AST) -> list[ast.AST]:
+    """The nodes of a function's body, not those of the functions and classes defined in it."""
+    nodes, todo = [], list(function.body)
+    while todo:
+        nodes.append(todo.pop())
+        if not isinstance(nodes[-1], (*FUNCTION_DEFS, ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(nodes[-1]))
+    return nodes
+
+
+def droppable_annotations(tree: ast.AST) -> tuple[list[ast.AST], list[ast.AnnAssign]]:
+    """(functions whose argument and return annotations go, annotated assignments whose annotation goes)."""
+    functions = [node for node in ast.walk(tree) if isinstance(node, FUNCTION_DEFS)
+                 and all(dotted_name(d) in ANNOTATION_BLIND_DECORATORS for d in node.decorator_list)]
+    assignments = [node for function in functions for node in own_nodes(function)
+                   if isinstance(node, ast.AnnAssign) and node.value is not None]
+    return functions, assignments
+
+
+def arguments(function: ast.AST) -> list[ast.arg]:
+    args = function.args
+    return [*args.posonlyargs, *args.args, *filter(None, [args.vararg]), *args.kwonlyargs, *filter(None, [args.kwarg])]
+
+
+def without_annotations(tree: ast.AST) -> ast.AST:
+    """The tree with the annotations minifying drops dropped in place: what minifying must keep."""
+    functions, assignments = droppable_annotations(tree)
+    for function in functions:
+        for arg in arguments(function):
+            arg.annotation = None
+        function.returns = None
+    plain = {id(node): ast.Assign(targets=[node.target], value=node.value) for node in assignments}
+    for node in list(ast.walk(tree)):
+        for _, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                value[:] = [plain.get(id(item), item) for item in value]
+    return tree
+
+
+def cut_docstrings_and_annotations(source: str) -> str:
     lines, starts = io.StringIO(source).readlines(), line_starts(source)
 
     def offset(row: int, col_in_utf8_bytes: int) -> int:  # ast counts columns in UTF-8 bytes
         return starts[row - 1] + len(lines[row - 1].encode("utf-8")[:col_in_utf8_bytes].decode("utf-8"))
 
-    found = sorted(docstrings(ast.parse(source)), key=lambda pair: (pair[1].lineno, pair[1].col_offset))
-    for owner, doc in reversed(found):  # from the end: earlier offsets stay valid
-        start, end = offset(doc.lineno, doc.col_offset), offset(doc.end_lineno, doc.end_col_offset)
-        source = source[:start] + ("pass" if len(owner.body) == 1 else "") + source[end:]
+    def start(node: ast.AST) -> int:
+        return offset(node.lineno, node.col_offset)
+
+    def end(node: ast.AST) -> int:
+        return offset(node.end_lineno, node.end_col_offset)
+
+    tree = ast.parse(source)
+    cuts = [(start(doc), end(doc), "pass" if len(owner.body) == 1 else "") for owner, doc in docstrings(tree)]
+    functions, assignments = droppable_annotations(tree)
+    for function in functions:
+        cuts += [(start(arg) + len(arg.arg), end(arg), "") for arg in arguments(function) if arg.annotation]
+        if function.returns:
+            cuts.append((source.rindex("->", 0, start(function.returns)), end(function.returns), ""))
+    cuts += [(end(node.target), end(node.annotation), "") for node in assignments]
+    for first, last, replacement in sorted(cuts, reverse=True):  # from the end: earlier offsets stay valid
+        source = source[:first] + replacement + source[last:]
     return source
 
 
@@ -3411,10 +3478,10 @@ def compact_lines(source: str) -> str:
 
 
 def minify_source(source: str, name: str = "<source>") -> str:
-    """The source without comments, docstrings and blank lines, one logical line a line, one space of indentation
-    a block level, no spaces a token does not need."""
-    minified = compact_lines(cut_docstrings(source))
-    if ast.dump(ast.parse(minified)) != ast.dump(without_docstrings(ast.parse(source))):
+    """The source without comments, docstrings, blank lines and the annotations nothing reads, one logical line a
+    line, one space of indentation a block level, no spaces a token does not need."""
+    minified = compact_lines(cut_docstrings_and_annotations(source))
+    if ast.dump(ast.parse(minified)) != ast.dump(without_annotations(without_docstrings(ast.parse(source)))):
         raise ValueError(f"minifying {name} changed its code (a bug of minify_source): fix it, or ship it as it is")
     return minified
 

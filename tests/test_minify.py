@@ -51,13 +51,14 @@ values = [f(2), only_doc(), OnlyDoc.__doc__, "# a hash in a string", 'é']  # é
 
 def expected_tree(source: str) -> str:
     """The syntax tree of source with each docstring dropped (ast.get_docstring finds them), `pass` where a
-    body would be empty: what the minified source must parse to."""
+    body would be empty, and the annotations minifying drops (which ones: test_minify_drops_only_the_annotations_
+    nothing_reads): what the minified source must parse to."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             if ast.get_docstring(node, clean=False) is not None:
                 node.body = node.body[1:] or [ast.Pass()]
-    return ast.dump(tree)
+    return ast.dump(tg.without_annotations(tree))
 
 
 def assert_minified(source: str, minified: str) -> None:
@@ -132,6 +133,57 @@ def test_minify_refuses_a_changed_program(monkeypatch, mutation):
         monkeypatch.setattr(tg, "compact_lines", lambda source: compact_lines(source).replace(" not ", " ", 1))
     with pytest.raises((ValueError, SyntaxError)):
         tg.minify_source(SPACING)
+
+
+ANNOTATED = """
+import dataclasses
+def reads_annotations(fn):  # as @triton.jit (tl.constexpr) and torch.library.custom_op (the schema) do
+    fn.seen = dict(fn.__annotations__)
+    return fn
+@dataclasses.dataclass
+class Point:
+    x: int = 0
+    y: "float" = 1.0
+def plain(a: int, *rest: str, b: "list[int]" = None, **kw: float) -> Point:
+    local: int = a + 1
+    class Inner:
+        field: int = 2
+    return Point(local, float(Inner.field))
+@reads_annotations
+def read(a: int, b: "str" = "") -> bool:
+    flag: bool = True
+    return flag
+class Holder:
+    @property
+    def value(self) -> int:
+        return 3
+result = [plain(1), read.seen, Point.__annotations__, Holder().value, plain.__annotations__]
+"""
+
+
+def test_minify_drops_only_the_annotations_nothing_reads():
+    """Function annotations go unless a decorator other than property/staticmethod/classmethod/torch.no_grad may
+    read them; class bodies keep theirs (dataclass fields)."""
+    minified = tg.minify_source(ANNOTATED)
+    compile(minified, "annotated", "exec")
+    assert "def plain(a,*rest,b=None,**kw):\n local=a+1\n" in minified and "  field:int=2\n" in minified
+    assert 'def read(a:int,b:"str"="")->bool:\n flag:bool=True\n' in minified and " x:int=0\n" in minified
+    assert tg.minify_source(minified) == minified
+    before, after = {}, {}
+    exec(compile(ANNOTATED, "annotated", "exec"), before)
+    exec(compile(minified, "annotated", "exec"), after)
+    assert repr(after["result"][:4]) == repr(before["result"][:4])
+    assert before["result"][4] and not after["result"][4]  # plain's own annotations are what went
+
+
+@pytest.mark.parametrize("mutation", [("local =", "local: int ="), ("flag: bool =", "flag =")])
+def test_minify_refuses_an_annotation_cut_it_does_not_claim(monkeypatch, mutation):
+    """The check compares with the tree less exactly the annotations that droppable_annotations names: a cut that
+    keeps one of them or drops another is refused."""
+    cut = tg.cut_docstrings_and_annotations
+    monkeypatch.setattr(tg, "cut_docstrings_and_annotations", lambda source: cut(source).replace(*mutation, 1))
+    with pytest.raises(ValueError, match="changed its code"):
+        tg.minify_source(ANNOTATED)
 
 
 def test_only_code_changes_change_the_shipped_bytes():
