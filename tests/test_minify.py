@@ -51,13 +51,14 @@ values = [f(2), only_doc(), OnlyDoc.__doc__, "# a hash in a string", 'é']  # é
 
 def expected_tree(source: str) -> str:
     """The syntax tree of source with each docstring dropped (ast.get_docstring finds them), `pass` where a
-    body would be empty: what the minified source must parse to."""
+    body would be empty, and the annotations minifying drops (which ones: test_minify_drops_only_the_annotations_
+    nothing_reads): what the minified source must parse to."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             if ast.get_docstring(node, clean=False) is not None:
                 node.body = node.body[1:] or [ast.Pass()]
-    return ast.dump(tree)
+    return ast.dump(tg.without_annotations(tree))
 
 
 def assert_minified(source: str, minified: str) -> None:
@@ -86,6 +87,103 @@ def test_minified_tricky_source_runs_the_same():
     exec(compile(minified, "tricky", "exec"), after)
     assert after["values"][0] == before["values"][0]  # the strings, the f-string, the dedent: all as before
     assert after["values"][2] is None and before["values"][2] is not None  # docstrings are gone, nothing else
+
+
+SPACING = r"""
+import re
+def f(x, *args, y=-1, **kw):
+    n = 1 if x else 2
+    m = (x
+         + n)  # a line break inside brackets
+    total = n - -m + 1 .real + 0x1f + 1e-3 + (1.)  + 2 ** -1 + (n << 2) + (n>>1) + (not x) + (x is not None)
+    text = f"{x!r:>10}" f'{n}' "a" 'b', rb'\\d'  # f-strings, prefixes, implicit concatenation
+    nested = f"{f'{x}'}" + r"raw \\" + '''multi
+  line'''
+    if x in[1]and not m:
+        pass
+    return [total, text, nested, lambda q=1: q * 2, {**kw}, [*args], x @ x if isinstance(x, Matrix) else x]
+class Matrix(int):
+    def __matmul__(self, other):
+        return 7
+value = f(Matrix(3), 4, y=5, z=6)
+"""
+
+
+def test_minified_spacing_keeps_every_token_apart():
+    """Spaces go only where two tokens would not run together; the program computes the same."""
+    minified = tg.minify_source(SPACING)
+    assert_minified(SPACING, minified)
+    assert "m=(x+n)" in minified and "n--m+1 .real+0x1f" in minified and "if x in[1]and not m:" in minified
+    before, after = {}, {}
+    exec(compile(SPACING, "spacing", "exec"), before)
+    exec(compile(minified, "spacing", "exec"), after)
+    assert repr(after["value"][:3]) == repr(before["value"][:3]) and after["value"][3]() == before["value"][3]()
+
+
+@pytest.mark.filterwarnings("ignore::SyntaxWarning")  # `1if`, on the way to being refused
+@pytest.mark.parametrize("mutation", ["spaces never", "no space after `else`", "a token dropped"])
+def test_minify_refuses_a_changed_program(monkeypatch, mutation):
+    """The check of minify_source: a transform that changes the code is refused, not shipped."""
+    needs_space, compact_lines = tg.needs_space, tg.compact_lines
+    if mutation == "spaces never":
+        monkeypatch.setattr(tg, "needs_space", lambda left, right: False)
+    elif mutation == "no space after `else`":
+        monkeypatch.setattr(tg, "needs_space", lambda left, right: left[1] != "else" and needs_space(left, right))
+    else:
+        monkeypatch.setattr(tg, "compact_lines", lambda source: compact_lines(source).replace(" not ", " ", 1))
+    with pytest.raises((ValueError, SyntaxError)):
+        tg.minify_source(SPACING)
+
+
+ANNOTATED = """
+import dataclasses
+def reads_annotations(fn):  # as @triton.jit (tl.constexpr) and torch.library.custom_op (the schema) do
+    fn.seen = dict(fn.__annotations__)
+    return fn
+@dataclasses.dataclass
+class Point:
+    x: int = 0
+    y: "float" = 1.0
+def plain(a: int, *rest: str, b: "list[int]" = None, **kw: float) -> Point:
+    local: int = a + 1
+    class Inner:
+        field: int = 2
+    return Point(local, float(Inner.field))
+@reads_annotations
+def read(a: int, b: "str" = "") -> bool:
+    flag: bool = True
+    return flag
+class Holder:
+    @property
+    def value(self) -> int:
+        return 3
+result = [plain(1), read.seen, Point.__annotations__, Holder().value, plain.__annotations__]
+"""
+
+
+def test_minify_drops_only_the_annotations_nothing_reads():
+    """Function annotations go unless a decorator other than property/staticmethod/classmethod/torch.no_grad may
+    read them; class bodies keep theirs (dataclass fields)."""
+    minified = tg.minify_source(ANNOTATED)
+    compile(minified, "annotated", "exec")
+    assert "def plain(a,*rest,b=None,**kw):\n local=a+1\n" in minified and "  field:int=2\n" in minified
+    assert 'def read(a:int,b:"str"="")->bool:\n flag:bool=True\n' in minified and " x:int=0\n" in minified
+    assert tg.minify_source(minified) == minified
+    before, after = {}, {}
+    exec(compile(ANNOTATED, "annotated", "exec"), before)
+    exec(compile(minified, "annotated", "exec"), after)
+    assert repr(after["result"][:4]) == repr(before["result"][:4])
+    assert before["result"][4] and not after["result"][4]  # plain's own annotations are what went
+
+
+@pytest.mark.parametrize("mutation", [("local =", "local: int ="), ("flag: bool =", "flag =")])
+def test_minify_refuses_an_annotation_cut_it_does_not_claim(monkeypatch, mutation):
+    """The check compares with the tree less exactly the annotations that droppable_annotations names: a cut that
+    keeps one of them or drops another is refused."""
+    cut = tg.cut_docstrings_and_annotations
+    monkeypatch.setattr(tg, "cut_docstrings_and_annotations", lambda source: cut(source).replace(*mutation, 1))
+    with pytest.raises(ValueError, match="changed its code"):
+        tg.minify_source(ANNOTATED)
 
 
 def test_only_code_changes_change_the_shipped_bytes():
@@ -125,3 +223,14 @@ def test_triton_kernel_runs_from_the_shipped_file(tmp_path):
     proc = subprocess.run([sys.executable, "-c", KERNEL_CHECK], cwd=tmp_path, capture_output=True, text=True,
                           env=clean_env(TRITON_INTERPRET=1), timeout=600)
     assert proc.returncode == 0 and "kernel ok" in proc.stdout, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("data", [bytes(range(256)), bytes(range(256))[::-1], b"'", b"''", b"'''x''", b"\\'",
+                                  b"\0" + b"7", b"\r\n\\\n", b""])
+def test_string_literal_holds_every_byte(data):
+    """The shipped file's payload literal: latin-1 source gives back each byte, whatever follows it."""
+    literal = tg.string_literal(data)
+    namespace = {}
+    exec(compile(b"# -*- coding: latin-1 -*-\npayload=" + literal + b"\n", "shipped", "exec"), namespace)
+    assert namespace["payload"].encode("latin-1") == data
+    assert len(literal) <= 6 + 1.02 * len(data) + 4  # a few bytes escaped, not all
