@@ -212,6 +212,7 @@ class Hyperparameters:
     num_heads: int = knob(8, at_least(1), model=True)
     num_kv_heads: int = knob(4, at_least(1), model=True)
     mlp_mult: int = knob(4, at_least(1), model=True)  # whole numbers only here (the record's float 4.0 is accepted)
+    leaky_relu_slope: float = knob(0.5, FRACTION, model=True)  # the MLP's LeakyReLU(s)^2 (records: 0.5; 0: ReLU^2)
     logit_softcap: float = knob(30.0, NON_NEGATIVE, model=True)  # z = c * tanh(logits / c); 0 turns it off
     rope_base: float = knob(10_000.0, POSITIVE, model=True)
     rope_dims: int = knob(16, NON_NEGATIVE, model=True)  # rotary on the first 16 of 64 head dims
@@ -997,8 +998,8 @@ def exclude_self_value(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (y - (y * unit).sum(-1, keepdim=True) * unit).reshape(*lead, heads, dim)
 
 
-def leaky_relu_sq(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, 0.5).square()
+def leaky_relu_sq(x: torch.Tensor, slope: float) -> torch.Tensor:
+    return F.leaky_relu(x, slope).square()
 
 
 class MLP(nn.Module):
@@ -1006,13 +1007,14 @@ class MLP(nn.Module):
         super().__init__()
         self.up = CastedLinear(h.model_dim, h.mlp_mult * h.model_dim)
         self.down = CastedLinear(h.mlp_mult * h.model_dim, h.model_dim, zero_init=True)
+        self.slope = h.leaky_relu_slope
         self.use_fused = False  # set by GPT.configure_kernels
 
     def forward(self, x, lora=None):
         if self.use_fused:
-            out = kernels.fused_mlp(x, self.up.weight.to(x.dtype), self.down.weight.to(x.dtype))
+            out = kernels.fused_mlp(x, self.up.weight.to(x.dtype), self.down.weight.to(x.dtype), self.slope)
         else:
-            out = self.down(leaky_relu_sq(self.up(x)))
+            out = self.down(leaky_relu_sq(self.up(x), self.slope))
         return out + _lora(lora, "mlp", x)
 
 
