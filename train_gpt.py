@@ -230,6 +230,8 @@ class Hyperparameters:
     smear_gate_enabled: bool = knob(False, model=True)
     smear_gate_bos_fix: bool = knob(False, model=True)  # no smear into a BOS (the record ran without it)
     gate_window: int = knob(12, at_least(1), model=True)
+    # the MLP output gate (#1941): sigmoid(w . x[:GATE_WINDOW] + b) per token scales each block's MLP output
+    mlp_gate_enabled: bool = knob(False, model=True)
     asym_logit_rescale: bool = knob(False, model=True)  # separate softcaps for positive and negative logits
     ln_scale: bool = knob(True, model=True)  # scale each norm by 1/sqrt(layer index + 1)
     skip_gates_enabled: bool = knob(True, model=True)
@@ -1028,6 +1030,9 @@ def _lora(lora, name: str, x: torch.Tensor):
     return torch.bmm(torch.bmm(x, A.to(x.dtype).mT), B.to(x.dtype).mT) * scale
 
 
+MLP_GATE_BIAS_INIT = 5.0  # #1941's "do-no-harm" start of the MLP output gate
+
+
 class Block(nn.Module):
     def __init__(self, h: Hyperparameters, index: int):
         super().__init__()
@@ -1036,6 +1041,10 @@ class Block(nn.Module):
         self.attn_scale = nn.Parameter(torch.ones(h.model_dim))
         self.mlp_scale = nn.Parameter(torch.ones(h.model_dim))
         self.resid_mix = nn.Parameter(torch.stack([torch.ones(h.model_dim), torch.zeros(h.model_dim)]))
+        # MLP output gate (#1941): w = 0, b = 5, so it starts at sigmoid(5) = 0.993, nearly the identity
+        gate = h.mlp_gate_enabled
+        self.mlp_gate = nn.Parameter(torch.zeros(1, h.gate_window)) if gate else None
+        self.mlp_gate_bias = nn.Parameter(torch.full((1,), MLP_GATE_BIAS_INIT)) if gate else None
         # a tensor, not a float: a float attribute differs per block and would make torch.compile specialise
         # (one graph per block) where COMPILE_SCOPE=layers wants one graph for all of them
         norm_scale = 1.0 / math.sqrt(index + 1) if h.ln_scale else 1.0
@@ -1054,7 +1063,11 @@ class Block(nn.Module):
         return self.attn_scale.to(x.dtype) * y
 
     def mlp_out(self, x, lora):
-        return self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x), lora)
+        y = self.mlp(self._norm(x), lora)
+        if self.mlp_gate is not None:  # reads the MLP's input before its norm, as #1941's gate
+            w, b = self.mlp_gate.to(x.dtype), self.mlp_gate_bias.to(x.dtype)
+            y = y * torch.sigmoid(F.linear(x[..., :w.size(1)].contiguous(), w, b))
+        return self.mlp_scale.to(x.dtype) * y
 
     def forward(self, x, x0, layer_args):
         x = self._mix(x, x0)
@@ -3079,7 +3092,7 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
                          f"most NUM_LAYERS={h.num_layers}")
     if h.sparse_attn_gate_enabled and h.gated_attn_enabled:
         raise ValueError("SPARSE_ATTN_GATE_ENABLED=1 replaces the dense gate: set GATED_ATTN_ENABLED=0")
-    if (h.sparse_attn_gate_enabled or h.smear_gate_enabled) and h.gate_window > h.model_dim:
+    if (h.sparse_attn_gate_enabled or h.smear_gate_enabled or h.mlp_gate_enabled) and h.gate_window > h.model_dim:
         raise ValueError(f"GATE_WINDOW={h.gate_window} must be at most MODEL_DIM={h.model_dim}")
     if h.asym_logit_rescale and not h.logit_softcap:
         raise ValueError("ASYM_LOGIT_RESCALE=1 needs a softcap: set LOGIT_SOFTCAP > 0")

@@ -315,3 +315,48 @@ def test_rope_rotates_by_minus_the_angle_of_each_frequency():
         assert torch.allclose(out[:, i], angle.cos(), atol=1e-6)
         assert torch.allclose(out[:, i + half], -angle.sin(), atol=1e-6)
         assert out.abs().sum() == pytest.approx((angle.cos().abs() + angle.sin().abs()).sum().item(), abs=1e-5)
+
+
+# ---- the MLP output gate (#1941, MLP_GATE_ENABLED) ----
+
+TINY_GATED = {"SMOKE": "1", "MLP_GATE_ENABLED": "1", "DATA_PATH": str(__import__("conftest").PROXY_DATA)}
+
+
+def test_mlp_gate_adds_its_143_parameters_to_the_record_model():
+    """#1941: 11 x (12 + 1) = 143 parameters on #1886's model, each block's in the scalar Adam group."""
+    model = tg.GPT(tg.load_hyperparameters({"MLP_GATE_ENABLED": "1"}))
+    assert sum(p.numel() for p in model.parameters()) == 35_989_658 + 143
+    scalars = {id(p) for p in tg.partition_parameters(model)["scalars"]}
+    assert all({id(b.mlp_gate), id(b.mlp_gate_bias)} <= scalars for b in model.blocks)
+
+
+def test_mlp_gate_starts_nearly_open_and_reads_the_unnormed_mlp_input():
+    """At init the gated block's MLP output is sigmoid(5) times the ungated one's (fails with another bias
+    init); with a trained gate it is sigmoid(w . x[:12] + b) of the MLP's input before its norm, per token."""
+    h = tg.load_hyperparameters(TINY_GATED)
+    torch.manual_seed(0)
+    gated = tg.Block(h, 1)
+    plain = tg.Block(tg.load_hyperparameters({**TINY_GATED, "MLP_GATE_ENABLED": "0"}), 1)
+    torch.nn.init.normal_(gated.mlp.down.weight, std=0.1)
+    plain.load_state_dict(gated.state_dict(), strict=False)
+    x = torch.randn(2, 5, h.model_dim) * 3
+    ungated = plain.mlp_out(x, None)
+    assert torch.allclose(gated.mlp_out(x, None), torch.sigmoid(torch.tensor(5.0)) * ungated, rtol=1e-6)
+    with torch.no_grad():
+        gated.mlp_gate.normal_(std=0.5)
+    gate = torch.sigmoid(x[..., :h.gate_window] @ gated.mlp_gate.detach().T + gated.mlp_gate_bias.detach())
+    assert torch.allclose(gated.mlp_out(x, None), gate * ungated, rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_gate_trains():
+    """Two training steps move every gate weight off zero (the first step's MLP outputs are zero: the down
+    projections start at zero) and each bias off 5 (Adam holds them)."""
+    h = tg.load_hyperparameters(TINY_GATED)
+    torch.manual_seed(0)
+    model = tg.GPT(h)
+    loader = tg.TrainLoader(h, tg.DistContext(), 8)
+    opt = tg.Optimizers(model, h, tg.DistContext())
+    for step in range(2):
+        tg.train_step(model, model, loader, opt, step, 1.0)
+    for block in model.blocks:
+        assert block.mlp_gate.abs().min() > 0 and block.mlp_gate_bias.item() != 5.0
