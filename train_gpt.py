@@ -196,6 +196,10 @@ class Hyperparameters:
     vocab_size: int = knob(8192, between(2, 65_536), model=True)  # shards store uint16 token ids
     bos_id: int = knob(1, NON_NEGATIVE, model=True)  # every document starts with it
     train_seq_len: int = knob(2048, at_least(1), model=True)  # longest attention span; longer documents are cut
+    # progressive training context (#2014): "L@f,...": pieces of at most L tokens until progress f, stage by
+    # stage (the last runs to the end; its longest L is TRAIN_SEQ_LEN); "": TRAIN_SEQ_LEN throughout
+    train_seq_schedule: str = ""
+    seq_change_warmup_steps: int = knob(0, NON_NEGATIVE)  # after a context switch the LR climbs back over N steps
     train_batch_tokens: int = knob(786_432, at_least(1))  # tokens per optimizer step, all ranks together
     val_batch_tokens: int = knob(524_288, at_least(1))  # tokens per evaluation forward, all ranks together
     val_max_tokens: int = knob(0, NON_NEGATIVE)  # 0: the whole val set; else its first N tokens (smoke runs)
@@ -738,21 +742,23 @@ class TrainLoader:
         self.h, self.ctx, self.accum = h, ctx, grad_accum_steps
         self.prefetcher = ThreadPoolExecutor(max_workers=1)
         self.prepared: tuple[tuple[int, int], Future] | None = None  # ((step, micro), its host batch)
+        self.seq_len = h.train_seq_len  # the pieces' longest: the training loop sets TRAIN_SEQ_SCHEDULE's stage
 
-    def host_batch(self, step: int, micro_step: int) -> PackedBatch:
+    def host_batch(self, step: int, micro_step: int, seq_len: int | None = None) -> PackedBatch:
         window_index = step * MICRO_BATCHES + self.ctx.rank * self.accum + micro_step
         tokens = self.h.train_batch_tokens // MICRO_BATCHES
         window = self.stream.read(window_index * tokens, tokens + 1)
-        batch = pack_window(window, self.h.bos_id, self.h.train_seq_len)
+        batch = pack_window(window, self.h.bos_id, seq_len or self.seq_len)
         return batch.pin_memory() if self.ctx.device.type == "cuda" else batch
 
     def batch(self, step: int, micro_step: int) -> PackedBatch:
+        host = None
         if self.prepared is not None and self.prepared[0] == (step, micro_step):
             host = self.prepared[1].result()
-        else:
+        if host is None or host.max_seqlen != self.seq_len:  # not prepared, or cut before a context switch
             host = self.host_batch(step, micro_step)
         after = (step, micro_step + 1) if micro_step + 1 < self.accum else (step + 1, 0)
-        self.prepared = (after, self.prefetcher.submit(self.host_batch, *after))
+        self.prepared = (after, self.prefetcher.submit(self.host_batch, *after, self.seq_len))
         return host.to(self.ctx.device)
 
 
@@ -1472,6 +1478,49 @@ def lr_multiplier(progress: float, h: Hyperparameters) -> float:
     return max((1.0 - progress) / h.warmdown_frac, h.min_lr)
 
 
+def train_seq_stages(h: Hyperparameters) -> list[tuple[float, int]]:
+    """TRAIN_SEQ_SCHEDULE as [(progress where the stage ends, its longest piece)]; by default one stage."""
+    if not h.train_seq_schedule:
+        return [(1.0, h.train_seq_len)]
+    try:
+        stages = [(float(f), int(n)) for n, f in (stage.split("@") for stage in h.train_seq_schedule.split(","))]
+        ends, lengths = zip(*stages)
+        if not (0 < ends[0] and list(ends) == sorted(set(ends)) and ends[-1] <= 1 and min(lengths) >= 1):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"TRAIN_SEQ_SCHEDULE={h.train_seq_schedule!r}: need stages L@f, f rising within (0, 1], "
+                         "L >= 1, e.g. #2014's 1024@0.1,2048@0.7,3072@1") from None
+    if max(lengths) != h.train_seq_len:  # the RoPE tables, the calibration rows and the batch split follow it
+        raise ValueError(f"TRAIN_SEQ_SCHEDULE's longest stage is {max(lengths)}: set TRAIN_SEQ_LEN={max(lengths)}")
+    return stages
+
+
+def train_seq_len_at(progress: float, stages: list[tuple[float, int]]) -> int:
+    """The stage's piece length at this progress: the first stage ending at or after it (#2014's rule)."""
+    return next((n for end, n in stages if progress <= end), stages[-1][1])
+
+
+def context_rewarm(step: int, switch_step: int | None, h: Hyperparameters) -> float:
+    """SEQ_CHANGE_WARMUP_STEPS (#2014): the LR multiplier after a context switch, 1/N at the switch's step
+    rising to 1 N steps on."""
+    if switch_step is None or h.seq_change_warmup_steps <= 0:
+        return 1.0
+    return min((step - switch_step + 1) / h.seq_change_warmup_steps, 1.0)
+
+
+def warmup_shapes(h: Hyperparameters) -> list[tuple[int, bool]]:
+    """(piece length, recurrence on) of every graph the timed loop can meet: each stage with recurrence off if
+    it starts before ENABLE_LOOPING_AT, and on if it reaches it (the last stage runs to the end)."""
+    stages, shapes, start = train_seq_stages(h), [], 0.0
+    for i, (end, n) in enumerate(stages):
+        if h.num_loops == 0 or start < h.enable_looping_at:
+            shapes.append((n, False))
+        if h.num_loops > 0 and (end >= h.enable_looping_at or i == len(stages) - 1):
+            shapes.append((n, True))
+        start = end
+    return list(dict.fromkeys(shapes))
+
+
 def muon_momentum_at(step: int, h: Hyperparameters) -> float:
     """Linear from MUON_MOMENTUM_WARMUP_START to MUON_MOMENTUM over the first MUON_MOMENTUM_WARMUP_STEPS."""
     frac = min(step / h.muon_momentum_warmup_steps, 1.0) if h.muon_momentum_warmup_steps > 0 else 1.0
@@ -1588,21 +1637,25 @@ def compile_for_training(model: GPT, h: Hyperparameters, device: torch.device):
 
 
 def compile_warmup(model_fn, model: GPT, loader, h, ctx, log) -> None:
-    """Compile every graph the timed loop will use (recurrence off and on) before the clock starts, then
-    put back the initial weights: these steps are not training, and the optimizer is rebuilt afterwards."""
+    """Compile every graph the timed loop will use (recurrence off and on, each TRAIN_SEQ_SCHEDULE stage:
+    warmup_shapes, WARMUP_STEPS shared among them) before the clock starts, then put back the initial weights:
+    these steps are not training, and the optimizer is rebuilt afterwards."""
     if h.warmup_steps <= 0 or (model_fn is model and model.regions is None):  # nothing to compile
         return
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = Optimizers(model, h, ctx)
     t0 = time.perf_counter()
+    shapes = warmup_shapes(h)
+    firsts = [k * h.warmup_steps // len(shapes) for k in range(len(shapes))]  # each shape's first step
     for i in range(h.warmup_steps):
-        model.looping = h.num_loops > 0 and i >= h.warmup_steps // 2
+        loader.seq_len, model.looping = shapes[sum(i >= first for first in firsts) - 1]
         train_step(model_fn, model, loader, opt, i, 1.0)
         synchronize(ctx)
-        if i in (0, h.warmup_steps // 2):
-            log(f"warmup_step:{i} looping:{int(model.looping)} elapsed:{time.perf_counter() - t0:.1f}s")
+        if i in firsts:
+            log(f"warmup_step:{i} looping:{int(model.looping)} train_seq_len:{loader.seq_len} "
+                f"elapsed:{time.perf_counter() - t0:.1f}s")
     model.load_state_dict(initial)
-    model.looping = False
+    model.looping, loader.seq_len = False, h.train_seq_len
     counters = torch._dynamo.utils.counters
     log(f"compile_warmup_seconds:{time.perf_counter() - t0:.1f} steps:{h.warmup_steps} scope:{h.compile_scope} "
         f"graphs:{counters['stats']['unique_graphs']} graph_breaks:{sum(counters['graph_break'].values())} "
@@ -1667,6 +1720,8 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
     # Sticky flag, set on the device by any step whose loss is not finite; read with the logged loss, where
     # the host syncs anyway, so a NaN run stops within TRAIN_LOG_EVERY steps at no extra host sync per step.
     nonfinite = torch.zeros((), device=ctx.device)
+    stages, switch_step = train_seq_stages(h), None
+    graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     while step < h.iterations:
         if validating and step % h.val_loss_every == 0:
             t0 += validate_during_training(validate, step, h, ctx, log)
@@ -1674,8 +1729,12 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
         if h.num_loops > 0 and not model.looping and progress >= h.enable_looping_at:
             model.looping = True
             log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")
+        if train_seq_len_at(progress, stages) != loader.seq_len:  # TRAIN_SEQ_SCHEDULE's next stage
+            loader.seq_len, switch_step = train_seq_len_at(progress, stages), step or None
+            log(f"train_seq_len:{loader.seq_len} step:{step} progress:{progress:.3f}")
         stop_if_signalled()
-        loss = train_step(model_fn, model, loader, opt, step, lr_multiplier(progress, h))
+        lr_mult = lr_multiplier(progress, h) * context_rewarm(step, switch_step, h)
+        loss = train_step(model_fn, model, loader, opt, step, lr_mult)
         nonfinite = torch.maximum(nonfinite, (~torch.isfinite(loss)).float())
         ema.update()
         step += 1
@@ -1694,7 +1753,7 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
             mean_loss = loss_sum / ctx.world_size
             stop_if_nonfinite(nonfinite_ranks, step)
             log(f"step:{step}/{h.iterations} train_loss:{mean_loss:.4f} train_time:{elapsed * 1000:.0f}ms "
-                f"step_avg:{step_avg * 1000:.2f}ms lr_mult:{lr_multiplier(progress, h):.3f}")
+                f"step_avg:{step_avg * 1000:.2f}ms lr_mult:{lr_mult:.3f}")
         elif step % NONFINITE_CHECK_STEPS == 0:  # between sparse log points (the record logs every 500)
             stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)
         if elapsed + step_avg > budget:  # the next step would pass the cap
@@ -1706,7 +1765,8 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
     stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)  # steps after the last check
     tokens = step * h.train_batch_tokens
     log(f"train_time:{elapsed * 1000:.0f}ms steps:{step} step_avg:{elapsed / max(step, 1) * 1000:.2f}ms "
-        f"tokens_per_second:{tokens / max(elapsed, 1e-9):.0f} cap:{h.max_wallclock_seconds:.1f}s")
+        f"tokens_per_second:{tokens / max(elapsed, 1e-9):.0f} cap:{h.max_wallclock_seconds:.1f}s "
+        f"clock_compiles:{torch._dynamo.utils.counters['stats']['unique_graphs'] - graphs_before}")
     ema.copy_to(model)
     hessians = collect_hessians(model, calibration_batches(loader, h, ctx), ctx)  # from the final (EMA) weights
     synchronize(ctx)
@@ -3080,6 +3140,7 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
     if h.train_batch_tokens % MICRO_BATCHES or h.train_batch_tokens // MICRO_BATCHES % h.train_seq_len:
         raise ValueError(f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} must split into {MICRO_BATCHES} micro-batches "
                          f"that are whole multiples of TRAIN_SEQ_LEN={h.train_seq_len}")
+    train_seq_stages(h)  # TRAIN_SEQ_SCHEDULE's form and its longest stage
     if h.model_dim % h.num_heads or h.num_heads % h.num_kv_heads:
         raise ValueError(f"MODEL_DIM={h.model_dim} must divide by NUM_HEADS={h.num_heads}, and NUM_HEADS by "
                          f"NUM_KV_HEADS={h.num_kv_heads}")
