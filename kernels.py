@@ -5,8 +5,8 @@ registered autograd, all in the namespace NAMESPACE):
     softcap_cross_entropy(logits, targets, softcap, reduction="mean")
         logits (..., V) bf16/fp16/fp32, any V; targets (...) int64, < 0 = ignored. Returns fp32 loss
         ("mean" over non-ignored targets, "sum", or "none" per position). softcap 0 means no softcap.
-    fused_mlp(x, w_up, w_down)
-        x (..., D); w_up (H, D); w_down (D, H); same float dtype. Returns LeakyReLU(0.5)^2(x w_up^T) w_down^T.
+    fused_mlp(x, w_up, w_down, slope=0.5)
+        x (..., D); w_up (H, D); w_down (D, H); same float dtype. Returns LeakyReLU(slope)^2(x w_up^T) w_down^T.
 Each has a plain-PyTorch *_reference with the same signature. Every kernel also runs on the CPU under
 TRITON_INTERPRET=1 (that is how CI tests them against the references).
 """
@@ -199,8 +199,8 @@ def softcap_cross_entropy_reference(logits: torch.Tensor, targets: torch.Tensor,
 
 
 # -----------------------------------------------------------------------------
-# Fused MLP: up-projection with the LeakyReLU(0.5)^2 epilogue (parameter-golf PR #1530's idea)
-# f(p) = p^2 for p > 0, (0.5 p)^2 = 0.25 p^2 otherwise;  f'(p) = 2p for p > 0, 0.5 p otherwise.
+# Fused MLP: up-projection with the LeakyReLU(s)^2 epilogue (parameter-golf PR #1530's idea; the records: s = 0.5)
+# f(p) = p^2 for p > 0, (s p)^2 otherwise;  f'(p) = 2p for p > 0, 2 s^2 p otherwise (0.5 p at s = 0.5).
 # Forward:  pre = x W_up^T and act = f(pre) in one kernel; out = act W_down^T (cuBLAS). pre and act are kept
 #           for the backward.
 # Backward: the same kernel computes grad_pre = (grad_out W_down) * f'(pre) from the saved pre, rounding
@@ -214,26 +214,27 @@ def softcap_cross_entropy_reference(logits: torch.Tensor, targets: torch.Tensor,
 # -----------------------------------------------------------------------------
 
 @triton.jit
-def _leaky_sq_half(acc, pre_desc, out_desc, m0, n0, BACKWARD: tl.constexpr):
+def _leaky_sq_half(acc, pre_desc, out_desc, m0, n0, BACKWARD: tl.constexpr, SLOPE: tl.constexpr):
     """Epilogue of one column half: forward stores pre and f(pre), backward stores acc * f'(pre)."""
     if BACKWARD:
         # grad_out W_down rounded to 16 bits before the product with f'(pre), as the record's kernel rounds
         # (bit-identical grad_pre). The product of two 16-bit values is exact in fp32, so multiplying there
-        # and rounding at the store equals a 16-bit multiply (which the interpreter gets wrong).
+        # and rounding at the store equals a 16-bit multiply (which the interpreter gets wrong); exact for a
+        # power-of-two 2 s^2 (s = 0.5), within one rounding for another slope.
         pre = pre_desc.load([m0, n0]).to(tl.float32)
-        out = acc.to(pre_desc.dtype).to(tl.float32) * tl.where(pre > 0, 2.0 * pre, 0.5 * pre)
+        out = acc.to(pre_desc.dtype).to(tl.float32) * tl.where(pre > 0, 2.0 * pre, (2.0 * SLOPE * SLOPE) * pre)
     else:
         stored = acc.to(pre_desc.dtype)
         pre_desc.store([m0, n0], stored)
         pre = stored.to(tl.float32)  # f of the stored (rounded) pre, as the backward sees it
-        leaky = tl.where(pre > 0, pre, 0.5 * pre)
+        leaky = tl.where(pre > 0, pre, SLOPE * pre)
         out = leaky * leaky
     out_desc.store([m0, n0], out.to(out_desc.dtype))
 
 
 @triton.jit
 def _mm_leaky_sq_kernel(a_desc, b_desc, pre_desc, out_desc, M, N, K, M_BUCKET,
-                        BACKWARD: tl.constexpr, BLOCK_M: tl.constexpr,
+                        BACKWARD: tl.constexpr, SLOPE: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PROGRAMS: tl.constexpr,
                         UPCAST_DOT: tl.constexpr):
     # a (M, K); b (N, K), read transposed; pre, out (M, N). TMA zero-fills and clips partial tiles.
@@ -254,8 +255,8 @@ def _mm_leaky_sq_kernel(a_desc, b_desc, pre_desc, out_desc, M, N, K, M_BUCKET,
             acc = tl.dot(a, b, acc)
         # 3. epilogue, one column half at a time
         left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, HALF)), (0, 2, 1)))
-        _leaky_sq_half(left, pre_desc, out_desc, m0, n0, BACKWARD)
-        _leaky_sq_half(right, pre_desc, out_desc, m0, n0 + HALF, BACKWARD)
+        _leaky_sq_half(left, pre_desc, out_desc, m0, n0, BACKWARD, SLOPE)
+        _leaky_sq_half(right, pre_desc, out_desc, m0, n0 + HALF, BACKWARD, SLOPE)
 
 
 def _set_block_shapes(args: dict) -> None:
@@ -286,7 +287,7 @@ def _tma_ready(t: torch.Tensor) -> torch.Tensor:
     return t if t.data_ptr() % TMA_ALIGN_BYTES == 0 else t.clone()
 
 
-def _launch_mm_leaky_sq(a, b, pre, out, backward: bool) -> None:
+def _launch_mm_leaky_sq(a, b, pre, out, backward: bool, slope: float) -> None:
     """a (M, K) @ b^T, b (N, K); pre, out (M, N), fresh. Every output is a pure function of the inputs, so
     the autotuner's repeated launches are harmless. M = 0 launches nothing (a descriptor needs rows)."""
     a, b = _tma_ready(a), _tma_ready(b)
@@ -303,10 +304,10 @@ def _launch_mm_leaky_sq(a, b, pre, out, backward: bool) -> None:
     if a.is_cuda:
         sms = torch.cuda.get_device_properties(a.device).multi_processor_count
         grid = lambda meta: (min(sms, triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])),)  # noqa: E731
-        _mm_leaky_sq_autotuned[grid](*args, BACKWARD=backward, PROGRAMS=sms, UPCAST_DOT=False)
+        _mm_leaky_sq_autotuned[grid](*args, BACKWARD=backward, SLOPE=slope, PROGRAMS=sms, UPCAST_DOT=False)
     else:
         programs = 3  # a few programs, each walking several tiles: the persistent loop is exercised on the CPU
-        _mm_leaky_sq_kernel[(programs,)](*args, BACKWARD=backward, PROGRAMS=programs,
+        _mm_leaky_sq_kernel[(programs,)](*args, BACKWARD=backward, SLOPE=slope, PROGRAMS=programs,
                                          UPCAST_DOT=INTERPRETING, **cfg)
 
 
@@ -327,30 +328,30 @@ def _check_mlp_args(x2d, w_up, w_down) -> None:
 
 
 @torch.library.custom_op(f"{NAMESPACE}::fused_mlp_fwd", mutates_args=())
-def _fused_mlp_fwd(x2d: torch.Tensor, w_up: torch.Tensor,
-                   w_down: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fused_mlp_fwd(x2d: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
+                   slope: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (out, pre, act); pre and act are kept for the backward."""
     _check_mlp_args(x2d, w_up, w_down)
     M, H = x2d.shape[0], w_up.shape[0]
     pre = torch.empty(M, H, dtype=x2d.dtype, device=x2d.device)
     act = torch.empty_like(pre)
-    _launch_mm_leaky_sq(x2d, w_up, pre, act, backward=False)
+    _launch_mm_leaky_sq(x2d, w_up, pre, act, backward=False, slope=slope)
     return act @ w_down.t(), pre, act
 
 
 @_fused_mlp_fwd.register_fake
-def _(x2d, w_up, w_down):
+def _(x2d, w_up, w_down, slope):
     hidden = x2d.new_empty(x2d.shape[0], w_up.shape[0])
     return x2d.new_empty(x2d.shape[0], w_down.shape[0]), hidden, torch.empty_like(hidden)
 
 
 @torch.library.custom_op(f"{NAMESPACE}::fused_mlp_bwd", mutates_args=())
-def _fused_mlp_bwd(grad_out: torch.Tensor, x2d: torch.Tensor, pre: torch.Tensor, act: torch.Tensor,
-                   w_up: torch.Tensor, w_down: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fused_mlp_bwd(grad_out: torch.Tensor, x2d: torch.Tensor, pre: torch.Tensor, act: torch.Tensor, w_up: torch.Tensor,
+                   w_down: torch.Tensor, slope: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     grad_pre = torch.empty_like(pre)
     # W_down^T copied (2 MB at the record's size), as the record's backward does: both passes read B along K
     # in 64-wide (128-byte) tiles, one kernel layout for both
-    _launch_mm_leaky_sq(grad_out, w_down.t(), pre, grad_pre, backward=True)
+    _launch_mm_leaky_sq(grad_out, w_down.t(), pre, grad_pre, backward=True, slope=slope)
     grad_w_down = grad_out.t() @ act
     grad_w_up = grad_pre.t() @ x2d
     grad_x = grad_pre @ w_up
@@ -358,12 +359,12 @@ def _fused_mlp_bwd(grad_out: torch.Tensor, x2d: torch.Tensor, pre: torch.Tensor,
 
 
 @_fused_mlp_bwd.register_fake
-def _(grad_out, x2d, pre, act, w_up, w_down):
+def _(grad_out, x2d, pre, act, w_up, w_down, slope):
     return torch.empty_like(x2d), torch.empty_like(w_up), torch.empty_like(w_down)
 
 
 def _fused_mlp_setup(ctx, inputs, output):
-    x2d, w_up, w_down = inputs
+    x2d, w_up, w_down, ctx.slope = inputs
     # without this, eager autograd hands the backward two M x H zero tensors for outputs nobody
     # differentiates (at the record's size 2 x 98,304 x 2,048 x 2 bytes = 800 MB of memset a call, computed)
     ctx.mark_non_differentiable(output[1], output[2])
@@ -372,17 +373,18 @@ def _fused_mlp_setup(ctx, inputs, output):
 
 def _fused_mlp_backward(ctx, grad_out, _grad_pre, _grad_act):
     x2d, pre, act, w_up, w_down = ctx.saved_tensors
-    return _fused_mlp_bwd(grad_out, x2d, pre, act, w_up, w_down)
+    return *_fused_mlp_bwd(grad_out, x2d, pre, act, w_up, w_down, ctx.slope), None
 
 
 _fused_mlp_fwd.register_autograd(_fused_mlp_backward, setup_context=_fused_mlp_setup)
 
 
-def fused_mlp(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
-    """LeakyReLU(0.5)^2 MLP with the fused up-projection. x (..., D) -> (..., D)."""
-    out, _, _ = _fused_mlp_fwd(x.reshape(-1, x.size(-1)), w_up, w_down)
+def fused_mlp(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, slope: float = 0.5) -> torch.Tensor:
+    """LeakyReLU(slope)^2 MLP with the fused up-projection. x (..., D) -> (..., D)."""
+    out, _, _ = _fused_mlp_fwd(x.reshape(-1, x.size(-1)), w_up, w_down, slope)
     return out.view(*x.shape[:-1], w_down.shape[0])
 
 
-def fused_mlp_reference(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
-    return F.linear(F.leaky_relu(F.linear(x, w_up), 0.5).square(), w_down)
+def fused_mlp_reference(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
+                        slope: float = 0.5) -> torch.Tensor:
+    return F.linear(F.leaky_relu(F.linear(x, w_up), slope).square(), w_down)

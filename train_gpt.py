@@ -195,6 +195,10 @@ class Hyperparameters:
     vocab_size: int = knob(8192, between(2, 65_536), model=True)  # shards store uint16 token ids
     bos_id: int = knob(1, NON_NEGATIVE, model=True)  # every document starts with it
     train_seq_len: int = knob(2048, at_least(1), model=True)  # longest attention span; longer documents are cut
+    # progressive training context (#2014): "L@f,...": pieces of at most L tokens until progress f, stage by
+    # stage (the last runs to the end; its longest L is TRAIN_SEQ_LEN); "": TRAIN_SEQ_LEN throughout
+    train_seq_schedule: str = ""
+    seq_change_warmup_steps: int = knob(0, NON_NEGATIVE)  # after a context switch the LR climbs back over N steps
     train_batch_tokens: int = knob(786_432, at_least(1))  # tokens per optimizer step, all ranks together
     val_batch_tokens: int = knob(524_288, at_least(1))  # tokens per evaluation forward, all ranks together
     val_max_tokens: int = knob(0, NON_NEGATIVE)  # 0: the whole val set; else its first N tokens (smoke runs)
@@ -211,6 +215,7 @@ class Hyperparameters:
     num_heads: int = knob(8, at_least(1), model=True)
     num_kv_heads: int = knob(4, at_least(1), model=True)
     mlp_mult: int = knob(4, at_least(1), model=True)  # whole numbers only here (the record's float 4.0 is accepted)
+    leaky_relu_slope: float = knob(0.5, FRACTION, model=True)  # the MLP's LeakyReLU(s)^2 (records: 0.5; 0: ReLU^2)
     logit_softcap: float = knob(30.0, NON_NEGATIVE, model=True)  # z = c * tanh(logits / c); 0 turns it off
     rope_base: float = knob(10_000.0, POSITIVE, model=True)
     rope_dims: int = knob(16, NON_NEGATIVE, model=True)  # rotary on the first 16 of 64 head dims
@@ -228,6 +233,8 @@ class Hyperparameters:
     smear_gate_enabled: bool = knob(False, model=True)
     smear_gate_bos_fix: bool = knob(False, model=True)  # no smear into a BOS (the record ran without it)
     gate_window: int = knob(12, at_least(1), model=True)
+    # the MLP output gate (#1941): sigmoid(w . x[:GATE_WINDOW] + b) per token scales each block's MLP output
+    mlp_gate_enabled: bool = knob(False, model=True)
     asym_logit_rescale: bool = knob(False, model=True)  # separate softcaps for positive and negative logits
     ln_scale: bool = knob(True, model=True)  # scale each norm by 1/sqrt(layer index + 1)
     skip_gates_enabled: bool = knob(True, model=True)
@@ -734,21 +741,23 @@ class TrainLoader:
         self.h, self.ctx, self.accum = h, ctx, grad_accum_steps
         self.prefetcher = ThreadPoolExecutor(max_workers=1)
         self.prepared: tuple[tuple[int, int], Future] | None = None  # ((step, micro), its host batch)
+        self.seq_len = h.train_seq_len  # the pieces' longest: the training loop sets TRAIN_SEQ_SCHEDULE's stage
 
-    def host_batch(self, step: int, micro_step: int) -> PackedBatch:
+    def host_batch(self, step: int, micro_step: int, seq_len: int | None = None) -> PackedBatch:
         window_index = step * MICRO_BATCHES + self.ctx.rank * self.accum + micro_step
         tokens = self.h.train_batch_tokens // MICRO_BATCHES
         window = self.stream.read(window_index * tokens, tokens + 1)
-        batch = pack_window(window, self.h.bos_id, self.h.train_seq_len)
+        batch = pack_window(window, self.h.bos_id, seq_len or self.seq_len)
         return batch.pin_memory() if self.ctx.device.type == "cuda" else batch
 
     def batch(self, step: int, micro_step: int) -> PackedBatch:
+        host = None
         if self.prepared is not None and self.prepared[0] == (step, micro_step):
             host = self.prepared[1].result()
-        else:
+        if host is None or host.max_seqlen != self.seq_len:  # not prepared, or cut before a context switch
             host = self.host_batch(step, micro_step)
         after = (step, micro_step + 1) if micro_step + 1 < self.accum else (step + 1, 0)
-        self.prepared = (after, self.prefetcher.submit(self.host_batch, *after))
+        self.prepared = (after, self.prefetcher.submit(self.host_batch, *after, self.seq_len))
         return host.to(self.ctx.device)
 
 
@@ -996,8 +1005,8 @@ def exclude_self_value(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (y - (y * unit).sum(-1, keepdim=True) * unit).reshape(*lead, heads, dim)
 
 
-def leaky_relu_sq(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, 0.5).square()
+def leaky_relu_sq(x: torch.Tensor, slope: float) -> torch.Tensor:
+    return F.leaky_relu(x, slope).square()
 
 
 class MLP(nn.Module):
@@ -1005,13 +1014,14 @@ class MLP(nn.Module):
         super().__init__()
         self.up = CastedLinear(h.model_dim, h.mlp_mult * h.model_dim)
         self.down = CastedLinear(h.mlp_mult * h.model_dim, h.model_dim, zero_init=True)
+        self.slope = h.leaky_relu_slope
         self.use_fused = False  # set by GPT.configure_kernels
 
     def forward(self, x, lora=None):
         if self.use_fused:
-            out = kernels.fused_mlp(x, self.up.weight.to(x.dtype), self.down.weight.to(x.dtype))
+            out = kernels.fused_mlp(x, self.up.weight.to(x.dtype), self.down.weight.to(x.dtype), self.slope)
         else:
-            out = self.down(leaky_relu_sq(self.up(x)))
+            out = self.down(leaky_relu_sq(self.up(x), self.slope))
         return out + _lora(lora, "mlp", x)
 
 
@@ -1025,6 +1035,9 @@ def _lora(lora, name: str, x: torch.Tensor):
     return torch.bmm(torch.bmm(x, A.to(x.dtype).mT), B.to(x.dtype).mT) * scale
 
 
+MLP_GATE_BIAS_INIT = 5.0  # #1941's "do-no-harm" start of the MLP output gate
+
+
 class Block(nn.Module):
     def __init__(self, h: Hyperparameters, index: int):
         super().__init__()
@@ -1033,6 +1046,10 @@ class Block(nn.Module):
         self.attn_scale = nn.Parameter(torch.ones(h.model_dim))
         self.mlp_scale = nn.Parameter(torch.ones(h.model_dim))
         self.resid_mix = nn.Parameter(torch.stack([torch.ones(h.model_dim), torch.zeros(h.model_dim)]))
+        # MLP output gate (#1941): w = 0, b = 5, so it starts at sigmoid(5) = 0.993, nearly the identity
+        gate = h.mlp_gate_enabled
+        self.mlp_gate = nn.Parameter(torch.zeros(1, h.gate_window)) if gate else None
+        self.mlp_gate_bias = nn.Parameter(torch.full((1,), MLP_GATE_BIAS_INIT)) if gate else None
         # a tensor, not a float: a float attribute differs per block and would make torch.compile specialise
         # (one graph per block) where COMPILE_SCOPE=layers wants one graph for all of them
         norm_scale = 1.0 / math.sqrt(index + 1) if h.ln_scale else 1.0
@@ -1051,7 +1068,11 @@ class Block(nn.Module):
         return self.attn_scale.to(x.dtype) * y
 
     def mlp_out(self, x, lora):
-        return self.mlp_scale.to(x.dtype) * self.mlp(self._norm(x), lora)
+        y = self.mlp(self._norm(x), lora)
+        if self.mlp_gate is not None:  # reads the MLP's input before its norm, as #1941's gate
+            w, b = self.mlp_gate.to(x.dtype), self.mlp_gate_bias.to(x.dtype)
+            y = y * torch.sigmoid(F.linear(x[..., :w.size(1)].contiguous(), w, b))
+        return self.mlp_scale.to(x.dtype) * y
 
     def forward(self, x, x0, layer_args):
         x = self._mix(x, x0)
@@ -1456,6 +1477,49 @@ def lr_multiplier(progress: float, h: Hyperparameters) -> float:
     return max((1.0 - progress) / h.warmdown_frac, h.min_lr)
 
 
+def train_seq_stages(h: Hyperparameters) -> list[tuple[float, int]]:
+    """TRAIN_SEQ_SCHEDULE as [(progress where the stage ends, its longest piece)]; by default one stage."""
+    if not h.train_seq_schedule:
+        return [(1.0, h.train_seq_len)]
+    try:
+        stages = [(float(f), int(n)) for n, f in (stage.split("@") for stage in h.train_seq_schedule.split(","))]
+        ends, lengths = zip(*stages)
+        if not (0 < ends[0] and list(ends) == sorted(set(ends)) and ends[-1] <= 1 and min(lengths) >= 1):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"TRAIN_SEQ_SCHEDULE={h.train_seq_schedule!r}: need stages L@f, f rising within (0, 1], "
+                         "L >= 1, e.g. #2014's 1024@0.1,2048@0.7,3072@1") from None
+    if max(lengths) != h.train_seq_len:  # the RoPE tables, the calibration rows and the batch split follow it
+        raise ValueError(f"TRAIN_SEQ_SCHEDULE's longest stage is {max(lengths)}: set TRAIN_SEQ_LEN={max(lengths)}")
+    return stages
+
+
+def train_seq_len_at(progress: float, stages: list[tuple[float, int]]) -> int:
+    """The stage's piece length at this progress: the first stage ending at or after it (#2014's rule)."""
+    return next((n for end, n in stages if progress <= end), stages[-1][1])
+
+
+def context_rewarm(step: int, switch_step: int | None, h: Hyperparameters) -> float:
+    """SEQ_CHANGE_WARMUP_STEPS (#2014): the LR multiplier after a context switch, 1/N at the switch's step
+    rising to 1 N steps on."""
+    if switch_step is None or h.seq_change_warmup_steps <= 0:
+        return 1.0
+    return min((step - switch_step + 1) / h.seq_change_warmup_steps, 1.0)
+
+
+def warmup_shapes(h: Hyperparameters) -> list[tuple[int, bool]]:
+    """(piece length, recurrence on) of every graph the timed loop can meet: each stage with recurrence off if
+    it starts before ENABLE_LOOPING_AT, and on if it reaches it (the last stage runs to the end)."""
+    stages, shapes, start = train_seq_stages(h), [], 0.0
+    for i, (end, n) in enumerate(stages):
+        if h.num_loops == 0 or start < h.enable_looping_at:
+            shapes.append((n, False))
+        if h.num_loops > 0 and (end >= h.enable_looping_at or i == len(stages) - 1):
+            shapes.append((n, True))
+        start = end
+    return list(dict.fromkeys(shapes))
+
+
 def muon_momentum_at(step: int, h: Hyperparameters) -> float:
     """Linear from MUON_MOMENTUM_WARMUP_START to MUON_MOMENTUM over the first MUON_MOMENTUM_WARMUP_STEPS."""
     frac = min(step / h.muon_momentum_warmup_steps, 1.0) if h.muon_momentum_warmup_steps > 0 else 1.0
@@ -1572,21 +1636,25 @@ def compile_for_training(model: GPT, h: Hyperparameters, device: torch.device):
 
 
 def compile_warmup(model_fn, model: GPT, loader, h, ctx, log) -> None:
-    """Compile every graph the timed loop will use (recurrence off and on) before the clock starts, then
-    put back the initial weights: these steps are not training, and the optimizer is rebuilt afterwards."""
+    """Compile every graph the timed loop will use (recurrence off and on, each TRAIN_SEQ_SCHEDULE stage:
+    warmup_shapes, WARMUP_STEPS shared among them) before the clock starts, then put back the initial weights:
+    these steps are not training, and the optimizer is rebuilt afterwards."""
     if h.warmup_steps <= 0 or (model_fn is model and model.regions is None):  # nothing to compile
         return
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = Optimizers(model, h, ctx)
     t0 = time.perf_counter()
+    shapes = warmup_shapes(h)
+    firsts = [k * h.warmup_steps // len(shapes) for k in range(len(shapes))]  # each shape's first step
     for i in range(h.warmup_steps):
-        model.looping = h.num_loops > 0 and i >= h.warmup_steps // 2
+        loader.seq_len, model.looping = shapes[sum(i >= first for first in firsts) - 1]
         train_step(model_fn, model, loader, opt, i, 1.0)
         synchronize(ctx)
-        if i in (0, h.warmup_steps // 2):
-            log(f"warmup_step:{i} looping:{int(model.looping)} elapsed:{time.perf_counter() - t0:.1f}s")
+        if i in firsts:
+            log(f"warmup_step:{i} looping:{int(model.looping)} train_seq_len:{loader.seq_len} "
+                f"elapsed:{time.perf_counter() - t0:.1f}s")
     model.load_state_dict(initial)
-    model.looping = False
+    model.looping, loader.seq_len = False, h.train_seq_len
     counters = torch._dynamo.utils.counters
     log(f"compile_warmup_seconds:{time.perf_counter() - t0:.1f} steps:{h.warmup_steps} scope:{h.compile_scope} "
         f"graphs:{counters['stats']['unique_graphs']} graph_breaks:{sum(counters['graph_break'].values())} "
@@ -1655,6 +1723,8 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
     # Sticky flag, set on the device by any step whose loss is not finite; read with the logged loss, where
     # the host syncs anyway, so a NaN run stops within TRAIN_LOG_EVERY steps at no extra host sync per step.
     nonfinite = torch.zeros((), device=ctx.device)
+    stages, switch_step = train_seq_stages(h), None
+    graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     while step < h.iterations:
         if validating and step % h.val_loss_every == 0:
             t0 += validate_during_training(validate, step, h, ctx, log)
@@ -1662,8 +1732,12 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
         if h.num_loops > 0 and not model.looping and progress >= h.enable_looping_at:
             model.looping = True
             log(f"depth_recurrence:on step:{step} train_time:{elapsed * 1000:.0f}ms")
+        if train_seq_len_at(progress, stages) != loader.seq_len:  # TRAIN_SEQ_SCHEDULE's next stage
+            loader.seq_len, switch_step = train_seq_len_at(progress, stages), step or None
+            log(f"train_seq_len:{loader.seq_len} step:{step} progress:{progress:.3f}")
         stop_if_signalled()
-        loss = train_step(model_fn, model, loader, opt, step, lr_multiplier(progress, h))
+        lr_mult = lr_multiplier(progress, h) * context_rewarm(step, switch_step, h)
+        loss = train_step(model_fn, model, loader, opt, step, lr_mult)
         nonfinite = torch.maximum(nonfinite, (~torch.isfinite(loss)).float())
         ema.update()
         step += 1
@@ -1682,7 +1756,7 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
             mean_loss = loss_sum / ctx.world_size
             stop_if_nonfinite(nonfinite_ranks, step)
             log(f"step:{step}/{h.iterations} train_loss:{mean_loss:.4f} train_time:{elapsed * 1000:.0f}ms "
-                f"step_avg:{step_avg * 1000:.2f}ms lr_mult:{lr_multiplier(progress, h):.3f}")
+                f"step_avg:{step_avg * 1000:.2f}ms lr_mult:{lr_mult:.3f}")
         elif step % NONFINITE_CHECK_STEPS == 0:  # between sparse log points (the record logs every 500)
             stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)
         if elapsed + step_avg > budget:  # the next step would pass the cap
@@ -1694,7 +1768,8 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
     stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)  # steps after the last check
     tokens = step * h.train_batch_tokens
     log(f"train_time:{elapsed * 1000:.0f}ms steps:{step} step_avg:{elapsed / max(step, 1) * 1000:.2f}ms "
-        f"tokens_per_second:{tokens / max(elapsed, 1e-9):.0f} cap:{h.max_wallclock_seconds:.1f}s")
+        f"tokens_per_second:{tokens / max(elapsed, 1e-9):.0f} cap:{h.max_wallclock_seconds:.1f}s "
+        f"clock_compiles:{torch._dynamo.utils.counters['stats']['unique_graphs'] - graphs_before}")
     ema.copy_to(model)
     hessians = collect_hessians(model, calibration_batches(loader, h, ctx), ctx)  # from the final (EMA) weights
     synchronize(ctx)
@@ -3083,6 +3158,7 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
     if h.train_batch_tokens % MICRO_BATCHES or h.train_batch_tokens // MICRO_BATCHES % h.train_seq_len:
         raise ValueError(f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} must split into {MICRO_BATCHES} micro-batches "
                          f"that are whole multiples of TRAIN_SEQ_LEN={h.train_seq_len}")
+    train_seq_stages(h)  # TRAIN_SEQ_SCHEDULE's form and its longest stage
     if h.model_dim % h.num_heads or h.num_heads % h.num_kv_heads:
         raise ValueError(f"MODEL_DIM={h.model_dim} must divide by NUM_HEADS={h.num_heads}, and NUM_HEADS by "
                          f"NUM_KV_HEADS={h.num_kv_heads}")
@@ -3095,7 +3171,7 @@ def validate_hyperparameters(h: Hyperparameters, world_size: int) -> int:
                          f"most NUM_LAYERS={h.num_layers}")
     if h.sparse_attn_gate_enabled and h.gated_attn_enabled:
         raise ValueError("SPARSE_ATTN_GATE_ENABLED=1 replaces the dense gate: set GATED_ATTN_ENABLED=0")
-    if (h.sparse_attn_gate_enabled or h.smear_gate_enabled) and h.gate_window > h.model_dim:
+    if (h.sparse_attn_gate_enabled or h.smear_gate_enabled or h.mlp_gate_enabled) and h.gate_window > h.model_dim:
         raise ValueError(f"GATE_WINDOW={h.gate_window} must be at most MODEL_DIM={h.model_dim}")
     if h.asym_logit_rescale and not h.logit_softcap:
         raise ValueError("ASYM_LOGIT_RESCALE=1 needs a softcap: set LOGIT_SOFTCAP > 0")

@@ -74,8 +74,8 @@ def mlp_kernel_times(tokens: int, dim: int, hidden: int, record) -> dict:
     x, w_up, w_down, grad = mlp_inputs(tokens, dim, hidden)
     w_down_t = w_down.t().contiguous()  # the backward's B, as both backwards pass it
     pre, out = (torch.empty(tokens, hidden, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    times = dict(ours_fwd=bench(lambda: kernels._launch_mm_leaky_sq(x, w_up, pre, out, backward=False)),
-                 ours_bwd=bench(lambda: kernels._launch_mm_leaky_sq(grad, w_down_t, pre, out, backward=True)))
+    times = dict(ours_fwd=bench(lambda: kernels._launch_mm_leaky_sq(x, w_up, pre, out, backward=False, slope=0.5)),
+                 ours_bwd=bench(lambda: kernels._launch_mm_leaky_sq(grad, w_down_t, pre, out, backward=True, slope=0.5)))
     if record is not None:
         times["record_fwd"] = bench(lambda: record.linear_leaky_relu_square(x, w_up))
         times["record_bwd"] = bench(lambda: record.linear_leaky_relu_square(grad, w_down_t, aux=pre))

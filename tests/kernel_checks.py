@@ -20,7 +20,7 @@ def check_backward_rounds_like_the_record(device: str, to_bf16) -> None:
     w_down_t = torch.randint(-40, 41, (hidden, d), generator=g).bfloat16().to(device)  # W_down^T, (H, D)
     pre = torch.randint(-200, 201, (m, hidden), generator=g).bfloat16().to(device)
     grad_pre = torch.empty_like(pre)
-    kernels._launch_mm_leaky_sq(grad_out, w_down_t, pre, grad_pre, backward=True)
+    kernels._launch_mm_leaky_sq(grad_out, w_down_t, pre, grad_pre, backward=True, slope=0.5)
     exact = grad_out.double() @ w_down_t.double().t()
     slope = torch.where(pre > 0, 2.0 * pre, 0.5 * pre).double()  # exact: a power of two times a bf16
     want = to_bf16(to_bf16(exact).double() * slope)  # a product of two bf16 values is exact in fp64

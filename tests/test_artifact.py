@@ -181,3 +181,28 @@ def test_an_lrzip_that_does_not_start_is_passed_over(tmp_path, monkeypatch):
     broken.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     assert not tg.lrzip_runs() and tg.codes_codec() != "lrzip"
+
+
+def test_mlp_gate_roundtrips_through_the_artifact(tmp_path):
+    """MLP_GATE_ENABLED=1 (#1941): the gates are stored as fp16 (the record's passthrough) and come back; the
+    artifact's model config holds the setting (EVAL_ONLY rebuilds the gated model); a model without gates
+    refuses the weights."""
+    h = tg.load_hyperparameters({"SMOKE": "1", "DATA_PATH": str(PROXY_DATA), "MLP_GATE_ENABLED": "1"})
+    torch.manual_seed(0)
+    model = tg.GPT(h)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.mlp.down.weight.normal_(std=0.02)
+            block.mlp_gate.normal_(std=0.3)
+    batch = tg.TrainLoader(h, tg.DistContext(), 8).batch(0, 0)
+    quantized = tg.quantize_model(model, tg.collect_hessians(model, [batch], tg.DistContext()), h)
+    assert quantized["blocks.0.mlp_gate"]["rule"].kind == quantized["blocks.0.mlp_gate_bias"]["rule"].kind == "fp16"
+    path = tmp_path / "gated.golf"
+    path.write_bytes(tg.compress(tg.serialize_quantized(quantized, tg.model_config(h)), quality=5)[0])
+    loaded, config = tg.load_artifact(str(path))
+    assert config["mlp_gate_enabled"] is True
+    state = tg.dequantize(loaded)
+    assert torch.equal(state["blocks.2.mlp_gate"], model.blocks[2].mlp_gate.detach().half().float())
+    tg.GPT(h).load_state_dict(state)  # strict: every parameter present
+    with pytest.raises(RuntimeError, match="mlp_gate"):
+        tg.GPT(tg.load_hyperparameters({"SMOKE": "1"})).load_state_dict(state)

@@ -139,6 +139,17 @@ def test_the_shipped_files_data_hint_needs_no_checkout(tmp_path):
     assert (REPO / "scripts" / "download_data.py").is_file()
 
 
+@pytest.mark.parametrize("schedule", ["64@0.1,128", "64:0.1", "64@0.7,128@0.1", "64@0.5,128@1.5", "0@0.5,256@1"])
+def test_a_bad_train_seq_schedule_is_refused_with_its_form(monkeypatch, capsys, tmp_path, schedule):
+    err = start(monkeypatch, capsys, tmp_path, SMOKE=1, TRAIN_SEQ_SCHEDULE=schedule)
+    assert f"TRAIN_SEQ_SCHEDULE='{schedule}': need stages L@f, f rising within (0, 1], L >= 1" in err
+
+
+def test_a_train_seq_schedule_longer_than_the_model_is_refused(monkeypatch, capsys, tmp_path):
+    err = start(monkeypatch, capsys, tmp_path, SMOKE=1, TRAIN_SEQ_SCHEDULE="64@0.5,512@1")  # TRAIN_SEQ_LEN=256
+    assert "TRAIN_SEQ_SCHEDULE's longest stage is 512: set TRAIN_SEQ_LEN=512" in err
+
+
 # ---- README says what is true (issue 25, section 4) ----
 
 def test_a_run_writes_the_shipped_file_it_counts_beside_its_artifact(smoke_log):

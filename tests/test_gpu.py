@@ -68,18 +68,19 @@ def test_fused_ce_matches_reference_at_record_shape():
     assert ((grad.double() - logits.grad).norm() / logits.grad.norm()).item() < 1e-2
 
 
-@pytest.mark.parametrize("m, d, hidden", [(4096, 512, 2048), (4133, 520, 1064)])  # + partial tiles everywhere
-def test_fused_mlp_matches_fp64_reference(m, d, hidden):
+@pytest.mark.parametrize("m, d, hidden, slope", [(4096, 512, 2048, 0.5), (4133, 520, 1064, 0.5),  # + partial tiles
+                                                 (4096, 512, 2048, 0.3)])  # LEAKY_RELU_SLOPE
+def test_fused_mlp_matches_fp64_reference(m, d, hidden, slope):
     torch.manual_seed(0)
     x = torch.randn(m, d, device="cuda").bfloat16().requires_grad_(True)
     w_up = (torch.randn(hidden, d, device="cuda") / d ** 0.5).bfloat16().requires_grad_(True)
     w_down = (torch.randn(d, hidden, device="cuda") / hidden ** 0.5).bfloat16().requires_grad_(True)
     g = torch.randn(m, d, device="cuda").bfloat16()
-    out = kernels.fused_mlp(x, w_up, w_down)
+    out = kernels.fused_mlp(x, w_up, w_down, slope)
     out.backward(g)
     fused = [out] + [t.grad.clone() for t in (x, w_up, w_down)]
     leaves = [t.detach().double().requires_grad_(True) for t in (x, w_up, w_down)]
-    ref = kernels.fused_mlp_reference(*leaves)
+    ref = kernels.fused_mlp_reference(*leaves, slope)
     ref.backward(g.double())
     for a, b in zip(fused, [ref] + [t.grad for t in leaves]):
         assert ((a.double() - b).norm() / b.norm()).item() < 2e-2

@@ -66,19 +66,22 @@ def test_ce_op_registration():
                           test_utils=("test_schema", "test_faketensor"))
 
 
-@pytest.mark.parametrize("m, d, hidden, dtype", [(70, 64, 256, torch.float32), (33, 48, 160, torch.float32),
-                                                 (33, 48, 168, torch.float32),  # a partial column tile
-                                                 (70, 64, 256, torch.bfloat16)])
-def test_fused_mlp_matches_reference(m, d, hidden, dtype):
+@pytest.mark.parametrize("m, d, hidden, dtype, slope", [(70, 64, 256, torch.float32, 0.5),
+                                                        (33, 48, 160, torch.float32, 0.5),
+                                                        (33, 48, 168, torch.float32, 0.5),  # a partial column tile
+                                                        (70, 64, 256, torch.bfloat16, 0.5),
+                                                        (33, 48, 160, torch.float32, 0.3),  # LEAKY_RELU_SLOPE
+                                                        (70, 64, 256, torch.bfloat16, 0.3)])
+def test_fused_mlp_matches_reference(m, d, hidden, dtype, slope):
     torch.manual_seed(m)
     x = torch.randn(m, d).to(dtype).requires_grad_(True)
     w_up = (torch.randn(hidden, d) / d ** 0.5).to(dtype).requires_grad_(True)
     w_down = (torch.randn(d, hidden) / hidden ** 0.5).to(dtype).requires_grad_(True)
     g = torch.randn(m, d).to(dtype)
-    out = kernels.fused_mlp(x, w_up, w_down)
+    out = kernels.fused_mlp(x, w_up, w_down, slope)
     out.backward(g)
     leaves = [t.detach().double().requires_grad_(True) for t in (x, w_up, w_down)]
-    ref = kernels.fused_mlp_reference(*leaves)
+    ref = kernels.fused_mlp_reference(*leaves, slope)
     ref.backward(g.double())
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     assert rel(out.detach(), ref.detach()) < tol
@@ -103,7 +106,7 @@ def test_fused_mlp_takes_no_rows_and_misaligned_views():
 
 def test_fused_mlp_op_registration():
     x, w_up, w_down = torch.randn(6, 16), torch.randn(32, 16), torch.randn(16, 32)
-    torch.library.opcheck(torch.ops.golfrun.fused_mlp_fwd.default, (x, w_up, w_down),
+    torch.library.opcheck(torch.ops.golfrun.fused_mlp_fwd.default, (x, w_up, w_down, 0.3),
                           test_utils=("test_schema", "test_faketensor"))
 
 
@@ -118,9 +121,34 @@ def test_fused_mlp_keeps_pre_and_act_out_of_autograd():
     # Fails without mark_non_differentiable: eager backward then builds two M x H zero gradients for them.
     x, w_up, w_down = (torch.randn(6, 16, requires_grad=True), torch.randn(32, 16, requires_grad=True),
                        torch.randn(16, 32, requires_grad=True))
-    out, pre, act = torch.ops.golfrun.fused_mlp_fwd(x, w_up, w_down)
+    out, pre, act = torch.ops.golfrun.fused_mlp_fwd(x, w_up, w_down, 0.5)
     assert out.requires_grad and not pre.requires_grad and not act.requires_grad
 
 
 def test_fused_mlp_backward_rounds_like_the_record():
     check_backward_rounds_like_the_record("cpu", truncate_to_bf16)  # the interpreter truncates to bf16
+
+
+@pytest.mark.parametrize("slope", [0.5, 0.3])
+def test_leaky_relu_slope_reaches_the_fused_and_the_eager_mlp(slope):
+    """LEAKY_RELU_SLOPE: the model's MLP, fused and eager, computes down(where(p > 0, p, s p)^2), p = up(x):
+    same output and gradients (fails if either path keeps 0.5)."""
+    h = tg.load_hyperparameters({"MODEL_DIM": "32", "MLP_MULT": "2", "LEAKY_RELU_SLOPE": str(slope)})
+    torch.manual_seed(0)
+    mlp = tg.MLP(h)
+    torch.nn.init.normal_(mlp.down.weight, std=0.2)  # zero-initialised: the output would not see the slope
+    x = torch.randn(37, 32)
+    p = x @ mlp.up.weight.detach().T
+    want = torch.where(p > 0, p, slope * p).square() @ mlp.down.weight.detach().T
+    results = []
+    for fused in (False, True):
+        mlp.use_fused = fused
+        leaf = x.clone().requires_grad_(True)
+        out = mlp(leaf)
+        out.square().sum().backward()
+        results.append((out.detach(), leaf.grad, mlp.up.weight.grad.clone(), mlp.down.weight.grad.clone()))
+        mlp.zero_grad(set_to_none=True)
+    (eager, *eager_grads), (fused, *fused_grads) = results
+    assert rel(eager, want) < 1e-5 and rel(fused, want) < 1e-5
+    for a, b in zip(eager_grads, fused_grads):
+        assert rel(a, b) < 1e-5

@@ -315,3 +315,137 @@ def test_rope_rotates_by_minus_the_angle_of_each_frequency():
         assert torch.allclose(out[:, i], angle.cos(), atol=1e-6)
         assert torch.allclose(out[:, i + half], -angle.sin(), atol=1e-6)
         assert out.abs().sum() == pytest.approx((angle.cos().abs() + angle.sin().abs()).sum().item(), abs=1e-5)
+
+
+# ---- the MLP output gate (#1941, MLP_GATE_ENABLED) ----
+
+TINY_GATED = {"SMOKE": "1", "MLP_GATE_ENABLED": "1", "DATA_PATH": str(__import__("conftest").PROXY_DATA)}
+
+
+def test_mlp_gate_adds_its_143_parameters_to_the_record_model():
+    """#1941: 11 x (12 + 1) = 143 parameters on #1886's model, each block's in the scalar Adam group."""
+    model = tg.GPT(tg.load_hyperparameters({"MLP_GATE_ENABLED": "1"}))
+    assert sum(p.numel() for p in model.parameters()) == 35_989_658 + 143
+    scalars = {id(p) for p in tg.partition_parameters(model)["scalars"]}
+    assert all({id(b.mlp_gate), id(b.mlp_gate_bias)} <= scalars for b in model.blocks)
+
+
+def test_mlp_gate_starts_nearly_open_and_reads_the_unnormed_mlp_input():
+    """At init the gated block's MLP output is sigmoid(5) times the ungated one's (fails with another bias
+    init); with a trained gate it is sigmoid(w . x[:12] + b) of the MLP's input before its norm, per token."""
+    h = tg.load_hyperparameters(TINY_GATED)
+    torch.manual_seed(0)
+    gated = tg.Block(h, 1)
+    plain = tg.Block(tg.load_hyperparameters({**TINY_GATED, "MLP_GATE_ENABLED": "0"}), 1)
+    torch.nn.init.normal_(gated.mlp.down.weight, std=0.1)
+    plain.load_state_dict(gated.state_dict(), strict=False)
+    x = torch.randn(2, 5, h.model_dim) * 3
+    ungated = plain.mlp_out(x, None)
+    assert torch.allclose(gated.mlp_out(x, None), torch.sigmoid(torch.tensor(5.0)) * ungated, rtol=1e-6)
+    with torch.no_grad():
+        gated.mlp_gate.normal_(std=0.5)
+    gate = torch.sigmoid(x[..., :h.gate_window] @ gated.mlp_gate.detach().T + gated.mlp_gate_bias.detach())
+    assert torch.allclose(gated.mlp_out(x, None), gate * ungated, rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_gate_trains():
+    """Two training steps move every gate weight off zero (the first step's MLP outputs are zero: the down
+    projections start at zero) and each bias off 5 (Adam holds them)."""
+    h = tg.load_hyperparameters(TINY_GATED)
+    torch.manual_seed(0)
+    model = tg.GPT(h)
+    loader = tg.TrainLoader(h, tg.DistContext(), 8)
+    opt = tg.Optimizers(model, h, tg.DistContext())
+    for step in range(2):
+        tg.train_step(model, model, loader, opt, step, 1.0)
+    for block in model.blocks:
+        assert block.mlp_gate.abs().min() > 0 and block.mlp_gate_bias.item() != 5.0
+
+
+# ---- progressive training context (#2014, TRAIN_SEQ_SCHEDULE) ----
+
+def test_train_seq_schedule_switches_at_the_end_of_each_stage():
+    """#2014's TRAIN_SEQ_SCHEDULE=1024@0.100,2048@0.700,3072@1.000: 1024 up to progress 0.1 included, 2048 up to
+    0.7, 3072 after (and past 1: the last stage runs to the end); without a schedule, TRAIN_SEQ_LEN throughout."""
+    h = tg.load_hyperparameters({"TRAIN_SEQ_SCHEDULE": "1024@0.100,2048@0.700,3072@1.000", "TRAIN_SEQ_LEN": "3072"})
+    stages = tg.train_seq_stages(h)
+    assert stages == [(0.1, 1024), (0.7, 2048), (1.0, 3072)]
+    at = {p: tg.train_seq_len_at(p, stages) for p in (0.0, 0.1, 0.1001, 0.7, 0.7001, 1.0, 1.2)}
+    assert at == {0.0: 1024, 0.1: 1024, 0.1001: 2048, 0.7: 2048, 0.7001: 3072, 1.0: 3072, 1.2: 3072}
+    assert tg.train_seq_stages(tg.load_hyperparameters({})) == [(1.0, 2048)]
+
+
+def test_warmup_covers_each_stage_in_the_recurrence_states_it_meets():
+    """Recurrence on at 0.35: the 1024 stage (to 0.1) runs without it, 2048 (to 0.7) both, 3072 with it; the
+    recipes keep their two graphs."""
+    h = tg.load_hyperparameters({"TRAIN_SEQ_SCHEDULE": "1024@0.1,2048@0.7,3072@1", "TRAIN_SEQ_LEN": "3072"})
+    assert tg.warmup_shapes(h) == [(1024, False), (2048, False), (2048, True), (3072, True)]
+    for recipe in ("1886", "2135"):
+        assert tg.warmup_shapes(tg.load_hyperparameters({"RECIPE": recipe})) == [(2048, False), (2048, True)]
+    assert tg.warmup_shapes(tg.load_hyperparameters({"NUM_LOOPS": "0"})) == [(2048, False)]
+
+
+# toy runs of a few steps: 256 tokens per micro-batch, two layers
+SCHEDULED = dict(TRAIN_SEQ_LEN="128", TRAIN_BATCH_TOKENS="2048", MAX_WALLCLOCK_SECONDS="0",
+                 GPTQ_CALIBRATION_BATCHES="1", NUM_LAYERS="2", LOOP_START="0", LOOP_END="0",
+                 PARALLEL_START_LAYER="0", XSA_LAST_N="2")
+
+
+def _scheduled_h(**extra):
+    return tg.load_hyperparameters({"SMOKE": "1", "DATA_PATH": str(__import__("conftest").PROXY_DATA),
+                                    **SCHEDULED, **extra})
+
+
+def test_the_timed_loop_trains_each_stage_with_pieces_of_its_length(monkeypatch):
+    """ITERATIONS=5 (progress = step / 5) under 32@0.2,64@0.4,128@1: steps 0-1 get pieces of at most 32 tokens,
+    2 of 64, 3-4 of 128, each stage's longest piece reached (the sample's documents are longer), the same 256
+    tokens in every micro-batch; SEQ_CHANGE_WARMUP_STEPS=2 halves the LR at each switch's first step."""
+    h = _scheduled_h(TRAIN_SEQ_SCHEDULE="32@0.2,64@0.4,128@1", ITERATIONS="5", WARMUP_STEPS="0",
+                     SEQ_CHANGE_WARMUP_STEPS="2")
+    seen, lrs = {}, {}
+    step_fn = tg.train_step
+
+    def spy_step(model_fn, model, loader, opt, step, lr_mult):
+        lrs[step] = lr_mult
+        return step_fn(spy(model_fn, step), model, loader, opt, step, lr_mult)
+
+    def spy(model_fn, step):
+        def call(ids, targets, positions, cu_seqlens, max_seqlen):
+            seen.setdefault(step, []).append((max_seqlen, cu_seqlens.diff().max().item(), ids.numel()))
+            return model_fn(ids, targets, positions, cu_seqlens, max_seqlen)
+        return call
+
+    monkeypatch.setattr(tg, "train_step", spy_step)
+    lines = []
+    torch.manual_seed(0)
+    tg.train(tg.GPT(h), h, tg.DistContext(), 8, lambda msg, console=True: lines.append(msg))
+    stage = {0: 32, 1: 32, 2: 64, 3: 128, 4: 128}
+    assert sorted(seen) == list(range(5))
+    for step, calls in seen.items():
+        assert len(calls) == 8 and all(m == stage[step] and p <= m and n == 256 for m, p, n in calls), step
+    for length in (32, 64, 128):
+        assert max(p for s, calls in seen.items() if stage[s] == length for _, p, _ in calls) == length
+    assert lrs == {s: tg.lr_multiplier(s / 5, h) * (0.5 if s in (2, 3) else 1.0) for s in range(5)}
+    switches = [line.split(" progress")[0] for line in lines if line.startswith("train_seq_len:")]
+    assert switches == ["train_seq_len:32 step:0", "train_seq_len:64 step:2", "train_seq_len:128 step:3"]
+
+
+def test_compile_warmup_leaves_no_graph_for_the_timed_loop():
+    """Compiled (Dynamo + AOTAutograd, as Inductor sees them), the warm-up's steps meet the graph of every stage
+    (a new piece length is a new graph): afterwards, a step of each stage compiles nothing."""
+    h = _scheduled_h(TRAIN_SEQ_SCHEDULE="32@0.5,128@1", WARMUP_STEPS="2", NUM_LOOPS="0")
+    torch.manual_seed(0)
+    model = tg.GPT(h)
+    loader = tg.TrainLoader(h, tg.DistContext(), 8)
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    model_fn = tg.CompiledLoss(model, backend="aot_eager")
+    tg.compile_warmup(model_fn, model, loader, h, tg.DistContext(), lambda msg, console=True: None)
+    warmed = counters["stats"]["unique_graphs"]
+    assert warmed == 2 and loader.seq_len == 128
+    opt = tg.Optimizers(model, h, tg.DistContext())
+    for step, seq_len in enumerate((32, 128)):
+        loader.seq_len = seq_len
+        tg.train_step(model_fn, model, loader, opt, 100 + step, 1.0)
+        assert counters["stats"]["unique_graphs"] == warmed, seq_len

@@ -61,8 +61,8 @@ class _Batches:
     DocumentPackingLoader (next_batch, in order)."""
     accum = tg.MICRO_BATCHES
 
-    def __init__(self, batches):
-        self.batches, self.served = batches, 0
+    def __init__(self, batches, seq_len=None):
+        self.batches, self.served, self.seq_len = batches, 0, seq_len  # seq_len: ours, set by TRAIN_SEQ_SCHEDULE
 
     def batch(self, step, micro_step):
         return self.batches[step * self.accum + micro_step]
@@ -108,7 +108,7 @@ def _run_our_loop(h, initial: tg.GPT, batches, clock, monkeypatch):
     model = tg.GPT(h)
     model.load_state_dict(initial.state_dict())
     with monkeypatch.context() as m:
-        m.setattr(tg, "TrainLoader", lambda *args: _Batches(batches))
+        m.setattr(tg, "TrainLoader", lambda h, *args: _Batches(batches, h.train_seq_len))
         m.setattr(tg, "collect_hessians", lambda *args: {})  # GPTQ's Hessians (and their rows): not training
         m.setattr(tg, "calibration_batches", lambda *args: [])
         m.setattr(tg, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
