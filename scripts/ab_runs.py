@@ -332,16 +332,17 @@ def run_state(workdir: Path, rid: str) -> tuple[str, str]:
 
 
 def set_aside(workdir: Path, rid: str) -> None:
-    """Move an unfinished attempt's files to WORKDIR/attempts/ and drop its artifact (train_gpt.py refuses to
-    start over an existing log or artifact)."""
+    """Move an unfinished attempt's files to WORKDIR/attempts/<RUN_ID>.<N>.* and drop its artifact (train_gpt.py
+    refuses to start over an existing log or artifact)."""
     attempts = workdir / "attempts"
-    files = [workdir / "logs" / f"{rid}.txt", workdir / "logs" / f"{rid}.exit.json", workdir / "console" / f"{rid}.txt"]
-    if any(f.exists() for f in files):
+    files = {"log.txt": workdir / "logs" / f"{rid}.txt", "exit.json": workdir / "logs" / f"{rid}.exit.json",
+             "console.txt": workdir / "console" / f"{rid}.txt"}
+    if any(f.exists() for f in files.values()):
         attempts.mkdir(exist_ok=True)
-        n = 1 + len(list(attempts.glob(f"{rid}.*.txt")))
-        for f in files:
+        n = 1 + max((int(p.name.split(".")[1]) for p in attempts.glob(f"{rid}.*")), default=0)
+        for label, f in files.items():
             if f.exists():
-                f.rename(attempts / f"{rid}.{n}.{f.parent.name}.{f.name.split('.', 1)[1]}")
+                f.rename(attempts / f"{rid}.{n}.{label}")
     for f in (workdir / "artifacts").glob(f"{rid}.*"):
         f.unlink()
 
