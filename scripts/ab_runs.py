@@ -1,0 +1,678 @@
+"""A/B runs of train_gpt.py on one GPU: variants (named sets of settings over a base recipe) x seeds at a fixed
+wallclock, resumable, and a report per variant against the base (markdown table and PNG).
+
+    # the plan and the commands, nothing run
+    python scripts/ab_runs.py run --workdir ab_runs/w1 --base RECIPE=2135 --seeds 1,2,3 \
+        --variant qk525=QK_GAIN_INIT=5.25 --variant chunk36=TTT_CHUNK_SIZE=36 --dry-run
+    # the same without --dry-run runs them one after the other; --detach starts the runner in a new session
+    # (setsid) and returns at once
+    python scripts/ab_runs.py run --workdir ab_runs/w1 ... --detach
+    # the report from whatever logs exist, as often as needed (--wait S: first wait up to S s for the runner)
+    python scripts/ab_runs.py report --workdir ab_runs/w1 --md ab.md --plot ab.png [--wait 540] [--pack logs.tar.xz]
+
+A variant is NAME=KEY=VALUE[,KEY=VALUE...] over the base (--base KEY=VALUE[,...], repeatable), or a line
+`NAME KEY=VALUE ...` of a --variants file (# comments). Every KEY must be a train_gpt.py setting; the harness
+owns SEED (--seeds), RUN_ID, ARTIFACT_PATH, DATA_PATH, TOKENIZER_PATH, DATA_DIR and VAL_MAX_TOKENS, and a
+variant may not change MAX_WALLCLOCK_SECONDS (the comparison is at a fixed wallclock). Every run's settings are
+checked by train_gpt.py's own loader before anything runs; a variant whose settings resolve to the base's, and
+fewer than 3 seeds, are refused.
+
+Resuming: each run is WORKDIR/logs/<NAME>_s<SEED>.txt. A rerun of the same command (any subset of the
+variants and seeds, or new ones) skips finished runs (the log's closing `eval_time:... (inside:` line, no
+interruption or error), sets aside unfinished ones (to WORKDIR/attempts/) and starts them again; a run that
+failed (non-zero exit, not an interruption) is reported and left alone unless --retry-failed. Runs go seed by
+seed (base, then each variant), so a cut-short session leaves whole seed pairs. WORKDIR/plan.json keeps the
+definitions: a name redefined, another base or another data selection is refused (use a new --workdir). To
+resume on a fresh machine, bring back `report --pack FILE` (the logs and plan, one file) and unpack it into the
+workdir first (`mkdir -p W && tar -xJf FILE -C W`).
+
+Data (--data, default ../shared/data/proxy2_caseops/datasets/proxy2_caseops; `.bin.xz` shards are unpacked into
+WORKDIR/data): the train shards as they are, and a val subset of whole documents, every --val-every-th (8)
+document no longer than --val-max-doc-tokens (8192), with its byte sidecar. PHASED_TTT_PREFIX_DOCS (the
+recipe's, or a variant's, in the challenge's units) is scaled by the kept documents / 50,000 (FineWeb val).
+All runs share compile caches in WORKDIR/cache (TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR, and
+TRITON_CACHE_AUTOTUNING=1 so that the fused MLP kernel's autotuning is done once).
+
+Scale (SCALE below, each overridable with --base): MAX_WALLCLOCK_SECONDS=60 and COMPRESSOR=brotli. Why:
+- What a run costs on one H200 for RECIPE=2135 (docs/BENCHMARKS.md, 2026-12-04): launch to first step 175 s
+  cold, ~35-50 s with warm caches (20 warm-up steps of ~0.75 s included); 15 s of GPTQ Hessians before the
+  clock and 1.25 x that reserved on it; GPTQ 6 s; per-group lrzip packing 46 s and unpacking 24 s (brotli: ~15 s
+  and ~2 s; val_bpb does not change, the reported bytes are brotli's, ~4% above lrzip's); TTT compile 118 s
+  cold; ~0.1 s a TTT chunk step. Warm, a 60 s run therefore costs ~175 s (~230 s with the recipe's lrzip), and
+  the first run of a session ~240 s more (cold compiles).
+- 30 minutes of one H200 (start ~1.5 min, setup ~0.5 min, the cold first run) buy ~7-8 runs: the base and
+  one variant x 3 seeds, or, once the base's seeds are in the workdir (they are kept), two variants x 3 seeds.
+- 60 s of training is ~54 steps of 786,432 tokens after the Hessian reserve (0.75 s a step): one pass over
+  42M tokens, within 5-6 of proxy2_caseops' 7 train shards (what fits the 64 MiB a GPU call carries), so no
+  token is seen twice. The val subset (612 documents, 474,998 tokens, 283 TTT chunk steps at chunk 48, ~30 s)
+  leaves out the 29 documents over 8,192 tokens (11% of val tokens; the longest, 37,845 tokens, alone is 789
+  chunk steps, ~75 s); the prefix is 31 documents.
+- What it resolves: the report gives the base's seed std s and, for n seeds each, the smallest difference
+  that reaches p < 0.25 (t(0.75, 2n-2) x s x sqrt(2/n) = 0.60 s at n = 3) and p < 0.05 (1.74 s). s at this
+  scale is not known before the first session measures it. The runs see ~1% of a challenge run's tokens:
+  training-side variants are measured early in training, eval-side ones (TTT) on a weak model; a difference
+  found here is a candidate to confirm at full scale, not a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import hashlib
+import json
+import lzma
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+import golflog  # noqa: E402
+import seed_stats  # noqa: E402
+import train_gpt as tg  # noqa: E402
+
+TRAIN_GPT = REPO / "train_gpt.py"
+SHARED_DATA = REPO.parent / "shared" / "data"
+DEFAULT_DATA = SHARED_DATA / "proxy2_caseops" / "datasets" / "proxy2_caseops"
+DEFAULT_TOKENIZER = SHARED_DATA / "tokenizers" / f"fineweb_8192_bpe{tg.CASEOPS_SUFFIX}.model"
+SCALE = dict(MAX_WALLCLOCK_SECONDS="60", COMPRESSOR="brotli")  # see the docstring; --base overrides
+VAL_EVERY, VAL_MAX_DOC_TOKENS = 8, 8192
+FINEWEB_VAL_DOCS = 50_000  # the challenge's val set: what a recipe's PHASED_TTT_PREFIX_DOCS is a share of
+MIN_SEEDS = 3  # the leaderboard's practical rule: p over >= 3 seeds
+BASE = "base"
+HARNESS_KEYS = ("SEED", "RUN_ID", "ARTIFACT_PATH", "DATA_PATH", "TOKENIZER_PATH", "DATA_DIR", "VAL_MAX_TOKENS")
+FIXED_KEYS = ("MAX_WALLCLOCK_SECONDS",)  # the base's for every variant: the comparison is at a fixed wallclock
+PER_RUN_FIELDS = ("seed", "run_id", "artifact_path")  # resolved settings that differ between runs of one variant
+PASS_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_VISIBLE_DEVICES",
+            "OMP_NUM_THREADS", "TRITON_INTERPRET")  # from the caller; everything else comes from the plan
+CLOSING_LINE = re.compile(r"^eval_time:\d+ms \(inside:", re.M)  # train_gpt.py's last line of a finished run
+SIGNALLED = "interrupted: KeyboardInterrupt"  # a run stopped by a signal (SIGTERM, Ctrl-C): to be run again
+P_LEVELS = (0.25, 0.05)  # the resolvable differences the report states
+
+
+def fail(message: str):
+    raise SystemExit(f"error: {message}")
+
+
+# -----------------------------------------------------------------------------
+# The plan: base, variants, seeds, each run's settings
+# -----------------------------------------------------------------------------
+
+def parse_pairs(items: list[str], where: str) -> dict[str, str]:
+    """KEY=VALUE items (each may hold several, comma-separated) -> {KEY: VALUE}, names checked."""
+    known = {f.name.upper() for f in dataclasses.fields(tg.Hyperparameters)} | set(tg.RECORD_FIXED)
+    out = {}
+    for item in (part for text in items for part in text.split(",") if part.strip()):
+        key, sep, value = item.strip().partition("=")
+        if not sep or not key:
+            fail(f"{where}: {item!r} is not KEY=VALUE (e.g. QK_GAIN_INIT=5.25)")
+        if key in HARNESS_KEYS:
+            fail(f"{where}: {key} is set by the harness (seeds: --seeds; data: --data, --val-every)")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            fail(f"{where}: {key} is not a train_gpt.py setting" + (f" (did you mean {close[0]}?)" if close else ""))
+        out[key] = value
+    return out
+
+
+def parse_variants(specs: list[str], path: Path | None) -> dict[str, dict]:
+    """--variant NAME=KEY=VALUE[,...] and the lines `NAME KEY=VALUE ...` of a variants file."""
+    entries = [(spec.partition("=")[0], [spec.partition("=")[2]], f"--variant {spec}") for spec in specs]
+    if path is not None:
+        if not path.is_file():
+            fail(f"--variants {path}: no such file")
+        for number, text in enumerate(path.read_text().splitlines(), 1):
+            words = text.split("#", 1)[0].split()
+            if words:
+                entries.append((words[0], words[1:], f"{path}:{number}"))
+    variants = {}
+    for name, pairs, where in entries:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name == BASE:
+            fail(f"{where}: the variant name must be letters, digits, '_' or '-', not '{BASE}' "
+                 "(e.g. qk525=QK_GAIN_INIT=5.25)")
+        if name in variants:
+            fail(f"{where}: variant {name} is defined twice")
+        env = parse_pairs(pairs, where)
+        if not env:
+            fail(f"{where}: variant {name} sets nothing (NAME=KEY=VALUE)")
+        for key in FIXED_KEYS:
+            if key in env:
+                fail(f"{where}: {key} is the base's for every variant (the A/B is at a fixed wallclock)")
+        variants[name] = env
+    return variants
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--seeds {text}: give whole numbers, comma-separated (e.g. 1,2,3)")
+    if len(set(seeds)) < len(seeds):
+        fail(f"--seeds {text}: a seed is repeated")
+    if len(seeds) < MIN_SEEDS:
+        fail(f"--seeds {text}: a p-value needs at least {MIN_SEEDS} seeds (e.g. --seeds 1,2,3)")
+    return seeds
+
+
+def run_id(name: str, seed: int) -> str:
+    return f"{name}_s{seed}"
+
+
+def resolve(env: dict[str, str], where: str) -> tg.Hyperparameters:
+    """train_gpt.py's own reading of these settings (ranges, names, invariants), or one error line."""
+    try:
+        h = tg.load_hyperparameters(env)
+        tg.validate_hyperparameters(h, world_size=1)
+    except ValueError as err:
+        fail(f"{where}: {err}")
+    return h
+
+
+def scaled_prefix(prefix: int, val_docs: int) -> int:
+    """A recipe's PHASED_TTT_PREFIX_DOCS (a share of FineWeb val's documents) for the kept val documents."""
+    return 0 if prefix <= 0 else max(1, round(prefix * val_docs / FINEWEB_VAL_DOCS))
+
+
+def run_env(plan: dict, name: str, seed: int) -> dict[str, str]:
+    """The settings of one run: base, variant, the harness's own, and the scaled TTT prefix."""
+    rid = run_id(name, seed)
+    env = {**plan["base"], **plan["variants"].get(name, {}), "SEED": str(seed), "RUN_ID": rid,
+           "ARTIFACT_PATH": f"artifacts/{rid}.golf", "DATA_PATH": "data",
+           "TOKENIZER_PATH": f"data/{plan['data']['tokenizer']}"}
+    prefix = resolve(env, f"run {rid}").phased_ttt_prefix_docs
+    env["PHASED_TTT_PREFIX_DOCS"] = str(scaled_prefix(prefix, plan["data"]["val_docs"]))
+    return env
+
+
+def check_plan(plan: dict) -> None:
+    """Every run resolves; no variant resolves to the base's settings or to another variant's."""
+    seed = plan["seeds"][0]
+    resolved = {}
+    for name in [BASE, *plan["variants"]]:
+        h = dataclasses.asdict(resolve(run_env(plan, name, seed), f"variant {name}"))
+        key = json.dumps({k: v for k, v in h.items() if k not in PER_RUN_FIELDS}, sort_keys=True)
+        if key in resolved:
+            fail(f"variant {name} runs the same settings as {resolved[key]} (at this scale): drop it or change it")
+        resolved[key] = name
+
+
+def merge_plan(workdir: Path, plan: dict) -> dict:
+    """The plan stored in the workdir, extended by this one; a changed definition is refused."""
+    path = workdir / "plan.json"
+    if not path.exists():
+        return plan
+    stored = json.loads(path.read_text())
+    for key in ("base", "data"):
+        if stored[key] != plan[key]:
+            fail(f"{path} holds runs of another {key} ({json.dumps(stored[key])[:300]}): use a new --workdir")
+    for name, env in plan["variants"].items():
+        if stored["variants"].get(name, env) != env:
+            fail(f"variant {name} was {stored['variants'][name]} in {path}: give the new one another name")
+    return dict(stored, variants={**stored["variants"], **plan["variants"]},
+                seeds=stored["seeds"] + [s for s in plan["seeds"] if s not in stored["seeds"]])
+
+
+# -----------------------------------------------------------------------------
+# Data: the train shards and a val subset of whole documents, in WORKDIR/data
+# -----------------------------------------------------------------------------
+
+def source_files(data: Path, pattern: str) -> list[Path]:
+    """The shards of one kind in --data, unpacked or `.xz`, in order (numbered names only)."""
+    found = {}
+    for path in sorted(data.glob(pattern + ".bin")) + sorted(data.glob(pattern + ".bin.xz")):
+        found.setdefault(path.name.split(".")[0], path)
+    return [found[k] for k in sorted(found)]
+
+
+def shard_tokens(path: Path) -> np.ndarray:
+    """A shard's tokens (its header checked by train_gpt.py's reader), `.xz` unpacked in memory."""
+    if path.suffix != ".xz":
+        return np.asarray(tg.read_shard(path))
+    raw = lzma.decompress(path.read_bytes())
+    header = np.frombuffer(raw, dtype="<i4", count=tg.SHARD_HEADER_WORDS)
+    if header[0] != tg.SHARD_MAGIC or len(raw) != tg.SHARD_HEADER_WORDS * 4 + 2 * int(header[2]):
+        fail(f"{path}: not a whole challenge shard once unpacked")
+    return np.frombuffer(raw, dtype="<u2", offset=tg.SHARD_HEADER_WORDS * 4)
+
+
+def shard_bytes(tokens: np.ndarray) -> bytes:
+    header = np.zeros(tg.SHARD_HEADER_WORDS, dtype="<i4")
+    header[:3] = tg.SHARD_MAGIC, tg.SHARD_VERSION, len(tokens)
+    return header.tobytes() + tokens.astype("<u2").tobytes()
+
+
+def select_documents(tokens: np.ndarray, bos_id: int, every: int, max_tokens: int) -> tuple[np.ndarray, int]:
+    """Positions of the kept val documents' tokens: every `every`-th document (1-based) of at most
+    `max_tokens` tokens, whole. The longest documents cost the most TTT time (one chunk step per chunk)."""
+    starts = np.flatnonzero(tokens == bos_id)
+    if len(starts) == 0 or starts[0] != 0:
+        fail("the val shard does not start with BOS: not a stream of whole documents")
+    ends = np.append(starts[1:], len(tokens))
+    keep = [(s, e) for i, (s, e) in enumerate(zip(starts, ends)) if i % every == every - 1 and e - s <= max_tokens]
+    if not keep:
+        fail(f"--val-every {every} --val-max-doc-tokens {max_tokens} keep no val document")
+    return np.concatenate([np.arange(s, e) for s, e in keep]), len(keep)
+
+
+def plan_data(args, bos_id: int) -> tuple[dict, dict[str, bytes]]:
+    """The data selection (stored in the plan) and the val files to write {name: bytes}."""
+    if not args.data.is_dir():
+        fail(f"--data {args.data}: no such folder (the shards: fineweb_train_*.bin[.xz], fineweb_val_*.bin[.xz])")
+    if not args.tokenizer.is_file():
+        fail(f"--tokenizer {args.tokenizer}: no such file")
+    val, sidecar = source_files(args.data, "fineweb_val_[0-9]*"), source_files(args.data, "fineweb_val_bytes_*")
+    train = source_files(args.data, "fineweb_train_*")
+    if len(val) != 1 or not train or len(sidecar) > 1:
+        fail(f"--data {args.data}: need one val shard (found {len(val)}), at most one byte sidecar and train shards "
+             f"(found {len(train)})")
+    tokens = shard_tokens(val[0])
+    keep, docs = select_documents(tokens, bos_id, args.val_every, args.val_max_doc_tokens)
+    files = {val[0].name.split(".")[0] + ".bin": shard_bytes(tokens[keep])}
+    if sidecar:
+        files[sidecar[0].name.split(".")[0] + ".bin"] = shard_bytes(shard_tokens(sidecar[0])[keep])
+    data = dict(val_every=args.val_every, val_max_doc_tokens=args.val_max_doc_tokens, val_docs=docs,
+                val_tokens=len(keep), val_sha256={n: hashlib.sha256(b).hexdigest() for n, b in files.items()},
+                train_shards=[p.name.split(".")[0] + ".bin" for p in train], tokenizer=args.tokenizer.name)
+    return data, files
+
+
+def write_data(args, workdir: Path, files: dict[str, bytes]) -> None:
+    """WORKDIR/data: the val subset, the tokenizer, the train shards (unpacked from .xz, or linked)."""
+    folder = workdir / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, blob in files.items():  # rewritten only when different: a runner may be reading them
+        if not (folder / name).is_file() or (folder / name).read_bytes() != blob:
+            (folder / name).write_bytes(blob)
+    shutil.copyfile(args.tokenizer, folder / args.tokenizer.name)
+    for path in source_files(args.data, "fineweb_train_*"):
+        target = folder / (path.name.split(".")[0] + ".bin")
+        if target.exists():
+            continue
+        if path.suffix != ".xz":
+            target.symlink_to(path.resolve())
+            continue
+        print(f"unpacking {path}", flush=True)
+        part = target.with_suffix(".part")
+        with lzma.open(path) as src, open(part, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 24)
+        part.rename(target)
+
+
+# -----------------------------------------------------------------------------
+# Runs: their state from their files, one at a time in the foreground or in a detached runner
+# -----------------------------------------------------------------------------
+
+def run_state(workdir: Path, rid: str) -> tuple[str, str]:
+    """done (a finished, healthy log), failed (an error, or a non-zero exit that no signal caused), or pending
+    (never run, cut short, stopped by a signal): with why."""
+    log, exit_file = workdir / "logs" / f"{rid}.txt", workdir / "logs" / f"{rid}.exit.json"
+    code = json.loads(exit_file.read_text()).get("returncode") if exit_file.exists() else None
+    text = log.read_text(errors="replace") if log.exists() else ""
+    problem = golflog.failure(text) if text else None
+    if problem and SIGNALLED not in problem:
+        return "failed", problem
+    if not problem and CLOSING_LINE.search(golflog.run_lines(text)):
+        return "done", ""
+    if code not in (None, 0) and not problem:
+        return "failed", f"exit code {code}: see console/{rid}.txt"
+    return "pending", problem or ("cut short (no closing eval_time line)" if text else "not run")
+
+
+def set_aside(workdir: Path, rid: str) -> None:
+    """Move an unfinished attempt's files to WORKDIR/attempts/<RUN_ID>.<N>.* and drop its artifact (train_gpt.py
+    refuses to start over an existing log or artifact)."""
+    attempts = workdir / "attempts"
+    files = {"log.txt": workdir / "logs" / f"{rid}.txt", "exit.json": workdir / "logs" / f"{rid}.exit.json",
+             "console.txt": workdir / "console" / f"{rid}.txt"}
+    if any(f.exists() for f in files.values()):
+        attempts.mkdir(exist_ok=True)
+        n = 1 + max((int(p.name.split(".")[1]) for p in attempts.glob(f"{rid}.*")), default=0)
+        for label, f in files.items():
+            if f.exists():
+                f.rename(attempts / f"{rid}.{n}.{label}")
+    for f in (workdir / "artifacts").glob(f"{rid}.*"):
+        f.unlink()
+
+
+def cache_env(workdir: Path) -> dict[str, str]:
+    """Compile caches shared by the workdir's runs: Inductor's graphs, Triton's kernels and its autotuning."""
+    cache = workdir.resolve() / "cache"
+    return dict(TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"), TRITON_CACHE_DIR=str(cache / "triton"),
+                TRITON_CACHE_AUTOTUNING="1")
+
+
+def child_env(workdir: Path, env: dict[str, str]) -> dict[str, str]:
+    passed = {k: v for k, v in os.environ.items() if k in PASS_ENV}
+    return {**passed, "PYTHONUNBUFFERED": "1", **cache_env(workdir), **env}
+
+
+def run_one(workdir: Path, env: dict[str, str]) -> int:
+    """train_gpt.py in WORKDIR; its console to console/<RUN_ID>.txt, its exit to logs/<RUN_ID>.exit.json. A
+    stopped runner stops the run and writes no exit (the run then counts as cut short)."""
+    rid = env["RUN_ID"]
+    for sub in ("logs", "console", "artifacts"):
+        (workdir / sub).mkdir(exist_ok=True)
+    t0 = time.time()
+    with open(workdir / "console" / f"{rid}.txt", "w") as console:
+        proc = subprocess.Popen([sys.executable, str(TRAIN_GPT)], cwd=workdir, env=child_env(workdir, env),
+                                stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            code = proc.wait()
+        except BaseException:
+            proc.terminate()
+            proc.wait()
+            raise
+    exit_file = workdir / "logs" / f"{rid}.exit.json"
+    exit_file.write_text(json.dumps(dict(returncode=code, seconds=round(time.time() - t0, 1),
+                                         host=socket.gethostname())))
+    return code
+
+
+def queue(plan: dict, names: list[str], seeds: list[int]) -> list[tuple[str, int]]:
+    """Seed by seed, the base first: a session cut short leaves whole pairs."""
+    return [(name, seed) for seed in seeds for name in [BASE, *names]]
+
+
+def runner_pid(workdir: Path) -> int | None:
+    """The pid of a live runner of this workdir on this host (another process), or None."""
+    lock = workdir / "runner.json"
+    held = json.loads(lock.read_text()) if lock.exists() else {}
+    pid = held.get("pid")
+    return pid if held.get("host") == socket.gethostname() and pid != os.getpid() and _alive(pid) else None
+
+
+def take_lock(workdir: Path) -> Path:
+    """One runner per workdir: a live one is refused; a stale lock (a runner gone) is taken over."""
+    pid = runner_pid(workdir)
+    if pid is not None:
+        fail(f"a runner (pid {pid}) is already working in {workdir}: wait for it (report --wait) or stop it first")
+    lock = workdir / "runner.json"
+    lock.write_text(json.dumps(dict(host=socket.gethostname(), pid=os.getpid(), started=time.time())))
+    return lock
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_failed: bool) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup-friendly: a closed terminal does not stop the runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the current run too (run_one), then exit
+    lock = take_lock(workdir)
+    try:
+        for name, seed in todo:
+            rid = run_id(name, seed)
+            state, why = run_state(workdir, rid)
+            if state == "done" or (state == "failed" and not retry_failed):
+                print(f"{rid}: {state}{' (' + why + '; --retry-failed reruns it)' if why else ''}", flush=True)
+                continue
+            set_aside(workdir, rid)
+            print(f"{time.strftime('%H:%M:%S')} {rid}: running ({why})", flush=True)
+            code = run_one(workdir, run_env(plan, name, seed))
+            print(f"{time.strftime('%H:%M:%S')} {rid}: exit {code}, {run_state(workdir, rid)[0]}", flush=True)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+# -----------------------------------------------------------------------------
+# Report: per variant, from whatever logs exist
+# -----------------------------------------------------------------------------
+
+def run_record(workdir: Path, name: str, seed: int) -> dict:
+    rid = run_id(name, seed)
+    state, why = run_state(workdir, rid)
+    exit_file = workdir / "logs" / f"{rid}.exit.json"
+    wall = json.loads(exit_file.read_text()).get("seconds") if exit_file.exists() else None
+    rec = dict(name=name, seed=seed, rid=rid, state=state, why=why, wall=wall, path=workdir / "logs" / f"{rid}.txt")
+    if state != "done":
+        return rec
+    facts = golflog.facts(golflog.read_log(rec["path"]))
+    bpb = {label: score["bpb"] for label, score in facts["scores"].items()}
+    number = golflog.number
+    rec.update(final=seed_stats.read_log(rec["path"])["bpb"], prequant=bpb.get("final_prequant_exact"),
+               quantized=bpb.get("final_roundtrip_exact"), steps=number(facts["train"].get("steps")), eval_s=_seconds(facts["eval"].get("eval_time")),
+               bytes=number(facts["total"].get("artifact_total_bytes")),
+               first_step=number(facts["first_step"].get("first_step_done_since_launch")),
+               ttt_compile=number(facts["ttt_compile"].get("ttt_compile_warmup_seconds")),
+               code=hashlib.sha256(json.dumps(facts["sources"], sort_keys=True).encode()).hexdigest()[:12])
+    return rec
+
+
+def _seconds(ms: str | None) -> float | None:
+    value = golflog.number(ms)
+    return None if value is None else value / 1000
+
+
+def summarize_variant(runs: list[dict], base_runs: list[dict]) -> dict:
+    """seed_stats' numbers: the variant's mean and std over its finished seeds; against the base over the
+    seeds both finished: the difference of means (the mean paired difference) and the one-sided Welch p
+    that the variant's mean final val_bpb is below the base's (margin 0), from 3 pairs on."""
+    done = [r for r in runs if r["state"] == "done"]
+    finals = [r["final"] for r in done]
+    out = dict(done=len(done), seeds=len(runs), final=finals, mean=statistics.mean(finals) if finals else None,
+               std=statistics.stdev(finals) if len(finals) > 1 else None, delta=None, p=None, matched=0)
+    for key in ("prequant", "quantized", "steps", "eval_s", "bytes"):
+        values = [r[key] for r in done if r.get(key) is not None]
+        out[key] = statistics.mean(values) if values else None
+    if runs is base_runs:
+        return out
+    base = {r["seed"]: r for r in base_runs if r["state"] == "done"}
+    matched = [r for r in done if r["seed"] in base]
+    out["matched"] = len(matched)
+    if matched:
+        out["delta"] = statistics.mean(r["final"] - base[r["seed"]]["final"] for r in matched)
+    if len(matched) >= MIN_SEEDS:
+        result = seed_stats.compare(seed_stats.read_side([base[r["seed"]]["path"] for r in matched], "old"),
+                                    seed_stats.read_side([r["path"] for r in matched], "new"), 0.0)
+        out["p"] = result["bpb"]["p_value"]
+    return out
+
+
+def collect(workdir: Path) -> tuple[dict, dict, list[dict]]:
+    path = workdir / "plan.json"
+    if not path.exists():
+        fail(f"--workdir {workdir}: no plan.json (not an ab_runs workdir, or never run)")
+    plan = json.loads(path.read_text())
+    runs = [run_record(workdir, name, seed) for seed in plan["seeds"] for name in [BASE, *plan["variants"]]]
+    by_name = {name: [r for r in runs if r["name"] == name] for name in [BASE, *plan["variants"]]}
+    return plan, {name: summarize_variant(rs, by_name[BASE]) for name, rs in by_name.items()}, runs
+
+
+def resolvable(std: float | None, n: int) -> str:
+    """The smallest difference of means that reaches each p level with n seeds a side at this std."""
+    if std is None or n < 2:
+        return "the base's seed std is not known yet (fewer than 2 finished base seeds)"
+    cells = [f"p < {p}: {seed_stats.stats.t.ppf(1 - p, 2 * n - 2) * std * math.sqrt(2 / n):.5f}" for p in P_LEVELS]
+    return f"base seed std {std:.5f} bpb; with {n} seeds a side a difference reaches " + ", ".join(cells)
+
+
+def _f(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
+    data, base = plan["data"], plan["base"]
+    lines = [f"# A/B runs: {workdir.name}", "",
+             f"Base: `{' '.join(f'{k}={v}' for k, v in base.items())}`; seeds {', '.join(map(str, plan['seeds']))}. "
+             f"Val: {data['val_docs']} documents, {data['val_tokens']:,} tokens (every {data['val_every']}th "
+             f"of at most {data['val_max_doc_tokens']} tokens); train shards: {len(data['train_shards'])}. "
+             f"PHASED_TTT_PREFIX_DOCS scaled by {data['val_docs']}/{FINEWEB_VAL_DOCS}.", "",
+             f"Final = post-TTT val_bpb (mean ± std over finished seeds); Δ = variant - base over the seeds both "
+             f"finished (negative: the variant is better); p = one-sided Welch p that the variant's mean is below "
+             f"the base's ({resolvable(stats[BASE]['std'], len(plan['seeds']))}).", "",
+             "| variant | settings | seeds done | final bpb | Δ vs base | p | pre-quant bpb | quantized bpb | "
+             "train steps | eval s | artifact bytes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in stats.items():
+        settings = " ".join(f"{k}={v}" for k, v in plan["variants"].get(name, {}).items()) or "(the base)"
+        final = "-" if s["mean"] is None else f"{s['mean']:.5f} ± {_f(s['std'], '.5f')}"
+        p = _f(s["p"], ".4f") if s["p"] is not None or name == BASE else f"- ({s['matched']} pairs)"
+        lines.append(f"| {name} | {settings} | {s['done']}/{s['seeds']} | {final} | {_f(s['delta'], '+.5f')} | {p} "
+                     f"| {_f(s['prequant'], '.5f')} | {_f(s['quantized'], '.5f')} | {_f(s['steps'], '.1f')} | "
+                     f"{_f(s['eval_s'], '.1f')} | {_f(s['bytes'], ',.0f')} |")
+    lines += ["", "Runs (first step: seconds from launch, compile included; wall: the whole run):", "",
+              "| run | state | final bpb | steps | first step s | TTT compile s | eval s | wall s | note |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['rid']} | {r['state']} | {_f(r.get('final'), '.5f')} | {_f(r.get('steps'), '.0f')} | "
+                     f"{_f(r.get('first_step'), '.1f')} | {_f(r.get('ttt_compile'), '.1f')} | "
+                     f"{_f(r.get('eval_s'), '.1f')} | {_f(r['wall'], '.0f')} | {r['why'][:100]} |")
+    codes = {r["code"] for r in runs if r.get("code")}
+    if len(codes) > 1:
+        lines += ["", f"WARNING: the finished runs ran {len(codes)} different versions of train_gpt.py/kernels.py "
+                  "(their logs' embedded sources differ): the comparison mixes code changes."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(plan: dict, stats: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    names = list(stats)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)
+    for i, name in enumerate(names):
+        s = stats[name]
+        left.scatter([i] * len(s["final"]), s["final"], color="C0", s=18)
+        if s["mean"] is not None:
+            left.errorbar([i + 0.15], [s["mean"]], yerr=[s["std"] or 0], fmt="s", color="C1", capsize=4)
+        if s["delta"] is not None:
+            right.bar(i, s["delta"], color="C2" if s["delta"] < 0 else "C3")
+            if s["p"] is not None:
+                right.annotate(f"p={s['p']:.3f}", (i, s["delta"]), ha="center", fontsize=8,
+                               va="top" if s["delta"] < 0 else "bottom")
+    for ax in (left, right):
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.grid(alpha=0.3)
+    left.set_ylabel("final (post-TTT) val_bpb")
+    left.set_title("per seed (dots), mean ± std (squares)")
+    right.axhline(0, color="black", linewidth=0.8)
+    right.set_ylabel("variant - base, val_bpb (matched seeds)")
+    right.set_title("difference against the base (below 0: better)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def pack(workdir: Path, path: Path) -> None:
+    """plan.json and every log and exit record, one .tar.xz (the sources the logs embed compress away)."""
+    with tarfile.open(path, "w:xz") as tar:
+        tar.add(workdir / "plan.json", "plan.json")
+        for f in sorted((workdir / "logs").glob("*")):
+            tar.add(f, f"logs/{f.name}")
+
+
+# -----------------------------------------------------------------------------
+# Command line
+# -----------------------------------------------------------------------------
+
+def make_plan(args) -> tuple[dict, dict[str, bytes]]:
+    base = {**SCALE, **parse_pairs(args.base, "--base")}
+    variants = parse_variants(args.variant, args.variants)
+    seeds = parse_seeds(args.seeds)
+    bos = resolve({**base, "DATA_PATH": str(args.data), "TOKENIZER_PATH": str(args.tokenizer)}, "--base").bos_id
+    data, files = plan_data(args, bos)
+    plan = dict(base=base, variants=variants, seeds=seeds, data=data)
+    check_plan(plan)
+    return plan, files
+
+
+def command_line(env: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in env.items()) + f" {Path(sys.executable).name} {TRAIN_GPT}"
+
+
+def cmd_run(args, argv: list[str]) -> int:
+    plan, files = make_plan(args)
+    workdir = args.workdir
+    merged = merge_plan(workdir, plan)
+    todo = queue(merged, list(plan["variants"]), plan["seeds"])
+    if args.dry_run:
+        print(f"workdir {workdir}: {len(todo)} runs, seed by seed; val {plan['data']['val_docs']} documents, "
+              f"{plan['data']['val_tokens']:,} tokens; {len(plan['data']['train_shards'])} train shards; each run also "
+              f"gets {' '.join(f'{k}={v}' for k, v in cache_env(workdir).items())}")
+        for name, seed in todo:
+            state, _ = run_state(workdir, run_id(name, seed))
+            print(f"[{state}] (cd {workdir} && {command_line(run_env(merged, name, seed))})")
+        return 0
+    if runner_pid(workdir) is not None:
+        take_lock(workdir)  # refused, before any file is touched
+    write_data(args, workdir, files)
+    (workdir / "plan.json").write_text(json.dumps(merged, indent=1))
+    if args.detach:
+        rest = [a for a in argv if a != "--detach"]
+        with open(workdir / "runner.txt", "a") as out:
+            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *rest], stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        print(f"runner pid {proc.pid} started detached; its output: {workdir / 'runner.txt'}; "
+              f"report: python {Path(__file__).name} report --workdir {workdir}")
+        return 0
+    run_queue(workdir, merged, todo, args.retry_failed)
+    print(markdown(*collect(workdir), workdir))
+    return 0
+
+
+def cmd_report(args) -> int:
+    deadline = time.time() + args.wait
+    while time.time() < deadline and runner_pid(args.workdir) is not None:
+        time.sleep(5)
+    plan, stats, runs = collect(args.workdir)
+    text = markdown(plan, stats, runs, args.workdir)
+    print(text)
+    if args.md:
+        args.md.write_text(text)
+    if args.plot:
+        plot(plan, stats, args.plot)
+    if args.pack:
+        pack(args.workdir, args.pack)
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="plan and run (or --dry-run, --detach)")
+    run.add_argument("--workdir", type=Path, required=True, help="the runs' folder (logs, data, caches)")
+    run.add_argument("--base", action="append", default=[], help="KEY=VALUE[,...]: the base recipe's settings")
+    run.add_argument("--variant", action="append", default=[], help="NAME=KEY=VALUE[,KEY=VALUE]")
+    run.add_argument("--variants", type=Path, help="a file of lines `NAME KEY=VALUE ...`")
+    run.add_argument("--seeds", default="1,2,3", help="comma-separated, at least 3 (default 1,2,3)")
+    run.add_argument("--data", type=Path, default=DEFAULT_DATA, help="train and val shards (.bin or .bin.xz)")
+    run.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
+    run.add_argument("--val-every", type=int, default=VAL_EVERY, help="keep every Nth val document")
+    run.add_argument("--val-max-doc-tokens", type=int, default=VAL_MAX_DOC_TOKENS, help="longest val document kept")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
+    run.add_argument("--detach", action="store_true", help="start the runner in a new session and return")
+    run.add_argument("--retry-failed", action="store_true", help="run again the runs that failed")
+    rep = sub.add_parser("report", help="the table (and plot) from whatever logs exist")
+    rep.add_argument("--workdir", type=Path, required=True)
+    rep.add_argument("--md", type=Path, help="write the markdown table here")
+    rep.add_argument("--plot", type=Path, help="write the PNG here")
+    rep.add_argument("--wait", type=float, default=0.0, help="first wait up to S seconds for the runner to end")
+    rep.add_argument("--pack", type=Path, help="plan and logs as one .tar.xz, to resume elsewhere")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        if args.val_every < 1 or args.val_max_doc_tokens < 1:
+            fail("--val-every and --val-max-doc-tokens must be at least 1")
+        return cmd_run(args, argv)
+    return cmd_report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

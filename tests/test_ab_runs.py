@@ -1,0 +1,210 @@
+"""scripts/ab_runs.py on real SMOKE=1 runs of train_gpt.py (2 steps, one val document): a base and one variant x
+3 seeds; the table's numbers are seed_stats'; a deleted and a truncated log are run again, finished runs are
+not; bad input is one error line."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import ab_runs  # noqa: E402
+import golflog  # noqa: E402
+import seed_stats  # noqa: E402
+
+DATA = REPO / "sample_data" / "datasets" / "sample_caseops"
+TOKENIZER = REPO / "sample_data" / "tokenizers" / "fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
+# toy runs bounded by steps (no wallclock cap), smaller than SMOKE's: ~25 s of CPU each
+BASE = ("SMOKE=1,RECIPE=2135,ITERATIONS=2,MAX_WALLCLOCK_SECONDS=0,VAL_LOSS_EVERY=0,TRAIN_BATCH_TOKENS=2048,"
+        "GPTQ_CALIBRATION_BATCHES=1,TTT_CHUNK_SIZE=256")
+SEEDS = (1, 2, 3)
+VAL_EVERY, VAL_MAX_DOC_TOKENS = 13, 4000  # the sample's 13 documents (2,530-3,547 tokens): its 13th (3,130)
+
+
+def args(workdir, *extra, variant="lr=MATRIX_LR=0.05"):
+    return ["run", "--workdir", str(workdir), "--base", BASE, "--variant", variant, "--seeds",
+            ",".join(map(str, SEEDS)), "--data", str(DATA), "--tokenizer", str(TOKENIZER),
+            "--val-every", str(VAL_EVERY), "--val-max-doc-tokens", str(VAL_MAX_DOC_TOKENS), *extra]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ab") / "w"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "2")
+        assert ab_runs.main(args(work)) == 0
+    return work
+
+
+def logs(work, name):
+    return [work / "logs" / f"{name}_s{s}.txt" for s in SEEDS]
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """The per-variant table: {variant: cells}."""
+    head = text.index("| variant |")
+    rows = [line.strip("|").split("|") for line in text[head:].split("\n\n")[0].splitlines()[2:]]
+    return {cells[0].strip(): [c.strip() for c in cells] for cells in rows}
+
+
+def test_table_equals_seed_stats(workdir, tmp_path, capsys):
+    md, png = tmp_path / "ab.md", tmp_path / "ab.png"
+    assert ab_runs.main(["report", "--workdir", str(workdir), "--md", str(md), "--plot", str(png)]) == 0
+    rows = table_rows(md.read_text())
+    expected = seed_stats.summarize(logs(workdir, "base"), logs(workdir, "lr"), 0.0)["bpb"]
+    base, lr = rows["base"], rows["lr"]
+    assert base[2] == lr[2] == "3/3"
+    assert base[3] == f"{expected['old_mean']:.5f} ± {expected['old_std']:.5f}"
+    assert lr[3] == f"{expected['new_mean']:.5f} ± {expected['new_std']:.5f}"
+    assert lr[4] == f"{expected['new_mean'] - expected['old_mean']:+.5f}"
+    assert lr[5] == f"{expected['p_value']:.4f}"
+    for column, label in ((6, "final_prequant_exact"), (7, "final_roundtrip_exact")):
+        scores = [golflog.final_score(p.read_text(), label)[1] for p in logs(workdir, "lr")]
+        assert lr[column] == f"{sum(scores) / 3:.5f}"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_saw_the_val_subset_and_scaled_prefix(workdir):
+    """The val shard and its byte sidecar are the kept documents, whole; every run logged the scaled prefix."""
+    source = np.fromfile(DATA / "fineweb_val_000000.bin", dtype="<u2", offset=1024)
+    sidecar = np.fromfile(DATA / "fineweb_val_bytes_000000.bin", dtype="<u2", offset=1024)
+    starts = list(np.flatnonzero(source == 1)) + [len(source)]
+    docs = [(a, b) for i, (a, b) in enumerate(zip(starts, starts[1:])) if i % 13 == 12 and b - a <= 4000]
+    assert [b - a for a, b in docs] == [3130]
+    for name, full in (("fineweb_val_000000.bin", source), ("fineweb_val_bytes_000000.bin", sidecar)):
+        kept = np.fromfile(workdir / "data" / name, dtype="<u2", offset=1024)
+        assert np.array_equal(kept, np.concatenate([full[a:b] for a, b in docs]))
+    for path in logs(workdir, "base") + logs(workdir, "lr"):
+        config = golflog.resolved_config(path.read_text())
+        assert config["phased_ttt_prefix_docs"] == "1"  # SMOKE's 6 x 1 / 50,000, at least 1
+
+
+def test_a_rerun_runs_only_what_is_missing_or_cut(workdir, tmp_path, capsys):
+    """A truncated log (a run cut short) is set aside and run again, a deleted one is planned again (only the
+    first is run here: one run less); the finished runs are kept as they are."""
+    work = tmp_path / "w"
+    shutil.copytree(workdir, work, symlinks=True)
+    cut = work / "logs" / "base_s3.txt"
+    text = cut.read_text()
+    cut.write_text(text[:text.index("final_ttt_exact")])
+    (work / "logs" / "lr_s2.txt").rename(tmp_path / "lr_s2.txt")
+    capsys.readouterr()
+    ab_runs.main(args(work, "--dry-run"))
+    planned = re.findall(r"^\[(\w+)\] .*RUN_ID=(\S+)", capsys.readouterr().out, re.M)
+    assert sorted(rid for state, rid in planned if state == "pending") == ["base_s3", "lr_s2"]
+    (tmp_path / "lr_s2.txt").rename(work / "logs" / "lr_s2.txt")
+    before = {p.name: p.read_text() for p in (work / "logs").glob("*.txt") if p != cut}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "2")
+        assert ab_runs.main(args(work)) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"^\S+ (\w+): running", out, re.M) == ["base_s3"]
+    assert {p.name: p.read_text() for p in (work / "logs").glob("*.txt") if p != cut} == before  # kept, not rerun
+    assert sorted(p.name for p in (work / "attempts").iterdir()) == [
+        "base_s3.1.console.txt", "base_s3.1.exit.json", "base_s3.1.log.txt"]
+    assert (work / "attempts" / "base_s3.1.log.txt").read_text() == text[:text.index("final_ttt_exact")]
+    rows = table_rows(out)
+    assert rows["base"][2] == rows["lr"][2] == "3/3"
+    expected = seed_stats.summarize(logs(work, "base"), logs(work, "lr"), 0.0)["bpb"]
+    assert rows["lr"][5] == f"{expected['p_value']:.4f}"
+
+
+def test_run_states(workdir, tmp_path):
+    """A finished log is done; cut short or stopped by a signal is pending; a crash or an error is failed."""
+    (tmp_path / "logs").mkdir()
+    finished = (workdir / "logs" / "base_s1.txt").read_text()
+    cut = finished[:finished.index("final_roundtrip_exact")]
+    cases = {"whole": (finished, None, "done"), "cut": (cut, None, "pending"), "cut0": (cut, 0, "pending"),
+             "sigterm": (cut + "interrupted: KeyboardInterrupt: signal SIGTERM\n", 143, "pending"),
+             "crash": (cut + "interrupted: RuntimeError: CUDA out of memory\n", 1, "failed"),
+             "killed": (cut, -9, "failed"), "over": (finished + "ERROR: artifact over budget\n", 1, "failed"),
+             "noline": (None, 2, "failed"), "never": (None, None, "pending")}
+    for rid, (text, code, _) in cases.items():
+        if text is not None:
+            (tmp_path / "logs" / f"{rid}.txt").write_text(text)
+        if code is not None:
+            (tmp_path / "logs" / f"{rid}.exit.json").write_text(json.dumps(dict(returncode=code)))
+    assert {rid: ab_runs.run_state(tmp_path, rid)[0] for rid in cases} == {r: c[2] for r, c in cases.items()}
+
+
+def test_pack_resumes_elsewhere(workdir, tmp_path, capsys):
+    pack = tmp_path / "logs.tar.xz"
+    assert ab_runs.main(["report", "--workdir", str(workdir), "--pack", str(pack)]) == 0
+    table = capsys.readouterr().out
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    with tarfile.open(pack) as tar:
+        assert "plan.json" in tar.getnames() and "logs/lr_s3.txt" in tar.getnames()
+        tar.extractall(other)
+    assert ab_runs.main(["report", "--workdir", str(other)]) == 0
+    assert table_rows(capsys.readouterr().out) == table_rows(table)
+
+
+def test_dry_run_plans_and_writes_nothing(workdir, tmp_path, capsys):
+    assert ab_runs.main(args(tmp_path / "new", "--dry-run")) == 0
+    out = capsys.readouterr().out
+    commands = re.findall(r"^\[(\w+)\] \(cd \S+ && (.*)\)$", out, re.M)
+    assert [re.search(r"RUN_ID=(\S+)", c).group(1) for _, c in commands] == [
+        "base_s1", "lr_s1", "base_s2", "lr_s2", "base_s3", "lr_s3"]
+    assert all(state == "pending" and "PHASED_TTT_PREFIX_DOCS=1 " in c for state, c in commands)
+    assert not (tmp_path / "new").exists()
+    ab_runs.main(args(workdir, "--dry-run"))  # the finished workdir: every run is done
+    assert set(re.findall(r"^\[(\w+)\]", capsys.readouterr().out, re.M)) == {"done"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--variant", "qk=QK_GAIN=5.25"], "QK_GAIN is not a train_gpt.py setting (did you mean QK_GAIN_INIT?)"),
+    (["--variant", "same=RECIPE=2135"], "variant same runs the same settings as base"),
+    (["--variant", "twice=MATRIX_LR=0.05"], "variant twice runs the same settings as lr"),
+    (["--seeds", "1,2"], "a p-value needs at least 3 seeds"),
+    (["--variant", "s=SEED=4"], "SEED is set by the harness"),
+    (["--variant", "w=MAX_WALLCLOCK_SECONDS=30"], "MAX_WALLCLOCK_SECONDS is the base's for every variant"),
+    (["--variant", "q=QK_GAIN_INIT=-1"], "QK_GAIN_INIT=-1.0 is out of range"),
+    (["--variant", "base=QK_GAIN_INIT=5.25"], "the variant name must be"),
+])
+def test_bad_input_is_one_error_line(extra, message, tmp_path):
+    with pytest.raises(SystemExit) as err:
+        ab_runs.main(args(tmp_path / "w", "--dry-run") + extra)
+    assert str(err.value).startswith("error: ") and message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_workdir_keeps_its_definitions(workdir, tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: variant lr was \{'MATRIX_LR': '0.05'\} in .*another name$"):
+        ab_runs.main(args(workdir, "--dry-run", variant="lr=MATRIX_LR=0.06"))
+    with pytest.raises(SystemExit, match=r"^error: .* holds runs of another data .*new --workdir$"):
+        ab_runs.main(args(workdir, "--dry-run", "--val-every", "12"))
+
+
+def test_one_runner_per_workdir_and_detach(workdir, tmp_path):
+    """A live runner of the workdir refuses another; --detach starts one in its own session and returns (here
+    every run is done, so it reports them and ends)."""
+    work = tmp_path / "w"
+    shutil.copytree(workdir, work, symlinks=True)
+    (work / "runner.json").write_text(json.dumps(dict(host=ab_runs.socket.gethostname(), pid=os.getppid())))
+    with pytest.raises(SystemExit, match="^error: a runner .* is already working"):
+        ab_runs.main(args(work))
+    (work / "runner.json").unlink()
+    assert ab_runs.main(args(work, "--detach")) == 0
+    runner = work / "runner.txt"
+    for _ in range(600):  # a hang guard only: the runner ends after re-reading the plan
+        if runner.exists() and "| lr_s3 | done |" in runner.read_text():
+            break
+        time.sleep(1)
+    text = runner.read_text()
+    assert "lr_s3: done" in text and "running" not in text
+
+
+def test_runs_on_the_command_line(tmp_path):
+    """The script as a command: bad input is one line on stderr, exit status non-zero, no traceback."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "ab_runs.py"), *args(tmp_path, "--dry-run"),
+                           "--seeds", "1"], capture_output=True, text=True)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
