@@ -27,6 +27,7 @@ TOKENIZER = REPO / "sample_data" / "tokenizers" / "fineweb_8192_bpe_lossless_cap
 BASE = ("SMOKE=1,RECIPE=2135,ITERATIONS=2,MAX_WALLCLOCK_SECONDS=0,VAL_LOSS_EVERY=0,TRAIN_BATCH_TOKENS=2048,"
         "GPTQ_CALIBRATION_BATCHES=1,TTT_CHUNK_SIZE=256")
 SEEDS = (1, 2, 3)
+TTT_LINE = "\nfinal_ttt_exact val_loss:"  # the run's line (the log's embedded source also names the label)
 VAL_EVERY, VAL_MAX_DOC_TOKENS = 13, 4000  # the sample's 13 documents (2,530-3,547 tokens): its 13th (3,130)
 
 
@@ -95,7 +96,7 @@ def test_a_rerun_runs_only_what_is_missing_or_cut(workdir, tmp_path, capsys):
     shutil.copytree(workdir, work, symlinks=True)
     cut = work / "logs" / "base_s3.txt"
     text = cut.read_text()
-    cut.write_text(text[:text.index("final_ttt_exact")])
+    cut.write_text(text[:text.index(TTT_LINE) + 1])
     (work / "logs" / "lr_s2.txt").rename(tmp_path / "lr_s2.txt")
     capsys.readouterr()
     ab_runs.main(args(work, "--dry-run"))
@@ -111,7 +112,7 @@ def test_a_rerun_runs_only_what_is_missing_or_cut(workdir, tmp_path, capsys):
     assert {p.name: p.read_text() for p in (work / "logs").glob("*.txt") if p != cut} == before  # kept, not rerun
     assert sorted(p.name for p in (work / "attempts").iterdir()) == [
         "base_s3.1.console.txt", "base_s3.1.exit.json", "base_s3.1.log.txt"]
-    assert (work / "attempts" / "base_s3.1.log.txt").read_text() == text[:text.index("final_ttt_exact")]
+    assert (work / "attempts" / "base_s3.1.log.txt").read_text() == text[:text.index(TTT_LINE) + 1]
     rows = table_rows(out)
     assert rows["base"][2] == rows["lr"][2] == "3/3"
     expected = seed_stats.summarize(logs(work, "base"), logs(work, "lr"), 0.0)["bpb"]
@@ -122,7 +123,7 @@ def test_run_states(workdir, tmp_path):
     """A finished log is done; cut short or stopped by a signal is pending; a crash or an error is failed."""
     (tmp_path / "logs").mkdir()
     finished = (workdir / "logs" / "base_s1.txt").read_text()
-    cut = finished[:finished.index("final_roundtrip_exact")]
+    cut = finished[:finished.index(TTT_LINE) + 1]
     cases = {"whole": (finished, None, "done"), "cut": (cut, None, "pending"), "cut0": (cut, 0, "pending"),
              "sigterm": (cut + "interrupted: KeyboardInterrupt: signal SIGTERM\n", 143, "pending"),
              "crash": (cut + "interrupted: RuntimeError: CUDA out of memory\n", 1, "failed"),
