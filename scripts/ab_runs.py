@@ -467,7 +467,7 @@ def summarize_variant(runs: list[dict], base_runs: list[dict]) -> dict:
     done = [r for r in runs if r["state"] == "done"]
     finals = [r["final"] for r in done]
     out = dict(done=len(done), seeds=len(runs), final=finals, mean=statistics.mean(finals) if finals else None,
-               std=statistics.stdev(finals) if len(finals) > 1 else None, delta=None, p=None, matched=0)
+               std=statistics.stdev(finals) if len(finals) > 1 else None, delta=None, p=None, matched=0, paired=[])
     for key in ("prequant", "quantized", "steps", "eval_s", "bytes"):
         values = [r[key] for r in done if r.get(key) is not None]
         out[key] = statistics.mean(values) if values else None
@@ -476,8 +476,9 @@ def summarize_variant(runs: list[dict], base_runs: list[dict]) -> dict:
     base = {r["seed"]: r for r in base_runs if r["state"] == "done"}
     matched = [r for r in done if r["seed"] in base]
     out["matched"] = len(matched)
+    out["paired"] = [r["final"] - base[r["seed"]]["final"] for r in matched]
     if matched:
-        out["delta"] = statistics.mean(r["final"] - base[r["seed"]]["final"] for r in matched)
+        out["delta"] = statistics.mean(out["paired"])
     if len(matched) >= MIN_SEEDS:
         result = seed_stats.compare(seed_stats.read_side([base[r["seed"]]["path"] for r in matched], "old"),
                                     seed_stats.read_side([r["path"] for r in matched], "new"), 0.0)
@@ -515,16 +516,19 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
              f"of at most {data['val_max_doc_tokens']} tokens); train shards: {len(data['train_shards'])}. "
              f"PHASED_TTT_PREFIX_DOCS scaled by {data['val_docs']}/{FINEWEB_VAL_DOCS}.", "",
              f"Final = post-TTT val_bpb (mean ± std over finished seeds); Δ = variant - base over the seeds both "
-             f"finished (negative: the variant is better); p = one-sided Welch p that the variant's mean is below "
-             f"the base's ({resolvable(stats[BASE]['std'], len(plan['seeds']))}).", "",
-             "| variant | settings | seeds done | final bpb | Δ vs base | p | pre-quant bpb | quantized bpb | "
+             f"finished (negative: the variant is better), sd of Δ its std over the seeds (when far below the "
+             f"seeds' std, pairing removes seed noise that the unpaired Welch test still counts); p = one-sided Welch p that "
+             f"the variant's mean is below the base's ({resolvable(stats[BASE]['std'], len(plan['seeds']))}).", "",
+             "| variant | settings | seeds done | final bpb | Δ vs base | sd of Δ | p | pre-quant bpb | quantized bpb | "
              "train steps | eval s | artifact bytes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in stats.items():
         settings = " ".join(f"{k}={v}" for k, v in plan["variants"].get(name, {}).items()) or "(the base)"
         final = "-" if s["mean"] is None else f"{s['mean']:.5f} ± {_f(s['std'], '.5f')}"
         p = _f(s["p"], ".4f") if s["p"] is not None or name == BASE else f"- ({s['matched']} pairs)"
-        lines.append(f"| {name} | {settings} | {s['done']}/{s['seeds']} | {final} | {_f(s['delta'], '+.5f')} | {p} "
+        paired_sd = statistics.stdev(s["paired"]) if len(s["paired"]) > 1 else None
+        lines.append(f"| {name} | {settings} | {s['done']}/{s['seeds']} | {final} | {_f(s['delta'], '+.5f')} | "
+                     f"{_f(paired_sd, '.5f')} | {p} "
                      f"| {_f(s['prequant'], '.5f')} | {_f(s['quantized'], '.5f')} | {_f(s['steps'], '.1f')} | "
                      f"{_f(s['eval_s'], '.1f')} | {_f(s['bytes'], ',.0f')} |")
     lines += ["", "Runs (first step: seconds from launch, compile included; wall: the whole run):", "",
@@ -553,7 +557,8 @@ def plot(plan: dict, stats: dict, path: Path) -> None:
         if s["mean"] is not None:
             left.errorbar([i + 0.15], [s["mean"]], yerr=[s["std"] or 0], fmt="s", color="C1", capsize=4)
         if s["delta"] is not None:
-            right.bar(i, s["delta"], color="C2" if s["delta"] < 0 else "C3")
+            right.bar(i, s["delta"], color="C2" if s["delta"] < 0 else "C3", alpha=0.6)
+            right.scatter([i] * len(s["paired"]), s["paired"], color="black", s=12, zorder=3)
             if s["p"] is not None:
                 right.annotate(f"p={s['p']:.3f}", (i, s["delta"]), ha="center", fontsize=8,
                                va="top" if s["delta"] < 0 else "bottom")
@@ -564,7 +569,7 @@ def plot(plan: dict, stats: dict, path: Path) -> None:
     left.set_title("per seed (dots), mean ± std (squares)")
     right.axhline(0, color="black", linewidth=0.8)
     right.set_ylabel("variant - base, val_bpb (matched seeds)")
-    right.set_title("difference against the base (below 0: better)")
+    right.set_title("variant - base (bar: mean, dots: seeds; < 0: better)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -633,13 +638,13 @@ def cmd_report(args) -> int:
         time.sleep(5)
     plan, stats, runs = collect(args.workdir)
     text = markdown(plan, stats, runs, args.workdir)
-    print(text)
     if args.md:
         args.md.write_text(text)
     if args.plot:
         plot(plan, stats, args.plot)
     if args.pack:
         pack(args.workdir, args.pack)
+    print(text)
     return 0
 
 

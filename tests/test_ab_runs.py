@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -67,8 +68,11 @@ def test_table_equals_seed_stats(workdir, tmp_path, capsys):
     assert base[3] == f"{expected['old_mean']:.5f} ± {expected['old_std']:.5f}"
     assert lr[3] == f"{expected['new_mean']:.5f} ± {expected['new_std']:.5f}"
     assert lr[4] == f"{expected['new_mean'] - expected['old_mean']:+.5f}"
-    assert lr[5] == f"{expected['p_value']:.4f}"
-    for column, label in ((6, "final_prequant_exact"), (7, "final_roundtrip_exact")):
+    paired = [seed_stats.read_log(n)["bpb"] - seed_stats.read_log(o)["bpb"]
+              for o, n in zip(logs(workdir, "base"), logs(workdir, "lr"))]
+    assert lr[5] == f"{statistics.stdev(paired):.5f}"
+    assert lr[6] == f"{expected['p_value']:.4f}"
+    for column, label in ((7, "final_prequant_exact"), (8, "final_roundtrip_exact")):
         scores = [golflog.final_score(p.read_text(), label)[1] for p in logs(workdir, "lr")]
         assert lr[column] == f"{sum(scores) / 3:.5f}"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -116,7 +120,7 @@ def test_a_rerun_runs_only_what_is_missing_or_cut(workdir, tmp_path, capsys):
     rows = table_rows(out)
     assert rows["base"][2] == rows["lr"][2] == "3/3"
     expected = seed_stats.summarize(logs(work, "base"), logs(work, "lr"), 0.0)["bpb"]
-    assert rows["lr"][5] == f"{expected['p_value']:.4f}"
+    assert rows["lr"][6] == f"{expected['p_value']:.4f}"
 
 
 def test_run_states(workdir, tmp_path):
