@@ -3362,9 +3362,8 @@ def run_files(h: Hyperparameters, ctx: DistContext) -> Hyperparameters:
 # from the checkout logs the readable ones), from which the run and make_record.py rebuild the same file to count it.
 # -----------------------------------------------------------------------------
 
-SHIPPED_HEAD = ("# golfrun: train_gpt.py + kernels.py, minified, lzma (readable sources: any log of a run)"
-                " -*- coding: latin-1 -*-\nimport lzma;_B,*_S=lzma.decompress(")
-SHIPPED_TAIL = ".encode('latin-1')).decode().split('\\0');exec(_B)\n"
+SHIPPED_HEAD = "# golfrun; readable sources: any run's log; coding: latin-1\nimport lzma;_B,*_S=lzma.decompress("
+SHIPPED_TAIL = ".encode('l1')).decode().split('\\0');exec(_B)\n"  # l1: latin-1
 SHIPPED_BOOTSTRAP = """import importlib.util,linecache,sys
 _W,*_S=_S
 for _w in _W.split(" ")[::-1]:_S=[s.replace(_w[0],_w[1:])for s in _S]
