@@ -3382,9 +3382,10 @@ exec(_compile("train_gpt.py"))
 """
 # The shipped file is lzma-compressed (stdlib): it self-extracts anywhere, and its bytes never depend on which
 # codecs the building machine has (brotli would save ~860 bytes, but a GPU run without brotli crashed on it).
-# LZMA1 in the .lzma container (13 header bytes, which lzma.decompress detects; .xz adds ~60) and pb=0: text has
-# no 4-byte alignment for position bits to model (pb=0 is 110 bytes smaller than the default pb=2, 2026-12-04).
-SHIPPED_LZMA_FILTERS = [dict(id=lzma.FILTER_LZMA1, preset=9 | lzma.PRESET_EXTREME, pb=0)]
+# LZMA1 in the .lzma container (13 header bytes, which lzma.decompress detects; .xz costs 100 more) and pb=0: text
+# has no 4-byte alignment for position bits to model (the default pb=2 costs 47 more); nice_len 64, not 273, saves
+# 49 (2026-12-04).
+SHIPPED_LZMA_FILTERS = [dict(id=lzma.FILTER_LZMA1, preset=9 | lzma.PRESET_EXTREME, pb=0, nice_len=64)]
 # Word codes: each character that no source holds among the ASCII controls (tab, LF, CR aside) and U+0080-U+00FF
 # stands for one of the words that save most, chosen greedily (lzma writes a repeated word as a match, more bits
 # than a literal): 227 bytes less, this code included (2026-12-04). The loader writes the words back, the last
