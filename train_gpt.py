@@ -26,6 +26,7 @@ val_bpb:` (quantized, before TTT), `final_ttt_exact val_bpb:` (the score), `arti
 from __future__ import annotations
 
 import ast
+import collections
 import dataclasses
 import difflib
 import glob
@@ -3361,10 +3362,11 @@ def run_files(h: Hyperparameters, ctx: DistContext) -> Hyperparameters:
 # from the checkout logs the readable ones), from which the run and make_record.py rebuild the same file to count it.
 # -----------------------------------------------------------------------------
 
-SHIPPED_HEAD = ("# golfrun: train_gpt.py + kernels.py, minified, lzma (readable sources: any log of a run)"
-                " -*- coding: latin-1 -*-\nimport lzma;_B,*_S=lzma.decompress(")
-SHIPPED_TAIL = ".encode('latin-1')).decode().split('\\0');exec(_B)\n"
+SHIPPED_HEAD = "# golfrun; readable sources: any run's log; coding: latin-1\nimport lzma;_B,*_S=lzma.decompress("
+SHIPPED_TAIL = ".encode('l1')).decode().split('\\0');exec(_B)\n"  # l1: latin-1
 SHIPPED_BOOTSTRAP = """import importlib.util,linecache,sys
+_W,*_S=_S
+for _w in _W.split(" ")[::-1]:_S=[s.replace(_w[0],_w[1:])for s in _S]
 EMBEDDED_SOURCES=dict(zip({names!r},_S))
 def _compile(name):
  src=EMBEDDED_SOURCES[name];linecache.cache[name]=(len(src),None,src.splitlines(True),name)
@@ -3380,9 +3382,16 @@ exec(_compile("train_gpt.py"))
 """
 # The shipped file is lzma-compressed (stdlib): it self-extracts anywhere, and its bytes never depend on which
 # codecs the building machine has (brotli would save ~860 bytes, but a GPU run without brotli crashed on it).
-# LZMA1 in the .lzma container (13 header bytes, which lzma.decompress detects; .xz adds ~60) and pb=0: text has
-# no 4-byte alignment for position bits to model (pb=0 is 110 bytes smaller than the default pb=2, 2026-12-04).
-SHIPPED_LZMA_FILTERS = [dict(id=lzma.FILTER_LZMA1, preset=9 | lzma.PRESET_EXTREME, pb=0)]
+# LZMA1 in the .lzma container (13 header bytes, which lzma.decompress detects; .xz costs 100 more) and pb=0: text
+# has no 4-byte alignment for position bits to model (the default pb=2 costs 47 more); nice_len 64, not 273, saves
+# 49 (2026-12-04).
+SHIPPED_LZMA_FILTERS = [dict(id=lzma.FILTER_LZMA1, preset=9 | lzma.PRESET_EXTREME, pb=0, nice_len=64)]
+# Word codes: each character that no source holds among the ASCII controls (tab, LF, CR aside) and U+0080-U+00FF
+# stands for one of the words that save most, chosen greedily (lzma writes a repeated word as a match, more bits
+# than a literal): 227 bytes less, this code included (2026-12-04). The loader writes the words back, the last
+# coded first.
+WORD_CODES = [chr(code) for code in (*range(1, 32), *range(0x80, 0x100)) if chr(code) not in "\t\n\r"]
+CODED_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]{3,}")  # ASCII: no word holds a code
 EMBEDDED_SOURCES: dict[str, str] | None = globals().get("EMBEDDED_SOURCES")  # set by the shipped file's loader
 
 
@@ -3597,6 +3606,24 @@ def string_literal(data: bytes) -> bytes:
     return bytes(out + b"'''")
 
 
+def code_words(texts: list[str]) -> list[str]:
+    """The word table ("<code><word> ..."), then the texts with those words coded (decode_words undoes it)."""
+    joined, table = "\0".join(texts), []
+    for code in [code for code in WORD_CODES if code not in joined]:
+        counts = collections.Counter(CODED_WORD.findall(joined))
+        if not counts:  # every word coded
+            break
+        word = max(counts, key=lambda word: (counts[word] - 1) * (len(word) - 1))
+        joined, table = joined.replace(word, code), [*table, code + word]
+    return [" ".join(table), *joined.split("\0")]
+
+
+def decode_words(table: str, texts: list[str]) -> list[str]:
+    for entry in reversed(table.split(" ")):
+        texts = [text.replace(entry[0], entry[1:]) for text in texts]
+    return texts
+
+
 def build_shipped_file(sources: dict[str, str]) -> bytes:
     """One self-contained, runnable train_gpt.py holding both sources, minified, and the loader, lzma-compressed in
     a latin-1 string literal; deterministic, so the run and make_record.py build the same bytes from the same
@@ -3606,7 +3633,7 @@ def build_shipped_file(sources: dict[str, str]) -> bytes:
     texts = [minify_source(sources[name], name) for name in CODE_FILES]
     if any("\0" in text for text in texts):
         raise ValueError("a source file contains a NUL character, the separator of the shipped payload")
-    payload = "\0".join([SHIPPED_BOOTSTRAP.format(names=CODE_FILES), *texts]).encode("utf-8")
+    payload = "\0".join([SHIPPED_BOOTSTRAP.format(names=CODE_FILES), *code_words(texts)]).encode("utf-8")
     compressed = lzma.compress(payload, format=lzma.FORMAT_ALONE, filters=SHIPPED_LZMA_FILTERS)
     return SHIPPED_HEAD.encode("latin-1") + string_literal(compressed) + SHIPPED_TAIL.encode("latin-1")
 
@@ -3623,10 +3650,10 @@ def shipped_sources(shipped: bytes) -> dict[str, str]:
         raise ValueError(not_shipped)
     try:
         payload = ast.literal_eval(match.group(1).decode("latin-1")).encode("latin-1")
-        _bootstrap, *texts = lzma.decompress(payload).decode("utf-8").split("\0")
+        _bootstrap, table, *texts = lzma.decompress(payload).decode("utf-8").split("\0")
     except (SyntaxError, ValueError, lzma.LZMAError):
         raise ValueError(not_shipped) from None
-    return dict(zip(CODE_FILES, texts))
+    return dict(zip(CODE_FILES, decode_words(table, texts)))
 
 
 # -----------------------------------------------------------------------------

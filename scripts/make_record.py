@@ -594,7 +594,8 @@ for SEED in {seeds}; do SEED=$SEED {env + ' ' if env else ''}{launch}; done
 ```
 
 Each log lists the resolved configuration and embeds the source of `train_gpt.py` and `kernels.py` (identical in
-every log; the shipped `train_gpt.py` extracts it minified: the same syntax tree without docstrings).
+every log; the shipped `train_gpt.py` extracts it minified: the same syntax tree less docstrings and
+the annotations nothing reads).
 
 ## Credits
 

@@ -350,7 +350,7 @@ def test_ships_the_logged_source_not_the_code_on_disk(shipped_runs, tmp_path):
     folder = _build(paths, tmp_path)
     shipped = (folder / "train_gpt.py").read_bytes()
     assert len(shipped) == size and tg.shipped_sources(shipped) == tg.shipped_sources(tg.build_shipped_file(sources))
-    assert tg.shipped_sources(shipped)["kernels.py"].endswith("\nA_LINE_THE_WORKING_TREE_LACKS = 1\n")
+    assert tg.shipped_sources(shipped)["kernels.py"].endswith("\nA_LINE_THE_WORKING_TREE_LACKS=1\n")  # minified
     with pytest.raises(SystemExit, match="exists"):
         _build(paths, tmp_path)
     shutil.rmtree(folder)

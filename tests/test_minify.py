@@ -234,3 +234,11 @@ def test_string_literal_holds_every_byte(data):
     exec(compile(b"# -*- coding: latin-1 -*-\npayload=" + literal + b"\n", "shipped", "exec"), namespace)
     assert namespace["payload"].encode("latin-1") == data
     assert len(literal) <= 6 + 1.02 * len(data) + 4  # a few bytes escaped, not all
+
+
+def test_word_codes_give_back_every_text():
+    """The shipped payload's word codes: characters a text already holds (\x01, é) are not codes."""
+    texts = [TRICKY, SPACING * 3 + "\x01 é \x85", ANNOTATED]
+    table, *coded = tg.code_words(texts)
+    assert sum(map(len, coded)) < 0.8 * sum(map(len, texts))
+    assert tg.decode_words(table, coded) == texts
