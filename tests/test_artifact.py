@@ -194,8 +194,9 @@ def test_mlp_gate_roundtrips_through_the_artifact(tmp_path):
         for block in model.blocks:
             block.mlp.down.weight.normal_(std=0.02)
             block.mlp_gate.normal_(std=0.3)
-    batch = tg.TrainLoader(h, tg.DistContext(), 8).batch(0, 0)
-    quantized = tg.quantize_model(model, tg.collect_hessians(model, [batch], tg.DistContext()), h)
+    loader = tg.TrainLoader(h, tg.DistContext(), 8)
+    rows = tg.calibration_batches(loader, tg.dataclasses.replace(h, gptq_calibration_batches=1), tg.DistContext())
+    quantized = tg.quantize_model(model, tg.collect_hessians(model, rows, tg.DistContext()), h)
     assert quantized["blocks.0.mlp_gate"]["rule"].kind == quantized["blocks.0.mlp_gate_bias"]["rule"].kind == "fp16"
     path = tmp_path / "gated.golf"
     path.write_bytes(tg.compress(tg.serialize_quantized(quantized, tg.model_config(h)), quality=5)[0])
