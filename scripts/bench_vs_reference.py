@@ -270,7 +270,7 @@ def plan_runs(args) -> dict:
                   **_pairs(args.ref_env, "--ref-env"), "PYTHONPATH": str(record.parent)}
     if args.whole:
         ours_env, record_env = whole_run_envs(args, shards, tokenizer, common)
-    runs = [dict(name="ours", script=str(OURS), env=ours_env, format="ours"),
+    runs = [dict(name="ours", script=str(args.ours_script.resolve()), env=ours_env, format="ours"),
             dict(name=RECORD_NAME, script=str(record), env=record_env, format="record")]
     for spec in args.ab:
         name, extra = _variant(spec)
@@ -632,6 +632,8 @@ def add_launch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for every run")
     p.add_argument("--ref-env", action="append", default=[], help="KEY=VALUE for the record only")
     p.add_argument("--ours-env", action="append", default=[], help="KEY=VALUE for ours and its variants")
+    p.add_argument("--ours-script", type=Path, default=OURS, help="our script to run (e.g. the shipped file that "
+                   "make_record writes; default: this checkout's train_gpt.py)")
     p.add_argument("--full", action="store_true", help="let the runs finish (eval, GPTQ, ...)")
     p.add_argument("--whole", action="store_true", help="whole runs: --seconds cap, GPTQ and artifact, TTT off, "
                    "both scripts in --recipe's configuration; the report adds the whole-run figures")

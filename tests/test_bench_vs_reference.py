@@ -165,8 +165,9 @@ def test_parallel_lanes_put_the_record_alone(tmp_path):
     before.mkdir()
     for name in ("train_gpt.py", "kernels.py"):
         shutil.copy(REPO / name, before)
-    args = argparse.Namespace(data_dir=_data_dir(tmp_path), reference=Path(__file__), env=["SEED=3"], ours_env=[],
-                              ref_env=["X=1"], ab=["eager_mlp:FUSED_MLP_ENABLED=0", "nofusedce:FUSED_CE_ENABLED=0"],
+    args = argparse.Namespace(data_dir=_data_dir(tmp_path), reference=Path(__file__), ours_script=bench.OURS,
+                              env=["SEED=3"], ours_env=[], ref_env=["X=1"],
+                              ab=["eager_mlp:FUSED_MLP_ENABLED=0", "nofusedce:FUSED_CE_ENABLED=0"],
                               ab_script=[f"before={before / 'train_gpt.py'}"], gpus="0,1,2", nproc=1, mode="parallel",
                               steps=100, seconds=0.0, log_every=5, skip_steps=5, full=False, whole=False,
                               recipe="1886")
@@ -331,7 +332,7 @@ def _layout(tmp_path, recipe: str) -> Path:
 
 
 def _whole_args(data: Path, recipe: str, **extra) -> argparse.Namespace:
-    args = dict(data_dir=data, reference=None, env=["SEED=42"], ours_env=[], ref_env=[], ab=[], ab_script=[],
+    args = dict(data_dir=data, reference=None, ours_script=bench.OURS, env=["SEED=42"], ours_env=[], ref_env=[], ab=[], ab_script=[],
                 gpus="0,1", nproc=1, mode="parallel", steps=100, seconds=300.0, log_every=5, skip_steps=5,
                 full=False, whole=True, recipe=recipe, dry_run=True)
     args.update(extra)
@@ -382,6 +383,9 @@ def test_whole_launch_dry_run_and_refusals(tmp_path, capsys, monkeypatch):
     assert f"ours (lane 0, GPUs 0): {sys.executable} {bench.OURS}" in out
     assert f"record (lane 0, GPUs 0): {sys.executable} {bench._record_oracle().RECORD_2135}" in out
     assert " CASEOPS_ENABLED=1 " in out and " RECIPE=2135 " in out and not work.exists()
+    shipped = tmp_path / "ship" / "train_gpt.py"
+    assert bench.main(base + ["--seconds", "300", "--dry-run", "--ours-script", str(shipped)]) == 0
+    assert f"ours (lane 0, GPUs 0): {sys.executable} {shipped}" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="error: --whole needs --seconds"):
         bench.main(base)
     monkeypatch.setattr(bench.shutil, "which", lambda name: None)
