@@ -306,6 +306,11 @@ class Hyperparameters:
     ttt_beta2: float = knob(0.999, DECAY)
     ttt_weight_decay: float = knob(2.0, NON_NEGATIVE)
     ttt_chunk_size: int = knob(48, at_least(1))
+    # #2014's short-document chunks: "256:8,2000:24" scores a batch whose longest document has <= 256 tokens in
+    # 8-token chunks, <= 2000 in 24, longer ones in TTT_CHUNK_SIZE ("": always TTT_CHUNK_SIZE)
+    ttt_short_score_first_steps: str = ""
+    ttt_grad_steps: int = knob(1, at_least(1))  # Adam steps per chunk; the later ones re-read the scored chunk
+    ttt_grad_steps_clean: bool = False  # each later step its own gradient (the record's adds the earlier ones')
     ttt_batch_size: int = knob(64, at_least(1))
     ttt_warm_start_a: bool = True  # keep each GPU's LoRA A across batches (B restarts at zero)
     phased_ttt_prefix_docs: int = knob(2000, NON_NEGATIVE)  # documents in the phased prefix
@@ -2457,6 +2462,24 @@ def sgd_stream(tokens: np.ndarray, plan: TTTPlan, phase: int) -> np.ndarray:
     return np.concatenate([tokens[plan.starts[d]:plan.starts[d] + plan.lengths[d]] for d in chosen])
 
 
+def short_chunk_steps(h: Hyperparameters) -> list[tuple[int, int]]:
+    """TTT_SHORT_SCORE_FIRST_STEPS as (longest document in tokens, chunk size) pairs, shortest first."""
+    steps = []
+    for item in filter(None, h.ttt_short_score_first_steps.replace(" ", "").split(",")):
+        limit, _, chunk = item.partition(":")
+        if not (limit.isdigit() and chunk.isdigit() and 0 < int(chunk) <= h.ttt_eval_seq_len):
+            raise ValueError(f"TTT_SHORT_SCORE_FIRST_STEPS={h.ttt_short_score_first_steps!r}: need tokens:chunk "
+                             f"pairs like '256:8,2000:24', each chunk 1..TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len}")
+        steps.append((int(limit), int(chunk)))
+    return sorted(steps)
+
+
+def batch_chunk_size(h: Hyperparameters, longest: int) -> int:
+    """The chunk size of a batch whose longest document has `longest` tokens: short batches take more, smaller
+    score-then-learn steps (each chunk is still scored before its update)."""
+    return next((chunk for limit, chunk in short_chunk_steps(h) if longest <= limit), h.ttt_chunk_size)
+
+
 # ---- the adapters ----
 
 def lora_shapes(h: Hyperparameters, looping: bool) -> list[tuple[tuple, int, int]]:
@@ -2565,14 +2588,17 @@ def compile_ttt(h: Hyperparameters, device: torch.device):
 
 
 def compiled_chunk_fn(backend: str = "inductor"):
-    """ttt_chunk_losses compiled once for every number of rows and window length: those dims are marked
-    dynamic before the first call, so a second shape never triggers a recompile."""
+    """ttt_chunk_losses compiled once for every number of rows and window length (and chunk length, with
+    TTT_SHORT_SCORE_FIRST_STEPS): those dims are marked dynamic before the first call, so a second shape never
+    triggers a recompile."""
     compiled = torch.compile(ttt_chunk_losses, backend=backend)
 
     def chunk_fn(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=None):
-        for t in (ids, chunk_pos, chunk_tgt, *adapters, *([hint] if hint is not None else [])):
+        per_target = (chunk_pos, chunk_tgt, *([hint] if hint is not None else []))
+        for t in (ids, *per_target, *adapters):
             torch._dynamo.maybe_mark_dynamic(t, 0)
-        torch._dynamo.maybe_mark_dynamic(ids, 1)
+        for t in (ids, *per_target) if model.h.ttt_short_score_first_steps else (ids,):  # chunks of several sizes
+            torch._dynamo.maybe_mark_dynamic(t, 1)
         return compiled(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=hint)
     return chunk_fn
 
@@ -2690,11 +2716,11 @@ class TTTState:
     chunk_steps: int = 0
 
 
-def chunk_windows(state: TTTState, starts, pred_lens, n_chunks, ci: int):
+def chunk_windows(state: TTTState, starts, pred_lens, n_chunks, ci: int, C: int):
     """Inputs and chunk positions of chunk ci for the running rows. Chunk ci covers targets
     [ci * C, end) of its document, end = (ci + 1) * C or the document's end; the window is the <= L tokens
     ending at end, left-aligned in a row of T = min((ci + 1) * C, L) columns."""
-    C, L = state.h.ttt_chunk_size, state.h.ttt_eval_seq_len
+    L = state.h.ttt_eval_seq_len
     # a document that already ended (a filler row, see ttt_batch) gets chunk_end < ci * C: nothing scored
     chunk_end = torch.where(n_chunks - 1 <= ci, pred_lens, torch.full_like(pred_lens, (ci + 1) * C))
     win_start = (chunk_end - L).clamp_min(0)
@@ -2730,11 +2756,12 @@ MIN_TTT_ROWS = 2
 
 def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
     """Score-first TTT over one batch of documents (shortest first), chunk by chunk: score the chunk with
-    the current adapters, then one Adam step on each document's mean chunk loss (never on its last chunk,
-    which has nothing left to help). Documents that ended leave the computation."""
+    the current adapters, then TTT_GRAD_STEPS Adam steps on each document's mean chunk loss (never on its last
+    chunk, which has nothing left to help). Documents that ended leave the computation."""
     h, dev, rows = state.h, state.ctx.device, len(docs)
     pred_lens_np = state.plan.lengths[docs] - 1
-    n_chunks_np = -(-pred_lens_np // h.ttt_chunk_size)
+    C = batch_chunk_size(h, int(pred_lens_np.max()) + 1)
+    n_chunks_np = -(-pred_lens_np // C)
     as_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
     starts, pred_lens, n_chunks = as_dev(state.plan.starts[docs]), as_dev(pred_lens_np), as_dev(n_chunks_np)
     state.work.start_batch(rows)
@@ -2744,9 +2771,10 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
         learn = int(np.searchsorted(n_chunks_np, ci + 1, side="right"))  # ... and not in its last chunk
         leaves = state.work.leaves(A, first, rows)
         ids, chunk_pos, chunk_tgt, target_index = chunk_windows(state, starts[first:], pred_lens[first:],
-                                                                n_chunks[first:], ci)
+                                                                n_chunks[first:], ci, C)
         # ---- score the chunk: these numbers are final ----
         if state.hints is None:
+            hint = None
             losses = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves)
             scores = losses
         else:
@@ -2758,13 +2786,22 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
         state.chunk_steps += 1
         if learn == rows:
             continue
-        # ---- then learn from it: the mean chunk loss of each document, summed (one adapter each) ----
-        losses[learn - first:].mean(dim=1).sum().backward()
-        with torch.no_grad():
-            params = [t[learn - first:] for t in leaves]
-            grads = [t.grad[learn - first:] for t in leaves]
-            moments = [m[learn:rows] for key in A for m in state.work.moments[key]]
-            adamw_rows(params, grads, moments, ci + 1, h)
+        # ---- then learn from it: the mean chunk loss of each document, summed (one adapter each); a later
+        # step forwards the scored chunk again with the updated adapters and (as the record) adds its gradient
+        # to the earlier ones' unless TTT_GRAD_STEPS_CLEAN ----
+        for step in range(h.ttt_grad_steps):
+            if step:
+                if h.ttt_grad_steps_clean:
+                    for t in leaves:
+                        t.grad = None
+                out = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves, hint=hint)
+                losses = out if hint is None else out[0]
+            losses[learn - first:].mean(dim=1).sum().backward()
+            with torch.no_grad():
+                params = [t[learn - first:] for t in leaves]
+                grads = [t.grad[learn - first:] for t in leaves]
+                moments = [m[learn:rows] for key in A for m in state.work.moments[key]]
+                adamw_rows(params, grads, moments, ci * h.ttt_grad_steps + step + 1, h)
     finish_batch(h, A, n_chunks_np)
 
 
@@ -2773,7 +2810,7 @@ def finish_batch(h: Hyperparameters, A: dict, n_chunks: np.ndarray) -> None:
     """The decay that rows which stopped learning missed: the record's AdamW steps every row at every chunk
     step, and with zero gradient and beta1 = 0 that is only the weight decay (with beta1 > 0 the record's
     idle rows would also drift along their momentum; we leave that out). It shapes the next batch's warm A."""
-    missed = n_chunks.max() - n_chunks
+    missed = (n_chunks.max() - n_chunks) * h.ttt_grad_steps
     factor = torch.from_numpy((1 - h.ttt_lora_lr * h.ttt_weight_decay) ** missed.astype(np.float64))
     factor = factor.float().to(next(iter(A.values())).device)[:, None, None]
     for a in A.values():
@@ -2928,15 +2965,16 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
 
 def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> None:
     """Compile the chunk step on random tokens (no val data) before the eval clock starts, as the record
-    does: a chunk-sized and a full-window step, forward and backward; with the tilt, its variant (the record
-    compiles that one on the clock)."""
+    does: a chunk-sized and a full-window step of every chunk size, forward and backward; with the tilt, its
+    variant (the record compiles that one on the clock)."""
     model.requires_grad_(False)
     shapes = lora_shapes(h, model.looping)
     A = draw_lora_a(h, shapes, h.ttt_batch_size, torch.Generator().manual_seed(h.seed), ctx.device)
     work = LoRAWork(h, shapes, ctx.device)
-    for T in (h.ttt_chunk_size, h.ttt_eval_seq_len):
+    chunks = dict.fromkeys([h.ttt_chunk_size] + [chunk for _, chunk in short_chunk_steps(h)])
+    for C, T in ((C, T) for C in chunks for T in (C, h.ttt_eval_seq_len)):
         ids = torch.randint(0, h.vocab_size, (h.ttt_batch_size, T), device=ctx.device)
-        pos = torch.arange(min(T, h.ttt_chunk_size), device=ctx.device).expand(h.ttt_batch_size, -1).contiguous()
+        pos = torch.arange(C, device=ctx.device).expand(h.ttt_batch_size, -1).contiguous()
         tgt = torch.randint(0, h.vocab_size, pos.shape, device=ctx.device)
         hint = tgt.clone() if h.ngram_tilt_enabled else None  # its own tensor: dynamo guards aliasing
         out = chunk_fn(model, ids, pos, tgt, work.scale, *work.leaves(A, 0, h.ttt_batch_size), hint=hint)
@@ -2960,7 +2998,6 @@ RECORD_FIXED = {
     "ROPE_TRAIN_SEQ_LEN": ("2048", "the record reads it and never uses it (its rotary takes TRAIN_SEQ_LEN)"),
     "PHASED_TTT_ENABLED": ("1", "the record reads it and never uses it; PHASED_TTT_PREFIX_DOCS=0 turns phases off"),
     "TTT_OPTIMIZER": ("adam", "the TTT adapters train with AdamW only (the record's SGD option is not implemented)"),
-    "TTT_GRAD_STEPS": ("1", "more TTT steps per chunk are not implemented"),
     "GLOBAL_TTT_BATCH_SEQS": ("32", "other global SGD batch sizes are not implemented"),
     "PARALLEL_FINAL_LANE": ("mean", "the two residual lanes are always averaged before the final norm"),
     "SLIDING_WINDOW_ENABLED": ("0", "the record's diagnostic sliding-window evaluation is not implemented"),
@@ -2968,7 +3005,6 @@ RECORD_FIXED = {
     "VAL_DOC_FRACTION": ("1.0", "validation scores every document (VAL_MAX_TOKENS cuts it for smoke runs)"),
     "TTT_EVAL_BATCHES": ("", "the record's debugging subset of TTT batches is not implemented"),
     "ARTIFACT_DIR": ("", "the log goes to logs/<RUN_ID>.txt and the artifact to ARTIFACT_PATH"),
-    "TTT_GRAD_STEPS_CLEAN": ("0", "it matters only with more TTT steps per chunk (not implemented)"),
     "TTT_UPDATE_EVERY": ("1", "the adapters take one Adam step per chunk"),
     "TTT_LORA_EMA_DECAY": ("0.0", "an EMA of the TTT adapters is not implemented"),
     # #2135's Muon option for global TTT (off in its run)
@@ -2998,7 +3034,6 @@ RECORD_FIXED = {
     "GLOBAL_TTT_OPTIMIZER": ("sgd", "the global TTT pass trains with SGD only (#2135's Muon option is not implemented)"),
     "GLOBAL_TTT_MUON_NESTEROV": ("1", "the global TTT pass trains with SGD only"),
     "GLOBAL_TTT_MUON_NS_STEPS": ("5", "the global TTT pass trains with SGD only"),
-    "TTT_GRAD_STEPS_CLEAN": ("0", "more TTT steps per chunk are not implemented"),
     "TTT_LORA_EMA_DECAY": ("0.0", "an EMA of the TTT adapters is not implemented (#2135 ran without it)"),
     "TTT_UPDATE_EVERY": ("1", "the adapters step after every chunk"),
     "QK_GAIN_SCHEDULE": ("[]", "a per-layer QK gain start is not implemented: QK_GAIN_INIT sets every layer's"),
@@ -3196,6 +3231,7 @@ def check_ttt_settings(h: Hyperparameters, world_size: int) -> None:
     if h.ttt_chunk_size > h.ttt_eval_seq_len:
         raise ValueError(f"TTT_CHUNK_SIZE={h.ttt_chunk_size} must be at most TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} "
                          "(a scored chunk sits inside its context window)")
+    short_chunk_steps(h)
 
 
 def file_sha256(path: str | Path) -> str:
