@@ -296,6 +296,13 @@ class Hyperparameters:
     lqer_top_k: int = knob(3, at_least(1))
     lqer_asym_enabled: bool = True  # factors as INT2 (one scale) x INT4 (a scale per LQER_ASYM_GROUP values)
     lqer_asym_group: int = knob(64, at_least(1))
+    # AWQ-lite (#1908): over all GPTQ matrices, the AWQ_LITE_GROUP_TOP_K groups of AWQ_LITE_GROUP_SIZE input
+    # channels of most salience (activation RMS x mean |weight|, summed) are coded with AWQ_LITE_BITS, each row
+    # with a scale of its own for them, inside the same GPTQ solve
+    awq_lite_enabled: bool = False
+    awq_lite_bits: int = knob(8, QUANT_BITS)
+    awq_lite_group_top_k: int = knob(1, at_least(1))
+    awq_lite_group_size: int = knob(64, at_least(1))
     compressor: str = knob("brotli", Allowed(choices=("brotli", "pergroup")))  # pergroup: row-sorted code matrices
     # ---- test-time training ----
     ttt_enabled: bool = True
@@ -1945,27 +1952,33 @@ def quantize_rtn(W: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tenso
 
 
 def gptq_quantize(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, bits: int, damp: float = 0.01,
-                  block_size: int = 128) -> torch.Tensor:
+                  block_size: int = 128, hi=None) -> torch.Tensor:
     """GPTQ with act-order: quantize columns in order of decreasing Hessian diagonal, spreading each
-    column's rounding error over the columns not yet quantized through the Cholesky factor of H^-1."""
-    qmax = 2 ** (bits - 1) - 1
+    column's rounding error over the columns not yet quantized through the Cholesky factor of H^-1.
+    hi = (columns, their per-row scale, their bits): AWQ-lite's channels, coded finer in the same solve."""
+    qmax = torch.full((W.size(1),), 2.0 ** (bits - 1) - 1, device=W.device)
+    S = scale[:, None].expand_as(W)
+    if hi is not None:
+        cols, hi_scale, hi_bits = hi
+        S = S.clone()
+        S[:, cols], qmax[cols] = hi_scale[:, None], 2.0 ** (hi_bits - 1) - 1
     W = W.float().clone()
     H = H.float().clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     perm = torch.argsort(torch.diag(H), descending=True)
-    W, H = W[:, perm], H[perm][:, perm]
+    W, H, S, qmax = W[:, perm], H[perm][:, perm], S[:, perm], qmax[perm].tolist()
     H += damp * torch.mean(torch.diag(H)) * torch.eye(H.size(0), device=H.device)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     Q = torch.zeros_like(W, dtype=torch.int8)
-    s = scale[:, None]
     for i1 in range(0, W.size(1), block_size):
         i2 = min(i1 + block_size, W.size(1))
         W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
         errors = torch.zeros_like(W1)
         for j in range(i2 - i1):
-            q = torch.clamp(torch.round(W1[:, j:j + 1] / s), -qmax, qmax)
+            s = S[:, i1 + j:i1 + j + 1]
+            q = torch.clamp(torch.round(W1[:, j:j + 1] / s), -qmax[i1 + j], qmax[i1 + j])
             Q[:, i1 + j] = q[:, 0].to(torch.int8)
             err = (W1[:, j:j + 1] - q * s) / Hinv1[j, j]
             W1[:, j:] -= err * Hinv1[j:j + 1, j:]
@@ -2005,6 +2018,26 @@ def lqer_factors(E: torch.Tensor, h: Hyperparameters) -> dict[str, torch.Tensor]
     return dict(lqer_a=qa, lqer_a_scale=sa, lqer_b=qb, lqer_b_scale=sb)
 
 
+def awq_lite_groups(model: GPT, hessians: dict, plan: dict, h: Hyperparameters) -> dict[str, torch.Tensor]:
+    """AWQ-lite's choice: matrix name -> its input channels to code with AWQ_LITE_BITS. A channel's salience is
+    its activation RMS (from the Hessian's diagonal, divided by the calls the module gets per token under depth
+    recurrence) times its column's mean |weight|; a group's is the sum over its AWQ_LITE_GROUP_SIZE channels."""
+    order, params, g = sum(virtual_layer_order(h, model.looping), []), dict(model.named_parameters()), h.awq_lite_group_size
+    groups = []
+    for name, rule in plan.items():
+        if rule.kind != "gptq" or rule.bits >= h.awq_lite_bits:
+            continue
+        key = rule.hessian_key
+        calls = order.count(int(key.split(".")[1])) if key.startswith("blocks.") else 1
+        salience = (hessians[key].diagonal().float().clamp_min(0) / calls).sqrt() * params[name].float().abs().mean(0)
+        sums = salience[:salience.numel() // g * g].view(-1, g).sum(1).tolist()
+        groups += [(score, name, i * g) for i, score in enumerate(sums)]
+    chosen = {}
+    for _, name, start in sorted(groups, reverse=True)[:h.awq_lite_group_top_k]:
+        chosen[name] = torch.cat([chosen.get(name, torch.zeros(0, dtype=torch.long)), torch.arange(start, start + g)])
+    return chosen
+
+
 def grouped(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Dequantize a factor; its group size is numel(q) / numel(scale)."""
     return (q.reshape(scale.numel(), -1).float() * scale.float().reshape(-1, 1)).reshape(q.shape)
@@ -2015,15 +2048,20 @@ def quantize_model(model: GPT, hessians: dict, h: Hyperparameters) -> dict[str, 
     """state name -> {"rule", "q" int8 (optional), "scale" fp16 (optional), "data" fp16 (optional), LQER's
     "lqer_a", "lqer_a_scale", "lqer_b", "lqer_b_scale" (optional)}."""
     out, plan, errors = {}, quantization_plan(model, h), {}
+    awq = awq_lite_groups(model, hessians, plan, h) if h.awq_lite_enabled else {}
     for name, param in model.named_parameters():
         rule = plan[name]
         W = param.detach().float()
         if rule.kind == "gptq":
-            scale = row_scales(W, rule.bits, rule.clip_sigma)
-            q = gptq_quantize(W, hessians[rule.hessian_key], scale, rule.bits, h.gptq_damp, h.gptq_block_size)
+            scale, hi = row_scales(W, rule.bits, rule.clip_sigma), None
+            if name in awq:
+                hi = (awq[name].to(W.device), row_scales(W, h.awq_lite_bits, rule.clip_sigma), h.awq_lite_bits)
+            q = gptq_quantize(W, hessians[rule.hessian_key], scale, rule.bits, h.gptq_damp, h.gptq_block_size, hi)
             out[name] = dict(rule=rule, q=q.cpu(), scale=scale.to(torch.float16).cpu())
+            if hi is not None:  # the channels' numbers (uint16: the container's) and their per-row scale
+                out[name].update(awq_cols=hi[0].cpu().to(torch.uint16), awq_scale=hi[1].to(torch.float16).cpu())
             if h.lqer_enabled:
-                errors[name] = W.cpu() - q.float().cpu() * scale.cpu()[:, None]
+                errors[name] = W.cpu() - dequantize_entry(out[name])
         elif rule.kind == "int8_rows":
             scale = (W.abs().amax(dim=1) / 127).clamp_min(1e-8).to(torch.float16).float()
             out[name] = dict(rule=rule, q=quantize_rtn(W, scale, 8).cpu(), scale=scale.to(torch.float16).cpu())
@@ -2035,17 +2073,20 @@ def quantize_model(model: GPT, hessians: dict, h: Hyperparameters) -> dict[str, 
     return out
 
 
+def dequantize_entry(entry: dict) -> torch.Tensor:
+    if "q" not in entry:
+        return entry["data"].float()
+    W = entry["q"].float() * entry["scale"].float()[:, None]
+    if "awq_cols" in entry:  # AWQ-lite's channels, with their own step
+        cols = entry["awq_cols"].long()
+        W[:, cols] = entry["q"][:, cols].float() * entry["awq_scale"].float()[:, None]
+    if "lqer_a" in entry:
+        W += grouped(entry["lqer_a"], entry["lqer_a_scale"]) @ grouped(entry["lqer_b"], entry["lqer_b_scale"])
+    return W
+
+
 def dequantize(quantized: dict[str, dict]) -> dict[str, torch.Tensor]:
-    state = {}
-    for name, entry in quantized.items():
-        if "q" in entry:
-            state[name] = entry["q"].float() * entry["scale"].float()[:, None]
-        else:
-            state[name] = entry["data"].float()
-        if "lqer_a" in entry:
-            low_rank = grouped(entry["lqer_a"], entry["lqer_a_scale"]) @ grouped(entry["lqer_b"], entry["lqer_b_scale"])
-            state[name] += low_rank
-    return state
+    return {name: dequantize_entry(entry) for name, entry in quantized.items()}
 
 
 def _shuffle_bytes(raw: bytes, itemsize: int) -> bytes:
