@@ -345,6 +345,9 @@ class Hyperparameters:
     token_order: int = knob(16, between(1, 33))
     token_threshold: float = knob(0.8, FRACTION)
     token_boost: float = knob(2.625, FINITE)
+    # < 1: the boost shrinks where the model already favours the hint, so that the tilt never lifts p(hint) past
+    # TOKEN_MAX_PROB (logit p'(hint) = min(logit p(hint) + TOKEN_BOOST, max(logit p(hint), logit TOKEN_MAX_PROB)))
+    token_max_prob: float = knob(1.0, Allowed(lo=0, hi=1, lo_open=True))
     ngram_hint_precompute_outside: bool = False  # the hints before the eval timer (the record counts them in it)
 
     def __post_init__(self):
@@ -2718,10 +2721,21 @@ def tilt_plan(targets: torch.Tensor, order: int, threshold: float, boost: float)
     return torch.where(fires, hint, 0), torch.where(fires, boost, 0.0).float()
 
 
+def capped_boost(boost: torch.Tensor, log_p_hint: torch.Tensor, max_prob: float) -> torch.Tensor:
+    """TOKEN_MAX_PROB's boost: at most the log-odds that p(hint) still has to gain up to max_prob. A fixed boost
+    is right for one p(hint) only: the best one for a hint that is right with probability pi is logit(pi) -
+    logit(p), smaller the surer the model, and a confident model that the boost pushes towards 1 pays
+    log(1 + p (e^b - 1)), ~b nats, each time the hint is wrong. Reads only the model's own distribution."""
+    lp = log_p_hint.float().clamp(max=0.0)
+    room = math.log(max_prob / (1 - max_prob)) - (lp - torch.log(-torch.expm1(lp)))  # logit(max) - logit(p)
+    return torch.minimum(boost.float(), room.clamp_min(0.0))
+
+
 def tilted_nll(nll: torch.Tensor, log_p_hint: torch.Tensor, target: torch.Tensor, hint: torch.Tensor,
-               boost: torch.Tensor) -> torch.Tensor:
-    """-log p'(target) of the tilted, renormalised distribution, from -log p(target) and log p(hint), in fp32."""
-    boost = boost.float()
+               boost: torch.Tensor, max_prob: float = 1.0) -> torch.Tensor:
+    """-log p'(target) of the tilted, renormalised distribution, from -log p(target) and log p(hint), in fp32;
+    max_prob < 1: the boost capped (capped_boost)."""
+    boost = boost.float() if max_prob >= 1 else capped_boost(boost, log_p_hint, max_prob)
     log_z = torch.log1p(log_p_hint.float().clamp(max=0.0).exp() * torch.expm1(boost))
     return nll.float() - boost * (target == hint).float() + log_z
 
@@ -2822,7 +2836,7 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
             hint, boost = (t[target_index.clamp_max(len(t) - 1)] for t in state.hints)
             losses, log_p_hint = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves,
                                                 hint=hint)
-            scores = tilted_nll(losses, log_p_hint, chunk_tgt, hint, boost * (chunk_tgt >= 0))
+            scores = tilted_nll(losses, log_p_hint, chunk_tgt, hint, boost * (chunk_tgt >= 0), h.token_max_prob)
         record_scores(state, ids, chunk_pos, chunk_tgt, target_index, scores)
         state.chunk_steps += 1
         if learn == rows:

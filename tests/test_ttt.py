@@ -105,8 +105,12 @@ def test_zero_lora_scores_each_target_once_on_its_sliding_window(env):
 TILT = {"NGRAM_TILT_ENABLED": "1", "TOKEN_ORDER": "2", "TOKEN_THRESHOLD": "0.3"}
 
 
-@pytest.mark.parametrize("env", [{}, TILT, SHORT, {"TTT_GRAD_STEPS": "2"}],
-                         ids=["plain", "tilted", "short_chunks", "two_steps"])
+# TOKEN_MAX_PROB at 0.001: above this random model's p(hint) (~1e-4), below it plus the boost: the cap bites.
+CAPPED = {**TILT, "TOKEN_MAX_PROB": "0.001"}
+
+
+@pytest.mark.parametrize("env", [{}, TILT, SHORT, {"TTT_GRAD_STEPS": "2"}, CAPPED],
+                         ids=["plain", "tilted", "short_chunks", "two_steps", "capped_tilt"])
 def test_scores_never_depend_on_later_tokens(env):
     """Change a token past the context length of the longest document (first batch): every target scored
     before it (earlier positions of that document, and the other documents of its batch) keeps its exact
@@ -123,7 +127,7 @@ def test_scores_never_depend_on_later_tokens(env):
     changed[m] = (changed[m] + 7) % 8000 + 2
     _, before, lines = _run_ttt(h, model, tables, tokens)
     _, after, _ = _run_ttt(h, model, tables, changed)
-    if env == TILT:  # not vacuous: many targets are tilted
+    if "NGRAM_TILT_ENABLED" in env:  # not vacuous: many targets are tilted
         fired = int(re.search(r"ngram_tilt_hints fired:(\d+)/", "\n".join(lines)).group(1))
         assert fired > len(tokens) // 5, lines
     fixed = np.zeros(len(tokens) - 1, dtype=bool)
@@ -165,6 +169,17 @@ def test_more_adaptation_settings_take_effect_under_recipe_2135(env, phases, sgd
     assert tg.global_sgd(model, tg.sgd_stream(tokens, plan, 0), h, tg.DistContext()) == sgd_steps
     shapes = tg.lora_shapes(h, model.looping)
     assert tg.draw_lora_a(h, shapes, 2, torch.Generator(), "cpu")[shapes[0][0]].shape[1] == rank
+
+
+def test_the_tilt_cap_reaches_the_scores():
+    """TOKEN_MAX_PROB reaches the evaluator: where a hint fires the capped tilt scores differently, elsewhere the
+    same to the bit (the adapters learn from the untilted loss either way)."""
+    h, model, tables, tokens = _setup(VAL_MAX_TOKENS="700", **TILT)
+    _, full, _ = _run_ttt(h, model, tables, tokens)
+    _, capped, _ = _run_ttt(tg.dataclasses.replace(h, token_max_prob=0.001), model, tables, tokens)
+    fired = tg.ngram_hints(tokens, h, "cpu")[1] > 0
+    assert fired.sum() > 50 and torch.equal(capped[~fired], full[~fired])
+    assert (capped[fired] != full[fired]).float().mean() > 0.9
 
 
 def test_ttt_learns_on_long_documents():
