@@ -296,6 +296,13 @@ class Hyperparameters:
     lqer_top_k: int = knob(3, at_least(1))
     lqer_asym_enabled: bool = True  # factors as INT2 (one scale) x INT4 (a scale per LQER_ASYM_GROUP values)
     lqer_asym_group: int = knob(64, at_least(1))
+    # AWQ-lite (#1908): over all GPTQ matrices, the AWQ_LITE_GROUP_TOP_K groups of AWQ_LITE_GROUP_SIZE input
+    # channels of most salience (activation RMS x mean |weight|, summed) are coded with AWQ_LITE_BITS, each row
+    # with a scale of its own for them, inside the same GPTQ solve
+    awq_lite_enabled: bool = False
+    awq_lite_bits: int = knob(8, QUANT_BITS)
+    awq_lite_group_top_k: int = knob(1, at_least(1))
+    awq_lite_group_size: int = knob(64, at_least(1))
     compressor: str = knob("brotli", Allowed(choices=("brotli", "pergroup")))  # pergroup: row-sorted code matrices
     # ---- test-time training ----
     ttt_enabled: bool = True
@@ -306,6 +313,11 @@ class Hyperparameters:
     ttt_beta2: float = knob(0.999, DECAY)
     ttt_weight_decay: float = knob(2.0, NON_NEGATIVE)
     ttt_chunk_size: int = knob(48, at_least(1))
+    # #2014's short-document chunks: "256:8,2000:24" scores a batch whose longest document has <= 256 tokens in
+    # 8-token chunks, <= 2000 in 24, longer ones in TTT_CHUNK_SIZE ("": always TTT_CHUNK_SIZE)
+    ttt_short_score_first_steps: str = ""
+    ttt_grad_steps: int = knob(1, at_least(1))  # Adam steps per chunk; the later ones re-read the scored chunk
+    ttt_grad_steps_clean: bool = False  # each later step its own gradient (the record's adds the earlier ones')
     ttt_batch_size: int = knob(64, at_least(1))
     ttt_warm_start_a: bool = True  # keep each GPU's LoRA A across batches (B restarts at zero)
     phased_ttt_prefix_docs: int = knob(2000, NON_NEGATIVE)  # documents in the phased prefix
@@ -333,6 +345,9 @@ class Hyperparameters:
     token_order: int = knob(16, between(1, 33))
     token_threshold: float = knob(0.8, FRACTION)
     token_boost: float = knob(2.625, FINITE)
+    # < 1: the boost shrinks where the model already favours the hint, so that the tilt never lifts p(hint) past
+    # TOKEN_MAX_PROB (logit p'(hint) = min(logit p(hint) + TOKEN_BOOST, max(logit p(hint), logit TOKEN_MAX_PROB)))
+    token_max_prob: float = knob(1.0, Allowed(lo=0, hi=1, lo_open=True))
     ngram_hint_precompute_outside: bool = False  # the hints before the eval timer (the record counts them in it)
 
     def __post_init__(self):
@@ -1940,27 +1955,33 @@ def quantize_rtn(W: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tenso
 
 
 def gptq_quantize(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, bits: int, damp: float = 0.01,
-                  block_size: int = 128) -> torch.Tensor:
+                  block_size: int = 128, hi=None) -> torch.Tensor:
     """GPTQ with act-order: quantize columns in order of decreasing Hessian diagonal, spreading each
-    column's rounding error over the columns not yet quantized through the Cholesky factor of H^-1."""
-    qmax = 2 ** (bits - 1) - 1
+    column's rounding error over the columns not yet quantized through the Cholesky factor of H^-1.
+    hi = (columns, their per-row scale, their bits): AWQ-lite's channels, coded finer in the same solve."""
+    qmax = torch.full((W.size(1),), 2.0 ** (bits - 1) - 1, device=W.device)
+    S = scale[:, None].expand_as(W)
+    if hi is not None:
+        cols, hi_scale, hi_bits = hi
+        S = S.clone()
+        S[:, cols], qmax[cols] = hi_scale[:, None], 2.0 ** (hi_bits - 1) - 1
     W = W.float().clone()
     H = H.float().clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     perm = torch.argsort(torch.diag(H), descending=True)
-    W, H = W[:, perm], H[perm][:, perm]
+    W, H, S, qmax = W[:, perm], H[perm][:, perm], S[:, perm], qmax[perm].tolist()
     H += damp * torch.mean(torch.diag(H)) * torch.eye(H.size(0), device=H.device)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     Q = torch.zeros_like(W, dtype=torch.int8)
-    s = scale[:, None]
     for i1 in range(0, W.size(1), block_size):
         i2 = min(i1 + block_size, W.size(1))
         W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
         errors = torch.zeros_like(W1)
         for j in range(i2 - i1):
-            q = torch.clamp(torch.round(W1[:, j:j + 1] / s), -qmax, qmax)
+            s = S[:, i1 + j:i1 + j + 1]
+            q = torch.clamp(torch.round(W1[:, j:j + 1] / s), -qmax[i1 + j], qmax[i1 + j])
             Q[:, i1 + j] = q[:, 0].to(torch.int8)
             err = (W1[:, j:j + 1] - q * s) / Hinv1[j, j]
             W1[:, j:] -= err * Hinv1[j:j + 1, j:]
@@ -2000,6 +2021,26 @@ def lqer_factors(E: torch.Tensor, h: Hyperparameters) -> dict[str, torch.Tensor]
     return dict(lqer_a=qa, lqer_a_scale=sa, lqer_b=qb, lqer_b_scale=sb)
 
 
+def awq_lite_groups(model: GPT, hessians: dict, plan: dict, h: Hyperparameters) -> dict[str, torch.Tensor]:
+    """AWQ-lite's choice: matrix name -> its input channels to code with AWQ_LITE_BITS. A channel's salience is
+    its activation RMS (from the Hessian's diagonal, divided by the calls the module gets per token under depth
+    recurrence) times its column's mean |weight|; a group's is the sum over its AWQ_LITE_GROUP_SIZE channels."""
+    order, params, g = sum(virtual_layer_order(h, model.looping), []), dict(model.named_parameters()), h.awq_lite_group_size
+    groups = []
+    for name, rule in plan.items():
+        if rule.kind != "gptq" or rule.bits >= h.awq_lite_bits:
+            continue
+        key = rule.hessian_key
+        calls = order.count(int(key.split(".")[1])) if key.startswith("blocks.") else 1
+        salience = (hessians[key].diagonal().float().clamp_min(0) / calls).sqrt() * params[name].float().abs().mean(0)
+        sums = salience[:salience.numel() // g * g].view(-1, g).sum(1).tolist()
+        groups += [(score, name, i * g) for i, score in enumerate(sums)]
+    chosen = {}
+    for _, name, start in sorted(groups, reverse=True)[:h.awq_lite_group_top_k]:
+        chosen[name] = torch.cat([chosen.get(name, torch.zeros(0, dtype=torch.long)), torch.arange(start, start + g)])
+    return chosen
+
+
 def grouped(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Dequantize a factor; its group size is numel(q) / numel(scale)."""
     return (q.reshape(scale.numel(), -1).float() * scale.float().reshape(-1, 1)).reshape(q.shape)
@@ -2010,15 +2051,20 @@ def quantize_model(model: GPT, hessians: dict, h: Hyperparameters) -> dict[str, 
     """state name -> {"rule", "q" int8 (optional), "scale" fp16 (optional), "data" fp16 (optional), LQER's
     "lqer_a", "lqer_a_scale", "lqer_b", "lqer_b_scale" (optional)}."""
     out, plan, errors = {}, quantization_plan(model, h), {}
+    awq = awq_lite_groups(model, hessians, plan, h) if h.awq_lite_enabled else {}
     for name, param in model.named_parameters():
         rule = plan[name]
         W = param.detach().float()
         if rule.kind == "gptq":
-            scale = row_scales(W, rule.bits, rule.clip_sigma)
-            q = gptq_quantize(W, hessians[rule.hessian_key], scale, rule.bits, h.gptq_damp, h.gptq_block_size)
+            scale, hi = row_scales(W, rule.bits, rule.clip_sigma), None
+            if name in awq:
+                hi = (awq[name].to(W.device), row_scales(W, h.awq_lite_bits, rule.clip_sigma), h.awq_lite_bits)
+            q = gptq_quantize(W, hessians[rule.hessian_key], scale, rule.bits, h.gptq_damp, h.gptq_block_size, hi)
             out[name] = dict(rule=rule, q=q.cpu(), scale=scale.to(torch.float16).cpu())
+            if hi is not None:  # the channels' numbers (uint16: the container's) and their per-row scale
+                out[name].update(awq_cols=hi[0].cpu().to(torch.uint16), awq_scale=hi[1].to(torch.float16).cpu())
             if h.lqer_enabled:
-                errors[name] = W.cpu() - q.float().cpu() * scale.cpu()[:, None]
+                errors[name] = W.cpu() - dequantize_entry(out[name])
         elif rule.kind == "int8_rows":
             scale = (W.abs().amax(dim=1) / 127).clamp_min(1e-8).to(torch.float16).float()
             out[name] = dict(rule=rule, q=quantize_rtn(W, scale, 8).cpu(), scale=scale.to(torch.float16).cpu())
@@ -2030,17 +2076,20 @@ def quantize_model(model: GPT, hessians: dict, h: Hyperparameters) -> dict[str, 
     return out
 
 
+def dequantize_entry(entry: dict) -> torch.Tensor:
+    if "q" not in entry:
+        return entry["data"].float()
+    W = entry["q"].float() * entry["scale"].float()[:, None]
+    if "awq_cols" in entry:  # AWQ-lite's channels, with their own step
+        cols = entry["awq_cols"].long()
+        W[:, cols] = entry["q"][:, cols].float() * entry["awq_scale"].float()[:, None]
+    if "lqer_a" in entry:
+        W += grouped(entry["lqer_a"], entry["lqer_a_scale"]) @ grouped(entry["lqer_b"], entry["lqer_b_scale"])
+    return W
+
+
 def dequantize(quantized: dict[str, dict]) -> dict[str, torch.Tensor]:
-    state = {}
-    for name, entry in quantized.items():
-        if "q" in entry:
-            state[name] = entry["q"].float() * entry["scale"].float()[:, None]
-        else:
-            state[name] = entry["data"].float()
-        if "lqer_a" in entry:
-            low_rank = grouped(entry["lqer_a"], entry["lqer_a_scale"]) @ grouped(entry["lqer_b"], entry["lqer_b_scale"])
-            state[name] += low_rank
-    return state
+    return {name: dequantize_entry(entry) for name, entry in quantized.items()}
 
 
 def _shuffle_bytes(raw: bytes, itemsize: int) -> bytes:
@@ -2457,6 +2506,24 @@ def sgd_stream(tokens: np.ndarray, plan: TTTPlan, phase: int) -> np.ndarray:
     return np.concatenate([tokens[plan.starts[d]:plan.starts[d] + plan.lengths[d]] for d in chosen])
 
 
+def short_chunk_steps(h: Hyperparameters) -> list[tuple[int, int]]:
+    """TTT_SHORT_SCORE_FIRST_STEPS as (longest document in tokens, chunk size) pairs, shortest first."""
+    steps = []
+    for item in filter(None, h.ttt_short_score_first_steps.replace(" ", "").split(",")):
+        limit, _, chunk = item.partition(":")
+        if not (limit.isdigit() and chunk.isdigit() and 0 < int(chunk) <= h.ttt_eval_seq_len):
+            raise ValueError(f"TTT_SHORT_SCORE_FIRST_STEPS={h.ttt_short_score_first_steps!r}: need tokens:chunk "
+                             f"pairs like '256:8,2000:24', each chunk 1..TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len}")
+        steps.append((int(limit), int(chunk)))
+    return sorted(steps)
+
+
+def batch_chunk_size(h: Hyperparameters, longest: int) -> int:
+    """The chunk size of a batch whose longest document has `longest` tokens: short batches take more, smaller
+    score-then-learn steps (each chunk is still scored before its update)."""
+    return next((chunk for limit, chunk in short_chunk_steps(h) if longest <= limit), h.ttt_chunk_size)
+
+
 # ---- the adapters ----
 
 def lora_shapes(h: Hyperparameters, looping: bool) -> list[tuple[tuple, int, int]]:
@@ -2565,14 +2632,17 @@ def compile_ttt(h: Hyperparameters, device: torch.device):
 
 
 def compiled_chunk_fn(backend: str = "inductor"):
-    """ttt_chunk_losses compiled once for every number of rows and window length: those dims are marked
-    dynamic before the first call, so a second shape never triggers a recompile."""
+    """ttt_chunk_losses compiled once for every number of rows and window length (and chunk length, with
+    TTT_SHORT_SCORE_FIRST_STEPS): those dims are marked dynamic before the first call, so a second shape never
+    triggers a recompile."""
     compiled = torch.compile(ttt_chunk_losses, backend=backend)
 
     def chunk_fn(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=None):
-        for t in (ids, chunk_pos, chunk_tgt, *adapters, *([hint] if hint is not None else [])):
+        per_target = (chunk_pos, chunk_tgt, *([hint] if hint is not None else []))
+        for t in (ids, *per_target, *adapters):
             torch._dynamo.maybe_mark_dynamic(t, 0)
-        torch._dynamo.maybe_mark_dynamic(ids, 1)
+        for t in (ids, *per_target) if model.h.ttt_short_score_first_steps else (ids,):  # chunks of several sizes
+            torch._dynamo.maybe_mark_dynamic(t, 1)
         return compiled(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=hint)
     return chunk_fn
 
@@ -2651,10 +2721,21 @@ def tilt_plan(targets: torch.Tensor, order: int, threshold: float, boost: float)
     return torch.where(fires, hint, 0), torch.where(fires, boost, 0.0).float()
 
 
+def capped_boost(boost: torch.Tensor, log_p_hint: torch.Tensor, max_prob: float) -> torch.Tensor:
+    """TOKEN_MAX_PROB's boost: at most the log-odds that p(hint) still has to gain up to max_prob. A fixed boost
+    is right for one p(hint) only: the best one for a hint that is right with probability pi is logit(pi) -
+    logit(p), smaller the surer the model, and a confident model that the boost pushes towards 1 pays
+    log(1 + p (e^b - 1)), ~b nats, each time the hint is wrong. Reads only the model's own distribution."""
+    lp = log_p_hint.float().clamp(max=0.0)
+    room = math.log(max_prob / (1 - max_prob)) - (lp - torch.log(-torch.expm1(lp)))  # logit(max) - logit(p)
+    return torch.minimum(boost.float(), room.clamp_min(0.0))
+
+
 def tilted_nll(nll: torch.Tensor, log_p_hint: torch.Tensor, target: torch.Tensor, hint: torch.Tensor,
-               boost: torch.Tensor) -> torch.Tensor:
-    """-log p'(target) of the tilted, renormalised distribution, from -log p(target) and log p(hint), in fp32."""
-    boost = boost.float()
+               boost: torch.Tensor, max_prob: float = 1.0) -> torch.Tensor:
+    """-log p'(target) of the tilted, renormalised distribution, from -log p(target) and log p(hint), in fp32;
+    max_prob < 1: the boost capped (capped_boost)."""
+    boost = boost.float() if max_prob >= 1 else capped_boost(boost, log_p_hint, max_prob)
     log_z = torch.log1p(log_p_hint.float().clamp(max=0.0).exp() * torch.expm1(boost))
     return nll.float() - boost * (target == hint).float() + log_z
 
@@ -2690,11 +2771,11 @@ class TTTState:
     chunk_steps: int = 0
 
 
-def chunk_windows(state: TTTState, starts, pred_lens, n_chunks, ci: int):
+def chunk_windows(state: TTTState, starts, pred_lens, n_chunks, ci: int, C: int):
     """Inputs and chunk positions of chunk ci for the running rows. Chunk ci covers targets
     [ci * C, end) of its document, end = (ci + 1) * C or the document's end; the window is the <= L tokens
     ending at end, left-aligned in a row of T = min((ci + 1) * C, L) columns."""
-    C, L = state.h.ttt_chunk_size, state.h.ttt_eval_seq_len
+    L = state.h.ttt_eval_seq_len
     # a document that already ended (a filler row, see ttt_batch) gets chunk_end < ci * C: nothing scored
     chunk_end = torch.where(n_chunks - 1 <= ci, pred_lens, torch.full_like(pred_lens, (ci + 1) * C))
     win_start = (chunk_end - L).clamp_min(0)
@@ -2730,11 +2811,12 @@ MIN_TTT_ROWS = 2
 
 def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
     """Score-first TTT over one batch of documents (shortest first), chunk by chunk: score the chunk with
-    the current adapters, then one Adam step on each document's mean chunk loss (never on its last chunk,
-    which has nothing left to help). Documents that ended leave the computation."""
+    the current adapters, then TTT_GRAD_STEPS Adam steps on each document's mean chunk loss (never on its last
+    chunk, which has nothing left to help). Documents that ended leave the computation."""
     h, dev, rows = state.h, state.ctx.device, len(docs)
     pred_lens_np = state.plan.lengths[docs] - 1
-    n_chunks_np = -(-pred_lens_np // h.ttt_chunk_size)
+    C = batch_chunk_size(h, int(pred_lens_np.max()) + 1)
+    n_chunks_np = -(-pred_lens_np // C)
     as_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
     starts, pred_lens, n_chunks = as_dev(state.plan.starts[docs]), as_dev(pred_lens_np), as_dev(n_chunks_np)
     state.work.start_batch(rows)
@@ -2744,27 +2826,37 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
         learn = int(np.searchsorted(n_chunks_np, ci + 1, side="right"))  # ... and not in its last chunk
         leaves = state.work.leaves(A, first, rows)
         ids, chunk_pos, chunk_tgt, target_index = chunk_windows(state, starts[first:], pred_lens[first:],
-                                                                n_chunks[first:], ci)
+                                                                n_chunks[first:], ci, C)
         # ---- score the chunk: these numbers are final ----
         if state.hints is None:
+            hint = None
             losses = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves)
             scores = losses
         else:
             hint, boost = (t[target_index.clamp_max(len(t) - 1)] for t in state.hints)
             losses, log_p_hint = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves,
                                                 hint=hint)
-            scores = tilted_nll(losses, log_p_hint, chunk_tgt, hint, boost * (chunk_tgt >= 0))
+            scores = tilted_nll(losses, log_p_hint, chunk_tgt, hint, boost * (chunk_tgt >= 0), h.token_max_prob)
         record_scores(state, ids, chunk_pos, chunk_tgt, target_index, scores)
         state.chunk_steps += 1
         if learn == rows:
             continue
-        # ---- then learn from it: the mean chunk loss of each document, summed (one adapter each) ----
-        losses[learn - first:].mean(dim=1).sum().backward()
-        with torch.no_grad():
-            params = [t[learn - first:] for t in leaves]
-            grads = [t.grad[learn - first:] for t in leaves]
-            moments = [m[learn:rows] for key in A for m in state.work.moments[key]]
-            adamw_rows(params, grads, moments, ci + 1, h)
+        # ---- then learn from it: the mean chunk loss of each document, summed (one adapter each); a later
+        # step forwards the scored chunk again with the updated adapters and (as the record) adds its gradient
+        # to the earlier ones' unless TTT_GRAD_STEPS_CLEAN ----
+        for step in range(h.ttt_grad_steps):
+            if step:
+                if h.ttt_grad_steps_clean:
+                    for t in leaves:
+                        t.grad = None
+                out = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves, hint=hint)
+                losses = out if hint is None else out[0]
+            losses[learn - first:].mean(dim=1).sum().backward()
+            with torch.no_grad():
+                params = [t[learn - first:] for t in leaves]
+                grads = [t.grad[learn - first:] for t in leaves]
+                moments = [m[learn:rows] for key in A for m in state.work.moments[key]]
+                adamw_rows(params, grads, moments, ci * h.ttt_grad_steps + step + 1, h)
     finish_batch(h, A, n_chunks_np)
 
 
@@ -2773,7 +2865,7 @@ def finish_batch(h: Hyperparameters, A: dict, n_chunks: np.ndarray) -> None:
     """The decay that rows which stopped learning missed: the record's AdamW steps every row at every chunk
     step, and with zero gradient and beta1 = 0 that is only the weight decay (with beta1 > 0 the record's
     idle rows would also drift along their momentum; we leave that out). It shapes the next batch's warm A."""
-    missed = n_chunks.max() - n_chunks
+    missed = (n_chunks.max() - n_chunks) * h.ttt_grad_steps
     factor = torch.from_numpy((1 - h.ttt_lora_lr * h.ttt_weight_decay) ** missed.astype(np.float64))
     factor = factor.float().to(next(iter(A.values())).device)[:, None, None]
     for a in A.values():
@@ -2928,15 +3020,16 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
 
 def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> None:
     """Compile the chunk step on random tokens (no val data) before the eval clock starts, as the record
-    does: a chunk-sized and a full-window step, forward and backward; with the tilt, its variant (the record
-    compiles that one on the clock)."""
+    does: a chunk-sized and a full-window step of every chunk size, forward and backward; with the tilt, its
+    variant (the record compiles that one on the clock)."""
     model.requires_grad_(False)
     shapes = lora_shapes(h, model.looping)
     A = draw_lora_a(h, shapes, h.ttt_batch_size, torch.Generator().manual_seed(h.seed), ctx.device)
     work = LoRAWork(h, shapes, ctx.device)
-    for T in (h.ttt_chunk_size, h.ttt_eval_seq_len):
+    chunks = dict.fromkeys([h.ttt_chunk_size] + [chunk for _, chunk in short_chunk_steps(h)])
+    for C, T in ((C, T) for C in chunks for T in (C, h.ttt_eval_seq_len)):
         ids = torch.randint(0, h.vocab_size, (h.ttt_batch_size, T), device=ctx.device)
-        pos = torch.arange(min(T, h.ttt_chunk_size), device=ctx.device).expand(h.ttt_batch_size, -1).contiguous()
+        pos = torch.arange(C, device=ctx.device).expand(h.ttt_batch_size, -1).contiguous()
         tgt = torch.randint(0, h.vocab_size, pos.shape, device=ctx.device)
         hint = tgt.clone() if h.ngram_tilt_enabled else None  # its own tensor: dynamo guards aliasing
         out = chunk_fn(model, ids, pos, tgt, work.scale, *work.leaves(A, 0, h.ttt_batch_size), hint=hint)
@@ -2960,7 +3053,6 @@ RECORD_FIXED = {
     "ROPE_TRAIN_SEQ_LEN": ("2048", "the record reads it and never uses it (its rotary takes TRAIN_SEQ_LEN)"),
     "PHASED_TTT_ENABLED": ("1", "the record reads it and never uses it; PHASED_TTT_PREFIX_DOCS=0 turns phases off"),
     "TTT_OPTIMIZER": ("adam", "the TTT adapters train with AdamW only (the record's SGD option is not implemented)"),
-    "TTT_GRAD_STEPS": ("1", "more TTT steps per chunk are not implemented"),
     "GLOBAL_TTT_BATCH_SEQS": ("32", "other global SGD batch sizes are not implemented"),
     "PARALLEL_FINAL_LANE": ("mean", "the two residual lanes are always averaged before the final norm"),
     "SLIDING_WINDOW_ENABLED": ("0", "the record's diagnostic sliding-window evaluation is not implemented"),
@@ -2968,7 +3060,6 @@ RECORD_FIXED = {
     "VAL_DOC_FRACTION": ("1.0", "validation scores every document (VAL_MAX_TOKENS cuts it for smoke runs)"),
     "TTT_EVAL_BATCHES": ("", "the record's debugging subset of TTT batches is not implemented"),
     "ARTIFACT_DIR": ("", "the log goes to logs/<RUN_ID>.txt and the artifact to ARTIFACT_PATH"),
-    "TTT_GRAD_STEPS_CLEAN": ("0", "it matters only with more TTT steps per chunk (not implemented)"),
     "TTT_UPDATE_EVERY": ("1", "the adapters take one Adam step per chunk"),
     "TTT_LORA_EMA_DECAY": ("0.0", "an EMA of the TTT adapters is not implemented"),
     # #2135's Muon option for global TTT (off in its run)
@@ -2998,7 +3089,6 @@ RECORD_FIXED = {
     "GLOBAL_TTT_OPTIMIZER": ("sgd", "the global TTT pass trains with SGD only (#2135's Muon option is not implemented)"),
     "GLOBAL_TTT_MUON_NESTEROV": ("1", "the global TTT pass trains with SGD only"),
     "GLOBAL_TTT_MUON_NS_STEPS": ("5", "the global TTT pass trains with SGD only"),
-    "TTT_GRAD_STEPS_CLEAN": ("0", "more TTT steps per chunk are not implemented"),
     "TTT_LORA_EMA_DECAY": ("0.0", "an EMA of the TTT adapters is not implemented (#2135 ran without it)"),
     "TTT_UPDATE_EVERY": ("1", "the adapters step after every chunk"),
     "QK_GAIN_SCHEDULE": ("[]", "a per-layer QK gain start is not implemented: QK_GAIN_INIT sets every layer's"),
@@ -3196,6 +3286,7 @@ def check_ttt_settings(h: Hyperparameters, world_size: int) -> None:
     if h.ttt_chunk_size > h.ttt_eval_seq_len:
         raise ValueError(f"TTT_CHUNK_SIZE={h.ttt_chunk_size} must be at most TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} "
                          "(a scored chunk sits inside its context window)")
+    short_chunk_steps(h)
 
 
 def file_sha256(path: str | Path) -> str:

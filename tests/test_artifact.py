@@ -148,11 +148,17 @@ def test_a_row_is_its_own_attention_span(calibrated):
         assert (H - summed).norm() <= 1e-5 * summed.norm(), key
 
 
-def test_pergroup_artifact_roundtrip_and_refusals(tmp_path, calibrated):
+@pytest.mark.parametrize("lqer", [{}, dict(lqer_rank=2, lqer_top_k=4, lqer_asym_group=32)], ids=["2135", "2060"])
+def test_pergroup_artifact_roundtrip_and_refusals(tmp_path, calibrated, lqer):
+    """#2135's LQER shape (rank 4, top 3) and #2060's (rank 2, top 4, group 32): the factors have that shape,
+    asymmetric (one scale for A, one per group of B), and survive the artifact."""
     h, model, hessians = calibrated
-    h = tg.dataclasses.replace(h, lqer_enabled=True, gated_attn_quant_gate=False)
+    h = tg.dataclasses.replace(h, lqer_enabled=True, gated_attn_quant_gate=False, **lqer)
     quantized = tg.quantize_model(model, hessians, h)
-    assert sum("lqer_a" in e for e in quantized.values()) == h.lqer_top_k
+    corrected = [e for e in quantized.values() if "lqer_a" in e]
+    assert len(corrected) == h.lqer_top_k
+    assert all(e["lqer_a"].shape[1] == h.lqer_rank == e["lqer_b"].shape[0] and e["lqer_a_scale"].dim() == 0
+               and e["lqer_b_scale"].numel() * h.lqer_asym_group == e["lqer_b"].numel() for e in corrected)
     blob, codec = tg.compress(tg.serialize_quantized(quantized, tg.model_config(h), pergroup=True), 5, codes="lzma")
     path = tmp_path / "pergroup.golf"
     path.write_bytes(blob)
@@ -207,3 +213,36 @@ def test_mlp_gate_roundtrips_through_the_artifact(tmp_path):
     tg.GPT(h).load_state_dict(state)  # strict: every parameter present
     with pytest.raises(RuntimeError, match="mlp_gate"):
         tg.GPT(tg.load_hyperparameters({"SMOKE": "1"})).load_state_dict(state)
+
+
+def test_awq_lite_codes_the_outlier_channels_finer_and_round_trips(tmp_path, calibrated):
+    """AWQ-lite (#1908): one MLP input carries 16 channels 30x louder than the rest. The most salient group over
+    all matrices is those channels; coding them with 8 bits (a row scale of their own) in the same GPTQ solve
+    cuts that layer's output error on those inputs, leaves every other tensor's codes as they were, and the
+    artifact (per-group packing, with LQER) gives back the same weights."""
+    h, model, hessians = calibrated
+    name, loud = "blocks.1.mlp.down", slice(48, 64)
+    W = dict(model.named_modules())[name].weight.detach()
+    X = torch.randn(4096, W.size(1), generator=torch.Generator().manual_seed(0))
+    X[:, loud] *= 30
+    hessians = {**hessians, name: X.T @ X}
+    base = tg.dataclasses.replace(h, lqer_enabled=True, gated_attn_quant_gate=False)
+    plain = tg.quantize_model(model, hessians, base)
+    awq_h = tg.dataclasses.replace(base, awq_lite_enabled=True, awq_lite_group_size=16)
+    awq = tg.quantize_model(model, hessians, awq_h)
+    assert [n for n, e in awq.items() if "awq_cols" in e] == [f"{name}.weight"]
+    assert awq[f"{name}.weight"]["awq_cols"].long().tolist() == list(range(48, 64))
+    codes = awq[f"{name}.weight"]["q"]
+    assert codes[:, loud].abs().max() > 31 >= codes.abs().max(dim=0).values[:48].max()  # 8 bits there, 6 elsewhere
+
+    def output_error(quantized):  # before LQER's correction, which has rank 4 of its own to spend
+        entry = {k: v for k, v in quantized[f"{name}.weight"].items() if not k.startswith("lqer")}
+        return ((X @ (tg.dequantize_entry(entry) - W).T) ** 2).sum().item()
+
+    assert output_error(awq) < 0.5 * output_error(plain), (output_error(awq), output_error(plain))
+    others = [n for n, e in plain.items() if e["rule"].kind == "gptq" and n != f"{name}.weight"]
+    assert all(torch.equal(plain[n]["q"], awq[n]["q"]) for n in others)
+    blob, _ = tg.compress(tg.serialize_quantized(awq, tg.model_config(awq_h), pergroup=True), 5, codes="lzma")
+    loaded = tg.deserialize_quantized(tg.decompress(blob))
+    before, after = tg.dequantize(awq), tg.dequantize(loaded)
+    assert all(torch.equal(before[k], after[k]) for k in before)

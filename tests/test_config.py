@@ -192,7 +192,7 @@ def test_record_commands_reach_the_resolved_config():
 @pytest.mark.parametrize("name, value", [("ROPE_YARN", "1"), ("WORD_BOOST", "1.0"), ("TIE_EMBEDDINGS", "0"),
                                          ("TTT_OPTIMIZER", "sgd"), ("EMBED_LR", "0.5"), ("MATRIX_CLIP_SIGMAS", "10"),
                                          ("SLIDING_WINDOW_ENABLED", "1"), ("PARALLEL_FINAL_LANE", "attn"),
-                                         ("ARTIFACT_DIR", "out"), ("TTT_GRAD_STEPS", "2"),
+                                         ("ARTIFACT_DIR", "out"), ("TTT_UPDATE_EVERY", "2"),
                                          ("GLOBAL_TTT_BATCH_SEQS", "16"), ("LQER_FACTOR_BITS", "8")])
 def test_record_only_features_are_refused_with_the_reason(name, value):
     accepted, reason = tg.RECORD_FIXED[name]
@@ -265,6 +265,8 @@ def test_out_of_range_settings_name_the_variable_and_the_range(name, value, rule
     ({"NUM_HEADS": "3"}, ("MODEL_DIM", "NUM_HEADS")),
     # TTT runs after training and GPTQ: these used to fail only then (the chunk one with a device assert)
     ({"TTT_CHUNK_SIZE": "4096"}, ("TTT_CHUNK_SIZE", "TTT_EVAL_SEQ_LEN")),
+    ({"TTT_SHORT_SCORE_FIRST_STEPS": "256-8"}, ("TTT_SHORT_SCORE_FIRST_STEPS='256-8'", "'256:8,2000:24'")),
+    ({"TTT_SHORT_SCORE_FIRST_STEPS": "256:8,2000:4096"}, ("TTT_SHORT_SCORE_FIRST_STEPS", "TTT_EVAL_SEQ_LEN=2048")),
     # #2135's gates and softcaps
     ({"SPARSE_ATTN_GATE_ENABLED": "1"}, ("SPARSE_ATTN_GATE_ENABLED", "GATED_ATTN_ENABLED=0")),
     ({"SMEAR_GATE_ENABLED": "1", "GATE_WINDOW": "513"}, ("GATE_WINDOW", "MODEL_DIM")),

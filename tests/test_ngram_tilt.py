@@ -144,9 +144,11 @@ def test_future_tokens_never_change_earlier_hints_or_scores(targets):
         assert torch.equal(scores[0][:t], scores[1][:t])
 
 
-def test_tilted_distribution_sums_to_one(targets):
+@pytest.mark.parametrize("max_prob", [1.0, 0.9], ids=["record", "capped"])
+def test_tilted_distribution_sums_to_one(targets, max_prob):
     """Scoring every vocabulary entry as the target gives the whole tilted distribution: it sums to 1 at every
-    position (fp32 terms summed in fp64: error ~1e-7), fired or not, and differs from the model's where fired."""
+    position (fp32 terms summed in fp64: error ~1e-7), fired or not, and differs from the model's where fired.
+    With TOKEN_MAX_PROB's cap too: its boost may read the model's distribution, never the target."""
     stream = torch.from_numpy(targets.astype(np.int64))
     hint, boost = tg.tilt_plan(stream, TOKEN_ORDER, TOKEN_THRESHOLD, TOKEN_BOOST)
     rows = torch.cat([boost.nonzero().squeeze(1)[:48], torch.arange(16)])
@@ -154,7 +156,27 @@ def test_tilted_distribution_sums_to_one(targets):
     every = torch.arange(VOCAB).expand(rows.numel(), VOCAB)
     log_p_hint = log_probs.gather(1, hint[rows, None])
     tilted = tg.tilted_nll(-log_probs, log_p_hint.expand_as(log_probs), every, hint[rows, None],
-                                   boost[rows, None])
+                                   boost[rows, None], max_prob)
     total = torch.exp(-tilted.double()).sum(1)
     torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=1e-5)
-    assert (tilted[:48] - (-log_probs[:48])).abs().amax(1).min() > 1e-3  # the tilt is there to normalise
+    changed = (tilted[:48] - (-log_probs[:48])).abs().amax(1) > 1e-3  # the tilt is there to normalise
+    assert changed.all() if max_prob == 1 else 24 < changed.sum() < 48  # the cap: no boost where p(hint) >= 0.9
+
+
+def test_the_capped_tilt_lifts_p_hint_to_the_cap_at_most(targets):
+    """TOKEN_MAX_PROB=0.9: where the record's tilt would leave p'(hint) below 0.9 the score is the record's to
+    the bit; where it would lift it past 0.9, p'(hint) is 0.9 (or the model's own p, if higher); both kinds
+    occur. The cap has a cost: a hint that is right scores worse than under the full boost."""
+    stream = torch.from_numpy(targets.astype(np.int64))
+    hint, boost = tg.tilt_plan(stream, TOKEN_ORDER, TOKEN_THRESHOLD, TOKEN_BOOST)
+    rows = boost.nonzero().squeeze(1)[:400]
+    log_probs = _fixed_log_probs(hint, rows)
+    lp = log_probs.gather(1, hint[rows, None]).squeeze(1)
+    score_hint = {m: tg.tilted_nll(-lp, lp, hint[rows], hint[rows], boost[rows], m) for m in (1.0, 0.9)}
+    p_record, p_capped = torch.exp(-score_hint[1.0].double()), torch.exp(-score_hint[0.9].double())
+    below = p_record < 0.9
+    assert 20 < below.sum() < rows.numel() - 20  # both kinds
+    assert torch.equal(score_hint[0.9][below], score_hint[1.0][below])
+    expected = torch.maximum(lp[~below].double().exp(), torch.tensor(0.9, dtype=torch.float64))
+    torch.testing.assert_close(p_capped[~below], expected, rtol=1e-5, atol=0)
+    assert (p_capped[~below] < p_record[~below]).all()

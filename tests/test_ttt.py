@@ -69,11 +69,17 @@ def test_plan_covers_every_document_once_and_pauses_after_in_flight_batches():
     assert len(stream) == sum(sorted(plan.lengths[scored].tolist())[:5])
 
 
-def test_zero_lora_scores_each_target_once_on_its_sliding_window():
+# #2014's short-document chunks at toy lengths: batches whose longest document has <= 150 tokens take 8-token
+# chunks, <= 400 (every batch here) 12, longer ones TTT_CHUNK_SIZE (16).
+SHORT = {"TTT_SHORT_SCORE_FIRST_STEPS": "150:8,400:12"}
+
+
+@pytest.mark.parametrize("env", [{}, SHORT], ids=["plain", "short_chunks"])
+def test_zero_lora_scores_each_target_once_on_its_sliding_window(env):
     """With B at zero (no learning) TTT is the base model on each chunk's window: every target is scored
     once, the first TOY_CONTEXT of a document like the plain eval, and a target far into a long document
-    like a forward over the <= TOY_CONTEXT tokens that end its chunk."""
-    h, model, tables, tokens = _setup(TTT_LORA_LR="0", TTT_WEIGHT_DECAY="0", PHASED_TTT_PREFIX_DOCS="0")
+    like a forward over the <= TOY_CONTEXT tokens that end its chunk (its batch's chunk size)."""
+    h, model, tables, tokens = _setup(TTT_LORA_LR="0", TTT_WEIGHT_DECAY="0", PHASED_TTT_PREFIX_DOCS="0", **env)
     _, _, plain = tg.evaluate(model, tokens, tables, h, tg.DistContext(), keep_token_losses=True)
     _, scores, lines = _run_ttt(h, model, tables, tokens)
     assert f"scored_targets:{len(tokens) - 1}" in "".join(lines)
@@ -82,8 +88,9 @@ def test_zero_lora_scores_each_target_once_on_its_sliding_window():
     for s, n in zip(starts, lengths):
         near_start[s:s + min(n - 1, TOY_CONTEXT)] = True
     assert torch.allclose(scores[near_start], plain[near_start], atol=1e-5, rtol=1e-5)
-    s, n = max(zip(starts, lengths), key=lambda d: d[1])
-    C = h.ttt_chunk_size
+    s, n = max(zip(starts, lengths), key=lambda d: d[1])  # the longest of the first batch
+    C = tg.batch_chunk_size(h, n)
+    assert C == (12 if env else h.ttt_chunk_size)
     for j in (TOY_CONTEXT + 5, n - 2):  # input positions past the context (targets j + 1)
         chunk_end = min((j // C + 1) * C, n - 1)
         w = max(0, chunk_end - TOY_CONTEXT)
@@ -98,7 +105,12 @@ def test_zero_lora_scores_each_target_once_on_its_sliding_window():
 TILT = {"NGRAM_TILT_ENABLED": "1", "TOKEN_ORDER": "2", "TOKEN_THRESHOLD": "0.3"}
 
 
-@pytest.mark.parametrize("env", [{}, TILT], ids=["plain", "tilted"])
+# TOKEN_MAX_PROB at 0.001: above this random model's p(hint) (~1e-4), below it plus the boost: the cap bites.
+CAPPED = {**TILT, "TOKEN_MAX_PROB": "0.001"}
+
+
+@pytest.mark.parametrize("env", [{}, TILT, SHORT, {"TTT_GRAD_STEPS": "2"}, CAPPED],
+                         ids=["plain", "tilted", "short_chunks", "two_steps", "capped_tilt"])
 def test_scores_never_depend_on_later_tokens(env):
     """Change a token past the context length of the longest document (first batch): every target scored
     before it (earlier positions of that document, and the other documents of its batch) keeps its exact
@@ -115,7 +127,7 @@ def test_scores_never_depend_on_later_tokens(env):
     changed[m] = (changed[m] + 7) % 8000 + 2
     _, before, lines = _run_ttt(h, model, tables, tokens)
     _, after, _ = _run_ttt(h, model, tables, changed)
-    if env:  # not vacuous: many targets are tilted
+    if "NGRAM_TILT_ENABLED" in env:  # not vacuous: many targets are tilted
         fired = int(re.search(r"ngram_tilt_hints fired:(\d+)/", "\n".join(lines)).group(1))
         assert fired > len(tokens) // 5, lines
     fixed = np.zeros(len(tokens) - 1, dtype=bool)
@@ -124,6 +136,50 @@ def test_scores_never_depend_on_later_tokens(env):
         fixed[plan.starts[other]:plan.starts[other] + plan.lengths[other] - 1] = True
     assert torch.equal(before[fixed], after[fixed])
     assert not torch.equal(before[~fixed], after[~fixed])
+
+
+def test_short_documents_take_more_smaller_chunks():
+    """TTT_SHORT_SCORE_FIRST_STEPS: batches of short documents are scored in more, smaller chunks (each target
+    still once), and the extra adaptation steps change the scores."""
+    runs = {}
+    for name, env in (("plain", {}), ("short", SHORT)):
+        h, model, tables, tokens = _setup(TTT_LORA_LR="0.01", PHASED_TTT_PREFIX_DOCS="0", **env)
+        bpb, _, lines = _run_ttt(h, model, tables, tokens)
+        steps, scored = re.search(r"ttt_timing chunk_steps:(\d+) scored_targets:(\d+)", "\n".join(lines)).groups()
+        runs[name] = bpb, int(steps), int(scored)
+    assert runs["short"][2] == runs["plain"][2] == len(tokens) - 1
+    assert runs["short"][1] > 1.3 * runs["plain"][1] and runs["short"][0] != runs["plain"][0], runs
+    assert [tg.batch_chunk_size(h, n) for n in (2, 150, 151, 400, 401)] == [8, 8, 12, 12, 16]
+
+
+@pytest.mark.parametrize("env, phases, sgd_steps, rank", [
+    ({}, 1, 9, 8), ({"PHASED_TTT_NUM_PHASES": "2"}, 2, 5, 8), ({"GLOBAL_TTT_EPOCHS": "2"}, 1, 18, 8),
+    ({"PHASED_TTT_PREFIX_DOCS": "9"}, 1, 12, 8), ({"TTT_LORA_RANK": "16"}, 1, 9, 16)],
+    ids=["recipe", "two_phases", "two_epochs", "prefix_9", "rank_16"])
+def test_more_adaptation_settings_take_effect_under_recipe_2135(env, phases, sgd_steps, rank):
+    """Issue 27's "more adaptation": a second phase, a second global-SGD epoch, a longer prefix, a larger LoRA
+    rank are settings over RECIPE=2135's one phase: the plan pauses for that many SGD passes, the first pass
+    takes that many steps (the prefix's 6 documents, or 9; 128-token chunks of 64-token sequences), and the
+    adapters have that rank."""
+    h, model, _, tokens = _setup(**{"RECIPE": "2135", "VAL_MAX_TOKENS": "3000", "PHASED_TTT_NUM_PHASES": "1",
+                                    "PHASED_TTT_PREFIX_DOCS": "6", "GLOBAL_TTT_CHUNK_TOKENS": "128",
+                                    "EVAL_SEQ_LEN": "64", **env})
+    plan = tg.plan_ttt(tokens, h)
+    assert sum(d > 0 for d in plan.phase_docs) == phases
+    assert tg.global_sgd(model, tg.sgd_stream(tokens, plan, 0), h, tg.DistContext()) == sgd_steps
+    shapes = tg.lora_shapes(h, model.looping)
+    assert tg.draw_lora_a(h, shapes, 2, torch.Generator(), "cpu")[shapes[0][0]].shape[1] == rank
+
+
+def test_the_tilt_cap_reaches_the_scores():
+    """TOKEN_MAX_PROB reaches the evaluator: where a hint fires the capped tilt scores differently, elsewhere the
+    same to the bit (the adapters learn from the untilted loss either way)."""
+    h, model, tables, tokens = _setup(VAL_MAX_TOKENS="700", **TILT)
+    _, full, _ = _run_ttt(h, model, tables, tokens)
+    _, capped, _ = _run_ttt(tg.dataclasses.replace(h, token_max_prob=0.001), model, tables, tokens)
+    fired = tg.ngram_hints(tokens, h, "cpu")[1] > 0
+    assert fired.sum() > 50 and torch.equal(capped[~fired], full[~fired])
+    assert (capped[fired] != full[fired]).float().mean() > 0.9
 
 
 def test_ttt_learns_on_long_documents():
@@ -143,12 +199,13 @@ def test_smoke_run_ttt_beats_no_ttt(smoke_log):
                      r"outside: TTT compile warm-up [0-9.]+s\)$", log, re.M), log[-2000:]
 
 
-@pytest.mark.parametrize("env", [{}, TILT], ids=["plain", "tilted"])
+@pytest.mark.parametrize("env", [{}, TILT, {**SHORT, **TILT}], ids=["plain", "tilted", "short_chunks_tilted"])
 def test_whole_ttt_evaluation_compiles_one_graph(env):
     """A whole TTT batch (rows that finish one by one down to a lone document, computed beside an ended
     one; windows that grow then slide) through the compiled chunk function gives the eager scores and
-    compiles once, in the warm-up on random tokens (with the tilt: its variant, once). Dynamo + AOTAutograd
-    (backend aot_eager) decide the graphs, as for Inductor."""
+    compiles once, in the warm-up on random tokens (with the tilt: its variant, once; with short chunks: one
+    graph for every chunk size, the batch's 12 among them). Dynamo + AOTAutograd (backend aot_eager) decide the
+    graphs, as for Inductor."""
     h, model, tables, tokens = _setup(VAL_MAX_TOKENS="700", **env)  # one batch of 3 (a batch of 1 specialises)
     assert [len(b) for b in tg.plan_ttt(tokens, h).batches] == [3]
     want_bpb, want, _ = _run_ttt(h, model, tables, tokens)
