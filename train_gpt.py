@@ -2331,11 +2331,29 @@ def decompress(blob: bytes, source: str = "artifact") -> bytes:
                          "re-create it with a training run") from None
 
 
-def load_artifact(path: str) -> tuple[dict[str, dict], dict]:
-    """(quantized tensors, stored model config) of an artifact file, its checksum verified."""
+def read_container(path: str) -> bytes:
     if not Path(path).is_file():
         raise FileNotFoundError(f"artifact {path} not found: set ARTIFACT_PATH to the .golf file of a run")
-    container = decompress(Path(path).read_bytes(), path)
+    return decompress(Path(path).read_bytes(), path)
+
+
+def load_artifact(path: str, ctx: DistContext | None = None) -> tuple[dict[str, dict], dict]:
+    """(quantized tensors, stored model config) of an artifact file, its checksum verified. Distributed, rank 0
+    alone decompresses (lrzip/ZPAQ takes the whole host: eight at once would share it) and sends the container,
+    or its error, to every rank."""
+    if ctx is None or not ctx.distributed:
+        container = read_container(path)
+    else:
+        box = [None]
+        if ctx.is_master:
+            try:
+                box[0] = read_container(path)
+            except Exception as error:  # every rank raises it: none waits for a container that never comes
+                box[0] = error
+        dist.broadcast_object_list(box, src=0)
+        if isinstance(box[0], Exception):
+            raise box[0]
+        container = box[0]
     return deserialize_quantized(container, path), stored_config(container, path)
 
 
@@ -3369,7 +3387,7 @@ def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters,
     data, every shard's header, size and token ids, and CaseOps' val byte sidecars."""
     artifact, notes = None, []
     if h.eval_only:
-        artifact, stored = load_artifact(h.artifact_path)
+        artifact, stored = load_artifact(h.artifact_path, ctx)
         h, notes = adopt_artifact_config(h, stored, os.environ)
     tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size))
     notes.append(check_tokenizer_pairing(h))
@@ -3842,7 +3860,7 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
         outside["ngram hints"] = time.perf_counter() - t0
     # ---- roundtrip: the artifact alone must reproduce the quantized model, bit for bit ----
     eval_t0 = time.perf_counter()
-    state = dequantize(inputs.artifact if h.eval_only else load_artifact(h.artifact_path)[0])
+    state = dequantize(inputs.artifact if h.eval_only else load_artifact(h.artifact_path, ctx)[0])
     if not h.eval_only:
         expected = dequantize(quantized)
         mismatched = [k for k in expected if not torch.equal(expected[k], state[k])]

@@ -246,3 +246,43 @@ def test_awq_lite_codes_the_outlier_channels_finer_and_round_trips(tmp_path, cal
     loaded = tg.deserialize_quantized(tg.decompress(blob))
     before, after = tg.dequantize(awq), tg.dequantize(loaded)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _load_on_two_ranks(rank: int, store_path: str, artifact: str, out: str) -> None:
+    """Rank `rank` of 2 (gloo): load_artifact with rank 1 unable to decompress; write what it got."""
+    import datetime
+
+    import torch.distributed as dist
+    # a rank left waiting for a broadcast fails after a minute instead of hanging the suite
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    if rank == 1:
+        tg.decompress = lambda *a, **k: (_ for _ in ()).throw(AssertionError("rank 1 decompressed"))
+    ctx = tg.DistContext(rank=rank, world_size=2)
+    results = []
+    for path in (artifact, artifact + ".missing"):
+        try:
+            quantized, config = tg.load_artifact(path, ctx)
+            results.append(dict(state=tg.dequantize(quantized), config=config))
+        except Exception as error:  # noqa: BLE001 (what each rank raised is the test's subject)
+            results.append(f"{type(error).__name__}: {error}")
+    torch.save(results, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_distributed_load_decompresses_on_rank_0_and_shares_its_errors(tmp_path, calibrated):
+    """Two ranks: rank 0 alone decompresses (rank 1's decompress fails if called), both hold the same tensors
+    and config; a missing artifact raises the same error on both ranks instead of leaving rank 1 waiting."""
+    h, model, hessians = calibrated
+    blob, _ = tg.compress(tg.serialize_quantized(tg.quantize_model(model, hessians, h), tg.model_config(h)), 5)
+    path = tmp_path / "a.golf"
+    path.write_bytes(blob)
+    torch.multiprocessing.start_processes(_load_on_two_ranks, args=(str(tmp_path / "store"), str(path),
+                                                                     str(tmp_path / "out")),
+                                          nprocs=2, start_method="spawn")
+    got = [torch.load(tmp_path / f"out.{rank}", weights_only=False) for rank in (0, 1)]
+    expected = tg.dequantize(tg.load_artifact(str(path))[0])
+    for loaded, missing in got:
+        assert loaded["config"] == got[0][0]["config"]
+        assert all(torch.equal(loaded["state"][k], expected[k]) for k in expected)
+        assert missing.startswith("FileNotFoundError: artifact ") and "ARTIFACT_PATH" in missing
