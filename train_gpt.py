@@ -25,15 +25,12 @@ val_bpb:` (quantized, before TTT), `final_ttt_exact val_bpb:` (the score), `arti
 
 from __future__ import annotations
 
-import ast
-import collections
 import dataclasses
 import difflib
 import glob
 import hashlib
 import importlib.util
 import inspect
-import io
 import json
 import lzma
 import math
@@ -47,7 +44,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tokenize
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -2392,10 +2388,10 @@ def adopt_artifact_config(h: Hyperparameters, stored: dict, environ: dict) -> tu
 
 
 def artifact_accounting(model_bytes: int) -> dict[str, int]:
-    """Counted bytes: the compressed model file plus the size of the shipped train_gpt.py, rebuilt here from
-    the sources this run logged (the records' convention: the counted code is the file a reviewer runs)."""
+    """Counted bytes: the compressed model file plus the size of the shipped train_gpt.py (the records' convention:
+    the counted code is the file a reviewer runs)."""
     sources = code_sources()
-    code = len(build_shipped_file(sources))
+    code = len(shipped_file())
     raw = {f"raw_{name}": len(text.encode("utf-8")) for name, text in sources.items()}
     return dict(model_bytes=model_bytes, code_bytes=code, code_raw_bytes=sum(raw.values()),
                 total_bytes=model_bytes + code, **raw)
@@ -2404,7 +2400,7 @@ def artifact_accounting(model_bytes: int) -> dict[str, int]:
 def log_model_budget(log) -> None:
     """At start: the bytes the shipped code leaves for the compressed model, against the record's model size,
     so a code change that eats the margin shows before 600 s of training, not after."""
-    left = ARTIFACT_LIMIT_BYTES - len(build_shipped_file(code_sources()))
+    left = ARTIFACT_LIMIT_BYTES - len(shipped_file())
     log(f"artifact_budget: shipped code leaves {left:,} bytes for the model (the record's models: up to "
         f"{RECORD_MODEL_BYTES:,})")
     if left < RECORD_MODEL_BYTES:
@@ -2438,7 +2434,7 @@ def write_artifact(model: GPT, hessians: dict, h, ctx, log) -> tuple[dict, dict]
         write_atomically(h.artifact_path, blob)
         sized[0] = len(blob)
         # the counted code, beside the artifact: the train_gpt.py a record folder ships
-        write_atomically(shipped_code_path(h), build_shipped_file(code_sources()))
+        write_atomically(shipped_code_path(h), shipped_file())
     if ctx.distributed:
         dist.broadcast_object_list(sized, src=0)
     codec = sized[1]
@@ -3428,6 +3424,8 @@ def check_device(h: Hyperparameters, ctx: DistContext) -> None:
     if ctx.device.type == "cuda" and h.fused_mlp_enabled and kernels is not None and row_bytes % kernels.TMA_ALIGN_BYTES:
         raise ValueError(f"MODEL_DIM={h.model_dim}: the fused MLP kernel's TMA rows need a multiple of "
                          f"{kernels.TMA_ALIGN_BYTES} bytes (MODEL_DIM a multiple of 8); or set FUSED_MLP_ENABLED=0")
+    if not h.eval_only and EMBEDDED_SOURCES is None:
+        ship_tool()  # the run counts its code with it, after training: a missing ship.py is refused before
     if not h.eval_only and not h.smoke and importlib.util.find_spec("brotli") is None:
         # without it the artifact falls back to lzma, about 6% larger: over 16,000,000 bytes at full size
         raise ValueError("brotli is not installed, and the artifact needs it to fit 16,000,000 bytes: "
@@ -3461,46 +3459,13 @@ def run_files(h: Hyperparameters, ctx: DistContext) -> Hyperparameters:
 
 # -----------------------------------------------------------------------------
 # The shipped file
-# The record folder holds ONE train_gpt.py, our two files compressed into a self-extracting script (the
-# challenge counts the code of train_gpt.py; the records ship such a file and count its size). Its first line
-# declares the latin-1 encoding, so that the LZMA stream sits in a string literal byte for byte (escapes cost ~1%;
-# base85, the records' way, costs 25%); its second line decompresses it and runs the loader compressed with the
-# sources (SHIPPED_BOOTSTRAP). The loader registers each source with linecache, so that inspect.getsource (which
-# @triton.jit needs) finds it, and serves `import kernels` from the embedded source before any kernels.py on disk.
-# Running it runs our (minified) train_gpt.py with EMBEDDED_SOURCES set: its log embeds the minified sources (a run
-# from the checkout logs the readable ones), from which the run and make_record.py rebuild the same file to count it.
+# The record folder holds ONE train_gpt.py, our two files minified and compressed into a self-extracting script
+# (ship.py, beside this file, builds it: a build tool, not shipped and not counted). Its loader runs our (minified)
+# train_gpt.py with EMBEDDED_SOURCES set: the run then counts the bytes of the file it runs from, and its log embeds
+# the minified sources (a run from the checkout builds the file with ship.py and logs the readable ones), from which
+# make_record.py rebuilds the same file and checks its size.
 # -----------------------------------------------------------------------------
 
-SHIPPED_HEAD = "# golfrun; readable sources: any run's log; coding: latin-1\nimport lzma;_B,*_S=lzma.decompress("
-SHIPPED_TAIL = ".encode('l1')).decode().split('\\0');exec(_B)\n"  # l1: latin-1
-SHIPPED_BOOTSTRAP = """import importlib.util,linecache,sys
-_W,*_S=_S
-for _w in _W.split(" ")[::-1]:_S=[s.replace(_w[0],_w[1:])for s in _S]
-EMBEDDED_SOURCES=dict(zip({names!r},_S))
-def _compile(name):
- src=EMBEDDED_SOURCES[name];linecache.cache[name]=(len(src),None,src.splitlines(True),name)
- return compile(src,name,"exec")
-class _Embedded:
- def find_spec(self,name,path=None,target=None):
-  return importlib.util.spec_from_loader(name,self) if name+".py" in EMBEDDED_SOURCES else None
- def create_module(self,spec):return None
- def exec_module(self,module):module.__file__=module.__name__+".py";exec(_compile(module.__file__),module.__dict__)
- def get_source(self,name):return EMBEDDED_SOURCES[name+".py"]
-sys.meta_path.insert(0,_Embedded())
-exec(_compile("train_gpt.py"))
-"""
-# The shipped file is lzma-compressed (stdlib): it self-extracts anywhere, and its bytes never depend on which
-# codecs the building machine has (brotli would save ~860 bytes, but a GPU run without brotli crashed on it).
-# LZMA1 in the .lzma container (13 header bytes, which lzma.decompress detects; .xz costs 100 more) and pb=0: text
-# has no 4-byte alignment for position bits to model (the default pb=2 costs 47 more); nice_len 64, not 273, saves
-# 49 (2026-12-04).
-SHIPPED_LZMA_FILTERS = [dict(id=lzma.FILTER_LZMA1, preset=9 | lzma.PRESET_EXTREME, pb=0, nice_len=64)]
-# Word codes: each character that no source holds among the ASCII controls (tab, LF, CR aside) and U+0080-U+00FF
-# stands for one of the words that save most, chosen greedily (lzma writes a repeated word as a match, more bits
-# than a literal): 227 bytes less, this code included (2026-12-04). The loader writes the words back, the last
-# coded first.
-WORD_CODES = [chr(code) for code in (*range(1, 32), *range(0x80, 0x100)) if chr(code) not in "\t\n\r"]
-CODED_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]{3,}")  # ASCII: no word holds a code
 EMBEDDED_SOURCES: dict[str, str] | None = globals().get("EMBEDDED_SOURCES")  # set by the shipped file's loader
 
 
@@ -3517,252 +3482,24 @@ def code_sources() -> dict[str, str]:
     return {name: (here / name).read_text(encoding="utf-8") for name in CODE_FILES}
 
 
-# Minifying the shipped copy: comments, docstrings, blank lines and the annotations nothing reads (below) go, and
-# each logical line is written on one line (line breaks inside brackets go), indented one space a level, its tokens
-# separated by a space only where they would otherwise run together: the source shrinks by 40%. Each token keeps the
-# text `tokenize` reads (names and literals untouched, unlike ast.unparse, whose output changes between Python
-# versions), and the result must parse to the same syntax tree less docstrings and those annotations. Minifying
-# twice changes nothing, so a run of the shipped file, which logs the minified sources, rebuilds the same file.
-DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+def ship_tool():
+    """ship.py, beside this file: the build tool that makes the shipped file (not shipped itself)."""
+    path = Path(__file__).resolve().parent / "ship.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: a run from the checkout builds the shipped train_gpt.py with it "
+                                "to count its size; run from a full checkout or from a shipped train_gpt.py")
+    spec = importlib.util.spec_from_file_location("ship", path)
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    return ship
 
 
-def docstrings(tree: ast.AST) -> list[tuple[ast.AST, ast.Expr]]:
-    """(owner, docstring statement) for every module, class and function that opens with a string literal."""
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, DOCSTRING_OWNERS) and node.body:
-            first = node.body[0]
-            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-                    and isinstance(first.value.value, str)):
-                found.append((node, first))
-    return found
-
-
-def without_docstrings(tree: ast.AST) -> ast.AST:
-    """The tree with its docstrings dropped in place (a body left empty gets `pass`): what minifying must keep."""
-    for node, doc in docstrings(tree):
-        node.body = node.body[1:] or [ast.Pass()]
-    return tree
-
-
-def line_starts(source: str) -> list[int]:
-    """The offset of each line's start, lines split at LF, as tokenize reads them."""
-    starts = [0]
-    for line in io.StringIO(source).readlines():
-        starts.append(starts[-1] + len(line))
-    return starts
-
-
-def source_tokens(source: str) -> list[tokenize.TokenInfo]:
-    return list(tokenize.generate_tokens(io.StringIO(source).readline))
-
-
-# Annotations go where nothing reads them: those of function arguments and returns, and of assignments in function
-# bodies (`x: T = v` becomes `x = v`), in functions whose decorators are known not to read them (@triton.jit reads
-# tl.constexpr, torch.library.custom_op its schema). Class bodies keep theirs: a dataclass's fields are annotations.
-ANNOTATION_BLIND_DECORATORS = ("property", "staticmethod", "classmethod", "torch.no_grad")
-FUNCTION_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
-
-
-def dotted_name(node: ast.expr) -> str:
-    """"torch.no_grad" for the decorator @torch.no_grad or @torch.no_grad(); "" for other expressions."""
-    node = node.func if isinstance(node, ast.Call) else node
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts, node = [node.attr, *parts], node.value
-    return ".".join([node.id, *parts]) if isinstance(node, ast.Name) else ""
-
-
-def own_nodes(function: ast.AST) -> list[ast.AST]:
-    """The nodes of a function's body, not those of the functions and classes defined in it."""
-    nodes, todo = [], list(function.body)
-    while todo:
-        nodes.append(todo.pop())
-        if not isinstance(nodes[-1], (*FUNCTION_DEFS, ast.ClassDef)):
-            todo.extend(ast.iter_child_nodes(nodes[-1]))
-    return nodes
-
-
-def droppable_annotations(tree: ast.AST) -> tuple[list[ast.AST], list[ast.AnnAssign]]:
-    """(functions whose argument and return annotations go, annotated assignments whose annotation goes)."""
-    functions = [node for node in ast.walk(tree) if isinstance(node, FUNCTION_DEFS)
-                 and all(dotted_name(d) in ANNOTATION_BLIND_DECORATORS for d in node.decorator_list)]
-    assignments = [node for function in functions for node in own_nodes(function)
-                   if isinstance(node, ast.AnnAssign) and node.value is not None]
-    return functions, assignments
-
-
-def arguments(function: ast.AST) -> list[ast.arg]:
-    args = function.args
-    return [*args.posonlyargs, *args.args, *filter(None, [args.vararg]), *args.kwonlyargs, *filter(None, [args.kwarg])]
-
-
-def without_annotations(tree: ast.AST) -> ast.AST:
-    """The tree with the annotations minifying drops dropped in place: what minifying must keep."""
-    functions, assignments = droppable_annotations(tree)
-    for function in functions:
-        for arg in arguments(function):
-            arg.annotation = None
-        function.returns = None
-    plain = {id(node): ast.Assign(targets=[node.target], value=node.value) for node in assignments}
-    for node in list(ast.walk(tree)):
-        for _, value in ast.iter_fields(node):
-            if isinstance(value, list):
-                value[:] = [plain.get(id(item), item) for item in value]
-    return tree
-
-
-def cut_docstrings_and_annotations(source: str) -> str:
-    lines, starts = io.StringIO(source).readlines(), line_starts(source)
-
-    def offset(row: int, col_in_utf8_bytes: int) -> int:  # ast counts columns in UTF-8 bytes
-        return starts[row - 1] + len(lines[row - 1].encode("utf-8")[:col_in_utf8_bytes].decode("utf-8"))
-
-    def start(node: ast.AST) -> int:
-        return offset(node.lineno, node.col_offset)
-
-    def end(node: ast.AST) -> int:
-        return offset(node.end_lineno, node.end_col_offset)
-
-    tree = ast.parse(source)
-    cuts = [(start(doc), end(doc), "pass" if len(owner.body) == 1 else "") for owner, doc in docstrings(tree)]
-    functions, assignments = droppable_annotations(tree)
-    for function in functions:
-        cuts += [(start(arg) + len(arg.arg), end(arg), "") for arg in arguments(function) if arg.annotation]
-        if function.returns:
-            cuts.append((source.rindex("->", 0, start(function.returns)), end(function.returns), ""))
-    cuts += [(end(node.target), end(node.annotation), "") for node in assignments]
-    for first, last, replacement in sorted(cuts, reverse=True):  # from the end: earlier offsets stay valid
-        source = source[:first] + replacement + source[last:]
-    return source
-
-
-# Python 3.12 splits an f-string into tokens (FSTRING_START ... FSTRING_END, nested ones included); read as one
-# STRING, as before, so that its text stays as written and the output is the same on every version.
-FSTRING_START, FSTRING_END = getattr(tokenize, "FSTRING_START", None), getattr(tokenize, "FSTRING_END", None)
-DROPPED_TOKENS = (tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER)
-
-
-def logical_lines(source: str) -> list[tuple[int, list[tuple[int, str]]]]:
-    """(block depth, its tokens as (type, text)) for each logical line, comments dropped."""
-    starts = line_starts(source)
-    lines, tokens, depth, fstring_starts = [], [], 0, []
-    for tok in source_tokens(source):
-        if fstring_starts or tok.type == FSTRING_START:
-            if tok.type == FSTRING_START:
-                fstring_starts.append(starts[tok.start[0] - 1] + tok.start[1])
-            elif tok.type == FSTRING_END:
-                start = fstring_starts.pop()
-                if not fstring_starts:
-                    tokens.append((tokenize.STRING, source[start:starts[tok.end[0] - 1] + tok.end[1]]))
-        elif tok.type in (tokenize.INDENT, tokenize.DEDENT):
-            depth += 1 if tok.type == tokenize.INDENT else -1
-        elif tok.type == tokenize.NEWLINE:
-            if tokens:
-                lines.append((depth, tokens))
-            tokens = []
-        elif tok.type not in DROPPED_TOKENS:
-            tokens.append((tok.type, tok.string))
-    return lines
-
-
-def is_word_char(char: str) -> bool:
-    return ("a" + char).isidentifier()
-
-
-def needs_space(left: tuple[int, str], right: tuple[int, str]) -> bool:
-    """Whether two tokens written together would read otherwise: two words (names, keywords, numbers, string
-    prefixes) run into one, or a number into what follows it (`1 if`, `1 .real`). No two operators of valid code
-    make a longer one when joined (and the check of minify_source would refuse it)."""
-    (left_type, left_text), right_text = left, right[1]
-    if left_type == tokenize.NUMBER:
-        return is_word_char(right_text[0]) or right_text[0] == "."
-    return is_word_char(left_text[-1]) and is_word_char(right_text[0])
-
-
-def compact_lines(source: str) -> str:
-    out = []
-    for depth, tokens in logical_lines(source):
-        out += [" " * depth, tokens[0][1]]
-        for left, right in zip(tokens, tokens[1:]):
-            out += [" " * needs_space(left, right), right[1]]
-        out.append("\n")
-    return "".join(out)
-
-
-def minify_source(source: str, name: str = "<source>") -> str:
-    """The source without comments, docstrings, blank lines and the annotations nothing reads, one logical line a
-    line, one space of indentation a block level, no spaces a token does not need."""
-    minified = compact_lines(cut_docstrings_and_annotations(source))
-    if ast.dump(ast.parse(minified)) != ast.dump(without_annotations(without_docstrings(ast.parse(source)))):
-        raise ValueError(f"minifying {name} changed its code (a bug of minify_source): fix it, or ship it as it is")
-    return minified
-
-
-def string_literal(data: bytes) -> bytes:
-    """data as a triple-quoted str literal of latin-1 source, byte for byte: escaped are only the bytes it cannot
-    hold raw (NUL, which no source may hold; CR, which reading turns into LF; the backslash) and a quote that would
-    close it (one followed by another or by the end). LF stays raw: the literal spans lines."""
-    out = bytearray(b"'''")
-    for i, byte in enumerate(data):
-        following = data[i + 1:i + 2]
-        if byte == 0:  # \0 then a digit 0-7 would read as one octal escape
-            out += b"\\x00" if b"0" <= following <= b"7" else b"\\0"
-        elif byte in b"\r\\" or (byte == ord("'") and following in (b"'", b"")):
-            out += b"\\r" if byte == ord("\r") else b"\\" + bytes([byte])
-        else:
-            out.append(byte)
-    return bytes(out + b"'''")
-
-
-def code_words(texts: list[str]) -> list[str]:
-    """The word table ("<code><word> ..."), then the texts with those words coded (decode_words undoes it)."""
-    joined, table = "\0".join(texts), []
-    for code in [code for code in WORD_CODES if code not in joined]:
-        counts = collections.Counter(CODED_WORD.findall(joined))
-        if not counts:  # every word coded
-            break
-        word = max(counts, key=lambda word: (counts[word] - 1) * (len(word) - 1))
-        joined, table = joined.replace(word, code), [*table, code + word]
-    return [" ".join(table), *joined.split("\0")]
-
-
-def decode_words(table: str, texts: list[str]) -> list[str]:
-    for entry in reversed(table.split(" ")):
-        texts = [text.replace(entry[0], entry[1:]) for text in texts]
-    return texts
-
-
-def build_shipped_file(sources: dict[str, str]) -> bytes:
-    """One self-contained, runnable train_gpt.py holding both sources, minified, and the loader, lzma-compressed in
-    a latin-1 string literal; deterministic, so the run and make_record.py build the same bytes from the same
-    sources."""
-    if set(sources) != set(CODE_FILES):
-        raise ValueError(f"the shipped file needs exactly {CODE_FILES}, got {sorted(sources)}")
-    texts = [minify_source(sources[name], name) for name in CODE_FILES]
-    if any("\0" in text for text in texts):
-        raise ValueError("a source file contains a NUL character, the separator of the shipped payload")
-    payload = "\0".join([SHIPPED_BOOTSTRAP.format(names=CODE_FILES), *code_words(texts)]).encode("utf-8")
-    compressed = lzma.compress(payload, format=lzma.FORMAT_ALONE, filters=SHIPPED_LZMA_FILTERS)
-    return SHIPPED_HEAD.encode("latin-1") + string_literal(compressed) + SHIPPED_TAIL.encode("latin-1")
-
-
-SHIPPED_FILE = re.compile(re.escape(SHIPPED_HEAD.encode("latin-1")) + rb"('''.*?''')"
-                          + re.escape(SHIPPED_TAIL.encode("latin-1")), re.DOTALL)
-
-
-def shipped_sources(shipped: bytes) -> dict[str, str]:
-    """The (minified) sources inside a file made by build_shipped_file (make_record checks them against the logs)."""
-    not_shipped = "not a shipped train_gpt.py (no embedded payload): rebuild it with build_shipped_file"
-    match = SHIPPED_FILE.fullmatch(shipped)
-    if match is None:
-        raise ValueError(not_shipped)
-    try:
-        payload = ast.literal_eval(match.group(1).decode("latin-1")).encode("latin-1")
-        _bootstrap, table, *texts = lzma.decompress(payload).decode("utf-8").split("\0")
-    except (SyntaxError, ValueError, lzma.LZMAError):
-        raise ValueError(not_shipped) from None
-    return dict(zip(CODE_FILES, decode_words(table, texts)))
+def shipped_file() -> bytes:
+    """The shipped train_gpt.py, whose size is counted: the file this run runs from when it is one, else the one
+    ship.py builds from the sources beside this file."""
+    if EMBEDDED_SOURCES is not None:
+        return Path(__file__).read_bytes()
+    return ship_tool().build_shipped_file(code_sources())
 
 
 # -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 
 Writes records/track_10min_16mb/<date>_<name>/ when the runs beat the best published result of their tokenizer
 family by the challenge's bar (0.005 nats at p < 0.01), else records/track_non_record_16mb/<date>_<name>/:
-- train_gpt.py: the shipped file, ONE self-contained script built (train_gpt.build_shipped_file) from the source
+- train_gpt.py: the shipped file, ONE self-contained script built (ship.build_shipped_file) from the source
   embedded in the logs, not from the working tree; its size must equal the code_bytes every log counted;
 - requirements.txt; the logs (train_seed<N>.log);
 - README.md, every statement read from the logs: results, the significance test, the configuration and the
@@ -407,12 +407,13 @@ def check_runs(runs: list[dict], allow_other_hardware: bool) -> None:
 
 
 def shipped_file(runs: list[dict]) -> bytes:
-    """The shipped train_gpt.py, built from the sources the logs embed; its size must be what each run counted."""
+    """The shipped train_gpt.py, built from the sources the logs embed (in their order) by the checkout's ship.py;
+    its size must be what each run counted."""
     sys.path.insert(0, str(REPO))
-    import train_gpt
-    shipped = train_gpt.build_shipped_file(runs[0]["sources"])
-    minified = {name: train_gpt.minify_source(text, name) for name, text in runs[0]["sources"].items()}
-    assert train_gpt.shipped_sources(shipped) == minified, "the shipped file does not hold the logs' source"
+    import ship
+    shipped = ship.build_shipped_file(runs[0]["sources"])
+    minified = {name: ship.minify_source(text, name) for name, text in runs[0]["sources"].items()}
+    assert ship.shipped_sources(shipped) == minified, "the shipped file does not hold the logs' source"
     for run in runs:
         if run["bytes_code"] != len(shipped):
             raise SystemExit(f"{run['log']}: the run counted code_bytes:{run['bytes_code']}, but the file built from "

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+import ship
 import train_gpt as tg
 from conftest import PROXY_DATA
 
@@ -100,16 +101,25 @@ def test_budget_check_names_the_problem():
 
 def test_accounting_counts_the_shipped_file():
     acc = tg.artifact_accounting(1000)
-    shipped = tg.build_shipped_file(tg.code_sources())
+    shipped = ship.build_shipped_file(tg.code_sources())
     assert acc["code_raw_bytes"] == acc["raw_train_gpt.py"] + acc["raw_kernels.py"]
     assert acc["total_bytes"] == 1000 + acc["code_bytes"] == 1000 + len(shipped)
     assert acc["code_bytes"] < acc["code_raw_bytes"] / 2  # compressed, not the raw sources
 
 
+def test_a_run_of_the_shipped_file_counts_the_file_it_runs_from(monkeypatch, tmp_path):
+    """Running from a shipped file (EMBEDDED_SOURCES set), the counted code is that file's bytes, not a rebuild."""
+    running = tmp_path / "train_gpt.py"
+    running.write_bytes(b"x" * 123)
+    monkeypatch.setattr(tg, "EMBEDDED_SOURCES", tg.code_sources())
+    monkeypatch.setattr(tg, "__file__", str(running))
+    assert tg.shipped_file() == running.read_bytes() and tg.artifact_accounting(1000)["code_bytes"] == 123
+
+
 def test_the_start_of_a_run_says_what_the_code_leaves_for_the_model(monkeypatch):
     lines = []
     tg.log_model_budget(lines.append)
-    left = tg.ARTIFACT_LIMIT_BYTES - len(tg.build_shipped_file(tg.code_sources()))
+    left = tg.ARTIFACT_LIMIT_BYTES - len(ship.build_shipped_file(tg.code_sources()))
     assert lines == [f"artifact_budget: shipped code leaves {left:,} bytes for the model (the record's models: "
                      f"up to {tg.RECORD_MODEL_BYTES:,})"]
     monkeypatch.setattr(tg, "RECORD_MODEL_BYTES", left + 5)  # code grown past the record's margin

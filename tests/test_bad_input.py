@@ -130,13 +130,25 @@ def test_a_bad_boolean_names_its_variable_once():
 
 def test_the_shipped_files_data_hint_needs_no_checkout(tmp_path):
     """A record folder holds the shipped train_gpt.py alone: its missing-data errors cannot point at scripts/."""
-    (tmp_path / "train_gpt.py").write_bytes(tg.build_shipped_file(tg.code_sources()))
+    (tmp_path / "train_gpt.py").write_bytes(tg.shipped_file())
     proc = subprocess.run([sys.executable, "-c", "import train_gpt; print(train_gpt.DOWNLOAD_HINT)"], cwd=tmp_path,
                           env=clean_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not proc.stdout.startswith("python scripts/") and "willdepueoai/parameter-golf" in proc.stdout
     assert tg.DOWNLOAD_HINT.startswith("python scripts/download_data.py")  # from the checkout: the script
     assert (REPO / "scripts" / "download_data.py").is_file()
+
+
+def test_a_checkout_without_ship_py_is_refused_at_start(monkeypatch, capsys, tmp_path):
+    """A run from the checkout counts its code with ship.py: without it, one error line before any compute."""
+    code = tmp_path / "code"
+    code.mkdir()
+    for name in tg.CODE_FILES:
+        (code / name).write_bytes((REPO / name).read_bytes())
+    monkeypatch.setattr(tg, "__file__", str(code / "train_gpt.py"))
+    err = start(monkeypatch, capsys, tmp_path, SMOKE=1, RUN_ID="a")
+    assert f"{code / 'ship.py'} not found" in err and "full checkout" in err
+    assert not (tmp_path / "logs").exists()
 
 
 @pytest.mark.parametrize("schedule", ["64@0.1,128", "64:0.1", "64@0.7,128@0.1", "64@0.5,128@1.5", "0@0.5,256@1"])
@@ -156,4 +168,4 @@ def test_a_run_writes_the_shipped_file_it_counts_beside_its_artifact(smoke_log):
     folder, log = smoke_log
     shipped = (folder / "smoke.train_gpt.py").read_bytes()
     counted = int(re.search(r"^artifact_model_bytes:\d+ code_bytes:(\d+)", log, re.M).group(1))
-    assert len(shipped) == counted and shipped == tg.build_shipped_file(tg.code_sources())
+    assert len(shipped) == counted and shipped == tg.shipped_file()

@@ -16,6 +16,7 @@ from conftest import PROXY_DATA, REPO, TOKENIZER, clean_env
 sys.path.insert(0, str(REPO / "scripts"))
 import golflog  # noqa: E402
 import make_record  # noqa: E402
+import ship  # noqa: E402
 import train_gpt as tg  # noqa: E402
 
 SEEDS = (1, 2, 3)
@@ -27,7 +28,7 @@ def shipped_runs(tmp_path_factory):
     """(shipped file path, {seed: log path}) of three smoke runs of the shipped file in an empty folder."""
     folder = tmp_path_factory.mktemp("shipped")
     shipped = folder / "train_gpt.py"
-    shipped.write_bytes(tg.build_shipped_file(tg.code_sources()))
+    shipped.write_bytes(tg.shipped_file())
     logs = {}
     for seed in SEEDS:
         env = clean_env(DATA_PATH=PROXY_DATA, TOKENIZER_PATH=TOKENIZER, RUN_ID=f"seed{seed}", SEED=seed,
@@ -43,22 +44,35 @@ def shipped_runs(tmp_path_factory):
 
 def test_shipped_file_is_one_compressed_script():
     sources = tg.code_sources()
-    shipped = tg.build_shipped_file(sources)
-    assert shipped == tg.build_shipped_file(sources)  # deterministic: the run and make_record agree
+    shipped = ship.build_shipped_file(sources)
+    assert shipped == ship.build_shipped_file(sources)  # deterministic: the run and make_record agree
     assert len(shipped) < sum(len(s) for s in sources.values()) / 4
     compile(shipped, "train_gpt.py", "exec")  # latin-1, as its first line declares
-    assert tg.shipped_sources(shipped) == {name: tg.minify_source(text) for name, text in sources.items()}
+    assert ship.shipped_sources(shipped) == {name: ship.minify_source(text) for name, text in sources.items()}
     with pytest.raises(ValueError, match="not a shipped train_gpt.py"):
-        tg.shipped_sources((REPO / "train_gpt.py").read_bytes())
+        ship.shipped_sources((REPO / "train_gpt.py").read_bytes())
+
+
+# make_record's rebuild, in a fresh process (another hash seed): the file from a log's sources, by ship.py
+REBUILD = "import json, sys, ship; sys.stdout.buffer.write(ship.build_shipped_file(json.load(sys.stdin)))"
 
 
 def test_shipped_file_runs_and_counts_its_own_size(shipped_runs):
+    """A run of the shipped file counts (at start and in the accounting) and writes beside its artifact the file
+    it runs from; the sources its log embeds rebuild that file byte for byte through ship.py."""
     shipped, logs = shipped_runs
     for log_path in logs.values():
         text = log_path.read_text()
         counted = int(re.search(r"^artifact_model_bytes:\d+ code_bytes:(\d+)", text, re.M).group(1))
         assert counted == shipped.stat().st_size
-        assert golflog.embedded_sources(text) == tg.shipped_sources(shipped.read_bytes())  # the code that ran
+        left = int(re.search(r"^artifact_budget: shipped code leaves ([\d,]+) bytes", text, re.M).group(1)
+                   .replace(",", ""))
+        assert left == tg.ARTIFACT_LIMIT_BYTES - counted
+        assert log_path.with_suffix(".train_gpt.py").read_bytes() == shipped.read_bytes()
+        rebuilt = subprocess.run([sys.executable, "-c", REBUILD], input=json.dumps(golflog.embedded_sources(text))
+                                 .encode(), cwd=REPO, env=clean_env(), capture_output=True, timeout=300)
+        assert rebuilt.returncode == 0 and rebuilt.stdout == shipped.read_bytes(), rebuilt.stderr[-2000:]
+        assert golflog.embedded_sources(text) == ship.shipped_sources(shipped.read_bytes())  # the code that ran
         assert "kernels.py not imported" not in golflog.run_lines(text)  # `import kernels` found the embedded one
         lines = golflog.run_lines(text)
         data_end = float(re.search(r"^train_data_access_end_seconds:([0-9.]+)", lines, re.M).group(1))
@@ -335,7 +349,7 @@ def test_ships_the_logged_source_not_the_code_on_disk(shipped_runs, tmp_path):
     _, logs = shipped_runs
     sources = dict(tg.code_sources())
     sources["kernels.py"] += "A_LINE_THE_WORKING_TREE_LACKS = 1\n"  # code: a comment would be minified away
-    size = len(tg.build_shipped_file(sources))
+    size = len(ship.build_shipped_file(sources))
 
     def as_other_code(text):
         text = text.replace("\n==== end of kernels.py ====\n",
@@ -349,8 +363,9 @@ def test_ships_the_logged_source_not_the_code_on_disk(shipped_runs, tmp_path):
     paths = [_copy(p, tmp_path, f"other{seed}.txt", as_other_code) for seed, p in logs.items()]
     folder = _build(paths, tmp_path)
     shipped = (folder / "train_gpt.py").read_bytes()
-    assert len(shipped) == size and tg.shipped_sources(shipped) == tg.shipped_sources(tg.build_shipped_file(sources))
-    assert tg.shipped_sources(shipped)["kernels.py"].endswith("\nA_LINE_THE_WORKING_TREE_LACKS=1\n")  # minified
+    assert len(shipped) == size
+    assert ship.shipped_sources(shipped) == ship.shipped_sources(ship.build_shipped_file(sources))
+    assert ship.shipped_sources(shipped)["kernels.py"].endswith("\nA_LINE_THE_WORKING_TREE_LACKS=1\n")  # minified
     with pytest.raises(SystemExit, match="exists"):
         _build(paths, tmp_path)
     shutil.rmtree(folder)

@@ -1,5 +1,5 @@
-"""The minifier of the shipped file (train_gpt.minify_source): the minified code is the same program, only the
-code decides the shipped bytes, and the Triton kernels still compile and run from the shipped file."""
+"""The minifier of the shipped file (ship.minify_source): the minified code is the same program, only the code
+decides the shipped bytes, and the Triton kernels still compile and run from the shipped file."""
 
 import ast
 import io
@@ -11,6 +11,7 @@ import tokenize
 import pytest
 
 from conftest import clean_env
+import ship
 import train_gpt as tg
 
 TRICKY = '''"""Module docstring, é."""
@@ -58,7 +59,7 @@ def expected_tree(source: str) -> str:
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             if ast.get_docstring(node, clean=False) is not None:
                 node.body = node.body[1:] or [ast.Pass()]
-    return ast.dump(tg.without_annotations(tree))
+    return ast.dump(ship.without_annotations(tree))
 
 
 def assert_minified(source: str, minified: str) -> None:
@@ -66,19 +67,19 @@ def assert_minified(source: str, minified: str) -> None:
     assert ast.dump(ast.parse(minified)) == expected_tree(source)
     tokens = list(tokenize.generate_tokens(io.StringIO(minified).readline))
     assert not [t for t in tokens if t.type == tokenize.COMMENT]
-    assert tg.minify_source(minified) == minified  # idempotent: a run of the shipped file rebuilds the same file
+    assert ship.minify_source(minified) == minified  # idempotent: a shipped run's logged sources rebuild it
 
 
 @pytest.mark.parametrize("name", tg.CODE_FILES)
 def test_minified_sources_keep_the_code(name):
     source = tg.code_sources()[name]
-    minified = tg.minify_source(source, name)
+    minified = ship.minify_source(source, name)
     assert_minified(source, minified)
     assert "\n\n" not in minified and len(minified) < 0.8 * len(source)
 
 
 def test_minified_tricky_source_runs_the_same():
-    minified = tg.minify_source(TRICKY)
+    minified = ship.minify_source(TRICKY)
     assert_minified(TRICKY, minified)
     assert "indented line kept as it is, trailing spaces kept:   \n\n    (a blank line above, kept)" in minified
     assert "# not a comment" in minified and "class OnlyDoc:\n pass\n" in minified
@@ -111,7 +112,7 @@ value = f(Matrix(3), 4, y=5, z=6)
 
 def test_minified_spacing_keeps_every_token_apart():
     """Spaces go only where two tokens would not run together; the program computes the same."""
-    minified = tg.minify_source(SPACING)
+    minified = ship.minify_source(SPACING)
     assert_minified(SPACING, minified)
     assert "m=(x+n)" in minified and "n--m+1 .real+0x1f" in minified and "if x in[1]and not m:" in minified
     before, after = {}, {}
@@ -124,15 +125,15 @@ def test_minified_spacing_keeps_every_token_apart():
 @pytest.mark.parametrize("mutation", ["spaces never", "no space after `else`", "a token dropped"])
 def test_minify_refuses_a_changed_program(monkeypatch, mutation):
     """The check of minify_source: a transform that changes the code is refused, not shipped."""
-    needs_space, compact_lines = tg.needs_space, tg.compact_lines
+    needs_space, compact_lines = ship.needs_space, ship.compact_lines
     if mutation == "spaces never":
-        monkeypatch.setattr(tg, "needs_space", lambda left, right: False)
+        monkeypatch.setattr(ship, "needs_space", lambda left, right: False)
     elif mutation == "no space after `else`":
-        monkeypatch.setattr(tg, "needs_space", lambda left, right: left[1] != "else" and needs_space(left, right))
+        monkeypatch.setattr(ship, "needs_space", lambda left, right: left[1] != "else" and needs_space(left, right))
     else:
-        monkeypatch.setattr(tg, "compact_lines", lambda source: compact_lines(source).replace(" not ", " ", 1))
+        monkeypatch.setattr(ship, "compact_lines", lambda source: compact_lines(source).replace(" not ", " ", 1))
     with pytest.raises((ValueError, SyntaxError)):
-        tg.minify_source(SPACING)
+        ship.minify_source(SPACING)
 
 
 ANNOTATED = """
@@ -164,11 +165,11 @@ result = [plain(1), read.seen, Point.__annotations__, Holder().value, plain.__an
 def test_minify_drops_only_the_annotations_nothing_reads():
     """Function annotations go unless a decorator other than property/staticmethod/classmethod/torch.no_grad may
     read them; class bodies keep theirs (dataclass fields)."""
-    minified = tg.minify_source(ANNOTATED)
+    minified = ship.minify_source(ANNOTATED)
     compile(minified, "annotated", "exec")
     assert "def plain(a,*rest,b=None,**kw):\n local=a+1\n" in minified and "  field:int=2\n" in minified
     assert 'def read(a:int,b:"str"="")->bool:\n flag:bool=True\n' in minified and " x:int=0\n" in minified
-    assert tg.minify_source(minified) == minified
+    assert ship.minify_source(minified) == minified
     before, after = {}, {}
     exec(compile(ANNOTATED, "annotated", "exec"), before)
     exec(compile(minified, "annotated", "exec"), after)
@@ -180,15 +181,15 @@ def test_minify_drops_only_the_annotations_nothing_reads():
 def test_minify_refuses_an_annotation_cut_it_does_not_claim(monkeypatch, mutation):
     """The check compares with the tree less exactly the annotations that droppable_annotations names: a cut that
     keeps one of them or drops another is refused."""
-    cut = tg.cut_docstrings_and_annotations
-    monkeypatch.setattr(tg, "cut_docstrings_and_annotations", lambda source: cut(source).replace(*mutation, 1))
+    cut = ship.cut_docstrings_and_annotations
+    monkeypatch.setattr(ship, "cut_docstrings_and_annotations", lambda source: cut(source).replace(*mutation, 1))
     with pytest.raises(ValueError, match="changed its code"):
-        tg.minify_source(ANNOTATED)
+        ship.minify_source(ANNOTATED)
 
 
 def test_only_code_changes_change_the_shipped_bytes():
     sources = tg.code_sources()
-    shipped = tg.build_shipped_file(sources)
+    shipped = ship.build_shipped_file(sources)
     train = sources["train_gpt.py"]
     first_docstring = ast.get_docstring(ast.parse(train), clean=False)  # the module's
     assert first_docstring and first_docstring in train
@@ -196,9 +197,9 @@ def test_only_code_changes_change_the_shipped_bytes():
         "train_gpt.py": (train.replace(first_docstring, first_docstring + " More words, é.", 1)
                          .replace("\n\n\n", "\n\n\n# a new comment\n\n", 3) + "\n# trailing comment\n"),
         "kernels.py": sources["kernels.py"].replace("import triton\n", "import triton  # why not\n\n\n", 1)})
-    assert commented != sources and tg.build_shipped_file(commented) == shipped
+    assert commented != sources and ship.build_shipped_file(commented) == shipped
     changed = dict(sources, **{"kernels.py": sources["kernels.py"] + "EXTRA = 1\n"})
-    assert tg.build_shipped_file(changed) != shipped
+    assert ship.build_shipped_file(changed) != shipped
 
 
 KERNEL_CHECK = textwrap.dedent("""
@@ -219,7 +220,7 @@ KERNEL_CHECK = textwrap.dedent("""
 
 def test_triton_kernel_runs_from_the_shipped_file(tmp_path):
     """@triton.jit reads each kernel's source through inspect/linecache: the minified one the loader registers."""
-    (tmp_path / "train_gpt.py").write_bytes(tg.build_shipped_file(tg.code_sources()))
+    (tmp_path / "train_gpt.py").write_bytes(tg.shipped_file())
     proc = subprocess.run([sys.executable, "-c", KERNEL_CHECK], cwd=tmp_path, capture_output=True, text=True,
                           env=clean_env(TRITON_INTERPRET=1), timeout=600)
     assert proc.returncode == 0 and "kernel ok" in proc.stdout, proc.stderr[-3000:]
@@ -229,7 +230,7 @@ def test_triton_kernel_runs_from_the_shipped_file(tmp_path):
                                   b"\0" + b"7", b"\r\n\\\n", b""])
 def test_string_literal_holds_every_byte(data):
     """The shipped file's payload literal: latin-1 source gives back each byte, whatever follows it."""
-    literal = tg.string_literal(data)
+    literal = ship.string_literal(data)
     namespace = {}
     exec(compile(b"# -*- coding: latin-1 -*-\npayload=" + literal + b"\n", "shipped", "exec"), namespace)
     assert namespace["payload"].encode("latin-1") == data
@@ -239,6 +240,6 @@ def test_string_literal_holds_every_byte(data):
 def test_word_codes_give_back_every_text():
     """The shipped payload's word codes: characters a text already holds (\x01, é) are not codes."""
     texts = [TRICKY, SPACING * 3 + "\x01 é \x85", ANNOTATED]
-    table, *coded = tg.code_words(texts)
+    table, *coded = ship.code_words(texts)
     assert sum(map(len, coded)) < 0.8 * sum(map(len, texts))
-    assert tg.decode_words(table, coded) == texts
+    assert ship.decode_words(table, coded) == texts
