@@ -93,9 +93,17 @@ VAL_EVERY, VAL_MAX_DOC_TOKENS = 8, 8192
 FINEWEB_VAL_DOCS = 50_000  # the challenge's val set: what a recipe's PHASED_TTT_PREFIX_DOCS is a share of
 MIN_SEEDS = 3  # the leaderboard's practical rule: p over >= 3 seeds
 BASE = "base"
-HARNESS_KEYS = ("SEED", "RUN_ID", "ARTIFACT_PATH", "DATA_PATH", "TOKENIZER_PATH", "DATA_DIR", "VAL_MAX_TOKENS")
+EVAL_MARKER = "eval"  # a variants file's line `eval NAME KEY=VALUE ...`: an eval-only variant
+HARNESS_KEYS = ("SEED", "RUN_ID", "ARTIFACT_PATH", "DATA_PATH", "TOKENIZER_PATH", "DATA_DIR", "VAL_MAX_TOKENS",
+                "EVAL_ONLY")
+# What an eval-only variant may set: train_gpt.Hyperparameters' fields from TTT_ENABLED on (TTT and the n-gram
+# tilt), all read only after the artifact exists; every field before it acts on training, the model, quantization
+# or compression, or is the harness's (tests/test_ab_runs.py checks the boundary on train_gpt.py's code).
+EVAL_FROM = "ttt_enabled"
+_FIELDS = [f.name for f in dataclasses.fields(tg.Hyperparameters)]
+EVAL_KEYS = tuple(name.upper() for name in _FIELDS[_FIELDS.index(EVAL_FROM):])
 FIXED_KEYS = ("MAX_WALLCLOCK_SECONDS",)  # the base's for every variant: the comparison is at a fixed wallclock
-PER_RUN_FIELDS = ("seed", "run_id", "artifact_path")  # resolved settings that differ between runs of one variant
+PER_RUN_FIELDS = ("seed", "run_id", "artifact_path", "eval_only")  # resolved settings that differ between runs of one variant
 PASS_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_VISIBLE_DEVICES",
             "OMP_NUM_THREADS", "TRITON_INTERPRET")  # from the caller; everything else comes from the plan
 CLOSING_LINE = re.compile(r"^eval_time:\d+ms \(inside:", re.M)  # train_gpt.py's last line of a finished run
@@ -120,7 +128,8 @@ def parse_pairs(items: list[str], where: str) -> dict[str, str]:
         if not sep or not key:
             fail(f"{where}: {item!r} is not KEY=VALUE (e.g. QK_GAIN_INIT=5.25)")
         if key in HARNESS_KEYS:
-            fail(f"{where}: {key} is set by the harness (seeds: --seeds; data: --data, --val-every)")
+            fail(f"{where}: {key} is set by the harness (seeds: --seeds; data: --data, --val-every; "
+                 "evaluation of the base's artifacts: --eval-variant)")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             fail(f"{where}: {key} is not a train_gpt.py setting" + (f" (did you mean {close[0]}?)" if close else ""))
@@ -128,20 +137,23 @@ def parse_pairs(items: list[str], where: str) -> dict[str, str]:
     return out
 
 
-def parse_variants(specs: list[str], path: Path | None) -> dict[str, dict]:
-    """--variant NAME=KEY=VALUE[,...] and the lines `NAME KEY=VALUE ...` of a variants file."""
-    entries = [(spec.partition("=")[0], [spec.partition("=")[2]], f"--variant {spec}") for spec in specs]
+def parse_variants(specs: list[str], eval_specs: list[str], path: Path | None) -> tuple[dict[str, dict], list[str]]:
+    """--variant NAME=KEY=VALUE[,...], --eval-variant NAME=KEY=VALUE[,...] and the lines `NAME KEY=VALUE ...`
+    and `eval NAME KEY=VALUE ...` of a variants file -> ({name: settings}, the eval-only names)."""
+    entries = [(spec.partition("=")[0], [spec.partition("=")[2]], f"--{flag} {spec}", flag == "eval-variant")
+               for flag, given in (("variant", specs), ("eval-variant", eval_specs)) for spec in given]
     if path is not None:
         if not path.is_file():
             fail(f"--variants {path}: no such file")
         for number, text in enumerate(path.read_text().splitlines(), 1):
             words = text.split("#", 1)[0].split()
+            evaluated = len(words) > 1 and words[0] == EVAL_MARKER
             if words:
-                entries.append((words[0], words[1:], f"{path}:{number}"))
-    variants = {}
-    for name, pairs, where in entries:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name == BASE:
-            fail(f"{where}: the variant name must be letters, digits, '_' or '-', not '{BASE}' "
+                entries.append((words[evaluated], words[evaluated + 1:], f"{path}:{number}", evaluated))
+    variants, evaluated_names = {}, []
+    for name, pairs, where, evaluated in entries:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in (BASE, EVAL_MARKER):
+            fail(f"{where}: the variant name must be letters, digits, '_' or '-', not '{BASE}' or '{EVAL_MARKER}' "
                  "(e.g. qk525=QK_GAIN_INIT=5.25)")
         if name in variants:
             fail(f"{where}: variant {name} is defined twice")
@@ -151,8 +163,14 @@ def parse_variants(specs: list[str], path: Path | None) -> dict[str, dict]:
         for key in FIXED_KEYS:
             if key in env:
                 fail(f"{where}: {key} is the base's for every variant (the A/B is at a fixed wallclock)")
+        for key in env if evaluated else ():
+            if key not in EVAL_KEYS:
+                fail(f"{where}: {key} acts before the artifact exists (training, model, quantization or "
+                     f"compression): an eval-only variant sets only evaluation settings ({EVAL_FROM.upper()} "
+                     f"and after in train_gpt.py's Hyperparameters); train it as a variant (--variant)")
         variants[name] = env
-    return variants
+        evaluated_names += [name] if evaluated else []
+    return variants, evaluated_names
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -186,27 +204,41 @@ def scaled_prefix(prefix: int, val_docs: int) -> int:
     return 0 if prefix <= 0 else max(1, round(prefix * val_docs / FINEWEB_VAL_DOCS))
 
 
+def eval_only(plan: dict, name: str) -> bool:
+    return name in plan.get("eval_only", ())
+
+
+def artifact_path(name: str, seed: int) -> str:
+    return f"artifacts/{run_id(name, seed)}.golf"
+
+
 def run_env(plan: dict, name: str, seed: int) -> dict[str, str]:
-    """The settings of one run: base, variant, the harness's own, and the scaled TTT prefix."""
+    """The settings of one run: base, variant, the harness's own, and the scaled TTT prefix. An eval-only
+    variant evaluates the base's artifact of its seed (EVAL_ONLY=1: train_gpt.py adopts its model config)."""
     rid = run_id(name, seed)
+    evaluated = eval_only(plan, name)
     env = {**plan["base"], **plan["variants"].get(name, {}), "SEED": str(seed), "RUN_ID": rid,
-           "ARTIFACT_PATH": f"artifacts/{rid}.golf", "DATA_PATH": "data",
-           "TOKENIZER_PATH": f"data/{plan['data']['tokenizer']}"}
+           "ARTIFACT_PATH": artifact_path(BASE if evaluated else name, seed), "DATA_PATH": "data",
+           "TOKENIZER_PATH": f"data/{plan['data']['tokenizer']}", **({"EVAL_ONLY": "1"} if evaluated else {})}
     prefix = resolve(env, f"run {rid}").phased_ttt_prefix_docs
     env["PHASED_TTT_PREFIX_DOCS"] = str(scaled_prefix(prefix, plan["data"]["val_docs"]))
     return env
 
 
 def check_plan(plan: dict) -> None:
-    """Every run resolves; no variant resolves to the base's settings or to another variant's."""
+    """Every run resolves; no variant resolves to the base's settings or to another variant's of its kind
+    (an eval-only variant and a trained one of the same settings measure different things)."""
     seed = plan["seeds"][0]
     resolved = {}
     for name in [BASE, *plan["variants"]]:
         h = dataclasses.asdict(resolve(run_env(plan, name, seed), f"variant {name}"))
-        key = json.dumps({k: v for k, v in h.items() if k not in PER_RUN_FIELDS}, sort_keys=True)
-        if key in resolved:
-            fail(f"variant {name} runs the same settings as {resolved[key]} (at this scale): drop it or change it")
-        resolved[key] = name
+        settings = json.dumps({k: v for k, v in h.items() if k not in PER_RUN_FIELDS}, sort_keys=True)
+        kinds = (False, True) if name == BASE else (eval_only(plan, name),)
+        for key in ((kind, settings) for kind in kinds):
+            if key in resolved:
+                fail(f"variant {name} runs the same settings as {resolved[key]} (at this scale): drop it or "
+                     "change it")
+            resolved[key] = name
 
 
 def merge_plan(workdir: Path, plan: dict) -> dict:
@@ -221,7 +253,11 @@ def merge_plan(workdir: Path, plan: dict) -> dict:
     for name, env in plan["variants"].items():
         if stored["variants"].get(name, env) != env:
             fail(f"variant {name} was {stored['variants'][name]} in {path}: give the new one another name")
+        if name in stored["variants"] and eval_only(stored, name) != eval_only(plan, name):
+            fail(f"variant {name} was {'an eval-only' if eval_only(stored, name) else 'a trained'} variant in "
+                 f"{path}: give the new one another name")
     return dict(stored, variants={**stored["variants"], **plan["variants"]},
+                eval_only=list(dict.fromkeys([*stored.get("eval_only", []), *plan["eval_only"]])),
                 seeds=stored["seeds"] + [s for s in plan["seeds"] if s not in stored["seeds"]])
 
 
@@ -376,14 +412,52 @@ def run_one(workdir: Path, env: dict[str, str]) -> int:
             proc.wait()
             raise
     exit_file = workdir / "logs" / f"{rid}.exit.json"
+    artifact = workdir / env["ARTIFACT_PATH"]  # the base's: written by its run, read by its eval-only variants
     exit_file.write_text(json.dumps(dict(returncode=code, seconds=round(time.time() - t0, 1),
-                                         host=socket.gethostname())))
+                                         host=socket.gethostname(), artifact_path=env["ARTIFACT_PATH"],
+                                         artifact_sha256=tg.file_sha256(artifact) if artifact.is_file() else None)))
     return code
 
 
+def exit_record(workdir: Path, rid: str) -> dict:
+    path = workdir / "logs" / f"{rid}.exit.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def eval_blocker(workdir: Path, seed: int) -> str | None:
+    """Why an eval-only variant of this seed cannot run now: its base run is not done or its artifact is gone."""
+    rid = run_id(BASE, seed)
+    state, why = run_state(workdir, rid)
+    if state != "done":
+        return f"not run: base {rid} {'failed (' + why + ')' if state == 'failed' else 'not done yet'}"
+    if not (workdir / artifact_path(BASE, seed)).is_file():
+        return (f"not run: the base's artifact {artifact_path(BASE, seed)} is missing (the base ran elsewhere?): "
+                f"bring it back, or move logs/{rid}.* away to train the base again")
+    return None
+
+
+def paired_state(workdir: Path, plan: dict, name: str, seed: int) -> tuple[str, str]:
+    """run_state, and for an eval-only variant: a finished run of another artifact than the base's present one
+    (the base ran again) is pending; one not run is blocked while its base is not done or its artifact gone."""
+    rid = run_id(name, seed)
+    state, why = run_state(workdir, rid)
+    if not eval_only(plan, name):
+        return state, why
+    measured = exit_record(workdir, rid).get("artifact_sha256")
+    present = exit_record(workdir, run_id(BASE, seed)).get("artifact_sha256")
+    if state == "done" and measured and present and measured != present:
+        return "pending", f"measured on an earlier artifact of {run_id(BASE, seed)}, which ran again since"
+    if state == "pending":
+        blocker = eval_blocker(workdir, seed)
+        return ("blocked", blocker) if blocker else (state, why)
+    return state, why
+
+
 def queue(plan: dict, names: list[str], seeds: list[int]) -> list[tuple[str, int]]:
-    """Seed by seed, the base first: a session cut short leaves whole pairs."""
-    return [(name, seed) for seed in seeds for name in [BASE, *names]]
+    """Seed by seed, the base first, then its eval-only variants (on its artifact), then the trained ones: a
+    session cut short leaves whole pairs."""
+    ordered = sorted(names, key=lambda name: not eval_only(plan, name))
+    return [(name, seed) for seed in seeds for name in [BASE, *ordered]]
 
 
 def runner_pid(workdir: Path) -> int | None:
@@ -419,9 +493,12 @@ def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_fail
     try:
         for name, seed in todo:
             rid = run_id(name, seed)
-            state, why = run_state(workdir, rid)
-            if state == "done" or (state == "failed" and not retry_failed):
-                print(f"{rid}: {state}{' (' + why + '; --retry-failed reruns it)' if why else ''}", flush=True)
+            state, why = paired_state(workdir, plan, name, seed)
+            if state == "failed" and retry_failed and eval_only(plan, name) and eval_blocker(workdir, seed):
+                state, why = "blocked", eval_blocker(workdir, seed)
+            if state in ("done", "blocked") or (state == "failed" and not retry_failed):
+                rerun = "; --retry-failed reruns it" if state == "failed" else ""
+                print(f"{rid}: {state}{' (' + why + rerun + ')' if why else ''}", flush=True)
                 continue
             set_aside(workdir, rid)
             print(f"{time.strftime('%H:%M:%S')} {rid}: running ({why})", flush=True)
@@ -589,11 +666,11 @@ def pack(workdir: Path, path: Path) -> None:
 
 def make_plan(args) -> tuple[dict, dict[str, bytes]]:
     base = {**SCALE, **parse_pairs(args.base, "--base")}
-    variants = parse_variants(args.variant, args.variants)
+    variants, evaluated = parse_variants(args.variant, args.eval_variant, args.variants)
     seeds = parse_seeds(args.seeds)
     bos = resolve({**base, "DATA_PATH": str(args.data), "TOKENIZER_PATH": str(args.tokenizer)}, "--base").bos_id
     data, files = plan_data(args, bos)
-    plan = dict(base=base, variants=variants, seeds=seeds, data=data)
+    plan = dict(base=base, variants=variants, eval_only=evaluated, seeds=seeds, data=data)
     check_plan(plan)
     return plan, files
 
@@ -612,8 +689,11 @@ def cmd_run(args, argv: list[str]) -> int:
               f"{plan['data']['val_tokens']:,} tokens; {len(plan['data']['train_shards'])} train shards; each run also "
               f"gets {' '.join(f'{k}={v}' for k, v in cache_env(workdir).items())}")
         for name, seed in todo:
-            state, _ = run_state(workdir, run_id(name, seed))
-            print(f"[{state}] (cd {workdir} && {command_line(run_env(merged, name, seed))})")
+            state, why = paired_state(workdir, merged, name, seed)
+            if state == "blocked" and run_state(workdir, run_id(BASE, seed))[0] == "pending":
+                state = "pending"  # its base runs first
+            note = f" # {why}" if state == "blocked" else ""
+            print(f"[{state}] (cd {workdir} && {command_line(run_env(merged, name, seed))}){note}")
         return 0
     if runner_pid(workdir) is not None:
         take_lock(workdir)  # refused, before any file is touched
@@ -656,7 +736,9 @@ def main(argv=None) -> int:
     run.add_argument("--workdir", type=Path, required=True, help="the runs' folder (logs, data, caches)")
     run.add_argument("--base", action="append", default=[], help="KEY=VALUE[,...]: the base recipe's settings")
     run.add_argument("--variant", action="append", default=[], help="NAME=KEY=VALUE[,KEY=VALUE]")
-    run.add_argument("--variants", type=Path, help="a file of lines `NAME KEY=VALUE ...`")
+    run.add_argument("--eval-variant", action="append", default=[],
+                     help="NAME=KEY=VALUE[,...]: evaluation settings only, run on the base's artifacts")
+    run.add_argument("--variants", type=Path, help="a file of lines `NAME KEY=VALUE ...`, `eval NAME KEY=VALUE ...`")
     run.add_argument("--seeds", default="1,2,3", help="comma-separated, at least 3 (default 1,2,3)")
     run.add_argument("--data", type=Path, default=DEFAULT_DATA, help="train and val shards (.bin or .bin.xz)")
     run.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
