@@ -512,9 +512,9 @@ def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_fail
 # Report: per variant, from whatever logs exist
 # -----------------------------------------------------------------------------
 
-def run_record(workdir: Path, name: str, seed: int) -> dict:
+def run_record(workdir: Path, plan: dict, name: str, seed: int) -> dict:
     rid = run_id(name, seed)
-    state, why = run_state(workdir, rid)
+    state, why = paired_state(workdir, plan, name, seed)
     exit_file = workdir / "logs" / f"{rid}.exit.json"
     wall = json.loads(exit_file.read_text()).get("seconds") if exit_file.exists() else None
     rec = dict(name=name, seed=seed, rid=rid, state=state, why=why, wall=wall, path=workdir / "logs" / f"{rid}.txt")
@@ -537,17 +537,31 @@ def _seconds(ms: str | None) -> float | None:
     return None if value is None else value / 1000
 
 
-def summarize_variant(runs: list[dict], base_runs: list[dict]) -> dict:
+def paired_p(differences: list[float]) -> float:
+    """One-sided paired t-test p that the mean difference (variant - base) is below 0; an exact tie as
+    seed_stats.one_sided_p takes it."""
+    mean, sd = statistics.mean(differences), statistics.stdev(differences)
+    if sd == 0:
+        return 0.0 if mean < 0 else 1.0
+    return float(seed_stats.stats.t.cdf(mean / (sd / math.sqrt(len(differences))), len(differences) - 1))
+
+
+def summarize_variant(runs: list[dict], base_runs: list[dict], evaluated: bool = False) -> dict:
     """seed_stats' numbers: the variant's mean and std over its finished seeds; against the base over the
-    seeds both finished: the difference of means (the mean paired difference) and the one-sided Welch p
-    that the variant's mean final val_bpb is below the base's (margin 0), from 3 pairs on."""
+    seeds both finished: the difference of means (the mean paired difference) and the one-sided p that the
+    variant's mean final val_bpb is below the base's (margin 0), from 3 pairs on: Welch's (seed_stats) for a
+    trained variant, the paired t-test for an eval-only one (seed_stats has none): both sides of a pair score
+    one artifact, so the training seed's noise, which Welch's test would count, is not in the differences.
+    An eval-only variant's pre-quant and quantized bpb, steps and bytes are its base's (not repeated);
+    roundtrip_gap says how far its own roundtrip score of the artifact is from the base's."""
     done = [r for r in runs if r["state"] == "done"]
     finals = [r["final"] for r in done]
     out = dict(done=len(done), seeds=len(runs), final=finals, mean=statistics.mean(finals) if finals else None,
                std=statistics.stdev(finals) if len(finals) > 1 else None, delta=None, p=None, matched=0, paired=[])
-    for key in ("prequant", "quantized", "steps", "eval_s", "bytes"):
+    for key in ("eval_s",) if evaluated else ("prequant", "quantized", "steps", "eval_s", "bytes"):
         values = [r[key] for r in done if r.get(key) is not None]
         out[key] = statistics.mean(values) if values else None
+    out["evaluated"] = evaluated
     if runs is base_runs:
         return out
     base = {r["seed"]: r for r in base_runs if r["state"] == "done"}
@@ -556,7 +570,12 @@ def summarize_variant(runs: list[dict], base_runs: list[dict]) -> dict:
     out["paired"] = [r["final"] - base[r["seed"]]["final"] for r in matched]
     if matched:
         out["delta"] = statistics.mean(out["paired"])
-    if len(matched) >= MIN_SEEDS:
+    gaps = [abs(r["quantized"] - base[r["seed"]]["quantized"]) for r in matched
+            if r.get("quantized") is not None and base[r["seed"]].get("quantized") is not None]
+    out["roundtrip_gap"] = max(gaps) if evaluated and gaps else None
+    if evaluated and len(matched) >= MIN_SEEDS:
+        out["p"] = paired_p(out["paired"])
+    elif len(matched) >= MIN_SEEDS:
         result = seed_stats.compare(seed_stats.read_side([base[r["seed"]]["path"] for r in matched], "old"),
                                     seed_stats.read_side([r["path"] for r in matched], "new"), 0.0)
         out["p"] = result["bpb"]["p_value"]
@@ -568,9 +587,11 @@ def collect(workdir: Path) -> tuple[dict, dict, list[dict]]:
     if not path.exists():
         fail(f"--workdir {workdir}: no plan.json (not an ab_runs workdir, or never run)")
     plan = json.loads(path.read_text())
-    runs = [run_record(workdir, name, seed) for seed in plan["seeds"] for name in [BASE, *plan["variants"]]]
-    by_name = {name: [r for r in runs if r["name"] == name] for name in [BASE, *plan["variants"]]}
-    return plan, {name: summarize_variant(rs, by_name[BASE]) for name, rs in by_name.items()}, runs
+    names = [BASE, *sorted(plan["variants"], key=lambda name: not eval_only(plan, name))]
+    runs = [run_record(workdir, plan, name, seed) for seed in plan["seeds"] for name in names]
+    by_name = {name: [r for r in runs if r["name"] == name] for name in names}
+    return plan, {name: summarize_variant(rs, by_name[BASE], eval_only(plan, name))
+                  for name, rs in by_name.items()}, runs
 
 
 def resolvable(std: float | None, n: int) -> str:
@@ -596,6 +617,10 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
              f"finished (negative: the variant is better), sd of Δ its std over the seeds (when far below the "
              f"seeds' std, pairing removes seed noise that the unpaired Welch test still counts); p = one-sided Welch p that "
              f"the variant's mean is below the base's ({resolvable(stats[BASE]['std'], len(plan['seeds']))}).", "",
+             f"Eval-only variants (settings `eval-only: ...`) are not trained: each evaluates its seed's base artifact "
+             f"(EVAL_ONLY=1), so Δ is the setting's effect on one model, free of training noise; their p (`paired`) "
+             f"is the one-sided paired t-test on the differences, their pre-quant and quantized bpb, steps and bytes "
+             f"are the base's (`= base`), and eval s is their own.", "",
              "| variant | settings | seeds done | final bpb | Δ vs base | sd of Δ | p | pre-quant bpb | quantized bpb | "
              "train steps | eval s | artifact bytes |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -604,10 +629,12 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
         final = "-" if s["mean"] is None else f"{s['mean']:.5f} ± {_f(s['std'], '.5f')}"
         p = _f(s["p"], ".4f") if s["p"] is not None or name == BASE else f"- ({s['matched']} pairs)"
         paired_sd = statistics.stdev(s["paired"]) if len(s["paired"]) > 1 else None
+        trained = [_f(s["prequant"], ".5f"), _f(s["quantized"], ".5f"), _f(s["steps"], ".1f")]
+        if s["evaluated"]:
+            settings, p, trained = f"eval-only: {settings}", f"{p} paired", ["= base"] * 3
         lines.append(f"| {name} | {settings} | {s['done']}/{s['seeds']} | {final} | {_f(s['delta'], '+.5f')} | "
-                     f"{_f(paired_sd, '.5f')} | {p} "
-                     f"| {_f(s['prequant'], '.5f')} | {_f(s['quantized'], '.5f')} | {_f(s['steps'], '.1f')} | "
-                     f"{_f(s['eval_s'], '.1f')} | {_f(s['bytes'], ',.0f')} |")
+                     f"{_f(paired_sd, '.5f')} | {p} | {' | '.join(trained)} | "
+                     f"{_f(s['eval_s'], '.1f')} | {'= base' if s['evaluated'] else _f(s['bytes'], ',.0f')} |")
     lines += ["", "Runs (first step: seconds from launch, compile included; wall: the whole run):", "",
               "| run | state | final bpb | steps | first step s | TTT compile s | eval s | wall s | note |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -615,6 +642,10 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
         lines.append(f"| {r['rid']} | {r['state']} | {_f(r.get('final'), '.5f')} | {_f(r.get('steps'), '.0f')} | "
                      f"{_f(r.get('first_step'), '.1f')} | {_f(r.get('ttt_compile'), '.1f')} | "
                      f"{_f(r.get('eval_s'), '.1f')} | {_f(r['wall'], '.0f')} | {r['why'][:100]} |")
+    for name, s in stats.items():
+        if s.get("roundtrip_gap"):  # the same artifact and evaluator score the same; kernels may differ in the last bits
+            lines += ["", f"NOTE: {name}'s own roundtrip (quantized) score of its base's artifacts differs from the "
+                      f"base's by up to {s['roundtrip_gap']:.2e} bpb: not the same artifact, or a nondeterministic eval."]
     codes = {r["code"] for r in runs if r.get("code")}
     if len(codes) > 1:
         lines += ["", f"WARNING: the finished runs ran {len(codes)} different versions of train_gpt.py/kernels.py "
