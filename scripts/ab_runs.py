@@ -3,7 +3,7 @@ wallclock, resumable, and a report per variant against the base (markdown table 
 
     # the plan and the commands, nothing run
     python scripts/ab_runs.py run --workdir ab_runs/w1 --base RECIPE=2135 --seeds 1,2,3 \
-        --variant qk525=QK_GAIN_INIT=5.25 --variant chunk36=TTT_CHUNK_SIZE=36 --dry-run
+        --variant qk525=QK_GAIN_INIT=5.25 --eval-variant chunk36=TTT_CHUNK_SIZE=36 --dry-run
     # the same without --dry-run runs them one after the other; --detach starts the runner in a new session
     # (setsid) and returns at once
     python scripts/ab_runs.py run --workdir ab_runs/w1 ... --detach
@@ -17,6 +17,18 @@ variant may not change MAX_WALLCLOCK_SECONDS (the comparison is at a fixed wallc
 checked by train_gpt.py's own loader before anything runs; a variant whose settings resolve to the base's, and
 fewer than 3 seeds, are refused.
 
+Eval-only variants (--eval-variant NAME=KEY=VALUE[,...], or a line `eval NAME KEY=VALUE ...`) are not trained:
+each evaluates its seed's base artifact (EVAL_ONLY=1 ARTIFACT_PATH=artifacts/base_s<SEED>.golf, train_gpt.py
+adopting the artifact's model config) with other TTT or n-gram tilt settings, as its own run (RUN_ID
+<NAME>_s<SEED>). Both sides of a pair then score one model: the difference is the setting's effect without the
+training seed's noise, for a fraction of a trained run's cost. Their keys must be evaluation settings, the fields
+of train_gpt.py's Hyperparameters from TTT_ENABLED on (EVAL_KEYS); a setting that acts before the artifact exists
+(training, model, quantization, compression) is refused: train it as a --variant. They run right after their
+seed's base; one whose base failed, or whose base artifact is missing, is reported as not run (blocked) with
+why; one measured on an artifact that has since been replaced (the base ran again: the exit records' sha256
+differ) runs again. Their p is the one-sided paired t-test (seed_stats has only Welch's, which would count the
+training noise that pairing removed); their pre-quant and quantized bpb, steps and bytes are the base's.
+
 Resuming: each run is WORKDIR/logs/<NAME>_s<SEED>.txt. A rerun of the same command (any subset of the
 variants and seeds, or new ones) skips finished runs (the log's closing `eval_time:... (inside:` line, no
 interruption or error), sets aside unfinished ones (to WORKDIR/attempts/) and starts them again; a run that
@@ -24,7 +36,8 @@ failed (non-zero exit, not an interruption) is reported and left alone unless --
 seed (base, then each variant), so a cut-short session leaves whole seed pairs. WORKDIR/plan.json keeps the
 definitions: a name redefined, another base or another data selection is refused (use a new --workdir). To
 resume on a fresh machine, bring back `report --pack FILE` (the logs and plan, one file) and unpack it into the
-workdir first (`mkdir -p W && tar -xJf FILE -C W`).
+workdir first (`mkdir -p W && tar -xJf FILE -C W`). The pack leaves out the artifacts (~16 MB each at the
+recipe's size): eval-only variants of seeds trained elsewhere need WORKDIR/artifacts/base_s<SEED>.golf back.
 
 Data (--data, default ../shared/data/proxy2_caseops/datasets/proxy2_caseops; `.bin.xz` shards are unpacked into
 WORKDIR/data): the train shards as they are, and a val subset of whole documents, every --val-every-th (8)
@@ -42,6 +55,13 @@ Scale (SCALE below, each overridable with --base): MAX_WALLCLOCK_SECONDS=60 and 
   the first run of a session ~240 s more (cold compiles).
 - 30 minutes of one H200 (start ~1.5 min, setup ~0.5 min, the cold first run) buy ~7-8 runs: the base and
   one variant x 3 seeds, or, once the base's seeds are in the workdir (they are kept), two variants x 3 seeds.
+- An eval-only run skips the 20 warm-up steps, the Hessians, the 60 s of training, GPTQ and packing: warm,
+  launch and model setup (~20-35 s: the 35-50 s to a first step less the warm-up steps), brotli unpacking 2 s,
+  the roundtrip eval, TTT (~30 s at chunk 48, ~40 s at chunk 36) and a warm TTT compile: ~60-90 s, an ESTIMATE
+  from the figures above, not measured (the first TTT of a session pays the 118 s cold compile if no trained
+  run did). So in 30 minutes, with the base trained in the same session (3 seeds, ~13 min with its cold
+  compiles), the rest (~15 min) buys ~10-15 eval-only runs: 3-5 eval variants x 3 seeds; with the base's logs
+  and artifacts already in the workdir, ~18-25: 6-8 eval variants x 3 seeds.
 - 60 s of training is ~54 steps of 786,432 tokens after the Hessian reserve (0.75 s a step): one pass over
   42M tokens, within 5-6 of proxy2_caseops' 7 train shards (what fits the 64 MiB a GPU call carries), so no
   token is seen twice. The val subset (612 documents, 474,998 tokens, 283 TTT chunk steps at chunk 48, ~30 s)
@@ -51,7 +71,9 @@ Scale (SCALE below, each overridable with --base): MAX_WALLCLOCK_SECONDS=60 and 
   that reaches p < 0.25 (t(0.75, 2n-2) x s x sqrt(2/n) = 0.60 s at n = 3) and p < 0.05 (1.74 s). s at this
   scale is not known before the first session measures it. The runs see ~1% of a challenge run's tokens:
   training-side variants are measured early in training, eval-side ones (TTT) on a weak model; a difference
-  found here is a candidate to confirm at full scale, not a result.
+  found here is a candidate to confirm at full scale, not a result. An eval-only variant's paired differences
+  have no training noise: their sd (the table's `sd of Δ`) is what its p rests on, and it is not known
+  before the first session measures it either.
 """
 
 from __future__ import annotations
