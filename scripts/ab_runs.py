@@ -651,12 +651,13 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
         final = "-" if s["mean"] is None else f"{s['mean']:.5f} ± {_f(s['std'], '.5f')}"
         p = _f(s["p"], ".4f") if s["p"] is not None or name == BASE else f"- ({s['matched']} pairs)"
         paired_sd = statistics.stdev(s["paired"]) if len(s["paired"]) > 1 else None
-        trained = [_f(s["prequant"], ".5f"), _f(s["quantized"], ".5f"), _f(s["steps"], ".1f")]
-        if s["evaluated"]:
-            settings, p, trained = f"eval-only: {settings}", f"{p} paired", ["= base"] * 3
+        if s["evaluated"]:  # the base's artifact: its training, quantization and bytes are the base's
+            settings, p, trained, size = f"eval-only: {settings}", f"{p} paired", ["= base"] * 3, "= base"
+        else:
+            trained = [_f(s["prequant"], ".5f"), _f(s["quantized"], ".5f"), _f(s["steps"], ".1f")]
+            size = _f(s["bytes"], ",.0f")
         lines.append(f"| {name} | {settings} | {s['done']}/{s['seeds']} | {final} | {_f(s['delta'], '+.5f')} | "
-                     f"{_f(paired_sd, '.5f')} | {p} | {' | '.join(trained)} | "
-                     f"{_f(s['eval_s'], '.1f')} | {'= base' if s['evaluated'] else _f(s['bytes'], ',.0f')} |")
+                     f"{_f(paired_sd, '.5f')} | {p} | {' | '.join(trained)} | {_f(s['eval_s'], '.1f')} | {size} |")
     lines += ["", "Runs (first step: seconds from launch, compile included; wall: the whole run):", "",
               "| run | state | final bpb | steps | first step s | TTT compile s | eval s | wall s | note |",
               "|---|---|---|---|---|---|---|---|---|"]

@@ -297,8 +297,14 @@ def test_an_eval_variant_and_a_trained_one_may_share_settings(tmp_path, capsys):
 
 
 def test_a_workdir_keeps_a_variants_kind(workdir, tmp_path):
-    with pytest.raises(SystemExit, match=r"^error: variant lr was a trained variant in .*another name$"):
-        ab_runs.main(args(workdir, "--dry-run", "--eval-variant", "lr=MATRIX_LR=0.05", variant="x=MATRIX_LR=0.07"))
+    """A trained variant of the workdir's plan may not come back as an eval-only one of the same settings."""
+    work = tmp_path / "w"
+    work.mkdir()
+    plan = json.loads((workdir / "plan.json").read_text())
+    plan["variants"]["t"] = {"TTT_CHUNK_SIZE": "36"}
+    (work / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(SystemExit, match=r"^error: variant t was a trained variant in .*another name$"):
+        ab_runs.main(args(work, "--dry-run", "--eval-variant", "t=TTT_CHUNK_SIZE=36"))
 
 
 def test_eval_variant_report_is_paired_on_synthetic_logs(workdir, tmp_path):
