@@ -652,7 +652,8 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
         p = _f(s["p"], ".4f") if s["p"] is not None or name == BASE else f"- ({s['matched']} pairs)"
         paired_sd = statistics.stdev(s["paired"]) if len(s["paired"]) > 1 else None
         if s["evaluated"]:  # the base's artifact: its training, quantization and bytes are the base's
-            settings, p, trained, size = f"eval-only: {settings}", f"{p} paired", ["= base"] * 3, "= base"
+            settings, trained, size = f"eval-only: {settings}", ["= base"] * 3, "= base"
+            p += " paired" if s["p"] is not None else ""
         else:
             trained = [_f(s["prequant"], ".5f"), _f(s["quantized"], ".5f"), _f(s["steps"], ".1f")]
             size = _f(s["bytes"], ",.0f")
