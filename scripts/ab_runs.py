@@ -3,7 +3,7 @@ wallclock, resumable, and a report per variant against the base (markdown table 
 
     # the plan and the commands, nothing run
     python scripts/ab_runs.py run --workdir ab_runs/w1 --base RECIPE=2135 --seeds 1,2,3 \
-        --variant qk525=QK_GAIN_INIT=5.25 --variant chunk36=TTT_CHUNK_SIZE=36 --dry-run
+        --variant qk525=QK_GAIN_INIT=5.25 --eval-variant chunk36=TTT_CHUNK_SIZE=36 --dry-run
     # the same without --dry-run runs them one after the other; --detach starts the runner in a new session
     # (setsid) and returns at once
     python scripts/ab_runs.py run --workdir ab_runs/w1 ... --detach
@@ -17,6 +17,18 @@ variant may not change MAX_WALLCLOCK_SECONDS (the comparison is at a fixed wallc
 checked by train_gpt.py's own loader before anything runs; a variant whose settings resolve to the base's, and
 fewer than 3 seeds, are refused.
 
+Eval-only variants (--eval-variant NAME=KEY=VALUE[,...], or a line `eval NAME KEY=VALUE ...`) are not trained:
+each evaluates its seed's base artifact (EVAL_ONLY=1 ARTIFACT_PATH=artifacts/base_s<SEED>.golf, train_gpt.py
+adopting the artifact's model config) with other TTT or n-gram tilt settings, as its own run (RUN_ID
+<NAME>_s<SEED>). Both sides of a pair then score one model: the difference is the setting's effect without the
+training seed's noise, for a fraction of a trained run's cost. Their keys must be evaluation settings, the fields
+of train_gpt.py's Hyperparameters from TTT_ENABLED on (EVAL_KEYS); a setting that acts before the artifact exists
+(training, model, quantization, compression) is refused: train it as a --variant. They run right after their
+seed's base; one whose base failed, or whose base artifact is missing, is reported as not run (blocked) with
+why; one measured on an artifact that has since been replaced (the base ran again: the exit records' sha256
+differ) runs again. Their p is the one-sided paired t-test (seed_stats has only Welch's, which would count the
+training noise that pairing removed); their pre-quant and quantized bpb, steps and bytes are the base's.
+
 Resuming: each run is WORKDIR/logs/<NAME>_s<SEED>.txt. A rerun of the same command (any subset of the
 variants and seeds, or new ones) skips finished runs (the log's closing `eval_time:... (inside:` line, no
 interruption or error), sets aside unfinished ones (to WORKDIR/attempts/) and starts them again; a run that
@@ -24,7 +36,8 @@ failed (non-zero exit, not an interruption) is reported and left alone unless --
 seed (base, then each variant), so a cut-short session leaves whole seed pairs. WORKDIR/plan.json keeps the
 definitions: a name redefined, another base or another data selection is refused (use a new --workdir). To
 resume on a fresh machine, bring back `report --pack FILE` (the logs and plan, one file) and unpack it into the
-workdir first (`mkdir -p W && tar -xJf FILE -C W`).
+workdir first (`mkdir -p W && tar -xJf FILE -C W`). The pack leaves out the artifacts (~16 MB each at the
+recipe's size): eval-only variants of seeds trained elsewhere need WORKDIR/artifacts/base_s<SEED>.golf back.
 
 Data (--data, default ../shared/data/proxy2_caseops/datasets/proxy2_caseops; `.bin.xz` shards are unpacked into
 WORKDIR/data): the train shards as they are, and a val subset of whole documents, every --val-every-th (8)
@@ -42,6 +55,13 @@ Scale (SCALE below, each overridable with --base): MAX_WALLCLOCK_SECONDS=60 and 
   the first run of a session ~240 s more (cold compiles).
 - 30 minutes of one H200 (start ~1.5 min, setup ~0.5 min, the cold first run) buy ~7-8 runs: the base and
   one variant x 3 seeds, or, once the base's seeds are in the workdir (they are kept), two variants x 3 seeds.
+- An eval-only run skips the 20 warm-up steps, the Hessians, the 60 s of training, GPTQ and packing: warm,
+  launch and model setup (~20-35 s: the 35-50 s to a first step less the warm-up steps), brotli unpacking 2 s,
+  the roundtrip eval, TTT (~30 s at chunk 48, ~40 s at chunk 36) and a warm TTT compile: ~60-90 s, an ESTIMATE
+  from the figures above, not measured (the first TTT of a session pays the 118 s cold compile if no trained
+  run did). So in 30 minutes, with the base trained in the same session (3 seeds, ~13 min with its cold
+  compiles), the rest (~15 min) buys ~10-15 eval-only runs: 3-5 eval variants x 3 seeds; with the base's logs
+  and artifacts already in the workdir, ~18-25: 6-8 eval variants x 3 seeds.
 - 60 s of training is ~54 steps of 786,432 tokens after the Hessian reserve (0.75 s a step): one pass over
   42M tokens, within 5-6 of proxy2_caseops' 7 train shards (what fits the 64 MiB a GPU call carries), so no
   token is seen twice. The val subset (612 documents, 474,998 tokens, 283 TTT chunk steps at chunk 48, ~30 s)
@@ -51,7 +71,9 @@ Scale (SCALE below, each overridable with --base): MAX_WALLCLOCK_SECONDS=60 and 
   that reaches p < 0.25 (t(0.75, 2n-2) x s x sqrt(2/n) = 0.60 s at n = 3) and p < 0.05 (1.74 s). s at this
   scale is not known before the first session measures it. The runs see ~1% of a challenge run's tokens:
   training-side variants are measured early in training, eval-side ones (TTT) on a weak model; a difference
-  found here is a candidate to confirm at full scale, not a result.
+  found here is a candidate to confirm at full scale, not a result. An eval-only variant's paired differences
+  have no training noise: their sd (the table's `sd of Δ`) is what its p rests on, and it is not known
+  before the first session measures it either.
 """
 
 from __future__ import annotations
@@ -93,9 +115,17 @@ VAL_EVERY, VAL_MAX_DOC_TOKENS = 8, 8192
 FINEWEB_VAL_DOCS = 50_000  # the challenge's val set: what a recipe's PHASED_TTT_PREFIX_DOCS is a share of
 MIN_SEEDS = 3  # the leaderboard's practical rule: p over >= 3 seeds
 BASE = "base"
-HARNESS_KEYS = ("SEED", "RUN_ID", "ARTIFACT_PATH", "DATA_PATH", "TOKENIZER_PATH", "DATA_DIR", "VAL_MAX_TOKENS")
+EVAL_MARKER = "eval"  # a variants file's line `eval NAME KEY=VALUE ...`: an eval-only variant
+HARNESS_KEYS = ("SEED", "RUN_ID", "ARTIFACT_PATH", "DATA_PATH", "TOKENIZER_PATH", "DATA_DIR", "VAL_MAX_TOKENS",
+                "EVAL_ONLY")
+# What an eval-only variant may set: train_gpt.Hyperparameters' fields from TTT_ENABLED on (TTT and the n-gram
+# tilt), all read only after the artifact exists; every field before it acts on training, the model, quantization
+# or compression, or is the harness's (tests/test_ab_runs.py checks the boundary on train_gpt.py's code).
+EVAL_FROM = "ttt_enabled"
+_FIELDS = [f.name for f in dataclasses.fields(tg.Hyperparameters)]
+EVAL_KEYS = tuple(name.upper() for name in _FIELDS[_FIELDS.index(EVAL_FROM):])
 FIXED_KEYS = ("MAX_WALLCLOCK_SECONDS",)  # the base's for every variant: the comparison is at a fixed wallclock
-PER_RUN_FIELDS = ("seed", "run_id", "artifact_path")  # resolved settings that differ between runs of one variant
+PER_RUN_FIELDS = ("seed", "run_id", "artifact_path", "eval_only")  # resolved settings that differ between runs of one variant
 PASS_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_VISIBLE_DEVICES",
             "OMP_NUM_THREADS", "TRITON_INTERPRET")  # from the caller; everything else comes from the plan
 CLOSING_LINE = re.compile(r"^eval_time:\d+ms \(inside:", re.M)  # train_gpt.py's last line of a finished run
@@ -120,7 +150,8 @@ def parse_pairs(items: list[str], where: str) -> dict[str, str]:
         if not sep or not key:
             fail(f"{where}: {item!r} is not KEY=VALUE (e.g. QK_GAIN_INIT=5.25)")
         if key in HARNESS_KEYS:
-            fail(f"{where}: {key} is set by the harness (seeds: --seeds; data: --data, --val-every)")
+            fail(f"{where}: {key} is set by the harness (seeds: --seeds; data: --data, --val-every; "
+                 "evaluation of the base's artifacts: --eval-variant)")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             fail(f"{where}: {key} is not a train_gpt.py setting" + (f" (did you mean {close[0]}?)" if close else ""))
@@ -128,20 +159,23 @@ def parse_pairs(items: list[str], where: str) -> dict[str, str]:
     return out
 
 
-def parse_variants(specs: list[str], path: Path | None) -> dict[str, dict]:
-    """--variant NAME=KEY=VALUE[,...] and the lines `NAME KEY=VALUE ...` of a variants file."""
-    entries = [(spec.partition("=")[0], [spec.partition("=")[2]], f"--variant {spec}") for spec in specs]
+def parse_variants(specs: list[str], eval_specs: list[str], path: Path | None) -> tuple[dict[str, dict], list[str]]:
+    """--variant NAME=KEY=VALUE[,...], --eval-variant NAME=KEY=VALUE[,...] and the lines `NAME KEY=VALUE ...`
+    and `eval NAME KEY=VALUE ...` of a variants file -> ({name: settings}, the eval-only names)."""
+    entries = [(spec.partition("=")[0], [spec.partition("=")[2]], f"--{flag} {spec}", flag == "eval-variant")
+               for flag, given in (("variant", specs), ("eval-variant", eval_specs)) for spec in given]
     if path is not None:
         if not path.is_file():
             fail(f"--variants {path}: no such file")
         for number, text in enumerate(path.read_text().splitlines(), 1):
             words = text.split("#", 1)[0].split()
+            evaluated = len(words) > 1 and words[0] == EVAL_MARKER
             if words:
-                entries.append((words[0], words[1:], f"{path}:{number}"))
-    variants = {}
-    for name, pairs, where in entries:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name == BASE:
-            fail(f"{where}: the variant name must be letters, digits, '_' or '-', not '{BASE}' "
+                entries.append((words[evaluated], words[evaluated + 1:], f"{path}:{number}", evaluated))
+    variants, evaluated_names = {}, []
+    for name, pairs, where, evaluated in entries:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in (BASE, EVAL_MARKER):
+            fail(f"{where}: the variant name must be letters, digits, '_' or '-', not '{BASE}' or '{EVAL_MARKER}' "
                  "(e.g. qk525=QK_GAIN_INIT=5.25)")
         if name in variants:
             fail(f"{where}: variant {name} is defined twice")
@@ -151,8 +185,14 @@ def parse_variants(specs: list[str], path: Path | None) -> dict[str, dict]:
         for key in FIXED_KEYS:
             if key in env:
                 fail(f"{where}: {key} is the base's for every variant (the A/B is at a fixed wallclock)")
+        for key in env if evaluated else ():
+            if key not in EVAL_KEYS:
+                fail(f"{where}: {key} acts before the artifact exists (training, model, quantization or "
+                     f"compression): an eval-only variant sets only evaluation settings ({EVAL_FROM.upper()} "
+                     f"and after in train_gpt.py's Hyperparameters); train it as a variant (--variant)")
         variants[name] = env
-    return variants
+        evaluated_names += [name] if evaluated else []
+    return variants, evaluated_names
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -186,27 +226,41 @@ def scaled_prefix(prefix: int, val_docs: int) -> int:
     return 0 if prefix <= 0 else max(1, round(prefix * val_docs / FINEWEB_VAL_DOCS))
 
 
+def eval_only(plan: dict, name: str) -> bool:
+    return name in plan.get("eval_only", ())
+
+
+def artifact_path(name: str, seed: int) -> str:
+    return f"artifacts/{run_id(name, seed)}.golf"
+
+
 def run_env(plan: dict, name: str, seed: int) -> dict[str, str]:
-    """The settings of one run: base, variant, the harness's own, and the scaled TTT prefix."""
+    """The settings of one run: base, variant, the harness's own, and the scaled TTT prefix. An eval-only
+    variant evaluates the base's artifact of its seed (EVAL_ONLY=1: train_gpt.py adopts its model config)."""
     rid = run_id(name, seed)
+    evaluated = eval_only(plan, name)
     env = {**plan["base"], **plan["variants"].get(name, {}), "SEED": str(seed), "RUN_ID": rid,
-           "ARTIFACT_PATH": f"artifacts/{rid}.golf", "DATA_PATH": "data",
-           "TOKENIZER_PATH": f"data/{plan['data']['tokenizer']}"}
+           "ARTIFACT_PATH": artifact_path(BASE if evaluated else name, seed), "DATA_PATH": "data",
+           "TOKENIZER_PATH": f"data/{plan['data']['tokenizer']}", **({"EVAL_ONLY": "1"} if evaluated else {})}
     prefix = resolve(env, f"run {rid}").phased_ttt_prefix_docs
     env["PHASED_TTT_PREFIX_DOCS"] = str(scaled_prefix(prefix, plan["data"]["val_docs"]))
     return env
 
 
 def check_plan(plan: dict) -> None:
-    """Every run resolves; no variant resolves to the base's settings or to another variant's."""
+    """Every run resolves; no variant resolves to the base's settings or to another variant's of its kind
+    (an eval-only variant and a trained one of the same settings measure different things)."""
     seed = plan["seeds"][0]
     resolved = {}
     for name in [BASE, *plan["variants"]]:
         h = dataclasses.asdict(resolve(run_env(plan, name, seed), f"variant {name}"))
-        key = json.dumps({k: v for k, v in h.items() if k not in PER_RUN_FIELDS}, sort_keys=True)
-        if key in resolved:
-            fail(f"variant {name} runs the same settings as {resolved[key]} (at this scale): drop it or change it")
-        resolved[key] = name
+        settings = json.dumps({k: v for k, v in h.items() if k not in PER_RUN_FIELDS}, sort_keys=True)
+        kinds = (False, True) if name == BASE else (eval_only(plan, name),)
+        for key in ((kind, settings) for kind in kinds):
+            if key in resolved:
+                fail(f"variant {name} runs the same settings as {resolved[key]} (at this scale): drop it or "
+                     "change it")
+            resolved[key] = name
 
 
 def merge_plan(workdir: Path, plan: dict) -> dict:
@@ -221,7 +275,11 @@ def merge_plan(workdir: Path, plan: dict) -> dict:
     for name, env in plan["variants"].items():
         if stored["variants"].get(name, env) != env:
             fail(f"variant {name} was {stored['variants'][name]} in {path}: give the new one another name")
+        if name in stored["variants"] and eval_only(stored, name) != eval_only(plan, name):
+            fail(f"variant {name} was {'an eval-only' if eval_only(stored, name) else 'a trained'} variant in "
+                 f"{path}: give the new one another name")
     return dict(stored, variants={**stored["variants"], **plan["variants"]},
+                eval_only=list(dict.fromkeys([*stored.get("eval_only", []), *plan["eval_only"]])),
                 seeds=stored["seeds"] + [s for s in plan["seeds"] if s not in stored["seeds"]])
 
 
@@ -376,14 +434,52 @@ def run_one(workdir: Path, env: dict[str, str]) -> int:
             proc.wait()
             raise
     exit_file = workdir / "logs" / f"{rid}.exit.json"
+    artifact = workdir / env["ARTIFACT_PATH"]  # the base's: written by its run, read by its eval-only variants
     exit_file.write_text(json.dumps(dict(returncode=code, seconds=round(time.time() - t0, 1),
-                                         host=socket.gethostname())))
+                                         host=socket.gethostname(), artifact_path=env["ARTIFACT_PATH"],
+                                         artifact_sha256=tg.file_sha256(artifact) if artifact.is_file() else None)))
     return code
 
 
+def exit_record(workdir: Path, rid: str) -> dict:
+    path = workdir / "logs" / f"{rid}.exit.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def eval_blocker(workdir: Path, seed: int) -> str | None:
+    """Why an eval-only variant of this seed cannot run now: its base run is not done or its artifact is gone."""
+    rid = run_id(BASE, seed)
+    state, why = run_state(workdir, rid)
+    if state != "done":
+        return f"not run: base {rid} {'failed (' + why + ')' if state == 'failed' else 'not done yet'}"
+    if not (workdir / artifact_path(BASE, seed)).is_file():
+        return (f"not run: the base's artifact {artifact_path(BASE, seed)} is missing (the base ran elsewhere?): "
+                f"bring it back, or move logs/{rid}.* away to train the base again")
+    return None
+
+
+def paired_state(workdir: Path, plan: dict, name: str, seed: int) -> tuple[str, str]:
+    """run_state, and for an eval-only variant: a finished run of another artifact than the base's present one
+    (the base ran again) is pending; one not run is blocked while its base is not done or its artifact gone."""
+    rid = run_id(name, seed)
+    state, why = run_state(workdir, rid)
+    if not eval_only(plan, name):
+        return state, why
+    measured = exit_record(workdir, rid).get("artifact_sha256")
+    present = exit_record(workdir, run_id(BASE, seed)).get("artifact_sha256")
+    if state == "done" and measured and present and measured != present:
+        return "pending", f"measured on an earlier artifact of {run_id(BASE, seed)}, which ran again since"
+    if state == "pending":
+        blocker = eval_blocker(workdir, seed)
+        return ("blocked", blocker) if blocker else (state, why)
+    return state, why
+
+
 def queue(plan: dict, names: list[str], seeds: list[int]) -> list[tuple[str, int]]:
-    """Seed by seed, the base first: a session cut short leaves whole pairs."""
-    return [(name, seed) for seed in seeds for name in [BASE, *names]]
+    """Seed by seed, the base first, then its eval-only variants (on its artifact), then the trained ones: a
+    session cut short leaves whole pairs."""
+    ordered = sorted(names, key=lambda name: not eval_only(plan, name))
+    return [(name, seed) for seed in seeds for name in [BASE, *ordered]]
 
 
 def runner_pid(workdir: Path) -> int | None:
@@ -419,9 +515,12 @@ def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_fail
     try:
         for name, seed in todo:
             rid = run_id(name, seed)
-            state, why = run_state(workdir, rid)
-            if state == "done" or (state == "failed" and not retry_failed):
-                print(f"{rid}: {state}{' (' + why + '; --retry-failed reruns it)' if why else ''}", flush=True)
+            state, why = paired_state(workdir, plan, name, seed)
+            if state == "failed" and retry_failed and eval_only(plan, name) and eval_blocker(workdir, seed):
+                state, why = "blocked", eval_blocker(workdir, seed)
+            if state in ("done", "blocked") or (state == "failed" and not retry_failed):
+                rerun = "; --retry-failed reruns it" if state == "failed" else ""
+                print(f"{rid}: {state}{' (' + why + rerun + ')' if why else ''}", flush=True)
                 continue
             set_aside(workdir, rid)
             print(f"{time.strftime('%H:%M:%S')} {rid}: running ({why})", flush=True)
@@ -435,9 +534,9 @@ def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_fail
 # Report: per variant, from whatever logs exist
 # -----------------------------------------------------------------------------
 
-def run_record(workdir: Path, name: str, seed: int) -> dict:
+def run_record(workdir: Path, plan: dict, name: str, seed: int) -> dict:
     rid = run_id(name, seed)
-    state, why = run_state(workdir, rid)
+    state, why = paired_state(workdir, plan, name, seed)
     exit_file = workdir / "logs" / f"{rid}.exit.json"
     wall = json.loads(exit_file.read_text()).get("seconds") if exit_file.exists() else None
     rec = dict(name=name, seed=seed, rid=rid, state=state, why=why, wall=wall, path=workdir / "logs" / f"{rid}.txt")
@@ -460,17 +559,31 @@ def _seconds(ms: str | None) -> float | None:
     return None if value is None else value / 1000
 
 
-def summarize_variant(runs: list[dict], base_runs: list[dict]) -> dict:
+def paired_p(differences: list[float]) -> float:
+    """One-sided paired t-test p that the mean difference (variant - base) is below 0; an exact tie as
+    seed_stats.one_sided_p takes it."""
+    mean, sd = statistics.mean(differences), statistics.stdev(differences)
+    if sd == 0:
+        return 0.0 if mean < 0 else 1.0
+    return float(seed_stats.stats.t.cdf(mean / (sd / math.sqrt(len(differences))), len(differences) - 1))
+
+
+def summarize_variant(runs: list[dict], base_runs: list[dict], evaluated: bool = False) -> dict:
     """seed_stats' numbers: the variant's mean and std over its finished seeds; against the base over the
-    seeds both finished: the difference of means (the mean paired difference) and the one-sided Welch p
-    that the variant's mean final val_bpb is below the base's (margin 0), from 3 pairs on."""
+    seeds both finished: the difference of means (the mean paired difference) and the one-sided p that the
+    variant's mean final val_bpb is below the base's (margin 0), from 3 pairs on: Welch's (seed_stats) for a
+    trained variant, the paired t-test for an eval-only one (seed_stats has none): both sides of a pair score
+    one artifact, so the training seed's noise, which Welch's test would count, is not in the differences.
+    An eval-only variant's pre-quant and quantized bpb, steps and bytes are its base's (not repeated);
+    roundtrip_gap says how far its own roundtrip score of the artifact is from the base's."""
     done = [r for r in runs if r["state"] == "done"]
     finals = [r["final"] for r in done]
     out = dict(done=len(done), seeds=len(runs), final=finals, mean=statistics.mean(finals) if finals else None,
                std=statistics.stdev(finals) if len(finals) > 1 else None, delta=None, p=None, matched=0, paired=[])
-    for key in ("prequant", "quantized", "steps", "eval_s", "bytes"):
+    for key in ("eval_s",) if evaluated else ("prequant", "quantized", "steps", "eval_s", "bytes"):
         values = [r[key] for r in done if r.get(key) is not None]
         out[key] = statistics.mean(values) if values else None
+    out["evaluated"] = evaluated
     if runs is base_runs:
         return out
     base = {r["seed"]: r for r in base_runs if r["state"] == "done"}
@@ -479,7 +592,12 @@ def summarize_variant(runs: list[dict], base_runs: list[dict]) -> dict:
     out["paired"] = [r["final"] - base[r["seed"]]["final"] for r in matched]
     if matched:
         out["delta"] = statistics.mean(out["paired"])
-    if len(matched) >= MIN_SEEDS:
+    gaps = [abs(r["quantized"] - base[r["seed"]]["quantized"]) for r in matched
+            if r.get("quantized") is not None and base[r["seed"]].get("quantized") is not None]
+    out["roundtrip_gap"] = max(gaps) if evaluated and gaps else None
+    if evaluated and len(matched) >= MIN_SEEDS:
+        out["p"] = paired_p(out["paired"])
+    elif len(matched) >= MIN_SEEDS:
         result = seed_stats.compare(seed_stats.read_side([base[r["seed"]]["path"] for r in matched], "old"),
                                     seed_stats.read_side([r["path"] for r in matched], "new"), 0.0)
         out["p"] = result["bpb"]["p_value"]
@@ -491,9 +609,11 @@ def collect(workdir: Path) -> tuple[dict, dict, list[dict]]:
     if not path.exists():
         fail(f"--workdir {workdir}: no plan.json (not an ab_runs workdir, or never run)")
     plan = json.loads(path.read_text())
-    runs = [run_record(workdir, name, seed) for seed in plan["seeds"] for name in [BASE, *plan["variants"]]]
-    by_name = {name: [r for r in runs if r["name"] == name] for name in [BASE, *plan["variants"]]}
-    return plan, {name: summarize_variant(rs, by_name[BASE]) for name, rs in by_name.items()}, runs
+    names = [BASE, *sorted(plan["variants"], key=lambda name: not eval_only(plan, name))]
+    runs = [run_record(workdir, plan, name, seed) for seed in plan["seeds"] for name in names]
+    by_name = {name: [r for r in runs if r["name"] == name] for name in names}
+    return plan, {name: summarize_variant(rs, by_name[BASE], eval_only(plan, name))
+                  for name, rs in by_name.items()}, runs
 
 
 def resolvable(std: float | None, n: int) -> str:
@@ -519,6 +639,10 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
              f"finished (negative: the variant is better), sd of Δ its std over the seeds (when far below the "
              f"seeds' std, pairing removes seed noise that the unpaired Welch test still counts); p = one-sided Welch p that "
              f"the variant's mean is below the base's ({resolvable(stats[BASE]['std'], len(plan['seeds']))}).", "",
+             f"Eval-only variants (settings `eval-only: ...`) are not trained: each evaluates its seed's base artifact "
+             f"(EVAL_ONLY=1), so Δ is the setting's effect on one model, free of training noise; their p (`paired`) "
+             f"is the one-sided paired t-test on the differences, their pre-quant and quantized bpb, steps and bytes "
+             f"are the base's (`= base`), and eval s is their own.", "",
              "| variant | settings | seeds done | final bpb | Δ vs base | sd of Δ | p | pre-quant bpb | quantized bpb | "
              "train steps | eval s | artifact bytes |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -527,10 +651,14 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
         final = "-" if s["mean"] is None else f"{s['mean']:.5f} ± {_f(s['std'], '.5f')}"
         p = _f(s["p"], ".4f") if s["p"] is not None or name == BASE else f"- ({s['matched']} pairs)"
         paired_sd = statistics.stdev(s["paired"]) if len(s["paired"]) > 1 else None
+        if s["evaluated"]:  # the base's artifact: its training, quantization and bytes are the base's
+            settings, trained, size = f"eval-only: {settings}", ["= base"] * 3, "= base"
+            p += " paired" if s["p"] is not None else ""
+        else:
+            trained = [_f(s["prequant"], ".5f"), _f(s["quantized"], ".5f"), _f(s["steps"], ".1f")]
+            size = _f(s["bytes"], ",.0f")
         lines.append(f"| {name} | {settings} | {s['done']}/{s['seeds']} | {final} | {_f(s['delta'], '+.5f')} | "
-                     f"{_f(paired_sd, '.5f')} | {p} "
-                     f"| {_f(s['prequant'], '.5f')} | {_f(s['quantized'], '.5f')} | {_f(s['steps'], '.1f')} | "
-                     f"{_f(s['eval_s'], '.1f')} | {_f(s['bytes'], ',.0f')} |")
+                     f"{_f(paired_sd, '.5f')} | {p} | {' | '.join(trained)} | {_f(s['eval_s'], '.1f')} | {size} |")
     lines += ["", "Runs (first step: seconds from launch, compile included; wall: the whole run):", "",
               "| run | state | final bpb | steps | first step s | TTT compile s | eval s | wall s | note |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -538,6 +666,10 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
         lines.append(f"| {r['rid']} | {r['state']} | {_f(r.get('final'), '.5f')} | {_f(r.get('steps'), '.0f')} | "
                      f"{_f(r.get('first_step'), '.1f')} | {_f(r.get('ttt_compile'), '.1f')} | "
                      f"{_f(r.get('eval_s'), '.1f')} | {_f(r['wall'], '.0f')} | {r['why'][:100]} |")
+    for name, s in stats.items():
+        if s.get("roundtrip_gap"):  # the same artifact and evaluator score the same; kernels may differ in the last bits
+            lines += ["", f"NOTE: {name}'s own roundtrip (quantized) score of its base's artifacts differs from the "
+                      f"base's by up to {s['roundtrip_gap']:.2e} bpb: not the same artifact, or a nondeterministic eval."]
     codes = {r["code"] for r in runs if r.get("code")}
     if len(codes) > 1:
         lines += ["", f"WARNING: the finished runs ran {len(codes)} different versions of train_gpt.py/kernels.py "
@@ -589,11 +721,11 @@ def pack(workdir: Path, path: Path) -> None:
 
 def make_plan(args) -> tuple[dict, dict[str, bytes]]:
     base = {**SCALE, **parse_pairs(args.base, "--base")}
-    variants = parse_variants(args.variant, args.variants)
+    variants, evaluated = parse_variants(args.variant, args.eval_variant, args.variants)
     seeds = parse_seeds(args.seeds)
     bos = resolve({**base, "DATA_PATH": str(args.data), "TOKENIZER_PATH": str(args.tokenizer)}, "--base").bos_id
     data, files = plan_data(args, bos)
-    plan = dict(base=base, variants=variants, seeds=seeds, data=data)
+    plan = dict(base=base, variants=variants, eval_only=evaluated, seeds=seeds, data=data)
     check_plan(plan)
     return plan, files
 
@@ -612,8 +744,11 @@ def cmd_run(args, argv: list[str]) -> int:
               f"{plan['data']['val_tokens']:,} tokens; {len(plan['data']['train_shards'])} train shards; each run also "
               f"gets {' '.join(f'{k}={v}' for k, v in cache_env(workdir).items())}")
         for name, seed in todo:
-            state, _ = run_state(workdir, run_id(name, seed))
-            print(f"[{state}] (cd {workdir} && {command_line(run_env(merged, name, seed))})")
+            state, why = paired_state(workdir, merged, name, seed)
+            if state == "blocked" and run_state(workdir, run_id(BASE, seed))[0] == "pending":
+                state = "pending"  # its base runs first
+            note = f" # {why}" if state == "blocked" else ""
+            print(f"[{state}] (cd {workdir} && {command_line(run_env(merged, name, seed))}){note}")
         return 0
     if runner_pid(workdir) is not None:
         take_lock(workdir)  # refused, before any file is touched
@@ -656,7 +791,9 @@ def main(argv=None) -> int:
     run.add_argument("--workdir", type=Path, required=True, help="the runs' folder (logs, data, caches)")
     run.add_argument("--base", action="append", default=[], help="KEY=VALUE[,...]: the base recipe's settings")
     run.add_argument("--variant", action="append", default=[], help="NAME=KEY=VALUE[,KEY=VALUE]")
-    run.add_argument("--variants", type=Path, help="a file of lines `NAME KEY=VALUE ...`")
+    run.add_argument("--eval-variant", action="append", default=[],
+                     help="NAME=KEY=VALUE[,...]: evaluation settings only, run on the base's artifacts")
+    run.add_argument("--variants", type=Path, help="a file of lines `NAME KEY=VALUE ...`, `eval NAME KEY=VALUE ...`")
     run.add_argument("--seeds", default="1,2,3", help="comma-separated, at least 3 (default 1,2,3)")
     run.add_argument("--data", type=Path, default=DEFAULT_DATA, help="train and val shards (.bin or .bin.xz)")
     run.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)

@@ -213,3 +213,211 @@ def test_runs_on_the_command_line(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "ab_runs.py"), *args(tmp_path, "--dry-run"),
                            "--seeds", "1"], capture_output=True, text=True)
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
+
+
+# -----------------------------------------------------------------------------
+# Eval-only variants: the base's artifacts evaluated with other TTT / n-gram tilt settings
+# -----------------------------------------------------------------------------
+
+EVAL_VARIANT = "ev=TTT_LORA_LR=0.01"  # SMOKE's 3e-3: a TTT setting that surely moves the final score
+
+
+def dry_commands(capsys) -> list[tuple[str, str, str]]:
+    """(state, RUN_ID, command) of a --dry-run's output."""
+    out = capsys.readouterr().out
+    return [(state, re.search(r"RUN_ID=(\S+)", c).group(1), c)
+            for state, c in re.findall(r"^\[(\w+)\] \(cd \S+ && (.*?)\)(?: #.*)?$", out, re.M)]
+
+
+def with_eval_variant(workdir, tmp_path, shifts=None, evaluated=True):
+    """A copy of the fixture's workdir whose plan holds the eval-only variant ev; with shifts {seed: Δbpb},
+    ev's finished runs are the base's logs with the final (TTT) score moved by Δ (synthetic)."""
+    work = tmp_path / "w"
+    shutil.copytree(workdir, work, symlinks=True)
+    plan = json.loads((work / "plan.json").read_text())
+    plan["variants"]["ev"] = {"TTT_LORA_LR": "0.01"}
+    plan["eval_only"] = ["ev"] if evaluated else []
+    (work / "plan.json").write_text(json.dumps(plan))
+    for seed, shift in (shifts or {}).items():
+        text = (work / "logs" / f"base_s{seed}.txt").read_text()
+        nats, bpb = golflog.final_score(golflog.run_lines(text), "final_ttt_exact")
+        line = f"final_ttt_exact val_loss:{nats:.8f} val_bpb:{bpb:.8f}"
+        assert line in text
+        moved = f"final_ttt_exact val_loss:{nats * (bpb + shift) / bpb:.8f} val_bpb:{bpb + shift:.8f}"
+        (work / "logs" / f"ev_s{seed}.txt").write_text(text.replace(line, moved))
+        shutil.copyfile(work / "logs" / f"base_s{seed}.exit.json", work / "logs" / f"ev_s{seed}.exit.json")
+    return work
+
+
+def test_eval_variants_run_after_their_base_on_its_artifact(workdir, tmp_path, capsys):
+    """Per seed: the base, its eval-only variants (EVAL_ONLY=1 on the base's artifact of that seed), then the
+    trained variants."""
+    assert ab_runs.main(args(tmp_path / "new", "--dry-run", "--eval-variant", EVAL_VARIANT)) == 0
+    commands = dry_commands(capsys)
+    assert [rid for _, rid, _ in commands] == [f"{n}_s{s}" for s in SEEDS for n in ("base", "ev", "lr")]
+    for _, rid, command in commands:
+        evaluated = rid.startswith("ev_")
+        seed = rid.rsplit("_s", 1)[1]
+        assert ("EVAL_ONLY=1 " in command) == evaluated
+        assert f"ARTIFACT_PATH=artifacts/{'base' if evaluated else rid.split('_')[0]}_s{seed}.golf " in command
+        assert ("TTT_LORA_LR=0.01 " in command) == evaluated
+
+
+def test_eval_variants_from_a_variants_file(tmp_path, capsys):
+    listing = tmp_path / "variants.txt"
+    listing.write_text("# trained, then eval-only\nqk QK_GAIN_INIT=5.25\neval tmp TOKEN_MAX_PROB=0.9 TTT_GRAD_STEPS=2\n")
+    assert ab_runs.main(args(tmp_path / "new", "--dry-run", "--variants", str(listing))) == 0
+    commands = {rid: c for _, rid, c in dry_commands(capsys)}
+    assert "EVAL_ONLY=1 " in commands["tmp_s2"] and "TTT_GRAD_STEPS=2 " in commands["tmp_s2"]
+    assert "EVAL_ONLY=1 " not in commands["qk_s2"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--eval-variant", "e=MATRIX_LR=0.06"], "MATRIX_LR acts before the artifact exists"),
+    (["--eval-variant", "e=TTT_CHUNK_SIZE=36,COMPRESSOR=pergroup"], "COMPRESSOR acts before the artifact exists"),
+    (["--eval-variant", "e=NUM_LAYERS=3"], "NUM_LAYERS acts before the artifact exists"),
+    (["--eval-variant", "e=EVAL_ONLY=1"], "EVAL_ONLY is set by the harness"),
+    (["--eval-variant", "e=TTT_CHUNK_SIZE=256"], "variant e runs the same settings as base"),
+    (["--eval-variant", "lr=TTT_CHUNK_SIZE=36"], "variant lr is defined twice"),
+    (["--eval-variant", "eval=TTT_CHUNK_SIZE=36"], "the variant name must be"),
+])
+def test_eval_variant_refusals(extra, message, tmp_path):
+    with pytest.raises(SystemExit) as err:
+        ab_runs.main(args(tmp_path / "w", "--dry-run") + extra)
+    assert str(err.value).startswith("error: ") and message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_eval_variant_and_a_trained_one_may_share_settings(tmp_path, capsys):
+    """The same TTT setting trained and eval-only are two measurements; two eval-only ones are one."""
+    assert ab_runs.main(args(tmp_path / "w", "--dry-run", "--eval-variant", "e=TTT_CHUNK_SIZE=36",
+                             variant="t=TTT_CHUNK_SIZE=36")) == 0
+    with pytest.raises(SystemExit, match="^error: variant f runs the same settings as e"):
+        ab_runs.main(args(tmp_path / "w", "--dry-run", "--eval-variant", "e=TTT_CHUNK_SIZE=36",
+                          "--eval-variant", "f=TTT_CHUNK_SIZE=36", variant="t=TTT_CHUNK_SIZE=36"))
+
+
+def test_a_workdir_keeps_a_variants_kind(workdir, tmp_path):
+    """A trained variant of the workdir's plan may not come back as an eval-only one of the same settings."""
+    work = tmp_path / "w"
+    work.mkdir()
+    plan = json.loads((workdir / "plan.json").read_text())
+    plan["variants"]["t"] = {"TTT_CHUNK_SIZE": "36"}
+    (work / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(SystemExit, match=r"^error: variant t was a trained variant in .*another name$"):
+        ab_runs.main(args(work, "--dry-run", "--eval-variant", "t=TTT_CHUNK_SIZE=36"))
+
+
+def test_eval_variant_report_is_paired_on_synthetic_logs(workdir, tmp_path):
+    """Δ against the base on the same artifacts with the one-sided paired t-test's p (scipy's ttest_rel);
+    pre-quant, quantized, steps and bytes are the base's, not repeated as if measured."""
+    shifts = {1: -0.0020, 2: -0.0012, 3: -0.0016}
+    work = with_eval_variant(workdir, tmp_path, shifts)
+    md = tmp_path / "ab.md"
+    assert ab_runs.main(["report", "--workdir", str(work), "--md", str(md), "--plot", str(tmp_path / "p.png")]) == 0
+    text = md.read_text()
+    rows = table_rows(text)
+    ev = rows["ev"]
+    base = [seed_stats.read_log(p)["bpb"] for p in logs(work, "base")]
+    new = [seed_stats.read_log(p)["bpb"] for p in logs(work, "ev")]
+    expected = seed_stats.stats.ttest_rel(new, base, alternative="less").pvalue
+    assert ev[1] == "eval-only: TTT_LORA_LR=0.01" and ev[2] == "3/3"
+    assert ev[4] == f"{statistics.mean(shifts.values()):+.5f}"
+    assert ev[6] == f"{expected:.4f} paired"
+    welch = seed_stats.summarize(logs(work, "base"), logs(work, "ev"), 0.0)["bpb"]["p_value"]
+    assert f"{welch:.4f}" != f"{expected:.4f}"  # the tests differ here: the report must use the paired one
+    assert ev[7:10] == ["= base"] * 3 and ev[11] == "= base" and ev[10] != "-"
+    assert list(rows) == ["base", "ev", "lr"]
+    assert "NOTE" not in text  # each ev log's roundtrip is its base's
+
+
+def test_eval_variant_not_run_when_its_base_failed_or_its_artifact_is_gone(workdir, tmp_path, capsys):
+    """base_s3 failed: ev_s3 is reported as not run, with why, and the runner runs nothing (no real run here);
+    base_s2's artifact gone: ev_s2 likewise; a base that ran again since makes its eval run pending."""
+    work = with_eval_variant(workdir, tmp_path, {1: -0.001})
+    failed = work / "logs" / "base_s3.txt"
+    failed.write_text(failed.read_text() + "ERROR: artifact over budget\n")
+    (work / "artifacts" / "base_s2.golf").unlink()
+    capsys.readouterr()
+    assert ab_runs.main(["report", "--workdir", str(work)]) == 0
+    runs = {cells[0].strip(): [c.strip() for c in cells]
+            for cells in (line.strip("|").split("|") for line in capsys.readouterr().out.splitlines())
+            if cells and cells[0].strip().startswith("ev_s")}
+    assert runs["ev_s1"][1] == "done"
+    assert runs["ev_s3"][1] == "blocked" and runs["ev_s3"][-1].startswith("not run: base base_s3 failed (")
+    assert runs["ev_s2"][1] == "blocked" and "artifacts/base_s2.golf is missing" in runs["ev_s2"][-1]
+    plan = json.loads((work / "plan.json").read_text())
+    exit_file = work / "logs" / "base_s1.exit.json"
+    exit_file.write_text(json.dumps(dict(json.loads(exit_file.read_text()), artifact_sha256="0" * 64)))
+    assert ab_runs.paired_state(work, plan, "ev", 1)[0] == "pending"
+    exit_file.write_text((work / "logs" / "ev_s1.exit.json").read_text())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ab_runs, "run_one", lambda *_: pytest.fail("nothing may run"))
+        mp.setattr(ab_runs, "write_data", lambda *_: None)
+        assert ab_runs.main(args(work, "--eval-variant", EVAL_VARIANT, variant="lr=MATRIX_LR=0.05")) == 0
+    out = capsys.readouterr().out
+    assert "ev_s3: blocked (not run: base base_s3 failed" in out and "ev_s2: blocked (not run: the base's" in out
+
+
+def test_one_real_eval_only_run(workdir, tmp_path, capsys):
+    """One real EVAL_ONLY run (ev_s1; ev_s2 and ev_s3 are synthetic): it evaluates base_s1's artifact, so its
+    roundtrip score is the base's to the last digit and its TTT score is its own."""
+    work = with_eval_variant(workdir, tmp_path, {2: -0.001, 3: -0.002})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "2")
+        assert ab_runs.main(args(work, "--eval-variant", EVAL_VARIANT)) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"^\S+ (\w+): running", out, re.M) == ["ev_s1"]
+    text = (work / "logs" / "ev_s1.txt").read_text()
+    config = golflog.resolved_config(text)
+    assert config["eval_only"] == "True" and config["artifact_path"] == "artifacts/base_s1.golf"
+    assert config["ttt_lora_lr"] == "0.01"
+    base = (work / "logs" / "base_s1.txt").read_text()
+    for label, same in (("final_roundtrip_exact", True), ("final_ttt_exact", False)):
+        ours, theirs = (golflog.final_score(golflog.run_lines(t), label) for t in (text, base))
+        assert (ours == theirs) == same, label
+    records = [json.loads((work / "logs" / f"{rid}.exit.json").read_text()) for rid in ("ev_s1", "base_s1")]
+    assert records[0]["artifact_sha256"] == records[1]["artifact_sha256"]
+    assert table_rows(out)["ev"][2] == "3/3"
+
+
+def hyperparameter_reads(roots: list[str]) -> set[str]:
+    """The Hyperparameters fields (`h.X`, `self.h.X`, ...) read by train_gpt.py's functions `roots` and every
+    function they may call (by name: an over-approximation, the safe side for both uses below)."""
+    import ast
+    import dataclasses
+    fields = {f.name for f in dataclasses.fields(ab_runs.tg.Hyperparameters)}
+    functions = {}
+    for node in ast.walk(ast.parse((REPO / "train_gpt.py").read_text())):
+        if isinstance(node, ast.FunctionDef):
+            functions.setdefault(node.name, []).append(node)
+    seen, todo, reads = set(), list(roots), set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in (n for f in functions[name] for n in ast.walk(f)):
+            owner = getattr(node, "value", None)
+            if (isinstance(node, ast.Attribute) and node.attr in fields
+                    and (getattr(owner, "id", None) == "h" or getattr(owner, "attr", None) == "h")):
+                reads.add(node.attr)
+            called = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+            if called in functions:
+                todo.append(called)
+    assert {"train", "write_artifact"} & seen or "evaluate_ttt" in seen  # the roots exist
+    return reads
+
+
+def test_eval_settings_boundary():
+    """EVAL_KEYS (the fields from TTT_ENABLED on) hold what an eval-only variant may change: none of them is
+    read while the artifact is made (training, GPTQ, compression), and every field that TTT and the n-gram
+    tilt read, and the artifact's making does not, is among them, or is a model field (the artifact's, which
+    EVAL_ONLY adopts) or the harness's (SEED)."""
+    before = hyperparameter_reads(["train", "write_artifact"])
+    after = hyperparameter_reads(["evaluate_ttt", "ngram_hints"])
+    eval_keys = {k.lower() for k in ab_runs.EVAL_KEYS}
+    assert len(eval_keys) > 20 and {"ttt_chunk_size", "token_max_prob", "global_ttt_epochs"} <= eval_keys
+    assert not eval_keys & before, "declared from TTT_ENABLED on, but read while the artifact is made"
+    harness = {k.lower() for k in ab_runs.HARNESS_KEYS}
+    missing = (after - before) - eval_keys - set(ab_runs.tg.MODEL_CONFIG_FIELDS) - harness
+    assert not missing, "evaluation settings declared before TTT_ENABLED"
