@@ -45,7 +45,7 @@ gives each lane its own GPUs: the record alone on the last lane, ours and the --
 after the other; --mode serial (or sequential) runs everything on the first lane in turn. --ab NAME:KEY=VALUE[,KEY=VALUE]
 adds a variant of ours (for example the fused-MLP A/B: `--ab nofusedmlp:FUSED_MLP_ENABLED=0`);
 --ab-script NAME=PATH adds another copy of ours, run with ours' environment (for example an earlier commit's
-train_gpt.py, with its kernels.py beside it: a before/after on the same machine).
+train_gpt.py, with its kernels.py (and ship.py) beside it, or a shipped file: a before/after on the same machine).
 
 Every run lives in WORKDIR/<name>/: console.txt holds its output, each line prefixed by the seconds since the
 run was launched (`[   12.345] ...`), status.json its state. `report` reads whatever exists, so a launch can
@@ -77,6 +77,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import golflog  # noqa: E402
+sys.path.insert(0, str(REPO))
+import ship  # noqa: E402
 from golflog import OURS_FORMAT, RECORD_FORMAT, LogFormat  # noqa: E402
 
 OURS = REPO / "train_gpt.py"
@@ -186,8 +188,10 @@ def _script_variant(spec: str) -> tuple[str, Path]:
     script = Path(path).resolve()
     if not script.is_file():
         raise SystemExit(f"--ab-script {name}: no such file {path}")
-    if not (script.parent / "kernels.py").is_file():  # else it would run without the Triton kernels
-        raise SystemExit(f"--ab-script {name}: no kernels.py beside {path}; copy the matching kernels.py there")
+    shipped = script.read_bytes().startswith(ship.SHIPPED_HEAD.encode("latin-1"))  # holds its kernels
+    if not shipped and not (script.parent / "kernels.py").is_file():  # else it would run without its kernels
+        raise SystemExit(f"--ab-script {name}: no kernels.py beside {path}; copy the matching kernels.py there "
+                         "(and ship.py, which a checkout's train_gpt.py since 2026-12-04 needs to count its code)")
     return name, script
 
 

@@ -211,6 +211,10 @@ def test_bad_arguments_give_clear_errors(tmp_path):
         bench._script_variant(f"ours={__file__}")
     with pytest.raises(SystemExit, match="no kernels.py beside"):  # tests/ holds no kernels.py
         bench._script_variant(f"before={__file__}")
+    alone = tmp_path / "alone" / "train_gpt.py"  # a shipped file holds its kernels: accepted alone
+    alone.parent.mkdir()
+    alone.write_bytes(bench.ship.SHIPPED_HEAD.encode("latin-1") + b"'x'")
+    assert bench._script_variant(f"shipped={alone}") == ("shipped", alone.resolve())
     with pytest.raises(SystemExit, match="no tokenizers/fineweb_8192_bpe.model"):
         bench.prepare_data(tmp_path)
     with pytest.raises(SystemExit, match="no plan.json"):
