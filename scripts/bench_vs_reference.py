@@ -36,6 +36,11 @@ and environment.
         --mode parallel --gpus 0,1 --env SEED=42
     python scripts/bench_vs_reference.py report --workdir W --wait 540
 
+--train-only stops each whole run once it has logged its Hessians (every figure of the table is in by then; the
+artifact and the evaluation are skipped): a one-GPU session fits both scripts one after the other.
+--record-first runs the record before ours on a lane (serial mode: its figures are the ones not re-derivable from
+our earlier runs when a session is cut short).
+
 Each run is stopped by the bench as soon as it has logged its peak training memory (the record's
 `peak memory allocated:`, ours `peak_memory_allocated:`): the evaluation, GPTQ and TTT that follow are not
 measured here (and the record's artifact step needs the `pyminify` program). --full lets them run.
@@ -294,13 +299,18 @@ def plan_runs(args) -> dict:
         lanes = lanes[:1]
         for run in runs:
             run["lane"] = 0
+        if args.record_first:
+            runs.sort(key=lambda run: run["format"] != "record")
     else:  # the record alone on the last lane; ours and its variants spread over the others
         for i, run in enumerate(r for r in runs if r["format"] == "ours"):
             run["lane"] = i % (len(lanes) - 1)
         runs[1]["lane"] = len(lanes) - 1
     whole = dict(recipe=args.recipe, seed_logs=[str(p) for p in sorted(record.parent.glob("*seed*.log"))]
                  ) if args.whole else None
+    if args.train_only and not args.whole:
+        raise SystemExit("error: --train-only is for --whole runs (the short bench already stops after training)")
     return dict(runs=runs, lanes=lanes, nproc=args.nproc, full=args.full or args.whole, skip_steps=args.skip_steps,
+                train_only=args.train_only,
                 steps=args.steps, seconds=args.seconds, mode=args.mode, created=time.time(), whole=whole)
 
 
@@ -330,7 +340,8 @@ def run_stamped(run: dict, gpus: list[str], plan: dict, folder: Path) -> int:
     env.update({k: v for k, v in run["env"].items() if k != "PYTHONPATH"})
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra_path, env.get("PYTHONPATH", "")]))
-    stop = None if plan["full"] else (RECORD_FORMAT if run["format"] == "record" else OURS_FORMAT).stop
+    fmt = RECORD_FORMAT if run["format"] == "record" else OURS_FORMAT
+    stop = fmt.hessians if plan.get("train_only") else None if plan["full"] else fmt.stop
     cmd = run_command(run["script"], plan["nproc"])
     status = dict(state="running", cmd=cmd, gpus=gpus, launched=time.time())
     _write_json(folder / "status.json", status)
@@ -641,6 +652,8 @@ def add_launch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", action="store_true", help="let the runs finish (eval, GPTQ, ...)")
     p.add_argument("--whole", action="store_true", help="whole runs: --seconds cap, GPTQ and artifact, TTT off, "
                    "both scripts in --recipe's configuration; the report adds the whole-run figures")
+    p.add_argument("--train-only", action="store_true", help="--whole: stop each run after its Hessians")
+    p.add_argument("--record-first", action="store_true", help="on a shared lane, the record runs before ours")
     p.add_argument("--recipe", choices=("1886", "2135"), default="1886",
                    help="--whole: our RECIPE and the record it is run against")
     p.add_argument("--dry-run", action="store_true", help="print each run's command and environment; start nothing")

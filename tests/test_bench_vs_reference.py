@@ -170,7 +170,7 @@ def test_parallel_lanes_put_the_record_alone(tmp_path):
                               ab=["eager_mlp:FUSED_MLP_ENABLED=0", "nofusedce:FUSED_CE_ENABLED=0"],
                               ab_script=[f"before={before / 'train_gpt.py'}"], gpus="0,1,2", nproc=1, mode="parallel",
                               steps=100, seconds=0.0, log_every=5, skip_steps=5, full=False, whole=False,
-                              recipe="1886")
+                              train_only=False, record_first=False, recipe="1886")
     plan = bench.plan_runs(args)
     lanes = {r["name"]: r["lane"] for r in plan["runs"]}
     assert lanes == dict(ours=0, record=2, eager_mlp=1, nofusedce=0, before=1)
@@ -338,7 +338,7 @@ def _layout(tmp_path, recipe: str) -> Path:
 def _whole_args(data: Path, recipe: str, **extra) -> argparse.Namespace:
     args = dict(data_dir=data, reference=None, ours_script=bench.OURS, env=["SEED=42"], ours_env=[], ref_env=[], ab=[], ab_script=[],
                 gpus="0,1", nproc=1, mode="parallel", steps=100, seconds=300.0, log_every=5, skip_steps=5,
-                full=False, whole=True, recipe=recipe, dry_run=True)
+                full=False, whole=True, recipe=recipe, dry_run=True, train_only=False, record_first=False)
     args.update(extra)
     args = argparse.Namespace(**args)
     args.reference = args.reference or bench._record_oracle().RECORDS[recipe]
@@ -375,6 +375,22 @@ def test_whole_run_environments_follow_the_recipe(tmp_path, recipe):
         assert "DATA_PATH" not in record  # #1886's script reads DATA_DIR only
     assert {r["name"]: r["lane"] for r in plan["runs"]} == dict(ours=0, record=1)
     assert {r["lane"] for r in bench.plan_runs(_whole_args(data, recipe, mode="sequential"))["runs"]} == {0}
+    first = bench.plan_runs(_whole_args(data, recipe, mode="sequential", record_first=True, train_only=True))
+    assert [r["name"] for r in first["runs"]] == ["record", "ours"] and first["train_only"]
+
+
+def test_train_only_stops_a_whole_run_after_its_hessians(tmp_path):
+    """--train-only: the run is stopped right after its Hessian line (every whole-run figure is logged by then)."""
+    script = tmp_path / "record.py"
+    script.write_text("import time\nprint('stopping_early: wallclock_cap train_time: 299000ms step: 300/20000')\n"
+                      "print('GPTQ:collected 67 Hessians in 6.9s', flush=True)\ntime.sleep(0.5)\n"
+                      "print('after', flush=True)\ntime.sleep(3)\n")
+    run = dict(name="record", script=str(script), env={}, format="record")
+    plan = dict(full=True, train_only=True, nproc=1)
+    bench.run_stamped(run, ["0"], plan, tmp_path / "record")
+    console = (tmp_path / "record" / "console.txt").read_text()
+    assert "GPTQ:collected 67" in console and "after" not in console
+    assert json.loads((tmp_path / "record" / "status.json").read_text())["state"] == "stopped_by_bench"
 
 
 def test_whole_launch_dry_run_and_refusals(tmp_path, capsys, monkeypatch):
