@@ -537,16 +537,17 @@ def _met(ratio, key) -> str:
 
 def whole_report_text(plan: dict, results: dict) -> str:
     """The whole-run table: each run's figures, ours/record with issue 26's target, and the 8xH100 projection."""
-    names = [r["name"] for r in plan["runs"]]
-    record, ours = results[RECORD_NAME], results[names[0]]
-    head = f"{'whole run (--seconds ' + format(plan['seconds'], 'g') + ')':36s}" + "".join(f"{n:>14s}" for n in names)
+    # ours and its variants in run order, the record last, whatever order they ran in (--record-first)
+    names = sorted((r["name"] for r in plan["runs"]), key=lambda name: name == RECORD_NAME)
+    record, ours = results[RECORD_NAME], results["ours"]
+    head = f"{'whole run (--seconds ' + format(plan['seconds'], 'g') + ')':36s}" + "".join(f"{n:>17s}" for n in names)
     lines = [head + f"{'ours/record':>13s}{'target':>9s}{'':>9s}"]
     for label, key, spec in WHOLE_ROWS:
         cells = []
         for n in names:
             value = results[n].get(key)
             missing = "n/a" if (n == RECORD_NAME and key == "probe_s") else "not in log"
-            cells.append(f"{(missing if value is None else format(value, spec)):>14s}")
+            cells.append(f"{(missing if value is None else format(value, spec)):>17s}")
         numbers = spec != "s" and ours.get(key) is not None and record.get(key)
         ratio = ours[key] / record[key] if numbers else None
         op, bound = WHOLE_TARGETS.get(key, ("", None))

@@ -236,7 +236,7 @@ def _stamped(text: str, start: float) -> str:
     return "\n".join(f"[{start + i:9.3f}] {line}" for i, line in enumerate(text.splitlines()))
 
 
-def _whole_workdir(tmp_path, ours_log: str, record_log: str, seed_logs=()) -> Path:
+def _whole_workdir(tmp_path, ours_log: str, record_log: str, seed_logs=(), record_first=False) -> Path:
     """A finished --whole bench folder holding the given logs (console and log file), as `report` reads it."""
     work = tmp_path / "whole"
     runs = [dict(name="ours", env=dict(RUN_ID="bench_ours"), format="ours", lane=0),
@@ -246,7 +246,8 @@ def _whole_workdir(tmp_path, ours_log: str, record_log: str, seed_logs=()) -> Pa
         (work / run["name"] / "console.txt").write_text(_stamped(text, start))
         (work / run["name"] / "logs" / f"{run['env']['RUN_ID']}.txt").write_text(text)
         (work / run["name"] / "status.json").write_text(json.dumps(dict(state="done", returncode=0)))
-    plan = dict(runs=runs, lanes=[["0"], ["1"]], nproc=1, full=True, skip_steps=5, steps=100, seconds=300.0,
+    plan = dict(runs=runs[::-1] if record_first else runs, lanes=[["0"], ["1"]], nproc=1, full=True, skip_steps=5,
+                steps=100, seconds=300.0,
                 mode="parallel", whole=dict(recipe="1886", seed_logs=[str(p) for p in seed_logs]))
     (work / "plan.json").write_text(json.dumps(plan))
     return work
@@ -256,12 +257,14 @@ def _row(text: str, label: str) -> list[str]:
     return next(line for line in text.splitlines() if line.startswith(label))[len(label):].split()
 
 
-def test_whole_report_reads_both_scripts_logs(tmp_path):
-    """The record's seed-42 log and our 2026-12-04 run, read as a finished bench: each figure from its own line."""
+@pytest.mark.parametrize("record_first", [False, True])
+def test_whole_report_reads_both_scripts_logs(tmp_path, record_first):
+    """The record's seed-42 log and our 2026-12-04 run, read as a finished bench: each figure from its own line,
+    ours first and ours/record whichever ran first."""
     if not RECORD_SEED_LOG.is_file():
         pytest.skip(f"needs {RECORD_SEED_LOG}")
     record_text, ours_text = RECORD_SEED_LOG.read_text(), OUR_WHOLE_LOG.read_text()
-    work = _whole_workdir(tmp_path, ours_text, record_text)
+    work = _whole_workdir(tmp_path, ours_text, record_text, record_first=record_first)
     plan, results = bench.collect(work)
     text = bench.report_text(plan, results)
     assert _row(text, "steps made") == ["47", "4868", f"{47 / 4868:.3f}", ">=", "1.03", "NOT", "met"]
