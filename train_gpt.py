@@ -2456,8 +2456,8 @@ def write_artifact(model: GPT, hessians: dict, h, ctx, log, val_tokens: np.ndarr
     if shrunk is not quantized:
         (loss0, bpb0), (loss1, bpb1) = [evaluate(eval_model(dequantize(q), h, ctx.device), val_tokens, tables, h,
                                                  ctx)[:2] for q in (quantized, shrunk)]
-        log(f"artifact_shrink_cost: val_loss {loss1 - loss0:+.6f} val_bpb {bpb1 - bpb0:+.6f} (the quantized model "
-            f"before and after, on the first {len(val_tokens):,} val tokens)")
+        log(f"artifact_shrink_cost: val_loss {loss1 - loss0:+.6f} val_bpb {bpb1 - bpb0:+.6f} ({len(val_tokens)} "
+            "val tokens)")
         quantized = shrunk
     accounting = dict(artifact_accounting(model_bytes), clip_factor=factor)
     log(f"artifact_model_bytes:{accounting['model_bytes']} code_bytes:{accounting['code_bytes']} (shipped "
@@ -2504,8 +2504,8 @@ def fit_budget(quantized: dict, model_bytes: int, limit: int, h: Hyperparameters
         coarser = coarser_clips(h, factor)
         quantized = requantize(coarser)
         model_bytes = pack_bytes(quantized)
-        log(f"artifact_shrink: model {first:,} bytes, {limit:,} left by the code: quantized again with every "
-            f"*_CLIP_SIGMAS x{factor:.5f} (" + " ".join(f"{n.upper()}={getattr(coarser, n):.5g}"
+        log(f"artifact_shrink: model {first:,} bytes, {limit:,} left by the code: every *_CLIP_SIGMAS "
+            f"x{factor:.5f} (" + " ".join(f"{n.upper()}={getattr(coarser, n):.5g}"
                                                        for n in CLIP_SIGMA_FIELDS) + f") -> {model_bytes:,} bytes")
         # what this factor saved, less a fifth: savings grow faster than log2(f) at small f, so an exact fit
         # to the first one falls short about half of the time

@@ -112,6 +112,6 @@ def test_a_run_over_its_budget_ends_within_it_on_every_rank(tmp_path):
     total, limit = map(int, re.search(r"^artifact_total_bytes:(\d+) .*limit:(\d+)", log, re.M).groups())
     assert final <= first - 2000 and total <= limit
     assert (tmp_path / "squeezed.golf").stat().st_size == final
-    assert re.search(r"^artifact_shrink_cost: val_loss [+-]\d\.\d+ val_bpb [+-]\d\.\d+ \(the quantized model", log, re.M)
+    assert re.search(r"^artifact_shrink_cost: val_loss [+-]\d\.\d+ val_bpb [+-]\d\.\d+ \(\d+ val tokens\)", log, re.M)
     assert "roundtrip_check: artifact == in-memory quantized model (bit for bit)" in log
     assert not re.search(r"^ERROR", log, re.M) and metric(log, "final_roundtrip_exact") > 0
