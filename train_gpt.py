@@ -2471,9 +2471,11 @@ def write_artifact(model: GPT, hessians: dict, h, ctx, log, val_tokens: np.ndarr
 # ---- over the budget: coarser quantization steps until the artifact fits (issue 27) ----
 # A model that compresses a few KB over (run-to-run wobble) is quantized again with every *_CLIP_SIGMAS x f,
 # f slightly above 1: every GPTQ step x f, about log2(f) fewer bits a value (high-rate quantization). Against
-# pruning +-1 codes, dropping LQER factors and coarsening single matrices it costs the least bpb per byte
-# saved (docs/BENCHMARKS.md, 2026-12-04, eighth session). Compression takes ~45 s at full size (per-group
-# lrzip), so f is predicted from the bytes over, then corrected by what the first factor saved.
+# pruning +-1 codes, dropping LQER factors and coarsening one matrix its cost per byte was within the noise of
+# a toy (docs/BENCHMARKS.md, 2026-12-04, ninth session: over-budget shrink), not shown cheapest; it is kept as
+# it works for every recipe, needs no ranking pass and predicts its savings, and the overs seen (3-8 KB) need
+# f ~1.002. Compression takes ~45 s at full size (per-group lrzip), so f is predicted from the bytes over, then
+# corrected by what the first factor saved.
 CLIP_SIGMA_FIELDS = ("mlp_clip_sigmas", "attn_clip_sigmas", "embed_clip_sigmas")
 SHRINK_MAX_FACTOR = 1.1  # the coarsest allowed: ~0.14 bits a value, ~0.5 MB of a full-size model
 SHRINK_ROUNDS = 2  # recompressions at most
