@@ -2412,9 +2412,9 @@ def check_artifact_budget(accounting: dict) -> str | None:
     if accounting["total_bytes"] <= ARTIFACT_LIMIT_BYTES:
         return None
     return (f"artifact over budget: {accounting['total_bytes']:,} bytes (model {accounting['model_bytes']:,} + "
-            f"code {accounting['code_bytes']:,}) > {ARTIFACT_LIMIT_BYTES:,}, with every *_CLIP_SIGMAS x"
-            f"{accounting['clip_factor']:.5f} (the run shrinks up to x{SHRINK_MAX_FACTOR}). Raise the *_CLIP_SIGMAS "
-            "values (coarser steps compress better), lower MATRIX_BITS/EMBED_BITS, or shrink the model")
+            f"code {accounting['code_bytes']:,}) > {ARTIFACT_LIMIT_BYTES:,} at *_CLIP_SIGMAS x{accounting['clip_factor']:.5f}"
+            f" (at most x{SHRINK_MAX_FACTOR}). Raise the *_CLIP_SIGMAS values, lower MATRIX_BITS/EMBED_BITS, or "
+            "shrink the model")
 
 
 def shipped_code_path(h: Hyperparameters) -> Path:
@@ -2506,9 +2506,8 @@ def fit_budget(quantized: dict, model_bytes: int, limit: int, h: Hyperparameters
         coarser = coarser_clips(h, factor)
         quantized = requantize(coarser)
         model_bytes = pack_bytes(quantized)
-        log(f"artifact_shrink: model {first:,} bytes, {limit:,} left by the code: every *_CLIP_SIGMAS "
-            f"x{factor:.5f} (" + " ".join(f"{n.upper()}={getattr(coarser, n):.5g}"
-                                                       for n in CLIP_SIGMA_FIELDS) + f") -> {model_bytes:,} bytes")
+        log(f"artifact_shrink: model {first:,} bytes > {limit:,} (the limit less the code): every *_CLIP_SIGMAS "
+            f"x{factor:.5f} -> {model_bytes:,} bytes")
         # what this factor saved, less a fifth: savings grow faster than log2(f) at small f, so an exact fit
         # to the first one falls short about half of the time
         bytes_per_bit = 0.8 * max(first - model_bytes, 1) / (values * math.log2(factor))

@@ -54,7 +54,7 @@ def test_the_shrink_removes_at_least_the_bytes_over(toy, over):
     assert packed_bytes(quantized, h) == model_bytes
     assert len(lines) == len(packs) and all(line.startswith(f"artifact_shrink: model {first:,} bytes")
                                             for line in lines)
-    assert lines[-1].endswith(f"-> {model_bytes:,} bytes") and f"x{factor:.5f} (MLP_CLIP_SIGMAS=" in lines[-1]
+    assert lines[-1].endswith(f"-> {model_bytes:,} bytes") and f"every *_CLIP_SIGMAS x{factor:.5f} -> " in lines[-1]
 
 
 def test_a_wrong_first_guess_is_corrected_by_what_it_saved(toy, monkeypatch):
@@ -79,7 +79,7 @@ def test_a_budget_out_of_reach_names_the_problem_and_the_fix(toy, monkeypatch):
     monkeypatch.setattr(tg, "ARTIFACT_LIMIT_BYTES", accounting["code_bytes"] + 1000)
     message = tg.check_artifact_budget(accounting)
     assert message.startswith(f"artifact over budget: {accounting['total_bytes']:,} bytes")
-    assert "every *_CLIP_SIGMAS x1.10000 (the run shrinks up to x1.1)" in message
+    assert "at *_CLIP_SIGMAS x1.10000 (at most x1.1)" in message
     assert "Raise the *_CLIP_SIGMAS values" in message
 
 
