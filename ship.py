@@ -332,7 +332,7 @@ def shipped_sources(shipped: bytes) -> dict[str, str]:
         payload = from_digits(match.group(1), int(match.group(2)))
         bootstrap, table, *texts = lzma.decompress(payload).decode("utf-8").split("\0")
         names = ast.literal_eval(bootstrap.removeprefix(BOOTSTRAP_BEFORE_NAMES).removesuffix(BOOTSTRAP_AFTER_NAMES))
-    except (SyntaxError, ValueError, lzma.LZMAError):
+    except (SyntaxError, ValueError, OverflowError, lzma.LZMAError):  # Overflow: digits beyond the size
         raise ValueError(not_shipped) from None
     if bootstrap != SHIPPED_BOOTSTRAP.format(names=names) or len(names) != len(texts):
         raise ValueError("the shipped file's loader is not this ship.py's: rebuild it with ship.build_shipped_file")

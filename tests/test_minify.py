@@ -3,6 +3,7 @@ decides the shipped bytes, and the Triton kernels still compile and run from the
 
 import ast
 import io
+import re
 import subprocess
 import sys
 import textwrap
@@ -238,6 +239,16 @@ def test_payload_digits_hold_every_byte(data):
     exec(compile(loader, "shipped", "exec"), namespace)
     assert namespace["n"].to_bytes(len(data), "big") == data == ship.from_digits(digits, len(data))
     assert len(digits) <= 1.003 * len(data) + 1
+
+
+@pytest.mark.parametrize("edit", [-1, +1])  # too small: the number overflows it; too large: lzma refuses it
+def test_a_wrong_payload_size_is_not_a_shipped_file(edit):
+    """A payload size that is not the digits' gets the clear ValueError, not a traceback."""
+    shipped = ship.build_shipped_file({"train_gpt.py": "print(1)\n"})
+    size = int(re.search(rb"to_bytes\((\d+),", shipped).group(1))
+    edited = shipped.replace(b"to_bytes(%d," % size, b"to_bytes(%d," % (size + edit))
+    with pytest.raises(ValueError, match="not a shipped train_gpt.py"):
+        ship.shipped_sources(edited)
 
 
 def test_word_codes_give_back_every_text():
