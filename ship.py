@@ -37,7 +37,8 @@ LITERAL_EXCLUDED = b"\0\r'\\"
 DIGITS = bytes(sorted(set(range(256)) - set(LITERAL_EXCLUDED)))  # digit value d is the byte DIGITS[d]
 # byte c -> its digit value: c less the excluded values below it (every c is above NUL: the "-1")
 DIGIT_VALUE = "c-1" + "".join(f"-(c>{e})" for e in sorted(LITERAL_EXCLUDED) if e)
-SHIPPED_HEAD = "# golfrun; readable sources: any run's log; coding: latin-1\nimport lzma;n=0\nfor c in '''"
+SHIPPED_MARK = "# golfrun;"  # how every shipped file so far begins, whatever its format
+SHIPPED_HEAD = SHIPPED_MARK + " source: any run's log; coding: l1\nimport lzma;n=0\nfor c in '''"  # l1: latin-1
 SHIPPED_TAIL = (f"'''.encode('l1'):n=n*{len(DIGITS)}+{DIGIT_VALUE}\n"  # l1: latin-1
                 "_B,*_S=lzma.decompress(n.to_bytes({size},'big')).decode().split('\\0');exec(_B)\n")
 SHIPPED_BOOTSTRAP = """import importlib.util,linecache,sys

@@ -2387,12 +2387,11 @@ def adopt_artifact_config(h: Hyperparameters, stored: dict, environ: dict) -> tu
     return dataclasses.replace(h, **changes), notes
 
 
-def artifact_accounting(model_bytes: int) -> dict[str, int]:
+def artifact_accounting(model_bytes: int, shipped: bytes) -> dict[str, int]:
     """Counted bytes: the compressed model file plus the size of the shipped train_gpt.py (the records' convention:
     the counted code is the file a reviewer runs)."""
-    sources = code_sources()
-    code = len(shipped_file())
-    raw = {f"raw_{name}": len(text.encode("utf-8")) for name, text in sources.items()}
+    code = len(shipped)
+    raw = {f"raw_{name}": len(text.encode("utf-8")) for name, text in code_sources().items()}
     return dict(model_bytes=model_bytes, code_bytes=code, code_raw_bytes=sum(raw.values()),
                 total_bytes=model_bytes + code, **raw)
 
@@ -2459,7 +2458,7 @@ def write_artifact(model: GPT, hessians: dict, h, ctx, log, val_tokens: np.ndarr
         log(f"artifact_shrink_cost: val_loss {loss1 - loss0:+.6f} val_bpb {bpb1 - bpb0:+.6f} ({len(val_tokens)} "
             "val tokens)")
         quantized = shrunk
-    accounting = dict(artifact_accounting(model_bytes), clip_factor=factor)
+    accounting = dict(artifact_accounting(model_bytes, shipped), clip_factor=factor)
     log(f"artifact_model_bytes:{accounting['model_bytes']} code_bytes:{accounting['code_bytes']} (shipped "
         f"train_gpt.py, written to {shipped_code_path(h)}) code_raw_bytes:{accounting['code_raw_bytes']} "
         + " ".join(f"{k}:{v}" for k, v in accounting.items() if k.startswith("raw_")))
@@ -2476,9 +2475,9 @@ def write_artifact(model: GPT, hessians: dict, h, ctx, log, val_tokens: np.ndarr
 # it works for every recipe, needs no ranking pass and predicts its savings, and the overs seen (3-8 KB) need
 # f ~1.002. Compression takes ~45 s at full size (per-group lrzip), so f is predicted from the bytes over, then
 # corrected by what the first factor saved.
-CLIP_SIGMA_FIELDS = ("mlp_clip_sigmas", "attn_clip_sigmas", "embed_clip_sigmas")
+CLIP_SIGMA_FIELDS = [f.name for f in dataclasses.fields(Hyperparameters) if f.name.endswith("_clip_sigmas")]
 SHRINK_MAX_FACTOR = 1.1  # the coarsest allowed: ~0.14 bits a value, ~0.5 MB of a full-size model
-SHRINK_ROUNDS = 2  # recompressions at most
+SHRINK_ROUNDS = 3  # recompressions at most: predicted, corrected, then SHRINK_MAX_FACTOR
 SHRINK_MARGIN = 1e-4  # aim this fraction of the budget below it: compressed sizes wobble about that much
 # compressed bytes saved a value per bit of log2(f) before one is measured: high-rate theory says 1/8; measured
 # 0.077-0.086 (toy, brotli); lower than either, so that the first factor mostly fits at once
@@ -2500,14 +2499,15 @@ def fit_budget(quantized: dict, model_bytes: int, limit: int, h: Hyperparameters
     first = model_bytes
     values = sum(e["q"].numel() for e in quantized.values() if e["rule"].kind == "gptq")
     bytes_per_bit = SHRINK_BYTES_PER_BIT  # then what the last factor saved
-    for _ in range(SHRINK_ROUNDS):
+    for r in range(SHRINK_ROUNDS):
         bits = (first - limit * (1 - SHRINK_MARGIN)) / (values * bytes_per_bit)  # fewer, a value
-        factor = min(2 ** min(bits, 1.0), SHRINK_MAX_FACTOR)  # (2 ** bits overflows where a guess was far off)
+        # (2 ** bits overflows where a guess was far off); the last round takes the coarsest allowed factor, so the
+        # run fails only where that does not fit either
+        factor = SHRINK_MAX_FACTOR if r == SHRINK_ROUNDS - 1 else min(2 ** min(bits, 1.0), SHRINK_MAX_FACTOR)
         coarser = coarser_clips(h, factor)
         quantized = requantize(coarser)
         model_bytes = pack_bytes(quantized)
-        log(f"artifact_shrink: model {first:,} bytes > {limit:,} (the limit less the code): every *_CLIP_SIGMAS "
-            f"x{factor:.5f} -> {model_bytes:,} bytes")
+        log(f"artifact_shrink: model {first:,} bytes > {limit:,} left: *_CLIP_SIGMAS x{factor:.5f} -> {model_bytes:,}")
         # what this factor saved, less a fifth: savings grow faster than log2(f) at small f, so an exact fit
         # to the first one falls short about half of the time
         bytes_per_bit = 0.8 * max(first - model_bytes, 1) / (values * math.log2(factor))

@@ -54,7 +54,7 @@ def test_the_shrink_removes_at_least_the_bytes_over(toy, over):
     assert packed_bytes(quantized, h) == model_bytes
     assert len(lines) == len(packs) and all(line.startswith(f"artifact_shrink: model {first:,} bytes")
                                             for line in lines)
-    assert lines[-1].endswith(f"-> {model_bytes:,} bytes") and f"every *_CLIP_SIGMAS x{factor:.5f} -> " in lines[-1]
+    assert lines[-1].endswith(f" left: *_CLIP_SIGMAS x{factor:.5f} -> {model_bytes:,}")
 
 
 def test_a_wrong_first_guess_is_corrected_by_what_it_saved(toy, monkeypatch):
@@ -75,7 +75,7 @@ def test_a_model_that_fits_is_left_alone(toy):
 def test_a_budget_out_of_reach_names_the_problem_and_the_fix(toy, monkeypatch):
     (_, model_bytes, factor), packs, _ = shrink(toy, 1000)
     assert factor == tg.SHRINK_MAX_FACTOR and model_bytes > 1000 and len(packs) == 1
-    accounting = dict(tg.artifact_accounting(model_bytes), clip_factor=factor)
+    accounting = dict(tg.artifact_accounting(model_bytes, tg.shipped_file()), clip_factor=factor)
     monkeypatch.setattr(tg, "ARTIFACT_LIMIT_BYTES", accounting["code_bytes"] + 1000)
     message = tg.check_artifact_budget(accounting)
     assert message.startswith(f"artifact over budget: {accounting['total_bytes']:,} bytes")
