@@ -193,7 +193,7 @@ def _script_variant(spec: str) -> tuple[str, Path]:
     script = Path(path).resolve()
     if not script.is_file():
         raise SystemExit(f"--ab-script {name}: no such file {path}")
-    shipped = script.read_bytes().startswith(ship.SHIPPED_HEAD.encode("latin-1"))  # holds its kernels
+    shipped = script.read_bytes().startswith(ship.SHIPPED_MARK.encode())  # holds its kernels (a before may be older)
     if not shipped and not (script.parent / "kernels.py").is_file():  # else it would run without its kernels
         raise SystemExit(f"--ab-script {name}: no kernels.py beside {path}; copy the matching kernels.py there "
                          "(and ship.py, which a checkout's train_gpt.py since 2026-12-04 needs to count its code)")

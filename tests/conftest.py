@@ -30,9 +30,10 @@ def clean_env(**extra) -> dict:
     return env
 
 
-def run_train(tmp_path: Path, nproc: int = 1, timeout: int = 1800, **env) -> str:
-    """Run train_gpt.py on the sample data in tmp_path; return its log file's text. The timeout guards
-    against a hang only: runs are bounded by steps, and a busy machine may take many times an idle one's."""
+def run_train(tmp_path: Path, nproc: int = 1, timeout: int = 1800, script: Path = REPO / "train_gpt.py", **env) -> str:
+    """Run train_gpt.py (or a script that runs its main()) on the sample data in tmp_path; return its log
+    file's text. The timeout guards against a hang only: runs are bounded by steps, and a busy machine may take
+    many times an idle one's."""
     run_id = env.pop("RUN_ID", "test")
     env.setdefault("ARTIFACT_PATH", tmp_path / f"{run_id}.golf")
     if not env.get("SMOKE"):  # SMOKE=1 finds the shipped sample by itself: the tests check that it does
@@ -40,10 +41,9 @@ def run_train(tmp_path: Path, nproc: int = 1, timeout: int = 1800, **env) -> str
     full_env = clean_env(RUN_ID=run_id, **env)
     full_env["OMP_NUM_THREADS"] = str(max(1, 2 // nproc))  # 2 cores: more threads than cores crawls
     if nproc == 1:
-        cmd = [sys.executable, str(REPO / "train_gpt.py")]
+        cmd = [sys.executable, str(script)]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(REPO / "train_gpt.py")]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script)]
     proc = subprocess.run(cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
     log_path = tmp_path / "logs" / f"{run_id}.txt"
     if proc.returncode != 0:

@@ -215,6 +215,9 @@ def test_bad_arguments_give_clear_errors(tmp_path):
     alone.parent.mkdir()
     alone.write_bytes(bench.ship.SHIPPED_HEAD.encode("latin-1") + b"'x'")
     assert bench._script_variant(f"shipped={alone}") == ("shipped", alone.resolve())
+    old = b"# golfrun; readable sources: any run's log; coding: latin-1\nimport lzma;_B,*_S=lzma.decompress('x')"
+    alone.write_bytes(old)  # a shipped file of the escaped-bytes format: accepted too
+    assert bench._script_variant(f"before={alone}") == ("before", alone.resolve())
     with pytest.raises(SystemExit, match="no tokenizers/fineweb_8192_bpe.model"):
         bench.prepare_data(tmp_path)
     with pytest.raises(SystemExit, match="no plan.json"):

@@ -3,6 +3,7 @@ decides the shipped bytes, and the Triton kernels still compile and run from the
 
 import ast
 import io
+import re
 import subprocess
 import sys
 import textwrap
@@ -226,15 +227,28 @@ def test_triton_kernel_runs_from_the_shipped_file(tmp_path):
     assert proc.returncode == 0 and "kernel ok" in proc.stdout, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("data", [bytes(range(256)), bytes(range(256))[::-1], b"'", b"''", b"'''x''", b"\\'",
-                                  b"\0" + b"7", b"\r\n\\\n", b""])
-def test_string_literal_holds_every_byte(data):
-    """The shipped file's payload literal: latin-1 source gives back each byte, whatever follows it."""
-    literal = ship.string_literal(data)
+@pytest.mark.parametrize("data", [bytes(range(256)), bytes(range(256))[::-1], b"\0\0\0x", b"'''", b"\\",
+                                  b"\r\n", bytes(2000), b"\xff" * 3000, b""])
+def test_payload_digits_hold_every_byte(data):
+    """The shipped file's payload literal: base-252 digits that latin-1 source holds raw, read back by the loader's
+    own expression, give back each byte (leading zero bytes too), about log2(256) / log2(252) as many."""
+    digits = ship.to_digits(data)
+    assert not set(digits) & set(ship.LITERAL_EXCLUDED)
+    loader = ship.SHIPPED_HEAD.encode() + digits + ship.SHIPPED_TAIL.split("\n")[0].encode() + b"\n"
     namespace = {}
-    exec(compile(b"# -*- coding: latin-1 -*-\npayload=" + literal + b"\n", "shipped", "exec"), namespace)
-    assert namespace["payload"].encode("latin-1") == data
-    assert len(literal) <= 6 + 1.02 * len(data) + 4  # a few bytes escaped, not all
+    exec(compile(loader, "shipped", "exec"), namespace)
+    assert namespace["n"].to_bytes(len(data), "big") == data == ship.from_digits(digits, len(data))
+    assert len(digits) <= 1.003 * len(data) + 1
+
+
+@pytest.mark.parametrize("edit", [-1, +1])  # too small: the number overflows it; too large: lzma refuses it
+def test_a_wrong_payload_size_is_not_a_shipped_file(edit):
+    """A payload size that is not the digits' gets the clear ValueError, not a traceback."""
+    shipped = ship.build_shipped_file({"train_gpt.py": "print(1)\n"})
+    size = int(re.search(rb"to_bytes\((\d+),", shipped).group(1))
+    edited = shipped.replace(b"to_bytes(%d," % size, b"to_bytes(%d," % (size + edit))
+    with pytest.raises(ValueError, match="not a shipped train_gpt.py"):
+        ship.shipped_sources(edited)
 
 
 def test_word_codes_give_back_every_text():
