@@ -421,3 +421,16 @@ def test_eval_settings_boundary():
     harness = {k.lower() for k in ab_runs.HARNESS_KEYS}
     missing = (after - before) - eval_keys - set(ab_runs.tg.MODEL_CONFIG_FIELDS) - harness
     assert not missing, "evaluation settings declared before TTT_ENABLED"
+
+
+@pytest.mark.parametrize("given, ema, warmup", [("", "0.7313", "20"), (",EMA_DECAY=0.99", "0.99", "20")])
+def test_settings_counted_in_steps_follow_the_run_length(tmp_path, capsys, given, ema, warmup):
+    """A 60 s run of #2135's recipe (~65 steps of its ~4,990): its EMA window and momentum warm-up shrink by that
+    ratio (else the evaluated EMA weights are 80% the initial ones); a value given in --base is kept."""
+    argv = ["run", "--workdir", str(tmp_path / "w"), "--base", "RECIPE=2135" + given, "--variant", "lr=MATRIX_LR=0.03",
+            "--data", str(DATA), "--tokenizer", str(TOKENIZER), "--val-every", str(VAL_EVERY),
+            "--val-max-doc-tokens", str(VAL_MAX_DOC_TOKENS), "--dry-run"]
+    assert ab_runs.main(argv) == 0
+    commands = dry_commands(capsys)
+    assert commands and all(f" EMA_DECAY={ema} " in c and f" MUON_MOMENTUM_WARMUP_STEPS={warmup} " in c
+                            for _, _, c in commands)
