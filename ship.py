@@ -65,10 +65,19 @@ exec(_compile("train_gpt.py"))
 SHIPPED_LZMA_FILTERS = [dict(id=lzma.FILTER_LZMA1, preset=9 | lzma.PRESET_EXTREME, pb=0, nice_len=64)]
 # Word codes: each character that no source holds among the ASCII controls (tab, LF, CR aside) and U+0080-U+00FF
 # stands for one of the words that save most, chosen greedily (lzma writes a repeated word as a match, more bits
-# than a literal): 569 bytes less, the loader's decoding included (2026-12-04). The loader writes the words back,
+# than a literal): 569 bytes less, the loader's decoding included (2026-12-04; 200 more with word_worth below). The loader writes the words back,
 # the last coded first.
 WORD_CODES = [chr(code) for code in (*range(1, 32), *range(0x80, 0x100)) if chr(code) not in "\t\n\r"]
-CODED_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]{3,}")  # ASCII: no word holds a code
+CODED_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]{2,}")  # ASCII: no word holds a code
+# A word's worth: its occurrences beyond the first WORD_MIN_USES (lzma already writes a few repeats cheaply as
+# matches) times its length less half a character; a word worth nothing is not coded. Against the earlier
+# (uses - 1) x (length - 1) over words of 4+ characters: -200 bytes on the sources of 2026-12-04 and -192 on
+# those of branch ship2 (a sweep of both constants; 3-character words alone gave -77).
+WORD_MIN_USES = 5
+
+
+def word_worth(uses: int, length: int) -> float:
+    return (uses - WORD_MIN_USES) * (length - 0.5)
 
 
 # Minifying the shipped copy: comments, docstrings, blank lines and the annotations nothing reads (below) go, and
@@ -290,7 +299,9 @@ def code_words(texts: list[str]) -> list[str]:
         counts = collections.Counter(CODED_WORD.findall(joined))
         if not counts:  # every word coded
             break
-        word = max(counts, key=lambda word: (counts[word] - 1) * (len(word) - 1))
+        word = max(counts, key=lambda word: word_worth(counts[word], len(word)))
+        if word_worth(counts[word], len(word)) <= 0:
+            break
         joined, table = joined.replace(word, code), [*table, code + word]
     return [" ".join(table), *joined.split("\0")]
 

@@ -255,5 +255,5 @@ def test_word_codes_give_back_every_text():
     """The shipped payload's word codes: characters a text already holds (\x01, é) are not codes."""
     texts = [TRICKY, SPACING * 3 + "\x01 é \x85", ANNOTATED]
     table, *coded = ship.code_words(texts)
-    assert sum(map(len, coded)) < 0.8 * sum(map(len, texts))
+    assert sum(map(len, coded)) < 0.9 * sum(map(len, texts))  # words used more than WORD_MIN_USES times coded
     assert ship.decode_words(table, coded) == texts
