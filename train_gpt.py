@@ -258,6 +258,9 @@ class Hyperparameters:
     beta2: float = knob(0.95, DECAY)
     adam_eps: float = knob(1e-8, POSITIVE)
     grad_clip_norm: float = knob(0.3, NON_NEGATIVE)  # 0: no clipping
+    # clip the step's mean gradient once, after the rank average, instead of each micro-batch's (the records' rule
+    # on 8 GPUs, one micro-batch a rank; their 1-GPU runs clip the mean)
+    grad_clip_mean: bool = False
     # ---- schedule ----
     iterations: int = knob(20_000, at_least(1))  # upper bound; the wallclock cap ends training first
     warmup_steps: int = knob(20, NON_NEGATIVE)
@@ -1444,7 +1447,8 @@ def partition_parameters(model: GPT) -> dict[str, list[nn.Parameter]]:
 
 
 class Optimizers:
-    """Muon + Adam. The gradients they get are already clipped, per micro-batch (see accumulate_gradients)."""
+    """Muon + Adam. The gradients they get are clipped per micro-batch (accumulate_gradients), or here, after the
+    rank average, with GRAD_CLIP_MEAN."""
 
     def __init__(self, model: GPT, h: Hyperparameters, ctx: DistContext):
         groups = partition_parameters(model)
@@ -1462,10 +1466,21 @@ class Optimizers:
         """Average the gradients over ranks and step both optimizers."""
         all_reduce_gradients(self.adam_params, self.ctx, divisor=self.ctx.world_size)
         self.muon.reduce_gradients()
+        if self.h.grad_clip_mean and self.h.grad_clip_norm > 0:
+            self.clip_mean_gradient(self.h.grad_clip_norm)
         for g in self.adam.param_groups:
             g["lr"] = g["base_lr"] * lr_mult
         self.adam.step()
         self.muon.step(self.h.matrix_lr * lr_mult, muon_momentum)
+
+    @torch.no_grad()
+    def clip_mean_gradient(self, max_norm: float) -> None:
+        """torch's clip_grad_norm_ rule on the averaged gradient: each rank holds every Adam gradient and its own
+        slices of the Muon banks (in Muon's dtype), so the squares of those are summed over the ranks."""
+        owned = torch.stack([g.float().square().sum() for g in self.muon.owned_grads]).sum()
+        total = all_reduce_(self.ctx, owned) + sum(p.grad.float().square().sum() for p in self.adam_params)
+        factor = (max_norm / (total.sqrt() + 1e-6)).clamp(max=1.0)
+        foreach_by_dtype(torch._foreach_mul_, self.muon.owned_grads + [p.grad for p in self.adam_params], factor)
 
 
 # -----------------------------------------------------------------------------
@@ -1591,7 +1606,8 @@ def accumulate_gradients(params: list[nn.Parameter], total: list | None, max_nor
 
 def train_step(model_fn, model: GPT, loader: TrainLoader, opt: Optimizers, step: int, lr_mult: float) -> torch.Tensor:
     """One optimizer step over the global batch; returns the mean micro-batch loss (a device tensor).
-    Each micro-batch gradient (of its mean loss) is clipped on its own; the optimizer gets their mean over
+    Each micro-batch gradient (of its mean loss) is clipped on its own (or their mean, GRAD_CLIP_MEAN); the
+    optimizer gets their mean over
     the MICRO_BATCHES micro-batches (loader.accum here, times the world size in Optimizers.step), whatever the
     world size."""
     h, accum = opt.h, loader.accum
@@ -1601,7 +1617,7 @@ def train_step(model_fn, model: GPT, loader: TrainLoader, opt: Optimizers, step:
         torch._dynamo.mark_dynamic(batch.cu_seqlens, 0)  # compiled: one graph for any number of documents
         loss = model_fn(batch.inputs, batch.targets, batch.positions, batch.cu_seqlens, batch.max_seqlen)
         loss.backward()
-        grad_sum = accumulate_gradients(opt.params, grad_sum, h.grad_clip_norm)
+        grad_sum = accumulate_gradients(opt.params, grad_sum, 0 if h.grad_clip_mean else h.grad_clip_norm)
         loss_sum += loss.detach()
     if accum > 1:
         foreach_by_dtype(torch._foreach_div_, grad_sum, accum)

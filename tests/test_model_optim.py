@@ -449,3 +449,86 @@ def test_compile_warmup_leaves_no_graph_for_the_timed_loop():
         loader.seq_len = seq_len
         tg.train_step(model_fn, model, loader, opt, 100 + step, 1.0)
         assert counters["stats"]["unique_graphs"] == warmed, seq_len
+
+
+def _clipped_mean_on_rank(rank: int, store: str, out: str) -> None:
+    """Rank `rank` of 2 (gloo): its own gradients, averaged and clipped by GRAD_CLIP_MEAN; saves what it holds."""
+    import datetime
+
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    ctx = tg.DistContext(rank=rank, world_size=2)
+    model, opt = _clip_mean_model(ctx)
+    for p, g in zip(model.parameters(), _rank_gradients(model, rank)):
+        p.grad = g
+    tg.all_reduce_gradients(opt.adam_params, ctx, divisor=2)
+    opt.muon.reduce_gradients()
+    opt.clip_mean_gradient(opt.h.grad_clip_norm)
+    torch.save(dict(owned=opt.muon.owned_grads, adam=[p.grad for p in opt.adam_params]), f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def _clip_mean_model(ctx):
+    h = tg.load_hyperparameters({"SMOKE": "1", "GRAD_CLIP_MEAN": "1", "GRAD_CLIP_NORM": "0.5",
+                                 "DATA_PATH": str(__import__("conftest").PROXY_DATA)})
+    torch.manual_seed(0)
+    model = tg.GPT(h)
+    return model, tg.Optimizers(model, h, ctx)
+
+
+def _rank_gradients(model, rank: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(rank)
+    return [torch.randn(p.shape, generator=generator).to(p.dtype) for p in model.parameters()]
+
+
+def test_grad_clip_mean_clips_the_rank_average_once(tmp_path):
+    """GRAD_CLIP_MEAN on 2 ranks: what each rank's Adam and Muon slices hold is clip_grad_norm_ of the mean of
+    the two ranks' gradients (the norm summed over the Muon slices that the ranks own apart)."""
+    torch.multiprocessing.start_processes(_clipped_mean_on_rank, args=(str(tmp_path / "store"), str(tmp_path / "o")),
+                                          nprocs=2, start_method="spawn")
+    model, opt = _clip_mean_model(tg.DistContext())
+    for p, g0, g1 in zip(model.parameters(), _rank_gradients(model, 0), _rank_gradients(model, 1)):
+        p.grad = (g0 + g1) / 2
+    norm = torch.nn.utils.clip_grad_norm_(list(model.parameters()), 0.5)
+    assert norm > 2  # the clip acts
+    got = [torch.load(tmp_path / f"o.{rank}") for rank in (0, 1)]
+    for held in got:
+        for p, g in zip(opt.adam_params, held["adam"]):
+            torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-7)
+    for b, bank in enumerate(opt.muon.banks):
+        slices = torch.cat([held["owned"][b] for held in got])[:len(bank)]
+        for p, g in zip(bank, slices):
+            torch.testing.assert_close(g.float(), p.grad.float(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("clip_mean", [False, True])
+def test_train_step_clips_each_micro_batch_or_their_mean(monkeypatch, clip_mean):
+    """Two micro-batches: the optimizer steps on the mean of the clipped micro-batch gradients, or with
+    GRAD_CLIP_MEAN on the clipped mean (the Adam side checked; Muon gets the same factor)."""
+    h = tg.load_hyperparameters({"SMOKE": "1", "GRAD_CLIP_NORM": "0.05", "GRAD_CLIP_MEAN": str(int(clip_mean)),
+                                 "FUSED_CE_ENABLED": "0", "FUSED_MLP_ENABLED": "0",
+                                 "DATA_PATH": str(__import__("conftest").PROXY_DATA)})
+    torch.manual_seed(0)
+    model = tg.GPT(h)
+    loader = tg.TrainLoader(h, tg.DistContext(), 2)
+    opt = tg.Optimizers(model, h, tg.DistContext())
+    seen = []
+    monkeypatch.setattr(opt.adam, "step", lambda: seen.append([p.grad.clone() for p in opt.adam_params]))
+    monkeypatch.setattr(opt.muon, "step", lambda *args: None)
+    tg.train_step(model, model, loader, opt, 0, 1.0)
+    params = list(model.parameters())
+    micro = []
+    for m in range(2):
+        b = loader.batch(0, m)
+        model(b.inputs, b.targets, b.positions, b.cu_seqlens, b.max_seqlen).backward()
+        if not clip_mean:
+            torch.nn.utils.clip_grad_norm_(params, 0.05)
+        micro.append([p.grad.clone() for p in params])
+        model.zero_grad(set_to_none=True)
+    for p, g0, g1 in zip(params, *micro):
+        p.grad = (g0 + g1) / 2
+    if clip_mean:
+        torch.nn.utils.clip_grad_norm_(params, 0.05)
+    for got, p in zip(seen[0], opt.adam_params):
+        torch.testing.assert_close(got, p.grad, rtol=1e-3, atol=1e-6)  # the norm reads Muon slices in its dtype
