@@ -295,7 +295,10 @@ def from_digits(text: bytes, size: int) -> bytes:
 def code_words(texts: list[str]) -> list[str]:
     """The word table ("<code><word> ..."), then the texts with those words coded (decode_words undoes it)."""
     joined, table = "\0".join(texts), []
-    for code in [code for code in WORD_CODES if code not in joined]:
+    free = [code for code in WORD_CODES if code not in joined]
+    if not free:
+        raise ValueError("the sources hold every word code character (ship.WORD_CODES): none is left for the table")
+    for code in free:
         counts = collections.Counter(CODED_WORD.findall(joined))
         if not counts:  # every word coded
             break
@@ -303,7 +306,8 @@ def code_words(texts: list[str]) -> list[str]:
         if word_worth(counts[word], len(word)) <= 0:
             break
         joined, table = joined.replace(word, code), [*table, code + word]
-    return [" ".join(table), *joined.split("\0")]
+    # no word worth a code: one entry coding nothing (its code is in no text), as the loader reads entry[0]
+    return [" ".join(table or free[:1]), *joined.split("\0")]
 
 
 def decode_words(table: str, texts: list[str]) -> list[str]:
