@@ -65,8 +65,8 @@ exec(_compile("train_gpt.py"))
 SHIPPED_LZMA_FILTERS = [dict(id=lzma.FILTER_LZMA1, preset=9 | lzma.PRESET_EXTREME, pb=0, nice_len=64)]
 # Word codes: each character that no source holds among the ASCII controls (tab, LF, CR aside) and U+0080-U+00FF
 # stands for one of the words that save most, chosen greedily (lzma writes a repeated word as a match, more bits
-# than a literal): 569 bytes less, the loader's decoding included (2026-12-04; 200 more with word_worth below). The loader writes the words back,
-# the last coded first.
+# than a literal): 569 bytes less, the loader's decoding included (2026-12-04; 200 more with word_worth below).
+# The loader writes the words back, the last coded first.
 WORD_CODES = [chr(code) for code in (*range(1, 32), *range(0x80, 0x100)) if chr(code) not in "\t\n\r"]
 CODED_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]{2,}")  # ASCII: no word holds a code
 # A word's worth: its occurrences beyond the first WORD_MIN_USES (lzma already writes a few repeats cheaply as
