@@ -65,8 +65,8 @@ exec(_compile("train_gpt.py"))
 SHIPPED_LZMA_FILTERS = [dict(id=lzma.FILTER_LZMA1, preset=9 | lzma.PRESET_EXTREME, pb=0, nice_len=64)]
 # Word codes: each character that no source holds among the ASCII controls (tab, LF, CR aside) and U+0080-U+00FF
 # stands for one of the words that save most, chosen greedily (lzma writes a repeated word as a match, more bits
-# than a literal): 569 bytes less, the loader's decoding included (2026-12-04; 200 more with word_worth below). The loader writes the words back,
-# the last coded first.
+# than a literal): 569 bytes less, the loader's decoding included (2026-12-04; 200 more with word_worth below).
+# The loader writes the words back, the last coded first.
 WORD_CODES = [chr(code) for code in (*range(1, 32), *range(0x80, 0x100)) if chr(code) not in "\t\n\r"]
 CODED_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]{2,}")  # ASCII: no word holds a code
 # A word's worth: its occurrences beyond the first WORD_MIN_USES (lzma already writes a few repeats cheaply as
@@ -295,7 +295,10 @@ def from_digits(text: bytes, size: int) -> bytes:
 def code_words(texts: list[str]) -> list[str]:
     """The word table ("<code><word> ..."), then the texts with those words coded (decode_words undoes it)."""
     joined, table = "\0".join(texts), []
-    for code in [code for code in WORD_CODES if code not in joined]:
+    free = [code for code in WORD_CODES if code not in joined]
+    if not free:
+        raise ValueError("the sources hold every word code character (ship.WORD_CODES): none is left for the table")
+    for code in free:
         counts = collections.Counter(CODED_WORD.findall(joined))
         if not counts:  # every word coded
             break
@@ -303,7 +306,8 @@ def code_words(texts: list[str]) -> list[str]:
         if word_worth(counts[word], len(word)) <= 0:
             break
         joined, table = joined.replace(word, code), [*table, code + word]
-    return [" ".join(table), *joined.split("\0")]
+    # no word worth a code: one entry coding nothing (its code is in no text), as the loader reads entry[0]
+    return [" ".join(table or free[:1]), *joined.split("\0")]
 
 
 def decode_words(table: str, texts: list[str]) -> list[str]:

@@ -281,15 +281,26 @@ def check_plan(plan: dict) -> None:
             resolved[key] = name
 
 
+def base_settings(plan: dict) -> dict:
+    """The base's resolved settings, those that differ between its runs aside."""
+    h = dataclasses.asdict(resolve(run_env(plan, BASE, plan["seeds"][0]), "the base"))
+    return {k: v for k, v in h.items() if k not in PER_RUN_FIELDS}
+
+
 def merge_plan(workdir: Path, plan: dict) -> dict:
     """The plan stored in the workdir, extended by this one; a changed definition is refused."""
     path = workdir / "plan.json"
     if not path.exists():
         return plan
     stored = json.loads(path.read_text())
-    for key in ("base", "data"):
-        if stored[key] != plan[key]:
-            fail(f"{path} holds runs of another {key} ({json.dumps(stored[key])[:300]}): use a new --workdir")
+    if stored["data"] != plan["data"]:
+        fail(f"{path} holds runs of another data ({json.dumps(stored['data'])[:300]}): use a new --workdir")
+    # the base compared by meaning: a setting given in --base at the value the stored base resolves to continues
+    # it (a workdir planned before STEP_SCALED_KEYS holds the recipe's EMA_DECAY and momentum warm-up)
+    was, now = base_settings(stored), base_settings(plan)
+    changed = ", ".join(f"{k.upper()} {was[k]} there, {now[k]} now" for k in now if was[k] != now[k])
+    if changed:
+        fail(f"{path} holds runs of another base ({changed}): use a new --workdir, or give its values in --base")
     for name, env in plan["variants"].items():
         if stored["variants"].get(name, env) != env:
             fail(f"variant {name} was {stored['variants'][name]} in {path}: give the new one another name")

@@ -331,6 +331,26 @@ def record_train_step(record, model, optimizers, h_record, batches, step: int, l
     return torch.stack(losses).mean().item(), rank.clipped_norms
 
 
+class _StepLoader:
+    """The record's loader interface, serving one step's micro-batches in turn."""
+
+    def __init__(self, batches):
+        self.batches = iter(batches)
+
+    def next_batch(self, global_tokens, grad_accum_steps):
+        return _OneBatchLoader(next(self.batches)).next_batch(global_tokens, grad_accum_steps)
+
+
+def record_one_gpu_step(record, model, optimizers, h_record, batches, step: int, lr_scale: float) -> float:
+    """One step of the record on one GPU: its step_fn with grad_accum_steps = len(batches) (the mean of the
+    micro-batch gradients, clipped once) and its real optimizers, Muon in fp32. Returns the mean train loss."""
+    h_record.grad_accum_steps = len(batches)
+    step_fn = record_closure(record, "train_model", "step_fn", optimizers=optimizers, train_loader=_StepLoader(batches),
+                             model=model, base_model=model, h=h_record, device=next(model.parameters()).device)
+    with record_muon_in_fp32():
+        return step_fn(step, lr_scale).item()
+
+
 def relative_error(ours: torch.Tensor, record: torch.Tensor) -> float:
     """|ours - record| / |record| in float64 (the oracle tests' measure)."""
     return ((ours.double() - record.double()).norm() / record.double().norm().clamp_min(1e-30)).item()

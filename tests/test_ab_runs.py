@@ -434,3 +434,28 @@ def test_settings_counted_in_steps_follow_the_run_length(tmp_path, capsys, given
     commands = dry_commands(capsys)
     assert commands and all(f" EMA_DECAY={ema} " in c and f" MUON_MOMENTUM_WARMUP_STEPS={warmup} " in c
                             for _, _, c in commands)
+
+
+def test_a_workdir_planned_before_the_step_scaling_names_what_differs(tmp_path, capsys, monkeypatch):
+    """A workdir whose stored base predates STEP_SCALED_KEYS (the recipe's EMA_DECAY and warm-up): the refusal
+    names each setting that differs; giving the stored base's values in --base continues it, its runs unchanged."""
+    parsed = []
+    monkeypatch.setattr(ab_runs, "cmd_run", lambda a, argv: parsed.append(a) or 0)
+    argv = ["run", "--workdir", str(tmp_path / "w"), "--base", "RECIPE=2135", "--variant", "lr=MATRIX_LR=0.03",
+            "--data", str(DATA), "--tokenizer", str(TOKENIZER), "--val-every", str(VAL_EVERY),
+            "--val-max-doc-tokens", str(VAL_MAX_DOC_TOKENS), "--dry-run"]
+    ab_runs.main(argv)
+    plan, _ = ab_runs.make_plan(parsed[0])
+    for key in ab_runs.STEP_SCALED_KEYS:
+        del plan["base"][key]
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "plan.json").write_text(json.dumps(plan))
+    monkeypatch.undo()
+    with pytest.raises(SystemExit, match=r"^error: .* another base \(MUON_MOMENTUM_WARMUP_STEPS 1500 there, 20 now, "
+                                         r"EMA_DECAY 0.9965 there, 0.7313 now\): .* in --base$"):
+        ab_runs.main([*argv, "--variant", "wd=MUON_WD=0.1"])
+    old = "RECIPE=2135,EMA_DECAY=0.9965,MUON_MOMENTUM_WARMUP_STEPS=1500"
+    assert ab_runs.main([*argv[:4], old, *argv[5:], "--variant", "wd=MUON_WD=0.1"]) == 0
+    commands = [c for _, _, c in dry_commands(capsys)]
+    assert commands and not any("EMA_DECAY" in c for c in commands)  # the stored base's runs
+    assert any("MUON_WD=0.1" in c for c in commands)

@@ -2,6 +2,7 @@
 decides the shipped bytes, and the Triton kernels still compile and run from the shipped file."""
 
 import ast
+import collections
 import io
 import re
 import subprocess
@@ -257,3 +258,16 @@ def test_word_codes_give_back_every_text():
     table, *coded = ship.code_words(texts)
     assert sum(map(len, coded)) < 0.9 * sum(map(len, texts))  # words used more than WORD_MIN_USES times coded
     assert ship.decode_words(table, coded) == texts
+
+
+def test_sources_with_no_word_worth_a_code_still_ship(tmp_path):
+    """No word used more than WORD_MIN_USES times: the word table codes nothing, yet the loader (which reads each
+    entry's first character) runs the file and shipped_sources reads it back."""
+    sources = {"train_gpt.py": "print('shipped', 1)\n"}
+    assert max(collections.Counter(ship.CODED_WORD.findall(sources["train_gpt.py"])).values()) <= ship.WORD_MIN_USES
+    shipped = ship.build_shipped_file(sources)
+    assert ship.shipped_sources(shipped) == {name: ship.minify_source(text, name) for name, text in sources.items()}
+    (tmp_path / "train_gpt.py").write_bytes(shipped)
+    proc = subprocess.run([sys.executable, "train_gpt.py"], cwd=tmp_path, capture_output=True, text=True,
+                          env=clean_env(), timeout=120)
+    assert proc.returncode == 0 and proc.stdout == "shipped 1\n", proc.stderr[-3000:]

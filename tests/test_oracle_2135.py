@@ -28,6 +28,7 @@ GRAD_RTOL = 1e-4
 WEIGHT_RTOL = 1e-4
 OPT_STEPS = 4
 TOY_CLIP_NORM = 1.17
+ONE_GPU_CLIP_NORM = 0.4  # between the two steps' mean gradient norms (0.42, 0.38)
 # RECIPE=2135's values of the settings its model, optimizers and schedule read (knobs_2135.md)
 SETTINGS_2135 = dict(recipe="2135")  # #2135's defaults, by value (tests/test_config.py), at toy sizes
 NEW_PARAMS = ("smear_gate", "smear_lambda", "softcap_pos", "softcap_neg")
@@ -172,3 +173,27 @@ def test_optimizer_steps_match_the_record_at_8_gpus(oracle):
     assert run["mixed_steps"], "the test must see a step with clipped and unclipped micro-batches"
     assert ours.softcap_pos.item() == ours.softcap_neg.item() == h.logit_softcap
     assert any(scale < 1 for scale in run["scales"])  # warmdown 0.85 reached
+
+
+def test_grad_clip_mean_is_the_records_one_gpu_step(oracle, monkeypatch):
+    """GRAD_CLIP_MEAN=1 on one process: #2135's step on one GPU (grad_accum_steps=8: the micro-batch gradients
+    averaged, then clipped once) gives our weights, over a step whose mean is clipped and one whose is not."""
+    record, env, h = oracle
+    theirs, ours = _models(oracle, perturb=0.02)
+    h = dataclasses.replace(h, grad_clip_norm=ONE_GPU_CLIP_NORM, grad_clip_mean=True)
+    with ro.record_env(env, SCRIPT):
+        h_record = record.Hyperparameters()
+    h_record.grad_clip_norm = ONE_GPU_CLIP_NORM
+    batches = [[ro.toy_packed_batch(100 * s + r, h) for r in range(tg.MICRO_BATCHES)] for s in range(2)]
+    record_opt, our_opt = record.Optimizers(h_record, theirs), tg.Optimizers(ours, h, tg.DistContext())
+    norms, clip = [], torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: norms.append(clip(*a, **k).item()))
+    for step in range(2):
+        scale = tg.lr_multiplier(step / h.iterations, h)
+        with ro.record_env(env, SCRIPT):
+            ro.record_one_gpu_step(record, theirs, record_opt, h_record, batches[step], step, scale)
+        tg.train_step(ours, ours, ro.ToyStepBatches(batches), our_opt, step, scale)
+        weights = ro.record_view(dict(theirs.state_dict()), h.num_layers)
+        for name, p in ours.named_parameters():
+            assert _rel(p.detach(), weights[name]) <= WEIGHT_RTOL, f"after step {step + 1}: {name}"
+    assert norms[0] > ONE_GPU_CLIP_NORM > norms[1]  # the first step's mean clipped, the second's not
