@@ -36,8 +36,9 @@ and environment.
         --mode parallel --gpus 0,1 --env SEED=42
     python scripts/bench_vs_reference.py report --workdir W --wait 540
 
---train-only stops each whole run once it has logged its Hessians (every figure of the table is in by then; the
-artifact and the evaluation are skipped): a one-GPU session fits both scripts one after the other.
+--train-only stops each whole run once it has logged its Hessians (every figure of the table is in by then): the
+record right after its collection; ours logs its Hessian count after GPTQ and packing (~1 min more on one H200),
+so only its evaluation is skipped. A one-GPU session fits both scripts one after the other.
 --record-first runs the record before ours on a lane (serial mode: its figures are the ones not re-derivable from
 our earlier runs when a session is cut short).
 

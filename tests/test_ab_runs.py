@@ -423,9 +423,9 @@ def test_eval_settings_boundary():
     assert not missing, "evaluation settings declared before TTT_ENABLED"
 
 
-@pytest.mark.parametrize("given, ema, warmup", [("", "0.7313", "20"), (",EMA_DECAY=0.99", "0.99", "20")])
+@pytest.mark.parametrize("given, ema, warmup", [("", "0.7056", "18"), (",EMA_DECAY=0.99", "0.99", "18"), (",ITERATIONS=20", "0.1268", "6")])
 def test_settings_counted_in_steps_follow_the_run_length(tmp_path, capsys, given, ema, warmup):
-    """A 60 s run of #2135's recipe (~65 steps of its ~4,990): its EMA window and momentum warm-up shrink by that
+    """A 60 s run of #2135's recipe (~59 steps of its ~4,990, or ITERATIONS where fewer): its EMA window and momentum warm-up shrink by that
     ratio (else the evaluated EMA weights are 80% the initial ones); a value given in --base is kept."""
     argv = ["run", "--workdir", str(tmp_path / "w"), "--base", "RECIPE=2135" + given, "--variant", "lr=MATRIX_LR=0.03",
             "--data", str(DATA), "--tokenizer", str(TOKENIZER), "--val-every", str(VAL_EVERY),
@@ -451,8 +451,8 @@ def test_a_workdir_planned_before_the_step_scaling_names_what_differs(tmp_path, 
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "plan.json").write_text(json.dumps(plan))
     monkeypatch.undo()
-    with pytest.raises(SystemExit, match=r"^error: .* another base \(MUON_MOMENTUM_WARMUP_STEPS 1500 there, 20 now, "
-                                         r"EMA_DECAY 0.9965 there, 0.7313 now\): .* in --base$"):
+    with pytest.raises(SystemExit, match=r"^error: .* another base \(MUON_MOMENTUM_WARMUP_STEPS 1500 there, 18 now, "
+                                         r"EMA_DECAY 0.9965 there, 0.7056 now\): .* in --base$"):
         ab_runs.main([*argv, "--variant", "wd=MUON_WD=0.1"])
     old = "RECIPE=2135,EMA_DECAY=0.9965,MUON_MOMENTUM_WARMUP_STEPS=1500"
     assert ab_runs.main([*argv[:4], old, *argv[5:], "--variant", "wd=MUON_WD=0.1"]) == 0
