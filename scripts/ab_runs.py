@@ -754,13 +754,11 @@ def pack(workdir: Path, path: Path) -> None:
 
 def make_plan(args) -> tuple[dict, dict[str, bytes]]:
     given = parse_pairs(args.base, "--base")
-    paths = {"DATA_PATH": str(args.data), "TOKENIZER_PATH": str(args.tokenizer)}
-    scaled = step_scaled(resolve({**SCALE, **given, **paths}, "--base"))
-    base = {**SCALE, **{k: v for k, v in scaled.items() if k not in given}, **given}
+    h = resolve({**SCALE, **given, "DATA_PATH": str(args.data), "TOKENIZER_PATH": str(args.tokenizer)}, "--base")
+    base = {**SCALE, **{k: v for k, v in step_scaled(h).items() if k not in given}, **given}  # check_plan resolves it
     variants, evaluated = parse_variants(args.variant, args.eval_variant, args.variants)
     seeds = parse_seeds(args.seeds)
-    bos = resolve({**base, **paths}, "--base").bos_id
-    data, files = plan_data(args, bos)
+    data, files = plan_data(args, h.bos_id)
     plan = dict(base=base, variants=variants, eval_only=evaluated, seeds=seeds, data=data)
     check_plan(plan)
     return plan, files
