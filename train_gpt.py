@@ -2412,10 +2412,10 @@ def artifact_accounting(model_bytes: int, shipped: bytes) -> dict[str, int]:
                 total_bytes=model_bytes + code, **raw)
 
 
-def log_model_budget(log) -> None:
+def log_model_budget(log, shipped: bytes) -> None:
     """At start: the bytes the shipped code leaves for the compressed model, against the record's model size,
     so a code change that eats the margin shows before 600 s of training, not after."""
-    left = ARTIFACT_LIMIT_BYTES - len(shipped_file())
+    left = ARTIFACT_LIMIT_BYTES - len(shipped)
     log(f"artifact_budget: shipped code leaves {left:,} bytes for the model (the record's models: up to "
         f"{RECORD_MODEL_BYTES:,})")
     if left < RECORD_MODEL_BYTES:
@@ -2451,16 +2451,15 @@ def pack_artifact(quantized: dict[str, dict], h: Hyperparameters, ctx: DistConte
     return sized[0], sized[1]
 
 
-def write_artifact(model: GPT, hessians: dict, h, ctx, log, val_tokens: np.ndarray, tables: ByteTables
-                   ) -> tuple[dict, dict]:
+def write_artifact(model: GPT, hessians: dict, h, ctx, log, inputs: RunInputs) -> tuple[dict, dict]:
     """GPTQ (Hessians collected inside the training clock) -> container -> compressed file, quantized again
-    with coarser steps while over the budget (fit_budget), at a cost measured on the val tokens given.
+    with coarser steps while over the budget (fit_budget), at a cost measured on the first val tokens.
     Returns (quantized, accounting)."""
     t0 = time.perf_counter()
     quantized = quantize_model(model, hessians, h)
     t_quantized = time.perf_counter()
     model_bytes, codec = pack_artifact(quantized, h, ctx)
-    shipped = shipped_file()
+    shipped, val_tokens = inputs.shipped, inputs.val_tokens[:SHRINK_COST_TOKENS]
     if ctx.is_master:  # the counted code, beside the artifact: the train_gpt.py a record folder ships
         write_atomically(shipped_code_path(h), shipped)
     log(f"gptq hessians:{len(hessians)} quantize_seconds:{t_quantized - t0:.1f} "
@@ -2469,7 +2468,7 @@ def write_artifact(model: GPT, hessians: dict, h, ctx, log, val_tokens: np.ndarr
         quantized, model_bytes, ARTIFACT_LIMIT_BYTES - len(shipped), h, log,
         lambda coarser: quantize_model(model, hessians, coarser), lambda q: pack_artifact(q, h, ctx)[0])
     if shrunk is not quantized:
-        (loss0, bpb0), (loss1, bpb1) = [evaluate(eval_model(dequantize(q), h, ctx.device), val_tokens, tables, h,
+        (loss0, bpb0), (loss1, bpb1) = [evaluate(eval_model(dequantize(q), h, ctx.device), val_tokens, inputs.tables, h,
                                                  ctx)[:2] for q in (quantized, shrunk)]
         log(f"artifact_shrink_cost: val_loss {loss1 - loss0:+.6f} val_bpb {bpb1 - bpb0:+.6f} ({len(val_tokens)} "
             "val tokens)")
@@ -3458,13 +3457,15 @@ class RunInputs:
     val_tokens: np.ndarray
     artifact: dict | None  # EVAL_ONLY: the artifact's quantized tensors
     notes: list[str]  # lines for the log: the tokenizer check, the model config taken from the artifact
+    shipped: bytes | None  # a training run's shipped train_gpt.py, built once: the code it runs, counted
 
 
 def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters, RunInputs]:
     """Every input, checked before any compute and before the log exists (a failed start leaves no log, so
-    its RUN_ID stays free): EVAL_ONLY's artifact and its model config, the tokenizer and its pairing with the
-    data, every shard's header, size and token ids, and CaseOps' val byte sidecars."""
-    artifact, notes = None, []
+    its RUN_ID stays free): a training run's shipped file (ship.py builds it from the checkout), EVAL_ONLY's
+    artifact and its model config, the tokenizer and its pairing with the data, every shard's header, size and
+    token ids, and CaseOps' val byte sidecars."""
+    artifact, notes, shipped = None, [], None if h.eval_only else shipped_file()
     if h.eval_only:
         artifact, stored = load_artifact(h.artifact_path, ctx)
         h, notes = adopt_artifact_config(h, stored, os.environ)
@@ -3473,7 +3474,7 @@ def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters,
     check_shards(h, ("val",) if h.eval_only else ("val", "train"))
     val_tokens, tables = load_val_data(h, tables)
     check_val_tokens(val_tokens, h)
-    return h, RunInputs(tables.to(ctx.device), val_tokens, artifact, notes)
+    return h, RunInputs(tables.to(ctx.device), val_tokens, artifact, notes, shipped)
 
 
 def check_val_tokens(tokens: np.ndarray, h: Hyperparameters) -> None:
@@ -3507,8 +3508,6 @@ def check_device(h: Hyperparameters, ctx: DistContext) -> None:
     if ctx.device.type == "cuda" and h.fused_mlp_enabled and kernels is not None and row_bytes % kernels.TMA_ALIGN_BYTES:
         raise ValueError(f"MODEL_DIM={h.model_dim}: the fused MLP kernel's TMA rows need a multiple of "
                          f"{kernels.TMA_ALIGN_BYTES} bytes (MODEL_DIM a multiple of 8); or set FUSED_MLP_ENABLED=0")
-    if not h.eval_only and EMBEDDED_SOURCES is None:
-        ship_tool()  # the run counts its code with it, after training: a missing ship.py is refused before
     if not h.eval_only and not h.smoke and importlib.util.find_spec("brotli") is None:
         # without it the artifact falls back to lzma, about 6% larger: over 16,000,000 bytes at full size
         raise ValueError("brotli is not installed, and the artifact needs it to fit 16,000,000 bytes: "
@@ -3656,8 +3655,8 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     log_environment(log, h, ctx)
     for note in inputs.notes:
         log(note)
-    if not h.eval_only and ctx.is_master:  # only rank 0 logs: the others need not build the shipped file
-        log_model_budget(log)
+    if not h.eval_only:
+        log_model_budget(log, inputs.shipped)
     torch.manual_seed(h.seed)
     np.random.seed(h.seed)
     tables, val_tokens = inputs.tables, inputs.val_tokens
@@ -3674,8 +3673,7 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
         stop_if_signalled()
         timed_eval(log, "final_prequant_exact", ctx, lambda: evaluate(model, val_tokens, tables, h, ctx))
         stop_if_signalled()
-        quantized, accounting = write_artifact(model, result["hessians"], h, ctx, log,
-                                               val_tokens[:SHRINK_COST_TOKENS], tables)
+        quantized, accounting = write_artifact(model, result["hessians"], h, ctx, log, inputs)
         failure = check_artifact_budget(accounting)
         if ctx.distributed:
             dist.barrier()

@@ -7,7 +7,7 @@ import torch
 
 import ship
 import train_gpt as tg
-from conftest import PROXY_DATA
+from conftest import PROXY_DATA, TOKENIZER
 
 
 @pytest.mark.parametrize("bits", [6, 7, 8])
@@ -117,14 +117,14 @@ def test_a_run_of_the_shipped_file_counts_the_file_it_runs_from(monkeypatch, tmp
 
 
 def test_the_start_of_a_run_says_what_the_code_leaves_for_the_model(monkeypatch):
-    lines = []
-    tg.log_model_budget(lines.append)
-    left = tg.ARTIFACT_LIMIT_BYTES - len(ship.build_shipped_file(tg.code_sources()))
+    lines, shipped = [], ship.build_shipped_file(tg.code_sources())
+    tg.log_model_budget(lines.append, shipped)
+    left = tg.ARTIFACT_LIMIT_BYTES - len(shipped)
     assert lines == [f"artifact_budget: shipped code leaves {left:,} bytes for the model (the record's models: "
                      f"up to {tg.RECORD_MODEL_BYTES:,})"]
     monkeypatch.setattr(tg, "RECORD_MODEL_BYTES", left + 5)  # code grown past the record's margin
     lines.clear()
-    tg.log_model_budget(lines.append)
+    tg.log_model_budget(lines.append, shipped)
     assert lines[-1] == "WARNING: a model as large as the record's would not fit: 5 bytes over"
 
 
@@ -296,3 +296,21 @@ def test_distributed_load_decompresses_on_rank_0_and_shares_its_errors(tmp_path,
         assert loaded["config"] == got[0][0]["config"]
         assert all(torch.equal(loaded["state"][k], expected[k]) for k in expected)
         assert missing.startswith("FileNotFoundError: artifact ") and "ARTIFACT_PATH" in missing
+
+
+def test_a_run_counts_and_ships_the_file_built_at_its_start(monkeypatch, tmp_path):
+    """The counted code is the code the run started with, built once: a source edited while it trains must not
+    be shipped as if it had run (nor ship.py run again at the end)."""
+    builds = []
+    monkeypatch.setattr(tg, "shipped_file", lambda: builds.append(b"# build %d\n" % len(builds)) or builds[-1])
+    for name in list(os.environ):
+        monkeypatch.delenv(name)
+    env = dict(SMOKE=1, ITERATIONS=2, TTT_ENABLED=0, VAL_MAX_TOKENS=4096, RUN_ID="a", DATA_PATH=PROXY_DATA,
+               TOKENIZER_PATH=TOKENIZER)
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.chdir(tmp_path)
+    assert tg.main() == 0
+    log = (tmp_path / "logs" / "a.txt").read_text()
+    assert builds == [b"# build 0\n"] and (tmp_path / "logs" / "a.train_gpt.py").read_bytes() == builds[0]
+    assert f" code_bytes:{len(builds[0])} " in log
