@@ -7,10 +7,13 @@ Writes records/track_10min_16mb/<date>_<name>/ when the runs beat the best publi
 family by the challenge's bar (0.005 nats at p < 0.01), else records/track_non_record_16mb/<date>_<name>/:
 - train_gpt.py: the shipped file, ONE self-contained script built (ship.build_shipped_file) from the source
   embedded in the logs, not from the working tree; its size must equal the code_bytes every log counted;
-- requirements.txt; the logs (train_seed<N>.log);
+- requirements.txt (with what decompresses the artifact's code matrices: the lrzip program, the zpaq package);
+  the logs (train_seed<N>.log);
 - README.md, every statement read from the logs: results, the significance test, the configuration and the
-  settings that differ from the recipe's defaults (the defaults of the code the logs embed), a technique summary,
-  the Issue #1017 conditions, hardware and versions, the reproduction commands, credits;
+  settings that differ from the recipe's defaults (the defaults of the code the logs embed), a technique summary
+  of what the logged configuration enabled (either recipe's stack and the candidate settings), the Issue #1017
+  conditions (the n-gram tilt's and CaseOps' byte counting included), hardware and versions, the reproduction
+  commands, the recipe's lineage as credits;
 - submission.json: the fields of the merged April 2026 records.
 Refuses: fewer than 3 seeds, a log given twice, a repeated seed or one run under two seeds, logs of different
 configurations or code, interrupted/NaN/crashed runs, a log that contradicts itself (a fact stated twice with two
@@ -63,30 +66,51 @@ sentencepiece
 brotli
 # optional, faster attention on Hopper: FlashAttention 3 (flash_attn_interface); PyTorch's varlen attention otherwise
 """
-CREDITS = {"1886": """\
-| Component | Origin |
-|---|---|
-| The stack reproduced here: fused softcap CE + TTT weight decay 2.0 | PR #1886 |
-| GatedAttn, per-row int8 gates, alpha-scaled LoRA TTT with warm-start A | PR #1768, PR #1767 |
-| Fused softcapped cross-entropy Triton kernel, MIN_LR 0.10, GPTQ reserve | PR #1787 (@nprime06) |
-| VarLen attention, fused Triton MLP, per-document LoRA TTT | PR #1530 (@samacqua) |
-| Phased TTT with global SGD between phases | PR #1610 (@romeerp), @dexhunter |
-| Depth recurrence, parallel residuals | PR #1493 (@bigbag), PR #1523 (@EthanYangTW) |
-| Polar Express Newton-Schulz coefficients | PR #1344 |
-| Score-first (legal) TTT framework | PR #549 (@abaybektursun) |
-| SP8192, GPTQ with SDClip | PR #1394 (@clarkkev) |
-"""}
-ATTRIBUTION = {"1886": {
-    "base_stack": "PR #1886 (fused softcap CE + TTT weight decay 2.0)",
-    "gated_attn_lora_ttt_warm_start": "PR #1768, PR #1767",
-    "fused_softcap_ce": "@nprime06 (PR #1787)",
-    "varlen_attention_fused_mlp_doc_lora_ttt": "@samacqua (PR #1530)",
-    "phased_ttt": "@romeerp (PR #1610), @dexhunter",
-    "depth_recurrence_parallel_residuals": "@bigbag (PR #1493), @EthanYangTW (PR #1523)",
-    "polar_express_ns": "PR #1344",
-    "legal_ttt_framework": "@abaybektursun (PR #549)",
-    "sp8192_gptq_sdclip": "@clarkkev (PR #1394)",
-}}
+# The codecs of a per-group artifact's code matrices (train_gpt.CODES_CODECS), as a README names them, and what a
+# reproduction needs installed beside requirements.txt to decompress them.
+CODES_NAMES = {"lrzip": "lrzip's ZPAQ back end, level 9", "zpaq": "ZPAQ (the zpaq package)", "brotli": "brotli-11",
+               "lzma": "lzma"}
+CODES_SYSTEM_NEEDS = {"lrzip": "apt-get install lrzip"}
+CODES_PIP_NEEDS = {"zpaq": "zpaq"}
+# Each recipe's lineage, from its record's README and ../shared/reference/LEADERBOARD.md: (key in submission.json's
+# attribution, component, origin). #2135 stacks on the lineage #1886 also comes from: its rows, then #1886's.
+LINEAGE_1886 = [
+    ("gated_attn_lora_ttt_warm_start", "GatedAttn, per-row int8 gates, alpha-scaled LoRA TTT with warm-start A",
+     "PR #1768, PR #1767"),
+    ("fused_softcap_ce", "Fused softcapped cross-entropy Triton kernel, MIN_LR 0.10, GPTQ reserve", "PR #1787 (@nprime06)"),
+    ("varlen_attention_fused_mlp_doc_lora_ttt", "VarLen attention, fused Triton MLP, per-document LoRA TTT",
+     "PR #1530 (@samacqua)"),
+    ("phased_ttt", "Phased TTT with global SGD between phases", "PR #1610 (@romeerp), @dexhunter"),
+    ("depth_recurrence_parallel_residuals", "Depth recurrence, parallel residuals",
+     "PR #1493 (@bigbag), PR #1523 (@EthanYangTW)"),
+    ("polar_express_ns", "Polar Express Newton-Schulz coefficients", "PR #1344"),
+    ("legal_ttt_framework", "Score-first (legal) TTT framework", "PR #549 (@abaybektursun)"),
+    ("sp8192_gptq_sdclip", "SP8192, GPTQ with SDClip", "PR #1394 (@clarkkev)"),
+]
+CREDITS = {
+    "1886": [("base_stack", "The stack reproduced here: fused softcap CE + TTT weight decay 2.0", "PR #1886"),
+             *LINEAGE_1886],
+    "2135": [("base_stack", "The stack reproduced here: PR #2130's with 32 GPTQ calibration batches",
+              "PR #2135 (@codemath3000)"),
+             ("ngram_tilt_asym_logit", "Token-only n-gram tilt, AsymLogit, one TTT phase over 2,500 documents, "
+              "2,560-token context, no K LoRA", "PR #2130 (@codemath3000)"),
+             ("ngram_tilt_legality", "The token-only n-gram tilt's legality precedent", "PR #1514"),
+             ("asym_logit", "AsymLogit rescale", "PR #1923"),
+             ("setting_values", "Setting values of PR #2130 (MATRIX_LR 0.028, LQER group 32, ...)",
+              "PR #2060 (@S0urC10ud)"),
+             ("one_ttt_phase", "One TTT phase", "PR #2014 (@simonbissonnette)"),
+             ("smear_gate_lqer_asym", "SmearGate, LQER asymmetric rank 4: the base of PR #2130", "PR #1797 (@dexhunter)"),
+             ("per_group_compression", "Per-group compression", "PR #1855 (@codemath3000)"),
+             ("caseops", "CaseOps tokenizer, byte sidecar accounting", "PR #1729, PR #1736"),
+             *LINEAGE_1886],
+}
+
+
+def credits(recipe: str) -> str:
+    rows = "".join(f"| {component} | {origin} |\n" for _, component, origin in CREDITS.get(recipe, []))
+    return f"| Component | Origin |\n|---|---|\n{rows}" if rows else f"Recipe #{recipe}: see its record."
+
+
 ATTENTION = dict(fa3="FlashAttention 3 (flash_attn_interface; its version is not logged)",
                  torch_varlen="PyTorch's varlen attention (no FlashAttention)",
                  sdpa_padded="PyTorch scaled_dot_product_attention on padded rows (no FlashAttention)")
@@ -457,62 +481,160 @@ def default_baseline(runs: list[dict]) -> dict:
 
 # ---- the README: every statement from the logs ----
 
-def techniques(c: dict, model: dict) -> list[str]:
-    """What the run did, read from its resolved configuration and its model line."""
-    on = lambda name: c.get(name) == "True"  # noqa: E731
+def techniques(run: dict) -> list[str]:
+    """What the run did, read from its resolved configuration, its model line and its GPTQ line (the codec)."""
+    c, model = run["config"], run["model"]
+    return [*model_techniques(c, model), *training_techniques(c, model), artifact_technique(c, run),
+            *evaluation_techniques(c)]
+
+
+def _on(c: dict, name: str) -> bool:
+    return c.get(name) == "True"
+
+
+def _count(n: int | str, noun: str) -> str:
+    return f"{n} {noun}{'s' * (int(n) != 1)}"
+
+
+def model_techniques(c: dict, model: dict) -> list[str]:
     layers, loops = int(c["num_layers"]), int(c["num_loops"])
     head_dim = int(c["model_dim"]) // int(c["num_heads"])
-    out = [f"SP{c['vocab_size']} tokens, a {layers} x {c['model_dim']} GPT, {c['num_heads']} query / "
-           f"{c['num_kv_heads']} key-value heads, MLP x{c['mlp_mult']} with LeakyReLU(0.5)^2, sequence length "
-           f"{c['train_seq_len']}, {model['model_params']} parameters",
+    caseops = " CaseOps tokens (case as operator tokens)" if tokenizer_family(c) == "caseops" else " tokens"
+    out = [f"SP{c['vocab_size']}{caseops}, a {layers} x {c['model_dim']} GPT, {c['num_heads']} query / "
+           f"{c['num_kv_heads']} key-value heads, MLP x{c['mlp_mult']} with LeakyReLU({c['leaky_relu_slope']})^2, "
+           f"{model['model_params']} parameters",
            f"partial RoPE ({c['rope_dims']} of {head_dim} dims per head), QK gain init {c['qk_gain_init']}, "
-           f"logit softcap {c['logit_softcap']}, tied embeddings"]
+           f"logit softcap {c['logit_softcap']}"
+           + (" (AsymLogit: one for positive and one for negative logits, stored in the artifact; as in #2135's "
+              "code no optimizer moves them)" if _on(c, "asym_logit_rescale") else "") + ", tied embeddings"]
     if int(c["xsa_last_n"]):
         out.append(f"exclusive self-attention (XSA) in the last {c['xsa_last_n']} layers")
-    if on("gated_attn_enabled"):
+    if _on(c, "gated_attn_enabled"):
         out.append("per-head sigmoid gate on the attention output")
+    if _on(c, "sparse_attn_gate_enabled"):
+        out.append(f"sparse attention output gate: per head, from the first {c['gate_window']} channels of the "
+                   f"normed input (scale {c['sparse_attn_gate_scale']})")
+    if _on(c, "smear_gate_enabled"):
+        out.append("SmearGate: a gated share of the previous token's embedding"
+                   + (", never into a document's first token" if _on(c, "smear_gate_bos_fix") else
+                      " (across document boundaries in packed rows, as #2135 ran)"))
+    if _on(c, "mlp_gate_enabled"):
+        out.append(f"per-block MLP output gate, from the first {c['gate_window']} channels of the MLP's input")
     if loops:
         out.append(f"depth recurrence: layers {c['loop_start']}-{c['loop_end']} run {loops + 1} times from "
                    f"{float(c['enable_looping_at']):.0%} of training")
     if int(c["parallel_start_layer"]) < layers:
         out.append(f"two parallel residual lanes from layer {c['parallel_start_layer']}")
-    if on("skip_gates_enabled"):
+    if _on(c, "skip_gates_enabled"):
         out.append("U-Net skips with gates")
-    out.append(f"Muon{' (Polar Express Newton-Schulz)' if on('polar_express_ns') else ''} for matrices, lr "
-               f"{c['matrix_lr']}, weight decay {c['muon_wd']}; Adam for embeddings and scalars; warmdown "
-               f"{c['warmdown_frac']} of the wallclock schedule to min lr x{c['min_lr']}; EMA {c['ema_decay']}")
+    return out
+
+
+def training_techniques(c: dict, model: dict) -> list[str]:
+    context = (f"progressive training context {c['train_seq_schedule']} (tokens@progress)" if c.get("train_seq_schedule")
+               else f"training context {c['train_seq_len']} tokens")
+    clip = float(c["grad_clip_norm"])
+    clipped = (f"; gradients clipped to norm {c['grad_clip_norm']} "
+               + ("once, after the rank average" if _on(c, "grad_clip_mean") else "per micro-batch")) if clip else ""
+    out = [f"{context}; Muon{' (Polar Express Newton-Schulz)' if _on(c, 'polar_express_ns') else ''} for matrices, "
+           f"lr {c['matrix_lr']}, weight decay {c['muon_wd']}; Adam (beta2 {c['beta2']}) for embeddings and scalars"
+           f"{clipped}; warmdown {c['warmdown_frac']} of the wallclock schedule to min lr x{c['min_lr']}; EMA "
+           f"{c['ema_decay']}"]
     kernels = [name for name, key in (("softcapped cross-entropy", "fused_ce"), ("MLP", "fused_mlp"))
                if model.get(key) == "1"]
     if kernels:
         out.append(f"fused Triton kernels in training: {', '.join(kernels)}")
-    out.append(f"GPTQ int{c['matrix_bits']} matrices and int{c['embed_bits']} embedding (SDClip {c['mlp_clip_sigmas']}"
-               f"/{c['attn_clip_sigmas']}/{c['embed_clip_sigmas']} sigmas, {c['gptq_calibration_batches']} "
-               f"calibration batches), brotli quality {c['brotli_quality']}")
-    if on("ttt_enabled"):
-        out.append(f"score-first test-time training: per-document LoRA rank {c['ttt_lora_rank']} (alpha "
-                   f"{c['ttt_lora_alpha']}, lr {c['ttt_lora_lr']}, weight decay {c['ttt_weight_decay']}"
-                   f"{', warm-start A' if on('ttt_warm_start_a') else ''}) on {c['ttt_chunk_size']}-token chunks, "
-                   f"{c['phased_ttt_num_phases']} phases over the first {c['phased_ttt_prefix_docs']} documents "
-                   f"with global SGD (lr {c['global_ttt_lr']}) between them")
+    return out
+
+
+def artifact_technique(c: dict, run: dict) -> str:
+    out = (f"GPTQ int{c['matrix_bits']} matrices and int{c['embed_bits']} embedding (SDClip {c['mlp_clip_sigmas']}"
+           f"/{c['attn_clip_sigmas']}/{c['embed_clip_sigmas']} sigmas, {c['gptq_calibration_batches']} "
+           "calibration batches")
+    if _on(c, "awq_lite_enabled"):
+        out += (f"; AWQ-lite: the {c['awq_lite_group_top_k']} most salient group(s) of {c['awq_lite_group_size']} "
+                f"input channels in int{c['awq_lite_bits']}")
+    out += ")"
+    if _on(c, "lqer_enabled"):
+        factors = (f", factors int2 x int4 in groups of {c['lqer_asym_group']}" if _on(c, "lqer_asym_enabled")
+                   else "")
+        out += (f"; LQER: a rank-{c['lqer_rank']} correction of the quantization error of the {c['lqer_top_k']} "
+                f"worst matrices{factors}")
+    codec = run["quantize"].get("codec", "")
+    rest, _, codes = codec.partition("+")
+    if codes:
+        return out + (f"; per-group compression: the code matrices row-sorted and transposed, compressed with "
+                      f"{CODES_NAMES.get(codes, codes)}, the rest with {rest}")
+    return out + f"; {codec or 'brotli'}" + (f" quality {c['brotli_quality']}" if codec in ("", "brotli") else "")
+
+
+def evaluation_techniques(c: dict) -> list[str]:
+    out = [f"evaluation context {c['eval_seq_len']} tokens"]
+    if not _on(c, "ttt_enabled"):
+        return out
+    adapted = [name for name, key in (("keys", "ttt_k_lora"), ("attention output", "ttt_o_lora"),
+                                      ("MLP", "ttt_mlp_lora")) if _on(c, key)]
+    phases = int(c["phased_ttt_num_phases"])
+    chunks = f"{c['ttt_chunk_size']}-token chunks"
+    if c.get("ttt_short_score_first_steps"):
+        chunks += f" (shorter for short documents: longest tokens:chunk {c['ttt_short_score_first_steps']})"
+    steps = int(c["ttt_grad_steps"])
+    out.append(f"score-first test-time training with {c['ttt_eval_seq_len']} tokens of context: per-document LoRA "
+               f"rank {c['ttt_lora_rank']} on queries, values, {', '.join(adapted) or 'nothing else'} and the LM head "
+               f"(alpha {c['ttt_lora_alpha']}, lr {c['ttt_lora_lr']}, beta2 {c['ttt_beta2']}, weight decay "
+               f"{c['ttt_weight_decay']}{', warm-start A' if _on(c, 'ttt_warm_start_a') else ''}) on {chunks}"
+               + (f", {_count(steps, 'Adam step')} a chunk" if steps > 1 else ""))
+    if phases:
+        out.append(f"{_count(phases, 'phase')} over the first {c['phased_ttt_prefix_docs']} documents: after "
+                   f"{'it' if phases == 1 else 'each'}, {_count(c['global_ttt_epochs'], 'epoch')} of global SGD (lr "
+                   f"{c['global_ttt_lr']}) on the documents scored so far")
+    if _on(c, "ngram_tilt_enabled"):
+        cap = float(c["token_max_prob"])
+        out.append(f"token n-gram tilt: where the order-{c['token_order']} statistics of the validation tokens before "
+                   f"a position predict the next token with confidence >= {c['token_threshold']}, its logit is raised by "
+                   f"{c['token_boost']}" + (f" (never past probability {c['token_max_prob']})" if cap < 1 else "")
+                   + " and the distribution renormalised"
+                   + ("; its hints computed before the eval timer, so not counted in eval_time (#2135 counts them)"
+                      if _on(c, "ngram_hint_precompute_outside") else ""))
     return out
 
 
 def legality(c: dict) -> str:
-    ttt = c.get("ttt_enabled") == "True"
+    ttt = _on(c, "ttt_enabled")
+    tilt = ttt and _on(c, "ngram_tilt_enabled")
     if ttt:
-        adapt = (f"each {c['ttt_chunk_size']}-token chunk is scored, and its score is final, before the LoRA Adam "
-                 "step on that chunk; the global SGD after a phase uses only documents already scored")
+        adapt = ("each chunk of a document is scored, and its score is final, before the LoRA Adam step on that "
+                 "chunk; the global SGD after a phase uses only documents already scored")
     else:
         adapt = "no test-time training: the quantized model scores the validation set as it is"
     lora = ", and the LoRA that scores a chunk has learned only from earlier chunks of the same document" if ttt else ""
+    hint = "; the n-gram tilt's hint for position t is read from the tokens before t" if tilt else ""
+    tilted = (" plus the n-gram tilt's boost on one hinted token, then renormalised (a distribution summing to 1)"
+              if tilt else "")
+    counted = ("the val byte sidecar's: each token's original UTF-8 bytes, before the CaseOps transform"
+               if tokenizer_family(c) == "caseops" else "the tokenizer's pieces")
     return f"""- **Condition 1 (causal):** every prediction at position t uses tokens before t only: causal attention
-  within each document{lora}.
+  within each document{lora}{hint}.
 - **Condition 2 (full normalised distribution):** each token is scored with a softmax over all {c['vocab_size']}
-  pieces of the softcapped logits; bytes per token come from the tokenizer's pieces.
+  pieces of the softcapped logits{tilted}; bytes per token are {counted}.
 - **Condition 3 (score before update):** {adapt}.
 - **Condition 4 (single pass):** one left-to-right pass over the validation set, no rescoring.
 - No validation data during training; training data is last read at the GPTQ Hessians
   (`train_data_access_end_seconds` in each log)."""
+
+
+def codes_codec(run: dict) -> str:
+    """The codec of a per-group artifact's code matrices, from the GPTQ line (`codec:brotli+lrzip`); "" if none."""
+    return run["quantize"].get("codec", "").partition("+")[2]
+
+
+def requirements(runs: list[dict]) -> str:
+    """REQUIREMENTS, and what decompresses the code matrices of each seed's artifact (the codec a run used is the
+    best one its machine had: seeds from two machines may differ)."""
+    codecs = sorted({codes_codec(run) for run in runs})
+    text = REQUIREMENTS + "".join(f"{CODES_PIP_NEEDS[codec]}\n" for codec in codecs if codec in CODES_PIP_NEEDS)
+    return text + "".join(f"# and a system program: {CODES_SYSTEM_NEEDS[codec]} (the artifact's code matrices are "
+                          f"{codec}-compressed)\n" for codec in codecs if codec in CODES_SYSTEM_NEEDS)
 
 
 def versions(run: dict) -> str:
@@ -538,6 +660,8 @@ def readme(name: str, blurb: str, runs: list[dict], sig: dict, conf: dict, famil
     seeds = " ".join(str(r["seed"]) for r in runs)
     data = DATA_COMMANDS.get(family, f"# the {family} data (not downloadable by golfrun's scripts/download_data.py)")
     cap = float(c["max_wallclock_seconds"])
+    system = "".join(f"\n{CODES_SYSTEM_NEEDS[codec]}" for codec in sorted({codes_codec(r) for r in runs})
+                     if codec in CODES_SYSTEM_NEEDS)
     return f"""# {name}
 
 **val_bpb: {statistics.mean(scores):.8f}** (mean of {len(runs)} seeds, std {statistics.stdev(scores):.8f};
@@ -553,7 +677,7 @@ def readme(name: str, blurb: str, runs: list[dict], sig: dict, conf: dict, famil
 
 {sig['line']}
 
-Artifact bytes = the brotli-compressed quantized model + the size of the shipped `train_gpt.py` ({first['bytes_code']:,}
+Artifact bytes = the compressed quantized model ({first['quantize'].get('codec', 'brotli')}) + the size of the shipped `train_gpt.py` ({first['bytes_code']:,}
 bytes: the `train_gpt.py` and `kernels.py` the logs embed, {int(first['bytes']['code_raw_bytes']):,} bytes, minified
 and compressed into one self-extracting file). "Training data until" is the last read of training data (the GPTQ
 Hessians are collected inside the training clock).
@@ -565,7 +689,7 @@ Recipe #{conf['recipe']}; training for at most {c['iterations']} steps{f' or {ca
 f"the first {c['val_max_tokens']} tokens"} ({first['model']['val_tokens']} tokens); test-time training
 {'on' if c['ttt_enabled'] == 'True' else 'off'}. Techniques, from the logged configuration:
 
-{chr(10).join(f'- {t}' for t in techniques(c, first['model']))}
+{chr(10).join(f'- {t}' for t in techniques(first))}
 
 ## What is new against the recipe
 
@@ -589,7 +713,7 @@ From a golfrun checkout (the data script is golfrun's `scripts/download_data.py`
 `train_gpt.py`:
 
 ```bash
-pip install -r requirements.txt
+pip install -r requirements.txt{system}
 {data}
 for SEED in {seeds}; do SEED=$SEED {env + ' ' if env else ''}{launch}; done
 ```
@@ -600,7 +724,7 @@ the annotations nothing reads).
 
 ## Credits
 
-{CREDITS.get(conf['recipe'], f'Recipe #{conf["recipe"]}: see its record.')}"""
+{credits(conf['recipe'])}"""
 
 
 def submission(name: str, author: str, github_id: str, date: str, blurb: str, runs: list[dict], track: str,
@@ -624,7 +748,7 @@ def submission(name: str, author: str, github_id: str, date: str, blurb: str, ru
         compliance=dict(train_under_600s=True, train_data_access_under_600s=True, eval_under_600s=True,
                         artifact_under_16mb=True, score_first_ttt=runs[0]["config"].get("ttt_enabled") == "True",
                         no_val_data_in_training=True, three_seeds=len(runs) >= MIN_SEEDS),
-        attribution=ATTRIBUTION.get(recipe, {}),
+        attribution={key: origin for key, _, origin in CREDITS.get(recipe, [])},
     )
 
 
@@ -665,7 +789,7 @@ def make_record(logs, name, author, github_id, blurb, out_root: Path, date: str,
     folder = record_folder(Path(out_root), date, name, track)
     folder.mkdir(parents=True)
     (folder / "train_gpt.py").write_bytes(shipped)
-    (folder / "requirements.txt").write_text(REQUIREMENTS)
+    (folder / "requirements.txt").write_text(requirements(runs))
     for run in runs:
         (folder / f"train_seed{run['seed']}.log").write_bytes(run["log"].read_bytes())
     (folder / "README.md").write_text(readme(name, blurb, runs, sig, conf, family))

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 # nothing beside it: public-domain text tokenized with the challenge tokenizer, a stand-in for FineWeb.
 PROXY_DATA = REPO / "sample_data" / "datasets" / "sample_sp8192"
 TOKENIZER = REPO / "sample_data" / "tokenizers" / "fineweb_8192_bpe.model"
+CASEOPS_DATA = REPO / "sample_data" / "datasets" / "sample_caseops"  # RECIPE=2135's data, a CPU-sized sample
+CASEOPS_TOKENIZER = REPO / "sample_data" / "tokenizers" / "fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
 sys.path.insert(0, str(REPO))
 
 

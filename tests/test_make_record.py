@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import PROXY_DATA, REPO, TOKENIZER, clean_env
+from conftest import CASEOPS_DATA, CASEOPS_TOKENIZER, PROXY_DATA, REPO, TOKENIZER, clean_env
 
 sys.path.insert(0, str(REPO / "scripts"))
 import golflog  # noqa: E402
@@ -369,3 +369,64 @@ def test_ships_the_logged_source_not_the_code_on_disk(shipped_runs, tmp_path):
     with pytest.raises(SystemExit, match="exists"):
         _build(paths, tmp_path)
     shutil.rmtree(folder)
+
+
+# ---- a record of RECIPE=2135: its README states the stack that ran ----
+
+@pytest.fixture(scope="module")
+def caseops_run(shipped_runs):
+    """parse_log's facts of one RECIPE=2135 smoke run of the shipped file on the CaseOps sample."""
+    folder = shipped_runs[0].parent
+    env = clean_env(RECIPE="2135", DATA_PATH=CASEOPS_DATA, TOKENIZER_PATH=CASEOPS_TOKENIZER, RUN_ID="caseops", SEED=1,
+                    **SHORT_SMOKE)
+    env["OMP_NUM_THREADS"] = "2"
+    proc = subprocess.run([sys.executable, "train_gpt.py"], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, f"RECIPE=2135 run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return make_record.parse_log(folder / "logs" / "caseops.txt")
+
+
+def test_a_2135_readme_states_the_stack_that_ran(caseops_run):
+    run, c = caseops_run, caseops_run["config"]
+    text = "\n".join(make_record.techniques(run)) + "\n" + make_record.legality(c)
+    codec = run["quantize"]["codec"]
+    for needed in ("SP8192 CaseOps tokens", "AsymLogit", "no optimizer moves them", "sparse attention output gate",
+                   "SmearGate", "across document boundaries", f"rank-{c['lqer_rank']} correction", "groups of 32",
+                   f"{c['gptq_calibration_batches']} calibration batches", "1 phase over the first", "after it, 1 epoch ",
+                   "values, attention output, MLP and the LM head", f"evaluation context {c['eval_seq_len']} tokens",
+                   "token n-gram tilt", "renormalised (a distribution summing to 1)", "hint for position t",
+                   "original UTF-8 bytes", "LeakyReLU(0.5)^2", "per micro-batch"):
+        assert needed in text, needed
+    assert codec.startswith("brotli+") and f"compressed with {make_record.CODES_NAMES[codec[7:]]}" in text
+    for false_for_2135 in ("keys,", "per-head sigmoid gate", "brotli quality", "bytes per token are the tokenizer's",
+                           "phases", "MLP output gate", "before the eval timer"):
+        assert false_for_2135 not in text, false_for_2135
+    assert make_record.credits("2135").count("PR #2135") == 1 and "PR #1855" in make_record.credits("2135")
+    sub = make_record.submission("n", "a", "b", "2026-12-04", "", [run, run], "non_record_16mb", "2135")
+    assert sub["attribution"]["base_stack"] == "PR #2135 (@codemath3000)" and "phased_ttt" in sub["attribution"]
+
+
+@pytest.mark.parametrize("setting, value, stated", [
+    ("leaky_relu_slope", "0.3", "LeakyReLU(0.3)^2"), ("mlp_gate_enabled", "True", "per-block MLP output gate"),
+    ("grad_clip_mean", "True", "once, after the rank average"), ("smear_gate_bos_fix", "True", "never into a"),
+    ("train_seq_schedule", "64@0.5,256@1", "progressive training context 64@0.5,256@1"),
+    ("awq_lite_enabled", "True", "AWQ-lite"), ("token_max_prob", "0.9", "never past probability 0.9"),
+    ("ttt_short_score_first_steps", "256:8", "longest tokens:chunk 256:8"), ("ttt_grad_steps", "2", "2 Adam steps"),
+    ("phased_ttt_num_phases", "2", "2 phases over"), ("ttt_k_lora", "True", "values, keys,"),
+    ("ngram_hint_precompute_outside", "True", "not counted in eval_time"),
+])
+def test_a_candidate_setting_is_stated(caseops_run, setting, value, stated):
+    """Each candidate of issue 27 changes what the README says the run did."""
+    run = dict(caseops_run, config=dict(caseops_run["config"], **{setting: value}))
+    assert stated not in "\n".join(make_record.techniques(caseops_run))
+    assert stated in "\n".join(make_record.techniques(run))
+
+
+@pytest.mark.parametrize("codec, pip_line, needs_lrzip", [("brotli+lrzip", None, True), ("brotli+zpaq", "zpaq", False),
+                                                          ("brotli", None, False)])
+def test_requirements_name_what_decompresses_the_artifact(caseops_run, codec, pip_line, needs_lrzip):
+    run = dict(caseops_run, quantize=dict(caseops_run["quantize"], codec=codec))
+    text = make_record.requirements([run])
+    extra = text.removeprefix(make_record.REQUIREMENTS)
+    assert extra != text and [line for line in extra.splitlines() if not line.startswith("#")] == [pip_line] * bool(pip_line)
+    assert ("apt-get install lrzip" in extra) == needs_lrzip
