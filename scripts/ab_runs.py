@@ -46,6 +46,16 @@ recipe's, or a variant's, in the challenge's units) is scaled by the kept docume
 All runs share compile caches in WORKDIR/cache (TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR, and
 TRITON_CACHE_AUTOTUNING=1 so that the fused MLP kernel's autotuning is done once).
 
+GPUs: a run uses one GPU, or --nproc N of this machine (torchrun --standalone; a workdir keeps its count). The
+step-counted settings follow N (a step and the Hessians take 1/N of one GPU's time). At the challenge's scale, on
+8 GPUs with the FineWeb CaseOps download, whole val, the recipe's 600 s and packing:
+
+    python scripts/ab_runs.py run --workdir ab_runs/full --nproc 8 \
+        --base RECIPE=2135,MAX_WALLCLOCK_SECONDS=600,COMPRESSOR=pergroup --variant qk525=QK_GAIN_INIT=5.25 \
+        --data data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved --val-every 1 \
+        --val-max-doc-tokens 1000000000 \
+        --tokenizer data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model
+
 Scale (SCALE below, each overridable with --base): MAX_WALLCLOCK_SECONDS=60 and COMPRESSOR=brotli, and the
 settings counted in steps scaled to the run's length (STEP_SCALED_KEYS: at 60 s, ~59 steps, EMA_DECAY=0.7056
 and MUON_MOMENTUM_WARMUP_STEPS=18 for #2135's 0.9965 and 1,500; without them the evaluated EMA weights of a 60 s run
@@ -120,9 +130,11 @@ SCALE = dict(MAX_WALLCLOCK_SECONDS="60", COMPRESSOR="brotli")  # see the docstri
 # averaging window 1 / (1 - decay) with them) unless --base sets it.
 STEP_SCALED_KEYS = ("EMA_DECAY", "MUON_MOMENTUM_WARMUP_STEPS")
 FULL_STEPS = 4_990  # #2135's three seed logs: 4,983-5,001 steps in 600 s
-# RECIPE=2135 on one H200, a whole 300 s run (docs/BENCHMARKS.md, tenth session): the step, and the GPTQ Hessian
-# reserve held back from the cap
-H200_SECONDS_PER_STEP, H200_HESSIAN_RESERVE_SECONDS = 0.923, 5.24
+# RECIPE=2135 on one H200, a whole 300 s run (docs/BENCHMARKS.md, tenth session): the step, and the 67 GPTQ
+# Hessians' probe (the cap holds GPTQ_RESERVE_SECONDS + HESSIAN_RESERVE_FACTOR x it back: 5.24 s). On N GPUs of one
+# host both divide by N (each rank a share of the micro-batches and of the calibration batches): 923 / 8 = 115 ms
+# a step against the record's 120 ms on 8xH100 (its logs).
+H200_SECONDS_PER_STEP, H200_HESSIAN_PROBE_SECONDS = 0.923, 3.79
 VAL_EVERY, VAL_MAX_DOC_TOKENS = 8, 8192
 FINEWEB_VAL_DOCS = 50_000  # the challenge's val set: what a recipe's PHASED_TTT_PREFIX_DOCS is a share of
 MIN_SEEDS = 3  # the leaderboard's practical rule: p over >= 3 seeds
@@ -223,20 +235,21 @@ def run_id(name: str, seed: int) -> str:
     return f"{name}_s{seed}"
 
 
-def resolve(env: dict[str, str], where: str) -> tg.Hyperparameters:
-    """train_gpt.py's own reading of these settings (ranges, names, invariants), or one error line."""
+def resolve(env: dict[str, str], where: str, nproc: int) -> tg.Hyperparameters:
+    """train_gpt.py's own reading of these settings (ranges, names, invariants at nproc ranks), or one error line."""
     try:
         h = tg.load_hyperparameters(env)
-        tg.validate_hyperparameters(h, world_size=1)
+        tg.validate_hyperparameters(h, world_size=nproc)
     except ValueError as err:
         fail(f"{where}: {err}")
     return h
 
 
-def step_scaled(h: tg.Hyperparameters) -> dict[str, str]:
-    """STEP_SCALED_KEYS for a run of h's length: ITERATIONS, or fewer where the cap less the reserve at
-    H200_SECONDS_PER_STEP ends it first."""
-    capped = (h.max_wallclock_seconds - H200_HESSIAN_RESERVE_SECONDS) / H200_SECONDS_PER_STEP
+def step_scaled(h: tg.Hyperparameters, nproc: int) -> dict[str, str]:
+    """STEP_SCALED_KEYS for a run of h's length on nproc H200s: ITERATIONS, or fewer where the cap less the
+    Hessian reserve ends it first."""
+    reserve = h.gptq_reserve_seconds + tg.HESSIAN_RESERVE_FACTOR * H200_HESSIAN_PROBE_SECONDS / nproc
+    capped = (h.max_wallclock_seconds - reserve) * nproc / H200_SECONDS_PER_STEP
     steps = min(h.iterations, max(1.0, capped)) if h.max_wallclock_seconds > 0 else h.iterations
     ratio = min(1.0, steps / FULL_STEPS)
     return dict(EMA_DECAY=f"{max(0.0, 1 - (1 - h.ema_decay) / ratio):.4f}",
@@ -246,6 +259,10 @@ def step_scaled(h: tg.Hyperparameters) -> dict[str, str]:
 def scaled_prefix(prefix: int, val_docs: int) -> int:
     """A recipe's PHASED_TTT_PREFIX_DOCS (a share of FineWeb val's documents) for the kept val documents."""
     return 0 if prefix <= 0 else max(1, round(prefix * val_docs / FINEWEB_VAL_DOCS))
+
+
+def nproc(plan: dict) -> int:
+    return plan.get("nproc", 1)  # a plan written before --nproc: one GPU
 
 
 def eval_only(plan: dict, name: str) -> bool:
@@ -264,7 +281,7 @@ def run_env(plan: dict, name: str, seed: int) -> dict[str, str]:
     env = {**plan["base"], **plan["variants"].get(name, {}), "SEED": str(seed), "RUN_ID": rid,
            "ARTIFACT_PATH": artifact_path(BASE if evaluated else name, seed), "DATA_PATH": "data",
            "TOKENIZER_PATH": f"data/{plan['data']['tokenizer']}", **({"EVAL_ONLY": "1"} if evaluated else {})}
-    prefix = resolve(env, f"run {rid}").phased_ttt_prefix_docs
+    prefix = resolve(env, f"run {rid}", nproc(plan)).phased_ttt_prefix_docs
     env["PHASED_TTT_PREFIX_DOCS"] = str(scaled_prefix(prefix, plan["data"]["val_docs"]))
     return env
 
@@ -275,7 +292,7 @@ def check_plan(plan: dict) -> None:
     seed = plan["seeds"][0]
     resolved = {}
     for name in [BASE, *plan["variants"]]:
-        h = dataclasses.asdict(resolve(run_env(plan, name, seed), f"variant {name}"))
+        h = dataclasses.asdict(resolve(run_env(plan, name, seed), f"variant {name}", nproc(plan)))
         settings = json.dumps({k: v for k, v in h.items() if k not in PER_RUN_FIELDS}, sort_keys=True)
         kinds = (False, True) if name == BASE else (eval_only(plan, name),)
         for key in ((kind, settings) for kind in kinds):
@@ -287,7 +304,7 @@ def check_plan(plan: dict) -> None:
 
 def base_settings(plan: dict) -> dict:
     """The base's resolved settings, those that differ between its runs aside."""
-    h = dataclasses.asdict(resolve(run_env(plan, BASE, plan["seeds"][0]), "the base"))
+    h = dataclasses.asdict(resolve(run_env(plan, BASE, plan["seeds"][0]), "the base", nproc(plan)))
     return {k: v for k, v in h.items() if k not in PER_RUN_FIELDS}
 
 
@@ -297,6 +314,9 @@ def merge_plan(workdir: Path, plan: dict) -> dict:
     if not path.exists():
         return plan
     stored = json.loads(path.read_text())
+    if nproc(stored) != nproc(plan):
+        fail(f"{path} holds runs on {nproc(stored)} GPU(s) each: use a new --workdir for runs on {nproc(plan)} "
+             f"(or --nproc {nproc(stored)})")
     if stored["data"] != plan["data"]:
         fail(f"{path} holds runs of another data ({json.dumps(stored['data'])[:300]}): use a new --workdir")
     # the base compared by meaning: a setting given in --base at the value the stored base resolves to continues
@@ -450,15 +470,23 @@ def child_env(workdir: Path, env: dict[str, str]) -> dict[str, str]:
     return {**passed, "PYTHONUNBUFFERED": "1", **cache_env(workdir), **env}
 
 
-def run_one(workdir: Path, env: dict[str, str]) -> int:
-    """train_gpt.py in WORKDIR; its console to console/<RUN_ID>.txt, its exit to logs/<RUN_ID>.exit.json. A
-    stopped runner stops the run and writes no exit (the run then counts as cut short)."""
+def launcher(gpus: int) -> list[str]:
+    """The command that starts train_gpt.py on this many GPUs of this machine."""
+    if gpus == 1:
+        return [sys.executable, str(TRAIN_GPT)]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", str(TRAIN_GPT)]
+
+
+def run_one(workdir: Path, env: dict[str, str], gpus: int = 1) -> int:
+    """train_gpt.py in WORKDIR on `gpus` GPUs; its console to console/<RUN_ID>.txt, its exit to
+    logs/<RUN_ID>.exit.json. A stopped runner stops the run and writes no exit (the run then counts as cut
+    short)."""
     rid = env["RUN_ID"]
     for sub in ("logs", "console", "artifacts"):
         (workdir / sub).mkdir(exist_ok=True)
     t0 = time.time()
     with open(workdir / "console" / f"{rid}.txt", "w") as console:
-        proc = subprocess.Popen([sys.executable, str(TRAIN_GPT)], cwd=workdir, env=child_env(workdir, env),
+        proc = subprocess.Popen(launcher(gpus), cwd=workdir, env=child_env(workdir, env),
                                 stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             code = proc.wait()
@@ -557,7 +585,7 @@ def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_fail
                 continue
             set_aside(workdir, rid)
             print(f"{time.strftime('%H:%M:%S')} {rid}: running ({why})", flush=True)
-            code = run_one(workdir, run_env(plan, name, seed))
+            code = run_one(workdir, run_env(plan, name, seed), nproc(plan))
             print(f"{time.strftime('%H:%M:%S')} {rid}: exit {code}, {run_state(workdir, rid)[0]}", flush=True)
     finally:
         lock.unlink(missing_ok=True)
@@ -663,10 +691,11 @@ def _f(value, spec: str) -> str:
 
 def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
     data, base = plan["data"], plan["base"]
+    kept = "every document" if data["val_every"] == 1 else f"every {data['val_every']}th document"
     lines = [f"# A/B runs: {workdir.name}", "",
              f"Base: `{' '.join(f'{k}={v}' for k, v in base.items())}`; seeds {', '.join(map(str, plan['seeds']))}. "
-             f"Val: {data['val_docs']} documents, {data['val_tokens']:,} tokens (every {data['val_every']}th "
-             f"of at most {data['val_max_doc_tokens']} tokens); train shards: {len(data['train_shards'])}. "
+             f"Val: {data['val_docs']} documents, {data['val_tokens']:,} tokens ({kept} of at most "
+             f"{data['val_max_doc_tokens']} tokens); train shards: {len(data['train_shards'])}. "
              f"PHASED_TTT_PREFIX_DOCS scaled by {data['val_docs']}/{FINEWEB_VAL_DOCS}.", "",
              f"Final = post-TTT val_bpb (mean ± std over finished seeds); Δ = variant - base over the seeds both "
              f"finished (negative: the variant is better), sd of Δ its std over the seeds (when far below the "
@@ -754,18 +783,21 @@ def pack(workdir: Path, path: Path) -> None:
 
 def make_plan(args) -> tuple[dict, dict[str, bytes]]:
     given = parse_pairs(args.base, "--base")
-    h = resolve({**SCALE, **given, "DATA_PATH": str(args.data), "TOKENIZER_PATH": str(args.tokenizer)}, "--base")
-    base = {**SCALE, **{k: v for k, v in step_scaled(h).items() if k not in given}, **given}  # check_plan resolves it
+    if args.nproc < 1:
+        fail(f"--nproc {args.nproc}: give the GPUs a run uses, at least 1")
+    h = resolve({**SCALE, **given, "DATA_PATH": str(args.data), "TOKENIZER_PATH": str(args.tokenizer)}, "--base",
+                args.nproc)
+    base = {**SCALE, **{k: v for k, v in step_scaled(h, args.nproc).items() if k not in given}, **given}  # check_plan resolves it
     variants, evaluated = parse_variants(args.variant, args.eval_variant, args.variants)
     seeds = parse_seeds(args.seeds)
     data, files = plan_data(args, h.bos_id)
-    plan = dict(base=base, variants=variants, eval_only=evaluated, seeds=seeds, data=data)
+    plan = dict(base=base, variants=variants, eval_only=evaluated, seeds=seeds, data=data, nproc=args.nproc)
     check_plan(plan)
     return plan, files
 
 
-def command_line(env: dict[str, str]) -> str:
-    return " ".join(f"{k}={v}" for k, v in env.items()) + f" {Path(sys.executable).name} {TRAIN_GPT}"
+def command_line(env: dict[str, str], gpus: int) -> str:
+    return " ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(launcher(gpus))
 
 
 def cmd_run(args, argv: list[str]) -> int:
@@ -782,7 +814,7 @@ def cmd_run(args, argv: list[str]) -> int:
             if state == "blocked" and run_state(workdir, run_id(BASE, seed))[0] == "pending":
                 state = "pending"  # its base runs first
             note = f" # {why}" if state == "blocked" else ""
-            print(f"[{state}] (cd {workdir} && {command_line(run_env(merged, name, seed))}){note}")
+            print(f"[{state}] (cd {workdir} && {command_line(run_env(merged, name, seed), nproc(merged))}){note}")
         return 0
     if runner_pid(workdir) is not None:
         take_lock(workdir)  # refused, before any file is touched
@@ -829,6 +861,8 @@ def main(argv=None) -> int:
                      help="NAME=KEY=VALUE[,...]: evaluation settings only, run on the base's artifacts")
     run.add_argument("--variants", type=Path, help="a file of lines `NAME KEY=VALUE ...`, `eval NAME KEY=VALUE ...`")
     run.add_argument("--seeds", default="1,2,3", help="comma-separated, at least 3 (default 1,2,3)")
+    run.add_argument("--nproc", type=int, default=1,
+                     help="GPUs of this machine each run uses (torchrun --standalone); 8: the challenge's scale")
     run.add_argument("--data", type=Path, default=DEFAULT_DATA, help="train and val shards (.bin or .bin.xz)")
     run.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
     run.add_argument("--val-every", type=int, default=VAL_EVERY, help="keep every Nth val document")

@@ -459,3 +459,58 @@ def test_a_workdir_planned_before_the_step_scaling_names_what_differs(tmp_path, 
     commands = [c for _, _, c in dry_commands(capsys)]
     assert commands and not any("EMA_DECAY" in c for c in commands)  # the stored base's runs
     assert any("MUON_WD=0.1" in c for c in commands)
+
+
+# ---- several GPUs a run (--nproc) ----
+
+def nproc_args(workdir, gpus, base="RECIPE=2135"):
+    return ["run", "--workdir", str(workdir), "--base", base, "--variant", "lr=MATRIX_LR=0.03", "--data", str(DATA),
+            "--tokenizer", str(TOKENIZER), "--val-every", str(VAL_EVERY), "--val-max-doc-tokens",
+            str(VAL_MAX_DOC_TOKENS), "--nproc", str(gpus), "--dry-run"]
+
+
+@pytest.mark.parametrize("gpus, cap, ema, warmup", [(2, 60, "0.8589", "37"), (8, 600, "0.9965", "1500")])
+def test_runs_on_several_gpus_start_with_torchrun_and_scale_by_their_steps(tmp_path, capsys, gpus, cap, ema, warmup):
+    """--nproc N: every run starts on N GPUs of the machine, and a step and the Hessians take 1/N of one GPU's
+    time: 60 s on 2 GPUs are ~124 steps; 600 s on 8, the challenge's ~4,990, keep the recipe's own values."""
+    assert ab_runs.main(nproc_args(tmp_path / "w", gpus, f"RECIPE=2135,MAX_WALLCLOCK_SECONDS={cap}")) == 0
+    commands = dry_commands(capsys)
+    assert len(commands) == 2 * len(SEEDS)
+    for _, _, command in commands:
+        assert command.endswith(f" -m torch.distributed.run --standalone --nproc_per_node={gpus} {ab_runs.TRAIN_GPT}")
+        assert f" EMA_DECAY={ema} " in command and f" MUON_MOMENTUM_WARMUP_STEPS={warmup} " in command
+
+
+def plan_of(argv, monkeypatch) -> tuple:
+    """(plan, val files, parsed args) that `run` would make of argv."""
+    parsed = []
+    with monkeypatch.context() as mp:
+        mp.setattr(ab_runs, "cmd_run", lambda a, argv: parsed.append(a) or 0)
+        ab_runs.main(argv)
+    return (*ab_runs.make_plan(parsed[0]), parsed[0])
+
+
+def test_a_workdir_keeps_its_gpu_count(tmp_path, monkeypatch):
+    plan, _, _ = plan_of(nproc_args(tmp_path / "w", 1), monkeypatch)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(SystemExit, match=r"^error: .* holds runs on 1 GPU\(s\) each: use a new --workdir for runs on 2"):
+        ab_runs.main(nproc_args(tmp_path / "w", 2))
+    del plan["nproc"]  # a plan written before --nproc ran on one GPU
+    (tmp_path / "w" / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(SystemExit, match=r"holds runs on 1 GPU\(s\)"):
+        ab_runs.main(nproc_args(tmp_path / "w", 2))
+    assert ab_runs.main(nproc_args(tmp_path / "w", 1)) == 0
+    with pytest.raises(SystemExit, match=r"^error: --nproc 0: give the GPUs a run uses, at least 1$"):
+        ab_runs.main(nproc_args(tmp_path / "v", 0))
+
+
+def test_a_run_on_two_ranks_finishes(tmp_path, monkeypatch):
+    """One base run of a --nproc 2 plan, as the runner starts it (two gloo ranks on the CPU)."""
+    work = tmp_path / "w"
+    plan, files, parsed = plan_of([*args(work), "--nproc", "2"], monkeypatch)
+    ab_runs.write_data(parsed, work, files)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert ab_runs.run_one(work, ab_runs.run_env(plan, "base", 1), ab_runs.nproc(plan)) == 0
+    assert ab_runs.run_state(work, "base_s1") == ("done", "")
+    assert " world_size:2 " in (work / "logs" / "base_s1.txt").read_text()
