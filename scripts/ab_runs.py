@@ -47,7 +47,11 @@ All runs share compile caches in WORKDIR/cache (TORCHINDUCTOR_CACHE_DIR, TRITON_
 TRITON_CACHE_AUTOTUNING=1 so that the fused MLP kernel's autotuning is done once).
 
 GPUs: a run uses one GPU, or --nproc N of this machine (torchrun --standalone; a workdir keeps its count). The
-step-counted settings follow N (a step and the Hessians take 1/N of one GPU's time). At the challenge's scale, on
+step-counted settings follow N (a step and the Hessians take 1/N of one GPU's time). --gpus 0,1,... runs lanes
+side by side, --nproc GPUs each (CUDA_VISIBLE_DEVICES): each lane takes the next run of the queue as it comes
+free, and an eval-only variant waits for its seed's base. Runs side by side share the host's CPU cores (compile,
+data loading, packing) and disk; whether a capped run then trains as many steps as alone is not measured here:
+compare the table's train steps. At the challenge's scale, on
 8 GPUs with the FineWeb CaseOps download, whole val, the recipe's 600 s and packing:
 
     python scripts/ab_runs.py run --workdir ab_runs/full --nproc 8 \
@@ -107,7 +111,9 @@ import statistics
 import subprocess
 import sys
 import tarfile
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -477,10 +483,15 @@ def launcher(gpus: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", str(TRAIN_GPT)]
 
 
-def run_one(workdir: Path, env: dict[str, str], gpus: int = 1) -> int:
+# The runner's runs in progress (one per lane, each waited on by a thread) and its stop: a stopped runner
+# terminates them and writes no exit record (each then counts as cut short, to be run again).
+IN_PROGRESS: set[subprocess.Popen] = set()
+STOPPING = threading.Event()
+
+
+def run_one(workdir: Path, env: dict[str, str], gpus: int = 1) -> int | None:
     """train_gpt.py in WORKDIR on `gpus` GPUs; its console to console/<RUN_ID>.txt, its exit to
-    logs/<RUN_ID>.exit.json. A stopped runner stops the run and writes no exit (the run then counts as cut
-    short)."""
+    logs/<RUN_ID>.exit.json. Returns the exit code, or None when the runner stopped it."""
     rid = env["RUN_ID"]
     for sub in ("logs", "console", "artifacts"):
         (workdir / sub).mkdir(exist_ok=True)
@@ -488,18 +499,31 @@ def run_one(workdir: Path, env: dict[str, str], gpus: int = 1) -> int:
     with open(workdir / "console" / f"{rid}.txt", "w") as console:
         proc = subprocess.Popen(launcher(gpus), cwd=workdir, env=child_env(workdir, env),
                                 stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        IN_PROGRESS.add(proc)
         try:
             code = proc.wait()
-        except BaseException:
+        except BaseException:  # stopped while waiting in this thread
             proc.terminate()
             proc.wait()
             raise
+        finally:
+            IN_PROGRESS.discard(proc)
+    if STOPPING.is_set():
+        return None
     exit_file = workdir / "logs" / f"{rid}.exit.json"
     artifact = workdir / env["ARTIFACT_PATH"]  # the base's: written by its run, read by its eval-only variants
     exit_file.write_text(json.dumps(dict(returncode=code, seconds=round(time.time() - t0, 1),
-                                         host=socket.gethostname(), artifact_path=env["ARTIFACT_PATH"],
+                                         host=socket.gethostname(), gpus=env.get("CUDA_VISIBLE_DEVICES"),
+                                         artifact_path=env["ARTIFACT_PATH"],
                                          artifact_sha256=tg.file_sha256(artifact) if artifact.is_file() else None)))
     return code
+
+
+def stop_runs() -> None:
+    """Terminate the runs in progress (train_gpt.py logs the signal and stops; torchrun passes it to its ranks)."""
+    STOPPING.set()
+    for proc in list(IN_PROGRESS):
+        proc.terminate()
 
 
 def exit_record(workdir: Path, rid: str) -> dict:
@@ -569,25 +593,61 @@ def _alive(pid) -> bool:
         return False
 
 
-def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_failed: bool) -> None:
+def why_run(workdir: Path, plan: dict, name: str, seed: int, retry_failed: bool) -> str | None:
+    """Why this run is to run now (its state's reason), or None, said, when it is not to run."""
+    state, why = paired_state(workdir, plan, name, seed)
+    if state == "failed" and retry_failed and eval_only(plan, name) and eval_blocker(workdir, seed):
+        state, why = "blocked", eval_blocker(workdir, seed)
+    if state in ("done", "blocked") or (state == "failed" and not retry_failed):
+        rerun = "; --retry-failed reruns it" if state == "failed" else ""
+        print(f"{run_id(name, seed)}: {state}{' (' + why + rerun + ')' if why else ''}", flush=True)
+        return None
+    return why
+
+
+def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_failed: bool,
+              lanes: list[str | None]) -> None:
+    """The runs of todo, in its order, on the lanes (each a CUDA_VISIBLE_DEVICES value; None: the runner's own
+    GPUs), one run a lane at a time: a lane that comes free takes the next run that can start (an eval-only
+    variant waits while its seed's base is queued or running)."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup-friendly: a closed terminal does not stop the runs
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the current run too (run_one), then exit
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the runs in progress too, then exit
     lock = take_lock(workdir)
+    STOPPING.clear()
+    waiting, free = list(todo), list(lanes)
+    running = {}  # future -> (RUN_ID, lane)
+    pool = ThreadPoolExecutor(max_workers=len(lanes))
     try:
-        for name, seed in todo:
-            rid = run_id(name, seed)
-            state, why = paired_state(workdir, plan, name, seed)
-            if state == "failed" and retry_failed and eval_only(plan, name) and eval_blocker(workdir, seed):
-                state, why = "blocked", eval_blocker(workdir, seed)
-            if state in ("done", "blocked") or (state == "failed" and not retry_failed):
-                rerun = "; --retry-failed reruns it" if state == "failed" else ""
-                print(f"{rid}: {state}{' (' + why + rerun + ')' if why else ''}", flush=True)
-                continue
-            set_aside(workdir, rid)
-            print(f"{time.strftime('%H:%M:%S')} {rid}: running ({why})", flush=True)
-            code = run_one(workdir, run_env(plan, name, seed), nproc(plan))
-            print(f"{time.strftime('%H:%M:%S')} {rid}: exit {code}, {run_state(workdir, rid)[0]}", flush=True)
+        while waiting or running:
+            queued = list(waiting)
+            for position, (name, seed) in enumerate(queued):
+                if not free:
+                    break
+                ahead = ({run_id(*item) for item in queued[:position] if item in waiting}
+                         | {rid for rid, _ in running.values()})
+                if eval_only(plan, name) and run_id(BASE, seed) in ahead:
+                    continue  # the first waiting run never waits: nothing is ahead of it
+                waiting.remove((name, seed))
+                why = why_run(workdir, plan, name, seed, retry_failed)
+                if why is None:
+                    continue
+                rid, lane = run_id(name, seed), free.pop(0)
+                set_aside(workdir, rid)
+                print(f"{time.strftime('%H:%M:%S')} {rid}: running{f' on GPUs {lane}' if lane else ''} ({why})",
+                      flush=True)
+                env = {**run_env(plan, name, seed), **({"CUDA_VISIBLE_DEVICES": lane} if lane else {})}
+                running[pool.submit(run_one, workdir, env, nproc(plan))] = (rid, lane)
+            if running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    rid, lane = running.pop(future)
+                    free.append(lane)
+                    print(f"{time.strftime('%H:%M:%S')} {rid}: exit {future.result()}, {run_state(workdir, rid)[0]}",
+                          flush=True)
     finally:
+        if running:
+            stop_runs()
+        pool.shutdown(wait=True)
         lock.unlink(missing_ok=True)
 
 
@@ -800,14 +860,29 @@ def command_line(env: dict[str, str], gpus: int) -> str:
     return " ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(launcher(gpus))
 
 
+def gpu_lanes(gpus: str | None, per_run: int) -> list[str | None]:
+    """--gpus 0,1,2,3 with --nproc 2 -> ["0,1", "2,3"]: the CUDA_VISIBLE_DEVICES of each lane; none given: one
+    lane on the runner's own GPUs."""
+    if gpus is None:
+        return [None]
+    ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    if not ids or not all(g.isdigit() for g in ids) or len(set(ids)) < len(ids):
+        fail(f"--gpus {gpus}: give distinct GPU numbers, comma-separated (e.g. --gpus 0,1)")
+    if len(ids) % per_run:
+        fail(f"--gpus {gpus}: {len(ids)} GPUs do not make lanes of --nproc {per_run}")
+    return [",".join(ids[i:i + per_run]) for i in range(0, len(ids), per_run)]
+
+
 def cmd_run(args, argv: list[str]) -> int:
     plan, files = make_plan(args)
+    lanes = gpu_lanes(args.gpus, args.nproc)
     workdir = args.workdir
     merged = merge_plan(workdir, plan)
     todo = queue(merged, list(plan["variants"]), plan["seeds"])
     if args.dry_run:
-        print(f"workdir {workdir}: {len(todo)} runs, seed by seed; val {plan['data']['val_docs']} documents, "
-              f"{plan['data']['val_tokens']:,} tokens; {len(plan['data']['train_shards'])} train shards; each run also "
+        lanes_said = f"{len(lanes)} at a time (GPUs {' | '.join(lanes)})" if lanes != [None] else "one at a time"
+        print(f"workdir {workdir}: {len(todo)} runs, seed by seed, {lanes_said}; val {plan['data']['val_docs']} "
+              f"documents, {plan['data']['val_tokens']:,} tokens; {len(plan['data']['train_shards'])} train shards; each run also "
               f"gets {' '.join(f'{k}={v}' for k, v in cache_env(workdir).items())}")
         for name, seed in todo:
             state, why = paired_state(workdir, merged, name, seed)
@@ -828,7 +903,7 @@ def cmd_run(args, argv: list[str]) -> int:
         print(f"runner pid {proc.pid} started detached; its output: {workdir / 'runner.txt'}; "
               f"report: python {Path(__file__).name} report --workdir {workdir}")
         return 0
-    run_queue(workdir, merged, todo, args.retry_failed)
+    run_queue(workdir, merged, todo, args.retry_failed, lanes)
     print(markdown(*collect(workdir), workdir))
     return 0
 
@@ -863,6 +938,8 @@ def main(argv=None) -> int:
     run.add_argument("--seeds", default="1,2,3", help="comma-separated, at least 3 (default 1,2,3)")
     run.add_argument("--nproc", type=int, default=1,
                      help="GPUs of this machine each run uses (torchrun --standalone); 8: the challenge's scale")
+    run.add_argument("--gpus", help="run lanes side by side: these GPUs (e.g. 0,1,2,3), --nproc of them a lane; "
+                                    "default: one run at a time on the visible GPUs")
     run.add_argument("--data", type=Path, default=DEFAULT_DATA, help="train and val shards (.bin or .bin.xz)")
     run.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
     run.add_argument("--val-every", type=int, default=VAL_EVERY, help="keep every Nth val document")

@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 
 import numpy as np
@@ -514,3 +515,79 @@ def test_a_run_on_two_ranks_finishes(tmp_path, monkeypatch):
     assert ab_runs.run_one(work, ab_runs.run_env(plan, "base", 1), ab_runs.nproc(plan)) == 0
     assert ab_runs.run_state(work, "base_s1") == ("done", "")
     assert " world_size:2 " in (work / "logs" / "base_s1.txt").read_text()
+
+
+# ---- lanes side by side (--gpus) ----
+
+def test_lanes_run_side_by_side_and_an_eval_variant_waits_for_its_base(workdir, tmp_path, monkeypatch, capsys):
+    """Two lanes take the queue's runs as they come free, each run once, on its lane's GPUs; an eval-only
+    variant starts only after its seed's base has finished. Runs are stand-ins that copy the finished fixture's
+    logs (a base's artifact too); the first two wait for each other, so they must run at once."""
+    work = with_eval_variant(workdir, tmp_path)
+    plan = json.loads((work / "plan.json").read_text())
+    for f in [*(work / "logs").glob("*"), *(work / "artifacts").glob("*")]:
+        f.unlink()
+    events, lock, both = [], threading.Lock(), threading.Barrier(2, timeout=120)
+
+    def stand_in(folder, env, gpus):
+        rid, name = env["RUN_ID"], env["RUN_ID"].rsplit("_s", 1)
+        with lock:
+            events.append(("start", rid, env.get("CUDA_VISIBLE_DEVICES"), time.monotonic()))
+        if rid in ("base_s1", "lr_s1"):  # the first pass starts both, one a lane
+            both.wait()
+        source = "base" if name[0] == "ev" else name[0]
+        shutil.copyfile(workdir / "logs" / f"{source}_s{name[1]}.txt", folder / "logs" / f"{rid}.txt")
+        if name[0] == "base":
+            (folder / "artifacts" / f"{rid}.golf").write_bytes(b"artifact " + rid.encode())
+        with lock:
+            events.append(("end", rid, env.get("CUDA_VISIBLE_DEVICES"), time.monotonic()))
+        return 0
+
+    monkeypatch.setattr(ab_runs, "run_one", stand_in)
+    (work / "logs").mkdir(exist_ok=True)
+    (work / "artifacts").mkdir(exist_ok=True)
+    todo = ab_runs.queue(plan, list(plan["variants"]), plan["seeds"])
+    ab_runs.run_queue(work, plan, todo, False, ["0", "1"])
+    starts = {rid: (lane, t) for kind, rid, lane, t in events if kind == "start"}
+    ends = {rid: t for kind, rid, _, t in events if kind == "end"}
+    assert sorted(starts) == sorted(ab_runs.run_id(n, s) for n, s in todo) and len(events) == 2 * len(todo)
+    assert {lane for lane, _ in starts.values()} == {"0", "1"}
+    for seed in SEEDS:
+        assert starts[f"ev_s{seed}"][1] >= ends[f"base_s{seed}"]
+    assert all(ab_runs.run_state(work, rid)[0] == "done" for rid in starts)
+
+
+def test_a_stopped_runner_stops_its_runs_and_writes_no_exit(tmp_path):
+    """stop_runs terminates every run in progress; run_one then returns None and writes no exit record, so the
+    run counts as cut short."""
+    work = tmp_path / "w"
+    work.mkdir()
+    env = {"RUN_ID": "base_s1", "ARTIFACT_PATH": "artifacts/base_s1.golf"}
+    result = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ab_runs, "launcher", lambda gpus: [sys.executable, "-c", "import time; time.sleep(60)"])
+        ab_runs.STOPPING.clear()
+        thread = threading.Thread(target=lambda: result.append(ab_runs.run_one(work, env)))
+        thread.start()
+        for _ in range(600):  # until the run has started (bounded: 60 s)
+            if ab_runs.IN_PROGRESS:
+                break
+            time.sleep(0.1)
+        ab_runs.stop_runs()
+        thread.join(timeout=60)
+    ab_runs.STOPPING.clear()
+    assert result == [None] and not (work / "logs" / "base_s1.exit.json").exists()
+
+
+@pytest.mark.parametrize("gpus, nproc, message", [
+    ("0,1,2", "2", "3 GPUs do not make lanes of --nproc 2"), ("0,0", "1", "give distinct GPU numbers"),
+    ("a,b", "1", "give distinct GPU numbers"),
+])
+def test_bad_gpu_lanes_are_refused(tmp_path, gpus, nproc, message):
+    argv = [*nproc_args(tmp_path / "w", nproc), "--gpus", gpus]
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        ab_runs.main(argv)
+
+
+def test_lanes_split_the_gpus_by_nproc():
+    assert ab_runs.gpu_lanes("0,1,2,3", 2) == ["0,1", "2,3"] and ab_runs.gpu_lanes(None, 8) == [None]
