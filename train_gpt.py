@@ -1791,8 +1791,8 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
             break
     synchronize(ctx)  # the reported training time includes the last step's GPU work
     elapsed = agreed_seconds(ctx, time.perf_counter() - t0)
-    if validating:  # the last step too, as the record
-        validate_during_training(validate, step, h, ctx, log)
+    if validating:  # the last step too, as the record, off the clock: the Hessians' reading ends the data access
+        t0 += validate_during_training(validate, step, h, ctx, log)
     stop_if_nonfinite(all_reduce_(ctx, nonfinite.clone()).item(), step)  # steps after the last check
     tokens = step * h.train_batch_tokens
     log(f"train_time:{elapsed * 1000:.0f}ms steps:{step} step_avg:{elapsed / max(step, 1) * 1000:.2f}ms "
@@ -3156,16 +3156,6 @@ RECORD_FIXED = {
     "VAL_DOC_FRACTION": ("1.0", "validation scores every document (VAL_MAX_TOKENS cuts it for smoke runs)"),
     "TTT_EVAL_BATCHES": ("", "the record's debugging subset of TTT batches is not implemented"),
     "ARTIFACT_DIR": ("", "the log goes to logs/<RUN_ID>.txt and the artifact to ARTIFACT_PATH"),
-    "TTT_UPDATE_EVERY": ("1", "the adapters take one Adam step per chunk"),
-    "TTT_LORA_EMA_DECAY": ("0.0", "an EMA of the TTT adapters is not implemented"),
-    # #2135's Muon option for global TTT (off in its run)
-    **{name: (value, "global TTT trains with SGD only") for name, value in (
-        ("GLOBAL_TTT_OPTIMIZER", "sgd"), ("GLOBAL_TTT_MUON_NS_STEPS", "5"), ("GLOBAL_TTT_MUON_NESTEROV", "1"))},
-    # #2135's n-gram channels other than the token one: off in its run (tau 99 never fires); the within-word and
-    # word-start channels read the target's own word (issue 24: not causal)
-    **{name: (value, "only the token channel of the n-gram tilt is implemented") for name, value in (
-        ("WITHIN_TAU", "99.0"), ("WITHIN_BOOST", "0.0"), ("WORD_ORDER", "4"), ("WORD_NORMALIZE", "strip_punct_lower"),
-        ("WORD_TAU", "99.0"), ("WORD_BOOST", "0.0"), ("AGREE_ADD_BOOST", "0.0"))},
     "MATRIX_CLIP_SIGMAS": ("12.85", "it covers matrices outside attention and the MLP, and this model has none "
                                     "(use ATTN_CLIP_SIGMAS, MLP_CLIP_SIGMAS, EMBED_CLIP_SIGMAS)"),
     # #2135's switches for what its logged run left off (the n-gram tilt's other channels looked at the target)

@@ -4,6 +4,8 @@ TRAIN_LOG_EVERY and MAX_WALLCLOCK_SECONDS=0."""
 
 import dataclasses
 import re
+import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -342,3 +344,31 @@ def test_validation_is_off_by_default():
 def test_removed_settings_say_why(name):
     with pytest.raises(ValueError, match=f"{name} was removed: {tg.REMOVED[name]}"):
         tg.load_hyperparameters({name: "1"})
+
+
+def test_the_last_validation_is_off_the_clock_that_ends_the_data_access(monkeypatch):
+    """VAL_LOSS_EVERY's validations, the one after the last step too, pause the training clock: the reported end
+    of training-data access counts training and the Hessians only (a 600 s run's final full-val pass would
+    otherwise put it past 600 s). Each validation here takes 1,000 s of a stand-in clock."""
+    offset = [0.0]
+    clock = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
+    clock.perf_counter = lambda: time.perf_counter() + offset[0]
+    monkeypatch.setattr(tg, "time", clock)
+    validate_calls = []
+
+    def slow_validate():
+        offset[0] += 1000.0
+        validate_calls.append(1)
+        return 5.0, 2.0
+
+    from conftest import PROXY_DATA
+
+    h = tg.load_hyperparameters({"SMOKE": "1", "DATA_PATH": str(PROXY_DATA), "ITERATIONS": "2", "WARMUP_STEPS": "0",
+                                 "TRAIN_SEQ_LEN": "128",
+                                 "TRAIN_BATCH_TOKENS": "1024", "TTT_ENABLED": "0", "MAX_WALLCLOCK_SECONDS": "0",
+                                 "VAL_LOSS_EVERY": "2"})
+    lines = []
+    torch.manual_seed(0)
+    tg.train(tg.GPT(h), h, tg.DistContext(), tg.validate_hyperparameters(h, 1), lines.append, slow_validate)
+    data_end = float(next(l for l in lines if l.startswith("train_data_access_end_seconds:")).split()[0].split(":")[1])
+    assert len(validate_calls) == 2 and data_end < 1000.0  # step 0 and after the last step
