@@ -5,9 +5,9 @@ scripts/make_record.py: it is not one of the code files (train_gpt.CODE_FILES), 
 
 The record folder holds ONE train_gpt.py, our two files compressed into a self-extracting script (the challenge
 counts the code of train_gpt.py; the records count the size of such a file). Its first line declares the latin-1
-encoding, so that the LZMA stream sits in a string literal byte for byte (escapes cost ~1%; base85, the records'
-way, costs 25%); its second line decompresses it and runs the loader compressed with the sources
-(SHIPPED_BOOTSTRAP). The loader registers each source with linecache, so that inspect.getsource (which @triton.jit
+encoding, so that the LZMA stream sits in a string literal nearly byte for byte (as base-252 digits: below;
+base85, the records' way, costs 25%); the lines after the literal read the digits back, decompress them and run
+the loader compressed with the sources (SHIPPED_BOOTSTRAP). The loader registers each source with linecache, so that inspect.getsource (which @triton.jit
 needs) finds it, and serves `import kernels` from the embedded source before any kernels.py on disk. Running it runs
 our (minified) train_gpt.py with EMBEDDED_SOURCES set: it counts its own bytes, and its log embeds the minified
 sources (a run from the checkout builds the file here and logs the readable ones), from which make_record.py

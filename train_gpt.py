@@ -388,7 +388,7 @@ def sample_layout(caseops: bool) -> dict[str, str]:
                 tokenizer_path=str(SAMPLE_DATA / "tokenizers" / f"fineweb_8192_bpe{suffix}.model"))
 
 
-# Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in two to three minutes, on the shipped sample
+# Toy sizes for SMOKE=1: the whole pipeline on 2 CPU cores in about a minute, on the shipped sample
 # (sample_layout) unless DATA_DIR / DATA_PATH / TOKENIZER_PATH are set. Training ends after its 50 steps, not on
 # the clock (no cap), so a smoke run does the same work on a busy machine as on an idle one.
 SMOKE_OVERRIDES = dict(

@@ -1,5 +1,6 @@
-"""A/B runs of train_gpt.py on one GPU: variants (named sets of settings over a base recipe) x seeds at a fixed
-wallclock, resumable, and a report per variant against the base (markdown table and PNG).
+"""A/B runs of train_gpt.py on one GPU (or lanes of --nproc GPUs: below): variants (named sets of settings over a
+base recipe) x seeds at a fixed wallclock, resumable, and a report per variant against the base (markdown table
+and PNG).
 
     # the plan and the commands, nothing run
     python scripts/ab_runs.py run --workdir ab_runs/w1 --base RECIPE=2135 --seeds 1,2,3 \

@@ -110,7 +110,7 @@ def best_of(fn, repeat: int, sync=lambda: None):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--val", required=True, help="val shard (.bin or .bin.xz)")
     ap.add_argument("--reference", default=str(RECORD), help="folder of the record's n-gram files and tokenizers/")
     ap.add_argument("--order", type=int, default=16, help="TOKEN_ORDER")

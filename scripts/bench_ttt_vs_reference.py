@@ -268,7 +268,7 @@ def load(path: str) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--val")
     ap.add_argument("--tokenizer")
     ap.add_argument("--val-bytes", help="#2135's CaseOps byte sidecar of --val: both bpbs count its bytes")
