@@ -66,8 +66,8 @@ settings counted in steps scaled to the run's length (STEP_SCALED_KEYS: at 60 s,
 and MUON_MOMENTUM_WARMUP_STEPS=18 for #2135's 0.9965 and 1,500; without them the evaluated EMA weights of a 60 s run
 were 81% the initial random ones). Why:
 - What a run costs on one H200 for RECIPE=2135 (docs/BENCHMARKS.md, 2026-12-04): launch to first step 175 s
-  cold, ~35-50 s with warm caches (20 warm-up steps of ~0.75 s included); 15 s of GPTQ Hessians before the
-  clock and 1.25 x that reserved on it; GPTQ 6 s; per-group lrzip packing 46 s and unpacking 24 s (brotli: ~15 s
+  cold, ~35-50 s with warm caches (20 warm-up steps of ~0.75 s included); the GPTQ Hessians measured before
+  the clock (15 s in the seventh session, 3.8 s since the tenth's) and 0.5 + 1.25 x that reserved on it; GPTQ 6 s; per-group lrzip packing 46 s and unpacking 24 s (brotli: ~15 s
   and ~2 s; val_bpb does not change, the reported bytes are brotli's, ~4% above lrzip's); TTT compile 118 s
   cold; ~0.1 s a TTT chunk step. Warm, a 60 s run therefore costs ~175 s (~230 s with the recipe's lrzip), and
   the first run of a session ~240 s more (cold compiles).
