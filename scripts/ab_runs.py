@@ -159,6 +159,11 @@ FIXED_KEYS = ("MAX_WALLCLOCK_SECONDS",)  # the base's for every variant: the com
 PER_RUN_FIELDS = ("seed", "run_id", "artifact_path", "eval_only")  # resolved settings that differ between runs of one variant
 PASS_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_VISIBLE_DEVICES",
             "OMP_NUM_THREADS", "TRITON_INTERPRET")  # from the caller; everything else comes from the plan
+# ... and the machine's settings of NCCL, PyTorch and NVSHMEM: a GPU host may need them kept (the lent H200s keep
+# NVLink multicast off, NCCL_NVLS_ENABLE=0 and TORCH_SYMM_MEM_DISABLE_MULTICAST=1, for their GPUs' sake)
+PASS_ENV_PREFIXES = ("NCCL_", "NVSHMEM_", "TORCH_", "PYTORCH_")
+# torchrun stops its ranks on these; SIGHUP left out, as the runner ignores it (a closed terminal stops nothing)
+TORCHRUN_SIGNALS = dict(PET_SIGNALS_TO_HANDLE="SIGTERM,SIGINT,SIGQUIT")  # torchrun --signals-to-handle
 CLOSING_LINE = re.compile(r"^eval_time:\d+ms \(inside:", re.M)  # train_gpt.py's last line of a finished run
 SIGNALLED = "interrupted: KeyboardInterrupt"  # a run stopped by a signal (SIGTERM, Ctrl-C): to be run again
 P_LEVELS = (0.25, 0.05)  # the resolvable differences the report states
@@ -473,7 +478,7 @@ def cache_env(workdir: Path) -> dict[str, str]:
 
 
 def child_env(workdir: Path, env: dict[str, str]) -> dict[str, str]:
-    passed = {k: v for k, v in os.environ.items() if k in PASS_ENV}
+    passed = {k: v for k, v in os.environ.items() if k in PASS_ENV or k.startswith(PASS_ENV_PREFIXES)}
     return {**passed, "PYTHONUNBUFFERED": "1", **cache_env(workdir), **env}
 
 
@@ -498,7 +503,7 @@ def run_one(workdir: Path, env: dict[str, str], gpus: int = 1) -> int | None:
         (workdir / sub).mkdir(exist_ok=True)
     t0 = time.time()
     with open(workdir / "console" / f"{rid}.txt", "w") as console:
-        proc = subprocess.Popen(launcher(gpus), cwd=workdir, env=child_env(workdir, env),
+        proc = subprocess.Popen(launcher(gpus), cwd=workdir, env={**child_env(workdir, env), **TORCHRUN_SIGNALS},
                                 stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         IN_PROGRESS.add(proc)
         try:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -591,3 +592,55 @@ def test_bad_gpu_lanes_are_refused(tmp_path, gpus, nproc, message):
 
 def test_lanes_split_the_gpus_by_nproc():
     assert ab_runs.gpu_lanes("0,1,2,3", 2) == ["0,1", "2,3"] and ab_runs.gpu_lanes(None, 8) == [None]
+
+
+def test_a_run_keeps_the_machines_gpu_settings_and_sheds_stray_ones(tmp_path, monkeypatch):
+    """The lent GPU hosts keep NVLink multicast off (NCCL_NVLS_ENABLE=0 ...): a run, and torchrun's ranks, must
+    get those; a stray setting of train_gpt.py's must not reach it; torchrun must not stop on a closed terminal
+    (SIGHUP), which the runner ignores."""
+    machine = dict(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1",
+                   PYTORCH_CUDA_ALLOC_CONF="expandable_segments:True")
+    for name, value in {**machine, "RECIPE": "1886", "MATRIX_LR": "9"}.items():
+        monkeypatch.setenv(name, value)
+    work, seen = tmp_path / "w", tmp_path / "env.json"
+    work.mkdir()
+    dump = f"import json, os; open({str(seen)!r}, 'w').write(json.dumps(dict(os.environ)))"
+    monkeypatch.setattr(ab_runs, "launcher", lambda gpus: [sys.executable, "-c", dump])
+    assert ab_runs.run_one(work, {"RUN_ID": "base_s1", "ARTIFACT_PATH": "artifacts/base_s1.golf"}, 2) == 0
+    env = json.loads(seen.read_text())
+    assert {k: env.get(k) for k in machine} == machine and "RECIPE" not in env and "MATRIX_LR" not in env
+    assert "SIGHUP" not in env["PET_SIGNALS_TO_HANDLE"] and "SIGTERM" in env["PET_SIGNALS_TO_HANDLE"]
+
+
+def test_torchrun_outlives_a_closed_terminal(tmp_path, monkeypatch):
+    """The runner ignores SIGHUP (nohup-friendly); torchrun would install its own handler for it and stop the
+    ranks: a hang-up sent while both ranks run must leave the run to finish. Ranks meet the test through files."""
+    work = tmp_path / "w"
+    work.mkdir()
+    rank = ("import os, pathlib, time\n"
+            f"d = pathlib.Path({str(tmp_path)!r})\n"
+            "(d / ('up' + os.environ['RANK'])).touch()\n"
+            "for _ in range(6000):\n"  # bounded: until the test says go
+            "    if (d / 'go').exists(): break\n"
+            "    time.sleep(0.05)\n")
+    (tmp_path / "rank.py").write_text(rank)
+    monkeypatch.setattr(ab_runs, "launcher", lambda gpus: [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                           f"--nproc_per_node={gpus}", str(tmp_path / "rank.py")])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as run_queue does
+    result = []
+    try:
+        thread = threading.Thread(target=lambda: result.append(
+            ab_runs.run_one(work, {"RUN_ID": "base_s1", "ARTIFACT_PATH": "artifacts/base_s1.golf"}, 2)))
+        thread.start()
+        for _ in range(1200):  # until both ranks run (bounded)
+            if (tmp_path / "up0").exists() and (tmp_path / "up1").exists():
+                break
+            time.sleep(0.1)
+        for proc in list(ab_runs.IN_PROGRESS):
+            proc.send_signal(signal.SIGHUP)
+        (tmp_path / "go").touch()
+        thread.join(timeout=120)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert result == [0], (work / "console" / "base_s1.txt").read_text()[-2000:]
