@@ -396,16 +396,21 @@ def plan_data(args, bos_id: int) -> tuple[dict, dict[str, bytes]]:
         fail(f"--data {args.data}: no such folder (the shards: fineweb_train_*.bin[.xz], fineweb_val_*.bin[.xz])")
     if not args.tokenizer.is_file():
         fail(f"--tokenizer {args.tokenizer}: no such file")
-    val, sidecar = source_files(args.data, "fineweb_val_[0-9]*"), source_files(args.data, "fineweb_val_bytes_*")
+    val, sidecars = source_files(args.data, "fineweb_val_[0-9]*"), source_files(args.data, "fineweb_val_bytes_*")
     train = source_files(args.data, "fineweb_train_*")
-    if len(val) != 1 or not train or len(sidecar) > 1:
-        fail(f"--data {args.data}: need one val shard (found {len(val)}), at most one byte sidecar and train shards "
-             f"(found {len(train)})")
-    tokens = shard_tokens(val[0])
+    if not val or not train or len(sidecars) not in (0, len(val)):
+        fail(f"--data {args.data}: need val shards (found {len(val)}), a byte sidecar for each or none (found "
+             f"{len(sidecars)}) and train shards (found {len(train)})")
+    # the val shards are one stream, as train_gpt.py reads them (an export may cut a document between two)
+    tokens = np.concatenate([shard_tokens(p) for p in val])
     keep, docs = select_documents(tokens, bos_id, args.val_every, args.val_max_doc_tokens)
     files = {val[0].name.split(".")[0] + ".bin": shard_bytes(tokens[keep])}
-    if sidecar:
-        files[sidecar[0].name.split(".")[0] + ".bin"] = shard_bytes(shard_tokens(sidecar[0])[keep])
+    if sidecars:
+        nbytes = np.concatenate([shard_tokens(p) for p in sidecars])
+        if len(nbytes) != len(tokens):
+            fail(f"--data {args.data}: the byte sidecars hold {len(nbytes)} entries, the val shards {len(tokens)} "
+                 "tokens: not one export")
+        files[sidecars[0].name.split(".")[0] + ".bin"] = shard_bytes(nbytes[keep])
     data = dict(val_every=args.val_every, val_max_doc_tokens=args.val_max_doc_tokens, val_docs=docs,
                 val_tokens=len(keep), val_sha256={n: hashlib.sha256(b).hexdigest() for n, b in files.items()},
                 train_shards=[p.name.split(".")[0] + ".bin" for p in train], tokenizer=args.tokenizer.name)
@@ -851,6 +856,8 @@ def make_plan(args) -> tuple[dict, dict[str, bytes]]:
     given = parse_pairs(args.base, "--base")
     if args.nproc < 1:
         fail(f"--nproc {args.nproc}: give the GPUs a run uses, at least 1")
+    if tg.MICRO_BATCHES % args.nproc:  # train_gpt.py's rule, said in this script's terms
+        fail(f"--nproc {args.nproc}: a run's GPUs must divide its {tg.MICRO_BATCHES} micro-batches (1, 2, 4 or 8)")
     h = resolve({**SCALE, **given, "DATA_PATH": str(args.data), "TOKENIZER_PATH": str(args.tokenizer)}, "--base",
                 args.nproc)
     base = {**SCALE, **{k: v for k, v in step_scaled(h, args.nproc).items() if k not in given}, **given}  # check_plan resolves it

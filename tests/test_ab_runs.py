@@ -644,3 +644,30 @@ def test_torchrun_outlives_a_closed_terminal(tmp_path, monkeypatch):
     finally:
         signal.signal(signal.SIGHUP, previous)
     assert result == [0], (work / "console" / "base_s1.txt").read_text()[-2000:]
+
+
+def test_val_shards_cut_mid_document_are_one_stream(tmp_path, monkeypatch):
+    """An export may write val in several shards (the record's prep: 10M tokens each, cut anywhere), each with its
+    sidecar: the plan is the one of the same stream in one shard."""
+    split = tmp_path / "split"
+    split.mkdir()
+    for path in DATA.glob("fineweb_train_*.bin"):
+        (split / path.name).symlink_to(path)
+    for kind in ("val", "val_bytes"):
+        whole = ab_runs.shard_tokens(DATA / f"fineweb_{kind}_000000.bin")
+        cut = len(whole) // 2 + 7  # inside a document
+        for i, part in enumerate((whole[:cut], whole[cut:])):
+            (split / f"fineweb_{kind}_{i:06d}.bin").write_bytes(ab_runs.shard_bytes(part))
+    one, files_one, _ = plan_of(nproc_args(tmp_path / "a", 1), monkeypatch)
+    argv = nproc_args(tmp_path / "b", 1)
+    argv[argv.index("--data") + 1] = str(split)
+    two, files_two, _ = plan_of(argv, monkeypatch)
+    assert files_two == files_one and two["data"]["val_sha256"] == one["data"]["val_sha256"]
+    (split / "fineweb_val_bytes_000001.bin").unlink()
+    with pytest.raises(SystemExit, match=r"need val shards \(found 2\), a byte sidecar for each or none \(found 1\)"):
+        plan_of(argv, monkeypatch)
+
+
+def test_a_gpu_count_that_does_not_divide_the_batch_is_refused_in_the_scripts_terms(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: --nproc 3: a run's GPUs must divide its 8 micro-batches"):
+        ab_runs.main(nproc_args(tmp_path / "w", 3))
