@@ -106,8 +106,26 @@ CREDITS = {
 }
 
 
-def credits(recipe: str) -> str:
-    rows = "".join(f"| {component} | {origin} |\n" for _, component, origin in CREDITS.get(recipe, []))
+# The candidate settings (issue 27) a run may enable over its recipe, with their origin (README.md's candidate
+# table): (key, component, origin, the resolved setting that enables it, its value when off).
+CANDIDATE_CREDITS = [
+    ("progressive_context", "Progressive training context", "PR #2014 (@simonbissonnette)", "train_seq_schedule", ""),
+    ("short_doc_ttt_chunks", "Short-document TTT chunks", "PR #2014 (@simonbissonnette)",
+     "ttt_short_score_first_steps", ""),
+    ("mlp_output_gate", "Per-block MLP output gate", "PR #1941", "mlp_gate_enabled", "False"),
+    ("awq_lite", "AWQ-lite", "PR #1908 (in PR #1945 and PR #2014)", "awq_lite_enabled", "False"),
+    ("token_max_prob", "The n-gram tilt's boost capped at TOKEN_MAX_PROB", "golfrun", "token_max_prob", "1.0"),
+]
+
+
+def credit_rows(recipe: str, config: dict) -> list[tuple[str, str, str]]:
+    """The recipe's lineage, then the candidates the run enabled."""
+    return CREDITS.get(recipe, []) + [(key, component, origin) for key, component, origin, name, off
+                                      in CANDIDATE_CREDITS if config.get(name, off) != off]
+
+
+def credits(recipe: str, config: dict) -> str:
+    rows = "".join(f"| {component} | {origin} |\n" for _, component, origin in credit_rows(recipe, config))
     return f"| Component | Origin |\n|---|---|\n{rows}" if rows else f"Recipe #{recipe}: see its record."
 
 
@@ -505,8 +523,9 @@ def model_techniques(c: dict, model: dict) -> list[str]:
            f"{model['model_params']} parameters",
            f"partial RoPE ({c['rope_dims']} of {head_dim} dims per head), QK gain init {c['qk_gain_init']}, "
            f"logit softcap {c['logit_softcap']}"
-           + (" (AsymLogit: one for positive and one for negative logits, stored in the artifact; as in #2135's "
-              "code no optimizer moves them)" if _on(c, "asym_logit_rescale") else "") + ", tied embeddings"]
+           + (f" (AsymLogit: a softcap for positive and one for negative logits in evaluation, stored in the "
+              f"artifact; as in #2135's code no optimizer moves them, so both stay {c['logit_softcap']} and the "
+              "scores are the single softcap's)" if _on(c, "asym_logit_rescale") else "") + ", tied embeddings"]
     if int(c["xsa_last_n"]):
         out.append(f"exclusive self-attention (XSA) in the last {c['xsa_last_n']} layers")
     if _on(c, "gated_attn_enabled"):
@@ -523,7 +542,7 @@ def model_techniques(c: dict, model: dict) -> list[str]:
     if loops:
         out.append(f"depth recurrence: layers {c['loop_start']}-{c['loop_end']} run {loops + 1} times from "
                    f"{float(c['enable_looping_at']):.0%} of training")
-    if int(c["parallel_start_layer"]) < layers:
+    if 0 < int(c["parallel_start_layer"]) < layers:  # 0: no lanes (train_gpt's and the record's meaning)
         out.append(f"two parallel residual lanes from layer {c['parallel_start_layer']}")
     if _on(c, "skip_gates_enabled"):
         out.append("U-Net skips with gates")
@@ -612,7 +631,7 @@ def legality(c: dict) -> str:
     tilted = (" plus the n-gram tilt's boost on one hinted token, then renormalised (a distribution summing to 1)"
               if tilt else "")
     counted = ("the val byte sidecar's: each token's original UTF-8 bytes, before the CaseOps transform"
-               if tokenizer_family(c) == "caseops" else "the tokenizer's pieces")
+               if _on(c, "caseops_enabled") else "the tokenizer's pieces")  # train_gpt reads the sidecar only then
     return f"""- **Condition 1 (causal):** every prediction at position t uses tokens before t only: causal attention
   within each document{lora}{hint}.
 - **Condition 2 (full normalised distribution):** each token is scored with a softmax over all {c['vocab_size']}
@@ -724,7 +743,7 @@ the annotations nothing reads).
 
 ## Credits
 
-{credits(conf['recipe'])}"""
+{credits(conf['recipe'], c)}"""
 
 
 def submission(name: str, author: str, github_id: str, date: str, blurb: str, runs: list[dict], track: str,
@@ -748,7 +767,7 @@ def submission(name: str, author: str, github_id: str, date: str, blurb: str, ru
         compliance=dict(train_under_600s=True, train_data_access_under_600s=True, eval_under_600s=True,
                         artifact_under_16mb=True, score_first_ttt=runs[0]["config"].get("ttt_enabled") == "True",
                         no_val_data_in_training=True, three_seeds=len(runs) >= MIN_SEEDS),
-        attribution={key: origin for key, _, origin in CREDITS.get(recipe, [])},
+        attribution={key: origin for key, _, origin in credit_rows(recipe, runs[0]["config"])},
     )
 
 

@@ -401,7 +401,7 @@ def test_a_2135_readme_states_the_stack_that_ran(caseops_run):
     for false_for_2135 in ("keys,", "per-head sigmoid gate", "brotli quality", "bytes per token are the tokenizer's",
                            "phases", "MLP output gate", "before the eval timer"):
         assert false_for_2135 not in text, false_for_2135
-    assert make_record.credits("2135").count("PR #2135") == 1 and "PR #1855" in make_record.credits("2135")
+    assert make_record.credits("2135", c).count("PR #2135") == 1 and "PR #1855" in make_record.credits("2135", c)
     sub = make_record.submission("n", "a", "b", "2026-12-04", "", [run, run], "non_record_16mb", "2135")
     assert sub["attribution"]["base_stack"] == "PR #2135 (@codemath3000)" and "phased_ttt" in sub["attribution"]
 
@@ -430,3 +430,32 @@ def test_requirements_name_what_decompresses_the_artifact(caseops_run, codec, pi
     extra = text.removeprefix(make_record.REQUIREMENTS)
     assert extra != text and [line for line in extra.splitlines() if not line.startswith("#")] == [pip_line] * bool(pip_line)
     assert ("apt-get install lrzip" in extra) == needs_lrzip
+
+
+def test_what_the_readme_says_follows_what_train_gpt_does(caseops_run):
+    """AsymLogit's pair is never trained (so the scores are the single softcap's); PARALLEL_START_LAYER=0 runs no
+    lanes; the bytes are the sidecar's only where train_gpt.py reads it (CASEOPS_ENABLED)."""
+    run, c = caseops_run, caseops_run["config"]
+    assert f"both stay {c['logit_softcap']} and the scores are the single softcap's" in "\n".join(
+        make_record.techniques(run))
+    no_lanes = dict(run, config=dict(c, parallel_start_layer="0"))
+    assert "parallel residual lanes" not in "\n".join(make_record.techniques(no_lanes))
+    assert f"parallel residual lanes from layer {c['parallel_start_layer']}" in "\n".join(make_record.techniques(run))
+    assert "original UTF-8 bytes" in make_record.legality(c)
+    assert "the tokenizer's pieces" in make_record.legality(dict(c, caseops_enabled="False"))
+
+
+@pytest.mark.parametrize("setting, value, origin", [
+    ("train_seq_schedule", "64@0.5,256@1", "PR #2014"), ("mlp_gate_enabled", "True", "PR #1941"),
+    ("awq_lite_enabled", "True", "PR #1908"), ("ttt_short_score_first_steps", "256:8", "PR #2014"),
+    ("token_max_prob", "0.9", "golfrun"),
+])
+def test_an_enabled_candidate_is_credited(caseops_run, setting, value, origin):
+    c = caseops_run["config"]
+    on = dict(c, **{setting: value})
+    row = next(line for line in make_record.credits("2135", on).splitlines() if origin in line and "PR #2130" not in line
+               and "One TTT phase" not in line)
+    assert row not in make_record.credits("2135", c)
+    sub = make_record.submission("n", "a", "b", "2026-12-04", "", [dict(caseops_run, config=on)] * 2,
+                                 "non_record_16mb", "2135")
+    assert len(sub["attribution"]) == len(make_record.CREDITS["2135"]) + 1
