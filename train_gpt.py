@@ -546,8 +546,8 @@ def seconds_since_launch() -> float:
         return time.time() - IMPORTED_AT
 
 
-def log_environment(log: Logger, h: Hyperparameters, ctx: DistContext) -> None:
-    for name, source in code_sources().items():
+def log_environment(log: Logger, h: Hyperparameters, ctx: DistContext, sources: dict[str, str]) -> None:
+    for name, source in sources.items():
         log(f"==== source of {name} ====\n{source}\n==== end of {name} ====", console=False)
     triton_version = getattr(sys.modules.get("triton"), "__version__", "not imported")
     log(f"python:{platform.python_version()} torch:{torch.__version__} triton:{triton_version} "
@@ -2403,11 +2403,11 @@ def adopt_artifact_config(h: Hyperparameters, stored: dict, environ: dict) -> tu
     return dataclasses.replace(h, **changes), notes
 
 
-def artifact_accounting(model_bytes: int, shipped: bytes) -> dict[str, int]:
+def artifact_accounting(model_bytes: int, shipped: bytes, sources: dict[str, str] | None = None) -> dict[str, int]:
     """Counted bytes: the compressed model file plus the size of the shipped train_gpt.py (the records' convention:
-    the counted code is the file a reviewer runs)."""
+    the counted code is the file a reviewer runs), and the raw sizes of the sources it holds."""
     code = len(shipped)
-    raw = {f"raw_{name}": len(text.encode("utf-8")) for name, text in code_sources().items()}
+    raw = {f"raw_{name}": len(text.encode("utf-8")) for name, text in (sources or code_sources()).items()}
     return dict(model_bytes=model_bytes, code_bytes=code, code_raw_bytes=sum(raw.values()),
                 total_bytes=model_bytes + code, **raw)
 
@@ -2473,7 +2473,7 @@ def write_artifact(model: GPT, hessians: dict, h, ctx, log, inputs: RunInputs) -
         log(f"artifact_shrink_cost: val_loss {loss1 - loss0:+.6f} val_bpb {bpb1 - bpb0:+.6f} ({len(val_tokens)} "
             "val tokens)")
         quantized = shrunk
-    accounting = dict(artifact_accounting(model_bytes, shipped), clip_factor=factor)
+    accounting = dict(artifact_accounting(model_bytes, shipped, inputs.sources), clip_factor=factor)
     log(f"artifact_model_bytes:{accounting['model_bytes']} code_bytes:{accounting['code_bytes']} (shipped "
         f"train_gpt.py, written to {shipped_code_path(h)}) code_raw_bytes:{accounting['code_raw_bytes']} "
         + " ".join(f"{k}:{v}" for k, v in accounting.items() if k.startswith("raw_")))
@@ -3448,6 +3448,7 @@ class RunInputs:
     artifact: dict | None  # EVAL_ONLY: the artifact's quantized tensors
     notes: list[str]  # lines for the log: the tokenizer check, the model config taken from the artifact
     shipped: bytes | None  # a training run's shipped train_gpt.py, built once: the code it runs, counted
+    sources: dict[str, str]  # the code files, read once: logged, counted raw and shipped alike
 
 
 def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters, RunInputs]:
@@ -3455,7 +3456,8 @@ def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters,
     its RUN_ID stays free): a training run's shipped file (ship.py builds it from the checkout), EVAL_ONLY's
     artifact and its model config, the tokenizer and its pairing with the data, every shard's header, size and
     token ids, and CaseOps' val byte sidecars."""
-    artifact, notes, shipped = None, [], None if h.eval_only else shipped_file()
+    sources = code_sources()
+    artifact, notes, shipped = None, [], None if h.eval_only else shipped_file(sources)
     if h.eval_only:
         artifact, stored = load_artifact(h.artifact_path, ctx)
         h, notes = adopt_artifact_config(h, stored, os.environ)
@@ -3464,7 +3466,7 @@ def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters,
     check_shards(h, ("val",) if h.eval_only else ("val", "train"))
     val_tokens, tables = load_val_data(h, tables)
     check_val_tokens(val_tokens, h)
-    return h, RunInputs(tables.to(ctx.device), val_tokens, artifact, notes, shipped)
+    return h, RunInputs(tables.to(ctx.device), val_tokens, artifact, notes, shipped, sources)
 
 
 def check_val_tokens(tokens: np.ndarray, h: Hyperparameters) -> None:
@@ -3566,12 +3568,12 @@ def ship_tool():
     return ship
 
 
-def shipped_file() -> bytes:
+def shipped_file(sources: dict[str, str] | None = None) -> bytes:
     """The shipped train_gpt.py, whose size is counted: the file this run runs from when it is one, else the one
-    ship.py builds from the sources beside this file."""
+    ship.py builds from the sources given (default: those beside this file)."""
     if EMBEDDED_SOURCES is not None:
         return Path(__file__).read_bytes()
-    return ship_tool().build_shipped_file(code_sources())
+    return ship_tool().build_shipped_file(sources or code_sources())
 
 
 # -----------------------------------------------------------------------------
@@ -3642,7 +3644,7 @@ def eval_model(state: dict[str, torch.Tensor], h: Hyperparameters, device: torch
 
 def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunInputs, log) -> str | None:
     """train -> evaluate -> quantize -> artifact -> roundtrip -> TTT; returns the budget failure, if any."""
-    log_environment(log, h, ctx)
+    log_environment(log, h, ctx, inputs.sources)
     for note in inputs.notes:
         log(note)
     if not h.eval_only:

@@ -300,9 +300,12 @@ def test_distributed_load_decompresses_on_rank_0_and_shares_its_errors(tmp_path,
 
 def test_a_run_counts_and_ships_the_file_built_at_its_start(monkeypatch, tmp_path):
     """The counted code is the code the run started with, built once: a source edited while it trains must not
-    be shipped as if it had run (nor ship.py run again at the end)."""
-    builds = []
-    monkeypatch.setattr(tg, "shipped_file", lambda: builds.append(b"# build %d\n" % len(builds)) or builds[-1])
+    be shipped, logged or counted raw as if it had run (nor ship.py run again at the end)."""
+    builds, given, real, reads = [], [], tg.code_sources(), []
+    monkeypatch.setattr(tg, "shipped_file", lambda sources=None: given.append(sources)
+                        or builds.append(b"# build %d\n" % len(builds)) or builds[-1])
+    monkeypatch.setattr(tg, "code_sources", lambda: reads.append(1) or (
+        real if len(reads) == 1 else {name: text + "# edited after the start\n" for name, text in real.items()}))
     for name in list(os.environ):
         monkeypatch.delenv(name)
     env = dict(SMOKE=1, ITERATIONS=2, TTT_ENABLED=0, VAL_MAX_TOKENS=4096, RUN_ID="a", DATA_PATH=PROXY_DATA,
@@ -312,5 +315,6 @@ def test_a_run_counts_and_ships_the_file_built_at_its_start(monkeypatch, tmp_pat
     monkeypatch.chdir(tmp_path)
     assert tg.main() == 0
     log = (tmp_path / "logs" / "a.txt").read_text()
-    assert builds == [b"# build 0\n"] and (tmp_path / "logs" / "a.train_gpt.py").read_bytes() == builds[0]
+    assert given == [real] and builds == [b"# build 0\n"] and (tmp_path / "logs" / "a.train_gpt.py").read_bytes() == builds[0]
     assert f" code_bytes:{len(builds[0])} " in log
+    assert "# edited after the start" not in log and f" code_raw_bytes:{sum(len(s.encode()) for s in real.values())} " in log

@@ -117,7 +117,7 @@ def test_head_count_errors_show_the_values():
 def test_eval_only_refusal_says_which_value_came_from_the_artifact():
     h = tg.load_hyperparameters({"SMOKE": "1", "MODEL_DIM": "96", "NUM_HEADS": "5"})
     note = "artifact_config: NUM_HEADS=5 from the artifact (this run's setting was 4)"
-    inputs = tg.RunInputs(None, np.zeros(2), None, [note], None)
+    inputs = tg.RunInputs(None, np.zeros(2), None, [note], None, {})
     with pytest.raises(ValueError, match=r"NUM_HEADS=5\b.*\(EVAL_ONLY: NUM_HEADS=5 from the artifact"):
         tg.validate_artifact_model(h, tg.DistContext(), inputs)
 
