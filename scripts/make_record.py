@@ -92,8 +92,9 @@ CREDITS = {
              *LINEAGE_1886],
     "2135": [("base_stack", "The stack reproduced here: PR #2130's with 32 GPTQ calibration batches",
               "PR #2135 (@codemath3000)"),
-             ("ngram_tilt_asym_logit", "Token-only n-gram tilt, AsymLogit, one TTT phase over 2,500 documents, "
-              "2,560-token context, no K LoRA", "PR #2130 (@codemath3000)"),
+             ("ngram_tilt_asym_logit", "The stack #2135 changed one setting of: token-only n-gram tilt, "
+              "AsymLogit, one TTT phase over 2,500 documents, 2,560-token context, no K LoRA, on PR #1797 / PR #1855",
+              "PR #2130 (@codemath3000)"),
              ("ngram_tilt_legality", "The token-only n-gram tilt's legality precedent", "PR #1514"),
              ("asym_logit", "AsymLogit rescale", "PR #1923"),
              ("setting_values", "Setting values of PR #2130 (MATRIX_LR 0.028, LQER group 32, ...)",
@@ -575,8 +576,8 @@ def artifact_technique(c: dict, run: dict) -> str:
                 f"input channels in int{c['awq_lite_bits']}")
     out += ")"
     if _on(c, "lqer_enabled"):
-        factors = (f", factors int2 x int4 in groups of {c['lqer_asym_group']}" if _on(c, "lqer_asym_enabled")
-                   else "")
+        factors = (f", its factors U S in int2 (one scale) and V in int4 (a scale each in groups of "
+                   f"{c['lqer_asym_group']})" if _on(c, "lqer_asym_enabled") else "")
         out += (f"; LQER: a rank-{c['lqer_rank']} correction of the quantization error of the {c['lqer_top_k']} "
                 f"worst matrices{factors}")
     codec = run["quantize"].get("codec", "")
@@ -622,7 +623,7 @@ def legality(c: dict) -> str:
     ttt = _on(c, "ttt_enabled")
     tilt = ttt and _on(c, "ngram_tilt_enabled")
     if ttt:
-        adapt = ("each chunk of a document is scored, and its score is final, before the LoRA Adam step on that "
+        adapt = ("each chunk of a document is scored, and its score is final, before the LoRA Adam step(s) on that "
                  "chunk; the global SGD after a phase uses only documents already scored")
     else:
         adapt = "no test-time training: the quantized model scores the validation set as it is"
