@@ -2403,11 +2403,11 @@ def adopt_artifact_config(h: Hyperparameters, stored: dict, environ: dict) -> tu
     return dataclasses.replace(h, **changes), notes
 
 
-def artifact_accounting(model_bytes: int, shipped: bytes, sources: dict[str, str] | None = None) -> dict[str, int]:
+def artifact_accounting(model_bytes: int, shipped: bytes, sources: dict[str, str]) -> dict[str, int]:
     """Counted bytes: the compressed model file plus the size of the shipped train_gpt.py (the records' convention:
     the counted code is the file a reviewer runs), and the raw sizes of the sources it holds."""
     code = len(shipped)
-    raw = {f"raw_{name}": len(text.encode("utf-8")) for name, text in (sources or code_sources()).items()}
+    raw = {f"raw_{name}": len(text.encode("utf-8")) for name, text in sources.items()}
     return dict(model_bytes=model_bytes, code_bytes=code, code_raw_bytes=sum(raw.values()),
                 total_bytes=model_bytes + code, **raw)
 

@@ -100,7 +100,7 @@ def test_budget_check_names_the_problem():
 
 
 def test_accounting_counts_the_shipped_file():
-    acc = tg.artifact_accounting(1000, tg.shipped_file())
+    acc = tg.artifact_accounting(1000, tg.shipped_file(), tg.code_sources())
     shipped = ship.build_shipped_file(tg.code_sources())
     assert acc["code_raw_bytes"] == acc["raw_train_gpt.py"] + acc["raw_kernels.py"]
     assert acc["total_bytes"] == 1000 + acc["code_bytes"] == 1000 + len(shipped)
@@ -113,7 +113,7 @@ def test_a_run_of_the_shipped_file_counts_the_file_it_runs_from(monkeypatch, tmp
     running.write_bytes(b"x" * 123)
     monkeypatch.setattr(tg, "EMBEDDED_SOURCES", tg.code_sources())
     monkeypatch.setattr(tg, "__file__", str(running))
-    assert tg.shipped_file() == running.read_bytes() and tg.artifact_accounting(1000, tg.shipped_file())["code_bytes"] == 123
+    assert tg.shipped_file() == running.read_bytes() and tg.artifact_accounting(1000, tg.shipped_file(), tg.code_sources())["code_bytes"] == 123
 
 
 def test_the_start_of_a_run_says_what_the_code_leaves_for_the_model(monkeypatch):

@@ -75,7 +75,7 @@ def test_a_model_that_fits_is_left_alone(toy):
 def test_a_budget_out_of_reach_names_the_problem_and_the_fix(toy, monkeypatch):
     (_, model_bytes, factor), packs, _ = shrink(toy, 1000)
     assert factor == tg.SHRINK_MAX_FACTOR and model_bytes > 1000 and len(packs) == 1
-    accounting = dict(tg.artifact_accounting(model_bytes, tg.shipped_file()), clip_factor=factor)
+    accounting = dict(tg.artifact_accounting(model_bytes, tg.shipped_file(), tg.code_sources()), clip_factor=factor)
     monkeypatch.setattr(tg, "ARTIFACT_LIMIT_BYTES", accounting["code_bytes"] + 1000)
     message = tg.check_artifact_budget(accounting)
     assert message.startswith(f"artifact over budget: {accounting['total_bytes']:,} bytes")
