@@ -74,9 +74,9 @@ CODES_SYSTEM_NEEDS = {"lrzip": "apt-get install lrzip"}
 CODES_PIP_NEEDS = {"zpaq": "zpaq"}
 # Each recipe's lineage, from its record's README and ../shared/reference/LEADERBOARD.md: (key in submission.json's
 # attribution, component, origin). #2135 stacks on the lineage #1886 also comes from: its rows, then #1886's.
+GATED_ATTN_CREDIT = ("gated_attn", "GatedAttn, per-row int8 gates", "PR #1768, PR #1767")  # #1886's gate, off in #2135
 LINEAGE_1886 = [
-    ("gated_attn_lora_ttt_warm_start", "GatedAttn, per-row int8 gates, alpha-scaled LoRA TTT with warm-start A",
-     "PR #1768, PR #1767"),
+    ("lora_ttt_warm_start", "Alpha-scaled LoRA TTT with warm-start A", "PR #1768, PR #1767"),
     ("fused_softcap_ce", "Fused softcapped cross-entropy Triton kernel, MIN_LR 0.10, GPTQ reserve", "PR #1787 (@nprime06)"),
     ("varlen_attention_fused_mlp_doc_lora_ttt", "VarLen attention, fused Triton MLP, per-document LoRA TTT",
      "PR #1530 (@samacqua)"),
@@ -89,7 +89,7 @@ LINEAGE_1886 = [
 ]
 CREDITS = {
     "1886": [("base_stack", "The stack reproduced here: fused softcap CE + TTT weight decay 2.0", "PR #1886"),
-             *LINEAGE_1886],
+             GATED_ATTN_CREDIT, *LINEAGE_1886],
     "2135": [("base_stack", "The stack reproduced here: PR #2130's with 32 GPTQ calibration batches",
               "PR #2135 (@codemath3000)"),
              ("ngram_tilt_asym_logit", "The stack #2135 changed one setting of: token-only n-gram tilt, "

@@ -402,6 +402,7 @@ def test_a_2135_readme_states_the_stack_that_ran(caseops_run):
                            "phases", "MLP output gate", "before the eval timer"):
         assert false_for_2135 not in text, false_for_2135
     assert make_record.credits("2135", c).count("PR #2135") == 1 and "PR #1855" in make_record.credits("2135", c)
+    assert "GatedAttn" not in make_record.credits("2135", c) and "GatedAttn" in make_record.credits("1886", c)
     sub = make_record.submission("n", "a", "b", "2026-12-04", "", [run, run], "non_record_16mb", "2135")
     assert sub["attribution"]["base_stack"] == "PR #2135 (@codemath3000)" and "phased_ttt" in sub["attribution"]
 
