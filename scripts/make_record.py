@@ -539,7 +539,8 @@ def model_techniques(c: dict, model: dict) -> list[str]:
                    + (", never into a document's first token" if _on(c, "smear_gate_bos_fix") else
                       " (across document boundaries in packed rows, as #2135 ran)"))
     if _on(c, "mlp_gate_enabled"):
-        out.append(f"per-block MLP output gate, from the first {c['gate_window']} channels of the MLP's input")
+        out.append(f"per-block MLP output gate, from the first {c['gate_window']} channels of the block's residual "
+                   "(before the MLP's norm)")
     if loops:
         out.append(f"depth recurrence: layers {c['loop_start']}-{c['loop_end']} run {loops + 1} times from "
                    f"{float(c['enable_looping_at']):.0%} of training")
@@ -606,8 +607,9 @@ def evaluation_techniques(c: dict) -> list[str]:
                + (f", {_count(steps, 'Adam step')} a chunk" if steps > 1 else ""))
     if phases:
         out.append(f"{_count(phases, 'phase')} over the first {c['phased_ttt_prefix_docs']} documents: after "
-                   f"{'it' if phases == 1 else 'each'}, {_count(c['global_ttt_epochs'], 'epoch')} of global SGD (lr "
-                   f"{c['global_ttt_lr']}) on the documents scored so far")
+                   f"{'it' if phases == 1 else 'each'}, global SGD (lr {c['global_ttt_lr']}, "
+                   f"{_count(c['global_ttt_epochs'], 'step')} per {c['global_ttt_chunk_tokens']}-token chunk) on the "
+                   "documents scored so far")
     if _on(c, "ngram_tilt_enabled"):
         cap = float(c["token_max_prob"])
         out.append(f"token n-gram tilt: where the order-{c['token_order']} statistics of the validation tokens before "

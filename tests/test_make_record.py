@@ -392,7 +392,8 @@ def test_a_2135_readme_states_the_stack_that_ran(caseops_run):
     codec = run["quantize"]["codec"]
     for needed in ("SP8192 CaseOps tokens", "AsymLogit", "no optimizer moves them", "sparse attention output gate",
                    "SmearGate", "across document boundaries", f"rank-{c['lqer_rank']} correction", "groups of 32",
-                   f"{c['gptq_calibration_batches']} calibration batches", "1 phase over the first", "after it, 1 epoch ",
+                   f"{c['gptq_calibration_batches']} calibration batches", "1 phase over the first",
+                   "after it, global SGD (lr 0.001, 1 step per 2048-token chunk)",
                    "values, attention output, MLP and the LM head", f"evaluation context {c['eval_seq_len']} tokens",
                    "token n-gram tilt", "renormalised (a distribution summing to 1)", "hint for position t",
                    "original UTF-8 bytes", "LeakyReLU(0.5)^2", "per micro-batch"):
