@@ -109,7 +109,7 @@ def test_record_folder_from_real_logs(shipped_runs, tmp_path):
                    "python scripts/download_data.py --variant sp8192 --train-shards 80",
                    "torchrun --standalone --nproc_per_node=1 train_gpt.py"):
         assert needed in readme, needed
-    for false_for_smoke in ("11 x 512", "rank 128", "48-token", "trained for 600 s", "except the seed",
+    for false_for_smoke in ("11 x 512", "rank 128", "on 48-token", "trained for 600 s", "except the seed",
                             "fused Triton kernels in training"):
         assert false_for_smoke not in readme, false_for_smoke
     assert "brotli" in (folder / "requirements.txt").read_text()
