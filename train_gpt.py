@@ -777,9 +777,16 @@ class TrainLoader:
 
 
 def load_val_tokens(h: Hyperparameters) -> np.ndarray:
+    """The first VAL_MAX_TOKENS tokens of the val stream, or (0) the stream cut as the records cut it: to its
+    first (N - 1) // EVAL_SEQ_LEN x EVAL_SEQ_LEN targets (CaseOps FineWeb val: 47,851,520, #2135's count),
+    the targets their val_bpb is over."""
     stream = TokenStream(find_shards(h.data_path, "val"))
-    count = stream.total if h.val_max_tokens <= 0 else min(stream.total, h.val_max_tokens)
-    return stream.read(0, count)
+    if h.val_max_tokens > 0:
+        return stream.read(0, min(stream.total, h.val_max_tokens))
+    if 1 < stream.total <= h.eval_seq_len:
+        raise ValueError(f"the val stream holds {stream.total} tokens, under one EVAL_SEQ_LEN={h.eval_seq_len} of "
+                         "targets (scored in whole lengths): set VAL_MAX_TOKENS or a smaller EVAL_SEQ_LEN")
+    return stream.read(0, min(stream.total, (max(stream.total, 1) - 1) // h.eval_seq_len * h.eval_seq_len + 1))
 
 
 def load_val_data(h: Hyperparameters, tables: ByteTables) -> tuple[np.ndarray, ByteTables]:

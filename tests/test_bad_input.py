@@ -36,6 +36,8 @@ def test_an_empty_validation_stream_is_refused_at_start(monkeypatch, capsys, tmp
     assert "holds 0 token(s): nothing to score" in start(monkeypatch, capsys, tmp_path, SMOKE=1, DATA_PATH=data)
     err = start(monkeypatch, capsys, tmp_path, SMOKE=1, VAL_MAX_TOKENS=1)
     assert "holds 1 token(s) (VAL_MAX_TOKENS=1)" in err
+    err = start(monkeypatch, capsys, tmp_path, SMOKE=1, VAL_MAX_TOKENS=0, EVAL_SEQ_LEN=65536, VAL_BATCH_TOKENS=65536)
+    assert "the val stream holds 62569 tokens, under one EVAL_SEQ_LEN=65536 of targets" in err  # the sample's
 
 
 def test_a_log_that_cannot_be_created_is_a_start_error(monkeypatch, capsys, tmp_path):

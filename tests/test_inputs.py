@@ -67,7 +67,8 @@ def test_caseops_smoke_takes_the_caseops_sample_and_its_tokenizer():
         tg.check_tokenizer_pairing(dataclasses.replace(h, tokenizer_path=str(TOKENIZER)))  # SP8192's
     tg.check_shards(h, ("val", "train"))
     tables = tg.build_byte_tables(tg.load_tokenizer(h.tokenizer_path, h.vocab_size))
-    tokens, tables = tg.load_val_data(dataclasses.replace(h, val_max_tokens=0), tables)
+    # the whole stream (EVAL_SEQ_LEN=1: no cut to whole lengths)
+    tokens, tables = tg.load_val_data(dataclasses.replace(h, val_max_tokens=0, eval_seq_len=1), tables)
     stats = json.loads((caseops / "manifest.json").read_text())["datasets"][0]["stats"]
     assert len(tokens) == stats["tokens_val"] and int(tables.sidecar.sum()) == stats["val_bytes"]
 

@@ -197,3 +197,18 @@ def test_grad_clip_mean_is_the_records_one_gpu_step(oracle, monkeypatch):
         for name, p in ours.named_parameters():
             assert _rel(p.detach(), weights[name]) <= WEIGHT_RTOL, f"after step {step + 1}: {name}"
     assert norms[0] > ONE_GPU_CLIP_NORM > norms[1]  # the first step's mean clipped, the second's not
+
+
+# ---- the val stream ----
+
+@pytest.mark.parametrize("eval_seq_len", [2560, 2048, 300])
+def test_the_whole_val_stream_is_cut_as_the_records(oracle, eval_seq_len):
+    """VAL_MAX_TOKENS=0: the records score the first (N - 1) // EVAL_SEQ_LEN x EVAL_SEQ_LEN targets of the val
+    stream (47,851,520 on CaseOps FineWeb); ours, the same stream (on the CaseOps sample: 40,635 tokens, cut)."""
+    record, _, _ = oracle
+    data = REPO / "sample_data" / "datasets" / "sample_caseops"
+    h = tg.load_hyperparameters({"RECIPE": "2135", "DATA_PATH": str(data), "EVAL_SEQ_LEN": str(eval_seq_len)})
+    ours = tg.load_val_tokens(h)
+    theirs = record.load_validation_tokens(str(data / "fineweb_val_*.bin"), eval_seq_len).numpy()
+    whole = len(tg.read_shard(data / "fineweb_val_000000.bin"))
+    assert len(ours) < whole and ours.tolist() == theirs.tolist()
