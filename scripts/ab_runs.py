@@ -287,10 +287,13 @@ def artifact_path(name: str, seed: int) -> str:
 
 def run_env(plan: dict, name: str, seed: int) -> dict[str, str]:
     """The settings of one run: base, variant, the harness's own, and the scaled TTT prefix. An eval-only
-    variant evaluates the base's artifact of its seed (EVAL_ONLY=1: train_gpt.py adopts its model config)."""
+    variant evaluates the base's artifact of its seed (EVAL_ONLY=1: train_gpt.py adopts its model config).
+    VAL_MAX_TOKENS is the whole val subset: every run scores its every target, whatever its EVAL_SEQ_LEN (the
+    records' cut to whole EVAL_SEQ_LEN lengths would drop a variant's own share of the last document)."""
     rid = run_id(name, seed)
     evaluated = eval_only(plan, name)
     env = {**plan["base"], **plan["variants"].get(name, {}), "SEED": str(seed), "RUN_ID": rid,
+           "VAL_MAX_TOKENS": str(plan["data"]["val_tokens"]),
            "ARTIFACT_PATH": artifact_path(BASE if evaluated else name, seed), "DATA_PATH": "data",
            "TOKENIZER_PATH": f"data/{plan['data']['tokenizer']}", **({"EVAL_ONLY": "1"} if evaluated else {})}
     prefix = resolve(env, f"run {rid}", nproc(plan)).phased_ttt_prefix_docs
@@ -497,7 +500,9 @@ def launcher(gpus: int) -> list[str]:
 # The runner's runs in progress (one per lane, each waited on by a thread) and its stop: a stopped runner
 # terminates them and writes no exit record (each then counts as cut short, to be run again).
 IN_PROGRESS: set[subprocess.Popen] = set()
+STOPPED: set[subprocess.Popen] = set()  # the runs the stop terminated (a run that had ended keeps its exit)
 STOPPING = threading.Event()
+RUNS_LOCK = threading.Lock()  # a run starts, or the stop takes the runs, never both at once
 
 
 def run_one(workdir: Path, env: dict[str, str], gpus: int = 1) -> int | None:
@@ -508,18 +513,22 @@ def run_one(workdir: Path, env: dict[str, str], gpus: int = 1) -> int | None:
         (workdir / sub).mkdir(exist_ok=True)
     t0 = time.time()
     with open(workdir / "console" / f"{rid}.txt", "w") as console:
-        proc = subprocess.Popen(launcher(gpus), cwd=workdir, env={**child_env(workdir, env), **TORCHRUN_SIGNALS},
-                                stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        IN_PROGRESS.add(proc)
+        with RUNS_LOCK:
+            if STOPPING.is_set():  # the stop came between this run's dispatch and its start
+                return None
+            proc = subprocess.Popen(launcher(gpus), cwd=workdir, env={**child_env(workdir, env), **TORCHRUN_SIGNALS},
+                                    stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            IN_PROGRESS.add(proc)
         try:
             code = proc.wait()
-        except BaseException:  # stopped while waiting in this thread
+        except BaseException:  # stopped while waiting in the caller's own thread (Ctrl-C)
             proc.terminate()
             proc.wait()
             raise
         finally:
-            IN_PROGRESS.discard(proc)
-    if STOPPING.is_set():
+            with RUNS_LOCK:
+                IN_PROGRESS.discard(proc)
+    if proc in STOPPED:
         return None
     exit_file = workdir / "logs" / f"{rid}.exit.json"
     artifact = workdir / env["ARTIFACT_PATH"]  # the base's: written by its run, read by its eval-only variants
@@ -531,9 +540,13 @@ def run_one(workdir: Path, env: dict[str, str], gpus: int = 1) -> int | None:
 
 
 def stop_runs() -> None:
-    """Terminate the runs in progress (train_gpt.py logs the signal and stops; torchrun passes it to its ranks)."""
-    STOPPING.set()
-    for proc in list(IN_PROGRESS):
+    """Terminate the runs in progress (train_gpt.py logs the signal and stops; torchrun passes it to its ranks),
+    and start no other."""
+    with RUNS_LOCK:
+        STOPPING.set()
+        running = [proc for proc in IN_PROGRESS if proc.poll() is None]
+        STOPPED.update(running)
+    for proc in running:
         proc.terminate()
 
 
@@ -621,10 +634,12 @@ def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_fail
     """The runs of todo, in its order, on the lanes (each a CUDA_VISIBLE_DEVICES value; None: the runner's own
     GPUs), one run a lane at a time: a lane that comes free takes the next run that can start (an eval-only
     variant waits while its seed's base is queued or running)."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGHUP, signal.SIGTERM)}  # given back after
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup-friendly: a closed terminal does not stop the runs
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the runs in progress too, then exit
     lock = take_lock(workdir)
     STOPPING.clear()
+    STOPPED.clear()
     waiting, free = list(todo), list(lanes)
     running = {}  # future -> (RUN_ID, lane)
     pool = ThreadPoolExecutor(max_workers=len(lanes))
@@ -660,6 +675,8 @@ def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_fail
             stop_runs()
         pool.shutdown(wait=True)
         lock.unlink(missing_ok=True)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 # -----------------------------------------------------------------------------
@@ -916,7 +933,10 @@ def cmd_run(args, argv: list[str]) -> int:
         print(f"runner pid {proc.pid} started detached; its output: {workdir / 'runner.txt'}; "
               f"report: python {Path(__file__).name} report --workdir {workdir}")
         return 0
-    run_queue(workdir, merged, todo, args.retry_failed, lanes)
+    try:
+        run_queue(workdir, merged, todo, args.retry_failed, lanes)
+    except OSError as err:  # writing a run's files: the other lanes' runs were stopped (cut short, run again)
+        fail(f"the runner stopped: {err}")
     print(markdown(*collect(workdir), workdir))
     return 0
 

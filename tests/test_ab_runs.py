@@ -671,3 +671,28 @@ def test_val_shards_cut_mid_document_are_one_stream(tmp_path, monkeypatch):
 def test_a_gpu_count_that_does_not_divide_the_batch_is_refused_in_the_scripts_terms(tmp_path):
     with pytest.raises(SystemExit, match=r"^error: --nproc 3: a run's GPUs must divide its 8 micro-batches"):
         ab_runs.main(nproc_args(tmp_path / "w", 3))
+
+
+def test_every_run_scores_the_whole_val_subset(tmp_path, capsys):
+    """A variant of another EVAL_SEQ_LEN scores the same targets as the base: VAL_MAX_TOKENS is the subset's
+    length, so train_gpt's cut to whole EVAL_SEQ_LEN lengths (the records', for the whole val) never applies."""
+    argv = [*nproc_args(tmp_path / "w", 1), "--variant", "ctx=EVAL_SEQ_LEN=512,TTT_EVAL_SEQ_LEN=512"]
+    assert ab_runs.main(argv) == 0
+    commands = dry_commands(capsys)
+    kept = {re.search(r" VAL_MAX_TOKENS=(\d+) ", c).group(1) for _, _, c in commands}
+    assert len(commands) == 3 * len(SEEDS) and kept == {"3130"}  # the sample's 13th document, whole
+
+
+def test_a_run_dispatched_after_the_stop_never_starts(tmp_path, monkeypatch):
+    """stop_runs between a lane's dispatch and its run's start: the run does not start (its lane would otherwise
+    hold the stopped runner for the whole run), and a run that had already ended keeps its exit record."""
+    started = []
+    monkeypatch.setattr(ab_runs, "launcher", lambda gpus: started.append(gpus) or [sys.executable, "-c", "pass"])
+    env = {"RUN_ID": "base_s1", "ARTIFACT_PATH": "artifacts/base_s1.golf"}
+    (tmp_path / "w").mkdir()
+    ab_runs.STOPPING.clear()
+    assert ab_runs.run_one(tmp_path / "w", env) == 0 and started == [1]  # ran and ended: its exit is written
+    ab_runs.stop_runs()
+    assert (tmp_path / "w" / "logs" / "base_s1.exit.json").exists()
+    assert ab_runs.run_one(tmp_path / "w", dict(env, RUN_ID="lr_s1")) is None and started == [1]
+    ab_runs.STOPPING.clear()
