@@ -552,8 +552,10 @@ def model_techniques(c: dict, model: dict) -> list[str]:
 
 
 def training_techniques(c: dict, model: dict) -> list[str]:
-    context = (f"progressive training context {c['train_seq_schedule']} (tokens@progress)" if c.get("train_seq_schedule")
-               else f"training context {c['train_seq_len']} tokens")
+    rewarm = int(c.get("seq_change_warmup_steps", 0))
+    context = (f"progressive training context {c['train_seq_schedule']} (tokens@progress"
+               + (f"; the learning rate climbs back over {_count(rewarm, 'step')} after each switch" if rewarm else "")
+               + ")" if c.get("train_seq_schedule") else f"training context {c['train_seq_len']} tokens")
     clip = float(c["grad_clip_norm"])
     clipped = (f"; gradients clipped to norm {c['grad_clip_norm']} "
                + ("once, after the rank average" if _on(c, "grad_clip_mean") else "per micro-batch")) if clip else ""
@@ -604,7 +606,9 @@ def evaluation_techniques(c: dict) -> list[str]:
                f"rank {c['ttt_lora_rank']} on queries, values, {', '.join(adapted) or 'nothing else'} and the LM head "
                f"(alpha {c['ttt_lora_alpha']}, lr {c['ttt_lora_lr']}, beta2 {c['ttt_beta2']}, weight decay "
                f"{c['ttt_weight_decay']}{', warm-start A' if _on(c, 'ttt_warm_start_a') else ''}) on {chunks}"
-               + (f", {_count(steps, 'Adam step')} a chunk" if steps > 1 else ""))
+               + (f", {_count(steps, 'Adam step')} a chunk (each later one "
+                  + ("on its own gradient)" if _on(c, "ttt_grad_steps_clean") else "adding its gradient to the "
+                     "earlier ones', as #2135's code)") if steps > 1 else ""))
     if phases:
         out.append(f"{_count(phases, 'phase')} over the first {c['phased_ttt_prefix_docs']} documents: after "
                    f"{'it' if phases == 1 else 'each'}, global SGD (lr {c['global_ttt_lr']}, "

@@ -413,7 +413,8 @@ def test_a_2135_readme_states_the_stack_that_ran(caseops_run):
     ("grad_clip_mean", "True", "once, after the rank average"), ("smear_gate_bos_fix", "True", "never into a"),
     ("train_seq_schedule", "64@0.5,256@1", "progressive training context 64@0.5,256@1"),
     ("awq_lite_enabled", "True", "AWQ-lite"), ("token_max_prob", "0.9", "never past probability 0.9"),
-    ("ttt_short_score_first_steps", "256:8", "longest tokens:chunk 256:8"), ("ttt_grad_steps", "2", "2 Adam steps"),
+    ("ttt_short_score_first_steps", "256:8", "longest tokens:chunk 256:8"),
+    ("ttt_grad_steps", "2", "2 Adam steps a chunk (each later one adding its gradient"),
     ("phased_ttt_num_phases", "2", "2 phases over"), ("ttt_k_lora", "True", "values, keys,"),
     ("ngram_hint_precompute_outside", "True", "not counted in eval_time"),
 ])
@@ -421,6 +422,15 @@ def test_a_candidate_setting_is_stated(caseops_run, setting, value, stated):
     """Each candidate of issue 27 changes what the README says the run did."""
     run = dict(caseops_run, config=dict(caseops_run["config"], **{setting: value}))
     assert stated not in "\n".join(make_record.techniques(caseops_run))
+    assert stated in "\n".join(make_record.techniques(run))
+
+
+@pytest.mark.parametrize("settings, stated", [
+    (dict(train_seq_schedule="64@0.5,256@1", seq_change_warmup_steps="32"), "climbs back over 32 steps"),
+    (dict(ttt_grad_steps="2", ttt_grad_steps_clean="True"), "each later one on its own gradient"),
+])
+def test_a_candidates_companion_setting_is_stated(caseops_run, settings, stated):
+    run = dict(caseops_run, config=dict(caseops_run["config"], **settings))
     assert stated in "\n".join(make_record.techniques(run))
 
 
