@@ -7,11 +7,12 @@ The record folder holds ONE train_gpt.py, our two files compressed into a self-e
 counts the code of train_gpt.py; the records count the size of such a file). Its first line declares the latin-1
 encoding, so that the LZMA stream sits in a string literal nearly byte for byte (as base-252 digits: below;
 base85, the records' way, costs 25%); the lines after the literal read the digits back, decompress them and run
-the loader compressed with the sources (SHIPPED_BOOTSTRAP). The loader registers each source with linecache, so that inspect.getsource (which @triton.jit
-needs) finds it, and serves `import kernels` from the embedded source before any kernels.py on disk. Running it runs
-our (minified) train_gpt.py with EMBEDDED_SOURCES set: it counts its own bytes, and its log embeds the minified
-sources (a run from the checkout builds the file here and logs the readable ones), from which make_record.py
-rebuilds the same file and checks its size against the one the run counted.
+the loader compressed with the sources (SHIPPED_BOOTSTRAP). The loader registers each source with linecache, so
+that inspect.getsource (which @triton.jit needs) finds it, and serves `import kernels` from the embedded source
+before any kernels.py on disk. Running it runs our (minified) train_gpt.py with EMBEDDED_SOURCES set: it counts
+its own bytes, and its log embeds the minified sources (a run from the checkout builds the file here and logs the
+readable ones), from which make_record.py rebuilds the same file and checks its size against the one the run
+counted.
 
 Why the packer is not in the shipped file: the counted code is the file that runs, and a run of the shipped file
 needs none of this (it reads its own size from disk); shipped inside itself it cost 2,465 bytes (2026-12-04). The

@@ -52,8 +52,8 @@ step-counted settings follow N (a step and the Hessians take 1/N of one GPU's ti
 side by side, --nproc GPUs each (CUDA_VISIBLE_DEVICES): each lane takes the next run of the queue as it comes
 free, and an eval-only variant waits for its seed's base. Runs side by side share the host's CPU cores (compile,
 data loading, packing) and disk; whether a capped run then trains as many steps as alone is not measured here:
-compare the table's train steps. At the challenge's scale, on
-8 GPUs with the FineWeb CaseOps download, whole val, the recipe's 600 s and packing:
+compare the table's train steps. At the challenge's scale, on 8 GPUs with the FineWeb CaseOps download, whole
+val, the recipe's 600 s and packing:
 
     python scripts/ab_runs.py run --workdir ab_runs/full --nproc 8 \
         --base RECIPE=2135,MAX_WALLCLOCK_SECONDS=600,COMPRESSOR=pergroup --variant qk525=QK_GAIN_INIT=5.25 \
@@ -67,10 +67,11 @@ and MUON_MOMENTUM_WARMUP_STEPS=18 for #2135's 0.9965 and 1,500; without them the
 were 81% the initial random ones). Why:
 - What a run costs on one H200 for RECIPE=2135 (docs/BENCHMARKS.md, 2026-12-04): launch to first step 175 s
   cold, ~35-50 s with warm caches (20 warm-up steps of ~0.75 s included); the GPTQ Hessians measured before
-  the clock (15 s in the seventh session, 3.8 s since the tenth's) and 0.5 + 1.25 x that reserved on it; GPTQ 6 s; per-group lrzip packing 46 s and unpacking 24 s (brotli: ~15 s
-  and ~2 s; val_bpb does not change, the reported bytes are brotli's, ~4% above lrzip's); TTT compile 118 s
-  cold; ~0.1 s a TTT chunk step. Warm, a 60 s run therefore costs ~175 s (~230 s with the recipe's lrzip), and
-  the first run of a session ~240 s more (cold compiles).
+  the clock (15 s in the seventh session, 3.8 s since the tenth's) and 0.5 + 1.25 x that reserved on it; GPTQ
+  6 s; per-group lrzip packing 46 s and unpacking 24 s (brotli: ~15 s and ~2 s; val_bpb does not change, the
+  reported bytes are brotli's, ~4% above lrzip's); TTT compile 118 s cold; ~0.1 s a TTT chunk step. Warm, a
+  60 s run therefore costs ~175 s (~230 s with the recipe's lrzip), and the first run of a session ~240 s more
+  (cold compiles).
 - 30 minutes of one H200 (start ~1.5 min, setup ~0.5 min, the cold first run) buy ~7-8 runs: the base and
   one variant x 3 seeds, or, once the base's seeds are in the workdir (they are kept), two variants x 3 seeds.
 - An eval-only run skips the 20 warm-up steps, the Hessians, the 60 s of training, GPTQ and packing: warm,
@@ -304,11 +305,9 @@ def run_env(plan: dict, name: str, seed: int) -> dict[str, str]:
 def check_plan(plan: dict) -> None:
     """Every run resolves; no variant resolves to the base's settings or to another variant's of its kind
     (an eval-only variant and a trained one of the same settings measure different things)."""
-    seed = plan["seeds"][0]
     resolved = {}
     for name in [BASE, *plan["variants"]]:
-        h = dataclasses.asdict(resolve(run_env(plan, name, seed), f"variant {name}", nproc(plan)))
-        settings = json.dumps({k: v for k, v in h.items() if k not in PER_RUN_FIELDS}, sort_keys=True)
+        settings = json.dumps(resolved_settings(plan, name), sort_keys=True)
         kinds = (False, True) if name == BASE else (eval_only(plan, name),)
         for key in ((kind, settings) for kind in kinds):
             if key in resolved:
@@ -317,9 +316,9 @@ def check_plan(plan: dict) -> None:
             resolved[key] = name
 
 
-def base_settings(plan: dict) -> dict:
-    """The base's resolved settings, those that differ between its runs aside."""
-    h = dataclasses.asdict(resolve(run_env(plan, BASE, plan["seeds"][0]), "the base", nproc(plan)))
+def resolved_settings(plan: dict, name: str) -> dict:
+    """A variant's (or the base's) resolved settings, those that differ between its runs aside."""
+    h = dataclasses.asdict(resolve(run_env(plan, name, plan["seeds"][0]), f"variant {name}", nproc(plan)))
     return {k: v for k, v in h.items() if k not in PER_RUN_FIELDS}
 
 
@@ -336,7 +335,7 @@ def merge_plan(workdir: Path, plan: dict) -> dict:
         fail(f"{path} holds runs of another data ({json.dumps(stored['data'])[:300]}): use a new --workdir")
     # the base compared by meaning: a setting given in --base at the value the stored base resolves to continues
     # it (a workdir planned before STEP_SCALED_KEYS holds the recipe's EMA_DECAY and momentum warm-up)
-    was, now = base_settings(stored), base_settings(plan)
+    was, now = resolved_settings(stored, BASE), resolved_settings(plan, BASE)
     changed = ", ".join(f"{k.upper()} {was[k]} there, {now[k]} now" for k in now if was[k] != now[k])
     if changed:
         fail(f"{path} holds runs of another base ({changed}): use a new --workdir, or give its values in --base")
@@ -877,7 +876,8 @@ def make_plan(args) -> tuple[dict, dict[str, bytes]]:
         fail(f"--nproc {args.nproc}: a run's GPUs must divide its {tg.MICRO_BATCHES} micro-batches (1, 2, 4 or 8)")
     h = resolve({**SCALE, **given, "DATA_PATH": str(args.data), "TOKENIZER_PATH": str(args.tokenizer)}, "--base",
                 args.nproc)
-    base = {**SCALE, **{k: v for k, v in step_scaled(h, args.nproc).items() if k not in given}, **given}  # check_plan resolves it
+    scaled = {k: v for k, v in step_scaled(h, args.nproc).items() if k not in given}
+    base = {**SCALE, **scaled, **given}  # check_plan resolves it
     variants, evaluated = parse_variants(args.variant, args.eval_variant, args.variants)
     seeds = parse_seeds(args.seeds)
     data, files = plan_data(args, h.bos_id)
@@ -912,8 +912,8 @@ def cmd_run(args, argv: list[str]) -> int:
     if args.dry_run:
         lanes_said = f"{len(lanes)} at a time (GPUs {' | '.join(lanes)})" if lanes != [None] else "one at a time"
         print(f"workdir {workdir}: {len(todo)} runs, seed by seed, {lanes_said}; val {plan['data']['val_docs']} "
-              f"documents, {plan['data']['val_tokens']:,} tokens; {len(plan['data']['train_shards'])} train shards; each run also "
-              f"gets {' '.join(f'{k}={v}' for k, v in cache_env(workdir).items())}")
+              f"documents, {plan['data']['val_tokens']:,} tokens; {len(plan['data']['train_shards'])} train shards; "
+              f"each run also gets {' '.join(f'{k}={v}' for k, v in cache_env(workdir).items())}")
         for name, seed in todo:
             state, why = paired_state(workdir, merged, name, seed)
             if state == "blocked" and run_state(workdir, run_id(BASE, seed))[0] == "pending":

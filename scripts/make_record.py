@@ -157,7 +157,7 @@ def parse_log(path: Path) -> dict:
                        ("bytes", "artifact_model_bytes line"), ("total", "artifact_total_bytes line"),
                        ("eval", "total eval_time line")):
         _required(lines[name], path, what)
-    labels = golflog.FINAL_LABELS if config.get("ttt_enabled") == "True" else golflog.FINAL_LABELS[:2]
+    labels = golflog.FINAL_LABELS if _on(config, "ttt_enabled") else golflog.FINAL_LABELS[:2]
     for label in labels:
         score = run["scores"].get(label)
         _required(score if score and None not in score.values() else None, path, f"{label} line")
@@ -470,7 +470,7 @@ def shipped_file(runs: list[dict]) -> bytes:
 
 def tokenizer_family(config: dict) -> str:
     """'caseops' for a CaseOps tokenizer (its path or a caseops setting says so), else 'sp<vocab size>'."""
-    caseops = config.get("caseops_enabled") == "True" or "caseops" in config.get("tokenizer_path", "").lower()
+    caseops = _on(config, "caseops_enabled") or "caseops" in config.get("tokenizer_path", "").lower()
     return "caseops" if caseops else f"sp{config.get('vocab_size', '?')}"
 
 
@@ -583,11 +583,10 @@ def artifact_technique(c: dict, run: dict) -> str:
                    f"{c['lqer_asym_group']})" if _on(c, "lqer_asym_enabled") else "")
         out += (f"; LQER: a rank-{c['lqer_rank']} correction of the quantization error of the {c['lqer_top_k']} "
                 f"worst matrices{factors}")
-    codec = run["quantize"].get("codec", "")
-    rest, _, codes = codec.partition("+")
+    codec, codes = run["quantize"].get("codec", ""), codes_codec(run)
     if codes:
         return out + (f"; per-group compression: the code matrices row-sorted and transposed, compressed with "
-                      f"{CODES_NAMES.get(codes, codes)}, the rest with {rest}")
+                      f"{CODES_NAMES.get(codes, codes)}, the rest with {codec.partition('+')[0]}")
     return out + f"; {codec or 'brotli'}" + (f" quality {c['brotli_quality']}" if codec in ("", "brotli") else "")
 
 
@@ -654,10 +653,15 @@ def codes_codec(run: dict) -> str:
     return run["quantize"].get("codec", "").partition("+")[2]
 
 
+def seeds_codes_codecs(runs: list[dict]) -> list[str]:
+    """Every seed's codes codec (the codec a run used is the best one its machine had: seeds from two machines
+    may differ)."""
+    return sorted({codes_codec(run) for run in runs})
+
+
 def requirements(runs: list[dict]) -> str:
-    """REQUIREMENTS, and what decompresses the code matrices of each seed's artifact (the codec a run used is the
-    best one its machine had: seeds from two machines may differ)."""
-    codecs = sorted({codes_codec(run) for run in runs})
+    """REQUIREMENTS, and what decompresses the code matrices of each seed's artifact."""
+    codecs = seeds_codes_codecs(runs)
     text = REQUIREMENTS + "".join(f"{CODES_PIP_NEEDS[codec]}\n" for codec in codecs if codec in CODES_PIP_NEEDS)
     return text + "".join(f"# and a system program: {CODES_SYSTEM_NEEDS[codec]} (the artifact's code matrices are "
                           f"{codec}-compressed)\n" for codec in codecs if codec in CODES_SYSTEM_NEEDS)
@@ -686,7 +690,7 @@ def readme(name: str, blurb: str, runs: list[dict], sig: dict, conf: dict, famil
     seeds = " ".join(str(r["seed"]) for r in runs)
     data = DATA_COMMANDS.get(family, f"# the {family} data (not downloadable by golfrun's scripts/download_data.py)")
     cap = float(c["max_wallclock_seconds"])
-    system = "".join(f"\n{CODES_SYSTEM_NEEDS[codec]}" for codec in sorted({codes_codec(r) for r in runs})
+    system = "".join(f"\n{CODES_SYSTEM_NEEDS[codec]}" for codec in seeds_codes_codecs(runs)
                      if codec in CODES_SYSTEM_NEEDS)
     return f"""# {name}
 
@@ -703,9 +707,9 @@ def readme(name: str, blurb: str, runs: list[dict], sig: dict, conf: dict, famil
 
 {sig['line']}
 
-Artifact bytes = the compressed quantized model ({first['quantize'].get('codec', 'brotli')}) + the size of the shipped `train_gpt.py` ({first['bytes_code']:,}
-bytes: the `train_gpt.py` and `kernels.py` the logs embed, {int(first['bytes']['code_raw_bytes']):,} bytes, minified
-and compressed into one self-extracting file). "Training data until" is the last read of training data (the GPTQ
+Artifact bytes = the compressed quantized model ({first['quantize'].get('codec', 'brotli')}) + the size of the
+shipped `train_gpt.py` ({first['bytes_code']:,} bytes: the `train_gpt.py` and `kernels.py` the logs embed,
+{int(first['bytes']['code_raw_bytes']):,} bytes, minified and compressed into one self-extracting file). "Training data until" is the last read of training data (the GPTQ
 Hessians are collected inside the training clock).
 
 ## Configuration
@@ -713,7 +717,7 @@ Hessians are collected inside the training clock).
 Recipe #{conf['recipe']}; training for at most {c['iterations']} steps{f' or {cap:g} s' if cap else ' (no time cap)'}
 (the steps each seed ran are in the table); validation {'the whole set' if c['val_max_tokens'] == '0' else
 f"the first {c['val_max_tokens']} tokens"} ({first['model']['val_tokens']} tokens); test-time training
-{'on' if c['ttt_enabled'] == 'True' else 'off'}. Techniques, from the logged configuration:
+{'on' if _on(c, 'ttt_enabled') else 'off'}. Techniques, from the logged configuration:
 
 {chr(10).join(f'- {t}' for t in techniques(first))}
 
@@ -772,7 +776,7 @@ def submission(name: str, author: str, github_id: str, date: str, blurb: str, ru
         bytes_total=max(r["bytes_total"] for r in runs), bytes_model=max(r["bytes_model"] for r in runs),
         bytes_code=runs[0]["bytes_code"],
         compliance=dict(train_under_600s=True, train_data_access_under_600s=True, eval_under_600s=True,
-                        artifact_under_16mb=True, score_first_ttt=runs[0]["config"].get("ttt_enabled") == "True",
+                        artifact_under_16mb=True, score_first_ttt=_on(runs[0]["config"], "ttt_enabled"),
                         no_val_data_in_training=True, three_seeds=len(runs) >= MIN_SEEDS),
         attribution={key: origin for key, _, origin in credit_rows(recipe, runs[0]["config"])},
     )
