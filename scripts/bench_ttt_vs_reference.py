@@ -15,7 +15,7 @@ Two GPUs at once (the record's evaluator on one, ours on the other, the same doc
 Our config variables in the environment apply to both (e.g. PHASED_TTT_PREFIX_DOCS with --max-docs).
 
 Both run at world size 1 with TTT_RECORD_WORLD_SIZE=1, so they compute the same thing: the record's
-1-GPU result. Projection method (printed; meaningful for the whole proxy2 val shard, whose 4,926 documents
+1-GPU result. Projection method (printed for the whole val shard only, whose 4,926 documents
 have FineWeb's length distribution, with PHASED_TTT_PREFIX_DOCS scaled like the documents): FineWeb val has
 50,000 documents, so each phase holds 50,000 / (documents here) times as many batches of the same lengths,
 shared by 8 GPUs: the phase lasts max(its batch seconds x that ratio / 8, its slowest batch); the global SGD
@@ -228,6 +228,10 @@ def run_ours(model, tokens, tables, h, device, compile_it: bool, batch_seconds: 
     return bpb, scores, time.perf_counter() - t0, warm, lines
 
 
+SUBSET_PROJECTION = ("projected_8xH100_fineweb_seconds: none (a subset of the val shard: its document lengths "
+                     "are not FineWeb's; project from the whole shard, without --max-docs, --skip-docs, --toy)")
+
+
 def project_8gpu(plan, batch_seconds, total_seconds, n_docs) -> str:
     """8-GPU FineWeb-val scoring time from this run's per-batch times (see the module docstring)."""
     scale, first, phases = FINEWEB_VAL_DOCS / n_docs, 0, 0.0
@@ -331,6 +335,7 @@ def main(argv=None) -> int:
     ours.configure_kernels(device, h.fused_ce_enabled, fused_mlp=False)  # as train_gpt evaluates: training only
     tables = tg.build_byte_tables(tg.load_tokenizer(args.tokenizer, h.vocab_size)).to(device)
     plan = tg.plan_ttt(tokens, h)
+    whole_shard = not (args.toy or args.max_docs or args.skip_docs)  # a projection needs the shard's lengths
     print(f"documents:{len(plan.starts)} tokens:{len(tokens)} batches:{len(plan.batches)} "
           f"longest_doc:{plan.lengths.max()} phase_ends:{plan.phase_ends} device:{device}", flush=True)
     compile_it = device.type == "cuda"
@@ -362,7 +367,8 @@ def main(argv=None) -> int:
         bpb = bpb if val_bytes is None else sidecar_bpb(scores, val_bytes)  # ours' byte tables: no sidecar yet
         ours.load_state_dict(state)
         results["ours"] = dict(bpb=bpb, nats=our_doc_nats(scores, tokens, h.bos_id), seconds=seconds, warm=warm,
-                               projection=project_8gpu(plan, batch_seconds, seconds, len(plan.starts)),
+                               projection=(project_8gpu(plan, batch_seconds, seconds, len(plan.starts))
+                                           if whole_shard else SUBSET_PROJECTION),
                                batch_seconds=batch_seconds)
         print(f"ours val_bpb:{bpb:.6f} scoring_seconds:{seconds:.2f} compile_warmup_seconds:{warm:.1f}")
         print(results["ours"]["projection"])

@@ -44,6 +44,7 @@ def test_ttt_matches_record(capsys, monkeypatch):
     fields, out = _run_bench(capsys, monkeypatch)
     assert abs(float(fields["bpb_difference"])) <= BPB_TOLERANCE, out
     assert float(fields["worst_relative"]) <= DOC_RELATIVE_TOLERANCE, out
+    assert bench.SUBSET_PROJECTION in out and "fineweb_seconds:" not in out.replace(bench.SUBSET_PROJECTION, "")
 
 
 def test_ttt_scoring_without_learning_is_bit_identical(capsys, monkeypatch):
