@@ -709,8 +709,9 @@ def readme(name: str, blurb: str, runs: list[dict], sig: dict, conf: dict, famil
 
 Artifact bytes = the compressed quantized model ({first['quantize'].get('codec', 'brotli')}) + the size of the
 shipped `train_gpt.py` ({first['bytes_code']:,} bytes: the `train_gpt.py` and `kernels.py` the logs embed,
-{int(first['bytes']['code_raw_bytes']):,} bytes, minified and compressed into one self-extracting file). "Training data until" is the last read of training data (the GPTQ
-Hessians are collected inside the training clock).
+{int(first['bytes']['code_raw_bytes']):,} bytes, minified and compressed into one self-extracting file).
+"Training data until" is the last read of training data (the GPTQ Hessians are collected inside the training
+clock).
 
 ## Configuration
 
