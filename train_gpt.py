@@ -3137,15 +3137,6 @@ def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> N
         hint = tgt.clone() if h.ngram_tilt_enabled else None  # its own tensor: dynamo guards aliasing
         out = chunk_fn(model, ids, pos, tgt, work.scale, *work.leaves(A, 0, h.ttt_batch_size), hint=hint)
         (out if hint is None else out[0]).mean().backward()
-    mlp = model.blocks[0].mlp
-    # the fused MLP's kernel tunes itself at the first call of each power-of-two row count (~1 s on the GPU, on
-    # the clock if left to then): here every count that TTT's windows (a batch can be one document) and its
-    # global SGD meet
-    if mlp.use_fused:
-        most = max(h.ttt_batch_size * h.ttt_eval_seq_len, h.global_ttt_chunk_tokens)
-        for k in range((min(chunks) - 1).bit_length(), (most - 1).bit_length() + 1):
-            x = torch.randn(1 << k, h.model_dim, device=ctx.device, dtype=torch.bfloat16, requires_grad=True)
-            mlp(x).sum().backward()
     synchronize(ctx)
 
 

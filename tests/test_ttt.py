@@ -254,25 +254,3 @@ def test_record_world_size_must_be_a_multiple_of_the_world_size():
     h, model, tables, tokens = _setup(TTT_RECORD_WORLD_SIZE="3")
     with pytest.raises(ValueError, match="TTT_RECORD_WORLD_SIZE=3"):
         tg.evaluate_ttt(model, tokens, tables, h, tg.DistContext(0, 2), print)
-
-
-def test_ttt_warm_up_tunes_every_mlp_row_bucket(monkeypatch):
-    """The fused MLP's Triton kernel autotunes at the first call of each power-of-two row count (its key); the
-    warm-up, before the eval clock, must meet every count that the evaluation then meets (windows that grow and
-    slide, rows that finish, the global SGD's pieces), so that no tuning lands on the clock. Recorded through a
-    stand-in kernel (the maths of the reference MLP). The SGD's pieces of 2 x 256 rows are the largest count."""
-    h, model, tables, tokens = _setup(VAL_MAX_TOKENS="3000", PHASED_TTT_PREFIX_DOCS="12",
-                                      GLOBAL_TTT_CHUNK_TOKENS="1024")
-    seen = []
-
-    def recorder(x, w_up, w_down, slope):
-        rows = x.reshape(-1, x.size(-1)).size(0)
-        seen.append(1 << max(0, (rows - 1).bit_length()))
-        return tg.kernels.fused_mlp_reference(x.float(), w_up.float(), w_down.float(), slope).to(x.dtype)
-    monkeypatch.setattr(tg.kernels, "fused_mlp", recorder)
-    for block in model.blocks:
-        block.mlp.use_fused = True
-    tg.warm_up_ttt(tg.ttt_chunk_losses, model, h, tg.DistContext())
-    warmed, seen[:] = set(seen), []
-    _run_ttt(h, model, tables, tokens)
-    assert seen and set(seen) <= warmed, sorted(set(seen) - warmed)
