@@ -675,6 +675,15 @@ def versions(run: dict) -> str:
             f"{env.get('triton')}{driver}; attention: {ATTENTION.get(run['model'].get('attention_backend'), '?')}")
 
 
+def seed_codecs(runs: list[dict]) -> str:
+    """The artifacts' codec, or each seed's where they differ (a run packs with the best codec its machine has;
+    the stack above names the first seed's)."""
+    codecs = {r["seed"]: r["quantize"].get("codec") or "brotli" for r in runs}
+    if len(set(codecs.values())) == 1:
+        return next(iter(codecs.values()))
+    return "by seed: " + ", ".join(f"{seed} {codec}" for seed, codec in codecs.items())
+
+
 def readme(name: str, blurb: str, runs: list[dict], sig: dict, conf: dict, family: str) -> str:
     first, c = runs[0], runs[0]["config"]
     rows = "\n".join(f"| {r['seed']} | {r['steps_done']} | {r['train_ms'] / 1000:.1f} | "
@@ -707,7 +716,7 @@ def readme(name: str, blurb: str, runs: list[dict], sig: dict, conf: dict, famil
 
 {sig['line']}
 
-Artifact bytes = the compressed quantized model ({first['quantize'].get('codec', 'brotli')}) + the size of the
+Artifact bytes = the compressed quantized model ({seed_codecs(runs)}) + the size of the
 shipped `train_gpt.py` ({first['bytes_code']:,} bytes: the `train_gpt.py` and `kernels.py` the logs embed,
 {int(first['bytes']['code_raw_bytes']):,} bytes, minified and compressed into one self-extracting file).
 "Training data until" is the last read of training data (the GPTQ Hessians are collected inside the training

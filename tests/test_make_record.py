@@ -444,6 +444,15 @@ def test_requirements_name_what_decompresses_the_artifact(caseops_run, codec, pi
     assert ("apt-get install lrzip" in extra) == needs_lrzip
 
 
+def test_the_artifact_codec_is_named_for_every_seed(caseops_run):
+    """Seeds packed on two machines can differ in codec (each packs with the best it has): the README names each
+    seed's, not the first's for all."""
+    lrzip, zpaq = (dict(caseops_run, seed=seed, quantize=dict(caseops_run["quantize"], codec=codec))
+                   for seed, codec in ((42, "brotli+lrzip"), (314, "brotli+zpaq")))
+    assert make_record.seed_codecs([lrzip, dict(lrzip, seed=314)]) == "brotli+lrzip"
+    assert make_record.seed_codecs([lrzip, zpaq]) == "by seed: 42 brotli+lrzip, 314 brotli+zpaq"
+
+
 def test_what_the_readme_says_follows_what_train_gpt_does(caseops_run):
     """AsymLogit's pair is never trained (so the scores are the single softcap's); PARALLEL_START_LAYER=0 runs no
     lanes; the bytes are the sidecar's only where train_gpt.py reads it (CASEOPS_ENABLED)."""
