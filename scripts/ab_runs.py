@@ -62,7 +62,7 @@ val, the recipe's 600 s and packing:
         --tokenizer data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model
 
 Scale (SCALE below, each overridable with --base): MAX_WALLCLOCK_SECONDS=60 and COMPRESSOR=brotli, and the
-settings counted in steps scaled to the run's length (STEP_SCALED_KEYS: at 60 s, ~59 steps, EMA_DECAY=0.7056
+settings counted in steps scaled to the run's length (step_scaled: at 60 s, ~59 steps, EMA_DECAY=0.7056
 and MUON_MOMENTUM_WARMUP_STEPS=18 for #2135's 0.9965 and 1,500; without them the evaluated EMA weights of a 60 s run
 were 81% the initial random ones). Why:
 - What a run costs on one H200 for RECIPE=2135 (docs/BENCHMARKS.md, 2026-12-04): launch to first step 175 s
@@ -135,8 +135,7 @@ SCALE = dict(MAX_WALLCLOCK_SECONDS="60", COMPRESSOR="brotli")  # see the docstri
 # Settings counted in steps follow the run's length: the recipe's EMA (0.9965) and Muon momentum warm-up (1,500
 # steps) are sized for the ~4,990 steps of its 600 s on 8xH100; after a 60 s run's ~59 steps that EMA would still
 # hold 0.9965^59 = 81% of the initial random weights. Each is scaled by the run's steps / FULL_STEPS (the EMA's
-# averaging window 1 / (1 - decay) with them) unless --base sets it.
-STEP_SCALED_KEYS = ("EMA_DECAY", "MUON_MOMENTUM_WARMUP_STEPS")
+# averaging window 1 / (1 - decay) with them) unless --base sets it (step_scaled).
 FULL_STEPS = 4_990  # #2135's three seed logs: 4,983-5,001 steps in 600 s
 # RECIPE=2135 on one H200, a whole 300 s run (docs/BENCHMARKS.md, tenth session): the step, and the 67 GPTQ
 # Hessians' probe (the cap holds GPTQ_RESERVE_SECONDS + HESSIAN_RESERVE_FACTOR x it back: 5.24 s). On N GPUs of one
@@ -259,8 +258,8 @@ def resolve(env: dict[str, str], where: str, nproc: int) -> tg.Hyperparameters:
 
 
 def step_scaled(h: tg.Hyperparameters, nproc: int) -> dict[str, str]:
-    """STEP_SCALED_KEYS for a run of h's length on nproc H200s: ITERATIONS, or fewer where the cap less the
-    Hessian reserve ends it first."""
+    """The settings counted in steps, scaled for a run of h's length on nproc H200s: ITERATIONS, or fewer where the
+    cap less the Hessian reserve ends it first."""
     reserve = h.gptq_reserve_seconds + tg.HESSIAN_RESERVE_FACTOR * H200_HESSIAN_PROBE_SECONDS / nproc
     capped = (h.max_wallclock_seconds - reserve) * nproc / H200_SECONDS_PER_STEP
     steps = min(h.iterations, max(1.0, capped)) if h.max_wallclock_seconds > 0 else h.iterations
@@ -334,7 +333,7 @@ def merge_plan(workdir: Path, plan: dict) -> dict:
     if stored["data"] != plan["data"]:
         fail(f"{path} holds runs of another data ({json.dumps(stored['data'])[:300]}): use a new --workdir")
     # the base compared by meaning: a setting given in --base at the value the stored base resolves to continues
-    # it (a workdir planned before STEP_SCALED_KEYS holds the recipe's EMA_DECAY and momentum warm-up)
+    # it (a workdir planned before step_scaled holds the recipe's EMA_DECAY and momentum warm-up)
     was, now = resolved_settings(stored, BASE), resolved_settings(plan, BASE)
     changed = ", ".join(f"{k.upper()} {was[k]} there, {now[k]} now" for k in now if was[k] != now[k])
     if changed:

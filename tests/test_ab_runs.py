@@ -439,7 +439,7 @@ def test_settings_counted_in_steps_follow_the_run_length(tmp_path, capsys, given
 
 
 def test_a_workdir_planned_before_the_step_scaling_names_what_differs(tmp_path, capsys, monkeypatch):
-    """A workdir whose stored base predates STEP_SCALED_KEYS (the recipe's EMA_DECAY and warm-up): the refusal
+    """A workdir whose stored base predates the step scaling (the recipe's EMA_DECAY and warm-up): the refusal
     names each setting that differs; giving the stored base's values in --base continues it, its runs unchanged."""
     parsed = []
     monkeypatch.setattr(ab_runs, "cmd_run", lambda a, argv: parsed.append(a) or 0)
@@ -448,7 +448,7 @@ def test_a_workdir_planned_before_the_step_scaling_names_what_differs(tmp_path, 
             "--val-max-doc-tokens", str(VAL_MAX_DOC_TOKENS), "--dry-run"]
     ab_runs.main(argv)
     plan, _ = ab_runs.make_plan(parsed[0])
-    for key in ab_runs.STEP_SCALED_KEYS:
+    for key in ab_runs.step_scaled(ab_runs.tg.load_hyperparameters({"RECIPE": "2135"}), 1):
         del plan["base"][key]
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "plan.json").write_text(json.dumps(plan))
