@@ -3661,9 +3661,10 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     tables, val_tokens = inputs.tables, inputs.val_tokens
     model = build_model(h, ctx.device, h.fused_mlp_enabled)
     n_params = sum(p.numel() for p in model.parameters())
+    # val_tokens counts the scored targets (the stream less its first token), as the records' logs do
     log(f"model_params:{n_params} attention_backend:{model.attn_backend} fused_ce:{int(model.use_fused_ce)} "
         f"fused_mlp:{int(model.blocks[0].mlp.use_fused)} grad_accum_steps:{accum} "
-        f"micro_batch_tokens:{h.train_batch_tokens // MICRO_BATCHES} val_tokens:{len(val_tokens)}")
+        f"micro_batch_tokens:{h.train_batch_tokens // MICRO_BATCHES} val_tokens:{len(val_tokens) - 1}")
     failure = None
     # ---- training, pre-quantization eval, artifact ----
     if not h.eval_only:

@@ -41,7 +41,7 @@ def test_caseops_smoke_run_counts_the_original_bytes_of_the_sidecar(tmp_path):
     log = run_train(tmp_path, SMOKE=1, CASEOPS_ENABLED=1, ITERATIONS=10, RUN_ID="caseops")
     sample = REPO / "sample_data" / "datasets" / "sample_caseops"
     assert f"data_path:{sample}\n" in log and "tokenizer_check:" in log
-    n = int(re.search(r" val_tokens:(\d+)", log).group(1))
+    n = int(re.search(r" val_tokens:(\d+)", log).group(1)) + 1  # the log counts targets, as the records
     nbytes = int(tg.read_shard(sample / "fineweb_val_bytes_000000.bin")[1:n].sum())
     tokens = torch.from_numpy(tg.read_shard(sample / "fineweb_val_000000.bin")[:n].astype("int64"))
     pieces = tg.build_byte_tables(tg.load_tokenizer(str(TOKENIZER), 8192)).target_bytes(
@@ -131,7 +131,7 @@ def test_ttt_split_over_two_ranks_scores_every_target_once(smoke_log, tmp_path):
     # eval windows hold whole pieces: the same context for every target at any world size
     assert abs(metric(log, "final_roundtrip_exact") - metric(smoke, "final_roundtrip_exact")) < 1e-6
     val_tokens = int(re.search(r"val_tokens:(\d+)", log).group(1))
-    assert int(re.search(r"scored_targets:(\d+)", log).group(1)) == val_tokens - 1
+    assert int(re.search(r"scored_targets:(\d+)", log).group(1)) == val_tokens  # targets, as the records count
     two, one = metric(log, "final_ttt_exact"), metric(smoke, "final_ttt_exact")
     # TTT_RECORD_WORLD_SIZE=8 virtual GPUs at any world size: the same batches, warm A and SGD steps
     assert two < metric(log, "final_roundtrip_exact") and abs(two - one) < 1e-4
