@@ -7,8 +7,8 @@ registered autograd, all in the namespace NAMESPACE):
         ("mean" over non-ignored targets, "sum", or "none" per position). softcap 0 means no softcap.
     fused_mlp(x, w_up, w_down, slope=0.5)
         x (..., D); w_up (H, D); w_down (D, H); same float dtype. Returns LeakyReLU(slope)^2(x w_up^T) w_down^T.
-Each has a plain-PyTorch *_reference with the same signature. Every kernel also runs on the CPU under
-TRITON_INTERPRET=1 (that is how CI tests them against the references).
+Their plain-PyTorch maths, with the same signatures, is in kernels_reference.py (not shipped). Every kernel also
+runs on the CPU under TRITON_INTERPRET=1 (that is how CI tests them against it).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
@@ -182,19 +181,6 @@ def softcap_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, softcap: 
     if flat.stride(-1) != 1:
         flat = flat.contiguous()
     losses, _ = _softcap_ce_fwd(flat, targets.reshape(-1).contiguous(), float(softcap))
-    return _reduce(losses, targets, reduction)
-
-
-def softcap_cross_entropy_reference(logits: torch.Tensor, targets: torch.Tensor, softcap: float,
-                                    reduction: str = "mean") -> torch.Tensor:
-    """Plain PyTorch: fp32 softcap, log_softmax, gather of the target."""
-    z = logits.float()
-    if softcap > 0:
-        z = softcap * torch.tanh(z / softcap)
-    logp = torch.log_softmax(z.reshape(-1, z.size(-1)), dim=-1)
-    flat_targets = targets.reshape(-1)
-    picked = logp.gather(1, flat_targets.clamp_min(0)[:, None])[:, 0]
-    losses = torch.where(flat_targets >= 0, -picked, torch.zeros_like(picked))
     return _reduce(losses, targets, reduction)
 
 
@@ -383,8 +369,3 @@ def fused_mlp(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, slope: 
     """LeakyReLU(slope)^2 MLP with the fused up-projection. x (..., D) -> (..., D)."""
     out, _, _ = _fused_mlp_fwd(x.reshape(-1, x.size(-1)), w_up, w_down, slope)
     return out.view(*x.shape[:-1], w_down.shape[0])
-
-
-def fused_mlp_reference(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
-                        slope: float = 0.5) -> torch.Tensor:
-    return F.linear(F.leaky_relu(F.linear(x, w_up), slope).square(), w_down)

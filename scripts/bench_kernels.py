@@ -27,6 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kernels  # noqa: E402
+import kernels_reference  # noqa: E402
 import record_oracle as ro  # noqa: E402
 
 
@@ -45,8 +46,8 @@ def rel_err(a, b) -> float:
 def ce_case(tokens: int, vocab: int, softcap: float):
     logits = (torch.randn(tokens, vocab, device="cuda") * 4).bfloat16().requires_grad_(True)
     targets = torch.randint(0, vocab, (tokens,), device="cuda")
-    compiled = torch.compile(kernels.softcap_cross_entropy_reference)
-    impls = dict(fused=kernels.softcap_cross_entropy, eager=kernels.softcap_cross_entropy_reference,
+    compiled = torch.compile(kernels_reference.softcap_cross_entropy)
+    impls = dict(fused=kernels.softcap_cross_entropy, eager=kernels_reference.softcap_cross_entropy,
                  compiled=compiled)
     results, grads = {}, {}
     for name, fn in impls.items():
@@ -86,8 +87,8 @@ def mlp_case(tokens: int, dim: int, hidden: int, record=None):
     x, w_up, w_down, grad = mlp_inputs(tokens, dim, hidden)
     for t in (x, w_up, w_down):
         t.requires_grad_(True)
-    compiled = torch.compile(kernels.fused_mlp_reference)
-    impls = dict(fused=kernels.fused_mlp, eager=kernels.fused_mlp_reference, compiled=compiled)
+    compiled = torch.compile(kernels_reference.fused_mlp)
+    impls = dict(fused=kernels.fused_mlp, eager=kernels_reference.fused_mlp, compiled=compiled)
     if record is not None:
         impls["record"] = record
     results, grads = {}, {}
