@@ -205,7 +205,11 @@ class Hyperparameters:
     caseops_enabled: bool = knob(False, model=True)
     smoke: bool = False  # toy sizes for a CPU run of the whole pipeline
     eval_only: bool = False  # skip training: load ARTIFACT_PATH and evaluate it
+    # skip training: quantize the weights a training run wrote to PREQUANT_PATH, then pack and evaluate as a run
+    # does (quantization settings compared on one trained model)
+    quantize_only: bool = False
     artifact_path: str = ""  # "": logs/<RUN_ID>.golf, beside the run's log
+    prequant_path: str = ""  # a training run writes its unquantized (EMA) weights here, as the record its final_model.pt
     # ---- model ----
     num_layers: int = knob(11, at_least(1), model=True)
     model_dim: int = knob(512, at_least(1), model=True)
@@ -3195,7 +3199,7 @@ RECORD_DERIVED = {
     "DATASETS_DIR": "DATA_DIR/datasets/fineweb10B_sp<VOCAB_SIZE>: DATA_PATH here",
     "VAL_BYTES_FILES": "DATA_PATH/fineweb_val_bytes_*.bin (CaseOps)",
     "TRAIN_FILES": "DATA_PATH/fineweb_train_*.bin", "VAL_FILES": "DATA_PATH/fineweb_val_*.bin",
-    "LOGFILE": "logs/<RUN_ID>.txt", "MODEL_PATH": "the record's unquantized checkpoint; golfrun writes none",
+    "LOGFILE": "logs/<RUN_ID>.txt", "MODEL_PATH": "the record's unquantized checkpoint: PREQUANT_PATH here",
     "QUANTIZED_MODEL_PATH": "the artifact: ARTIFACT_PATH here",
 }
 
@@ -3456,6 +3460,7 @@ class RunInputs:
     notes: list[str]  # lines for the log: the tokenizer check, the model config taken from the artifact
     shipped: bytes | None  # a training run's shipped train_gpt.py, built once: the code it runs, counted
     sources: dict[str, str]  # the code files, read once: logged, counted raw and shipped alike
+    trained: dict | None = None  # QUANTIZE_ONLY: PREQUANT_PATH's weights, recurrence state and model config
 
 
 def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters, RunInputs]:
@@ -3468,12 +3473,25 @@ def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters,
     if h.eval_only:
         artifact, stored = load_artifact(h.artifact_path, ctx)
         h, notes = adopt_artifact_config(h, stored, os.environ)
+    trained = None
+    if h.quantize_only:  # the weights of a training run of this model config (they mean nothing in another)
+        try:  # whatever fails here (no file, not a torch file, not ours) means it is not such a file
+            trained = torch.load(h.prequant_path, map_location=ctx.device)
+            differ = [f"{name.upper()}={trained[name]}" for name in MODEL_CONFIG_FIELDS
+                      if getattr(h, name) != trained[name]]
+        except Exception:
+            trained = None
+        if h.eval_only or trained is None:
+            raise ValueError(f"QUANTIZE_ONLY=1 needs EVAL_ONLY=0 and PREQUANT_PATH={h.prequant_path} written by a "
+                             "training run")
+        if differ:
+            raise ValueError(f"PREQUANT_PATH={h.prequant_path} was trained with {', '.join(differ)}: set the same")
     tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size))
     notes.append(check_tokenizer_pairing(h))
     check_shards(h, ("val",) if h.eval_only else ("val", "train"))
     val_tokens, tables = load_val_data(h, tables)
     check_val_tokens(val_tokens, h)
-    return h, RunInputs(tables.to(ctx.device), val_tokens, artifact, notes, shipped, sources)
+    return h, RunInputs(tables.to(ctx.device), val_tokens, artifact, notes, shipped, sources, trained)
 
 
 def check_val_tokens(tokens: np.ndarray, h: Hyperparameters) -> None:
@@ -3649,6 +3667,20 @@ def eval_model(state: dict[str, torch.Tensor], h: Hyperparameters, device: torch
     return model
 
 
+def trained_weights(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, inputs: RunInputs) -> dict:
+    """Train (and with PREQUANT_PATH save the weights GPTQ gets, rank 0); with QUANTIZE_ONLY, take the saved ones
+    and collect their Hessians again from the same calibration rows. Returns the GPTQ Hessians."""
+    if h.quantize_only:
+        model.load_state_dict(inputs.trained["state"])
+        model.looping = inputs.trained["looping"]
+        return collect_hessians(model, calibration_batches(TrainLoader(h, ctx, accum), h, ctx), ctx)
+    validate = lambda: evaluate(model, inputs.val_tokens, inputs.tables, h, ctx)[:2]  # noqa: E731
+    hessians = train(model, h, ctx, accum, log, validate)["hessians"]
+    if h.prequant_path and ctx.is_master:
+        torch.save(dict(model_config(h), state=model.state_dict(), looping=model.looping), h.prequant_path)
+    return hessians
+
+
 def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunInputs, log) -> str | None:
     """train -> evaluate -> quantize -> artifact -> roundtrip -> TTT; returns the budget failure, if any."""
     log_environment(log, h, ctx, inputs.sources)
@@ -3668,12 +3700,11 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     failure = None
     # ---- training, pre-quantization eval, artifact ----
     if not h.eval_only:
-        result = train(model, h, ctx, accum, log,
-                       validate=lambda: evaluate(model, val_tokens, tables, h, ctx)[:2])
+        hessians = trained_weights(model, h, ctx, accum, log, inputs)
         stop_if_signalled()
         timed_eval(log, "final_prequant_exact", ctx, lambda: evaluate(model, val_tokens, tables, h, ctx))
         stop_if_signalled()
-        quantized, accounting = write_artifact(model, result["hessians"], h, ctx, log, inputs)
+        quantized, accounting = write_artifact(model, hessians, h, ctx, log, inputs)
         failure = check_artifact_budget(accounting)
         if ctx.distributed:
             dist.barrier()

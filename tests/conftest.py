@@ -61,6 +61,7 @@ def metric(log: str, label: str, key: str = "val_bpb") -> float:
 
 @pytest.fixture(scope="session")
 def smoke_log(tmp_path_factory) -> tuple[Path, str]:
-    """One full SMOKE=1 run of the whole pipeline (train, artifact, roundtrip, TTT), shared by tests."""
+    """One full SMOKE=1 run of the whole pipeline (train, artifact, roundtrip, TTT), shared by tests; its
+    unquantized weights in smoke.pt (PREQUANT_PATH)."""
     tmp = tmp_path_factory.mktemp("smoke")
-    return tmp, run_train(tmp, SMOKE=1, RUN_ID="smoke")
+    return tmp, run_train(tmp, SMOKE=1, RUN_ID="smoke", PREQUANT_PATH=tmp / "smoke.pt")

@@ -28,6 +28,22 @@ def start(monkeypatch, capsys, tmp_path, **env) -> str:
     return err
 
 
+def test_quantize_only_needs_weights_of_this_model(monkeypatch, capsys, tmp_path, smoke_log):
+    """QUANTIZE_ONLY=1: no PREQUANT_PATH, a file that is not a training run's weights, EVAL_ONLY=1 beside it, or
+    weights of another model config are each refused at start, naming the setting."""
+    needs = "QUANTIZE_ONLY=1 needs EVAL_ONLY=0 and PREQUANT_PATH="
+    assert needs in start(monkeypatch, capsys, tmp_path, SMOKE=1, QUANTIZE_ONLY=1)
+    (tmp_path / "other.pt").write_bytes(b"not a torch file")
+    assert needs in start(monkeypatch, capsys, tmp_path, SMOKE=1, QUANTIZE_ONLY=1, PREQUANT_PATH=tmp_path / "other.pt")
+    h = tg.load_hyperparameters({"SMOKE": "1"})
+    torch.save(dict(tg.model_config(h), state={}, looping=False), tmp_path / "w.pt")
+    assert needs in start(monkeypatch, capsys, tmp_path, SMOKE=1, QUANTIZE_ONLY=1, EVAL_ONLY=1,
+                          PREQUANT_PATH=smoke_log[0] / "smoke.pt", ARTIFACT_PATH=smoke_log[0] / "smoke.golf")
+    err = start(monkeypatch, capsys, tmp_path, SMOKE=1, QUANTIZE_ONLY=1, PREQUANT_PATH=tmp_path / "w.pt",
+                NUM_LAYERS=h.num_layers + 1)
+    assert f"PREQUANT_PATH={tmp_path / 'w.pt'} was trained with NUM_LAYERS={h.num_layers}: set the same" in err
+
+
 def test_an_empty_validation_stream_is_refused_at_start(monkeypatch, capsys, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -107,6 +107,18 @@ def test_eval_only_reproduces_the_roundtrip(smoke_log, tmp_path):
     assert "final_ttt_exact" in log and not train_losses(log)  # no training steps ran
 
 
+def test_quantize_only_rebuilds_the_training_runs_artifact(smoke_log, tmp_path):
+    """QUANTIZE_ONLY=1 on the weights the smoke run saved (PREQUANT_PATH) collects their Hessians again and
+    writes the very artifact of the training run, with the same scores; so a quantization setting can be
+    compared on one trained model (ab_runs' --quant-variant). No training: no train_time line."""
+    smoke_dir, smoke = smoke_log
+    log = run_train(tmp_path, SMOKE=1, QUANTIZE_ONLY=1, RUN_ID="requant", PREQUANT_PATH=smoke_dir / "smoke.pt")
+    assert not re.search(r"^train_time:", log, re.M) and re.search(r"^train_time:", smoke, re.M)
+    assert (tmp_path / "requant.golf").read_bytes() == (smoke_dir / "smoke.golf").read_bytes()
+    for label in ("final_prequant_exact", "final_roundtrip_exact", "final_ttt_exact"):
+        assert metric(log, label) == metric(smoke, label), label
+
+
 def test_missing_data_names_the_download_command(tmp_path):
     env = clean_env(DATA_PATH=tmp_path, TOKENIZER_PATH=TOKENIZER)
     proc = subprocess.run([sys.executable, str(REPO / "train_gpt.py")], cwd=tmp_path, env=env,
