@@ -30,6 +30,17 @@ why; one measured on an artifact that has since been replaced (the base ran agai
 differ) runs again. Their p is the one-sided paired t-test (seed_stats has only Welch's, which would count the
 training noise that pairing removed); their pre-quant and quantized bpb, steps and bytes are the base's.
 
+Quantize-only variants (--quant-variant NAME=KEY=VALUE[,...], or a line `quant NAME KEY=VALUE ...`) are not
+trained either: each quantizes, packs and evaluates its seed's base weights again (QUANTIZE_ONLY=1
+PREQUANT_PATH=models/base_s<SEED>.pt, which every base run writes: ~135 MB at the recipe's size) with other
+quantization or compression settings, the fields of train_gpt.py's Hyperparameters from
+GPTQ_CALIBRATION_BATCHES up to TTT_ENABLED (QUANT_KEYS): GPTQ, clip sigmas, bits, LQER, AWQ-lite, the codec.
+The same settings as the base's rebuild its artifact byte for byte, so the difference is the setting's effect
+on one trained model (GPTQ_CALIBRATION_BATCHES also sizes the Hessian time a training run holds back from its
+steps: that part of its effect is left out), paired like an eval-only variant's (blocked while the base's
+weights are missing, run again when the base ran again); their pre-quant bpb and steps are the base's, their
+quantized bpb, bytes and eval time their own.
+
 Resuming: each run is WORKDIR/logs/<NAME>_s<SEED>.txt. A rerun of the same command (any subset of the
 variants and seeds, or new ones) skips finished runs (the log's closing `eval_time:... (inside:` line, no
 interruption or error), sets aside unfinished ones (to WORKDIR/attempts/) and starts them again; a run that
@@ -38,7 +49,8 @@ seed (base, then each variant), so a cut-short session leaves whole seed pairs. 
 definitions: a name redefined, another base or another data selection is refused (use a new --workdir). To
 resume on a fresh machine, bring back `report --pack FILE` (the logs and plan, one file) and unpack it into the
 workdir first (`mkdir -p W && tar -xJf FILE -C W`). The pack leaves out the artifacts (~16 MB each at the
-recipe's size): eval-only variants of seeds trained elsewhere need WORKDIR/artifacts/base_s<SEED>.golf back.
+recipe's size) and the base's weights: eval-only variants of seeds trained elsewhere need
+WORKDIR/artifacts/base_s<SEED>.golf back, quantize-only ones WORKDIR/models/base_s<SEED>.pt.
 
 Data (--data, default ../shared/data/proxy2_caseops/datasets/proxy2_caseops; `.bin.xz` shards are unpacked into
 WORKDIR/data): the train shards as they are, and a val subset of whole documents, every --val-every-th (8)
@@ -117,6 +129,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -146,17 +159,37 @@ VAL_EVERY, VAL_MAX_DOC_TOKENS = 8, 8192
 FINEWEB_VAL_DOCS = 50_000  # the challenge's val set: what a recipe's PHASED_TTT_PREFIX_DOCS is a share of
 MIN_SEEDS = 3  # the leaderboard's practical rule: p over >= 3 seeds
 BASE = "base"
-EVAL_MARKER = "eval"  # a variants file's line `eval NAME KEY=VALUE ...`: an eval-only variant
+# a variants file's line `eval NAME KEY=VALUE ...` is an eval-only variant, `quant NAME ...` a quantize-only one
+KIND_NAMES = {None: "a trained", "eval": "an eval-only", "quant": "a quantize-only"}
 HARNESS_KEYS = ("SEED", "RUN_ID", "ARTIFACT_PATH", "DATA_PATH", "TOKENIZER_PATH", "DATA_DIR", "VAL_MAX_TOKENS",
-                "EVAL_ONLY")
+                "EVAL_ONLY", "QUANTIZE_ONLY", "PREQUANT_PATH")
 # What an eval-only variant may set: train_gpt.Hyperparameters' fields from TTT_ENABLED on (TTT and the n-gram
 # tilt), all read only after the artifact exists; every field before it acts on training, the model, quantization
 # or compression, or is the harness's (tests/test_ab_runs.py checks the boundary on train_gpt.py's code).
 EVAL_FROM = "ttt_enabled"
 _FIELDS = [f.name for f in dataclasses.fields(tg.Hyperparameters)]
 EVAL_KEYS = tuple(name.upper() for name in _FIELDS[_FIELDS.index(EVAL_FROM):])
+# What a quantize-only variant may set: the fields from GPTQ_CALIBRATION_BATCHES to TTT_ENABLED, read only once
+# the trained weights exist (tests/test_ab_runs.py checks this boundary too)
+QUANT_FROM = "gptq_calibration_batches"
+QUANT_KEYS = tuple(name.upper() for name in _FIELDS[_FIELDS.index(QUANT_FROM):_FIELDS.index(EVAL_FROM)])
+
+
+class DerivedKind(NamedTuple):
+    """A kind of variant that reuses its seed's base run instead of training (the other variants train)."""
+    keys: tuple[str, ...]  # the settings it may change
+    what: str  # ... in words
+    flag: str  # its command-line flag
+    listed: str  # the plan's list of its names
+    reads: str  # the base's file it reads: "artifact" or "prequant" (its sha256 is in the exit records)
+
+
+DERIVED_KINDS = {"eval": DerivedKind(EVAL_KEYS, "evaluation settings", "--eval-variant", "eval_only", "artifact"),
+                 "quant": DerivedKind(QUANT_KEYS, "quantization and compression settings", "--quant-variant",
+                                      "quant_only", "prequant")}
 FIXED_KEYS = ("MAX_WALLCLOCK_SECONDS",)  # the base's for every variant: the comparison is at a fixed wallclock
-PER_RUN_FIELDS = ("seed", "run_id", "artifact_path", "eval_only")  # resolved settings that differ between runs of one variant
+# resolved settings that differ between the runs of one variant
+PER_RUN_FIELDS = ("seed", "run_id", "artifact_path", "eval_only", "quantize_only", "prequant_path")
 PASS_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_VISIBLE_DEVICES",
             "OMP_NUM_THREADS", "TRITON_INTERPRET")  # from the caller; everything else comes from the plan
 # ... and the machine's settings of NCCL, PyTorch and NVSHMEM: a GPU host may need them kept (the lent H200s keep
@@ -195,24 +228,26 @@ def parse_pairs(items: list[str], where: str) -> dict[str, str]:
     return out
 
 
-def parse_variants(specs: list[str], eval_specs: list[str], path: Path | None) -> tuple[dict[str, dict], list[str]]:
-    """--variant NAME=KEY=VALUE[,...], --eval-variant NAME=KEY=VALUE[,...] and the lines `NAME KEY=VALUE ...`
-    and `eval NAME KEY=VALUE ...` of a variants file -> ({name: settings}, the eval-only names)."""
-    entries = [(spec.partition("=")[0], [spec.partition("=")[2]], f"--{flag} {spec}", flag == "eval-variant")
-               for flag, given in (("variant", specs), ("eval-variant", eval_specs)) for spec in given]
+def parse_variants(specs: list[str], derived: dict[str, list[str]], path: Path | None) -> tuple[dict, dict]:
+    """--variant NAME=KEY=VALUE[,...], {kind: its flag's NAME=KEY=VALUE[,...] specs} of the derived kinds
+    (--eval-variant, --quant-variant) and the lines `NAME KEY=VALUE ...`, `eval NAME ...`, `quant NAME ...` of a
+    variants file -> ({name: settings}, {name: kind} of the derived variants)."""
+    entries = [(spec.partition("=")[0], [spec.partition("=")[2]], f"--variant {spec}", None) for spec in specs]
+    entries += [(spec.partition("=")[0], [spec.partition("=")[2]], f"{DERIVED_KINDS[kind].flag} {spec}", kind)
+                for kind, given in derived.items() for spec in given]
     if path is not None:
         if not path.is_file():
             fail(f"--variants {path}: no such file")
         for number, text in enumerate(path.read_text().splitlines(), 1):
             words = text.split("#", 1)[0].split()
-            evaluated = len(words) > 1 and words[0] == EVAL_MARKER
+            kind = words[0] if len(words) > 1 and words[0] in DERIVED_KINDS else None
             if words:
-                entries.append((words[evaluated], words[evaluated + 1:], f"{path}:{number}", evaluated))
-    variants, evaluated_names = {}, []
-    for name, pairs, where, evaluated in entries:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in (BASE, EVAL_MARKER):
-            fail(f"{where}: the variant name must be letters, digits, '_' or '-', not '{BASE}' or '{EVAL_MARKER}' "
-                 "(e.g. qk525=QK_GAIN_INIT=5.25)")
+                entries.append((words[bool(kind)], words[bool(kind) + 1:], f"{path}:{number}", kind))
+    variants, kinds = {}, {}
+    for name, pairs, where, kind in entries:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in (BASE, *DERIVED_KINDS):
+            fail(f"{where}: the variant name must be letters, digits, '_' or '-', not '{BASE}', "
+                 f"{' or '.join(repr(k) for k in DERIVED_KINDS)} (e.g. qk525=QK_GAIN_INIT=5.25)")
         if name in variants:
             fail(f"{where}: variant {name} is defined twice")
         env = parse_pairs(pairs, where)
@@ -221,14 +256,15 @@ def parse_variants(specs: list[str], eval_specs: list[str], path: Path | None) -
         for key in FIXED_KEYS:
             if key in env:
                 fail(f"{where}: {key} is the base's for every variant (the A/B is at a fixed wallclock)")
-        for key in env if evaluated else ():
-            if key not in EVAL_KEYS:
-                fail(f"{where}: {key} acts before the artifact exists (training, model, quantization or "
-                     f"compression): an eval-only variant sets only evaluation settings ({EVAL_FROM.upper()} "
-                     f"and after in train_gpt.py's Hyperparameters); train it as a variant (--variant)")
+        derived = DERIVED_KINDS.get(kind)
+        for key in env if derived else ():
+            if key not in derived.keys:
+                fail(f"{where}: {key} is not one of the {derived.what} that a {derived.flag} may change "
+                     f"({derived.keys[0]} to {derived.keys[-1]} in train_gpt.py's Hyperparameters); train it as a "
+                     "variant (--variant)")
         variants[name] = env
-        evaluated_names += [name] if evaluated else []
-    return variants, evaluated_names
+        kinds.update({name: kind} if kind else {})
+    return variants, kinds
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -277,25 +313,39 @@ def nproc(plan: dict) -> int:
     return plan.get("nproc", 1)  # a plan written before --nproc: one GPU
 
 
-def eval_only(plan: dict, name: str) -> bool:
-    return name in plan.get("eval_only", ())
+def kind_of(plan: dict, name: str) -> str | None:
+    """A derived variant's kind ("eval", "quant"); None for the base and the trained variants."""
+    return next((kind for kind, derived in DERIVED_KINDS.items() if name in plan.get(derived.listed, ())), None)
 
 
 def artifact_path(name: str, seed: int) -> str:
     return f"artifacts/{run_id(name, seed)}.golf"
 
 
+def prequant_path(seed: int) -> str:
+    """The base run's unquantized weights (PREQUANT_PATH), which its quantize-only variants read."""
+    return f"models/{run_id(BASE, seed)}.pt"
+
+
+def base_file(kind: str, seed: int) -> str:
+    """The file of its seed's base run that a derived variant reads."""
+    return artifact_path(BASE, seed) if DERIVED_KINDS[kind].reads == "artifact" else prequant_path(seed)
+
+
 def run_env(plan: dict, name: str, seed: int) -> dict[str, str]:
     """The settings of one run: base, variant, the harness's own, and the scaled TTT prefix. An eval-only
-    variant evaluates the base's artifact of its seed (EVAL_ONLY=1: train_gpt.py adopts its model config).
+    variant evaluates the base's artifact of its seed (EVAL_ONLY=1: train_gpt.py adopts its model config); a
+    quantize-only one quantizes the base's weights, which the base run writes (PREQUANT_PATH).
     VAL_MAX_TOKENS is the whole val subset: every run scores its every target, whatever its EVAL_SEQ_LEN (the
     records' cut to whole EVAL_SEQ_LEN lengths would drop a variant's own share of the last document)."""
     rid = run_id(name, seed)
-    evaluated = eval_only(plan, name)
+    kind = kind_of(plan, name)
     env = {**plan["base"], **plan["variants"].get(name, {}), "SEED": str(seed), "RUN_ID": rid,
            "VAL_MAX_TOKENS": str(plan["data"]["val_tokens"]),
-           "ARTIFACT_PATH": artifact_path(BASE if evaluated else name, seed), "DATA_PATH": "data",
-           "TOKENIZER_PATH": f"data/{plan['data']['tokenizer']}", **({"EVAL_ONLY": "1"} if evaluated else {})}
+           "ARTIFACT_PATH": artifact_path(BASE if kind == "eval" else name, seed), "DATA_PATH": "data",
+           "TOKENIZER_PATH": f"data/{plan['data']['tokenizer']}", **({"EVAL_ONLY": "1"} if kind == "eval" else {}),
+           **({"QUANTIZE_ONLY": "1"} if kind == "quant" else {}),
+           **({"PREQUANT_PATH": prequant_path(seed)} if name == BASE or kind == "quant" else {})}
     prefix = resolve(env, f"run {rid}", nproc(plan)).phased_ttt_prefix_docs
     env["PHASED_TTT_PREFIX_DOCS"] = str(scaled_prefix(prefix, plan["data"]["val_docs"]))
     return env
@@ -303,11 +353,11 @@ def run_env(plan: dict, name: str, seed: int) -> dict[str, str]:
 
 def check_plan(plan: dict) -> None:
     """Every run resolves; no variant resolves to the base's settings or to another variant's of its kind
-    (an eval-only variant and a trained one of the same settings measure different things)."""
+    (an eval-only, a quantize-only and a trained variant of the same settings measure different things)."""
     resolved = {}
     for name in [BASE, *plan["variants"]]:
         settings = json.dumps(resolved_settings(plan, name), sort_keys=True)
-        kinds = (False, True) if name == BASE else (eval_only(plan, name),)
+        kinds = (None, *DERIVED_KINDS) if name == BASE else (kind_of(plan, name),)
         for key in ((kind, settings) for kind in kinds):
             if key in resolved:
                 fail(f"variant {name} runs the same settings as {resolved[key]} (at this scale): drop it or "
@@ -341,11 +391,12 @@ def merge_plan(workdir: Path, plan: dict) -> dict:
     for name, env in plan["variants"].items():
         if stored["variants"].get(name, env) != env:
             fail(f"variant {name} was {stored['variants'][name]} in {path}: give the new one another name")
-        if name in stored["variants"] and eval_only(stored, name) != eval_only(plan, name):
-            fail(f"variant {name} was {'an eval-only' if eval_only(stored, name) else 'a trained'} variant in "
-                 f"{path}: give the new one another name")
-    return dict(stored, variants={**stored["variants"], **plan["variants"]},
-                eval_only=list(dict.fromkeys([*stored.get("eval_only", []), *plan["eval_only"]])),
+        if name in stored["variants"] and kind_of(stored, name) != kind_of(plan, name):
+            fail(f"variant {name} was {KIND_NAMES[kind_of(stored, name)]} variant in {path}: give the new one "
+                 "another name")
+    lists = {d.listed: list(dict.fromkeys([*stored.get(d.listed, []), *plan[d.listed]]))
+             for d in DERIVED_KINDS.values()}
+    return dict(stored, variants={**stored["variants"], **plan["variants"]}, **lists,
                 seeds=stored["seeds"] + [s for s in plan["seeds"] if s not in stored["seeds"]])
 
 
@@ -462,7 +513,7 @@ def run_state(workdir: Path, rid: str) -> tuple[str, str]:
 
 def set_aside(workdir: Path, rid: str) -> None:
     """Move an unfinished attempt's files to WORKDIR/attempts/<RUN_ID>.<N>.* and drop its artifact (train_gpt.py
-    refuses to start over an existing log or artifact)."""
+    refuses to start over an existing log or artifact) and its unquantized weights."""
     attempts = workdir / "attempts"
     files = {"log.txt": workdir / "logs" / f"{rid}.txt", "exit.json": workdir / "logs" / f"{rid}.exit.json",
              "console.txt": workdir / "console" / f"{rid}.txt"}
@@ -472,7 +523,7 @@ def set_aside(workdir: Path, rid: str) -> None:
         for label, f in files.items():
             if f.exists():
                 f.rename(attempts / f"{rid}.{n}.{label}")
-    for f in (workdir / "artifacts").glob(f"{rid}.*"):
+    for f in [*(workdir / "artifacts").glob(f"{rid}.*"), *(workdir / "models").glob(f"{rid}.*")]:
         f.unlink()
 
 
@@ -507,7 +558,7 @@ def run_one(workdir: Path, env: dict[str, str], gpus: int = 1) -> int | None:
     """train_gpt.py in WORKDIR on `gpus` GPUs; its console to console/<RUN_ID>.txt, its exit to
     logs/<RUN_ID>.exit.json. Returns the exit code, or None when the runner stopped it."""
     rid = env["RUN_ID"]
-    for sub in ("logs", "console", "artifacts"):
+    for sub in ("logs", "console", "artifacts", "models"):
         (workdir / sub).mkdir(exist_ok=True)
     t0 = time.time()
     with open(workdir / "console" / f"{rid}.txt", "w") as console:
@@ -529,11 +580,13 @@ def run_one(workdir: Path, env: dict[str, str], gpus: int = 1) -> int | None:
     if proc in STOPPED:
         return None
     exit_file = workdir / "logs" / f"{rid}.exit.json"
-    artifact = workdir / env["ARTIFACT_PATH"]  # the base's: written by its run, read by its eval-only variants
+    # the files a base run writes and its derived variants read (DERIVED_KINDS): which versions a run saw
+    files = dict(artifact=env["ARTIFACT_PATH"], prequant=env.get("PREQUANT_PATH"))
+    shas = {f"{what}_sha256": tg.file_sha256(workdir / path) if path and (workdir / path).is_file() else None
+            for what, path in files.items()}
     exit_file.write_text(json.dumps(dict(returncode=code, seconds=round(time.time() - t0, 1),
                                          host=socket.gethostname(), gpus=env.get("CUDA_VISIBLE_DEVICES"),
-                                         artifact_path=env["ARTIFACT_PATH"],
-                                         artifact_sha256=tg.file_sha256(artifact) if artifact.is_file() else None)))
+                                         artifact_path=env["ARTIFACT_PATH"], **shas)))
     return code
 
 
@@ -553,39 +606,41 @@ def exit_record(workdir: Path, rid: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def eval_blocker(workdir: Path, seed: int) -> str | None:
-    """Why an eval-only variant of this seed cannot run now: its base run is not done or its artifact is gone."""
-    rid = run_id(BASE, seed)
+def base_blocker(workdir: Path, kind: str, seed: int) -> str | None:
+    """Why a derived variant of this kind and seed cannot run now: its base run is not done, or the base's file
+    it reads (the artifact, the unquantized weights) is gone."""
+    rid, needed = run_id(BASE, seed), base_file(kind, seed)
     state, why = run_state(workdir, rid)
     if state != "done":
         return f"not run: base {rid} {'failed (' + why + ')' if state == 'failed' else 'not done yet'}"
-    if not (workdir / artifact_path(BASE, seed)).is_file():
-        return (f"not run: the base's artifact {artifact_path(BASE, seed)} is missing (the base ran elsewhere?): "
+    if not (workdir / needed).is_file():
+        return (f"not run: the base's {needed} is missing (the base ran elsewhere, or before it wrote one?): "
                 f"bring it back, or move logs/{rid}.* away to train the base again")
     return None
 
 
 def paired_state(workdir: Path, plan: dict, name: str, seed: int) -> tuple[str, str]:
-    """run_state, and for an eval-only variant: a finished run of another artifact than the base's present one
-    (the base ran again) is pending; one not run is blocked while its base is not done or its artifact gone."""
-    rid = run_id(name, seed)
+    """run_state, and for a derived variant: a finished run on another version of the base's file than the
+    present one (the base ran again) is pending; one not run is blocked while its base is not done or that file
+    is gone."""
+    rid, kind = run_id(name, seed), kind_of(plan, name)
     state, why = run_state(workdir, rid)
-    if not eval_only(plan, name):
+    if kind is None:
         return state, why
-    measured = exit_record(workdir, rid).get("artifact_sha256")
-    present = exit_record(workdir, run_id(BASE, seed)).get("artifact_sha256")
+    key = f"{DERIVED_KINDS[kind].reads}_sha256"
+    measured, present = exit_record(workdir, rid).get(key), exit_record(workdir, run_id(BASE, seed)).get(key)
     if state == "done" and measured and present and measured != present:
-        return "pending", f"measured on an earlier artifact of {run_id(BASE, seed)}, which ran again since"
+        return "pending", f"measured on an earlier {base_file(kind, seed)}, whose base ran again since"
     if state == "pending":
-        blocker = eval_blocker(workdir, seed)
+        blocker = base_blocker(workdir, kind, seed)
         return ("blocked", blocker) if blocker else (state, why)
     return state, why
 
 
 def queue(plan: dict, names: list[str], seeds: list[int]) -> list[tuple[str, int]]:
-    """Seed by seed, the base first, then its eval-only variants (on its artifact), then the trained ones: a
-    session cut short leaves whole pairs."""
-    ordered = sorted(names, key=lambda name: not eval_only(plan, name))
+    """Seed by seed, the base first, then its derived variants (on its artifact or weights), then the trained
+    ones: a session cut short leaves whole pairs."""
+    ordered = sorted(names, key=lambda name: kind_of(plan, name) is None)
     return [(name, seed) for seed in seeds for name in [BASE, *ordered]]
 
 
@@ -618,8 +673,9 @@ def _alive(pid) -> bool:
 def why_run(workdir: Path, plan: dict, name: str, seed: int, retry_failed: bool) -> str | None:
     """Why this run is to run now (its state's reason), or None, said, when it is not to run."""
     state, why = paired_state(workdir, plan, name, seed)
-    if state == "failed" and retry_failed and eval_only(plan, name) and eval_blocker(workdir, seed):
-        state, why = "blocked", eval_blocker(workdir, seed)
+    kind = kind_of(plan, name)
+    if state == "failed" and retry_failed and kind and base_blocker(workdir, kind, seed):
+        state, why = "blocked", base_blocker(workdir, kind, seed)
     if state in ("done", "blocked") or (state == "failed" and not retry_failed):
         rerun = "; --retry-failed reruns it" if state == "failed" else ""
         print(f"{run_id(name, seed)}: {state}{' (' + why + rerun + ')' if why else ''}", flush=True)
@@ -649,7 +705,7 @@ def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_fail
                     break
                 ahead = ({run_id(*item) for item in queued[:position] if item in waiting}
                          | {rid for rid, _ in running.values()})
-                if eval_only(plan, name) and run_id(BASE, seed) in ahead:
+                if kind_of(plan, name) and run_id(BASE, seed) in ahead:
                     continue  # the first waiting run never waits: nothing is ahead of it
                 waiting.remove((name, seed))
                 why = why_run(workdir, plan, name, seed, retry_failed)
@@ -715,22 +771,28 @@ def paired_p(differences: list[float]) -> float:
     return float(seed_stats.stats.t.cdf(mean / (sd / math.sqrt(len(differences))), len(differences) - 1))
 
 
-def summarize_variant(runs: list[dict], base_runs: list[dict], evaluated: bool = False) -> dict:
+# the figures of a variant's table row that are its own, by kind (the others are its base's)
+OWN_FIGURES = {None: ("prequant", "quantized", "steps", "eval_s", "bytes"), "eval": ("eval_s",),
+               "quant": ("quantized", "eval_s", "bytes")}
+
+
+def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None = None) -> dict:
     """seed_stats' numbers: the variant's mean and std over its finished seeds; against the base over the
     seeds both finished: the difference of means (the mean paired difference) and the one-sided p that the
     variant's mean final val_bpb is below the base's (margin 0), from 3 pairs on: Welch's (seed_stats) for a
-    trained variant, the paired t-test for an eval-only one (seed_stats has none): both sides of a pair score
-    one artifact, so the training seed's noise, which Welch's test would count, is not in the differences.
-    An eval-only variant's pre-quant and quantized bpb, steps and bytes are its base's (not repeated);
-    roundtrip_gap says how far its own roundtrip score of the artifact is from the base's."""
+    trained variant, the paired t-test for a derived one (seed_stats has none): both sides of a pair come from
+    one trained model, so the training seed's noise, which Welch's test would count, is not in the differences.
+    An eval-only variant's pre-quant and quantized bpb, steps and bytes are its base's (not repeated), a
+    quantize-only one's pre-quant bpb and steps; roundtrip_gap says how far an eval-only variant's own
+    roundtrip score of the artifact is from the base's."""
     done = [r for r in runs if r["state"] == "done"]
     finals = [r["final"] for r in done]
     out = dict(done=len(done), seeds=len(runs), final=finals, mean=statistics.mean(finals) if finals else None,
                std=statistics.stdev(finals) if len(finals) > 1 else None, delta=None, p=None, matched=0, paired=[])
-    for key in ("eval_s",) if evaluated else ("prequant", "quantized", "steps", "eval_s", "bytes"):
+    for key in OWN_FIGURES[kind]:
         values = [r[key] for r in done if r.get(key) is not None]
         out[key] = statistics.mean(values) if values else None
-    out["evaluated"] = evaluated
+    out["kind"] = kind
     if runs is base_runs:
         return out
     base = {r["seed"]: r for r in base_runs if r["state"] == "done"}
@@ -741,8 +803,8 @@ def summarize_variant(runs: list[dict], base_runs: list[dict], evaluated: bool =
         out["delta"] = statistics.mean(out["paired"])
     gaps = [abs(r["quantized"] - base[r["seed"]]["quantized"]) for r in matched
             if r.get("quantized") is not None and base[r["seed"]].get("quantized") is not None]
-    out["roundtrip_gap"] = max(gaps) if evaluated and gaps else None
-    if evaluated and len(matched) >= MIN_SEEDS:
+    out["roundtrip_gap"] = max(gaps) if kind == "eval" and gaps else None
+    if kind and len(matched) >= MIN_SEEDS:
         out["p"] = paired_p(out["paired"])
     elif len(matched) >= MIN_SEEDS:
         result = seed_stats.compare(seed_stats.read_side([base[r["seed"]]["path"] for r in matched], "old"),
@@ -756,10 +818,10 @@ def collect(workdir: Path) -> tuple[dict, dict, list[dict]]:
     if not path.exists():
         fail(f"--workdir {workdir}: no plan.json (not an ab_runs workdir, or never run)")
     plan = json.loads(path.read_text())
-    names = [BASE, *sorted(plan["variants"], key=lambda name: not eval_only(plan, name))]
+    names = [BASE, *sorted(plan["variants"], key=lambda name: kind_of(plan, name) is None)]
     runs = [run_record(workdir, plan, name, seed) for seed in plan["seeds"] for name in names]
     by_name = {name: [r for r in runs if r["name"] == name] for name in names}
-    return plan, {name: summarize_variant(rs, by_name[BASE], eval_only(plan, name))
+    return plan, {name: summarize_variant(rs, by_name[BASE], kind_of(plan, name))
                   for name, rs in by_name.items()}, runs
 
 
@@ -790,7 +852,9 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
              f"Eval-only variants (settings `eval-only: ...`) are not trained: each evaluates its seed's base artifact "
              f"(EVAL_ONLY=1), so Δ is the setting's effect on one model, free of training noise; their p (`paired`) "
              f"is the one-sided paired t-test on the differences, their pre-quant and quantized bpb, steps and bytes "
-             f"are the base's (`= base`), and eval s is their own.", "",
+             f"are the base's (`= base`), and eval s is their own. Quantize-only variants (`quantize-only: ...`) "
+             f"quantize, pack and evaluate each seed's base weights again (QUANTIZE_ONLY=1): paired likewise, "
+             f"their pre-quant bpb and steps are the base's, their quantized bpb, eval s and bytes their own.", "",
              "| variant | settings | seeds done | final bpb | Δ vs base | sd of Δ | p | pre-quant bpb | quantized bpb | "
              "train steps | eval s | artifact bytes |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -799,12 +863,13 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
         final = "-" if s["mean"] is None else f"{s['mean']:.5f} ± {_f(s['std'], '.5f')}"
         p = _f(s["p"], ".4f") if s["p"] is not None or name == BASE else f"- ({s['matched']} pairs)"
         paired_sd = statistics.stdev(s["paired"]) if len(s["paired"]) > 1 else None
-        if s["evaluated"]:  # the base's artifact: its training, quantization and bytes are the base's
-            settings, trained, size = f"eval-only: {settings}", ["= base"] * 3, "= base"
+        own = OWN_FIGURES[s["kind"]]  # the others are the base's: its training (and its artifact, eval-only)
+        trained = [_f(s[key], spec) if key in own else "= base"
+                   for key, spec in (("prequant", ".5f"), ("quantized", ".5f"), ("steps", ".1f"))]
+        size = _f(s["bytes"], ",.0f") if "bytes" in own else "= base"
+        if s["kind"]:
+            settings = f"{KIND_NAMES[s['kind']].split()[-1]}: {settings}"
             p += " paired" if s["p"] is not None else ""
-        else:
-            trained = [_f(s["prequant"], ".5f"), _f(s["quantized"], ".5f"), _f(s["steps"], ".1f")]
-            size = _f(s["bytes"], ",.0f")
         lines.append(f"| {name} | {settings} | {s['done']}/{s['seeds']} | {final} | {_f(s['delta'], '+.5f')} | "
                      f"{_f(paired_sd, '.5f')} | {p} | {' | '.join(trained)} | {_f(s['eval_s'], '.1f')} | {size} |")
     lines += ["", "Runs (first step: seconds from launch, compile included; wall: the whole run):", "",
@@ -877,10 +942,13 @@ def make_plan(args) -> tuple[dict, dict[str, bytes]]:
                 args.nproc)
     scaled = {k: v for k, v in step_scaled(h, args.nproc).items() if k not in given}
     base = {**SCALE, **scaled, **given}  # check_plan resolves it
-    variants, evaluated = parse_variants(args.variant, args.eval_variant, args.variants)
+    variants, kinds = parse_variants(args.variant, {"eval": args.eval_variant, "quant": args.quant_variant},
+                                     args.variants)
     seeds = parse_seeds(args.seeds)
     data, files = plan_data(args, h.bos_id)
-    plan = dict(base=base, variants=variants, eval_only=evaluated, seeds=seeds, data=data, nproc=args.nproc)
+    lists = {derived.listed: [name for name, k in kinds.items() if k == kind]
+             for kind, derived in DERIVED_KINDS.items()}
+    plan = dict(base=base, variants=variants, **lists, seeds=seeds, data=data, nproc=args.nproc)
     check_plan(plan)
     return plan, files
 
@@ -966,7 +1034,10 @@ def main(argv=None) -> int:
     run.add_argument("--variant", action="append", default=[], help="NAME=KEY=VALUE[,KEY=VALUE]")
     run.add_argument("--eval-variant", action="append", default=[],
                      help="NAME=KEY=VALUE[,...]: evaluation settings only, run on the base's artifacts")
-    run.add_argument("--variants", type=Path, help="a file of lines `NAME KEY=VALUE ...`, `eval NAME KEY=VALUE ...`")
+    run.add_argument("--quant-variant", action="append", default=[],
+                     help="NAME=KEY=VALUE[,...]: quantization settings only, run on the base's unquantized weights")
+    run.add_argument("--variants", type=Path,
+                     help="a file of lines `NAME KEY=VALUE ...`, `eval NAME KEY=VALUE ...`, `quant NAME KEY=VALUE ...`")
     run.add_argument("--seeds", default="1,2,3", help="comma-separated, at least 3 (default 1,2,3)")
     run.add_argument("--nproc", type=int, default=1,
                      help="GPUs of this machine each run uses (torchrun --standalone); 8: the challenge's scale")

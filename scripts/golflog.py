@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FINAL_LABELS = ("final_prequant_exact", "final_roundtrip_exact", "final_ttt_exact")  # pre-quant, quantized, TTT
-PER_SEED_FIELDS = {"seed", "run_id", "artifact_path"}  # config fields that may differ between seeds of one config
+PER_SEED_FIELDS = {"seed", "run_id", "artifact_path", "prequant_path"}  # may differ between seeds of one config
 NON_FINITE = re.compile(r"^(?:step:\d+/\d+ train_loss|\S*val_loss|\S*val_bpb)[^\n]*?:(?:[-+]?(?:nan|inf))\b",
                         re.M | re.I)
 

@@ -231,14 +231,15 @@ def dry_commands(capsys) -> list[tuple[str, str, str]]:
             for state, c in re.findall(r"^\[(\w+)\] \(cd \S+ && (.*?)\)(?: #.*)?$", out, re.M)]
 
 
-def with_eval_variant(workdir, tmp_path, shifts=None, evaluated=True):
-    """A copy of the fixture's workdir whose plan holds the eval-only variant ev; with shifts {seed: Δbpb},
-    ev's finished runs are the base's logs with the final (TTT) score moved by Δ (synthetic)."""
+def with_eval_variant(workdir, tmp_path, shifts=None, evaluated=True, name="ev", settings=None, listed="eval_only"):
+    """A copy of the fixture's workdir whose plan holds the eval-only variant ev (or another derived variant:
+    its name, settings and plan list); with shifts {seed: Δbpb}, its finished runs are the base's logs with the
+    final (TTT) score moved by Δ (synthetic)."""
     work = tmp_path / "w"
     shutil.copytree(workdir, work, symlinks=True)
     plan = json.loads((work / "plan.json").read_text())
-    plan["variants"]["ev"] = {"TTT_LORA_LR": "0.01"}
-    plan["eval_only"] = ["ev"] if evaluated else []
+    plan["variants"][name] = settings or {"TTT_LORA_LR": "0.01"}
+    plan[listed] = [name] if evaluated else []
     (work / "plan.json").write_text(json.dumps(plan))
     for seed, shift in (shifts or {}).items():
         text = (work / "logs" / f"base_s{seed}.txt").read_text()
@@ -246,8 +247,8 @@ def with_eval_variant(workdir, tmp_path, shifts=None, evaluated=True):
         line = f"final_ttt_exact val_loss:{nats:.8f} val_bpb:{bpb:.8f}"
         assert line in text
         moved = f"final_ttt_exact val_loss:{nats * (bpb + shift) / bpb:.8f} val_bpb:{bpb + shift:.8f}"
-        (work / "logs" / f"ev_s{seed}.txt").write_text(text.replace(line, moved))
-        shutil.copyfile(work / "logs" / f"base_s{seed}.exit.json", work / "logs" / f"ev_s{seed}.exit.json")
+        (work / "logs" / f"{name}_s{seed}.txt").write_text(text.replace(line, moved))
+        shutil.copyfile(work / "logs" / f"base_s{seed}.exit.json", work / "logs" / f"{name}_s{seed}.exit.json")
     return work
 
 
@@ -275,9 +276,15 @@ def test_eval_variants_from_a_variants_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--eval-variant", "e=MATRIX_LR=0.06"], "MATRIX_LR acts before the artifact exists"),
-    (["--eval-variant", "e=TTT_CHUNK_SIZE=36,COMPRESSOR=pergroup"], "COMPRESSOR acts before the artifact exists"),
-    (["--eval-variant", "e=NUM_LAYERS=3"], "NUM_LAYERS acts before the artifact exists"),
+    (["--eval-variant", "e=MATRIX_LR=0.06"], "MATRIX_LR is not one of the evaluation settings"),
+    (["--eval-variant", "e=TTT_CHUNK_SIZE=36,COMPRESSOR=pergroup"], "COMPRESSOR is not one of the evaluation settings"),
+    (["--eval-variant", "e=NUM_LAYERS=3"], "NUM_LAYERS is not one of the evaluation settings"),
+    (["--quant-variant", "q=MATRIX_LR=0.06"], "MATRIX_LR is not one of the quantization and compression settings"),
+    (["--quant-variant", "q=TTT_CHUNK_SIZE=36"], "TTT_CHUNK_SIZE is not one of the quantization and compression"),
+    (["--quant-variant", "q=QUANTIZE_ONLY=1"], "QUANTIZE_ONLY is set by the harness"),
+    (["--quant-variant", "q=PREQUANT_PATH=x.pt"], "PREQUANT_PATH is set by the harness"),
+    (["--quant-variant", "q=GPTQ_CALIBRATION_BATCHES=1"], "variant q runs the same settings as base"),
+    (["--quant-variant", "quant=MATRIX_BITS=5"], "the variant name must be"),
     (["--eval-variant", "e=EVAL_ONLY=1"], "EVAL_ONLY is set by the harness"),
     (["--eval-variant", "e=TTT_CHUNK_SIZE=256"], "variant e runs the same settings as base"),
     (["--eval-variant", "lr=TTT_CHUNK_SIZE=36"], "variant lr is defined twice"),
@@ -287,6 +294,35 @@ def test_eval_variant_refusals(extra, message, tmp_path):
     with pytest.raises(SystemExit) as err:
         ab_runs.main(args(tmp_path / "w", "--dry-run") + extra)
     assert str(err.value).startswith("error: ") and message in str(err.value) and "\n" not in str(err.value)
+
+
+QUANT_VARIANT = "q5=MATRIX_BITS=5"  # the recipe's 6: a quantization setting that surely moves the scores
+
+
+def test_quant_variants_run_after_their_base_on_its_weights(tmp_path, capsys):
+    """Per seed: the base (writing its unquantized weights), its derived variants (QUANTIZE_ONLY=1 on those
+    weights, its own artifact), then the trained ones; also from a variants file's `quant` line."""
+    listing = tmp_path / "variants.txt"
+    listing.write_text(f"quant {QUANT_VARIANT.replace('=', ' ', 1)}\n")
+    assert ab_runs.main(args(tmp_path / "new", "--dry-run", "--variants", str(listing))) == 0
+    commands = dry_commands(capsys)
+    assert [rid for _, rid, _ in commands] == [f"{n}_s{s}" for s in SEEDS for n in ("base", "q5", "lr")]
+    for _, rid, command in commands:
+        name, seed = rid.rsplit("_s", 1)
+        assert ("QUANTIZE_ONLY=1 " in command) == (name == "q5") and ("MATRIX_BITS=5 " in command) == (name == "q5")
+        assert (f"PREQUANT_PATH=models/base_s{seed}.pt " in command) == (name in ("base", "q5"))
+        assert f"ARTIFACT_PATH=artifacts/{name}_s{seed}.golf " in command
+
+
+def test_quant_settings_boundary():
+    """QUANT_KEYS (the fields from GPTQ_CALIBRATION_BATCHES to TTT_ENABLED) are read while the artifact is made,
+    and in training only the calibration batches' count, for the Hessians (which a quantize-only run collects
+    again with its own count; the Hessian time it holds back from training is the one thing it leaves out)."""
+    quant_keys = {k.lower() for k in ab_runs.QUANT_KEYS}
+    assert {"matrix_bits", "lqer_rank", "awq_lite_enabled", "compressor", "gptq_calibration_batches"} <= quant_keys
+    assert quant_keys & hyperparameter_reads(["train"]) == {"gptq_calibration_batches"}
+    assert quant_keys <= hyperparameter_reads(["write_artifact", "collect_hessians", "calibration_batches"])
+    assert not quant_keys & {k.lower() for k in ab_runs.EVAL_KEYS}
 
 
 def test_an_eval_variant_and_a_trained_one_may_share_settings(tmp_path, capsys):
@@ -380,6 +416,33 @@ def test_one_real_eval_only_run(workdir, tmp_path, capsys):
     records = [json.loads((work / "logs" / f"{rid}.exit.json").read_text()) for rid in ("ev_s1", "base_s1")]
     assert records[0]["artifact_sha256"] == records[1]["artifact_sha256"]
     assert table_rows(out)["ev"][2] == "3/3"
+
+
+def test_one_real_quant_only_run(workdir, tmp_path, capsys):
+    """One real QUANTIZE_ONLY run (q5_s1; q5_s2 and q5_s3 are synthetic): it quantizes base_s1's saved weights
+    with MATRIX_BITS=5, so its pre-quant score is the base's to the last digit and its quantized score and
+    artifact are its own; the report pairs it and takes only its pre-quant bpb and steps from the base."""
+    work = with_eval_variant(workdir, tmp_path, {2: -0.001, 3: -0.002}, name="q5", settings={"MATRIX_BITS": "5"},
+                             listed="quant_only")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "2")
+        assert ab_runs.main(args(work, "--quant-variant", QUANT_VARIANT)) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"^\S+ (\w+): running", out, re.M) == ["q5_s1"]
+    text = (work / "logs" / "q5_s1.txt").read_text()
+    config = golflog.resolved_config(text)
+    assert config["quantize_only"] == "True" and config["prequant_path"] == "models/base_s1.pt"
+    assert config["matrix_bits"] == "5" and config["artifact_path"] == "artifacts/q5_s1.golf"
+    base = (work / "logs" / "base_s1.txt").read_text()
+    for label, same in (("final_prequant_exact", True), ("final_roundtrip_exact", False)):
+        ours, theirs = (golflog.final_score(golflog.run_lines(t), label) for t in (text, base))
+        assert (ours == theirs) == same, label
+    records = [json.loads((work / "logs" / f"{rid}.exit.json").read_text()) for rid in ("q5_s1", "base_s1")]
+    assert records[0]["prequant_sha256"] == records[1]["prequant_sha256"] is not None
+    assert records[0]["artifact_sha256"] != records[1]["artifact_sha256"]
+    row = table_rows(out)["q5"]
+    assert row[1] == "quantize-only: MATRIX_BITS=5" and row[2] == "3/3" and row[6].endswith(" paired")
+    assert row[7] == "= base" and row[9] == "= base" and "= base" not in (row[8], row[11])
 
 
 def hyperparameter_reads(roots: list[str]) -> set[str]:
