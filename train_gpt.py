@@ -3475,15 +3475,13 @@ def check_inputs(h: Hyperparameters, ctx: DistContext) -> tuple[Hyperparameters,
         h, notes = adopt_artifact_config(h, stored, os.environ)
     trained = None
     if h.quantize_only:  # the weights of a training run of this model config (they mean nothing in another)
-        try:  # whatever fails here (no file, not a torch file, not ours) means it is not such a file
-            trained = torch.load(h.prequant_path, map_location=ctx.device)
+        try:  # whatever fails here (EVAL_ONLY, no file, not a torch file, not ours) means it is not such a file
+            trained = h.eval_only or torch.load(h.prequant_path, map_location=ctx.device)
             differ = [f"{name.upper()}={trained[name]}" for name in MODEL_CONFIG_FIELDS
                       if getattr(h, name) != trained[name]]
         except Exception:
-            trained = None
-        if h.eval_only or trained is None:
             raise ValueError(f"QUANTIZE_ONLY=1 needs EVAL_ONLY=0 and PREQUANT_PATH={h.prequant_path} written by a "
-                             "training run")
+                             "training run") from None
         if differ:
             raise ValueError(f"PREQUANT_PATH={h.prequant_path} was trained with {', '.join(differ)}: set the same")
     tables = build_byte_tables(load_tokenizer(h.tokenizer_path, h.vocab_size))
@@ -3677,6 +3675,7 @@ def trained_weights(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int
     validate = lambda: evaluate(model, inputs.val_tokens, inputs.tables, h, ctx)[:2]  # noqa: E731
     hessians = train(model, h, ctx, accum, log, validate)["hessians"]
     if h.prequant_path and ctx.is_master:
+        Path(h.prequant_path).parent.mkdir(parents=True, exist_ok=True)  # as the artifact's: never lose the run
         torch.save(dict(model_config(h), state=model.state_dict(), looping=model.looping), h.prequant_path)
     return hessians
 

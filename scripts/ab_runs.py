@@ -774,6 +774,8 @@ def paired_p(differences: list[float]) -> float:
 # the figures of a variant's table row that are its own, by kind (the others are its base's)
 OWN_FIGURES = {None: ("prequant", "quantized", "steps", "eval_s", "bytes"), "eval": ("eval_s",),
                "quant": ("quantized", "eval_s", "bytes")}
+# the score a derived variant's run shares with its base's (the same file, the same evaluation): checked equal
+BASE_SHARED = {"eval": "quantized", "quant": "prequant"}
 
 
 def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None = None) -> dict:
@@ -783,8 +785,9 @@ def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None 
     trained variant, the paired t-test for a derived one (seed_stats has none): both sides of a pair come from
     one trained model, so the training seed's noise, which Welch's test would count, is not in the differences.
     An eval-only variant's pre-quant and quantized bpb, steps and bytes are its base's (not repeated), a
-    quantize-only one's pre-quant bpb and steps; roundtrip_gap says how far an eval-only variant's own
-    roundtrip score of the artifact is from the base's."""
+    quantize-only one's pre-quant bpb and steps; base_gap says how far the score it shares with its base is from
+    the base's (BASE_SHARED: an eval-only variant's roundtrip of the same artifact, a quantize-only one's
+    pre-quant score of the same weights)."""
     done = [r for r in runs if r["state"] == "done"]
     finals = [r["final"] for r in done]
     out = dict(done=len(done), seeds=len(runs), final=finals, mean=statistics.mean(finals) if finals else None,
@@ -801,9 +804,10 @@ def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None 
     out["paired"] = [r["final"] - base[r["seed"]]["final"] for r in matched]
     if matched:
         out["delta"] = statistics.mean(out["paired"])
-    gaps = [abs(r["quantized"] - base[r["seed"]]["quantized"]) for r in matched
-            if r.get("quantized") is not None and base[r["seed"]].get("quantized") is not None]
-    out["roundtrip_gap"] = max(gaps) if kind == "eval" and gaps else None
+    shared = BASE_SHARED.get(kind)
+    gaps = [abs(r[shared] - base[r["seed"]][shared]) for r in matched
+            if shared and r.get(shared) is not None and base[r["seed"]].get(shared) is not None]
+    out["base_gap"] = max(gaps) if gaps else None
     if kind and len(matched) >= MIN_SEEDS:
         out["p"] = paired_p(out["paired"])
     elif len(matched) >= MIN_SEEDS:
@@ -880,9 +884,11 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
                      f"{_f(r.get('first_step'), '.1f')} | {_f(r.get('ttt_compile'), '.1f')} | "
                      f"{_f(r.get('eval_s'), '.1f')} | {_f(r['wall'], '.0f')} | {r['why'][:100]} |")
     for name, s in stats.items():
-        if s.get("roundtrip_gap"):  # the same artifact and evaluator score the same; kernels may differ in the last bits
-            lines += ["", f"NOTE: {name}'s own roundtrip (quantized) score of its base's artifacts differs from the "
-                      f"base's by up to {s['roundtrip_gap']:.2e} bpb: not the same artifact, or a nondeterministic eval."]
+        if s.get("base_gap"):  # the same file and evaluator score the same; kernels may differ in the last bits
+            what = {"eval": "roundtrip (quantized) score of its base's artifacts",
+                    "quant": "pre-quant score of its base's weights"}[s["kind"]]
+            lines += ["", f"NOTE: {name}'s own {what} differs from the base's by up to {s['base_gap']:.2e} bpb: "
+                      "not the same file, or a nondeterministic evaluation."]
     codes = {r["code"] for r in runs if r.get("code")}
     if len(codes) > 1:
         lines += ["", f"WARNING: the finished runs ran {len(codes)} different versions of train_gpt.py/kernels.py "

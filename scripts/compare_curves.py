@@ -193,8 +193,8 @@ def read_curve(path: Path) -> dict:
     text = golflog.read_log(path)
     points = [(int(s), float(loss), int(ms) / 1000) for s, loss, ms in STEP_LINE.findall(text)]
     if not points:
-        raise SystemExit(f"{path}: no 'step:N/M train_loss:... train_time:...ms' lines: not a train_gpt.py "
-                         "training log (an EVAL_ONLY run, or one that crashed before its first step?)")
+        raise SystemExit(f"{path}: no 'step:N/M train_loss:... train_time:...ms' lines: not a train_gpt.py training "
+                         "log (an EVAL_ONLY or QUANTIZE_ONLY run, or one that crashed before its first step?)")
     seed = golflog.seed(text)
     finals = {}
     for label, short in SHORT_NAMES.items():

@@ -152,6 +152,10 @@ def parse_log(path: Path) -> dict:
     run = dict(golflog.facts(text), log=Path(path))
     config, lines = run["config"], run["lines"]
     run["seed"] = int(_required(golflog.seed(golflog.run_lines(text)), path, "seed"))
+    untrained = [name.upper() for name in ("eval_only", "quantize_only") if _on(config, name)]
+    if untrained:
+        raise SystemExit(f"{path}: a {untrained[0]}=1 run (no training of its own): a record needs the logs of the "
+                         "training runs")
     for name, what in (("env", "versions line"), ("model", "model_params line"), ("train", "train_time line"),
                        ("data_end", "train_data_access_end_seconds line (a run of older code?)"),
                        ("bytes", "artifact_model_bytes line"), ("total", "artifact_total_bytes line"),
@@ -726,7 +730,7 @@ clock).
 
 Recipe #{conf['recipe']}; training for at most {c['iterations']} steps{f' or {cap:g} s' if cap else ' (no time cap)'}
 (the steps each seed ran are in the table); validation {'the whole set' if c['val_max_tokens'] == '0' else
-f"the first {c['val_max_tokens']} tokens"} ({first['model']['val_tokens']} tokens); test-time training
+f"the first {c['val_max_tokens']} tokens"} ({first['model']['val_tokens']} scored tokens); test-time training
 {'on' if _on(c, 'ttt_enabled') else 'off'}. Techniques, from the logged configuration:
 
 {chr(10).join(f'- {t}' for t in techniques(first))}

@@ -62,6 +62,6 @@ def metric(log: str, label: str, key: str = "val_bpb") -> float:
 @pytest.fixture(scope="session")
 def smoke_log(tmp_path_factory) -> tuple[Path, str]:
     """One full SMOKE=1 run of the whole pipeline (train, artifact, roundtrip, TTT), shared by tests; its
-    unquantized weights in smoke.pt (PREQUANT_PATH)."""
+    unquantized weights in models/smoke.pt (PREQUANT_PATH; the run makes the folder)."""
     tmp = tmp_path_factory.mktemp("smoke")
-    return tmp, run_train(tmp, SMOKE=1, RUN_ID="smoke", PREQUANT_PATH=tmp / "smoke.pt")
+    return tmp, run_train(tmp, SMOKE=1, RUN_ID="smoke", PREQUANT_PATH=tmp / "models" / "smoke.pt")

@@ -443,6 +443,12 @@ def test_one_real_quant_only_run(workdir, tmp_path, capsys):
     row = table_rows(out)["q5"]
     assert row[1] == "quantize-only: MATRIX_BITS=5" and row[2] == "3/3" and row[6].endswith(" paired")
     assert row[7] == "= base" and row[9] == "= base" and "= base" not in (row[8], row[11])
+    assert "NOTE" not in out  # each run's pre-quant score is its base's
+    log = work / "logs" / "q5_s2.txt"  # as if q5_s2 had quantized other weights than base_s2's
+    line = re.search(r"^final_prequant_exact val_loss:\S+ val_bpb:(\S+)", log.read_text(), re.M)
+    log.write_text(log.read_text().replace(line.group(0), line.group(0).replace(line.group(1), "9.99999999")))
+    assert ab_runs.main(["report", "--workdir", str(work)]) == 0
+    assert "NOTE: q5's own pre-quant score of its base's weights differs" in capsys.readouterr().out
 
 
 def hyperparameter_reads(roots: list[str]) -> set[str]:

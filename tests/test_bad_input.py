@@ -38,7 +38,7 @@ def test_quantize_only_needs_weights_of_this_model(monkeypatch, capsys, tmp_path
     h = tg.load_hyperparameters({"SMOKE": "1"})
     torch.save(dict(tg.model_config(h), state={}, looping=False), tmp_path / "w.pt")
     assert needs in start(monkeypatch, capsys, tmp_path, SMOKE=1, QUANTIZE_ONLY=1, EVAL_ONLY=1,
-                          PREQUANT_PATH=smoke_log[0] / "smoke.pt", ARTIFACT_PATH=smoke_log[0] / "smoke.golf")
+                          PREQUANT_PATH=smoke_log[0] / "models" / "smoke.pt", ARTIFACT_PATH=smoke_log[0] / "smoke.golf")
     err = start(monkeypatch, capsys, tmp_path, SMOKE=1, QUANTIZE_ONLY=1, PREQUANT_PATH=tmp_path / "w.pt",
                 NUM_LAYERS=h.num_layers + 1)
     assert f"PREQUANT_PATH={tmp_path / 'w.pt'} was trained with NUM_LAYERS={h.num_layers}: set the same" in err

@@ -386,6 +386,17 @@ def caseops_run(shipped_runs):
     return make_record.parse_log(folder / "logs" / "caseops.txt")
 
 
+@pytest.mark.parametrize("setting", ["quantize_only", "eval_only"])
+def test_a_run_that_did_not_train_is_refused_by_name(caseops_run, setting, tmp_path):
+    """A QUANTIZE_ONLY or EVAL_ONLY log has no training of its own: refused as such, not as a crashed run."""
+    text = caseops_run["log"].read_text()
+    assert f"\n{setting}:False\n" in text
+    log = tmp_path / "run.txt"
+    log.write_text(text.replace(f"\n{setting}:False\n", f"\n{setting}:True\n", 1))
+    with pytest.raises(SystemExit, match=rf"a {setting.upper()}=1 run \(no training of its own\)"):
+        make_record.parse_log(log)
+
+
 def test_a_2135_readme_states_the_stack_that_ran(caseops_run):
     run, c = caseops_run, caseops_run["config"]
     text = "\n".join(make_record.techniques(run)) + "\n" + make_record.legality(c)

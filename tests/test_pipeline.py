@@ -112,7 +112,8 @@ def test_quantize_only_rebuilds_the_training_runs_artifact(smoke_log, tmp_path):
     writes the very artifact of the training run, with the same scores; so a quantization setting can be
     compared on one trained model (ab_runs' --quant-variant). No training: no train_time line."""
     smoke_dir, smoke = smoke_log
-    log = run_train(tmp_path, SMOKE=1, QUANTIZE_ONLY=1, RUN_ID="requant", PREQUANT_PATH=smoke_dir / "smoke.pt")
+    log = run_train(tmp_path, SMOKE=1, QUANTIZE_ONLY=1, RUN_ID="requant",
+                    PREQUANT_PATH=smoke_dir / "models" / "smoke.pt")
     assert not re.search(r"^train_time:", log, re.M) and re.search(r"^train_time:", smoke, re.M)
     assert (tmp_path / "requant.golf").read_bytes() == (smoke_dir / "smoke.golf").read_bytes()
     for label in ("final_prequant_exact", "final_roundtrip_exact", "final_ttt_exact"):

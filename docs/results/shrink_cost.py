@@ -189,7 +189,7 @@ def main():
     base_bytes, base_bpb = size(quantized), (math.nan if args.no_bpb else bpb(quantized))
     n_ones = sum(int((quantized[n]["q"].abs() == 1).sum()) for n in block_matrices(quantized, h))
     n_block = sum(quantized[n]["q"].numel() for n in block_matrices(quantized, h))
-    print(f"base model_bytes:{base_bytes} val_bpb:{base_bpb:.6f} kl_from_unquantized:{base_kl:.6f} val_tokens:{len(val_tokens)} block_values:{n_block} "
+    print(f"base model_bytes:{base_bytes} val_bpb:{base_bpb:.6f} kl_from_unquantized:{base_kl:.6f} val_tokens:{len(val_tokens) - 1} block_values:{n_block} "
           f"plus_minus_ones:{n_ones} ({time.time() - t0:.0f}s)", flush=True)
     gains = lqer_gains(quantized, weights, hessians, plan) if h.lqer_enabled else []
     print("lqer gains (Hessian-weighted error removed):", [(n, f"{g:.3g}") for n, g in gains], flush=True)
