@@ -396,24 +396,31 @@ def test_eval_variant_not_run_when_its_base_failed_or_its_artifact_is_gone(workd
     assert "ev_s3: blocked (not run: base base_s3 failed" in out and "ev_s2: blocked (not run: the base's" in out
 
 
+def run_first_seed(work, flag, variant, capsys, labels):
+    """ab_runs on a workdir whose derived variant has synthetic seeds 2 and 3: it runs seed 1 alone, for real.
+    Returns (runner output, its log's config, {label: (its score, base_s1's)}, the two exit records)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "2")
+        assert ab_runs.main(args(work, flag, variant)) == 0
+    out, rid = capsys.readouterr().out, f"{variant.split('=')[0]}_s1"
+    assert re.findall(r"^\S+ (\w+): running", out, re.M) == [rid]
+    texts = [(work / "logs" / f"{r}.txt").read_text() for r in (rid, "base_s1")]
+    scores = {label: tuple(golflog.final_score(golflog.run_lines(t), label) for t in texts) for label in labels}
+    assert all(None not in pair for pair in scores.values()), scores
+    records = [json.loads((work / "logs" / f"{r}.exit.json").read_text()) for r in (rid, "base_s1")]
+    return out, golflog.resolved_config(texts[0]), scores, records
+
+
 def test_one_real_eval_only_run(workdir, tmp_path, capsys):
     """One real EVAL_ONLY run (ev_s1; ev_s2 and ev_s3 are synthetic): it evaluates base_s1's artifact, so its
     roundtrip score is the base's to the last digit and its TTT score is its own."""
     work = with_eval_variant(workdir, tmp_path, {2: -0.001, 3: -0.002})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "2")
-        assert ab_runs.main(args(work, "--eval-variant", EVAL_VARIANT)) == 0
-    out = capsys.readouterr().out
-    assert re.findall(r"^\S+ (\w+): running", out, re.M) == ["ev_s1"]
-    text = (work / "logs" / "ev_s1.txt").read_text()
-    config = golflog.resolved_config(text)
+    out, config, scores, records = run_first_seed(work, "--eval-variant", EVAL_VARIANT, capsys,
+                                                  ("final_roundtrip_exact", "final_ttt_exact"))
     assert config["eval_only"] == "True" and config["artifact_path"] == "artifacts/base_s1.golf"
     assert config["ttt_lora_lr"] == "0.01"
-    base = (work / "logs" / "base_s1.txt").read_text()
-    for label, same in (("final_roundtrip_exact", True), ("final_ttt_exact", False)):
-        ours, theirs = (golflog.final_score(golflog.run_lines(t), label) for t in (text, base))
-        assert (ours == theirs) == same, label
-    records = [json.loads((work / "logs" / f"{rid}.exit.json").read_text()) for rid in ("ev_s1", "base_s1")]
+    ours, theirs = zip(*scores.values())
+    assert ours[0] == theirs[0] and ours[1] != theirs[1]  # the same artifact's roundtrip; its own TTT
     assert records[0]["artifact_sha256"] == records[1]["artifact_sha256"]
     assert table_rows(out)["ev"][2] == "3/3"
 
@@ -424,20 +431,12 @@ def test_one_real_quant_only_run(workdir, tmp_path, capsys):
     artifact are its own; the report pairs it and takes only its pre-quant bpb and steps from the base."""
     work = with_eval_variant(workdir, tmp_path, {2: -0.001, 3: -0.002}, name="q5", settings={"MATRIX_BITS": "5"},
                              listed="quant_only")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "2")
-        assert ab_runs.main(args(work, "--quant-variant", QUANT_VARIANT)) == 0
-    out = capsys.readouterr().out
-    assert re.findall(r"^\S+ (\w+): running", out, re.M) == ["q5_s1"]
-    text = (work / "logs" / "q5_s1.txt").read_text()
-    config = golflog.resolved_config(text)
+    out, config, scores, records = run_first_seed(work, "--quant-variant", QUANT_VARIANT, capsys,
+                                                  ("final_prequant_exact", "final_roundtrip_exact"))
     assert config["quantize_only"] == "True" and config["prequant_path"] == "models/base_s1.pt"
     assert config["matrix_bits"] == "5" and config["artifact_path"] == "artifacts/q5_s1.golf"
-    base = (work / "logs" / "base_s1.txt").read_text()
-    for label, same in (("final_prequant_exact", True), ("final_roundtrip_exact", False)):
-        ours, theirs = (golflog.final_score(golflog.run_lines(t), label) for t in (text, base))
-        assert (ours == theirs) == same, label
-    records = [json.loads((work / "logs" / f"{rid}.exit.json").read_text()) for rid in ("q5_s1", "base_s1")]
+    ours, theirs = zip(*scores.values())
+    assert ours[0] == theirs[0] and ours[1] != theirs[1]  # the same weights' pre-quant; its own quantized score
     assert records[0]["prequant_sha256"] == records[1]["prequant_sha256"] is not None
     assert records[0]["artifact_sha256"] != records[1]["artifact_sha256"]
     row = table_rows(out)["q5"]
