@@ -209,7 +209,7 @@ class Hyperparameters:
     # does (quantization settings compared on one trained model)
     quantize_only: bool = False
     artifact_path: str = ""  # "": logs/<RUN_ID>.golf, beside the run's log
-    prequant_path: str = ""  # a training run writes its unquantized (EMA) weights here, as the record its final_model.pt
+    prequant_path: str = ""  # a training run writes its unquantized (EMA) weights here (the record: final_model.pt)
     # ---- model ----
     num_layers: int = knob(11, at_least(1), model=True)
     model_dim: int = knob(512, at_least(1), model=True)
