@@ -160,7 +160,6 @@ FINEWEB_VAL_DOCS = 50_000  # the challenge's val set: what a recipe's PHASED_TTT
 MIN_SEEDS = 3  # the leaderboard's practical rule: p over >= 3 seeds
 BASE = "base"
 # a variants file's line `eval NAME KEY=VALUE ...` is an eval-only variant, `quant NAME ...` a quantize-only one
-KIND_NAMES = {None: "a trained", "eval": "an eval-only", "quant": "a quantize-only"}
 HARNESS_KEYS = ("SEED", "RUN_ID", "ARTIFACT_PATH", "DATA_PATH", "TOKENIZER_PATH", "DATA_DIR", "VAL_MAX_TOKENS",
                 "EVAL_ONLY", "QUANTIZE_ONLY", "PREQUANT_PATH")
 # What an eval-only variant may set: train_gpt.Hyperparameters' fields from TTT_ENABLED on (TTT and the n-gram
@@ -175,18 +174,36 @@ QUANT_FROM = "gptq_calibration_batches"
 QUANT_KEYS = tuple(name.upper() for name in _FIELDS[_FIELDS.index(QUANT_FROM):_FIELDS.index(EVAL_FROM)])
 
 
+# the figures of a trained variant's table row, all its own
+TRAINED_FIGURES = ("prequant", "quantized", "steps", "eval_s", "bytes")
+
+
 class DerivedKind(NamedTuple):
     """A kind of variant that reuses its seed's base run instead of training (the other variants train)."""
+    label: str  # in the report and in messages
     keys: tuple[str, ...]  # the settings it may change
     what: str  # ... in words
     flag: str  # its command-line flag
     listed: str  # the plan's list of its names
     reads: str  # the base's file it reads: "artifact" or "prequant" (its sha256 is in the exit records)
+    own: tuple[str, ...]  # the figures of its table row that are its own (TRAINED_FIGURES' others are the base's)
+    shared: str  # the score it shares with its base (the same file, the same evaluation): checked equal
+    shared_what: str  # ... in words
 
 
-DERIVED_KINDS = {"eval": DerivedKind(EVAL_KEYS, "evaluation settings", "--eval-variant", "eval_only", "artifact"),
-                 "quant": DerivedKind(QUANT_KEYS, "quantization and compression settings", "--quant-variant",
-                                      "quant_only", "prequant")}
+DERIVED_KINDS = {
+    "eval": DerivedKind("eval-only", EVAL_KEYS, "evaluation settings", "--eval-variant", "eval_only", "artifact",
+                        ("eval_s",), "quantized", "roundtrip (quantized) score of its base's artifacts"),
+    "quant": DerivedKind("quantize-only", QUANT_KEYS, "quantization and compression settings", "--quant-variant",
+                         "quant_only", "prequant", ("quantized", "eval_s", "bytes"), "prequant",
+                         "pre-quant score of its base's weights"),
+}
+
+
+def kind_phrase(kind: str | None) -> str:
+    """'a trained', 'an eval-only', 'a quantize-only': a variant of this kind, in a sentence."""
+    label = DERIVED_KINDS[kind].label if kind else "trained"
+    return f"{'an' if label[0] in 'aeiou' else 'a'} {label}"
 FIXED_KEYS = ("MAX_WALLCLOCK_SECONDS",)  # the base's for every variant: the comparison is at a fixed wallclock
 # resolved settings that differ between the runs of one variant
 PER_RUN_FIELDS = ("seed", "run_id", "artifact_path", "eval_only", "quantize_only", "prequant_path")
@@ -392,7 +409,7 @@ def merge_plan(workdir: Path, plan: dict) -> dict:
         if stored["variants"].get(name, env) != env:
             fail(f"variant {name} was {stored['variants'][name]} in {path}: give the new one another name")
         if name in stored["variants"] and kind_of(stored, name) != kind_of(plan, name):
-            fail(f"variant {name} was {KIND_NAMES[kind_of(stored, name)]} variant in {path}: give the new one "
+            fail(f"variant {name} was {kind_phrase(kind_of(stored, name))} variant in {path}: give the new one "
                  "another name")
     lists = {d.listed: list(dict.fromkeys([*stored.get(d.listed, []), *plan[d.listed]]))
              for d in DERIVED_KINDS.values()}
@@ -674,8 +691,9 @@ def why_run(workdir: Path, plan: dict, name: str, seed: int, retry_failed: bool)
     """Why this run is to run now (its state's reason), or None, said, when it is not to run."""
     state, why = paired_state(workdir, plan, name, seed)
     kind = kind_of(plan, name)
-    if state == "failed" and retry_failed and kind and base_blocker(workdir, kind, seed):
-        state, why = "blocked", base_blocker(workdir, kind, seed)
+    blocker = state == "failed" and retry_failed and kind and base_blocker(workdir, kind, seed)
+    if blocker:
+        state, why = "blocked", blocker
     if state in ("done", "blocked") or (state == "failed" and not retry_failed):
         rerun = "; --retry-failed reruns it" if state == "failed" else ""
         print(f"{run_id(name, seed)}: {state}{' (' + why + rerun + ')' if why else ''}", flush=True)
@@ -771,13 +789,6 @@ def paired_p(differences: list[float]) -> float:
     return float(seed_stats.stats.t.cdf(mean / (sd / math.sqrt(len(differences))), len(differences) - 1))
 
 
-# the figures of a variant's table row that are its own, by kind (the others are its base's)
-OWN_FIGURES = {None: ("prequant", "quantized", "steps", "eval_s", "bytes"), "eval": ("eval_s",),
-               "quant": ("quantized", "eval_s", "bytes")}
-# the score a derived variant's run shares with its base's (the same file, the same evaluation): checked equal
-BASE_SHARED = {"eval": "quantized", "quant": "prequant"}
-
-
 def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None = None) -> dict:
     """seed_stats' numbers: the variant's mean and std over its finished seeds; against the base over the
     seeds both finished: the difference of means (the mean paired difference) and the one-sided p that the
@@ -786,13 +797,14 @@ def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None 
     one trained model, so the training seed's noise, which Welch's test would count, is not in the differences.
     An eval-only variant's pre-quant and quantized bpb, steps and bytes are its base's (not repeated), a
     quantize-only one's pre-quant bpb and steps; base_gap says how far the score it shares with its base is from
-    the base's (BASE_SHARED: an eval-only variant's roundtrip of the same artifact, a quantize-only one's
-    pre-quant score of the same weights)."""
+    the base's (DerivedKind.shared: an eval-only variant's roundtrip of the same artifact, a quantize-only
+    one's pre-quant score of the same weights)."""
     done = [r for r in runs if r["state"] == "done"]
     finals = [r["final"] for r in done]
     out = dict(done=len(done), seeds=len(runs), final=finals, mean=statistics.mean(finals) if finals else None,
                std=statistics.stdev(finals) if len(finals) > 1 else None, delta=None, p=None, matched=0, paired=[])
-    for key in OWN_FIGURES[kind]:
+    derived = DERIVED_KINDS.get(kind)
+    for key in derived.own if derived else TRAINED_FIGURES:
         values = [r[key] for r in done if r.get(key) is not None]
         out[key] = statistics.mean(values) if values else None
     out["kind"] = kind
@@ -804,7 +816,7 @@ def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None 
     out["paired"] = [r["final"] - base[r["seed"]]["final"] for r in matched]
     if matched:
         out["delta"] = statistics.mean(out["paired"])
-    shared = BASE_SHARED.get(kind)
+    shared = derived.shared if derived else None
     gaps = [abs(r[shared] - base[r["seed"]][shared]) for r in matched
             if shared and r.get(shared) is not None and base[r["seed"]].get(shared) is not None]
     out["base_gap"] = max(gaps) if gaps else None
@@ -867,12 +879,13 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
         final = "-" if s["mean"] is None else f"{s['mean']:.5f} ± {_f(s['std'], '.5f')}"
         p = _f(s["p"], ".4f") if s["p"] is not None or name == BASE else f"- ({s['matched']} pairs)"
         paired_sd = statistics.stdev(s["paired"]) if len(s["paired"]) > 1 else None
-        own = OWN_FIGURES[s["kind"]]  # the others are the base's: its training (and its artifact, eval-only)
+        derived = DERIVED_KINDS.get(s["kind"])
+        own = derived.own if derived else TRAINED_FIGURES  # the others are the base's
         trained = [_f(s[key], spec) if key in own else "= base"
                    for key, spec in (("prequant", ".5f"), ("quantized", ".5f"), ("steps", ".1f"))]
         size = _f(s["bytes"], ",.0f") if "bytes" in own else "= base"
         if s["kind"]:
-            settings = f"{KIND_NAMES[s['kind']].split()[-1]}: {settings}"
+            settings = f"{derived.label}: {settings}"
             p += " paired" if s["p"] is not None else ""
         lines.append(f"| {name} | {settings} | {s['done']}/{s['seeds']} | {final} | {_f(s['delta'], '+.5f')} | "
                      f"{_f(paired_sd, '.5f')} | {p} | {' | '.join(trained)} | {_f(s['eval_s'], '.1f')} | {size} |")
@@ -885,8 +898,7 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
                      f"{_f(r.get('eval_s'), '.1f')} | {_f(r['wall'], '.0f')} | {r['why'][:100]} |")
     for name, s in stats.items():
         if s.get("base_gap"):  # the same file and evaluator score the same; kernels may differ in the last bits
-            what = {"eval": "roundtrip (quantized) score of its base's artifacts",
-                    "quant": "pre-quant score of its base's weights"}[s["kind"]]
+            what = DERIVED_KINDS[s["kind"]].shared_what
             lines += ["", f"NOTE: {name}'s own {what} differs from the base's by up to {s['base_gap']:.2e} bpb: "
                       "not the same file, or a nondeterministic evaluation."]
     codes = {r["code"] for r in runs if r.get("code")}
