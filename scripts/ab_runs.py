@@ -217,6 +217,7 @@ TORCHRUN_SIGNALS = dict(PET_SIGNALS_TO_HANDLE="SIGTERM,SIGINT,SIGQUIT")  # torch
 CLOSING_LINE = re.compile(r"^eval_time:\d+ms \(inside:", re.M)  # train_gpt.py's last line of a finished run
 SIGNALLED = "interrupted: KeyboardInterrupt"  # a run stopped by a signal (SIGTERM, Ctrl-C): to be run again
 P_LEVELS = (0.25, 0.05)  # the resolvable differences the report states
+ITEM_SPLIT = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*=)")  # a comma before the next KEY=
 
 
 def fail(message: str):
@@ -228,10 +229,11 @@ def fail(message: str):
 # -----------------------------------------------------------------------------
 
 def parse_pairs(items: list[str], where: str) -> dict[str, str]:
-    """KEY=VALUE items (each may hold several, comma-separated) -> {KEY: VALUE}, names checked."""
+    """KEY=VALUE items (each may hold several, comma-separated) -> {KEY: VALUE}, names checked. A comma starts a
+    new item only before KEY=: a value may hold commas (TTT_SHORT_SCORE_FIRST_STEPS=256:8,2000:24)."""
     known = {f.name.upper() for f in dataclasses.fields(tg.Hyperparameters)} | set(tg.RECORD_FIXED)
     out = {}
-    for item in (part for text in items for part in text.split(",") if part.strip()):
+    for item in (part for text in items for part in ITEM_SPLIT.split(text) if part.strip()):
         key, sep, value = item.strip().partition("=")
         if not sep or not key:
             fail(f"{where}: {item!r} is not KEY=VALUE (e.g. QK_GAIN_INIT=5.25)")

@@ -275,6 +275,17 @@ def test_eval_variants_from_a_variants_file(tmp_path, capsys):
     assert "EVAL_ONLY=1 " not in commands["qk_s2"]
 
 
+def test_a_value_may_hold_commas(tmp_path, capsys):
+    """A comma starts a new KEY=VALUE only before KEY=: schedules like TTT_SHORT_SCORE_FIRST_STEPS keep theirs."""
+    listing = tmp_path / "variants.txt"
+    listing.write_text("eval short TTT_SHORT_SCORE_FIRST_STEPS=256:8,2000:24\n")
+    extra = ["--variants", str(listing), "--variant", "ctx=TRAIN_SEQ_SCHEDULE=128@0.3,256@1,TRAIN_SEQ_LEN=256"]
+    assert ab_runs.main(args(tmp_path / "new", "--dry-run", *extra)) == 0
+    commands = {rid: c for _, rid, c in dry_commands(capsys)}
+    assert "TTT_SHORT_SCORE_FIRST_STEPS=256:8,2000:24 " in commands["short_s1"]
+    assert "TRAIN_SEQ_SCHEDULE=128@0.3,256@1 " in commands["ctx_s1"] and "TRAIN_SEQ_LEN=256 " in commands["ctx_s1"]
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--eval-variant", "e=MATRIX_LR=0.06"], "MATRIX_LR is not one of the evaluation settings"),
     (["--eval-variant", "e=TTT_CHUNK_SIZE=36,COMPRESSOR=pergroup"], "COMPRESSOR is not one of the evaluation settings"),
