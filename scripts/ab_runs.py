@@ -217,6 +217,8 @@ TORCHRUN_SIGNALS = dict(PET_SIGNALS_TO_HANDLE="SIGTERM,SIGINT,SIGQUIT")  # torch
 CLOSING_LINE = re.compile(r"^eval_time:\d+ms \(inside:", re.M)  # train_gpt.py's last line of a finished run
 SIGNALLED = "interrupted: KeyboardInterrupt"  # a run stopped by a signal (SIGTERM, Ctrl-C): to be run again
 P_LEVELS = (0.25, 0.05)  # the resolvable differences the report states
+# the phased TTT's global SGD on the scored prefix: `ttt_global_sgd phase:1 docs:31 tokens:7751 steps:0 ...`
+GLOBAL_SGD = re.compile(r"^ttt_global_sgd phase:\d+ docs:\d+ tokens:(\d+) steps:(\d+)", re.M)
 ITEM_SPLIT = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*=)")  # a comma before the next KEY=
 
 
@@ -765,7 +767,8 @@ def run_record(workdir: Path, plan: dict, name: str, seed: int) -> dict:
     rec = dict(name=name, seed=seed, rid=rid, state=state, why=why, wall=wall, path=workdir / "logs" / f"{rid}.txt")
     if state != "done":
         return rec
-    facts = golflog.facts(golflog.read_log(rec["path"]))
+    text = golflog.read_log(rec["path"])
+    facts = golflog.facts(text)
     bpb = {label: score["bpb"] for label, score in facts["scores"].items()}
     number = golflog.number
     rec.update(final=seed_stats.read_log(rec["path"])["bpb"], prequant=bpb.get("final_prequant_exact"),
@@ -773,7 +776,8 @@ def run_record(workdir: Path, plan: dict, name: str, seed: int) -> dict:
                bytes=number(facts["total"].get("artifact_total_bytes")),
                first_step=number(facts["first_step"].get("first_step_done_since_launch")),
                ttt_compile=number(facts["ttt_compile"].get("ttt_compile_warmup_seconds")),
-               code=hashlib.sha256(json.dumps(facts["sources"], sort_keys=True).encode()).hexdigest()[:12])
+               code=hashlib.sha256(json.dumps(facts["sources"], sort_keys=True).encode()).hexdigest()[:12],
+               sgd=[tuple(map(int, m)) for m in GLOBAL_SGD.findall(golflog.run_lines(text))])
     return rec
 
 
@@ -903,6 +907,12 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
             what = DERIVED_KINDS[s["kind"]].shared_what
             lines += ["", f"NOTE: {name}'s own {what} differs from the base's by up to {s['base_gap']:.2e} bpb: "
                       "not the same file, or a nondeterministic evaluation."]
+    idle = [r["rid"] for r in runs if r.get("sgd") and not any(steps for _, steps in r["sgd"])]
+    if idle:  # a prefix shorter than one GLOBAL_TTT_CHUNK_TOKENS chunk: the phase trains nothing
+        most = max(tokens for r in runs if r["rid"] in idle for tokens, _ in r["sgd"])
+        lines += ["", f"NOTE: the phased TTT's global SGD made 0 steps in {', '.join(idle)} (prefix of at most "
+                  f"{most:,} tokens, under one GLOBAL_TTT_CHUNK_TOKENS chunk): at this scale the phase trains "
+                  "nothing, so a variant of PHASED_TTT_* or GLOBAL_TTT_* settings measures almost nothing."]
     codes = {r["code"] for r in runs if r.get("code")}
     if len(codes) > 1:
         lines += ["", f"WARNING: the finished runs ran {len(codes)} different versions of train_gpt.py/kernels.py "

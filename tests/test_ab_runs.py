@@ -80,6 +80,26 @@ def test_table_equals_seed_stats(workdir, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_phase_that_trains_nothing_is_noted(workdir, tmp_path):
+    """The report says which runs' phased TTT made no global SGD step (a prefix under one chunk), and nothing
+    when every phase trained. The toy runs have no phase (a 1-document val): their logs get the line."""
+    work = tmp_path / "w"
+    shutil.copytree(workdir, work, symlinks=True)
+    md = tmp_path / "ab.md"
+
+    def report_with(steps):
+        for path, n in zip(logs(work, "base"), steps):
+            text = re.sub(r"^ttt_global_sgd .*\n", "", path.read_text(), flags=re.M)
+            path.write_text(text.replace(TTT_LINE, f"\nttt_global_sgd phase:1 docs:3 tokens:{n * 900 + 700} "
+                                                   f"steps:{n} elapsed:1.0s{TTT_LINE}"))
+        assert ab_runs.main(["report", "--workdir", str(work), "--md", str(md)]) == 0
+        return md.read_text()
+
+    assert "global SGD made 0 steps" not in report_with([2, 1, 3])
+    assert ("NOTE: the phased TTT's global SGD made 0 steps in base_s2 (prefix of at most 700 tokens"
+            in report_with([2, 0, 3]))
+
+
 def test_runs_saw_the_val_subset_and_scaled_prefix(workdir):
     """The val shard and its byte sidecar are the kept documents, whole; every run logged the scaled prefix."""
     source = np.fromfile(DATA / "fineweb_val_000000.bin", dtype="<u2", offset=1024)
