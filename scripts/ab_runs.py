@@ -50,7 +50,9 @@ definitions: a name redefined, another base or another data selection is refused
 resume on a fresh machine, bring back `report --pack FILE` (the logs and plan, one file) and unpack it into the
 workdir first (`mkdir -p W && tar -xJf FILE -C W`). The pack leaves out the artifacts (~16 MB each at the
 recipe's size) and the base's weights: eval-only variants of seeds trained elsewhere need
-WORKDIR/artifacts/base_s<SEED>.golf back, quantize-only ones WORKDIR/models/base_s<SEED>.pt.
+WORKDIR/artifacts/base_s<SEED>.golf back, quantize-only ones WORKDIR/models/base_s<SEED>.pt. Such a workdir
+may go on from a --data of val files alone (a GPU call carries 64 MiB: three artifacts, or the train shards,
+not both): its eval-only variants run, and the runs that train or quantize are reported as not run.
 
 Data (--data, default ../shared/data/proxy2_caseops/datasets/proxy2_caseops; `.bin.xz` shards are unpacked into
 WORKDIR/data): the train shards as they are, and a val subset of whole documents, every --val-every-th (8)
@@ -77,6 +79,14 @@ Scale (SCALE below, each overridable with --base): MAX_WALLCLOCK_SECONDS=60 and 
 settings counted in steps scaled to the run's length (step_scaled: at 60 s, ~59 steps, EMA_DECAY=0.7056
 and MUON_MOMENTUM_WARMUP_STEPS=18 for #2135's 0.9965 and 1,500; without them the evaluated EMA weights of a 60 s run
 were 81% the initial random ones). Why:
+- Measured on one H100 (docs/BENCHMARKS.md, 2026-12-05, fifteenth session; cold caches): the first base run
+  538 s from launch to exit (first step 200.5 s, TTT compile warm-up 153.6 s, TTT 66.3 s at chunk 48); an
+  eval-only run whose TTT shapes are new (TTT_CHUNK_SIZE=36; TTT_SHORT_SCORE_FIRST_STEPS adds chunk sizes)
+  299 s, of which 203 s compile warm-up (216 s with the short-document chunks) and 82.6 s TTT: the compile,
+  not the scoring, is most of an eval-only run, and the estimates below were 3-4x short. Budget a session as:
+  3 base seeds (~540 s cold, then ~250-300 s each, an estimate) and bring their artifacts back (under 16 MiB
+  each: a call returns up to 8 files of 16 MiB); then sessions of eval-only variants carrying them (~300 s a
+  run with new shapes, less where a variant keeps the base's shapes: an estimate).
 - What a run costs on one H200 for RECIPE=2135 (docs/BENCHMARKS.md, 2026-12-04): launch to first step 175 s
   cold, ~35-50 s with warm caches (20 warm-up steps of ~0.75 s included); the GPTQ Hessians measured before
   the clock (15 s in the seventh session, 3.8 s since the tenth's) and 0.5 + 1.25 x that reserved on it; GPTQ
@@ -396,8 +406,14 @@ def merge_plan(workdir: Path, plan: dict) -> dict:
     """The plan stored in the workdir, extended by this one; a changed definition is refused."""
     path = workdir / "plan.json"
     if not path.exists():
+        if not plan["data"]["train_shards"]:
+            fail("--data holds no train shards (fineweb_train_*.bin[.xz]): a new workdir trains its base first. "
+                 "Only a workdir whose bases trained elsewhere (its pack and artifacts brought back) goes on "
+                 "without them, running its eval-only variants")
         return plan
     stored = json.loads(path.read_text())
+    if not plan["data"]["train_shards"]:  # the train shards stayed behind: the same selection otherwise
+        plan = dict(plan, data=dict(plan["data"], train_shards=stored["data"]["train_shards"]))
     if nproc(stored) != nproc(plan):
         fail(f"{path} holds runs on {nproc(stored)} GPU(s) each: use a new --workdir for runs on {nproc(plan)} "
              f"(or --nproc {nproc(stored)})")
@@ -471,7 +487,7 @@ def plan_data(args, bos_id: int) -> tuple[dict, dict[str, bytes]]:
         fail(f"--tokenizer {args.tokenizer}: no such file")
     val, sidecars = source_files(args.data, "fineweb_val_[0-9]*"), source_files(args.data, "fineweb_val_bytes_*")
     train = source_files(args.data, "fineweb_train_*")
-    if not val or not train or len(sidecars) not in (0, len(val)):
+    if not val or len(sidecars) not in (0, len(val)):  # no train shards: a session of eval-only runs (merge_plan)
         fail(f"--data {args.data}: need val shards (found {len(val)}), a byte sidecar for each or none (found "
              f"{len(sidecars)}) and train shards (found {len(train)})")
     # the val shards are one stream, as train_gpt.py reads them (an export may cut a document between two)
@@ -691,6 +707,13 @@ def _alive(pid) -> bool:
         return False
 
 
+NO_TRAIN_SHARDS = "not run: it trains or quantizes, and --data held no train shards"
+
+
+def train_shards_here(workdir: Path, plan: dict) -> bool:
+    return all((workdir / "data" / name).is_file() for name in plan["data"]["train_shards"])
+
+
 def why_run(workdir: Path, plan: dict, name: str, seed: int, retry_failed: bool) -> str | None:
     """Why this run is to run now (its state's reason), or None, said, when it is not to run."""
     state, why = paired_state(workdir, plan, name, seed)
@@ -698,6 +721,8 @@ def why_run(workdir: Path, plan: dict, name: str, seed: int, retry_failed: bool)
     blocker = state == "failed" and retry_failed and kind and base_blocker(workdir, kind, seed)
     if blocker:
         state, why = "blocked", blocker
+    if state != "done" and kind != "eval" and not train_shards_here(workdir, plan):
+        state, why = "blocked", NO_TRAIN_SHARDS
     if state in ("done", "blocked") or (state == "failed" and not retry_failed):
         rerun = "; --retry-failed reruns it" if state == "failed" else ""
         print(f"{run_id(name, seed)}: {state}{' (' + why + rerun + ')' if why else ''}", flush=True)
@@ -772,7 +797,8 @@ def run_record(workdir: Path, plan: dict, name: str, seed: int) -> dict:
     bpb = {label: score["bpb"] for label, score in facts["scores"].items()}
     number = golflog.number
     rec.update(final=seed_stats.read_log(rec["path"])["bpb"], prequant=bpb.get("final_prequant_exact"),
-               quantized=bpb.get("final_roundtrip_exact"), steps=number(facts["train"].get("steps")), eval_s=_seconds(facts["eval"].get("eval_time")),
+               quantized=bpb.get("final_roundtrip_exact"), steps=number(facts["train"].get("steps")),
+               eval_s=_seconds(facts["eval"].get("eval_time")),
                bytes=number(facts["total"].get("artifact_total_bytes")),
                first_step=number(facts["first_step"].get("first_step_done_since_launch")),
                ttt_compile=number(facts["ttt_compile"].get("ttt_compile_warmup_seconds")),
@@ -1015,6 +1041,8 @@ def cmd_run(args, argv: list[str]) -> int:
             state, why = paired_state(workdir, merged, name, seed)
             if state == "blocked" and run_state(workdir, run_id(BASE, seed))[0] == "pending":
                 state = "pending"  # its base runs first
+            if state != "done" and kind_of(merged, name) != "eval" and not plan["data"]["train_shards"]:
+                state, why = "blocked", NO_TRAIN_SHARDS
             note = f" # {why}" if state == "blocked" else ""
             print(f"[{state}] (cd {workdir} && {command_line(run_env(merged, name, seed), nproc(merged))}){note}")
         return 0

@@ -34,9 +34,9 @@ TTT_LINE = "\nfinal_ttt_exact val_loss:"  # the run's line (the log's embedded s
 VAL_EVERY, VAL_MAX_DOC_TOKENS = 13, 4000  # the sample's 13 documents (2,530-3,547 tokens): its 13th (3,130)
 
 
-def args(workdir, *extra, variant="lr=MATRIX_LR=0.05"):
+def args(workdir, *extra, variant="lr=MATRIX_LR=0.05", data=DATA):
     return ["run", "--workdir", str(workdir), "--base", BASE, "--variant", variant, "--seeds",
-            ",".join(map(str, SEEDS)), "--data", str(DATA), "--tokenizer", str(TOKENIZER),
+            ",".join(map(str, SEEDS)), "--data", str(data), "--tokenizer", str(TOKENIZER),
             "--val-every", str(VAL_EVERY), "--val-max-doc-tokens", str(VAL_MAX_DOC_TOKENS), *extra]
 
 
@@ -427,12 +427,12 @@ def test_eval_variant_not_run_when_its_base_failed_or_its_artifact_is_gone(workd
     assert "ev_s3: blocked (not run: base base_s3 failed" in out and "ev_s2: blocked (not run: the base's" in out
 
 
-def run_first_seed(work, flag, variant, capsys, labels):
+def run_first_seed(work, flag, variant, capsys, labels, data=DATA):
     """ab_runs on a workdir whose derived variant has synthetic seeds 2 and 3: it runs seed 1 alone, for real.
     Returns (runner output, its log's config, {label: (its score, base_s1's)}, the two exit records)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMP_NUM_THREADS", "2")
-        assert ab_runs.main(args(work, flag, variant)) == 0
+        assert ab_runs.main(args(work, flag, variant, data=data)) == 0
     out, rid = capsys.readouterr().out, f"{variant.split('=')[0]}_s1"
     assert re.findall(r"^\S+ (\w+): running", out, re.M) == [rid]
     texts = [(work / "logs" / f"{r}.txt").read_text() for r in (rid, "base_s1")]
@@ -454,6 +454,34 @@ def test_one_real_eval_only_run(workdir, tmp_path, capsys):
     assert ours[0] == theirs[0] and ours[1] != theirs[1]  # the same artifact's roundtrip; its own TTT
     assert records[0]["artifact_sha256"] == records[1]["artifact_sha256"]
     assert table_rows(out)["ev"][2] == "3/3"
+
+
+def test_eval_only_runs_go_on_without_the_train_shards(workdir, tmp_path, capsys):
+    """A workdir whose bases trained elsewhere (its logs and artifacts brought back, not the train shards, as
+    on a fresh GPU machine whose carry had no room for them) runs its eval-only variants from a --data of val
+    files alone; a trained variant is reported not run, and a new workdir is refused."""
+    work = with_eval_variant(workdir, tmp_path, {2: -0.001, 3: -0.002})
+    for shard in (work / "data").glob("fineweb_train_*"):
+        shard.unlink()
+    val_only = tmp_path / "val_only"
+    val_only.mkdir()
+    for path in DATA.glob("fineweb_val_*"):
+        shutil.copyfile(path, val_only / path.name)
+    out, config, scores, _ = run_first_seed(work, "--eval-variant", EVAL_VARIANT, capsys,
+                                            ("final_roundtrip_exact", "final_ttt_exact"), data=val_only)
+    assert config["eval_only"] == "True" and scores["final_roundtrip_exact"][0] == scores["final_roundtrip_exact"][1]
+    assert json.loads((work / "plan.json").read_text())["data"]["train_shards"]  # kept from the plan
+    assert ab_runs.main(args(work, "--dry-run", "--eval-variant", EVAL_VARIANT, variant="lr2=MATRIX_LR=0.07",
+                             data=val_only)) == 0
+    states = {rid: state for state, rid, _ in dry_commands(capsys)}
+    assert states["lr2_s1"] == "blocked" and states["ev_s1"] == "done"
+    plan = json.loads((work / "plan.json").read_text())
+    plan["variants"]["lr2"] = {"MATRIX_LR": "0.07"}
+    assert ab_runs.why_run(work, plan, "lr2", 1, retry_failed=False) is None  # the runner skips it
+    said = capsys.readouterr().out
+    assert "lr2_s1: blocked (not run: it trains or quantizes, and --data held no train shards" in said
+    with pytest.raises(SystemExit, match="^error: --data holds no train shards .*a new workdir trains its base"):
+        ab_runs.main(args(tmp_path / "new", "--dry-run", data=val_only))
 
 
 def test_one_real_quant_only_run(workdir, tmp_path, capsys):
