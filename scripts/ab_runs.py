@@ -79,35 +79,26 @@ Scale (SCALE below, each overridable with --base): MAX_WALLCLOCK_SECONDS=60 and 
 settings counted in steps scaled to the run's length (step_scaled: at 60 s, ~59 steps, EMA_DECAY=0.7056
 and MUON_MOMENTUM_WARMUP_STEPS=18 for #2135's 0.9965 and 1,500; without them the evaluated EMA weights of a 60 s run
 were 81% the initial random ones). Why:
-- Measured on one H100 (docs/BENCHMARKS.md, 2026-12-05, fifteenth session; cold caches): the first base run
-  538 s from launch to exit (first step 200.5 s, TTT compile warm-up 153.6 s, TTT 66.3 s at chunk 48); an
-  eval-only run whose TTT shapes are new (TTT_CHUNK_SIZE=36; TTT_SHORT_SCORE_FIRST_STEPS adds chunk sizes)
-  299 s, of which 203 s compile warm-up (216 s with the short-document chunks) and 82.6 s TTT: the compile,
-  not the scoring, is most of an eval-only run, and the estimates below were 3-4x short. Budget a session as:
-  3 base seeds (~540 s cold, then ~250-300 s each, an estimate) and bring their artifacts back (under 16 MiB
-  each: a call returns up to 8 files of 16 MiB); then sessions of eval-only variants carrying them (~300 s a
-  run with new shapes, less where a variant keeps the base's shapes: an estimate).
-- What a run costs on one H200 for RECIPE=2135 (docs/BENCHMARKS.md, 2026-12-04): launch to first step 175 s
-  cold, ~35-50 s with warm caches (20 warm-up steps of ~0.75 s included); the GPTQ Hessians measured before
-  the clock (15 s in the seventh session, 3.8 s since the tenth's) and 0.5 + 1.25 x that reserved on it; GPTQ
-  6 s; per-group lrzip packing 46 s and unpacking 24 s (brotli: ~15 s and ~2 s; val_bpb does not change, the
-  reported bytes are brotli's, ~4% above lrzip's); TTT compile 118 s cold; ~0.1 s a TTT chunk step. Warm, a
-  60 s run therefore costs ~175 s (~230 s with the recipe's lrzip), and the first run of a session ~240 s more
-  (cold compiles).
-- 30 minutes of one H200 (start ~1.5 min, setup ~0.5 min, the cold first run) buy ~7-8 runs: the base and
-  one variant x 3 seeds, or, once the base's seeds are in the workdir (they are kept), two variants x 3 seeds.
-- An eval-only run skips the 20 warm-up steps, the Hessians, the 60 s of training, GPTQ and packing: warm,
-  launch and model setup (~20-35 s: the 35-50 s to a first step less the warm-up steps), brotli unpacking 2 s,
-  the roundtrip eval, TTT (~30 s at chunk 48, ~40 s at chunk 36) and a warm TTT compile: ~60-90 s, an ESTIMATE
-  from the figures above, not measured (the first TTT of a session pays the 118 s cold compile if no trained
-  run did). So in 30 minutes, with the base trained in the same session (3 seeds, ~13 min with its cold
-  compiles), the rest (~15 min) buys ~10-15 eval-only runs: 3-5 eval variants x 3 seeds; with the base's logs
-  and artifacts already in the workdir, ~18-25: 6-8 eval variants x 3 seeds.
-- 60 s of training is ~54 steps of 786,432 tokens after the Hessian reserve (0.75 s a step): one pass over
-  42M tokens, within 5-6 of proxy2_caseops' 7 train shards (what fits the 64 MiB a GPU call carries), so no
-  token is seen twice. The val subset (612 documents, 474,998 tokens, 283 TTT chunk steps at chunk 48, ~30 s)
-  leaves out the 29 documents over 8,192 tokens (11% of val tokens; the longest, 37,845 tokens, alone is 789
-  chunk steps, ~75 s); the prefix is 31 documents.
+- What a run costs, measured on one H100 (docs/BENCHMARKS.md, 2026-12-05, fifteenth session), RECIPE=2135
+  at this scale, cold caches: the first base run 538 s from launch to exit (first step 200.5 s with the 20
+  warm-up steps, 54 steps of ~0.99 s, GPTQ 9.5 s, brotli 16.8 s and a second pass for the over-budget shrink,
+  TTT compile warm-up 153.6 s, TTT 66.3 s at chunk 48); an eval-only run whose TTT shapes are new
+  (TTT_CHUNK_SIZE=36) 299 s, of which 203 s compile warm-up and 82.6 s TTT (TTT_SHORT_SCORE_FIRST_STEPS, more
+  chunk sizes: 216 s warm-up). The TTT compile, not the scoring, is most of an eval-only run. Not measured
+  yet: a base run with warm caches (the H200 figures of 2026-12-04 put launch to first step at ~35-50 s warm
+  against 175 s cold) and an eval-only run that keeps the base's TTT shapes (its compile could come from the
+  cache).
+- So 30 minutes of one GPU (start ~1.5 min, the cold first run ~9 min) buy the three base seeds and perhaps
+  one eval-only variant. Bring the base artifacts back (~15.8 MB each, under the 16 MiB a returned file may
+  hold) with the pack: a later session carries them instead of the train shards and spends its time on
+  eval-only variants, ~5 of those runs a session.
+- 60 s of training is ~54 steps of 786,432 tokens after the Hessian reserve (0.75 s a step on an H200, 0.99 s
+  on an H100): one pass over 42M tokens, within 5-6 of proxy2_caseops' 7 train shards (what fits the 64 MiB a
+  GPU call carries), so no token is seen twice. The val subset (612 documents, 474,998 tokens, 283 TTT chunk
+  steps at chunk 48, 66 s on an H100) leaves out the 29 documents over 8,192 tokens (11% of val tokens; the
+  longest, 37,845 tokens, alone is 789 chunk steps); the prefix is 31 documents, 7,751 tokens: under one
+  GLOBAL_TTT_CHUNK_TOKENS chunk, so the phase's global SGD makes no step at this scale (the report says so),
+  and phase settings are not measured here.
 - What it resolves: the report gives the base's seed std s and, for n seeds each, the smallest difference
   that reaches p < 0.25 (t(0.75, 2n-2) x s x sqrt(2/n) = 0.60 s at n = 3) and p < 0.05 (1.74 s). s at this
   scale is not known before the first session measures it. The runs see ~1% of a challenge run's tokens:
