@@ -1030,9 +1030,10 @@ def cmd_run(args, argv: list[str]) -> int:
               f"each run also gets {' '.join(f'{k}={v}' for k, v in cache_env(workdir).items())}")
         for name, seed in todo:
             state, why = paired_state(workdir, merged, name, seed)
-            if state == "blocked" and run_state(workdir, run_id(BASE, seed))[0] == "pending":
+            trains = plan["data"]["train_shards"]  # this machine's: without them no base or trained run goes
+            if state == "blocked" and trains and run_state(workdir, run_id(BASE, seed))[0] == "pending":
                 state = "pending"  # its base runs first
-            if state != "done" and kind_of(merged, name) != "eval" and not plan["data"]["train_shards"]:
+            if state != "done" and kind_of(merged, name) != "eval" and not trains:
                 state, why = "blocked", NO_TRAIN_SHARDS
             note = f" # {why}" if state == "blocked" else ""
             print(f"[{state}] (cd {workdir} && {command_line(run_env(merged, name, seed), nproc(merged))}){note}")

@@ -471,10 +471,13 @@ def test_eval_only_runs_go_on_without_the_train_shards(workdir, tmp_path, capsys
                                             ("final_roundtrip_exact", "final_ttt_exact"), data=val_only)
     assert config["eval_only"] == "True" and scores["final_roundtrip_exact"][0] == scores["final_roundtrip_exact"][1]
     assert json.loads((work / "plan.json").read_text())["data"]["train_shards"]  # kept from the plan
+    for path in (work / "logs").glob("*_s3.*"):  # seed 3 not trained: its base cannot run here, nor its ev
+        path.unlink()
     assert ab_runs.main(args(work, "--dry-run", "--eval-variant", EVAL_VARIANT, variant="lr2=MATRIX_LR=0.07",
                              data=val_only)) == 0
     states = {rid: state for state, rid, _ in dry_commands(capsys)}
     assert states["lr2_s1"] == "blocked" and states["ev_s1"] == "done"
+    assert states["base_s3"] == "blocked" and states["ev_s3"] == "blocked"
     plan = json.loads((work / "plan.json").read_text())
     plan["variants"]["lr2"] = {"MATRIX_LR": "0.07"}
     assert ab_runs.why_run(work, plan, "lr2", 1, retry_failed=False) is None  # the runner skips it
