@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# collect.sh SECONDS MARKER: wait up to SECONDS for MARKER in the driver's log, then bring back what exists:
+# out/ (report, pack, consoles) as all.tar.xz and the base artifacts (each under 16 MiB: a returned file's limit)
+end=$((SECONDS + $1))
+while [ $SECONDS -lt $end ] && ! grep -q "$2" /tmp/g/out/driver.txt 2>/dev/null; do sleep 10; done
+cd "$(dirname "$0")/.."
+PYTHONPATH=/tmp/site timeout 25 python3 scripts/ab_runs.py report --workdir /tmp/g/ab --md /tmp/g/out/ab.md \
+  --plot /tmp/g/out/ab.png --pack /tmp/g/out/ab_logs.tar.xz > /tmp/g/out/report_console.txt 2>&1
+cat /tmp/g/out/driver.txt; tail -4 /tmp/g/out/ab_console.txt; cat /tmp/g/out/ab.md
+for f in /tmp/g/ab/logs/*.txt; do echo "$f: $(tail -1 $f | cut -c1-150)"; done
+tar -cJf $OUT/all.tar.xz -C /tmp/g out
+cp /tmp/g/ab/artifacts/base_s*.golf $OUT/ 2>/dev/null; ls -la $OUT
