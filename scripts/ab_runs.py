@@ -96,9 +96,11 @@ were 81% the initial random ones). Why:
   on an H100): one pass over 42M tokens, within 5-6 of proxy2_caseops' 7 train shards (what fits the 64 MiB a
   GPU call carries), so no token is seen twice. The val subset (612 documents, 474,998 tokens, 283 TTT chunk
   steps at chunk 48, 66 s on an H100) leaves out the 29 documents over 8,192 tokens (11% of val tokens; the
-  longest, 37,845 tokens, alone is 789 chunk steps); the prefix is 31 documents, 7,751 tokens: under one
-  GLOBAL_TTT_CHUNK_TOKENS chunk, so the phase's global SGD makes no step at this scale (the report says so),
-  and phase settings are not measured here.
+  longest, 37,845 tokens, alone is 789 chunk steps); the prefix is 31 documents. The phase does not scale down:
+  its pause waits for the batches in flight on the other 7 virtual GPUs (TTT_RECORD_WORLD_SIZE), so 512 of
+  the 612 documents are scored before it (at full scale ~2,960 of 50,000), and the SGD trains on the 31
+  shortest of them, 7,751 tokens, under one GLOBAL_TTT_CHUNK_TOKENS chunk: no step (the report says so).
+  Phase settings are not measured at this scale.
 - What it resolves: the report gives the base's seed std s and, for n seeds each, the smallest difference
   that reaches p < 0.25 (t(0.75, 2n-2) x s x sqrt(2/n) = 0.60 s at n = 3) and p < 0.05 (1.74 s). s at this
   scale is not known before the first session measures it. The runs see ~1% of a challenge run's tokens:
