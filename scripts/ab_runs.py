@@ -92,14 +92,15 @@ were 81% the initial random ones). Why:
   one eval-only variant. Bring the base artifacts back (~15.8 MB each, under the 16 MiB a returned file may
   hold) with the pack: a later session carries them instead of the train shards and spends its time on
   eval-only variants, ~5 of those runs a session.
-- 60 s of training is ~54 steps of 786,432 tokens after the Hessian reserve (0.75 s a step on an H200, 0.99 s
-  on an H100): one pass over 42M tokens, within 5-6 of proxy2_caseops' 7 train shards (what fits the 64 MiB a
-  GPU call carries), so no token is seen twice. The val subset (612 documents, 474,998 tokens, 283 TTT chunk
-  steps at chunk 48, 66 s on an H100) leaves out the 29 documents over 8,192 tokens (11% of val tokens; the
-  longest, 37,845 tokens, alone is 789 chunk steps); the prefix is 31 documents. The phase does not scale down:
-  its pause waits for the batches in flight on the other 7 virtual GPUs (TTT_RECORD_WORLD_SIZE), so 512 of
-  the 612 documents are scored before it (at full scale ~2,960 of 50,000), and the SGD trains on the 31
-  shortest of them, 7,751 tokens, under one GLOBAL_TTT_CHUNK_TOKENS chunk: no step (the report says so).
+- 60 s of training is 54-60 steps of 786,432 tokens after the Hessian reserve (0.90-0.91 s a step on an H200,
+  docs/runs/2026-12-05*/whole60_*; 0.99 s on an H100): one pass over at most 47M tokens, within 5 of
+  proxy2_caseops' 7 train shards (shards 0-4: what fits the 64 MiB a GPU call carries), so no token is seen
+  twice. The val subset (612 documents, 474,998 tokens, 283 TTT chunk steps at chunk 48, 66 s on an H100)
+  leaves out the 29 documents over 8,192 tokens (11% of val tokens; the longest, 37,845 tokens, alone is 789
+  chunk steps); the prefix is 31 documents. The phase does not scale down: its pause waits for the batches in
+  flight on the other 7 virtual GPUs (TTT_RECORD_WORLD_SIZE), so 512 of the 612 documents are scored before it
+  (at full scale ~2,960 of 50,000), and the SGD trains on the 31 shortest of them, 7,751 tokens, less than one
+  GLOBAL_TTT_CHUNK_TOKENS chunk (the last, partial chunk is never trained on): no step (the report says so).
   Phase settings are not measured at this scale.
 - What it resolves: the report gives the base's seed std s and, for n seeds each, the smallest difference
   that reaches p < 0.25 (t(0.75, 2n-2) x s x sqrt(2/n) = 0.60 s at n = 3) and p < 0.05 (1.74 s). s at this
@@ -248,7 +249,7 @@ def parse_pairs(items: list[str], where: str) -> dict[str, str]:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             fail(f"{where}: {key} is not a train_gpt.py setting" + (f" (did you mean {close[0]}?)" if close else ""))
-        out[key] = value
+        out[key] = value.strip().rstrip(",")  # a trailing or doubled comma is not part of the value
     return out
 
 
@@ -482,7 +483,7 @@ def plan_data(args, bos_id: int) -> tuple[dict, dict[str, bytes]]:
     train = source_files(args.data, "fineweb_train_*")
     if not val or len(sidecars) not in (0, len(val)):  # no train shards: a session of eval-only runs (merge_plan)
         fail(f"--data {args.data}: need val shards (found {len(val)}), a byte sidecar for each or none (found "
-             f"{len(sidecars)}) and train shards (found {len(train)})")
+             f"{len(sidecars)})")
     # the val shards are one stream, as train_gpt.py reads them (an export may cut a document between two)
     tokens = np.concatenate([shard_tokens(p) for p in val])
     keep, docs = select_documents(tokens, bos_id, args.val_every, args.val_max_doc_tokens)
@@ -700,7 +701,7 @@ def _alive(pid) -> bool:
         return False
 
 
-NO_TRAIN_SHARDS = "not run: it trains or quantizes, and --data held no train shards"
+NO_TRAIN_SHARDS = "not run: it trains or quantizes, and WORKDIR/data lacks the train shards (--data held none)"
 
 
 def train_shards_here(workdir: Path, plan: dict) -> bool:
@@ -714,7 +715,8 @@ def why_run(workdir: Path, plan: dict, name: str, seed: int, retry_failed: bool)
     blocker = state == "failed" and retry_failed and kind and base_blocker(workdir, kind, seed)
     if blocker:
         state, why = "blocked", blocker
-    if state != "done" and kind != "eval" and not train_shards_here(workdir, plan):
+    starts = state == "pending" or (state == "failed" and retry_failed)
+    if starts and kind != "eval" and not train_shards_here(workdir, plan):
         state, why = "blocked", NO_TRAIN_SHARDS
     if state in ("done", "blocked") or (state == "failed" and not retry_failed):
         rerun = "; --retry-failed reruns it" if state == "failed" else ""
@@ -927,11 +929,11 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
             lines += ["", f"NOTE: {name}'s own {what} differs from the base's by up to {s['base_gap']:.2e} bpb: "
                       "not the same file, or a nondeterministic evaluation."]
     idle = [r["rid"] for r in runs if r.get("sgd") and not any(steps for _, steps in r["sgd"])]
-    if idle:  # a prefix shorter than one GLOBAL_TTT_CHUNK_TOKENS chunk: the phase trains nothing
+    if idle:  # e.g. a prefix of one GLOBAL_TTT_CHUNK_TOKENS chunk or less (the last, partial chunk never trains)
         most = max(tokens for r in runs if r["rid"] in idle for tokens, _ in r["sgd"])
-        lines += ["", f"NOTE: the phased TTT's global SGD made 0 steps in {', '.join(idle)} (prefix of at most "
-                  f"{most:,} tokens, under one GLOBAL_TTT_CHUNK_TOKENS chunk): at this scale the phase trains "
-                  "nothing, so a variant of PHASED_TTT_* or GLOBAL_TTT_* settings measures almost nothing."]
+        lines += ["", f"NOTE: the phased TTT's global SGD made 0 steps in {', '.join(idle)} (SGD data of at most "
+                  f"{most:,} tokens): their phases trained nothing, so a PHASED_TTT_* or GLOBAL_TTT_* variant "
+                  "whose runs made no step measures nothing here."]
     codes = {r["code"] for r in runs if r.get("code")}
     if len(codes) > 1:
         lines += ["", f"WARNING: the finished runs ran {len(codes)} different versions of train_gpt.py/kernels.py "
@@ -1035,7 +1037,8 @@ def cmd_run(args, argv: list[str]) -> int:
             trains = plan["data"]["train_shards"]  # this machine's: without them no base or trained run goes
             if state == "blocked" and trains and run_state(workdir, run_id(BASE, seed))[0] == "pending":
                 state = "pending"  # its base runs first
-            if state != "done" and kind_of(merged, name) != "eval" and not trains:
+            if (state == "pending" and kind_of(merged, name) != "eval" and not trains
+                    and not train_shards_here(workdir, merged)):
                 state, why = "blocked", NO_TRAIN_SHARDS
             note = f" # {why}" if state == "blocked" else ""
             print(f"[{state}] (cd {workdir} && {command_line(run_env(merged, name, seed), nproc(merged))}){note}")

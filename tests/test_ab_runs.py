@@ -96,8 +96,13 @@ def test_a_phase_that_trains_nothing_is_noted(workdir, tmp_path):
         return md.read_text()
 
     assert "global SGD made 0 steps" not in report_with([2, 1, 3])
-    assert ("NOTE: the phased TTT's global SGD made 0 steps in base_s2 (prefix of at most 700 tokens"
+    assert ("NOTE: the phased TTT's global SGD made 0 steps in base_s2 (SGD data of at most 700 tokens"
             in report_with([2, 0, 3]))
+    second = logs(work, "base")[1]  # a second phase that trained: not idle
+    second.write_text(second.read_text().replace(TTT_LINE, f"\nttt_global_sgd phase:2 docs:3 tokens:9000 steps:3 "
+                                                            f"elapsed:2.0s{TTT_LINE}"))
+    assert ab_runs.main(["report", "--workdir", str(work), "--md", str(md)]) == 0
+    assert "global SGD made 0 steps" not in md.read_text()
 
 
 def test_runs_saw_the_val_subset_and_scaled_prefix(workdir):
@@ -298,7 +303,7 @@ def test_eval_variants_from_a_variants_file(tmp_path, capsys):
 def test_a_value_may_hold_commas(tmp_path, capsys):
     """A comma starts a new KEY=VALUE only before KEY=: schedules like TTT_SHORT_SCORE_FIRST_STEPS keep theirs."""
     listing = tmp_path / "variants.txt"
-    listing.write_text("eval short TTT_SHORT_SCORE_FIRST_STEPS=256:8,2000:24\n")
+    listing.write_text("eval short TTT_SHORT_SCORE_FIRST_STEPS=256:8,2000:24,\n")  # a stray comma dropped
     extra = ["--variants", str(listing), "--variant", "ctx=TRAIN_SEQ_SCHEDULE=128@0.3,256@1,TRAIN_SEQ_LEN=256"]
     assert ab_runs.main(args(tmp_path / "new", "--dry-run", *extra)) == 0
     commands = {rid: c for _, rid, c in dry_commands(capsys)}
@@ -473,16 +478,23 @@ def test_eval_only_runs_go_on_without_the_train_shards(workdir, tmp_path, capsys
     assert json.loads((work / "plan.json").read_text())["data"]["train_shards"]  # kept from the plan
     for path in (work / "logs").glob("*_s3.*"):  # seed 3 not trained: its base cannot run here, nor its ev
         path.unlink()
-    assert ab_runs.main(args(work, "--dry-run", "--eval-variant", EVAL_VARIANT, variant="lr2=MATRIX_LR=0.07",
-                             data=val_only)) == 0
+    failed = work / "logs" / "lr_s2.txt"  # a trained run that failed stays failed, not blocked
+    failed.write_text(failed.read_text() + "ERROR: artifact over budget\n")
+    assert ab_runs.main(args(work, "--dry-run", "--eval-variant", EVAL_VARIANT, "--quant-variant", QUANT_VARIANT,
+                             variant="lr2=MATRIX_LR=0.07", data=val_only)) == 0
     states = {rid: state for state, rid, _ in dry_commands(capsys)}
-    assert states["lr2_s1"] == "blocked" and states["ev_s1"] == "done"
+    assert states["lr2_s1"] == states["q5_s1"] == "blocked" and states["ev_s1"] == "done"
     assert states["base_s3"] == "blocked" and states["ev_s3"] == "blocked"
     plan = json.loads((work / "plan.json").read_text())
-    plan["variants"]["lr2"] = {"MATRIX_LR": "0.07"}
-    assert ab_runs.why_run(work, plan, "lr2", 1, retry_failed=False) is None  # the runner skips it
+    plan["variants"].update(lr2={"MATRIX_LR": "0.07"}, q5={"MATRIX_BITS": "5"})
+    plan["quant_only"] = ["q5"]
+    for name in ("lr2", "q5"):
+        assert ab_runs.why_run(work, plan, name, 1, retry_failed=False) is None  # the runner skips them
+    assert ab_runs.why_run(work, plan, "lr", 2, retry_failed=False) is None
     said = capsys.readouterr().out
-    assert "lr2_s1: blocked (not run: it trains or quantizes, and --data held no train shards" in said
+    for rid in ("lr2_s1", "q5_s1"):
+        assert f"{rid}: blocked (not run: it trains or quantizes, and WORKDIR/data lacks the train shards" in said
+    assert "lr_s2: failed (" in said
     with pytest.raises(SystemExit, match="^error: --data holds no train shards .*a new workdir trains its base"):
         ab_runs.main(args(tmp_path / "new", "--dry-run", data=val_only))
 
