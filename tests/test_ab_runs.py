@@ -447,24 +447,11 @@ def run_first_seed(work, flag, variant, capsys, labels, data=DATA):
     return out, golflog.resolved_config(texts[0]), scores, records
 
 
-def test_one_real_eval_only_run(workdir, tmp_path, capsys):
-    """One real EVAL_ONLY run (ev_s1; ev_s2 and ev_s3 are synthetic): it evaluates base_s1's artifact, so its
-    roundtrip score is the base's to the last digit and its TTT score is its own."""
-    work = with_eval_variant(workdir, tmp_path, {2: -0.001, 3: -0.002})
-    out, config, scores, records = run_first_seed(work, "--eval-variant", EVAL_VARIANT, capsys,
-                                                  ("final_roundtrip_exact", "final_ttt_exact"))
-    assert config["eval_only"] == "True" and config["artifact_path"] == "artifacts/base_s1.golf"
-    assert config["ttt_lora_lr"] == "0.01"
-    ours, theirs = zip(*scores.values())
-    assert ours[0] == theirs[0] and ours[1] != theirs[1]  # the same artifact's roundtrip; its own TTT
-    assert records[0]["artifact_sha256"] == records[1]["artifact_sha256"]
-    assert table_rows(out)["ev"][2] == "3/3"
-
-
 def test_eval_only_runs_go_on_without_the_train_shards(workdir, tmp_path, capsys):
     """A workdir whose bases trained elsewhere (its logs and artifacts brought back, not the train shards, as
     on a fresh GPU machine whose carry had no room for them) runs its eval-only variants from a --data of val
-    files alone; a trained variant is reported not run, and a new workdir is refused."""
+    files alone: one real EVAL_ONLY run (ev_s1; ev_s2 and ev_s3 are synthetic). A trained or quantize-only
+    variant is reported not run, a failed run stays failed, and a new workdir is refused."""
     work = with_eval_variant(workdir, tmp_path, {2: -0.001, 3: -0.002})
     for shard in (work / "data").glob("fineweb_train_*"):
         shard.unlink()
@@ -472,10 +459,15 @@ def test_eval_only_runs_go_on_without_the_train_shards(workdir, tmp_path, capsys
     val_only.mkdir()
     for path in DATA.glob("fineweb_val_*"):
         shutil.copyfile(path, val_only / path.name)
-    out, config, scores, _ = run_first_seed(work, "--eval-variant", EVAL_VARIANT, capsys,
-                                            ("final_roundtrip_exact", "final_ttt_exact"), data=val_only)
-    assert config["eval_only"] == "True" and scores["final_roundtrip_exact"][0] == scores["final_roundtrip_exact"][1]
-    assert json.loads((work / "plan.json").read_text())["data"]["train_shards"]  # kept from the plan
+    out, config, scores, records = run_first_seed(work, "--eval-variant", EVAL_VARIANT, capsys,
+                                                  ("final_roundtrip_exact", "final_ttt_exact"), data=val_only)
+    # it evaluated base_s1's artifact: the roundtrip score is the base's to the last digit, the TTT score its own
+    assert config["eval_only"] == "True" and config["artifact_path"] == "artifacts/base_s1.golf"
+    assert config["ttt_lora_lr"] == "0.01"
+    ours, theirs = zip(*scores.values())
+    assert ours[0] == theirs[0] and ours[1] != theirs[1]
+    assert records[0]["artifact_sha256"] == records[1]["artifact_sha256"]
+    assert table_rows(out)["ev"][2] == "3/3"
     for path in (work / "logs").glob("*_s3.*"):  # seed 3 not trained: its base cannot run here, nor its ev
         path.unlink()
     failed = work / "logs" / "lr_s2.txt"  # a trained run that failed stays failed, not blocked
