@@ -1032,13 +1032,13 @@ def cmd_run(args, argv: list[str]) -> int:
         print(f"workdir {workdir}: {len(todo)} runs, seed by seed, {lanes_said}; val {plan['data']['val_docs']} "
               f"documents, {plan['data']['val_tokens']:,} tokens; {len(plan['data']['train_shards'])} train shards; "
               f"each run also gets {' '.join(f'{k}={v}' for k, v in cache_env(workdir).items())}")
+        # the runner's test (why_run), before write_data: this --data's train shards or those already unpacked
+        trains = bool(plan["data"]["train_shards"]) or train_shards_here(workdir, merged)
         for name, seed in todo:
             state, why = paired_state(workdir, merged, name, seed)
-            trains = plan["data"]["train_shards"]  # this machine's: without them no base or trained run goes
             if state == "blocked" and trains and run_state(workdir, run_id(BASE, seed))[0] == "pending":
                 state = "pending"  # its base runs first
-            if (state == "pending" and kind_of(merged, name) != "eval" and not trains
-                    and not train_shards_here(workdir, merged)):
+            if state == "pending" and kind_of(merged, name) != "eval" and not trains:
                 state, why = "blocked", NO_TRAIN_SHARDS
             note = f" # {why}" if state == "blocked" else ""
             print(f"[{state}] (cd {workdir} && {command_line(run_env(merged, name, seed), nproc(merged))}){note}")
