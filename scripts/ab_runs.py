@@ -221,8 +221,6 @@ TORCHRUN_SIGNALS = dict(PET_SIGNALS_TO_HANDLE="SIGTERM,SIGINT,SIGQUIT")  # torch
 CLOSING_LINE = re.compile(r"^eval_time:\d+ms \(inside:", re.M)  # train_gpt.py's last line of a finished run
 SIGNALLED = "interrupted: KeyboardInterrupt"  # a run stopped by a signal (SIGTERM, Ctrl-C): to be run again
 P_LEVELS = (0.25, 0.05)  # the resolvable differences the report states
-# the phased TTT's global SGD on the scored prefix: `ttt_global_sgd phase:1 docs:31 tokens:7751 steps:0 ...`
-GLOBAL_SGD = re.compile(r"^ttt_global_sgd phase:\d+ docs:\d+ tokens:(\d+) steps:(\d+)", re.M)
 ITEM_SPLIT = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*=)")  # a comma before the next KEY=
 
 
@@ -787,8 +785,7 @@ def run_record(workdir: Path, plan: dict, name: str, seed: int) -> dict:
     rec = dict(name=name, seed=seed, rid=rid, state=state, why=why, wall=wall, path=workdir / "logs" / f"{rid}.txt")
     if state != "done":
         return rec
-    text = golflog.read_log(rec["path"])
-    facts = golflog.facts(text)
+    facts = golflog.facts(golflog.read_log(rec["path"]))
     bpb = {label: score["bpb"] for label, score in facts["scores"].items()}
     number = golflog.number
     rec.update(final=seed_stats.read_log(rec["path"])["bpb"], prequant=bpb.get("final_prequant_exact"),
@@ -798,7 +795,7 @@ def run_record(workdir: Path, plan: dict, name: str, seed: int) -> dict:
                first_step=number(facts["first_step"].get("first_step_done_since_launch")),
                ttt_compile=number(facts["ttt_compile"].get("ttt_compile_warmup_seconds")),
                code=hashlib.sha256(json.dumps(facts["sources"], sort_keys=True).encode()).hexdigest()[:12],
-               sgd=[tuple(map(int, m)) for m in GLOBAL_SGD.findall(golflog.run_lines(text))])
+               sgd=facts["global_sgd"])
     return rec
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 FINAL_LABELS = ("final_prequant_exact", "final_roundtrip_exact", "final_ttt_exact")  # pre-quant, quantized, TTT
 PER_SEED_FIELDS = {"seed", "run_id", "artifact_path", "prequant_path"}  # may differ between seeds of one config
+# the phased TTT's global SGD after each phase: `ttt_global_sgd phase:1 docs:31 tokens:7751 steps:0 ...`
+GLOBAL_SGD = re.compile(r"^ttt_global_sgd phase:\d+ docs:\d+ tokens:(\d+) steps:(\d+)", re.M)
 NON_FINITE = re.compile(r"^(?:step:\d+/\d+ train_loss|\S*val_loss|\S*val_bpb)[^\n]*?:(?:[-+]?(?:nan|inf))\b",
                         re.M | re.I)
 
@@ -143,7 +145,8 @@ def facts(text: str) -> dict:
     training = re.search(r"\(training ([0-9.]+),", lines["data_end"] or "")
     return dict(config=resolved_config(text), sources=embedded_sources(text), lines=lines, scores=scores,
                 **{name: fields(lines[name]) for name in keys}, steps=train_steps(run), smi=nvidia_smi(run),
-                training_seconds=float(training.group(1)) if training else None)
+                training_seconds=float(training.group(1)) if training else None,
+                global_sgd=[(int(tokens), int(steps)) for tokens, steps in GLOBAL_SGD.findall(run)])
 
 
 # ---- training-run figures of ours and of the records' scripts (bench_vs_reference.py), line by line ----
