@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# collect.sh SECONDS MARKER: wait up to SECONDS for MARKER in the driver's log, then bring back what exists:
-# out/ (report, pack, consoles) as all.tar.xz and the base artifacts (each under 16 MiB: a returned file's limit)
+# collect.sh SECONDS MARKER [cache]: wait up to SECONDS for MARKER in the driver's log, then bring back what exists:
+# out/ (report, pack, consoles) as all.tar.xz and the base artifacts (each under 16 MiB: a returned file's limit);
+# with "cache", also the compile caches as cache.tar.xz when they pack under 15 MiB (for a later session's warm start)
 end=$((SECONDS + $1))
 while [ $SECONDS -lt $end ] && ! grep -q "$2" /tmp/g/out/driver.txt 2>/dev/null; do sleep 10; done
 cd "$(dirname "$0")/.."
@@ -9,4 +10,10 @@ PYTHONPATH=/tmp/site timeout 25 python3 scripts/ab_runs.py report --workdir /tmp
 cat /tmp/g/out/driver.txt; tail -4 /tmp/g/out/ab_console.txt; cat /tmp/g/out/ab.md
 for f in /tmp/g/ab/logs/*.txt; do echo "$f: $(tail -1 $f | cut -c1-150)"; done
 tar -cJf $OUT/all.tar.xz -C /tmp/g out
-cp /tmp/g/ab/artifacts/base_s*.golf $OUT/ 2>/dev/null; ls -la $OUT
+cp /tmp/g/ab/artifacts/base_s*.golf $OUT/ 2>/dev/null
+if [ "${3:-}" = cache ]; then
+  timeout 60 tar -c -C /tmp/g/ab cache | timeout 60 xz -T0 -6 > /tmp/g/cache.tar.xz
+  size=$(stat -c %s /tmp/g/cache.tar.xz); echo "cache.tar.xz $size bytes"
+  [ "$size" -lt 15728640 ] && cp /tmp/g/cache.tar.xz $OUT/
+fi
+ls -la $OUT

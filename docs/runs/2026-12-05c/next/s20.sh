@@ -8,6 +8,7 @@ O=/tmp/g/out; W=/tmp/g/ab
 mkdir -p $O $W/artifacts
 echo "start $(date -u +%T)" >> $O/driver.txt
 tar -xJf .gpu_data/pack/ab_logs.tar.xz -C $W && cp .gpu_data/art/base_s*.golf $W/artifacts/
+[ -f .gpu_data/cache.tar.xz ] && tar -xJf .gpu_data/cache.tar.xz -C $W  # s19's compile caches, if they came back
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu_data/whl/*.whl
 export PYTHONPATH=/tmp/site
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; git log --oneline -1; } > $O/gpu.txt 2>&1
