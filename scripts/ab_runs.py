@@ -44,7 +44,11 @@ quantized bpb, bytes and eval time their own.
 Resuming: each run is WORKDIR/logs/<NAME>_s<SEED>.txt. A rerun of the same command (any subset of the
 variants and seeds, or new ones) skips finished runs (the log's closing `eval_time:... (inside:` line, no
 interruption or error), sets aside unfinished ones (to WORKDIR/attempts/) and starts them again; a run that
-failed (non-zero exit, not an interruption) is reported and left alone unless --retry-failed. Runs go seed by
+failed (non-zero exit, not an interruption) is reported and left alone unless --retry-failed. A run cut short
+after writing its artifact (its log states the artifact's bytes, the file has them: the machine went away
+during its evaluation) is not run again: its evaluation is, from that artifact (RUN_ID <NAME>_s<SEED>_finish,
+EVAL_ONLY=1, its settings and seed; no train shards needed); its final score, eval and TTT compile time are
+that evaluation's, the rest its own log's. Runs go seed by
 seed (base, then each variant), so a cut-short session leaves whole seed pairs. WORKDIR/plan.json keeps the
 definitions: a name redefined, another base or another data selection is refused (use a new --workdir). To
 resume on a fresh machine, bring back `report --pack FILE` (the logs and plan, one file) and unpack it into the
@@ -635,11 +639,51 @@ def exit_record(workdir: Path, rid: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def base_blocker(workdir: Path, kind: str, seed: int) -> str | None:
+FINISH = "_finish"  # RUN_ID suffix of the evaluation that finishes a run cut short after writing its artifact
+
+
+def finishable(workdir: Path, plan: dict, name: str, seed: int) -> bool:
+    """A run that packs its own artifact (the base, a trained or quantize-only variant), cut short or stopped by a
+    signal (pending) after the artifact was written (its log states the artifact's bytes, the file has them): the
+    rest, its evaluation, is run from that artifact (EVAL_ONLY=1, the run's settings and seed: TTT draws from
+    generators seeded by SEED, so it scores as the whole run would have), not the whole run again."""
+    rid = run_id(name, seed)
+    log, artifact = workdir / "logs" / f"{rid}.txt", workdir / artifact_path(name, seed)
+    if (kind_of(plan, name) == "eval" or not (log.is_file() and artifact.is_file())
+            or run_state(workdir, rid)[0] != "pending"):
+        return False
+    run = golflog.run_lines(log.read_text(errors="replace"))
+    written = golflog.fields(golflog.line(run, "artifact_model_bytes")).get("artifact_model_bytes")
+    return bool(golflog.line(run, "artifact_total_bytes")) and written == str(artifact.stat().st_size)
+
+
+def result_state(workdir: Path, plan: dict, name: str, seed: int) -> tuple[str, str]:
+    """run_state of a run, or of a run cut short after writing its artifact: that of the evaluation finishing
+    it (finishable)."""
+    rid = run_id(name, seed)
+    if not finishable(workdir, plan, name, seed):
+        return run_state(workdir, rid)
+    state, why = run_state(workdir, rid + FINISH)
+    if state == "done":
+        return state, f"cut short after writing its artifact; evaluated from it by {rid}{FINISH}"
+    return state, f"cut short after writing its artifact, to be evaluated from it by {rid}{FINISH} ({why})"
+
+
+def launch(workdir: Path, plan: dict, name: str, seed: int) -> dict[str, str]:
+    """The settings of the run to start for this variant and seed: its own, or for a run cut short after writing
+    its artifact (finishable), those of the evaluation that finishes it: EVAL_ONLY=1 on that artifact."""
+    env = run_env(plan, name, seed)
+    if not finishable(workdir, plan, name, seed):
+        return env
+    env = {k: v for k, v in env.items() if k not in ("QUANTIZE_ONLY", "PREQUANT_PATH")}
+    return dict(env, RUN_ID=env["RUN_ID"] + FINISH, EVAL_ONLY="1")
+
+
+def base_blocker(workdir: Path, plan: dict, kind: str, seed: int) -> str | None:
     """Why a derived variant of this kind and seed cannot run now: its base run is not done, or the base's file
     it reads (the artifact, the unquantized weights) is gone."""
     rid, needed = run_id(BASE, seed), base_file(kind, seed)
-    state, why = run_state(workdir, rid)
+    state, why = result_state(workdir, plan, BASE, seed)
     if state != "done":
         return f"not run: base {rid} {'failed (' + why + ')' if state == 'failed' else 'not done yet'}"
     if not (workdir / needed).is_file():
@@ -653,15 +697,17 @@ def paired_state(workdir: Path, plan: dict, name: str, seed: int) -> tuple[str, 
     present one (the base ran again) is pending; one not run is blocked while its base is not done or that file
     is gone."""
     rid, kind = run_id(name, seed), kind_of(plan, name)
-    state, why = run_state(workdir, rid)
+    state, why = result_state(workdir, plan, name, seed)
     if kind is None:
         return state, why
     key = f"{DERIVED_KINDS[kind].reads}_sha256"
-    measured, present = exit_record(workdir, rid).get(key), exit_record(workdir, run_id(BASE, seed)).get(key)
+    base_rid = run_id(BASE, seed)  # the base's exit, or that of the evaluation finishing it
+    present = (exit_record(workdir, base_rid) or exit_record(workdir, base_rid + FINISH)).get(key)
+    measured = exit_record(workdir, rid).get(key)
     if state == "done" and measured and present and measured != present:
         return "pending", f"measured on an earlier {base_file(kind, seed)}, whose base ran again since"
     if state == "pending":
-        blocker = base_blocker(workdir, kind, seed)
+        blocker = base_blocker(workdir, plan, kind, seed)
         return ("blocked", blocker) if blocker else (state, why)
     return state, why
 
@@ -710,11 +756,12 @@ def why_run(workdir: Path, plan: dict, name: str, seed: int, retry_failed: bool)
     """Why this run is to run now (its state's reason), or None, said, when it is not to run."""
     state, why = paired_state(workdir, plan, name, seed)
     kind = kind_of(plan, name)
-    blocker = state == "failed" and retry_failed and kind and base_blocker(workdir, kind, seed)
+    blocker = state == "failed" and retry_failed and kind and base_blocker(workdir, plan, kind, seed)
     if blocker:
         state, why = "blocked", blocker
     starts = state == "pending" or (state == "failed" and retry_failed)
-    if starts and kind != "eval" and not train_shards_here(workdir, plan):
+    if (starts and kind != "eval" and not train_shards_here(workdir, plan)
+            and not finishable(workdir, plan, name, seed)):
         state, why = "blocked", NO_TRAIN_SHARDS
     if state in ("done", "blocked") or (state == "failed" and not retry_failed):
         rerun = "; --retry-failed reruns it" if state == "failed" else ""
@@ -744,26 +791,27 @@ def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_fail
                 if not free:
                     break
                 ahead = ({run_id(*item) for item in queued[:position] if item in waiting}
-                         | {rid for rid, _ in running.values()})
+                         | {run_id(*item) for item, _ in running.values()})
                 if kind_of(plan, name) and run_id(BASE, seed) in ahead:
                     continue  # the first waiting run never waits: nothing is ahead of it
                 waiting.remove((name, seed))
                 why = why_run(workdir, plan, name, seed, retry_failed)
                 if why is None:
                     continue
-                rid, lane = run_id(name, seed), free.pop(0)
+                env, lane = launch(workdir, plan, name, seed), free.pop(0)
+                rid = env["RUN_ID"]  # the run, or the evaluation finishing it
                 set_aside(workdir, rid)
                 print(f"{time.strftime('%H:%M:%S')} {rid}: running{f' on GPUs {lane}' if lane else ''} ({why})",
                       flush=True)
-                env = {**run_env(plan, name, seed), **({"CUDA_VISIBLE_DEVICES": lane} if lane else {})}
-                running[pool.submit(run_one, workdir, env, nproc(plan))] = (rid, lane)
+                env.update({"CUDA_VISIBLE_DEVICES": lane} if lane else {})
+                running[pool.submit(run_one, workdir, env, nproc(plan))] = ((name, seed), lane)
             if running:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    rid, lane = running.pop(future)
+                    (name, seed), lane = running.pop(future)
                     free.append(lane)
-                    print(f"{time.strftime('%H:%M:%S')} {rid}: exit {future.result()}, {run_state(workdir, rid)[0]}",
-                          flush=True)
+                    print(f"{time.strftime('%H:%M:%S')} {run_id(name, seed)}: exit {future.result()}, "
+                          f"{result_state(workdir, plan, name, seed)[0]}", flush=True)
     finally:
         if running:
             stop_runs()
@@ -778,6 +826,8 @@ def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_fail
 # -----------------------------------------------------------------------------
 
 def run_record(workdir: Path, plan: dict, name: str, seed: int) -> dict:
+    """A run's figures from its log; for one finished from its artifact (finishable), the training and packing
+    figures from its own log, the scores' (final, eval and TTT compile time) from the evaluation's."""
     rid = run_id(name, seed)
     state, why = paired_state(workdir, plan, name, seed)
     exit_file = workdir / "logs" / f"{rid}.exit.json"
@@ -785,17 +835,24 @@ def run_record(workdir: Path, plan: dict, name: str, seed: int) -> dict:
     rec = dict(name=name, seed=seed, rid=rid, state=state, why=why, wall=wall, path=workdir / "logs" / f"{rid}.txt")
     if state != "done":
         return rec
-    facts = golflog.facts(golflog.read_log(rec["path"]))
+    trained = facts = golflog.facts(golflog.read_log(rec["path"]))
+    if run_state(workdir, rid)[0] != "done":  # finished by its evaluation: the scores are there
+        rec["path"] = workdir / "logs" / f"{rid}{FINISH}.txt"
+        facts = golflog.facts(golflog.read_log(rec["path"]))
     bpb = {label: score["bpb"] for label, score in facts["scores"].items()}
+    cut = {label: score["bpb"] for label, score in trained["scores"].items()}
     number = golflog.number
-    rec.update(final=seed_stats.read_log(rec["path"])["bpb"], prequant=bpb.get("final_prequant_exact"),
-               quantized=bpb.get("final_roundtrip_exact"), steps=number(facts["train"].get("steps")),
-               eval_s=_seconds(facts["eval"].get("eval_time")),
-               bytes=number(facts["total"].get("artifact_total_bytes")),
-               first_step=number(facts["first_step"].get("first_step_done_since_launch")),
+    sources = [trained["sources"]] + ([facts["sources"]] if facts["sources"] != trained["sources"] else [])
+    rec.update(final=seed_stats.read_log(rec["path"])["bpb"], prequant=cut.get("final_prequant_exact"),
+               quantized=cut.get("final_roundtrip_exact", bpb.get("final_roundtrip_exact")),
+               finish_gap=(abs(cut["final_roundtrip_exact"] - bpb["final_roundtrip_exact"])
+                           if trained is not facts and "final_roundtrip_exact" in cut else None),
+               steps=number(trained["train"].get("steps")), eval_s=_seconds(facts["eval"].get("eval_time")),
+               bytes=number(trained["total"].get("artifact_total_bytes")),
+               first_step=number(trained["first_step"].get("first_step_done_since_launch")),
                ttt_compile=number(facts["ttt_compile"].get("ttt_compile_warmup_seconds")),
-               code=hashlib.sha256(json.dumps(facts["sources"], sort_keys=True).encode()).hexdigest()[:12],
-               sgd=facts["global_sgd"])
+               code=hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:12],
+               sgd=facts["global_sgd"], config=trained["config"])
     return rec
 
 
@@ -847,8 +904,9 @@ def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None 
     if kind and len(matched) >= MIN_SEEDS:
         out["p"] = paired_p(out["paired"])
     elif len(matched) >= MIN_SEEDS:
-        result = seed_stats.compare(seed_stats.read_side([base[r["seed"]]["path"] for r in matched], "old"),
-                                    seed_stats.read_side([r["path"] for r in matched], "new"), 0.0)
+        sides = [[base[r["seed"]] for r in matched], matched]
+        result = seed_stats.compare(*[seed_stats.read_side([r["path"] for r in rs], side, [r["config"] for r in rs])
+                                      for rs, side in zip(sides, ("old", "new"))], 0.0)
         out["p"] = result["bpb"]["p_value"]
     return out
 
@@ -925,6 +983,11 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
             what = DERIVED_KINDS[s["kind"]].shared_what
             lines += ["", f"NOTE: {name}'s own {what} differs from the base's by up to {s['base_gap']:.2e} bpb: "
                       "not the same file, or a nondeterministic evaluation."]
+    gaps = {r["rid"]: r["finish_gap"] for r in runs if r.get("finish_gap")}
+    if gaps:  # one artifact, one evaluator: the roundtrip score again, to the last digit but for the kernels
+        lines += ["", f"NOTE: evaluated again from their artifacts, {', '.join(gaps)} scored them up to "
+                  f"{max(gaps.values()):.2e} bpb away from their own roundtrip score before the cut: a "
+                  "nondeterministic evaluation, or not the same file."]
     idle = [r["rid"] for r in runs if r.get("sgd") and not any(steps for _, steps in r["sgd"])]
     if idle:  # e.g. a prefix of one GLOBAL_TTT_CHUNK_TOKENS chunk or less (the last, partial chunk never trains)
         most = max(tokens for r in runs if r["rid"] in idle for tokens, _ in r["sgd"])
@@ -1033,12 +1096,15 @@ def cmd_run(args, argv: list[str]) -> int:
         trains = bool(plan["data"]["train_shards"]) or train_shards_here(workdir, merged)
         for name, seed in todo:
             state, why = paired_state(workdir, merged, name, seed)
-            if state == "blocked" and trains and run_state(workdir, run_id(BASE, seed))[0] == "pending":
-                state = "pending"  # its base runs first
-            if state == "pending" and kind_of(merged, name) != "eval" and not trains:
+            base_pending = result_state(workdir, merged, BASE, seed)[0] == "pending"
+            if state == "blocked" and base_pending and (trains or finishable(workdir, merged, BASE, seed)):
+                state = "pending"  # its base runs (or is finished) first
+            if (state == "pending" and kind_of(merged, name) != "eval" and not trains
+                    and not finishable(workdir, merged, name, seed)):
                 state, why = "blocked", NO_TRAIN_SHARDS
             note = f" # {why}" if state == "blocked" else ""
-            print(f"[{state}] (cd {workdir} && {command_line(run_env(merged, name, seed), nproc(merged))}){note}")
+            env = launch(workdir, merged, name, seed)
+            print(f"[{state}] (cd {workdir} && {command_line(env, nproc(merged))}){note}")
         return 0
     if runner_pid(workdir) is not None:
         take_lock(workdir)  # refused, before any file is touched

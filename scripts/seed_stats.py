@@ -75,11 +75,13 @@ def check_same_config(runs: list[dict], side: str) -> None:
         raise SystemExit(f"--{side} logs mix TTT and non-TTT final scores")
 
 
-def read_side(paths, side: str) -> dict:
-    """{"nats": [...], "bpb": [...]} of one side's logs, one per seed."""
+def read_side(paths, side: str, configs: list[dict] | None = None) -> dict:
+    """{"nats": [...], "bpb": [...]} of one side's logs, one per seed; configs: the runs' own where a log scored
+    another run's artifact (ab_runs: a run cut short after writing it, evaluated again from it)."""
     if len(paths) < 2:
         raise SystemExit(f"--{side} needs at least 2 logs (seeds) for a standard deviation")
     runs = [read_log(Path(p)) for p in paths]
+    runs = [dict(run, config=config) for run, config in zip(runs, configs)] if configs else runs
     check_same_config(runs, side)
     return dict(nats=[r["nats"] for r in runs], bpb=[r["bpb"] for r in runs], source=f"{len(runs)} logs")
 

@@ -31,6 +31,7 @@ BASE = ("SMOKE=1,RECIPE=2135,ITERATIONS=2,MAX_WALLCLOCK_SECONDS=0,VAL_LOSS_EVERY
         "GPTQ_CALIBRATION_BATCHES=1,TTT_CHUNK_SIZE=256")
 SEEDS = (1, 2, 3)
 TTT_LINE = "\nfinal_ttt_exact val_loss:"  # the run's line (the log's embedded source also names the label)
+ARTIFACT_LINE = "\nartifact_model_bytes:"  # ... and the line saying the artifact is written
 VAL_EVERY, VAL_MAX_DOC_TOKENS = 13, 4000  # the sample's 13 documents (2,530-3,547 tokens): its 13th (3,130)
 
 
@@ -121,13 +122,13 @@ def test_runs_saw_the_val_subset_and_scaled_prefix(workdir):
 
 
 def test_a_rerun_runs_only_what_is_missing_or_cut(workdir, tmp_path, capsys):
-    """A truncated log (a run cut short) is set aside and run again, a deleted one is planned again (only the
-    first is run here: one run less); the finished runs are kept as they are."""
+    """A truncated log (a run cut short before its artifact) is set aside and run again, a deleted one is planned
+    again (only the first is run here: one run less); the finished runs are kept as they are."""
     work = tmp_path / "w"
     shutil.copytree(workdir, work, symlinks=True)
     cut = work / "logs" / "base_s3.txt"
     text = cut.read_text()
-    cut.write_text(text[:text.index(TTT_LINE) + 1])
+    cut.write_text(text[:text.index(ARTIFACT_LINE) + 1])
     (work / "logs" / "lr_s2.txt").rename(tmp_path / "lr_s2.txt")
     capsys.readouterr()
     ab_runs.main(args(work, "--dry-run"))
@@ -143,7 +144,7 @@ def test_a_rerun_runs_only_what_is_missing_or_cut(workdir, tmp_path, capsys):
     assert {p.name: p.read_text() for p in (work / "logs").glob("*.txt") if p != cut} == before  # kept, not rerun
     assert sorted(p.name for p in (work / "attempts").iterdir()) == [
         "base_s3.1.console.txt", "base_s3.1.exit.json", "base_s3.1.log.txt"]
-    assert (work / "attempts" / "base_s3.1.log.txt").read_text() == text[:text.index(TTT_LINE) + 1]
+    assert (work / "attempts" / "base_s3.1.log.txt").read_text() == text[:text.index(ARTIFACT_LINE) + 1]
     rows = table_rows(out)
     assert rows["base"][2] == rows["lr"][2] == "3/3"
     expected = seed_stats.summarize(logs(work, "base"), logs(work, "lr"), 0.0)["bpb"]
@@ -489,6 +490,57 @@ def test_eval_only_runs_go_on_without_the_train_shards(workdir, tmp_path, capsys
     assert "lr_s2: failed (" in said
     with pytest.raises(SystemExit, match="^error: --data holds no train shards .*a new workdir trains its base"):
         ab_runs.main(args(tmp_path / "new", "--dry-run", data=val_only))
+
+
+def test_a_base_cut_after_its_artifact_is_finished_from_it(workdir, tmp_path, capsys):
+    """A base run whose machine went away during its evaluation (its log ends after the artifact lines, no exit
+    record) is not trained again: one real EVAL_ONLY run of its artifact (base_s1_finish), from val files alone,
+    scores it as the whole run did, to the last digit; the report takes the score from it and the training
+    figures from the cut log, and the eval-only variant measured on that artifact stays done. A log cut before
+    its artifact lines, or an artifact of other bytes than the log states, is not finished so."""
+    work = with_eval_variant(workdir, tmp_path, {1: -0.001, 2: -0.001, 3: -0.002})
+    log = work / "logs" / "base_s1.txt"
+    whole = log.read_text()
+    log.write_text(whole[:whole.index(TTT_LINE) + 1])
+    (work / "logs" / "base_s1.exit.json").unlink()
+    for shard in (work / "data").glob("fineweb_train_*"):
+        shard.unlink()
+    val_only = tmp_path / "val_only"
+    val_only.mkdir()
+    for path in DATA.glob("fineweb_val_*"):
+        shutil.copyfile(path, val_only / path.name)
+    capsys.readouterr()
+    assert ab_runs.main(args(work, "--dry-run", "--eval-variant", EVAL_VARIANT, data=val_only)) == 0
+    planned = {rid: (state, command) for state, rid, command in dry_commands(capsys)}
+    state, command = planned["base_s1_finish"]
+    assert state == "pending" and "EVAL_ONLY=1 " in command and "PREQUANT_PATH" not in command
+    assert planned["ev_s1"][0] == planned["base_s2"][0] == "done"  # a whole run is not finished again
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "2")
+        assert ab_runs.main(args(work, "--eval-variant", EVAL_VARIANT, data=val_only)) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"^\S+ (\w+): running", out, re.M) == ["base_s1_finish"]
+    finished = (work / "logs" / "base_s1_finish.txt").read_text()
+    for label in ("final_roundtrip_exact", "final_ttt_exact"):
+        assert golflog.final_score(golflog.run_lines(finished), label) == golflog.final_score(
+            golflog.run_lines(whole), label)
+    assert log.read_text() == whole[:whole.index(TTT_LINE) + 1]  # the cut log and its artifact kept
+    row = next(r for r in ab_runs.collect(work)[2] if r["rid"] == "base_s1")
+    assert row["state"] == "done" and "evaluated from it by base_s1_finish" in row["why"]
+    assert row["final"] == seed_stats.read_log(workdir / "logs" / "base_s1.txt")["bpb"]
+    assert row["steps"] == 2 and row["bytes"] is not None and row["finish_gap"] == 0
+    assert table_rows(out)["base"][2] == table_rows(out)["ev"][2] == "3/3" and "NOTE: evaluated again" not in out
+    log.write_text(whole[:whole.index(ARTIFACT_LINE) + 1])  # cut before the artifact lines: trained again
+    (work / "logs" / "base_s1_finish.txt").unlink()
+    plan = json.loads((work / "plan.json").read_text())
+    assert not ab_runs.finishable(work, plan, "base", 1)
+    assert ab_runs.why_run(work, plan, "base", 1, retry_failed=False) is None  # no train shards here
+    assert "base_s1: blocked (not run: it trains or quantizes" in capsys.readouterr().out
+    log.write_text(whole[:whole.index(TTT_LINE) + 1])
+    assert ab_runs.finishable(work, plan, "base", 1)
+    with open(work / "artifacts" / "base_s1.golf", "ab") as f:  # not the bytes the log states
+        f.write(b"x")
+    assert not ab_runs.finishable(work, plan, "base", 1)
 
 
 def test_one_real_quant_only_run(workdir, tmp_path, capsys):
