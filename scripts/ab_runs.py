@@ -83,19 +83,19 @@ Scale (SCALE below, each overridable with --base): MAX_WALLCLOCK_SECONDS=60 and 
 settings counted in steps scaled to the run's length (step_scaled: at 60 s, ~59 steps, EMA_DECAY=0.7056
 and MUON_MOMENTUM_WARMUP_STEPS=18 for #2135's 0.9965 and 1,500; without them the evaluated EMA weights of a 60 s run
 were 81% the initial random ones). Why:
-- What a run costs, measured on one H100 (docs/BENCHMARKS.md, 2026-12-05, fifteenth session), RECIPE=2135
-  at this scale, cold caches: the first base run 538 s from launch to exit (first step 200.5 s with the 20
-  warm-up steps, 54 steps of ~0.99 s, GPTQ 9.5 s, brotli 16.8 s and a second pass for the over-budget shrink,
-  TTT compile warm-up 153.6 s, TTT 66.3 s at chunk 48); an eval-only run whose TTT shapes are new
-  (TTT_CHUNK_SIZE=36) 299 s, of which 203 s compile warm-up and 82.6 s TTT (TTT_SHORT_SCORE_FIRST_STEPS, more
-  chunk sizes: 216 s warm-up). The TTT compile, not the scoring, is most of an eval-only run. Not measured
-  yet: a base run with warm caches (the H200 figures of 2026-12-04 put launch to first step at ~35-50 s warm
-  against 175 s cold) and an eval-only run that keeps the base's TTT shapes (its compile could come from the
-  cache).
-- So 30 minutes of one GPU (start ~1.5 min, the cold first run ~9 min) buy the three base seeds and perhaps
-  one eval-only variant. Bring the base artifacts back (~15.8 MB each, under the 16 MiB a returned file may
-  hold) with the pack: a later session carries them instead of the train shards and spends its time on
-  eval-only variants, ~5 of those runs a session.
+- What a run costs, measured on one H100 (docs/BENCHMARKS.md, 2026-12-05, fifteenth and sixteenth sessions),
+  RECIPE=2135 at this scale: a base run with cold caches 474-538 s from launch to exit (first step 161-200 s
+  with the 20 warm-up steps, 54-55 steps of ~0.99 s, GPTQ 7-11 s, brotli 12-17 s and a second pass for the
+  over-budget shrink, TTT compile warm-up 144-154 s, TTT ~55-66 s at chunk 48); with the caches warm 222 s
+  (first step 44 s, TTT compile 14 s). An eval-only run whose TTT shapes are new (TTT_CHUNK_SIZE=36) 299 s, of
+  which 203 s compile warm-up and 82.6 s TTT (TTT_SHORT_SCORE_FIRST_STEPS, more chunk sizes: 216 s warm-up);
+  with shapes already compiled, ~100 s is expected (not measured yet). The TTT compile, not the scoring, is
+  most of an eval-only run's cost.
+- So 30 minutes of one GPU (start ~1.5 min, refused starts 1.5-3 min each) buy the three base seeds cold and
+  little else. The caches of a session (235 MB; 8.9 MB as xz -9e) and the base artifacts (~15.8 MB each, under
+  the 16 MiB a returned file may hold) come back with the pack: a later session carries them instead of the
+  train shards and spends its time on eval-only variants, each ~200 s for its first seed and ~100 s for the
+  others.
 - 60 s of training is 54-60 steps of 786,432 tokens after the Hessian reserve (0.90-0.91 s a step on an H200,
   docs/runs/2026-12-05*/whole60_*; 0.99 s on an H100): one pass over at most 47M tokens, within 5 of
   proxy2_caseops' 7 train shards (shards 0-4: what fits the 64 MiB a GPU call carries), so no token is seen
@@ -107,8 +107,9 @@ were 81% the initial random ones). Why:
   GLOBAL_TTT_CHUNK_TOKENS chunk (the last, partial chunk is never trained on): no step (the report says so).
   Phase settings are not measured at this scale.
 - What it resolves: the report gives the base's seed std s and, for n seeds each, the smallest difference
-  that reaches p < 0.25 (t(0.75, 2n-2) x s x sqrt(2/n) = 0.60 s at n = 3) and p < 0.05 (1.74 s). s at this
-  scale is not known before the first session measures it. The runs see ~1% of a challenge run's tokens:
+  that reaches p < 0.25 (t(0.75, 2n-2) x s x sqrt(2/n) = 0.60 s at n = 3) and p < 0.05 (1.74 s). Measured at
+  this scale: s = 0.00362 over seeds 1 and 2 (0.0022 for p < 0.25), and seed 1 run twice moved 0.0025 (54 and
+  55 capped steps, GPU nondeterminism). The runs see ~1% of a challenge run's tokens:
   training-side variants are measured early in training, eval-side ones (TTT) on a weak model; a difference
   found here is a candidate to confirm at full scale, not a result. An eval-only variant's paired differences
   have no training noise: their sd (the table's `sd of Δ`) is what its p rests on, and it is not known
