@@ -225,6 +225,7 @@ PASS_ENV_PREFIXES = ("NCCL_", "NVSHMEM_", "TORCH_", "PYTORCH_")
 TORCHRUN_SIGNALS = dict(PET_SIGNALS_TO_HANDLE="SIGTERM,SIGINT,SIGQUIT")  # torchrun --signals-to-handle
 CLOSING_LINE = re.compile(r"^eval_time:\d+ms \(inside:", re.M)  # train_gpt.py's last line of a finished run
 SIGNALLED = "interrupted: KeyboardInterrupt"  # a run stopped by a signal (SIGTERM, Ctrl-C): to be run again
+FINISH = "_finish"  # RUN_ID suffix of the evaluation that finishes a run cut short after writing its artifact
 P_LEVELS = (0.25, 0.05)  # the resolvable differences the report states
 ITEM_SPLIT = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*=)")  # a comma before the next KEY=
 
@@ -547,7 +548,10 @@ def run_state(workdir: Path, rid: str) -> tuple[str, str]:
 
 def set_aside(workdir: Path, rid: str) -> None:
     """Move an unfinished attempt's files to WORKDIR/attempts/<RUN_ID>.<N>.* and drop its artifact (train_gpt.py
-    refuses to start over an existing log or artifact) and its unquantized weights."""
+    refuses to start over an existing log or artifact) and its unquantized weights; a whole run's attempt takes
+    the evaluation that finished it along (it scored the artifact about to be replaced)."""
+    if not rid.endswith(FINISH):
+        set_aside(workdir, rid + FINISH)
     attempts = workdir / "attempts"
     files = {"log.txt": workdir / "logs" / f"{rid}.txt", "exit.json": workdir / "logs" / f"{rid}.exit.json",
              "console.txt": workdir / "console" / f"{rid}.txt"}
@@ -640,34 +644,45 @@ def exit_record(workdir: Path, rid: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-FINISH = "_finish"  # RUN_ID suffix of the evaluation that finishes a run cut short after writing its artifact
+def artifact_lines(workdir: Path, plan: dict, name: str, seed: int) -> dict[str, str] | None:
+    """For a run that packs its own artifact (the base, a trained or quantize-only variant) cut short or stopped
+    by a signal (pending) after writing it: the fields of its log's artifact lines (model bytes, total, limit);
+    else None. Its evaluation is then run from the artifact (EVAL_ONLY=1, the run's settings and seed: TTT draws
+    from generators seeded by SEED, so it scores as the whole run would have), not the whole run again."""
+    rid = run_id(name, seed)
+    log = workdir / "logs" / f"{rid}.txt"
+    if kind_of(plan, name) == "eval" or not log.is_file() or run_state(workdir, rid)[0] != "pending":
+        return None
+    run = golflog.run_lines(log.read_text(errors="replace"))
+    total = golflog.line(run, "artifact_total_bytes")
+    return {**golflog.fields(golflog.line(run, "artifact_model_bytes")), **golflog.fields(total)} if total else None
 
 
 def finishable(workdir: Path, plan: dict, name: str, seed: int) -> bool:
-    """A run that packs its own artifact (the base, a trained or quantize-only variant), cut short or stopped by a
-    signal (pending) after the artifact was written (its log states the artifact's bytes, the file has them): the
-    rest, its evaluation, is run from that artifact (EVAL_ONLY=1, the run's settings and seed: TTT draws from
-    generators seeded by SEED, so it scores as the whole run would have), not the whole run again."""
-    rid = run_id(name, seed)
-    log, artifact = workdir / "logs" / f"{rid}.txt", workdir / artifact_path(name, seed)
-    if (kind_of(plan, name) == "eval" or not (log.is_file() and artifact.is_file())
-            or run_state(workdir, rid)[0] != "pending"):
-        return False
-    run = golflog.run_lines(log.read_text(errors="replace"))
-    written = golflog.fields(golflog.line(run, "artifact_model_bytes")).get("artifact_model_bytes")
-    return bool(golflog.line(run, "artifact_total_bytes")) and written == str(artifact.stat().st_size)
+    """A run cut short after writing its artifact (artifact_lines) whose artifact is here with the bytes its log
+    states: its evaluation can run."""
+    stated, artifact = artifact_lines(workdir, plan, name, seed), workdir / artifact_path(name, seed)
+    return bool(stated) and artifact.is_file() and stated.get("artifact_model_bytes") == str(artifact.stat().st_size)
 
 
 def result_state(workdir: Path, plan: dict, name: str, seed: int) -> tuple[str, str]:
-    """run_state of a run, or of a run cut short after writing its artifact: that of the evaluation finishing
-    it (finishable)."""
+    """run_state of a run, or for one cut short after writing its artifact, that of the evaluation finishing it
+    (a finished evaluation stands without the artifact: a pack carries logs alone); one whose artifact is gone
+    before its evaluation ran is to be trained again, one over the size limit failed (as the whole run would)."""
     rid = run_id(name, seed)
-    if not finishable(workdir, plan, name, seed):
+    stated = artifact_lines(workdir, plan, name, seed)
+    if stated is None:
         return run_state(workdir, rid)
+    total, limit = (golflog.number(stated.get(k)) for k in ("artifact_total_bytes", "limit"))
+    if total is not None and limit is not None and total > limit:
+        return "failed", f"artifact over budget: {total:,.0f} bytes > {limit:,.0f} (its log)"
     state, why = run_state(workdir, rid + FINISH)
     if state == "done":
         return state, f"cut short after writing its artifact; evaluated from it by {rid}{FINISH}"
-    return state, f"cut short after writing its artifact, to be evaluated from it by {rid}{FINISH} ({why})"
+    if not finishable(workdir, plan, name, seed):
+        return run_state(workdir, rid)
+    said = {"pending": "to be evaluated from it", "failed": "its evaluation from it failed"}[state]
+    return state, f"cut short after writing its artifact, {said} by {rid}{FINISH} ({why})"
 
 
 def launch(workdir: Path, plan: dict, name: str, seed: int) -> dict[str, str]:
@@ -783,7 +798,7 @@ def run_queue(workdir: Path, plan: dict, todo: list[tuple[str, int]], retry_fail
     STOPPING.clear()
     STOPPED.clear()
     waiting, free = list(todo), list(lanes)
-    running = {}  # future -> (RUN_ID, lane)
+    running = {}  # future -> ((variant, seed), lane)
     pool = ThreadPoolExecutor(max_workers=len(lanes))
     try:
         while waiting or running:

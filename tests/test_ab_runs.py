@@ -529,10 +529,32 @@ def test_a_base_cut_after_its_artifact_is_finished_from_it(workdir, tmp_path, ca
     assert row["state"] == "done" and "evaluated from it by base_s1_finish" in row["why"]
     assert row["final"] == seed_stats.read_log(workdir / "logs" / "base_s1.txt")["bpb"]
     assert row["steps"] == 2 and row["bytes"] is not None and row["finish_gap"] == 0
+    facts = golflog.facts(finished)  # eval and TTT compile time: the evaluation's, not in the cut log
+    assert row["eval_s"] * 1000 == golflog.number(facts["eval"]["eval_time"]) and row["ttt_compile"] is not None
     assert table_rows(out)["base"][2] == table_rows(out)["ev"][2] == "3/3" and "NOTE: evaluated again" not in out
-    log.write_text(whole[:whole.index(ARTIFACT_LINE) + 1])  # cut before the artifact lines: trained again
-    (work / "logs" / "base_s1_finish.txt").unlink()
     plan = json.loads((work / "plan.json").read_text())
+    artifact = work / "artifacts" / "base_s1.golf"
+    artifact.rename(tmp_path / "base_s1.golf")  # a report from the pack (logs alone): still done
+    assert ab_runs.result_state(work, plan, "base", 1)[0] == "done"
+    (work / "logs" / "ev_s1.txt").unlink()  # the dry run: ev_s1 waits for the finish of its base, not blocked
+    (work / "logs" / "base_s1_finish.txt").rename(tmp_path / "finish.txt")
+    (tmp_path / "base_s1.golf").rename(artifact)
+    assert ab_runs.main(args(work, "--dry-run", "--eval-variant", EVAL_VARIANT, data=val_only)) == 0
+    planned = {rid: state for state, rid, _ in dry_commands(capsys)}
+    assert planned["base_s1_finish"] == planned["ev_s1"] == "pending"
+    over = whole[:whole.index(TTT_LINE) + 1].replace("limit:16000000", "limit:1000")
+    log.write_text(over)  # over the size limit: failed, as the whole run would have
+    assert ab_runs.result_state(work, plan, "base", 1) == ("failed", f"artifact over budget: "
+                                                          f"{row['bytes']:,.0f} bytes > 1,000 (its log)")
+    log.write_text(whole[:whole.index(TTT_LINE) + 1])
+    (tmp_path / "finish.txt").rename(work / "logs" / "base_s1_finish.txt")
+    ab_runs.set_aside(work, "base_s1")  # a whole run again: the evaluation that finished the old one goes too
+    moved = sorted(p.name for p in (work / "attempts").iterdir())
+    assert [n for n in moved if n.endswith("log.txt")] == ["base_s1.1.log.txt", "base_s1_finish.1.log.txt"]
+    assert "base_s1_finish.1.exit.json" in moved
+    assert not artifact.exists()
+    log.write_text(whole[:whole.index(ARTIFACT_LINE) + 1])  # cut before the artifact lines: trained again
+    shutil.copyfile(workdir / "artifacts" / "base_s1.golf", artifact)
     assert not ab_runs.finishable(work, plan, "base", 1)
     assert ab_runs.why_run(work, plan, "base", 1, retry_failed=False) is None  # no train shards here
     assert "base_s1: blocked (not run: it trains or quantizes" in capsys.readouterr().out
