@@ -448,18 +448,25 @@ def run_first_seed(work, flag, variant, capsys, labels, data=DATA):
     return out, golflog.resolved_config(texts[0]), scores, records
 
 
-def test_eval_only_runs_go_on_without_the_train_shards(workdir, tmp_path, capsys):
-    """A workdir whose bases trained elsewhere (its logs and artifacts brought back, not the train shards, as
-    on a fresh GPU machine whose carry had no room for them) runs its eval-only variants from a --data of val
-    files alone: one real EVAL_ONLY run (ev_s1; ev_s2 and ev_s3 are synthetic). A trained or quantize-only
-    variant is reported not run, a failed run stays failed, and a new workdir is refused."""
-    work = with_eval_variant(workdir, tmp_path, {2: -0.001, 3: -0.002})
+def without_train_shards(work, tmp_path):
+    """The workdir's train shards removed, as on a GPU machine whose carry had no room for them; returns a --data
+    of the sample's val files alone."""
     for shard in (work / "data").glob("fineweb_train_*"):
         shard.unlink()
     val_only = tmp_path / "val_only"
     val_only.mkdir()
     for path in DATA.glob("fineweb_val_*"):
         shutil.copyfile(path, val_only / path.name)
+    return val_only
+
+
+def test_eval_only_runs_go_on_without_the_train_shards(workdir, tmp_path, capsys):
+    """A workdir whose bases trained elsewhere (its logs and artifacts brought back, not the train shards, as
+    on a fresh GPU machine whose carry had no room for them) runs its eval-only variants from a --data of val
+    files alone: one real EVAL_ONLY run (ev_s1; ev_s2 and ev_s3 are synthetic). A trained or quantize-only
+    variant is reported not run, a failed run stays failed, and a new workdir is refused."""
+    work = with_eval_variant(workdir, tmp_path, {2: -0.001, 3: -0.002})
+    val_only = without_train_shards(work, tmp_path)
     out, config, scores, records = run_first_seed(work, "--eval-variant", EVAL_VARIANT, capsys,
                                                   ("final_roundtrip_exact", "final_ttt_exact"), data=val_only)
     # it evaluated base_s1's artifact: the roundtrip score is the base's to the last digit, the TTT score its own
@@ -503,12 +510,7 @@ def test_a_base_cut_after_its_artifact_is_finished_from_it(workdir, tmp_path, ca
     whole = log.read_text()
     log.write_text(whole[:whole.index(TTT_LINE) + 1])
     (work / "logs" / "base_s1.exit.json").unlink()
-    for shard in (work / "data").glob("fineweb_train_*"):
-        shard.unlink()
-    val_only = tmp_path / "val_only"
-    val_only.mkdir()
-    for path in DATA.glob("fineweb_val_*"):
-        shutil.copyfile(path, val_only / path.name)
+    val_only = without_train_shards(work, tmp_path)
     capsys.readouterr()
     assert ab_runs.main(args(work, "--dry-run", "--eval-variant", EVAL_VARIANT, data=val_only)) == 0
     planned = {rid: (state, command) for state, rid, command in dry_commands(capsys)}
