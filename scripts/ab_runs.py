@@ -658,11 +658,22 @@ def artifact_lines(workdir: Path, plan: dict, name: str, seed: int) -> dict[str,
     return {**golflog.fields(golflog.line(run, "artifact_model_bytes")), **golflog.fields(total)} if total else None
 
 
-def finishable(workdir: Path, plan: dict, name: str, seed: int) -> bool:
-    """A run cut short after writing its artifact (artifact_lines) whose artifact is here with the bytes its log
-    states: its evaluation can run."""
-    stated, artifact = artifact_lines(workdir, plan, name, seed), workdir / artifact_path(name, seed)
+def artifact_here(workdir: Path, name: str, seed: int, stated: dict[str, str] | None) -> bool:
+    """The run's artifact is here with the bytes its log's artifact lines (artifact_lines) state."""
+    artifact = workdir / artifact_path(name, seed)
     return bool(stated) and artifact.is_file() and stated.get("artifact_model_bytes") == str(artifact.stat().st_size)
+
+
+def finishable(workdir: Path, plan: dict, name: str, seed: int) -> bool:
+    """A run cut short after writing its artifact whose artifact is here as its log states: its evaluation can
+    run."""
+    return artifact_here(workdir, name, seed, artifact_lines(workdir, plan, name, seed))
+
+
+def needs_train_shards(workdir: Path, plan: dict, name: str, seed: int) -> bool:
+    """Starting this run needs the train shards: it trains or quantizes (not eval-only), and is not a run cut
+    after writing its artifact (finishable: only evaluated)."""
+    return kind_of(plan, name) != "eval" and not finishable(workdir, plan, name, seed)
 
 
 def result_state(workdir: Path, plan: dict, name: str, seed: int) -> tuple[str, str]:
@@ -679,7 +690,7 @@ def result_state(workdir: Path, plan: dict, name: str, seed: int) -> tuple[str, 
     state, why = run_state(workdir, rid + FINISH)
     if state == "done":
         return state, f"cut short after writing its artifact; evaluated from it by {rid}{FINISH}"
-    if not finishable(workdir, plan, name, seed):
+    if not artifact_here(workdir, name, seed, stated):
         return run_state(workdir, rid)
     said = {"pending": "to be evaluated from it", "failed": "its evaluation from it failed"}[state]
     return state, f"cut short after writing its artifact, {said} by {rid}{FINISH} ({why})"
@@ -776,8 +787,7 @@ def why_run(workdir: Path, plan: dict, name: str, seed: int, retry_failed: bool)
     if blocker:
         state, why = "blocked", blocker
     starts = state == "pending" or (state == "failed" and retry_failed)
-    if (starts and kind != "eval" and not train_shards_here(workdir, plan)
-            and not finishable(workdir, plan, name, seed)):
+    if starts and not train_shards_here(workdir, plan) and needs_train_shards(workdir, plan, name, seed):
         state, why = "blocked", NO_TRAIN_SHARDS
     if state in ("done", "blocked") or (state == "failed" and not retry_failed):
         rerun = "; --retry-failed reruns it" if state == "failed" else ""
@@ -1115,8 +1125,7 @@ def cmd_run(args, argv: list[str]) -> int:
             base_pending = result_state(workdir, merged, BASE, seed)[0] == "pending"
             if state == "blocked" and base_pending and (trains or finishable(workdir, merged, BASE, seed)):
                 state = "pending"  # its base runs (or is finished) first
-            if (state == "pending" and kind_of(merged, name) != "eval" and not trains
-                    and not finishable(workdir, merged, name, seed)):
+            if state == "pending" and not trains and needs_train_shards(workdir, merged, name, seed):
                 state, why = "blocked", NO_TRAIN_SHARDS
             note = f" # {why}" if state == "blocked" else ""
             env = launch(workdir, merged, name, seed)
