@@ -105,6 +105,9 @@ CREDITS = {
              ("caseops", "CaseOps tokenizer, byte sidecar accounting", "PR #1729, PR #1736"),
              *LINEAGE_1886],
 }
+# golfrun's recipe: #2135's stack and TTT chunk 36; credit_rows adds the other candidates it enables from its config
+CREDITS["golf"] = [("base_stack", "The stack built on: PR #2135's", "PR #2135 (@codemath3000)"),
+                   *CREDITS["2135"][1:], ("ttt_chunk_36", "TTT chunks of 36 tokens", "PR #1966")]
 
 
 # The candidate settings (issue 27) a run may enable over its recipe, with their origin (README.md's candidate
@@ -116,6 +119,8 @@ CANDIDATE_CREDITS = [
     ("mlp_output_gate", "Per-block MLP output gate", "PR #1941", "mlp_gate_enabled", "False"),
     ("awq_lite", "AWQ-lite", "PR #1908 (in PR #1945 and PR #2014)", "awq_lite_enabled", "False"),
     ("token_max_prob", "The n-gram tilt's boost capped at TOKEN_MAX_PROB", "golfrun", "token_max_prob", "1.0"),
+    ("ttt_grad_steps", "More than one TTT Adam step per scored chunk", "golfrun (the setting is in PR #2135's code, "
+     "run there at 1)", "ttt_grad_steps", "1"),
 ]
 
 
@@ -127,7 +132,13 @@ def credit_rows(recipe: str, config: dict) -> list[tuple[str, str, str]]:
 
 def credits(recipe: str, config: dict) -> str:
     rows = "".join(f"| {component} | {origin} |\n" for _, component, origin in credit_rows(recipe, config))
-    return f"| Component | Origin |\n|---|---|\n{rows}" if rows else f"Recipe #{recipe}: see its record."
+    return (f"| Component | Origin |\n|---|---|\n{rows}" if rows else
+            f"Recipe {recipe_label(recipe)}: see its record.")
+
+
+def recipe_label(recipe: str) -> str:
+    """A record's recipe by its PR number (#2135), golfrun's own by its name."""
+    return f"#{recipe}" if recipe.isdigit() else f"{recipe} (golfrun's)"
 
 
 ATTENTION = dict(fa3="FlashAttention 3 (flash_attn_interface; its version is not logged)",
@@ -728,7 +739,8 @@ clock).
 
 ## Configuration
 
-Recipe #{conf['recipe']}; training for at most {c['iterations']} steps{f' or {cap:g} s' if cap else ' (no time cap)'}
+Recipe {recipe_label(conf['recipe'])}; training for at most {c['iterations']} steps{
+    f' or {cap:g} s' if cap else ' (no time cap)'}
 (the steps each seed ran are in the table); validation {'the whole set' if c['val_max_tokens'] == '0' else
 f"the first {c['val_max_tokens']} tokens"} ({first['model']['val_tokens']} scored tokens); test-time training
 {'on' if _on(c, 'ttt_enabled') else 'off'}. Techniques, from the logged configuration:
@@ -737,8 +749,8 @@ f"the first {c['val_max_tokens']} tokens"} ({first['model']['val_tokens']} score
 
 ## What is new against the recipe
 
-The settings that differ from recipe #{conf['recipe']}'s defaults (the defaults of the code the logs embed; the
-seed, the run id and the data and artifact paths aside):
+The settings that differ from recipe {recipe_label(conf['recipe'])}'s defaults (the defaults of the code the logs
+embed; the seed, the run id and the data and artifact paths aside):
 
 {differences}
 

@@ -170,6 +170,21 @@ def test_a_recipe_is_only_defaults():
         tg.load_hyperparameters({"RECIPE": "2136"})
 
 
+# golfrun's recipe: #2135's and what beat it in issue 27's A/B (docs/BENCHMARKS.md, seventeenth session)
+GOLF_OVER_2135 = dict(ttt_chunk_size=36, ttt_short_score_first_steps="256:8,2000:24", ttt_grad_steps=2)
+
+
+def test_golf_is_2135_with_only_evaluation_settings_changed():
+    """RECIPE=golf trains, quantizes and packs exactly as RECIPE=2135 (so #2135's oracle proofs hold for its
+    artifact): every setting it changes is read only at evaluation, after TTT_ENABLED in the dataclass."""
+    golf, record = (tg.load_hyperparameters({"RECIPE": name}) for name in ("golf", "2135"))
+    changed = {f.name: getattr(golf, f.name) for f in dataclasses.fields(tg.Hyperparameters)
+               if getattr(golf, f.name) != getattr(record, f.name)}
+    assert changed == dict(GOLF_OVER_2135, recipe="golf")
+    names = [f.name for f in dataclasses.fields(tg.Hyperparameters)]
+    assert min(names.index(n) for n in GOLF_OVER_2135) > names.index("ttt_enabled")
+
+
 def test_recipes_name_only_settings():
     fields = {f.name for f in dataclasses.fields(tg.Hyperparameters)}
     for name, recipe in tg.RECIPES.items():

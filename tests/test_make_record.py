@@ -480,7 +480,7 @@ def test_what_the_readme_says_follows_what_train_gpt_does(caseops_run):
 @pytest.mark.parametrize("setting, value, origin", [
     ("train_seq_schedule", "64@0.5,256@1", "PR #2014"), ("mlp_gate_enabled", "True", "PR #1941"),
     ("awq_lite_enabled", "True", "PR #1908"), ("ttt_short_score_first_steps", "256:8", "PR #2014"),
-    ("token_max_prob", "0.9", "golfrun"),
+    ("token_max_prob", "0.9", "golfrun"), ("ttt_grad_steps", "2", "golfrun (the setting"),
 ])
 def test_an_enabled_candidate_is_credited(caseops_run, setting, value, origin):
     c = caseops_run["config"]
@@ -491,3 +491,17 @@ def test_an_enabled_candidate_is_credited(caseops_run, setting, value, origin):
     sub = make_record.submission("n", "a", "b", "2026-12-04", "", [dict(caseops_run, config=on)] * 2,
                                  "non_record_16mb", "2135")
     assert len(sub["attribution"]) == len(make_record.CREDITS["2135"]) + 1
+
+
+def test_golf_credits_the_stack_it_is_built_on_and_its_candidates(caseops_run):
+    """RECIPE=golf's README and submission.json: #2135's lineage, TTT chunk 36 (#1966), and the candidates its
+    config enables (short-document chunks, two Adam steps a chunk); its name, not a PR number, where a recipe is
+    named."""
+    golf = dict(caseops_run["config"], recipe="golf", ttt_chunk_size="36", ttt_grad_steps="2",
+                ttt_short_score_first_steps="256:8,2000:24")
+    rows = make_record.credit_rows("golf", golf)
+    keys = [key for key, _, _ in rows]
+    assert len(keys) == len(set(keys)), "attribution keys must be unique"
+    assert {"ttt_chunk_36", "ttt_grad_steps", "short_doc_ttt_chunks", "caseops", "phased_ttt"} <= set(keys)
+    assert rows[0] == ("base_stack", "The stack built on: PR #2135's", "PR #2135 (@codemath3000)")
+    assert (make_record.recipe_label("golf"), make_record.recipe_label("2135")) == ("golf (golfrun's)", "#2135")

@@ -110,3 +110,14 @@ def test_the_readme_states_the_samples_size_and_make_records_folders():
     assert stated == round(size / 1e6, 1), f"README says {stated} MB, sample_data/ holds {size:,} bytes"
     for track in (make_record.RECORD_TRACK, make_record.NON_RECORD_TRACK):
         assert f"records/track_{track}/" in README, track
+
+
+def test_the_readme_states_what_golf_changes():
+    """RECIPE=golf's paragraph names each setting it changes over #2135's at its value: a setting added to or
+    changed in RECIPES['golf'] without the README fails here."""
+    text = sentence("`RECIPE=golf` is golfrun's recipe", "Measured against #2135's own script")
+    golf, record = tg.RECIPES["golf"], tg.RECIPES["2135"]
+    changed = {name.upper(): value for name, value in golf.items() if record.get(name) != value}
+    assert changed, "RECIPE=golf no longer differs from RECIPE=2135"
+    missing = [f"{k}={v}" for k, v in changed.items() if f"`{k}={v}`" not in text]
+    assert not missing, f"README's RECIPE=golf paragraph does not state {missing}"
