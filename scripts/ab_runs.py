@@ -1027,6 +1027,35 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def against(plan: dict, runs: list[dict], ref: str) -> str:
+    """Each other eval-only variant against the eval-only variant ref, paired on the same artifacts as against
+    the base: a candidate built on a stack (the stack's settings and its own) reads as its own effect over it."""
+    evaluated = [name for name in plan["variants"] if kind_of(plan, name) == "eval"]
+    if ref not in evaluated:
+        fail(f"--against {ref}: not an eval-only variant of this workdir (its eval-only variants: "
+             f"{', '.join(evaluated) or 'none'}); only those share the base's artifacts seed by seed")
+    by_name = {name: [r for r in runs if r["name"] == name] for name in evaluated}
+    mine = plan["variants"][ref]
+    lines = [f"## Against {ref}", "", f"Eval-only variants against {ref} on the same artifacts: Δ = variant - {ref} "
+             "over the seeds both finished (negative: better), p the one-sided paired t-test; settings: where the "
+             f"variant's differ from {ref}'s.", "",
+             f"| variant | settings over {ref}'s | seeds done | Δ vs {ref} | sd of Δ | p | eval s ({ref}: "
+             f"{_f(summarize_variant(by_name[ref], by_name[ref], 'eval')['eval_s'], '.1f')}) |",
+             "|---|---|---|---|---|---|---|"]
+    for name in evaluated:
+        if name == ref:
+            continue
+        s = summarize_variant(by_name[name], by_name[ref], "eval")
+        theirs = plan["variants"][name]
+        over = [f"{k}={v}" for k, v in theirs.items() if mine.get(k) != v]
+        over += [f"without {k}" for k in mine if k not in theirs]
+        sd = statistics.stdev(s["paired"]) if len(s["paired"]) > 1 else None
+        p = _f(s["p"], ".4f") if s["p"] is not None else f"- ({s['matched']} pairs)"
+        lines.append(f"| {name} | {' '.join(over) or '(the same)'} | {s['done']}/{s['seeds']} | "
+                     f"{_f(s['delta'], '+.5f')} | {_f(sd, '.5f')} | {p} | {_f(s['eval_s'], '.1f')} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(plan: dict, stats: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
@@ -1156,7 +1185,7 @@ def cmd_report(args) -> int:
     while time.time() < deadline and runner_pid(args.workdir) is not None:
         time.sleep(5)
     plan, stats, runs = collect(args.workdir)
-    text = markdown(plan, stats, runs, args.workdir)
+    text = markdown(plan, stats, runs, args.workdir) + "".join("\n" + against(plan, runs, ref) for ref in args.against)
     if args.md:
         args.md.write_text(text)
     if args.plot:
@@ -1199,6 +1228,9 @@ def main(argv=None) -> int:
     rep.add_argument("--plot", type=Path, help="write the PNG here")
     rep.add_argument("--wait", type=float, default=0.0, help="first wait up to S seconds for the runner to end")
     rep.add_argument("--pack", type=Path, help="plan and logs as one .tar.xz, to resume elsewhere")
+    rep.add_argument("--against", action="append", default=[], metavar="NAME",
+                     help="also a table of the eval-only variants against this eval-only one, paired (e.g. "
+                          "candidates built on a stack against the stack)")
     args = parser.parse_args(argv)
     if args.command == "run":
         if args.val_every < 1 or args.val_max_doc_tokens < 1:

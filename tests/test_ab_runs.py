@@ -405,6 +405,32 @@ def test_eval_variant_report_is_paired_on_synthetic_logs(workdir, tmp_path):
     assert "NOTE" not in text  # each ev log's roundtrip is its base's
 
 
+def test_report_against_a_stack_pairs_its_candidates_with_it(workdir, tmp_path):
+    """--against ev: the eval-only variant ev2 (ev's settings and one more) against ev, not the base: Δ its own
+    shift over ev's, the paired p of ev2 and ev (scipy's ttest_rel), its settings as the one it adds; a trained
+    variant or the base is refused as the reference."""
+    shifts, extra = {1: -0.0020, 2: -0.0012, 3: -0.0016}, {1: -0.0011, 2: -0.0003, 3: -0.0009}
+    stack = with_eval_variant(workdir, tmp_path / "a", shifts)
+    settings = {"TTT_LORA_LR": "0.01", "TTT_CHUNK_SIZE": "36"}
+    work = with_eval_variant(stack, tmp_path / "b", {k: shifts[k] + extra[k] for k in shifts}, name="ev2",
+                             settings=settings)
+    plan = json.loads((work / "plan.json").read_text())
+    (work / "plan.json").write_text(json.dumps(dict(plan, eval_only=["ev", "ev2"])))
+    md = tmp_path / "ab.md"
+    assert ab_runs.main(["report", "--workdir", str(work), "--md", str(md), "--against", "ev"]) == 0
+    text = md.read_text()
+    rows = table_rows(text[text.index("## Against ev"):])
+    assert list(rows) == ["ev2"]
+    new, ref = ([seed_stats.read_log(p)["bpb"] for p in logs(work, name)] for name in ("ev2", "ev"))
+    expected = seed_stats.stats.ttest_rel(new, ref, alternative="less").pvalue
+    assert rows["ev2"][1:6] == ["TTT_CHUNK_SIZE=36", "3/3", f"{statistics.mean(extra.values()):+.5f}",
+                                f"{statistics.stdev(extra.values()):.5f}", f"{expected:.4f}"]
+    for ref in ("lr", "base"):
+        with pytest.raises(SystemExit, match=f"^error: --against {ref}: not an eval-only variant of this workdir "
+                                             r"\(its eval-only variants: ev, ev2\)"):
+            ab_runs.main(["report", "--workdir", str(work), "--against", ref])
+
+
 def test_eval_variant_not_run_when_its_base_failed_or_its_artifact_is_gone(workdir, tmp_path, capsys):
     """base_s3 failed: ev_s3 is reported as not run, with why, and the runner runs nothing (no real run here);
     base_s2's artifact gone: ev_s2 likewise; a base that ran again since makes its eval run pending."""
