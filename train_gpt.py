@@ -163,7 +163,7 @@ FILE_NAME = Allowed(forbidden="/\\")
 
 # A recipe is a complete set of defaults: a record's logged configuration. The dataclass defaults below are
 # #1886's (RECIPE=1886); RECIPES lists where another recipe differs. An env var overrides either, and
-# tests/test_config.py checks every default of each recipe, by value, against its record's three seed logs.
+# tests/test_config.py checks every default of a record's recipe, by value, against its record's three seed logs.
 RECIPES = {
     "1886": {},
     "2135": dict(  # PR #2135, the final leaderboard's best (1.05651): CaseOps data, SmearGate, sparse gate, LQER
@@ -176,7 +176,7 @@ RECIPES = {
         phased_ttt_prefix_docs=2500, phased_ttt_num_phases=1, ngram_tilt_enabled=True,
     ),
 }
-# golfrun's own: #2135's recipe and the candidates that beat it (p < 0.25 over 3 seeds, docs/BENCHMARKS.md)
+# golfrun's own: #2135's recipe and the evaluation candidates that beat it over 3 seeds (docs/BENCHMARKS.md)
 RECIPES["golf"] = dict(RECIPES["2135"], ttt_chunk_size=36, ttt_short_score_first_steps="256:8,2000:24",
                        ttt_grad_steps=2)
 

@@ -138,7 +138,7 @@ def credits(recipe: str, config: dict) -> str:
 
 def recipe_label(recipe: str) -> str:
     """A record's recipe by its PR number (#2135), golfrun's own by its name."""
-    return f"#{recipe}" if recipe.isdigit() else f"{recipe} (golfrun's)"
+    return f"#{recipe}" if recipe.isdigit() else f"RECIPE={recipe} (golfrun's own)"
 
 
 ATTENTION = dict(fa3="FlashAttention 3 (flash_attn_interface; its version is not logged)",
@@ -749,8 +749,8 @@ f"the first {c['val_max_tokens']} tokens"} ({first['model']['val_tokens']} score
 
 ## What is new against the recipe
 
-The settings that differ from recipe {recipe_label(conf['recipe'])}'s defaults (the defaults of the code the logs
-embed; the seed, the run id and the data and artifact paths aside):
+The settings that differ from the defaults of recipe {recipe_label(conf['recipe'])} (the defaults of the code the
+logs embed; the seed, the run id and the data and artifact paths aside):
 
 {differences}
 

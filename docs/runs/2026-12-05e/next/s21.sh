@@ -17,6 +17,7 @@ export PYTHONPATH=/tmp/site
 # the golf variant is RECIPE=golf's settings over RECIPE=2135, read from train_gpt.py (not restated here)
 GOLF=$(python3 -c "import train_gpt as t; g, r = t.RECIPES['golf'], t.RECIPES['2135']
 print(*(f'{k.upper()}={v}' for k, v in g.items() if r.get(k) != v))")
+[ -n "$GOLF" ] || { echo "stopped: no RECIPE=golf settings from train_gpt.py" >> $O/driver.txt; exit 1; }
 echo "eval golf $GOLF" > /tmp/g/variants_a.txt
 sed "s/^eval \([^ ]*\) /eval \1 $GOLF /" $R/next/variants_s21.txt > /tmp/g/variants_b.txt
 cp /tmp/g/variants_[ab].txt $O/
@@ -27,6 +28,8 @@ ab() {
 }
 ab /tmp/g/variants_a.txt
 for f in $G/val_full/*.xz; do xz -dc $f > /tmp/g/val/$(basename $f .xz); done
+# the workdir's caches: golf's TTT graphs compiled by step (1)
+TORCHINDUCTOR_CACHE_DIR=$W/cache/inductor TRITON_CACHE_DIR=$W/cache/triton TRITON_CACHE_AUTOTUNING=1 \
 RECIPE=golf PHASED_TTT_PREFIX_DOCS=246 TORCH_LOGS=recompiles python3 scripts/bench_ttt_vs_reference.py \
   --val /tmp/g/val/fineweb_val_000000.bin --val-bytes /tmp/g/val/fineweb_val_bytes_000000.bin --tokenizer $TOK \
   --only ours --save $O/ttt_golf.json > $O/ttt_golf.txt 2>&1
