@@ -504,4 +504,5 @@ def test_golf_credits_the_stack_it_is_built_on_and_its_candidates(caseops_run):
     assert len(keys) == len(set(keys)), "attribution keys must be unique"
     assert {"ttt_chunk_36", "ttt_grad_steps", "short_doc_ttt_chunks", "caseops", "phased_ttt"} <= set(keys)
     assert rows[0] == ("base_stack", "The stack built on: PR #2135's", "PR #2135 (@codemath3000)")
-    assert (make_record.recipe_label("golf"), make_record.recipe_label("2135")) == ("RECIPE=golf (golfrun's own)", "#2135")
+    assert make_record.recipe_label("golf") == "RECIPE=golf (golfrun's own)"
+    assert make_record.recipe_label("2135") == "#2135"
