@@ -2,7 +2,7 @@
 # s21: issue 27's A/B, eval-only on s19's RECIPE=2135 bases (docs/runs/2026-12-05e: s20's pack): (1) RECIPE=golf
 # over the three seeds, (2) its TTT time on the whole proxy2_caseops val, random weights (TTT time does not depend
 # on them), projected to 8x H100, (3) candidates on top of golf. No train shards, no carried caches. Carry
-# .gpu_data, built by next/prepare.sh.
+# .gpu_data, built by `next/prepare.sh s21`.
 set -u
 cd "$(dirname "$0")/../../../.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
