@@ -898,10 +898,11 @@ def paired_p(differences: list[float]) -> float:
 
 def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None = None) -> dict:
     """seed_stats' numbers: the variant's mean and std over its finished seeds; against the base over the
-    seeds both finished: the difference of means (the mean paired difference) and the one-sided p that the
-    variant's mean final val_bpb is below the base's (margin 0), from 3 pairs on: Welch's (seed_stats) for a
-    trained variant, the paired t-test for a derived one (seed_stats has none): both sides of a pair come from
-    one trained model, so the training seed's noise, which Welch's test would count, is not in the differences.
+    seeds both finished: the difference of means (the mean paired difference; paired_sd their std) and the
+    one-sided p that the variant's mean final val_bpb is below the base's (margin 0), from 3 pairs on: Welch's
+    (seed_stats) for a trained variant, the paired t-test for a derived one (seed_stats has none): both sides of
+    a pair come from one trained model, so the training seed's noise, which Welch's test would count, is not in
+    the differences.
     An eval-only variant's pre-quant and quantized bpb, steps and bytes are its base's (not repeated), a
     quantize-only one's pre-quant bpb and steps; base_gap says how far the score it shares with its base is from
     the base's (DerivedKind.shared: an eval-only variant's roundtrip of the same artifact, a quantize-only
@@ -909,7 +910,8 @@ def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None 
     done = [r for r in runs if r["state"] == "done"]
     finals = [r["final"] for r in done]
     out = dict(done=len(done), seeds=len(runs), final=finals, mean=statistics.mean(finals) if finals else None,
-               std=statistics.stdev(finals) if len(finals) > 1 else None, delta=None, p=None, matched=0, paired=[])
+               std=statistics.stdev(finals) if len(finals) > 1 else None, delta=None, p=None, matched=0, paired=[],
+               paired_sd=None)
     derived = DERIVED_KINDS.get(kind)
     for key in derived.own if derived else TRAINED_FIGURES:
         values = [r[key] for r in done if r.get(key) is not None]
@@ -921,6 +923,7 @@ def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None 
     matched = [r for r in done if r["seed"] in base]
     out["matched"] = len(matched)
     out["paired"] = [r["final"] - base[r["seed"]]["final"] for r in matched]
+    out["paired_sd"] = statistics.stdev(out["paired"]) if len(matched) > 1 else None
     if matched:
         out["delta"] = statistics.mean(out["paired"])
     shared = derived.shared if derived else None
@@ -986,7 +989,6 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
         settings = " ".join(f"{k}={v}" for k, v in plan["variants"].get(name, {}).items()) or "(the base)"
         final = "-" if s["mean"] is None else f"{s['mean']:.5f} ± {_f(s['std'], '.5f')}"
         p = _f(s["p"], ".4f") if s["p"] is not None or name == BASE else f"- ({s['matched']} pairs)"
-        paired_sd = statistics.stdev(s["paired"]) if len(s["paired"]) > 1 else None
         derived = DERIVED_KINDS.get(s["kind"])
         own = derived.own if derived else TRAINED_FIGURES  # the others are the base's
         trained = [_f(s[key], spec) if key in own else "= base"
@@ -996,7 +998,7 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
             settings = f"{derived.label}: {settings}"
             p += " paired" if s["p"] is not None else ""
         lines.append(f"| {name} | {settings} | {s['done']}/{s['seeds']} | {final} | {_f(s['delta'], '+.5f')} | "
-                     f"{_f(paired_sd, '.5f')} | {p} | {' | '.join(trained)} | {_f(s['eval_s'], '.1f')} | {size} |")
+                     f"{_f(s['paired_sd'], '.5f')} | {p} | {' | '.join(trained)} | {_f(s['eval_s'], '.1f')} | {size} |")
     lines += ["", "Runs (first step: seconds from launch, compile included; wall: the whole run):", "",
               "| run | state | final bpb | steps | first step s | TTT compile s | eval s | wall s | note |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -1049,10 +1051,9 @@ def against(plan: dict, runs: list[dict], ref: str) -> str:
         theirs = plan["variants"][name]
         over = [f"{k}={v}" for k, v in theirs.items() if mine.get(k) != v]
         over += [f"without {k}" for k in mine if k not in theirs]
-        sd = statistics.stdev(s["paired"]) if len(s["paired"]) > 1 else None
         p = _f(s["p"], ".4f") if s["p"] is not None else f"- ({s['matched']} pairs)"
         lines.append(f"| {name} | {' '.join(over) or '(the same)'} | {s['done']}/{s['seeds']} | "
-                     f"{_f(s['delta'], '+.5f')} | {_f(sd, '.5f')} | {p} | {_f(s['eval_s'], '.1f')} |")
+                     f"{_f(s['delta'], '+.5f')} | {_f(s['paired_sd'], '.5f')} | {p} | {_f(s['eval_s'], '.1f')} |")
     return "\n".join(lines) + "\n"
 
 
