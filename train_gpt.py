@@ -2919,6 +2919,16 @@ def record_scores(state: TTTState, ids, chunk_pos, chunk_tgt, target_index, loss
 MIN_TTT_ROWS = 2
 
 
+def chunk_schedule(n_chunks: np.ndarray):
+    """(ci, first, learn) of each chunk step of a batch whose documents (shortest first) take n_chunks chunks:
+    rows first.. score chunk ci (their documents still run), rows learn.. then learn from it (not their last)."""
+    rows = len(n_chunks)
+    for ci in range(int(n_chunks.max())):
+        first = int(np.searchsorted(n_chunks, ci, side="right"))
+        yield (ci, min(first, rows - MIN_TTT_ROWS) if rows >= MIN_TTT_ROWS else 0,
+               int(np.searchsorted(n_chunks, ci + 1, side="right")))
+
+
 def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
     """Score-first TTT over one batch of documents (shortest first), chunk by chunk: score the chunk with
     the current adapters, then TTT_GRAD_STEPS Adam steps on each document's mean chunk loss (never on its last
@@ -2930,10 +2940,7 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
     as_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
     starts, pred_lens, n_chunks = as_dev(state.plan.starts[docs]), as_dev(pred_lens_np), as_dev(n_chunks_np)
     state.work.start_batch(rows)
-    for ci in range(int(n_chunks_np.max())):
-        first = int(np.searchsorted(n_chunks_np, ci, side="right"))  # rows whose document is still running
-        first = min(first, rows - MIN_TTT_ROWS) if rows >= MIN_TTT_ROWS else 0
-        learn = int(np.searchsorted(n_chunks_np, ci + 1, side="right"))  # ... and not in its last chunk
+    for ci, first, learn in chunk_schedule(n_chunks_np):
         leaves = state.work.leaves(A, first, rows)
         ids, chunk_pos, chunk_tgt, target_index = chunk_windows(state, starts[first:], pred_lens[first:],
                                                                 n_chunks[first:], ci, C)

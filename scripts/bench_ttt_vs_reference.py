@@ -232,8 +232,9 @@ SUBSET_PROJECTION = ("projected_8xH100_fineweb_seconds: none (a subset of the va
                      "are not FineWeb's; project from the whole shard, without --max-docs, --skip-docs, --toy)")
 
 
-def project_8gpu(plan, batch_seconds, total_seconds, n_docs) -> str:
-    """8-GPU FineWeb-val scoring time from this run's per-batch times (see the module docstring)."""
+def projected_8gpu_seconds(plan, batch_seconds, total_seconds, n_docs) -> tuple[float, float, float]:
+    """(projected seconds, its phases' part, the measured SGD seconds) of 8-GPU FineWeb-val scoring, from this
+    run's per-batch times (see the module docstring)."""
     scale, first, phases = FINEWEB_VAL_DOCS / n_docs, 0, 0.0
     for end in plan.phase_ends:
         times = batch_seconds[first:end]
@@ -242,7 +243,12 @@ def project_8gpu(plan, batch_seconds, total_seconds, n_docs) -> str:
         phases += max(scale * sum(times) / 8, max(times, default=0.0))
         first = end
     sgd = total_seconds - sum(batch_seconds)  # the global SGD passes: their documents scale too, split over 8
-    projected = phases + scale * sgd / 8
+    return phases + scale * sgd / 8, phases, sgd
+
+
+def project_8gpu(plan, batch_seconds, total_seconds, n_docs) -> str:
+    projected, phases, sgd = projected_8gpu_seconds(plan, batch_seconds, total_seconds, n_docs)
+    scale = FINEWEB_VAL_DOCS / n_docs
     return (f"projected_8xH100_fineweb_seconds:{projected:.1f} (phases: max(batch seconds x {scale:.2f} docs "
             f"ratio / 8 GPUs, slowest batch) = {phases:.1f}s, + SGD {sgd:.1f}s x {scale:.2f} / 8)")
 
@@ -369,7 +375,7 @@ def main(argv=None) -> int:
         results["ours"] = dict(bpb=bpb, nats=our_doc_nats(scores, tokens, h.bos_id), seconds=seconds, warm=warm,
                                projection=(project_8gpu(plan, batch_seconds, seconds, len(plan.starts))
                                            if whole_shard else SUBSET_PROJECTION),
-                               batch_seconds=batch_seconds)
+                               batch_seconds=batch_seconds, settings={**env, **ours_env})
         print(f"ours val_bpb:{bpb:.6f} scoring_seconds:{seconds:.2f} compile_warmup_seconds:{warm:.1f}")
         print(results["ours"]["projection"])
     if len(results) == 2:

@@ -1,0 +1,138 @@
+"""scripts/ttt_cost.py: its replay of a TTT evaluation's chunk steps is the evaluator's own, its fit recovers a
+known cost and projects as the bench does, and its bad inputs get clear errors. How well the cost model predicts a
+GPU is a measured figure (docs/BENCHMARKS.md), not a test."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import train_gpt as tg
+from conftest import REPO
+from test_ttt import SHORT, _setup
+
+sys.path.insert(0, str(REPO / "scripts"))
+import ttt_cost  # noqa: E402
+from bench_ttt_vs_reference import projected_8gpu_seconds  # noqa: E402
+from make_sample_data import write_shard  # noqa: E402
+
+COST = np.array([0.03, 2e-6, 5e-9])  # a chunk step's seconds per unit: a + b r T + c r T^2
+SGD_SECONDS_PER_TOKEN = 1e-4
+SMALL = {"TTT_BATCH_SIZE": "4", "TTT_CHUNK_SIZE": "16", "TTT_EVAL_SEQ_LEN": "64", "PHASED_TTT_PREFIX_DOCS": "6",
+         "PHASED_TTT_NUM_PHASES": "2", "TTT_RECORD_WORLD_SIZE": "1"}
+
+
+def test_the_replayed_chunk_steps_are_the_evaluators_own():
+    """Every chunk_fn call of a real TTT evaluation (toy model, short-document chunks, two Adam steps a chunk,
+    two phases, documents longer than the context): the rows and window of each, in order, as the replay
+    predicts (a learning step forwards TTT_GRAD_STEPS times, a score-only one once). Fails when the replay's
+    window ignores TTT_EVAL_SEQ_LEN, or its learning rows differ from the evaluator's."""
+    h, model, tables, tokens = _setup(TTT_GRAD_STEPS="2", **SHORT)
+    calls = []
+
+    def recording(model, ids, *args, **kwargs):
+        calls.append(tuple(ids.shape))
+        return tg.ttt_chunk_losses(model, ids, *args, **kwargs)
+    torch.manual_seed(1)
+    tg.evaluate_ttt(model, tokens, tables, h, tg.DistContext(), lambda line: None, recording)
+    steps = [step for batch in ttt_cost.step_shapes(h, tg.plan_ttt(tokens, h)) for step in batch]
+    expected = [(rows, t) for rows, t, learns in steps for _ in range(h.ttt_grad_steps if learns else 1)]
+    assert calls == expected
+    assert {t for _, t in calls} >= {8, h.ttt_eval_seq_len} and not all(learns for *_, learns in steps)
+
+
+def _tokens(n_docs: int = 30, seed: int = 0) -> np.ndarray:
+    lengths = np.random.default_rng(seed).integers(5, 200, n_docs)
+    return np.concatenate([[1] + [7] * (n - 1) for n in lengths]).astype(np.int64)
+
+
+def _measured_run(tokens: np.ndarray, env: dict) -> dict:
+    """A run whose times follow COST exactly, as the bench saves it."""
+    h = tg.load_hyperparameters(env)
+    plan = tg.plan_ttt(tokens, h)
+    batch_seconds = ttt_cost.features(h, plan) @ COST
+    sgd = SGD_SECONDS_PER_TOKEN * ttt_cost.sgd_tokens(tokens, h, plan)
+    return dict(batch_seconds=list(batch_seconds), seconds=float(batch_seconds.sum() + sgd), settings=env)
+
+
+def test_the_fit_recovers_a_known_cost_and_projects_as_the_bench():
+    tokens = _tokens()
+    run = _measured_run(tokens, SMALL)
+    h = tg.load_hyperparameters(SMALL)
+    model, plan = ttt_cost.fit(run, tokens, h)
+    np.testing.assert_allclose(model.coef, COST, rtol=1e-6)
+    assert model.r2 == pytest.approx(1.0) and model.sgd_seconds_per_token == pytest.approx(SGD_SECONDS_PER_TOKEN)
+    measured = projected_8gpu_seconds(plan, run["batch_seconds"], run["seconds"], len(plan.starts))[0]
+    assert ttt_cost.predict(model, tokens, h, "fitted").projected == pytest.approx(measured)
+    # two Adam steps a chunk double the learning steps, not the score-only ones; two SGD epochs double the SGD
+    base = ttt_cost.predict(model, tokens, h, "base")
+    twice = ttt_cost.predict(model, tokens, tg.load_hyperparameters({**SMALL, "TTT_GRAD_STEPS": "2"}), "steps2")
+    assert 1.5 * base.batch_seconds.sum() < twice.batch_seconds.sum() < 2 * base.batch_seconds.sum()
+    epochs = ttt_cost.predict(model, tokens, tg.load_hyperparameters({**SMALL, "GLOBAL_TTT_EPOCHS": "2"}), "e2")
+    assert sum(epochs.sgd_seconds) == pytest.approx(2 * sum(base.sgd_seconds)) and sum(base.sgd_seconds) > 0
+
+
+def _files(tmp_path, run: dict, tokens: np.ndarray):
+    val, fitted = tmp_path / "val.bin", tmp_path / "run.json"
+    write_shard(val, tokens.astype(np.uint16))
+    fitted.write_text(json.dumps(run))
+    return ["--fit", str(fitted), "--val", str(val)]
+
+
+def _progress_log(pred, cut: int = 8) -> str:
+    """A bench console of a run that took exactly the predicted times, cut short after `cut` batches."""
+    ends, lines, elapsed, steps = pred.plan.phase_ends, [], 0.0, 0
+    for q, seconds in enumerate(pred.batch_seconds[:cut]):
+        elapsed, steps = elapsed + seconds, steps + int(pred.chunk_steps[q])
+        lines.append(f"ttt_progress batch:{q + 1}/{len(ends)} phase:0 chunk_steps:{steps} elapsed:{elapsed:.6f}s")
+        for phase in (p for p, end in enumerate(ends[:-1]) if end == q + 1):
+            elapsed += pred.sgd_seconds[phase]
+            lines.append(f"ttt_global_sgd phase:{phase + 1} docs:3 tokens:9 steps:1 elapsed:{elapsed:.6f}s")
+    return "\n".join(lines)
+
+
+def test_the_table_and_the_check_against_a_log(tmp_path, capsys):
+    tokens, env = _tokens(60), {**SMALL, "RECIPE": "2135"}  # RECIPE=golf over it: TTT_GRAD_STEPS=2
+    args = _files(tmp_path, _measured_run(tokens, env), tokens)
+    h = tg.load_hyperparameters({**env, "TTT_GRAD_STEPS": "2"})
+    model, _ = ttt_cost.fit(_measured_run(tokens, env), tokens, tg.load_hyperparameters(env))
+    log = tmp_path / "console.txt"
+    log.write_text(_progress_log(ttt_cost.predict(model, tokens, h, "steps2")))
+    assert ttt_cost.main(args + ["--variant", "steps2", "TTT_GRAD_STEPS=2", "--variant", "golf", "RECIPE=golf",
+                                 "--check", "steps2", str(log), "--fixed", "1e9"]) == 0
+    out = capsys.readouterr().out
+    assert "| fitted | as fitted" in out and "x 1.000 (measured / model" in out and "R^2 1.0000" in out
+    assert "| steps2 | TTT_GRAD_STEPS=2 |" in out and out.count("| **no** |") == 3  # 1e9 fixed seconds
+    checked = [line for line in out.splitlines() if line.startswith(("| batch", "| after SGD"))]
+    assert len(checked) == 10 and all(line.endswith("| 1.000 |") for line in checked)  # 8 batches, 2 SGD passes
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--variant", "rank", "TTT_LORA_RANK=8"], "TTT_LORA_RANK changes what a chunk step computes"),
+    (["--variant", "bad", "TTT_GRAD_STEPS"], "TTT_GRAD_STEPS is not KEY=VALUE"),
+    (["--check", "nope", "x.txt"], "--check nope: no such variant"),
+    (["--settings", "TTT_BATCH_SIZE=8"], "but its settings plan"),
+], ids=["unmodelled", "not_key_value", "unknown_check", "other_settings"])
+def test_bad_input_gets_a_clear_error(tmp_path, extra, message):
+    tokens = _tokens()
+    with pytest.raises(SystemExit, match=message):
+        ttt_cost.main(_files(tmp_path, _measured_run(tokens, SMALL), tokens) + extra)
+
+
+def test_a_run_without_settings_or_times_and_a_log_of_other_settings_are_refused(tmp_path):
+    tokens = _tokens()
+    run = _measured_run(tokens, SMALL)
+    with pytest.raises(SystemExit, match="does not say what ran: give --settings"):
+        ttt_cost.main(_files(tmp_path, {k: v for k, v in run.items() if k != "settings"}, tokens))
+    with pytest.raises(SystemExit, match="has no batch_seconds"):
+        ttt_cost.main(_files(tmp_path, {k: v for k, v in run.items() if k != "batch_seconds"}, tokens))
+    with pytest.raises(SystemExit, match="--val .*shorter than its 1024-byte header"):
+        ttt_cost.main(_files(tmp_path, run, tokens)[:3] + [str(tmp_path / "run.json")])
+    model, _ = ttt_cost.fit(run, tokens, tg.load_hyperparameters(SMALL))
+    log = tmp_path / "console.txt"
+    log.write_text(_progress_log(ttt_cost.predict(model, tokens, tg.load_hyperparameters(SMALL), "base")))
+    with pytest.raises(SystemExit, match="the log ran other settings or another val"):
+        ttt_cost.main(_files(tmp_path, run, tokens) + ["--variant", "c8", "TTT_CHUNK_SIZE=8",
+                                                       "--check", "c8", str(log)])
