@@ -105,9 +105,8 @@ CREDITS = {
              ("caseops", "CaseOps tokenizer, byte sidecar accounting", "PR #1729, PR #1736"),
              *LINEAGE_1886],
 }
-# golfrun's recipe: #2135's stack and TTT chunk 36; credit_rows adds the other candidates it enables from its config
-CREDITS["golf"] = [("base_stack", "The stack built on: PR #2135's", "PR #2135 (@codemath3000)"),
-                   *CREDITS["2135"][1:], ("ttt_chunk_36", "TTT chunks of 36 tokens", "PR #1966")]
+# golfrun's recipe: #2135's stack; credit_rows adds the candidates it enables from its config (TTT_GRAD_STEPS)
+CREDITS["golf"] = [("base_stack", "The stack built on: PR #2135's", "PR #2135 (@codemath3000)"), *CREDITS["2135"][1:]]
 
 
 # The candidate settings (issue 27) a run may enable over its recipe, with their origin (README.md's candidate
