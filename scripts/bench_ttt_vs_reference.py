@@ -225,7 +225,44 @@ def run_ours(model, tokens, tables, h, device, compile_it: bool, batch_seconds: 
     synchronize()
     if batch_seconds is not None:
         tg.ttt_batch = inner
-    return bpb, scores, time.perf_counter() - t0, warm, lines
+    return bpb, scores, time.perf_counter() - t0, warm, lines, chunk_fn
+
+
+PROFILE_ROWS = 25  # ops in the profile's table
+
+
+def profile_batch(model, tokens, tables, h, device, chunk_fn, q: int) -> str:
+    """Batch q of the plan (serving order) scored again under torch.profiler: per chunk step its wall time, the
+    device's busy time and kernel launches (a step whose device idles is paying host overhead), then the ops
+    that took the most device (on a CPU: host) time."""
+    ctx = tg.DistContext(device=device) if device.type == "cuda" else tg.DistContext()
+    plan = tg.plan_ttt(tokens, h)
+    hints = tg.ngram_hints(tokens, h, device) if h.ngram_tilt_enabled else None
+    state = tg.new_ttt_state(model, tokens, tables, h, ctx, chunk_fn, plan, hints)
+    docs = plan.batches[q]
+    model.eval()
+    model.requires_grad_(False)
+    kinds = torch.profiler.ProfilerActivity
+    activities = [kinds.CPU] + [kinds.CUDA] * (device.type == "cuda")
+    synchronize()
+    t0 = time.perf_counter()
+    with torch.profiler.profile(activities=activities) as prof:
+        tg.ttt_batch(state, docs, tg.batch_adapters(state, 0, len(docs)))
+        synchronize()
+    wall = time.perf_counter() - t0
+    model.requires_grad_(True)
+    model.train()
+    events = prof.key_averages()
+    on_device = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.self_device_time_total for e in on_device) / 1e6
+    steps = max(state.chunk_steps, 1)
+    sort = "self_device_time_total" if on_device else "self_cpu_time_total"
+    busy_line = (f"device_busy:{busy / steps * 1e3:.1f} ms a step ({busy / wall:.0%} of the wall) "
+                 f"kernels:{sum(e.count for e in on_device) / steps:.0f} a step" if on_device
+                 else "device: none (CPU)")
+    return (f"profile batch:{q} rows:{len(docs)} longest_doc:{int(plan.lengths[docs].max())} "
+            f"chunk_steps:{state.chunk_steps} wall:{wall:.2f}s ({wall / steps * 1e3:.1f} ms a step) {busy_line}\n"
+            + events.table(sort_by=sort, row_limit=PROFILE_ROWS))
 
 
 SUBSET_PROJECTION = ("projected_8xH100_fineweb_seconds: none (a subset of the val shard: its document lengths "
@@ -296,11 +333,16 @@ def main(argv=None) -> int:
     which.add_argument("--no-record", action="store_const", const="ours", dest="only", help="same as --only ours")
     ap.add_argument("--save", help="write this run's result (bpb, seconds, per-document nats; ours when both "
                                    "run) as JSON")
+    ap.add_argument("--profile", type=int, nargs="+", metavar="Q", help="after our run, score batch Q of the plan "
+                    "(0: the longest documents) again under torch.profiler: wall, device-busy time and kernels a "
+                    "chunk step, and the top ops (several Q: each)")
     ap.add_argument("--compare", nargs=2, metavar=("RECORD_JSON", "OURS_JSON"), help="compare two saved results")
     args = ap.parse_args(argv)
     if args.compare:
         print(compare(load(args.compare[0]), load(args.compare[1])))
         return 0
+    if args.profile and args.only == "record":
+        ap.error("--profile breaks down our evaluator's time: not with --only record")
     if not (args.val and args.tokenizer):
         ap.error("--val and --tokenizer are required (or --compare)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -341,6 +383,9 @@ def main(argv=None) -> int:
     ours.configure_kernels(device, h.fused_ce_enabled, fused_mlp=False)  # as train_gpt evaluates: training only
     tables = tg.build_byte_tables(tg.load_tokenizer(args.tokenizer, h.vocab_size)).to(device)
     plan = tg.plan_ttt(tokens, h)
+    for q in args.profile or ():
+        if not 0 <= q < len(plan.batches):
+            raise SystemExit(f"--profile {q}: the plan has batches 0..{len(plan.batches) - 1}")
     whole_shard = not (args.toy or args.max_docs or args.skip_docs)  # a projection needs the shard's lengths
     print(f"documents:{len(plan.starts)} tokens:{len(tokens)} batches:{len(plan.batches)} "
           f"longest_doc:{plan.lengths.max()} phase_ends:{plan.phase_ends} device:{device}", flush=True)
@@ -369,7 +414,8 @@ def main(argv=None) -> int:
         state = {k: v.clone() for k, v in ours.state_dict().items()}
         torch.manual_seed(1)
         batch_seconds = []
-        bpb, scores, seconds, warm, _ = run_ours(ours, tokens, tables, h, device, compile_it, batch_seconds)
+        bpb, scores, seconds, warm, _, chunk_fn = run_ours(ours, tokens, tables, h, device, compile_it,
+                                                          batch_seconds)
         bpb = bpb if val_bytes is None else sidecar_bpb(scores, val_bytes)  # ours' byte tables: no sidecar yet
         ours.load_state_dict(state)
         results["ours"] = dict(bpb=bpb, nats=our_doc_nats(scores, tokens, h.bos_id), seconds=seconds, warm=warm,
@@ -382,6 +428,8 @@ def main(argv=None) -> int:
         print(compare(results["record"], results["ours"]))
     if args.save:
         save(args.save, results[args.only] if args.only else results["ours"])
+    for q in args.profile or ():  # after the save: the scoring above is the measurement, this its breakdown
+        print(profile_batch(ours, tokens, tables, h, device, chunk_fn, q), flush=True)
     return 0
 
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 import train_gpt as tg
-from conftest import REPO
+from conftest import PROXY_DATA, REPO, TOKENIZER
 from test_ttt import SHORT, _setup
 
 sys.path.insert(0, str(REPO / "scripts"))
+import bench_ttt_vs_reference as bench  # noqa: E402
 import ttt_cost  # noqa: E402
 from bench_ttt_vs_reference import projected_8gpu_seconds  # noqa: E402
 from make_sample_data import write_shard  # noqa: E402
@@ -136,3 +137,28 @@ def test_a_run_without_settings_or_times_and_a_log_of_other_settings_are_refused
     with pytest.raises(SystemExit, match="the log ran other settings or another val"):
         ttt_cost.main(_files(tmp_path, run, tokens) + ["--variant", "c8", "TTT_CHUNK_SIZE=8",
                                                        "--check", "c8", str(log)])
+
+
+def test_the_bench_profiles_one_batch_of_ours(capsys, monkeypatch):
+    """bench_ttt_vs_reference.py --profile Q (toy size, CPU): batch Q scored again under torch.profiler, with its
+    chunk steps as the replay counts them and the ops table; a batch the plan lacks, or the record alone, refused."""
+    for name in bench.TOY:  # the bench lets the environment override the toy config
+        monkeypatch.delenv(name, raising=False)
+    torch.set_num_threads(1)
+    val = PROXY_DATA / "fineweb_val_000000.bin"
+    args = ["--toy", "--docs", "12", "--val", str(val), "--tokenizer", str(TOKENIZER), "--only", "ours"]
+    assert bench.main(args + ["--profile", "1", "0"]) == 0
+    out = capsys.readouterr().out
+    h = tg.load_hyperparameters({**bench.TOY, "TTT_RECORD_WORLD_SIZE": "1", "COMPILE": "0"})
+    tokens = tg.read_shard(val).astype(np.int64)
+    plan = tg.plan_ttt(tokens[bench.toy_stream(tokens, 12)], h)
+    steps = ttt_cost.step_shapes(h, plan)
+    for q in (1, 0):
+        line = next(line for line in out.splitlines() if line.startswith(f"profile batch:{q} "))
+        assert f"chunk_steps:{len(steps[q])} " in line and "device: none (CPU)" in line
+    assert len(steps[0]) != len(steps[1]) and out.count("Self CPU %") == 2
+    with pytest.raises(SystemExit, match="--profile 99: the plan has batches 0.."):
+        bench.main(args + ["--profile", "99"])
+    with pytest.raises(SystemExit):
+        bench.main(args[:-2] + ["--only", "record", "--profile", "1"])
+    assert "not with --only record" in capsys.readouterr().err

@@ -18,11 +18,12 @@ export PYTHONPATH=/tmp/site
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; git log --oneline -1; } \
   > $O/gpu.txt 2>&1
 for f in $G/val_full/*.xz; do xz -dc $f > /tmp/g/val/$(basename $f .xz); done
-ttt() {  # ttt NAME RECIPE: our TTT on the whole val, saved for ttt_cost.py (settings included)
+ttt() {  # ttt NAME RECIPE: our TTT on the whole val, saved for ttt_cost.py (settings included); then batches
+  # 10 (64 documents of ~1,500 tokens) and 40 (~510) under the profiler: where a chunk step's time goes
   TORCHINDUCTOR_CACHE_DIR=$W/cache/inductor TRITON_CACHE_DIR=$W/cache/triton TRITON_CACHE_AUTOTUNING=1 \
   RECIPE=$2 PHASED_TTT_PREFIX_DOCS=246 TORCH_LOGS=recompiles python3 scripts/bench_ttt_vs_reference.py \
     --val /tmp/g/val/fineweb_val_000000.bin --val-bytes /tmp/g/val/fineweb_val_bytes_000000.bin --tokenizer $TOK \
-    --only ours --save $O/ttt_$1.json > $O/ttt_$1.txt 2>&1
+    --only ours --save $O/ttt_$1.json --profile 10 40 > $O/ttt_$1.txt 2>&1
   echo "ttt $1 rc $? $(date -u +%T)" >> $O/driver.txt
   grep projected $O/ttt_$1.txt >> $O/driver.txt  # collect.sh shows driver.txt: the projection with it
 }
