@@ -346,12 +346,12 @@ def main(argv=None) -> int:
     if not (args.val and args.tokenizer):
         ap.error("--val and --tokenizer are required (or --compare)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    env = dict(TOY) if args.toy else {}
+    toy_env = dict(TOY) if args.toy else {}
     known = {f.name.upper() for f in tg.dataclasses.fields(tg.Hyperparameters)}
     ours_env = {k: v for k, v in os.environ.items() if k in known}
-    h = tg.load_hyperparameters({**env, **ours_env, "TTT_RECORD_WORLD_SIZE": "1",  # the environment over --toy
+    h = tg.load_hyperparameters({**toy_env, **ours_env, "TTT_RECORD_WORLD_SIZE": "1",  # the environment over --toy
                                  "COMPILE": str(int(device.type == "cuda")), "TOKENIZER_PATH": args.tokenizer})
-    overridden = sorted(k for k in env if k in ours_env and ours_env[k] != env[k])
+    overridden = sorted(k for k in toy_env if k in ours_env and ours_env[k] != toy_env[k])
     if overridden:
         print("toy config overridden by the environment: " + " ".join(f"{k}={ours_env[k]}" for k in overridden))
     if args.artifact:  # the artifact's own model config (an env var that contradicts it is refused)
@@ -395,10 +395,11 @@ def main(argv=None) -> int:
         script = ro.script_in(args.reference)
         # the record's settings we fix (e.g. #2135's n-gram channels other than the token one) at their value
         fixed = {name: value for name, (value, _) in tg.RECORD_FIXED.items() if name in ro.record_env_names(script)}
-        env = ro.record_env_for(h, script, base=dict(FUSED_CE_ENABLED="0"), RUN_ID=f"bench{os.getpid()}", **fixed)
-        R = ro.import_record(env, script, name=f"record_ttt_{os.getpid()}", eager_newton_schulz=False)
+        record_env = ro.record_env_for(h, script, base=dict(FUSED_CE_ENABLED="0"), RUN_ID=f"bench{os.getpid()}",
+                                       **fixed)
+        R = ro.import_record(record_env, script, name=f"record_ttt_{os.getpid()}", eager_newton_schulz=False)
         rh = R.Hyperparameters()
-        rmodel = record_model(R, env, script, ours, device)
+        rmodel = record_model(R, record_env, script, ours, device)
         if device.type == "cuda":
             rmodel = rmodel.bfloat16()
             R.restore_fp32_params(rmodel)
@@ -421,7 +422,7 @@ def main(argv=None) -> int:
         results["ours"] = dict(bpb=bpb, nats=our_doc_nats(scores, tokens, h.bos_id), seconds=seconds, warm=warm,
                                projection=(project_8gpu(plan, batch_seconds, seconds, len(plan.starts))
                                            if whole_shard else SUBSET_PROJECTION),
-                               batch_seconds=batch_seconds, settings={**env, **ours_env})
+                               batch_seconds=batch_seconds, settings={**toy_env, **ours_env})
         print(f"ours val_bpb:{bpb:.6f} scoring_seconds:{seconds:.2f} compile_warmup_seconds:{warm:.1f}")
         print(results["ours"]["projection"])
     if len(results) == 2:

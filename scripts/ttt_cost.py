@@ -1,24 +1,25 @@
 """Projected 8x H100 TTT time of other TTT settings, from one measured whole-val run of ours.
 
-A TTT batch's time is the sum of its chunk steps. A chunk step forwards every running row's window (r rows of
-T = min((ci + 1) x chunk, TTT_EVAL_SEQ_LEN) tokens), and unless every row is in its last chunk, it runs
-TTT_GRAD_STEPS backward passes; each step after the first forwards the window again. So a step costs
-    units x (a + b r T + c r T^2)
+A TTT batch's time is its set-up plus the sum of its chunk steps. A chunk step forwards every running row's window
+(r rows of T = min((ci + 1) x chunk, TTT_EVAL_SEQ_LEN) tokens), and unless every row is in its last chunk, it runs
+TTT_GRAD_STEPS backward passes; each step after the first forwards the window again. So a batch costs
+    d + sum over its chunk steps of units x (a + b r T + c r T^2)
 with units = TTT_GRAD_STEPS on a learning step and SCORE_ONLY_UNITS on a score-only one (a forward alone, where
-a backward costs about two forwards). This script fits a, b, c (non-negative least squares) to the per-batch
+a backward costs about two forwards). This script fits d, a, b, c (non-negative least squares) to the per-batch
 seconds of one `bench_ttt_vs_reference.py --only ours --save RUN.json` run on the whole val shard, replays the
 chunk steps of each variant's settings on the same documents with train_gpt's own plan and schedule, and
 projects each with the bench's 8-GPU method. The global SGD time scales with the tokens the SGD passes train
-on. Settings that change what a chunk step computes (adapters, model, tilt) are refused: measure those.
+on. The coefficients are the fitted run's GPU's: project for the GPU that ran it. Settings outside the model (the
+adapters, the model, the tilt) are refused: measure those.
 
     python3 scripts/ttt_cost.py --fit RUN.json --val VAL.bin --settings RECIPE=2135 PHASED_TTT_PREFIX_DOCS=246 \\
-        --variant steps2 TTT_GRAD_STEPS=2 --variant chunk36 TTT_CHUNK_SIZE=36 --fixed 36.3
+        --variant steps2 TTT_GRAD_STEPS=2 --variant chunk36 TTT_CHUNK_SIZE=36 --fixed 36.3 --limit 540
 
 --settings: the fitted run's settings (the bench saves them in RUN.json since this script exists; older runs
 need them here). --check NAME LOG compares a variant's predicted elapsed times with a bench console's
-ttt_progress lines (a run cut short included): its chunk step counts must match exactly. --fixed: the
-evaluation's seconds outside TTT (artifact load, roundtrip eval), added to the projection for the verdict
-against the 600 s evaluation limit.
+ttt_progress lines (a run cut short included); its chunk step counts must match (they do not tell TTT_GRAD_STEPS
+apart). --fixed: the evaluation's seconds outside TTT (artifact load, roundtrip eval), added for the verdict
+against --limit (default: the challenge's 600 s).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ MODELLED = {"ttt_chunk_size", "ttt_short_score_first_steps", "ttt_grad_steps", "
             "ttt_batch_size", "ttt_eval_seq_len", "phased_ttt_prefix_docs", "phased_ttt_num_phases",
             "global_ttt_epochs"}
 BENCH_ENV = {"TTT_RECORD_WORLD_SIZE": "1"}  # as bench_ttt_vs_reference runs ours
+FITTED = "fitted"  # the fitted run's own row
 
 
 def settings_of(pairs: list[str], where: str) -> dict:
@@ -67,12 +69,12 @@ def step_shapes(h: tg.Hyperparameters, plan: tg.TTTPlan) -> list[list[tuple[int,
 
 
 def features(h: tg.Hyperparameters, plan: tg.TTTPlan) -> np.ndarray:
-    """(batches, 3): per batch, the sums over its chunk steps of units, units r T and units r T^2."""
-    out = np.zeros((len(plan.batches), 3))
+    """(batches, 4): per batch, 1 (its set-up) and the sums over its chunk steps of units, units r T, units r T^2."""
+    out = np.zeros((len(plan.batches), 4))
     for i, steps in enumerate(step_shapes(h, plan)):
         r, t, learns = np.array(steps, dtype=np.float64).T
         units = np.where(learns > 0, h.ttt_grad_steps, SCORE_ONLY_UNITS)
-        out[i] = units.sum(), (units * r * t).sum(), (units * r * t * t).sum()
+        out[i] = 1.0, units.sum(), (units * r * t).sum(), (units * r * t * t).sum()
     return out
 
 
@@ -83,9 +85,9 @@ def sgd_tokens(tokens: np.ndarray, h: tg.Hyperparameters, plan: tg.TTTPlan) -> i
 
 @dataclasses.dataclass
 class CostModel:
-    coef: np.ndarray  # a, b, c of a chunk step's seconds per unit: a + b r T + c r T^2
+    coef: np.ndarray  # d, a, b, c: a batch's set-up, a chunk step's a + b r T + c r T^2 seconds per unit
     sgd_seconds_per_token: float | None  # None: the fitted run trained no global SGD
-    other_seconds: float  # the fitted run's time outside batches and SGD (its n-gram hints, its plan)
+    other_seconds: float  # the fitted run's time outside batches and SGD when it had no SGD pass (hints, plan)
     r2: float
     worst_batch: float  # the largest |predicted - measured| seconds of one batch
 
@@ -98,13 +100,13 @@ def fit(run: dict, tokens: np.ndarray, h: tg.Hyperparameters) -> tuple[CostModel
                          "batches on --val: fit on the run's own val shard and settings (--settings, e.g. "
                          "TTT_BATCH_SIZE, PHASED_TTT_PREFIX_DOCS as it ran)")
     x = features(h, plan)
-    scale = x.max(axis=0)  # the columns span ~10^3..10^12: solve on unit-scaled columns
+    scale = x.max(axis=0)  # the columns span ~10^0..10^12: solve on unit-scaled columns
     coef = nnls(x / scale, measured)[0] / scale
     predicted = x @ coef
     left = run["seconds"] - measured.sum()
     n_sgd = sgd_tokens(tokens, h, plan)
-    # the SGD's share of the time outside batches: all of it but the hints' and plan's (their own seconds are
-    # not saved; with no SGD pass, the whole remainder)
+    # what the batches leave is the SGD's (the hints' and the plan's seconds are not saved apart); with no SGD
+    # pass, a fixed remainder
     model = CostModel(coef=coef, sgd_seconds_per_token=left / n_sgd if n_sgd else None,
                       other_seconds=0.0 if n_sgd else left,
                       r2=1 - ((predicted - measured) ** 2).sum() / ((measured - measured.mean()) ** 2).sum(),
@@ -112,13 +114,23 @@ def fit(run: dict, tokens: np.ndarray, h: tg.Hyperparameters) -> tuple[CostModel
     return model, plan
 
 
+def variant_settings(base_env: dict, name: str, pairs: list[str]) -> tg.Hyperparameters:
+    """A variant's resolved settings, refused when a value is bad or when the evaluator would refuse them."""
+    try:
+        h = tg.load_hyperparameters({**base_env, **settings_of(pairs, f"--variant {name}"), **BENCH_ENV})
+        tg.check_ttt_settings(h, 1)
+    except ValueError as e:
+        raise SystemExit(f"--variant {name}: {e}") from None
+    return h
+
+
 def check_modelled(base: tg.Hyperparameters, h: tg.Hyperparameters, name: str) -> None:
     changed = [f.name.upper() for f in dataclasses.fields(h)
                if getattr(h, f.name) != getattr(base, f.name) and f.name not in MODELLED | {"recipe"}]  # a name
     if changed:
-        raise SystemExit(f"variant {name}: {', '.join(changed)} changes what a chunk step computes, which this "
-                         f"cost model does not cover (it covers {', '.join(sorted(m.upper() for m in MODELLED))}): "
-                         "measure it with bench_ttt_vs_reference.py --only ours")
+        raise SystemExit(f"variant {name}: {', '.join(changed)} is not a setting this cost model covers (it covers "
+                         f"{', '.join(sorted(m.upper() for m in MODELLED))}): measure the variant with "
+                         "bench_ttt_vs_reference.py --only ours")
 
 
 @dataclasses.dataclass
@@ -157,19 +169,39 @@ def check_log(pred: Prediction, text: str, name: str) -> list[str]:
     for line in text.splitlines():
         if m := PROGRESS.search(line):
             batch, steps, elapsed = int(m[1]), int(m[2]), float(m[3])
-            if steps != cum_steps[batch - 1]:
+            if not 1 <= batch <= len(cum_steps) or steps != cum_steps[batch - 1]:
                 raise SystemExit(f"--check {name}: the log ran {steps} chunk steps by batch {batch}, these settings "
-                                 f"plan {cum_steps[batch - 1]}: the log ran other settings or another val")
+                                 f"plan {cum_steps[min(batch, len(cum_steps)) - 1]} by then in "
+                                 f"{len(cum_steps)} batches: the log ran other settings or another val")
             done = cum_seconds[batch - 1] + sum(s for p, s in enumerate(pred.sgd_seconds) if ends[p] < batch)
             rows.append((f"batch {batch}", elapsed, done))
         elif m := SGD_LINE.search(line):
             phase, elapsed = int(m[1]), float(m[2])
+            if not 1 <= phase < len(ends):
+                raise SystemExit(f"--check {name}: the log has an SGD pass after phase {phase}, these settings plan "
+                                 f"{len(ends) - 1} phase pauses: the log ran other settings")
             done = cum_seconds[ends[phase - 1] - 1] + sum(pred.sgd_seconds[:phase])
             rows.append((f"after SGD {phase}", elapsed, done))
     if not rows:
         raise SystemExit(f"--check {name}: no ttt_progress lines in the log")
+    if any(measured <= 0 for _, measured, _ in rows):
+        raise SystemExit(f"--check {name}: an elapsed time of 0 s in the log: not a timed run")
     return [f"| {where} | {measured:.1f} | {predicted:.1f} | {predicted / measured:.3f} |"
             for where, measured, predicted in rows]
+
+
+def read_run(path: str) -> dict:
+    try:
+        run = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise SystemExit(f"--fit {path}: {e}") from None
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise SystemExit(f"--fit {path}: not a JSON file of bench_ttt_vs_reference.py --save ({e})") from None
+    missing = [key for key in ("batch_seconds", "seconds") if key not in run]
+    if missing:
+        raise SystemExit(f"{path} has no {' or '.join(missing)}: save a whole-val run of ours with "
+                         "bench_ttt_vs_reference.py --only ours --save")
+    return run
 
 
 def main(argv=None) -> int:
@@ -185,11 +217,23 @@ def main(argv=None) -> int:
                     help="compare variant NAME's prediction with a bench console LOG (repeatable)")
     ap.add_argument("--fixed", type=float, default=0.0, help="evaluation seconds outside TTT (artifact load, "
                                                              "roundtrip eval) for the verdict")
+    ap.add_argument("--limit", type=float, default=tg.EVAL_LIMIT_SECONDS, help="the evaluation seconds the verdict "
+                                                                               "checks against")
     args = ap.parse_args(argv)
-    run = json.loads(Path(args.fit).read_text())
-    if "batch_seconds" not in run:
-        raise SystemExit(f"{args.fit} has no batch_seconds: save a whole-val run of ours with "
-                         "bench_ttt_vs_reference.py --only ours --save")
+    names = [name for name, *_ in args.variant]
+    bad = sorted({n for n in names if "=" in n or n == FITTED} | {n for n in names if names.count(n) > 1})
+    if bad:
+        raise SystemExit(f"--variant names {', '.join(bad)}: a variant needs a name of its own before its settings "
+                         f"(not KEY=VALUE, not '{FITTED}', not repeated)")
+    logs = {}
+    for name, log in args.check:
+        if name not in names + [FITTED]:
+            raise SystemExit(f"--check {name}: no such variant (have: {' '.join([FITTED] + names)})")
+        try:
+            logs[name, log] = Path(log).read_text()
+        except OSError as e:
+            raise SystemExit(f"--check {name}: {e}") from None
+    run = read_run(args.fit)
     if args.settings is None and "settings" not in run:
         raise SystemExit(f"{args.fit} does not say what ran: give --settings (e.g. RECIPE=2135 "
                          "PHASED_TTT_PREFIX_DOCS=246)")
@@ -197,38 +241,32 @@ def main(argv=None) -> int:
     try:
         tokens = tg.read_shard(args.val).astype(np.int64)
     except (OSError, ValueError) as e:
-        raise SystemExit(f"--val {args.val}: {e}")
-    base = tg.load_hyperparameters({**base_env, **BENCH_ENV})
+        raise SystemExit(f"--val {args.val}: {e}") from None
+    base = variant_settings(base_env, FITTED, [])
     model, plan = fit(run, tokens, base)
-    fitted = projected_8gpu_seconds(plan, run["batch_seconds"], run["seconds"], len(plan.starts))[0]
-    a, b, c = model.coef
-    print(f"fit on {args.fit} ({' '.join(f'{k}={v}' for k, v in base_env.items())}): a chunk step {a * 1e3:.2f} ms "
-          f"+ {b * 1e9:.3f} ns x rows x T + {c * 1e12:.4f} ps x rows x T^2 per unit; R^2 {model.r2:.4f} over "
-          f"{len(plan.batches)} batches, worst batch off by {model.worst_batch:.2f} s\n")
-    predictions, rows = {}, []
-    for name, *pairs in [["fitted"], *args.variant]:
-        h = tg.load_hyperparameters({**base_env, **settings_of(pairs, f"--variant {name}"), **BENCH_ENV})
+    predictions, labels = {}, {}
+    for name, *pairs in [[FITTED], *args.variant]:
+        h = variant_settings(base_env, name, pairs)
         check_modelled(base, h, name)
         predictions[name] = predict(model, tokens, h, name)
-        rows.append((name, " ".join(pairs) or f"as fitted (measured: {fitted:.1f} s)"))
-    for name, _ in args.check:
-        if name not in predictions:
-            raise SystemExit(f"--check {name}: no such variant (have: {' '.join(predictions)})")
-    # the model's projection of the fitted run against the measured one: the other projections get that ratio
-    calibration = fitted / predictions["fitted"].projected
-    print(f"| variant | settings | chunk steps | batch seconds (1 GPU) | projected 8x H100 TTT s: model | "
-          f"x {calibration:.3f} (measured / model, fitted run) | eval s (+{args.fixed:g} fixed) | "
-          f"within {tg.EVAL_LIMIT_SECONDS} s |\n|---|---|---|---|---|---|---|---|")
-    for name, label in rows:
-        pred = predictions[name]
-        total = pred.projected * calibration + args.fixed
-        print(f"| {name} | {label} | {pred.chunk_steps.sum():,} | {pred.batch_seconds.sum():.1f} | "
-              f"{pred.projected:.1f} | {pred.projected * calibration:.1f} | {total:.1f} | "
-              f"{'yes' if total <= tg.EVAL_LIMIT_SECONDS else '**no**'} |")
-    for name, log in args.check:
-        print(f"\n{name} against {log} (elapsed seconds on its clock; chunk steps match)\n\n"
+        labels[name] = " ".join(pairs)
+    checks = {key: check_log(predictions[key[0]], text, key[0]) for key, text in logs.items()}
+    measured = projected_8gpu_seconds(plan, run["batch_seconds"], run["seconds"], len(plan.starts))[0]
+    labels[FITTED] = f"as fitted (measured: {measured:.1f} s)"
+    d, a, b, c = model.coef
+    print(f"fit on {args.fit} ({' '.join(f'{k}={v}' for k, v in base_env.items())}): a batch {d:.3f} s + a chunk "
+          f"step {a * 1e3:.2f} ms + {b * 1e9:.3f} ns x rows x T + {c * 1e12:.4f} ps x rows x T^2 per unit; R^2 "
+          f"{model.r2:.4f} over {len(plan.batches)} batches, worst batch off by {model.worst_batch:.2f} s\n")
+    print(f"| variant | settings | chunk steps | batch seconds (1 GPU) | projected 8x H100 TTT s | eval s "
+          f"(+{args.fixed:g} fixed) | within {args.limit:g} s |\n|---|---|---|---|---|---|---|")
+    for name, pred in predictions.items():
+        total = pred.projected + args.fixed
+        print(f"| {name} | {labels[name]} | {pred.chunk_steps.sum():,} | {pred.batch_seconds.sum():.1f} | "
+              f"{pred.projected:.1f} | {total:.1f} | {'yes' if total <= args.limit else '**no**'} |")
+    for (name, log), rows in checks.items():
+        print(f"\n{name} against {log} (elapsed seconds on its clock)\n\n"
               "| where | measured | predicted | predicted / measured |\n|---|---|---|---|")
-        print("\n".join(check_log(predictions[name], Path(log).read_text(), name)))
+        print("\n".join(rows))
     return 0
 
 

@@ -170,8 +170,8 @@ def test_a_recipe_is_only_defaults():
         tg.load_hyperparameters({"RECIPE": "2136"})
 
 
-# golfrun's recipe: #2135's and what beat it in issue 27's A/B within the eval budget (docs/BENCHMARKS.md,
-# seventeenth and eighteenth sessions)
+# golfrun's recipe: #2135's and the candidate that beat it most in issue 27's A/B (docs/BENCHMARKS.md, seventeenth
+# and eighteenth sessions)
 GOLF_OVER_2135 = dict(ttt_grad_steps=2)
 
 

@@ -1,6 +1,7 @@
 """Oracle: our TTT evaluator against the record's own (../shared/reference), same weights, same documents
 (longer than the toy context, three batches per phase boundary), at world size 1 on the CPU."""
 
+import json
 import os
 import re
 import sys
@@ -22,7 +23,7 @@ BPB_TOLERANCE = 2e-4  # the issue's target
 DOC_RELATIVE_TOLERANCE = 1e-5
 
 
-def _run_bench(capsys, monkeypatch, **env) -> tuple[dict, str]:
+def _run_bench(capsys, monkeypatch, *extra: str, **env) -> tuple[dict, str]:
     if bench.ro.reference_missing_reason() or not VAL.exists():
         if os.environ.get("CI") == "true":
             pytest.fail("../shared/reference or the proxy2 val shard is missing: the TTT oracle must run in CI")
@@ -32,7 +33,7 @@ def _run_bench(capsys, monkeypatch, **env) -> tuple[dict, str]:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     torch.set_num_threads(1)
-    bench.main(["--toy", "--docs", "16", "--val", str(VAL), "--tokenizer", str(TOKENIZER)])
+    bench.main(["--toy", "--docs", "16", "--val", str(VAL), "--tokenizer", str(TOKENIZER), *extra])
     out = capsys.readouterr().out
     fields = dict(kv.split(":", 1) for line in out.splitlines() for kv in line.split() if ":" in kv)
     phase_ends = re.search(r"phase_ends:\[([^\]]*)\]", out).group(1).split(",")
@@ -40,8 +41,9 @@ def _run_bench(capsys, monkeypatch, **env) -> tuple[dict, str]:
     return fields, out
 
 
-def test_ttt_matches_record(capsys, monkeypatch):
-    fields, out = _run_bench(capsys, monkeypatch)
+def test_ttt_matches_record(capsys, monkeypatch, tmp_path):
+    fields, out = _run_bench(capsys, monkeypatch, "--save", str(tmp_path / "ours.json"))
+    assert json.loads((tmp_path / "ours.json").read_text())["settings"] == bench.TOY  # ours', not the record's
     assert abs(float(fields["bpb_difference"])) <= BPB_TOLERANCE, out
     assert float(fields["worst_relative"]) <= DOC_RELATIVE_TOLERANCE, out
     assert bench.SUBSET_PROJECTION in out and "fineweb_seconds:" not in out.replace(bench.SUBSET_PROJECTION, "")

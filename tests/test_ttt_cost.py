@@ -3,6 +3,7 @@ known cost and projects as the bench does, and its bad inputs get clear errors. 
 GPU is a measured figure (docs/BENCHMARKS.md), not a test."""
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -19,7 +20,7 @@ import ttt_cost  # noqa: E402
 from bench_ttt_vs_reference import projected_8gpu_seconds  # noqa: E402
 from make_sample_data import write_shard  # noqa: E402
 
-COST = np.array([0.03, 2e-6, 5e-9])  # a chunk step's seconds per unit: a + b r T + c r T^2
+COST = np.array([0.2, 0.03, 2e-6, 5e-9])  # a batch's set-up d, a chunk step's a + b r T + c r T^2 a unit
 SGD_SECONDS_PER_TOKEN = 1e-4
 SMALL = {"TTT_BATCH_SIZE": "4", "TTT_CHUNK_SIZE": "16", "TTT_EVAL_SEQ_LEN": "64", "PHASED_TTT_PREFIX_DOCS": "6",
          "PHASED_TTT_NUM_PHASES": "2", "TTT_RECORD_WORLD_SIZE": "1"}
@@ -104,39 +105,71 @@ def test_the_table_and_the_check_against_a_log(tmp_path, capsys):
     assert ttt_cost.main(args + ["--variant", "steps2", "TTT_GRAD_STEPS=2", "--variant", "golf", "RECIPE=golf",
                                  "--check", "steps2", str(log), "--fixed", "1e9"]) == 0
     out = capsys.readouterr().out
-    assert "| fitted | as fitted" in out and "x 1.000 (measured / model" in out and "R^2 1.0000" in out
+    assert "| fitted | as fitted" in out and "R^2 1.0000" in out and "a batch 0.200 s + a chunk step 30.00 ms" in out
     assert "| steps2 | TTT_GRAD_STEPS=2 |" in out and out.count("| **no** |") == 3  # 1e9 fixed seconds
     checked = [line for line in out.splitlines() if line.startswith(("| batch", "| after SGD"))]
     assert len(checked) == 10 and all(line.endswith("| 1.000 |") for line in checked)  # 8 batches, 2 SGD passes
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--variant", "rank", "TTT_LORA_RANK=8"], "TTT_LORA_RANK changes what a chunk step computes"),
+    (["--variant", "rank", "TTT_LORA_RANK=8"], "TTT_LORA_RANK is not a setting this cost model covers"),
     (["--variant", "bad", "TTT_GRAD_STEPS"], "TTT_GRAD_STEPS is not KEY=VALUE"),
+    (["--variant", "zero", "TTT_GRAD_STEPS=0"], "--variant zero: .*TTT_GRAD_STEPS"),
+    (["--variant", "wide", "TTT_CHUNK_SIZE=65"], "--variant wide: TTT_CHUNK_SIZE=65 must be at most"),
+    (["--variant", "TTT_GRAD_STEPS=2"], "a variant needs a name of its own"),
+    (["--variant", "fitted", "TTT_GRAD_STEPS=2"], "names fitted: a variant needs a name of its own"),
+    (["--variant", "a", "TTT_GRAD_STEPS=2", "--variant", "a", "TTT_CHUNK_SIZE=8"], "names a: "),
     (["--check", "nope", "x.txt"], "--check nope: no such variant"),
+    (["--check", "fitted", "missing.txt"], "--check fitted: .*missing.txt"),
     (["--settings", "TTT_BATCH_SIZE=8"], "but its settings plan"),
-], ids=["unmodelled", "not_key_value", "unknown_check", "other_settings"])
+], ids=["unmodelled", "not_key_value", "bad_value", "chunk_over_context", "no_name", "name_fitted", "name_twice",
+        "unknown_check", "missing_log", "other_settings"])
 def test_bad_input_gets_a_clear_error(tmp_path, extra, message):
     tokens = _tokens()
     with pytest.raises(SystemExit, match=message):
         ttt_cost.main(_files(tmp_path, _measured_run(tokens, SMALL), tokens) + extra)
 
 
-def test_a_run_without_settings_or_times_and_a_log_of_other_settings_are_refused(tmp_path):
+def test_a_run_without_settings_or_times_and_a_log_of_other_settings_are_refused(tmp_path, capsys):
     tokens = _tokens()
     run = _measured_run(tokens, SMALL)
     with pytest.raises(SystemExit, match="does not say what ran: give --settings"):
         ttt_cost.main(_files(tmp_path, {k: v for k, v in run.items() if k != "settings"}, tokens))
-    with pytest.raises(SystemExit, match="has no batch_seconds"):
-        ttt_cost.main(_files(tmp_path, {k: v for k, v in run.items() if k != "batch_seconds"}, tokens))
+    for key in ("batch_seconds", "seconds"):
+        with pytest.raises(SystemExit, match=f"has no {key}"):
+            ttt_cost.main(_files(tmp_path, {k: v for k, v in run.items() if k != key}, tokens))
+    args = _files(tmp_path, run, tokens)
+    with pytest.raises(SystemExit, match="--fit .*not a JSON file of bench"):
+        ttt_cost.main(["--fit", str(tmp_path / "val.bin"), *args[2:]])
     with pytest.raises(SystemExit, match="--val .*shorter than its 1024-byte header"):
-        ttt_cost.main(_files(tmp_path, run, tokens)[:3] + [str(tmp_path / "run.json")])
+        ttt_cost.main(args[:3] + [str(tmp_path / "run.json")])
     model, _ = ttt_cost.fit(run, tokens, tg.load_hyperparameters(SMALL))
+    pred = ttt_cost.predict(model, tokens, tg.load_hyperparameters(SMALL), "base")
     log = tmp_path / "console.txt"
-    log.write_text(_progress_log(ttt_cost.predict(model, tokens, tg.load_hyperparameters(SMALL), "base")))
-    with pytest.raises(SystemExit, match="the log ran other settings or another val"):
-        ttt_cost.main(_files(tmp_path, run, tokens) + ["--variant", "c8", "TTT_CHUNK_SIZE=8",
-                                                       "--check", "c8", str(log)])
+    capsys.readouterr()
+    for text, message in ((_progress_log(pred), "the log ran other settings or another val"),
+                          ("ttt_progress batch:99/15 phase:0 chunk_steps:5 elapsed:1.0s", "by batch 99"),
+                          ("ttt_global_sgd phase:7 docs:3 tokens:9 steps:1 elapsed:1.0s", "after phase 7"),
+                          ("nothing timed here", "no ttt_progress lines")):
+        log.write_text(text)
+        with pytest.raises(SystemExit, match=message):
+            ttt_cost.main(args + ["--variant", "c8", "TTT_CHUNK_SIZE=8", "--check", "c8", str(log)])
+        assert capsys.readouterr().out == ""  # refused before any table
+    first = _progress_log(pred).splitlines()[0]
+    log.write_text(re.sub(r"elapsed:[\d.]+s", "elapsed:0.0s", first))
+    with pytest.raises(SystemExit, match="an elapsed time of 0 s"):
+        ttt_cost.main(args + ["--check", "fitted", str(log)])
+
+
+def test_the_verdict_is_against_the_limit_given(tmp_path, capsys):
+    tokens = _tokens()
+    run = _measured_run(tokens, SMALL)
+    projected = ttt_cost.predict(ttt_cost.fit(run, tokens, tg.load_hyperparameters(SMALL))[0], tokens,
+                                 tg.load_hyperparameters(SMALL), "fitted").projected
+    for limit, verdict in ((projected + 1.5, "| yes |"), (projected + 0.5, "| **no** |")):
+        ttt_cost.main(_files(tmp_path, run, tokens) + ["--fixed", "1", "--limit", str(limit)])
+        out = capsys.readouterr().out
+        assert f"within {limit:g} s" in out and out.splitlines()[4].endswith(verdict)
 
 
 def test_the_bench_profiles_one_batch_of_ours(capsys, monkeypatch):
