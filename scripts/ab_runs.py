@@ -979,7 +979,10 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
              f"Eval-only variants (settings `eval-only: ...`) are not trained: each evaluates its seed's base artifact "
              f"(EVAL_ONLY=1), so Δ is the setting's effect on one model, free of training noise; their p (`paired`) "
              f"is the one-sided paired t-test on the differences, their pre-quant and quantized bpb, steps and bytes "
-             f"are the base's (`= base`), and eval s is their own. Quantize-only variants (`quantize-only: ...`) "
+             f"are the base's (`= base`), and eval s is their own, on this val only: its documents stop at "
+             f"{data['val_max_doc_tokens']} tokens, and a ratio of eval s does not carry to the whole val, whose long "
+             f"documents take most of the TTT time (project it with scripts/ttt_cost.py). Quantize-only variants "
+             f"(`quantize-only: ...`) "
              f"quantize, pack and evaluate each seed's base weights again (QUANTIZE_ONLY=1): paired likewise, "
              f"their pre-quant bpb and steps are the base's, their quantized bpb, eval s and bytes their own.", "",
              "| variant | settings | seeds done | final bpb | Δ vs base | sd of Δ | p | pre-quant bpb | quantized bpb | "

@@ -403,6 +403,8 @@ def test_eval_variant_report_is_paired_on_synthetic_logs(workdir, tmp_path):
     assert ev[7:10] == ["= base"] * 3 and ev[11] == "= base" and ev[10] != "-"
     assert list(rows) == ["base", "ev", "lr"]
     assert "NOTE" not in text  # each ev log's roundtrip is its base's
+    cap = json.loads((work / "plan.json").read_text())["data"]["val_max_doc_tokens"]  # eval s: this val only
+    assert f"its documents stop at {cap} tokens" in text and "scripts/ttt_cost.py" in text
 
 
 def test_report_against_a_stack_pairs_its_candidates_with_it(workdir, tmp_path):
