@@ -68,19 +68,21 @@ def step_shapes(h: tg.Hyperparameters, plan: tg.TTTPlan) -> list[list[tuple[int,
     return batches
 
 
-def features(h: tg.Hyperparameters, plan: tg.TTTPlan) -> np.ndarray:
-    """(batches, 4): per batch, 1 (its set-up) and the sums over its chunk steps of units, units r T, units r T^2."""
-    out = np.zeros((len(plan.batches), 4))
-    for i, steps in enumerate(step_shapes(h, plan)):
+def features(h: tg.Hyperparameters, shapes: list) -> np.ndarray:
+    """(batches, 4): per batch of step_shapes, 1 (its set-up) and the sums over its chunk steps of units, units r T,
+    units r T^2."""
+    out = np.zeros((len(shapes), 4))
+    for i, steps in enumerate(shapes):
         r, t, learns = np.array(steps, dtype=np.float64).T
         units = np.where(learns > 0, h.ttt_grad_steps, SCORE_ONLY_UNITS)
         out[i] = 1.0, units.sum(), (units * r * t).sum(), (units * r * t * t).sum()
     return out
 
 
-def sgd_tokens(tokens: np.ndarray, h: tg.Hyperparameters, plan: tg.TTTPlan) -> int:
-    """Tokens the global SGD passes train on, epochs counted."""
-    return h.global_ttt_epochs * sum(len(tg.sgd_stream(tokens, plan, p)) for p, n in enumerate(plan.phase_docs) if n)
+def sgd_tokens(tokens: np.ndarray, h: tg.Hyperparameters, plan: tg.TTTPlan) -> list[int]:
+    """Per phase, the tokens its global SGD pass trains on, epochs counted (0 where no pass)."""
+    return [h.global_ttt_epochs * len(tg.sgd_stream(tokens, plan, p)) if n else 0
+            for p, n in enumerate(plan.phase_docs)]
 
 
 @dataclasses.dataclass
@@ -99,12 +101,12 @@ def fit(run: dict, tokens: np.ndarray, h: tg.Hyperparameters) -> tuple[CostModel
         raise SystemExit(f"the run has {len(measured)} batch times, but its settings plan {len(plan.batches)} "
                          "batches on --val: fit on the run's own val shard and settings (--settings, e.g. "
                          "TTT_BATCH_SIZE, PHASED_TTT_PREFIX_DOCS as it ran)")
-    x = features(h, plan)
+    x = features(h, step_shapes(h, plan))
     scale = x.max(axis=0)  # the columns span ~10^0..10^12: solve on unit-scaled columns
     coef = nnls(x / scale, measured)[0] / scale
     predicted = x @ coef
     left = run["seconds"] - measured.sum()
-    n_sgd = sgd_tokens(tokens, h, plan)
+    n_sgd = sum(sgd_tokens(tokens, h, plan))
     # what the batches leave is the SGD's (the hints' and the plan's seconds are not saved apart); with no SGD
     # pass, a fixed remainder
     model = CostModel(coef=coef, sgd_seconds_per_token=left / n_sgd if n_sgd else None,
@@ -144,17 +146,16 @@ class Prediction:
 
 def predict(model: CostModel, tokens: np.ndarray, h: tg.Hyperparameters, name: str) -> Prediction:
     plan = tg.plan_ttt(tokens, h)
-    batch_seconds = features(h, plan) @ model.coef
-    per_phase = [h.global_ttt_epochs * len(tg.sgd_stream(tokens, plan, p)) if n else 0
-                 for p, n in enumerate(plan.phase_docs)]
+    shapes = step_shapes(h, plan)
+    batch_seconds = features(h, shapes) @ model.coef
+    per_phase = sgd_tokens(tokens, h, plan)
     if sum(per_phase) and model.sgd_seconds_per_token is None:
         raise SystemExit(f"variant {name} trains a global SGD pass, but the fitted run trained none: its time per "
                          "SGD token is unknown (fit on a run with PHASED_TTT_PREFIX_DOCS > 0)")
     sgd = [n * (model.sgd_seconds_per_token or 0.0) for n in per_phase]
     total = batch_seconds.sum() + sum(sgd) + model.other_seconds
     projected = projected_8gpu_seconds(plan, list(batch_seconds), total, len(plan.starts))[0]
-    steps = np.array([len(s) for s in step_shapes(h, plan)])
-    return Prediction(plan, batch_seconds, steps, sgd, projected)
+    return Prediction(plan, batch_seconds, np.array([len(steps) for steps in shapes]), sgd, projected)
 
 
 PROGRESS = re.compile(r"ttt_progress batch:(\d+)/\d+ phase:\d+ chunk_steps:(\d+) elapsed:([\d.]+)s")

@@ -54,8 +54,8 @@ def _measured_run(tokens: np.ndarray, env: dict) -> dict:
     """A run whose times follow COST exactly, as the bench saves it."""
     h = tg.load_hyperparameters(env)
     plan = tg.plan_ttt(tokens, h)
-    batch_seconds = ttt_cost.features(h, plan) @ COST
-    sgd = SGD_SECONDS_PER_TOKEN * ttt_cost.sgd_tokens(tokens, h, plan)
+    batch_seconds = ttt_cost.features(h, ttt_cost.step_shapes(h, plan)) @ COST
+    sgd = SGD_SECONDS_PER_TOKEN * sum(ttt_cost.sgd_tokens(tokens, h, plan))
     return dict(batch_seconds=list(batch_seconds), seconds=float(batch_seconds.sum() + sgd), settings=env)
 
 
