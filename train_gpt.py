@@ -324,6 +324,9 @@ class Hyperparameters:
     ttt_short_score_first_steps: str = ""
     ttt_grad_steps: int = knob(1, at_least(1))  # Adam steps per chunk; the later ones re-read the scored chunk
     ttt_grad_steps_clean: bool = False  # each later step its own gradient (the record's adds the earlier ones')
+    # > 0: the steps after the first only on chunks that end within their document's first N tokens (later
+    # chunks, whose full-context windows cost the most, take one)
+    ttt_grad_steps_tokens: int = knob(0, NON_NEGATIVE)
     ttt_batch_size: int = knob(64, at_least(1))
     ttt_warm_start_a: bool = True  # keep each GPU's LoRA A across batches (B restarts at zero)
     phased_ttt_prefix_docs: int = knob(2000, NON_NEGATIVE)  # documents in the phased prefix
@@ -2929,10 +2932,17 @@ def chunk_schedule(n_chunks: np.ndarray):
                int(np.searchsorted(n_chunks, ci + 1, side="right")))
 
 
+def chunk_grad_steps(h: Hyperparameters, C: int, n_chunks: int) -> list[int]:
+    """Adam steps after each of a batch's chunk steps 0..n_chunks-1 (C-token chunks): TTT_GRAD_STEPS, or one on
+    a chunk that ends past TTT_GRAD_STEPS_TOKENS of its document."""
+    limit = h.ttt_grad_steps_tokens or math.inf
+    return [h.ttt_grad_steps if (ci + 1) * C <= limit else 1 for ci in range(n_chunks)]
+
+
 def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
     """Score-first TTT over one batch of documents (shortest first), chunk by chunk: score the chunk with
-    the current adapters, then TTT_GRAD_STEPS Adam steps on each document's mean chunk loss (never on its last
-    chunk, which has nothing left to help). Documents that ended leave the computation."""
+    the current adapters, then chunk_grad_steps' Adam steps on each document's mean chunk loss (never on its
+    last chunk, which has nothing left to help). Documents that ended leave the computation."""
     h, dev, rows = state.h, state.ctx.device, len(docs)
     pred_lens_np = state.plan.lengths[docs] - 1
     C = batch_chunk_size(h, int(pred_lens_np.max()) + 1)
@@ -2940,6 +2950,7 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
     as_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
     starts, pred_lens, n_chunks = as_dev(state.plan.starts[docs]), as_dev(pred_lens_np), as_dev(n_chunks_np)
     state.work.start_batch(rows)
+    grad_steps, adam_steps = chunk_grad_steps(h, C, int(n_chunks_np.max())), 0
     for ci, first, learn in chunk_schedule(n_chunks_np):
         leaves = state.work.leaves(A, first, rows)
         ids, chunk_pos, chunk_tgt, target_index = chunk_windows(state, starts[first:], pred_lens[first:],
@@ -2961,7 +2972,7 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
         # ---- then learn from it: the mean chunk loss of each document, summed (one adapter each); a later
         # step forwards the scored chunk again with the updated adapters and (as the record) adds its gradient
         # to the earlier ones' unless TTT_GRAD_STEPS_CLEAN ----
-        for step in range(h.ttt_grad_steps):
+        for step in range(grad_steps[ci]):
             if step:
                 if h.ttt_grad_steps_clean:
                     for t in leaves:
@@ -2973,16 +2984,19 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
                 params = [t[learn - first:] for t in leaves]
                 grads = [t.grad[learn - first:] for t in leaves]
                 moments = [m[learn:rows] for key in A for m in state.work.moments[key]]
-                adamw_rows(params, grads, moments, ci * h.ttt_grad_steps + step + 1, h)
-    finish_batch(h, A, n_chunks_np)
+                adam_steps += 1
+                adamw_rows(params, grads, moments, adam_steps, h)
+    finish_batch(h, A, n_chunks_np, grad_steps)
 
 
 @torch.no_grad()
-def finish_batch(h: Hyperparameters, A: dict, n_chunks: np.ndarray) -> None:
-    """The decay that rows which stopped learning missed: the record's AdamW steps every row at every chunk
-    step, and with zero gradient and beta1 = 0 that is only the weight decay (with beta1 > 0 the record's
-    idle rows would also drift along their momentum; we leave that out). It shapes the next batch's warm A."""
-    missed = (n_chunks.max() - n_chunks) * h.ttt_grad_steps
+def finish_batch(h: Hyperparameters, A: dict, n_chunks: np.ndarray, grad_steps: list[int]) -> None:
+    """The decay that rows which stopped learning missed: the record's AdamW steps every row at every Adam step
+    of the batch, and with zero gradient and beta1 = 0 that is only the weight decay (with beta1 > 0 the record's
+    idle rows would also drift along their momentum; we leave that out). It shapes the next batch's warm A. A
+    row of n chunks learns after chunks 0..n-2 and misses the steps after n-1..max-2 (none after the last)."""
+    steps_before = np.concatenate([[0], np.cumsum(grad_steps)])  # Adam steps before each chunk step
+    missed = steps_before[n_chunks.max() - 1] - steps_before[n_chunks - 1]
     factor = torch.from_numpy((1 - h.ttt_lora_lr * h.ttt_weight_decay) ** missed.astype(np.float64))
     factor = factor.float().to(next(iter(A.values())).device)[:, None, None]
     for a in A.values():

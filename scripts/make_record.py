@@ -621,7 +621,9 @@ def evaluation_techniques(c: dict) -> list[str]:
                f"{c['ttt_weight_decay']}{', warm-start A' if _on(c, 'ttt_warm_start_a') else ''}) on {chunks}"
                + (f", {_count(steps, 'Adam step')} a chunk (each later one "
                   + ("on its own gradient)" if _on(c, "ttt_grad_steps_clean") else "adding its gradient to the "
-                     "earlier ones', as #2135's code)") if steps > 1 else ""))
+                     "earlier ones', as #2135's code)")
+                  + (f" on the chunks that end within their document's first {c['ttt_grad_steps_tokens']} tokens, one "
+                     "on later chunks" if int(c.get("ttt_grad_steps_tokens", 0)) else "") if steps > 1 else ""))
     if phases:
         out.append(f"{_count(phases, 'phase')} over the first {c['phased_ttt_prefix_docs']} documents: after "
                    f"{'it' if phases == 1 else 'each'}, global SGD (lr {c['global_ttt_lr']}, "

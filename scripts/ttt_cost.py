@@ -43,7 +43,7 @@ from bench_ttt_vs_reference import projected_8gpu_seconds  # noqa: E402
 SCORE_ONLY_UNITS = 1 / 3  # a forward, where a learning step is a forward and a backward (~2 forwards)
 # what the cost model covers: how many chunk steps, of which shapes, with how many passes; and the SGD's tokens
 MODELLED = {"ttt_chunk_size", "ttt_short_score_first_steps", "ttt_grad_steps", "ttt_grad_steps_clean",
-            "ttt_batch_size", "ttt_eval_seq_len", "phased_ttt_prefix_docs", "phased_ttt_num_phases",
+            "ttt_grad_steps_tokens", "ttt_batch_size", "ttt_eval_seq_len", "phased_ttt_prefix_docs", "phased_ttt_num_phases",
             "global_ttt_epochs"}
 BENCH_ENV = {"TTT_RECORD_WORLD_SIZE": "1"}  # as bench_ttt_vs_reference runs ours
 FITTED = "fitted"  # the fitted run's own row
@@ -56,14 +56,17 @@ def settings_of(pairs: list[str], where: str) -> dict:
     return dict(p.split("=", 1) for p in pairs)
 
 
-def step_shapes(h: tg.Hyperparameters, plan: tg.TTTPlan) -> list[list[tuple[int, int, bool]]]:
-    """Per batch, its chunk steps as (rows, window tokens T, learns), in the order ttt_batch runs them."""
+def step_shapes(h: tg.Hyperparameters, plan: tg.TTTPlan) -> list[list[tuple[int, int, int]]]:
+    """Per batch, its chunk steps as (rows, window tokens T, Adam steps after it: 0 on a score-only step), in the
+    order ttt_batch runs them."""
     batches = []
     for docs in plan.batches:
         pred_lens = plan.lengths[docs] - 1
         chunk = tg.batch_chunk_size(h, int(pred_lens.max()) + 1)
         n_chunks = -(-pred_lens // chunk)
-        batches.append([(len(docs) - first, min((ci + 1) * chunk, h.ttt_eval_seq_len), learn < len(docs))
+        grad_steps = tg.chunk_grad_steps(h, chunk, int(n_chunks.max()))
+        batches.append([(len(docs) - first, min((ci + 1) * chunk, h.ttt_eval_seq_len),
+                         grad_steps[ci] if learn < len(docs) else 0)
                         for ci, first, learn in tg.chunk_schedule(n_chunks)])
     return batches
 
@@ -73,8 +76,8 @@ def features(h: tg.Hyperparameters, shapes: list) -> np.ndarray:
     units r T^2."""
     out = np.zeros((len(shapes), 4))
     for i, steps in enumerate(shapes):
-        r, t, learns = np.array(steps, dtype=np.float64).T
-        units = np.where(learns > 0, h.ttt_grad_steps, SCORE_ONLY_UNITS)
+        r, t, adam_steps = np.array(steps, dtype=np.float64).T
+        units = np.where(adam_steps > 0, adam_steps, SCORE_ONLY_UNITS)
         out[i] = 1.0, units.sum(), (units * r * t).sum(), (units * r * t * t).sum()
     return out
 

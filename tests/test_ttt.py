@@ -152,6 +152,49 @@ def test_short_documents_take_more_smaller_chunks():
     assert [tg.batch_chunk_size(h, n) for n in (2, 150, 151, 400, 401)] == [8, 8, 12, 12, 16]
 
 
+
+def test_extra_grad_steps_stop_at_their_document_position():
+    """TTT_GRAD_STEPS_TOKENS=P: chunk ci takes TTT_GRAD_STEPS Adam steps if it ends within its document's first P
+    tokens, else one. So a chunk whose earlier chunks all took two is scored exactly as with two steps
+    everywhere, and later chunks not (fresh A each batch, so no batch inherits another's adapters). Fails when
+    the limit is off by a chunk (`<` for `<=`) or ignored."""
+    C, P = 16, 64
+    scores = {}
+    for name, env in (("two", {"TTT_GRAD_STEPS": "2"}), ("one", {}),
+                      ("mixed", {"TTT_GRAD_STEPS": "2", "TTT_GRAD_STEPS_TOKENS": str(P)})):
+        h, model, tables, tokens = _setup(TTT_LORA_LR="0.01", PHASED_TTT_PREFIX_DOCS="0", TTT_WARM_START_A="0",
+                                          **env)
+        scores[name] = _run_ttt(h, model, tables, tokens)[1]
+    plan = tg.plan_ttt(tokens, h)
+    chunk = np.full(len(tokens) - 1, -1)  # each target's chunk index in its document
+    for s, n in zip(plan.starts, plan.lengths):
+        chunk[s:s + n - 1] = np.arange(n - 1) // C
+    assert tg.batch_chunk_size(h, int(plan.lengths.max())) == C and chunk.max() * C > P
+    as_two = torch.from_numpy(chunk * C <= P)  # chunks 0..P/C: every chunk before them ended within P
+    assert torch.equal(scores["mixed"][as_two], scores["two"][as_two])
+    assert (scores["mixed"][~as_two] != scores["two"][~as_two]).float().mean() > 0.9
+    assert (scores["mixed"][as_two] != scores["one"][as_two]).float().mean() > 0.5
+
+
+def test_finish_batch_decays_each_row_by_the_adam_steps_it_missed():
+    """A row of n chunks learns after its chunks 0..n-2; finish_batch gives it the weight decay of every later
+    Adam step of its batch, counted here step by step along chunk_schedule. Fails when a row is charged the
+    steps of the chunk it learned from, or the steps of the batch's last chunk (where nobody learns)."""
+    h = tg.load_hyperparameters({"TTT_GRAD_STEPS": "3", "TTT_GRAD_STEPS_TOKENS": "40", "TTT_LORA_LR": "0.01",
+                                 "TTT_WEIGHT_DECAY": "1"})
+    n_chunks = np.array([1, 2, 2, 4, 7])
+    grad_steps = tg.chunk_grad_steps(h, 10, int(n_chunks.max()))
+    assert grad_steps == [3, 3, 3, 3, 1, 1, 1]
+    missed = np.zeros(len(n_chunks))
+    for ci, _, learn in tg.chunk_schedule(n_chunks):
+        if learn < len(n_chunks):  # someone learns after this chunk: grad_steps[ci] Adam steps
+            missed[:learn] += grad_steps[ci]
+    A = {"a": torch.ones(len(n_chunks), 1, 1)}
+    tg.finish_batch(h, A, n_chunks, grad_steps)
+    assert missed.tolist() == [14, 11, 11, 5, 0]
+    assert torch.allclose(A["a"].flatten().double(), torch.from_numpy(0.99 ** missed))
+
+
 @pytest.mark.parametrize("env, phases, sgd_steps, rank", [
     ({}, 1, 9, 8), ({"PHASED_TTT_NUM_PHASES": "2"}, 2, 5, 8), ({"GLOBAL_TTT_EPOCHS": "2"}, 1, 18, 8),
     ({"PHASED_TTT_PREFIX_DOCS": "9"}, 1, 12, 8), ({"TTT_LORA_RANK": "16"}, 1, 9, 16)],

@@ -27,11 +27,12 @@ SMALL = {"TTT_BATCH_SIZE": "4", "TTT_CHUNK_SIZE": "16", "TTT_EVAL_SEQ_LEN": "64"
 
 
 def test_the_replayed_chunk_steps_are_the_evaluators_own():
-    """Every chunk_fn call of a real TTT evaluation (toy model, short-document chunks, two Adam steps a chunk,
-    two phases, documents longer than the context): the rows and window of each, in order, as the replay
-    predicts (a learning step forwards TTT_GRAD_STEPS times, a score-only one once). Fails when the replay's
-    window ignores TTT_EVAL_SEQ_LEN, or its learning rows differ from the evaluator's."""
-    h, model, tables, tokens = _setup(TTT_GRAD_STEPS="2", **SHORT)
+    """Every chunk_fn call of a real TTT evaluation (toy model, short-document chunks, two Adam steps a chunk
+    within a document's first 24 tokens, two phases, documents longer than the context): the rows and window of
+    each, in order, as the replay predicts (a learning step forwards once per Adam step, a score-only one once).
+    Fails when the replay's window ignores TTT_EVAL_SEQ_LEN, its learning rows differ from the evaluator's, or
+    it ignores TTT_GRAD_STEPS_TOKENS."""
+    h, model, tables, tokens = _setup(TTT_GRAD_STEPS="2", TTT_GRAD_STEPS_TOKENS="24", **SHORT)
     calls = []
 
     def recording(model, ids, *args, **kwargs):
@@ -40,9 +41,9 @@ def test_the_replayed_chunk_steps_are_the_evaluators_own():
     torch.manual_seed(1)
     tg.evaluate_ttt(model, tokens, tables, h, tg.DistContext(), lambda line: None, recording)
     steps = [step for batch in ttt_cost.step_shapes(h, tg.plan_ttt(tokens, h)) for step in batch]
-    expected = [(rows, t) for rows, t, learns in steps for _ in range(h.ttt_grad_steps if learns else 1)]
+    expected = [(rows, t) for rows, t, adam_steps in steps for _ in range(max(adam_steps, 1))]
     assert calls == expected
-    assert {t for _, t in calls} >= {8, h.ttt_eval_seq_len} and not all(learns for *_, learns in steps)
+    assert {t for _, t in calls} >= {8, h.ttt_eval_seq_len} and {adam_steps for *_, adam_steps in steps} == {0, 1, 2}
 
 
 def _tokens(n_docs: int = 30, seed: int = 0) -> np.ndarray:
