@@ -231,10 +231,11 @@ def run_ours(model, tokens, tables, h, device, compile_it: bool, batch_seconds: 
 PROFILE_ROWS = 25  # ops in the profile's table
 
 
-def profile_batch(model, tokens, tables, h, device, chunk_fn, q: int) -> str:
+def profile_batch(model, tokens, tables, h, device, chunk_fn, q: int, unprofiled: float) -> str:
     """Batch q of the plan (serving order) scored again under torch.profiler: per chunk step its wall time, the
     device's busy time and kernel launches (a step whose device idles is paying host overhead), then the ops
-    that took the most device (on a CPU: host) time."""
+    that took the most device (on a CPU: host) time. unprofiled: the batch's seconds in the measured run (the
+    profiler's own host cost is the difference)."""
     ctx = tg.DistContext(device=device) if device.type == "cuda" else tg.DistContext()
     plan = tg.plan_ttt(tokens, h)
     hints = tg.ngram_hints(tokens, h, device) if h.ngram_tilt_enabled else None
@@ -261,7 +262,8 @@ def profile_batch(model, tokens, tables, h, device, chunk_fn, q: int) -> str:
                  f"kernels:{sum(e.count for e in on_device) / steps:.0f} a step" if on_device
                  else "device: none (CPU)")
     return (f"profile batch:{q} rows:{len(docs)} longest_doc:{int(plan.lengths[docs].max())} "
-            f"chunk_steps:{state.chunk_steps} wall:{wall:.2f}s ({wall / steps * 1e3:.1f} ms a step) {busy_line}\n"
+            f"chunk_steps:{state.chunk_steps} wall:{wall:.2f}s ({wall / steps * 1e3:.1f} ms a step; unprofiled "
+            f"{unprofiled / steps * 1e3:.1f}) {busy_line}\n"
             + events.table(sort_by=sort, row_limit=PROFILE_ROWS))
 
 
@@ -430,7 +432,7 @@ def main(argv=None) -> int:
     if args.save:
         save(args.save, results[args.only] if args.only else results["ours"])
     for q in args.profile or ():  # after the save: the scoring above is the measurement, this its breakdown
-        print(profile_batch(ours, tokens, tables, h, device, chunk_fn, q), flush=True)
+        print(profile_batch(ours, tokens, tables, h, device, chunk_fn, q, batch_seconds[q]), flush=True)
     return 0
 
 

@@ -190,6 +190,7 @@ def test_the_bench_profiles_one_batch_of_ours(capsys, monkeypatch):
     for q in (1, 0):
         line = next(line for line in out.splitlines() if line.startswith(f"profile batch:{q} "))
         assert f"chunk_steps:{len(steps[q])} " in line and "device: none (CPU)" in line
+        assert re.search(r"ms a step; unprofiled \d+\.\d\) ", line), line
     assert len(steps[0]) != len(steps[1]) and out.count("Self CPU %") == 2
     with pytest.raises(SystemExit, match="--profile 99: the plan has batches 0.."):
         bench.main(args + ["--profile", "99"])
