@@ -3103,6 +3103,19 @@ def new_ttt_state(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpa
     return state
 
 
+# The ttt_position_nats line: the scores summed by each target's position in its document, in buckets starting at
+# these positions (scripts/ab_runs.py weighs an A/B's differences per bucket by another val's positions).
+POSITION_EDGES = (256, 512, 1024, 2048, 4096, 8192)
+
+
+def position_buckets(tokens: torch.Tensor, bos_id: int) -> torch.Tensor:
+    """Per target of the stream, its bucket 0..len(POSITION_EDGES) by its position in its document (0: the
+    target after the BOS)."""
+    idx = torch.arange(len(tokens), device=tokens.device)
+    start = torch.where(tokens == bos_id, idx, 0).cummax(0).values[:-1]
+    return torch.bucketize(idx[:-1] - start, torch.tensor(POSITION_EDGES, device=tokens.device), right=True)
+
+
 def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
                  log, chunk_fn=None, hints=None):
     """Returns (val_loss, val_bpb, per-target nats). Phase p scores queue batches [phase_ends[p-1],
@@ -3146,6 +3159,10 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     nats, nbytes, count = state.sums.tolist()
     log(f"ttt_timing chunk_steps:{state.chunk_steps} scored_targets:{int(count)} "
         f"seconds:{time.perf_counter() - t0:.1f} (rank 0's chunk steps; targets over all ranks)")
+    bucket, size = position_buckets(state.tokens, h.bos_id), len(POSITION_EDGES) + 1
+    by_position = [torch.bincount(bucket, w, minlength=size).tolist() for w in (scores.double(), None)]
+    log(f"ttt_position_nats edges:{','.join(map(str, POSITION_EDGES))} "
+        f"nats:{','.join(f'{n:.4f}' for n in by_position[0])} targets:{','.join(map(str, by_position[1]))}")
     return nats / count, nats / math.log(2) / nbytes, scores
 
 

@@ -41,6 +41,12 @@ steps: that part of its effect is left out), paired like an eval-only variant's 
 weights are missing, run again when the base ran again); their pre-quant bpb and steps are the base's, their
 quantized bpb, bytes and eval time their own.
 
+Where a TTT setting's gain lies in the documents: `report --positions` adds, per eval-only variant against the
+base (and each --against), the difference a target in each bucket of positions in the document (the logs'
+ttt_position_nats lines), and `--weigh-val VAL.bin` what they add up to with the buckets weighted by another
+val's targets: the A/B's thin val stops at --val-max-doc-tokens, so it holds fewer late positions, where TTT
+gains, than the whole val (its buckets past the thin val's last take that bucket's difference).
+
 Resuming: each run is WORKDIR/logs/<NAME>_s<SEED>.txt. A rerun of the same command (any subset of the
 variants and seeds, or new ones) skips finished runs (the log's closing `eval_time:... (inside:` line, no
 interruption or error), sets aside unfinished ones (to WORKDIR/attempts/) and starts them again; a run that
@@ -141,6 +147,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -878,8 +885,19 @@ def run_record(workdir: Path, plan: dict, name: str, seed: int) -> dict:
                first_step=number(trained["first_step"].get("first_step_done_since_launch")),
                ttt_compile=number(facts["ttt_compile"].get("ttt_compile_warmup_seconds")),
                code=hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:12],
-               sgd=facts["global_sgd"], config=trained["config"])
+               sgd=facts["global_sgd"], config=trained["config"], positions=position_sums(facts))
     return rec
+
+
+def position_sums(facts: dict) -> dict | None:
+    """The final TTT's ttt_position_nats line (nats and targets per position bucket) and the val's bytes per
+    target (from the final score's nats and bpb), or None (a log from before the line)."""
+    f, score = facts["positions"], facts["scores"].get("final_ttt_exact")
+    if "nats" not in f or not score:
+        return None
+    return dict(edges=[int(x) for x in f["edges"].split(",")], nats=[float(x) for x in f["nats"].split(",")],
+                targets=[int(x) for x in f["targets"].split(",")],
+                bytes_per_target=score["nats"] / (score["bpb"] * math.log(2)))
 
 
 def _seconds(ms: str | None) -> float | None:
@@ -1060,6 +1078,67 @@ def against(plan: dict, runs: list[dict], ref: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def val_positions(path: Path, edges: list[int], bos_id: int) -> np.ndarray:
+    """Targets per position bucket of a val shard (--weigh-val), bucketed as train_gpt's ttt_position_nats."""
+    if list(edges) != list(tg.POSITION_EDGES):
+        fail(f"the logs bucket positions at {edges}, this train_gpt.py at {list(tg.POSITION_EDGES)}: weigh them with "
+             "the train_gpt.py that ran them")
+    try:
+        tokens = torch.from_numpy(shard_tokens(path).astype(np.int64))
+    except (OSError, ValueError) as e:
+        fail(f"--weigh-val {path}: {e}")
+    if len(tokens) < 2 or tokens[0] != bos_id:
+        fail(f"--weigh-val {path}: not a stream of whole documents (it must start with BOS {bos_id})")
+    return torch.bincount(tg.position_buckets(tokens, bos_id), minlength=len(edges) + 1).numpy()
+
+
+def by_position(plan: dict, runs: list[dict], ref: str, weigh: Path | None) -> str:
+    """Each eval-only variant against ref (the base or an eval-only variant) per position bucket: the mean over
+    matched seeds of the per-target difference in nats, and the difference in bpb both on this val and, with
+    --weigh-val, with the buckets weighted by that val's targets (a thin val under-weighs late positions)."""
+    names = [name for name in plan["variants"] if kind_of(plan, name) == "eval" and name != ref]
+    mine = {r["seed"]: r for r in runs if r["name"] == ref and r["state"] == "done" and r.get("positions")}
+    rows, edges = [], None
+    for name in names:
+        pairs = [(r["positions"], mine[r["seed"]]["positions"]) for r in runs
+                 if r["name"] == name and r["state"] == "done" and r.get("positions") and r["seed"] in mine]
+        if not pairs:
+            continue
+        edges = pairs[0][0]["edges"]
+        targets = np.array(pairs[0][1]["targets"], dtype=np.float64)
+        per_target = np.mean([(np.array(v["nats"]) - np.array(b["nats"])) / np.maximum(targets, 1)
+                              for v, b in pairs], axis=0)
+        nats_per_bit = math.log(2) * np.mean([b["bytes_per_target"] for _, b in pairs])
+        rows.append((name, len(pairs), per_target, per_target @ targets / targets.sum() / nats_per_bit, nats_per_bit))
+    if not rows:
+        return (f"## By position in the document, against {ref}\n\nNo eval-only variant has seeds paired with {ref} "
+                "whose logs have the ttt_position_nats line (logs of train_gpt.py before it lack it).\n")
+    targets = np.array(next(r for r in runs if r["seed"] in mine and r["name"] == ref)["positions"]["targets"])
+    kept = np.flatnonzero(targets)
+    labels = [f"{lo}-{hi - 1}" for lo, hi in zip([0, *edges], edges)] + [f"{edges[-1]}+"]
+    weights = None
+    if weigh is not None:
+        weights = val_positions(weigh, edges, resolve(plan["base"], "--base", 1).bos_id).astype(np.float64)
+        last = kept[-1]  # buckets this val has no targets in take the last one it has
+    lines = [f"## By position in the document, against {ref}", "",
+             f"Per eval-only variant: Δ nats a target ×1000 in each bucket of target positions (mean over the seeds "
+             f"paired with {ref}), and the Δ bpb they add up to on this val"
+             + (f" and with the buckets weighted by the targets of `{weigh}` (its buckets past this val's last, "
+                f"{labels[last]}, take that bucket's Δ; bytes a target as on this val)" if weights is not None else "")
+             + ".", "",
+             "| variant | pairs | " + " | ".join(f"{labels[b]} ({targets[b]:,})" for b in kept) + " | Δ bpb here |"
+             + (" Δ bpb weighted |" if weights is not None else ""),
+             "|---|---|" + "---|" * (len(kept) + 1 + (weights is not None))]
+    for name, n, per_target, here, nats_per_bit in rows:
+        cells = " | ".join(f"{per_target[b] * 1e3:+.3f}" for b in kept)
+        line = f"| {name} | {n} | {cells} | {here:+.5f} |"
+        if weights is not None:
+            filled = np.where(targets > 0, per_target, per_target[last])
+            line += f" {filled @ weights / weights.sum() / nats_per_bit:+.5f} |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def plot(plan: dict, stats: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
@@ -1190,6 +1269,8 @@ def cmd_report(args) -> int:
         time.sleep(5)
     plan, stats, runs = collect(args.workdir)
     text = markdown(plan, stats, runs, args.workdir) + "".join("\n" + against(plan, runs, ref) for ref in args.against)
+    if args.positions:
+        text += "".join("\n" + by_position(plan, runs, ref, args.weigh_val) for ref in [BASE, *args.against])
     if args.md:
         args.md.write_text(text)
     if args.plot:
@@ -1235,7 +1316,15 @@ def main(argv=None) -> int:
     rep.add_argument("--against", action="append", default=[], metavar="NAME",
                      help="also a table of the eval-only variants against this eval-only one, paired (e.g. "
                           "candidates built on a stack against the stack)")
+    rep.add_argument("--positions", action="store_true",
+                     help="also the eval-only variants' differences by position in the document (against the base "
+                          "and each --against), from the logs' ttt_position_nats lines")
+    rep.add_argument("--weigh-val", type=Path, metavar="VAL.bin",
+                     help="with --positions: also weigh the position buckets by this val shard's targets (e.g. "
+                          "the whole val, where the A/B ran a thin one)")
     args = parser.parse_args(argv)
+    if args.command == "report" and args.weigh_val and not args.positions:
+        fail("--weigh-val weighs the --positions table: give --positions too")
     if args.command == "run":
         if args.val_every < 1 or args.val_max_doc_tokens < 1:
             fail("--val-every and --val-max-doc-tokens must be at least 1")

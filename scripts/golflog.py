@@ -133,7 +133,7 @@ def facts(text: str) -> dict:
                 bytes="artifact_model_bytes", total="artifact_total_bytes", eval="eval_time",
                 ttt_timing="ttt_timing", peak="peak_memory_allocated",
                 no_smi="nvidia-smi unavailable", first_step="first_step_done_since_launch", quantize="gptq",
-                ttt_compile="ttt_compile_warmup_seconds")
+                ttt_compile="ttt_compile_warmup_seconds", positions="ttt_position_nats")
     lines = {name: line(run, key) for name, key in keys.items()}
     scores = {}
     for label in FINAL_LABELS:

@@ -22,6 +22,7 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "scripts"))
 import ab_runs  # noqa: E402
 import golflog  # noqa: E402
+from make_sample_data import write_shard  # noqa: E402
 import seed_stats  # noqa: E402
 
 DATA = REPO / "sample_data" / "datasets" / "sample_caseops"
@@ -431,6 +432,50 @@ def test_report_against_a_stack_pairs_its_candidates_with_it(workdir, tmp_path):
         with pytest.raises(SystemExit, match=f"^error: --against {ref}: not an eval-only variant of this workdir "
                                              r"\(its eval-only variants: ev, ev2\)"):
             ab_runs.main(["report", "--workdir", str(work), "--against", ref])
+
+
+def test_report_by_position_weighs_a_thin_vals_buckets_by_another_vals(workdir, tmp_path):
+    """--positions: an eval-only variant whose logs moved each bucket's nats by a known amount a target reads as
+    those amounts (x1000), and as the Δ bpb they add up to; --weigh-val weighs the same amounts by another val's
+    targets per bucket, its buckets past the A/B val's last taking that bucket's amount. Fails when the buckets are
+    weighed by the A/B val's targets, or the empty buckets are left at 0."""
+    shift = np.array([-4e-3, -2e-3, -1e-3, -5e-4, 3e-4, 0, 0])  # nats a target, per bucket
+    work = with_eval_variant(workdir, tmp_path, {1: 0, 2: 0, 3: 0})
+    for seed in SEEDS:
+        path = work / "logs" / f"ev_s{seed}.txt"
+        text = path.read_text()
+        facts = golflog.facts(text)
+        positions = facts["positions"]
+        targets = np.array([int(x) for x in positions["targets"].split(",")])
+        nats = np.array([float(x) for x in positions["nats"].split(",")])
+        old = golflog.line(golflog.run_lines(text), "ttt_position_nats")
+        moved = old.replace(positions["nats"], ",".join(f"{n:.4f}" for n in nats + shift * targets))
+        loss, bpb = golflog.final_score(golflog.run_lines(text), "final_ttt_exact")
+        new_loss = loss + shift @ targets / targets.sum()
+        final = f"final_ttt_exact val_loss:{loss:.8f} val_bpb:{bpb:.8f}"
+        path.write_text(text.replace(old, moved).replace(
+            final, f"final_ttt_exact val_loss:{new_loss:.8f} val_bpb:{bpb * new_loss / loss:.8f}"))
+    assert list(np.flatnonzero(targets)) == [0, 1, 2, 3, 4]  # the A/B val: one document of 3,130 tokens
+    weigh = tmp_path / "whole.bin"
+    write_shard(weigh, np.array([1] + [5] * 299 + [1] + [5] * 9999, dtype=np.uint16))
+    md = tmp_path / "ab.md"
+    assert ab_runs.main(["report", "--workdir", str(work), "--md", str(md), "--positions",
+                         "--weigh-val", str(weigh)]) == 0
+    text = md.read_text()
+    row = table_rows(text[text.index("## By position in the document, against base"):])["ev"]
+    assert row[1] == "3" and row[2:7] == [f"{x * 1e3:+.3f}" for x in shift[:5]]
+    nats_per_bit = loss / bpb  # ln 2 x bytes a target
+    here = shift @ targets / targets.sum() / nats_per_bit
+    assert row[7] == f"{here:+.5f}" and row[7] == table_rows(text)["ev"][4]  # the main table's Δ, summed back
+    # the weighing val: documents of 300 and 9,999 targets (positions 0-299, 0-9998)
+    whole = np.bincount(np.searchsorted([256, 512, 1024, 2048, 4096, 8192], np.r_[np.arange(300), np.arange(9999)],
+                                        side="right"), minlength=7)
+    filled = np.r_[shift[:5], shift[4], shift[4]]
+    assert row[8] == f"{filled @ whole / whole.sum() / nats_per_bit:+.5f}" != row[7]
+    with pytest.raises(SystemExit, match="--weigh-val weighs the --positions table"):
+        ab_runs.main(["report", "--workdir", str(work), "--weigh-val", str(weigh)])
+    with pytest.raises(SystemExit, match="--weigh-val .*missing.bin"):
+        ab_runs.main(["report", "--workdir", str(work), "--positions", "--weigh-val", str(tmp_path / "missing.bin")])
 
 
 def test_eval_variant_not_run_when_its_base_failed_or_its_artifact_is_gone(workdir, tmp_path, capsys):

@@ -176,6 +176,24 @@ def test_extra_grad_steps_stop_at_their_document_position():
     assert (scores["mixed"][as_two] != scores["one"][as_two]).float().mean() > 0.5
 
 
+def test_the_scores_by_document_position_add_up():
+    """The ttt_position_nats line: each target's score in the bucket of its position in its document, counted
+    here document by document; the buckets add up to the score. Fails when a bucket's edge is on the wrong side
+    (a target at position 256 counted below it) or a document's positions start at its BOS token's successor's."""
+    h, model, tables, tokens = _setup(VAL_MAX_TOKENS="3000")
+    _, scores, lines = _run_ttt(h, model, tables, tokens)
+    line = next(line for line in lines if line.startswith("ttt_position_nats "))
+    fields = dict(part.split(":") for part in line.split()[1:])
+    nats, targets = ([float(x) for x in fields[k].split(",")] for k in ("nats", "targets"))
+    assert fields["edges"] == "256,512,1024,2048,4096,8192" and len(nats) == len(targets) == 7
+    position = np.concatenate([np.arange(n - 1) for n in tg.find_documents(tokens, h.bos_id)[1]])
+    bucket = np.searchsorted(np.array(tg.POSITION_EDGES), position, side="right")
+    assert (position == 256).any() and targets == np.bincount(bucket, minlength=7).tolist()
+    want = np.bincount(bucket, scores.double().numpy(), minlength=7)
+    np.testing.assert_allclose(nats, want, atol=1e-3)
+    assert targets[1] > 0 and sum(targets[2:]) == 0
+
+
 def test_finish_batch_decays_each_row_by_the_adam_steps_it_missed():
     """A row of n chunks learns after its chunks 0..n-2; finish_batch gives it the weight decay of every later
     Adam step of its batch, counted here step by step along chunk_schedule. Fails when a row is charged the
