@@ -2689,7 +2689,7 @@ class LoRAWork:
 
 
 def adamw_rows(params, grads, moments, step: int, h: Hyperparameters) -> None:
-    """torch.optim.AdamW's update (eps 1e-10) on the rows that learn; step is the batch's chunk-step count,
+    """torch.optim.AdamW's update (eps 1e-10) on the rows that learn; step is the batch's Adam step count,
     the same for every row. Rows that stopped learning get only the decay (finish_batch)."""
     b1, b2, lr = h.ttt_beta1, h.ttt_beta2, h.ttt_lora_lr
     exp_avg, exp_avg_sq = moments[0::2], moments[1::2]
@@ -2932,11 +2932,11 @@ def chunk_schedule(n_chunks: np.ndarray):
                int(np.searchsorted(n_chunks, ci + 1, side="right")))
 
 
-def chunk_grad_steps(h: Hyperparameters, C: int, n_chunks: int) -> list[int]:
-    """Adam steps after each of a batch's chunk steps 0..n_chunks-1 (C-token chunks): TTT_GRAD_STEPS, or one on
-    a chunk that ends past TTT_GRAD_STEPS_TOKENS of its document."""
+def chunk_grad_steps(h: Hyperparameters, C: int, max_chunks: int) -> list[int]:
+    """Adam steps after each of a batch's chunk steps 0..max_chunks-1 (C-token chunks): TTT_GRAD_STEPS, or one
+    on a chunk that ends past TTT_GRAD_STEPS_TOKENS of its document."""
     limit = h.ttt_grad_steps_tokens or math.inf
-    return [h.ttt_grad_steps if (ci + 1) * C <= limit else 1 for ci in range(n_chunks)]
+    return [h.ttt_grad_steps if (ci + 1) * C <= limit else 1 for ci in range(max_chunks)]
 
 
 def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
@@ -2950,7 +2950,7 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
     as_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
     starts, pred_lens, n_chunks = as_dev(state.plan.starts[docs]), as_dev(pred_lens_np), as_dev(n_chunks_np)
     state.work.start_batch(rows)
-    grad_steps, adam_steps = chunk_grad_steps(h, C, int(n_chunks_np.max())), 0
+    steps_per_chunk, adam_step = chunk_grad_steps(h, C, int(n_chunks_np.max())), 0
     for ci, first, learn in chunk_schedule(n_chunks_np):
         leaves = state.work.leaves(A, first, rows)
         ids, chunk_pos, chunk_tgt, target_index = chunk_windows(state, starts[first:], pred_lens[first:],
@@ -2972,7 +2972,7 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
         # ---- then learn from it: the mean chunk loss of each document, summed (one adapter each); a later
         # step forwards the scored chunk again with the updated adapters and (as the record) adds its gradient
         # to the earlier ones' unless TTT_GRAD_STEPS_CLEAN ----
-        for step in range(grad_steps[ci]):
+        for step in range(steps_per_chunk[ci]):
             if step:
                 if h.ttt_grad_steps_clean:
                     for t in leaves:
@@ -2984,19 +2984,20 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
                 params = [t[learn - first:] for t in leaves]
                 grads = [t.grad[learn - first:] for t in leaves]
                 moments = [m[learn:rows] for key in A for m in state.work.moments[key]]
-                adam_steps += 1
-                adamw_rows(params, grads, moments, adam_steps, h)
-    finish_batch(h, A, n_chunks_np, grad_steps)
+                adam_step += 1
+                adamw_rows(params, grads, moments, adam_step, h)
+    finish_batch(h, A, n_chunks_np, steps_per_chunk)
 
 
 @torch.no_grad()
-def finish_batch(h: Hyperparameters, A: dict, n_chunks: np.ndarray, grad_steps: list[int]) -> None:
+def finish_batch(h: Hyperparameters, A: dict, n_chunks: np.ndarray, steps_per_chunk: list[int]) -> None:
     """The decay that rows which stopped learning missed: the record's AdamW steps every row at every Adam step
     of the batch, and with zero gradient and beta1 = 0 that is only the weight decay (with beta1 > 0 the record's
     idle rows would also drift along their momentum; we leave that out). It shapes the next batch's warm A. A
-    row of n chunks learns after chunks 0..n-2 and misses the steps after n-1..max-2 (none after the last)."""
-    steps_before = np.concatenate([[0], np.cumsum(grad_steps)])  # Adam steps before each chunk step
-    missed = steps_before[n_chunks.max() - 1] - steps_before[n_chunks - 1]
+    row of n chunks learns after chunks 0..n-2 and misses the steps after n-1..max-2 (none after the last; a row
+    of no target, n = 0, misses them all)."""
+    steps_before = np.concatenate([[0], np.cumsum(steps_per_chunk)])  # Adam steps before each chunk step
+    missed = steps_before[n_chunks.max() - 1] - steps_before[np.maximum(n_chunks - 1, 0)]
     factor = torch.from_numpy((1 - h.ttt_lora_lr * h.ttt_weight_decay) ** missed.astype(np.float64))
     factor = factor.float().to(next(iter(A.values())).device)[:, None, None]
     for a in A.values():
@@ -3111,9 +3112,10 @@ POSITION_EDGES = (256, 512, 1024, 2048, 4096, 8192)
 def position_buckets(tokens: torch.Tensor, bos_id: int) -> torch.Tensor:
     """Per target of the stream, its bucket 0..len(POSITION_EDGES) by its position in its document (0: the
     target after the BOS)."""
-    idx = torch.arange(len(tokens), device=tokens.device)
+    idx = torch.arange(len(tokens), dtype=torch.int32, device=tokens.device)  # int32: ~40M targets on FineWeb
     start = torch.where(tokens == bos_id, idx, 0).cummax(0).values[:-1]
-    return torch.bucketize(idx[:-1] - start, torch.tensor(POSITION_EDGES, device=tokens.device), right=True)
+    edges = torch.tensor(POSITION_EDGES, dtype=torch.int32, device=tokens.device)
+    return torch.bucketize(idx[:-1] - start, edges, out_int32=True, right=True)
 
 
 def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
@@ -3424,6 +3426,9 @@ def check_ttt_settings(h: Hyperparameters, world_size: int) -> None:
     if h.ttt_chunk_size > h.ttt_eval_seq_len:
         raise ValueError(f"TTT_CHUNK_SIZE={h.ttt_chunk_size} must be at most TTT_EVAL_SEQ_LEN={h.ttt_eval_seq_len} "
                          "(a scored chunk sits inside its context window)")
+    if h.ttt_grad_steps_tokens and h.ttt_grad_steps == 1:
+        raise ValueError(f"TTT_GRAD_STEPS_TOKENS={h.ttt_grad_steps_tokens} limits the Adam steps after the first, "
+                         "and TTT_GRAD_STEPS=1 takes none: set TTT_GRAD_STEPS=2 (or more), or leave it at 0")
     short_chunk_steps(h)
 
 

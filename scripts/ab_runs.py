@@ -41,11 +41,11 @@ steps: that part of its effect is left out), paired like an eval-only variant's 
 weights are missing, run again when the base ran again); their pre-quant bpb and steps are the base's, their
 quantized bpb, bytes and eval time their own.
 
-Where a TTT setting's gain lies in the documents: `report --positions` adds, per eval-only variant against the
+Where a TTT setting's effect lies in the documents: `report --positions` adds, per eval-only variant against the
 base (and each --against), the difference a target in each bucket of positions in the document (the logs'
-ttt_position_nats lines), and `--weigh-val VAL.bin` what they add up to with the buckets weighted by another
-val's targets: the A/B's thin val stops at --val-max-doc-tokens, so it holds fewer late positions, where TTT
-gains, than the whole val (its buckets past the thin val's last take that bucket's difference).
+ttt_position_nats lines, written since session 19), and `--weigh-val VAL.bin` what they add up to with the
+buckets weighted by another val's targets: the A/B's thin val stops at --val-max-doc-tokens, so it holds fewer
+late positions than the whole val (its buckets past the thin val's last take that bucket's difference).
 
 Resuming: each run is WORKDIR/logs/<NAME>_s<SEED>.txt. A rerun of the same command (any subset of the
 variants and seeds, or new ones) skips finished runs (the log's closing `eval_time:... (inside:` line, no
@@ -893,7 +893,7 @@ def position_sums(facts: dict) -> dict | None:
     """The final TTT's ttt_position_nats line (nats and targets per position bucket) and the val's bytes per
     target (from the final score's nats and bpb), or None (a log from before the line)."""
     f, score = facts["positions"], facts["scores"].get("final_ttt_exact")
-    if "nats" not in f or not score:
+    if "nats" not in f or not score or not score["bpb"] or score["nats"] is None:
         return None
     return dict(edges=[int(x) for x in f["edges"].split(",")], nats=[float(x) for x in f["nats"].split(",")],
                 targets=[int(x) for x in f["targets"].split(",")],
@@ -1085,7 +1085,7 @@ def val_positions(path: Path, edges: list[int], bos_id: int) -> np.ndarray:
              "the train_gpt.py that ran them")
     try:
         tokens = torch.from_numpy(shard_tokens(path).astype(np.int64))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, lzma.LZMAError) as e:
         fail(f"--weigh-val {path}: {e}")
     if len(tokens) < 2 or tokens[0] != bos_id:
         fail(f"--weigh-val {path}: not a stream of whole documents (it must start with BOS {bos_id})")
@@ -1104,12 +1104,15 @@ def by_position(plan: dict, runs: list[dict], ref: str, weigh: Path | None) -> s
                  if r["name"] == name and r["state"] == "done" and r.get("positions") and r["seed"] in mine]
         if not pairs:
             continue
-        edges = pairs[0][0]["edges"]
-        targets = np.array(pairs[0][1]["targets"], dtype=np.float64)
+        edges, targets = pairs[0][1]["edges"], pairs[0][1]["targets"]
+        if any(side["edges"] != edges or side["targets"] != targets for pair in pairs for side in pair):
+            fail(f"--positions: the ttt_position_nats lines of {name} and {ref} count other buckets or targets (runs "
+                 "of other train_gpt.py versions or another val): they do not pair")
+        targets = np.array(targets, dtype=np.float64)
         per_target = np.mean([(np.array(v["nats"]) - np.array(b["nats"])) / np.maximum(targets, 1)
                               for v, b in pairs], axis=0)
-        nats_per_bit = math.log(2) * np.mean([b["bytes_per_target"] for _, b in pairs])
-        rows.append((name, len(pairs), per_target, per_target @ targets / targets.sum() / nats_per_bit, nats_per_bit))
+        nats_per_bpb = math.log(2) * np.mean([b["bytes_per_target"] for _, b in pairs])  # per target
+        rows.append((name, len(pairs), per_target, per_target @ targets / targets.sum() / nats_per_bpb, nats_per_bpb))
     if not rows:
         return (f"## By position in the document, against {ref}\n\nNo eval-only variant has seeds paired with {ref} "
                 "whose logs have the ttt_position_nats line (logs of train_gpt.py before it lack it).\n")
@@ -1129,12 +1132,12 @@ def by_position(plan: dict, runs: list[dict], ref: str, weigh: Path | None) -> s
              "| variant | pairs | " + " | ".join(f"{labels[b]} ({targets[b]:,})" for b in kept) + " | Δ bpb here |"
              + (" Δ bpb weighted |" if weights is not None else ""),
              "|---|---|" + "---|" * (len(kept) + 1 + (weights is not None))]
-    for name, n, per_target, here, nats_per_bit in rows:
+    for name, n, per_target, here, nats_per_bpb in rows:
         cells = " | ".join(f"{per_target[b] * 1e3:+.3f}" for b in kept)
         line = f"| {name} | {n} | {cells} | {here:+.5f} |"
         if weights is not None:
             filled = np.where(targets > 0, per_target, per_target[last])
-            line += f" {filled @ weights / weights.sum() / nats_per_bit:+.5f} |"
+            line += f" {filled @ weights / weights.sum() / nats_per_bpb:+.5f} |"
         lines.append(line)
     return "\n".join(lines) + "\n"
 

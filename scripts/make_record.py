@@ -614,16 +614,15 @@ def evaluation_techniques(c: dict) -> list[str]:
     chunks = f"{c['ttt_chunk_size']}-token chunks"
     if c.get("ttt_short_score_first_steps"):
         chunks += f" (shorter for short documents: longest tokens:chunk {c['ttt_short_score_first_steps']})"
-    steps = int(c["ttt_grad_steps"])
+    steps, limit = int(c["ttt_grad_steps"]), int(c.get("ttt_grad_steps_tokens", 0))
+    within = f" on the chunks that end within their document's first {limit} tokens, one on later chunks" if limit else ""
     out.append(f"score-first test-time training with {c['ttt_eval_seq_len']} tokens of context: per-document LoRA "
                f"rank {c['ttt_lora_rank']} on queries, values, {', '.join(adapted) or 'nothing else'} and the LM head "
                f"(alpha {c['ttt_lora_alpha']}, lr {c['ttt_lora_lr']}, beta2 {c['ttt_beta2']}, weight decay "
                f"{c['ttt_weight_decay']}{', warm-start A' if _on(c, 'ttt_warm_start_a') else ''}) on {chunks}"
-               + (f", {_count(steps, 'Adam step')} a chunk (each later one "
+               + (f", {_count(steps, 'Adam step')} a chunk{within} (each later one "
                   + ("on its own gradient)" if _on(c, "ttt_grad_steps_clean") else "adding its gradient to the "
-                     "earlier ones', as #2135's code)")
-                  + (f" on the chunks that end within their document's first {c['ttt_grad_steps_tokens']} tokens, one "
-                     "on later chunks" if int(c.get("ttt_grad_steps_tokens", 0)) else "") if steps > 1 else ""))
+                     "earlier ones', as #2135's code)") if steps > 1 else ""))
     if phases:
         out.append(f"{_count(phases, 'phase')} over the first {c['phased_ttt_prefix_docs']} documents: after "
                    f"{'it' if phases == 1 else 'each'}, global SGD (lr {c['global_ttt_lr']}, "

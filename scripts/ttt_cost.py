@@ -2,9 +2,10 @@
 
 A TTT batch's time is its set-up plus the sum of its chunk steps. A chunk step forwards every running row's window
 (r rows of T = min((ci + 1) x chunk, TTT_EVAL_SEQ_LEN) tokens), and unless every row is in its last chunk, it runs
-TTT_GRAD_STEPS backward passes; each step after the first forwards the window again. So a batch costs
+one backward pass per Adam step (TTT_GRAD_STEPS, or one past TTT_GRAD_STEPS_TOKENS of the documents); each step
+after the first forwards the window again. So a batch costs
     d + sum over its chunk steps of units x (a + b r T + c r T^2)
-with units = TTT_GRAD_STEPS on a learning step and SCORE_ONLY_UNITS on a score-only one (a forward alone, where
+with units = its Adam steps on a learning step and SCORE_ONLY_UNITS on a score-only one (a forward alone, where
 a backward costs about two forwards). This script fits d, a, b, c (non-negative least squares) to the per-batch
 seconds of one `bench_ttt_vs_reference.py --only ours --save RUN.json` run on the whole val shard, replays the
 chunk steps of each variant's settings on the same documents with train_gpt's own plan and schedule, and
@@ -43,8 +44,8 @@ from bench_ttt_vs_reference import projected_8gpu_seconds  # noqa: E402
 SCORE_ONLY_UNITS = 1 / 3  # a forward, where a learning step is a forward and a backward (~2 forwards)
 # what the cost model covers: how many chunk steps, of which shapes, with how many passes; and the SGD's tokens
 MODELLED = {"ttt_chunk_size", "ttt_short_score_first_steps", "ttt_grad_steps", "ttt_grad_steps_clean",
-            "ttt_grad_steps_tokens", "ttt_batch_size", "ttt_eval_seq_len", "phased_ttt_prefix_docs", "phased_ttt_num_phases",
-            "global_ttt_epochs"}
+            "ttt_grad_steps_tokens", "ttt_batch_size", "ttt_eval_seq_len", "phased_ttt_prefix_docs",
+            "phased_ttt_num_phases", "global_ttt_epochs"}
 BENCH_ENV = {"TTT_RECORD_WORLD_SIZE": "1"}  # as bench_ttt_vs_reference runs ours
 FITTED = "fitted"  # the fitted run's own row
 
@@ -71,7 +72,7 @@ def step_shapes(h: tg.Hyperparameters, plan: tg.TTTPlan) -> list[list[tuple[int,
     return batches
 
 
-def features(h: tg.Hyperparameters, shapes: list) -> np.ndarray:
+def features(shapes: list) -> np.ndarray:
     """(batches, 4): per batch of step_shapes, 1 (its set-up) and the sums over its chunk steps of units, units r T,
     units r T^2."""
     out = np.zeros((len(shapes), 4))
@@ -104,7 +105,7 @@ def fit(run: dict, tokens: np.ndarray, h: tg.Hyperparameters) -> tuple[CostModel
         raise SystemExit(f"the run has {len(measured)} batch times, but its settings plan {len(plan.batches)} "
                          "batches on --val: fit on the run's own val shard and settings (--settings, e.g. "
                          "TTT_BATCH_SIZE, PHASED_TTT_PREFIX_DOCS as it ran)")
-    x = features(h, step_shapes(h, plan))
+    x = features(step_shapes(h, plan))
     scale = x.max(axis=0)  # the columns span ~10^0..10^12: solve on unit-scaled columns
     coef = nnls(x / scale, measured)[0] / scale
     predicted = x @ coef
@@ -150,7 +151,7 @@ class Prediction:
 def predict(model: CostModel, tokens: np.ndarray, h: tg.Hyperparameters, name: str) -> Prediction:
     plan = tg.plan_ttt(tokens, h)
     shapes = step_shapes(h, plan)
-    batch_seconds = features(h, shapes) @ model.coef
+    batch_seconds = features(shapes) @ model.coef
     per_phase = sgd_tokens(tokens, h, plan)
     if sum(per_phase) and model.sgd_seconds_per_token is None:
         raise SystemExit(f"variant {name} trains a global SGD pass, but the fitted run trained none: its time per "

@@ -476,6 +476,13 @@ def test_report_by_position_weighs_a_thin_vals_buckets_by_another_vals(workdir, 
         ab_runs.main(["report", "--workdir", str(work), "--weigh-val", str(weigh)])
     with pytest.raises(SystemExit, match="--weigh-val .*missing.bin"):
         ab_runs.main(["report", "--workdir", str(work), "--positions", "--weigh-val", str(tmp_path / "missing.bin")])
+    (tmp_path / "bad.bin.xz").write_bytes(b"not xz")
+    with pytest.raises(SystemExit, match="--weigh-val .*bad.bin.xz"):
+        ab_runs.main(["report", "--workdir", str(work), "--positions", "--weigh-val", str(tmp_path / "bad.bin.xz")])
+    path = work / "logs" / "ev_s2.txt"  # a run of another val: other targets a bucket
+    path.write_text(path.read_text().replace(f"targets:{positions['targets']}", "targets:1,2,3,4,5,0,0"))
+    with pytest.raises(SystemExit, match="lines of ev and base count other buckets or targets"):
+        ab_runs.main(["report", "--workdir", str(work), "--positions"])
 
 
 def test_eval_variant_not_run_when_its_base_failed_or_its_artifact_is_gone(workdir, tmp_path, capsys):

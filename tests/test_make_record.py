@@ -439,7 +439,8 @@ def test_a_candidate_setting_is_stated(caseops_run, setting, value, stated):
 @pytest.mark.parametrize("settings, stated", [
     (dict(train_seq_schedule="64@0.5,256@1", seq_change_warmup_steps="32"), "climbs back over 32 steps"),
     (dict(ttt_grad_steps="2", ttt_grad_steps_clean="True"), "each later one on its own gradient"),
-    (dict(ttt_grad_steps="2", ttt_grad_steps_tokens="1024"), "end within their document's first 1024 tokens, one on"),
+    (dict(ttt_grad_steps="2", ttt_grad_steps_tokens="1024"),
+     "2 Adam steps a chunk on the chunks that end within their document's first 1024 tokens, one on later chunks ("),
 ])
 def test_a_candidates_companion_setting_is_stated(caseops_run, settings, stated):
     run = dict(caseops_run, config=dict(caseops_run["config"], **settings))

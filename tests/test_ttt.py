@@ -152,7 +152,6 @@ def test_short_documents_take_more_smaller_chunks():
     assert [tg.batch_chunk_size(h, n) for n in (2, 150, 151, 400, 401)] == [8, 8, 12, 12, 16]
 
 
-
 def test_extra_grad_steps_stop_at_their_document_position():
     """TTT_GRAD_STEPS_TOKENS=P: chunk ci takes TTT_GRAD_STEPS Adam steps if it ends within its document's first P
     tokens, else one. So a chunk whose earlier chunks all took two is scored exactly as with two steps
@@ -192,6 +191,22 @@ def test_the_scores_by_document_position_add_up():
     want = np.bincount(bucket, scores.double().numpy(), minlength=7)
     np.testing.assert_allclose(nats, want, atol=1e-3)
     assert targets[1] > 0 and sum(targets[2:]) == 0
+
+
+def test_adams_step_count_follows_the_steps_taken(monkeypatch):
+    """With TTT_GRAD_STEPS_TOKENS the chunks take 2 or 1 steps; AdamW's bias correction counts the steps as taken:
+    1, 2, ... through each batch, as many as its learning chunks took (the record's optimizer counts its step()
+    calls). Fails with the count of a fixed TTT_GRAD_STEPS a chunk (ci x steps + step + 1)."""
+    h, model, tables, tokens = _setup(TTT_GRAD_STEPS="2", TTT_GRAD_STEPS_TOKENS="64", PHASED_TTT_PREFIX_DOCS="0")
+    counts, adamw_rows = [], tg.adamw_rows
+    monkeypatch.setattr(tg, "adamw_rows", lambda *args: counts.append(args[3]) or adamw_rows(*args))
+    _run_ttt(h, model, tables, tokens)
+    plan = tg.plan_ttt(tokens, h)
+    expected = []
+    for docs in plan.batches:
+        n_chunks = -(-(plan.lengths[docs] - 1) // h.ttt_chunk_size)
+        expected += list(range(1, sum(tg.chunk_grad_steps(h, h.ttt_chunk_size, int(n_chunks.max()))[:-1]) + 1))
+    assert counts == expected and 1 in np.diff(counts) and len(set(counts)) > 10
 
 
 def test_finish_batch_decays_each_row_by_the_adam_steps_it_missed():
@@ -309,6 +324,12 @@ def test_global_sgd_does_not_depend_on_the_world_size(tmp_path):
     assert sum((one["state"][k] - before[k]).abs().sum() for k in before) > 0
     for k, v in one["state"].items():
         assert torch.allclose(two["state"][k], v, atol=1e-6, rtol=1e-5), k
+
+
+def test_a_token_limit_without_a_second_step_is_refused():
+    h, model, tables, tokens = _setup(TTT_GRAD_STEPS_TOKENS="64")
+    with pytest.raises(ValueError, match="TTT_GRAD_STEPS_TOKENS=64 limits .* TTT_GRAD_STEPS=1 takes none"):
+        tg.evaluate_ttt(model, tokens, tables, h, tg.DistContext(), print)
 
 
 def test_record_world_size_must_be_a_multiple_of_the_world_size():

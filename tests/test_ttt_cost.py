@@ -55,7 +55,7 @@ def _measured_run(tokens: np.ndarray, env: dict) -> dict:
     """A run whose times follow COST exactly, as the bench saves it."""
     h = tg.load_hyperparameters(env)
     plan = tg.plan_ttt(tokens, h)
-    batch_seconds = ttt_cost.features(h, ttt_cost.step_shapes(h, plan)) @ COST
+    batch_seconds = ttt_cost.features(ttt_cost.step_shapes(h, plan)) @ COST
     sgd = SGD_SECONDS_PER_TOKEN * sum(ttt_cost.sgd_tokens(tokens, h, plan))
     return dict(batch_seconds=list(batch_seconds), seconds=float(batch_seconds.sum() + sgd), settings=env)
 
@@ -173,16 +173,18 @@ def test_the_verdict_is_against_the_limit_given(tmp_path, capsys):
         assert f"within {limit:g} s" in out and out.splitlines()[4].endswith(verdict)
 
 
-def test_the_bench_profiles_one_batch_of_ours(capsys, monkeypatch):
+def test_the_bench_profiles_one_batch_of_ours(capsys, monkeypatch, tmp_path):
     """bench_ttt_vs_reference.py --profile Q (toy size, CPU): batch Q scored again under torch.profiler, with its
-    chunk steps as the replay counts them and the ops table; a batch the plan lacks, or the record alone, refused."""
+    chunk steps as the replay counts them, its own unprofiled time a step from the measured run, and the ops
+    table; a batch the plan lacks, or the record alone, refused."""
     for name in bench.TOY:  # the bench lets the environment override the toy config
         monkeypatch.delenv(name, raising=False)
     torch.set_num_threads(1)
     val = PROXY_DATA / "fineweb_val_000000.bin"
     args = ["--toy", "--docs", "12", "--val", str(val), "--tokenizer", str(TOKENIZER), "--only", "ours"]
-    assert bench.main(args + ["--profile", "1", "0"]) == 0
+    assert bench.main(args + ["--profile", "1", "0", "--save", str(tmp_path / "ours.json")]) == 0
     out = capsys.readouterr().out
+    measured = json.loads((tmp_path / "ours.json").read_text())["batch_seconds"]
     h = tg.load_hyperparameters({**bench.TOY, "TTT_RECORD_WORLD_SIZE": "1", "COMPILE": "0"})
     tokens = tg.read_shard(val).astype(np.int64)
     plan = tg.plan_ttt(tokens[bench.toy_stream(tokens, 12)], h)
@@ -190,7 +192,7 @@ def test_the_bench_profiles_one_batch_of_ours(capsys, monkeypatch):
     for q in (1, 0):
         line = next(line for line in out.splitlines() if line.startswith(f"profile batch:{q} "))
         assert f"chunk_steps:{len(steps[q])} " in line and "device: none (CPU)" in line
-        assert re.search(r"ms a step; unprofiled \d+\.\d\) ", line), line
+        assert f"ms a step; unprofiled {measured[q] / len(steps[q]) * 1e3:.1f}) " in line, line
     assert len(steps[0]) != len(steps[1]) and out.count("Self CPU %") == 2
     with pytest.raises(SystemExit, match="--profile 99: the plan has batches 0.."):
         bench.main(args + ["--profile", "99"])

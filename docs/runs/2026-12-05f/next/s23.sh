@@ -2,11 +2,10 @@
 # s23: issue 27, RECIPE=golf (#2135's with TTT_GRAD_STEPS=2) against the 540 s evaluation rule. (1) golf's TTT on
 # the whole proxy2_caseops val, random weights (TTT time does not depend on them): the measured projection that
 # scripts/ttt_cost.py estimated at ~488 s on an H200 (+36.3 s load and roundtrip: ~524 s; ~550 s if the H100 is ~5%
-# slower); (2) variants_s23.txt: chunk 36 (+ short-document chunks) paid for by TTT_GRAD_STEPS_TOKENS, and a
-# cheaper variant of golf, eval-only on s19's three RECIPE=2135 bases, continuing s21's pack (its steps2 runs are
-# golf's); (3) best effort: #2135's TTT on the whole
-# val on this GPU (the H100 baseline of the fit, which was made on an H200). Carry .gpu_data, built by
-# `docs/runs/2026-12-05e/next/prepare.sh s21`.
+# slower); (2) variants_s23.txt: chunk 36 paid for by TTT_GRAD_STEPS_TOKENS, and without the limit, eval-only on
+# s19's three RECIPE=2135 bases, continuing s21's pack (its steps2 runs are golf's); (3) best effort: #2135's TTT
+# on the whole val on this GPU (the H100 baseline of the fit, which was made on an H200). Carry .gpu_data, built
+# by `docs/runs/2026-12-05e/next/prepare.sh s21`.
 set -u
 cd "$(dirname "$0")/../../../.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
