@@ -120,6 +120,8 @@ CANDIDATE_CREDITS = [
     ("token_max_prob", "The n-gram tilt's boost capped at TOKEN_MAX_PROB", "golfrun", "token_max_prob", "1.0"),
     ("ttt_grad_steps", "More than one TTT Adam step per scored chunk", "golfrun (the setting is in PR #2135's code, "
      "run there at 1)", "ttt_grad_steps", "1"),
+    ("ttt_grad_steps_tokens", "The later TTT Adam steps kept to each document's first tokens", "golfrun",
+     "ttt_grad_steps_tokens", "0"),
 ]
 
 

@@ -483,16 +483,18 @@ def test_what_the_readme_says_follows_what_train_gpt_does(caseops_run):
     ("train_seq_schedule", "64@0.5,256@1", "PR #2014"), ("mlp_gate_enabled", "True", "PR #1941"),
     ("awq_lite_enabled", "True", "PR #1908"), ("ttt_short_score_first_steps", "256:8", "PR #2014"),
     ("token_max_prob", "0.9", "golfrun"), ("ttt_grad_steps", "2", "golfrun (the setting"),
+    ("ttt_grad_steps_tokens", "1024", "first tokens | golfrun"),
 ])
 def test_an_enabled_candidate_is_credited(caseops_run, setting, value, origin):
-    c = caseops_run["config"]
+    # without it, only the setting differs (TTT_GRAD_STEPS_TOKENS needs the two steps it limits)
+    c = dict(caseops_run["config"], **({"ttt_grad_steps": "2"} if setting == "ttt_grad_steps_tokens" else {}))
     on = dict(c, **{setting: value})
     row = next(line for line in make_record.credits("2135", on).splitlines() if origin in line and "PR #2130" not in line
                and "One TTT phase" not in line)
     assert row not in make_record.credits("2135", c)
     sub = make_record.submission("n", "a", "b", "2026-12-04", "", [dict(caseops_run, config=on)] * 2,
                                  "non_record_16mb", "2135")
-    assert len(sub["attribution"]) == len(make_record.CREDITS["2135"]) + 1
+    assert len(sub["attribution"]) == len(make_record.credit_rows("2135", c)) + 1
 
 
 def test_golf_credits_the_stack_it_is_built_on_and_its_candidates(caseops_run):
