@@ -52,7 +52,7 @@ def main() -> None:
     state = tg.new_ttt_state(model, tokens, tables, h, tg.DistContext(), stub, plan,
                              tg.ngram_hints(tokens, h, "cpu"))
     model.requires_grad_(False)
-    docs = plan.batches[0]
+    docs = max(plan.batches, key=len)  # a whole batch: its rows are TTT_BATCH_SIZE (warm A, no draw)
     with mode:
         tg.ttt_batch(state, docs, tg.batch_adapters(state, 0, len(docs)))
     steps = state.chunk_steps
