@@ -617,7 +617,8 @@ def evaluation_techniques(c: dict) -> list[str]:
     if c.get("ttt_short_score_first_steps"):
         chunks += f" (shorter for short documents: longest tokens:chunk {c['ttt_short_score_first_steps']})"
     steps, limit = int(c["ttt_grad_steps"]), int(c.get("ttt_grad_steps_tokens", 0))
-    within = f" on the chunks that end within their document's first {limit} tokens, one on later chunks" if limit else ""
+    within = (f" on the chunks that end within their document's first {limit} tokens, one on later chunks"
+              if limit else "")
     out.append(f"score-first test-time training with {c['ttt_eval_seq_len']} tokens of context: per-document LoRA "
                f"rank {c['ttt_lora_rank']} on queries, values, {', '.join(adapted) or 'nothing else'} and the LM head "
                f"(alpha {c['ttt_lora_alpha']}, lr {c['ttt_lora_lr']}, beta2 {c['ttt_beta2']}, weight decay "
