@@ -122,6 +122,8 @@ CANDIDATE_CREDITS = [
      "run there at 1)", "ttt_grad_steps", "1"),
     ("ttt_grad_steps_tokens", "The later TTT Adam steps kept to each document's first tokens", "golfrun",
      "ttt_grad_steps_tokens", "0"),
+    ("ttt_chunk_size", "A TTT chunk size other than the records' 48 (PR #1966 ran 36)", "PR #1966", "ttt_chunk_size",
+     "48"),
 ]
 
 
