@@ -2637,6 +2637,12 @@ def batch_chunk_size(h: Hyperparameters, longest: int) -> int:
     return next((chunk for limit, chunk in short_chunk_steps(h) if longest <= limit), h.ttt_chunk_size)
 
 
+def batch_chunks(h: Hyperparameters, lengths: np.ndarray) -> tuple[int, np.ndarray]:
+    """(chunk size, chunks per document) of a batch of documents of these lengths (tokens, BOS included)."""
+    C = batch_chunk_size(h, int(lengths.max()))
+    return C, -(-(lengths - 1) // C)
+
+
 # ---- the adapters ----
 
 def lora_shapes(h: Hyperparameters, looping: bool) -> list[tuple[tuple, int, int]]:
@@ -2945,8 +2951,7 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
     last chunk, which has nothing left to help). Documents that ended leave the computation."""
     h, dev, rows = state.h, state.ctx.device, len(docs)
     pred_lens_np = state.plan.lengths[docs] - 1
-    C = batch_chunk_size(h, int(pred_lens_np.max()) + 1)
-    n_chunks_np = -(-pred_lens_np // C)
+    C, n_chunks_np = batch_chunks(h, state.plan.lengths[docs])
     as_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
     starts, pred_lens, n_chunks = as_dev(state.plan.starts[docs]), as_dev(pred_lens_np), as_dev(n_chunks_np)
     state.work.start_batch(rows)

@@ -1097,18 +1097,18 @@ def by_position(plan: dict, runs: list[dict], ref: str, weigh: Path | None) -> s
     matched seeds of the per-target difference in nats, and the difference in bpb both on this val and, with
     --weigh-val, with the buckets weighted by that val's targets (a thin val under-weighs late positions)."""
     names = [name for name in plan["variants"] if kind_of(plan, name) == "eval" and name != ref]
-    mine = {r["seed"]: r for r in runs if r["name"] == ref and r["state"] == "done" and r.get("positions")}
-    rows, edges = [], None
+    mine = {r["seed"]: r["positions"] for r in runs if r["name"] == ref and r["state"] == "done" and r.get("positions")}
+    edges, counts = (next(iter(mine.values()))[k] for k in ("edges", "targets")) if mine else (None, None)
+    rows = []
     for name in names:
-        pairs = [(r["positions"], mine[r["seed"]]["positions"]) for r in runs
+        pairs = [(r["positions"], mine[r["seed"]]) for r in runs
                  if r["name"] == name and r["state"] == "done" and r.get("positions") and r["seed"] in mine]
         if not pairs:
             continue
-        edges, targets = pairs[0][1]["edges"], pairs[0][1]["targets"]
-        if any(side["edges"] != edges or side["targets"] != targets for pair in pairs for side in pair):
+        if any(side["edges"] != edges or side["targets"] != counts for pair in pairs for side in pair):
             fail(f"--positions: the ttt_position_nats lines of {name} and {ref} count other buckets or targets (runs "
                  "of other train_gpt.py versions or another val): they do not pair")
-        targets = np.array(targets, dtype=np.float64)
+        targets = np.array(counts, dtype=np.float64)
         per_target = np.mean([(np.array(v["nats"]) - np.array(b["nats"])) / np.maximum(targets, 1)
                               for v, b in pairs], axis=0)
         nats_per_bpb = math.log(2) * np.mean([b["bytes_per_target"] for _, b in pairs])  # per target
@@ -1116,7 +1116,7 @@ def by_position(plan: dict, runs: list[dict], ref: str, weigh: Path | None) -> s
     if not rows:
         return (f"## By position in the document, against {ref}\n\nNo eval-only variant has seeds paired with {ref} "
                 "whose logs have the ttt_position_nats line (logs of train_gpt.py before it lack it).\n")
-    targets = np.array(next(r for r in runs if r["seed"] in mine and r["name"] == ref)["positions"]["targets"])
+    targets = np.array(counts)
     kept = np.flatnonzero(targets)
     labels = [f"{lo}-{hi - 1}" for lo, hi in zip([0, *edges], edges)] + [f"{edges[-1]}+"]
     weights = None

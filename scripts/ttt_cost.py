@@ -62,9 +62,7 @@ def step_shapes(h: tg.Hyperparameters, plan: tg.TTTPlan) -> list[list[tuple[int,
     order ttt_batch runs them."""
     batches = []
     for docs in plan.batches:
-        pred_lens = plan.lengths[docs] - 1
-        chunk = tg.batch_chunk_size(h, int(pred_lens.max()) + 1)
-        n_chunks = -(-pred_lens // chunk)
+        chunk, n_chunks = tg.batch_chunks(h, plan.lengths[docs])
         grad_steps = tg.chunk_grad_steps(h, chunk, int(n_chunks.max()))
         batches.append([(len(docs) - first, min((ci + 1) * chunk, h.ttt_eval_seq_len),
                          grad_steps[ci] if learn < len(docs) else 0)
