@@ -176,8 +176,8 @@ RECIPES = {
         phased_ttt_prefix_docs=2500, phased_ttt_num_phases=1, ngram_tilt_enabled=True,
     ),
 }
-# golfrun's own: #2135's recipe and the evaluation candidate that beat it most over 3 seeds (its eval time is
-# projected, not measured: docs/BENCHMARKS.md, eighteenth session)
+# golfrun's own: #2135's recipe and the evaluation candidate that beat it most over 3 seeds (its eval time:
+# docs/BENCHMARKS.md, twentieth session)
 RECIPES["golf"] = dict(RECIPES["2135"], ttt_grad_steps=2)
 
 
