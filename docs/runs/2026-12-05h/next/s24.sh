@@ -21,6 +21,6 @@ while read -r line; do  # one variants file a variant: its three seeds run befor
   echo "$line" > /tmp/g/variant.txt
   python3 scripts/ab_runs.py run --workdir $W --base RECIPE=2135 --seeds 1,2,3 --variants /tmp/g/variant.txt \
     --data $G/val_thin --tokenizer $TOK >> $O/ab_console.txt 2>&1
-  echo "ab $(echo $line | cut -d' ' -f2) rc $? $(date -u +%T)" >> $O/driver.txt
+  rc=$?; echo "ab ${line#eval } rc $rc $(date -u +%T)" >> $O/driver.txt
 done < docs/runs/2026-12-05h/next/variants_s24.txt
 echo "all done $(date -u +%T)" >> $O/driver.txt
