@@ -10,6 +10,9 @@ FIT=$(mktemp --suffix .json); trap 'rm -f $FIT' EXIT
 xz -dc ttt_golf_full_val_h100.json.xz > "$FIT"
 python3 ../../../scripts/ttt_cost.py --fit "$FIT" --val "$VAL" --fixed 36.3 --limit 540 \
   --variant r2135 TTT_GRAD_STEPS=1 \
+  --variant c36 TTT_GRAD_STEPS=1 TTT_CHUNK_SIZE=36 \
+  --variant sd TTT_GRAD_STEPS=1 TTT_SHORT_SCORE_FIRST_STEPS=256:8,2000:24 \
+  --variant c36_sd TTT_GRAD_STEPS=1 TTT_CHUNK_SIZE=36 TTT_SHORT_SCORE_FIRST_STEPS=256:8,2000:24 \
   --variant s2t1024 TTT_GRAD_STEPS_TOKENS=1024 \
   --variant s2t2048 TTT_GRAD_STEPS_TOKENS=2048 \
   --variant c36_s2t1024 TTT_CHUNK_SIZE=36 TTT_GRAD_STEPS_TOKENS=1024 \
