@@ -254,35 +254,17 @@ def profile_batch(model, tokens, tables, h, device, chunk_fn, q: int, unprofiled
     model.requires_grad_(True)
     model.train()
     events = prof.key_averages()
+    on_device = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.self_device_time_total for e in on_device) / 1e6
     steps = max(state.chunk_steps, 1)
-    sort = "self_device_time_total" if any(e.device_type == CUDA for e in events) else "self_cpu_time_total"
+    sort = "self_device_time_total" if on_device else "self_cpu_time_total"
+    busy_line = (f"device_busy:{busy / steps * 1e3:.1f} ms a step ({busy / wall:.0%} of the wall) "
+                 f"kernels:{sum(e.count for e in on_device) / steps:.0f} a step" if on_device
+                 else "device: none (CPU)")
     return (f"profile batch:{q} rows:{len(docs)} longest_doc:{int(plan.lengths[docs].max())} "
             f"chunk_steps:{state.chunk_steps} wall:{wall:.2f}s ({wall / steps * 1e3:.1f} ms a step; unprofiled "
-            f"{unprofiled / steps * 1e3:.1f}) {device_line(events, steps, unprofiled)}\n"
+            f"{unprofiled / steps * 1e3:.1f}) {busy_line}\n"
             + events.table(sort_by=sort, row_limit=PROFILE_ROWS))
-
-
-CUDA = torch.autograd.DeviceType.CUDA
-# CUPTI's overhead records that the profiler lists among the device's events: not kernels. "Command Buffer Full"
-# (the host stalled on a full launch queue) held 2.9 of the 5.4 device seconds first reported for batch 10
-# (docs/BENCHMARKS.md, twentieth session).
-PROFILER_OVERHEAD_EVENTS = ("Command Buffer Full",)
-
-
-def device_line(events, steps: int, unprofiled: float) -> str:
-    """The device's kernel and copy time a chunk step and its share of the unprofiled run's time (the device
-    idled the rest: host overhead or waits), kernel launches a step, and the profiler's overhead records apart;
-    or "device: none (CPU)"."""
-    on_device = [e for e in events if e.device_type == CUDA]
-    if not on_device:
-        return "device: none (CPU)"
-    work = [e for e in on_device if e.key not in PROFILER_OVERHEAD_EVENTS]
-    overhead = [e for e in on_device if e.key in PROFILER_OVERHEAD_EVENTS]
-    busy = sum(e.self_device_time_total for e in work) / 1e6
-    stalled = sum(e.self_device_time_total for e in overhead) / 1e6
-    return (f"device_busy:{busy / steps * 1e3:.1f} ms a step ({busy / max(unprofiled, 1e-9):.0%} of the unprofiled "
-            f"wall) kernels:{sum(e.count for e in work) / steps:.0f} a step profiler_overhead:"
-            f"{sum(e.count for e in overhead)} records {stalled:.2f}s")
 
 
 SUBSET_PROJECTION = ("projected_8xH100_fineweb_seconds: none (a subset of the val shard: its document lengths "

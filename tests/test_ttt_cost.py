@@ -5,7 +5,6 @@ GPU is a measured figure (docs/BENCHMARKS.md), not a test."""
 import json
 import re
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -200,18 +199,3 @@ def test_the_bench_profiles_one_batch_of_ours(capsys, monkeypatch, tmp_path):
     with pytest.raises(SystemExit):
         bench.main(args[:-2] + ["--only", "record", "--profile", "1"])
     assert "not with --only record" in capsys.readouterr().err
-
-
-def test_the_profiles_device_time_leaves_out_cuptis_overhead_records():
-    """The profile line's device time is kernels and copies only: CUPTI's "Command Buffer Full" records, which
-    the profiler lists among the device's events, are reported apart (on batch 10's H100 profile they were 2.9 of
-    the 5.4 seconds first reported as device-busy). Fails when they are counted as device work or launches."""
-    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
-    event = lambda key, device, us, count: types.SimpleNamespace(  # noqa: E731
-        key=key, device_type=device, self_device_time_total=us, count=count)
-    events = [event("gemm", cuda, 60_000, 30), event("Memcpy DtoD", cuda, 15_000, 10),
-              event("Command Buffer Full", cuda, 70_000, 20), event("aten::mm", cpu, 0, 30)]
-    line = bench.device_line(events, steps=2, unprofiled=0.15)
-    assert line == ("device_busy:37.5 ms a step (50% of the unprofiled wall) kernels:20 a step "
-                    "profiler_overhead:20 records 0.07s"), line
-    assert bench.device_line([events[-1]], steps=2, unprofiled=0.15) == "device: none (CPU)"
