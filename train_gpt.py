@@ -2698,7 +2698,7 @@ def adamw_rows(params, grads, moments, step: int, h: Hyperparameters) -> None:
     """The records' TTT optimizer step, torch.optim.AdamW(fused=True)'s kernel (eps 1e-10), on the rows that
     learn: one fused pass over every tensor; step is the batch's Adam step count, the same for every row. Rows
     that stopped learning get only the decay (finish_batch)."""
-    count = torch.full((), float(step), device=params[0].device)  # on the device: the kernel reads it there
+    count = torch.full((), float(step), dtype=torch.float32, device=params[0].device)  # read there by the kernel
     torch._fused_adamw_(params, grads, moments[0::2], moments[1::2], [], [count] * len(params), lr=h.ttt_lora_lr,
                         beta1=h.ttt_beta1, beta2=h.ttt_beta2, weight_decay=h.ttt_weight_decay, eps=TTT_ADAM_EPS,
                         amsgrad=False, maximize=False)

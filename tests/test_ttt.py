@@ -209,11 +209,14 @@ def test_adams_step_count_follows_the_steps_taken(monkeypatch):
     assert counts == expected and 1 in np.diff(counts) and len(set(counts)) > 10
 
 
-def test_adam_step_is_the_records_fused_adamw_bit_for_bit():
+def test_adam_step_is_the_records_fused_adamw_bit_for_bit(monkeypatch):
     """adamw_rows on the rows that learn (a suffix of each batch tensor, as ttt_batch passes them) equals
     torch.optim.AdamW(fused=True), the records' TTT optimizer, on those rows to the last bit over several steps
-    with #2135's settings and a weight decay, and leaves the other rows alone. Fails with the former foreach
-    emulation of the same update (2e-9 off), a step count off by one, or beta1 and beta2 swapped."""
+    with #2135's settings and a weight decay, and leaves the other rows alone; its step counts are float32 on the
+    tensors' device, as the GPU kernel reads them (the CPU's accepts any). Fails with the former foreach
+    emulation of the same update (2e-9 off), a step count off by one or of another dtype, or the betas swapped."""
+    counts, fused = [], torch._fused_adamw_
+    monkeypatch.setattr(torch, "_fused_adamw_", lambda *a, **k: counts.extend(a[5]) or fused(*a, **k))
     h = tg.load_hyperparameters({"RECIPE": "2135", "TTT_BETA1": "0.9", "TTT_WEIGHT_DECAY": "0.5"})
     gen = torch.Generator().manual_seed(0)
     shapes, first, steps = [(6, 8, 24), (6, 40, 8), (6, 8, 16)], 2, 4
@@ -231,6 +234,7 @@ def test_adam_step_is_the_records_fused_adamw_bit_for_bit():
     assert all(torch.equal(t[first:], p.detach()) for t, p in zip(ours, record))
     assert all(torch.equal(t[:first], s[:first]) for t, s in zip(ours, start))
     assert all(not torch.equal(t, s) for t, s in zip(ours, start))
+    assert {(c.dtype, c.device.type, c.dim()) for c in counts} == {(torch.float32, "cpu", 0)}
 
 
 def test_finish_batch_decays_each_row_by_the_adam_steps_it_missed():
