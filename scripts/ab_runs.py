@@ -1078,24 +1078,22 @@ def against(plan: dict, runs: list[dict], ref: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def val_positions(path: Path, edges: list[int], bos_id: int) -> np.ndarray:
+def val_positions(path: Path, bos_id: int) -> np.ndarray:
     """Targets per position bucket of a val shard (--weigh-val), bucketed as train_gpt's ttt_position_nats."""
-    if list(edges) != list(tg.POSITION_EDGES):
-        fail(f"the logs bucket positions at {edges}, this train_gpt.py at {list(tg.POSITION_EDGES)}: weigh them with "
-             "the train_gpt.py that ran them")
     try:
         tokens = torch.from_numpy(shard_tokens(path).astype(np.int64))
     except (OSError, ValueError, lzma.LZMAError) as e:
         fail(f"--weigh-val {path}: {e}")
     if len(tokens) < 2 or tokens[0] != bos_id:
         fail(f"--weigh-val {path}: not a stream of whole documents (it must start with BOS {bos_id})")
-    return torch.bincount(tg.position_buckets(tokens, bos_id), minlength=len(edges) + 1).numpy()
+    return torch.bincount(tg.position_buckets(tokens, bos_id), minlength=len(tg.POSITION_EDGES) + 1).numpy()
 
 
-def by_position(plan: dict, runs: list[dict], ref: str, weigh: Path | None) -> str:
+def by_position(plan: dict, runs: list[dict], ref: str, weigh: tuple[Path, np.ndarray] | None) -> str:
     """Each eval-only variant against ref (the base or an eval-only variant) per position bucket: the mean over
     matched seeds of the per-target difference in nats, and the difference in bpb both on this val and, with
-    --weigh-val, with the buckets weighted by that val's targets (a thin val under-weighs late positions)."""
+    weigh (--weigh-val and its val_positions), with the buckets weighted by that val's targets (a thin val
+    under-weighs late positions)."""
     names = [name for name in plan["variants"] if kind_of(plan, name) == "eval" and name != ref]
     mine = {r["seed"]: r["positions"] for r in runs if r["name"] == ref and r["state"] == "done" and r.get("positions")}
     edges, counts = (next(iter(mine.values()))[k] for k in ("edges", "targets")) if mine else (None, None)
@@ -1121,12 +1119,15 @@ def by_position(plan: dict, runs: list[dict], ref: str, weigh: Path | None) -> s
     labels = [f"{lo}-{hi - 1}" for lo, hi in zip([0, *edges], edges)] + [f"{edges[-1]}+"]
     weights = None
     if weigh is not None:
-        weights = val_positions(weigh, edges, resolve(plan["base"], "--base", 1).bos_id).astype(np.float64)
+        if list(edges) != list(tg.POSITION_EDGES):
+            fail(f"the logs bucket positions at {edges}, this train_gpt.py at {list(tg.POSITION_EDGES)}: weigh them "
+                 "with the train_gpt.py that ran them")
+        weights = weigh[1].astype(np.float64)
         last = kept[-1]  # buckets this val has no targets in take the last one it has
     lines = [f"## By position in the document, against {ref}", "",
              f"Per eval-only variant: Δ nats a target ×1000 in each bucket of target positions (mean over the seeds "
              f"paired with {ref}), and the Δ bpb they add up to on this val"
-             + (f" and with the buckets weighted by the targets of `{weigh}` (its buckets past this val's last, "
+             + (f" and with the buckets weighted by the targets of `{weigh[0]}` (its buckets past this val's last, "
                 f"{labels[last]}, take that bucket's Δ; bytes a target as on this val)" if weights is not None else "")
              + ".", "",
              "| variant | pairs | " + " | ".join(f"{labels[b]} ({targets[b]:,})" for b in kept) + " | Δ bpb here |"
@@ -1273,7 +1274,10 @@ def cmd_report(args) -> int:
     plan, stats, runs = collect(args.workdir)
     text = markdown(plan, stats, runs, args.workdir) + "".join("\n" + against(plan, runs, ref) for ref in args.against)
     if args.positions:
-        text += "".join("\n" + by_position(plan, runs, ref, args.weigh_val) for ref in [BASE, *args.against])
+        weigh = None  # the weighing val, read once for every table
+        if args.weigh_val:
+            weigh = args.weigh_val, val_positions(args.weigh_val, resolve(plan["base"], "--base", 1).bos_id)
+        text += "".join("\n" + by_position(plan, runs, ref, weigh) for ref in [BASE, *args.against])
     if args.md:
         args.md.write_text(text)
     if args.plot:
