@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# s26: issue 27, RECIPE=golf's evaluation time measured, not projected. Session 21 made golf chunk 36 + the second
+# Adam step to each document's first 2,048 tokens (ttt_cost.py: 497.4 s of 8x H100 evaluation, from s23's run of
+# the second step everywhere, before TTT's Adam became the fused kernel); the cut at 3,072 tokens did better by
+# 0.0014 bpb over 3 seeds but projects to 539.6 s, on the 540 s line. (1) golf's TTT on the whole proxy2_caseops
+# val (random weights: TTT time does not depend on them), batches 10 and 40 profiled; (2) the same with
+# TTT_GRAD_STEPS_TOKENS=3072, no profile. Carry .gpu_data (`docs/runs/2026-12-05e/next/prepare.sh s21`); ~8
+# minutes a run with a cold compile, less for the second: two collections.
+set -u
+cd "$(dirname "$0")/../../../.."
+export PYTHONUNBUFFERED=1
+G=.gpu_data; O=/tmp/g/out; C=/tmp/g/cache
+TOK=$G/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model
+mkdir -p $O /tmp/g/val
+echo "start $(date -u +%T)" >> $O/driver.txt
+python3 -m pip install -q --no-index --no-deps --target /tmp/site $G/whl/*.whl
+export PYTHONPATH=/tmp/site
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; git log --oneline -1; } \
+  > $O/gpu.txt 2>&1
+for f in $G/val_full/*.xz; do xz -dc $f > /tmp/g/val/$(basename $f .xz); done
+ttt() {  # ttt NAME [SETTING=VALUE ...] -- [bench options]: RECIPE=golf's TTT on the whole val, saved for ttt_cost.py
+  name=$1; shift; settings=(); while [ "$1" != "--" ]; do settings+=("$1"); shift; done; shift
+  env "${settings[@]}" TORCHINDUCTOR_CACHE_DIR=$C/inductor TRITON_CACHE_DIR=$C/triton TRITON_CACHE_AUTOTUNING=1 \
+    RECIPE=golf PHASED_TTT_PREFIX_DOCS=246 python3 scripts/bench_ttt_vs_reference.py --only ours \
+    --val /tmp/g/val/fineweb_val_000000.bin --val-bytes /tmp/g/val/fineweb_val_bytes_000000.bin --tokenizer $TOK \
+    --save $O/ttt_$name.json "$@" > $O/ttt_$name.txt 2>&1
+  echo "ttt $name rc $? $(date -u +%T)" >> $O/driver.txt
+  grep projected $O/ttt_$name.txt >> $O/driver.txt  # collect.sh shows driver.txt: the projection with it
+}
+ttt golf -- --profile 10 40
+ttt golf_t3072 TTT_GRAD_STEPS_TOKENS=3072 --
+echo "all done $(date -u +%T)" >> $O/driver.txt
