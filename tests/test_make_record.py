@@ -500,14 +500,15 @@ def test_an_enabled_candidate_is_credited(caseops_run, setting, value, origin):
 
 
 def test_golf_credits_the_stack_it_is_built_on_and_its_candidates(caseops_run):
-    """RECIPE=golf's README and submission.json: #2135's lineage and the candidates its config enables (two Adam
-    steps a chunk; short-document chunks when a run adds them); its name, not a PR number, where a recipe is
-    named."""
-    golf = dict(caseops_run["config"], recipe="golf", ttt_grad_steps="2")
+    """RECIPE=golf's README and submission.json: #2135's lineage and the candidates its config enables (its
+    settings over #2135's; short-document chunks when a run adds them); its name, not a PR number, where a recipe
+    is named."""
+    over = {name: str(value) for name, value in tg.RECIPES["golf"].items() if tg.RECIPES["2135"].get(name) != value}
+    golf = dict(caseops_run["config"], recipe="golf", **over)
     rows = make_record.credit_rows("golf", golf)
     keys = [key for key, _, _ in rows]
     assert len(keys) == len(set(keys)), "attribution keys must be unique"
-    assert {"ttt_grad_steps", "caseops", "phased_ttt"} <= set(keys) and "short_doc_ttt_chunks" not in keys
+    assert set(over) | {"caseops", "phased_ttt"} <= set(keys) and "short_doc_ttt_chunks" not in keys
     shortdoc = make_record.credit_rows("golf", dict(golf, ttt_short_score_first_steps="256:8,2000:24"))
     assert sorted(key for key, _, _ in shortdoc) == sorted(keys + ["short_doc_ttt_chunks"])
     assert rows[0] == ("base_stack", "The stack built on: PR #2135's", "PR #2135 (@codemath3000)")

@@ -97,7 +97,7 @@ def _progress_log(pred, cut: int = 8) -> str:
 
 
 def test_the_table_and_the_check_against_a_log(tmp_path, capsys):
-    tokens, env = _tokens(60), {**SMALL, "RECIPE": "2135"}  # RECIPE=golf over it: TTT_GRAD_STEPS=2
+    tokens, env = _tokens(60), {**SMALL, "RECIPE": "2135"}  # RECIPE=golf over it: TTT_GRAD_STEPS=2 and more
     args = _files(tmp_path, _measured_run(tokens, env), tokens)
     h = tg.load_hyperparameters({**env, "TTT_GRAD_STEPS": "2"})
     model, _ = ttt_cost.fit(_measured_run(tokens, env), tokens, tg.load_hyperparameters(env))
