@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import math
@@ -349,7 +350,7 @@ def main(argv=None) -> int:
         ap.error("--val and --tokenizer are required (or --compare)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     toy_env = dict(TOY) if args.toy else {}
-    known = {f.name.upper() for f in tg.dataclasses.fields(tg.Hyperparameters)}
+    known = {f.name.upper() for f in dataclasses.fields(tg.Hyperparameters)}
     ours_env = {k: v for k, v in os.environ.items() if k in known}
     h = tg.load_hyperparameters({**toy_env, **ours_env, "TTT_RECORD_WORLD_SIZE": "1",  # the environment over --toy
                                  "COMPILE": str(int(device.type == "cuda")), "TOKENIZER_PATH": args.tokenizer})
@@ -424,7 +425,8 @@ def main(argv=None) -> int:
         results["ours"] = dict(bpb=bpb, nats=our_doc_nats(scores, tokens, h.bos_id), seconds=seconds, warm=warm,
                                projection=(project_8gpu(plan, batch_seconds, seconds, len(plan.starts))
                                            if whole_shard else SUBSET_PROJECTION),
-                               batch_seconds=batch_seconds, settings={**toy_env, **ours_env})
+                               batch_seconds=batch_seconds, settings={**toy_env, **ours_env},
+                               resolved=dataclasses.asdict(h))
         print(f"ours val_bpb:{bpb:.6f} scoring_seconds:{seconds:.2f} compile_warmup_seconds:{warm:.1f}")
         print(results["ours"]["projection"])
     if len(results) == 2:

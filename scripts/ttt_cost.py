@@ -16,8 +16,9 @@ adapters, the model, the tilt) are refused: measure those.
     python3 scripts/ttt_cost.py --fit RUN.json --val VAL.bin --settings RECIPE=2135 PHASED_TTT_PREFIX_DOCS=246 \\
         --variant steps2 TTT_GRAD_STEPS=2 --variant chunk36 TTT_CHUNK_SIZE=36 --fixed 36.3 --limit 540
 
---settings: the fitted run's settings (the bench saves them in RUN.json since this script exists; older runs
-need them here). --check NAME LOG compares a variant's predicted elapsed times with a bench console's
+--settings: the fitted run's settings (the bench saves them in RUN.json since this script exists, and their
+resolved values since 2026-12-06, so that a run of RECIPE=golf keeps meaning what it ran after golf changes;
+older runs need them here). --check NAME LOG compares a variant's predicted elapsed times with a bench console's
 ttt_progress lines (a run cut short included); its chunk step counts must match (they do not tell TTT_GRAD_STEPS
 apart). --fixed: the evaluation's seconds outside TTT (artifact load, roundtrip eval), added for the verdict
 against --limit (default: the challenge's 600 s).
@@ -118,10 +119,34 @@ def fit(run: dict, tokens: np.ndarray, h: tg.Hyperparameters) -> tuple[CostModel
     return model, plan
 
 
-def variant_settings(base_env: dict, name: str, pairs: list[str]) -> tg.Hyperparameters:
-    """A variant's resolved settings, refused when a value is bad or when the evaluator would refuse them."""
+def env_text(value) -> str:
+    return str(int(value)) if isinstance(value, bool) else str(value)
+
+
+def pinned_settings(run: dict, base_env: dict, path: str) -> dict:
+    """The modelled settings the fitted run ran that its recipe no longer gives: a recipe of golfrun's own (golf)
+    changes as candidates win, a record's is its logged configuration. From the values the bench saves
+    ("resolved"); a run saved before it did, under a recipe of golfrun's own, is refused."""
+    recipe = base_env.get("RECIPE", tg.Hyperparameters.recipe)
+    if "resolved" not in run:
+        if not recipe.isdigit():
+            raise SystemExit(f"{path} ran RECIPE={recipe}, golfrun's own recipe, whose settings change between "
+                             "versions, and does not store the values it ran: give them with --settings (e.g. "
+                             "RECIPE=2135 TTT_GRAD_STEPS=2 PHASED_TTT_PREFIX_DOCS=246 for RECIPE=golf before "
+                             "2026-12-06)")
+        return {}
+    now = tg.load_hyperparameters({**base_env, **BENCH_ENV})
+    return {name.upper(): env_text(run["resolved"][name]) for name in sorted(MODELLED)
+            if run["resolved"][name] != getattr(now, name)}
+
+
+def variant_settings(base_env: dict, name: str, pairs: list[str], pinned: dict) -> tg.Hyperparameters:
+    """A variant's resolved settings over the fitted run's (pinned: where its recipe has changed since; a
+    variant that names RECIPE takes that recipe as it is now), refused when a value is bad or when the evaluator
+    would refuse them."""
     try:
-        h = tg.load_hyperparameters({**base_env, **settings_of(pairs, f"--variant {name}"), **BENCH_ENV})
+        own = settings_of(pairs, f"--variant {name}")
+        h = tg.load_hyperparameters({**base_env, **({} if "RECIPE" in own else pinned), **own, **BENCH_ENV})
         tg.check_ttt_settings(h, 1)
     except ValueError as e:
         raise SystemExit(f"--variant {name}: {e}") from None
@@ -245,11 +270,12 @@ def main(argv=None) -> int:
         tokens = tg.read_shard(args.val).astype(np.int64)
     except (OSError, ValueError) as e:
         raise SystemExit(f"--val {args.val}: {e}") from None
-    base = variant_settings(base_env, FITTED, [])
+    pinned = pinned_settings(run, base_env, args.fit) if args.settings is None else {}
+    base = variant_settings(base_env, FITTED, [], pinned)
     model, plan = fit(run, tokens, base)
     predictions, labels = {}, {}
     for name, *pairs in [[FITTED], *args.variant]:
-        h = variant_settings(base_env, name, pairs)
+        h = variant_settings(base_env, name, pairs, pinned)
         check_modelled(base, h, name)
         predictions[name] = predict(model, tokens, h, name)
         labels[name] = " ".join(pairs)
@@ -257,7 +283,7 @@ def main(argv=None) -> int:
     measured = projected_8gpu_seconds(plan, run["batch_seconds"], run["seconds"], len(plan.starts))[0]
     labels[FITTED] = f"as fitted (measured: {measured:.1f} s)"
     d, a, b, c = model.coef
-    print(f"fit on {args.fit} ({' '.join(f'{k}={v}' for k, v in base_env.items())}): a batch {d:.3f} s + a chunk "
+    print(f"fit on {args.fit} ({' '.join(f'{k}={v}' for k, v in {**base_env, **pinned}.items())}): a batch {d:.3f} s + a chunk "
           f"step {a * 1e3:.2f} ms + {b * 1e9:.3f} ns x rows x T + {c * 1e12:.4f} ps x rows x T^2 per unit; R^2 "
           f"{model.r2:.4f} over {len(plan.batches)} batches, worst batch off by {model.worst_batch:.2f} s\n")
     print(f"| variant | settings | chunk steps | batch seconds (1 GPU) | projected 8x H100 TTT s | eval s "

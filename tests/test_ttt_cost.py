@@ -112,6 +112,30 @@ def test_the_table_and_the_check_against_a_log(tmp_path, capsys):
     assert len(checked) == 10 and all(line.endswith("| 1.000 |") for line in checked)  # 8 batches, 2 SGD passes
 
 
+def test_a_run_of_golfs_own_recipe_is_replayed_as_it_ran_after_the_recipe_changes(tmp_path, capsys, monkeypatch):
+    """The bench saves the settings' resolved values; when RECIPE=golf has changed since the run, the fit replays
+    the run's values (R^2 1 on a run that follows COST exactly) and a variant that names RECIPE=golf gets golf as
+    it is now. A run saved without them under golf is refused, and --settings says what ran. Fails when the
+    pinned values are not applied (the fit replays 3 Adam steps for a run of 2: the cost is not recovered)."""
+    tokens, env = _tokens(), {**SMALL, "RECIPE": "golf"}
+    run = dict(_measured_run(tokens, env), resolved=tg.dataclasses.asdict(tg.load_hyperparameters(env)))
+    assert run["resolved"]["ttt_grad_steps"] == 2
+    monkeypatch.setitem(tg.RECIPES, "golf", dict(tg.RECIPES["golf"], ttt_grad_steps=3))  # golf changes later
+    args = _files(tmp_path, run, tokens)
+    assert ttt_cost.main(args + ["--variant", "now", "RECIPE=golf", "--variant", "two", "TTT_GRAD_STEPS=2"]) == 0
+    out = capsys.readouterr().out
+    assert "RECIPE=golf TTT_GRAD_STEPS=2)" in out and "R^2 1.0000" in out
+    assert "a batch 0.200 s + a chunk step 30.00 ms" in out
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[3] for line in out.splitlines() if line.startswith("| ")}
+    assert rows["two"] == rows["fitted"] != rows["now"] and float(rows["now"]) > float(rows["fitted"])
+    bare = {k: v for k, v in run.items() if k != "resolved"}
+    with pytest.raises(SystemExit, match="ran RECIPE=golf, golfrun's own recipe, .* give them with --settings"):
+        ttt_cost.main(_files(tmp_path, bare, tokens))
+    settings = [f"{k}={v}" for k, v in {**env, "RECIPE": "2135", "TTT_GRAD_STEPS": "2"}.items()]
+    assert ttt_cost.main(_files(tmp_path, bare, tokens) + ["--settings", *settings]) == 0
+    assert "R^2 1.0000" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--variant", "rank", "TTT_LORA_RANK=8"], "TTT_LORA_RANK is not a setting this cost model covers"),
     (["--variant", "bad", "TTT_GRAD_STEPS"], "TTT_GRAD_STEPS is not KEY=VALUE"),
@@ -184,8 +208,10 @@ def test_the_bench_profiles_one_batch_of_ours(capsys, monkeypatch, tmp_path):
     args = ["--toy", "--docs", "12", "--val", str(val), "--tokenizer", str(TOKENIZER), "--only", "ours"]
     assert bench.main(args + ["--profile", "1", "0", "--save", str(tmp_path / "ours.json")]) == 0
     out = capsys.readouterr().out
-    measured = json.loads((tmp_path / "ours.json").read_text())["batch_seconds"]
+    saved = json.loads((tmp_path / "ours.json").read_text())
+    measured = saved["batch_seconds"]
     h = tg.load_hyperparameters({**bench.TOY, "TTT_RECORD_WORLD_SIZE": "1", "COMPILE": "0"})
+    assert {k: saved["resolved"][k] for k in ttt_cost.MODELLED} == {k: getattr(h, k) for k in ttt_cost.MODELLED}
     tokens = tg.read_shard(val).astype(np.int64)
     plan = tg.plan_ttt(tokens[bench.toy_stream(tokens, 12)], h)
     steps = ttt_cost.step_shapes(h, plan)
