@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 import train_gpt as tg  # noqa: E402
 from bench_ttt_vs_reference import projected_8gpu_seconds  # noqa: E402
+from ab_runs import EVAL_KEYS  # noqa: E402
 
 SCORE_ONLY_UNITS = 1 / 3  # a forward, where a learning step is a forward and a backward (~2 forwards)
 # what the cost model covers: how many chunk steps, of which shapes, with how many passes; and the SGD's tokens
@@ -123,25 +124,37 @@ def env_text(value) -> str:
     return str(int(value)) if isinstance(value, bool) else str(value)
 
 
-def pinned_settings(run: dict, base_env: dict, path: str) -> dict:
-    """The modelled settings the fitted run ran that its recipe no longer gives: a recipe of golfrun's own (golf)
-    changes as candidates win, a record's is its logged configuration. From the values the bench saves
-    ("resolved"); a run saved before it did, under a recipe of golfrun's own, is refused."""
+def pinned_settings(run: dict, base_env: dict, given: bool, path: str) -> dict:
+    """The evaluation settings the fitted run ran that its settings no longer give (a recipe of golfrun's own,
+    golf, changes as candidates win; a record's is its logged configuration), from the values the bench saves
+    ("resolved"). Refused: a run saved before it did, under a recipe of golfrun's own; --settings that
+    contradict the saved values."""
     recipe = base_env.get("RECIPE", tg.Hyperparameters.recipe)
     if "resolved" not in run:
         if not recipe.isdigit():
-            raise SystemExit(f"{path} ran RECIPE={recipe}, golfrun's own recipe, whose settings change between "
-                             "versions, and does not store the values it ran: give them with --settings (e.g. "
-                             "RECIPE=2135 TTT_GRAD_STEPS=2 PHASED_TTT_PREFIX_DOCS=246 for RECIPE=golf before "
-                             "2026-12-06)")
+            raise SystemExit(f"{path} does not store the values it ran, and RECIPE={recipe} is golfrun's own recipe, "
+                             "whose settings change between versions: give them over a record's recipe with "
+                             "--settings (e.g. RECIPE=2135 TTT_GRAD_STEPS=2 PHASED_TTT_PREFIX_DOCS=246 for "
+                             "RECIPE=golf before 2026-12-06)")
         return {}
-    now = tg.load_hyperparameters({**base_env, **BENCH_ENV})
-    return {name.upper(): env_text(run["resolved"][name]) for name in sorted(MODELLED)
-            if run["resolved"][name] != getattr(now, name)}
+    try:
+        now = dataclasses.asdict(tg.load_hyperparameters({**base_env, **BENCH_ENV}))
+    except ValueError as e:
+        raise SystemExit(f"the settings of {path}: {e}") from None
+    ran = {key: run["resolved"][key.lower()] for key in EVAL_KEYS if key.lower() in run["resolved"]}
+    missing = sorted(m.upper() for m in MODELLED if m.upper() not in ran)
+    if missing:
+        raise SystemExit(f"{path} does not store {', '.join(missing)}: saved by an older bench; give what it ran "
+                         "with --settings")
+    pinned = {key: env_text(value) for key, value in ran.items() if value != now[key.lower()]}
+    if given and pinned:
+        raise SystemExit(f"--settings differ from what {path} ran: "
+                         f"{' '.join(f'{k}={env_text(now[k.lower()])} (ran {v})' for k, v in pinned.items())}")
+    return pinned
 
 
 def variant_settings(base_env: dict, name: str, pairs: list[str], pinned: dict) -> tg.Hyperparameters:
-    """A variant's resolved settings over the fitted run's (pinned: where its recipe has changed since; a
+    """A variant's resolved settings over the fitted run's (pinned: where its settings give other values now; a
     variant that names RECIPE takes that recipe as it is now), refused when a value is bad or when the evaluator
     would refuse them."""
     try:
@@ -270,7 +283,7 @@ def main(argv=None) -> int:
         tokens = tg.read_shard(args.val).astype(np.int64)
     except (OSError, ValueError) as e:
         raise SystemExit(f"--val {args.val}: {e}") from None
-    pinned = pinned_settings(run, base_env, args.fit) if args.settings is None else {}
+    pinned = pinned_settings(run, base_env, args.settings is not None, args.fit)
     base = variant_settings(base_env, FITTED, [], pinned)
     model, plan = fit(run, tokens, base)
     predictions, labels = {}, {}
@@ -283,7 +296,8 @@ def main(argv=None) -> int:
     measured = projected_8gpu_seconds(plan, run["batch_seconds"], run["seconds"], len(plan.starts))[0]
     labels[FITTED] = f"as fitted (measured: {measured:.1f} s)"
     d, a, b, c = model.coef
-    print(f"fit on {args.fit} ({' '.join(f'{k}={v}' for k, v in {**base_env, **pinned}.items())}): a batch {d:.3f} s + a chunk "
+    ran = " ".join(f"{k}={v}" for k, v in {**base_env, **pinned}.items())
+    print(f"fit on {args.fit} ({ran}): a batch {d:.3f} s + a chunk "
           f"step {a * 1e3:.2f} ms + {b * 1e9:.3f} ns x rows x T + {c * 1e12:.4f} ps x rows x T^2 per unit; R^2 "
           f"{model.r2:.4f} over {len(plan.batches)} batches, worst batch off by {model.worst_batch:.2f} s\n")
     print(f"| variant | settings | chunk steps | batch seconds (1 GPU) | projected 8x H100 TTT s | eval s "

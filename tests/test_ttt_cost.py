@@ -114,26 +114,40 @@ def test_the_table_and_the_check_against_a_log(tmp_path, capsys):
 
 def test_a_run_of_golfs_own_recipe_is_replayed_as_it_ran_after_the_recipe_changes(tmp_path, capsys, monkeypatch):
     """The bench saves the settings' resolved values; when RECIPE=golf has changed since the run, the fit replays
-    the run's values (R^2 1 on a run that follows COST exactly) and a variant that names RECIPE=golf gets golf as
-    it is now. A run saved without them under golf is refused, and --settings says what ran. Fails when the
-    pinned values are not applied (the fit replays 3 Adam steps for a run of 2: the cost is not recovered)."""
+    the run's values (R^2 1 on a run that follows COST exactly), a variant's own settings go over them, and a
+    variant that names RECIPE=golf gets golf as it is now. Refused: a run saved without them under golf, --settings
+    that contradict them, a variant whose recipe now differs in a setting the model does not cover. Fails when
+    the pinned values are not applied, go over a variant's own or one naming RECIPE, or a bool is pinned as
+    'True'."""
     tokens, env = _tokens(), {**SMALL, "RECIPE": "golf"}
     run = dict(_measured_run(tokens, env), resolved=tg.dataclasses.asdict(tg.load_hyperparameters(env)))
-    assert run["resolved"]["ttt_grad_steps"] == 2
-    monkeypatch.setitem(tg.RECIPES, "golf", dict(tg.RECIPES["golf"], ttt_grad_steps=3))  # golf changes later
+    assert (run["resolved"]["ttt_grad_steps"], run["resolved"]["ttt_grad_steps_clean"]) == (2, False)
+    later = dict(tg.RECIPES["golf"], ttt_grad_steps=3, ttt_grad_steps_clean=True)
+    monkeypatch.setitem(tg.RECIPES, "golf", later)  # golf changes after the run
     args = _files(tmp_path, run, tokens)
-    assert ttt_cost.main(args + ["--variant", "now", "RECIPE=golf", "--variant", "two", "TTT_GRAD_STEPS=2"]) == 0
+    assert ttt_cost.main(args + ["--variant", "now", "RECIPE=golf", "--variant", "two", "TTT_GRAD_STEPS=2",
+                                 "--variant", "three", "TTT_GRAD_STEPS=3", "TTT_GRAD_STEPS_CLEAN=1"]) == 0
     out = capsys.readouterr().out
-    assert "RECIPE=golf TTT_GRAD_STEPS=2)" in out and "R^2 1.0000" in out
+    assert "RECIPE=golf TTT_GRAD_STEPS=2 TTT_GRAD_STEPS_CLEAN=0)" in out and "R^2 1.0000" in out
     assert "a batch 0.200 s + a chunk step 30.00 ms" in out
     rows = {line.split(" | ")[0][2:]: line.split(" | ")[3] for line in out.splitlines() if line.startswith("| ")}
-    assert rows["two"] == rows["fitted"] != rows["now"] and float(rows["now"]) > float(rows["fitted"])
+    assert rows["two"] == rows["fitted"] != rows["now"] == rows["three"] and float(rows["now"]) > float(rows["two"])
+    monkeypatch.setitem(tg.RECIPES, "golf", dict(later, ttt_lora_rank=8))
+    with pytest.raises(SystemExit, match="variant now: TTT_LORA_RANK is not a setting this cost model covers"):
+        ttt_cost.main(args + ["--variant", "now", "RECIPE=golf"])
+    with pytest.raises(SystemExit, match=r"--settings differ from what .* ran: .*TTT_GRAD_STEPS=3 \(ran 2\)"):
+        ttt_cost.main(args + ["--settings", *(f"{k}={v}" for k, v in env.items())])
     bare = {k: v for k, v in run.items() if k != "resolved"}
-    with pytest.raises(SystemExit, match="ran RECIPE=golf, golfrun's own recipe, .* give them with --settings"):
+    with pytest.raises(SystemExit, match="does not store the values it ran, and RECIPE=golf is golfrun's own"):
         ttt_cost.main(_files(tmp_path, bare, tokens))
+    with pytest.raises(SystemExit, match="RECIPE=golf is golfrun's own"):  # --settings naming golf: the same
+        ttt_cost.main(_files(tmp_path, bare, tokens) + ["--settings", *(f"{k}={v}" for k, v in env.items())])
     settings = [f"{k}={v}" for k, v in {**env, "RECIPE": "2135", "TTT_GRAD_STEPS": "2"}.items()]
     assert ttt_cost.main(_files(tmp_path, bare, tokens) + ["--settings", *settings]) == 0
     assert "R^2 1.0000" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="does not store TTT_CHUNK_SIZE: saved by an older bench"):
+        resolved = {k: v for k, v in run["resolved"].items() if k != "ttt_chunk_size"}
+        ttt_cost.main(_files(tmp_path, dict(run, resolved=resolved), tokens))
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -12,14 +12,14 @@ export PYTHONUNBUFFERED=1
 G=.gpu_data; O=/tmp/g/out; C=/tmp/g/cache
 TOK=$G/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model
 mkdir -p $O /tmp/g/val
-echo "start $(date -u +%T)" >> $O/driver.txt
+echo "start $(date -u +%T)" > $O/driver.txt  # a fresh log: collect.sh waits for this run's "all done"
 python3 -m pip install -q --no-index --no-deps --target /tmp/site $G/whl/*.whl
 export PYTHONPATH=/tmp/site
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; git log --oneline -1; } \
   > $O/gpu.txt 2>&1
 for f in $G/val_full/*.xz; do xz -dc $f > /tmp/g/val/$(basename $f .xz); done
 ttt() {  # ttt NAME [SETTING=VALUE ...] -- [bench options]: RECIPE=golf's TTT on the whole val, saved for ttt_cost.py
-  name=$1; shift; settings=(); while [ "$1" != "--" ]; do settings+=("$1"); shift; done; shift
+  name=$1; shift; settings=(); while [ $# -gt 0 ] && [ "$1" != "--" ]; do settings+=("$1"); shift; done; shift
   env "${settings[@]}" TORCHINDUCTOR_CACHE_DIR=$C/inductor TRITON_CACHE_DIR=$C/triton TRITON_CACHE_AUTOTUNING=1 \
     RECIPE=golf PHASED_TTT_PREFIX_DOCS=246 python3 scripts/bench_ttt_vs_reference.py --only ours \
     --val /tmp/g/val/fineweb_val_000000.bin --val-bytes /tmp/g/val/fineweb_val_bytes_000000.bin --tokenizer $TOK \

@@ -8,8 +8,10 @@ set -u
 cd "$(dirname "$0")/../../../.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 G=.gpu_data; O=/tmp/g/out; W=/tmp/g/ab  # collect.sh reads /tmp/g/ab
+# RECIPE=golf of 2026-12-06 by its values, not its name: a workdir resumed after golf changes keeps its base
+BASE=RECIPE=2135,TTT_CHUNK_SIZE=36,TTT_GRAD_STEPS=2,TTT_GRAD_STEPS_TOKENS=2048
 mkdir -p $O $W
-echo "start $(date -u +%T)" >> $O/driver.txt
+echo "start $(date -u +%T)" > $O/driver.txt  # a fresh log: collect.sh waits for this run's "all done"
 [ -n "${1:-}" ] && tar -xJf "$1" -C $W
 [ -f $G/cache.tar.xz ] && tar -xJf $G/cache.tar.xz -C $W
 python3 -m pip install -q --no-index --no-deps --target /tmp/site $G/whl/*.whl
@@ -18,8 +20,8 @@ export PYTHONPATH=/tmp/site
   > $O/gpu.txt 2>&1
 grep -v '^#' docs/runs/2026-12-06/next/variants_s27.txt | while read -r line; do
   echo "$line" > /tmp/g/variant.txt
-  python3 scripts/ab_runs.py run --workdir $W --base RECIPE=golf --seeds 1,2,3 --variants /tmp/g/variant.txt \
-    --data $G/ds --tokenizer $G/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model >> $O/ab_console.txt 2>&1
+  python3 scripts/ab_runs.py run --workdir $W --base "$BASE" --seeds 1,2,3 --variants /tmp/g/variant.txt \
+    --data $G/ds --tokenizer $G/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model >> $O/ab_console.txt 2>&1 < /dev/null
   echo "ab $line rc $? $(date -u +%T)" >> $O/driver.txt
 done
 echo "all done $(date -u +%T)" >> $O/driver.txt
