@@ -56,7 +56,8 @@ during its evaluation) is not run again: its evaluation is, from that artifact (
 EVAL_ONLY=1, its settings and seed; no train shards needed); its final score, eval and TTT compile time are
 that evaluation's, the rest its own log's. Runs go seed by
 seed (base, then each variant), so a cut-short session leaves whole seed pairs. WORKDIR/plan.json keeps the
-definitions: a name redefined, another base or another data selection is refused (use a new --workdir). To
+definitions: a name redefined, another base or another data selection is refused (use a new --workdir), and so
+is a base whose settings resolve otherwise than when the workdir began (a recipe such as golf changed). To
 resume on a fresh machine, bring back `report --pack FILE` (the logs and plan, one file) and unpack it into the
 workdir first (`mkdir -p W && tar -xJf FILE -C W`). The pack leaves out the artifacts (~16 MB each at the
 recipe's size) and the base's weights: eval-only variants of seeds trained elsewhere need
@@ -415,7 +416,7 @@ def merge_plan(workdir: Path, plan: dict) -> dict:
             fail("--data holds no train shards (fineweb_train_*.bin[.xz]): a new workdir trains its base first. "
                  "Only a workdir whose bases trained elsewhere (its pack and artifacts brought back) goes on "
                  "without them, running its eval-only variants")
-        return plan
+        return dict(plan, base_ran=resolved_settings(plan, BASE))  # what its runs mean, should the code change
     stored = json.loads(path.read_text())
     if not plan["data"]["train_shards"]:  # the train shards stayed behind: the same selection otherwise
         plan = dict(plan, data=dict(plan["data"], train_shards=stored["data"]["train_shards"]))
@@ -430,6 +431,11 @@ def merge_plan(workdir: Path, plan: dict) -> dict:
     changed = ", ".join(f"{k.upper()} {was[k]} there, {now[k]} now" for k in now if was[k] != now[k])
     if changed:
         fail(f"{path} holds runs of another base ({changed}): use a new --workdir, or give its values in --base")
+    ran = stored.get("base_ran", {})  # absent from workdirs planned before it was kept
+    drift = ", ".join(f"{k.upper()} {ran[k]} then, {now[k]} now" for k in now if k in ran and ran[k] != now[k])
+    if drift:
+        fail(f"{path}'s base means other settings now than when its runs began ({drift}): train_gpt.py or its "
+             "recipe changed since; use a new --workdir")
     for name, env in plan["variants"].items():
         if stored["variants"].get(name, env) != env:
             fail(f"variant {name} was {stored['variants'][name]} in {path}: give the new one another name")

@@ -753,6 +753,26 @@ def test_a_workdir_planned_before_the_step_scaling_names_what_differs(tmp_path, 
     assert any("MUON_WD=0.1" in c for c in commands)
 
 
+def test_a_workdir_whose_base_recipe_changed_since_is_refused(tmp_path, monkeypatch):
+    """plan.json keeps what its base resolved to when the workdir began: a base named by a recipe that has changed
+    since (RECIPE=golf gains a setting) is refused with the settings that moved, not resumed under the new
+    meaning beside runs of the old. Fails when the drift is not checked (the plan resolves both with today's
+    code)."""
+    argv = ["run", "--workdir", str(tmp_path / "w"), "--base", "RECIPE=golf", "--eval-variant",
+            "c8=TTT_CHUNK_SIZE=8", "--data", str(DATA), "--tokenizer", str(TOKENIZER), "--val-every",
+            str(VAL_EVERY), "--val-max-doc-tokens", str(VAL_MAX_DOC_TOKENS), "--dry-run"]
+    plan, _, _ = plan_of(argv, monkeypatch)
+    (tmp_path / "w").mkdir()
+    stored = ab_runs.merge_plan(tmp_path / "w", plan)
+    assert stored["base_ran"]["ttt_grad_steps"] == 2 and "seed" not in stored["base_ran"]
+    (tmp_path / "w" / "plan.json").write_text(json.dumps(stored))
+    assert ab_runs.main(argv) == 0  # unchanged: it resumes
+    monkeypatch.setitem(ab_runs.tg.RECIPES, "golf", dict(ab_runs.tg.RECIPES["golf"], ttt_grad_steps=3))
+    with pytest.raises(SystemExit, match=r"^error: .*plan.json's base means other settings now than when its runs "
+                                         r"began \(TTT_GRAD_STEPS 2 then, 3 now\): .* use a new --workdir$"):
+        ab_runs.main(argv)
+
+
 # ---- several GPUs a run (--nproc) ----
 
 def nproc_args(workdir, gpus, base="RECIPE=2135"):
