@@ -296,9 +296,9 @@ def main(argv=None) -> int:
     measured = projected_8gpu_seconds(plan, run["batch_seconds"], run["seconds"], len(plan.starts))[0]
     labels[FITTED] = f"as fitted (measured: {measured:.1f} s)"
     d, a, b, c = model.coef
-    ran = " ".join(f"{k}={v}" for k, v in {**base_env, **pinned}.items())
-    print(f"fit on {args.fit} ({ran}): a batch {d:.3f} s + a chunk "
-          f"step {a * 1e3:.2f} ms + {b * 1e9:.3f} ns x rows x T + {c * 1e12:.4f} ps x rows x T^2 per unit; R^2 "
+    as_run = " ".join(f"{k}={v}" for k, v in {**base_env, **pinned}.items())
+    print(f"fit on {args.fit} ({as_run}): a batch {d:.3f} s + a chunk step "
+          f"{a * 1e3:.2f} ms + {b * 1e9:.3f} ns x rows x T + {c * 1e12:.4f} ps x rows x T^2 per unit; R^2 "
           f"{model.r2:.4f} over {len(plan.batches)} batches, worst batch off by {model.worst_batch:.2f} s\n")
     print(f"| variant | settings | chunk steps | batch seconds (1 GPU) | projected 8x H100 TTT s | eval s "
           f"(+{args.fixed:g} fixed) | within {args.limit:g} s |\n|---|---|---|---|---|---|---|")
