@@ -428,14 +428,14 @@ def merge_plan(workdir: Path, plan: dict) -> dict:
     # the base compared by meaning: a setting given in --base at the value the stored base resolves to continues
     # it (a workdir planned before step_scaled holds the recipe's EMA_DECAY and momentum warm-up)
     was, now = resolved_settings(stored, BASE), resolved_settings(plan, BASE)
-    changed = ", ".join(f"{k.upper()} {was[k]} there, {now[k]} now" for k in now if was[k] != now[k])
-    if changed:
-        fail(f"{path} holds runs of another base ({changed}): use a new --workdir, or give its values in --base")
-    ran = stored.get("base_ran", {})  # absent from workdirs planned before it was kept
-    drift = ", ".join(f"{k.upper()} {ran[k]} then, {now[k]} now" for k in now if k in ran and ran[k] != now[k])
+    ran = stored.get("base_ran", {})  # what the stored base meant when its runs began (absent from older plans)
+    drift = ", ".join(f"{k.upper()} {ran[k]} then, {was[k]} now" for k in was if k in ran and ran[k] != was[k])
     if drift:
         fail(f"{path}'s base means other settings now than when its runs began ({drift}): train_gpt.py or its "
              "recipe changed since; use a new --workdir")
+    changed = ", ".join(f"{k.upper()} {was[k]} there, {now[k]} now" for k in now if was[k] != now[k])
+    if changed:
+        fail(f"{path} holds runs of another base ({changed}): use a new --workdir, or give its values in --base")
     for name, env in plan["variants"].items():
         if stored["variants"].get(name, env) != env:
             fail(f"variant {name} was {stored['variants'][name]} in {path}: give the new one another name")

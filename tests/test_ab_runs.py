@@ -768,9 +768,10 @@ def test_a_workdir_whose_base_recipe_changed_since_is_refused(tmp_path, monkeypa
     (tmp_path / "w" / "plan.json").write_text(json.dumps(stored))
     assert ab_runs.main(argv) == 0  # unchanged: it resumes
     monkeypatch.setitem(ab_runs.tg.RECIPES, "golf", dict(ab_runs.tg.RECIPES["golf"], ttt_grad_steps=3))
-    with pytest.raises(SystemExit, match=r"^error: .*plan.json's base means other settings now than when its runs "
-                                         r"began \(TTT_GRAD_STEPS 2 then, 3 now\): .* use a new --workdir$"):
-        ab_runs.main(argv)
+    for base in ("RECIPE=golf", "RECIPE=golf,TTT_GRAD_STEPS=2"):  # the values it ran cannot continue it either
+        with pytest.raises(SystemExit, match=r"^error: .*plan.json's base means other settings now than when its "
+                                             r"runs began \(TTT_GRAD_STEPS 2 then, 3 now\): .* use a new --workdir$"):
+            ab_runs.main([*argv[:4], base, *argv[5:]])
 
 
 # ---- several GPUs a run (--nproc) ----
