@@ -427,7 +427,9 @@ def main(argv=None) -> int:
                                            if whole_shard else SUBSET_PROJECTION),
                                batch_seconds=batch_seconds, settings={**toy_env, **ours_env},
                                resolved=dataclasses.asdict(h))
-        print(f"ours val_bpb:{bpb:.6f} scoring_seconds:{seconds:.2f} compile_warmup_seconds:{warm:.1f}")
+        peak = (f" peak_memory_gib:{torch.cuda.max_memory_allocated(device) / 2**30:.1f}" if device.type == "cuda"
+                else "")  # warm-up and scoring: what TTT_BATCH_SIZE is bounded by
+        print(f"ours val_bpb:{bpb:.6f} scoring_seconds:{seconds:.2f} compile_warmup_seconds:{warm:.1f}{peak}")
         print(results["ours"]["projection"])
     if len(results) == 2:
         print(compare(results["record"], results["ours"]))
