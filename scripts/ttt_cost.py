@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 import train_gpt as tg  # noqa: E402
 from bench_ttt_vs_reference import projected_8gpu_seconds  # noqa: E402
 from ab_runs import EVAL_KEYS  # noqa: E402
+from record_oracle import env_value  # noqa: E402
 
 SCORE_ONLY_UNITS = 1 / 3  # a forward, where a learning step is a forward and a backward (~2 forwards)
 # what the cost model covers: how many chunk steps, of which shapes, with how many passes; and the SGD's tokens
@@ -120,10 +121,6 @@ def fit(run: dict, tokens: np.ndarray, h: tg.Hyperparameters) -> tuple[CostModel
     return model, plan
 
 
-def env_text(value) -> str:
-    return str(int(value)) if isinstance(value, bool) else str(value)
-
-
 def pinned_settings(run: dict, base_env: dict, given: bool, path: str) -> dict:
     """The evaluation settings the fitted run ran that its settings no longer give (a recipe of golfrun's own,
     golf, changes as candidates win; a record's is its logged configuration), from the values the bench saves
@@ -146,10 +143,10 @@ def pinned_settings(run: dict, base_env: dict, given: bool, path: str) -> dict:
     if missing:
         raise SystemExit(f"{path} does not store {', '.join(missing)}: saved by an older bench; give what it ran "
                          "with --settings")
-    pinned = {key: env_text(value) for key, value in ran.items() if value != now[key.lower()]}
+    pinned = {key: env_value(value) for key, value in ran.items() if value != now[key.lower()]}
     if given and pinned:
         raise SystemExit(f"--settings differ from what {path} ran: "
-                         f"{' '.join(f'{k}={env_text(now[k.lower()])} (ran {v})' for k, v in pinned.items())}")
+                         f"{' '.join(f'{k}={env_value(now[k.lower()])} (ran {v})' for k, v in pinned.items())}")
     return pinned
 
 
