@@ -29,7 +29,9 @@ ttt() {  # ttt NAME [SETTING=VALUE ...] -- [bench options]: RECIPE=golf's TTT on
   echo "ttt $name rc $? $(date -u +%T)" >> $O/driver.txt
   grep "projected\|ours val_bpb" $O/ttt_$name.txt >> $O/driver.txt  # collect.sh shows driver.txt
 }
-ttt golf -- --profile 10 40
-ttt golf_b96 TTT_BATCH_SIZE=96 --
-ttt golf_t3072 TTT_GRAD_STEPS_TOKENS=3072 --
+want() { [ -z "$ONLY" ] || case " $ONLY " in *" $1 "*) true;; *) false;; esac; }  # s26.sh [NAME ...]: those only
+ONLY="$*"
+want golf && ttt golf -- --profile 10 40
+want golf_b96 && ttt golf_b96 TTT_BATCH_SIZE=96 --
+want golf_t3072 && ttt golf_t3072 TTT_GRAD_STEPS_TOKENS=3072 --
 echo "all done $(date -u +%T)" >> $O/driver.txt
