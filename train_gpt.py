@@ -327,6 +327,10 @@ class Hyperparameters:
     # > 0: the steps after the first only on chunks that end within their document's first N tokens (later
     # chunks, whose full-context windows cost the most, take one)
     ttt_grad_steps_tokens: int = knob(0, NON_NEGATIVE)
+    # ours: the Adam steps backpropagate through the chunk's own tokens only; the window's earlier tokens enter
+    # as the keys and values the scoring pass computed, for every step of the chunk (a truncated gradient: a
+    # learning step costs about a chunk's forward and backward instead of the window's)
+    ttt_grad_chunk_only: bool = False
     ttt_batch_size: int = knob(64, at_least(1))
     ttt_warm_start_a: bool = True  # keep each GPU's LoRA A across batches (B restarts at zero)
     phased_ttt_prefix_docs: int = knob(2000, NON_NEGATIVE)  # documents in the phased prefix
@@ -925,10 +929,34 @@ def varlen_attention(q, k, v, layout: dict, backend: str):
 
 
 def dense_causal_attention(q, k, v):
-    """q: (B, T, H, D); rows are independent documents padded at the end, so plain causal masking is exact."""
+    """q: (B, T, H, D); rows are independent documents padded at the end, so plain causal masking is exact.
+    With fewer queries than keys (B, S, Hkv, D), the queries are the last of the S positions."""
     q_, k_, v_ = (t.transpose(1, 2) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q_, k_, v_, is_causal=True, enable_gqa=q.size(2) != k.size(2))
+    T, S = q.size(1), k.size(1)
+    causal = dict(is_causal=True) if T == S else dict(  # the query at i sees the keys up to S - T + i
+        attn_mask=torch.arange(S, device=q.device) <= torch.arange(S - T, S, device=q.device)[:, None])
+    out = F.scaled_dot_product_attention(q_, k_, v_, enable_gqa=q.size(2) != k.size(2), **causal)
     return out.transpose(1, 2)
+
+
+class WindowKV:
+    """The dense attention layout of TTT_GRAD_CHUNK_ONLY. Without `prefix`, every virtual layer's keys and
+    values are kept, in call order (the scoring pass). With it (that list, cut to the window's columns before
+    the chunk), each layer's queries of the chunk attend over those keys and values, then their own: no
+    gradient reaches the earlier columns. `lead` columns of the ids (the token before the chunk, for the
+    SmearGate) are dropped after the embedding."""
+
+    def __init__(self, prefix: tuple = (), lead: int = 0):
+        self.prefix, self.lead, self.kept = prefix, lead, []
+
+    def attend(self, q, k, v):
+        if not self.prefix:
+            self.kept += [k, v]
+            return dense_causal_attention(q, k, v)
+        i = len(self.kept)  # kept counts the layers attended so far
+        self.kept += [k, v]
+        k_all, v_all = (torch.cat((before, now), 1) for before, now in zip(self.prefix[i:i + 2], (k, v)))
+        return dense_causal_attention(q, k_all, v_all)
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
@@ -1014,6 +1042,8 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x, rope, lora)
         if layout is None:
             y = dense_causal_attention(q, k, v)
+        elif isinstance(layout, WindowKV):
+            y = layout.attend(q, k, v)
         else:
             y = varlen_attention(q, k, v, layout, backend)
         if self.use_xsa:  # remove the component of each output along the token's own value vector
@@ -1231,6 +1261,8 @@ class GPT(nn.Module):
         ids: (T,) with a varlen layout, or (B, T) with layout None (dense); rope: self.rotary's tables."""
         embed, step = (regions.embed, regions.layer) if regions else (self.embed, layer_step)
         x0 = embed(ids)
+        if isinstance(layout, WindowKV):
+            x0 = x0[:, layout.lead:]
         # compiled regions get distinct tensors: an argument that aliases another one (the first layer's
         # lane is x0; the first decoder skip is its own lane) would cost a graph of its own
         fresh = (lambda t: t.clone()) if regions else (lambda t: t)  # noqa: E731
@@ -2721,21 +2753,27 @@ class LoRADeltas:
         return _lora(self.layer("head"), "lm_head", hidden)
 
 
-def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *adapters, hint=None):
+def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *adapters, hint=None, keep_kv=False,
+                     prefix_kv=None):
     """Per-token nats (b, chunk) of one chunk step (0 where chunk_tgt < 0): the model's own forward over each
     row's window (ids (b, T), rows padded at the end) with the rows' LoRA deltas, read at the chunk's positions
     chunk_pos (b, chunk). Logits only where scored. With hint (b, chunk): (nats, log p(hint)). The unit that TTT
-    compiles."""
+    compiles. TTT_GRAD_CHUNK_ONLY: keep_kv also returns every layer's keys and values (WindowKV); prefix_kv
+    (those of the window's first P > 0 columns) makes ids the window's columns from P - 1 on (the first one for
+    the SmearGate only)."""
     keys = [key for key, _, _ in lora_shapes(model.h, model.looping)]
     lora = LoRADeltas(list(adapters), keys, scale)
-    positions = torch.arange(ids.size(1), device=ids.device)
-    hidden = model.hidden(ids, positions, None, lora)
+    start = prefix_kv[0].size(1) if prefix_kv else 0
+    window = WindowKV(prefix_kv or (), lead=min(start, 1)) if keep_kv or prefix_kv else None
+    positions = torch.arange(start, start + ids.size(1) - min(start, 1), device=ids.device)
+    hidden = model.hidden(ids, positions, window, lora)
     at_chunk = hidden.gather(1, chunk_pos.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
     logits = model.logits(at_chunk) + lora.head(at_chunk)  # the LM-head adapter acts before the softcap
     log_p = F.log_softmax(model.softcap_logits(logits), dim=-1)
     nats = -log_p.gather(-1, chunk_tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     nats = torch.where(chunk_tgt >= 0, nats, torch.zeros_like(nats))
-    return nats if hint is None else (nats, log_p.gather(-1, hint.unsqueeze(-1)).squeeze(-1))
+    out = nats if hint is None else (nats, log_p.gather(-1, hint.unsqueeze(-1)).squeeze(-1))
+    return (out, tuple(window.kept)) if keep_kv else out
 
 
 def compile_ttt(h: Hyperparameters, device: torch.device):
@@ -2751,13 +2789,16 @@ def compiled_chunk_fn(backend: str = "inductor"):
     triggers a recompile."""
     compiled = torch.compile(ttt_chunk_losses, backend=backend)
 
-    def chunk_fn(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=None):
+    def chunk_fn(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=None, keep_kv=False, prefix_kv=None):
         per_target = (chunk_pos, chunk_tgt, *([hint] if hint is not None else []))
-        for t in (ids, *per_target, *adapters):
+        for t in (ids, *per_target, *adapters, *(prefix_kv or ())):
             torch._dynamo.maybe_mark_dynamic(t, 0)
         for t in (ids, *per_target) if model.h.ttt_short_score_first_steps else (ids,):  # chunks of several sizes
             torch._dynamo.maybe_mark_dynamic(t, 1)
-        return compiled(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=hint)
+        for t in prefix_kv or ():  # the window's columns before the chunk
+            torch._dynamo.maybe_mark_dynamic(t, 1)
+        return compiled(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=hint, keep_kv=keep_kv,
+                        prefix_kv=prefix_kv)
     return chunk_fn
 
 
@@ -2943,7 +2984,9 @@ def chunk_grad_steps(h: Hyperparameters, C: int, max_chunks: int) -> list[int]:
 def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
     """Score-first TTT over one batch of documents (shortest first), chunk by chunk: score the chunk with
     the current adapters, then chunk_grad_steps' Adam steps on each document's mean chunk loss (never on its
-    last chunk, which has nothing left to help). Documents that ended leave the computation."""
+    last chunk, which has nothing left to help). Documents that ended leave the computation. With
+    TTT_GRAD_CHUNK_ONLY the scoring pass keeps the window's keys and values instead of a graph, and each step
+    forwards the chunk alone over those of the columns before it."""
     h, dev, rows = state.h, state.ctx.device, len(docs)
     pred_lens_np = state.plan.lengths[docs] - 1
     C, n_chunks_np = batch_chunks(h, state.plan.lengths[docs])
@@ -2956,15 +2999,16 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
         ids, chunk_pos, chunk_tgt, target_index = chunk_windows(state, starts[first:], pred_lens[first:],
                                                                 n_chunks[first:], ci, C)
         # ---- score the chunk: these numbers are final ----
-        if state.hints is None:
-            hint = None
-            losses = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves)
-            scores = losses
-        else:
-            hint, boost = (t[target_index.clamp_max(len(t) - 1)] for t in state.hints)
-            losses, log_p_hint = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves,
-                                                hint=hint)
-            scores = tilted_nll(losses, log_p_hint, chunk_tgt, hint, boost * (chunk_tgt >= 0), h.token_max_prob)
+        hint, boost = ((None, None) if state.hints is None else
+                       (t[target_index.clamp_max(len(t) - 1)] for t in state.hints))
+        with torch.set_grad_enabled(not h.ttt_grad_chunk_only):  # chunk-only learning keeps no window graph
+            out = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves, hint=hint,
+                                 keep_kv=h.ttt_grad_chunk_only)
+        if h.ttt_grad_chunk_only:
+            out, kept = out
+        losses = out if hint is None else out[0]
+        scores = losses if hint is None else tilted_nll(losses, out[1], chunk_tgt, hint, boost * (chunk_tgt >= 0),
+                                                        h.token_max_prob)
         record_scores(state, ids, chunk_pos, chunk_tgt, target_index, scores)
         state.chunk_steps += 1
         if learn == rows:
@@ -2972,17 +3016,31 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
         # ---- then learn from it: the mean chunk loss of each document, summed (one adapter each); a later
         # step forwards the scored chunk again with the updated adapters and (as the record) adds its gradient
         # to the earlier ones' unless TTT_GRAD_STEPS_CLEAN ----
+        if h.ttt_grad_chunk_only:  # the learning rows' chunk is their window's last C columns, after P
+            # (with at least MIN_TTT_ROWS rows, as scoring: rows before `learn` are computed, not learnt from)
+            low = max(first, min(learn, rows - MIN_TTT_ROWS))
+            P, lead, mine = ids.size(1) - C, min(ids.size(1) - C, 1), slice(low - first, None)
+            prefix = tuple(t[mine, :P] for t in kept) if P else None
+            learners, skip = state.work.leaves(A, low, rows), learn - low
+            tail_pos = torch.arange(C, device=dev).expand(rows - low, C).contiguous()
+            relearn = lambda: state.chunk_fn(state.model, ids[mine, P - lead:], tail_pos,  # noqa: E731
+                                             chunk_tgt[mine], state.work.scale, *learners, prefix_kv=prefix)
+            losses = relearn()
+        else:
+            learners, skip = leaves, learn - first
+            relearn = lambda: state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt,  # noqa: E731
+                                             state.work.scale, *leaves, hint=hint)
         for step in range(steps_per_chunk[ci]):
             if step:
                 if h.ttt_grad_steps_clean:
-                    for t in leaves:
+                    for t in learners:
                         t.grad = None
-                out = state.chunk_fn(state.model, ids, chunk_pos, chunk_tgt, state.work.scale, *leaves, hint=hint)
-                losses = out if hint is None else out[0]
-            losses[learn - first:].mean(dim=1).sum().backward()
+                out = relearn()
+                losses = out if hint is None or h.ttt_grad_chunk_only else out[0]
+            losses[skip:].mean(dim=1).sum().backward()
             with torch.no_grad():
-                params = [t[learn - first:] for t in leaves]
-                grads = [t.grad[learn - first:] for t in leaves]
+                params = [t[skip:] for t in learners]
+                grads = [t.grad[skip:] for t in learners]
                 moments = [m[learn:rows] for key in A for m in state.work.moments[key]]
                 adam_step += 1
                 adamw_rows(params, grads, moments, adam_step, h)
@@ -3182,8 +3240,16 @@ def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> N
         pos = torch.arange(C, device=ctx.device).expand(h.ttt_batch_size, -1).contiguous()
         tgt = torch.randint(0, h.vocab_size, pos.shape, device=ctx.device)
         hint = tgt.clone() if h.ngram_tilt_enabled else None  # its own tensor: dynamo guards aliasing
-        out = chunk_fn(model, ids, pos, tgt, work.scale, *work.leaves(A, 0, h.ttt_batch_size), hint=hint)
-        (out if hint is None else out[0]).mean().backward()
+        leaves = work.leaves(A, 0, h.ttt_batch_size)
+        if h.ttt_grad_chunk_only:  # the scoring pass keeps K/V without a graph, then the chunk's own step
+            with torch.no_grad():
+                _, kept = chunk_fn(model, ids, pos, tgt, work.scale, *leaves, hint=hint, keep_kv=True)
+            prefix = tuple(t[:, :T - C] for t in kept) if T > C else None
+            nats = chunk_fn(model, ids[:, max(T - C - 1, 0):], pos, tgt, work.scale, *leaves, prefix_kv=prefix)
+        else:
+            out = chunk_fn(model, ids, pos, tgt, work.scale, *leaves, hint=hint)
+            nats = out if hint is None else out[0]
+        nats.mean().backward()
     synchronize(ctx)
 
 

@@ -124,6 +124,8 @@ CANDIDATE_CREDITS = [
      "ttt_grad_steps_tokens", "0"),
     ("ttt_chunk_size", "A TTT chunk size other than the records' 48 (PR #1966 ran 36)", "PR #1966", "ttt_chunk_size",
      "48"),
+    ("ttt_grad_chunk_only", "TTT's gradient through the scored chunk only", "golfrun", "ttt_grad_chunk_only",
+     "False"),
 ]
 
 
@@ -621,6 +623,9 @@ def evaluation_techniques(c: dict) -> list[str]:
     steps, limit = int(c["ttt_grad_steps"]), int(c.get("ttt_grad_steps_tokens", 0))
     within = (f" on the chunks that end within their document's first {limit} tokens, one on later chunks"
               if limit else "")
+    if _on(c, "ttt_grad_chunk_only"):
+        chunks += (" (each Adam step backpropagates through the chunk's tokens only, over the keys and values of the "
+                   "context that its scoring pass computed)")
     out.append(f"score-first test-time training with {c['ttt_eval_seq_len']} tokens of context: per-document LoRA "
                f"rank {c['ttt_lora_rank']} on queries, values, {', '.join(adapted) or 'nothing else'} and the LM head "
                f"(alpha {c['ttt_lora_alpha']}, lr {c['ttt_lora_lr']}, beta2 {c['ttt_beta2']}, weight decay "

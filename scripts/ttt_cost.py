@@ -282,6 +282,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"--val {args.val}: {e}") from None
     pinned = pinned_settings(run, base_env, args.settings is not None, args.fit)
     base = variant_settings(base_env, FITTED, [], pinned)
+    if base.ttt_grad_chunk_only:  # its learning steps cost a chunk's pass, not the window's: other units
+        raise SystemExit(f"{args.fit} ran with TTT_GRAD_CHUNK_ONLY=1, which this cost model does not cover: "
+                         "measure its variants with bench_ttt_vs_reference.py --only ours")
     model, plan = fit(run, tokens, base)
     predictions, labels = {}, {}
     for name, *pairs in [[FITTED], *args.variant]:

@@ -428,6 +428,7 @@ def test_a_2135_readme_states_the_stack_that_ran(caseops_run):
     ("ttt_grad_steps", "2", "2 Adam steps a chunk (each later one adding its gradient"),
     ("phased_ttt_num_phases", "2", "2 phases over"), ("ttt_k_lora", "True", "values, keys,"),
     ("ngram_hint_precompute_outside", "True", "not counted in eval_time"),
+    ("ttt_grad_chunk_only", "True", "backpropagates through the chunk's tokens only"),
 ])
 def test_a_candidate_setting_is_stated(caseops_run, setting, value, stated):
     """Each candidate of issue 27 changes what the README says the run did."""
@@ -484,6 +485,7 @@ def test_what_the_readme_says_follows_what_train_gpt_does(caseops_run):
     ("awq_lite_enabled", "True", "PR #1908"), ("ttt_short_score_first_steps", "256:8", "PR #2014"),
     ("token_max_prob", "0.9", "golfrun"), ("ttt_grad_steps", "2", "golfrun (the setting"),
     ("ttt_grad_steps_tokens", "1024", "first tokens | golfrun"), ("ttt_chunk_size", "36", "PR #1966"),
+    ("ttt_grad_chunk_only", "True", "chunk only | golfrun"),
 ])
 def test_an_enabled_candidate_is_credited(caseops_run, setting, value, origin):
     # without it, only the setting differs (TTT_GRAD_STEPS_TOKENS needs the two steps it limits; the smoke run's

@@ -109,8 +109,9 @@ TILT = {"NGRAM_TILT_ENABLED": "1", "TOKEN_ORDER": "2", "TOKEN_THRESHOLD": "0.3"}
 CAPPED = {**TILT, "TOKEN_MAX_PROB": "0.001"}
 
 
-@pytest.mark.parametrize("env", [{}, TILT, SHORT, {"TTT_GRAD_STEPS": "2"}, CAPPED],
-                         ids=["plain", "tilted", "short_chunks", "two_steps", "capped_tilt"])
+@pytest.mark.parametrize("env", [{}, TILT, SHORT, {"TTT_GRAD_STEPS": "2"}, CAPPED,
+                                 {"TTT_GRAD_CHUNK_ONLY": "1", "TTT_GRAD_STEPS": "2", **TILT}],
+                         ids=["plain", "tilted", "short_chunks", "two_steps", "capped_tilt", "chunk_only"])
 def test_scores_never_depend_on_later_tokens(env):
     """Change a token past the context length of the longest document (first batch): every target scored
     before it (earlier positions of that document, and the other documents of its batch) keeps its exact
@@ -303,13 +304,16 @@ def test_smoke_run_ttt_beats_no_ttt(smoke_log):
                      r"outside: TTT compile warm-up [0-9.]+s\)$", log, re.M), log[-2000:]
 
 
-@pytest.mark.parametrize("env", [{}, TILT, {**SHORT, **TILT}], ids=["plain", "tilted", "short_chunks_tilted"])
-def test_whole_ttt_evaluation_compiles_one_graph(env):
+@pytest.mark.parametrize("env, graphs", [({}, 1), (TILT, 1), ({**SHORT, **TILT}, 1),
+                                         ({**SHORT, **TILT, "TTT_GRAD_CHUNK_ONLY": "1"}, 3)],
+                         ids=["plain", "tilted", "short_chunks_tilted", "chunk_only"])
+def test_whole_ttt_evaluation_compiles_one_graph(env, graphs):
     """A whole TTT batch (rows that finish one by one down to a lone document, computed beside an ended
     one; windows that grow then slide) through the compiled chunk function gives the eager scores and
     compiles once, in the warm-up on random tokens (with the tilt: its variant, once; with short chunks: one
-    graph for every chunk size, the batch's 12 among them). Dynamo + AOTAutograd (backend aot_eager) decide the
-    graphs, as for Inductor."""
+    graph for every chunk size, the batch's 12 among them; TTT_GRAD_CHUNK_ONLY: three, the scoring pass that keeps
+    keys and values, the chunk's step over them, the first chunk's step). Dynamo + AOTAutograd (backend aot_eager)
+    decide the graphs, as for Inductor."""
     h, model, tables, tokens = _setup(VAL_MAX_TOKENS="700", **env)  # one batch of 3 (a batch of 1 specialises)
     assert [len(b) for b in tg.plan_ttt(tokens, h).batches] == [3]
     want_bpb, want, _ = _run_ttt(h, model, tables, tokens)
@@ -317,10 +321,10 @@ def test_whole_ttt_evaluation_compiles_one_graph(env):
     torch._dynamo.utils.counters.clear()  # other tests' graphs
     chunk_fn = tg.compiled_chunk_fn("aot_eager")
     tg.warm_up_ttt(chunk_fn, model, h, tg.DistContext())  # as the run does, before its clock
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     got_bpb, got, _ = _run_ttt(h, model, tables, tokens, chunk_fn)
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-5) and abs(got_bpb - want_bpb) < 1e-6
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # nothing compiled on the clock
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # nothing compiled on the clock
 
 
 def _global_sgd_worker(rank: int, world_size: int, init_file: str, out_file: str) -> None:
@@ -364,3 +368,88 @@ def test_record_world_size_must_be_a_multiple_of_the_world_size():
     h, model, tables, tokens = _setup(TTT_RECORD_WORLD_SIZE="3")
     with pytest.raises(ValueError, match="TTT_RECORD_WORLD_SIZE=3"):
         tg.evaluate_ttt(model, tokens, tables, h, tg.DistContext(0, 2), print)
+
+
+# TTT_GRAD_CHUNK_ONLY under RECIPE=2135 at toy size: SmearGate (given weight here: it starts at zero), the sparse
+# attention gate, XSA, recurrence, parallel lanes.
+CHUNK_ONLY = {"RECIPE": "2135", "TTT_GRAD_CHUNK_ONLY": "1", "EVAL_SEQ_LEN": "64"}
+
+
+def _chunk_only_setup(**env):
+    h, model, tables, tokens = _setup(**{**CHUNK_ONLY, **env})
+    with torch.no_grad():
+        model.smear_gate.normal_(std=0.5)
+        model.smear_lambda.fill_(0.7)
+    return h, model, tables, tokens
+
+
+def _window_leaves(h, model, rows: int, seed: int = 3):
+    """LoRA leaves of `rows` rows with A and B both random (B starts at zero in TTT: no gradient to A)."""
+    g = torch.Generator().manual_seed(seed)
+    leaves = []
+    for _, fan_in, fan_out in tg.lora_shapes(h, model.looping):
+        leaves += [(torch.randn(rows, h.ttt_lora_rank, fan_in, generator=g) * 0.1).requires_grad_(),
+                   (torch.randn(rows, fan_out, h.ttt_lora_rank, generator=g) * 0.1).requires_grad_()]
+    return leaves
+
+
+def test_chunk_only_step_scores_as_the_window_and_stops_its_gradient_at_the_chunk(monkeypatch):
+    """TTT_GRAD_CHUNK_ONLY's learning pass (the chunk's tokens, the token before it for the SmearGate, over the
+    keys and values that the scoring pass kept) gives the window forward's nats at the chunk, and its LoRA
+    gradient is the window forward's with the earlier columns' keys and values detached (not the full
+    gradient). Fails when the kept keys/values are skipped or misaligned, the chunk's positions (RoPE) or its
+    lead token (SmearGate) are off, or the causal mask is not aligned to the window's end."""
+    h, model, _, tokens = _chunk_only_setup()
+    rows, T, C = 3, 48, 16
+    P = T - C
+    ids = torch.from_numpy(tokens[:rows * T].reshape(rows, T).astype(np.int64))
+    chunk_pos = torch.arange(P, T).expand(rows, C).contiguous()
+    tgt = torch.from_numpy(tokens[1:rows * T + 1].reshape(rows, T).astype(np.int64))[:, P:]
+    scale = 0.5
+    leaves = _window_leaves(h, model, rows)
+
+    def grads(nats):
+        for t in leaves:
+            t.grad = None
+        nats.mean(dim=1).sum().backward()
+        return torch.cat([t.grad.flatten() for t in leaves])
+
+    full = tg.ttt_chunk_losses(model, ids, chunk_pos, tgt, scale, *leaves)
+    full_grad = grads(full)
+    with torch.no_grad():
+        scored, kept = tg.ttt_chunk_losses(model, ids, chunk_pos, tgt, scale, *leaves, keep_kv=True)
+    assert torch.equal(scored, full.detach()) and len(kept) == 2 * len(sum(tg.virtual_layer_order(h, True), []))
+    tail = tg.ttt_chunk_losses(model, ids[:, P - 1:], torch.arange(C).expand(rows, C).contiguous(), tgt, scale,
+                               *leaves, prefix_kv=tuple(t[:, :P] for t in kept))
+    assert torch.allclose(tail, full, atol=1e-5, rtol=1e-5)
+    tail_grad = grads(tail)
+    window_attention = tg.dense_causal_attention
+
+    def detached_before_chunk(q, k, v):
+        k, v = (torch.cat((t[:, :P].detach(), t[:, P:]), 1) for t in (k, v))
+        return window_attention(q, k, v)
+    monkeypatch.setattr(tg, "dense_causal_attention", detached_before_chunk)
+    want_grad = grads(tg.ttt_chunk_losses(model, ids, chunk_pos, tgt, scale, *leaves))
+    assert torch.allclose(tail_grad, want_grad, atol=1e-6, rtol=1e-4)
+    assert not torch.allclose(tail_grad, full_grad, atol=1e-6, rtol=1e-3)  # the truncation is not vacuous
+
+
+def test_chunk_only_ttt_is_the_evaluator_with_the_gradient_stopped_before_each_chunk(monkeypatch):
+    """The whole evaluation with TTT_GRAD_CHUNK_ONLY=1 (one Adam step a chunk) scores as the plain evaluator
+    whose window attention detaches the keys and values before the learning rows' chunk (the window's last C
+    columns), and not as the plain evaluator. Fails when the chunk-only path learns from other rows, other
+    columns, or the scoring pass's graph."""
+    h, model, tables, tokens = _chunk_only_setup(TTT_LORA_LR="0.01", PHASED_TTT_PREFIX_DOCS="0")
+    got_bpb, got, _ = _run_ttt(h, model, tables, tokens)
+    plain = tg.dataclasses.replace(h, ttt_grad_chunk_only=False)
+    plain_bpb, _, _ = _run_ttt(plain, model, tables, tokens)
+    window_attention, C = tg.dense_causal_attention, h.ttt_chunk_size
+
+    def detached_before_chunk(q, k, v):
+        P = k.size(1) - C
+        k, v = (torch.cat((t[:, :P].detach(), t[:, P:]), 1) for t in (k, v))
+        return window_attention(q, k, v)
+    monkeypatch.setattr(tg, "dense_causal_attention", detached_before_chunk)
+    want_bpb, want, _ = _run_ttt(plain, model, tables, tokens)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4) and abs(got_bpb - want_bpb) < 1e-5
+    assert abs(got_bpb - plain_bpb) > 1e-4, (got_bpb, plain_bpb)

@@ -161,8 +161,9 @@ def test_a_run_of_golfs_own_recipe_is_replayed_as_it_ran_after_the_recipe_change
     (["--check", "nope", "x.txt"], "--check nope: no such variant"),
     (["--check", "fitted", "missing.txt"], "--check fitted: .*missing.txt"),
     (["--settings", "TTT_BATCH_SIZE=8"], "but its settings plan"),
+    (["--variant", "truncated", "TTT_GRAD_CHUNK_ONLY=1"], "TTT_GRAD_CHUNK_ONLY is not a setting this cost model"),
 ], ids=["unmodelled", "not_key_value", "bad_value", "chunk_over_context", "no_name", "name_fitted", "name_twice",
-        "unknown_check", "missing_log", "other_settings"])
+        "unknown_check", "missing_log", "other_settings", "chunk_only_variant"])
 def test_bad_input_gets_a_clear_error(tmp_path, extra, message):
     tokens = _tokens()
     with pytest.raises(SystemExit, match=message):
@@ -172,6 +173,8 @@ def test_bad_input_gets_a_clear_error(tmp_path, extra, message):
 def test_a_run_without_settings_or_times_and_a_log_of_other_settings_are_refused(tmp_path, capsys):
     tokens = _tokens()
     run = _measured_run(tokens, SMALL)
+    with pytest.raises(SystemExit, match="ran with TTT_GRAD_CHUNK_ONLY=1, which this cost model does not cover"):
+        ttt_cost.main(_files(tmp_path, _measured_run(tokens, {**SMALL, "TTT_GRAD_CHUNK_ONLY": "1"}), tokens))
     with pytest.raises(SystemExit, match="does not say what ran: give --settings"):
         ttt_cost.main(_files(tmp_path, {k: v for k, v in run.items() if k != "settings"}, tokens))
     for key in ("batch_seconds", "seconds"):

@@ -34,4 +34,5 @@ ONLY="$*"
 want golf && ttt golf -- --profile 10 40
 want golf_b96 && ttt golf_b96 TTT_BATCH_SIZE=96 --
 want golf_t3072 && ttt golf_t3072 TTT_GRAD_STEPS_TOKENS=3072 --
+want golf_co2 && ttt golf_co2 TTT_GRAD_CHUNK_ONLY=1 TTT_GRAD_STEPS_TOKENS=0 --  # s29: two chunk-only steps everywhere
 echo "all done $(date -u +%T)" >> $O/driver.txt
