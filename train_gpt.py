@@ -2788,6 +2788,10 @@ def compiled_chunk_fn(backend: str = "inductor"):
     TTT_SHORT_SCORE_FIRST_STEPS): those dims are marked dynamic before the first call, so a second shape never
     triggers a recompile."""
     compiled = torch.compile(ttt_chunk_losses, backend=backend)
+    # TTT_GRAD_CHUNK_ONLY's graphs without Inductor's coalescing tiling analysis, which asserts on their dynamic
+    # shapes in torch 2.11 (the H100 image's; pytorch issue 181563, fixed later)
+    chunk_only = (torch.compile(ttt_chunk_losses, backend=backend, options={"triton.coalesce_tiling_analysis": False})
+                  if backend == "inductor" else compiled)
 
     def chunk_fn(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=None, keep_kv=False, prefix_kv=None):
         per_target = (chunk_pos, chunk_tgt, *([hint] if hint is not None else []))
@@ -2797,8 +2801,8 @@ def compiled_chunk_fn(backend: str = "inductor"):
             torch._dynamo.maybe_mark_dynamic(t, 1)
         for t in prefix_kv or ():  # the window's columns before the chunk
             torch._dynamo.maybe_mark_dynamic(t, 1)
-        return compiled(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=hint, keep_kv=keep_kv,
-                        prefix_kv=prefix_kv)
+        return (chunk_only if keep_kv or prefix_kv else compiled)(model, ids, chunk_pos, chunk_tgt, scale, *adapters,
+                                                                  hint=hint, keep_kv=keep_kv, prefix_kv=prefix_kv)
     return chunk_fn
 
 

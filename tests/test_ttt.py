@@ -305,8 +305,9 @@ def test_smoke_run_ttt_beats_no_ttt(smoke_log):
 
 
 @pytest.mark.parametrize("env, graphs", [({}, 1), (TILT, 1), ({**SHORT, **TILT}, 1),
+                                         ({**TILT, "TTT_GRAD_CHUNK_ONLY": "1"}, 3),
                                          ({**SHORT, **TILT, "TTT_GRAD_CHUNK_ONLY": "1"}, 3)],
-                         ids=["plain", "tilted", "short_chunks_tilted", "chunk_only"])
+                         ids=["plain", "tilted", "short_chunks_tilted", "chunk_only", "short_chunks_chunk_only"])
 def test_whole_ttt_evaluation_compiles_one_graph(env, graphs):
     """A whole TTT batch (rows that finish one by one down to a lone document, computed beside an ended
     one; windows that grow then slide) through the compiled chunk function gives the eager scores and
@@ -453,3 +454,41 @@ def test_chunk_only_ttt_is_the_evaluator_with_the_gradient_stopped_before_each_c
     want_bpb, want, _ = _run_ttt(plain, model, tables, tokens)
     assert torch.allclose(got, want, atol=1e-4, rtol=1e-4) and abs(got_bpb - want_bpb) < 1e-5
     assert abs(got_bpb - plain_bpb) > 1e-4, (got_bpb, plain_bpb)
+
+
+def test_every_chunk_only_step_reads_the_context_its_scoring_pass_kept():
+    """Each learning pass of TTT_GRAD_CHUNK_ONLY (both Adam steps of a chunk here) forwards the window's last
+    columns from P - 1 over the scoring pass's keys and values of the first P = T - C columns, for the window's
+    last rows (those that learn), and a window of one chunk learns through the window itself. Fails when a later
+    step forgets the context or reads another pass's."""
+    h, model, tables, tokens = _chunk_only_setup(TTT_LORA_LR="0.01", PHASED_TTT_PREFIX_DOCS="0", TTT_GRAD_STEPS="2")
+    calls = []
+
+    def recording(model, ids, chunk_pos, chunk_tgt, scale, *adapters, **options):
+        out = tg.ttt_chunk_losses(model, ids, chunk_pos, chunk_tgt, scale, *adapters, **options)
+        calls.append((ids, options, out))
+        return out
+    _run_ttt(h, model, tables, tokens, recording)
+    C, learning_passes = h.ttt_chunk_size, []
+    for ids, options, out in calls:
+        if options.get("keep_kv"):
+            window, kept = ids, out[1]
+            learning_passes.append(0)
+            continue
+        learning_passes[-1] += 1
+        prefix, P = options.get("prefix_kv"), window.size(1) - C
+        if P == 0:
+            assert prefix is None and torch.equal(ids, window[-len(ids):])
+            continue
+        rows = len(ids)
+        assert prefix is not None and all(p.shape[:2] == (rows, P) for p in prefix)
+        assert torch.equal(ids, window[-rows:, P - 1:])
+        assert all(torch.equal(p, k[-rows:, :P]) for p, k in zip(prefix, kept))
+    assert max(learning_passes) == 2 and learning_passes.count(2) > 10, learning_passes
+
+
+def test_clean_gradients_take_effect_with_chunk_only_steps():
+    """TTT_GRAD_STEPS_CLEAN clears the learning rows' gradients between the steps of the chunk-only path too."""
+    runs = [_run_ttt(*_chunk_only_setup(TTT_LORA_LR="0.01", PHASED_TTT_PREFIX_DOCS="0", TTT_GRAD_STEPS="2",
+                                        TTT_GRAD_STEPS_CLEAN=clean))[1] for clean in ("0", "1")]
+    assert (runs[0] != runs[1]).float().mean() > 0.5
