@@ -305,9 +305,8 @@ def test_smoke_run_ttt_beats_no_ttt(smoke_log):
 
 
 @pytest.mark.parametrize("env, graphs", [({}, 1), (TILT, 1), ({**SHORT, **TILT}, 1),
-                                         ({**TILT, "TTT_GRAD_CHUNK_ONLY": "1"}, 3),
-                                         ({**SHORT, **TILT, "TTT_GRAD_CHUNK_ONLY": "1"}, 3)],
-                         ids=["plain", "tilted", "short_chunks_tilted", "chunk_only", "short_chunks_chunk_only"])
+                                         ({**TILT, "TTT_GRAD_CHUNK_ONLY": "1"}, 3)],
+                         ids=["plain", "tilted", "short_chunks_tilted", "chunk_only"])
 def test_whole_ttt_evaluation_compiles_one_graph(env, graphs):
     """A whole TTT batch (rows that finish one by one down to a lone document, computed beside an ended
     one; windows that grow then slide) through the compiled chunk function gives the eager scores and
