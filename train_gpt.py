@@ -2788,8 +2788,8 @@ def compiled_chunk_fn(backend: str = "inductor"):
     TTT_SHORT_SCORE_FIRST_STEPS): those dims are marked dynamic before the first call, so a second shape never
     triggers a recompile."""
     compiled = torch.compile(ttt_chunk_losses, backend=backend)
-    # TTT_GRAD_CHUNK_ONLY's graphs without Inductor's coalescing tiling analysis, which asserts on their dynamic
-    # shapes in torch 2.11 (the H100 image's; pytorch issue 181563, fixed later)
+    # TTT_GRAD_CHUNK_ONLY's graphs without Inductor's coalescing tiling analysis, which asserted on their dynamic
+    # shapes in torch 2.11 (the GPU image's; pytorch issues 181563, 197077)
     chunk_only = (torch.compile(ttt_chunk_losses, backend=backend, options={"triton.coalesce_tiling_analysis": False})
                   if backend == "inductor" else compiled)
 
