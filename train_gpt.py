@@ -2789,7 +2789,7 @@ def compiled_chunk_fn(backend: str = "inductor"):
     triggers a recompile."""
     compiled = torch.compile(ttt_chunk_losses, backend=backend)
     # TTT_GRAD_CHUNK_ONLY's graphs without Inductor's coalescing tiling analysis, which asserted on their dynamic
-    # shapes in torch 2.11 (the GPU image's; pytorch issues 181563, 197077)
+    # shapes in torch 2.11 (the GPU image's; the kind of assertion of pytorch issue 181563)
     chunk_only = (torch.compile(ttt_chunk_losses, backend=backend, options={"triton.coalesce_tiling_analysis": False})
                   if backend == "inductor" else compiled)
 
