@@ -950,13 +950,11 @@ class WindowKV:
         self.prefix, self.lead, self.kept = prefix, lead, []
 
     def attend(self, q, k, v):
-        if not self.prefix:
-            self.kept += [k, v]
-            return dense_causal_attention(q, k, v)
         i = len(self.kept)  # kept counts the layers attended so far
         self.kept += [k, v]
-        k_all, v_all = (torch.cat((before, now), 1) for before, now in zip(self.prefix[i:i + 2], (k, v)))
-        return dense_causal_attention(q, k_all, v_all)
+        if self.prefix:
+            k, v = (torch.cat((before, now), 1) for before, now in zip(self.prefix[i:i + 2], (k, v)))
+        return dense_causal_attention(q, k, v)
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
@@ -2764,8 +2762,9 @@ def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *ada
     keys = [key for key, _, _ in lora_shapes(model.h, model.looping)]
     lora = LoRADeltas(list(adapters), keys, scale)
     start = prefix_kv[0].size(1) if prefix_kv else 0
-    window = WindowKV(prefix_kv or (), lead=min(start, 1)) if keep_kv or prefix_kv else None
-    positions = torch.arange(start, start + ids.size(1) - min(start, 1), device=ids.device)
+    lead = min(start, 1)
+    window = WindowKV(prefix_kv or (), lead) if keep_kv or prefix_kv else None
+    positions = torch.arange(start, start + ids.size(1) - lead, device=ids.device)
     hidden = model.hidden(ids, positions, window, lora)
     at_chunk = hidden.gather(1, chunk_pos.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
     logits = model.logits(at_chunk) + lora.head(at_chunk)  # the LM-head adapter acts before the softcap
