@@ -2782,26 +2782,24 @@ def compile_ttt(h: Hyperparameters, device: torch.device):
     return compiled_chunk_fn()
 
 
-def compiled_chunk_fn(backend: str = "inductor"):
+def compiled_chunk_fn(backend="inductor"):
     """ttt_chunk_losses compiled once for every number of rows and window length (and chunk length, with
     TTT_SHORT_SCORE_FIRST_STEPS): those dims are marked dynamic before the first call, so a second shape never
-    triggers a recompile."""
+    triggers a recompile. TTT_GRAD_CHUNK_ONLY's chunk step (prefix_kv) has one graph per chunk length, dynamic in
+    its context only: a dynamic column count less the SmearGate's lead column trips an assertion in torch 2.11's
+    Inductor (its coalescing tiling analysis; the kind of pytorch issue 181563)."""
     compiled = torch.compile(ttt_chunk_losses, backend=backend)
-    # TTT_GRAD_CHUNK_ONLY's graphs without Inductor's coalescing tiling analysis, which asserted on their dynamic
-    # shapes in torch 2.11 (the GPU image's; the kind of assertion of pytorch issue 181563)
-    chunk_only = (torch.compile(ttt_chunk_losses, backend=backend, options={"triton.coalesce_tiling_analysis": False})
-                  if backend == "inductor" else compiled)
 
     def chunk_fn(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=None, keep_kv=False, prefix_kv=None):
         per_target = (chunk_pos, chunk_tgt, *([hint] if hint is not None else []))
         for t in (ids, *per_target, *adapters, *(prefix_kv or ())):
             torch._dynamo.maybe_mark_dynamic(t, 0)
         for t in (ids, *per_target) if model.h.ttt_short_score_first_steps else (ids,):  # chunks of several sizes
-            torch._dynamo.maybe_mark_dynamic(t, 1)
+            (torch._dynamo.mark_static if prefix_kv else torch._dynamo.maybe_mark_dynamic)(t, 1)
         for t in prefix_kv or ():  # the window's columns before the chunk
             torch._dynamo.maybe_mark_dynamic(t, 1)
-        return (chunk_only if keep_kv or prefix_kv else compiled)(model, ids, chunk_pos, chunk_tgt, scale, *adapters,
-                                                                  hint=hint, keep_kv=keep_kv, prefix_kv=prefix_kv)
+        return compiled(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=hint, keep_kv=keep_kv,
+                        prefix_kv=prefix_kv)
     return chunk_fn
 
 

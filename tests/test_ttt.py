@@ -305,26 +305,37 @@ def test_smoke_run_ttt_beats_no_ttt(smoke_log):
 
 
 @pytest.mark.parametrize("env, graphs", [({}, 1), (TILT, 1), ({**SHORT, **TILT}, 1),
-                                         ({**TILT, "TTT_GRAD_CHUNK_ONLY": "1"}, 3)],
-                         ids=["plain", "tilted", "short_chunks_tilted", "chunk_only"])
+                                         ({**TILT, "TTT_GRAD_CHUNK_ONLY": "1"}, 3),
+                                         ({**SHORT, **TILT, "TTT_GRAD_CHUNK_ONLY": "1"}, 5)],
+                         ids=["plain", "tilted", "short_chunks_tilted", "chunk_only", "short_chunks_chunk_only"])
 def test_whole_ttt_evaluation_compiles_one_graph(env, graphs):
     """A whole TTT batch (rows that finish one by one down to a lone document, computed beside an ended
     one; windows that grow then slide) through the compiled chunk function gives the eager scores and
     compiles once, in the warm-up on random tokens (with the tilt: its variant, once; with short chunks: one
     graph for every chunk size, the batch's 12 among them; TTT_GRAD_CHUNK_ONLY: three, the scoring pass that keeps
-    keys and values, the chunk's step over them, the first chunk's step). Dynamo + AOTAutograd (backend aot_eager)
-    decide the graphs, as for Inductor."""
+    keys and values, the chunk's step over them, the first chunk's step; with short chunks, a chunk step for each
+    size, its columns static: torch 2.11's Inductor asserts on dynamic ones). Dynamo + AOTAutograd (backend
+    aot_eager) decide the graphs, as for Inductor."""
     h, model, tables, tokens = _setup(VAL_MAX_TOKENS="700", **env)  # one batch of 3 (a batch of 1 specialises)
     assert [len(b) for b in tg.plan_ttt(tokens, h).batches] == [3]
     want_bpb, want, _ = _run_ttt(h, model, tables, tokens)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()  # other tests' graphs
-    chunk_fn = tg.compiled_chunk_fn("aot_eager")
+    inputs = []  # each graph's tensor inputs: name -> shape
+
+    def aot_eager(gm, example_inputs):
+        inputs.append({n.name: n.meta["example_value"].shape for n in gm.graph.find_nodes(op="placeholder")
+                       if isinstance(n.meta.get("example_value"), torch.Tensor)})
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+    chunk_fn = tg.compiled_chunk_fn(aot_eager)
     tg.warm_up_ttt(chunk_fn, model, h, tg.DistContext())  # as the run does, before its clock
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     got_bpb, got, _ = _run_ttt(h, model, tables, tokens, chunk_fn)
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-5) and abs(got_bpb - want_bpb) < 1e-6
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # nothing compiled on the clock
+    chunk_steps = [shapes for shapes in inputs if "l_prefix_kv_0_" in shapes]
+    assert len(chunk_steps) == graphs - 2 if "TTT_GRAD_CHUNK_ONLY" in env else not chunk_steps
+    assert all(isinstance(shapes["l_ids_"][1], int) for shapes in chunk_steps)  # the chunk's columns: static
 
 
 def _global_sgd_worker(rank: int, world_size: int, init_file: str, out_file: str) -> None:

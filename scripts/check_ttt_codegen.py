@@ -1,0 +1,87 @@
+"""TTT's compiled graphs through Inductor's GPU (Triton) code generation, on a CPU and without compiling a kernel:
+an error that Inductor raises while it writes a graph's Triton code shows up here, minutes before a GPU run would
+show it. Torch 2.11's Inductor (the GPU image's) asserted in its coalescing tiling analysis on TTT_GRAD_CHUNK_ONLY's
+chunk step (docs/BENCHMARKS.md, twenty-third session); the torch of CI and of this machine does not, so run it
+under the GPU image's versions for its assertions:
+
+    python -m venv V && V/bin/pip install torch==2.11.0 triton==3.6.0 numpy sentencepiece
+    RECIPE=golf TTT_GRAD_CHUNK_ONLY=1 V/bin/python scripts/check_ttt_codegen.py
+
+The settings come from the environment, as for train_gpt.py. warm_up_ttt drives the graphs, as a run does before
+its eval clock: each forward and backward graph is generated, then run eagerly (random weights; batches of
+TTT_BATCH_SIZE=2 documents unless set, its rows are dynamic anyway). Prints one line a graph; exits 1 when one
+failed. --toy: a small model (tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+import train_gpt as tg  # noqa: E402
+from bench_ttt_vs_reference import TOY  # noqa: E402
+
+DEFAULTS = {"DATA_PATH": "data", "TTT_BATCH_SIZE": "2"}  # no data is read; a batch of 1 would specialise
+
+
+class NoKernel:
+    """Stands in for a Triton kernel that Inductor would compile: its code was generated, nothing runs it."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def generate_only():
+    """Inductor writes Triton code for CPU graphs and compiles none of it (CPU Triton has no backend)."""
+    import torch._inductor.async_compile as async_compile
+    import torch.utils._triton as triton_utils
+    torch._inductor.config.cpu_backend = "triton"
+    triton_utils.triton_hash_with_backend = lambda: "codegen-only"
+    async_compile.AsyncCompile.triton = lambda self, *args, **kwargs: NoKernel()
+
+
+def codegen_backend(results: list):
+    """A torch.compile backend: AOTAutograd splits forward and backward; Inductor generates each one's code
+    (an error is kept in results), then the graph runs eagerly."""
+    from torch._functorch.aot_autograd import aot_module_simplified, make_boxed_func
+    from torch._inductor.compile_fx import compile_fx_inner
+    from torch._inductor.decomposition import select_decomp_table
+
+    def generate(gm, example_inputs):
+        try:
+            compile_fx_inner(gm, example_inputs)
+            results.append((len(gm.graph.nodes), None))
+        except Exception as e:  # reported with its graph, then the next graph
+            results.append((len(gm.graph.nodes), f"{type(e).__name__}: {str(e).strip()[:300]}"))
+        return make_boxed_func(gm.forward)
+    return lambda gm, example_inputs: aot_module_simplified(gm, example_inputs, fw_compiler=generate,
+                                                            bw_compiler=generate, decompositions=select_decomp_table())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--toy", action="store_true", help="a small model (the environment overrides it)")
+    args = ap.parse_args(argv)
+    h = tg.load_hyperparameters({**DEFAULTS, **(TOY if args.toy else {}), **os.environ})
+    generate_only()
+    torch.manual_seed(h.seed)
+    model = tg.GPT(h)
+    model.looping = h.num_loops > 0  # the eval's layer order
+    results = []
+    tg.warm_up_ttt(tg.compiled_chunk_fn(codegen_backend(results)), model, h, tg.DistContext())
+    for i, (nodes, error) in enumerate(results):
+        print(f"graph {i}: {nodes} nodes: " + (f"FAILED {error}" if error else "code generated"))
+    failed = sum(error is not None for _, error in results)
+    print(f"torch {torch.__version__}: {len(results) - failed} of {len(results)} graphs generated")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
