@@ -3246,7 +3246,9 @@ def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> N
             with torch.no_grad():
                 _, kept = chunk_fn(model, ids, pos, tgt, work.scale, *leaves, hint=hint, keep_kv=True)
             prefix = tuple(t[:, :T - C] for t in kept) if T > C else None
-            nats = chunk_fn(model, ids[:, max(T - C - 1, 0):], pos, tgt, work.scale, *leaves, prefix_kv=prefix)
+            # fresh targets: the scoring call marked these dynamic, which would outrank the chunk step's static
+            nats = chunk_fn(model, ids[:, max(T - C - 1, 0):], pos.clone(), tgt.clone(), work.scale, *leaves,
+                            prefix_kv=prefix)
         else:
             out = chunk_fn(model, ids, pos, tgt, work.scale, *leaves, hint=hint)
             nats = out if hint is None else out[0]
@@ -3496,7 +3498,13 @@ def check_ttt_settings(h: Hyperparameters, world_size: int) -> None:
     if h.ttt_grad_steps_tokens and h.ttt_grad_steps == 1:
         raise ValueError(f"TTT_GRAD_STEPS_TOKENS={h.ttt_grad_steps_tokens} limits the Adam steps after the first, "
                          "and TTT_GRAD_STEPS=1 takes none: set TTT_GRAD_STEPS=2 (or more), or leave it at 0")
-    short_chunk_steps(h)
+    sizes = len({h.ttt_chunk_size, *(chunk for _, chunk in short_chunk_steps(h))})
+    limit = torch._dynamo.config.recompile_limit  # graphs a function may have; past it Dynamo runs it eagerly
+    if h.ttt_grad_chunk_only and sizes + 2 > limit:  # the scoring pass, the first chunk's step, a step a size
+        raise ValueError(f"TTT_GRAD_CHUNK_ONLY compiles a chunk step for each chunk size, and TTT_CHUNK_SIZE with "
+                         f"TTT_SHORT_SCORE_FIRST_STEPS={h.ttt_short_score_first_steps!r} make {sizes}: {sizes + 2} "
+                         f"graphs, past torch's {limit} a function (the rest would run eagerly): use at most "
+                         f"{limit - 3} short-document chunk sizes")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -17,19 +17,25 @@ FAIL_GENERATION = ("import sys, torch._inductor.compile_fx as c\n"
                    "sys.exit(check_ttt_codegen.main(['--toy']))\n")
 
 
-def _run(*argv: str) -> subprocess.CompletedProcess:
+def _run(*argv: str, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=900, cwd=REPO,
-                          env=clean_env())
+                          env=clean_env(**env))
 
 
 def test_ttt_graphs_get_their_triton_code():
-    """Forward and backward of the chunk step: both generated, the run exits 0."""
-    run = _run(str(SCRIPT), "--toy")
+    """TTT_GRAD_CHUNK_ONLY's graphs, the window's among them: the scoring pass's forward, the first chunk's and
+    the chunk step's forward and backward, all five generated; the run exits 0."""
+    run = _run(str(SCRIPT), "--toy", TTT_GRAD_CHUNK_ONLY="1")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert run.stdout.count("code generated") == 2 and "2 of 2 graphs generated" in run.stdout
+    assert run.stdout.count("code generated") == 5 and "5 of 5 graphs generated" in run.stdout
 
 
 def test_a_graph_whose_generation_fails_fails_the_run():
     run = _run("-c", FAIL_GENERATION)
     assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
     assert "FAILED AssertionError: injected" in run.stdout and "0 of 2 graphs generated" in run.stdout
+
+
+def test_no_graph_is_no_check():
+    run = _run(str(SCRIPT), "--toy", TORCHDYNAMO_DISABLE="1")
+    assert run.returncode == 1 and "Dynamo made none" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]

@@ -335,7 +335,8 @@ def test_whole_ttt_evaluation_compiles_one_graph(env, graphs):
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # nothing compiled on the clock
     chunk_steps = [shapes for shapes in inputs if "l_prefix_kv_0_" in shapes]
     assert len(chunk_steps) == graphs - 2 if "TTT_GRAD_CHUNK_ONLY" in env else not chunk_steps
-    assert all(isinstance(shapes["l_ids_"][1], int) for shapes in chunk_steps)  # the chunk's columns: static
+    own = ("l_ids_", "l_chunk_pos_", "l_chunk_tgt_")  # the chunk's columns: static
+    assert all(isinstance(shapes[name][1], int) for shapes in chunk_steps for name in own)
 
 
 def _global_sgd_worker(rank: int, world_size: int, init_file: str, out_file: str) -> None:
@@ -373,6 +374,18 @@ def test_a_token_limit_without_a_second_step_is_refused():
     h, model, tables, tokens = _setup(TTT_GRAD_STEPS_TOKENS="64")
     with pytest.raises(ValueError, match="TTT_GRAD_STEPS_TOKENS=64 limits .* TTT_GRAD_STEPS=1 takes none"):
         tg.evaluate_ttt(model, tokens, tables, h, tg.DistContext(), print)
+
+
+def test_chunk_only_with_more_chunk_sizes_than_graphs_is_refused():
+    """TTT_GRAD_CHUNK_ONLY compiles a chunk step per chunk size: past torch's graphs a function, some would run
+    eagerly; at the limit it runs."""
+    limit = torch._dynamo.config.recompile_limit
+    sizes = lambda n: ",".join(f"{100 * (i + 1)}:{i + 1}" for i in range(n))  # noqa: E731  n short-chunk sizes
+    h, model, tables, tokens = _setup(TTT_GRAD_CHUNK_ONLY="1", TTT_SHORT_SCORE_FIRST_STEPS=sizes(limit - 2))
+    with pytest.raises(ValueError, match=f"make {limit - 1}: {limit + 1} graphs, past torch's {limit} .* at most "
+                                         f"{limit - 3} short-document chunk sizes"):
+        tg.check_ttt_settings(h, 1)
+    tg.check_ttt_settings(tg.dataclasses.replace(h, ttt_short_score_first_steps=sizes(limit - 3)), 1)
 
 
 def test_record_world_size_must_be_a_multiple_of_the_world_size():
