@@ -126,6 +126,7 @@ were 81% the initial random ones). Why:
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import difflib
 import hashlib
@@ -891,8 +892,15 @@ def run_record(workdir: Path, plan: dict, name: str, seed: int) -> dict:
                first_step=number(trained["first_step"].get("first_step_done_since_launch")),
                ttt_compile=number(facts["ttt_compile"].get("ttt_compile_warmup_seconds")),
                code=hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:12],
-               sgd=facts["global_sgd"], config=trained["config"], positions=position_sums(facts))
+               gpu=gpu_kind(facts["smi"]), sgd=facts["global_sgd"], config=trained["config"], positions=position_sums(facts))
     return rec
+
+
+def gpu_kind(smi: dict | None) -> str | None:
+    """The GPUs that evaluated a run (its final scores' log), e.g. '1x NVIDIA H100 80GB HBM3'; None on a CPU."""
+    if not smi:
+        return None
+    return ", ".join(f"{n}x {name}" for name, n in collections.Counter(smi["gpus"]).items())
 
 
 def position_sums(facts: dict) -> dict | None:
@@ -1049,6 +1057,15 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
         lines += ["", f"NOTE: the phased TTT's global SGD made 0 steps in {', '.join(idle)} (SGD data of at most "
                   f"{most:,} tokens): their phases trained nothing, so a PHASED_TTT_* or GLOBAL_TTT_* variant "
                   "whose runs made no step measures nothing here."]
+    kinds = {}  # GPU kind -> the variants with a run evaluated on it
+    for r in runs:
+        if r.get("gpu"):
+            kinds.setdefault(r["gpu"], {})[r["name"]] = None
+    if len(kinds) > 1:
+        listed = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in kinds.items())
+        lines += ["", f"WARNING: the finished runs were evaluated on {len(kinds)} kinds of GPU ({listed}): eval s and "
+                  "TTT compile s compare within a kind only, and the scores of different kinds may round "
+                  "differently."]
     codes = {r["code"] for r in runs if r.get("code")}
     if len(codes) > 1:
         lines += ["", f"WARNING: the finished runs ran {len(codes)} different versions of train_gpt.py/kernels.py "

@@ -408,6 +408,26 @@ def test_eval_variant_report_is_paired_on_synthetic_logs(workdir, tmp_path):
     assert f"its documents stop at {cap} tokens" in text and "scripts/ttt_cost.py" in text
 
 
+def smi_table(gpu: str) -> str:
+    """The nvidia-smi table a GPU run logs (one GPU)."""
+    return ("| NVIDIA-SMI 580.159.04             Driver Version: 580.159.04     CUDA Version: 13.0     |\n"
+            f"|   0  NVIDIA {gpu}          On  |   00000000:01:00.0 Off |                    0 |\n")
+
+
+def test_runs_evaluated_on_different_gpus_are_named(workdir, tmp_path):
+    """Eval seconds compare within one kind of GPU: a report whose runs were evaluated on two kinds says which
+    variants ran on each; one kind (or none: CPU logs) gets no warning."""
+    work = with_eval_variant(workdir, tmp_path, {1: -0.001, 2: -0.001, 3: -0.001})
+    md = tmp_path / "ab.md"
+    assert ab_runs.main(["report", "--workdir", str(work), "--md", str(md)]) == 0
+    assert "kinds of GPU" not in md.read_text()
+    for path in (work / "logs").glob("*_s[123].txt"):
+        path.write_text(path.read_text() + smi_table("H200" if path.name.startswith("ev_") else "H100 80GB HBM3"))
+    assert ab_runs.main(["report", "--workdir", str(work), "--md", str(md)]) == 0
+    assert ("WARNING: the finished runs were evaluated on 2 kinds of GPU (1x NVIDIA H100 80GB HBM3: base, lr; "
+            "1x NVIDIA H200: ev)") in md.read_text()
+
+
 def test_report_against_a_stack_pairs_its_candidates_with_it(workdir, tmp_path):
     """--against ev: the eval-only variant ev2 (ev's settings and one more) against ev, not the base: Δ its own
     shift over ev's, the paired p of ev2 and ev (scipy's ttest_rel), its settings as the one it adds; a trained
