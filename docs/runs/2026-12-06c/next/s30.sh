@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # s30: TTT_GRAD_CHUNK_ONLY after its compile fix. On one H100, s29 measured its two steps a chunk slower than one
 # full-window step: 106.5 and 114.2 s of TTT on the thin val, against chunk36's 64.9 and 61.5 s on the same seeds
-# (an H100 too, earlier code), where they need half that step's FLOPs at a 2,560-token window (and ran 4.8x faster
+# (an H100 too, earlier code), where they need half that step's FLOPs at a 2,560-token window (and ran 4.7x faster
 # than two full-window steps eager on a CPU). Its graphs then compiled without Inductor's coalescing tiling
 # analysis (the workaround for torch 2.11's assertion) and with a dynamic chunk column count; now the chunk step's
 # columns are static and every graph compiles with Inductor's defaults (scripts/check_ttt_codegen.py under torch
@@ -9,8 +9,10 @@
 # everywhere; s29: 50.7 s of scoring, 43.7 s for batch 0) with batch 0 profiled and Dynamo's recompiles and graph
 # breaks logged; (2) the same with full-window steps, for the same-machine ratio; (3) s29's A/B resumed from its
 # pack (docs/runs/2026-12-06c/ab_logs.tar.xz): co_c36_steps2's third seed, then co_c36_s2t2048 and
-# co_c36_steps3. Carry .gpu_data (`docs/runs/2026-12-05e/next/prepare.sh s21`); collect with marker "s30 done":
-# (1) ~10 minutes (three graphs compile cold), (2) ~4, (3) ~2 a run.
+# co_c36_steps3 (seed 3 runs the fixed compile, seeds 1-2 ran the old one: same maths, its eval s not comparable),
+# only if (1) ran. Carry .gpu_data (`docs/runs/2026-12-05e/next/prepare.sh s21`); collect with marker "s30 done":
+# (1) ~10 minutes (three graphs compile cold), (2) ~4, (3) ~3.5 a run (s29: 199 s with warm caches), so one
+# session likely ends in co_c36_steps2's third seed.
 set -u
 cd "$(dirname "$0")/../../../.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
@@ -34,7 +36,9 @@ sub() {  # sub NAME [SETTING=VALUE ...]: the probe's 100 documents, batch 0 prof
   grep "ours val_bpb\|^profile batch\|Recompiling\|Graph break" $O/sub_$name.txt | cut -c1-300 >> $O/driver.txt
 }
 sub co TTT_GRAD_CHUNK_ONLY=1
+co_rc=$(grep -c "^sub co rc 0 " $O/driver.txt)
 sub steps2
+[ "$co_rc" = 1 ] || { echo "s30 done: chunk-only's probe failed, no A/B $(date -u +%T)" >> $O/driver.txt; exit 1; }
 tar -xJf docs/runs/2026-12-06c/ab_logs.tar.xz -C $W && cp $G/bases/base_s*.golf $W/artifacts/ && chmod u+w $W/artifacts/*
 while read -r line; do
   echo "$line" > /tmp/g/variant.txt
