@@ -2661,6 +2661,11 @@ def short_chunk_steps(h: Hyperparameters) -> list[tuple[int, int]]:
     return sorted(steps)
 
 
+def chunk_sizes(h: Hyperparameters) -> list[int]:
+    """Every chunk size a batch may take, each once: TTT_CHUNK_SIZE, then TTT_SHORT_SCORE_FIRST_STEPS's."""
+    return list(dict.fromkeys([h.ttt_chunk_size] + [chunk for _, chunk in short_chunk_steps(h)]))
+
+
 def batch_chunk_size(h: Hyperparameters, longest: int) -> int:
     """The chunk size of a batch whose longest document has `longest` tokens: short batches take more, smaller
     score-then-learn steps (each chunk is still scored before its update)."""
@@ -3235,8 +3240,7 @@ def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> N
     shapes = lora_shapes(h, model.looping)
     A = draw_lora_a(h, shapes, h.ttt_batch_size, torch.Generator().manual_seed(h.seed), ctx.device)
     work = LoRAWork(h, shapes, ctx.device)
-    chunks = dict.fromkeys([h.ttt_chunk_size] + [chunk for _, chunk in short_chunk_steps(h)])
-    for C, T in ((C, T) for C in chunks for T in (C, h.ttt_eval_seq_len)):
+    for C, T in ((C, T) for C in chunk_sizes(h) for T in (C, h.ttt_eval_seq_len)):
         ids = torch.randint(0, h.vocab_size, (h.ttt_batch_size, T), device=ctx.device)
         pos = torch.arange(C, device=ctx.device).expand(h.ttt_batch_size, -1).contiguous()
         tgt = torch.randint(0, h.vocab_size, pos.shape, device=ctx.device)
@@ -3498,7 +3502,7 @@ def check_ttt_settings(h: Hyperparameters, world_size: int) -> None:
     if h.ttt_grad_steps_tokens and h.ttt_grad_steps == 1:
         raise ValueError(f"TTT_GRAD_STEPS_TOKENS={h.ttt_grad_steps_tokens} limits the Adam steps after the first, "
                          "and TTT_GRAD_STEPS=1 takes none: set TTT_GRAD_STEPS=2 (or more), or leave it at 0")
-    sizes = len({h.ttt_chunk_size, *(chunk for _, chunk in short_chunk_steps(h))})
+    sizes = len(chunk_sizes(h))
     limit = torch._dynamo.config.recompile_limit  # graphs a function may have; past it Dynamo runs it eagerly
     if h.ttt_grad_chunk_only and sizes + 2 > limit:  # the scoring pass, the first chunk's step, a step a size
         raise ValueError(f"TTT_GRAD_CHUNK_ONLY compiles a chunk step for each chunk size, and TTT_CHUNK_SIZE with "

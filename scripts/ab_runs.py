@@ -892,7 +892,8 @@ def run_record(workdir: Path, plan: dict, name: str, seed: int) -> dict:
                first_step=number(trained["first_step"].get("first_step_done_since_launch")),
                ttt_compile=number(facts["ttt_compile"].get("ttt_compile_warmup_seconds")),
                code=hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:12],
-               gpu=gpu_kind(facts["smi"]), sgd=facts["global_sgd"], config=trained["config"], positions=position_sums(facts))
+               gpu=gpu_kind(facts["smi"]), sgd=facts["global_sgd"], config=trained["config"],
+               positions=position_sums(facts))
     return rec
 
 
