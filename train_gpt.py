@@ -961,6 +961,11 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
+def activation_dtype(device: torch.device) -> torch.dtype:
+    """The residual stream's dtype: bf16 on the GPU, fp32 on the CPU (where tests compare with the records)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
 class CastedLinear(nn.Linear):
     """fp32 master weight, cast to the activation dtype (bf16 on GPU) at use. Initialised orthogonal (gain 1:
     orthonormal rows or columns, the record's rule), or zero for the output projections, so that every block
@@ -1091,8 +1096,8 @@ def _lora(lora, name: str, x: torch.Tensor):
     if lora is None or name not in lora[0]:
         return 0
     pairs, scale = lora
-    A, B = pairs[name]  # A: (b, rank, in), B: (b, out, rank)
-    return torch.bmm(torch.bmm(x, A.to(x.dtype).mT), B.to(x.dtype).mT) * scale
+    A, B = pairs[name]  # A: (b, rank, in), B: (b, out, rank), in x's dtype
+    return torch.bmm(torch.bmm(x, A.mT), B.mT) * scale
 
 
 MLP_GATE_BIAS_INIT = 5.0  # #1941's "do-no-harm" start of the MLP output gate
@@ -1239,8 +1244,7 @@ class GPT(nn.Module):
                                        torch.compile(self.loss, **compile_args))
 
     def embed(self, ids):
-        dtype = torch.bfloat16 if ids.device.type == "cuda" else torch.float32
-        x = self.tok_emb(ids).to(dtype)
+        x = self.tok_emb(ids).to(activation_dtype(ids.device))
         return rms_norm(x if self.smear_gate is None else self.smear(x, ids))
 
     def smear(self, x, ids):
@@ -2692,41 +2696,51 @@ def lora_shapes(h: Hyperparameters, looping: bool) -> list[tuple[tuple, int, int
     return shapes + [((slot, name), h.model_dim, out) for name, out in targets for slot in range(num_slots)]
 
 
-def draw_lora_a(h: Hyperparameters, shapes, rows: int, generator: torch.Generator, device) -> dict:
-    """Fresh A of every adapter, uniform(+-1/sqrt(fan_in)), drawn on the CPU (the record's draws)."""
-    A = {}
-    for key, fan_in, _ in shapes:
-        bound = 1.0 / math.sqrt(fan_in)
-        a = torch.empty(rows, h.ttt_lora_rank, fan_in).uniform_(-bound, bound, generator=generator)
-        A[key] = a.to(device)
-    return A
+def lora_width(shapes, rank: int, side: str) -> int:
+    """Columns of the flat tensor that holds every adapter's A (side "A") or B (side "B")."""
+    return rank * sum(fan_in if side == "A" else fan_out for _, fan_in, fan_out in shapes)
+
+
+def lora_views(flat: torch.Tensor, shapes, rank: int, side: str) -> list[torch.Tensor]:
+    """Each adapter's A (rows, rank, fan_in) or B (rows, fan_out, rank), in lora_shapes' order, as views of its
+    side's flat (rows, lora_width) tensor. One tensor a side makes a chunk step's casts, gradients, Adam lists
+    and leaves one each, not one an adapter (69 under RECIPE=2135), each a kernel launch on the GPU. By split:
+    its backward is one concatenation (slices would each fill a zero tensor eagerly, or compile to one kernel
+    that tests every element against every adapter)."""
+    dims = [(rank, fan_in) if side == "A" else (fan_out, rank) for _, fan_in, fan_out in shapes]
+    return [t.unflatten(1, d) for t, d in zip(flat.split([a * b for a, b in dims], 1), dims)]
+
+
+def draw_lora_a(h: Hyperparameters, shapes, rows: int, generator: torch.Generator, device) -> torch.Tensor:
+    """Fresh A of every adapter, uniform(+-1/sqrt(fan_in)), drawn on the CPU adapter by adapter (the record's
+    draws), side by side in one flat tensor."""
+    bounds = [1 / math.sqrt(fan_in) for _, fan_in, _ in shapes]
+    draws = [torch.empty(rows, h.ttt_lora_rank * fan_in).uniform_(-bound, bound, generator=generator)
+             for (_, fan_in, _), bound in zip(shapes, bounds)]
+    return torch.cat(draws, 1).to(device)
 
 
 class LoRAWork:
-    """B and the Adam moments of a batch's adapters (A lives with each virtual GPU). Row i is document i of
-    the batch; a chunk step uses the rows [first:] still running (documents are sorted by length)."""
+    """B and the Adam moments of a batch's adapters (A lives with each virtual GPU), flat as lora_views reads
+    them. Row i is document i of the batch; a chunk step uses the rows [first:] still running (documents are
+    sorted by length)."""
 
     def __init__(self, h: Hyperparameters, shapes, device):
         rows, r = h.ttt_batch_size, h.ttt_lora_rank
-        self.B = {key: torch.zeros(rows, out, r, device=device) for key, _, out in shapes}
-        self.moments = {key: [torch.zeros(rows, r, fan_in, device=device), torch.zeros(rows, r, fan_in, device=device),
-                              torch.zeros(rows, out, r, device=device), torch.zeros(rows, out, r, device=device)]
-                        for key, fan_in, out in shapes}
+        a_width, b_width = lora_width(shapes, r, "A"), lora_width(shapes, r, "B")
+        self.B = torch.zeros(rows, b_width, device=device)
+        # AdamW's first and second moments of A, then of B (adamw_rows reads them in that order)
+        self.moments = [torch.zeros(rows, width, device=device) for width in (a_width, a_width, b_width, b_width)]
         self.scale = h.ttt_lora_alpha / r  # alpha/rank: the rank does not change the update's scale
 
     def start_batch(self, rows: int) -> None:
-        for key in self.B:
-            self.B[key][:rows].zero_()
-            for m in self.moments[key]:
-                m[:rows].zero_()
+        for t in (self.B, *self.moments):
+            t[:rows].zero_()
 
-    def leaves(self, A: dict, first: int, rows: int) -> list[torch.Tensor]:
-        """Rows first..rows of every A and B as fresh leaves that share their storage (their gradients are
-        only as big as the running rows)."""
-        flat = []
-        for key in A:
-            flat += [t[first:rows].detach().requires_grad_() for t in (A[key], self.B[key])]
-        return flat
+    def leaves(self, A: torch.Tensor, first: int, rows: int) -> list[torch.Tensor]:
+        """Rows first..rows of A and B as fresh leaves that share their storage (their gradients are only as
+        big as the running rows)."""
+        return [t[first:rows].detach().requires_grad_() for t in (A, self.B)]
 
 
 def adamw_rows(params, grads, moments, step: int, h: Hyperparameters) -> None:
@@ -2743,10 +2757,13 @@ TTT_ADAM_EPS = 1e-10  # the record's; the default 1e-8 is large next to sqrt(v) 
 
 
 class LoRADeltas:
-    """The LoRA deltas of one TTT forward: the flat (A, B) list of LoRAWork.leaves, per virtual layer."""
+    """The LoRA deltas of one TTT forward, per virtual layer: LoRAWork.leaves' (A, B), each cast once to the
+    activations' dtype and viewed per adapter."""
 
-    def __init__(self, flat: list[torch.Tensor], keys: list, scale: float):
-        self.pairs = {key: (flat[2 * i], flat[2 * i + 1]) for i, key in enumerate(keys)}
+    def __init__(self, adapters, shapes, rank: int, scale: float, dtype: torch.dtype):
+        flat_a, flat_b = adapters
+        views = zip(lora_views(flat_a.to(dtype), shapes, rank, "A"), lora_views(flat_b.to(dtype), shapes, rank, "B"))
+        self.pairs = {key: pair for (key, _, _), pair in zip(shapes, views)}
         self.scale = scale
 
     def layer(self, slot: int) -> tuple[dict, float]:
@@ -2764,8 +2781,8 @@ def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *ada
     compiles. TTT_GRAD_CHUNK_ONLY: keep_kv also returns every layer's keys and values (WindowKV); prefix_kv
     (those of the window's first P > 0 columns) makes ids the window's columns from P - 1 on (the first one for
     the SmearGate only)."""
-    keys = [key for key, _, _ in lora_shapes(model.h, model.looping)]
-    lora = LoRADeltas(list(adapters), keys, scale)
+    lora = LoRADeltas(adapters, lora_shapes(model.h, model.looping), model.h.ttt_lora_rank, scale,
+                      activation_dtype(ids.device))
     start = prefix_kv[0].size(1) if prefix_kv else 0
     lead = min(start, 1)
     window = WindowKV(prefix_kv or (), lead) if keep_kv or prefix_kv else None
@@ -2925,7 +2942,7 @@ class TTTState:
     shapes: list
     work: LoRAWork
     generators: dict  # virtual GPU -> its CPU generator for A (the record's ranks draw on their own CPUs)
-    warm_a: dict  # virtual GPU -> its A (kept across batches with TTT_WARM_START_A)
+    warm_a: dict  # virtual GPU -> its flat A (kept across batches with TTT_WARM_START_A)
     sums: torch.Tensor  # (3,) float64: nats, bytes, targets scored on this rank
     scores: torch.Tensor  # per target of the stream, its nats (0 where another rank scored it); + a trash slot
     hints: tuple | None = None  # the n-gram tilt's (hint, boost) per target of the stream (ngram_hints)
@@ -2987,7 +3004,7 @@ def chunk_grad_steps(h: Hyperparameters, C: int, max_chunks: int) -> list[int]:
     return [h.ttt_grad_steps if (ci + 1) * C <= limit else 1 for ci in range(max_chunks)]
 
 
-def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
+def ttt_batch(state: TTTState, docs: np.ndarray, A: torch.Tensor) -> None:
     """Score-first TTT over one batch of documents (shortest first), chunk by chunk: score the chunk with
     the current adapters, then chunk_grad_steps' Adam steps on each document's mean chunk loss (never on its
     last chunk, which has nothing left to help). Documents that ended leave the computation. With
@@ -3047,14 +3064,14 @@ def ttt_batch(state: TTTState, docs: np.ndarray, A: dict) -> None:
             with torch.no_grad():
                 params = [t[skip:] for t in learners]
                 grads = [t.grad[skip:] for t in learners]
-                moments = [m[learn:rows] for key in A for m in state.work.moments[key]]
+                moments = [m[learn:rows] for m in state.work.moments]
                 adam_step += 1
                 adamw_rows(params, grads, moments, adam_step, h)
     finish_batch(h, A, n_chunks_np, steps_per_chunk)
 
 
 @torch.no_grad()
-def finish_batch(h: Hyperparameters, A: dict, n_chunks: np.ndarray, steps_per_chunk: list[int]) -> None:
+def finish_batch(h: Hyperparameters, A: torch.Tensor, n_chunks: np.ndarray, steps_per_chunk: list[int]) -> None:
     """The decay that rows which stopped learning missed: the record's AdamW steps every row at every Adam step
     of the batch, and with zero gradient and beta1 = 0 that is only the weight decay (with beta1 > 0 the record's
     idle rows would also drift along their momentum; we leave that out). It shapes the next batch's warm A. A
@@ -3063,9 +3080,7 @@ def finish_batch(h: Hyperparameters, A: dict, n_chunks: np.ndarray, steps_per_ch
     steps_before = np.concatenate([[0], np.cumsum(steps_per_chunk)])  # Adam steps before each chunk step
     missed = steps_before[n_chunks.max() - 1] - steps_before[np.maximum(n_chunks - 1, 0)]
     factor = torch.from_numpy((1 - h.ttt_lora_lr * h.ttt_weight_decay) ** missed.astype(np.float64))
-    factor = factor.float().to(next(iter(A.values())).device)[:, None, None]
-    for a in A.values():
-        a.mul_(factor)
+    A.mul_(factor.float().to(A.device)[:, None])
 
 
 # ---- global SGD between phases ----
@@ -3127,7 +3142,7 @@ def global_sgd(model: GPT, stream: np.ndarray, h: Hyperparameters, ctx: DistCont
 
 # ---- the phased evaluation ----
 
-def new_adapters(state: TTTState, gpu: int, rows: int) -> dict:
+def new_adapters(state: TTTState, gpu: int, rows: int) -> torch.Tensor:
     return draw_lora_a(state.h, state.shapes, rows, state.generators[gpu], state.ctx.device)
 
 
@@ -3143,7 +3158,7 @@ def reset_adapters(state: TTTState) -> None:
         state.warm_a[gpu] = new_adapters(state, gpu, state.h.ttt_batch_size)
 
 
-def batch_adapters(state: TTTState, gpu: int, rows: int) -> dict:
+def batch_adapters(state: TTTState, gpu: int, rows: int) -> torch.Tensor:
     """A for a batch: this virtual GPU's warm A (fresh each batch without TTT_WARM_START_A); a batch of
     another size gets a fresh, throwaway set, as in the record."""
     if rows != state.h.ttt_batch_size:

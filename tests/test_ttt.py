@@ -2,6 +2,7 @@
 tokens, including past the context length of a long document), its plan, the global SGD at any world size,
 compilation, and that it helps. The equality with the record's evaluator is tests/test_oracle_ttt.py."""
 
+import math
 import re
 
 import numpy as np
@@ -251,10 +252,33 @@ def test_finish_batch_decays_each_row_by_the_adam_steps_it_missed():
     for ci, _, learn in tg.chunk_schedule(n_chunks):
         if learn < len(n_chunks):  # someone learns after this chunk: grad_steps[ci] Adam steps
             missed[:learn] += grad_steps[ci]
-    A = {"a": torch.ones(len(n_chunks), 1, 1)}
+    A = torch.ones(len(n_chunks), 3)
     tg.finish_batch(h, A, n_chunks, grad_steps)
     assert missed.tolist() == [14, 11, 11, 5, 0]
-    assert torch.allclose(A["a"].flatten().double(), torch.from_numpy(0.99 ** missed))
+    assert torch.allclose(A.double(), torch.from_numpy(0.99 ** missed)[:, None].expand(-1, 3))
+
+
+def test_adapters_are_one_flat_tensor_a_side_tiled_in_the_records_order():
+    """Under RECIPE=2135 (69 adapters, recurrence on) every adapter's A and B are views of one flat tensor a
+    side, laid end to end in lora_shapes' order with their shapes, and draw_lora_a fills them with the draws
+    the record makes adapter by adapter (uniform +-1/sqrt(fan_in), one generator, in creation order); a chunk
+    step's adapters are those two tensors. Fails when views overlap or skip columns, a side's shapes are
+    swapped, the draw order or bounds change, or leaves go back to one tensor an adapter."""
+    h = tg.load_hyperparameters({"RECIPE": "2135", "TTT_LORA_RANK": "4", "TTT_BATCH_SIZE": "3"})
+    shapes, r, rows = tg.lora_shapes(h, True), h.ttt_lora_rank, 3
+    assert len(shapes) == 69
+    for side in "AB":
+        flat = torch.arange(rows * tg.lora_width(shapes, r, side), dtype=torch.float32).view(rows, -1)
+        views = tg.lora_views(flat, shapes, r, side)
+        assert [v.shape[1:] for v in views] == [(r, i) if side == "A" else (o, r) for _, i, o in shapes]
+        assert torch.equal(torch.cat([v.flatten(1) for v in views], 1), flat)
+    gen = torch.Generator().manual_seed(5)
+    bounds = [1.0 / math.sqrt(fan_in) for _, fan_in, _ in shapes]
+    want = [torch.empty(rows, r, fan_in).uniform_(-b, b, generator=gen) for (_, fan_in, _), b in zip(shapes, bounds)]
+    A = tg.draw_lora_a(h, shapes, rows, torch.Generator().manual_seed(5), "cpu")
+    assert all(torch.equal(v, w) for v, w in zip(tg.lora_views(A, shapes, r, "A"), want))
+    leaves = tg.LoRAWork(h, shapes, "cpu").leaves(A, 1, rows)
+    assert [t.shape for t in leaves] == [(2, tg.lora_width(shapes, r, side)) for side in "AB"]
 
 
 @pytest.mark.parametrize("env, phases, sgd_steps, rank", [
@@ -273,7 +297,8 @@ def test_more_adaptation_settings_take_effect_under_recipe_2135(env, phases, sgd
     assert sum(d > 0 for d in plan.phase_docs) == phases
     assert tg.global_sgd(model, tg.sgd_stream(tokens, plan, 0), h, tg.DistContext()) == sgd_steps
     shapes = tg.lora_shapes(h, model.looping)
-    assert tg.draw_lora_a(h, shapes, 2, torch.Generator(), "cpu")[shapes[0][0]].shape[1] == rank
+    A = tg.draw_lora_a(h, shapes, 2, torch.Generator(), "cpu")
+    assert A.shape == (2, rank * sum(fan_in for _, fan_in, _ in shapes))
 
 
 def test_the_tilt_cap_reaches_the_scores():
@@ -409,12 +434,9 @@ def _chunk_only_setup(**env):
 
 def _window_leaves(h, model, rows: int, seed: int = 3):
     """LoRA leaves of `rows` rows with A and B both random (B starts at zero in TTT: no gradient to A)."""
-    g = torch.Generator().manual_seed(seed)
-    leaves = []
-    for _, fan_in, fan_out in tg.lora_shapes(h, model.looping):
-        leaves += [(torch.randn(rows, h.ttt_lora_rank, fan_in, generator=g) * 0.1).requires_grad_(),
-                   (torch.randn(rows, fan_out, h.ttt_lora_rank, generator=g) * 0.1).requires_grad_()]
-    return leaves
+    g, shapes = torch.Generator().manual_seed(seed), tg.lora_shapes(h, model.looping)
+    return [(torch.randn(rows, tg.lora_width(shapes, h.ttt_lora_rank, side), generator=g) * 0.1).requires_grad_()
+            for side in "AB"]
 
 
 def test_chunk_only_step_scores_as_the_window_and_stops_its_gradient_at_the_chunk(monkeypatch):
