@@ -2,19 +2,20 @@
 CUDA graphs of the compiled step alone would not remove. RECIPE=2135's adapters (69, recurrence on) on a toy batch
 of 4 documents; the chunk function is replaced by a stub whose own calls and backward are not the compiled
 step's, so the stub's rows (sum's expand, AccumulateGrad's new_empty_strided + copy_ of an expanded gradient)
-are left out of the total.
+are left out of the total. CODE: the folder whose train_gpt.py it imports (the twenty-fourth session added it, to
+count e9598e0's code and its flat adapters: docs/runs/2026-12-06d/host_ops.txt; session 19 ran the repository's
+as `host_ops.py TOKENIZER.model [TTT_GRAD_STEPS]`).
 
-    python3 docs/runs/2026-12-05g/host_ops.py TOKENIZER.model [TTT_GRAD_STEPS]
+    python3 docs/runs/2026-12-05g/host_ops.py CODE TOKENIZER.model [TTT_GRAD_STEPS]
 """
 import collections
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+sys.path.insert(0, sys.argv[1])
 import train_gpt as tg  # noqa: E402
 
 STUB_OPS = {"aten.expand", "aten.new_empty_strided", "aten.copy_", "aten.sum"}
@@ -34,8 +35,8 @@ class Count(TorchDispatchMode):
 def main() -> None:
     h = tg.load_hyperparameters({"RECIPE": "2135", "TTT_BATCH_SIZE": "4", "TTT_EVAL_SEQ_LEN": "64",
                                  "TTT_CHUNK_SIZE": "16", "PHASED_TTT_PREFIX_DOCS": "0", "TTT_RECORD_WORLD_SIZE": "1",
-                                 "TTT_LORA_RANK": "4", "TTT_GRAD_STEPS": sys.argv[2] if len(sys.argv) > 2 else "1",
-                                 "TOKENIZER_PATH": sys.argv[1]})
+                                 "TTT_LORA_RANK": "4", "TTT_GRAD_STEPS": sys.argv[3] if len(sys.argv) > 3 else "1",
+                                 "TOKENIZER_PATH": sys.argv[2]})
     torch.manual_seed(0)
     model = tg.GPT(h)
     model.looping = True
@@ -44,7 +45,7 @@ def main() -> None:
     plan = tg.plan_ttt(tokens, h)
     mode = Count()
 
-    def stub(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=None):
+    def stub(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=None, **_):
         mode.inside = True
         nats = torch.zeros(chunk_tgt.shape) + sum(a.sum() for a in adapters) * 0
         mode.inside = False
