@@ -25,6 +25,7 @@ val_bpb:` (quantized, before TTT), `final_ttt_exact val_bpb:` (the score), `arti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import glob
@@ -3197,6 +3198,27 @@ def position_buckets(tokens: torch.Tensor, bos_id: int) -> torch.Tensor:
     return torch.bucketize(idx[:-1] - start, edges, out_int32=True, right=True)
 
 
+# What the forward reads in fp32 (a gate's sigmoid, the softcap); every other parameter and buffer it reads cast
+# to the activations' dtype.
+READ_IN_FP32 = ("skip_gates", "softcap_pos", "softcap_neg")
+
+
+@contextlib.contextmanager
+def weights_cast_for_scoring(model: GPT, dtype: torch.dtype):
+    """The base weights and tables in the activations' dtype while TTT scores: its chunk steps train only the
+    adapters, so each weight is cast once, not once a use in every forward (~220 cast kernels a forward at
+    RECIPE=golf, each a launch). The same numbers: the forward casts them to that dtype where it reads them."""
+    kept = [(t, t.data) for name, t in (*model.named_parameters(), *model.named_buffers())
+            if t.is_floating_point() and name.rsplit(".", 1)[-1] not in READ_IN_FP32]
+    for t, data in kept:
+        t.data = data.to(dtype)
+    try:
+        yield
+    finally:
+        for t, data in kept:
+            t.data = data
+
+
 def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, ctx: DistContext,
                  log, chunk_fn=None, hints=None):
     """Returns (val_loss, val_bpb, per-target nats). Phase p scores queue batches [phase_ends[p-1],
@@ -3215,15 +3237,16 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     log(f"ttt_plan docs:{len(plan.starts)} batches:{len(plan.batches)} phase_ends:{plan.phase_ends} "
         f"sgd_docs:{plan.phase_docs} record_world_size:{G}")
     for phase, end in enumerate(plan.phase_ends):
-        for q in range(first, end):
-            gpu = (q - first) % G  # the virtual GPU that scores this batch
-            if gpu * ctx.world_size // G == ctx.rank:
-                stop_if_signalled()
-                docs = plan.batches[q]
-                ttt_batch(state, docs, batch_adapters(state, gpu, len(docs)))
-            if q % 10 == 0 and ctx.is_master:
-                log(f"ttt_progress batch:{q + 1}/{len(plan.batches)} phase:{phase} "
-                    f"chunk_steps:{state.chunk_steps} elapsed:{time.perf_counter() - t0:.1f}s")
+        with weights_cast_for_scoring(model, activation_dtype(ctx.device)):  # the SGD pass trains them in fp32
+            for q in range(first, end):
+                gpu = (q - first) % G  # the virtual GPU that scores this batch
+                if gpu * ctx.world_size // G == ctx.rank:
+                    stop_if_signalled()
+                    docs = plan.batches[q]
+                    ttt_batch(state, docs, batch_adapters(state, gpu, len(docs)))
+                if q % 10 == 0 and ctx.is_master:
+                    log(f"ttt_progress batch:{q + 1}/{len(plan.batches)} phase:{phase} "
+                        f"chunk_steps:{state.chunk_steps} elapsed:{time.perf_counter() - t0:.1f}s")
         first = end
         if plan.phase_docs[phase] == 0:
             continue
@@ -3255,23 +3278,24 @@ def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> N
     shapes = lora_shapes(h, model.looping)
     A = draw_lora_a(h, shapes, h.ttt_batch_size, torch.Generator().manual_seed(h.seed), ctx.device)
     work = LoRAWork(h, shapes, ctx.device)
-    for C, T in ((C, T) for C in chunk_sizes(h) for T in (C, h.ttt_eval_seq_len)):
-        ids = torch.randint(0, h.vocab_size, (h.ttt_batch_size, T), device=ctx.device)
-        pos = torch.arange(C, device=ctx.device).expand(h.ttt_batch_size, -1).contiguous()
-        tgt = torch.randint(0, h.vocab_size, pos.shape, device=ctx.device)
-        hint = tgt.clone() if h.ngram_tilt_enabled else None  # its own tensor: dynamo guards aliasing
-        leaves = work.leaves(A, 0, h.ttt_batch_size)
-        if h.ttt_grad_chunk_only:  # the scoring pass keeps K/V without a graph, then the chunk's own step
-            with torch.no_grad():
-                _, kept = chunk_fn(model, ids, pos, tgt, work.scale, *leaves, hint=hint, keep_kv=True)
-            prefix = tuple(t[:, :T - C] for t in kept) if T > C else None
-            # fresh targets: the scoring call marked these dynamic, which would outrank the chunk step's static
-            nats = chunk_fn(model, ids[:, max(T - C - 1, 0):], pos.clone(), tgt.clone(), work.scale, *leaves,
-                            prefix_kv=prefix)
-        else:
-            out = chunk_fn(model, ids, pos, tgt, work.scale, *leaves, hint=hint)
-            nats = out if hint is None else out[0]
-        nats.mean().backward()
+    with weights_cast_for_scoring(model, activation_dtype(ctx.device)):  # as evaluate_ttt scores
+        for C, T in ((C, T) for C in chunk_sizes(h) for T in (C, h.ttt_eval_seq_len)):
+            ids = torch.randint(0, h.vocab_size, (h.ttt_batch_size, T), device=ctx.device)
+            pos = torch.arange(C, device=ctx.device).expand(h.ttt_batch_size, -1).contiguous()
+            tgt = torch.randint(0, h.vocab_size, pos.shape, device=ctx.device)
+            hint = tgt.clone() if h.ngram_tilt_enabled else None  # its own tensor: dynamo guards aliasing
+            leaves = work.leaves(A, 0, h.ttt_batch_size)
+            if h.ttt_grad_chunk_only:  # the scoring pass keeps K/V without a graph, then the chunk's own step
+                with torch.no_grad():
+                    _, kept = chunk_fn(model, ids, pos, tgt, work.scale, *leaves, hint=hint, keep_kv=True)
+                prefix = tuple(t[:, :T - C] for t in kept) if T > C else None
+                # fresh targets: the scoring call marked these dynamic, which would outrank the chunk step's static
+                nats = chunk_fn(model, ids[:, max(T - C - 1, 0):], pos.clone(), tgt.clone(), work.scale, *leaves,
+                                prefix_kv=prefix)
+            else:
+                out = chunk_fn(model, ids, pos, tgt, work.scale, *leaves, hint=hint)
+                nats = out if hint is None else out[0]
+            nats.mean().backward()
     synchronize(ctx)
 
 

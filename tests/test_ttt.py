@@ -312,6 +312,28 @@ def test_the_tilt_cap_reaches_the_scores():
     assert (capped[fired] != full[fired]).float().mean() > 0.9
 
 
+def test_weights_cast_once_a_phase_score_as_cast_at_every_use_in_bf16(monkeypatch):
+    """TTT scores with the base weights cast to the activations' dtype once a phase (weights_cast_for_scoring),
+    not at every use: with bf16 activations (the GPU's) the per-target scores equal, bit for bit, those of a run
+    that casts at every use (every name in READ_IN_FP32). RECIPE=golf with the MLP gate: every kind of
+    parameter. The SGD pass between phases trains the fp32 weights."""
+    monkeypatch.setattr(tg, "activation_dtype", lambda device: torch.bfloat16)
+    h, model, tables, tokens = _setup(RECIPE="golf", MLP_GATE_ENABLED="1")
+    with torch.no_grad():  # no value exact in bf16 (the gates' zeros, the softcaps' start are)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p), alpha=0.02)
+    c_q, seen = model.blocks[0].attn.c_q.weight, []
+    for name in ("ttt_batch", "global_sgd"):
+        monkeypatch.setattr(tg, name, lambda *a, f=getattr(tg, name), name=name: seen.append((name, c_q.dtype))
+                            or f(*a))
+    _, once, _ = _run_ttt(h, model, tables, tokens)
+    assert set(seen) == {("ttt_batch", torch.bfloat16), ("global_sgd", torch.float32)} and c_q.dtype == torch.float32
+    every = {name.rsplit(".", 1)[-1] for name, _ in (*model.named_parameters(), *model.named_buffers())}
+    monkeypatch.setattr(tg, "READ_IN_FP32", tuple(every))
+    _, at_use, _ = _run_ttt(h, model, tables, tokens)
+    assert torch.equal(once, at_use)
+
+
 def test_ttt_learns_on_long_documents():
     """Adaptation helps this (random) model's later chunks: TTT beats the no-learning score."""
     h, model, tables, tokens = _setup(TTT_LORA_LR="0.01", PHASED_TTT_PREFIX_DOCS="0")

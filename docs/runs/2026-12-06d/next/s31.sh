@@ -11,6 +11,8 @@
 # done"). Carry .gpu_data (`docs/runs/2026-12-05e/next/prepare.sh s21`, then `mkdir .gpu_data/e9598e0; git archive
 # e9598e0 train_gpt.py kernels.py scripts | tar -x -C .gpu_data/e9598e0`). s30's probes took 6.7 minutes each (cold
 # compile, H200), so (1) and (2) ~14 minutes, (3) ~8 (its graphs warm from (2)'s cache), (4) ~11: three collections.
+# Twenty-fifth session: the tree now also casts TTT's fixed weights once a phase (weights_cast_for_scoring: forward
+# launches 783 -> 516 in the generated wrappers), so steps2_flat measures both changes; it runs first.
 set -u
 cd "$(dirname "$0")/../../../.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
@@ -33,8 +35,8 @@ probe() {  # probe NAME TREE [SETTING=VALUE ...]: s30's probe documents, batch 0
   echo "probe $name rc $? $(date -u +%T)" >> $O/driver.txt
   grep "ours val_bpb\|^profile batch\|Recompiling\|Graph break" $O/probe_$name.txt | cut -c1-300 >> $O/driver.txt
 }
+probe steps2_flat $PWD  # first: a session short of device time still gets this code's bpb and speed on a GPU
 probe steps2_e9598e0 $OLD TORCHINDUCTOR_CACHE_DIR=/tmp/g/cache_e9598e0  # its own: its graphs are not this code's
-probe steps2_flat $PWD
 RECIPE=golf PHASED_TTT_PREFIX_DOCS=246 TTT_GRAD_STEPS_TOKENS=3072 python3 scripts/bench_ttt_vs_reference.py \
   --only ours --val /tmp/g/val/fineweb_val_000000.bin --val-bytes /tmp/g/val/fineweb_val_bytes_000000.bin \
   --tokenizer $TOK --save $O/ttt_golf_t3072.json > $O/ttt_golf_t3072.txt 2>&1
