@@ -3207,7 +3207,8 @@ READ_IN_FP32 = ("skip_gates", "softcap_pos", "softcap_neg")
 def weights_cast_for_scoring(model: GPT, dtype: torch.dtype):
     """The base weights and tables in the activations' dtype while TTT scores: its chunk steps train only the
     adapters, so each weight is cast once, not once a use in every forward (~220 cast kernels a forward at
-    RECIPE=golf, each a launch). The same numbers: the forward casts them to that dtype where it reads them."""
+    RECIPE=golf, each a launch). Eager, the same numbers. Compiled, the last bits may differ: where Inductor fused
+    a weight's cast into its use, it skipped the cast's rounding (its emulate_precision_casts is off)."""
     kept = [(t, t.data) for name, t in (*model.named_parameters(), *model.named_buffers())
             if t.is_floating_point() and name.rsplit(".", 1)[-1] not in READ_IN_FP32]
     for t, data in kept:

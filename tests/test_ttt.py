@@ -314,9 +314,10 @@ def test_the_tilt_cap_reaches_the_scores():
 
 def test_weights_cast_once_a_phase_score_as_cast_at_every_use_in_bf16(monkeypatch):
     """TTT scores with the base weights cast to the activations' dtype once a phase (weights_cast_for_scoring),
-    not at every use: with bf16 activations (the GPU's) the per-target scores equal, bit for bit, those of a run
-    that casts at every use (every name in READ_IN_FP32). RECIPE=golf with the MLP gate: every kind of
-    parameter. The SGD pass between phases trains the fp32 weights."""
+    not at every use: eager, with bf16 activations (the GPU's), the per-target scores equal, bit for bit, those of
+    a run that casts at every use (every name in READ_IN_FP32). Compiled they may not: Inductor skips the rounding
+    of a cast it fuses into its use. RECIPE=golf with the MLP gate: every kind of parameter. The SGD pass between
+    phases trains the fp32 weights."""
     monkeypatch.setattr(tg, "activation_dtype", lambda device: torch.bfloat16)
     h, model, tables, tokens = _setup(RECIPE="golf", MLP_GATE_ENABLED="1")
     with torch.no_grad():  # no value exact in bf16 (the gates' zeros, the softcaps' start are)
