@@ -3211,9 +3211,9 @@ def weights_cast_for_scoring(model: GPT, dtype: torch.dtype):
     a weight's cast into its use, it skipped the cast's rounding (its emulate_precision_casts is off)."""
     kept = [(t, t.data) for name, t in (*model.named_parameters(), *model.named_buffers())
             if t.is_floating_point() and name.rsplit(".", 1)[-1] not in READ_IN_FP32]
-    for t, data in kept:
-        t.data = data.to(dtype)
-    try:
+    try:  # a failed cast (out of memory) leaves every weight as it was
+        for t, data in kept:
+            t.data = data.to(dtype)
         yield
     finally:
         for t, data in kept:
