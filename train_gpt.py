@@ -3204,13 +3204,14 @@ READ_IN_FP32 = ("skip_gates", "softcap_pos", "softcap_neg")
 
 
 @contextlib.contextmanager
-def weights_cast_for_scoring(model: GPT, dtype: torch.dtype):
-    """The base weights and tables in the activations' dtype while TTT scores: its chunk steps train only the
-    adapters, so each weight is cast once, not once a use in every forward (~220 cast kernels a forward at
+def weights_cast_for_scoring(model: GPT, device: torch.device):
+    """The base weights and tables in the device's activation_dtype while TTT scores: its chunk steps train only
+    the adapters, so each weight is cast once, not once a use in every forward (~220 cast kernels a forward at
     RECIPE=golf, each a launch). Eager, the same numbers. Compiled, the last bits may differ: where Inductor fused
     a weight's cast into its use, it skipped the cast's rounding (its emulate_precision_casts is off)."""
     kept = [(t, t.data) for name, t in (*model.named_parameters(), *model.named_buffers())
             if t.is_floating_point() and name.rsplit(".", 1)[-1] not in READ_IN_FP32]
+    dtype = activation_dtype(device)
     try:  # a failed cast (out of memory) leaves every weight as it was
         for t, data in kept:
             t.data = data.to(dtype)
@@ -3238,7 +3239,7 @@ def evaluate_ttt(model: GPT, tokens: np.ndarray, tables: ByteTables, h: Hyperpar
     log(f"ttt_plan docs:{len(plan.starts)} batches:{len(plan.batches)} phase_ends:{plan.phase_ends} "
         f"sgd_docs:{plan.phase_docs} record_world_size:{G}")
     for phase, end in enumerate(plan.phase_ends):
-        with weights_cast_for_scoring(model, activation_dtype(ctx.device)):  # the SGD pass trains them in fp32
+        with weights_cast_for_scoring(model, ctx.device):  # the SGD pass trains them in fp32
             for q in range(first, end):
                 gpu = (q - first) % G  # the virtual GPU that scores this batch
                 if gpu * ctx.world_size // G == ctx.rank:
@@ -3279,7 +3280,7 @@ def warm_up_ttt(chunk_fn, model: GPT, h: Hyperparameters, ctx: DistContext) -> N
     shapes = lora_shapes(h, model.looping)
     A = draw_lora_a(h, shapes, h.ttt_batch_size, torch.Generator().manual_seed(h.seed), ctx.device)
     work = LoRAWork(h, shapes, ctx.device)
-    with weights_cast_for_scoring(model, activation_dtype(ctx.device)):  # as evaluate_ttt scores
+    with weights_cast_for_scoring(model, ctx.device):  # as evaluate_ttt scores
         for C, T in ((C, T) for C in chunk_sizes(h) for T in (C, h.ttt_eval_seq_len)):
             ids = torch.randint(0, h.vocab_size, (h.ttt_batch_size, T), device=ctx.device)
             pos = torch.arange(C, device=ctx.device).expand(h.ttt_batch_size, -1).contiguous()

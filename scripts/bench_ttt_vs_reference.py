@@ -248,8 +248,7 @@ def profile_batch(model, tokens, tables, h, device, chunk_fn, q: int, unprofiled
     activities = [kinds.CPU] + [kinds.CUDA] * (device.type == "cuda")
     synchronize()
     t0 = time.perf_counter()
-    cast = tg.weights_cast_for_scoring(model, tg.activation_dtype(device))  # as evaluate_ttt scores
-    with cast, torch.profiler.profile(activities=activities) as prof:
+    with tg.weights_cast_for_scoring(model, device), torch.profiler.profile(activities=activities) as prof:
         tg.ttt_batch(state, docs, tg.batch_adapters(state, 0, len(docs)))
         synchronize()
     wall = time.perf_counter() - t0
