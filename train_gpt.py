@@ -1029,12 +1029,14 @@ class Attention(nn.Module):
                             if sparse or h.gated_attn_enabled else None)
         self.use_xsa = use_xsa
 
-    def qkv(self, x, rope, lora=None):
-        """Queries and keys normed per head and rotated (queries then times their gain); values as projected."""
+    def qkv(self, x, rope, deltas=None):
+        """Queries and keys normed per head and rotated (queries then times their gain); values as projected.
+        deltas: TTT's LoRA deltas by name (lora_deltas), added to the projections."""
         shape = x.shape[:-1]  # (T,) varlen or (B, T) dense
-        q = self.c_q(x) + _lora(lora, "q", x)
-        k = self.c_k(x) + _lora(lora, "k", x)
-        v = self.c_v(x) + _lora(lora, "v", x)
+        deltas = deltas or {}
+        q = self.c_q(x) + deltas.get("q", 0)
+        k = self.c_k(x) + deltas.get("k", 0)
+        v = self.c_v(x) + deltas.get("v", 0)
         q = q.view(*shape, self.num_heads, self.head_dim)
         k = k.view(*shape, self.num_kv_heads, self.head_dim)
         v = v.view(*shape, self.num_kv_heads, self.head_dim)
@@ -1043,7 +1045,8 @@ class Attention(nn.Module):
 
     def forward(self, x, rope, layout, backend, lora=None):
         shape = x.shape[:-1]
-        q, k, v = self.qkv(x, rope, lora)
+        deltas = lora_deltas(lora, "attn", x)  # q, k, v and o's adapters all read x
+        q, k, v = self.qkv(x, rope, deltas)
         if layout is None:
             y = dense_causal_attention(q, k, v)
         elif isinstance(layout, WindowKV):
@@ -1057,7 +1060,7 @@ class Attention(nn.Module):
             gate = F.linear(x[..., :self.gate_width].contiguous(), self.gate_weight.to(x.dtype))
             y = y * torch.sigmoid(self.gate_scale * gate).unsqueeze(-1)
         y = y.reshape(*shape, self.num_heads * self.head_dim)
-        return self.proj(y) + _lora(lora, "o", x)  # reads the normed block input, as the record's does
+        return self.proj(y) + deltas.get("o", 0)  # its adapter reads the normed block input, as the record's
 
 
 def exclude_self_value(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -1088,17 +1091,19 @@ class MLP(nn.Module):
             out = kernels.fused_mlp(x, self.up.weight.to(x.dtype), self.down.weight.to(x.dtype), self.slope)
         else:
             out = self.down(leaky_relu_sq(self.up(x), self.slope))
-        return out + _lora(lora, "mlp", x)
+        return out + lora_deltas(lora, "mlp", x).get("mlp", 0)
 
 
-def _lora(lora, name: str, x: torch.Tensor):
-    """The LoRA delta of one adapted matrix in TTT, or 0 (training and plain eval). lora: this layer's
-    LoRADeltas.layer(slot), so that every block traces the same code whatever its index."""
-    if lora is None or name not in lora[0]:
-        return 0
-    pairs, scale = lora
-    A, B = pairs[name]  # A: (b, rank, in), B: (b, out, rank), in x's dtype
-    return torch.bmm(torch.bmm(x, A.mT), B.mT) * scale
+def lora_deltas(lora, unit: str, x: torch.Tensor) -> dict:
+    """The TTT LoRA deltas of one unit of adapters that read x ("attn": q, k, v and o; "mlp"; "lm_head"), by
+    adapter name; none in training and plain eval. lora: this layer's LoRADeltas.layer(slot), so that every
+    block traces the same code whatever its index. A unit's A are stacked, so x is read by one product for all
+    of them (q, v and o under RECIPE=2135: one launch forward and two backward instead of three each)."""
+    if lora is None or unit not in lora[0]:
+        return {}
+    (A, outs), scale = lora[0][unit], lora[1]  # A: (b, n x rank, in); outs: n x (name, B (b, out, rank))
+    down = torch.bmm(x, A.mT).split(A.size(1) // len(outs), -1)
+    return {name: torch.bmm(d, B.mT) * scale for d, (name, B) in zip(down, outs)}
 
 
 MLP_GATE_BIAS_INIT = 5.0  # #1941's "do-no-harm" start of the MLP output gate
@@ -2685,16 +2690,37 @@ def batch_chunks(h: Hyperparameters, lengths: np.ndarray) -> tuple[int, np.ndarr
 
 # ---- the adapters ----
 
+ATTN_INPUT_TARGETS = ("q", "k", "v", "o")  # the adapters that read an attention block's normed input
+RECORD_CREATION_ORDER = ("lm_head", "q", "v", "k", "mlp", "o")  # the record's adapters, created (and drawn) so
+
+
 def lora_shapes(h: Hyperparameters, looping: bool) -> list[tuple[tuple, int, int]]:
-    """((slot, target), fan_in, fan_out) of every adapter, in the record's creation order (so that a seeded
-    run draws the same random A): the LM head, then each target over all virtual layers (slots) of the model
-    with recurrence on or off."""
+    """((slot, target), fan_in, fan_out) of every adapter in the flat tensors' order: the LM head's, then
+    virtual layer (slot) by slot of the model with recurrence on or off, the attention input's adapters side by
+    side (lora_units), then the MLP's."""
     num_slots = len(sum(virtual_layer_order(h, looping), []))
     kv = h.num_kv_heads * h.head_dim
-    targets = ([("q", h.model_dim), ("v", kv)] + [("k", kv)] * h.ttt_k_lora
-               + [("mlp", h.model_dim)] * h.ttt_mlp_lora + [("o", h.model_dim)] * h.ttt_o_lora)
+    targets = ([("q", h.model_dim)] + [("k", kv)] * h.ttt_k_lora + [("v", kv)]
+               + [("o", h.model_dim)] * h.ttt_o_lora + [("mlp", h.model_dim)] * h.ttt_mlp_lora)
     shapes = [(("head", "lm_head"), h.model_dim, h.vocab_size)]
-    return shapes + [((slot, name), h.model_dim, out) for name, out in targets for slot in range(num_slots)]
+    return shapes + [((slot, name), h.model_dim, out) for slot in range(num_slots) for name, out in targets]
+
+
+def lora_unit(name: str) -> str:
+    """The unit of an adapter: those that read the same input in one layer share their first product."""
+    return "attn" if name in ATTN_INPUT_TARGETS else name
+
+
+def lora_units(shapes) -> list[list[int]]:
+    """lora_shapes' indices grouped into units: the consecutive adapters of one slot and one lora_unit."""
+    keys = [(slot, lora_unit(name)) for (slot, name), _, _ in shapes]
+    units: list[list[int]] = []
+    for i, key in enumerate(keys):
+        if i and key == keys[i - 1]:
+            units[-1].append(i)
+        else:
+            units.append([i])
+    return units
 
 
 def lora_width(shapes, rank: int, side: str) -> int:
@@ -2713,12 +2739,19 @@ def lora_views(flat: torch.Tensor, shapes, rank: int, side: str) -> list[torch.T
 
 
 def draw_lora_a(h: Hyperparameters, shapes, rows: int, generator: torch.Generator, device) -> torch.Tensor:
-    """Fresh A of every adapter, uniform(+-1/sqrt(fan_in)), drawn on the CPU adapter by adapter (the record's
-    draws), side by side in one flat tensor."""
-    bounds = [1 / math.sqrt(fan_in) for _, fan_in, _ in shapes]
-    draws = [torch.empty(rows, h.ttt_lora_rank * fan_in).uniform_(-bound, bound, generator=generator)
-             for (_, fan_in, _), bound in zip(shapes, bounds)]
-    return torch.cat(draws, 1).to(device)
+    """Fresh A of every adapter, uniform(+-1/sqrt(fan_in)), drawn on the CPU adapter by adapter in the record's
+    creation order (its draws: the LM head's, then target by target over all slots), laid side by side in
+    lora_shapes' order in one flat tensor."""
+    def created(i: int) -> tuple:
+        (slot, name), _, _ = shapes[i]
+        return RECORD_CREATION_ORDER.index(name), slot
+
+    draws = {}
+    for i in sorted(range(len(shapes)), key=created):
+        fan_in = shapes[i][1]
+        bound = 1 / math.sqrt(fan_in)
+        draws[i] = torch.empty(rows, h.ttt_lora_rank * fan_in).uniform_(-bound, bound, generator=generator)
+    return torch.cat([draws[i] for i in range(len(shapes))], 1).to(device)
 
 
 class LoRAWork:
@@ -2758,20 +2791,27 @@ TTT_ADAM_EPS = 1e-10  # the record's; the default 1e-8 is large next to sqrt(v) 
 
 
 class LoRADeltas:
-    """The LoRA deltas of one TTT forward, per virtual layer: LoRAWork.leaves' (A, B), each cast once to the
-    activations' dtype and viewed per adapter."""
+    """The LoRA adapters of one TTT forward, per virtual layer and unit (lora_units): LoRAWork.leaves' (A, B),
+    each cast once to the activations' dtype; a unit's A stacked as one (rows, n x rank, fan_in) view, its B
+    viewed per adapter."""
 
     def __init__(self, adapters, shapes, rank: int, scale: float, dtype: torch.dtype):
         flat_a, flat_b = adapters
-        views = zip(lora_views(flat_a.to(dtype), shapes, rank, "A"), lora_views(flat_b.to(dtype), shapes, rank, "B"))
-        self.pairs = {key: pair for (key, _, _), pair in zip(shapes, views)}
+        units = lora_units(shapes)
+        a_views = flat_a.to(dtype).split([rank * sum(shapes[i][1] for i in members) for members in units], 1)
+        b_views = lora_views(flat_b.to(dtype), shapes, rank, "B")
+        self.units: dict = {}  # slot -> {unit: (A, [(name, B), ...])}
+        for members, a in zip(units, a_views):
+            (slot, name), fan_in, _ = shapes[members[0]]
+            outs = [(shapes[i][0][1], b_views[i]) for i in members]
+            self.units.setdefault(slot, {})[lora_unit(name)] = (a.unflatten(1, (len(members) * rank, fan_in)), outs)
         self.scale = scale
 
-    def layer(self, slot: int) -> tuple[dict, float]:
-        return {name: pair for (s, name), pair in self.pairs.items() if s == slot}, self.scale
+    def layer(self, slot) -> tuple[dict, float]:
+        return self.units.get(slot, {}), self.scale
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        return _lora(self.layer("head"), "lm_head", hidden)
+        return lora_deltas(self.layer("head"), "lm_head", hidden)["lm_head"]
 
 
 def ttt_chunk_losses(model: "GPT", ids, chunk_pos, chunk_tgt, scale: float, *adapters, hint=None, keep_kv=False,
