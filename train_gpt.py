@@ -2691,13 +2691,14 @@ def batch_chunks(h: Hyperparameters, lengths: np.ndarray) -> tuple[int, np.ndarr
 # ---- the adapters ----
 
 ATTN_INPUT_TARGETS = ("q", "k", "v", "o")  # the adapters that read an attention block's normed input
-RECORD_CREATION_ORDER = ("lm_head", "q", "v", "k", "mlp", "o")  # the record's adapters, created (and drawn) so
+# the order in which both records' BatchedTTTLoRA create (and draw) their adapters, each target over all slots
+RECORD_CREATION_ORDER = ("lm_head", "q", "v", "k", "mlp", "o")
 
 
 def lora_shapes(h: Hyperparameters, looping: bool) -> list[tuple[tuple, int, int]]:
     """((slot, target), fan_in, fan_out) of every adapter in the flat tensors' order: the LM head's, then
     virtual layer (slot) by slot of the model with recurrence on or off, the attention input's adapters side by
-    side (lora_units), then the MLP's."""
+    side (lora_groups), then the MLP's."""
     num_slots = len(sum(virtual_layer_order(h, looping), []))
     kv = h.num_kv_heads * h.head_dim
     targets = ([("q", h.model_dim)] + [("k", kv)] * h.ttt_k_lora + [("v", kv)]
@@ -2707,20 +2708,21 @@ def lora_shapes(h: Hyperparameters, looping: bool) -> list[tuple[tuple, int, int
 
 
 def lora_unit(name: str) -> str:
-    """The unit of an adapter: those that read the same input in one layer share their first product."""
+    """The unit of an adapter: the adapters of one unit in one layer read the same input and share its first
+    product."""
     return "attn" if name in ATTN_INPUT_TARGETS else name
 
 
-def lora_units(shapes) -> list[list[int]]:
-    """lora_shapes' indices grouped into units: the consecutive adapters of one slot and one lora_unit."""
+def lora_groups(shapes) -> list[list[int]]:
+    """lora_shapes' indices, grouped: the consecutive adapters of one slot and one lora_unit."""
     keys = [(slot, lora_unit(name)) for (slot, name), _, _ in shapes]
-    units: list[list[int]] = []
+    groups: list[list[int]] = []
     for i, key in enumerate(keys):
         if i and key == keys[i - 1]:
-            units[-1].append(i)
+            groups[-1].append(i)
         else:
-            units.append([i])
-    return units
+            groups.append([i])
+    return groups
 
 
 def lora_width(shapes, rank: int, side: str) -> int:
@@ -2791,17 +2793,17 @@ TTT_ADAM_EPS = 1e-10  # the record's; the default 1e-8 is large next to sqrt(v) 
 
 
 class LoRADeltas:
-    """The LoRA adapters of one TTT forward, per virtual layer and unit (lora_units): LoRAWork.leaves' (A, B),
-    each cast once to the activations' dtype; a unit's A stacked as one (rows, n x rank, fan_in) view, its B
-    viewed per adapter."""
+    """The LoRA adapters of one TTT forward, per virtual layer and unit (lora_groups): LoRAWork.leaves' (A, B),
+    each cast once to the activations' dtype; a unit's A stacked as one (rows, n x rank, fan_in) view (its
+    adapters read one input, so share fan_in), its B viewed per adapter."""
 
     def __init__(self, adapters, shapes, rank: int, scale: float, dtype: torch.dtype):
         flat_a, flat_b = adapters
-        units = lora_units(shapes)
-        a_views = flat_a.to(dtype).split([rank * sum(shapes[i][1] for i in members) for members in units], 1)
+        groups = lora_groups(shapes)
+        a_views = flat_a.to(dtype).split([rank * sum(shapes[i][1] for i in members) for members in groups], 1)
         b_views = lora_views(flat_b.to(dtype), shapes, rank, "B")
         self.units: dict = {}  # slot -> {unit: (A, [(name, B), ...])}
-        for members, a in zip(units, a_views):
+        for members, a in zip(groups, a_views):
             (slot, name), fan_in, _ = shapes[members[0]]
             outs = [(shapes[i][0][1], b_views[i]) for i in members]
             self.units.setdefault(slot, {})[lora_unit(name)] = (a.unflatten(1, (len(members) * rank, fan_in)), outs)

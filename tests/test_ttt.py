@@ -258,24 +258,26 @@ def test_finish_batch_decays_each_row_by_the_adam_steps_it_missed():
     assert torch.allclose(A.double(), torch.from_numpy(0.99 ** missed)[:, None].expand(-1, 3))
 
 
-def test_adapters_are_one_flat_tensor_a_side_drawn_in_the_records_order():
-    """Under RECIPE=2135 (69 adapters, recurrence on) every adapter's A and B are views of one flat tensor a
-    side, laid end to end in lora_shapes' order with their shapes; draw_lora_a fills them with the draws the
-    record makes adapter by adapter (uniform +-1/sqrt(fan_in), one generator, the LM head's and then target by
-    target over all slots); a chunk step's adapters are those two tensors. Fails when views overlap or skip
-    columns, a side's shapes are swapped, the draw order or bounds change, or leaves go back to one tensor an
-    adapter."""
-    h = tg.load_hyperparameters({"RECIPE": "2135", "TTT_LORA_RANK": "4", "TTT_BATCH_SIZE": "3"})
+@pytest.mark.parametrize("recipe, targets", [("2135", ("q", "v", "mlp", "o")), ("1886", ("q", "v", "k", "mlp", "o"))])
+def test_adapters_are_one_flat_tensor_a_side_drawn_in_the_records_order(recipe, targets):
+    """Under RECIPE=2135 (69 adapters, recurrence on; K LoRA off) and RECIPE=1886 (K LoRA on) every adapter's A
+    and B are views of one flat tensor a side, laid end to end in lora_shapes' order with their shapes;
+    draw_lora_a fills them with the draws the record makes adapter by adapter (uniform +-1/sqrt(fan_in), one
+    generator, the LM head's and then target by target over all slots, as both records' BatchedTTTLoRA create
+    them); a chunk step's adapters are those two tensors. Fails when views overlap or skip columns, a side's
+    shapes are swapped, the draw order or bounds change, or leaves go back to one tensor an adapter."""
+    h = tg.load_hyperparameters({"RECIPE": recipe, "TTT_LORA_RANK": "4", "TTT_BATCH_SIZE": "3"})
     shapes, r, rows = tg.lora_shapes(h, True), h.ttt_lora_rank, 3
-    assert len(shapes) == 69
+    slots = len(sum(tg.virtual_layer_order(h, True), []))
+    assert slots == 17 and len(shapes) == 1 + len(targets) * slots
     for side in "AB":
         flat = torch.arange(rows * tg.lora_width(shapes, r, side), dtype=torch.float32).view(rows, -1)
         views = tg.lora_views(flat, shapes, r, side)
         assert [v.shape[1:] for v in views] == [(r, i) if side == "A" else (o, r) for _, i, o in shapes]
         assert torch.equal(torch.cat([v.flatten(1) for v in views], 1), flat)
     gen, want = torch.Generator().manual_seed(5), {}
-    created = [("head", "lm_head")] + [(slot, name) for name in ("q", "v", "mlp", "o") for slot in range(17)]
-    for key in created:  # the record's BatchedTTTLoRA: the LM head's, then q, v, (k), mlp, o over the slots
+    created = [("head", "lm_head")] + [(slot, name) for name in targets for slot in range(slots)]
+    for key in created:
         fan_in = next(i for k, i, _ in shapes if k == key)
         bound = 1.0 / math.sqrt(fan_in)
         want[key] = torch.empty(rows, r, fan_in).uniform_(-bound, bound, generator=gen)
@@ -289,27 +291,27 @@ def test_adapters_are_one_flat_tensor_a_side_drawn_in_the_records_order():
 def test_the_adapters_that_read_one_input_share_its_first_product():
     """q, v and o's adapters read the attention block's normed input, so their A are one unit, side by side in
     the flat tensor, and a chunk step's forward reads that input with one product for the three: per virtual
-    layer one bmm for the unit's A, one for each B, two for the MLP's adapter, two for the LM head's. Fails
-    when the units split (three products) or merge adapters of other inputs or slots."""
+    layer one bmm for the unit's A, one for each B and two for the MLP's adapter; then two for the LM head's.
+    Fails when the units split (three products) or merge adapters of other inputs or slots."""
     h, model, _, tokens = _setup(RECIPE="2135", VAL_MAX_TOKENS="400")
     shapes = tg.lora_shapes(h, model.looping)
     slots = len(sum(tg.virtual_layer_order(h, model.looping), []))
-    units = tg.lora_units(shapes)
-    assert [[shapes[i][0] for i in u] for u in units[:3]] == [[("head", "lm_head")], [(0, "q"), (0, "v"), (0, "o")],
-                                                            [(0, "mlp")]]
-    assert len(units) == 1 + 2 * slots and sum(map(len, units)) == len(shapes)
+    groups = tg.lora_groups(shapes)
+    assert [[shapes[i][0] for i in g] for g in groups[:3]] == [[("head", "lm_head")], [(0, "q"), (0, "v"), (0, "o")],
+                                                              [(0, "mlp")]]
+    assert len(groups) == 1 + 2 * slots and sum(map(len, groups)) == len(shapes)
     adapters = _window_leaves(h, model, 2)
     ids = torch.from_numpy(tokens[:33].astype(np.int64)).view(1, -1).expand(2, -1)
-    products = []
+    is_bmm = []  # one entry an aten call
 
     class CountBmm(torch.utils._python_dispatch.TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            products.append(func is torch.ops.aten.bmm.default)
+            is_bmm.append(func is torch.ops.aten.bmm.default)
             return func(*args, **(kwargs or {}))
 
     with CountBmm():
         tg.ttt_chunk_losses(model, ids[:, :-1], torch.arange(24, 32).expand(2, -1), ids[:, 25:], 1.0, *adapters)
-    assert sum(products) == slots * (1 + 3 + 2) + 2
+    assert sum(is_bmm) == slots * (1 + 3 + 2) + 2
 
 
 @pytest.mark.parametrize("env, phases, sgd_steps, rank", [
