@@ -1098,7 +1098,7 @@ def lora_deltas(lora, unit: str, x: torch.Tensor) -> dict:
     """The TTT LoRA deltas of one unit of adapters that read x ("attn": q, k, v and o; "mlp"; "lm_head"), by
     adapter name; none in training and plain eval. lora: this layer's LoRADeltas.layer(slot), so that every
     block traces the same code whatever its index. A unit's A are stacked, so x is read by one product for all
-    of them (q, v and o under RECIPE=2135: one launch forward and two backward instead of three each)."""
+    of them (q, v and o under RECIPE=2135: one bmm forward instead of three, two backward instead of six)."""
     if lora is None or unit not in lora[0]:
         return {}
     (A, outs), scale = lora[0][unit], lora[1]  # A: (b, n x rank, in); outs: n x (name, B (b, out, rank))
