@@ -178,8 +178,8 @@ RECIPES = {
     ),
 }
 # golfrun's own: #2135's recipe and the evaluation settings that beat it most over 3 seeds within the eval budget
-# (docs/BENCHMARKS.md, twenty-first session)
-RECIPES["golf"] = dict(RECIPES["2135"], ttt_chunk_size=36, ttt_grad_steps=2, ttt_grad_steps_tokens=2048)
+# (docs/BENCHMARKS.md, twenty-first and twenty-seventh sessions)
+RECIPES["golf"] = dict(RECIPES["2135"], ttt_chunk_size=36, ttt_grad_steps=2, ttt_grad_steps_tokens=3072)
 
 
 @dataclass(frozen=True)
