@@ -178,7 +178,7 @@ RECIPES = {
     ),
 }
 # golfrun's own: #2135's recipe and the evaluation settings that beat it most over 3 seeds within the eval budget
-# (docs/BENCHMARKS.md, twenty-first and twenty-seventh sessions)
+# (docs/BENCHMARKS.md)
 RECIPES["golf"] = dict(RECIPES["2135"], ttt_chunk_size=36, ttt_grad_steps=2, ttt_grad_steps_tokens=3072)
 
 
