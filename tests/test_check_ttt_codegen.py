@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO, clean_env
+from conftest import FEW_LAYERS, REPO, clean_env
 
 SCRIPT = REPO / "scripts" / "check_ttt_codegen.py"
 FAIL_GENERATION = ("import sys, torch._inductor.compile_fx as c\n"
@@ -27,7 +27,7 @@ def test_ttt_graphs_get_their_triton_code():
     """TTT_GRAD_CHUNK_ONLY's graphs, the window's among them: the scoring pass's forward, the first chunk's and
     the chunk step's forward and backward, all five generated, each with the kernel launches its wrapper makes
     (Triton's and extern calls: both kinds in every one); the run exits 0."""
-    run = _run(str(SCRIPT), "--toy", TTT_GRAD_CHUNK_ONLY="1")
+    run = _run(str(SCRIPT), "--toy", TTT_GRAD_CHUNK_ONLY="1", **FEW_LAYERS)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert run.stdout.count("code generated") == 5 and "5 of 5 graphs generated" in run.stdout
     launches = [tuple(map(int, m)) for m in re.findall(r"(\d+) Triton launches, (\d+) extern calls", run.stdout)]
@@ -35,7 +35,7 @@ def test_ttt_graphs_get_their_triton_code():
 
 
 def test_a_graph_whose_generation_fails_fails_the_run():
-    run = _run("-c", FAIL_GENERATION)
+    run = _run("-c", FAIL_GENERATION, **FEW_LAYERS)
     assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
     assert "FAILED AssertionError: injected" in run.stdout and "0 of 2 graphs generated" in run.stdout
 

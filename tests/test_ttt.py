@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import train_gpt as tg
-from conftest import PROXY_DATA, TOKENIZER, metric
+from conftest import FEW_LAYERS, PROXY_DATA, TOKENIZER, metric
 
 TOY_CONTEXT = 48  # TTT_EVAL_SEQ_LEN here: proxy documents run to ~2000 tokens, far past it
 
@@ -397,7 +397,7 @@ def test_whole_ttt_evaluation_compiles_one_graph(env, graphs):
     keys and values, the chunk's step over them, the first chunk's step; with short chunks, a chunk step for each
     size, its columns static: torch 2.11's Inductor asserts on dynamic ones). Dynamo + AOTAutograd (backend
     aot_eager) decide the graphs, as for Inductor."""
-    h, model, tables, tokens = _setup(VAL_MAX_TOKENS="700", **env)  # one batch of 3 (a batch of 1 specialises)
+    h, model, tables, tokens = _setup(VAL_MAX_TOKENS="700", **FEW_LAYERS, **env)  # one batch of 3 (of 1: specialises)
     assert [len(b) for b in tg.plan_ttt(tokens, h).batches] == [3]
     want_bpb, want, _ = _run_ttt(h, model, tables, tokens)
     torch._dynamo.reset()

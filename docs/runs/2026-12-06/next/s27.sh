@@ -8,8 +8,9 @@ set -u
 cd "$(dirname "$0")/../../../.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 G=.gpu_data; O=/tmp/g/out; W=/tmp/g/ab  # collect.sh reads /tmp/g/ab
-# RECIPE=golf of 2026-12-06 by its values, not its name: a workdir resumed after golf changes keeps its base
-BASE=RECIPE=2135,TTT_CHUNK_SIZE=36,TTT_GRAD_STEPS=2,TTT_GRAD_STEPS_TOKENS=2048
+# RECIPE=golf of 2026-12-06 (twenty-seventh session: the cut at 3,072) by its values, not its name: a workdir
+# resumed after golf changes keeps its base
+BASE=RECIPE=2135,TTT_CHUNK_SIZE=36,TTT_GRAD_STEPS=2,TTT_GRAD_STEPS_TOKENS=3072
 mkdir -p $O $W
 echo "start $(date -u +%T)" > $O/driver.txt  # a fresh log: collect.sh waits for this run's "all done"
 [ -n "${1:-}" ] && tar -xJf "$1" -C $W
