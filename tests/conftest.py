@@ -24,7 +24,7 @@ CASEOPS_TOKENIZER = REPO / "sample_data" / "tokenizers" / "fineweb_8192_bpe_loss
 sys.path.insert(0, str(REPO))
 # Over SMOKE=1's or a toy's model: the fewest layers that keep each kind (one looped, parallel lanes, XSA; 4
 # virtual layers instead of 6). Tests that compile the model trace every virtual layer: this saves ~30% of it.
-FEW_LAYERS = dict(NUM_LAYERS="3", LOOP_START="1", LOOP_END="1", PARALLEL_START_LAYER="2", XSA_LAST_N="3")
+FEW_LAYERS = dict(NUM_LAYERS="3", LOOP_START="1", LOOP_END="1", NUM_LOOPS="1", PARALLEL_START_LAYER="2", XSA_LAST_N="3")
 
 
 def clean_env(**extra) -> dict:
