@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # s27 [PACK]: issue 27's quantize-only and trained candidates (variants_s27.txt) over RECIPE=golf at the A/B scale,
 # resumable over GPU sessions: PACK (an ab_logs.tar.xz brought back from an earlier call) continues its workdir;
-# finished runs are skipped. One ab_runs call a line of the variants file, in order. Carry .gpu_data, built by
+# finished runs are skipped. The quantize-only lines in one ab_runs call, then one a trained line, in order. Carry .gpu_data, built by
 # `docs/runs/2026-12-05e/next/prepare.sh s22` (train shards 0-4, the whole val, s19's compile caches). The
 # bases and the quantize-only lines need ~25 minutes; each trained line ~12 (three warm ~4-minute runs).
 set -u
@@ -19,10 +19,14 @@ python3 -m pip install -q --no-index --no-deps --target /tmp/site $G/whl/*.whl
 export PYTHONPATH=/tmp/site
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; git log --oneline -1; } \
   > $O/gpu.txt 2>&1
-grep -v '^#' docs/runs/2026-12-06/next/variants_s27.txt | while read -r line; do
-  echo "$line" > /tmp/g/variant.txt
+ab() {  # ab NAME: one ab_runs call of the variants in /tmp/g/variant.txt
   python3 scripts/ab_runs.py run --workdir $W --base "$BASE" --seeds 1,2,3 --variants /tmp/g/variant.txt \
     --data $G/ds --tokenizer $G/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model >> $O/ab_console.txt 2>&1 < /dev/null
-  echo "ab $line rc $? $(date -u +%T)" >> $O/driver.txt
-done
+  echo "ab $1 rc $? $(date -u +%T)" >> $O/driver.txt
+}
+# the quantize-only lines in one call, seed by seed (base, then each): a session cut short keeps whole seeds, whose
+# weights the quantize-only runs need (they do not travel); then one call a trained line, its three seeds together
+V=docs/runs/2026-12-06/next/variants_s27.txt
+grep '^quant ' $V > /tmp/g/variant.txt; ab quant
+grep -v -e '^#' -e '^quant ' $V | while read -r line; do echo "$line" > /tmp/g/variant.txt; ab "$line"; done
 echo "all done $(date -u +%T)" >> $O/driver.txt
