@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # s27 [PACK]: issue 27's quantize-only and trained candidates (variants_s27.txt) over RECIPE=golf at the A/B scale,
 # resumable over GPU sessions: PACK (an ab_logs.tar.xz brought back from an earlier call) continues its workdir;
-# finished runs are skipped. The quantize-only lines in one ab_runs call, then one a trained line, in order. Carry .gpu_data, built by
-# `docs/runs/2026-12-05e/next/prepare.sh s22` (train shards 0-4, the whole val, s19's compile caches). The
-# bases and the quantize-only lines need ~25 minutes; each trained line ~12 (three warm ~4-minute runs).
+# finished runs are skipped. The quantize-only lines in one ab_runs call, then one a trained line, in order. Carry
+# .gpu_data, built by `docs/runs/2026-12-05e/next/prepare.sh s22` (train shards 0-4, the whole val, s19's compile
+# caches). The bases and the quantize-only lines need ~25 minutes; each trained line ~12 (three warm ~4-minute runs).
 set -u
 cd "$(dirname "$0")/../../../.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
