@@ -2039,9 +2039,9 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, bits: i
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
+    H.diagonal().add_(damp * torch.diag(H).mean())  # before the sort, the mean of a copy: the records', bit for bit
     perm = torch.argsort(torch.diag(H), descending=True)
     W, H, S, qmax = W[:, perm], H[perm][:, perm], S[:, perm], qmax[perm].tolist()
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(H.size(0), device=H.device)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     Q = torch.zeros_like(W, dtype=torch.int8)
     for i1 in range(0, W.size(1), block_size):
