@@ -3,7 +3,8 @@
 # resumable over GPU sessions: PACK (an ab_logs.tar.xz brought back from an earlier call) continues its workdir;
 # finished runs are skipped. The quantize-only lines in one ab_runs call, then one a trained line, in order. Carry
 # .gpu_data, built by `docs/runs/2026-12-05e/next/prepare.sh s22` (train shards 0-4, the whole val, s19's compile
-# caches). The bases and the quantize-only lines need ~25 minutes; each trained line ~12 (three warm ~4-minute runs).
+# caches). Measured on an H100 (docs/runs/2026-12-06h): a base ~460 s cold, a quantize-only run ~250 s, so ~16 minutes
+# a seed for the bases and quantize-only lines; each trained line ~20 minutes (three ~400 s runs).
 set -u
 cd "$(dirname "$0")/../../../.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
