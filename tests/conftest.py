@@ -11,6 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+# pytest-xdist's workers (README's `-n auto`) share the cores: each takes its share of threads, and so does every
+# process it starts (train_gpt.py runs, the harnesses' children): more threads than cores crawls
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+THREADS = max(1, CORES // WORKERS)
+torch.set_num_threads(THREADS)
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
 if not torch.cuda.is_available():  # the CPU runs Triton kernels in the interpreter; a GPU compiles them
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -27,10 +35,36 @@ sys.path.insert(0, str(REPO))
 FEW_LAYERS = dict(NUM_LAYERS="3", LOOP_START="1", LOOP_END="1", NUM_LOOPS="1", PARALLEL_START_LAYER="2", XSA_LAST_N="3")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Tests that share a costly fixture of ours (module or session scope: smoke_log, a module's runs) go to one
+    xdist worker (`--dist loadgroup`), which builds it once: each group is a connected set of tests and fixtures."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    here, parent = Path(__file__).parent, {}
+
+    def root(key):
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+    shared = {}
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        shared[item] = [f"{Path(d.func.__code__.co_filename).name}::{d.argname}"
+                        for defs in (info.name2fixturedefs.values() if info else ()) for d in defs
+                        if d.scope in ("module", "session")
+                        and Path(d.func.__code__.co_filename).resolve().is_relative_to(here)]
+        for name in shared[item][1:]:
+            parent[root(name)] = root(shared[item][0])
+    for item, names in shared.items():
+        if names:
+            item.add_marker(pytest.mark.xdist_group(root(names[0])))
+
+
 def clean_env(**extra) -> dict:
     """The environment for a train_gpt.py subprocess: ours only, none of the caller's knobs."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "PYTHONPATH", "LANG", "TMPDIR")}
-    env.update(OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+    env.update(OMP_NUM_THREADS=str(THREADS), PYTHONUNBUFFERED="1")
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -44,7 +78,7 @@ def run_train(tmp_path: Path, nproc: int = 1, timeout: int = 1800, script: Path 
     if not env.get("SMOKE"):  # SMOKE=1 finds the shipped sample by itself: the tests check that it does
         env = dict(DATA_PATH=PROXY_DATA, TOKENIZER_PATH=TOKENIZER, **env)
     full_env = clean_env(RUN_ID=run_id, **env)
-    full_env["OMP_NUM_THREADS"] = str(max(1, 2 // nproc))  # 2 cores: more threads than cores crawls
+    full_env["OMP_NUM_THREADS"] = str(max(1, THREADS // nproc))  # more threads than cores crawls
     if nproc == 1:
         cmd = [sys.executable, str(script)]
     else:

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, THREADS
 
 sys.path.insert(0, str(REPO / "scripts"))
 import ab_runs  # noqa: E402
@@ -46,7 +46,7 @@ def args(workdir, *extra, variant="lr=MATRIX_LR=0.05", data=DATA):
 def workdir(tmp_path_factory):
     work = tmp_path_factory.mktemp("ab") / "w"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "2")
+        mp.setenv("OMP_NUM_THREADS", str(THREADS))
         assert ab_runs.main(args(work)) == 0
     return work
 
@@ -138,7 +138,7 @@ def test_a_rerun_runs_only_what_is_missing_or_cut(workdir, tmp_path, capsys):
     (tmp_path / "lr_s2.txt").rename(work / "logs" / "lr_s2.txt")
     before = {p.name: p.read_text() for p in (work / "logs").glob("*.txt") if p != cut}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "2")
+        mp.setenv("OMP_NUM_THREADS", str(THREADS))
         assert ab_runs.main(args(work)) == 0
     out = capsys.readouterr().out
     assert re.findall(r"^\S+ (\w+): running", out, re.M) == ["base_s3"]
@@ -537,7 +537,7 @@ def run_first_seed(work, flag, variant, capsys, labels, data=DATA):
     """ab_runs on a workdir whose derived variant has synthetic seeds 2 and 3: it runs seed 1 alone, for real.
     Returns (runner output, its log's config, {label: (its score, base_s1's)}, the two exit records)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "2")
+        mp.setenv("OMP_NUM_THREADS", str(THREADS))
         assert ab_runs.main(args(work, flag, variant, data=data)) == 0
     out, rid = capsys.readouterr().out, f"{variant.split('=')[0]}_s1"
     assert re.findall(r"^\S+ (\w+): running", out, re.M) == [rid]
@@ -618,7 +618,7 @@ def test_a_base_cut_after_its_artifact_is_finished_from_it(workdir, tmp_path, ca
     assert state == "pending" and "EVAL_ONLY=1 " in command and "PREQUANT_PATH" not in command
     assert planned["ev_s1"][0] == planned["base_s2"][0] == "done"  # a whole run is not finished again
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "2")
+        mp.setenv("OMP_NUM_THREADS", str(THREADS))
         assert ab_runs.main(args(work, "--eval-variant", EVAL_VARIANT, data=val_only)) == 0
     out = capsys.readouterr().out
     assert re.findall(r"^\S+ (\w+): running", out, re.M) == ["base_s1_finish"]

@@ -2,6 +2,7 @@
 (../shared/reference/record_2135): the same transformed text, the same shards and sidecar, the inverse exact;
 and its refusals (val text in train, bad input)."""
 
+import importlib.util
 import json
 import lzma
 import os
@@ -50,10 +51,14 @@ def need(*paths):
 
 @pytest.fixture(scope="module")
 def record():
+    """The record's transform, loaded from its file: its folder on sys.path would hide our train_gpt from every
+    process spawned after (a spawn child finds train_gpt by the parent's sys.path)."""
     need(RECORD / "lossless_caps.py")
-    sys.path.insert(0, str(RECORD))
-    import lossless_caps
-    return lossless_caps
+    spec = importlib.util.spec_from_file_location("record_lossless_caps", RECORD / "lossless_caps.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # under its own name, as record_oracle.import_record does
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
