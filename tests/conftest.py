@@ -12,13 +12,12 @@ import pytest
 import torch
 
 # pytest-xdist's workers (README's `-n auto`) share the cores: each takes its share of threads, and so does every
-# process it starts (train_gpt.py runs, the harnesses' children): more threads than cores crawls
+# process it starts (train_gpt.py runs, the harnesses' children, through this variable): more threads than cores crawls
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 THREADS = max(1, CORES // WORKERS)
 torch.set_num_threads(THREADS)
-if WORKERS > 1:
-    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 if not torch.cuda.is_available():  # the CPU runs Triton kernels in the interpreter; a GPU compiles them
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

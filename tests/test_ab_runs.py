@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, THREADS
+from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 import ab_runs  # noqa: E402
@@ -45,9 +45,7 @@ def args(workdir, *extra, variant="lr=MATRIX_LR=0.05", data=DATA):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     work = tmp_path_factory.mktemp("ab") / "w"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", str(THREADS))
-        assert ab_runs.main(args(work)) == 0
+    assert ab_runs.main(args(work)) == 0
     return work
 
 
@@ -137,9 +135,7 @@ def test_a_rerun_runs_only_what_is_missing_or_cut(workdir, tmp_path, capsys):
     assert sorted(rid for state, rid in planned if state == "pending") == ["base_s3", "lr_s2"]
     (tmp_path / "lr_s2.txt").rename(work / "logs" / "lr_s2.txt")
     before = {p.name: p.read_text() for p in (work / "logs").glob("*.txt") if p != cut}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", str(THREADS))
-        assert ab_runs.main(args(work)) == 0
+    assert ab_runs.main(args(work)) == 0
     out = capsys.readouterr().out
     assert re.findall(r"^\S+ (\w+): running", out, re.M) == ["base_s3"]
     assert {p.name: p.read_text() for p in (work / "logs").glob("*.txt") if p != cut} == before  # kept, not rerun
@@ -536,9 +532,7 @@ def test_eval_variant_not_run_when_its_base_failed_or_its_artifact_is_gone(workd
 def run_first_seed(work, flag, variant, capsys, labels, data=DATA):
     """ab_runs on a workdir whose derived variant has synthetic seeds 2 and 3: it runs seed 1 alone, for real.
     Returns (runner output, its log's config, {label: (its score, base_s1's)}, the two exit records)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", str(THREADS))
-        assert ab_runs.main(args(work, flag, variant, data=data)) == 0
+    assert ab_runs.main(args(work, flag, variant, data=data)) == 0
     out, rid = capsys.readouterr().out, f"{variant.split('=')[0]}_s1"
     assert re.findall(r"^\S+ (\w+): running", out, re.M) == [rid]
     texts = [(work / "logs" / f"{r}.txt").read_text() for r in (rid, "base_s1")]
@@ -617,9 +611,7 @@ def test_a_base_cut_after_its_artifact_is_finished_from_it(workdir, tmp_path, ca
     state, command = planned["base_s1_finish"]
     assert state == "pending" and "EVAL_ONLY=1 " in command and "PREQUANT_PATH" not in command
     assert planned["ev_s1"][0] == planned["base_s2"][0] == "done"  # a whole run is not finished again
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", str(THREADS))
-        assert ab_runs.main(args(work, "--eval-variant", EVAL_VARIANT, data=val_only)) == 0
+    assert ab_runs.main(args(work, "--eval-variant", EVAL_VARIANT, data=val_only)) == 0
     out = capsys.readouterr().out
     assert re.findall(r"^\S+ (\w+): running", out, re.M) == ["base_s1_finish"]
     finished = (work / "logs" / "base_s1_finish.txt").read_text()

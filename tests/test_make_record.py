@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import CASEOPS_DATA, CASEOPS_TOKENIZER, PROXY_DATA, REPO, THREADS, TOKENIZER, clean_env
+from conftest import CASEOPS_DATA, CASEOPS_TOKENIZER, PROXY_DATA, REPO, TOKENIZER, clean_env
 
 sys.path.insert(0, str(REPO / "scripts"))
 import golflog  # noqa: E402
@@ -33,7 +33,6 @@ def shipped_runs(tmp_path_factory):
     for seed in SEEDS:
         env = clean_env(DATA_PATH=PROXY_DATA, TOKENIZER_PATH=TOKENIZER, RUN_ID=f"seed{seed}", SEED=seed,
                         **SHORT_SMOKE)
-        env["OMP_NUM_THREADS"] = str(THREADS)
         proc = subprocess.run([sys.executable, "train_gpt.py"], cwd=folder, env=env, capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0, f"shipped train_gpt.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -379,7 +378,6 @@ def caseops_run(shipped_runs):
     folder = shipped_runs[0].parent
     env = clean_env(RECIPE="2135", DATA_PATH=CASEOPS_DATA, TOKENIZER_PATH=CASEOPS_TOKENIZER, RUN_ID="caseops", SEED=1,
                     **SHORT_SMOKE)
-    env["OMP_NUM_THREADS"] = str(THREADS)
     proc = subprocess.run([sys.executable, "train_gpt.py"], cwd=folder, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, f"RECIPE=2135 run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
