@@ -1704,16 +1704,22 @@ class CompiledLoss:
         return self.packed_loss(ids, targets, self.model.rotary(positions), positions, cu_seqlens, max_seqlen)
 
 
-def compile_for_training(model: GPT, h: Hyperparameters, device: torch.device):
-    """The training loss function, called as the model is: on the GPU a CompiledLoss (COMPILE_SCOPE=model) or
-    the model with its compiled regions (layers); elsewhere the eager model."""
-    if not (h.compile and device.type == "cuda"):
-        return model
+def configure_inductor() -> None:
+    """Inductor's settings for every graph of a run, training's and TTT's: its cache keys include them, so an
+    eval-only run shares the TTT graphs a training run compiled (they missed: 118 s of warm-up, not ~15)."""
     inductor_triton = torch._inductor.config.triton
     if hasattr(inductor_triton, "mix_order_reduction"):
         # torch 2.11's "mix-order reduction" fusion asserts (FusedMixOrderReductions in sub_node_can_fuse)
         # on this model's backward graph; without it the graph compiles.
         inductor_triton.mix_order_reduction = False
+
+
+def compile_for_training(model: GPT, h: Hyperparameters, device: torch.device):
+    """The training loss function, called as the model is: on the GPU a CompiledLoss (COMPILE_SCOPE=model) or
+    the model with its compiled regions (layers); elsewhere the eager model."""
+    if not (h.compile and device.type == "cuda"):
+        return model
+    configure_inductor()
     if h.compile_scope == "model":
         return CompiledLoss(model)
     model.compile_regions()
@@ -2853,6 +2859,7 @@ def compiled_chunk_fn(backend="inductor"):
     triggers a recompile. TTT_GRAD_CHUNK_ONLY's chunk step (prefix_kv) has one graph per chunk length, dynamic in
     its context only: a dynamic column count less the SmearGate's lead column trips an assertion in torch 2.11's
     Inductor (its coalescing tiling analysis; the kind of pytorch issue 181563)."""
+    configure_inductor()
     compiled = torch.compile(ttt_chunk_losses, backend=backend)
 
     def chunk_fn(model, ids, chunk_pos, chunk_tgt, scale, *adapters, hint=None, keep_kv=False, prefix_kv=None):

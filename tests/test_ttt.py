@@ -420,6 +420,24 @@ def test_whole_ttt_evaluation_compiles_one_graph(env, graphs):
     assert all(isinstance(shapes[name][1], int) for shapes in chunk_steps for name in own)
 
 
+def test_ttt_compiles_under_the_inductor_settings_of_training(monkeypatch):
+    """An eval-only or quantize-only run compiles TTT without compiling training first. Inductor's settings are in
+    its cache keys, so they must be training's, or those runs miss the TTT graphs a training run cached (s27 on one
+    H100: 118 s of TTT warm-up after the base run, against ~15 s between runs of one kind). No graph is compiled:
+    torch.compile is lazy, so a CPU can build the GPU's compiled functions."""
+    config = torch._inductor.config
+    monkeypatch.setattr(config.triton, "mix_order_reduction", True)  # torch's default
+    torch_default = config.save_config_portable()
+    h = tg.load_hyperparameters({"SMOKE": "1", "DATA_PATH": str(PROXY_DATA), "COMPILE": "1", "TTT_COMPILE": "1"})
+    cuda = torch.device("cuda")
+    assert tg.compile_ttt(h, cuda) is not tg.ttt_chunk_losses
+    ttt_alone = config.save_config_portable()
+    config.triton.mix_order_reduction = True
+    tg.compile_for_training(tg.GPT(h), h, cuda)
+    tg.compile_ttt(h, cuda)
+    assert ttt_alone == config.save_config_portable() != torch_default
+
+
 def _global_sgd_worker(rank: int, world_size: int, init_file: str, out_file: str) -> None:
     import torch.distributed as dist
     torch.set_num_threads(1)
