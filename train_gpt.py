@@ -1706,7 +1706,8 @@ class CompiledLoss:
 
 def configure_inductor() -> None:
     """Inductor's settings for every graph of a run, training's and TTT's: its cache keys include them, so an
-    eval-only run shares the TTT graphs a training run compiled (they missed: 118 s of warm-up, not ~15)."""
+    eval-only or quantize-only run shares the TTT graphs a training run compiled (they missed: 118 s of warm-up
+    on one H100, not ~15)."""
     inductor_triton = torch._inductor.config.triton
     if hasattr(inductor_triton, "mix_order_reduction"):
         # torch 2.11's "mix-order reduction" fusion asserts (FusedMixOrderReductions in sub_node_can_fuse)

@@ -26,9 +26,10 @@ SUMS
     cp $DS/fineweb_train_00000[0-4].bin.xz "${VAL[@]/#/$DS/}" $G/ds/
     if [ -n "${2:-}" ]; then cp "$2" $G/cache.tar.xz; else git show $C/cache.tar.xz > $G/cache.tar.xz; fi
     ;;
-  *) echo "usage: $0 s21|s22" >&2; exit 2;;
+  *) echo "usage: $0 s21|s22 [CACHE]" >&2; exit 2;;
 esac
 cp $S/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model $G/
 pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 --no-deps -d $G/whl brotli
-echo "$(du -sb $G | cut -f1) bytes in $G, $(git ls-files -z | du -bc --files0-from=- | tail -1 | cut -f1) in the tree;" \
-  "together under $((64 << 20))"
+data=$(du -sb $G | cut -f1); tree=$(git ls-files -z | du -bc --files0-from=- | tail -1 | cut -f1)
+echo "$data bytes in $G, $tree in the tree; together under $((64 << 20))?"
+[ $((data + tree)) -le $((64 << 20)) ] || { echo "over the 64 MiB a call carries: a smaller CACHE (xz -9e)" >&2; exit 1; }
