@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # s27 [PACK]: issue 27's quantize-only and trained candidates (variants_s27.txt) over RECIPE=golf at the A/B scale,
 # resumable over GPU sessions: PACK (an ab_logs.tar.xz brought back from an earlier call) continues its workdir;
-# finished runs are skipped. The quantize-only lines in one ab_runs call, then one a trained line, in order. Carry
+# finished runs are skipped. One ab_runs call a line, in the file's order (quantize-only lines first). Carry
 # .gpu_data, built by `docs/runs/2026-12-05e/next/prepare.sh s22` (train shards 0-4, the whole val, s19's compile
 # caches). Measured on an H100 (docs/runs/2026-12-06h): a base ~460 s cold, a quantize-only run ~250 s, so ~16 minutes
 # a seed for the bases and quantize-only lines; each trained line ~20 minutes (three ~400 s runs).
@@ -25,9 +25,8 @@ ab() {  # ab NAME: one ab_runs call of the variants in /tmp/g/variant.txt
     --data $G/ds --tokenizer $G/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model >> $O/ab_console.txt 2>&1 < /dev/null
   echo "ab $1 rc $? $(date -u +%T)" >> $O/driver.txt
 }
-# the quantize-only lines in one call, seed by seed (base, then each): a session cut short keeps whole seeds, whose
-# weights the quantize-only runs need (they do not travel); then one call a trained line, its three seeds together
+# one call a line, its seeds in turn (the bases' first, seed by seed with the quantize-only runs, whose base weights
+# do not travel): a session cut short leaves the first lines with whole seeds, not every line with fewer
 V=docs/runs/2026-12-06/next/variants_s27.txt
-grep '^quant ' $V > /tmp/g/variant.txt; ab quant
-grep -v -e '^#' -e '^quant ' $V | while read -r line; do echo "$line" > /tmp/g/variant.txt; ab "$line"; done
+grep -v '^#' $V | while read -r line; do echo "$line" > /tmp/g/variant.txt; ab "$line"; done
 echo "all done $(date -u +%T)" >> $O/driver.txt
