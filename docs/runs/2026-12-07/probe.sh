@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# probe.sh [BATCH ...]: RECIPE=golf's TTT peak memory at each TTT_BATCH_SIZE given (default 96 64) on
+# .gpu_data/probe (make_probe.py: 96 documents of 4,000 tokens, one batch whose rows all reach the full window),
+# without phases. A call: `bash docs/runs/2026-12-07/probe.sh 96 64` (~3 minutes cold, ~1 warm; one run a
+# batch size, each `timeout 200`); each run's console in $OUT/probe_bN.txt, its peak_memory_gib in the last line.
+set -u
+cd "$(dirname "$0")/../../.."
+G=.gpu_data; P=/tmp/probe
+python3 -m pip install -q --no-index --no-deps --target /tmp/site $G/whl/*.whl
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+mkdir -p $P; for f in $G/probe/*.xz; do xz -dc $f > $P/$(basename $f .xz); done
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/gpu.txt
+[ $# -gt 0 ] || set -- 96 64
+for b in "$@"; do
+  TTT_BATCH_SIZE=$b RECIPE=golf PHASED_TTT_PREFIX_DOCS=0 timeout 200 python3 scripts/bench_ttt_vs_reference.py \
+    --only ours --val $P/fineweb_val_000000.bin --val-bytes $P/fineweb_val_bytes_000000.bin \
+    --tokenizer $PWD/$G/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model > $OUT/probe_b$b.txt 2>&1
+  echo "b$b rc $?"; grep "ttt_plan\|ttt_timing\|ours val_bpb" $OUT/probe_b$b.txt
+done
