@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # probe.sh [BATCH ...]: RECIPE=golf's TTT peak memory at each TTT_BATCH_SIZE given (default 96 64) on
 # .gpu_data/probe (make_probe.py: 96 documents of 4,000 tokens, one batch whose rows all reach the full window),
-# without phases. A call: `bash docs/runs/2026-12-07/probe.sh 96 64` (~3 minutes cold, ~1 warm; one run a
-# batch size, each `timeout 200`); each run's console in $OUT/probe_bN.txt, its peak_memory_gib in the last line.
+# without phases. A call: `bash docs/runs/2026-12-07/probe.sh 96 64`, one run a batch size, each `timeout 200`:
+# ~3 minutes a run cold, ~1 warm. It shares s27's compile caches (/tmp/g/ab/cache, as ab_runs sets them): after s27
+# on the same machine, golf's TTT graphs are warm (the batch's rows are a dynamic dim). Each run's console in
+# $OUT/probe_bN.txt, its peak_memory_gib in the last line (the warm-up's full batch at the full window counts).
 set -u
 cd "$(dirname "$0")/../../.."
 G=.gpu_data; P=/tmp/probe
 python3 -m pip install -q --no-index --no-deps --target /tmp/site $G/whl/*.whl
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/g/ab/cache/inductor \
+  TRITON_CACHE_DIR=/tmp/g/ab/cache/triton TRITON_CACHE_AUTOTUNING=1
 mkdir -p $P; for f in $G/probe/*.xz; do xz -dc $f > $P/$(basename $f .xz); done
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/gpu.txt
 [ $# -gt 0 ] || set -- 96 64

@@ -2,9 +2,10 @@
 # s27 [PACK]: issue 27's quantize-only and trained candidates (variants_s27.txt) over RECIPE=golf at the A/B scale,
 # resumable over GPU sessions: PACK (an ab_logs.tar.xz brought back from an earlier call) continues its workdir;
 # finished runs are skipped. One ab_runs call a line, in the file's order (quantize-only lines first). Carry
-# .gpu_data, built by `docs/runs/2026-12-05e/next/prepare.sh s22` (train shards 0-4, the whole val, s19's compile
-# caches). Measured on an H100 (docs/runs/2026-12-06h): a base ~460 s cold, a quantize-only run ~250 s, so ~16 minutes
-# a seed for the bases and quantize-only lines; each trained line ~20 minutes (three ~400 s runs).
+# .gpu_data, built by `docs/runs/2026-12-05e/next/prepare.sh s22 [CACHE]` (train shards 0-4, the whole val, compile
+# caches). Measured on an H100 (docs/runs/2026-12-06h, before 6f133ac): a base ~460 s cold, a quantize-only run
+# ~250 s, of which 118 s its TTT compile, cold; with 6f133ac that compile should reuse the base run's (~15 s, not
+# measured yet). Each trained line ~20 minutes (three ~400 s runs).
 set -u
 cd "$(dirname "$0")/../../../.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
@@ -28,5 +29,5 @@ ab() {  # ab NAME: one ab_runs call of the variants in /tmp/g/variant.txt
 # one call a line, its seeds in turn (the bases' first, seed by seed with the quantize-only runs, whose base weights
 # do not travel): a session cut short leaves the first lines with whole seeds, not every line with fewer
 V=docs/runs/2026-12-06/next/variants_s27.txt
-grep -v '^#' $V | while read -r line; do echo "$line" > /tmp/g/variant.txt; ab "$line"; done
+grep '^[^#]' $V | while read -r line; do echo "$line" > /tmp/g/variant.txt; ab "$line"; done
 echo "all done $(date -u +%T)" >> $O/driver.txt
