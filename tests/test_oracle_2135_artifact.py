@@ -44,19 +44,28 @@ def record_flat_name(ours: str) -> str:
     return ours
 
 
+def _settings() -> tg.Hyperparameters:
+    return tg.load_hyperparameters({k.upper(): str(v) for k, v in {**SIZES, **SETTINGS}.items()})
+
+
+def _model_and_hessians(h: tg.Hyperparameters, seed: int) -> tuple[tg.GPT, dict]:
+    """The model of `seed` with random weights added (zero-initialised matrices would quantize to nothing), and
+    its Hessians from 4 rows of random tokens."""
+    torch.manual_seed(seed)
+    model = tg.GPT(h)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    rows = torch.randint(0, h.vocab_size, (4, h.train_seq_len))
+    return model, tg.collect_hessians(model, [rows], tg.DistContext())
+
+
 @pytest.fixture(scope="module")
 def quantized_pair():
     """Our quantized model and the record's, from the same weights and Hessians."""
     _require_reference()
-    h = tg.load_hyperparameters({k.upper(): str(v) for k, v in {**SIZES, **SETTINGS}.items()})
-    torch.manual_seed(0)
-    model = tg.GPT(h)
-    with torch.no_grad():
-        for p in model.parameters():  # zero-initialised matrices would quantize to nothing
-            p.add_(torch.randn_like(p) * 0.02)
-    tokens = torch.randint(0, h.vocab_size, (4 * h.train_seq_len + 1,)).numpy()
-    rows = torch.from_numpy(tokens[:-1]).view(4, h.train_seq_len)
-    hessians = tg.collect_hessians(model, [rows], tg.DistContext())
+    h = _settings()
+    model, hessians = _model_and_hessians(h, seed=0)
     ours = tg.quantize_model(model, hessians, h)
 
     record = ro.import_record(ro.record_env_for(h, RECORD), RECORD, name="record_2135_artifact")
@@ -104,19 +113,13 @@ def test_gptq_gives_the_records_codes_on_more_models():
     float order anywhere (damping after the sort, or a mean summed in another order) flips a code at a near-tie
     on some seed and thread count. One column of each Hessian is dead (never activated)."""
     _require_reference()
-    h = tg.load_hyperparameters({k.upper(): str(v) for k, v in {**SIZES, **SETTINGS}.items()})
+    h = _settings()
     record = ro.import_record(ro.record_env_for(h, RECORD), RECORD, name="record_2135_gptq")
     threads = torch.get_num_threads()
     try:
         for seed, count in ((1, 1), (2, 2), (3, 1)):
-            torch.manual_seed(seed)
             torch.set_num_threads(count)
-            model = tg.GPT(h)
-            with torch.no_grad():
-                for p in model.parameters():
-                    p.add_(torch.randn_like(p) * 0.02)
-            rows = torch.randint(0, h.vocab_size, (4, h.train_seq_len))
-            hessians = tg.collect_hessians(model, [rows], tg.DistContext())
+            model, hessians = _model_and_hessians(h, seed)
             for name, rule in tg.quantization_plan(model, h).items():
                 if rule.kind == "gptq":
                     W, H = model.get_parameter(name).detach().float(), hessians[rule.hessian_key].clone()
