@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import glob
 import hashlib
 import importlib.util
@@ -1417,28 +1418,36 @@ def orthogonalize(G: torch.Tensor, steps: int, polar_express: bool) -> torch.Ten
     return X.mT if G.size(-2) > G.size(-1) else X
 
 
-def _reduce_scatter_mean(ctx: DistContext, stacked: torch.Tensor) -> torch.Tensor:
-    """stacked: (world, ...) -> this rank's slice, averaged over ranks."""
+def _when_done(work, result):
+    """A function that waits for the collective `work` (started with async_op) and returns result()."""
+    def wait() -> torch.Tensor:
+        work.wait()
+        return result()
+    return wait
+
+
+def _reduce_scatter_mean(ctx: DistContext, stacked: torch.Tensor):
+    """stacked: (world, ...). Starts averaging it over the ranks; the function returned waits for that and gives
+    this rank's slice."""
     if not ctx.distributed:
-        return stacked[0]
+        return lambda: stacked[0]
     if ctx.nccl:
         out = torch.empty_like(stacked[0])
-        dist.reduce_scatter_tensor(out, stacked, op=dist.ReduceOp.AVG)
-        return out
-    dist.all_reduce(stacked)  # gloo has no reduce-scatter
-    return stacked[ctx.rank] / ctx.world_size
+        return _when_done(dist.reduce_scatter_tensor(out, stacked, op=dist.ReduceOp.AVG, async_op=True),
+                          lambda: out)
+    work = dist.all_reduce(stacked, async_op=True)  # gloo has no reduce-scatter
+    return _when_done(work, lambda: stacked[ctx.rank] / ctx.world_size)
 
 
-def _all_gather_stack(ctx: DistContext, local: torch.Tensor) -> torch.Tensor:
+def _all_gather_stack(ctx: DistContext, local: torch.Tensor):
+    """Starts gathering every rank's `local`; the function returned waits and gives them stacked, (world, ...)."""
     if not ctx.distributed:
-        return local.unsqueeze(0)
+        return lambda: local.unsqueeze(0)
     if ctx.nccl:
         out = local.new_empty((ctx.world_size, *local.shape))
-        dist.all_gather_into_tensor(out, local)
-        return out
+        return _when_done(dist.all_gather_into_tensor(out, local, async_op=True), lambda: out)
     parts = [torch.empty_like(local) for _ in range(ctx.world_size)]
-    dist.all_gather(parts, local)
-    return torch.stack(parts)
+    return _when_done(dist.all_gather(parts, local, async_op=True), lambda: torch.stack(parts))
 
 
 class Muon:
@@ -1461,30 +1470,46 @@ class Muon:
         self.owned_grads: list[torch.Tensor] = []
 
     def reduce_gradients(self) -> None:
-        self.owned_grads = []
+        """Start averaging each bank's gradients over the ranks; on NCCL they travel while the GPU does other work
+        (Adam's step) until owned(b) waits for bank b's."""
+        self.reducing, self.owned_grads = [], [None] * len(self.banks)
         for bank, k in zip(self.banks, self.per_rank):
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in bank]
             grads += [torch.zeros_like(bank[0])] * (k * self.ctx.world_size - len(bank))  # pad the bank
             stacked = torch.stack(grads).to(self.dtype).view(self.ctx.world_size, k, *bank[0].shape)
-            self.owned_grads.append(_reduce_scatter_mean(self.ctx, stacked))  # (k, m, n); padding stays 0
+            self.reducing.append(_reduce_scatter_mean(self.ctx, stacked))
+
+    def owned(self, b: int) -> torch.Tensor:
+        """This rank's slice of bank b's averaged gradient, (k, m, n); the padding stays 0."""
+        if self.owned_grads[b] is None:
+            self.owned_grads[b] = self.reducing[b]()
+        return self.owned_grads[b]
 
     @torch.no_grad()
     def step(self, lr: float, momentum: float) -> None:
+        """Each bank's update is gathered while the next bank orthogonalises, then applied."""
         h = self.h
+        apply_previous = lambda: None  # noqa: E731
         for b, bank in enumerate(self.banks):
-            grad = self.owned_grads[b]
+            grad = self.owned(b)
             buf = self.momentum.setdefault(b, torch.zeros_like(grad))
             buf.mul_(momentum).add_(grad)
             update = grad.add(buf, alpha=momentum)  # Nesterov
             if h.muon_row_normalize:  # MuonEq-R: every row of the update to unit norm (computed in fp32)
                 update = update / update.float().norm(dim=-1, keepdim=True).clamp_min(ROW_NORM_MIN).to(update.dtype)
             update = self.orthogonalize(update, h.muon_backend_steps, h.polar_express_ns)
-            gathered = _all_gather_stack(self.ctx, update).flatten(0, 1)  # (world * k, m, n), bank order
             # tall matrices (the MLP's up projection) get sqrt(rows / cols): the same RMS step per entry
             scale = math.sqrt(max(1.0, update.size(-2) / update.size(-1)))
-            for i, p in enumerate(bank):
-                p.mul_(1.0 - lr * h.muon_wd)
-                p.add_(gathered[i].to(p.dtype), alpha=-lr * scale)
+            gathering = _all_gather_stack(self.ctx, update)
+            apply_previous()
+            apply_previous = functools.partial(self.apply, bank, gathering, lr * scale, lr)
+        apply_previous()
+
+    def apply(self, bank: list[nn.Parameter], gathering, step_size: float, lr: float) -> None:
+        gathered = gathering().flatten(0, 1)  # (world * k, m, n), bank order
+        for p, update in zip(bank, gathered):
+            p.mul_(1.0 - lr * self.h.muon_wd)
+            p.add_(update.to(p.dtype), alpha=-step_size)
 
 
 def partition_parameters(model: GPT) -> dict[str, list[nn.Parameter]]:
@@ -1520,7 +1545,7 @@ class Optimizers:
             betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=ctx.device.type == "cuda")
 
     def step(self, lr_mult: float, muon_momentum: float) -> None:
-        """Average the gradients over ranks and step both optimizers."""
+        """Average the gradients over ranks and step both optimizers: Muon's banks are averaged while Adam steps."""
         all_reduce_gradients(self.adam_params, self.ctx, divisor=self.ctx.world_size)
         self.muon.reduce_gradients()
         if self.h.grad_clip_mean and self.h.grad_clip_norm > 0:
@@ -1534,10 +1559,11 @@ class Optimizers:
     def clip_mean_gradient(self, max_norm: float) -> None:
         """torch's clip_grad_norm_ rule on the averaged gradient: each rank holds every Adam gradient and its own
         slices of the Muon banks (in Muon's dtype), so the squares of those are summed over the ranks."""
-        owned = torch.stack([g.float().square().sum() for g in self.muon.owned_grads]).sum()
-        total = all_reduce_(self.ctx, owned) + sum(p.grad.float().square().sum() for p in self.adam_params)
+        owned = [self.muon.owned(b) for b in range(len(self.muon.banks))]
+        squares = all_reduce_(self.ctx, torch.stack([g.float().square().sum() for g in owned]).sum())
+        total = squares + sum(p.grad.float().square().sum() for p in self.adam_params)
         factor = (max_norm / (total.sqrt() + 1e-6)).clamp(max=1.0)
-        foreach_by_dtype(torch._foreach_mul_, self.muon.owned_grads + [p.grad for p in self.adam_params], factor)
+        foreach_by_dtype(torch._foreach_mul_, owned + [p.grad for p in self.adam_params], factor)
 
 
 # -----------------------------------------------------------------------------
