@@ -13,7 +13,6 @@ train_gpt.py (its kernels.py beside it), e.g. main's before the change: `git sho
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -44,10 +43,7 @@ def load_script(path: Path, name: str):
     saved = sys.modules.pop("kernels", None)
     sys.path.insert(0, str(path.parent))
     try:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
+        module = ro.load_module(path, name)
     finally:
         sys.path.remove(str(path.parent))
         if saved is not None:

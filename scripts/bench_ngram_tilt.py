@@ -12,9 +12,7 @@ within-word channel, which the record computes even when its gate is off), the s
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import lzma
-import shutil
 import sys
 import tempfile
 import time
@@ -25,6 +23,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+import record_oracle as ro  # noqa: E402
 import train_gpt as tg  # noqa: E402
 
 RECORD = REPO.parent / "shared" / "reference" / "record_2135"
@@ -39,12 +39,7 @@ def load_targets(path: Path, tile: int, tokens: int | None) -> np.ndarray:
 
 
 def record_module(reference: Path):
-    folder = Path(tempfile.mkdtemp())
-    for name in ("online_ngram_tilt.py", "online_ngram_state.c"):
-        shutil.copy(reference / name, folder / name)
-    spec = importlib.util.spec_from_file_location("record_online_ngram_tilt", folder / "online_ngram_tilt.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = ro.load_ngram_tilt(reference, tempfile.mkdtemp(), "record_online_ngram_tilt")
     module.ensure_online_ngram_lib(log0=lambda *_: None)  # the compile is not timed
     return module
 

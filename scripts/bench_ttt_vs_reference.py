@@ -29,11 +29,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -98,20 +96,15 @@ class RecordProbe:
 def record_ngram_module(script: Path):
     """#2135's n-gram module (it builds its C library beside itself) imported from a temporary copy, as the
     record's evaluator imports it by name: the shared reference folder is never written."""
-    with tempfile.TemporaryDirectory() as folder:
-        for name in ("online_ngram_tilt.py", "online_ngram_state.c"):
-            shutil.copy(Path(script).parent / name, Path(folder) / name)
-        spec = importlib.util.spec_from_file_location("online_ngram_tilt", Path(folder) / "online_ngram_tilt.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        saved = sys.modules.get("online_ngram_tilt")
-        sys.modules["online_ngram_tilt"] = module
-        try:
+    saved = sys.modules.get("online_ngram_tilt")
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            ro.load_ngram_tilt(Path(script).parent, folder, "online_ngram_tilt")
             yield
-        finally:
-            sys.modules.pop("online_ngram_tilt")
-            if saved is not None:
-                sys.modules["online_ngram_tilt"] = saved
+    finally:
+        sys.modules.pop("online_ngram_tilt", None)
+        if saved is not None:
+            sys.modules["online_ngram_tilt"] = saved
 
 
 def our_doc_nats(scores: torch.Tensor, tokens: np.ndarray, bos_id: int) -> dict:

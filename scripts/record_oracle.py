@@ -21,6 +21,7 @@ import dataclasses
 import importlib.util
 import os
 import re
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -142,6 +143,26 @@ def record_env_for(h: tg.Hyperparameters, script: Path = RECORD_1886, base: dict
     return env
 
 
+def load_module(path: Path, name: str):
+    """The module in the file `path`, run afresh and registered in sys.modules as `name`: torch.compile re-imports
+    a traced function's module by name, and dataclasses look their module up there."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NGRAM_TILT_FILES = ("online_ngram_tilt.py", "online_ngram_state.c")  # #2135's n-gram tilt: the module, its C
+
+
+def load_ngram_tilt(record_folder: Path, folder: Path, name: str):
+    """#2135's n-gram tilt module, loaded from a copy in `folder`: it builds its C library beside its own file,
+    and the shared reference folder is never written."""
+    for file in NGRAM_TILT_FILES:
+        shutil.copy(Path(record_folder) / file, Path(folder) / file)
+    return load_module(Path(folder) / NGRAM_TILT_FILES[0], name)
+
+
 def import_record(env: dict, script: Path = RECORD_1886, name: str = "record_oracle_module",
                   eager_newton_schulz: bool = True):
     """The record script as a fresh module, its Hyperparameters read from env (and only env's knobs). It is
@@ -149,11 +170,8 @@ def import_record(env: dict, script: Path = RECORD_1886, name: str = "record_ora
     missing = reference_missing_reason(script)
     if missing:
         raise FileNotFoundError(missing)
-    spec = importlib.util.spec_from_file_location(name, script)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     with record_env(env, script):
-        spec.loader.exec_module(module)
+        module = load_module(script, name)
     if eager_newton_schulz:  # it wraps its Newton-Schulz in torch.compile at import: the plain function instead
         ns = module.zeropower_via_newtonschulz5
         module.zeropower_via_newtonschulz5 = getattr(ns, "_torchdynamo_orig_callable", ns)

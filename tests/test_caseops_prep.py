@@ -2,7 +2,6 @@
 (../shared/reference/record_2135): the same transformed text, the same shards and sidecar, the inverse exact;
 and its refusals (val text in train, bad input)."""
 
-import importlib.util
 import json
 import lzma
 import os
@@ -17,6 +16,7 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 import prepare_caseops as pc  # noqa: E402
+import record_oracle as ro  # noqa: E402
 from train_gpt import read_shard  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -54,11 +54,7 @@ def record():
     """The record's transform, loaded from its file: its folder on sys.path would hide our train_gpt from every
     process spawned after (a spawn child finds train_gpt by the parent's sys.path)."""
     need(RECORD / "lossless_caps.py")
-    spec = importlib.util.spec_from_file_location("record_lossless_caps", RECORD / "lossless_caps.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # under its own name, as record_oracle.import_record does
-    spec.loader.exec_module(module)
-    return module
+    return ro.load_module(RECORD / "lossless_caps.py", "record_lossless_caps")
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 C state, compiled by its own code, on proxy2_caseops val tokens), no score depends on a later token, and the
 tilted distribution sums to 1."""
 
-import importlib.util
 import lzma
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -14,9 +14,9 @@ import torch
 from conftest import REPO
 import train_gpt as tg
 
-_spec = importlib.util.spec_from_file_location("bench_ngram_tilt", REPO / "scripts" / "bench_ngram_tilt.py")
-BENCH = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(BENCH)
+sys.path.insert(0, str(REPO / "scripts"))
+import bench_ngram_tilt as BENCH  # noqa: E402
+import record_oracle as ro  # noqa: E402
 
 RECORD = REPO.parent / "shared" / "reference" / "record_2135"
 VAL_XZ = REPO.parent / "shared" / "data" / "proxy2_caseops" / "datasets" / "proxy2_caseops" / "fineweb_val_000000.bin.xz"
@@ -48,13 +48,7 @@ def record(tmp_path_factory):
     """The record's online_ngram_tilt module, from a copy (it builds its C library next to itself)."""
     _require((RECORD / "online_ngram_tilt.py").exists() and shutil.which("gcc") is not None,
              "../shared/reference/record_2135 (or gcc)")
-    folder = tmp_path_factory.mktemp("record_2135")
-    for name in ("online_ngram_tilt.py", "online_ngram_state.c"):
-        shutil.copy(RECORD / name, folder / name)
-    spec = importlib.util.spec_from_file_location("record_online_ngram_tilt", folder / "online_ngram_tilt.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return ro.load_ngram_tilt(RECORD, tmp_path_factory.mktemp("record_2135"), "record_online_ngram_tilt")
 
 
 @pytest.fixture(scope="module")
