@@ -1467,7 +1467,8 @@ class Muon:
         self.banks = list(banks.values())
         self.per_rank = [math.ceil(len(bank) / ctx.world_size) for bank in self.banks]
         self.momentum: dict[int, torch.Tensor] = {}
-        self.owned_grads: list[torch.Tensor] = []
+        self.reducing: list = []  # per bank, while its average is in flight: the function that waits for it
+        self.owned_grads: list[torch.Tensor | None] = []
 
     def reduce_gradients(self) -> None:
         """Start averaging each bank's gradients over the ranks; on NCCL they travel while the GPU does other work
@@ -1482,7 +1483,7 @@ class Muon:
     def owned(self, b: int) -> torch.Tensor:
         """This rank's slice of bank b's averaged gradient, (k, m, n); the padding stays 0."""
         if self.owned_grads[b] is None:
-            self.owned_grads[b] = self.reducing[b]()
+            self.owned_grads[b], self.reducing[b] = self.reducing[b](), None
         return self.owned_grads[b]
 
     @torch.no_grad()
@@ -1502,10 +1503,11 @@ class Muon:
             scale = math.sqrt(max(1.0, update.size(-2) / update.size(-1)))
             gathering = _all_gather_stack(self.ctx, update)
             apply_previous()
-            apply_previous = functools.partial(self.apply, bank, gathering, lr * scale, lr)
+            apply_previous = functools.partial(self._apply, bank, gathering, lr * scale, lr)
         apply_previous()
 
-    def apply(self, bank: list[nn.Parameter], gathering, step_size: float, lr: float) -> None:
+    def _apply(self, bank: list[nn.Parameter], gathering, step_size: float, lr: float) -> None:
+        """Weight decay, then the bank's gathered update (step's no_grad holds)."""
         gathered = gathering().flatten(0, 1)  # (world * k, m, n), bank order
         for p, update in zip(bank, gathered):
             p.mul_(1.0 - lr * self.h.muon_wd)
@@ -1545,7 +1547,8 @@ class Optimizers:
             betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=ctx.device.type == "cuda")
 
     def step(self, lr_mult: float, muon_momentum: float) -> None:
-        """Average the gradients over ranks and step both optimizers: Muon's banks are averaged while Adam steps."""
+        """Average the gradients over ranks and step both optimizers. Muon's banks are averaged while Adam steps
+        (with GRAD_CLIP_MEAN, whose norm needs them all, before)."""
         all_reduce_gradients(self.adam_params, self.ctx, divisor=self.ctx.world_size)
         self.muon.reduce_gradients()
         if self.h.grad_clip_mean and self.h.grad_clip_norm > 0:

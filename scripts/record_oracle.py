@@ -148,14 +148,18 @@ def load_module(path: Path, name: str):
     a traced function's module by name, and dataclasses look their module up there."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)  # as an import that fails: no half-run module left under its name
+        raise
     return module
 
 
-NGRAM_TILT_FILES = ("online_ngram_tilt.py", "online_ngram_state.c")  # #2135's n-gram tilt: the module, its C
+NGRAM_TILT_FILES = ("online_ngram_tilt.py", "online_ngram_state.c")  # #2135's n-gram tilt: module, C source
 
 
-def load_ngram_tilt(record_folder: Path, folder: Path, name: str):
+def load_ngram_tilt(record_folder: Path, folder: str | Path, name: str):
     """#2135's n-gram tilt module, loaded from a copy in `folder`: it builds its C library beside its own file,
     and the shared reference folder is never written."""
     for file in NGRAM_TILT_FILES:

@@ -22,17 +22,20 @@ export PYTHONPATH=/tmp/site
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; git log --oneline -1; } \
   > $O/gpu.txt 2>&1
 ab() {  # ab NAME SEEDS: one ab_runs call of the variants in /tmp/g/variant.txt
-  python3 scripts/ab_runs.py run --workdir $W --base "$BASE" --seeds $2 --variants /tmp/g/variant.txt \
+  python3 scripts/ab_runs.py run --workdir $W --base "$BASE" --seeds "$2" --variants /tmp/g/variant.txt \
     --data $G/ds --tokenizer $G/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model >> $O/ab_console.txt 2>&1 < /dev/null
-  echo "ab $1 rc $? $(date -u +%T)" >> $O/driver.txt
+  echo "ab $1 seeds $2 rc $? $(date -u +%T)" >> $O/driver.txt
 }
 # one call a line, its seeds in turn (the bases' first, seed by seed with the quantize-only runs, whose base weights
 # do not travel): a session cut short leaves the first lines with whole seeds, not every line with fewer
 V=docs/runs/2026-12-06/next/variants_s27.txt
 # a line may begin with "seeds=LIST " (this script's own field, not ab_runs'): its seeds instead of 1,2,3
-grep '^[^#]' $V | while read -r line; do
-  seeds=1,2,3
-  case $line in seeds=*) seeds=${line%% *}; seeds=${seeds#seeds=}; line=${line#* };; esac
-  echo "$line" > /tmp/g/variant.txt; ab "$line" $seeds
+grep '^[^#]' $V | while read -r first rest; do
+  seeds=1,2,3 line="$first $rest"
+  if [[ $first == seeds=* ]]; then
+    seeds=${first#seeds=} line=$rest
+    if ! [[ $seeds =~ ^[0-9]+(,[0-9]+)*$ && -n $rest ]]; then echo "skipped, not seeds=N,N VARIANT: $first $rest" >> $O/driver.txt; continue; fi
+  fi
+  echo "$line" > /tmp/g/variant.txt; ab "$line" "$seeds"
 done
 echo "all done $(date -u +%T)" >> $O/driver.txt
