@@ -12,6 +12,8 @@ python3 -m pip install -q --no-index --no-deps --target /tmp/site $G/whl/*.whl
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/g/ab/cache/inductor \
   TRITON_CACHE_DIR=/tmp/g/ab/cache/triton TRITON_CACHE_AUTOTUNING=1
 mkdir -p $P; for f in $G/probe/*.xz; do xz -dc $f > $P/$(basename $f .xz); done
+# a fresh machine starts from the carried caches (prepare.sh's cache.tar.xz), as s27.sh does
+[ -d /tmp/g/ab/cache ] || { mkdir -p /tmp/g/ab && [ -f $G/cache.tar.xz ] && tar -xJf $G/cache.tar.xz -C /tmp/g/ab; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/gpu.txt
 [ $# -gt 0 ] || set -- 96 64
 for b in "$@"; do
