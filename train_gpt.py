@@ -1507,11 +1507,11 @@ class Muon:
         apply_previous()
 
     def _apply(self, bank: list[nn.Parameter], gathering, step_size: float, lr: float) -> None:
-        """Weight decay, then the bank's gathered update (step's no_grad holds)."""
-        gathered = gathering().flatten(0, 1)  # (world * k, m, n), bank order
-        for p, update in zip(bank, gathered):
-            p.mul_(1.0 - lr * self.h.muon_wd)
-            p.add_(update.to(p.dtype), alpha=-step_size)
+        """Weight decay, then the bank's gathered update (step's no_grad holds): a few multi-tensor kernels a
+        bank, not three per matrix (~200 launches a step)."""
+        gathered = gathering().flatten(0, 1)[:len(bank)].to(bank[0].dtype)  # (matrices, m, n), bank order
+        torch._foreach_mul_(bank, 1.0 - lr * self.h.muon_wd)
+        torch._foreach_add_(bank, list(gathered.unbind(0)), alpha=-step_size)
 
 
 def partition_parameters(model: GPT) -> dict[str, list[nn.Parameter]]:
