@@ -101,6 +101,23 @@ def test_fused_mlp_refuses_fp32_on_the_gpu():
 
 # ---- GPTQ Hessians ----
 
+def test_muon_bank_update_is_the_per_matrix_update_to_the_bit():
+    """Muon._apply's multi-tensor kernels (cast once, _foreach_mul_, _foreach_add_ with alpha) give each matrix
+    exactly what a cast, mul_ and add_ per matrix gave: same bits on the GPU, where the kernels differ."""
+    h = tg.load_hyperparameters({})
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    bank = [torch.nn.Parameter(torch.randn(512, 2048, device="cuda", generator=gen)) for _ in range(3)]
+    alone = [p.detach().clone() for p in bank]
+    update = torch.randn(4, 512, 2048, device="cuda", generator=gen).bfloat16()  # padded to 4
+    muon = tg.Muon(bank, h, tg.DistContext(device=torch.device("cuda")))
+    with torch.no_grad():
+        muon._apply(bank, lambda: update.unsqueeze(0), 0.022 * 2 ** 0.5, 0.022)
+    for p, q, u in zip(bank, alone, update):
+        q.mul_(1.0 - 0.022 * h.muon_wd)
+        q.add_(u.to(q.dtype), alpha=-0.022 * 2 ** 0.5)
+        assert torch.equal(p.detach(), q)
+
+
 def test_hessian_products_in_bf16_are_the_fp32_products():
     """bf16 activations: the bf16 tensor-core product with fp32 output is the fp64 product of the same numbers to
     fp32 accuracy, as the records' TF32 product of them is (a bf16 output would be ~1e-3 off)."""
