@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import functools
 import glob
 import hashlib
 import importlib.util
@@ -1490,7 +1489,7 @@ class Muon:
     def step(self, lr: float, momentum: float) -> None:
         """Each bank's update is gathered while the next bank orthogonalises, then applied."""
         h = self.h
-        apply_previous = lambda: None  # noqa: E731
+        gathering_previous = None  # the previous bank's _apply arguments, its update in flight
         for b, bank in enumerate(self.banks):
             grad = self.owned(b)
             buf = self.momentum.setdefault(b, torch.zeros_like(grad))
@@ -1502,9 +1501,11 @@ class Muon:
             # tall matrices (the MLP's up projection) get sqrt(rows / cols): the same RMS step per entry
             scale = math.sqrt(max(1.0, update.size(-2) / update.size(-1)))
             gathering = _all_gather_stack(self.ctx, update)
-            apply_previous()
-            apply_previous = functools.partial(self._apply, bank, gathering, lr * scale, lr)
-        apply_previous()
+            if gathering_previous:
+                self._apply(*gathering_previous)
+            gathering_previous = (bank, gathering, lr * scale, lr)
+        if gathering_previous:
+            self._apply(*gathering_previous)
 
     def _apply(self, bank: list[nn.Parameter], gathering, step_size: float, lr: float) -> None:
         """Weight decay, then the bank's gathered update (step's no_grad holds): a few multi-tensor kernels a

@@ -451,14 +451,19 @@ def test_compile_warmup_leaves_no_graph_for_the_timed_loop():
         assert counters["stats"]["unique_graphs"] == warmed, seq_len
 
 
-def _clipped_mean_on_rank(rank: int, store: str, out: str) -> None:
-    """Rank `rank` of 2 (gloo): its own gradients, averaged and clipped by GRAD_CLIP_MEAN; saves what it holds."""
+def _gloo_rank(rank: int, store: str) -> tg.DistContext:
+    """Joins a 2-rank gloo group through the file `store`."""
     import datetime
 
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=60))
-    ctx = tg.DistContext(rank=rank, world_size=2)
+    return tg.DistContext(rank=rank, world_size=2)
+
+
+def _clipped_mean_on_rank(rank: int, store: str, out: str) -> None:
+    """Rank `rank` of 2 (gloo): its own gradients, averaged and clipped by GRAD_CLIP_MEAN; saves what it holds."""
+    ctx = _gloo_rank(rank, store)
     model, opt = _clip_mean_model(ctx)
     for p, g in zip(model.parameters(), _rank_gradients(model, rank)):
         p.grad = g
@@ -466,7 +471,7 @@ def _clipped_mean_on_rank(rank: int, store: str, out: str) -> None:
     opt.muon.reduce_gradients()
     opt.clip_mean_gradient(opt.h.grad_clip_norm)
     torch.save(dict(owned=opt.muon.owned_grads, adam=[p.grad for p in opt.adam_params]), f"{out}.{rank}")
-    dist.destroy_process_group()
+    torch.distributed.destroy_process_group()
 
 
 def _clip_mean_model(ctx, **settings):
@@ -504,18 +509,13 @@ def test_grad_clip_mean_clips_the_rank_average_once(tmp_path):
 
 def _stepped_on_rank(rank: int, store: str, out: str, settings: dict) -> None:
     """Rank `rank` of 2 (gloo): two optimizer steps on its own gradients; saves its weights."""
-    import datetime
-
-    import torch.distributed as dist
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
-                            timeout=datetime.timedelta(seconds=60))
-    model, opt = _clip_mean_model(tg.DistContext(rank=rank, world_size=2), **settings)
+    model, opt = _clip_mean_model(_gloo_rank(rank, store), **settings)
     for step in range(2):
         for p, g in zip(model.parameters(), _rank_gradients(model, rank + 2 * step)):
             p.grad = g
         opt.step(1.0, 0.9)
     torch.save([p.detach() for p in model.parameters()], f"{out}.{rank}")
-    dist.destroy_process_group()
+    torch.distributed.destroy_process_group()
 
 
 @pytest.mark.parametrize("clip_mean", ["0", "1"])
