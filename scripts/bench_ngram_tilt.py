@@ -38,8 +38,9 @@ def load_targets(path: Path, tile: int, tokens: int | None) -> np.ndarray:
     return np.tile(stream, tile)[1:][:tokens]  # the record scores val_tokens[1:]
 
 
-def record_module(reference: Path):
-    module = ro.load_ngram_tilt(reference, tempfile.mkdtemp(), "record_online_ngram_tilt")
+def record_module(reference: Path, folder: str):
+    """The record's n-gram module, its C library compiled into `folder`."""
+    module = ro.load_ngram_tilt(reference, folder, "record_online_ngram_tilt")
     module.ensure_online_ngram_lib(log0=lambda *_: None)  # the compile is not timed
     return module
 
@@ -105,6 +106,11 @@ def best_of(fn, repeat: int, sync=lambda: None):
 
 
 def main(argv=None):
+    with tempfile.TemporaryDirectory() as folder:  # the record's compiled C library, removed at the end
+        bench(argv, folder)
+
+
+def bench(argv, folder: str):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--val", required=True, help="val shard (.bin or .bin.xz)")
     ap.add_argument("--reference", default=str(RECORD), help="folder of the record's n-gram files and tokenizers/")
@@ -122,7 +128,7 @@ def main(argv=None):
     print(f"targets:{targets.size} order:{args.order} torch_threads:{torch.get_num_threads()} repeat:{args.repeat}")
     runs = []  # (name, function, synchronise, repeat); each is printed as soon as it is measured
     if "record" not in skip:
-        record, tokenizer = record_module(Path(args.reference)), Path(args.reference) / "tokenizers" / TOKENIZER_NAME
+        record, tokenizer = record_module(Path(args.reference), folder), Path(args.reference) / "tokenizers" / TOKENIZER_NAME
         runs.append(("record_c", lambda: record_c(record, tokenizer, targets, args.order), None, args.repeat))
         if args.record_full:
             runs.append(("record_full", lambda: record.build_hints_for_targets(
