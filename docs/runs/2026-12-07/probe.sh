@@ -9,8 +9,9 @@ set -u
 cd "$(dirname "$0")/../../.."
 G=.gpu_data; P=/tmp/probe
 python3 -m pip install -q --no-index --no-deps --target /tmp/site $G/whl/*.whl
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/g/ab/cache/inductor \
-  TRITON_CACHE_DIR=/tmp/g/ab/cache/triton TRITON_CACHE_AUTOTUNING=1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+export $(python3 -c "import sys, pathlib; sys.path.insert(0, 'scripts'); import ab_runs
+print(*(f'{k}={v}' for k, v in ab_runs.cache_env(pathlib.Path('/tmp/g/ab')).items()))")  # as ab_runs sets them
 mkdir -p $P; for f in $G/probe/*.xz; do xz -dc $f > $P/$(basename $f .xz); done
 # a fresh machine starts from the carried caches (prepare.sh's cache.tar.xz), as s27.sh does
 [ -d /tmp/g/ab/cache ] || { mkdir -p /tmp/g/ab && [ -f $G/cache.tar.xz ] && tar -xJf $G/cache.tar.xz -C /tmp/g/ab; }
