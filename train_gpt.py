@@ -1432,8 +1432,8 @@ def _reduce_scatter_mean(ctx: DistContext, stacked: torch.Tensor):
         return lambda: stacked[0]
     if ctx.nccl:
         out = torch.empty_like(stacked[0])
-        return _when_done(dist.reduce_scatter_tensor(out, stacked, op=dist.ReduceOp.AVG, async_op=True),
-                          lambda: out)
+        return _when_done(dist.reduce_scatter_tensor(out, stacked.flatten(0, 1), op=dist.ReduceOp.AVG,
+                                                     async_op=True), lambda: out)
     work = dist.all_reduce(stacked, async_op=True)  # gloo has no reduce-scatter
     return _when_done(work, lambda: stacked[ctx.rank] / ctx.world_size)
 
@@ -1443,8 +1443,9 @@ def _all_gather_stack(ctx: DistContext, local: torch.Tensor):
     if not ctx.distributed:
         return lambda: local.unsqueeze(0)
     if ctx.nccl:
-        out = local.new_empty((ctx.world_size, *local.shape))
-        return _when_done(dist.all_gather_into_tensor(out, local, async_op=True), lambda: out)
+        out = local.new_empty((ctx.world_size * local.size(0), *local.shape[1:]))
+        return _when_done(dist.all_gather_into_tensor(out, local, async_op=True),
+                          lambda: out.view(ctx.world_size, *local.shape))
     parts = [torch.empty_like(local) for _ in range(ctx.world_size)]
     return _when_done(dist.all_gather(parts, local, async_op=True), lambda: torch.stack(parts))
 

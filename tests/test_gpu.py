@@ -118,6 +118,46 @@ def test_muon_bank_update_is_the_per_matrix_update_to_the_bit():
         assert torch.equal(p.detach(), q)
 
 
+class _NcclOfOne(tg.DistContext):
+    """A world of one rank that takes the distributed code path: NCCL's collectives, not the local shortcuts."""
+
+    @property
+    def distributed(self) -> bool:
+        return True
+
+
+def test_the_nccl_step_of_one_rank_is_the_local_step(tmp_path):
+    """Optimizers.step through NCCL (Adam's all-reduce, Muon's asynchronous reduce-scatter and all-gather, each
+    waited for later) in a world of one rank moves every weight as the local step does, to the bit. The gloo
+    tests on the CPU check the arithmetic on two ranks; this runs the NCCL branch's own calls and shapes, which
+    no other test reaches (NCCL cannot put two ranks on one GPU)."""
+    import torch.distributed as dist
+    device = torch.device("cuda", torch.cuda.current_device())
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
+                            device_id=device)
+    try:
+        h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135"})
+        stepped = []
+        for ctx in (tg.DistContext(device=device), _NcclOfOne(device=device)):
+            torch.manual_seed(0)
+            model = tg.build_model(h, device, fused_mlp=False)
+            opt = tg.Optimizers(model, h, ctx)
+            trained = opt.adam_params + [p for bank in opt.muon.banks for p in bank]
+            start = [p.detach().clone() for p in trained]
+            for step in range(2):
+                gen = torch.Generator(device=device).manual_seed(step)
+                for p in model.parameters():
+                    p.grad = torch.randn(p.shape, device=device, generator=gen).to(p.dtype)
+                opt.step(1.0, 0.9)
+            assert all(not torch.equal(p, s) for p, s in zip(trained, start))
+            stepped.append([p.detach() for p in model.parameters()])
+        assert _NcclOfOne(device=device).nccl
+        for local, nccl in zip(*stepped):
+            assert torch.equal(local, nccl)
+    finally:
+        dist.destroy_process_group()
+
+
 def test_hessian_products_in_bf16_are_the_fp32_products():
     """bf16 activations: the bf16 tensor-core product with fp32 output is the fp64 product of the same numbers to
     fp32 accuracy, as the records' TF32 product of them is (a bf16 output would be ~1e-3 off)."""

@@ -451,14 +451,23 @@ def test_compile_warmup_leaves_no_graph_for_the_timed_loop():
         assert counters["stats"]["unique_graphs"] == warmed, seq_len
 
 
-def _gloo_rank(rank: int, store: str) -> tg.DistContext:
+class _NcclCalls(tg.DistContext):
+    """Takes the collectives' NCCL branch (reduce_scatter_tensor, all_gather_into_tensor) on gloo, which has those
+    calls too: that branch's shapes and order, checked on the CPU."""
+
+    @property
+    def nccl(self) -> bool:
+        return True
+
+
+def _gloo_rank(rank: int, store: str, nccl_calls: bool = False) -> tg.DistContext:
     """Joins a 2-rank gloo group through the file `store`."""
     import datetime
 
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=60))
-    return tg.DistContext(rank=rank, world_size=2)
+    return (_NcclCalls if nccl_calls else tg.DistContext)(rank=rank, world_size=2)
 
 
 def _clipped_mean_on_rank(rank: int, store: str, out: str) -> None:
@@ -507,9 +516,9 @@ def test_grad_clip_mean_clips_the_rank_average_once(tmp_path):
             torch.testing.assert_close(g.float(), p.grad.float(), rtol=1e-5, atol=1e-7)
 
 
-def _stepped_on_rank(rank: int, store: str, out: str, settings: dict) -> None:
+def _stepped_on_rank(rank: int, store: str, out: str, settings: dict, nccl_calls: bool) -> None:
     """Rank `rank` of 2 (gloo): two optimizer steps on its own gradients; saves its weights."""
-    model, opt = _clip_mean_model(_gloo_rank(rank, store), **settings)
+    model, opt = _clip_mean_model(_gloo_rank(rank, store, nccl_calls), **settings)
     for step in range(2):
         for p, g in zip(model.parameters(), _rank_gradients(model, rank + 2 * step)):
             p.grad = g
@@ -518,15 +527,16 @@ def _stepped_on_rank(rank: int, store: str, out: str, settings: dict) -> None:
     torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("clip_mean", ["0", "1"])
-def test_two_ranks_step_as_one_on_the_mean_gradient(tmp_path, clip_mean):
+@pytest.mark.parametrize("clip_mean, nccl_calls", [("0", False), ("1", False), ("0", True), ("1", True)])
+def test_two_ranks_step_as_one_on_the_mean_gradient(tmp_path, clip_mean, nccl_calls):
     """Optimizers.step on 2 ranks (Muon's banks averaged in the background, each bank's update gathered while
     the next one orthogonalises) moves every weight as one process stepping on the mean of the two gradients:
-    to the bit without GRAD_CLIP_MEAN (the default), with it up to the order its norm is summed in. Banks of
-    6, 6, 3 and 3 matrices: two are padded to the world size."""
+    to the bit without GRAD_CLIP_MEAN (the default), with it up to the order its norm is summed in; through
+    the gloo branch of the collectives and through the NCCL one's calls. Banks of 6, 6, 3 and 3 matrices: two
+    are padded to the world size."""
     settings = dict(__import__("conftest").FEW_LAYERS, GRAD_CLIP_MEAN=clip_mean)
     torch.multiprocessing.start_processes(
-        _stepped_on_rank, args=(str(tmp_path / "store"), str(tmp_path / "o"), settings), nprocs=2,
+        _stepped_on_rank, args=(str(tmp_path / "store"), str(tmp_path / "o"), settings, nccl_calls), nprocs=2,
         start_method="spawn")
     model, opt = _clip_mean_model(tg.DistContext(), **settings)
     assert len(opt.muon.banks) > 2 and any(len(bank) % 2 for bank in opt.muon.banks)  # several, some padded
