@@ -4,6 +4,8 @@ and print where ours spends device time that the record does not; or profile our
     python scripts/profile_vs_reference.py --reference ../shared/reference/record_1886_train_gpt.py \
         --data-dir .gpu_data/ds --out prof_out            # ours, then the record, then the comparison
     python scripts/profile_vs_reference.py compare prof_out/ours.json prof_out/record.json
+    python scripts/profile_vs_reference.py --which ours --data-dir D --trace      # + the profiled steps' traces
+    python scripts/profile_vs_reference.py gaps prof_out/ours_off_trace.json.gz   # where the GPU waited
     python scripts/profile_vs_reference.py --which ours --data-dir .gpu_data/ds    # ours alone: its report
     python scripts/profile_vs_reference.py --which ours --data-dir D --ours-env COMPILE_SCOPE=layers \
         --train-gpt ../before/train_gpt.py --no-looping      # another copy of ours, one scope, recurrence off
@@ -24,11 +26,15 @@ its kernels. MFU = model FLOPs / step time / the bf16 peak of an 8192^3 matmul t
 FLOPs are 6 x tokens x (the matrices each token passes through + the tied head) + 3 x causal attention FLOPs
 of the batch's pieces (the same formula for both scripts). TTT timing is bench_ttt_vs_reference.py's.
 Writes OUT/ours.json and OUT/record.json, then prints the comparison (one script alone: its own report).
+--trace also writes each profiled step's Chrome trace (OUT/WHICH_STATE_trace.json.gz, a few MB); `gaps` reads
+one on any machine and lists the device's idle gaps between kernels: whether the host launched the next kernel
+only after the GPU had gone idle (host-bound), and the host ops that were running when it did.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib.util
 import inspect
 import json
@@ -43,6 +49,10 @@ REPO = Path(__file__).resolve().parents[1]
 ONE_GPU_ACCUM = 8  # micro-batches per step on one GPU: the record's 8 ranks' batches
 PEAK_MATMUL_N = 8192
 PEAK_TRIALS = 3
+DEVICE_EVENTS = ("kernel", "gpu_memcpy", "gpu_memset")  # a Chrome trace's categories of device work
+LAUNCH_EVENTS = ("cuda_runtime", "cuda_driver")  # host calls that queue it, matched by "correlation"
+HOST_OPS = ("cpu_op", "user_annotation")
+GAP_MIN_US = 20.0  # a gap shorter than this is a launch's ordinary latency
 KERNEL_CLASSES = (  # first match wins; names lowercased
     ("collective (nccl)", ("nccl",)),
     ("memcpy / memset", ("memcpy", "memset")),
@@ -297,6 +307,8 @@ def measure(args) -> dict:
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             s["step"]()
             torch.cuda.synchronize()
+        if args.trace:
+            write_trace(prof, args.out / f"{args.which}_{'on' if on else 'off'}_trace.json.gz")
         rows = kernel_rows(prof)
         ms = float(np.median(times))
         flops = model_flops(s["cfg"], s["virtual"](on), s["cu"])
@@ -312,6 +324,88 @@ def measure(args) -> dict:
               f"{state['device_ms']:.1f} ms in {state['launches']} launches, MFU {100 * state['mfu']:.1f}%, "
               f"compile+warm-up {compile_s:.0f} s", flush=True)
     return out
+
+
+def write_trace(prof, path: Path) -> None:
+    plain = path.with_suffix("")  # .json
+    prof.export_chrome_trace(str(plain))
+    with open(plain, "rb") as src, gzip.open(path, "wb") as dst:
+        dst.write(src.read())
+    plain.unlink()
+
+
+# -----------------------------------------------------------------------------
+# Device gaps in a trace
+# -----------------------------------------------------------------------------
+
+def load_trace(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        return json.load(f)["traceEvents"]
+
+
+def enclosing_ops(host_ops: list[dict], ts: float) -> list[str]:
+    """Names of the host ops running at `ts` on one thread, outermost first."""
+    return [op["name"] for op in host_ops if op["ts"] <= ts <= op["ts"] + op.get("dur", 0)]
+
+
+def device_gaps(events: list[dict], min_us: float = GAP_MIN_US) -> dict:
+    """The idle gaps (>= min_us) between the device's work in a trace. Each: its length, the kernels around it,
+    when the next kernel's launch call started (host-bound when that was after the GPU went idle) and the host
+    ops running at that call, outermost first."""
+    device = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") in DEVICE_EVENTS),
+                    key=lambda e: e["ts"])
+    if not device:
+        raise SystemExit("the trace holds no device work (kernels, copies): was it profiled on a GPU with "
+                         "ProfilerActivity.CUDA?")
+    launches = {e["args"]["correlation"]: e for e in events
+                if e.get("cat") in LAUNCH_EVENTS and "correlation" in e.get("args", {})}
+    threads: dict[tuple, list[dict]] = {}
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") in HOST_OPS:
+            threads.setdefault((e["pid"], e["tid"]), []).append(e)
+    for ops in threads.values():
+        ops.sort(key=lambda e: (e["ts"], -e.get("dur", 0)))  # an op before the ops nested in it
+    gaps, busy, end = [], 0.0, device[0]["ts"]
+    for before, after in zip([None] + device[:-1], device):
+        gap = after["ts"] - end
+        if before is not None and gap >= min_us:
+            launch = launches.get(after.get("args", {}).get("correlation"))
+            row = dict(us=gap, before=before["name"], after=after["name"], host_bound=None, launched_into_us=None,
+                       ops=[])
+            if launch is not None:
+                row.update(host_bound=launch["ts"] > end, launched_into_us=launch["ts"] - end,
+                           ops=enclosing_ops(threads.get((launch["pid"], launch["tid"]), []), launch["ts"]))
+            gaps.append(row)
+        busy += max(0.0, after["ts"] + after["dur"] - max(end, after["ts"]))
+        end = max(end, after["ts"] + after["dur"])
+    host_start = min((e["ts"] for ops in threads.values() for e in ops), default=device[0]["ts"])
+    return dict(span_us=end - device[0]["ts"], busy_us=busy, lead_in_us=device[0]["ts"] - host_start,
+                gaps=sorted(gaps, key=lambda g: -g["us"]))
+
+
+def gaps_text(found: dict, top: int = 25, min_us: float = GAP_MIN_US) -> str:
+    gaps = found["gaps"]
+    idle = found["span_us"] - found["busy_us"]
+    bound = sum(g["us"] for g in gaps if g["host_bound"])
+    lines = [f"device span {found['span_us'] / 1000:.2f} ms, busy {found['busy_us'] / 1000:.2f} ms, idle "
+             f"{idle / 1000:.2f} ms; before the first kernel {found['lead_in_us'] / 1000:.2f} ms of host time",
+             f"{len(gaps)} gaps >= {min_us:g} us: {sum(g['us'] for g in gaps) / 1000:.2f} ms, of which host-bound "
+             f"(next kernel launched after the GPU went idle) {bound / 1000:.2f} ms, launch not in the trace "
+             f"{sum(g['us'] for g in gaps if g['host_bound'] is None) / 1000:.2f} ms",
+             "\nhost-bound idle by the innermost host op at the late launch:"]
+    by_op = Counter()
+    for g in gaps:
+        if g["host_bound"]:
+            by_op[g["ops"][-1] if g["ops"] else "(no host op)"] += g["us"]
+    lines += [f"  {us / 1000:8.3f} ms  {name[:100]}" for name, us in by_op.most_common(12)]
+    lines.append(f"\nlongest {top} gaps (us; launch call's start after the GPU went idle; host ops, outermost first)")
+    for g in gaps[:top]:
+        into = "?" if g["launched_into_us"] is None else f"{g['launched_into_us']:+.0f}"
+        lines.append(f"  {g['us']:9.1f} {into:>8s}  {g['before'][:40]} -> {g['after'][:40]}")
+        if g["ops"]:
+            lines.append(f"            {' > '.join(op[:40] for op in g['ops'][-4:])}")
+    return "\n".join(lines)
 
 
 # -----------------------------------------------------------------------------
@@ -376,6 +470,15 @@ def report_text(result: dict, top: int = 20) -> str:
 def main(argv=None) -> int:
     if argv is None:
         argv = sys.argv[1:]
+    if argv and argv[0] == "gaps":
+        gap_args = argparse.ArgumentParser(prog="profile_vs_reference.py gaps",
+                                           description="the device's idle gaps in a trace written by --trace")
+        gap_args.add_argument("trace", type=Path)
+        gap_args.add_argument("--top", type=int, default=25)
+        gap_args.add_argument("--min-us", type=float, default=GAP_MIN_US)
+        a = gap_args.parse_args(argv[1:])
+        print(gaps_text(device_gaps(load_trace(a.trace), a.min_us), a.top, a.min_us))
+        return 0
     if argv and argv[0] == "compare":
         ours, record = (json.loads(Path(p).read_text()) for p in argv[1:3])
         print(compare_text(ours, record))
@@ -392,6 +495,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ref-env", action="append", default=[], help="KEY=VALUE set before importing the record")
     parser.add_argument("--train-gpt", type=Path, help="another copy of train_gpt.py as ours (kernels.py beside it)")
     parser.add_argument("--no-looping", dest="looping", action="store_false", help="recurrence off only")
+    parser.add_argument("--trace", action="store_true", help="also write each profiled step's Chrome trace")
     parser.add_argument("--no-report", dest="report", action="store_false", help=argparse.SUPPRESS)  # `both`
     args = parser.parse_args(argv)
     if args.which != "ours" and args.reference is None:

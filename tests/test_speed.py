@@ -91,3 +91,41 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
         attention = 3 * 4 * (length * (length + 1) / 2) * h.num_heads * h.head_dim * virtual_layers
         flops = prof.model_flops(s["cfg"], s["virtual"](looping), [torch.tensor([0, length])])
         assert flops == pytest.approx(matmuls + attention, rel=1e-12)
+
+
+def test_trace_gaps_find_the_late_launch_and_the_host_op_behind_it(tmp_path):
+    """profile_vs_reference.py gaps on a hand-made Chrome trace: of two gaps, the one whose next kernel was
+    launched after the GPU went idle is host-bound, with the host ops around that launch; the other kernel was
+    queued early (the GPU waited on something else). Busy time counts overlapping kernels once."""
+    import gzip
+    import json
+
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "scripts"))
+    import profile_vs_reference as prof
+
+    def event(cat, name, ts, dur, correlation=None, tid=1):
+        return dict(ph="X", cat=cat, name=name, ts=ts, dur=dur, pid=0, tid=tid,
+                    args={} if correlation is None else dict(correlation=correlation))
+    events = [event("cpu_op", "Outer", 0, 200), event("cpu_op", "aten::gather", 40, 10),
+              event("cuda_runtime", "cudaLaunchKernel", 1, 1, correlation=1),
+              event("cuda_runtime", "cudaLaunchKernel", 45, 2, correlation=2),
+              event("cuda_driver", "cuLaunchKernel", 3, 1, correlation=3),
+              event("kernel", "k1", 10, 20, correlation=1, tid=7),  # 10-30
+              event("kernel", "k2", 50, 10, correlation=2, tid=7),  # gap 20 us, launched 15 us into it
+              event("kernel", "k3", 100, 20, correlation=3, tid=7),  # gap 40 us, queued long before
+              event("gpu_memcpy", "copy", 110, 20, correlation=None, tid=8)]  # overlaps k3 by 10 us
+    path = tmp_path / "t.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump(dict(traceEvents=events), f)
+    found = prof.device_gaps(prof.load_trace(path), min_us=15)
+    assert (found["span_us"], found["busy_us"], found["lead_in_us"]) == (120, 60, 10)
+    late, early = sorted(found["gaps"], key=lambda g: g["us"])
+    assert (late["us"], late["host_bound"], late["launched_into_us"]) == (20, True, 15)
+    assert late["ops"] == ["Outer", "aten::gather"] and (late["before"], late["after"]) == ("k1", "k2")
+    assert (early["us"], early["host_bound"], early["ops"]) == (40, False, ["Outer"])
+    text = prof.gaps_text(found, min_us=15)
+    assert "host-bound (next kernel launched after the GPU went idle) 0.02 ms" in text
+    assert "aten::gather" in text and "Outer" not in text.split("longest")[0]  # the early gap is not host-bound
+    with pytest.raises(SystemExit, match="no device work"):
+        prof.device_gaps([event("cpu_op", "Outer", 0, 1)])
