@@ -477,6 +477,8 @@ def main(argv=None) -> int:
         gap_args.add_argument("--top", type=int, default=25)
         gap_args.add_argument("--min-us", type=float, default=GAP_MIN_US)
         a = gap_args.parse_args(argv[1:])
+        if not a.trace.is_file():
+            gap_args.error(f"{a.trace} is not a file: write a trace with --trace (OUT/WHICH_STATE_trace.json.gz)")
         print(gaps_text(device_gaps(load_trace(a.trace), a.min_us), a.top, a.min_us))
         return 0
     if argv and argv[0] == "compare":

@@ -129,3 +129,5 @@ def test_trace_gaps_find_the_late_launch_and_the_host_op_behind_it(tmp_path):
     assert "aten::gather" in text and "Outer" not in text.split("longest")[0]  # the early gap is not host-bound
     with pytest.raises(SystemExit, match="no device work"):
         prof.device_gaps([event("cpu_op", "Outer", 0, 1)])
+    with pytest.raises(SystemExit):  # a path that is not a file: argparse's error naming --trace
+        prof.main(["gaps", str(tmp_path / "missing.json.gz")])
