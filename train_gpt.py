@@ -1443,9 +1443,9 @@ def _all_gather_stack(ctx: DistContext, local: torch.Tensor):
     if not ctx.distributed:
         return lambda: local.unsqueeze(0)
     if ctx.nccl:
-        out = local.new_empty((ctx.world_size * local.size(0), *local.shape[1:]))
-        return _when_done(dist.all_gather_into_tensor(out, local, async_op=True),
-                          lambda: out.view(ctx.world_size, *local.shape))
+        out = local.new_empty((ctx.world_size, *local.shape))
+        return _when_done(dist.all_gather_into_tensor(out.flatten(0, 1), local.contiguous(), async_op=True),
+                          lambda: out)
     parts = [torch.empty_like(local) for _ in range(ctx.world_size)]
     return _when_done(dist.all_gather(parts, local, async_op=True), lambda: torch.stack(parts))
 

@@ -34,6 +34,7 @@ only after the GPU had gone idle (host-bound), and the host ops that were runnin
 from __future__ import annotations
 
 import argparse
+import bisect
 import gzip
 import importlib.util
 import inspect
@@ -327,59 +328,89 @@ def measure(args) -> dict:
 
 
 def write_trace(prof, path: Path) -> None:
-    plain = path.with_suffix("")  # .json
-    prof.export_chrome_trace(str(plain))
-    with open(plain, "rb") as src, gzip.open(path, "wb") as dst:
-        dst.write(src.read())
-    plain.unlink()
+    prof.export_chrome_trace(str(path))  # gzipped by torch: the path ends in .gz
 
 
 # -----------------------------------------------------------------------------
-# Device gaps in a trace
+# Device gaps in a trace (measured under the profiler, whose own host cost lengthens host-bound gaps)
 # -----------------------------------------------------------------------------
 
 def load_trace(path: Path) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt") as f:
-        return json.load(f)["traceEvents"]
+        trace = json.load(f)
+    if not isinstance(trace, dict) or "traceEvents" not in trace:
+        raise SystemExit(f"{path} is not a Chrome trace (no traceEvents): `gaps` reads the "
+                         "OUT/WHICH_STATE_trace.json.gz that --trace writes, not OUT/WHICH.json")
+    return trace["traceEvents"]
 
 
-def enclosing_ops(host_ops: list[dict], ts: float) -> list[str]:
-    """Names of the host ops running at `ts` on one thread, outermost first."""
-    return [op["name"] for op in host_ops if op["ts"] <= ts <= op["ts"] + op.get("dur", 0)]
+class HostThread:
+    """One host thread's ops (cpu_op, user_annotation), each with its parent: the op it is nested in."""
+
+    def __init__(self, ops: list[dict]):
+        self.ops = sorted(ops, key=lambda e: (e["ts"], -e.get("dur", 0)))  # an op before the ops nested in it
+        self.starts = [op["ts"] for op in self.ops]
+        self.parent: list[int | None] = []
+        open_ops: list[int] = []  # the ops enclosing the current one, innermost last
+        for i, op in enumerate(self.ops):
+            while open_ops and self.end(open_ops[-1]) <= op["ts"]:
+                open_ops.pop()
+            self.parent.append(open_ops[-1] if open_ops else None)
+            open_ops.append(i)
+
+    def end(self, i: int) -> float:
+        return self.ops[i]["ts"] + self.ops[i].get("dur", 0)
+
+    def at(self, ts: float) -> list[str]:
+        """Names of the ops running at ts (started at or before it, not yet ended), outermost first."""
+        i = bisect.bisect_right(self.starts, ts) - 1  # the last op started by ts, or one nested in the answer
+        while i is not None and i >= 0 and self.end(i) <= ts:
+            i = self.parent[i]
+        chain = []
+        while i is not None and i >= 0:
+            chain.append(self.ops[i]["name"])
+            i = self.parent[i]
+        return chain[::-1]
 
 
 def device_gaps(events: list[dict], min_us: float = GAP_MIN_US) -> dict:
-    """The idle gaps (>= min_us) between the device's work in a trace. Each: its length, the kernels around it,
-    when the next kernel's launch call started (host-bound when that was after the GPU went idle) and the host
-    ops running at that call, outermost first."""
+    """The idle gaps (>= min_us) between the device's work in a trace. Each: its length, the work that ended
+    before it and the kernel after it; when that kernel's launch call returned (it was queued then: host-bound
+    when that was after the GPU went idle); the host ops running at that call, outermost first; and the other
+    host calls of that thread during the gap (a synchronising call there is a host wait, not host work)."""
     device = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") in DEVICE_EVENTS),
                     key=lambda e: e["ts"])
     if not device:
         raise SystemExit("the trace holds no device work (kernels, copies): was it profiled on a GPU with "
                          "ProfilerActivity.CUDA?")
-    launches = {e["args"]["correlation"]: e for e in events
-                if e.get("cat") in LAUNCH_EVENTS and "correlation" in e.get("args", {})}
-    threads: dict[tuple, list[dict]] = {}
+    calls = [e for e in events if e.get("ph") == "X" and e.get("cat") in LAUNCH_EVENTS]
+    launches = {e["args"]["correlation"]: e for e in calls if "correlation" in e.get("args", {})}
+    by_thread: dict[tuple, list[dict]] = {}
     for e in events:
         if e.get("ph") == "X" and e.get("cat") in HOST_OPS:
-            threads.setdefault((e["pid"], e["tid"]), []).append(e)
-    for ops in threads.values():
-        ops.sort(key=lambda e: (e["ts"], -e.get("dur", 0)))  # an op before the ops nested in it
-    gaps, busy, end = [], 0.0, device[0]["ts"]
-    for before, after in zip([None] + device[:-1], device):
-        gap = after["ts"] - end
-        if before is not None and gap >= min_us:
-            launch = launches.get(after.get("args", {}).get("correlation"))
-            row = dict(us=gap, before=before["name"], after=after["name"], host_bound=None, launched_into_us=None,
-                       ops=[])
+            by_thread.setdefault((e["pid"], e["tid"]), []).append(e)
+    threads = {key: HostThread(ops) for key, ops in by_thread.items()}
+    gaps, busy, end, last = [], 0.0, device[0]["ts"], None  # last: the work that ends at `end`
+    for work in device:
+        gap = work["ts"] - end
+        if last is not None and gap >= min_us:
+            row = dict(us=gap, before=last["name"], after=work["name"], host_bound=None, queued_into_us=None,
+                       ops=[], calls=[])
+            launch = launches.get(work.get("args", {}).get("correlation"))
             if launch is not None:
-                row.update(host_bound=launch["ts"] > end, launched_into_us=launch["ts"] - end,
-                           ops=enclosing_ops(threads.get((launch["pid"], launch["tid"]), []), launch["ts"]))
+                queued = launch["ts"] + launch.get("dur", 0)
+                thread = threads.get((launch["pid"], launch["tid"]))
+                row.update(host_bound=queued > end, queued_into_us=queued - end,
+                           ops=thread.at(launch["ts"]) if thread else [],
+                           calls=[c["name"] for c in calls if c is not launch and c["tid"] == launch["tid"]
+                                  and c["pid"] == launch["pid"] and c["ts"] < queued
+                                  and c["ts"] + c.get("dur", 0) > end])
             gaps.append(row)
-        busy += max(0.0, after["ts"] + after["dur"] - max(end, after["ts"]))
-        end = max(end, after["ts"] + after["dur"])
-    host_start = min((e["ts"] for ops in threads.values() for e in ops), default=device[0]["ts"])
+        busy += max(0.0, work["ts"] + work["dur"] - max(end, work["ts"]))
+        if work["ts"] + work["dur"] >= end:
+            end, last = work["ts"] + work["dur"], work
+    host_start = min((t.starts[0] for t in threads.values() if t.starts), default=device[0]["ts"])
     return dict(span_us=end - device[0]["ts"], busy_us=busy, lead_in_us=device[0]["ts"] - host_start,
                 gaps=sorted(gaps, key=lambda g: -g["us"]))
 
@@ -387,24 +418,27 @@ def device_gaps(events: list[dict], min_us: float = GAP_MIN_US) -> dict:
 def gaps_text(found: dict, top: int = 25, min_us: float = GAP_MIN_US) -> str:
     gaps = found["gaps"]
     idle = found["span_us"] - found["busy_us"]
-    bound = sum(g["us"] for g in gaps if g["host_bound"])
+    total = lambda rows: sum(g["us"] for g in rows) / 1000  # noqa: E731
+    bound = [g for g in gaps if g["host_bound"]]
     lines = [f"device span {found['span_us'] / 1000:.2f} ms, busy {found['busy_us'] / 1000:.2f} ms, idle "
-             f"{idle / 1000:.2f} ms; before the first kernel {found['lead_in_us'] / 1000:.2f} ms of host time",
-             f"{len(gaps)} gaps >= {min_us:g} us: {sum(g['us'] for g in gaps) / 1000:.2f} ms, of which host-bound "
-             f"(next kernel launched after the GPU went idle) {bound / 1000:.2f} ms, launch not in the trace "
-             f"{sum(g['us'] for g in gaps if g['host_bound'] is None) / 1000:.2f} ms",
+             f"{idle / 1000:.2f} ms; before the first kernel {found['lead_in_us'] / 1000:.2f} ms of host time "
+             "(all under the profiler)",
+             f"{len(gaps)} gaps >= {min_us:g} us: {total(gaps):.2f} ms; host-bound (the next kernel queued after "
+             f"the GPU went idle) {total(bound):.2f} ms; its launch not in the trace "
+             f"{total(g for g in gaps if g['host_bound'] is None):.2f} ms",
              "\nhost-bound idle by the innermost host op at the late launch:"]
     by_op = Counter()
-    for g in gaps:
-        if g["host_bound"]:
-            by_op[g["ops"][-1] if g["ops"] else "(no host op)"] += g["us"]
+    for g in bound:
+        by_op[g["ops"][-1] if g["ops"] else "(no host op)"] += g["us"]
     lines += [f"  {us / 1000:8.3f} ms  {name[:100]}" for name, us in by_op.most_common(12)]
-    lines.append(f"\nlongest {top} gaps (us; launch call's start after the GPU went idle; host ops, outermost first)")
+    lines.append(f"\nlongest {top} gaps: us, when the next kernel was queued (us after the GPU went idle), the work "
+                 "around the gap; the host ops at its launch (outermost first) and the thread's other calls in the gap")
     for g in gaps[:top]:
-        into = "?" if g["launched_into_us"] is None else f"{g['launched_into_us']:+.0f}"
+        into = "?" if g["queued_into_us"] is None else f"{g['queued_into_us']:+.0f}"
         lines.append(f"  {g['us']:9.1f} {into:>8s}  {g['before'][:40]} -> {g['after'][:40]}")
-        if g["ops"]:
-            lines.append(f"            {' > '.join(op[:40] for op in g['ops'][-4:])}")
+        if g["ops"] or g["calls"]:
+            lines.append(f"            {' > '.join(op[:40] for op in g['ops'][-4:])}"
+                         + (f"  | calls: {', '.join(sorted(set(g['calls'])))[:80]}" if g["calls"] else ""))
     return "\n".join(lines)
 
 
@@ -471,15 +505,17 @@ def main(argv=None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv and argv[0] == "gaps":
-        gap_args = argparse.ArgumentParser(prog="profile_vs_reference.py gaps",
-                                           description="the device's idle gaps in a trace written by --trace")
-        gap_args.add_argument("trace", type=Path)
-        gap_args.add_argument("--top", type=int, default=25)
-        gap_args.add_argument("--min-us", type=float, default=GAP_MIN_US)
-        a = gap_args.parse_args(argv[1:])
-        if not a.trace.is_file():
-            gap_args.error(f"{a.trace} is not a file: write a trace with --trace (OUT/WHICH_STATE_trace.json.gz)")
-        print(gaps_text(device_gaps(load_trace(a.trace), a.min_us), a.top, a.min_us))
+        gaps_parser = argparse.ArgumentParser(prog="profile_vs_reference.py gaps",
+                                              description="the device's idle gaps in a trace written by --trace")
+        gaps_parser.add_argument("trace", type=Path, help="OUT/WHICH_STATE_trace.json.gz")
+        gaps_parser.add_argument("--top", type=int, default=25, help="longest gaps listed one by one")
+        gaps_parser.add_argument("--min-us", type=float, default=GAP_MIN_US, help="shorter idle is not a gap")
+        gaps_args = gaps_parser.parse_args(argv[1:])
+        if not gaps_args.trace.is_file():
+            gaps_parser.error(f"{gaps_args.trace} is not a file: write a trace with --trace "
+                              "(OUT/WHICH_STATE_trace.json.gz)")
+        found = device_gaps(load_trace(gaps_args.trace), gaps_args.min_us)
+        print(gaps_text(found, gaps_args.top, gaps_args.min_us))
         return 0
     if argv and argv[0] == "compare":
         ours, record = (json.loads(Path(p).read_text()) for p in argv[1:3])
@@ -497,7 +533,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ref-env", action="append", default=[], help="KEY=VALUE set before importing the record")
     parser.add_argument("--train-gpt", type=Path, help="another copy of train_gpt.py as ours (kernels.py beside it)")
     parser.add_argument("--no-looping", dest="looping", action="store_false", help="recurrence off only")
-    parser.add_argument("--trace", action="store_true", help="also write each profiled step's Chrome trace")
+    parser.add_argument("--trace", action="store_true",
+                        help="also write each profiled step's Chrome trace: OUT/WHICH_STATE_trace.json.gz")
     parser.add_argument("--no-report", dest="report", action="store_false", help=argparse.SUPPRESS)  # `both`
     args = parser.parse_args(argv)
     if args.which != "ours" and args.reference is None:

@@ -137,6 +137,7 @@ def test_the_nccl_step_of_one_rank_is_the_local_step(tmp_path):
                             device_id=device)
     try:
         h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135"})
+        assert _NcclOfOne(device=device).nccl  # the branch under test
         stepped = []
         for ctx in (tg.DistContext(device=device), _NcclOfOne(device=device)):
             torch.manual_seed(0)
@@ -151,7 +152,6 @@ def test_the_nccl_step_of_one_rank_is_the_local_step(tmp_path):
                 opt.step(1.0, 0.9)
             assert all(not torch.equal(p, s) for p, s in zip(trained, start))
             stepped.append([p.detach() for p in model.parameters()])
-        assert _NcclOfOne(device=device).nccl
         for local, nccl in zip(*stepped):
             assert torch.equal(local, nccl)
     finally:

@@ -527,7 +527,8 @@ def _stepped_on_rank(rank: int, store: str, out: str, settings: dict, nccl_calls
     torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("clip_mean, nccl_calls", [("0", False), ("1", False), ("0", True), ("1", True)])
+@pytest.mark.parametrize("clip_mean", ["0", "1"], ids=["clip_each", "clip_mean"])
+@pytest.mark.parametrize("nccl_calls", [False, True], ids=["gloo_calls", "nccl_calls"])
 def test_two_ranks_step_as_one_on_the_mean_gradient(tmp_path, clip_mean, nccl_calls):
     """Optimizers.step on 2 ranks (Muon's banks averaged in the background, each bank's update gathered while
     the next one orthogonalises) moves every weight as one process stepping on the mean of the two gradients:

@@ -7,9 +7,12 @@ import sys
 import pytest
 import torch
 
-from conftest import PROXY_DATA, TOKENIZER
+from conftest import PROXY_DATA, REPO, TOKENIZER
 
 import train_gpt as tg
+
+sys.path.insert(0, str(REPO / "scripts"))
+import profile_vs_reference as prof  # noqa: E402
 
 
 def _h(**extra):
@@ -61,9 +64,6 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
     own matrices (one piece), recurrence off and on."""
     import argparse
 
-    from conftest import REPO
-    sys.path.insert(0, str(REPO / "scripts"))
-    import profile_vs_reference as prof
     calls, real_step = [], tg.train_step
 
     def train_step(*args):
@@ -93,41 +93,60 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
         assert flops == pytest.approx(matmuls + attention, rel=1e-12)
 
 
-def test_trace_gaps_find_the_late_launch_and_the_host_op_behind_it(tmp_path):
-    """profile_vs_reference.py gaps on a hand-made Chrome trace: of two gaps, the one whose next kernel was
-    launched after the GPU went idle is host-bound, with the host ops around that launch; the other kernel was
-    queued early (the GPU waited on something else). Busy time counts overlapping kernels once."""
+def _event(cat, name, ts, dur, correlation=None, tid=1):
+    return dict(ph="X", cat=cat, name=name, ts=ts, dur=dur, pid=0, tid=tid,
+                args={} if correlation is None else dict(correlation=correlation))
+
+
+def test_trace_gaps_find_the_late_launches_and_the_host_ops_behind_them(tmp_path):
+    """profile_vs_reference.py gaps on a hand-made Chrome trace (us): a kernel is queued when its launch call
+    returns, so a launch that began before the GPU went idle but returned after it is host-bound too; the host
+    ops at a launch are its thread's only, and an op that ended as the launch began is not one of them; the
+    work before a gap is the one that ended last (not a shorter kernel on another stream); a gap whose launch
+    is missing is counted apart; overlapping work is busy once."""
     import gzip
     import json
-
-    from conftest import REPO
-    sys.path.insert(0, str(REPO / "scripts"))
-    import profile_vs_reference as prof
-
-    def event(cat, name, ts, dur, correlation=None, tid=1):
-        return dict(ph="X", cat=cat, name=name, ts=ts, dur=dur, pid=0, tid=tid,
-                    args={} if correlation is None else dict(correlation=correlation))
-    events = [event("cpu_op", "Outer", 0, 200), event("cpu_op", "aten::gather", 40, 10),
-              event("cuda_runtime", "cudaLaunchKernel", 1, 1, correlation=1),
-              event("cuda_runtime", "cudaLaunchKernel", 45, 2, correlation=2),
-              event("cuda_driver", "cuLaunchKernel", 3, 1, correlation=3),
-              event("kernel", "k1", 10, 20, correlation=1, tid=7),  # 10-30
-              event("kernel", "k2", 50, 10, correlation=2, tid=7),  # gap 20 us, launched 15 us into it
-              event("kernel", "k3", 100, 20, correlation=3, tid=7),  # gap 40 us, queued long before
-              event("gpu_memcpy", "copy", 110, 20, correlation=None, tid=8)]  # overlaps k3 by 10 us
+    events = [
+        _event("cpu_op", "Outer", 0, 500), _event("cpu_op", "aten::early", 20, 25),
+        _event("cpu_op", "aten::gather", 45, 10), _event("cpu_op", "aten::done", 70, 15),  # ends as launch 3 begins
+        _event("cpu_op", "other_thread", 0, 500, tid=2),
+        _event("cuda_runtime", "cudaLaunchKernel", 1, 1, correlation=1),
+        _event("cuda_runtime", "cudaLaunchKernel", 45, 8, correlation=2),  # queued at 53, 23 into the gap
+        _event("cuda_runtime", "cudaStreamSynchronize", 60, 24),  # a wait during the next gap
+        _event("cuda_runtime", "cudaMemcpyAsync", 72, 5, tid=2),  # another thread's, not listed
+        _event("cuda_driver", "cuLaunchKernel", 85, 5, correlation=3),
+        _event("cuda_runtime", "cudaLaunchKernel", 115, 80, correlation=4),  # began before idle, returned after
+        _event("cuda_runtime", "cudaLaunchKernel", 2, 1, correlation=6),  # queued long before its gap
+        _event("kernel", "k1", 10, 20, correlation=1, tid=7), _event("kernel", "k2", 60, 10, correlation=2, tid=7),
+        _event("kernel", "kB", 62, 4, tid=8), _event("kernel", "k3", 100, 20, correlation=3, tid=7),
+        _event("kernel", "k4", 200, 10, correlation=4, tid=7), _event("kernel", "k5", 300, 10, correlation=5, tid=7),
+        _event("kernel", "k6", 400, 5, correlation=6, tid=7), _event("gpu_memcpy", "copy", 402, 18, tid=8)]
     path = tmp_path / "t.json.gz"
     with gzip.open(path, "wt") as f:
         json.dump(dict(traceEvents=events), f)
     found = prof.device_gaps(prof.load_trace(path), min_us=15)
-    assert (found["span_us"], found["busy_us"], found["lead_in_us"]) == (120, 60, 10)
-    late, early = sorted(found["gaps"], key=lambda g: g["us"])
-    assert (late["us"], late["host_bound"], late["launched_into_us"]) == (20, True, 15)
-    assert late["ops"] == ["Outer", "aten::gather"] and (late["before"], late["after"]) == ("k1", "k2")
-    assert (early["us"], early["host_bound"], early["ops"]) == (40, False, ["Outer"])
+    assert (found["span_us"], found["busy_us"], found["lead_in_us"]) == (410, 90, 10)
+    got = {g["after"]: g for g in found["gaps"]}
+    assert [g["after"] for g in found["gaps"]] == ["k5", "k6", "k4", "k2", "k3"]  # longest first
+    assert {k: (g["us"], g["before"], g["host_bound"], g["queued_into_us"]) for k, g in got.items()} == {
+        "k2": (30, "k1", True, 23), "k3": (30, "k2", True, 20), "k4": (80, "k3", True, 75),
+        "k5": (90, "k4", None, None), "k6": (90, "k5", False, -307)}
+    assert got["k2"]["ops"] == ["Outer", "aten::gather"] and got["k3"]["ops"] == ["Outer"]
+    assert got["k3"]["calls"] == ["cudaStreamSynchronize"] and got["k2"]["calls"] == got["k4"]["calls"] == []
     text = prof.gaps_text(found, min_us=15)
-    assert "host-bound (next kernel launched after the GPU went idle) 0.02 ms" in text
-    assert "aten::gather" in text and "Outer" not in text.split("longest")[0]  # the early gap is not host-bound
+    assert "host-bound (the next kernel queued after the GPU went idle) 0.14 ms" in text
+    assert "its launch not in the trace 0.09 ms" in text
+    assert "0.030 ms  aten::gather" in text and "0.110 ms  Outer" in text
     with pytest.raises(SystemExit, match="no device work"):
-        prof.device_gaps([event("cpu_op", "Outer", 0, 1)])
-    with pytest.raises(SystemExit):  # a path that is not a file: argparse's error naming --trace
+        prof.device_gaps([_event("cpu_op", "Outer", 0, 1)])
+
+
+def test_trace_gaps_name_the_input_they_need(tmp_path, capsys):
+    """`gaps` on a path that is not a file, or on a JSON that is not a trace (the profile summary beside it)."""
+    with pytest.raises(SystemExit) as exit_info:
         prof.main(["gaps", str(tmp_path / "missing.json.gz")])
+    assert exit_info.value.code == 2 and "is not a file: write a trace with --trace" in capsys.readouterr().err
+    summary = tmp_path / "ours.json"
+    summary.write_text('{"which": "ours", "states": {}}')
+    with pytest.raises(SystemExit, match="not a Chrome trace.*--trace writes"):
+        prof.main(["gaps", str(summary)])
