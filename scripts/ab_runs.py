@@ -1353,7 +1353,12 @@ def main(argv=None) -> int:
     rep.add_argument("--weigh-val", type=Path, metavar="VAL.bin",
                      help="with --positions: also weigh the position buckets by this val shard's targets (e.g. "
                           "the whole val, where the A/B ran a thin one)")
+    env = sub.add_parser("cache-env", help="print the compile-cache variables its runs get (for `export $(...)`)")
+    env.add_argument("--workdir", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.command == "cache-env":
+        print(" ".join(f"{k}={v}" for k, v in cache_env(args.workdir).items()))
+        return 0
     if args.command == "report" and args.weigh_val and not args.positions:
         fail("--weigh-val weighs the --positions table: give --positions too")
     if args.command == "run":

@@ -12,6 +12,7 @@ within-word channel, which the record computes even when its gate is off), the s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import lzma
 import sys
 import tempfile
@@ -106,11 +107,11 @@ def best_of(fn, repeat: int, sync=lambda: None):
 
 
 def main(argv=None):
-    with tempfile.TemporaryDirectory() as folder:  # the record's compiled C library, removed at the end
-        bench(argv, folder)
+    with contextlib.ExitStack() as cleanup:  # removes the record's compiled C library's folder, if one was made
+        bench(argv, cleanup)
 
 
-def bench(argv, folder: str):
+def bench(argv, cleanup: contextlib.ExitStack):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--val", required=True, help="val shard (.bin or .bin.xz)")
     ap.add_argument("--reference", default=str(RECORD), help="folder of the record's n-gram files and tokenizers/")
@@ -128,7 +129,8 @@ def bench(argv, folder: str):
     print(f"targets:{targets.size} order:{args.order} torch_threads:{torch.get_num_threads()} repeat:{args.repeat}")
     runs = []  # (name, function, synchronise, repeat); each is printed as soon as it is measured
     if "record" not in skip:
-        record, tokenizer = record_module(Path(args.reference), folder), Path(args.reference) / "tokenizers" / TOKENIZER_NAME
+        record = record_module(Path(args.reference), cleanup.enter_context(tempfile.TemporaryDirectory()))
+        tokenizer = Path(args.reference) / "tokenizers" / TOKENIZER_NAME
         runs.append(("record_c", lambda: record_c(record, tokenizer, targets, args.order), None, args.repeat))
         if args.record_full:
             runs.append(("record_full", lambda: record.build_hints_for_targets(

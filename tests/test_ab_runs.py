@@ -1018,3 +1018,12 @@ def test_a_run_dispatched_after_the_stop_never_starts(tmp_path, monkeypatch):
     assert (tmp_path / "w" / "logs" / "base_s1.exit.json").exists()
     assert ab_runs.run_one(tmp_path / "w", dict(env, RUN_ID="lr_s1")) is None and started == [1]
     ab_runs.STOPPING.clear()
+
+
+def test_cache_env_prints_what_each_run_gets(tmp_path, capsys):
+    """`cache-env --workdir W` (the GPU scripts' `export $(...)`) prints the compile-cache variables every run
+    gets, as KEY=VALUE words, from the one place that sets them."""
+    assert ab_runs.main(["cache-env", "--workdir", str(tmp_path)]) == 0
+    words = capsys.readouterr().out.split()
+    assert dict(w.split("=", 1) for w in words) == ab_runs.cache_env(tmp_path)
+    assert ab_runs.cache_env(tmp_path)["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))

@@ -10,8 +10,8 @@ cd "$(dirname "$0")/../../.."
 G=.gpu_data; P=/tmp/probe
 python3 -m pip install -q --no-index --no-deps --target /tmp/site $G/whl/*.whl
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-export $(python3 -c "import sys, pathlib; sys.path.insert(0, 'scripts'); import ab_runs
-print(*(f'{k}={v}' for k, v in ab_runs.cache_env(pathlib.Path('/tmp/g/ab')).items()))")  # as ab_runs sets them
+CACHE_ENV=$(python3 scripts/ab_runs.py cache-env --workdir /tmp/g/ab) || exit 1
+export $CACHE_ENV  # as ab_runs sets them
 mkdir -p $P; for f in $G/probe/*.xz; do xz -dc $f > $P/$(basename $f .xz); done
 # a fresh machine starts from the carried caches (prepare.sh's cache.tar.xz), as s27.sh does
 [ -d /tmp/g/ab/cache ] || { mkdir -p /tmp/g/ab && [ -f $G/cache.tar.xz ] && tar -xJf $G/cache.tar.xz -C /tmp/g/ab; }

@@ -10,8 +10,8 @@ mkdir -p $D $OUT/prof
 for i in 0 1; do xz -dc $G/ds/fineweb_train_00000$i.bin.xz > $D/fineweb_train_00000$i.bin; done
 [ -d /tmp/g/ab/cache ] || { mkdir -p /tmp/g/ab && [ -f $G/cache.tar.xz ] && tar -xJf $G/cache.tar.xz -C /tmp/g/ab; }
 export PYTHONUNBUFFERED=1
-export $(python3 -c "import sys, pathlib; sys.path.insert(0, 'scripts'); import ab_runs
-print(*(f'{k}={v}' for k, v in ab_runs.cache_env(pathlib.Path('/tmp/g/ab')).items()))")  # s27's caches
+CACHE_ENV=$(python3 scripts/ab_runs.py cache-env --workdir /tmp/g/ab) || exit 1
+export $CACHE_ENV  # s27's caches
 timeout 400 python3 scripts/profile_vs_reference.py --which ours --data-dir /tmp/pd --ours-env RECIPE=2135 \
   --trace --no-looping --warmup 3 --steps 3 --out $OUT/prof > $OUT/prof/console.txt 2>&1
 echo "profile rc $?"; tail -25 $OUT/prof/console.txt
