@@ -1434,7 +1434,7 @@ def _reduce_scatter_mean(ctx: DistContext, stacked: torch.Tensor):
         out = torch.empty_like(stacked[0])
         return _when_done(dist.reduce_scatter_tensor(out, stacked.flatten(0, 1), op=dist.ReduceOp.AVG,
                                                      async_op=True), lambda: out)
-    work = dist.all_reduce(stacked, async_op=True)  # gloo has no reduce-scatter
+    work = dist.all_reduce(stacked, async_op=True)  # gloo: not every torch's has reduce-scatter (2.13's has)
     return _when_done(work, lambda: stacked[ctx.rank] / ctx.world_size)
 
 
