@@ -411,8 +411,12 @@ def device_gaps(events: list[dict], min_us: float = GAP_MIN_US) -> dict:
         if work["ts"] + work["dur"] >= end:
             end, last = work["ts"] + work["dur"], work
     host_start = min((t.starts[0] for t in threads.values() if t.starts), default=device[0]["ts"])
+    first = launches.get(device[0].get("args", {}).get("correlation"))
+    thread = threads.get((first["pid"], first["tid"])) if first else None
+    lead_in_ops = [(op["name"], op.get("dur", 0)) for i, op in enumerate(thread.ops if thread else [])
+                   if thread.parent[i] is None and op["ts"] < first["ts"]]  # the launching thread's top-level ops
     return dict(span_us=end - device[0]["ts"], busy_us=busy, lead_in_us=device[0]["ts"] - host_start,
-                gaps=sorted(gaps, key=lambda g: -g["us"]))
+                lead_in_ops=lead_in_ops, gaps=sorted(gaps, key=lambda g: -g["us"]))
 
 
 def gaps_text(found: dict, top: int = 25, min_us: float = GAP_MIN_US) -> str:
@@ -426,6 +430,8 @@ def gaps_text(found: dict, top: int = 25, min_us: float = GAP_MIN_US) -> str:
              f"{len(gaps)} gaps >= {min_us:g} us: {total(gaps):.2f} ms; host-bound (the next kernel queued after "
              f"the GPU went idle) {total(bound):.2f} ms; its launch not in the trace "
              f"{total(g for g in gaps if g['host_bound'] is None):.2f} ms",
+             "top-level host ops before the first kernel was launched (us): "
+             + (", ".join(f"{name[:40]} {us:.0f}" for name, us in found["lead_in_ops"][:8]) or "(none found)"),
              "\nhost-bound idle by the innermost host op at the late launch:"]
     by_op = Counter()
     for g in bound:

@@ -107,6 +107,7 @@ def test_trace_gaps_find_the_late_launches_and_the_host_ops_behind_them(tmp_path
     import gzip
     import json
     events = [
+        _event("cpu_op", "prepare", -20, 15), _event("cpu_op", "later", 600, 5),  # top level, before and after
         _event("cpu_op", "Outer", 0, 500), _event("cpu_op", "aten::early", 20, 25),
         _event("cpu_op", "aten::gather", 45, 10), _event("cpu_op", "aten::done", 70, 15),  # ends as launch 3 begins
         _event("cpu_op", "other_thread", 0, 500, tid=2),
@@ -125,7 +126,8 @@ def test_trace_gaps_find_the_late_launches_and_the_host_ops_behind_them(tmp_path
     with gzip.open(path, "wt") as f:
         json.dump(dict(traceEvents=events), f)
     found = prof.device_gaps(prof.load_trace(path), min_us=15)
-    assert (found["span_us"], found["busy_us"], found["lead_in_us"]) == (410, 90, 10)
+    assert (found["span_us"], found["busy_us"], found["lead_in_us"]) == (410, 90, 30)
+    assert found["lead_in_ops"] == [("prepare", 15), ("Outer", 500)]  # launch 1 (at 1) is in Outer; thread 2's not
     got = {g["after"]: g for g in found["gaps"]}
     assert [g["after"] for g in found["gaps"]] == ["k5", "k6", "k4", "k2", "k3"]  # longest first
     assert {k: (g["us"], g["before"], g["host_bound"], g["queued_into_us"]) for k, g in got.items()} == {
@@ -136,7 +138,7 @@ def test_trace_gaps_find_the_late_launches_and_the_host_ops_behind_them(tmp_path
     text = prof.gaps_text(found, min_us=15)
     assert "host-bound (the next kernel queued after the GPU went idle) 0.14 ms" in text
     assert "its launch not in the trace 0.09 ms" in text
-    assert "0.030 ms  aten::gather" in text and "0.110 ms  Outer" in text
+    assert "0.030 ms  aten::gather" in text and "0.110 ms  Outer" in text and "launched (us): prepare 15, Outer" in text
     with pytest.raises(SystemExit, match="no device work"):
         prof.device_gaps([_event("cpu_op", "Outer", 0, 1)])
 
