@@ -336,20 +336,24 @@ def write_trace(prof, path: Path) -> None:
 # -----------------------------------------------------------------------------
 
 def load_trace(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
+    """The trace's complete events ("X") with their times as integer ns (torch writes absolute us as floats, whose
+    last digits blur which of two touching events ended first) and their args as a dict."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    with (gzip.open if gzipped else open)(path, "rt") as f:
         trace = json.load(f)
     if not isinstance(trace, dict) or "traceEvents" not in trace:
         raise SystemExit(f"{path} is not a Chrome trace (no traceEvents): `gaps` reads the "
                          "OUT/WHICH_STATE_trace.json.gz that --trace writes, not OUT/WHICH.json")
-    return trace["traceEvents"]
+    return [dict(e, ts=round(e["ts"] * 1000), dur=round(e.get("dur", 0) * 1000), args=e.get("args") or {})
+            for e in trace["traceEvents"] if e.get("ph") == "X" and "ts" in e]
 
 
 class HostThread:
     """One host thread's ops (cpu_op, user_annotation), each with its parent: the op it is nested in."""
 
     def __init__(self, ops: list[dict]):
-        self.ops = sorted(ops, key=lambda e: (e["ts"], -e.get("dur", 0)))  # an op before the ops nested in it
+        self.ops = sorted(ops, key=lambda e: (e["ts"], -e["dur"]))  # an op before the ops nested in it
         self.starts = [op["ts"] for op in self.ops]
         self.parent: list[int | None] = []
         open_ops: list[int] = []  # the ops enclosing the current one, innermost last
@@ -359,64 +363,93 @@ class HostThread:
             self.parent.append(open_ops[-1] if open_ops else None)
             open_ops.append(i)
 
-    def end(self, i: int) -> float:
-        return self.ops[i]["ts"] + self.ops[i].get("dur", 0)
+    def end(self, i: int) -> int:
+        return self.ops[i]["ts"] + self.ops[i]["dur"]
 
-    def at(self, ts: float) -> list[str]:
-        """Names of the ops running at ts (started at or before it, not yet ended), outermost first."""
-        i = bisect.bisect_right(self.starts, ts) - 1  # the last op started by ts, or one nested in the answer
-        while i is not None and i >= 0 and self.end(i) <= ts:
-            i = self.parent[i]
+    def at(self, ts: int) -> list[int]:
+        """The ops running at ts (started at or before it, not yet ended), outermost first."""
+        i = bisect.bisect_right(self.starts, ts) - 1  # the last op started by ts: the innermost, or nested in it
         chain = []
         while i is not None and i >= 0:
-            chain.append(self.ops[i]["name"])
+            if self.end(i) > ts:  # an ancestor that overlapped without nesting may have ended: skipped
+                chain.append(i)
             i = self.parent[i]
         return chain[::-1]
 
+    def names(self, indices: list[int]) -> list[str]:
+        return [self.ops[i]["name"] for i in indices]
+
+
+class HostCalls:
+    """One host thread's runtime and driver calls, sorted by start, to find those overlapping a window."""
+
+    def __init__(self, calls: list[dict]):
+        self.calls = sorted(calls, key=lambda e: e["ts"])
+        self.starts = [c["ts"] for c in self.calls]
+        self.longest = max((c["dur"] for c in self.calls), default=0)
+
+    def overlapping(self, start: int, end: int) -> list[dict]:
+        first = bisect.bisect_left(self.starts, start - self.longest)
+        last = bisect.bisect_left(self.starts, end)
+        return [c for c in self.calls[first:last] if c["ts"] + c["dur"] > start]
+
 
 def device_gaps(events: list[dict], min_us: float = GAP_MIN_US) -> dict:
-    """The idle gaps (>= min_us) between the device's work in a trace. Each: its length, the work that ended
-    before it and the kernel after it; when that kernel's launch call returned (it was queued then: host-bound
-    when that was after the GPU went idle); the host ops running at that call, outermost first; and the other
-    host calls of that thread during the gap (a synchronising call there is a host wait, not host work)."""
-    device = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") in DEVICE_EVENTS),
-                    key=lambda e: e["ts"])
+    """The idle gaps (>= min_us) between one GPU's work in load_trace's events (times in ns, reported in us).
+    Each: its length, the work that ended before it and the kernel after it; when that kernel was queued (its
+    launch call returned, or the kernel began if earlier: host-bound when after the GPU went idle); the host ops
+    running at that launch call, outermost first; the deepest of them already running when the GPU went idle (the
+    host work the GPU waited for); and the thread's other calls in the gap (a synchronising one is a wait)."""
+    device = sorted((e for e in events if e.get("cat") in DEVICE_EVENTS), key=lambda e: e["ts"])
     if not device:
         raise SystemExit("the trace holds no device work (kernels, copies): was it profiled on a GPU with "
                          "ProfilerActivity.CUDA?")
-    calls = [e for e in events if e.get("ph") == "X" and e.get("cat") in LAUNCH_EVENTS]
-    launches = {e["args"]["correlation"]: e for e in calls if "correlation" in e.get("args", {})}
-    by_thread: dict[tuple, list[dict]] = {}
+    if len({e["pid"] for e in device}) > 1:
+        raise SystemExit("the trace holds the work of several GPUs: profile one (its gaps are per GPU)")
+    launches = {e["args"]["correlation"]: e for e in events
+                if e.get("cat") in LAUNCH_EVENTS and "correlation" in e["args"]}
+    ops_of: dict[tuple, list[dict]] = {}
+    calls_of: dict[tuple, list[dict]] = {}
     for e in events:
-        if e.get("ph") == "X" and e.get("cat") in HOST_OPS:
-            by_thread.setdefault((e["pid"], e["tid"]), []).append(e)
-    threads = {key: HostThread(ops) for key, ops in by_thread.items()}
-    gaps, busy, end, last = [], 0.0, device[0]["ts"], None  # last: the work that ends at `end`
+        if e.get("cat") in HOST_OPS:
+            ops_of.setdefault((e["pid"], e["tid"]), []).append(e)
+        elif e.get("cat") in LAUNCH_EVENTS:
+            calls_of.setdefault((e["pid"], e["tid"]), []).append(e)
+    threads = {key: HostThread(ops) for key, ops in ops_of.items()}
+    calls = {key: HostCalls(found) for key, found in calls_of.items()}
+    empty = HostThread([])
+    gaps, busy, end, last = [], 0, device[0]["ts"], None  # last: the work that ends at `end`
     for work in device:
         gap = work["ts"] - end
-        if last is not None and gap >= min_us:
-            row = dict(us=gap, before=last["name"], after=work["name"], host_bound=None, queued_into_us=None,
-                       ops=[], calls=[])
-            launch = launches.get(work.get("args", {}).get("correlation"))
+        if last is not None and gap >= min_us * 1000:
+            row = dict(us=gap / 1000, before=last["name"], after=work["name"], host_bound=None, queued_into_us=None,
+                       ops=[], waited_in=None, calls=Counter())
+            launch = launches.get(work["args"].get("correlation"))
             if launch is not None:
-                queued = launch["ts"] + launch.get("dur", 0)
-                thread = threads.get((launch["pid"], launch["tid"]))
-                row.update(host_bound=queued > end, queued_into_us=queued - end,
-                           ops=thread.at(launch["ts"]) if thread else [],
-                           calls=[c["name"] for c in calls if c is not launch and c["tid"] == launch["tid"]
-                                  and c["pid"] == launch["pid"] and c["ts"] < queued
-                                  and c["ts"] + c.get("dur", 0) > end])
+                key = (launch["pid"], launch["tid"])
+                thread = threads.get(key, empty)
+                queued = min(launch["ts"] + launch["dur"], work["ts"])
+                at_launch = thread.at(launch["ts"])
+                running = set(thread.at(end))  # ops the host was inside when the GPU went idle ...
+                waited_in = [i for i in at_launch if i in running]  # ... and still inside at the launch
+                row.update(host_bound=queued > end, queued_into_us=(queued - end) / 1000,
+                           ops=thread.names(at_launch), waited_in=thread.names(waited_in[-1:])[0] if waited_in else None,
+                           calls=Counter(c["name"] for c in (calls[key].overlapping(end, queued) if key in calls else [])
+                                         if c is not launch))
             gaps.append(row)
-        busy += max(0.0, work["ts"] + work["dur"] - max(end, work["ts"]))
+        busy += max(0, work["ts"] + work["dur"] - max(end, work["ts"]))
         if work["ts"] + work["dur"] >= end:
             end, last = work["ts"] + work["dur"], work
     host_start = min((t.starts[0] for t in threads.values() if t.starts), default=device[0]["ts"])
-    first = launches.get(device[0].get("args", {}).get("correlation"))
-    thread = threads.get((first["pid"], first["tid"])) if first else None
-    lead_in_ops = [(op["name"], op.get("dur", 0)) for i, op in enumerate(thread.ops if thread else [])
-                   if thread.parent[i] is None and op["ts"] < first["ts"]]  # the launching thread's top-level ops
-    return dict(span_us=end - device[0]["ts"], busy_us=busy, lead_in_us=device[0]["ts"] - host_start,
-                lead_in_ops=lead_in_ops, gaps=sorted(gaps, key=lambda g: -g["us"]))
+    first = launches.get(device[0]["args"].get("correlation"))
+    lead_in_ops = None  # the first kernel's launch not in the trace
+    if first is not None:
+        thread = threads.get((first["pid"], first["tid"]), empty)
+        lead_in_ops = [(op["name"], (min(thread.end(i), first["ts"]) - op["ts"]) / 1000)
+                       for i, op in enumerate(thread.ops) if thread.parent[i] is None and op["ts"] < first["ts"]]
+    return dict(span_us=(end - device[0]["ts"]) / 1000, busy_us=busy / 1000,
+                lead_in_us=(device[0]["ts"] - host_start) / 1000, lead_in_ops=lead_in_ops,
+                gaps=sorted(gaps, key=lambda g: -g["us"]))
 
 
 def gaps_text(found: dict, top: int = 25, min_us: float = GAP_MIN_US) -> str:
@@ -424,27 +457,32 @@ def gaps_text(found: dict, top: int = 25, min_us: float = GAP_MIN_US) -> str:
     idle = found["span_us"] - found["busy_us"]
     total = lambda rows: sum(g["us"] for g in rows) / 1000  # noqa: E731
     bound = [g for g in gaps if g["host_bound"]]
+    lead_in = found["lead_in_ops"]
+    shown = ("(the first kernel's launch is not in the trace)" if lead_in is None else
+             ", ".join(f"{name[:40]} {us:.0f}" for name, us in lead_in[:8]) + (f", ... {len(lead_in) - 8} more"
+                                                                                if len(lead_in) > 8 else ""))
     lines = [f"device span {found['span_us'] / 1000:.2f} ms, busy {found['busy_us'] / 1000:.2f} ms, idle "
              f"{idle / 1000:.2f} ms; before the first kernel {found['lead_in_us'] / 1000:.2f} ms of host time "
-             "(all under the profiler)",
+             "(all under the profiler, which adds host time to every op)",
+             f"top-level host ops before the first kernel's launch (us until it): {shown or '(none)'}",
              f"{len(gaps)} gaps >= {min_us:g} us: {total(gaps):.2f} ms; host-bound (the next kernel queued after "
-             f"the GPU went idle) {total(bound):.2f} ms; its launch not in the trace "
+             f"the GPU went idle) {total(bound):.2f} ms; queued before it (the GPU waited on a stream, event or "
+             f"collective) {total(g for g in gaps if g['host_bound'] is False):.2f} ms; launch not in the trace "
              f"{total(g for g in gaps if g['host_bound'] is None):.2f} ms",
-             "top-level host ops before the first kernel was launched (us): "
-             + (", ".join(f"{name[:40]} {us:.0f}" for name, us in found["lead_in_ops"][:8]) or "(none found)"),
-             "\nhost-bound idle by the innermost host op at the late launch:"]
+             "\nhost-bound idle by the host op it was spent in (the deepest running from idle to the late launch):"]
     by_op = Counter()
     for g in bound:
-        by_op[g["ops"][-1] if g["ops"] else "(no host op)"] += g["us"]
+        by_op[g["waited_in"] or "(no host op spans the gap)"] += g["us"]
     lines += [f"  {us / 1000:8.3f} ms  {name[:100]}" for name, us in by_op.most_common(12)]
     lines.append(f"\nlongest {top} gaps: us, when the next kernel was queued (us after the GPU went idle), the work "
                  "around the gap; the host ops at its launch (outermost first) and the thread's other calls in the gap")
     for g in gaps[:top]:
         into = "?" if g["queued_into_us"] is None else f"{g['queued_into_us']:+.0f}"
         lines.append(f"  {g['us']:9.1f} {into:>8s}  {g['before'][:40]} -> {g['after'][:40]}")
-        if g["ops"] or g["calls"]:
-            lines.append(f"            {' > '.join(op[:40] for op in g['ops'][-4:])}"
-                         + (f"  | calls: {', '.join(sorted(set(g['calls'])))[:80]}" if g["calls"] else ""))
+        chain = ("... > " if len(g["ops"]) > 4 else "") + " > ".join(op[:40] for op in g["ops"][-4:])
+        called = ", ".join(f"{name} x{n}" for name, n in g["calls"].most_common(4))
+        if chain or called:
+            lines.append(f"            {chain}" + (f"  | calls: {called}" if called else ""))
     return "\n".join(lines)
 
 

@@ -93,54 +93,73 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
         assert flops == pytest.approx(matmuls + attention, rel=1e-12)
 
 
-def _event(cat, name, ts, dur, correlation=None, tid=1):
-    return dict(ph="X", cat=cat, name=name, ts=ts, dur=dur, pid=0, tid=tid,
-                args={} if correlation is None else dict(correlation=correlation))
+HOST_PID = 4321  # a real trace's host events carry the process id, its device events the GPU's index
 
 
-def test_trace_gaps_find_the_late_launches_and_the_host_ops_behind_them(tmp_path):
-    """profile_vs_reference.py gaps on a hand-made Chrome trace (us): a kernel is queued when its launch call
-    returns, so a launch that began before the GPU went idle but returned after it is host-bound too; the host
-    ops at a launch are its thread's only, and an op that ended as the launch began is not one of them; the
-    work before a gap is the one that ended last (not a shorter kernel on another stream); a gap whose launch
-    is missing is counted apart; overlapping work is busy once."""
+def _event(cat, name, ts, dur, correlation=None, tid=1, pid=HOST_PID):
+    return dict(ph="X", cat=cat, name=name, ts=ts, dur=dur, pid=pid, tid=tid,
+                args=None if correlation is None else dict(correlation=correlation))
+
+
+def _kernel(name, ts, dur, correlation=None, stream=7, cat="kernel"):
+    return _event(cat, name, ts, dur, correlation, tid=stream, pid=0)
+
+
+def test_trace_gaps_find_the_late_launches_and_the_host_work_behind_them(tmp_path):
+    """profile_vs_reference.py gaps on a hand-made Chrome trace (us). A kernel is queued when its launch call
+    returns (or when it began, if a blocking call returned later), so a launch that began before the GPU went
+    idle but returned after it is host-bound too. A host-bound gap is put on the deepest host op running both
+    when the GPU went idle and at the late launch (not the op that just began the launch, as Inductor's
+    per-kernel op does); an op that ended as a launch began, and an ancestor that overlapped without nesting
+    and has ended, are not running. The host ops are the launching thread's only; the work before a gap is the
+    one that ended last (not a shorter kernel on another stream); queued-early and unmatched gaps are counted
+    apart; overlapping work is busy once; the lead-in counts each top-level op until the first launch."""
     import gzip
     import json
     events = [
+        dict(ph="s", cat="ac2g", name="ac2g", ts=1, id=1, pid=HOST_PID, tid=1),  # a flow event: not work
         _event("cpu_op", "prepare", -20, 15), _event("cpu_op", "later", 600, 5),  # top level, before and after
         _event("cpu_op", "Outer", 0, 500), _event("cpu_op", "aten::early", 20, 25),
-        _event("cpu_op", "aten::gather", 45, 10), _event("cpu_op", "aten::done", 70, 15),  # ends as launch 3 begins
+        _event("cpu_op", "aten::gather", 45, 10),
+        _event("cpu_op", "CompiledFxGraph", 65, 30), _event("cpu_op", "aten::done", 70, 14),  # ends as launch 3 begins
+        _event("cpu_op", "triton_k3", 84, 7),  # the op Inductor opens around a kernel's launch
+        _event("cpu_op", "aten::copy", 100, 15),  # ends as launch 4 begins
         _event("cpu_op", "other_thread", 0, 500, tid=2),
         _event("cuda_runtime", "cudaLaunchKernel", 1, 1, correlation=1),
         _event("cuda_runtime", "cudaLaunchKernel", 45, 8, correlation=2),  # queued at 53, 23 into the gap
         _event("cuda_runtime", "cudaStreamSynchronize", 60, 24),  # a wait during the next gap
         _event("cuda_runtime", "cudaMemcpyAsync", 72, 5, tid=2),  # another thread's, not listed
-        _event("cuda_driver", "cuLaunchKernel", 85, 5, correlation=3),
+        _event("cuda_driver", "cuLaunchKernel", 84, 5, correlation=3),
         _event("cuda_runtime", "cudaLaunchKernel", 115, 80, correlation=4),  # began before idle, returned after
         _event("cuda_runtime", "cudaLaunchKernel", 2, 1, correlation=6),  # queued long before its gap
-        _event("kernel", "k1", 10, 20, correlation=1, tid=7), _event("kernel", "k2", 60, 10, correlation=2, tid=7),
-        _event("kernel", "kB", 62, 4, tid=8), _event("kernel", "k3", 100, 20, correlation=3, tid=7),
-        _event("kernel", "k4", 200, 10, correlation=4, tid=7), _event("kernel", "k5", 300, 10, correlation=5, tid=7),
-        _event("kernel", "k6", 400, 5, correlation=6, tid=7), _event("gpu_memcpy", "copy", 402, 18, tid=8)]
+        _event("cuda_runtime", "cudaMemcpyAsync", 430, 50, correlation=7),  # returned after its copy began
+        _kernel("k1", 10, 20, 1), _kernel("k2", 60, 10, 2), _kernel("kB", 62, 4, stream=8),
+        _kernel("k3", 100, 20, 3), _kernel("k4", 200, 10, 4), _kernel("k5", 300, 10, 5), _kernel("k6", 400, 5, 6),
+        _kernel("copy", 402, 18, stream=8, cat="gpu_memcpy"), _kernel("copy7", 450, 5, 7, cat="gpu_memcpy")]
     path = tmp_path / "t.json.gz"
     with gzip.open(path, "wt") as f:
         json.dump(dict(traceEvents=events), f)
     found = prof.device_gaps(prof.load_trace(path), min_us=15)
-    assert (found["span_us"], found["busy_us"], found["lead_in_us"]) == (410, 90, 30)
-    assert found["lead_in_ops"] == [("prepare", 15), ("Outer", 500)]  # launch 1 (at 1) is in Outer; thread 2's not
+    assert (found["span_us"], found["busy_us"], found["lead_in_us"]) == (445, 95, 30)
+    assert found["lead_in_ops"] == [("prepare", 15), ("Outer", 1)]  # launch 1 (at 1) is in Outer; thread 2's not
     got = {g["after"]: g for g in found["gaps"]}
-    assert [g["after"] for g in found["gaps"]] == ["k5", "k6", "k4", "k2", "k3"]  # longest first
-    assert {k: (g["us"], g["before"], g["host_bound"], g["queued_into_us"]) for k, g in got.items()} == {
-        "k2": (30, "k1", True, 23), "k3": (30, "k2", True, 20), "k4": (80, "k3", True, 75),
-        "k5": (90, "k4", None, None), "k6": (90, "k5", False, -307)}
-    assert got["k2"]["ops"] == ["Outer", "aten::gather"] and got["k3"]["ops"] == ["Outer"]
-    assert got["k3"]["calls"] == ["cudaStreamSynchronize"] and got["k2"]["calls"] == got["k4"]["calls"] == []
+    assert [g["after"] for g in found["gaps"]] == ["k5", "k6", "k4", "k2", "k3", "copy7"]  # longest first
+    assert {k: (g["us"], g["before"], g["host_bound"], g["queued_into_us"], g["waited_in"]) for k, g in got.items()} == {
+        "k2": (30, "k1", True, 23, "Outer"), "k3": (30, "k2", True, 19, "CompiledFxGraph"),
+        "k4": (80, "k3", True, 75, "Outer"), "k5": (90, "k4", None, None, None),
+        "k6": (90, "k5", False, -307, "Outer"), "copy7": (30, "copy", True, 30, "Outer")}
+    assert got["k2"]["ops"] == ["Outer", "aten::gather"] and got["k4"]["ops"] == ["Outer"]
+    assert got["k3"]["ops"] == ["Outer", "CompiledFxGraph", "triton_k3"]
+    assert got["k3"]["calls"] == {"cudaStreamSynchronize": 1} and not got["k2"]["calls"] and not got["k4"]["calls"]
     text = prof.gaps_text(found, min_us=15)
-    assert "host-bound (the next kernel queued after the GPU went idle) 0.14 ms" in text
-    assert "its launch not in the trace 0.09 ms" in text
-    assert "0.030 ms  aten::gather" in text and "0.110 ms  Outer" in text and "launched (us): prepare 15, Outer" in text
+    assert "host-bound (the next kernel queued after the GPU went idle) 0.17 ms" in text
+    assert "collective) 0.09 ms; launch not in the trace 0.09 ms" in text
+    assert "0.140 ms  Outer" in text and "0.030 ms  CompiledFxGraph" in text
+    assert "(us until it): prepare 15, Outer 1" in text and "calls: cudaStreamSynchronize x1" in text
     with pytest.raises(SystemExit, match="no device work"):
-        prof.device_gaps([_event("cpu_op", "Outer", 0, 1)])
+        prof.device_gaps([_event("cpu_op", "Outer", 0, 1, correlation=1)])
+    with pytest.raises(SystemExit, match="several GPUs"):
+        prof.device_gaps([dict(_kernel("a", 0, 1), args={}), dict(_kernel("b", 5, 1), pid=1, args={})])
 
 
 def test_trace_gaps_name_the_input_they_need(tmp_path, capsys):
