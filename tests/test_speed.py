@@ -122,6 +122,7 @@ def test_trace_gaps_find_the_late_launches_and_the_host_work_behind_them(tmp_pat
         _event("cpu_op", "Outer", 0, 500), _event("cpu_op", "aten::early", 20, 25),
         _event("cpu_op", "aten::gather", 45, 10),
         _event("cpu_op", "CompiledFxGraph", 65, 30), _event("cpu_op", "aten::done", 70, 14),  # ends as launch 3 begins
+        _event("cpu_op", "aten::empty", 84, 2),  # nested in the next, which starts with it (listed first)
         _event("cpu_op", "triton_k3", 84, 7),  # the op Inductor opens around a kernel's launch
         _event("cpu_op", "aten::copy", 100, 15),  # ends as launch 4 begins
         _event("cpu_op", "other_thread", 0, 500, tid=2),
@@ -149,7 +150,7 @@ def test_trace_gaps_find_the_late_launches_and_the_host_work_behind_them(tmp_pat
         "k4": (80, "k3", True, 75, "Outer"), "k5": (90, "k4", None, None, None),
         "k6": (90, "k5", False, -307, "Outer"), "copy7": (30, "copy", True, 30, "Outer")}
     assert got["k2"]["ops"] == ["Outer", "aten::gather"] and got["k4"]["ops"] == ["Outer"]
-    assert got["k3"]["ops"] == ["Outer", "CompiledFxGraph", "triton_k3"]
+    assert got["k3"]["ops"] == ["Outer", "CompiledFxGraph", "triton_k3", "aten::empty"]
     assert got["k3"]["calls"] == {"cudaStreamSynchronize": 1} and not got["k2"]["calls"] and not got["k4"]["calls"]
     text = prof.gaps_text(found, min_us=15)
     assert "host-bound (the next kernel queued after the GPU went idle) 0.17 ms" in text
