@@ -130,6 +130,7 @@ def test_trace_gaps_find_the_late_launches_and_the_host_work_behind_them(tmp_pat
         _event("cuda_runtime", "cudaLaunchKernel", 45, 8, correlation=2),  # queued at 53, 23 into the gap
         _event("cuda_runtime", "cudaStreamSynchronize", 60, 24),  # a wait during the next gap
         _event("cuda_runtime", "cudaMemcpyAsync", 72, 5, tid=2),  # another thread's, not listed
+        _event("cuda_runtime", "cudaMemcpyAsync", 74, 5, pid=HOST_PID + 1),  # another process's thread 1: neither
         _event("cuda_driver", "cuLaunchKernel", 84, 5, correlation=3),
         _event("cuda_runtime", "cudaLaunchKernel", 115, 80, correlation=4),  # began before idle, returned after
         _event("cuda_runtime", "cudaLaunchKernel", 2, 1, correlation=6),  # queued long before its gap
