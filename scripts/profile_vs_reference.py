@@ -308,8 +308,8 @@ def measure(args) -> dict:
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             s["step"]()
             torch.cuda.synchronize()
-        if args.trace:
-            write_trace(prof, args.out / f"{args.which}_{'on' if on else 'off'}_trace.json.gz")
+        if args.trace:  # torch gzips it: the path ends in .gz
+            prof.export_chrome_trace(str(args.out / f"{args.which}_{'on' if on else 'off'}_trace.json.gz"))
         rows = kernel_rows(prof)
         ms = float(np.median(times))
         flops = model_flops(s["cfg"], s["virtual"](on), s["cu"])
@@ -325,10 +325,6 @@ def measure(args) -> dict:
               f"{state['device_ms']:.1f} ms in {state['launches']} launches, MFU {100 * state['mfu']:.1f}%, "
               f"compile+warm-up {compile_s:.0f} s", flush=True)
     return out
-
-
-def write_trace(prof, path: Path) -> None:
-    prof.export_chrome_trace(str(path))  # gzipped by torch: the path ends in .gz
 
 
 # -----------------------------------------------------------------------------
@@ -417,7 +413,7 @@ def device_gaps(events: list[dict], min_us: float = GAP_MIN_US) -> dict:
             calls_of.setdefault((e["pid"], e["tid"]), []).append(e)
     threads = {key: HostThread(ops) for key, ops in ops_of.items()}
     calls = {key: HostCalls(found) for key, found in calls_of.items()}
-    empty = HostThread([])
+    no_ops, no_calls = HostThread([]), HostCalls([])
     gaps, busy, end, last = [], 0, device[0]["ts"], None  # last: the work that ends at `end`
     for work in device:
         gap = work["ts"] - end
@@ -427,14 +423,14 @@ def device_gaps(events: list[dict], min_us: float = GAP_MIN_US) -> dict:
             launch = launches.get(work["args"].get("correlation"))
             if launch is not None:
                 key = (launch["pid"], launch["tid"])
-                thread = threads.get(key, empty)
+                thread = threads.get(key, no_ops)
                 queued = min(launch["ts"] + launch["dur"], work["ts"])
                 at_launch = thread.at(launch["ts"])
                 running = set(thread.at(end))  # ops the host was inside when the GPU went idle ...
                 waited_in = [i for i in at_launch if i in running]  # ... and still inside at the launch
                 row.update(host_bound=queued > end, queued_into_us=(queued - end) / 1000,
                            ops=thread.names(at_launch), waited_in=thread.names(waited_in[-1:])[0] if waited_in else None,
-                           calls=Counter(c["name"] for c in (calls[key].overlapping(end, queued) if key in calls else [])
+                           calls=Counter(c["name"] for c in calls.get(key, no_calls).overlapping(end, queued)
                                          if c is not launch))
             gaps.append(row)
         busy += max(0, work["ts"] + work["dur"] - max(end, work["ts"]))
@@ -444,7 +440,7 @@ def device_gaps(events: list[dict], min_us: float = GAP_MIN_US) -> dict:
     first = launches.get(device[0]["args"].get("correlation"))
     lead_in_ops = None  # the first kernel's launch not in the trace
     if first is not None:
-        thread = threads.get((first["pid"], first["tid"]), empty)
+        thread = threads.get((first["pid"], first["tid"]), no_ops)
         lead_in_ops = [(op["name"], (min(thread.end(i), first["ts"]) - op["ts"]) / 1000)
                        for i, op in enumerate(thread.ops) if thread.parent[i] is None and op["ts"] < first["ts"]]
     return dict(span_us=(end - device[0]["ts"]) / 1000, busy_us=busy / 1000,
