@@ -20,12 +20,15 @@ loading; bench_vs_reference.py measures whole runs. The record's per-step learni
 (host-side dictionary writes) are left out.
 
 For each recurrence state (off, on; --no-looping: off only): compile and warm up (--warmup steps), time --steps
-steps (median, device synchronised around each), split one step into forward+backward and the optimizer (CUDA
-events around the optimizer, gradient clipping included), profile one step with torch.profiler, and classify
-its kernels. MFU = model FLOPs / step time / the bf16 peak of an 8192^3 matmul timed in the same process; model
-FLOPs are 6 x tokens x (the matrices each token passes through + the tied head) + 3 x causal attention FLOPs
-of the batch's pieces (the same formula for both scripts). TTT timing is bench_ttt_vs_reference.py's.
-Writes OUT/ours.json and OUT/record.json, then prints the comparison (one script alone: its own report).
+steps (median, device synchronised around each) and then as many back to back (their difference is what a
+per-step host sync costs, as on several GPUs: the agreed clock), split one step into forward+backward and the
+optimizer (CUDA events around the optimizer, gradient clipping included), profile one step with torch.profiler,
+and classify its kernels. MFU = model FLOPs / step time / the bf16 peak of an 8192^3 matmul timed in the same
+process; model FLOPs are 6 x tokens x (the matrices each token passes through + the tied head) + 3 x causal
+attention FLOPs of the batch's pieces (the same formula for both scripts). TTT timing is bench_ttt_vs_reference.py's.
+Ours with --micro-batches 1: a step of one micro-batch, an 8-GPU rank's share (the host's per-step work against a
+~97 ms step). Writes OUT/ours.json and OUT/record.json, then prints the comparison (one script alone: its own
+report).
 --trace also writes each profiled step's Chrome trace (OUT/WHICH_STATE_trace.json.gz, a few MB); `gaps` reads
 one on any machine and lists the device's idle gaps between kernels: whether the host launched the next kernel
 only after the GPU had gone idle (host-bound), and the host ops that were running when it did.
@@ -151,14 +154,15 @@ def setup_ours(args, device):
     else:  # a train_gpt.py from before COMPILE_SCOPE: whole-model compile, as its train() did
         torch._inductor.config.triton.mix_order_reduction = False
         model_fn = torch.compile(model)
+    micro = args.micro_batches
     loader = tg.TrainLoader(h, ctx, ONE_GPU_ACCUM)
     batches = [loader.batch(s, m) for s in range(args.batch_steps) for m in range(ONE_GPU_ACCUM)]
 
     class Preloaded:  # train_step's loader interface, serving the batches already on the GPU
-        accum = ONE_GPU_ACCUM
+        accum = micro
 
-        def batch(self, step, micro):
-            return batches[(step * ONE_GPU_ACCUM + micro) % len(batches)]
+        def batch(self, step, m):
+            return batches[(step * micro + m) % len(batches)]
 
     opt = tg.Optimizers(model, h, ctx)
     timer = Timed(device.type == "cuda")
@@ -176,7 +180,7 @@ def setup_ours(args, device):
     def step():
         timer.events[0].record()
         if old_train_step:  # a train_gpt.py from before issue 22 passed the micro-batch count and settings
-            loss = tg.train_step(model_fn, model, Preloaded(), opt, counter[0], ONE_GPU_ACCUM, 1.0, h)
+            loss = tg.train_step(model_fn, model, Preloaded(), opt, counter[0], micro, 1.0, h)
         else:
             loss = tg.train_step(model_fn, model, Preloaded(), opt, counter[0], 1.0)
         counter[0] += 1
@@ -189,8 +193,8 @@ def setup_ours(args, device):
                vocab_size=h.vocab_size)
     virtual = lambda on: sum(map(len, tg.virtual_layer_order(h, on)))  # noqa: E731
     return dict(step=step, set_looping=set_looping, timer=timer, cfg=cfg, virtual=virtual, model=model,
-                tokens=h.train_batch_tokens, cu=[b.cu_seqlens for b in batches[:ONE_GPU_ACCUM]],
-                info=f"{args.train_gpt or 'train_gpt.py'}, COMPILE_SCOPE={h.compile_scope}, "
+                tokens=h.train_batch_tokens * micro // ONE_GPU_ACCUM, cu=[b.cu_seqlens for b in batches[:micro]],
+                info=f"{args.train_gpt or 'train_gpt.py'}, COMPILE_SCOPE={h.compile_scope}, {micro} micro-batches, "
                 f"fused_ce={int(model.use_fused_ce)} fused_mlp={int(model.blocks[0].mlp.use_fused)}, "
                 f"attention {model.attn_backend}")
 
@@ -304,6 +308,11 @@ def measure(args) -> dict:
             torch.cuda.synchronize()
             times.append((time.perf_counter() - t1) * 1000)
             splits.append(s["timer"].split())
+        t1 = time.perf_counter()  # the same steps queued back to back: what the per-step syncs above cost
+        for _ in range(args.steps):
+            s["step"]()
+        torch.cuda.synchronize()
+        back_to_back_ms = (time.perf_counter() - t1) * 1000 / args.steps
         torch.cuda.reset_peak_memory_stats()
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             s["step"]()
@@ -313,7 +322,8 @@ def measure(args) -> dict:
         rows = kernel_rows(prof)
         ms = float(np.median(times))
         flops = model_flops(s["cfg"], s["virtual"](on), s["cu"])
-        state = dict(ms=ms, fwd_bwd_ms=float(np.median([a for a, _ in splits])),
+        state = dict(ms=ms, synced_mean_ms=float(np.mean(times)), back_to_back_ms=back_to_back_ms,
+                     fwd_bwd_ms=float(np.median([a for a, _ in splits])),
                      optimizer_ms=float(np.median([b for _, b in splits])), compile_and_warmup_s=compile_s,
                      device_ms=sum(r["us"] for r in rows) / 1000, launches=sum(r["count"] for r in rows),
                      mfu=flops / (ms * 1e-3) / 1e12 / out["peak_tflops"], model_tflop=flops / 1e12,
@@ -323,7 +333,8 @@ def measure(args) -> dict:
               f"{state['fwd_bwd_ms']:.1f}, optimizer {state['optimizer_ms']:.1f}), "
               f"tokens/s {s['tokens'] / ms * 1000:,.0f}, device busy "
               f"{state['device_ms']:.1f} ms in {state['launches']} launches, MFU {100 * state['mfu']:.1f}%, "
-              f"compile+warm-up {compile_s:.0f} s", flush=True)
+              f"compile+warm-up {compile_s:.0f} s; mean {state['synced_mean_ms']:.2f} ms synced each step, "
+              f"{back_to_back_ms:.2f} back to back", flush=True)
     return out
 
 
@@ -572,6 +583,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ours-env", action="append", default=[], help="KEY=VALUE for ours (e.g. FUSED_MLP_ENABLED=0)")
     parser.add_argument("--ref-env", action="append", default=[], help="KEY=VALUE set before importing the record")
     parser.add_argument("--train-gpt", type=Path, help="another copy of train_gpt.py as ours (kernels.py beside it)")
+    parser.add_argument("--micro-batches", type=int, default=ONE_GPU_ACCUM,
+                        help="ours: micro-batches per step (1: an 8-GPU rank's share of the step)")
     parser.add_argument("--no-looping", dest="looping", action="store_false", help="recurrence off only")
     parser.add_argument("--trace", action="store_true",
                         help="also write each profiled step's Chrome trace: OUT/WHICH_STATE_trace.json.gz")
@@ -580,6 +593,11 @@ def main(argv=None) -> int:
     if args.which != "ours" and args.reference is None:
         parser.error("--reference (the record's train_gpt.py) is needed to profile the record; "
                      "or profile ours alone with --which ours")
+    micro = args.micro_batches
+    micro_ok = 1 <= micro <= ONE_GPU_ACCUM and (micro == ONE_GPU_ACCUM or args.which == "ours")
+    if not micro_ok:
+        parser.error(f"--micro-batches is 1 to {ONE_GPU_ACCUM}, and not {ONE_GPU_ACCUM} with --which ours only "
+                     "(the record's step is profiled whole)")
     args.data_dir = args.data_dir.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.which == "both":  # each script in its own process, one after the other on the same GPU

@@ -71,7 +71,7 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
         return real_step(*args)
     monkeypatch.setattr(tg, "train_step", train_step)
     settings = dict(SMOKE=1, DATA_PATH=PROXY_DATA, FUSED_CE_ENABLED=0, FUSED_MLP_ENABLED=0, TRAIN_BATCH_TOKENS=2048)
-    args = argparse.Namespace(train_gpt=None, data_dir=PROXY_DATA, batch_steps=2,
+    args = argparse.Namespace(train_gpt=None, data_dir=PROXY_DATA, batch_steps=2, micro_batches=8,
                               ours_env=[f"{k}={v}" for k, v in settings.items()])
     s = prof.setup_ours(args, torch.device("cpu"))
     model = s["model"]
@@ -91,6 +91,16 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
         attention = 3 * 4 * (length * (length + 1) / 2) * h.num_heads * h.head_dim * virtual_layers
         flops = prof.model_flops(s["cfg"], s["virtual"](looping), [torch.tensor([0, length])])
         assert flops == pytest.approx(matmuls + attention, rel=1e-12)
+
+    # --micro-batches 1 (an 8-GPU rank's share): one micro-batch a step, each step the next batch
+    calls.clear()
+    one = prof.setup_ours(argparse.Namespace(**{**vars(args), "micro_batches": 1}), torch.device("cpu"))
+    served = [None, None]
+    monkeypatch.setattr(tg, "train_step", lambda *a: served.__setitem__(a[4], a[2].batch(a[4], 0)) or train_step(*a))
+    one["step"](), one["step"]()
+    assert calls == [(0, 1), (1, 1)] and one["tokens"] == s["tokens"] // 8 and len(one["cu"]) == 1
+    loader = tg.TrainLoader(h, tg.DistContext(), 8)  # step 1 of one micro-batch is step 0's second of eight
+    assert torch.equal(served[1].inputs, loader.batch(0, 1).inputs)
 
 
 HOST_PID = 4321  # a real trace's host events carry the process id, its device events the GPU's index
