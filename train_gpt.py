@@ -1675,13 +1675,26 @@ def foreach_by_dtype(op, tensors: list[torch.Tensor], *others) -> None:
         op([tensors[i] for i in idx], *([o[i] for i in idx] if isinstance(o, list) else o for o in others))
 
 
+def total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.nn.utils.get_total_norm(tensors, foreach=True) to the bit, in a few kernels. torch stacks every
+    per-tensor norm in one call, and with bf16 and fp32 norms mixed the GPU's cat copies them one launch each (129
+    a micro-batch in the 2026-12-07 H100 trace); here each dtype's norms are stacked alone, then cast and joined:
+    the same vector, in torch's group order (not the tensors' order, so its grouping is reused)."""
+    groups = torch.utils._foreach_utils._group_tensors_by_device_and_dtype([tensors])
+    dtype = tensors[0].dtype
+    for _, group_dtype in groups:
+        dtype = torch.promote_types(dtype, group_dtype)
+    return torch.linalg.vector_norm(torch.cat([torch.stack(torch._foreach_norm(group)).to(dtype)
+                                               for [group], _ in groups.values()]))
+
+
 def accumulate_gradients(params: list[nn.Parameter], total: list | None, max_norm: float) -> list[torch.Tensor]:
     """Clip the gradient of one micro-batch (in p.grad) to max_norm, add it to total (or start it) and clear
     p.grad for the next micro-batch. The record trains on 8 GPUs with one micro-batch per rank and clips each
     rank's gradient before the average: clipping every micro-batch here keeps that at every world size."""
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     if max_norm > 0:  # torch's clip_grad_norm_ rule, on the gradient tensors themselves
-        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        norm = total_norm(grads)
         foreach_by_dtype(torch._foreach_mul_, grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
     if total is None:
         total = grads

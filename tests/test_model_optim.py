@@ -278,6 +278,36 @@ def test_accumulate_gradients_clips_mixed_dtype_gradients_like_clip_grad_norm():
     assert all(torch.equal(t, p.grad) for t, p in zip(total, params))
 
 
+def test_total_norm_is_torchs_to_the_bit_and_never_cats_mixed_dtypes():
+    """total_norm against torch's get_total_norm over many tensors of both dtypes in random order (to the bit:
+    fails when its groups are taken in the tensors' order, not torch's), and no cat of mixed dtypes, which the
+    GPU runs as one copy per input (fails with get_total_norm itself)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CatDtypes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.cat, torch.ops.aten.stack):
+                self.seen.append({t.dtype for t in args[0]})
+            return func(*args, **(kwargs or {}))
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        tensors = [(torch.randn(int(torch.randint(1, 300, (1,), generator=gen)), generator=gen)
+                    * float(torch.rand(1, generator=gen) * 10)).to((torch.float32, torch.bfloat16)[int(k)])
+                   for k in torch.randint(2, (60,), generator=gen)]
+        with CatDtypes() as mode:
+            norm = tg.total_norm(tensors)
+        want = torch.nn.utils.get_total_norm(tensors, foreach=True)
+        assert norm.dtype == want.dtype and torch.equal(norm, want)
+        assert mode.seen and all(len(dtypes) == 1 for dtypes in mode.seen), mode.seen
+    one_dtype = [t.bfloat16() for t in tensors]
+    assert torch.equal(tg.total_norm(one_dtype), torch.nn.utils.get_total_norm(one_dtype, foreach=True))
+
+
 @pytest.mark.parametrize("dense", [False, True])
 def test_xsa_in_kv_groups_equals_value_repeated_per_query_head(dense):
     # query head h reads kv head h // 2 (8 heads on 4); dense: (B, T, H, D) as attention's transposed output
