@@ -442,7 +442,7 @@ class DistContext:
 
     @property
     def nccl(self) -> bool:
-        return self.distributed and dist.get_backend() == "nccl"
+        return self.distributed and "nccl" in dist.get_backend()  # "cpu:gloo,cuda:nccl" on GPUs
 
 
 def init_distributed() -> DistContext:
@@ -455,8 +455,8 @@ def init_distributed() -> DistContext:
     else:
         device = torch.device("cpu")
     if world_size > 1:
-        if device.type == "cuda":
-            dist.init_process_group("nccl", device_id=device)
+        if device.type == "cuda":  # NCCL for GPU tensors, gloo for the host's (the agreed clock)
+            dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device)
         else:
             dist.init_process_group("gloo")
     return DistContext(rank, world_size, local_rank, device)
@@ -485,10 +485,12 @@ def all_reduce_gradients(params, ctx: DistContext, divisor: int = 1) -> None:
 
 def agreed_seconds(ctx: DistContext, seconds: float) -> float:
     """A wallclock reading every rank agrees on (the slowest rank's). The schedule is a function of time:
-    read per rank, the learning rates would differ by rank and the replicas drift apart."""
+    read per rank, the learning rates would differ by rank and the replicas drift apart. The hosts agree over
+    gloo, on a host tensor: a GPU tensor's reading would wait for every kernel queued before it, and the GPU
+    would idle each step while the host queues the next (the records' per-step cost on several GPUs)."""
     if not ctx.distributed:
         return seconds
-    t = torch.tensor([seconds], dtype=torch.float64, device=ctx.device)
+    t = torch.tensor([seconds], dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.item()
 
@@ -1880,9 +1882,9 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
         logging = h.train_log_every > 0 and (step % h.train_log_every == 0 or step <= 5)
         if logging or step == 1:  # a reported time includes the GPU work of the steps it counts
             synchronize(ctx)
-        # Otherwise the clock is read without waiting for the GPU, as the record reads it: the host runs less
-        # than a step ahead (the launch queue holds less than one step of kernels). On several GPUs the
-        # agreed reading is one small all-reduce per step, the record's per-step cost too.
+        # Otherwise the clock is read without waiting for the GPU, as the record reads it on one GPU: the host
+        # runs less than a step ahead (the launch queue holds less than one step of kernels). On several GPUs
+        # the hosts agree on it in one small gloo all-reduce per step, which waits for no GPU work either.
         elapsed = agreed_seconds(ctx, time.perf_counter() - t0)  # schedule, recurrence and stop agree on it
         step_avg = elapsed / step
         if step == 1:  # what a participant waits for: launch, imports, data, compile, one step

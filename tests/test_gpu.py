@@ -158,6 +158,26 @@ def test_the_nccl_step_of_one_rank_is_the_local_step(tmp_path):
         dist.destroy_process_group()
 
 
+def test_the_agreed_clock_waits_for_no_gpu_work(tmp_path):
+    """init_distributed's process group (NCCL beside gloo, here a world of one rank on the distributed path):
+    the agreed clock's all-reduce returns while the GPU is still busy with work queued before it, so on several
+    GPUs the host keeps queueing the next step while the last one runs."""
+    import torch.distributed as dist
+    device = torch.device("cuda", torch.cuda.current_device())
+    dist.init_process_group("cpu:gloo,cuda:nccl", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1, device_id=device)
+    try:
+        ctx = _NcclOfOne(device=device)
+        assert ctx.nccl
+        torch.cuda.synchronize()
+        torch.cuda._sleep(2_000_000_000)  # about a second of GPU clock cycles
+        assert tg.agreed_seconds(ctx, 1.5) == 1.5
+        assert not torch.cuda.current_stream().query()  # still sleeping: the reading did not wait for it
+        torch.cuda.synchronize()
+    finally:
+        dist.destroy_process_group()
+
+
 def test_hessian_products_in_bf16_are_the_fp32_products():
     """bf16 activations: the bf16 tensor-core product with fp32 output is the fp64 product of the same numbers to
     fp32 accuracy, as the records' TF32 product of them is (a bf16 output would be ~1e-3 off)."""

@@ -100,6 +100,30 @@ def test_wallclock_schedule_keeps_two_ranks_identical(tmp_path):
     assert "roundtrip_check: artifact == in-memory quantized model (bit for bit)" in log
 
 
+def test_the_agreed_clock_is_a_host_collective_beside_nccl(monkeypatch):
+    """On GPUs the process group is NCCL for GPU tensors and gloo for host tensors, and the agreed clock
+    all-reduces a host tensor: reading a GPU tensor's value would wait for the step's kernels, and the GPU would
+    idle while the host queues the next step. Fails with NCCL alone, with the clock on the GPU (a CUDA tensor,
+    which this CPU build refuses) and with a backend check that misses "cpu:gloo,cuda:nccl"."""
+    init = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(tg.dist, "init_process_group", lambda backend, **kw: init.update(backend=backend, **kw))
+    monkeypatch.setattr(tg.dist, "get_backend", lambda group=None: init["backend"])
+    for name, value in dict(RANK="1", WORLD_SIZE="2", LOCAL_RANK="1").items():
+        monkeypatch.setenv(name, value)
+    ctx = tg.init_distributed()
+    assert ctx.device == torch.device("cuda", 1) and init["device_id"] == ctx.device and ctx.nccl
+    assert sorted(init["backend"].split(",")) == ["cpu:gloo", "cuda:nccl"]
+    reduced = []
+
+    def all_reduce(tensor, op=None):
+        reduced.append(tensor.device)
+        tensor.fill_(2.5)  # the slower rank's reading
+    monkeypatch.setattr(tg.dist, "all_reduce", all_reduce)
+    assert tg.agreed_seconds(ctx, 1.0) == 2.5 and reduced == [torch.device("cpu")]
+
+
 def test_eval_only_reproduces_the_roundtrip(smoke_log, tmp_path):
     smoke_dir, smoke = smoke_log
     log = run_train(tmp_path, SMOKE=1, EVAL_ONLY=1, RUN_ID="evalonly", ARTIFACT_PATH=smoke_dir / "smoke.golf")
