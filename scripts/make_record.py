@@ -126,6 +126,7 @@ CANDIDATE_CREDITS = [
      "48"),
     ("ttt_grad_chunk_only", "TTT's gradient through the scored chunk only", "golfrun", "ttt_grad_chunk_only",
      "False"),
+    ("ttt_batch_size", "TTT batches of other than the records' 64 documents", "golfrun", "ttt_batch_size", "64"),
 ]
 
 

@@ -171,8 +171,8 @@ def test_a_recipe_is_only_defaults():
 
 
 # golfrun's recipe: #2135's and the evaluation settings that beat it most in issue 27's A/B within the eval budget
-# (docs/BENCHMARKS.md, twenty-first and twenty-seventh sessions)
-GOLF_OVER_2135 = dict(ttt_chunk_size=36, ttt_grad_steps=2, ttt_grad_steps_tokens=3072)
+# (docs/BENCHMARKS.md, twenty-first and twenty-seventh sessions), in TTT batches of 96 (thirty-second)
+GOLF_OVER_2135 = dict(ttt_chunk_size=36, ttt_grad_steps=2, ttt_grad_steps_tokens=3072, ttt_batch_size=96)
 
 
 def test_golf_is_2135_with_only_evaluation_settings_changed():
