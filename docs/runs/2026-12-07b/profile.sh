@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# profile.sh: one RECIPE=2135 training step of ours profiled on one GPU with its Chrome trace (issue 26's host-idle
-# lead: where the GPU waits for the host). Carry .gpu_data (prepare.sh s22: train shards, compile caches). ~4
-# minutes cold, less with the carried caches. Writes $OUT/prof/m8/ and m1/ (ours.json, ours_off_trace.json.gz, console, gaps);
-# read the trace here with `python3 scripts/profile_vs_reference.py gaps ours_off_trace.json.gz`.
+# profile.sh [COMMIT]: one RECIPE=2135 training step of ours profiled on one GPU (recurrence off) with its Chrome
+# trace, as the whole 1-GPU step (8 micro-batches) and as an 8-GPU rank's share (1), each timed synced around every
+# step and back to back (issue 26: where the GPU waits for the host). With COMMIT, the same two shapes then run
+# that commit's train_gpt.py + kernels.py on the same GPU (no trace): the before of a change. Carry .gpu_data
+# (prepare.sh s22: train shards, compile caches). ~2 minutes with the carried caches, ~1 more with COMMIT.
+# Writes $OUT/prof/m8/, m1/ (ours.json, ours_off_trace.json.gz, console.txt, gaps.txt) and before_m8/, before_m1/;
+# read a trace anywhere with `python3 scripts/profile_vs_reference.py gaps ours_off_trace.json.gz`.
 set -u
 cd "$(dirname "$0")/../../.."
 G=.gpu_data; D=/tmp/pd/datasets/fineweb10B_sp8192  # profile_vs_reference reads the record's DATA_DIR layout
@@ -12,11 +15,20 @@ for i in 0 1; do xz -dc $G/ds/fineweb_train_00000$i.bin.xz > $D/fineweb_train_00
 export PYTHONUNBUFFERED=1
 CACHE_ENV=$(python3 scripts/ab_runs.py cache-env --workdir /tmp/g/ab) || exit 1
 export $CACHE_ENV  # s27's caches
-# the whole 1-GPU step (8 micro-batches), then an 8-GPU rank's share (1): synced each step vs back to back
+profile() {  # profile NAME MICRO_BATCHES [ARGS...]
+  local P=$OUT/prof/$1 m=$2; shift 2; mkdir -p $P
+  timeout $((m == 8 ? 300 : 180)) python3 scripts/profile_vs_reference.py --which ours --data-dir /tmp/pd \
+    --ours-env RECIPE=2135 --no-looping --warmup 3 --steps $((m == 8 ? 5 : 30)) --micro-batches $m --out $P "$@" \
+    > $P/console.txt 2>&1
+  echo "profile $(basename $P) rc $?"; grep -m3 'recurrence\|Error' $P/console.txt
+}
 for m in 8 1; do
-  P=$OUT/prof/m$m; mkdir -p $P
-  timeout $((m == 8 ? 300 : 180)) python3 scripts/profile_vs_reference.py --which ours --data-dir /tmp/pd --ours-env RECIPE=2135 \
-    --trace --no-looping --warmup 3 --steps $((m == 8 ? 5 : 30)) --micro-batches $m --out $P > $P/console.txt 2>&1
-  echo "profile m$m rc $?"; grep -m3 'recurrence\|Error' $P/console.txt
-  python3 scripts/profile_vs_reference.py gaps $P/ours_off_trace.json.gz --top 12 > $P/gaps.txt 2>&1; head -40 $P/gaps.txt
+  profile m$m $m --trace
+  python3 scripts/profile_vs_reference.py gaps $OUT/prof/m$m/ours_off_trace.json.gz --top 12 > $OUT/prof/m$m/gaps.txt 2>&1
+  head -12 $OUT/prof/m$m/gaps.txt
 done
+if [ -n "${1:-}" ]; then
+  B=/tmp/before; mkdir -p $B
+  for f in train_gpt.py kernels.py; do git show "$1:$f" > $B/$f || exit 1; done
+  for m in 8 1; do profile before_m$m $m --train-gpt $B/train_gpt.py; done
+fi
