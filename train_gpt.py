@@ -426,6 +426,8 @@ SMOKE_OVERRIDES = dict(
 # One code path for 1..8 processes: every collective sits behind `ctx.distributed`.
 # -----------------------------------------------------------------------------
 
+GPU_BACKENDS = "cpu:gloo,cuda:nccl"  # NCCL for GPU tensors, gloo for the host's (the agreed clock)
+
 @dataclass
 class DistContext:
     rank: int = 0
@@ -443,7 +445,7 @@ class DistContext:
 
     @property
     def nccl(self) -> bool:
-        return self.distributed and "nccl" in dist.get_backend()  # "cpu:gloo,cuda:nccl" on GPUs
+        return self.distributed and "nccl" in dist.get_backend()  # GPU_BACKENDS
 
 
 def init_distributed() -> DistContext:
@@ -456,8 +458,8 @@ def init_distributed() -> DistContext:
     else:
         device = torch.device("cpu")
     if world_size > 1:
-        if device.type == "cuda":  # NCCL for GPU tensors, gloo for the host's (the agreed clock)
-            dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device)
+        if device.type == "cuda":
+            dist.init_process_group(GPU_BACKENDS, device_id=device)
         else:
             dist.init_process_group("gloo")
     return DistContext(rank, world_size, local_rank, device)
@@ -1884,8 +1886,9 @@ def train(model: GPT, h: Hyperparameters, ctx: DistContext, accum: int, log, val
         if logging or step == 1:  # a reported time includes the GPU work of the steps it counts
             synchronize(ctx)
         # Otherwise the clock is read without waiting for the GPU, as the record reads it on one GPU: the host
-        # runs less than a step ahead (the launch queue holds less than one step of kernels). On several GPUs
-        # the hosts agree on it in one small gloo all-reduce per step, which waits for no GPU work either.
+        # runs less than a step ahead (the launch queue holds less than one step of kernels), so the stop may
+        # come up to a step late, inside GPTQ_RESERVE_SECONDS. On several GPUs the hosts agree on the reading
+        # in one small gloo all-reduce per step, which waits for no GPU work either.
         elapsed = agreed_seconds(ctx, time.perf_counter() - t0)  # schedule, recurrence and stop agree on it
         step_avg = elapsed / step
         if step == 1:  # what a participant waits for: launch, imports, data, compile, one step

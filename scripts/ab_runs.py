@@ -229,7 +229,7 @@ PASS_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "LD_LIBRARY_PATH", "
             "OMP_NUM_THREADS", "TRITON_INTERPRET")  # from the caller; everything else comes from the plan
 # ... and the machine's settings of NCCL, PyTorch and NVSHMEM: a GPU host may need them kept (the lent H200s keep
 # NVLink multicast off, NCCL_NVLS_ENABLE=0 and TORCH_SYMM_MEM_DISABLE_MULTICAST=1, for their GPUs' sake)
-PASS_ENV_PREFIXES = ("NCCL_", "NVSHMEM_", "TORCH_", "PYTORCH_")
+PASS_ENV_PREFIXES = ("NCCL_", "GLOO_", "NVSHMEM_", "TORCH_", "PYTORCH_")
 # torchrun stops its ranks on these; SIGHUP left out, as the runner ignores it (a closed terminal stops nothing)
 TORCHRUN_SIGNALS = dict(PET_SIGNALS_TO_HANDLE="SIGTERM,SIGINT,SIGQUIT")  # torchrun --signals-to-handle
 CLOSING_LINE = re.compile(r"^eval_time:\d+ms \(inside:", re.M)  # train_gpt.py's last line of a finished run

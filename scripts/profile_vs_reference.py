@@ -193,7 +193,8 @@ def setup_ours(args, device):
                vocab_size=h.vocab_size)
     virtual = lambda on: sum(map(len, tg.virtual_layer_order(h, on)))  # noqa: E731
     return dict(step=step, set_looping=set_looping, timer=timer, cfg=cfg, virtual=virtual, model=model,
-                tokens=h.train_batch_tokens * micro // ONE_GPU_ACCUM, cu=[b.cu_seqlens for b in batches[:micro]],
+                tokens=h.train_batch_tokens * micro // ONE_GPU_ACCUM, share=micro / ONE_GPU_ACCUM,
+                cu=[b.cu_seqlens for b in batches[:ONE_GPU_ACCUM]],
                 info=f"{args.train_gpt or 'train_gpt.py'}, COMPILE_SCOPE={h.compile_scope}, {micro} micro-batches, "
                 f"fused_ce={int(model.use_fused_ce)} fused_mlp={int(model.blocks[0].mlp.use_fused)}, "
                 f"attention {model.attn_backend}")
@@ -249,7 +250,7 @@ def setup_record(args, device):
     loop_len = h.loop_end - h.loop_start + 1
     virtual = lambda on: h.num_layers + (h.num_loops * loop_len if on else 0)  # noqa: E731
     return dict(step=step, set_looping=set_looping, timer=timer, cfg=cfg, virtual=virtual,
-                tokens=h.train_batch_tokens, cu=[b[2] for b in batches[:ONE_GPU_ACCUM]],
+                tokens=h.train_batch_tokens, share=1.0, cu=[b[2] for b in batches[:ONE_GPU_ACCUM]],
                 info=f"{args.reference.name}, cu_seqlens bucket {bucket} ({len(batches)} of {len(pool)} batches)")
 
 
@@ -321,7 +322,7 @@ def measure(args) -> dict:
             prof.export_chrome_trace(str(args.out / f"{args.which}_{'on' if on else 'off'}_trace.json.gz"))
         rows = kernel_rows(prof)
         ms = float(np.median(times))
-        flops = model_flops(s["cfg"], s["virtual"](on), s["cu"])
+        flops = model_flops(s["cfg"], s["virtual"](on), s["cu"]) * s["share"]  # of 8 micro-batches
         state = dict(ms=ms, synced_mean_ms=float(np.mean(times)), back_to_back_ms=back_to_back_ms,
                      fwd_bwd_ms=float(np.median([a for a, _ in splits])),
                      optimizer_ms=float(np.median([b for _, b in splits])), compile_and_warmup_s=compile_s,
@@ -596,7 +597,7 @@ def main(argv=None) -> int:
     micro = args.micro_batches
     micro_ok = 1 <= micro <= ONE_GPU_ACCUM and (micro == ONE_GPU_ACCUM or args.which == "ours")
     if not micro_ok:
-        parser.error(f"--micro-batches is 1 to {ONE_GPU_ACCUM}, and not {ONE_GPU_ACCUM} with --which ours only "
+        parser.error(f"--micro-batches is 1 to {ONE_GPU_ACCUM}, other than {ONE_GPU_ACCUM} with --which ours only "
                      "(the record's step is profiled whole)")
     args.data_dir = args.data_dir.resolve()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -918,10 +918,10 @@ def test_lanes_split_the_gpus_by_nproc():
 
 def test_a_run_keeps_the_machines_gpu_settings_and_sheds_stray_ones(tmp_path, monkeypatch):
     """The lent GPU hosts keep NVLink multicast off (NCCL_NVLS_ENABLE=0 ...): a run, and torchrun's ranks, must
-    get those; a stray setting of train_gpt.py's must not reach it; torchrun must not stop on a closed terminal
-    (SIGHUP), which the runner ignores."""
+    get those (and a host's gloo interface, which the agreed clock uses); a stray setting of train_gpt.py's must
+    not reach it; torchrun must not stop on a closed terminal (SIGHUP), which the runner ignores."""
     machine = dict(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1",
-                   PYTORCH_CUDA_ALLOC_CONF="expandable_segments:True")
+                   PYTORCH_CUDA_ALLOC_CONF="expandable_segments:True", GLOO_SOCKET_IFNAME="lo")
     for name, value in {**machine, "RECIPE": "1886", "MATRIX_LR": "9"}.items():
         monkeypatch.setenv(name, value)
     work, seen = tmp_path / "w", tmp_path / "env.json"

@@ -133,7 +133,7 @@ def test_the_nccl_step_of_one_rank_is_the_local_step(tmp_path):
     no other test reaches (NCCL cannot put two ranks on one GPU)."""
     import torch.distributed as dist
     device = torch.device("cuda", torch.cuda.current_device())
-    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
+    dist.init_process_group(tg.GPU_BACKENDS, init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
                             device_id=device)
     try:
         h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135"})
@@ -159,13 +159,13 @@ def test_the_nccl_step_of_one_rank_is_the_local_step(tmp_path):
 
 
 def test_the_agreed_clock_waits_for_no_gpu_work(tmp_path):
-    """init_distributed's process group (NCCL beside gloo, here a world of one rank on the distributed path):
+    """init_distributed's process group (GPU_BACKENDS, here a world of one rank on the distributed path):
     the agreed clock's all-reduce returns while the GPU is still busy with work queued before it, so on several
     GPUs the host keeps queueing the next step while the last one runs."""
     import torch.distributed as dist
     device = torch.device("cuda", torch.cuda.current_device())
-    dist.init_process_group("cpu:gloo,cuda:nccl", init_method=f"file://{tmp_path / 'store'}", rank=0,
-                            world_size=1, device_id=device)
+    dist.init_process_group(tg.GPU_BACKENDS, init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
+                            device_id=device)
     try:
         ctx = _NcclOfOne(device=device)
         assert ctx.nccl

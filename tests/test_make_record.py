@@ -483,13 +483,14 @@ def test_what_the_readme_says_follows_what_train_gpt_does(caseops_run):
     ("awq_lite_enabled", "True", "PR #1908"), ("ttt_short_score_first_steps", "256:8", "PR #2014"),
     ("token_max_prob", "0.9", "golfrun"), ("ttt_grad_steps", "2", "golfrun (the setting"),
     ("ttt_grad_steps_tokens", "1024", "first tokens | golfrun"), ("ttt_chunk_size", "36", "PR #1966"),
-    ("ttt_grad_chunk_only", "True", "chunk only | golfrun"),
+    ("ttt_grad_chunk_only", "True", "chunk only | golfrun"), ("ttt_batch_size", "96", "64 documents | golfrun"),
 ])
 def test_an_enabled_candidate_is_credited(caseops_run, setting, value, origin):
     # without it, only the setting differs (TTT_GRAD_STEPS_TOKENS needs the two steps it limits; the smoke run's
-    # TTT chunk is not the records' 48)
+    # TTT chunk and batch are not the records' 48 and 64)
     c = dict(caseops_run["config"], **{"ttt_grad_steps_tokens": {"ttt_grad_steps": "2"},
-                                       "ttt_chunk_size": {"ttt_chunk_size": "48"}}.get(setting, {}))
+                                       "ttt_chunk_size": {"ttt_chunk_size": "48"},
+                                       "ttt_batch_size": {"ttt_batch_size": "64"}}.get(setting, {}))
     on = dict(c, **{setting: value})
     row = next(line for line in make_record.credits("2135", on).splitlines() if origin in line and "PR #2130" not in line
                and "One TTT phase" not in line)

@@ -4,8 +4,9 @@
 # step and back to back (issue 26: where the GPU waits for the host). With COMMIT, the same two shapes then run
 # that commit's train_gpt.py + kernels.py on the same GPU (no trace): the before of a change. Carry .gpu_data
 # (prepare.sh s22: train shards, compile caches). ~2 minutes with the carried caches, ~1 more with COMMIT.
-# Writes $OUT/prof/m8/, m1/ (ours.json, ours_off_trace.json.gz, console.txt, gaps.txt) and before_m8/, before_m1/;
-# read a trace anywhere with `python3 scripts/profile_vs_reference.py gaps ours_off_trace.json.gz`.
+# Writes $OUT/prof.tar.xz (a call brings back at most 8 files): m8/, m1/ (ours.json, ours_off_trace.json.gz,
+# console.txt, gaps.txt) and before_m8/, before_m1/; read a trace anywhere with
+# `python3 scripts/profile_vs_reference.py gaps ours_off_trace.json.gz`.
 set -u
 cd "$(dirname "$0")/../../.."
 G=.gpu_data; D=/tmp/pd/datasets/fineweb10B_sp8192  # profile_vs_reference reads the record's DATA_DIR layout
@@ -15,12 +16,12 @@ for i in 0 1; do xz -dc $G/ds/fineweb_train_00000$i.bin.xz > $D/fineweb_train_00
 export PYTHONUNBUFFERED=1
 CACHE_ENV=$(python3 scripts/ab_runs.py cache-env --workdir /tmp/g/ab) || exit 1
 export $CACHE_ENV  # s27's caches
-profile() {  # profile NAME MICRO_BATCHES [ARGS...]
-  local P=$OUT/prof/$1 m=$2; shift 2; mkdir -p $P
-  timeout $((m == 8 ? 300 : 180)) python3 scripts/profile_vs_reference.py --which ours --data-dir /tmp/pd \
-    --ours-env RECIPE=2135 --no-looping --warmup 3 --steps $((m == 8 ? 5 : 30)) --micro-batches $m --out $P "$@" \
-    > $P/console.txt 2>&1
-  echo "profile $(basename $P) rc $?"; grep -m3 'recurrence\|Error' $P/console.txt
+profile() {  # profile NAME MICRO_BATCHES [ARGS...]: the first (cold) ~90 s, the others ~40 s with its caches
+  local name=$1 m=$2 rc; shift 2; mkdir -p $OUT/prof/$name
+  timeout $((m == 8 ? 200 : 100)) python3 scripts/profile_vs_reference.py --which ours --data-dir /tmp/pd \
+    --ours-env RECIPE=2135 --no-looping --warmup 3 --steps $((m == 8 ? 5 : 30)) --micro-batches $m \
+    --out $OUT/prof/$name "$@" > $OUT/prof/$name/console.txt 2>&1
+  rc=$?; echo "profile $name rc $rc"; grep -m3 'recurrence\|Error' $OUT/prof/$name/console.txt
 }
 for m in 8 1; do
   profile m$m $m --trace
@@ -29,6 +30,8 @@ for m in 8 1; do
 done
 if [ -n "${1:-}" ]; then
   B=/tmp/before; mkdir -p $B
-  for f in train_gpt.py kernels.py; do git show "$1:$f" > $B/$f || exit 1; done
-  for m in 8 1; do profile before_m$m $m --train-gpt $B/train_gpt.py; done
+  if git show "$1:train_gpt.py" > $B/train_gpt.py && git show "$1:kernels.py" > $B/kernels.py; then
+    for m in 8 1; do profile before_m$m $m --train-gpt $B/train_gpt.py; done
+  else echo "no $1 in this checkout's git: no before"; fi
 fi
+tar -cJf $OUT/prof.tar.xz -C $OUT prof && rm -r $OUT/prof
