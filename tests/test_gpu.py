@@ -18,7 +18,7 @@ import torch
 import kernels
 import kernels_reference
 import train_gpt as tg
-from conftest import REPO, clean_env
+from conftest import REPO, clean_env, run_train
 from kernel_checks import check_backward_rounds_like_the_record
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -176,6 +176,18 @@ def test_the_agreed_clock_waits_for_no_gpu_work(tmp_path):
         torch.cuda.synchronize()
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_two_gpus_run_the_pipeline_through_nccl_and_gloo(tmp_path):
+    """torchrun on two GPUs: init_distributed's group (NCCL for the GPUs' collectives, gloo for the agreed clock
+    and the start-up broadcasts) starts, Muon's NCCL branch trains two ranks in step, and rank 1's quantized
+    model is rank 0's artifact bit for bit (the run's roundtrip check); steps bound the run, not the clock."""
+    log = run_train(tmp_path, nproc=2, SMOKE=1, ITERATIONS=6, MAX_WALLCLOCK_SECONDS=100000, VAL_MAX_TOKENS=8192,
+                    RUN_ID="gpu2")
+    assert "world_size:2" in log and "device:cuda" in log
+    assert "roundtrip_check: artifact == in-memory quantized model (bit for bit)" in log
+    assert "final_ttt_exact" in log
 
 
 def test_hessian_products_in_bf16_are_the_fp32_products():
