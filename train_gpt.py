@@ -428,6 +428,7 @@ SMOKE_OVERRIDES = dict(
 
 GPU_BACKENDS = "cpu:gloo,cuda:nccl"  # NCCL for GPU tensors, gloo for the host's (the agreed clock)
 
+
 @dataclass
 class DistContext:
     rank: int = 0
