@@ -22,6 +22,8 @@ if not torch.cuda.is_available():  # the CPU runs Triton kernels in the interpre
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from ab_runs import PASS_ENV_PREFIXES  # noqa: E402  (after TRITON_INTERPRET: it imports train_gpt)
 # The tests train on the sample that ships with golfrun (sample_data/README.md), so a clone runs them with
 # nothing beside it: public-domain text tokenized with the challenge tokenizer, a stand-in for FineWeb.
 PROXY_DATA = REPO / "sample_data" / "datasets" / "sample_sp8192"
@@ -61,8 +63,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 def clean_env(**extra) -> dict:
-    """The environment for a train_gpt.py subprocess: ours only, none of the caller's knobs."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "PYTHONPATH", "LANG", "TMPDIR")}
+    """The environment for a train_gpt.py subprocess: ours only, none of the caller's knobs, but the machine's
+    CUDA paths and its NCCL, gloo and torch settings, as ab_runs passes them (the lent GPUs keep NVLink multicast
+    off through them)."""
+    env = {k: v for k, v in os.environ.items()
+           if k in ("PATH", "HOME", "PYTHONPATH", "LANG", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_HOME",
+                    "CUDA_VISIBLE_DEVICES") or k.startswith(PASS_ENV_PREFIXES)}
     env.update(OMP_NUM_THREADS=str(THREADS), PYTHONUNBUFFERED="1")
     env.update({k: str(v) for k, v in extra.items()})
     return env
