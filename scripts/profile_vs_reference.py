@@ -27,7 +27,7 @@ and classify its kernels. MFU = model FLOPs / step time / the bf16 peak of an 81
 process; model FLOPs are 6 x tokens x (the matrices each token passes through + the tied head) + 3 x causal
 attention FLOPs of the batch's pieces (the same formula for both scripts). TTT timing is bench_ttt_vs_reference.py's.
 Ours with --micro-batches 1: a step of one micro-batch, an 8-GPU rank's share (the host's per-step work against a
-~97 ms step). Writes OUT/ours.json and OUT/record.json, then prints the comparison (one script alone: its own
+~97 ms step; its FLOPs the eight micro-batches' mean). Writes OUT/ours.json and OUT/record.json, then prints the comparison (one script alone: its own
 report).
 --trace also writes each profiled step's Chrome trace (OUT/WHICH_STATE_trace.json.gz, a few MB); `gaps` reads
 one on any machine and lists the device's idle gaps between kernels: whether the host launched the next kernel

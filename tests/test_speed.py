@@ -98,7 +98,8 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
     served = [None, None]
     monkeypatch.setattr(tg, "train_step", lambda *a: served.__setitem__(a[4], a[2].batch(a[4], 0)) or train_step(*a))
     one["step"](), one["step"]()
-    assert calls == [(0, 1), (1, 1)] and one["tokens"] == s["tokens"] // 8 and one["share"] == 1 / 8
+    assert calls == [(0, 1), (1, 1)] and one["tokens"] == s["tokens"] // 8
+    assert one["share"] == 1 / 8 and len(one["cu"]) == 8  # FLOPs: the mean micro-batch of the eight
     loader = tg.TrainLoader(h, tg.DistContext(), 8)  # step 1 of one micro-batch is step 0's second of eight
     assert torch.equal(served[1].inputs, loader.batch(0, 1).inputs)
 
