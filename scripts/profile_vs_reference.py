@@ -27,8 +27,8 @@ and classify its kernels. MFU = model FLOPs / step time / the bf16 peak of an 81
 process; model FLOPs are 6 x tokens x (the matrices each token passes through + the tied head) + 3 x causal
 attention FLOPs of the batch's pieces (the same formula for both scripts). TTT timing is bench_ttt_vs_reference.py's.
 Ours with --micro-batches 1: a step of one micro-batch, an 8-GPU rank's share (the host's per-step work against a
-~97 ms step; its FLOPs the eight micro-batches' mean). Writes OUT/ours.json and OUT/record.json, then prints the comparison (one script alone: its own
-report).
+~97 ms step; its FLOPs the eight micro-batches' mean). Writes OUT/ours.json and OUT/record.json, then prints the
+comparison (one script alone: its own report).
 --trace also writes each profiled step's Chrome trace (OUT/WHICH_STATE_trace.json.gz, a few MB); `gaps` reads
 one on any machine and lists the device's idle gaps between kernels: whether the host launched the next kernel
 only after the GPU had gone idle (host-bound), and the host ops that were running when it did.
@@ -441,7 +441,8 @@ def device_gaps(events: list[dict], min_us: float = GAP_MIN_US) -> dict:
                 running = set(thread.at(end))  # ops the host was inside when the GPU went idle ...
                 waited_in = [i for i in at_launch if i in running]  # ... and still inside at the launch
                 row.update(host_bound=queued > end, queued_into_us=(queued - end) / 1000,
-                           ops=thread.names(at_launch), waited_in=thread.names(waited_in[-1:])[0] if waited_in else None,
+                           ops=thread.names(at_launch),
+                           waited_in=thread.names(waited_in[-1:])[0] if waited_in else None,
                            calls=Counter(c["name"] for c in calls.get(key, no_calls).overlapping(end, queued)
                                          if c is not launch))
             gaps.append(row)

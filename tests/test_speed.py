@@ -157,7 +157,8 @@ def test_trace_gaps_find_the_late_launches_and_the_host_work_behind_them(tmp_pat
     assert found["lead_in_ops"] == [("prepare", 15), ("Outer", 1)]  # launch 1 (at 1) is in Outer; thread 2's not
     got = {g["after"]: g for g in found["gaps"]}
     assert [g["after"] for g in found["gaps"]] == ["k5", "k6", "k4", "k2", "k3", "copy7"]  # longest first
-    assert {k: (g["us"], g["before"], g["host_bound"], g["queued_into_us"], g["waited_in"]) for k, g in got.items()} == {
+    summary = {k: (g["us"], g["before"], g["host_bound"], g["queued_into_us"], g["waited_in"]) for k, g in got.items()}
+    assert summary == {
         "k2": (30, "k1", True, 23, "Outer"), "k3": (30, "k2", True, 19, "CompiledFxGraph"),
         "k4": (80, "k3", True, 75, "Outer"), "k5": (90, "k4", None, None, None),
         "k6": (90, "k5", False, -307, "Outer"), "copy7": (30, "copy", True, 30, "Outer")}
