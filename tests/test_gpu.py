@@ -178,6 +178,45 @@ def test_the_agreed_clock_waits_for_no_gpu_work(tmp_path):
         dist.destroy_process_group()
 
 
+def test_the_timed_loop_waits_for_no_gpu_work_between_its_syncs(tmp_path, monkeypatch):
+    """train()'s loop on the distributed path (NCCL's optimizer step, the gloo clock), once compiled: from its
+    third step to the loop's end it makes no host-GPU sync but the closing one (CUDA's sync debug mode raises on
+    any other: a .item(), a blocking copy, a synchronize() in the step), so the host queues the next step while
+    the GPU runs this one, and the GPU never idles at a step's start (issue 26; TRAIN_LOG_EVERY=0: no log
+    point's read)."""
+    import torch.distributed as dist
+    device = torch.device("cuda", torch.cuda.current_device())
+    dist.init_process_group(tg.GPU_BACKENDS, init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
+                            device_id=device)
+    h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135", "ITERATIONS": "6", "TRAIN_LOG_EVERY": "0",
+                                 "MAX_WALLCLOCK_SECONDS": "0"})
+    real_step, real_sync, steps, syncs_in_error_mode = tg.train_step, tg.synchronize, [], []
+
+    def step_then_watch(*args):  # from the loop's third step on (after the compile warm-up's), a sync raises
+        steps.append(args[4])
+        if len(steps) > h.warmup_steps + 2:
+            torch.cuda.set_sync_debug_mode("error")
+        return real_step(*args)
+
+    def allowed_sync(ctx):  # the loop's own synchronize() calls are meant: counted, then let through
+        if torch.cuda.get_sync_debug_mode():
+            syncs_in_error_mode.append(len(steps))
+        torch.cuda.set_sync_debug_mode("default")
+        real_sync(ctx)
+
+    monkeypatch.setattr(tg, "train_step", step_then_watch)
+    monkeypatch.setattr(tg, "synchronize", allowed_sync)
+    try:
+        torch.manual_seed(0)
+        model = tg.build_model(h, device, fused_mlp=True)
+        tg.train(model, h, _NcclOfOne(device=device), 8, lambda line, **kw: None)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        dist.destroy_process_group()
+    assert steps == list(range(h.warmup_steps)) + list(range(6))  # the warm-up's steps, then the loop's six
+    assert syncs_in_error_mode == [len(steps)]  # only the one closing the loop, after its last step
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
 def test_two_gpus_run_the_pipeline_through_nccl_and_gloo(tmp_path):
     """torchrun on two GPUs: init_distributed's group (NCCL for the GPUs' collectives, gloo for the agreed clock
