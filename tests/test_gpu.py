@@ -188,8 +188,8 @@ def test_the_timed_loop_waits_for_no_gpu_work_between_its_syncs(tmp_path, monkey
     device = torch.device("cuda", torch.cuda.current_device())
     dist.init_process_group(tg.GPU_BACKENDS, init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
                             device_id=device)
-    h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135", "ITERATIONS": "6", "TRAIN_LOG_EVERY": "0",
-                                 "MAX_WALLCLOCK_SECONDS": "0"})
+    h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135", "COMPILE": "1", "ITERATIONS": "6",
+                                 "TRAIN_LOG_EVERY": "0", "MAX_WALLCLOCK_SECONDS": "0"})
     real_step, real_sync, steps, syncs_in_error_mode = tg.train_step, tg.synchronize, [], []
 
     def step_then_watch(*args):  # from the loop's third step on (after the compile warm-up's), a sync raises
