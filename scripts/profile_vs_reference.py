@@ -9,6 +9,7 @@ and print where ours spends device time that the record does not; or profile our
     python scripts/profile_vs_reference.py --which ours --data-dir .gpu_data/ds    # ours alone: its report
     python scripts/profile_vs_reference.py --which ours --data-dir D --ours-env COMPILE_SCOPE=layers \
         --train-gpt ../before/train_gpt.py --no-looping      # another copy of ours, one scope, recurrence off
+    python scripts/profile_vs_reference.py --which ours --data-dir D --inductor coordinate_descent_tuning=True
 
 Each script runs in its own process (one after the other, same GPU) through its own objects: ours through
 train_gpt.compile_for_training / Optimizers / train_step; the record (loaded by scripts/record_oracle.py) through
@@ -29,6 +30,10 @@ attention FLOPs of the batch's pieces (the same formula for both scripts). TTT t
 Ours with --micro-batches 1: a step of one micro-batch, an 8-GPU rank's share (the host's per-step work against a
 ~97 ms step; its FLOPs the eight micro-batches' mean). Writes OUT/ours.json and OUT/record.json, then prints the
 comparison (one script alone: its own report).
+--inductor KEY=VALUE (repeatable; KEY may be dotted, VALUE a Python literal) sets one of Inductor's settings
+for ours' compiles, after train_gpt's own: an experiment on a compile lever, e.g. combo_kernels=True (fewer
+launches) or coordinate_descent_tuning=True (tuned block sizes of Inductor's kernels). The record compiles as its
+script does.
 --trace also writes each profiled step's Chrome trace (OUT/WHICH_STATE_trace.json.gz, a few MB); `gaps` reads
 one on any machine and lists the device's idle gaps between kernels: whether the host launched the next kernel
 only after the GPU had gone idle (host-bound), and the host ops that were running when it did.
@@ -139,6 +144,31 @@ def import_train_gpt(path: Path | None):
     return module
 
 
+def inductor_settings(pairs: list[str]) -> dict:
+    """--inductor's KEY=VALUE pairs as {KEY: value}, each KEY one of this torch's Inductor settings (by its
+    config's flat name, dotted for a nested one); ValueError naming the pair otherwise."""
+    import ast
+
+    import torch._inductor.config as config
+    known, settings = config.get_config_copy(), {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in known:
+            raise ValueError(f"--inductor {pair}: not KEY=VALUE with KEY one of torch._inductor.config's settings "
+                             "(dotted for a nested one: triton.cudagraphs)")
+        try:
+            settings[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"--inductor {pair}: the value is not a Python literal (True, 1, 0.5, 'name')") from None
+    return settings
+
+
+def apply_inductor(settings: dict) -> None:
+    import torch._inductor.config as config
+    for key, value in settings.items():
+        setattr(config, key, value)  # Inductor's config takes a nested setting by its dotted name
+
+
 def setup_ours(args, device):
     import torch
     tg = import_train_gpt(args.train_gpt)
@@ -154,6 +184,8 @@ def setup_ours(args, device):
     else:  # a train_gpt.py from before COMPILE_SCOPE: whole-model compile, as its train() did
         torch._inductor.config.triton.mix_order_reduction = False
         model_fn = torch.compile(model)
+    inductor = getattr(args, "inductor", [])
+    apply_inductor(inductor_settings(inductor))  # after train_gpt's own settings; compiles happen at the first step
     micro = args.micro_batches
     loader = tg.TrainLoader(h, ctx, ONE_GPU_ACCUM)
     batches = [loader.batch(s, m) for s in range(args.batch_steps) for m in range(ONE_GPU_ACCUM)]
@@ -197,7 +229,7 @@ def setup_ours(args, device):
                 cu=[b.cu_seqlens for b in batches[:ONE_GPU_ACCUM]],
                 info=f"{args.train_gpt or 'train_gpt.py'}, COMPILE_SCOPE={h.compile_scope}, {micro} micro-batches, "
                 f"fused_ce={int(model.use_fused_ce)} fused_mlp={int(model.blocks[0].mlp.use_fused)}, "
-                f"attention {model.attn_backend}")
+                f"attention {model.attn_backend}" + "".join(f", inductor {pair}" for pair in inductor))
 
 
 def setup_record(args, device):
@@ -584,6 +616,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-steps", type=int, default=4, help="steps' worth of batches kept on the GPU")
     parser.add_argument("--ours-env", action="append", default=[], help="KEY=VALUE for ours (e.g. FUSED_MLP_ENABLED=0)")
     parser.add_argument("--ref-env", action="append", default=[], help="KEY=VALUE set before importing the record")
+    parser.add_argument("--inductor", action="append", default=[],
+                        help="KEY=VALUE: an Inductor setting for ours' compiles (e.g. combo_kernels=True)")
     parser.add_argument("--train-gpt", type=Path, help="another copy of train_gpt.py as ours (kernels.py beside it)")
     parser.add_argument("--micro-batches", type=int, default=ONE_GPU_ACCUM,
                         help="ours: micro-batches per step (1: an 8-GPU rank's share of the step)")
@@ -600,6 +634,10 @@ def main(argv=None) -> int:
     if not micro_ok:
         parser.error(f"--micro-batches is 1 to {ONE_GPU_ACCUM}, other than {ONE_GPU_ACCUM} with --which ours only "
                      "(the record's step is profiled whole)")
+    try:
+        inductor_settings(args.inductor)
+    except ValueError as error:
+        parser.error(str(error))
     args.data_dir = args.data_dir.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.which == "both":  # each script in its own process, one after the other on the same GPU

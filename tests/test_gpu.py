@@ -179,18 +179,19 @@ def test_the_agreed_clock_waits_for_no_gpu_work(tmp_path):
 
 
 def test_the_timed_loop_waits_for_no_gpu_work_between_its_syncs(tmp_path, monkeypatch):
-    """train()'s loop on the distributed path (NCCL's optimizer step, the gloo clock), once compiled: from its
-    third step to the loop's end it makes no host-GPU sync but the closing one (CUDA's sync debug mode raises on
-    any other: a .item(), a blocking copy, a synchronize() in the step), so the host queues the next step while
-    the GPU runs this one, and the GPU never idles at a step's start (issue 26; TRAIN_LOG_EVERY=0: no log
-    point's read)."""
+    """train()'s loop on the distributed path (NCCL's optimizer step, the gloo clock; one rank), once compiled:
+    from its third step to the loop's end it makes no host-GPU sync but the closing one, so the host can queue
+    the next step while the GPU runs this one (issue 26; TRAIN_LOG_EVERY=0: no log point's read, and 6 steps
+    reach no NaN check). CUDA's sync debug mode raises on a .item() or a blocking copy; it lets
+    torch.cuda.synchronize() through, so that raises here too, and train_gpt.synchronize() is counted."""
     import torch.distributed as dist
     device = torch.device("cuda", torch.cuda.current_device())
     dist.init_process_group(tg.GPU_BACKENDS, init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
                             device_id=device)
     h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135", "COMPILE": "1", "ITERATIONS": "6",
                                  "TRAIN_LOG_EVERY": "0", "MAX_WALLCLOCK_SECONDS": "0"})
-    real_step, real_sync, steps, syncs_in_error_mode = tg.train_step, tg.synchronize, [], []
+    real_step, real_sync, real_cuda_sync = tg.train_step, tg.synchronize, torch.cuda.synchronize
+    steps, syncs_in_error_mode = [], []
 
     def step_then_watch(*args):  # from the loop's third step on (after the compile warm-up's), a sync raises
         steps.append(args[4])
@@ -204,8 +205,14 @@ def test_the_timed_loop_waits_for_no_gpu_work_between_its_syncs(tmp_path, monkey
         torch.cuda.set_sync_debug_mode("default")
         real_sync(ctx)
 
+    def watched_cuda_sync(device=None):  # the debug mode does not flag a device-wide synchronize
+        if torch.cuda.get_sync_debug_mode():
+            raise RuntimeError("torch.cuda.synchronize() inside the loop's steps")
+        real_cuda_sync(device)
+
     monkeypatch.setattr(tg, "train_step", step_then_watch)
     monkeypatch.setattr(tg, "synchronize", allowed_sync)
+    monkeypatch.setattr(torch.cuda, "synchronize", watched_cuda_sync)
     try:
         torch.manual_seed(0)
         model = tg.build_model(h, device, fused_mlp=True)

@@ -185,3 +185,26 @@ def test_trace_gaps_name_the_input_they_need(tmp_path, capsys):
     summary.write_text('{"which": "ours", "states": {}}')
     with pytest.raises(SystemExit, match="not a Chrome trace.*--trace writes"):
         prof.main(["gaps", str(summary)])
+
+
+def test_inductor_settings_reach_inductor_and_name_a_bad_pair(tmp_path, capsys, monkeypatch):
+    """--inductor KEY=VALUE: a top-level and a dotted setting are parsed as literals and set on Inductor's config
+    (setup_ours applies them after train_gpt's own); a pair naming no setting (or a group of them), without '=',
+    or with a value that is no literal stops the run before it starts, naming the pair."""
+    import torch._inductor.config as config
+    settings = prof.inductor_settings(["combo_kernels=True", "triton.cudagraphs=True", "combo_kernel_max_num_nodes=4"])
+    assert settings == {"combo_kernels": True, "triton.cudagraphs": True, "combo_kernel_max_num_nodes": 4}
+    for key in ("combo_kernels", "combo_kernel_max_num_nodes"):
+        monkeypatch.setattr(config, key, getattr(config, key))  # put back after the test
+    monkeypatch.setattr(config.triton, "cudagraphs", config.triton.cudagraphs)
+    prof.apply_inductor(settings)
+    assert config.combo_kernels is True and config.triton.cudagraphs is True and config.combo_kernel_max_num_nodes == 4
+    not_a_setting = ("combo_kernel=True", "triton.cudagraph=1", "nosuch.cudagraphs=1", "triton=1", "combo_kernels")
+    for pair, says in [(p, "not KEY=VALUE") for p in not_a_setting] + [("combo_kernels=yes",
+                                                                        "the value is not a Python literal")]:
+        with pytest.raises(SystemExit) as exit_info:
+            prof.main(["--which", "ours", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"),
+                       "--inductor", pair])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"--inductor {pair}: {says}" in err, (pair, err)
+    assert not (tmp_path / "o").exists()  # stopped before anything ran
