@@ -147,6 +147,8 @@ def import_train_gpt(path: Path | None):
 def inductor_settings(pairs: list[str]) -> dict:
     """--inductor's KEY=VALUE pairs as {KEY: value}, each KEY one of this torch's Inductor settings (by its
     config's flat name, dotted for a nested one); ValueError naming the pair otherwise."""
+    if not pairs:  # Inductor's config is not imported early: a record's TORCHINDUCTOR_* in --ref-env still counts
+        return {}
     import ast
 
     import torch._inductor.config as config
@@ -163,10 +165,15 @@ def inductor_settings(pairs: list[str]) -> dict:
     return settings
 
 
-def apply_inductor(settings: dict) -> None:
+def apply_inductor(settings: dict) -> dict:
+    """Sets each setting on Inductor's config; returns their values read back from it (what the compiles see)."""
+    if not settings:
+        return {}
     import torch._inductor.config as config
     for key, value in settings.items():
         setattr(config, key, value)  # Inductor's config takes a nested setting by its dotted name
+    now = config.get_config_copy()
+    return {key: now[key] for key in settings}
 
 
 def setup_ours(args, device):
@@ -184,8 +191,8 @@ def setup_ours(args, device):
     else:  # a train_gpt.py from before COMPILE_SCOPE: whole-model compile, as its train() did
         torch._inductor.config.triton.mix_order_reduction = False
         model_fn = torch.compile(model)
-    inductor = getattr(args, "inductor", [])
-    apply_inductor(inductor_settings(inductor))  # after train_gpt's own settings; compiles happen at the first step
+    # after train_gpt's own settings; the compiles happen at the first step
+    inductor = apply_inductor(inductor_settings(getattr(args, "inductor", [])))
     micro = args.micro_batches
     loader = tg.TrainLoader(h, ctx, ONE_GPU_ACCUM)
     batches = [loader.batch(s, m) for s in range(args.batch_steps) for m in range(ONE_GPU_ACCUM)]
@@ -229,7 +236,8 @@ def setup_ours(args, device):
                 cu=[b.cu_seqlens for b in batches[:ONE_GPU_ACCUM]],
                 info=f"{args.train_gpt or 'train_gpt.py'}, COMPILE_SCOPE={h.compile_scope}, {micro} micro-batches, "
                 f"fused_ce={int(model.use_fused_ce)} fused_mlp={int(model.blocks[0].mlp.use_fused)}, "
-                f"attention {model.attn_backend}" + "".join(f", inductor {pair}" for pair in inductor))
+                f"attention {model.attn_backend}" + "".join(f", inductor {k}={v!r}" for k, v in inductor.items()),
+                inductor=inductor)
 
 
 def setup_record(args, device):
@@ -324,7 +332,7 @@ def measure(args) -> dict:
     s = (setup_ours if args.which == "ours" else setup_record)(args, device)
     out = dict(which=args.which, info=s["info"], device=torch.cuda.get_device_name(device),
                torch=torch.__version__, setup_s=time.perf_counter() - t0, peak_tflops=matmul_peak_tflops(),
-               states={})
+               inductor=s.get("inductor", {}), states={})
     print(f"[{args.which}] {s['info']} on {out['device']}; bf16 peak {out['peak_tflops']:.0f} TFLOP/s", flush=True)
     for on in (False, True) if args.looping else (False,):
         s["set_looping"](on)

@@ -60,8 +60,8 @@ def test_the_loop_synchronises_only_at_reported_times(tmp_path, monkeypatch):
 
 def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
     """profile_vs_reference.py's side of ours on the CPU at toy size: its steps are train_gpt.train_step's (8
-    micro-batches, steps 0, 1, ...) and train the model, and its FLOP formula equals the count from the model's
-    own matrices (one piece), recurrence off and on."""
+    micro-batches, steps 0, 1, ...) and train the model, its --inductor setting is in force, and its FLOP formula
+    equals the count from the model's own matrices (one piece), recurrence off and on."""
     import argparse
 
     calls, real_step = [], tg.train_step
@@ -72,8 +72,12 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
     monkeypatch.setattr(tg, "train_step", train_step)
     settings = dict(SMOKE=1, DATA_PATH=PROXY_DATA, FUSED_CE_ENABLED=0, FUSED_MLP_ENABLED=0, TRAIN_BATCH_TOKENS=2048)
     args = argparse.Namespace(train_gpt=None, data_dir=PROXY_DATA, batch_steps=2, micro_batches=8,
-                              ours_env=[f"{k}={v}" for k, v in settings.items()])
+                              ours_env=[f"{k}={v}" for k, v in settings.items()], inductor=["combo_kernels=True"])
+    import torch._inductor.config as inductor_config
+    monkeypatch.setattr(inductor_config, "combo_kernels", inductor_config.combo_kernels)  # put back after the test
     s = prof.setup_ours(args, torch.device("cpu"))
+    assert s["inductor"] == {"combo_kernels": True} and "inductor combo_kernels=True" in s["info"]
+    assert inductor_config.combo_kernels is True  # set for the compiles to come
     model = s["model"]
     before = [p.detach().clone() for p in model.parameters()]
     losses = [s["step"]().item() for _ in range(2)]
