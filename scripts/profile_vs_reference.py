@@ -192,7 +192,7 @@ def setup_ours(args, device):
         torch._inductor.config.triton.mix_order_reduction = False
         model_fn = torch.compile(model)
     # after train_gpt's own settings; the compiles happen at the first step
-    inductor = apply_inductor(inductor_settings(getattr(args, "inductor", [])))
+    inductor = apply_inductor(inductor_settings(args.inductor))
     micro = args.micro_batches
     loader = tg.TrainLoader(h, ctx, ONE_GPU_ACCUM)
     batches = [loader.batch(s, m) for s in range(args.batch_steps) for m in range(ONE_GPU_ACCUM)]

@@ -126,68 +126,63 @@ class _NcclOfOne(tg.DistContext):
         return True
 
 
-def test_the_nccl_step_of_one_rank_is_the_local_step(tmp_path):
+@pytest.fixture
+def world_of_one(tmp_path):
+    """init_distributed's process group (GPU_BACKENDS) in a world of one rank on this GPU: its device."""
+    import torch.distributed as dist
+    device = torch.device("cuda", torch.cuda.current_device())
+    dist.init_process_group(tg.GPU_BACKENDS, init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
+                            device_id=device)
+    yield device
+    dist.destroy_process_group()
+
+
+def test_the_nccl_step_of_one_rank_is_the_local_step(world_of_one):
     """Optimizers.step through NCCL (Adam's all-reduce, Muon's asynchronous reduce-scatter and all-gather, each
     waited for later) in a world of one rank moves every weight as the local step does, to the bit. The gloo
     tests on the CPU check the arithmetic on two ranks; this runs the NCCL branch's own calls and shapes, which
     no other test reaches (NCCL cannot put two ranks on one GPU)."""
-    import torch.distributed as dist
-    device = torch.device("cuda", torch.cuda.current_device())
-    dist.init_process_group(tg.GPU_BACKENDS, init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
-                            device_id=device)
-    try:
-        h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135"})
-        assert _NcclOfOne(device=device).nccl  # the branch under test
-        stepped = []
-        for ctx in (tg.DistContext(device=device), _NcclOfOne(device=device)):
-            torch.manual_seed(0)
-            model = tg.build_model(h, device, fused_mlp=False)
-            opt = tg.Optimizers(model, h, ctx)
-            trained = opt.adam_params + [p for bank in opt.muon.banks for p in bank]
-            start = [p.detach().clone() for p in trained]
-            for step in range(2):
-                gen = torch.Generator(device=device).manual_seed(step)
-                for p in model.parameters():
-                    p.grad = torch.randn(p.shape, device=device, generator=gen).to(p.dtype)
-                opt.step(1.0, 0.9)
-            assert all(not torch.equal(p, s) for p, s in zip(trained, start))
-            stepped.append([p.detach() for p in model.parameters()])
-        for local, nccl in zip(*stepped):
-            assert torch.equal(local, nccl)
-    finally:
-        dist.destroy_process_group()
+    device = world_of_one
+    h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135"})
+    assert _NcclOfOne(device=device).nccl  # the branch under test
+    stepped = []
+    for ctx in (tg.DistContext(device=device), _NcclOfOne(device=device)):
+        torch.manual_seed(0)
+        model = tg.build_model(h, device, fused_mlp=False)
+        opt = tg.Optimizers(model, h, ctx)
+        trained = opt.adam_params + [p for bank in opt.muon.banks for p in bank]
+        start = [p.detach().clone() for p in trained]
+        for step in range(2):
+            gen = torch.Generator(device=device).manual_seed(step)
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, device=device, generator=gen).to(p.dtype)
+            opt.step(1.0, 0.9)
+        assert all(not torch.equal(p, s) for p, s in zip(trained, start))
+        stepped.append([p.detach() for p in model.parameters()])
+    for local, nccl in zip(*stepped):
+        assert torch.equal(local, nccl)
 
 
-def test_the_agreed_clock_waits_for_no_gpu_work(tmp_path):
+def test_the_agreed_clock_waits_for_no_gpu_work(world_of_one):
     """init_distributed's process group (GPU_BACKENDS, here a world of one rank on the distributed path): the
     agreed clock's reading makes no host-GPU sync (CUDA's sync debug mode raises on one: a GPU tensor's .item()),
     so on several GPUs the host keeps queueing the next step while the last one runs."""
-    import torch.distributed as dist
-    device = torch.device("cuda", torch.cuda.current_device())
-    dist.init_process_group(tg.GPU_BACKENDS, init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
-                            device_id=device)
+    ctx = _NcclOfOne(device=world_of_one)
+    assert ctx.nccl
+    torch.cuda.set_sync_debug_mode("error")
     try:
-        ctx = _NcclOfOne(device=device)
-        assert ctx.nccl
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            assert tg.agreed_seconds(ctx, 1.5) == 1.5
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+        assert tg.agreed_seconds(ctx, 1.5) == 1.5
     finally:
-        dist.destroy_process_group()
+        torch.cuda.set_sync_debug_mode("default")
 
 
-def test_the_timed_loop_waits_for_no_gpu_work_between_its_syncs(tmp_path, monkeypatch):
+def test_the_timed_loop_waits_for_no_gpu_work_between_its_syncs(world_of_one, monkeypatch):
     """train()'s loop on the distributed path (NCCL's optimizer step, the gloo clock; one rank), once compiled:
     from its third step to the loop's end it makes no host-GPU sync but the closing one, so the host can queue
     the next step while the GPU runs this one (issue 26; TRAIN_LOG_EVERY=0: no log point's read, and 6 steps
     reach no NaN check). CUDA's sync debug mode raises on a .item() or a blocking copy; it lets
     torch.cuda.synchronize() through, so that raises here too, and train_gpt.synchronize() is counted."""
-    import torch.distributed as dist
-    device = torch.device("cuda", torch.cuda.current_device())
-    dist.init_process_group(tg.GPU_BACKENDS, init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
-                            device_id=device)
+    device = world_of_one
     h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135", "COMPILE": "1", "ITERATIONS": "6",
                                  "TRAIN_LOG_EVERY": "0", "MAX_WALLCLOCK_SECONDS": "0"})
     real_step, real_sync, real_cuda_sync = tg.train_step, tg.synchronize, torch.cuda.synchronize
@@ -219,7 +214,6 @@ def test_the_timed_loop_waits_for_no_gpu_work_between_its_syncs(tmp_path, monkey
         tg.train(model, h, _NcclOfOne(device=device), 8, lambda line, **kw: None)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-        dist.destroy_process_group()
     assert steps == list(range(h.warmup_steps)) + list(range(6))  # the warm-up's steps, then the loop's six
     assert syncs_in_error_mode == [len(steps)]  # only the one closing the loop, after its last step
 

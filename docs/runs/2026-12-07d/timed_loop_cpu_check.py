@@ -1,7 +1,7 @@
 """The timed-loop GPU test (tests/test_gpu.py) run on a CPU, to check its own logic: CUDA's sync debug mode and
 the device are mocked (the mode is a flag; the model runs eagerly on the CPU, its compile warm-up through a
-wrapper), and the NCCL group is gloo. MUTATION none must pass; train_gpt_sync (train_step ends with
-train_gpt.synchronize) and cuda_sync (train_step ends with torch.cuda.synchronize()) must fail.
+wrapper), and the world_of_one fixture's group is gloo's. MUTATION none must pass; train_gpt_sync (train_step
+ends with train_gpt.synchronize) and cuda_sync (train_step ends with torch.cuda.synchronize()) must fail.
 
     PYTHONPATH=.:tests TRITON_INTERPRET=1 python3 docs/runs/2026-12-07d/timed_loop_cpu_check.py MUTATION
 """
@@ -24,9 +24,6 @@ torch.cuda.synchronize = lambda device=None: None
 build = tg.build_model
 tg.build_model = lambda h, device, fused_mlp: build(h, torch.device("cpu"), False)
 tg.compile_for_training = lambda model, h, device: (lambda *a: model(*a))  # not the model: the warm-up runs
-tg.GPU_BACKENDS = "gloo"
-init = dist.init_process_group
-dist.init_process_group = lambda *a, device_id=None, **k: init(*a, **k)
 
 
 class OneRankOnCpu(test_gpu._NcclOfOne):
@@ -40,9 +37,13 @@ mutants = {"none": step,
            "train_gpt_sync": lambda *a: (step(*a), tg.synchronize(a[3].ctx))[0],
            "cuda_sync": lambda *a: (step(*a), torch.cuda.synchronize())[0]}
 tg.train_step = mutants[sys.argv[1]]
+# the world_of_one fixture's group, over gloo on the CPU
+dist.init_process_group("gloo", init_method=f"file://{pathlib.Path(tempfile.mkdtemp()) / 'store'}", rank=0,
+                        world_size=1)
 try:
-    test_gpu.test_the_timed_loop_waits_for_no_gpu_work_between_its_syncs(pathlib.Path(tempfile.mkdtemp()),
-                                                                        MonkeyPatch())
+    test_gpu.test_the_timed_loop_waits_for_no_gpu_work_between_its_syncs(torch.device("cpu"), MonkeyPatch())
     print(f"{sys.argv[1]}: passed")
 except (AssertionError, RuntimeError) as error:
     print(f"{sys.argv[1]}: failed: {type(error).__name__} {error}")
+finally:
+    dist.destroy_process_group()
