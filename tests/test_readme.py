@@ -20,7 +20,7 @@ RECORD_NAMES = set(tg.RECORD_FIXED) | set(tg.RECORD_DERIVED) | set(tg.RENAMED) |
 # examples of what the start-up checks refuse, another program's variables, a test's table, a placeholder, a log
 # word. A capital after = or : is a value (KEY=VALUE), not a name.
 NOT_SETTINGS = {"TTT_WEIGTH_DECAY", "ITERS", "MATCHED_FINEWEB_REPO_ID", "TRITON_INTERPRET", "GLOO_SOCKET_IFNAME",
-                "RECIPE_LOGS", "NAME", "WARNING"}
+                "RECIPE_LOGS", "NAME", "WARNING", "TORCHINDUCTOR_COORDINATE_DESCENT_TUNING"}
 BACKTICKED = re.compile(r"`([^`\n]+)`")
 CAPITAL_NAME = re.compile(r"(?<![\w./<=:-])([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[A-Z]{4,})(?![\w/.>])")
 
