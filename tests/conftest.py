@@ -23,7 +23,8 @@ if not torch.cuda.is_available():  # the CPU runs Triton kernels in the interpre
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from ab_runs import PASS_ENV_PREFIXES  # noqa: E402  (after TRITON_INTERPRET: it imports train_gpt)
+import ab_runs  # noqa: E402  (after TRITON_INTERPRET: it imports train_gpt)
+from ab_runs import PASS_ENV_PREFIXES  # noqa: E402
 # The tests train on the sample that ships with golfrun (sample_data/README.md), so a clone runs them with
 # nothing beside it: public-domain text tokenized with the challenge tokenizer, a stand-in for FineWeb.
 PROXY_DATA = REPO / "sample_data" / "datasets" / "sample_sp8192"
@@ -34,6 +35,28 @@ sys.path.insert(0, str(REPO))
 # Over SMOKE=1's or a toy's model: the fewest layers that keep each kind (one looped, parallel lanes, XSA; 4
 # virtual layers instead of 6). Tests that compile the model trace every virtual layer: this saves ~30% of it.
 FEW_LAYERS = dict(NUM_LAYERS="3", LOOP_START="1", LOOP_END="1", NUM_LOOPS="1", PARALLEL_START_LAYER="2", XSA_LAST_N="3")
+# ab_runs' toy A/B: real RECIPE=2135 runs on the CaseOps sample, bounded by steps (no wallclock cap), smaller than
+# SMOKE's (~25 s of CPU each), a base and lr (MATRIX_LR=0.05) over three seeds
+AB_BASE = ("SMOKE=1,RECIPE=2135,ITERATIONS=2,MAX_WALLCLOCK_SECONDS=0,VAL_LOSS_EVERY=0,TRAIN_BATCH_TOKENS=2048,"
+           "GPTQ_CALIBRATION_BATCHES=1,TTT_CHUNK_SIZE=256")
+AB_SEEDS = (1, 2, 3)
+AB_VAL_EVERY, AB_VAL_MAX_DOC_TOKENS = 13, 4000  # the sample's 13 documents (2,530-3,547 tokens): its 13th (3,130)
+
+
+def ab_args(workdir: Path, *extra: str, variant: str = "lr=MATRIX_LR=0.05", data: Path = CASEOPS_DATA) -> list[str]:
+    """ab_runs' command line of the toy A/B in workdir."""
+    return ["run", "--workdir", str(workdir), "--base", AB_BASE, "--variant", variant, "--seeds",
+            ",".join(map(str, AB_SEEDS)), "--data", str(data), "--tokenizer", str(CASEOPS_TOKENIZER),
+            "--val-every", str(AB_VAL_EVERY), "--val-max-doc-tokens", str(AB_VAL_MAX_DOC_TOKENS), *extra]
+
+
+@pytest.fixture(scope="session")
+def ab_workdir(tmp_path_factory) -> Path:
+    """The toy A/B, run once: tests/test_ab_runs.py reads and copies its workdir, tests/test_seed_stats.py reads
+    its logs (seeds of two configurations); none changes it."""
+    work = tmp_path_factory.mktemp("ab") / "w"
+    assert ab_runs.main(ab_args(work)) == 0
+    return work
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

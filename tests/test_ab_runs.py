@@ -17,7 +17,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import (AB_BASE, AB_SEEDS, AB_VAL_EVERY, AB_VAL_MAX_DOC_TOKENS, CASEOPS_DATA, CASEOPS_TOKENIZER, REPO,
+                      ab_args)
 
 sys.path.insert(0, str(REPO / "scripts"))
 import ab_runs  # noqa: E402
@@ -25,32 +26,12 @@ import golflog  # noqa: E402
 from make_sample_data import write_shard  # noqa: E402
 import seed_stats  # noqa: E402
 
-DATA = REPO / "sample_data" / "datasets" / "sample_caseops"
-TOKENIZER = REPO / "sample_data" / "tokenizers" / "fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
-# toy runs bounded by steps (no wallclock cap), smaller than SMOKE's: ~25 s of CPU each
-BASE = ("SMOKE=1,RECIPE=2135,ITERATIONS=2,MAX_WALLCLOCK_SECONDS=0,VAL_LOSS_EVERY=0,TRAIN_BATCH_TOKENS=2048,"
-        "GPTQ_CALIBRATION_BATCHES=1,TTT_CHUNK_SIZE=256")
-SEEDS = (1, 2, 3)
 TTT_LINE = "\nfinal_ttt_exact val_loss:"  # the run's line (the log's embedded source also names the label)
 ARTIFACT_LINE = "\nartifact_model_bytes:"  # ... and the line saying the artifact is written
-VAL_EVERY, VAL_MAX_DOC_TOKENS = 13, 4000  # the sample's 13 documents (2,530-3,547 tokens): its 13th (3,130)
-
-
-def args(workdir, *extra, variant="lr=MATRIX_LR=0.05", data=DATA):
-    return ["run", "--workdir", str(workdir), "--base", BASE, "--variant", variant, "--seeds",
-            ",".join(map(str, SEEDS)), "--data", str(data), "--tokenizer", str(TOKENIZER),
-            "--val-every", str(VAL_EVERY), "--val-max-doc-tokens", str(VAL_MAX_DOC_TOKENS), *extra]
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    work = tmp_path_factory.mktemp("ab") / "w"
-    assert ab_runs.main(args(work)) == 0
-    return work
 
 
 def logs(work, name):
-    return [work / "logs" / f"{name}_s{s}.txt" for s in SEEDS]
+    return [work / "logs" / f"{name}_s{s}.txt" for s in AB_SEEDS]
 
 
 def table_rows(text: str) -> dict[str, list[str]]:
@@ -60,31 +41,31 @@ def table_rows(text: str) -> dict[str, list[str]]:
     return {cells[0].strip(): [c.strip() for c in cells] for cells in rows}
 
 
-def test_table_equals_seed_stats(workdir, tmp_path, capsys):
+def test_table_equals_seed_stats(ab_workdir, tmp_path, capsys):
     md, png = tmp_path / "ab.md", tmp_path / "ab.png"
-    assert ab_runs.main(["report", "--workdir", str(workdir), "--md", str(md), "--plot", str(png)]) == 0
+    assert ab_runs.main(["report", "--workdir", str(ab_workdir), "--md", str(md), "--plot", str(png)]) == 0
     rows = table_rows(md.read_text())
-    expected = seed_stats.summarize(logs(workdir, "base"), logs(workdir, "lr"), 0.0)["bpb"]
+    expected = seed_stats.summarize(logs(ab_workdir, "base"), logs(ab_workdir, "lr"), 0.0)["bpb"]
     base, lr = rows["base"], rows["lr"]
     assert base[2] == lr[2] == "3/3"
     assert base[3] == f"{expected['old_mean']:.5f} ± {expected['old_std']:.5f}"
     assert lr[3] == f"{expected['new_mean']:.5f} ± {expected['new_std']:.5f}"
     assert lr[4] == f"{expected['new_mean'] - expected['old_mean']:+.5f}"
     paired = [seed_stats.read_log(n)["bpb"] - seed_stats.read_log(o)["bpb"]
-              for o, n in zip(logs(workdir, "base"), logs(workdir, "lr"))]
+              for o, n in zip(logs(ab_workdir, "base"), logs(ab_workdir, "lr"))]
     assert lr[5] == f"{statistics.stdev(paired):.5f}"
     assert lr[6] == f"{expected['p_value']:.4f}"
     for column, label in ((7, "final_prequant_exact"), (8, "final_roundtrip_exact")):
-        scores = [golflog.final_score(p.read_text(), label)[1] for p in logs(workdir, "lr")]
+        scores = [golflog.final_score(p.read_text(), label)[1] for p in logs(ab_workdir, "lr")]
         assert lr[column] == f"{sum(scores) / 3:.5f}"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_phase_that_trains_nothing_is_noted(workdir, tmp_path):
+def test_a_phase_that_trains_nothing_is_noted(ab_workdir, tmp_path):
     """The report says which runs' phased TTT made no global SGD step (a prefix under one chunk), and nothing
     when every phase trained. The toy runs have no phase (a 1-document val): their logs get the line."""
     work = tmp_path / "w"
-    shutil.copytree(workdir, work, symlinks=True)
+    shutil.copytree(ab_workdir, work, symlinks=True)
     md = tmp_path / "ab.md"
 
     def report_with(steps):
@@ -105,37 +86,37 @@ def test_a_phase_that_trains_nothing_is_noted(workdir, tmp_path):
     assert "global SGD made 0 steps" not in md.read_text()
 
 
-def test_runs_saw_the_val_subset_and_scaled_prefix(workdir):
+def test_runs_saw_the_val_subset_and_scaled_prefix(ab_workdir):
     """The val shard and its byte sidecar are the kept documents, whole; every run logged the scaled prefix."""
-    source = np.fromfile(DATA / "fineweb_val_000000.bin", dtype="<u2", offset=1024)
-    sidecar = np.fromfile(DATA / "fineweb_val_bytes_000000.bin", dtype="<u2", offset=1024)
+    source = np.fromfile(CASEOPS_DATA / "fineweb_val_000000.bin", dtype="<u2", offset=1024)
+    sidecar = np.fromfile(CASEOPS_DATA / "fineweb_val_bytes_000000.bin", dtype="<u2", offset=1024)
     starts = list(np.flatnonzero(source == 1)) + [len(source)]
     docs = [(a, b) for i, (a, b) in enumerate(zip(starts, starts[1:])) if i % 13 == 12 and b - a <= 4000]
     assert [b - a for a, b in docs] == [3130]
     for name, full in (("fineweb_val_000000.bin", source), ("fineweb_val_bytes_000000.bin", sidecar)):
-        kept = np.fromfile(workdir / "data" / name, dtype="<u2", offset=1024)
+        kept = np.fromfile(ab_workdir / "data" / name, dtype="<u2", offset=1024)
         assert np.array_equal(kept, np.concatenate([full[a:b] for a, b in docs]))
-    for path in logs(workdir, "base") + logs(workdir, "lr"):
+    for path in logs(ab_workdir, "base") + logs(ab_workdir, "lr"):
         config = golflog.resolved_config(path.read_text())
         assert config["phased_ttt_prefix_docs"] == "1"  # SMOKE's 6 x 1 / 50,000, at least 1
 
 
-def test_a_rerun_runs_only_what_is_missing_or_cut(workdir, tmp_path, capsys):
+def test_a_rerun_runs_only_what_is_missing_or_cut(ab_workdir, tmp_path, capsys):
     """A truncated log (a run cut short before its artifact) is set aside and run again, a deleted one is planned
     again (only the first is run here: one run less); the finished runs are kept as they are."""
     work = tmp_path / "w"
-    shutil.copytree(workdir, work, symlinks=True)
+    shutil.copytree(ab_workdir, work, symlinks=True)
     cut = work / "logs" / "base_s3.txt"
     text = cut.read_text()
     cut.write_text(text[:text.index(ARTIFACT_LINE) + 1])
     (work / "logs" / "lr_s2.txt").rename(tmp_path / "lr_s2.txt")
     capsys.readouterr()
-    ab_runs.main(args(work, "--dry-run"))
+    ab_runs.main(ab_args(work, "--dry-run"))
     planned = re.findall(r"^\[(\w+)\] .*RUN_ID=(\S+)", capsys.readouterr().out, re.M)
     assert sorted(rid for state, rid in planned if state == "pending") == ["base_s3", "lr_s2"]
     (tmp_path / "lr_s2.txt").rename(work / "logs" / "lr_s2.txt")
     before = {p.name: p.read_text() for p in (work / "logs").glob("*.txt") if p != cut}
-    assert ab_runs.main(args(work)) == 0
+    assert ab_runs.main(ab_args(work)) == 0
     out = capsys.readouterr().out
     assert re.findall(r"^\S+ (\w+): running", out, re.M) == ["base_s3"]
     assert {p.name: p.read_text() for p in (work / "logs").glob("*.txt") if p != cut} == before  # kept, not rerun
@@ -148,10 +129,10 @@ def test_a_rerun_runs_only_what_is_missing_or_cut(workdir, tmp_path, capsys):
     assert rows["lr"][6] == f"{expected['p_value']:.4f}"
 
 
-def test_run_states(workdir, tmp_path):
+def test_run_states(ab_workdir, tmp_path):
     """A finished log is done; cut short or stopped by a signal is pending; a crash or an error is failed."""
     (tmp_path / "logs").mkdir()
-    finished = (workdir / "logs" / "base_s1.txt").read_text()
+    finished = (ab_workdir / "logs" / "base_s1.txt").read_text()
     cut = finished[:finished.index(TTT_LINE) + 1]
     cases = {"whole": (finished, None, "done"), "cut": (cut, None, "pending"), "cut0": (cut, 0, "pending"),
              "sigterm": (cut + "interrupted: KeyboardInterrupt: signal SIGTERM\n", 143, "pending"),
@@ -166,9 +147,9 @@ def test_run_states(workdir, tmp_path):
     assert {rid: ab_runs.run_state(tmp_path, rid)[0] for rid in cases} == {r: c[2] for r, c in cases.items()}
 
 
-def test_pack_resumes_elsewhere(workdir, tmp_path, capsys):
+def test_pack_resumes_elsewhere(ab_workdir, tmp_path, capsys):
     pack = tmp_path / "logs.tar.xz"
-    assert ab_runs.main(["report", "--workdir", str(workdir), "--pack", str(pack)]) == 0
+    assert ab_runs.main(["report", "--workdir", str(ab_workdir), "--pack", str(pack)]) == 0
     table = capsys.readouterr().out
     other = tmp_path / "elsewhere"
     other.mkdir()
@@ -179,15 +160,15 @@ def test_pack_resumes_elsewhere(workdir, tmp_path, capsys):
     assert table_rows(capsys.readouterr().out) == table_rows(table)
 
 
-def test_dry_run_plans_and_writes_nothing(workdir, tmp_path, capsys):
-    assert ab_runs.main(args(tmp_path / "new", "--dry-run")) == 0
+def test_dry_run_plans_and_writes_nothing(ab_workdir, tmp_path, capsys):
+    assert ab_runs.main(ab_args(tmp_path / "new", "--dry-run")) == 0
     out = capsys.readouterr().out
     commands = re.findall(r"^\[(\w+)\] \(cd \S+ && (.*)\)$", out, re.M)
     assert [re.search(r"RUN_ID=(\S+)", c).group(1) for _, c in commands] == [
         "base_s1", "lr_s1", "base_s2", "lr_s2", "base_s3", "lr_s3"]
     assert all(state == "pending" and "PHASED_TTT_PREFIX_DOCS=1 " in c for state, c in commands)
     assert not (tmp_path / "new").exists()
-    ab_runs.main(args(workdir, "--dry-run"))  # the finished workdir: every run is done
+    ab_runs.main(ab_args(ab_workdir, "--dry-run"))  # the finished workdir: every run is done
     assert set(re.findall(r"^\[(\w+)\]", capsys.readouterr().out, re.M)) == {"done"}
 
 
@@ -203,27 +184,27 @@ def test_dry_run_plans_and_writes_nothing(workdir, tmp_path, capsys):
 ])
 def test_bad_input_is_one_error_line(extra, message, tmp_path):
     with pytest.raises(SystemExit) as err:
-        ab_runs.main(args(tmp_path / "w", "--dry-run") + extra)
+        ab_runs.main(ab_args(tmp_path / "w", "--dry-run") + extra)
     assert str(err.value).startswith("error: ") and message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_a_workdir_keeps_its_definitions(workdir, tmp_path):
+def test_a_workdir_keeps_its_definitions(ab_workdir, tmp_path):
     with pytest.raises(SystemExit, match=r"^error: variant lr was \{'MATRIX_LR': '0.05'\} in .*another name$"):
-        ab_runs.main(args(workdir, "--dry-run", variant="lr=MATRIX_LR=0.06"))
+        ab_runs.main(ab_args(ab_workdir, "--dry-run", variant="lr=MATRIX_LR=0.06"))
     with pytest.raises(SystemExit, match=r"^error: .* holds runs of another data .*new --workdir$"):
-        ab_runs.main(args(workdir, "--dry-run", "--val-every", "12"))
+        ab_runs.main(ab_args(ab_workdir, "--dry-run", "--val-every", "12"))
 
 
-def test_one_runner_per_workdir_and_detach(workdir, tmp_path):
+def test_one_runner_per_workdir_and_detach(ab_workdir, tmp_path):
     """A live runner of the workdir refuses another; --detach starts one in its own session and returns (here
     every run is done, so it reports them and ends)."""
     work = tmp_path / "w"
-    shutil.copytree(workdir, work, symlinks=True)
+    shutil.copytree(ab_workdir, work, symlinks=True)
     (work / "runner.json").write_text(json.dumps(dict(host=ab_runs.socket.gethostname(), pid=os.getppid())))
     with pytest.raises(SystemExit, match="^error: a runner .* is already working"):
-        ab_runs.main(args(work))
+        ab_runs.main(ab_args(work))
     (work / "runner.json").unlink()
-    assert ab_runs.main(args(work, "--detach")) == 0
+    assert ab_runs.main(ab_args(work, "--detach")) == 0
     runner = work / "runner.txt"
     for _ in range(600):  # a hang guard only: the runner ends after re-reading the plan
         if runner.exists() and "| lr_s3 | done |" in runner.read_text():
@@ -235,7 +216,7 @@ def test_one_runner_per_workdir_and_detach(workdir, tmp_path):
 
 def test_runs_on_the_command_line(tmp_path):
     """The script as a command: bad input is one line on stderr, exit status non-zero, no traceback."""
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "ab_runs.py"), *args(tmp_path, "--dry-run"),
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "ab_runs.py"), *ab_args(tmp_path, "--dry-run"),
                            "--seeds", "1"], capture_output=True, text=True)
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
 
@@ -275,12 +256,12 @@ def with_eval_variant(workdir, tmp_path, shifts=None, evaluated=True, name="ev",
     return work
 
 
-def test_eval_variants_run_after_their_base_on_its_artifact(workdir, tmp_path, capsys):
+def test_eval_variants_run_after_their_base_on_its_artifact(ab_workdir, tmp_path, capsys):
     """Per seed: the base, its eval-only variants (EVAL_ONLY=1 on the base's artifact of that seed), then the
     trained variants."""
-    assert ab_runs.main(args(tmp_path / "new", "--dry-run", "--eval-variant", EVAL_VARIANT)) == 0
+    assert ab_runs.main(ab_args(tmp_path / "new", "--dry-run", "--eval-variant", EVAL_VARIANT)) == 0
     commands = dry_commands(capsys)
-    assert [rid for _, rid, _ in commands] == [f"{n}_s{s}" for s in SEEDS for n in ("base", "ev", "lr")]
+    assert [rid for _, rid, _ in commands] == [f"{n}_s{s}" for s in AB_SEEDS for n in ("base", "ev", "lr")]
     for _, rid, command in commands:
         evaluated = rid.startswith("ev_")
         seed = rid.rsplit("_s", 1)[1]
@@ -292,7 +273,7 @@ def test_eval_variants_run_after_their_base_on_its_artifact(workdir, tmp_path, c
 def test_eval_variants_from_a_variants_file(tmp_path, capsys):
     listing = tmp_path / "variants.txt"
     listing.write_text("# trained, then eval-only\nqk QK_GAIN_INIT=5.25\neval tmp TOKEN_MAX_PROB=0.9 TTT_GRAD_STEPS=2\n")
-    assert ab_runs.main(args(tmp_path / "new", "--dry-run", "--variants", str(listing))) == 0
+    assert ab_runs.main(ab_args(tmp_path / "new", "--dry-run", "--variants", str(listing))) == 0
     commands = {rid: c for _, rid, c in dry_commands(capsys)}
     assert "EVAL_ONLY=1 " in commands["tmp_s2"] and "TTT_GRAD_STEPS=2 " in commands["tmp_s2"]
     assert "EVAL_ONLY=1 " not in commands["qk_s2"]
@@ -303,7 +284,7 @@ def test_a_value_may_hold_commas(tmp_path, capsys):
     listing = tmp_path / "variants.txt"
     listing.write_text("eval short TTT_SHORT_SCORE_FIRST_STEPS=256:8,2000:24,\n")  # a stray comma dropped
     extra = ["--variants", str(listing), "--variant", "ctx=TRAIN_SEQ_SCHEDULE=128@0.3,256@1,TRAIN_SEQ_LEN=256"]
-    assert ab_runs.main(args(tmp_path / "new", "--dry-run", *extra)) == 0
+    assert ab_runs.main(ab_args(tmp_path / "new", "--dry-run", *extra)) == 0
     commands = {rid: c for _, rid, c in dry_commands(capsys)}
     assert "TTT_SHORT_SCORE_FIRST_STEPS=256:8,2000:24 " in commands["short_s1"]
     assert "TRAIN_SEQ_SCHEDULE=128@0.3,256@1 " in commands["ctx_s1"] and "TRAIN_SEQ_LEN=256 " in commands["ctx_s1"]
@@ -326,7 +307,7 @@ def test_a_value_may_hold_commas(tmp_path, capsys):
 ])
 def test_eval_variant_refusals(extra, message, tmp_path):
     with pytest.raises(SystemExit) as err:
-        ab_runs.main(args(tmp_path / "w", "--dry-run") + extra)
+        ab_runs.main(ab_args(tmp_path / "w", "--dry-run") + extra)
     assert str(err.value).startswith("error: ") and message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -338,9 +319,9 @@ def test_quant_variants_run_after_their_base_on_its_weights(tmp_path, capsys):
     weights, its own artifact), then the trained ones; also from a variants file's `quant` line."""
     listing = tmp_path / "variants.txt"
     listing.write_text(f"quant {QUANT_VARIANT.replace('=', ' ', 1)}\n")
-    assert ab_runs.main(args(tmp_path / "new", "--dry-run", "--variants", str(listing))) == 0
+    assert ab_runs.main(ab_args(tmp_path / "new", "--dry-run", "--variants", str(listing))) == 0
     commands = dry_commands(capsys)
-    assert [rid for _, rid, _ in commands] == [f"{n}_s{s}" for s in SEEDS for n in ("base", "q5", "lr")]
+    assert [rid for _, rid, _ in commands] == [f"{n}_s{s}" for s in AB_SEEDS for n in ("base", "q5", "lr")]
     for _, rid, command in commands:
         name, seed = rid.rsplit("_s", 1)
         assert ("QUANTIZE_ONLY=1 " in command) == (name == "q5") and ("MATRIX_BITS=5 " in command) == (name == "q5")
@@ -361,29 +342,29 @@ def test_quant_settings_boundary():
 
 def test_an_eval_variant_and_a_trained_one_may_share_settings(tmp_path, capsys):
     """The same TTT setting trained and eval-only are two measurements; two eval-only ones are one."""
-    assert ab_runs.main(args(tmp_path / "w", "--dry-run", "--eval-variant", "e=TTT_CHUNK_SIZE=36",
+    assert ab_runs.main(ab_args(tmp_path / "w", "--dry-run", "--eval-variant", "e=TTT_CHUNK_SIZE=36",
                              variant="t=TTT_CHUNK_SIZE=36")) == 0
     with pytest.raises(SystemExit, match="^error: variant f runs the same settings as e"):
-        ab_runs.main(args(tmp_path / "w", "--dry-run", "--eval-variant", "e=TTT_CHUNK_SIZE=36",
+        ab_runs.main(ab_args(tmp_path / "w", "--dry-run", "--eval-variant", "e=TTT_CHUNK_SIZE=36",
                           "--eval-variant", "f=TTT_CHUNK_SIZE=36", variant="t=TTT_CHUNK_SIZE=36"))
 
 
-def test_a_workdir_keeps_a_variants_kind(workdir, tmp_path):
+def test_a_workdir_keeps_a_variants_kind(ab_workdir, tmp_path):
     """A trained variant of the workdir's plan may not come back as an eval-only one of the same settings."""
     work = tmp_path / "w"
     work.mkdir()
-    plan = json.loads((workdir / "plan.json").read_text())
+    plan = json.loads((ab_workdir / "plan.json").read_text())
     plan["variants"]["t"] = {"TTT_CHUNK_SIZE": "36"}
     (work / "plan.json").write_text(json.dumps(plan))
     with pytest.raises(SystemExit, match=r"^error: variant t was a trained variant in .*another name$"):
-        ab_runs.main(args(work, "--dry-run", "--eval-variant", "t=TTT_CHUNK_SIZE=36"))
+        ab_runs.main(ab_args(work, "--dry-run", "--eval-variant", "t=TTT_CHUNK_SIZE=36"))
 
 
-def test_eval_variant_report_is_paired_on_synthetic_logs(workdir, tmp_path):
+def test_eval_variant_report_is_paired_on_synthetic_logs(ab_workdir, tmp_path):
     """Δ against the base on the same artifacts with the one-sided paired t-test's p (scipy's ttest_rel);
     pre-quant, quantized, steps and bytes are the base's, not repeated as if measured."""
     shifts = {1: -0.0020, 2: -0.0012, 3: -0.0016}
-    work = with_eval_variant(workdir, tmp_path, shifts)
+    work = with_eval_variant(ab_workdir, tmp_path, shifts)
     md = tmp_path / "ab.md"
     assert ab_runs.main(["report", "--workdir", str(work), "--md", str(md), "--plot", str(tmp_path / "p.png")]) == 0
     text = md.read_text()
@@ -410,10 +391,10 @@ def smi_table(gpu: str) -> str:
             f"|   0  NVIDIA {gpu}          On  |   00000000:01:00.0 Off |                    0 |\n")
 
 
-def test_runs_evaluated_on_different_gpus_are_named(workdir, tmp_path):
+def test_runs_evaluated_on_different_gpus_are_named(ab_workdir, tmp_path):
     """Eval seconds compare within one kind of GPU: a report whose runs were evaluated on two kinds says which
     variants ran on each; one kind (or none: CPU logs) gets no warning."""
-    work = with_eval_variant(workdir, tmp_path, {1: -0.001, 2: -0.001, 3: -0.001})
+    work = with_eval_variant(ab_workdir, tmp_path, {1: -0.001, 2: -0.001, 3: -0.001})
     md = tmp_path / "ab.md"
     assert ab_runs.main(["report", "--workdir", str(work), "--md", str(md)]) == 0
     assert "kinds of GPU" not in md.read_text()
@@ -424,12 +405,12 @@ def test_runs_evaluated_on_different_gpus_are_named(workdir, tmp_path):
             "1x NVIDIA H200: ev)") in md.read_text()
 
 
-def test_report_against_a_stack_pairs_its_candidates_with_it(workdir, tmp_path):
+def test_report_against_a_stack_pairs_its_candidates_with_it(ab_workdir, tmp_path):
     """--against ev: the eval-only variant ev2 (ev's settings and one more) against ev, not the base: Δ its own
     shift over ev's, the paired p of ev2 and ev (scipy's ttest_rel), its settings as the one it adds; a trained
     variant or the base is refused as the reference."""
     shifts, extra = {1: -0.0020, 2: -0.0012, 3: -0.0016}, {1: -0.0011, 2: -0.0003, 3: -0.0009}
-    stack = with_eval_variant(workdir, tmp_path / "a", shifts)
+    stack = with_eval_variant(ab_workdir, tmp_path / "a", shifts)
     settings = {"TTT_LORA_LR": "0.01", "TTT_CHUNK_SIZE": "36"}
     work = with_eval_variant(stack, tmp_path / "b", {k: shifts[k] + extra[k] for k in shifts}, name="ev2",
                              settings=settings)
@@ -450,14 +431,14 @@ def test_report_against_a_stack_pairs_its_candidates_with_it(workdir, tmp_path):
             ab_runs.main(["report", "--workdir", str(work), "--against", ref])
 
 
-def test_report_by_position_weighs_a_thin_vals_buckets_by_another_vals(workdir, tmp_path):
+def test_report_by_position_weighs_a_thin_vals_buckets_by_another_vals(ab_workdir, tmp_path):
     """--positions: an eval-only variant whose logs moved each bucket's nats by a known amount a target reads as
     those amounts (x1000), and as the Δ bpb they add up to; --weigh-val weighs the same amounts by another val's
     targets per bucket, its buckets past the A/B val's last taking that bucket's amount. Fails when the buckets are
     weighed by the A/B val's targets, or the empty buckets are left at 0."""
     shift = np.array([-4e-3, -2e-3, -1e-3, -5e-4, 3e-4, 0, 0])  # nats a target, per bucket
-    work = with_eval_variant(workdir, tmp_path, {1: 0, 2: 0, 3: 0})
-    for seed in SEEDS:
+    work = with_eval_variant(ab_workdir, tmp_path, {1: 0, 2: 0, 3: 0})
+    for seed in AB_SEEDS:
         path = work / "logs" / f"ev_s{seed}.txt"
         text = path.read_text()
         facts = golflog.facts(text)
@@ -501,10 +482,10 @@ def test_report_by_position_weighs_a_thin_vals_buckets_by_another_vals(workdir, 
         ab_runs.main(["report", "--workdir", str(work), "--positions"])
 
 
-def test_eval_variant_not_run_when_its_base_failed_or_its_artifact_is_gone(workdir, tmp_path, capsys):
+def test_eval_variant_not_run_when_its_base_failed_or_its_artifact_is_gone(ab_workdir, tmp_path, capsys):
     """base_s3 failed: ev_s3 is reported as not run, with why, and the runner runs nothing (no real run here);
     base_s2's artifact gone: ev_s2 likewise; a base that ran again since makes its eval run pending."""
-    work = with_eval_variant(workdir, tmp_path, {1: -0.001})
+    work = with_eval_variant(ab_workdir, tmp_path, {1: -0.001})
     failed = work / "logs" / "base_s3.txt"
     failed.write_text(failed.read_text() + "ERROR: artifact over budget\n")
     (work / "artifacts" / "base_s2.golf").unlink()
@@ -524,15 +505,15 @@ def test_eval_variant_not_run_when_its_base_failed_or_its_artifact_is_gone(workd
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ab_runs, "run_one", lambda *_: pytest.fail("nothing may run"))
         mp.setattr(ab_runs, "write_data", lambda *_: None)
-        assert ab_runs.main(args(work, "--eval-variant", EVAL_VARIANT, variant="lr=MATRIX_LR=0.05")) == 0
+        assert ab_runs.main(ab_args(work, "--eval-variant", EVAL_VARIANT, variant="lr=MATRIX_LR=0.05")) == 0
     out = capsys.readouterr().out
     assert "ev_s3: blocked (not run: base base_s3 failed" in out and "ev_s2: blocked (not run: the base's" in out
 
 
-def run_first_seed(work, flag, variant, capsys, labels, data=DATA):
+def run_first_seed(work, flag, variant, capsys, labels, data=CASEOPS_DATA):
     """ab_runs on a workdir whose derived variant has synthetic seeds 2 and 3: it runs seed 1 alone, for real.
     Returns (runner output, its log's config, {label: (its score, base_s1's)}, the two exit records)."""
-    assert ab_runs.main(args(work, flag, variant, data=data)) == 0
+    assert ab_runs.main(ab_args(work, flag, variant, data=data)) == 0
     out, rid = capsys.readouterr().out, f"{variant.split('=')[0]}_s1"
     assert re.findall(r"^\S+ (\w+): running", out, re.M) == [rid]
     texts = [(work / "logs" / f"{r}.txt").read_text() for r in (rid, "base_s1")]
@@ -549,17 +530,17 @@ def without_train_shards(work, tmp_path):
         shard.unlink()
     val_only = tmp_path / "val_only"
     val_only.mkdir()
-    for path in DATA.glob("fineweb_val_*"):
+    for path in CASEOPS_DATA.glob("fineweb_val_*"):
         shutil.copyfile(path, val_only / path.name)
     return val_only
 
 
-def test_eval_only_runs_go_on_without_the_train_shards(workdir, tmp_path, capsys):
+def test_eval_only_runs_go_on_without_the_train_shards(ab_workdir, tmp_path, capsys):
     """A workdir whose bases trained elsewhere (its logs and artifacts brought back, not the train shards, as
     on a fresh GPU machine whose carry had no room for them) runs its eval-only variants from a --data of val
     files alone: one real EVAL_ONLY run (ev_s1; ev_s2 and ev_s3 are synthetic). A trained or quantize-only
     variant is reported not run, a failed run stays failed, and a new workdir is refused."""
-    work = with_eval_variant(workdir, tmp_path, {2: -0.001, 3: -0.002})
+    work = with_eval_variant(ab_workdir, tmp_path, {2: -0.001, 3: -0.002})
     val_only = without_train_shards(work, tmp_path)
     out, config, scores, records = run_first_seed(work, "--eval-variant", EVAL_VARIANT, capsys,
                                                   ("final_roundtrip_exact", "final_ttt_exact"), data=val_only)
@@ -574,7 +555,7 @@ def test_eval_only_runs_go_on_without_the_train_shards(workdir, tmp_path, capsys
         path.unlink()
     failed = work / "logs" / "lr_s2.txt"  # a trained run that failed stays failed, not blocked
     failed.write_text(failed.read_text() + "ERROR: artifact over budget\n")
-    assert ab_runs.main(args(work, "--dry-run", "--eval-variant", EVAL_VARIANT, "--quant-variant", QUANT_VARIANT,
+    assert ab_runs.main(ab_args(work, "--dry-run", "--eval-variant", EVAL_VARIANT, "--quant-variant", QUANT_VARIANT,
                              variant="lr2=MATRIX_LR=0.07", data=val_only)) == 0
     states = {rid: state for state, rid, _ in dry_commands(capsys)}
     assert states["lr2_s1"] == states["q5_s1"] == "blocked" and states["ev_s1"] == "done"
@@ -590,28 +571,28 @@ def test_eval_only_runs_go_on_without_the_train_shards(workdir, tmp_path, capsys
         assert f"{rid}: blocked (not run: it trains or quantizes, and WORKDIR/data lacks the train shards" in said
     assert "lr_s2: failed (" in said
     with pytest.raises(SystemExit, match="^error: --data holds no train shards .*a new workdir trains its base"):
-        ab_runs.main(args(tmp_path / "new", "--dry-run", data=val_only))
+        ab_runs.main(ab_args(tmp_path / "new", "--dry-run", data=val_only))
 
 
-def test_a_base_cut_after_its_artifact_is_finished_from_it(workdir, tmp_path, capsys):
+def test_a_base_cut_after_its_artifact_is_finished_from_it(ab_workdir, tmp_path, capsys):
     """A base run whose machine went away during its evaluation (its log ends after the artifact lines, no exit
     record) is not trained again: one real EVAL_ONLY run of its artifact (base_s1_finish), from val files alone,
     scores it as the whole run did, to the last digit; the report takes the score from it and the training
     figures from the cut log, and the eval-only variant measured on that artifact stays done. A log cut before
     its artifact lines, or an artifact of other bytes than the log states, is not finished so."""
-    work = with_eval_variant(workdir, tmp_path, {1: -0.001, 2: -0.001, 3: -0.002})
+    work = with_eval_variant(ab_workdir, tmp_path, {1: -0.001, 2: -0.001, 3: -0.002})
     log = work / "logs" / "base_s1.txt"
     whole = log.read_text()
     log.write_text(whole[:whole.index(TTT_LINE) + 1])
     (work / "logs" / "base_s1.exit.json").unlink()
     val_only = without_train_shards(work, tmp_path)
     capsys.readouterr()
-    assert ab_runs.main(args(work, "--dry-run", "--eval-variant", EVAL_VARIANT, data=val_only)) == 0
+    assert ab_runs.main(ab_args(work, "--dry-run", "--eval-variant", EVAL_VARIANT, data=val_only)) == 0
     planned = {rid: (state, command) for state, rid, command in dry_commands(capsys)}
     state, command = planned["base_s1_finish"]
     assert state == "pending" and "EVAL_ONLY=1 " in command and "PREQUANT_PATH" not in command
     assert planned["ev_s1"][0] == planned["base_s2"][0] == "done"  # a whole run is not finished again
-    assert ab_runs.main(args(work, "--eval-variant", EVAL_VARIANT, data=val_only)) == 0
+    assert ab_runs.main(ab_args(work, "--eval-variant", EVAL_VARIANT, data=val_only)) == 0
     out = capsys.readouterr().out
     assert re.findall(r"^\S+ (\w+): running", out, re.M) == ["base_s1_finish"]
     finished = (work / "logs" / "base_s1_finish.txt").read_text()
@@ -621,7 +602,7 @@ def test_a_base_cut_after_its_artifact_is_finished_from_it(workdir, tmp_path, ca
     assert log.read_text() == whole[:whole.index(TTT_LINE) + 1]  # the cut log and its artifact kept
     row = next(r for r in ab_runs.collect(work)[2] if r["rid"] == "base_s1")
     assert row["state"] == "done" and "evaluated from it by base_s1_finish" in row["why"]
-    assert row["final"] == seed_stats.read_log(workdir / "logs" / "base_s1.txt")["bpb"]
+    assert row["final"] == seed_stats.read_log(ab_workdir / "logs" / "base_s1.txt")["bpb"]
     assert row["steps"] == 2 and row["bytes"] is not None and row["finish_gap"] == 0
     facts = golflog.facts(finished)  # eval and TTT compile time: the evaluation's, not in the cut log
     assert row["eval_s"] == golflog.number(facts["eval"]["eval_time"]) / 1000 and row["ttt_compile"] is not None
@@ -633,7 +614,7 @@ def test_a_base_cut_after_its_artifact_is_finished_from_it(workdir, tmp_path, ca
     (work / "logs" / "ev_s1.txt").unlink()  # the dry run: ev_s1 waits for the finish of its base, not blocked
     (work / "logs" / "base_s1_finish.txt").rename(tmp_path / "finish.txt")
     (tmp_path / "base_s1.golf").rename(artifact)
-    assert ab_runs.main(args(work, "--dry-run", "--eval-variant", EVAL_VARIANT, data=val_only)) == 0
+    assert ab_runs.main(ab_args(work, "--dry-run", "--eval-variant", EVAL_VARIANT, data=val_only)) == 0
     planned = {rid: state for state, rid, _ in dry_commands(capsys)}
     assert planned["base_s1_finish"] == planned["ev_s1"] == "pending"
     over = whole[:whole.index(TTT_LINE) + 1].replace("limit:16000000", "limit:1000")
@@ -648,7 +629,7 @@ def test_a_base_cut_after_its_artifact_is_finished_from_it(workdir, tmp_path, ca
     assert "base_s1_finish.1.exit.json" in moved
     assert not artifact.exists()
     log.write_text(whole[:whole.index(ARTIFACT_LINE) + 1])  # cut before the artifact lines: trained again
-    shutil.copyfile(workdir / "artifacts" / "base_s1.golf", artifact)
+    shutil.copyfile(ab_workdir / "artifacts" / "base_s1.golf", artifact)
     assert not ab_runs.finishable(work, plan, "base", 1)
     assert ab_runs.why_run(work, plan, "base", 1, retry_failed=False) is None  # no train shards here
     assert "base_s1: blocked (not run: it trains or quantizes" in capsys.readouterr().out
@@ -659,11 +640,11 @@ def test_a_base_cut_after_its_artifact_is_finished_from_it(workdir, tmp_path, ca
     assert not ab_runs.finishable(work, plan, "base", 1)
 
 
-def test_one_real_quant_only_run(workdir, tmp_path, capsys):
+def test_one_real_quant_only_run(ab_workdir, tmp_path, capsys):
     """One real QUANTIZE_ONLY run (q5_s1; q5_s2 and q5_s3 are synthetic): it quantizes base_s1's saved weights
     with MATRIX_BITS=5, so its pre-quant score is the base's to the last digit and its quantized score and
     artifact are its own; the report pairs it and takes only its pre-quant bpb and steps from the base."""
-    work = with_eval_variant(workdir, tmp_path, {2: -0.001, 3: -0.002}, name="q5", settings={"MATRIX_BITS": "5"},
+    work = with_eval_variant(ab_workdir, tmp_path, {2: -0.001, 3: -0.002}, name="q5", settings={"MATRIX_BITS": "5"},
                              listed="quant_only")
     out, config, scores, records = run_first_seed(work, "--quant-variant", QUANT_VARIANT, capsys,
                                                   ("final_prequant_exact", "final_roundtrip_exact"))
@@ -732,8 +713,8 @@ def test_settings_counted_in_steps_follow_the_run_length(tmp_path, capsys, given
     """A 60 s run of #2135's recipe (~59 steps of its ~4,990, or ITERATIONS where fewer): its EMA window and momentum warm-up shrink by that
     ratio (else the evaluated EMA weights are 80% the initial ones); a value given in --base is kept."""
     argv = ["run", "--workdir", str(tmp_path / "w"), "--base", "RECIPE=2135" + given, "--variant", "lr=MATRIX_LR=0.03",
-            "--data", str(DATA), "--tokenizer", str(TOKENIZER), "--val-every", str(VAL_EVERY),
-            "--val-max-doc-tokens", str(VAL_MAX_DOC_TOKENS), "--dry-run"]
+            "--data", str(CASEOPS_DATA), "--tokenizer", str(CASEOPS_TOKENIZER), "--val-every", str(AB_VAL_EVERY),
+            "--val-max-doc-tokens", str(AB_VAL_MAX_DOC_TOKENS), "--dry-run"]
     assert ab_runs.main(argv) == 0
     commands = dry_commands(capsys)
     assert commands and all(f" EMA_DECAY={ema} " in c and f" MUON_MOMENTUM_WARMUP_STEPS={warmup} " in c
@@ -746,8 +727,8 @@ def test_a_workdir_planned_before_the_step_scaling_names_what_differs(tmp_path, 
     parsed = []
     monkeypatch.setattr(ab_runs, "cmd_run", lambda a, argv: parsed.append(a) or 0)
     argv = ["run", "--workdir", str(tmp_path / "w"), "--base", "RECIPE=2135", "--variant", "lr=MATRIX_LR=0.03",
-            "--data", str(DATA), "--tokenizer", str(TOKENIZER), "--val-every", str(VAL_EVERY),
-            "--val-max-doc-tokens", str(VAL_MAX_DOC_TOKENS), "--dry-run"]
+            "--data", str(CASEOPS_DATA), "--tokenizer", str(CASEOPS_TOKENIZER), "--val-every", str(AB_VAL_EVERY),
+            "--val-max-doc-tokens", str(AB_VAL_MAX_DOC_TOKENS), "--dry-run"]
     ab_runs.main(argv)
     plan, _ = ab_runs.make_plan(parsed[0])
     for key in ab_runs.step_scaled(ab_runs.tg.load_hyperparameters({"RECIPE": "2135"}), 1):
@@ -771,8 +752,8 @@ def test_a_workdir_whose_base_recipe_changed_since_is_refused(tmp_path, monkeypa
     meaning beside runs of the old. Fails when the drift is not checked (the plan resolves both with today's
     code)."""
     argv = ["run", "--workdir", str(tmp_path / "w"), "--base", "RECIPE=golf", "--eval-variant",
-            "c8=TTT_CHUNK_SIZE=8", "--data", str(DATA), "--tokenizer", str(TOKENIZER), "--val-every",
-            str(VAL_EVERY), "--val-max-doc-tokens", str(VAL_MAX_DOC_TOKENS), "--dry-run"]
+            "c8=TTT_CHUNK_SIZE=8", "--data", str(CASEOPS_DATA), "--tokenizer", str(CASEOPS_TOKENIZER), "--val-every",
+            str(AB_VAL_EVERY), "--val-max-doc-tokens", str(AB_VAL_MAX_DOC_TOKENS), "--dry-run"]
     plan, _, _ = plan_of(argv, monkeypatch)
     (tmp_path / "w").mkdir()
     stored = ab_runs.merge_plan(tmp_path / "w", plan)
@@ -789,9 +770,9 @@ def test_a_workdir_whose_base_recipe_changed_since_is_refused(tmp_path, monkeypa
 # ---- several GPUs a run (--nproc) ----
 
 def nproc_args(workdir, gpus, base="RECIPE=2135"):
-    return ["run", "--workdir", str(workdir), "--base", base, "--variant", "lr=MATRIX_LR=0.03", "--data", str(DATA),
-            "--tokenizer", str(TOKENIZER), "--val-every", str(VAL_EVERY), "--val-max-doc-tokens",
-            str(VAL_MAX_DOC_TOKENS), "--nproc", str(gpus), "--dry-run"]
+    return ["run", "--workdir", str(workdir), "--base", base, "--variant", "lr=MATRIX_LR=0.03",
+            "--data", str(CASEOPS_DATA), "--tokenizer", str(CASEOPS_TOKENIZER), "--val-every", str(AB_VAL_EVERY),
+            "--val-max-doc-tokens", str(AB_VAL_MAX_DOC_TOKENS), "--nproc", str(gpus), "--dry-run"]
 
 
 @pytest.mark.parametrize("gpus, cap, ema, warmup", [(2, 60, "0.8589", "37"), (8, 600, "0.9965", "1500")])
@@ -800,7 +781,7 @@ def test_runs_on_several_gpus_start_with_torchrun_and_scale_by_their_steps(tmp_p
     time: 60 s on 2 GPUs are ~124 steps; 600 s on 8, the challenge's ~4,990, keep the recipe's own values."""
     assert ab_runs.main(nproc_args(tmp_path / "w", gpus, f"RECIPE=2135,MAX_WALLCLOCK_SECONDS={cap}")) == 0
     commands = dry_commands(capsys)
-    assert len(commands) == 2 * len(SEEDS)
+    assert len(commands) == 2 * len(AB_SEEDS)
     for _, _, command in commands:
         assert command.endswith(f" -m torch.distributed.run --standalone --nproc_per_node={gpus} {ab_runs.TRAIN_GPT}")
         assert f" EMA_DECAY={ema} " in command and f" MUON_MOMENTUM_WARMUP_STEPS={warmup} " in command
@@ -833,7 +814,7 @@ def test_a_workdir_keeps_its_gpu_count(tmp_path, monkeypatch):
 def test_a_run_on_two_ranks_finishes(tmp_path, monkeypatch):
     """One base run of a --nproc 2 plan, as the runner starts it (two gloo ranks on the CPU)."""
     work = tmp_path / "w"
-    plan, files, parsed = plan_of([*args(work), "--nproc", "2"], monkeypatch)
+    plan, files, parsed = plan_of([*ab_args(work), "--nproc", "2"], monkeypatch)
     ab_runs.write_data(parsed, work, files)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert ab_runs.run_one(work, ab_runs.run_env(plan, "base", 1), ab_runs.nproc(plan)) == 0
@@ -843,11 +824,11 @@ def test_a_run_on_two_ranks_finishes(tmp_path, monkeypatch):
 
 # ---- lanes side by side (--gpus) ----
 
-def test_lanes_run_side_by_side_and_an_eval_variant_waits_for_its_base(workdir, tmp_path, monkeypatch, capsys):
+def test_lanes_run_side_by_side_and_an_eval_variant_waits_for_its_base(ab_workdir, tmp_path, monkeypatch, capsys):
     """Two lanes take the queue's runs as they come free, each run once, on its lane's GPUs; an eval-only
     variant starts only after its seed's base has finished. Runs are stand-ins that copy the finished fixture's
     logs (a base's artifact too); the first two wait for each other, so they must run at once."""
-    work = with_eval_variant(workdir, tmp_path)
+    work = with_eval_variant(ab_workdir, tmp_path)
     plan = json.loads((work / "plan.json").read_text())
     for f in [*(work / "logs").glob("*"), *(work / "artifacts").glob("*")]:
         f.unlink()
@@ -860,7 +841,7 @@ def test_lanes_run_side_by_side_and_an_eval_variant_waits_for_its_base(workdir, 
         if rid in ("base_s1", "lr_s1"):  # the first pass starts both, one a lane
             both.wait()
         source = "base" if name[0] == "ev" else name[0]
-        shutil.copyfile(workdir / "logs" / f"{source}_s{name[1]}.txt", folder / "logs" / f"{rid}.txt")
+        shutil.copyfile(ab_workdir / "logs" / f"{source}_s{name[1]}.txt", folder / "logs" / f"{rid}.txt")
         if name[0] == "base":
             (folder / "artifacts" / f"{rid}.golf").write_bytes(b"artifact " + rid.encode())
         with lock:
@@ -877,7 +858,7 @@ def test_lanes_run_side_by_side_and_an_eval_variant_waits_for_its_base(workdir, 
     ends = {rid: i for i, (kind, rid, _) in enumerate(events) if kind == "end"}
     assert sorted(starts) == sorted(ab_runs.run_id(n, s) for n, s in todo) and len(events) == 2 * len(todo)
     assert {lane for lane, _ in starts.values()} == {"0", "1"}
-    for seed in SEEDS:
+    for seed in AB_SEEDS:
         assert starts[f"ev_s{seed}"][1] > ends[f"base_s{seed}"]
     assert all(ab_runs.run_state(work, rid)[0] == "done" for rid in starts)
 
@@ -973,10 +954,10 @@ def test_val_shards_cut_mid_document_are_one_stream(tmp_path, monkeypatch):
     sidecar: the plan is the one of the same stream in one shard."""
     split = tmp_path / "split"
     split.mkdir()
-    for path in DATA.glob("fineweb_train_*.bin"):
+    for path in CASEOPS_DATA.glob("fineweb_train_*.bin"):
         (split / path.name).symlink_to(path)
     for kind in ("val", "val_bytes"):
-        whole = ab_runs.shard_tokens(DATA / f"fineweb_{kind}_000000.bin")
+        whole = ab_runs.shard_tokens(CASEOPS_DATA / f"fineweb_{kind}_000000.bin")
         cut = len(whole) // 2 + 7  # inside a document
         for i, part in enumerate((whole[:cut], whole[cut:])):
             (split / f"fineweb_{kind}_{i:06d}.bin").write_bytes(ab_runs.shard_bytes(part))
@@ -1002,7 +983,7 @@ def test_every_run_scores_the_whole_val_subset(tmp_path, capsys):
     assert ab_runs.main(argv) == 0
     commands = dry_commands(capsys)
     kept = {re.search(r" VAL_MAX_TOKENS=(\d+) ", c).group(1) for _, _, c in commands}
-    assert len(commands) == 3 * len(SEEDS) and kept == {"3130"}  # the sample's 13th document, whole
+    assert len(commands) == 3 * len(AB_SEEDS) and kept == {"3130"}  # the sample's 13th document, whole
 
 
 def test_a_run_dispatched_after_the_stop_never_starts(tmp_path, monkeypatch):

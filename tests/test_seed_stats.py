@@ -8,23 +8,18 @@ import sys
 
 import pytest
 
-from conftest import REPO, run_train
+from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 import seed_stats  # noqa: E402
 
-SHORT = dict(SMOKE=1, ITERATIONS=3, MAX_WALLCLOCK_SECONDS=100000, TTT_ENABLED=0, VAL_MAX_TOKENS=8192)
-
 
 @pytest.fixture(scope="module")
-def logs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("seeds")
-    paths = {}
-    for name, extra in (("old", {}), ("new", {"MATRIX_LR": "0.05"})):
-        for seed in (1, 2):
-            run_train(tmp, RUN_ID=f"{name}{seed}", SEED=seed, **SHORT, **extra)
-            paths.setdefault(name, []).append(tmp / "logs" / f"{name}{seed}.txt")
-    return paths
+def logs(ab_workdir):
+    """Two seeds of each configuration of conftest's toy A/B (real RECIPE=2135 runs): old its base, new
+    MATRIX_LR=0.05."""
+    return {side: [ab_workdir / "logs" / f"{name}_s{seed}.txt" for seed in (1, 2)]
+            for side, name in (("old", "base"), ("new", "lr"))}
 
 
 def test_summary_from_real_logs(logs):
