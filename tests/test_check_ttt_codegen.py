@@ -25,8 +25,9 @@ def _run(*argv: str, **env) -> subprocess.CompletedProcess:
 
 def test_ttt_graphs_get_their_triton_code():
     """The chunk step's forward and backward, both generated, each with the kernel launches its wrapper makes
-    (Triton's and extern calls: both kinds in each); the run exits 0. (TTT_GRAD_CHUNK_ONLY's five graphs, for
-    which the script was written, take 2.5x as long to generate on CI's CPU: the script walks any number alike.)"""
+    (Triton's and extern calls: both kinds in each); the run exits 0. TTT_GRAD_CHUNK_ONLY's five graphs, for
+    which the script was written, take about twice as long on CI's CPU, so no CI test generates their code; the
+    script walks any number of graphs alike (run it with TTT_GRAD_CHUNK_ONLY=1 after changing that path)."""
     run = _run(str(SCRIPT), "--toy", **FEW_LAYERS)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert run.stdout.count("code generated") == 2 and "2 of 2 graphs generated" in run.stdout
