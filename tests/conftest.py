@@ -24,7 +24,6 @@ if not torch.cuda.is_available():  # the CPU runs Triton kernels in the interpre
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 import ab_runs  # noqa: E402  (after TRITON_INTERPRET: it imports train_gpt)
-from ab_runs import PASS_ENV_PREFIXES  # noqa: E402
 # The tests train on the sample that ships with golfrun (sample_data/README.md), so a clone runs them with
 # nothing beside it: public-domain text tokenized with the challenge tokenizer, a stand-in for FineWeb.
 PROXY_DATA = REPO / "sample_data" / "datasets" / "sample_sp8192"
@@ -91,7 +90,7 @@ def clean_env(**extra) -> dict:
     off through them)."""
     env = {k: v for k, v in os.environ.items()
            if k in ("PATH", "HOME", "PYTHONPATH", "LANG", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_HOME",
-                    "CUDA_VISIBLE_DEVICES") or k.startswith(PASS_ENV_PREFIXES)}
+                    "CUDA_VISIBLE_DEVICES") or k.startswith(ab_runs.PASS_ENV_PREFIXES)}
     env.update(OMP_NUM_THREADS=str(THREADS), PYTHONUNBUFFERED="1")
     env.update({k: str(v) for k, v in extra.items()})
     return env
