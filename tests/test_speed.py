@@ -72,7 +72,8 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
     monkeypatch.setattr(tg, "train_step", train_step)
     settings = dict(SMOKE=1, DATA_PATH=PROXY_DATA, FUSED_CE_ENABLED=0, FUSED_MLP_ENABLED=0, TRAIN_BATCH_TOKENS=2048)
     args = argparse.Namespace(train_gpt=None, data_dir=PROXY_DATA, batch_steps=2, micro_batches=8,
-                              ours_env=[f"{k}={v}" for k, v in settings.items()], inductor=["combo_kernels=True"])
+                              ours_env=[f"{k}={v}" for k, v in settings.items()], inductor=["combo_kernels=True"],
+                              static_cu_seqlens=False)
     import torch._inductor.config as inductor_config
     monkeypatch.setattr(inductor_config, "combo_kernels", inductor_config.combo_kernels)  # put back after the test
     s = prof.setup_ours(args, torch.device("cpu"))
@@ -106,6 +107,15 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
     assert one["share"] == 1 / 8 and len(one["cu"]) == 8  # FLOPs: the mean micro-batch of the eight
     loader = tg.TrainLoader(h, tg.DistContext(), 8)  # step 1 of one micro-batch is step 0's second of eight
     assert torch.equal(served[1].inputs, loader.batch(0, 1).inputs)
+
+    # --static-cu-seqlens: every batch padded with empty pieces to the longest cu_seqlens, the same first loss
+    static = prof.setup_ours(argparse.Namespace(**{**vars(args), "static_cu_seqlens": True}), torch.device("cpu"))
+    padded, plain = static["cu"], s["cu"]
+    assert len({cu.numel() for cu in padded}) == 1 and padded[0].numel() > min(cu.numel() for cu in plain)
+    for cu, short in zip(padded, plain):
+        assert torch.equal(cu[:short.numel()], short) and bool((cu[short.numel() - 1:] == short[-1]).all())
+    monkeypatch.setattr(tg, "train_step", real_step)
+    assert static["step"]().item() == pytest.approx(losses[0], rel=1e-6)
 
 
 HOST_PID = 4321  # a real trace's host events carry the process id, its device events the GPU's index

@@ -8,6 +8,9 @@
 # that its files are packed inside the call: $OUT/inductor.tar.xz (each profile's console.txt and ours.json, whose
 # "inductor" field is the settings read back from Inductor's config).
 #     bash docs/runs/2026-12-07d/next/inductor.sh combo_kernels=True
+# A SETTING may join several with "+", and "static" among them pads each batch to one cu_seqlens length
+# (profile_vs_reference.py --static-cu-seqlens), which CUDA graphs need:
+#     bash docs/runs/2026-12-07d/next/inductor.sh static+triton.cudagraphs=True static
 set -u
 cd "$(dirname "$0")/../../../.."
 END=$((SECONDS + ${INDUCTOR_SECONDS:-480}))
@@ -28,6 +31,12 @@ profile() {  # profile NAME [--inductor KEY=VALUE]: cold ~60-90 s, coordinate de
   rc=$?; echo "profile $name rc $rc"; grep -m1 '^\[ours\]\|Error' "$dir/console.txt"
 }
 profile default
-for setting in "$@"; do profile "$setting" --inductor "$setting"; done
+for setting in "$@"; do
+  flags=(); IFS=+ read -ra parts <<< "$setting"
+  for part in "${parts[@]}"; do
+    if [ "$part" = static ]; then flags+=(--static-cu-seqlens); else flags+=(--inductor "$part"); fi
+  done
+  profile "$setting" "${flags[@]}"
+done
 profile default_again
 tar -cJf "$OUT/inductor.tar.xz" -C "$OUT" inductor && rm -r "$OUT/inductor"
