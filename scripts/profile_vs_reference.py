@@ -34,10 +34,12 @@ comparison (one script alone: its own report).
 for ours' compiles, after train_gpt's own: an experiment on a compile lever, e.g. combo_kernels=True (fewer
 launches) or coordinate_descent_tuning=True (tuned block sizes of Inductor's kernels). The record compiles as its
 script does.
---static-cu-seqlens pads each batch of ours with empty document pieces to one cu_seqlens length, so that
---inductor triton.cudagraphs=True records one CUDA graph a state (with dynamic lengths it records one per
-count of pieces) and replays it without launch gaps. Use it with --micro-batches 1: cudagraph trees may reuse
-a graph's output memory, gradients included, at its next replay, before train_step has added them up.
+--cudagraphs compiles ours' model graph with CUDA graph trees (Inductor's triton.cudagraphs, for that graph
+only: the optimizer's compiled Newton-Schulz returns outputs that Muon reads after its next call, which a replay
+would overwrite) and pads each batch with empty document pieces to one cu_seqlens length
+(--static-cu-seqlens alone: the padding without the graphs), so that one graph a state is recorded and replayed
+without launch gaps. Use it with --micro-batches 1: a replay may reuse the memory of the last one's outputs,
+gradients included, before train_step has added them up.
 --trace also writes each profiled step's Chrome trace (OUT/WHICH_STATE_trace.json.gz, a few MB); `gaps` reads
 one on any machine and lists the device's idle gaps between kernels: whether the host launched the next kernel
 only after the GPU had gone idle (host-bound), and the host ops that were running when it did.
@@ -196,12 +198,17 @@ def setup_ours(args, device):
     else:  # a train_gpt.py from before COMPILE_SCOPE: whole-model compile, as its train() did
         torch._inductor.config.triton.mix_order_reduction = False
         model_fn = torch.compile(model)
+    if args.cudagraphs:  # CUDA graph trees for the model's graph only: the optimizer's outputs live across calls
+        if not isinstance(model_fn, getattr(tg, "CompiledLoss", ())):
+            raise SystemExit("--cudagraphs needs ours compiled as one graph on a GPU (COMPILE=1, COMPILE_SCOPE=model)")
+        model_fn.packed_loss = torch.compile(model.packed_loss, options={"triton.cudagraphs": True})
     # after train_gpt's own settings; the compiles happen at the first step
     inductor = apply_inductor(inductor_settings(args.inductor))
     micro = args.micro_batches
     loader = tg.TrainLoader(h, ctx, ONE_GPU_ACCUM)
     batches = [loader.batch(s, m) for s in range(args.batch_steps) for m in range(ONE_GPU_ACCUM)]
-    if args.static_cu_seqlens:  # every batch's cu_seqlens as long as the longest: one shape for a CUDA graph
+    padded = args.static_cu_seqlens or args.cudagraphs
+    if padded:  # every batch's cu_seqlens as long as the longest: one shape for a CUDA graph
         longest = max(b.cu_seqlens.numel() for b in batches)
         batches = [dataclasses.replace(b, cu_seqlens=torch.cat(
             [b.cu_seqlens, b.cu_seqlens[-1:].expand(longest - b.cu_seqlens.numel())])) for b in batches]
@@ -245,7 +252,8 @@ def setup_ours(args, device):
                 cu=[b.cu_seqlens for b in batches[:ONE_GPU_ACCUM]],
                 info=f"{args.train_gpt or 'train_gpt.py'}, COMPILE_SCOPE={h.compile_scope}, {micro} micro-batches, "
                 f"fused_ce={int(model.use_fused_ce)} fused_mlp={int(model.blocks[0].mlp.use_fused)}, "
-                f"attention {model.attn_backend}" + ", static cu_seqlens" * args.static_cu_seqlens
+                f"attention {model.attn_backend}" + ", static cu_seqlens" * padded
+                + ", CUDA graphs" * args.cudagraphs
                 + "".join(f", inductor {k}={v!r}" for k, v in inductor.items()),
                 inductor=inductor)
 
@@ -637,8 +645,10 @@ def main(argv=None) -> int:
     parser.add_argument("--inductor", action="append", default=[],
                         help="KEY=VALUE: an Inductor setting for ours' compiles (e.g. combo_kernels=True)")
     parser.add_argument("--static-cu-seqlens", action="store_true",
-                        help="ours: pad every batch's cu_seqlens with empty pieces to the longest's length (one "
-                        "shape: with --inductor triton.cudagraphs=True and --micro-batches 1, CUDA graphs' gain)")
+                        help="ours: pad every batch's cu_seqlens with empty pieces to the longest's length")
+    parser.add_argument("--cudagraphs", action="store_true",
+                        help="ours: the model's graph as CUDA graphs, batches padded as --static-cu-seqlens "
+                        "(with --micro-batches 1)")
     parser.add_argument("--train-gpt", type=Path, help="another copy of train_gpt.py as ours (kernels.py beside it)")
     parser.add_argument("--micro-batches", type=int, default=ONE_GPU_ACCUM,
                         help="ours: micro-batches per step (1: an 8-GPU rank's share of the step)")

@@ -73,7 +73,7 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
     settings = dict(SMOKE=1, DATA_PATH=PROXY_DATA, FUSED_CE_ENABLED=0, FUSED_MLP_ENABLED=0, TRAIN_BATCH_TOKENS=2048)
     args = argparse.Namespace(train_gpt=None, data_dir=PROXY_DATA, batch_steps=2, micro_batches=8,
                               ours_env=[f"{k}={v}" for k, v in settings.items()], inductor=["combo_kernels=True"],
-                              static_cu_seqlens=False)
+                              static_cu_seqlens=False, cudagraphs=False)
     import torch._inductor.config as inductor_config
     monkeypatch.setattr(inductor_config, "combo_kernels", inductor_config.combo_kernels)  # put back after the test
     s = prof.setup_ours(args, torch.device("cpu"))
@@ -116,6 +116,9 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
         assert torch.equal(cu[:short.numel()], short) and bool((cu[short.numel() - 1:] == short[-1]).all())
     monkeypatch.setattr(tg, "train_step", real_step)
     assert static["step"]().item() == pytest.approx(losses[0], rel=1e-6)
+    # --cudagraphs pads as well, and needs the model compiled as one graph, which a CPU never does
+    with pytest.raises(SystemExit, match="--cudagraphs needs ours compiled as one graph on a GPU"):
+        prof.setup_ours(argparse.Namespace(**{**vars(args), "cudagraphs": True}), torch.device("cpu"))
 
 
 HOST_PID = 4321  # a real trace's host events carry the process id, its device events the GPU's index

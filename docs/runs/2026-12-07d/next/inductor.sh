@@ -8,9 +8,11 @@
 # that its files are packed inside the call: $OUT/inductor.tar.xz (each profile's console.txt and ours.json, whose
 # "inductor" field is the settings read back from Inductor's config).
 #     bash docs/runs/2026-12-07d/next/inductor.sh combo_kernels=True
-# A SETTING may join several with "+", and "static" among them pads each batch to one cu_seqlens length
-# (profile_vs_reference.py --static-cu-seqlens), which CUDA graphs need:
-#     bash docs/runs/2026-12-07d/next/inductor.sh static+triton.cudagraphs=True static
+# A SETTING may join several with "+"; "static" among them pads each batch to one cu_seqlens length
+# (profile_vs_reference.py --static-cu-seqlens), "cudagraphs" also compiles the model's graph as CUDA graphs
+# (--cudagraphs; Inductor's global triton.cudagraphs=True would graph the optimizer's Newton-Schulz too, whose
+# outputs Muon reads after the next call: it failed so on 2026-12-07):
+#     bash docs/runs/2026-12-07d/next/inductor.sh cudagraphs static
 set -u
 cd "$(dirname "$0")/../../../.."
 END=$((SECONDS + ${INDUCTOR_SECONDS:-480}))
@@ -34,7 +36,11 @@ profile default
 for setting in "$@"; do
   flags=(); IFS=+ read -ra parts <<< "$setting"
   for part in "${parts[@]}"; do
-    if [ "$part" = static ]; then flags+=(--static-cu-seqlens); else flags+=(--inductor "$part"); fi
+    case $part in
+      static) flags+=(--static-cu-seqlens);;
+      cudagraphs) flags+=(--cudagraphs);;
+      *) flags+=(--inductor "$part");;
+    esac
   done
   profile "$setting" "${flags[@]}"
 done
