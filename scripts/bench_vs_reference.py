@@ -1,4 +1,4 @@
-"""Ours (train_gpt.py) against the record's own script on the same GPUs and data: ms/step with depth
+r"""Ours (train_gpt.py) against the record's own script on the same GPUs and data: ms/step with depth
 recurrence off and on, time from launch to the first step, peak memory and tokens/s, with the ratios
 ours/record.
 
@@ -35,6 +35,13 @@ and environment.
     python scripts/bench_vs_reference.py launch --whole --recipe 2135 --data-dir D --workdir W --seconds 300 \
         --mode parallel --gpus 0,1 --env SEED=42
     python scripts/bench_vs_reference.py report --workdir W --wait 540
+
+--no-record runs ours and its --ab variants only, each variant's ratios against ours (no targets, no
+projection): a setting's whole-run A/B on the same code without the record's 6-9 minutes of compile, e.g.
+Inductor's coordinate descent tuning, which Inductor reads from the environment:
+
+    python scripts/bench_vs_reference.py run --whole --no-record --recipe 2135 --data-dir D --workdir W \
+        --seconds 300 --mode serial --gpus 0 --ab cdt:TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1
 
 --train-only stops each whole run once it has logged its Hessians (every figure of the table is in by then): the
 record right after its collection; ours logs its Hessian count after GPTQ and packing (~1 min more on one H200),
@@ -232,14 +239,17 @@ def _record_oracle():
     return record_oracle
 
 
-def whole_run_envs(args, shards: Path, tokenizer: Path, common: dict) -> tuple[dict, dict]:
+def whole_run_envs(args, shards: Path, tokenizer: Path, common: dict) -> tuple[dict, dict | None]:
     """(ours, the record's) environments of a whole run: ours is RECIPE=args.recipe with the cap on, TTT off,
     no periodic validation (a step-0 one would delay the first step); the record gets every setting of ours
-    that its script reads (its logged run's configuration, as our recipe reproduces it), TTT off too."""
+    that its script reads (its logged run's configuration, as our recipe reproduces it), TTT off too; None
+    with --no-record."""
     ro = _record_oracle()
     ours = {"RECIPE": args.recipe, "DATA_PATH": str(shards), "TOKENIZER_PATH": str(tokenizer), "TTT_ENABLED": "0",
             "MAX_WALLCLOCK_SECONDS": str(args.seconds), "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": str(args.log_every),
             **common}
+    if args.no_record:
+        return {**ours, **_pairs(args.ours_env, "--ours-env")}, None
     record = ro.record_env_for(ro.tg.load_hyperparameters(ours), args.reference, base={})  # TTT off from ours
     folders = dict.fromkeys(str(d) for d in (args.reference.resolve().parent, ro.shim_dir(args.reference)))
     record.update(DATA_DIR=str(args.data_dir.resolve()), **common, **_pairs(args.ref_env, "--ref-env"),
@@ -265,7 +275,7 @@ def plan_runs(args) -> dict:
         shards, tokenizer = prepare_data(args.data_dir, *recipe_layout(args.recipe))
     else:
         shards, tokenizer = prepare_data(args.data_dir)
-    record = args.reference.resolve()
+    record = None if args.no_record else args.reference.resolve()
     common = _pairs(args.env, "--env")
     schedule_ours = dict(TRAIN_LOG_EVERY=str(args.log_every))
     schedule_record = dict(TRAIN_LOG_EVERY=str(args.log_every))
@@ -276,12 +286,13 @@ def plan_runs(args) -> dict:
             schedule.update(ITERATIONS=str(args.steps), MAX_WALLCLOCK_SECONDS="0")
     ours_env = {"DATA_PATH": str(shards), "TOKENIZER_PATH": str(tokenizer), **schedule_ours, **common,
                 **_pairs(args.ours_env, "--ours-env")}
-    record_env = {"DATA_DIR": str(args.data_dir.resolve()), "TTT_ENABLED": "0", **schedule_record, **common,
-                  **_pairs(args.ref_env, "--ref-env"), "PYTHONPATH": str(record.parent)}
+    record_env = record and {"DATA_DIR": str(args.data_dir.resolve()), "TTT_ENABLED": "0", **schedule_record,
+                             **common, **_pairs(args.ref_env, "--ref-env"), "PYTHONPATH": str(record.parent)}
     if args.whole:
         ours_env, record_env = whole_run_envs(args, shards, tokenizer, common)
-    runs = [dict(name="ours", script=str(args.ours_script.resolve()), env=ours_env, format="ours"),
-            dict(name=RECORD_NAME, script=str(record), env=record_env, format="record")]
+    runs = [dict(name="ours", script=str(args.ours_script.resolve()), env=ours_env, format="ours")]
+    if record:
+        runs.append(dict(name=RECORD_NAME, script=str(record), env=record_env, format="record"))
     for spec in args.ab:
         name, extra = _variant(spec)
         runs.append(dict(name=name, script=str(OURS), env={**ours_env, **extra}, format="ours"))
@@ -302,15 +313,18 @@ def plan_runs(args) -> dict:
             run["lane"] = 0
         if args.record_first:
             runs.sort(key=lambda run: run["format"] != "record")
-    else:  # the record alone on the last lane; ours and its variants spread over the others
+    else:  # the record alone on the last lane; ours and its variants spread over the others (all, without it)
+        ours_lanes = len(lanes) - (record is not None)
         for i, run in enumerate(r for r in runs if r["format"] == "ours"):
-            run["lane"] = i % (len(lanes) - 1)
-        runs[1]["lane"] = len(lanes) - 1
-    whole = dict(recipe=args.recipe, seed_logs=[str(p) for p in sorted(record.parent.glob("*seed*.log"))]
-                 ) if args.whole else None
+            run["lane"] = i % ours_lanes
+        if record:
+            runs[1]["lane"] = len(lanes) - 1
+    seed_logs = sorted(record.parent.glob("*seed*.log")) if record else []
+    whole = dict(recipe=args.recipe, seed_logs=[str(p) for p in seed_logs]) if args.whole else None
     if args.train_only and not args.whole:
         raise SystemExit("error: --train-only is for --whole runs (the short bench already stops after training)")
     return dict(runs=runs, lanes=lanes, nproc=args.nproc, full=args.full or args.whole, skip_steps=args.skip_steps,
+                baseline="ours" if args.no_record else RECORD_NAME,
                 train_only=args.train_only,
                 steps=args.steps, seconds=args.seconds, mode=args.mode, created=time.time(), whole=whole)
 
@@ -377,14 +391,17 @@ def run_lane(workdir: Path, lane: int) -> None:
 
 
 def launch(args, detach: bool) -> list[subprocess.Popen]:
-    if args.whole:
-        if not args.seconds:
-            raise SystemExit("error: --whole needs --seconds (the wallclock cap of both runs, e.g. 300)")
+    if args.whole and not args.seconds:
+        raise SystemExit("error: --whole needs --seconds (the wallclock cap of both runs, e.g. 300)")
+    if args.no_record and args.reference:
+        raise SystemExit("error: --no-record runs no record: leave out --reference")
+    if args.whole and not args.no_record:
         args.reference = args.reference or _record_oracle().RECORDS[args.recipe]
         check_whole_run_tools(args.recipe, args.dry_run)
-    if args.reference is None:
-        raise SystemExit("error: --reference is needed (the record's train_gpt.py), except with --whole")
-    if not args.reference.is_file():
+    if args.reference is None and not args.no_record:
+        raise SystemExit("error: --reference is needed (the record's train_gpt.py), except with --whole or "
+                         "--no-record")
+    if args.reference and not args.reference.is_file():
         raise SystemExit(f"--reference {args.reference}: no such file")
     if args.dry_run:  # what would run: each run's lane, command and environment
         plan = plan_runs(args)
@@ -461,7 +478,8 @@ def _ratio(a, b) -> str:
 
 def report_text(plan: dict, results: dict) -> str:
     names = [r["name"] for r in plan["runs"]]
-    record = results.get(RECORD_NAME, {})
+    base_name = plan.get("baseline", RECORD_NAME)  # each other run's ratios are against it
+    base = results.get(base_name, {})
 
     def tok_s(r, key):
         return None if r.get(key) is None else r["batch_tokens"] / r[key] * 1000
@@ -478,8 +496,9 @@ def report_text(plan: dict, results: dict) -> str:
             ("peak memory, GiB", lambda r: _fmt(r["peak_gib"], ".2f"), "peak_gib")]
     width = max(18, *(len(n) + 2 for n in names))
     head = f"{'':28s}" + "".join(f"{n:>{width}s}" for n in names)
-    ratio_names = [n for n in names if n != RECORD_NAME]
-    head += "".join(f"{n + '/record':>{max(width, len(n) + 9)}s}" for n in ratio_names)
+    ratio_names = [n for n in names if n != base_name]
+    ratio_width = lambda n: max(width, len(n) + len(base_name) + 3)  # noqa: E731
+    head += "".join(f"{n + '/' + base_name:>{ratio_width(n)}s}" for n in ratio_names)
     lines = [head]
     for label, show, key in rows:
         line = f"{label:28s}" + "".join(f"{show(results[n]):>{width}s}" for n in names)
@@ -487,10 +506,10 @@ def report_text(plan: dict, results: dict) -> str:
             if key is None:
                 cell = ""
             elif isinstance(key, tuple):
-                cell = _ratio(tok_s(results[n], key[1]), tok_s(record, key[1]))
+                cell = _ratio(tok_s(results[n], key[1]), tok_s(base, key[1]))
             else:
-                cell = _ratio(results[n].get(key), record.get(key))
-            line += f"{cell:>{max(width, len(n) + 9)}s}"
+                cell = _ratio(results[n].get(key), base.get(key))
+            line += f"{cell:>{ratio_width(n)}s}"
         lines.append(line)
     if plan.get("whole"):  # its own table: the same figures over the whole run, and more
         lines = [whole_report_text(plan, results)]
@@ -537,30 +556,41 @@ def _met(ratio, key) -> str:
 
 
 def whole_report_text(plan: dict, results: dict) -> str:
-    """The whole-run table: each run's figures, ours/record with issue 26's target, and the 8xH100 projection."""
+    """The whole-run table: each run's figures, ours/record with issue 26's target, and the 8xH100 projection;
+    with --no-record each variant/ours instead."""
     # ours and its variants in run order, the record last, whatever order they ran in (--record-first)
     names = sorted((r["name"] for r in plan["runs"]), key=lambda name: name == RECORD_NAME)
-    record, ours = results[RECORD_NAME], results["ours"]
+    ours, record = results["ours"], results.get(RECORD_NAME)
+    # ours/record with issue 26's targets; --no-record: each variant/ours
+    pairs = [("ours", RECORD_NAME)] if record else [(n, "ours") for n in names if n != "ours"]
     head = f"{'whole run (--seconds ' + format(plan['seconds'], 'g') + ')':36s}" + "".join(f"{n:>17s}" for n in names)
-    lines = [head + f"{'ours/record':>13s}{'target':>9s}{'':>9s}"]
+    lines = [head + "".join(f"{a + '/' + b:>{max(13, len(a + b) + 3)}s}" for a, b in pairs)
+             + (f"{'target':>9s}{'':>9s}" if record else "")]
     for label, key, spec in WHOLE_ROWS:
         cells = []
         for n in names:
             value = results[n].get(key)
             missing = "n/a" if (n == RECORD_NAME and key == "probe_s") else "not in log"
             cells.append(f"{(missing if value is None else format(value, spec)):>17s}")
-        numbers = spec != "s" and ours.get(key) is not None and record.get(key)
-        ratio = ours[key] / record[key] if numbers else None
-        op, bound = WHOLE_TARGETS.get(key, ("", None))
-        target = "" if bound is None else f"{op} {bound:g}"
-        derived = "  (record: derived)" if key == "data_end_s" and record.get("data_end_derived") else ""
-        lines.append(f"{label:36s}" + "".join(cells) + f"{_fmt(ratio, '.3f'):>13s}{target:>9s}{_met(ratio, key):>9s}"
-                     + derived)
+        line = f"{label:36s}" + "".join(cells)
+        for a, b in pairs:
+            numbers = spec != "s" and results[a].get(key) is not None and results[b].get(key)
+            ratio = results[a][key] / results[b][key] if numbers else None
+            line += f"{_fmt(ratio, '.3f'):>{max(13, len(a + b) + 3)}s}"
+        if record:
+            op, bound = WHOLE_TARGETS.get(key, ("", None))
+            target = "" if bound is None else f"{op} {bound:g}"
+            derived = "  (record: derived)" if key == "data_end_s" and record.get("data_end_derived") else ""
+            line += f"{target:>9s}{_met(ratio, key):>9s}" + derived
+        lines.append(line)
     lines.append(WHOLE_NOTES)
-    if ours.get("hessian_s") and ours.get("probe_s"):
-        lines.append(f"ours' Hessians inside the clock took {ours['hessian_s'] / ours['probe_s']:.3f}x the probe "
-                     f"(reserve factor {ours['reserve_factor']:g}, plus {ours['gptq_reserve_s']:g} s)")
-    lines += projection_lines(plan, ours, record)
+    for n in names[:len(names) - bool(record)]:
+        r, owner = results[n], "ours'" if n == "ours" else f"{n}'s"
+        if r.get("hessian_s") and r.get("probe_s"):
+            lines.append(f"{owner} Hessians inside the clock took {r['hessian_s'] / r['probe_s']:.3f}x the probe "
+                         f"(reserve factor {r['reserve_factor']:g}, plus {r['gptq_reserve_s']:g} s)")
+    lines += (projection_lines(plan, ours, record) if record
+              else ["projection: none without the record's run (--no-record)"])
     return "\n".join(lines)
 
 
@@ -656,6 +686,8 @@ def add_launch_args(p: argparse.ArgumentParser) -> None:
                    "both scripts in --recipe's configuration; the report adds the whole-run figures")
     p.add_argument("--train-only", action="store_true", help="--whole: stop each run after its Hessians")
     p.add_argument("--record-first", action="store_true", help="on a shared lane, the record runs before ours")
+    p.add_argument("--no-record", action="store_true", help="ours and its --ab variants only, each variant "
+                   "against ours (e.g. --ab cdt:TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1)")
     p.add_argument("--recipe", choices=("1886", "2135"), default="1886",
                    help="--whole: our RECIPE and the record it is run against")
     p.add_argument("--dry-run", action="store_true", help="print each run's command and environment; start nothing")

@@ -170,7 +170,7 @@ def test_parallel_lanes_put_the_record_alone(tmp_path):
                               ab=["eager_mlp:FUSED_MLP_ENABLED=0", "nofusedce:FUSED_CE_ENABLED=0"],
                               ab_script=[f"before={before / 'train_gpt.py'}"], gpus="0,1,2", nproc=1, mode="parallel",
                               steps=100, seconds=0.0, log_every=5, skip_steps=5, full=False, whole=False,
-                              train_only=False, record_first=False, recipe="1886")
+                              train_only=False, record_first=False, recipe="1886", no_record=False)
     plan = bench.plan_runs(args)
     lanes = {r["name"]: r["lane"] for r in plan["runs"]}
     assert lanes == dict(ours=0, record=2, eager_mlp=1, nofusedce=0, before=1)
@@ -239,19 +239,23 @@ def _stamped(text: str, start: float) -> str:
     return "\n".join(f"[{start + i:9.3f}] {line}" for i, line in enumerate(text.splitlines()))
 
 
-def _whole_workdir(tmp_path, ours_log: str, record_log: str, seed_logs=(), record_first=False) -> Path:
-    """A finished --whole bench folder holding the given logs (console and log file), as `report` reads it."""
+def _whole_workdir(tmp_path, ours_log: str, record_log: str | None, seed_logs=(), record_first=False,
+                   variant_log: str | None = None) -> Path:
+    """A finished --whole bench folder holding the given logs (console and log file), as `report` reads it;
+    without a record log, a --no-record bench of ours and its variant `cdt`."""
     work = tmp_path / "whole"
+    second = ("record", "record", record_log) if record_log is not None else ("cdt", "ours", variant_log)
     runs = [dict(name="ours", env=dict(RUN_ID="bench_ours"), format="ours", lane=0),
-            dict(name="record", env=dict(RUN_ID="bench_record"), format="record", lane=1)]
-    for run, text, start in ((runs[0], ours_log, 100.0), (runs[1], record_log, 400.0)):
+            dict(name=second[0], env=dict(RUN_ID=f"bench_{second[0]}"), format=second[1], lane=1)]
+    for run, text, start in ((runs[0], ours_log, 100.0), (runs[1], second[2], 400.0)):
         (work / run["name"] / "logs").mkdir(parents=True)
         (work / run["name"] / "console.txt").write_text(_stamped(text, start))
         (work / run["name"] / "logs" / f"{run['env']['RUN_ID']}.txt").write_text(text)
         (work / run["name"] / "status.json").write_text(json.dumps(dict(state="done", returncode=0)))
     plan = dict(runs=runs[::-1] if record_first else runs, lanes=[["0"], ["1"]], nproc=1, full=True, skip_steps=5,
                 steps=100, seconds=300.0,
-                mode="parallel", whole=dict(recipe="1886", seed_logs=[str(p) for p in seed_logs]))
+                mode="parallel", whole=dict(recipe="1886", seed_logs=[str(p) for p in seed_logs]),
+                baseline="record" if record_log is not None else "ours")
     (work / "plan.json").write_text(json.dumps(plan))
     return work
 
@@ -290,6 +294,21 @@ def test_whole_report_reads_both_scripts_logs(tmp_path, record_first):
     assert _row(text, "ms/step, whole run")[:2] == [f"{40789 / 47:.1f}", f"{599405 / 4868:.1f}"]
     assert f"inside the clock took {(58.58 - 40.79) / 15.18:.3f}x the probe (reserve factor 1.25" in text
     assert "projection: not yet" in text
+
+
+def test_whole_report_without_the_record_compares_each_variant_with_ours(tmp_path):
+    """--no-record: ours and its variant side by side, the variant/ours ratios, no targets and no projection."""
+    ours_text = OUR_WHOLE_LOG.read_text()
+    variant = ours_text.replace("train_time:40789ms steps:47 ", "train_time:40789ms steps:50 ").replace(
+        "peak_memory_allocated:42.67GiB", "peak_memory_allocated:40.00GiB")
+    plan, results = bench.collect(_whole_workdir(tmp_path, ours_text, None, variant_log=variant))
+    text = bench.report_text(plan, results)
+    assert text.splitlines()[0].split()[-3:] == ["ours", "cdt", "cdt/ours"]
+    assert _row(text, "steps made") == ["47", "50", f"{50 / 47:.3f}"]
+    assert _row(text, "peak memory, GiB") == ["42.67", "40.00", f"{40 / 42.67:.3f}"]
+    assert _row(text, "Hessian probe before the clock, s") == ["15.18", "15.18", "1.000"]
+    assert "target" not in text and "projection: none without the record's run (--no-record)" in text
+    assert "cdt's Hessians inside the clock took" in text
 
 
 def _seed_log(ms_off: float, ms_on: float, steps: int, switch: int, budget_ms: int) -> str:
@@ -342,12 +361,14 @@ def _layout(tmp_path, recipe: str) -> Path:
 
 
 def _whole_args(data: Path, recipe: str, **extra) -> argparse.Namespace:
-    args = dict(data_dir=data, reference=None, ours_script=bench.OURS, env=["SEED=42"], ours_env=[], ref_env=[], ab=[], ab_script=[],
-                gpus="0,1", nproc=1, mode="parallel", steps=100, seconds=300.0, log_every=5, skip_steps=5,
-                full=False, whole=True, recipe=recipe, dry_run=True, train_only=False, record_first=False)
+    args = dict(data_dir=data, reference=None, ours_script=bench.OURS, env=["SEED=42"], ours_env=[], ref_env=[],
+                ab=[], ab_script=[], gpus="0,1", nproc=1, mode="parallel", steps=100, seconds=300.0, log_every=5,
+                skip_steps=5, full=False, whole=True, recipe=recipe, dry_run=True, train_only=False,
+                record_first=False, no_record=False)
     args.update(extra)
     args = argparse.Namespace(**args)
-    args.reference = args.reference or bench._record_oracle().RECORDS[recipe]
+    if not args.no_record:
+        args.reference = args.reference or bench._record_oracle().RECORDS[recipe]
     return args
 
 
@@ -385,6 +406,20 @@ def test_whole_run_environments_follow_the_recipe(tmp_path, recipe):
     assert [r["name"] for r in first["runs"]] == ["record", "ours"] and first["train_only"]
 
 
+def test_no_record_plans_ours_and_its_variants_only(tmp_path):
+    """--no-record: ours and the --ab variant over both lanes, the variant's setting its own, no record's run,
+    environment or seed logs; ratios against ours."""
+    data = _layout(tmp_path, "2135")
+    plan = bench.plan_runs(_whole_args(data, "2135", no_record=True,
+                                       ab=["cdt:TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1"]))
+    env = {r["name"]: r["env"] for r in plan["runs"]}
+    assert {r["name"]: r["lane"] for r in plan["runs"]} == dict(ours=0, cdt=1)
+    assert env["cdt"]["TORCHINDUCTOR_COORDINATE_DESCENT_TUNING"] == "1"
+    assert "TORCHINDUCTOR_COORDINATE_DESCENT_TUNING" not in env["ours"]
+    assert env["cdt"]["RECIPE"] == env["ours"]["RECIPE"] == "2135" and env["ours"]["MAX_WALLCLOCK_SECONDS"] == "300.0"
+    assert plan["baseline"] == "ours" and plan["whole"]["seed_logs"] == []
+
+
 def test_train_only_stops_a_whole_run_after_its_hessians(tmp_path):
     """--train-only: the run is stopped right after its Hessian line (every whole-run figure is logged by then)."""
     script = tmp_path / "record.py"
@@ -418,5 +453,11 @@ def test_whole_launch_dry_run_and_refusals(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench.shutil, "which", lambda name: None)
     with pytest.raises(SystemExit, match="error: the record's artifact step runs the `pyminify` program"):
         bench.main(base + ["--seconds", "300"])
+    # --no-record: the record's tools are not needed, and its script is not run
+    assert bench.main(base + ["--seconds", "300", "--dry-run", "--no-record", "--ab", "cdt:X_TEST=1"]) == 0
+    out = capsys.readouterr().out
+    assert f"cdt (lane 0, GPUs 0): {sys.executable} {bench.OURS}" in out and "record (lane" not in out
+    with pytest.raises(SystemExit, match="error: --no-record runs no record: leave out --reference"):
+        bench.main(base + ["--seconds", "300", "--no-record", "--reference", str(bench.OURS)])
     with pytest.raises(SystemExit, match="no tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"):
         bench.main(base[:5] + [str(_layout(tmp_path, "1886")), *base[6:], "--seconds", "300", "--dry-run"])
