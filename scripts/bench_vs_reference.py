@@ -257,17 +257,17 @@ def whole_run_envs(args, shards: Path, tokenizer: Path, common: dict) -> tuple[d
     return {**ours, **_pairs(args.ours_env, "--ours-env")}, record
 
 
-def check_whole_run_tools(recipe: str, dry_run: bool) -> None:
+def check_whole_run_tools(recipe: str, dry_run: bool, record: bool) -> None:
     """The record's artifact step runs `pyminify` before its Hessians: without it there is no Hessian time."""
-    if shutil.which("pyminify") is None:
+    if record and shutil.which("pyminify") is None:
         problem = ("the record's artifact step runs the `pyminify` program (PyPI python-minifier), not on PATH: "
                    "pip install --target DIR python-minifier, then PATH=DIR/bin:$PATH")
         if not dry_run:
             raise SystemExit(f"error: {problem}")
         print(f"warning: {problem}")
     if recipe == "2135" and shutil.which("lrzip") is None:
-        print("warning: no lrzip on PATH: COMPRESSOR=pergroup falls back to brotli in both scripts (after the "
-              "figures measured here)", flush=True)
+        print("warning: no lrzip on PATH: COMPRESSOR=pergroup falls back to brotli in ours and in the record's "
+              "script (after the figures measured here)", flush=True)
 
 
 def plan_runs(args) -> dict:
@@ -393,11 +393,14 @@ def run_lane(workdir: Path, lane: int) -> None:
 def launch(args, detach: bool) -> list[subprocess.Popen]:
     if args.whole and not args.seconds:
         raise SystemExit("error: --whole needs --seconds (the wallclock cap of both runs, e.g. 300)")
-    if args.no_record and args.reference:
-        raise SystemExit("error: --no-record runs no record: leave out --reference")
-    if args.whole and not args.no_record:
-        args.reference = args.reference or _record_oracle().RECORDS[args.recipe]
-        check_whole_run_tools(args.recipe, args.dry_run)
+    record_flags = [flag for flag, given in (("--reference", args.reference), ("--ref-env", args.ref_env),
+                                             ("--record-first", args.record_first)) if given]
+    if args.no_record and record_flags:
+        raise SystemExit(f"error: --no-record runs no record: leave out {', '.join(record_flags)}")
+    if args.whole:
+        if not args.no_record:
+            args.reference = args.reference or _record_oracle().RECORDS[args.recipe]
+        check_whole_run_tools(args.recipe, args.dry_run, record=not args.no_record)
     if args.reference is None and not args.no_record:
         raise SystemExit("error: --reference is needed (the record's train_gpt.py), except with --whole or "
                          "--no-record")
@@ -573,15 +576,16 @@ def whole_report_text(plan: dict, results: dict) -> str:
             missing = "n/a" if (n == RECORD_NAME and key == "probe_s") else "not in log"
             cells.append(f"{(missing if value is None else format(value, spec)):>17s}")
         line = f"{label:36s}" + "".join(cells)
+        ratios = {}
         for a, b in pairs:
             numbers = spec != "s" and results[a].get(key) is not None and results[b].get(key)
-            ratio = results[a][key] / results[b][key] if numbers else None
-            line += f"{_fmt(ratio, '.3f'):>{max(13, len(a + b) + 3)}s}"
+            ratios[a, b] = results[a][key] / results[b][key] if numbers else None
+            line += f"{_fmt(ratios[a, b], '.3f'):>{max(13, len(a + b) + 3)}s}"
         if record:
             op, bound = WHOLE_TARGETS.get(key, ("", None))
             target = "" if bound is None else f"{op} {bound:g}"
             derived = "  (record: derived)" if key == "data_end_s" and record.get("data_end_derived") else ""
-            line += f"{target:>9s}{_met(ratio, key):>9s}" + derived
+            line += f"{target:>9s}{_met(ratios['ours', RECORD_NAME], key):>9s}" + derived
         lines.append(line)
     lines.append(WHOLE_NOTES)
     for n in names[:len(names) - bool(record)]:

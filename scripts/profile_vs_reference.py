@@ -199,7 +199,9 @@ def setup_ours(args, device):
         torch._inductor.config.triton.mix_order_reduction = False
         model_fn = torch.compile(model)
     if args.cudagraphs:  # CUDA graph trees for the model's graph only: the optimizer's outputs live across calls
-        if not isinstance(model_fn, getattr(tg, "CompiledLoss", ())):
+        if not hasattr(tg, "CompiledLoss"):
+            raise SystemExit("--cudagraphs needs a train_gpt.py with CompiledLoss (--train-gpt is older)")
+        if not isinstance(model_fn, tg.CompiledLoss):
             raise SystemExit("--cudagraphs needs ours compiled as one graph on a GPU (COMPILE=1, COMPILE_SCOPE=model)")
         model_fn.packed_loss = torch.compile(model.packed_loss, options={"triton.cudagraphs": True})
     # after train_gpt's own settings; the compiles happen at the first step
@@ -666,9 +668,17 @@ def main(argv=None) -> int:
         parser.error(f"--micro-batches is 1 to {ONE_GPU_ACCUM}, other than {ONE_GPU_ACCUM} with --which ours only "
                      "(the record's step is profiled whole)")
     try:
-        inductor_settings(args.inductor)
+        inductor = inductor_settings(args.inductor)
     except ValueError as error:
         parser.error(str(error))
+    if (args.static_cu_seqlens or args.cudagraphs) and args.which != "ours":
+        parser.error("--static-cu-seqlens and --cudagraphs change ours' batches and compile only: use --which ours")
+    if args.cudagraphs and micro != 1:
+        parser.error("--cudagraphs needs --micro-batches 1: a replay may overwrite the gradients of the micro-batch "
+                     "before it")
+    if args.cudagraphs and "triton.cudagraphs" in inductor:
+        parser.error("--cudagraphs graphs the model only; --inductor triton.cudagraphs would graph the optimizer's "
+                     "compiles too, whose outputs Muon reads after a later replay")
     args.data_dir = args.data_dir.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.which == "both":  # each script in its own process, one after the other on the same GPU

@@ -74,6 +74,12 @@ def test_our_lines_and_the_ratios():
     assert row.split()[-1] == f"{950 / 1000:.3f}"
     row = next(line for line in text.splitlines() if line.startswith("peak memory"))
     assert row.split()[-1] == f"{34.7 / (41574 / 1024):.3f}"
+    # --no-record: the variant (here the record's figures under another name) against ours
+    plan.update(runs=[dict(name="ours", lane=0), dict(name="cdt", lane=1)], baseline="ours")
+    text = bench.report_text(plan, dict(ours=ours, cdt=record))
+    assert text.splitlines()[0].split() == ["ours", "cdt", "cdt/ours"]
+    row = next(line for line in text.splitlines() if line.startswith("ms/step, recurrence off"))
+    assert row.split()[-1] == f"{770 / 700:.3f}"
 
 
 def test_a_run_without_the_switch_or_the_first_points_reports_dashes():
@@ -410,10 +416,11 @@ def test_no_record_plans_ours_and_its_variants_only(tmp_path):
     """--no-record: ours and the --ab variant over both lanes, the variant's setting its own, no record's run,
     environment or seed logs; ratios against ours."""
     data = _layout(tmp_path, "2135")
-    plan = bench.plan_runs(_whole_args(data, "2135", no_record=True,
+    plan = bench.plan_runs(_whole_args(data, "2135", no_record=True, ours_env=["SMEAR_GATE_BOS_FIX=1"],
                                        ab=["cdt:TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1"]))
     env = {r["name"]: r["env"] for r in plan["runs"]}
     assert {r["name"]: r["lane"] for r in plan["runs"]} == dict(ours=0, cdt=1)
+    assert env["ours"]["SMEAR_GATE_BOS_FIX"] == env["cdt"]["SMEAR_GATE_BOS_FIX"] == "1"
     assert env["cdt"]["TORCHINDUCTOR_COORDINATE_DESCENT_TUNING"] == "1"
     assert "TORCHINDUCTOR_COORDINATE_DESCENT_TUNING" not in env["ours"]
     assert env["cdt"]["RECIPE"] == env["ours"]["RECIPE"] == "2135" and env["ours"]["MAX_WALLCLOCK_SECONDS"] == "300.0"
@@ -457,7 +464,10 @@ def test_whole_launch_dry_run_and_refusals(tmp_path, capsys, monkeypatch):
     assert bench.main(base + ["--seconds", "300", "--dry-run", "--no-record", "--ab", "cdt:X_TEST=1"]) == 0
     out = capsys.readouterr().out
     assert f"cdt (lane 0, GPUs 0): {sys.executable} {bench.OURS}" in out and "record (lane" not in out
-    with pytest.raises(SystemExit, match="error: --no-record runs no record: leave out --reference"):
-        bench.main(base + ["--seconds", "300", "--no-record", "--reference", str(bench.OURS)])
+    assert "pyminify" not in out and "no lrzip on PATH" in out  # ours' pergroup compression needs lrzip too
+    with pytest.raises(SystemExit, match="error: --no-record runs no record: leave out --reference, --ref-env"):
+        bench.main(base + ["--seconds", "300", "--no-record", "--reference", str(bench.OURS), "--ref-env", "X=1"])
+    with pytest.raises(SystemExit, match="error: --no-record runs no record: leave out --record-first$"):
+        bench.main(base + ["--seconds", "300", "--no-record", "--record-first"])
     with pytest.raises(SystemExit, match="no tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"):
         bench.main(base[:5] + [str(_layout(tmp_path, "1886")), *base[6:], "--seconds", "300", "--dry-run"])

@@ -116,9 +116,23 @@ def test_profile_steps_through_train_step_and_counts_model_flops(monkeypatch):
         assert torch.equal(cu[:short.numel()], short) and bool((cu[short.numel() - 1:] == short[-1]).all())
     monkeypatch.setattr(tg, "train_step", real_step)
     assert static["step"]().item() == pytest.approx(losses[0], rel=1e-6)
-    # --cudagraphs pads as well, and needs the model compiled as one graph, which a CPU never does
+    # --cudagraphs needs the model compiled as one graph, which a CPU never does
+    graphed = argparse.Namespace(**{**vars(args), "cudagraphs": True, "micro_batches": 1})
     with pytest.raises(SystemExit, match="--cudagraphs needs ours compiled as one graph on a GPU"):
-        prof.setup_ours(argparse.Namespace(**{**vars(args), "cudagraphs": True}), torch.device("cpu"))
+        prof.setup_ours(graphed, torch.device("cpu"))
+    # given that graph (compiled here as a pass-through), it recompiles the model's loss alone with CUDA graphs
+    # and pads the batches as --static-cu-seqlens does
+    compiles = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiles.append((fn, kw)) or fn)
+    monkeypatch.setattr(tg, "compile_for_training", lambda model, h, device: tg.CompiledLoss(model))
+    cuda_graphed = prof.setup_ours(graphed, torch.device("cpu"))
+    model = cuda_graphed["model"]
+    assert compiles == [(model.packed_loss, {}), (model.packed_loss, {"options": {"triton.cudagraphs": True}})]
+    assert [cu.numel() for cu in cuda_graphed["cu"]] == [cu.numel() for cu in padded]
+    assert "static cu_seqlens, CUDA graphs" in cuda_graphed["info"]
+    padded_one = prof.setup_ours(argparse.Namespace(**{**vars(args), "static_cu_seqlens": True, "micro_batches": 1}),
+                                 torch.device("cpu"))
+    assert cuda_graphed["step"]().item() == padded_one["step"]().item()
 
 
 HOST_PID = 4321  # a real trace's host events carry the process id, its device events the GPU's index
@@ -224,4 +238,13 @@ def test_inductor_settings_reach_inductor_and_name_a_bad_pair(tmp_path, capsys, 
                        "--inductor", pair])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and f"--inductor {pair}: {says}" in err, (pair, err)
+    # the padding and CUDA-graph flags: ours only; CUDA graphs with one micro-batch, the model's graph only
+    for extra, says in ((["--which", "both", "--reference", __file__, "--static-cu-seqlens"], "use --which ours"),
+                        (["--which", "ours", "--cudagraphs"], "--cudagraphs needs --micro-batches 1"),
+                        (["--which", "ours", "--cudagraphs", "--micro-batches", "1", "--inductor",
+                          "triton.cudagraphs=True"], "--cudagraphs graphs the model only")):
+        with pytest.raises(SystemExit) as exit_info:
+            prof.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and says in err, (extra, err)
     assert not (tmp_path / "o").exists()  # stopped before anything ran

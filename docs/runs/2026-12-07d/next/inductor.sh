@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # inductor.sh [SETTING ...]: issue 26's Inductor lead. One RECIPE=2135 step of ours (recurrence off, one
-# micro-batch: an 8-GPU rank's share) profiled on one GPU as train_gpt compiles it, then once per Inductor SETTING
-# (profile_vs_reference.py --inductor KEY=VALUE), then as compiled first again (the noise between two profiles).
-# Each setting compiles cold (Inductor's cache keys include its settings); a profile may take
+# micro-batch: an 8-GPU rank's share) profiled on one GPU as train_gpt compiles it, then once per SETTING (an
+# Inductor setting, profile_vs_reference.py --inductor KEY=VALUE, or a flag below), then as compiled first again
+# (the noise between two profiles). An Inductor setting compiles cold (Inductor's cache keys include its
+# settings; the padding alone does not change the graph and compiles warm); a profile may take
 # INDUCTOR_PROFILE_SECONDS (240). Inductor's kernels are ~28% of the step (docs/BENCHMARKS.md, thirty-third
 # session). Carry .gpu_data (the train shards). Stops starting profiles INDUCTOR_SECONDS (480) after it starts, so
 # that its files are packed inside the call: $OUT/inductor.tar.xz (each profile's console.txt and ours.json, whose
@@ -22,7 +23,7 @@ for i in 0 1; do
   [ -f $D/fineweb_train_00000$i.bin ] || xz -dc $G/ds/fineweb_train_00000$i.bin.xz > $D/fineweb_train_00000$i.bin
 done
 export PYTHONUNBUFFERED=1
-profile() {  # profile NAME [--inductor KEY=VALUE]: cold ~60-90 s, coordinate descent tuning longer
+profile() {  # profile NAME [FLAG ...]: cold ~60-90 s, coordinate descent tuning longer
   local name=$1 limit=$((END - SECONDS)) cap=${INDUCTOR_PROFILE_SECONDS:-240} dir rc; shift
   if [ $limit -lt 45 ]; then echo "profile $name skipped: INDUCTOR_SECONDS spent"; return; fi
   [ $limit -gt $cap ] && limit=$cap
