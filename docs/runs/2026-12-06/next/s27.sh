@@ -2,11 +2,12 @@
 # s27 [PACK]: issue 27's quantize-only and trained candidates (variants_s27.txt) over RECIPE=golf at the A/B scale,
 # resumable over GPU sessions: PACK (an ab_logs.tar.xz brought back from an earlier call) continues its workdir;
 # finished runs are skipped. One ab_runs call a line, in the file's order. Carry .gpu_data, built by
-# `docs/runs/2026-12-05e/next/prepare.sh s22` (train shards 0-4, the whole val), and since the thirty-fifth session
-# .gpu_data/cache.tar.xz: the compile caches after leaky03's first seed (collect.sh's `cache`, 13.6 MB), unpacked
-# below; a graph found there compiles warm while train_gpt.py and kernels.py are unchanged. Measured on an H100: a
-# base or trained run ~470 s cold (first step ~160 s, TTT compile ~134 s), ~225 s with the session's caches warm; a
-# quantize-only run ~120 s after its base (docs/runs/2026-12-07c, 2026-12-07d). A trained line of three seeds ~920 s.
+# `docs/runs/2026-12-05e/next/prepare.sh s22` (train shards 0-4, the whole val; 50 MB). A compile cache
+# (.gpu_data/cache.tar.xz, unpacked below when present) no longer fits beside it: collect.sh's `cache` brought back
+# 13.6 MB on 2026-12-07, and the tree (9.7 MB) with .gpu_data must stay under the 64 MiB a call carries. Measured
+# on an H100: a base or trained run ~470 s cold (first step ~160 s, TTT compile ~134 s), ~225 s with the session's
+# caches warm; a quantize-only run ~120 s after its base (docs/runs/2026-12-07c, 2026-12-07d). A trained line of
+# three seeds ~920 s.
 set -u
 cd "$(dirname "$0")/../../../.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
