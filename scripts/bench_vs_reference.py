@@ -244,17 +244,18 @@ def whole_run_envs(args, shards: Path, tokenizer: Path, common: dict) -> tuple[d
     no periodic validation (a step-0 one would delay the first step); the record gets every setting of ours
     that its script reads (its logged run's configuration, as our recipe reproduces it), TTT off too; None
     with --no-record."""
-    ro = _record_oracle()
     ours = {"RECIPE": args.recipe, "DATA_PATH": str(shards), "TOKENIZER_PATH": str(tokenizer), "TTT_ENABLED": "0",
             "MAX_WALLCLOCK_SECONDS": str(args.seconds), "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": str(args.log_every),
             **common}
+    ours_env = {**ours, **_pairs(args.ours_env, "--ours-env")}
     if args.no_record:
-        return {**ours, **_pairs(args.ours_env, "--ours-env")}, None
+        return ours_env, None
+    ro = _record_oracle()
     record = ro.record_env_for(ro.tg.load_hyperparameters(ours), args.reference, base={})  # TTT off from ours
     folders = dict.fromkeys(str(d) for d in (args.reference.resolve().parent, ro.shim_dir(args.reference)))
     record.update(DATA_DIR=str(args.data_dir.resolve()), **common, **_pairs(args.ref_env, "--ref-env"),
                   PYTHONPATH=os.pathsep.join(folders))
-    return {**ours, **_pairs(args.ours_env, "--ours-env")}, record
+    return ours_env, record
 
 
 def check_whole_run_tools(recipe: str, dry_run: bool, record: bool) -> None:
@@ -588,9 +589,9 @@ def whole_report_text(plan: dict, results: dict) -> str:
             line += f"{target:>9s}{_met(ratios['ours', RECORD_NAME], key):>9s}" + derived
         lines.append(line)
     lines.append(WHOLE_NOTES)
-    for n in names[:len(names) - bool(record)]:
+    for n in names:
         r, owner = results[n], "ours'" if n == "ours" else f"{n}'s"
-        if r.get("hessian_s") and r.get("probe_s"):
+        if n != RECORD_NAME and r.get("hessian_s") and r.get("probe_s"):  # the record has no probe
             lines.append(f"{owner} Hessians inside the clock took {r['hessian_s'] / r['probe_s']:.3f}x the probe "
                          f"(reserve factor {r['reserve_factor']:g}, plus {r['gptq_reserve_s']:g} s)")
     lines += (projection_lines(plan, ours, record) if record
