@@ -42,11 +42,16 @@ AB_SEEDS = (1, 2, 3)
 AB_VAL_EVERY, AB_VAL_MAX_DOC_TOKENS = 13, 4000  # the sample's 13 documents (2,530-3,547 tokens): its 13th (3,130)
 
 
+def ab_data_args(data: Path = CASEOPS_DATA) -> list[str]:
+    """ab_runs' data, tokenizer and val subset of the toy A/B."""
+    return ["--data", str(data), "--tokenizer", str(CASEOPS_TOKENIZER), "--val-every", str(AB_VAL_EVERY),
+            "--val-max-doc-tokens", str(AB_VAL_MAX_DOC_TOKENS)]
+
+
 def ab_args(workdir: Path, *extra: str, variant: str = "lr=MATRIX_LR=0.05", data: Path = CASEOPS_DATA) -> list[str]:
     """ab_runs' command line of the toy A/B in workdir."""
     return ["run", "--workdir", str(workdir), "--base", AB_BASE, "--variant", variant, "--seeds",
-            ",".join(map(str, AB_SEEDS)), "--data", str(data), "--tokenizer", str(CASEOPS_TOKENIZER),
-            "--val-every", str(AB_VAL_EVERY), "--val-max-doc-tokens", str(AB_VAL_MAX_DOC_TOKENS), *extra]
+            ",".join(map(str, AB_SEEDS)), *ab_data_args(data), *extra]
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import (AB_BASE, AB_SEEDS, AB_VAL_EVERY, AB_VAL_MAX_DOC_TOKENS, CASEOPS_DATA, CASEOPS_TOKENIZER, REPO,
-                      ab_args)
+from conftest import AB_SEEDS, CASEOPS_DATA, REPO, ab_args, ab_data_args
 
 sys.path.insert(0, str(REPO / "scripts"))
 import ab_runs  # noqa: E402
@@ -713,8 +712,7 @@ def test_settings_counted_in_steps_follow_the_run_length(tmp_path, capsys, given
     """A 60 s run of #2135's recipe (~59 steps of its ~4,990, or ITERATIONS where fewer): its EMA window and momentum warm-up shrink by that
     ratio (else the evaluated EMA weights are 80% the initial ones); a value given in --base is kept."""
     argv = ["run", "--workdir", str(tmp_path / "w"), "--base", "RECIPE=2135" + given, "--variant", "lr=MATRIX_LR=0.03",
-            "--data", str(CASEOPS_DATA), "--tokenizer", str(CASEOPS_TOKENIZER), "--val-every", str(AB_VAL_EVERY),
-            "--val-max-doc-tokens", str(AB_VAL_MAX_DOC_TOKENS), "--dry-run"]
+            *ab_data_args(), "--dry-run"]
     assert ab_runs.main(argv) == 0
     commands = dry_commands(capsys)
     assert commands and all(f" EMA_DECAY={ema} " in c and f" MUON_MOMENTUM_WARMUP_STEPS={warmup} " in c
@@ -727,8 +725,7 @@ def test_a_workdir_planned_before_the_step_scaling_names_what_differs(tmp_path, 
     parsed = []
     monkeypatch.setattr(ab_runs, "cmd_run", lambda a, argv: parsed.append(a) or 0)
     argv = ["run", "--workdir", str(tmp_path / "w"), "--base", "RECIPE=2135", "--variant", "lr=MATRIX_LR=0.03",
-            "--data", str(CASEOPS_DATA), "--tokenizer", str(CASEOPS_TOKENIZER), "--val-every", str(AB_VAL_EVERY),
-            "--val-max-doc-tokens", str(AB_VAL_MAX_DOC_TOKENS), "--dry-run"]
+            *ab_data_args(), "--dry-run"]
     ab_runs.main(argv)
     plan, _ = ab_runs.make_plan(parsed[0])
     for key in ab_runs.step_scaled(ab_runs.tg.load_hyperparameters({"RECIPE": "2135"}), 1):
@@ -752,8 +749,7 @@ def test_a_workdir_whose_base_recipe_changed_since_is_refused(tmp_path, monkeypa
     meaning beside runs of the old. Fails when the drift is not checked (the plan resolves both with today's
     code)."""
     argv = ["run", "--workdir", str(tmp_path / "w"), "--base", "RECIPE=golf", "--eval-variant",
-            "c8=TTT_CHUNK_SIZE=8", "--data", str(CASEOPS_DATA), "--tokenizer", str(CASEOPS_TOKENIZER), "--val-every",
-            str(AB_VAL_EVERY), "--val-max-doc-tokens", str(AB_VAL_MAX_DOC_TOKENS), "--dry-run"]
+            "c8=TTT_CHUNK_SIZE=8", *ab_data_args(), "--dry-run"]
     plan, _, _ = plan_of(argv, monkeypatch)
     (tmp_path / "w").mkdir()
     stored = ab_runs.merge_plan(tmp_path / "w", plan)
@@ -770,9 +766,8 @@ def test_a_workdir_whose_base_recipe_changed_since_is_refused(tmp_path, monkeypa
 # ---- several GPUs a run (--nproc) ----
 
 def nproc_args(workdir, gpus, base="RECIPE=2135"):
-    return ["run", "--workdir", str(workdir), "--base", base, "--variant", "lr=MATRIX_LR=0.03",
-            "--data", str(CASEOPS_DATA), "--tokenizer", str(CASEOPS_TOKENIZER), "--val-every", str(AB_VAL_EVERY),
-            "--val-max-doc-tokens", str(AB_VAL_MAX_DOC_TOKENS), "--nproc", str(gpus), "--dry-run"]
+    return ["run", "--workdir", str(workdir), "--base", base, "--variant", "lr=MATRIX_LR=0.03", *ab_data_args(),
+            "--nproc", str(gpus), "--dry-run"]
 
 
 @pytest.mark.parametrize("gpus, cap, ema, warmup", [(2, 60, "0.8589", "37"), (8, 600, "0.9965", "1500")])
