@@ -2,8 +2,8 @@
 # prepare.sh s21|s22 [CACHE]: build .gpu_data (git-ignored; carried to the GPU) on this machine for that session.
 # s21: s19's three RECIPE=2135 base artifacts and the thin val, from the commit that tracked them (d104240; the
 # tree no longer does: every GPU call carries the tree), and the whole proxy2_caseops val (golf's TTT time).
-# s22: train shards 0-4 and the whole val (fresh bases), and compile caches: CACHE (a cache.tar.xz that
-# collect.sh brought back; the newest holds the graphs of the code that ran then) or else s19's from d104240.
+# s22: train shards 0-4 and the whole val (fresh bases), and CACHE when given (a cache.tar.xz that collect.sh
+# brought back). Since 2026-12-07 none fits beside the shards (see s27.sh): give no CACHE.
 # Both: the CaseOps tokenizer and the brotli wheel. The tree and .gpu_data together must stay under 64 MiB.
 set -eu
 cd "$(dirname "$0")/../../../.."
@@ -24,7 +24,7 @@ SUMS
   s22)
     mkdir -p $G/ds
     cp $DS/fineweb_train_00000[0-4].bin.xz "${VAL[@]/#/$DS/}" $G/ds/
-    if [ -n "${2:-}" ]; then cp "$2" $G/cache.tar.xz; else git show $C/cache.tar.xz > $G/cache.tar.xz; fi
+    if [ -n "${2:-}" ]; then cp "$2" $G/cache.tar.xz; fi
     ;;
   *) echo "usage: $0 s21|s22 [CACHE]" >&2; exit 2;;
 esac
