@@ -16,6 +16,7 @@ G=.gpu_data; O=/tmp/g/out; W=/tmp/g/ab  # collect.sh reads /tmp/g/ab
 # resumed after golf changes keeps its base
 BASE=RECIPE=2135,TTT_CHUNK_SIZE=36,TTT_GRAD_STEPS=2,TTT_GRAD_STEPS_TOKENS=3072
 mkdir -p $O $W
+echo $$ > /tmp/g/s27.pid  # stop.sh stops this process group (setsid makes this shell its leader)
 echo "start $(date -u +%T)" > $O/driver.txt  # a fresh log: collect.sh waits for this run's "all done"
 [ -n "${1:-}" ] && tar -xJf "$1" -C $W
 [ -f $G/cache.tar.xz ] && tar -xJf $G/cache.tar.xz -C $W
