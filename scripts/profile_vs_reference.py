@@ -72,10 +72,11 @@ GAP_MIN_US = 20.0  # a gap shorter than this is a launch's ordinary latency
 KERNEL_CLASSES = (  # first match wins; names lowercased
     ("collective (nccl)", ("nccl",)),
     ("memcpy / memset", ("memcpy", "memset")),
-    ("attention backward", ("flash_bwd", "fmha_bwd", "attention_backward", "flash_attn_bwd", "bwd_kernel")),
-    ("attention forward", ("flash", "fmha", "attention")),
+    # before attention's: "bwd_kernel" below also ends the loss's backward kernel's name
     ("hand-written Triton (fused CE / MLP)", ("_softcap_ce_", "_softcapped_ce_", "_mm_leaky_sq",
                                               "linear_leaky_relu_square")),
+    ("attention backward", ("flash_bwd", "fmha_bwd", "attention_backward", "flash_attn_bwd", "bwd_kernel")),
+    ("attention forward", ("flash", "fmha", "attention")),
     ("Newton-Schulz / batched matmul", ("bmm", "batched")),
     ("matmul (gemm)", ("gemm", "nvjet", "cutlass", "xmma", "sm90_", "cublas", "matmul")),
     ("inductor-generated Triton", ("triton_",)),

@@ -248,3 +248,19 @@ def test_inductor_settings_reach_inductor_and_name_a_bad_pair(tmp_path, capsys, 
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and says in err, (extra, err)
     assert not (tmp_path / "o").exists()  # stopped before anything ran
+
+
+@pytest.mark.parametrize("name, label", [  # kernel names from the H100 profiles of 2026-12-07 (docs/runs/2026-12-07g)
+    ("_softcap_ce_bwd_kernel", "hand-written Triton (fused CE / MLP)"),  # was "attention backward"
+    ("_softcap_ce_fwd_kernel", "hand-written Triton (fused CE / MLP)"),
+    ("_mm_leaky_sq_kernel", "hand-written Triton (fused CE / MLP)"),
+    ("void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<Flash_bwd_kernel_traits<64>>",
+     "attention backward"),
+    ("void pytorch_flash::flash_bwd_convert_dq_kernel<Flash_bwd_kernel_traits<64>>", "attention backward"),
+    ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4>>", "attention forward"),
+    ("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", "matmul (gemm)"),
+    ("triton_per_fused__fused_rms_norm__fused_rms_norm_backward__to_copy_add_mul_neg_slice_slice",
+     "inductor-generated Triton"),
+])
+def test_kernel_classes_name_our_kernels_as_ours(name, label):
+    assert prof.kernel_class(name) == label
