@@ -1009,17 +1009,20 @@ S27 = REPO / "docs" / "runs" / "2026-12-06" / "next"
 
 
 def test_s27_lines_pass_ab_runs_checks(tmp_path, capsys):
-    """Each line of the GPU sessions' variant list, read as s27.sh reads it (an optional `seeds=LIST` field first),
-    passes ab_runs' checks over s27.sh's base: a line it would refuse costs a GPU session its place in the queue.
-    A `seeds=3` line (one seed; it stood there from the thirty-fourth to the thirty-sixth session) fails here."""
+    """Each line of the GPU sessions' variant list, read as s27.sh reads it (an optional `seeds=LIST` field first,
+    which s27.sh skips the line for unless it is digits and commas followed by a variant), passes ab_runs' checks
+    over s27.sh's base: on the GPU, a line either refuses is skipped and its runs wait for another session. A
+    `seeds=3` line (one seed; it stood there from the thirty-fourth to the thirty-sixth session) fails here."""
     base = re.search(r"^BASE=(\S+)$", (S27 / "s27.sh").read_text(), re.M).group(1)
     lines = [line for line in (S27 / "variants_s27.txt").read_text().splitlines() if line and line[0] != "#"]
     assert len(lines) >= 5
     for i, line in enumerate(lines):
         seeds = "1,2,3"
-        if line.startswith("seeds="):
-            field, line = line.split(" ", 1)
-            seeds = field.removeprefix("seeds=")
+        first, *rest = line.split(None, 1)
+        if first.startswith("seeds="):
+            seeds = first.removeprefix("seeds=")
+            assert re.fullmatch(r"[0-9]+(,[0-9]+)*", seeds) and rest, f"s27.sh skips {line!r}"
+            line = rest[0]
         variants = tmp_path / f"variant{i}.txt"
         variants.write_text(line + "\n")
         argv = ["run", "--workdir", str(tmp_path / "w"), "--base", base, "--seeds", seeds, "--variants",

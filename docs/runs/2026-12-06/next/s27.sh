@@ -42,3 +42,4 @@ grep '^[^#]' $V | while read -r first rest; do
   echo "$line" > /tmp/g/variant.txt; ab "$line" "$seeds"
 done
 echo "all done $(date -u +%T)" >> $O/driver.txt
+rm -f /tmp/g/s27.pid
