@@ -935,7 +935,8 @@ def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None 
     one-sided p that the variant's mean final val_bpb is below the base's (margin 0), from 3 pairs on: Welch's
     (seed_stats) for a trained variant, the paired t-test for a derived one (seed_stats has none): both sides of
     a pair come from one trained model, so the training seed's noise, which Welch's test would count, is not in
-    the differences.
+    the differences. A trained variant's paired t-test p is there too (p_paired), for reading only: a seed gives
+    both sides the same initial weights and data order where the variant leaves them alone.
     An eval-only variant's pre-quant and quantized bpb, steps and bytes are its base's (not repeated), a
     quantize-only one's pre-quant bpb and steps; base_gap says how far the score it shares with its base is from
     the base's (DerivedKind.shared: an eval-only variant's roundtrip of the same artifact, a quantize-only
@@ -943,8 +944,8 @@ def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None 
     done = [r for r in runs if r["state"] == "done"]
     finals = [r["final"] for r in done]
     out = dict(done=len(done), seeds=len(runs), final=finals, mean=statistics.mean(finals) if finals else None,
-               std=statistics.stdev(finals) if len(finals) > 1 else None, delta=None, p=None, matched=0, paired=[],
-               paired_sd=None)
+               std=statistics.stdev(finals) if len(finals) > 1 else None, delta=None, p=None, p_paired=None,
+               matched=0, paired=[], paired_sd=None)
     derived = DERIVED_KINDS.get(kind)
     for key in derived.own if derived else TRAINED_FIGURES:
         values = [r[key] for r in done if r.get(key) is not None]
@@ -969,7 +970,7 @@ def summarize_variant(runs: list[dict], base_runs: list[dict], kind: str | None 
         sides = [[base[r["seed"]] for r in matched], matched]
         result = seed_stats.compare(*[seed_stats.read_side([r["path"] for r in rs], side, [r["config"] for r in rs])
                                       for rs, side in zip(sides, ("old", "new"))], 0.0)
-        out["p"] = result["bpb"]["p_value"]
+        out["p"], out["p_paired"] = result["bpb"]["p_value"], paired_p(out["paired"])
     return out
 
 
@@ -1008,7 +1009,9 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
              f"Final = post-TTT val_bpb (mean ± std over finished seeds); Δ = variant - base over the seeds both "
              f"finished (negative: the variant is better), sd of Δ its std over the seeds (when far below the "
              f"seeds' std, pairing removes seed noise that the unpaired Welch test still counts); p = one-sided Welch p that "
-             f"the variant's mean is below the base's ({resolvable(stats[BASE]['std'], len(plan['seeds']))}).", "",
+             f"the variant's mean is below the base's ({resolvable(stats[BASE]['std'], len(plan['seeds']))}); "
+             f"beside it the one-sided paired t-test's p over the seeds (a seed gives both sides the same initial "
+             f"weights and data order where the variant leaves them alone), to read, not the rule.", "",
              f"Eval-only variants (settings `eval-only: ...`) are not trained: each evaluates its seed's base artifact "
              f"(EVAL_ONLY=1), so Δ is the setting's effect on one model, free of training noise; their p (`paired`) "
              f"is the one-sided paired t-test on the differences, their pre-quant and quantized bpb, steps and bytes "
@@ -1033,6 +1036,8 @@ def markdown(plan: dict, stats: dict, runs: list[dict], workdir: Path) -> str:
         if s["kind"]:
             settings = f"{derived.label}: {settings}"
             p += " paired" if s["p"] is not None else ""
+        elif s["p_paired"] is not None:
+            p += f" (paired {s['p_paired']:.4f})"
         lines.append(f"| {name} | {settings} | {s['done']}/{s['seeds']} | {final} | {_f(s['delta'], '+.5f')} | "
                      f"{_f(s['paired_sd'], '.5f')} | {p} | {' | '.join(trained)} | {_f(s['eval_s'], '.1f')} | {size} |")
     lines += ["", "Runs (first step: seconds from launch, compile included; wall: the whole run):", "",

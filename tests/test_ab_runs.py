@@ -53,7 +53,8 @@ def test_table_equals_seed_stats(ab_workdir, tmp_path, capsys):
     paired = [seed_stats.read_log(n)["bpb"] - seed_stats.read_log(o)["bpb"]
               for o, n in zip(logs(ab_workdir, "base"), logs(ab_workdir, "lr"))]
     assert lr[5] == f"{statistics.stdev(paired):.5f}"
-    assert lr[6] == f"{expected['p_value']:.4f}"
+    t = statistics.mean(paired) / (statistics.stdev(paired) / 3 ** 0.5)  # the paired t-test, 2 degrees of freedom
+    assert lr[6] == f"{expected['p_value']:.4f} (paired {seed_stats.stats.t.cdf(t, 2):.4f})"
     for column, label in ((7, "final_prequant_exact"), (8, "final_roundtrip_exact")):
         scores = [golflog.final_score(p.read_text(), label)[1] for p in logs(ab_workdir, "lr")]
         assert lr[column] == f"{sum(scores) / 3:.5f}"
@@ -125,7 +126,7 @@ def test_a_rerun_runs_only_what_is_missing_or_cut(ab_workdir, tmp_path, capsys):
     rows = table_rows(out)
     assert rows["base"][2] == rows["lr"][2] == "3/3"
     expected = seed_stats.summarize(logs(work, "base"), logs(work, "lr"), 0.0)["bpb"]
-    assert rows["lr"][6] == f"{expected['p_value']:.4f}"
+    assert rows["lr"][6].startswith(f"{expected['p_value']:.4f} (paired ")
 
 
 def test_run_states(ab_workdir, tmp_path):
