@@ -6,7 +6,7 @@
 # default) starts the runs detached and returns; `report WAIT` waits up to WAIT seconds for both, then prints the
 # table and packs the logs into $OUT/cdt.tar.xz. Cost: ours ~300 s with a 150 s cap (first step ~120-160 s, the
 # cap, its Hessians and GPTQ), the tuned run the same plus its cold compiles (370 s for one graph on 2026-12-07;
-# a run compiles two before step 1, recurrence off and on, which share most kernels): ~14-20 minutes of device
+# a run compiles two before step 1, recurrence off and on, which share most kernels): ~15-20 minutes of device
 # time. Chain the calls (the machine goes back 30 s after a call ends):
 #     bash docs/runs/2026-12-07g/next/cdt.sh 150 launch; bash docs/runs/2026-12-07g/next/cdt.sh 150 report 540
 #     bash docs/runs/2026-12-07g/next/cdt.sh 150 report 540
