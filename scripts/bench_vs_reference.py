@@ -567,8 +567,9 @@ def whole_report_text(plan: dict, results: dict) -> str:
     ours, record = results["ours"], results.get(RECORD_NAME)
     # ours/record with issue 26's targets; --no-record: each variant/ours
     pairs = [("ours", RECORD_NAME)] if record else [(n, "ours") for n in names if n != "ours"]
+    widths = {(a, b): max(13, len(a + b) + 3) for a, b in pairs}  # a ratio column: "a/b" and two spaces
     head = f"{'whole run (--seconds ' + format(plan['seconds'], 'g') + ')':36s}" + "".join(f"{n:>17s}" for n in names)
-    lines = [head + "".join(f"{a + '/' + b:>{max(13, len(a + b) + 3)}s}" for a, b in pairs)
+    lines = [head + "".join(f"{a + '/' + b:>{widths[a, b]}s}" for a, b in pairs)
              + (f"{'target':>9s}{'':>9s}" if record else "")]
     for label, key, spec in WHOLE_ROWS:
         cells = []
@@ -581,7 +582,7 @@ def whole_report_text(plan: dict, results: dict) -> str:
         for a, b in pairs:
             numbers = spec != "s" and results[a].get(key) is not None and results[b].get(key)
             ratios[a, b] = results[a][key] / results[b][key] if numbers else None
-            line += f"{_fmt(ratios[a, b], '.3f'):>{max(13, len(a + b) + 3)}s}"
+            line += f"{_fmt(ratios[a, b], '.3f'):>{widths[a, b]}s}"
         if record:
             op, bound = WHOLE_TARGETS.get(key, ("", None))
             target = "" if bound is None else f"{op} {bound:g}"
