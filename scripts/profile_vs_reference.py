@@ -6,6 +6,7 @@ and print where ours spends device time that the record does not; or profile our
     python scripts/profile_vs_reference.py compare prof_out/ours.json prof_out/record.json
     python scripts/profile_vs_reference.py --which ours --data-dir D --trace      # + the profiled steps' traces
     python scripts/profile_vs_reference.py gaps prof_out/ours_off_trace.json.gz   # where the GPU waited
+    python scripts/profile_vs_reference.py roofline OUT/bandwidth.txt OUT/copy.json  # Inductor's kernels' GB/s
     python scripts/profile_vs_reference.py --which ours --data-dir .gpu_data/ds    # ours alone: its report
     python scripts/profile_vs_reference.py --which ours --data-dir D --ours-env COMPILE_SCOPE=layers \
         --train-gpt ../before/train_gpt.py --no-looping      # another copy of ours, one scope, recurrence off
@@ -557,6 +558,67 @@ def gaps_text(found: dict, top: int = 25, min_us: float = GAP_MIN_US) -> str:
 
 
 # -----------------------------------------------------------------------------
+# Roofline of Inductor's kernels
+# -----------------------------------------------------------------------------
+
+BANDWIDTH_TABLE = "TRITON KERNELS BANDWIDTH INFO ("  # a table's header in Inductor's profile_bandwidth_output
+
+
+def bandwidth_tables(text: str) -> dict[str, list[dict]]:
+    """Inductor's profile_bandwidth_output (--inductor profile_bandwidth=True and its file) as {the graph's
+    generated module: [{"name", "ms", "gb"}, ...]}. Every call of a graph appends its whole table, with each
+    kernel's figures from its first call (timed alone, L2 flushed): the last table of each module is kept. A row
+    is "MS ms <tab> GB GB <tab> GB/s GB/s <tab> % <tab> NAME"; bytes come from ms x GB/s (GB is printed to 1 MB)."""
+    tables, rows = {}, None
+    for line in text.splitlines():
+        if line.startswith(BANDWIDTH_TABLE):
+            rows = tables[line[len(BANDWIDTH_TABLE):].rstrip(")")] = []
+        elif line.startswith(("SUMMARY (", "=")):  # a table's end, or the next one's rule
+            rows = None
+        elif rows is not None and line.strip():
+            ms, _gb, rate, _share, name = (f.strip() for f in line.split("\t"))
+            ms = float(ms.removesuffix("ms"))
+            rows.append({"name": name, "ms": ms, "gb": float(rate.removesuffix("GB/s")) * ms / 1e3})
+    if not tables:
+        raise SystemExit("no kernel table found: write one with --inductor profile_bandwidth=True --inductor "
+                         "\"profile_bandwidth_output='OUT/bandwidth.txt'\" (docs/runs/2026-12-07h/next/roofline.sh)")
+    return tables
+
+
+def roofline_text(tables: dict[str, list[dict]], copy_gb_per_s: float, top: int = 15) -> str:
+    """Each graph's kernels against this GPU's copy bandwidth: the time each would take moving its bytes at
+    that rate (its floor, for a memory-bound kernel), and the excess over it, the most a faster kernel for the
+    same bytes could save. A kernel is its graph's (two graphs may reuse a name for different code)."""
+    floor = lambda row: row["gb"] / copy_gb_per_s * 1e3  # noqa: E731
+    share = lambda ms, gb: 100 * gb / ms * 1e3 / copy_gb_per_s if ms else 0.0  # noqa: E731
+    lines = [f"copy bandwidth {copy_gb_per_s:.0f} GB/s. Per graph: kernel launches, ms timed alone, GB moved, "
+             "the share of the copy bandwidth, the excess over each kernel's floor"]
+    kernels: dict[tuple, list] = {}
+    for module, rows in tables.items():
+        ms, gb = sum(r["ms"] for r in rows), sum(r["gb"] for r in rows)
+        excess = sum(max(0.0, r["ms"] - floor(r)) for r in rows)
+        graph = Path(module).stem
+        lines.append(f"  {len(rows):5d} launches {ms:9.3f} ms {gb:8.3f} GB {share(ms, gb):5.1f}%  "
+                     f"excess {excess:7.3f} ms  {graph}")
+        for r in rows:
+            acc = kernels.setdefault((graph, r["name"]), [0, 0.0, 0.0, 0.0])
+            acc[0] += 1
+            acc[1] += r["ms"]
+            acc[2] += r["gb"]
+            acc[3] += max(0.0, r["ms"] - floor(r))
+    total_ms, total_gb = sum(a[1] for a in kernels.values()), sum(a[2] for a in kernels.values())
+    total_excess = sum(a[3] for a in kernels.values())
+    lines.append(f"all graphs: {sum(a[0] for a in kernels.values())} launches, {total_ms:.3f} ms, "
+                 f"{total_gb:.3f} GB, {share(total_ms, total_gb):.1f}%, excess {total_excess:.3f} ms "
+                 f"({100 * total_excess / total_ms if total_ms else 0:.1f}% of their time)")
+    lines.append(f"\ntop {top} kernels by excess: calls, ms, GB, share of the copy bandwidth, excess ms, graph")
+    for (graph, name), (calls, ms, gb, excess) in sorted(kernels.items(), key=lambda kv: -kv[1][3])[:top]:
+        lines.append(f"  {calls:4d} {ms:8.3f} {gb:7.3f} {share(ms, gb):5.1f}% {excess:7.3f}  {graph[:12]} "
+                     f"{name[:100]}")
+    return "\n".join(lines)
+
+
+# -----------------------------------------------------------------------------
 # Comparison
 # -----------------------------------------------------------------------------
 
@@ -630,6 +692,19 @@ def main(argv=None) -> int:
                               "(OUT/WHICH_STATE_trace.json.gz)")
         found = device_gaps(load_trace(gaps_args.trace), gaps_args.min_us)
         print(gaps_text(found, gaps_args.top, gaps_args.min_us))
+        return 0
+    if argv and argv[0] == "roofline":
+        roof_parser = argparse.ArgumentParser(prog="profile_vs_reference.py roofline",
+                                              description="Inductor's kernels against the copy bandwidth")
+        roof_parser.add_argument("bandwidth", type=Path, help="Inductor's profile_bandwidth_output file")
+        roof_parser.add_argument("copy", type=Path, help="roofline.sh's copy.json (its gb_per_s)")
+        roof_parser.add_argument("--top", type=int, default=15)
+        roof_args = roof_parser.parse_args(argv[1:])
+        for path in (roof_args.bandwidth, roof_args.copy):
+            if not path.is_file():
+                roof_parser.error(f"{path} is not a file: docs/runs/2026-12-07h/next/roofline.sh writes both")
+        copy_rate = json.loads(roof_args.copy.read_text())["gb_per_s"]
+        print(roofline_text(bandwidth_tables(roof_args.bandwidth.read_text()), copy_rate, roof_args.top))
         return 0
     if argv and argv[0] == "compare":
         ours, record = (json.loads(Path(p).read_text()) for p in argv[1:3])

@@ -3,6 +3,7 @@ direct read whatever order it is asked in, and the loop waits for the device onl
 
 import math
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -264,3 +265,37 @@ def test_inductor_settings_reach_inductor_and_name_a_bad_pair(tmp_path, capsys, 
 ])
 def test_kernel_classes_name_our_kernels_as_ours(name, label):
     assert prof.kernel_class(name) == label
+
+
+def test_roofline_reads_inductors_own_bandwidth_tables(tmp_path, capsys):
+    """`roofline` on a file written by Inductor's own profile_bandwidth writer (end_graph, as a compiled graph
+    calls it after each run): the last table of each graph module is kept (a graph appends its whole table each
+    call), bytes come from ms x GB/s, and each kernel's excess is its time over its bytes at the copy bandwidth
+    (a kernel faster than that has none). Fails if the first table were kept, or kernels of two graphs sharing a
+    name were merged."""
+    from torch._inductor.runtime import triton_heuristics as th
+    out = tmp_path / "bandwidth.txt"
+    write = "end_graph(output_file)"  # run from a module of the given name, as a generated graph's wrapper does
+    for module, calls in (("fwd_graph.py", [(0.9, 0.1, 0.1 / 0.9e-3, "k_0")]),  # replaced by its second table
+                          ("fwd_graph.py", [(0.2, 0.5, 2500.0, "k_0"), (0.1, 0.05, 500.0, "k_1")]),
+                          ("bwd_graph.py", [(0.4, 0.2, 500.0, "k_0")])):
+        th.collected_calls[:] = calls
+        exec(compile(write, str(tmp_path / module), "exec"), {"end_graph": th.end_graph, "output_file": str(out)})
+    tables = prof.bandwidth_tables(out.read_text())
+    assert sorted(Path(m).name for m in tables) == ["bwd_graph.py", "fwd_graph.py"]
+    fwd = tables[str(tmp_path / "fwd_graph.py")]
+    assert [(r["name"], r["ms"], round(r["gb"], 6)) for r in fwd] == [("k_0", 0.2, 0.5), ("k_1", 0.1, 0.05)]
+    copy = tmp_path / "copy.json"
+    copy.write_text('{"gb_per_s": 2500.0}')
+    assert prof.main(["roofline", str(out), str(copy), "--top", "3"]) == 0
+    text = capsys.readouterr().out
+    # floors at 2,500 GB/s: k_0 0.2 ms (none over), k_1 0.02 ms (0.08 over), bwd's k_0 0.08 ms (0.32 over)
+    assert "all graphs: 3 launches, 0.700 ms, 0.750 GB, 42.9%, excess 0.400 ms (57.1% of their time)" in text
+    assert "excess   0.080 ms  fwd_graph" in text and "excess   0.320 ms  bwd_graph" in text
+    top = text.split("top 3 kernels by excess")[1].splitlines()[1:]
+    assert [line.split()[-2:] for line in top] == [["bwd_graph", "k_0"], ["fwd_graph", "k_1"], ["fwd_graph", "k_0"]]
+    with pytest.raises(SystemExit, match="no kernel table found"):
+        prof.bandwidth_tables("SUMMARY (x)\n1.00ms\n")
+    with pytest.raises(SystemExit) as exit_info:
+        prof.main(["roofline", str(tmp_path / "none.txt"), str(copy)])
+    assert exit_info.value.code == 2 and "none.txt is not a file" in capsys.readouterr().err
