@@ -56,6 +56,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -562,6 +563,7 @@ def gaps_text(found: dict, top: int = 25, min_us: float = GAP_MIN_US) -> str:
 # -----------------------------------------------------------------------------
 
 BANDWIDTH_TABLE = "TRITON KERNELS BANDWIDTH INFO ("  # a table's header in Inductor's profile_bandwidth_output
+COLOR_CODE = re.compile(r"\x1b\[[0-9;]*m")  # some torch versions write a slow kernel's row in red
 
 
 def bandwidth_tables(text: str) -> dict[str, list[dict]]:
@@ -570,7 +572,7 @@ def bandwidth_tables(text: str) -> dict[str, list[dict]]:
     kernel's figures from its first call (timed alone, L2 flushed): the last table of each module is kept. A row
     is "MS ms <tab> GB GB <tab> GB/s GB/s <tab> % <tab> NAME"; bytes come from ms x GB/s (GB is printed to 1 MB)."""
     tables, rows = {}, None
-    for line in text.splitlines():
+    for line in COLOR_CODE.sub("", text).splitlines():
         if line.startswith(BANDWIDTH_TABLE):
             rows = tables[line[len(BANDWIDTH_TABLE):].rstrip(")")] = []
         elif line.startswith(("SUMMARY (", "=")):  # a table's end, or the next one's rule

@@ -281,6 +281,9 @@ def test_roofline_reads_inductors_own_bandwidth_tables(tmp_path, capsys):
                           ("bwd_graph.py", [(0.4, 0.2, 500.0, "k_0")])):
         th.collected_calls[:] = calls
         exec(compile(write, str(tmp_path / module), "exec"), {"end_graph": th.end_graph, "output_file": str(out)})
+    # a row as torch versions that color slow kernels write it: red, for 0.4 ms at 500 GB/s
+    out.write_text(out.read_text().replace("0.400ms", "\x1b[31m0.400ms").replace("500.00GB/s \t 100.00% \t k_0",
+                                                                                   "500.00GB/s \t 100.00% \t k_0\x1b[0m"))
     tables = prof.bandwidth_tables(out.read_text())
     assert sorted(Path(m).name for m in tables) == ["bwd_graph.py", "fwd_graph.py"]
     fwd = tables[str(tmp_path / "fwd_graph.py")]
