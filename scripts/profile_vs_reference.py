@@ -6,7 +6,7 @@ and print where ours spends device time that the record does not; or profile our
     python scripts/profile_vs_reference.py compare prof_out/ours.json prof_out/record.json
     python scripts/profile_vs_reference.py --which ours --data-dir D --trace      # + the profiled steps' traces
     python scripts/profile_vs_reference.py gaps prof_out/ours_off_trace.json.gz   # where the GPU waited
-    python scripts/profile_vs_reference.py roofline OUT/bandwidth.txt OUT/copy.json  # Inductor's kernels' GB/s
+    python scripts/profile_vs_reference.py roofline OUT/bandwidth.txt OUT/copy.json --profile OUT/ours.json
     python scripts/profile_vs_reference.py --which ours --data-dir .gpu_data/ds    # ours alone: its report
     python scripts/profile_vs_reference.py --which ours --data-dir D --ours-env COMPILE_SCOPE=layers \
         --train-gpt ../before/train_gpt.py --no-looping      # another copy of ours, one scope, recurrence off
@@ -55,6 +55,7 @@ import gzip
 import importlib.util
 import inspect
 import json
+import math
 import os
 import re
 import subprocess
@@ -564,59 +565,100 @@ def gaps_text(found: dict, top: int = 25, min_us: float = GAP_MIN_US) -> str:
 
 BANDWIDTH_TABLE = "TRITON KERNELS BANDWIDTH INFO ("  # a table's header in Inductor's profile_bandwidth_output
 COLOR_CODE = re.compile(r"\x1b\[[0-9;]*m")  # some torch versions write a slow kernel's row in red
+SMALL_KERNEL_BYTES = 1e6  # moved in ~0.3 us at ~3 TB/s, far under a launch: such a kernel's time is its launch
+
+
+def bandwidth_row(line: str) -> dict:
+    fields = [f.strip() for f in line.split("\t")]
+    if len(fields) != 5 or not fields[0].endswith("ms"):
+        raise SystemExit(f"not a row of Inductor's bandwidth table: {line!r}")
+    ms, gb, rate = (float(f.removesuffix(unit).strip()) for f, unit in zip(fields, ("ms", "GB", "GB/s")))
+    moved = rate * ms / 1e3
+    return {"name": fields[4], "ms": ms, "gb": moved if math.isfinite(moved) else gb}
 
 
 def bandwidth_tables(text: str) -> dict[str, list[dict]]:
     """Inductor's profile_bandwidth_output (--inductor profile_bandwidth=True and its file) as {the graph's
-    generated module: [{"name", "ms", "gb"}, ...]}. Every call of a graph appends its whole table, with each
-    kernel's figures from its first call (timed alone, L2 flushed): the last table of each module is kept. A row
-    is "MS ms <tab> GB GB <tab> GB/s GB/s <tab> % <tab> NAME"; bytes come from ms x GB/s (GB is printed to 1 MB)."""
-    tables, rows = {}, None
+    generated module: [{"name", "ms", "gb"}, ...]}, a row a launch. Every call of a graph appends its whole
+    table, each kernel's figures from its first call: the last complete table of each module is kept (one cut
+    short by a killed run has no SUMMARY line). A row is "MS ms <tab> GB GB <tab> GB/s GB/s <tab> % <tab> NAME";
+    bytes come from ms x GB/s where both are finite (GB is printed to 1 MB), and a kernel Inductor did not time
+    (it skips one that spills registers) has ms inf."""
+    tables, module, pending = {}, None, None
     for line in COLOR_CODE.sub("", text).splitlines():
         if line.startswith(BANDWIDTH_TABLE):
-            rows = tables[line[len(BANDWIDTH_TABLE):].rstrip(")")] = []
-        elif line.startswith(("SUMMARY (", "=")):  # a table's end, or the next one's rule
-            rows = None
-        elif rows is not None and line.strip():
-            ms, _gb, rate, _share, name = (f.strip() for f in line.split("\t"))
-            ms = float(ms.removesuffix("ms"))
-            rows.append({"name": name, "ms": ms, "gb": float(rate.removesuffix("GB/s")) * ms / 1e3})
+            module, pending = line[len(BANDWIDTH_TABLE):].rstrip(")"), []
+        elif line.startswith("SUMMARY (") and pending is not None:  # rows are read once their table is whole
+            tables[module], pending = [bandwidth_row(row) for row in pending], None
+        elif pending is not None and line.strip() and not line.startswith("="):
+            pending.append(line)
     if not tables:
-        raise SystemExit("no kernel table found: write one with --inductor profile_bandwidth=True --inductor "
-                         "\"profile_bandwidth_output='OUT/bandwidth.txt'\" (docs/runs/2026-12-07h/next/roofline.sh)")
+        raise SystemExit("no complete kernel table found: write one with --inductor profile_bandwidth=True "
+                         "--inductor \"profile_bandwidth_output='OUT/bandwidth.txt'\" "
+                         "(docs/runs/2026-12-07h/next/roofline.sh)")
     return tables
 
 
-def roofline_text(tables: dict[str, list[dict]], copy_gb_per_s: float, top: int = 15) -> str:
-    """Each graph's kernels against this GPU's copy bandwidth: the time each would take moving its bytes at
-    that rate (its floor, for a memory-bound kernel), and the excess over it, the most a faster kernel for the
-    same bytes could save. A kernel is its graph's (two graphs may reuse a name for different code)."""
+def in_step_ms(profile: dict) -> dict[str, float]:
+    """A profile's (ours.json's, recurrence off) device ms per launch of each kernel, by name: the time it took
+    inside the step, without what the bandwidth profiler adds (the clones of the arguments it mutates, the host
+    launch, the flushed L2)."""
+    kernels = profile["states"]["off"]["kernels"]
+    return {k["name"]: k["us"] / k["count"] / 1000 for k in kernels if k["count"]}
+
+
+def roofline_text(tables: dict[str, list[dict]], copy_gb_per_s: float, in_step: dict | None = None,
+                  top: int = 15) -> str:
+    """Each graph's kernels against this GPU's copy bandwidth: the time each launch would take moving its bytes
+    at that rate (its floor, for a memory-bound kernel), and the excess over it, the most a faster kernel for
+    the same bytes could save. Times are the profile's in-step ones where given (a kernel not in it is left
+    out and counted), else the bandwidth profiler's own (inflated by what it times around the kernel). A
+    kernel is its graph's (two graphs may reuse a name for different code)."""
     floor = lambda row: row["gb"] / copy_gb_per_s * 1e3  # noqa: E731
     share = lambda ms, gb: 100 * gb / ms * 1e3 / copy_gb_per_s if ms else 0.0  # noqa: E731
-    lines = [f"copy bandwidth {copy_gb_per_s:.0f} GB/s. Per graph: kernel launches, ms timed alone, GB moved, "
-             "the share of the copy bandwidth, the excess over each kernel's floor"]
-    kernels: dict[tuple, list] = {}
+    source = "in the profiled step" if in_step is not None else "timed alone by the bandwidth profiler"
+    lines = [f"copy bandwidth {copy_gb_per_s:.0f} GB/s; times {source}. Per graph: launches, ms, GB moved, the "
+             "share of the copy bandwidth, the excess over each launch's floor"]
+    kernels, left_out = {}, {"not timed": [], "not in the profile": []}
     for module, rows in tables.items():
-        ms, gb = sum(r["ms"] for r in rows), sum(r["gb"] for r in rows)
-        excess = sum(max(0.0, r["ms"] - floor(r)) for r in rows)
-        graph = Path(module).stem
-        lines.append(f"  {len(rows):5d} launches {ms:9.3f} ms {gb:8.3f} GB {share(ms, gb):5.1f}%  "
-                     f"excess {excess:7.3f} ms  {graph}")
+        graph, timed = Path(module).stem, []
         for r in rows:
-            acc = kernels.setdefault((graph, r["name"]), [0, 0.0, 0.0, 0.0])
-            acc[0] += 1
-            acc[1] += r["ms"]
-            acc[2] += r["gb"]
-            acc[3] += max(0.0, r["ms"] - floor(r))
-    total_ms, total_gb = sum(a[1] for a in kernels.values()), sum(a[2] for a in kernels.values())
-    total_excess = sum(a[3] for a in kernels.values())
-    lines.append(f"all graphs: {sum(a[0] for a in kernels.values())} launches, {total_ms:.3f} ms, "
-                 f"{total_gb:.3f} GB, {share(total_ms, total_gb):.1f}%, excess {total_excess:.3f} ms "
-                 f"({100 * total_excess / total_ms if total_ms else 0:.1f}% of their time)")
+            ms = r["ms"] if in_step is None else in_step.get(r["name"])
+            if ms is None or not math.isfinite(ms):
+                left_out["not timed" if ms is not None else "not in the profile"].append(r["name"])
+                continue
+            timed.append(dict(r, ms=ms))
+        ms, gb = sum(r["ms"] for r in timed), sum(r["gb"] for r in timed)
+        excess = sum(max(0.0, r["ms"] - floor(r)) for r in timed)
+        lines.append(f"  {len(timed):5d} launches {ms:9.3f} ms {gb:8.3f} GB {share(ms, gb):5.1f}%  "
+                     f"excess {excess:7.3f} ms  {graph}")
+        for r in timed:
+            k = kernels.setdefault((graph, r["name"]), dict(calls=0, ms=0.0, gb=0.0, excess=0.0, small=True))
+            k["calls"] += 1
+            k["ms"] += r["ms"]
+            k["gb"] += r["gb"]
+            k["excess"] += max(0.0, r["ms"] - floor(r))
+            k["small"] &= r["gb"] * 1e9 < SMALL_KERNEL_BYTES
+    total = {key: sum(k[key] for k in kernels.values()) for key in ("calls", "ms", "gb", "excess")}
+    small = sum(k["excess"] for k in kernels.values() if k["small"])
+    lines.append(f"all graphs: {total['calls']} launches, {total['ms']:.3f} ms, {total['gb']:.3f} GB, "
+                 f"{share(total['ms'], total['gb']):.1f}%, excess {total['excess']:.3f} ms "
+                 f"({100 * total['excess'] / total['ms'] if total['ms'] else 0:.1f}% of their time), of which "
+                 f"{small:.3f} ms in kernels moving under {SMALL_KERNEL_BYTES / 1e6:g} MB a launch (launch-bound: "
+                 "only fusing them away saves it)")
+    graphs_of = Counter(name for graph, name in kernels)
+    shared = sorted(name for name, n in graphs_of.items() if n > 1)
+    if in_step is not None and shared:  # the profile adds up a name's launches whatever graph made them
+        lines.append(f"{len(shared)} kernel names in more than one graph ({', '.join(shared[:3])}"
+                     f"{', ...' if len(shared) > 3 else ''}): each takes the mean in-step time of them all")
+    for why, names in left_out.items():
+        if names:
+            lines.append(f"left out, {why}: {len(names)} launches ({', '.join(sorted(set(names))[:5])}"
+                         f"{', ...' if len(set(names)) > 5 else ''})")
     lines.append(f"\ntop {top} kernels by excess: calls, ms, GB, share of the copy bandwidth, excess ms, graph")
-    for (graph, name), (calls, ms, gb, excess) in sorted(kernels.items(), key=lambda kv: -kv[1][3])[:top]:
-        lines.append(f"  {calls:4d} {ms:8.3f} {gb:7.3f} {share(ms, gb):5.1f}% {excess:7.3f}  {graph[:12]} "
-                     f"{name[:100]}")
+    for (graph, name), k in sorted(kernels.items(), key=lambda kv: -kv[1]["excess"])[:top]:
+        lines.append(f"  {k['calls']:4d} {k['ms']:8.3f} {k['gb']:7.3f} {share(k['ms'], k['gb']):5.1f}% "
+                     f"{k['excess']:7.3f}  {graph[:12]} {name[:100]}")
     return "\n".join(lines)
 
 
@@ -700,13 +742,15 @@ def main(argv=None) -> int:
                                               description="Inductor's kernels against the copy bandwidth")
         roof_parser.add_argument("bandwidth", type=Path, help="Inductor's profile_bandwidth_output file")
         roof_parser.add_argument("copy", type=Path, help="roofline.sh's copy.json (its gb_per_s)")
+        roof_parser.add_argument("--profile", type=Path, help="an ours.json of the same code: in-step times")
         roof_parser.add_argument("--top", type=int, default=15)
         roof_args = roof_parser.parse_args(argv[1:])
-        for path in (roof_args.bandwidth, roof_args.copy):
-            if not path.is_file():
-                roof_parser.error(f"{path} is not a file: docs/runs/2026-12-07h/next/roofline.sh writes both")
+        for path in (roof_args.bandwidth, roof_args.copy, roof_args.profile):
+            if path is not None and not path.is_file():
+                roof_parser.error(f"{path} is not a file: docs/runs/2026-12-07h/next/roofline.sh writes them")
         copy_rate = json.loads(roof_args.copy.read_text())["gb_per_s"]
-        print(roofline_text(bandwidth_tables(roof_args.bandwidth.read_text()), copy_rate, roof_args.top))
+        in_step = in_step_ms(json.loads(roof_args.profile.read_text())) if roof_args.profile else None
+        print(roofline_text(bandwidth_tables(roof_args.bandwidth.read_text()), copy_rate, in_step, roof_args.top))
         return 0
     if argv and argv[0] == "compare":
         ours, record = (json.loads(Path(p).read_text()) for p in argv[1:3])

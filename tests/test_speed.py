@@ -1,6 +1,7 @@
 """The training loop's speed measures keep its semantics: the prefetching loader serves the same bytes as a
 direct read whatever order it is asked in, and the loop waits for the device only where it reports a time."""
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -267,38 +268,57 @@ def test_kernel_classes_name_our_kernels_as_ours(name, label):
     assert prof.kernel_class(name) == label
 
 
-def test_roofline_reads_inductors_own_bandwidth_tables(tmp_path, capsys):
+def test_roofline_reads_inductors_own_bandwidth_tables(tmp_path, capsys, monkeypatch):
     """`roofline` on a file written by Inductor's own profile_bandwidth writer (end_graph, as a compiled graph
-    calls it after each run): the last table of each graph module is kept (a graph appends its whole table each
-    call), bytes come from ms x GB/s, and each kernel's excess is its time over its bytes at the copy bandwidth
-    (a kernel faster than that has none). Fails if the first table were kept, or kernels of two graphs sharing a
-    name were merged."""
+    calls it after each run): the last complete table of each graph module is kept (a graph appends its whole
+    table each call; a table cut short by a killed run has no SUMMARY), bytes come from ms x GB/s, a kernel
+    Inductor did not time (ms inf) is left out and counted, and each launch's excess is its time over its bytes
+    at the copy bandwidth (a launch faster than that has none). With --profile the times are the profile's in-step
+    ones by kernel name. Fails if the first table were kept, a cut table replaced a complete one, kernels of two
+    graphs sharing a name were merged, or the untimed kernel's inf reached the sums."""
     from torch._inductor.runtime import triton_heuristics as th
+    monkeypatch.setattr(th, "collected_calls", [])
     out = tmp_path / "bandwidth.txt"
     write = "end_graph(output_file)"  # run from a module of the given name, as a generated graph's wrapper does
     for module, calls in (("fwd_graph.py", [(0.9, 0.1, 0.1 / 0.9e-3, "k_0")]),  # replaced by its second table
-                          ("fwd_graph.py", [(0.2, 0.5, 2500.0, "k_0"), (0.1, 0.05, 500.0, "k_1")]),
-                          ("bwd_graph.py", [(0.4, 0.2, 500.0, "k_0")])):
+                          ("fwd_graph.py", [(0.2, 0.5, 2500.0, "k_0"), (0.1, 0.05, 500.0, "k_1"),
+                                            (0.004, 0.0005, 125.0, "k_2")]),  # 0.5 MB: a small kernel
+                          ("bwd_graph.py", [(0.4, 0.2, 500.0, "k_0"), (float("inf"), 0.3, 0.0, "k_spill")])):
         th.collected_calls[:] = calls
         exec(compile(write, str(tmp_path / module), "exec"), {"end_graph": th.end_graph, "output_file": str(out)})
-    # a row as torch versions that color slow kernels write it: red, for 0.4 ms at 500 GB/s
-    out.write_text(out.read_text().replace("0.400ms", "\x1b[31m0.400ms").replace("500.00GB/s \t 100.00% \t k_0",
-                                                                                   "500.00GB/s \t 100.00% \t k_0\x1b[0m"))
+    cut = f"====================\n{prof.BANDWIDTH_TABLE}{tmp_path / 'fwd_graph.py'})\n5.000ms \t0.001 GB \t 0.20GB/s"
+    # a row as torch versions that color slow kernels write it: red, for 0.4 ms at 500 GB/s; then the cut table
+    out.write_text(out.read_text().replace("0.400ms", "\x1b[31m0.400ms").replace(
+        "500.00GB/s \t 100.00% \t k_0", "500.00GB/s \t 100.00% \t k_0\x1b[0m") + cut + " \t 100.00% \t k_0\n")
     tables = prof.bandwidth_tables(out.read_text())
     assert sorted(Path(m).name for m in tables) == ["bwd_graph.py", "fwd_graph.py"]
     fwd = tables[str(tmp_path / "fwd_graph.py")]
-    assert [(r["name"], r["ms"], round(r["gb"], 6)) for r in fwd] == [("k_0", 0.2, 0.5), ("k_1", 0.1, 0.05)]
-    copy = tmp_path / "copy.json"
+    assert [(r["name"], r["ms"], round(r["gb"], 6)) for r in fwd] == [
+        ("k_0", 0.2, 0.5), ("k_1", 0.1, 0.05), ("k_2", 0.004, 0.0005)]
+    copy, profile = tmp_path / "copy.json", tmp_path / "ours.json"
     copy.write_text('{"gb_per_s": 2500.0}')
-    assert prof.main(["roofline", str(out), str(copy), "--top", "3"]) == 0
+    assert prof.main(["roofline", str(out), str(copy), "--top", "4"]) == 0
     text = capsys.readouterr().out
-    # floors at 2,500 GB/s: k_0 0.2 ms (none over), k_1 0.02 ms (0.08 over), bwd's k_0 0.08 ms (0.32 over)
-    assert "all graphs: 3 launches, 0.700 ms, 0.750 GB, 42.9%, excess 0.400 ms (57.1% of their time)" in text
-    assert "excess   0.080 ms  fwd_graph" in text and "excess   0.320 ms  bwd_graph" in text
-    top = text.split("top 3 kernels by excess")[1].splitlines()[1:]
-    assert [line.split()[-2:] for line in top] == [["bwd_graph", "k_0"], ["fwd_graph", "k_1"], ["fwd_graph", "k_0"]]
-    with pytest.raises(SystemExit, match="no kernel table found"):
-        prof.bandwidth_tables("SUMMARY (x)\n1.00ms\n")
+    # floors at 2,500 GB/s: k_0 0.2 ms (none over), k_1 0.02 ms (0.08 over), k_2 0.0002 ms (0.0038 over, small),
+    # bwd's k_0 0.08 ms (0.32 over)
+    assert ("all graphs: 4 launches, 0.704 ms, 0.750 GB, 42.6%, excess 0.404 ms (57.4% of their time), of which "
+            "0.004 ms in kernels moving under 1 MB a launch") in text
+    assert "excess   0.084 ms  fwd_graph" in text and "excess   0.320 ms  bwd_graph" in text
+    assert "left out, not timed: 1 launches (k_spill)" in text
+    top = text.split("top 4 kernels by excess")[1].splitlines()[1:]
+    assert [line.split()[-2:] for line in top] == [["bwd_graph", "k_0"], ["fwd_graph", "k_1"], ["fwd_graph", "k_2"],
+                                                   ["fwd_graph", "k_0"]]
+    kernels = [dict(name="k_0", us=300.0, count=2, cls="x"), dict(name="k_1", us=50.0, count=1, cls="x")]
+    profile.write_text(json.dumps({"states": {"off": {"kernels": kernels}}}))
+    assert prof.main(["roofline", str(out), str(copy), "--profile", str(profile)]) == 0
+    text = capsys.readouterr().out  # in-step: k_0 0.15 ms a launch (0 over, 0.07 over), k_1 0.05 (0.03 over)
+    assert "times in the profiled step" in text and "left out, not in the profile: 2 launches (k_2, k_spill)" in text
+    assert "all graphs: 3 launches, 0.350 ms, 0.750 GB, 85.7%, excess 0.100 ms (28.6% of their time)" in text
+    assert "1 kernel names in more than one graph (k_0): each takes the mean in-step time of them all" in text
+    with pytest.raises(SystemExit, match="no complete kernel table found"):
+        prof.bandwidth_tables(cut)
+    with pytest.raises(SystemExit, match="not a row of Inductor's bandwidth table: '1 GB'"):
+        prof.bandwidth_tables(f"{prof.BANDWIDTH_TABLE}x)\n1 GB\nSUMMARY (x)\n")
     with pytest.raises(SystemExit) as exit_info:
         prof.main(["roofline", str(tmp_path / "none.txt"), str(copy)])
     assert exit_info.value.code == 2 and "none.txt is not a file" in capsys.readouterr().err

@@ -14,10 +14,12 @@ S=$D/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved  # #2135's DAT
 mkdir -p $S $D/tokenizers $C
 for f in $G/ds/fineweb_*.bin.xz; do ln -sf "$(realpath "$f")" $S/; done  # the bench unpacks each beside its link
 ln -sf "$(realpath $G/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model)" $D/tokenizers/
-cp kernels.py $C/
+cp kernels.py ship.py $C/  # the copy builds its shipped file (its size in the artifact) with ship.py
 OFF="inductor_triton.mix_order_reduction = False"
 grep -q "$OFF" train_gpt.py || { echo "mixorder.sh: train_gpt.py no longer has '$OFF'" >&2; exit 2; }
 sed "s/$OFF/inductor_triton.mix_order_reduction = True/" train_gpt.py > $C/train_gpt.py
+python3 -c "import sys; sys.path.insert(0, '$C'); import train_gpt; train_gpt.shipped_file()" || {
+  echo "mixorder.sh: the copy in $C cannot build its shipped file" >&2; exit 2; }
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 python3 -m pip install -q --no-index --no-deps --target /tmp/site $G/whl/*.whl && export PYTHONPATH=/tmp/site
 plan=(--whole --no-record --recipe 2135 --data-dir $D --workdir $W --seconds "$SECONDS_CAP" --train-only
