@@ -1760,8 +1760,8 @@ def configure_inductor() -> None:
     on one H100, not ~15)."""
     inductor_triton = torch._inductor.config.triton
     if hasattr(inductor_triton, "mix_order_reduction"):
-        # torch 2.11's "mix-order reduction" fusion asserts (FusedMixOrderReductions in sub_node_can_fuse)
-        # on this model's backward graph; without it the graph compiles.
+        # torch 2.11's "mix-order reduction" fusion asserted on this model's backward graph (2026-11-24); today's
+        # compiles with it (recurrence off), but a step was no faster on one H100 (docs/BENCHMARKS.md, 2026-12-07).
         inductor_triton.mix_order_reduction = False
 
 
