@@ -6,7 +6,7 @@ and print where ours spends device time that the record does not; or profile our
     python scripts/profile_vs_reference.py compare prof_out/ours.json prof_out/record.json
     python scripts/profile_vs_reference.py --which ours --data-dir D --trace      # + the profiled steps' traces
     python scripts/profile_vs_reference.py gaps prof_out/ours_off_trace.json.gz   # where the GPU waited
-    python scripts/profile_vs_reference.py roofline OUT/bandwidth.txt OUT/copy.json --profile OUT/ours.json
+    python scripts/profile_vs_reference.py roofline R/bandwidth.txt R/copy.json --profile R/step/ours.json
     python scripts/profile_vs_reference.py --which ours --data-dir .gpu_data/ds    # ours alone: its report
     python scripts/profile_vs_reference.py --which ours --data-dir D --ours-env COMPILE_SCOPE=layers \
         --train-gpt ../before/train_gpt.py --no-looping      # another copy of ours, one scope, recurrence off
@@ -573,21 +573,22 @@ def bandwidth_row(line: str) -> dict:
     if len(fields) != 5 or not fields[0].endswith("ms"):
         raise SystemExit(f"not a row of Inductor's bandwidth table: {line!r}")
     ms, gb, rate = (float(f.removesuffix(unit).strip()) for f, unit in zip(fields, ("ms", "GB", "GB/s")))
-    moved = rate * ms / 1e3
-    return {"name": fields[4], "ms": ms, "gb": moved if math.isfinite(moved) else gb}
+    moved = rate * ms / 1e3  # ms is printed to 1 us: closer than the GB column (1 MB) under 1,000 GB/s
+    return {"name": fields[4], "ms": ms, "gb": moved if math.isfinite(moved) and 0 < rate < 1000 else gb}
 
 
-def bandwidth_tables(text: str) -> dict[str, list[dict]]:
+def bandwidth_tables(text: str) -> tuple[dict[str, list[dict]], list[str]]:
     """Inductor's profile_bandwidth_output (--inductor profile_bandwidth=True and its file) as {the graph's
     generated module: [{"name", "ms", "gb"}, ...]}, a row a launch. Every call of a graph appends its whole
     table, each kernel's figures from its first call: the last complete table of each module is kept (one cut
     short by a killed run has no SUMMARY line). A row is "MS ms <tab> GB GB <tab> GB/s GB/s <tab> % <tab> NAME";
-    bytes come from ms x GB/s where both are finite (GB is printed to 1 MB), and a kernel Inductor did not time
-    (it skips one that spills registers) has ms inf."""
-    tables, module, pending = {}, None, None
+    bytes come from ms x GB/s under 1,000 GB/s, else from the GB column, and a kernel Inductor did not time (it
+    skips one that spills registers) has ms inf. Also returns the modules whose every table was cut short."""
+    tables, module, pending, begun = {}, None, None, set()
     for line in COLOR_CODE.sub("", text).splitlines():
         if line.startswith(BANDWIDTH_TABLE):
             module, pending = line[len(BANDWIDTH_TABLE):].rstrip(")"), []
+            begun.add(module)
         elif line.startswith("SUMMARY (") and pending is not None:  # rows are read once their table is whole
             tables[module], pending = [bandwidth_row(row) for row in pending], None
         elif pending is not None and line.strip() and not line.startswith("="):
@@ -596,19 +597,19 @@ def bandwidth_tables(text: str) -> dict[str, list[dict]]:
         raise SystemExit("no complete kernel table found: write one with --inductor profile_bandwidth=True "
                          "--inductor \"profile_bandwidth_output='OUT/bandwidth.txt'\" "
                          "(docs/runs/2026-12-07h/next/roofline.sh)")
-    return tables
+    return tables, sorted(begun - set(tables))
 
 
-def in_step_ms(profile: dict) -> dict[str, float]:
-    """A profile's (ours.json's, recurrence off) device ms per launch of each kernel, by name: the time it took
-    inside the step, without what the bandwidth profiler adds (the clones of the arguments it mutates, the host
-    launch, the flushed L2)."""
+def in_step_ms(profile: dict) -> dict[str, tuple[float, int]]:
+    """A profile's (ours.json's, recurrence off) device ms per launch of each kernel and its launches, by name:
+    the time it took inside the step, without what the bandwidth profiler adds (the clones of the arguments it
+    mutates, the host launch, the flushed L2)."""
     kernels = profile["states"]["off"]["kernels"]
-    return {k["name"]: k["us"] / k["count"] / 1000 for k in kernels if k["count"]}
+    return {k["name"]: (k["us"] / k["count"] / 1000, k["count"]) for k in kernels if k["count"]}
 
 
 def roofline_text(tables: dict[str, list[dict]], copy_gb_per_s: float, in_step: dict | None = None,
-                  top: int = 15) -> str:
+                  top: int = 15, cut: list[str] = ()) -> str:
     """Each graph's kernels against this GPU's copy bandwidth: the time each launch would take moving its bytes
     at that rate (its floor, for a memory-bound kernel), and the excess over it, the most a faster kernel for
     the same bytes could save. Times are the profile's in-step ones where given (a kernel not in it is left
@@ -623,7 +624,7 @@ def roofline_text(tables: dict[str, list[dict]], copy_gb_per_s: float, in_step: 
     for module, rows in tables.items():
         graph, timed = Path(module).stem, []
         for r in rows:
-            ms = r["ms"] if in_step is None else in_step.get(r["name"])
+            ms = r["ms"] if in_step is None else in_step.get(r["name"], (None,))[0]
             if ms is None or not math.isfinite(ms):
                 left_out["not timed" if ms is not None else "not in the profile"].append(r["name"])
                 continue
@@ -651,6 +652,17 @@ def roofline_text(tables: dict[str, list[dict]], copy_gb_per_s: float, in_step: 
     if in_step is not None and shared:  # the profile adds up a name's launches whatever graph made them
         lines.append(f"{len(shared)} kernel names in more than one graph ({', '.join(shared[:3])}"
                      f"{', ...' if len(shared) > 3 else ''}): each takes the mean in-step time of them all")
+    if cut:  # a run killed before a graph's first table was whole: its kernels are missing from every sum
+        lines.append(f"{len(cut)} graphs with no complete table, left out: {', '.join(Path(m).stem for m in cut)}")
+    if in_step is not None:  # what of the step's Inductor time the tables cover
+        named = {name for _, name in kernels} | {n for names in left_out.values() for n in names}
+        inductor = {n: v for n, v in in_step.items() if n.startswith("triton_")}
+        missed = [v for n, v in inductor.items() if n not in named]
+        step_ms = sum(ms * count for ms, count in inductor.values())
+        missed_ms = sum(ms * count for ms, count in missed)
+        lines.append(f"the profile's Inductor kernels: {step_ms:.3f} ms in the step; {len(missed)} named by no "
+                     f"table, {missed_ms:.3f} ms in {sum(c for _, c in missed)} launches "
+                     f"({100 * (1 - missed_ms / step_ms) if step_ms else 0:.1f}% of the time covered)")
     for why, names in left_out.items():
         if names:
             lines.append(f"left out, {why}: {len(names)} launches ({', '.join(sorted(set(names))[:5])}"
@@ -750,7 +762,8 @@ def main(argv=None) -> int:
                 roof_parser.error(f"{path} is not a file: docs/runs/2026-12-07h/next/roofline.sh writes them")
         copy_rate = json.loads(roof_args.copy.read_text())["gb_per_s"]
         in_step = in_step_ms(json.loads(roof_args.profile.read_text())) if roof_args.profile else None
-        print(roofline_text(bandwidth_tables(roof_args.bandwidth.read_text()), copy_rate, in_step, roof_args.top))
+        tables, cut = bandwidth_tables(roof_args.bandwidth.read_text())
+        print(roofline_text(tables, copy_rate, in_step, roof_args.top, cut))
         return 0
     if argv and argv[0] == "compare":
         ours, record = (json.loads(Path(p).read_text()) for p in argv[1:3])

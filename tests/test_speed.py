@@ -280,43 +280,53 @@ def test_roofline_reads_inductors_own_bandwidth_tables(tmp_path, capsys, monkeyp
     monkeypatch.setattr(th, "collected_calls", [])
     out = tmp_path / "bandwidth.txt"
     write = "end_graph(output_file)"  # run from a module of the given name, as a generated graph's wrapper does
-    for module, calls in (("fwd_graph.py", [(0.9, 0.1, 0.1 / 0.9e-3, "k_0")]),  # replaced by its second table
-                          ("fwd_graph.py", [(0.2, 0.5, 2500.0, "k_0"), (0.1, 0.05, 500.0, "k_1"),
-                                            (0.004, 0.0005, 125.0, "k_2")]),  # 0.5 MB: a small kernel
-                          ("bwd_graph.py", [(0.4, 0.2, 500.0, "k_0"), (float("inf"), 0.3, 0.0, "k_spill")])):
+    for module, calls in (("fwd_graph.py", [(0.9, 0.1, 0.1 / 0.9e-3, "triton_0")]),  # replaced by its second table
+                          ("fwd_graph.py", [(0.2, 0.5, 2500.0, "triton_0"), (0.1, 0.05, 500.0, "triton_1"),
+                                            (0.004, 0.0005, 125.0, "triton_2")]),  # 0.5 MB: a small kernel
+                          ("bwd_graph.py", [(0.4, 0.2, 500.0, "triton_0"), (float("inf"), 0.3, 0.0, "triton_spill")])):
         th.collected_calls[:] = calls
         exec(compile(write, str(tmp_path / module), "exec"), {"end_graph": th.end_graph, "output_file": str(out)})
     cut = f"====================\n{prof.BANDWIDTH_TABLE}{tmp_path / 'fwd_graph.py'})\n5.000ms \t0.001 GB \t 0.20GB/s"
     # a row as torch versions that color slow kernels write it: red, for 0.4 ms at 500 GB/s; then the cut table
     out.write_text(out.read_text().replace("0.400ms", "\x1b[31m0.400ms").replace(
-        "500.00GB/s \t 100.00% \t k_0", "500.00GB/s \t 100.00% \t k_0\x1b[0m") + cut + " \t 100.00% \t k_0\n")
-    tables = prof.bandwidth_tables(out.read_text())
+        "500.00GB/s \t 100.00% \t triton_0", "500.00GB/s \t 100.00% \t triton_0\x1b[0m")
+        + cut + " \t 100.00% \t triton_0\n")
+    out.write_text(out.read_text() + f"====================\n{prof.BANDWIDTH_TABLE}opt_graph.py)\n")  # cut alone
+    tables, cut_graphs = prof.bandwidth_tables(out.read_text())
+    assert cut_graphs == ["opt_graph.py"]
     assert sorted(Path(m).name for m in tables) == ["bwd_graph.py", "fwd_graph.py"]
     fwd = tables[str(tmp_path / "fwd_graph.py")]
     assert [(r["name"], r["ms"], round(r["gb"], 6)) for r in fwd] == [
-        ("k_0", 0.2, 0.5), ("k_1", 0.1, 0.05), ("k_2", 0.004, 0.0005)]
+        ("triton_0", 0.2, 0.5), ("triton_1", 0.1, 0.05), ("triton_2", 0.004, 0.0005)]
     copy, profile = tmp_path / "copy.json", tmp_path / "ours.json"
     copy.write_text('{"gb_per_s": 2500.0}')
     assert prof.main(["roofline", str(out), str(copy), "--top", "4"]) == 0
     text = capsys.readouterr().out
-    # floors at 2,500 GB/s: k_0 0.2 ms (none over), k_1 0.02 ms (0.08 over), k_2 0.0002 ms (0.0038 over, small),
-    # bwd's k_0 0.08 ms (0.32 over)
+    # floors at 2,500 GB/s: triton_0 0.2 ms (none over), triton_1 0.02 ms (0.08 over), triton_2 0.0002 ms
+    # (0.0038 over, small), bwd's triton_0 0.08 ms (0.32 over)
     assert ("all graphs: 4 launches, 0.704 ms, 0.750 GB, 42.6%, excess 0.404 ms (57.4% of their time), of which "
             "0.004 ms in kernels moving under 1 MB a launch") in text
     assert "excess   0.084 ms  fwd_graph" in text and "excess   0.320 ms  bwd_graph" in text
-    assert "left out, not timed: 1 launches (k_spill)" in text
+    assert "left out, not timed: 1 launches (triton_spill)" in text
+    assert "1 graphs with no complete table, left out: opt_graph" in text
     top = text.split("top 4 kernels by excess")[1].splitlines()[1:]
-    assert [line.split()[-2:] for line in top] == [["bwd_graph", "k_0"], ["fwd_graph", "k_1"], ["fwd_graph", "k_2"],
-                                                   ["fwd_graph", "k_0"]]
-    kernels = [dict(name="k_0", us=300.0, count=2, cls="x"), dict(name="k_1", us=50.0, count=1, cls="x")]
+    assert [line.split()[-2:] for line in top] == [["bwd_graph", "triton_0"], ["fwd_graph", "triton_1"],
+                                                   ["fwd_graph", "triton_2"],
+                                                   ["fwd_graph", "triton_0"]]
+    kernels = [dict(name="triton_0", us=300.0, count=2, cls="x"), dict(name="triton_1", us=50.0, count=1, cls="x"),
+               dict(name="triton_red_unseen", us=150.0, count=3, cls="x"),
+               dict(name="aten_copy", us=9.0, count=1, cls="x")]
     profile.write_text(json.dumps({"states": {"off": {"kernels": kernels}}}))
     assert prof.main(["roofline", str(out), str(copy), "--profile", str(profile)]) == 0
-    text = capsys.readouterr().out  # in-step: k_0 0.15 ms a launch (0 over, 0.07 over), k_1 0.05 (0.03 over)
-    assert "times in the profiled step" in text and "left out, not in the profile: 2 launches (k_2, k_spill)" in text
+    text = capsys.readouterr().out  # in-step: triton_0 0.15 ms a launch (0 over, 0.07 over), triton_1 0.05 (0.03 over)
+    assert "times in the profiled step" in text
+    assert "left out, not in the profile: 2 launches (triton_2, triton_spill)" in text
     assert "all graphs: 3 launches, 0.350 ms, 0.750 GB, 85.7%, excess 0.100 ms (28.6% of their time)" in text
-    assert "1 kernel names in more than one graph (k_0): each takes the mean in-step time of them all" in text
+    assert ("the profile's Inductor kernels: 0.500 ms in the step; 1 named by no table, 0.150 ms in 3 launches "
+            "(70.0% of the time covered)") in text
+    assert "1 kernel names in more than one graph (triton_0): each takes the mean in-step time of them all" in text
     with pytest.raises(SystemExit, match="no complete kernel table found"):
-        prof.bandwidth_tables(cut)
+        prof.bandwidth_tables(cut)  # a module whose only table was cut is no table at all
     with pytest.raises(SystemExit, match="not a row of Inductor's bandwidth table: '1 GB'"):
         prof.bandwidth_tables(f"{prof.BANDWIDTH_TABLE}x)\n1 GB\nSUMMARY (x)\n")
     with pytest.raises(SystemExit) as exit_info:
