@@ -628,17 +628,15 @@ def roofline_text(tables: dict[str, list[dict]], copy_gb_per_s: float, in_step: 
             if ms is None or not math.isfinite(ms):
                 left_out["not timed" if ms is not None else "not in the profile"].append(r["name"])
                 continue
-            timed.append(dict(r, ms=ms))
-        ms, gb = sum(r["ms"] for r in timed), sum(r["gb"] for r in timed)
-        excess = sum(max(0.0, r["ms"] - floor(r)) for r in timed)
+            timed.append(dict(r, ms=ms, excess=max(0.0, ms - floor(r))))
+        ms, gb, excess = (sum(r[key] for r in timed) for key in ("ms", "gb", "excess"))
         lines.append(f"  {len(timed):5d} launches {ms:9.3f} ms {gb:8.3f} GB {share(ms, gb):5.1f}%  "
                      f"excess {excess:7.3f} ms  {graph}")
         for r in timed:
             k = kernels.setdefault((graph, r["name"]), dict(calls=0, ms=0.0, gb=0.0, excess=0.0, small=True))
             k["calls"] += 1
-            k["ms"] += r["ms"]
-            k["gb"] += r["gb"]
-            k["excess"] += max(0.0, r["ms"] - floor(r))
+            for key in ("ms", "gb", "excess"):
+                k[key] += r[key]
             k["small"] &= r["gb"] * 1e9 < SMALL_KERNEL_BYTES
     total = {key: sum(k[key] for k in kernels.values()) for key in ("calls", "ms", "gb", "excess")}
     small = sum(k["excess"] for k in kernels.values() if k["small"])
