@@ -600,6 +600,35 @@ def bandwidth_tables(text: str) -> tuple[dict[str, list[dict]], list[str]]:
     return tables, sorted(begun - set(tables))
 
 
+KERNEL_DEFINITION = re.compile(r"^(\w+) = async_compile\.triton\('\w+', '''(.*?)'''", re.M | re.S)
+KERNEL_BYTES = re.compile(r"'kernel_num_gb': ([0-9.e+-]+)")  # Inductor's count of a launch's bytes, in GB
+
+
+def generated_kernel_bytes(folder: Path) -> dict[str, list[dict]]:
+    """The graph modules Inductor generated under folder (its cache dir, compiled with --inductor
+    benchmark_kernel=True, which writes each kernel's bytes into its source as kernel_num_gb) as {module:
+    [{"name", "ms", "gb"}, ...]}, a row a launch: a kernel the module defines (NAME = async_compile.triton(...)),
+    once for each NAME.run( in the module's code outside the kernels' sources. No times of their own (ms nan:
+    roofline takes them from --profile); gb None for a kernel with no count (Inductor writes none for foreach
+    kernels)."""
+    tables = {}
+    for path in sorted(folder.rglob("*.py")):
+        text = path.read_text()
+        sources = dict(KERNEL_DEFINITION.findall(text))  # none in a kernel's own file
+        rows = []
+        for name in re.findall(r"\b(\w+)\.run\(", KERNEL_DEFINITION.sub("", text)):
+            if name in sources:
+                count = KERNEL_BYTES.search(sources[name])
+                rows.append({"name": name, "ms": math.nan, "gb": float(count.group(1)) if count else None})
+        if rows:
+            tables[str(path)] = rows
+    if not tables:
+        raise SystemExit(f"no Inductor graph module with Triton kernels under {folder}: compile with "
+                         "TORCHINDUCTOR_CACHE_DIR=FOLDER and --inductor benchmark_kernel=True "
+                         "(docs/runs/2026-12-07h/next/roofline.sh)")
+    return tables
+
+
 def in_step_ms(profile: dict) -> dict[str, tuple[float, int]]:
     """A profile's (ours.json's, recurrence off) device ms per launch of each kernel and its launches, by name:
     the time it took inside the step, without what the bandwidth profiler adds (the clones of the arguments it
@@ -620,11 +649,14 @@ def roofline_text(tables: dict[str, list[dict]], copy_gb_per_s: float, in_step: 
     source = "in the profiled step" if in_step is not None else "timed alone by the bandwidth profiler"
     lines = [f"copy bandwidth {copy_gb_per_s:.0f} GB/s; times {source}. Per graph: launches, ms, GB moved, the "
              "share of the copy bandwidth, the excess over each launch's floor"]
-    kernels, left_out = {}, {"not timed": [], "not in the profile": []}
+    kernels, left_out = {}, {"not timed": [], "not in the profile": [], "no byte count": []}
     for module, rows in tables.items():
         graph, timed = Path(module).stem, []
         for r in rows:
             ms = r["ms"] if in_step is None else in_step.get(r["name"], (None,))[0]
+            if r["gb"] is None:
+                left_out["no byte count"].append(r["name"])
+                continue
             if ms is None or not math.isfinite(ms):
                 left_out["not timed" if ms is not None else "not in the profile"].append(r["name"])
                 continue
@@ -750,17 +782,23 @@ def main(argv=None) -> int:
     if argv and argv[0] == "roofline":
         roof_parser = argparse.ArgumentParser(prog="profile_vs_reference.py roofline",
                                               description="Inductor's kernels against the copy bandwidth")
-        roof_parser.add_argument("bandwidth", type=Path, help="Inductor's profile_bandwidth_output file")
+        roof_parser.add_argument("bandwidth", type=Path, help="Inductor's profile_bandwidth_output file, or "
+                                 "the folder of the graph modules it generated with benchmark_kernel=True")
         roof_parser.add_argument("copy", type=Path, help="roofline.sh's copy.json (its gb_per_s)")
         roof_parser.add_argument("--profile", type=Path, help="an ours.json of the same code: in-step times")
         roof_parser.add_argument("--top", type=int, default=15)
         roof_args = roof_parser.parse_args(argv[1:])
-        for path in (roof_args.bandwidth, roof_args.copy, roof_args.profile):
+        modules = roof_args.bandwidth.is_dir()
+        for path in ((roof_args.copy, roof_args.profile) if modules else
+                     (roof_args.bandwidth, roof_args.copy, roof_args.profile)):
             if path is not None and not path.is_file():
                 roof_parser.error(f"{path} is not a file: docs/runs/2026-12-07h/next/roofline.sh writes them")
+        if modules and roof_args.profile is None:
+            roof_parser.error(f"{roof_args.bandwidth} holds no kernel times: give --profile OURS_JSON")
         copy_rate = json.loads(roof_args.copy.read_text())["gb_per_s"]
         in_step = in_step_ms(json.loads(roof_args.profile.read_text())) if roof_args.profile else None
-        tables, cut = bandwidth_tables(roof_args.bandwidth.read_text())
+        tables, cut = ((generated_kernel_bytes(roof_args.bandwidth), []) if modules
+                       else bandwidth_tables(roof_args.bandwidth.read_text()))
         print(roofline_text(tables, copy_rate, in_step, roof_args.top, cut))
         return 0
     if argv and argv[0] == "compare":

@@ -332,3 +332,87 @@ def test_roofline_reads_inductors_own_bandwidth_tables(tmp_path, capsys, monkeyp
     with pytest.raises(SystemExit) as exit_info:
         prof.main(["roofline", str(tmp_path / "none.txt"), str(copy)])
     assert exit_info.value.code == 2 and "none.txt is not a file" in capsys.readouterr().err
+
+
+GRAPH_MODULE = """# AOT ID: ['0_backward']
+from torch._inductor.runtime import triton_heuristics
+async_compile = AsyncCompile()
+
+# kernel path: /tmp/ic/ab/cab.py
+triton_per_fused_mul_0 = async_compile.triton('triton_per_fused_mul_0', '''
+import triton
+@triton_heuristics.persistent_reduction(
+    size_hints={'x': 1024, 'r0_': 512},
+    inductor_meta={'kernel_name': 'triton_per_fused_mul_0', 'mutated_arg_names': [], 'kernel_num_gb': 0.4},
+)
+@triton.jit
+def triton_per_fused_mul_0(in_ptr0, out_ptr0, xnumel, r0_numel, XBLOCK : tl.constexpr):
+    pass
+
+def call(args):
+    stream0 = get_raw_stream(0)
+    triton_per_fused_mul_0.run(*args, stream=stream0)
+''', device_str='cuda')
+
+triton_poi_fused_add_1 = async_compile.triton('triton_poi_fused_add_1', '''
+@triton_heuristics.pointwise(
+    inductor_meta={'kernel_name': 'triton_poi_fused_add_1', 'kernel_num_gb': 5e-05},
+)
+@triton.jit
+def triton_poi_fused_add_1(in_ptr0, xnumel, XBLOCK : tl.constexpr):
+    pass
+''', device_str='cuda')
+
+triton_for_fused_2 = async_compile.triton('triton_for_fused_2', '''
+@triton_heuristics.foreach(inductor_meta={'kernel_name': 'triton_for_fused_2'})
+@triton.jit
+def triton_for_fused_2(in_ptr0, out_ptr0):
+    pass
+''', device_str='cuda')
+
+async_compile.wait(globals())
+del async_compile
+
+class Runner:
+    def call(self, args):
+        triton_per_fused_mul_0.run(buf0, buf1, 1024, 512, stream=stream0)
+        extern_kernels.mm(buf1, primals_2, out=buf2)
+        triton_poi_fused_add_1.run(buf2, 4096, stream=stream0)
+        triton_per_fused_mul_0.run(buf3, buf4, 1024, 512, stream=stream0)
+        triton_for_fused_2.run(buf5, buf6, stream=stream0)
+"""
+
+
+def test_roofline_reads_the_bytes_inductor_writes_into_its_generated_graphs(tmp_path, capsys):
+    """`roofline FOLDER` reads the graph modules Inductor wrote to its cache dir under benchmark_kernel=True
+    (torch 2.11's profile_bandwidth_output fails at compile, calling benchmark_compiled_module without its
+    arguments): a row for each launch in the module's code, with the kernel's kernel_num_gb, never counting the
+    `.run(` of a kernel's own benchmark harness inside its source; a kernel's own file (no definitions) adds
+    nothing; a kernel with no count (foreach) is left out and named; the times come from --profile, which it
+    requires. Fails if the kernels' sources were not cut out before counting launches (3 launches of
+    triton_per_fused_mul_0, not 2) or the byte count were read from the wrong kernel."""
+    graphs = tmp_path / "cache" / "ab"
+    graphs.mkdir(parents=True)
+    (graphs / "cgraph.py").write_text(GRAPH_MODULE)
+    (graphs / "ckernel.py").write_text("def call(args):\n    triton_per_fused_mul_0.run(*args, stream=stream0)\n")
+    tables = prof.generated_kernel_bytes(tmp_path / "cache")
+    assert list(tables) == [str(graphs / "cgraph.py")]
+    assert [(r["name"], r["gb"]) for r in tables[str(graphs / "cgraph.py")]] == [
+        ("triton_per_fused_mul_0", 0.4), ("triton_poi_fused_add_1", 5e-05), ("triton_per_fused_mul_0", 0.4),
+        ("triton_for_fused_2", None)]
+    copy, profile = tmp_path / "copy.json", tmp_path / "ours.json"
+    copy.write_text('{"gb_per_s": 2000.0}')
+    kernels = [dict(name="triton_per_fused_mul_0", us=600.0, count=2, cls="x"),
+               dict(name="triton_poi_fused_add_1", us=5.0, count=1, cls="x")]
+    profile.write_text(json.dumps({"states": {"off": {"kernels": kernels}}}))
+    assert prof.main(["roofline", str(tmp_path / "cache"), str(copy), "--profile", str(profile)]) == 0
+    text = capsys.readouterr().out
+    # floors at 2,000 GB/s: 0.2 ms for each 0.4 GB launch of 0.3 ms (0.1 over), 0.000025 ms for the small one
+    assert ("all graphs: 3 launches, 0.605 ms, 0.800 GB, 66.1%, excess 0.205 ms (33.9% of their time), of which "
+            "0.005 ms in kernels moving under 1 MB a launch") in text
+    assert "left out, no byte count: 1 launches (triton_for_fused_2)" in text
+    with pytest.raises(SystemExit) as exit_info:
+        prof.main(["roofline", str(tmp_path / "cache"), str(copy)])
+    assert exit_info.value.code == 2 and "holds no kernel times: give --profile" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no Inductor graph module with Triton kernels under"):
+        prof.generated_kernel_bytes(graphs.parent / "none")

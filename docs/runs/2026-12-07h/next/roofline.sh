@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # roofline.sh: issue 26's last lead, Inductor's kernels (28% of the step): how far each is from the memory
 # roofline. One RECIPE=2135 step of ours (recurrence off, one micro-batch: an 8-GPU rank's share, as inductor.sh)
-# is profiled as compiled, for each kernel's time inside the step (step/ours.json). Then the same step is
-# compiled with Inductor's bandwidth profiler (profile_bandwidth), for each kernel's bytes as Inductor counts
-# them (bandwidth.txt). That profiler times a kernel on its first call only, with the clones of its mutated
-# arguments inside the timing, and skips the kernel on later calls, so the second run's step figures are not
-# figures at all; it also walks the heap at every launch, which makes its steps slow. First, a copy_ of 1 GiB into
-# a preallocated tensor (copy.json): the rate a memory-bound kernel can reach on this GPU. ~5-7 minutes: two
-# cold compiles (~40-90 s each); the profiles stop after STEP_SECONDS (200) and ROOFLINE_SECONDS (240), so a
-# 600 s call keeps ~90 s for what follows. Carry .gpu_data. Read the result on any machine:
-#     python3 scripts/profile_vs_reference.py roofline R/bandwidth.txt R/copy.json --profile R/step/ours.json
-#     bash docs/runs/2026-12-07h/next/roofline.sh      # R is $OUT/roofline
+# is profiled as compiled, for each kernel's time inside the step (step/ours.json), with Inductor's
+# benchmark_kernel on and its cache in a fresh folder: each generated graph module then carries each kernel's
+# bytes as Inductor counts them (kernel_num_gb), and the modules come back as modules.tar.xz. benchmark_kernel
+# only adds that count and a benchmark harness to each kernel's source; the kernels, and so the step, are the same.
+# (The first version ran a second compile under Inductor's profile_bandwidth: under torch 2.11 its output file
+# fails at compile, benchmark_compiled_module() called without its arguments, 2026-12-07.) First, a copy_ of
+# 1 GiB into a preallocated tensor (copy.json): the rate a memory-bound kernel can reach on this GPU. ~2-3
+# minutes with a cold compile (~90 s). Carry .gpu_data. Read the result on any machine (R is $OUT/roofline):
+#     mkdir -p M && tar -xJf R/modules.tar.xz -C M
+#     python3 scripts/profile_vs_reference.py roofline M R/copy.json --profile R/step/ours.json
 set -u
 cd "$(dirname "$0")/../../../.."
 G=.gpu_data; D=/tmp/pd/datasets/fineweb10B_sp8192; R="$OUT/roofline"
-mkdir -p $D "$R/step" "$R/bandwidth_run"
+mkdir -p $D "$R/step"
 for i in 0 1; do
   [ -f $D/fineweb_train_00000$i.bin ] || xz -dc $G/ds/fineweb_train_00000$i.bin.xz > $D/fineweb_train_00000$i.bin
 done
@@ -33,12 +33,13 @@ print(json.dumps({"device": torch.cuda.get_device_name(), "bytes": 2 * src.numel
                   "gb_per_s": 2 * src.numel() / 1e9 / (ms / 1e3)}))
 PY
 cat "$R/copy.json"
-step=(python3 scripts/profile_vs_reference.py --which ours --data-dir /tmp/pd --ours-env RECIPE=2135 --no-looping
-      --micro-batches 1)
-timeout -k 10 ${STEP_SECONDS:-200} "${step[@]}" --warmup 3 --steps 10 --out "$R/step" > "$R/step/console.txt" 2>&1
-echo "step profile rc $?"; grep -m1 '^\[ours\]\|Error' "$R/step/console.txt"
-timeout -k 10 ${ROOFLINE_SECONDS:-240} "${step[@]}" --warmup 1 --steps 1 --out "$R/bandwidth_run" \
-  --inductor profile_bandwidth=True --inductor "profile_bandwidth_output='$R/bandwidth.txt'" \
-  > "$R/bandwidth_run/console.txt" 2>&1
-echo "bandwidth profile rc $? (a timeout is fine once the tables are written)"; grep -c SUMMARY "$R/bandwidth.txt"
-python3 scripts/profile_vs_reference.py roofline "$R/bandwidth.txt" "$R/copy.json" --profile "$R/step/ours.json"
+export TORCHINDUCTOR_CACHE_DIR=/tmp/roofline_inductor
+rm -rf $TORCHINDUCTOR_CACHE_DIR
+timeout -k 10 ${STEP_SECONDS:-200} python3 scripts/profile_vs_reference.py --which ours --data-dir /tmp/pd \
+  --ours-env RECIPE=2135 --no-looping --micro-batches 1 --warmup 3 --steps 10 --out "$R/step" \
+  --inductor benchmark_kernel=True > "$R/step/console.txt" 2>&1
+echo "step profile rc $?"; grep -m1 '^\[ours\] recurrence\|Error' "$R/step/console.txt"
+grep -rl --include='*.py' 'async_compile.triton(' $TORCHINDUCTOR_CACHE_DIR > /tmp/roofline_modules.txt
+tar -cJf "$R/modules.tar.xz" -C / $(sed 's|^/||' /tmp/roofline_modules.txt)
+echo "$(wc -l < /tmp/roofline_modules.txt) graph modules"
+python3 scripts/profile_vs_reference.py roofline $TORCHINDUCTOR_CACHE_DIR "$R/copy.json" --profile "$R/step/ours.json"
