@@ -6,7 +6,7 @@ and print where ours spends device time that the record does not; or profile our
     python scripts/profile_vs_reference.py compare prof_out/ours.json prof_out/record.json
     python scripts/profile_vs_reference.py --which ours --data-dir D --trace      # + the profiled steps' traces
     python scripts/profile_vs_reference.py gaps prof_out/ours_off_trace.json.gz   # where the GPU waited
-    python scripts/profile_vs_reference.py roofline R/bandwidth.txt R/copy.json --profile R/step/ours.json
+    python scripts/profile_vs_reference.py roofline MODULES R/copy.json R/step/ours.json  # roofline.sh's
     python scripts/profile_vs_reference.py --which ours --data-dir .gpu_data/ds    # ours alone: its report
     python scripts/profile_vs_reference.py --which ours --data-dir D --ours-env COMPILE_SCOPE=layers \
         --train-gpt ../before/train_gpt.py --no-looping      # another copy of ours, one scope, recurrence off
@@ -55,7 +55,6 @@ import gzip
 import importlib.util
 import inspect
 import json
-import math
 import os
 import re
 import subprocess
@@ -563,43 +562,7 @@ def gaps_text(found: dict, top: int = 25, min_us: float = GAP_MIN_US) -> str:
 # Roofline of Inductor's kernels
 # -----------------------------------------------------------------------------
 
-BANDWIDTH_TABLE = "TRITON KERNELS BANDWIDTH INFO ("  # a table's header in Inductor's profile_bandwidth_output
-COLOR_CODE = re.compile(r"\x1b\[[0-9;]*m")  # some torch versions write a slow kernel's row in red
 SMALL_KERNEL_BYTES = 1e6  # moved in ~0.3 us at ~3 TB/s, far under a launch: such a kernel's time is its launch
-
-
-def bandwidth_row(line: str) -> dict:
-    fields = [f.strip() for f in line.split("\t")]
-    if len(fields) != 5 or not fields[0].endswith("ms"):
-        raise SystemExit(f"not a row of Inductor's bandwidth table: {line!r}")
-    ms, gb, rate = (float(f.removesuffix(unit).strip()) for f, unit in zip(fields, ("ms", "GB", "GB/s")))
-    moved = rate * ms / 1e3  # ms is printed to 1 us: closer than the GB column (1 MB) under 1,000 GB/s
-    return {"name": fields[4], "ms": ms, "gb": moved if math.isfinite(moved) and 0 < rate < 1000 else gb}
-
-
-def bandwidth_tables(text: str) -> tuple[dict[str, list[dict]], list[str]]:
-    """Inductor's profile_bandwidth_output (--inductor profile_bandwidth=True and its file) as {the graph's
-    generated module: [{"name", "ms", "gb"}, ...]}, a row a launch. Every call of a graph appends its whole
-    table, each kernel's figures from its first call: the last complete table of each module is kept (one cut
-    short by a killed run has no SUMMARY line). A row is "MS ms <tab> GB GB <tab> GB/s GB/s <tab> % <tab> NAME";
-    bytes come from ms x GB/s under 1,000 GB/s, else from the GB column, and a kernel Inductor did not time (it
-    skips one that spills registers) has ms inf. Also returns the modules whose every table was cut short."""
-    tables, module, pending, begun = {}, None, None, set()
-    for line in COLOR_CODE.sub("", text).splitlines():
-        if line.startswith(BANDWIDTH_TABLE):
-            module, pending = line[len(BANDWIDTH_TABLE):].rstrip(")"), []
-            begun.add(module)
-        elif line.startswith("SUMMARY (") and pending is not None:  # rows are read once their table is whole
-            tables[module], pending = [bandwidth_row(row) for row in pending], None
-        elif pending is not None and line.strip() and not line.startswith("="):
-            pending.append(line)
-    if not tables:
-        raise SystemExit("no complete kernel table found: write one with --inductor profile_bandwidth=True "
-                         "--inductor \"profile_bandwidth_output='OUT/bandwidth.txt'\" "
-                         "(docs/runs/2026-12-07h/next/roofline.sh)")
-    return tables, sorted(begun - set(tables))
-
-
 KERNEL_DEFINITION = re.compile(r"^(\w+) = async_compile\.triton\('\w+', '''(.*?)'''", re.M | re.S)
 KERNEL_BYTES = re.compile(r"'kernel_num_gb': ([0-9.e+-]+)")  # Inductor's count of a launch's bytes, in GB
 
@@ -607,10 +570,9 @@ KERNEL_BYTES = re.compile(r"'kernel_num_gb': ([0-9.e+-]+)")  # Inductor's count 
 def generated_kernel_bytes(folder: Path) -> dict[str, list[dict]]:
     """The graph modules Inductor generated under folder (its cache dir, compiled with --inductor
     benchmark_kernel=True, which writes each kernel's bytes into its source as kernel_num_gb) as {module:
-    [{"name", "ms", "gb"}, ...]}, a row a launch: a kernel the module defines (NAME = async_compile.triton(...)),
-    once for each NAME.run( in the module's code outside the kernels' sources. No times of their own (ms nan:
-    roofline takes them from --profile); gb None for a kernel with no count (Inductor writes none for foreach
-    kernels)."""
+    [{"name", "gb"}, ...]}, a row a launch of one call of the graph: a kernel the module defines (NAME =
+    async_compile.triton(...)), once for each NAME.run( in the module's code outside the kernels' sources. gb is
+    None for a kernel with no count (Inductor writes none for foreach kernels)."""
     tables = {}
     for path in sorted(folder.rglob("*.py")):
         text = path.read_text()
@@ -619,7 +581,7 @@ def generated_kernel_bytes(folder: Path) -> dict[str, list[dict]]:
         for name in re.findall(r"\b(\w+)\.run\(", KERNEL_DEFINITION.sub("", text)):
             if name in sources:
                 count = KERNEL_BYTES.search(sources[name])
-                rows.append({"name": name, "ms": math.nan, "gb": float(count.group(1)) if count else None})
+                rows.append({"name": name, "gb": float(count.group(1)) if count else None})
         if rows:
             tables[str(path)] = rows
     if not tables:
@@ -630,76 +592,75 @@ def generated_kernel_bytes(folder: Path) -> dict[str, list[dict]]:
 
 
 def in_step_ms(profile: dict) -> dict[str, tuple[float, int]]:
-    """A profile's (ours.json's, recurrence off) device ms per launch of each kernel and its launches, by name:
-    the time it took inside the step, without what the bandwidth profiler adds (the clones of the arguments it
-    mutates, the host launch, the flushed L2)."""
+    """A profile's (ours.json's, recurrence off) device ms per launch of each kernel and its launches, by name."""
     kernels = profile["states"]["off"]["kernels"]
     return {k["name"]: (k["us"] / k["count"] / 1000, k["count"]) for k in kernels if k["count"]}
 
 
-def roofline_text(tables: dict[str, list[dict]], copy_gb_per_s: float, in_step: dict | None = None,
-                  top: int = 15, cut: list[str] = ()) -> str:
+def roofline_text(tables: dict[str, list[dict]], copy_gb_per_s: float, in_step: dict, top: int = 15) -> str:
     """Each graph's kernels against this GPU's copy bandwidth: the time each launch would take moving its bytes
-    at that rate (its floor, for a memory-bound kernel), and the excess over it, the most a faster kernel for
-    the same bytes could save. Times are the profile's in-step ones where given (a kernel not in it is left
-    out and counted), else the bandwidth profiler's own (inflated by what it times around the kernel). A
-    kernel is its graph's (two graphs may reuse a name for different code)."""
-    floor = lambda row: row["gb"] / copy_gb_per_s * 1e3  # noqa: E731
+    at that rate (its floor, for a memory-bound kernel), and the excess of its in-step time over it, the most a
+    faster kernel for the same bytes could save. A row of tables is a launch in one call of its graph; a graph
+    called k times a step shows as k times the profile's launches of its kernels' names, and each row counts
+    that many times (a name's launches in the step over its rows). A kernel is its graph's (two graphs may reuse
+    a name for different code); the profile knows names only, so such a name takes their mean time."""
+    floor = lambda gb: gb / copy_gb_per_s * 1e3  # noqa: E731
     share = lambda ms, gb: 100 * gb / ms * 1e3 / copy_gb_per_s if ms else 0.0  # noqa: E731
-    source = "in the profiled step" if in_step is not None else "timed alone by the bandwidth profiler"
-    lines = [f"copy bandwidth {copy_gb_per_s:.0f} GB/s; times {source}. Per graph: launches, ms, GB moved, the "
-             "share of the copy bandwidth, the excess over each launch's floor"]
-    kernels, left_out = {}, {"not timed": [], "not in the profile": [], "no byte count": []}
+    rows_of = Counter(r["name"] for rows in tables.values() for r in rows)
+    lines = [f"copy bandwidth {copy_gb_per_s:.0f} GB/s; times in the profiled step. Per graph: launches a step, "
+             "ms, GB moved, the share of the copy bandwidth, the excess over each launch's floor"]
+    kernels, left_out = {}, {"not in the profile": [], "no byte count": []}
     for module, rows in tables.items():
         graph, timed = Path(module).stem, []
         for r in rows:
-            ms = r["ms"] if in_step is None else in_step.get(r["name"], (None,))[0]
-            if r["gb"] is None:
-                left_out["no byte count"].append(r["name"])
+            ms, count = in_step.get(r["name"], (None, 0))
+            if ms is None or r["gb"] is None:
+                left_out["no byte count" if ms is not None else "not in the profile"].append(r["name"])
                 continue
-            if ms is None or not math.isfinite(ms):
-                left_out["not timed" if ms is not None else "not in the profile"].append(r["name"])
-                continue
-            timed.append(dict(r, ms=ms, excess=max(0.0, ms - floor(r))))
-        ms, gb, excess = (sum(r[key] for r in timed) for key in ("ms", "gb", "excess"))
-        lines.append(f"  {len(timed):5d} launches {ms:9.3f} ms {gb:8.3f} GB {share(ms, gb):5.1f}%  "
+            calls = count / rows_of[r["name"]]
+            timed.append(dict(r, calls=calls, ms=calls * ms, gb=calls * r["gb"],
+                              excess=calls * max(0.0, ms - floor(r["gb"]))))
+        ms, gb, excess, calls = (sum(r[key] for r in timed) for key in ("ms", "gb", "excess", "calls"))
+        lines.append(f"  {calls:7.1f} launches {ms:9.3f} ms {gb:8.3f} GB {share(ms, gb):5.1f}%  "
                      f"excess {excess:7.3f} ms  {graph}")
         for r in timed:
-            k = kernels.setdefault((graph, r["name"]), dict(calls=0, ms=0.0, gb=0.0, excess=0.0, small=True))
-            k["calls"] += 1
-            for key in ("ms", "gb", "excess"):
+            k = kernels.setdefault((graph, r["name"]), dict(calls=0.0, ms=0.0, gb=0.0, excess=0.0, small=True))
+            for key in ("calls", "ms", "gb", "excess"):
                 k[key] += r[key]
-            k["small"] &= r["gb"] * 1e9 < SMALL_KERNEL_BYTES
+            k["small"] &= r["gb"] / r["calls"] * 1e9 < SMALL_KERNEL_BYTES
     total = {key: sum(k[key] for k in kernels.values()) for key in ("calls", "ms", "gb", "excess")}
     small = sum(k["excess"] for k in kernels.values() if k["small"])
-    lines.append(f"all graphs: {total['calls']} launches, {total['ms']:.3f} ms, {total['gb']:.3f} GB, "
+    lines.append(f"all graphs: {total['calls']:.1f} launches, {total['ms']:.3f} ms, {total['gb']:.3f} GB, "
                  f"{share(total['ms'], total['gb']):.1f}%, excess {total['excess']:.3f} ms "
                  f"({100 * total['excess'] / total['ms'] if total['ms'] else 0:.1f}% of their time), of which "
                  f"{small:.3f} ms in kernels moving under {SMALL_KERNEL_BYTES / 1e6:g} MB a launch (launch-bound: "
                  "only fusing them away saves it)")
     graphs_of = Counter(name for graph, name in kernels)
     shared = sorted(name for name, n in graphs_of.items() if n > 1)
-    if in_step is not None and shared:  # the profile adds up a name's launches whatever graph made them
+    if shared:  # the profile adds up a name's launches whatever graph made them
         lines.append(f"{len(shared)} kernel names in more than one graph ({', '.join(shared[:3])}"
                      f"{', ...' if len(shared) > 3 else ''}): each takes the mean in-step time of them all")
-    if cut:  # a run killed before a graph's first table was whole: its kernels are missing from every sum
-        lines.append(f"{len(cut)} graphs with no complete table, left out: {', '.join(Path(m).stem for m in cut)}")
-    if in_step is not None:  # what of the step's Inductor time the tables cover
-        named = {name for _, name in kernels} | {n for names in left_out.values() for n in names}
-        inductor = {n: v for n, v in in_step.items() if n.startswith("triton_")}
-        missed = [v for n, v in inductor.items() if n not in named]
-        step_ms = sum(ms * count for ms, count in inductor.values())
-        missed_ms = sum(ms * count for ms, count in missed)
-        lines.append(f"the profile's Inductor kernels: {step_ms:.3f} ms in the step; {len(missed)} named by no "
-                     f"table, {missed_ms:.3f} ms in {sum(c for _, c in missed)} launches "
-                     f"({100 * (1 - missed_ms / step_ms) if step_ms else 0:.1f}% of the time covered)")
+    repeated = sorted(n for n, rows in rows_of.items() if n in in_step and in_step[n][1] != rows)
+    if repeated:  # a graph called more than once a step (or a compiled graph the step did not call)
+        lines.append(f"{len(repeated)} kernel names launched a step other than once per row "
+                     f"({', '.join(f'{n} {in_step[n][1]}/{rows_of[n]}' for n in repeated[:3])}"
+                     f"{', ...' if len(repeated) > 3 else ''}): their rows weighted by the ratio")
+    named = set(rows_of)  # what of the step's Inductor time the modules cover
+    inductor = {n: v for n, v in in_step.items() if n.startswith("triton_")}
+    missed = [v for n, v in inductor.items() if n not in named]
+    step_ms = sum(ms * count for ms, count in inductor.values())
+    missed_ms = sum(ms * count for ms, count in missed)
+    lines.append(f"the profile's Inductor kernels: {step_ms:.3f} ms in the step; {len(missed)} named in no "
+                 f"module, {missed_ms:.3f} ms in {sum(c for _, c in missed)} launches "
+                 f"({100 * (1 - missed_ms / step_ms) if step_ms else 0:.1f}% of the time covered)")
     for why, names in left_out.items():
         if names:
-            lines.append(f"left out, {why}: {len(names)} launches ({', '.join(sorted(set(names))[:5])}"
+            lines.append(f"left out, {why}: {len(names)} rows ({', '.join(sorted(set(names))[:5])}"
                          f"{', ...' if len(set(names)) > 5 else ''})")
-    lines.append(f"\ntop {top} kernels by excess: calls, ms, GB, share of the copy bandwidth, excess ms, graph")
+    lines.append(f"\ntop {top} kernels by excess: launches a step, ms, GB, share of the copy bandwidth, excess ms, "
+                 "graph")
     for (graph, name), k in sorted(kernels.items(), key=lambda kv: -kv[1]["excess"])[:top]:
-        lines.append(f"  {k['calls']:4d} {k['ms']:8.3f} {k['gb']:7.3f} {share(k['ms'], k['gb']):5.1f}% "
+        lines.append(f"  {k['calls']:6.1f} {k['ms']:8.3f} {k['gb']:7.3f} {share(k['ms'], k['gb']):5.1f}% "
                      f"{k['excess']:7.3f}  {graph[:12]} {name[:100]}")
     return "\n".join(lines)
 
@@ -782,24 +743,19 @@ def main(argv=None) -> int:
     if argv and argv[0] == "roofline":
         roof_parser = argparse.ArgumentParser(prog="profile_vs_reference.py roofline",
                                               description="Inductor's kernels against the copy bandwidth")
-        roof_parser.add_argument("bandwidth", type=Path, help="Inductor's profile_bandwidth_output file, or "
-                                 "the folder of the graph modules it generated with benchmark_kernel=True")
+        roof_parser.add_argument("modules", type=Path, help="the Inductor cache dir of a compile with "
+                                 "benchmark_kernel=True (roofline.sh's modules.tar.xz, unpacked)")
         roof_parser.add_argument("copy", type=Path, help="roofline.sh's copy.json (its gb_per_s)")
-        roof_parser.add_argument("--profile", type=Path, help="an ours.json of the same code: in-step times")
+        roof_parser.add_argument("profile", type=Path, help="the ours.json of the same compile: in-step times")
         roof_parser.add_argument("--top", type=int, default=15)
         roof_args = roof_parser.parse_args(argv[1:])
-        modules = roof_args.bandwidth.is_dir()
-        for path in ((roof_args.copy, roof_args.profile) if modules else
-                     (roof_args.bandwidth, roof_args.copy, roof_args.profile)):
-            if path is not None and not path.is_file():
+        for path in (roof_args.copy, roof_args.profile):
+            if not path.is_file():
                 roof_parser.error(f"{path} is not a file: docs/runs/2026-12-07h/next/roofline.sh writes them")
-        if modules and roof_args.profile is None:
-            roof_parser.error(f"{roof_args.bandwidth} holds no kernel times: give --profile OURS_JSON")
         copy_rate = json.loads(roof_args.copy.read_text())["gb_per_s"]
-        in_step = in_step_ms(json.loads(roof_args.profile.read_text())) if roof_args.profile else None
-        tables, cut = ((generated_kernel_bytes(roof_args.bandwidth), []) if modules
-                       else bandwidth_tables(roof_args.bandwidth.read_text()))
-        print(roofline_text(tables, copy_rate, in_step, roof_args.top, cut))
+        in_step = in_step_ms(json.loads(roof_args.profile.read_text()))
+        tables = generated_kernel_bytes(roof_args.modules)
+        print(roofline_text(tables, copy_rate, in_step, roof_args.top))
         return 0
     if argv and argv[0] == "compare":
         ours, record = (json.loads(Path(p).read_text()) for p in argv[1:3])

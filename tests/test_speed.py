@@ -268,151 +268,86 @@ def test_kernel_classes_name_our_kernels_as_ours(name, label):
     assert prof.kernel_class(name) == label
 
 
-def test_roofline_reads_inductors_own_bandwidth_tables(tmp_path, capsys, monkeypatch):
-    """`roofline` on a file written by Inductor's own profile_bandwidth writer (end_graph, as a compiled graph
-    calls it after each run): the last complete table of each graph module is kept (a graph appends its whole
-    table each call; a table cut short by a killed run has no SUMMARY), bytes come from ms x GB/s, a kernel
-    Inductor did not time (ms inf) is left out and counted, and each launch's excess is its time over its bytes
-    at the copy bandwidth (a launch faster than that has none). With --profile the times are the profile's in-step
-    ones by kernel name. Fails if the first table were kept, a cut table replaced a complete one, kernels of two
-    graphs sharing a name were merged, or the untimed kernel's inf reached the sums."""
-    from torch._inductor.runtime import triton_heuristics as th
-    monkeypatch.setattr(th, "collected_calls", [])
-    out = tmp_path / "bandwidth.txt"
-    write = "end_graph(output_file)"  # run from a module of the given name, as a generated graph's wrapper does
-    for module, calls in (("fwd_graph.py", [(0.9, 0.1, 0.1 / 0.9e-3, "triton_0")]),  # replaced by its second table
-                          ("fwd_graph.py", [(0.2, 0.5, 2500.0, "triton_0"), (0.1, 0.05, 500.0, "triton_1"),
-                                            (0.004, 0.0005, 125.0, "triton_2")]),  # 0.5 MB: a small kernel
-                          ("bwd_graph.py", [(0.4, 0.2, 500.0, "triton_0"), (float("inf"), 0.3, 0.0, "triton_spill")])):
-        th.collected_calls[:] = calls
-        exec(compile(write, str(tmp_path / module), "exec"), {"end_graph": th.end_graph, "output_file": str(out)})
-    cut = f"====================\n{prof.BANDWIDTH_TABLE}{tmp_path / 'fwd_graph.py'})\n5.000ms \t0.001 GB \t 0.20GB/s"
-    # a row as torch versions that color slow kernels write it: red, for 0.4 ms at 500 GB/s; then the cut table
-    out.write_text(out.read_text().replace("0.400ms", "\x1b[31m0.400ms").replace(
-        "500.00GB/s \t 100.00% \t triton_0", "500.00GB/s \t 100.00% \t triton_0\x1b[0m")
-        + cut + " \t 100.00% \t triton_0\n")
-    out.write_text(out.read_text() + f"====================\n{prof.BANDWIDTH_TABLE}opt_graph.py)\n")  # cut alone
-    tables, cut_graphs = prof.bandwidth_tables(out.read_text())
-    assert cut_graphs == ["opt_graph.py"]
-    assert sorted(Path(m).name for m in tables) == ["bwd_graph.py", "fwd_graph.py"]
-    fwd = tables[str(tmp_path / "fwd_graph.py")]
-    assert [(r["name"], r["ms"], round(r["gb"], 6)) for r in fwd] == [
-        ("triton_0", 0.2, 0.5), ("triton_1", 0.1, 0.05), ("triton_2", 0.004, 0.0005)]
-    copy, profile = tmp_path / "copy.json", tmp_path / "ours.json"
-    copy.write_text('{"gb_per_s": 2500.0}')
-    assert prof.main(["roofline", str(out), str(copy), "--top", "4"]) == 0
-    text = capsys.readouterr().out
-    # floors at 2,500 GB/s: triton_0 0.2 ms (none over), triton_1 0.02 ms (0.08 over), triton_2 0.0002 ms
-    # (0.0038 over, small), bwd's triton_0 0.08 ms (0.32 over)
-    assert ("all graphs: 4 launches, 0.704 ms, 0.750 GB, 42.6%, excess 0.404 ms (57.4% of their time), of which "
-            "0.004 ms in kernels moving under 1 MB a launch") in text
-    assert "excess   0.084 ms  fwd_graph" in text and "excess   0.320 ms  bwd_graph" in text
-    assert "left out, not timed: 1 launches (triton_spill)" in text
-    assert "1 graphs with no complete table, left out: opt_graph" in text
-    top = text.split("top 4 kernels by excess")[1].splitlines()[1:]
-    assert [line.split()[-2:] for line in top] == [["bwd_graph", "triton_0"], ["fwd_graph", "triton_1"],
-                                                   ["fwd_graph", "triton_2"],
-                                                   ["fwd_graph", "triton_0"]]
-    kernels = [dict(name="triton_0", us=300.0, count=2, cls="x"), dict(name="triton_1", us=50.0, count=1, cls="x"),
-               dict(name="triton_red_unseen", us=150.0, count=3, cls="x"),
-               dict(name="aten_copy", us=9.0, count=1, cls="x")]
-    profile.write_text(json.dumps({"states": {"off": {"kernels": kernels}}}))
-    assert prof.main(["roofline", str(out), str(copy), "--profile", str(profile)]) == 0
-    text = capsys.readouterr().out  # in-step: triton_0 0.15 ms a launch (0 over, 0.07 over), triton_1 0.05 (0.03 over)
-    assert "times in the profiled step" in text
-    assert "left out, not in the profile: 2 launches (triton_2, triton_spill)" in text
-    assert "all graphs: 3 launches, 0.350 ms, 0.750 GB, 85.7%, excess 0.100 ms (28.6% of their time)" in text
-    assert ("the profile's Inductor kernels: 0.500 ms in the step; 1 named by no table, 0.150 ms in 3 launches "
-            "(70.0% of the time covered)") in text
-    assert "1 kernel names in more than one graph (triton_0): each takes the mean in-step time of them all" in text
-    with pytest.raises(SystemExit, match="no complete kernel table found"):
-        prof.bandwidth_tables(cut)  # a module whose only table was cut is no table at all
-    with pytest.raises(SystemExit, match="not a row of Inductor's bandwidth table: '1 GB'"):
-        prof.bandwidth_tables(f"{prof.BANDWIDTH_TABLE}x)\n1 GB\nSUMMARY (x)\n")
-    with pytest.raises(SystemExit) as exit_info:
-        prof.main(["roofline", str(tmp_path / "none.txt"), str(copy)])
-    assert exit_info.value.code == 2 and "none.txt is not a file" in capsys.readouterr().err
-
-
-GRAPH_MODULE = """# AOT ID: ['0_backward']
-from torch._inductor.runtime import triton_heuristics
-async_compile = AsyncCompile()
-
-# kernel path: /tmp/ic/ab/cab.py
-triton_per_fused_mul_0 = async_compile.triton('triton_per_fused_mul_0', '''
-import triton
-@triton_heuristics.persistent_reduction(
-    size_hints={'x': 1024, 'r0_': 512},
-    inductor_meta={'kernel_name': 'triton_per_fused_mul_0', 'mutated_arg_names': [], 'kernel_num_gb': 0.4},
-)
-@triton.jit
-def triton_per_fused_mul_0(in_ptr0, out_ptr0, xnumel, r0_numel, XBLOCK : tl.constexpr):
-    pass
-
-def call(args):
-    stream0 = get_raw_stream(0)
-    triton_per_fused_mul_0.run(*args, stream=stream0)
-''', device_str='cuda')
-
-triton_poi_fused_add_1 = async_compile.triton('triton_poi_fused_add_1', '''
-@triton_heuristics.pointwise(
-    inductor_meta={'kernel_name': 'triton_poi_fused_add_1', 'kernel_num_gb': 5e-05},
-)
-@triton.jit
-def triton_poi_fused_add_1(in_ptr0, xnumel, XBLOCK : tl.constexpr):
-    pass
-''', device_str='cuda')
-
-triton_for_fused_2 = async_compile.triton('triton_for_fused_2', '''
-@triton_heuristics.foreach(inductor_meta={'kernel_name': 'triton_for_fused_2'})
-@triton.jit
-def triton_for_fused_2(in_ptr0, out_ptr0):
-    pass
-''', device_str='cuda')
-
-async_compile.wait(globals())
-del async_compile
-
-class Runner:
-    def call(self, args):
-        triton_per_fused_mul_0.run(buf0, buf1, 1024, 512, stream=stream0)
-        extern_kernels.mm(buf1, primals_2, out=buf2)
-        triton_poi_fused_add_1.run(buf2, 4096, stream=stream0)
-        triton_per_fused_mul_0.run(buf3, buf4, 1024, 512, stream=stream0)
-        triton_for_fused_2.run(buf5, buf6, stream=stream0)
-"""
+def graph_module(kernels: dict, launches: list[str]) -> str:
+    """A graph's module as Inductor writes it to its cache dir under benchmark_kernel=True (the layout of
+    torch's wrapper codegen): each kernel's source inside NAME = async_compile.triton('NAME', '''...''', ...),
+    with its kernel_num_gb (None: no count, as a foreach kernel) and its own benchmark harness, which launches it
+    too; then the graph's call(), launching kernels between extern matmuls."""
+    parts = ["# AOT ID: ['0_forward']\nasync_compile = AsyncCompile()\n"]
+    for name, gb in kernels.items():
+        meta = {"kernel_name": name, "mutated_arg_names": []} | ({} if gb is None else {"kernel_num_gb": gb})
+        parts.append(f"\n\n# kernel path: /tmp/ic/ab/c{name}.py\n{name} = async_compile.triton({name!r}, '''\n"
+                     f"@triton_heuristics.pointwise(\n    inductor_meta={meta!r},\n)\n@triton.jit\n"
+                     f"def {name}(in_ptr0, out_ptr0, xnumel, XBLOCK : tl.constexpr):\n    pass\n\n"
+                     f"def call(args):\n    stream0 = get_raw_stream(0)\n    {name}.run(*args, stream=stream0)\n"
+                     "''', device_str='cuda')\n")
+    parts.append("\nasync_compile.wait(globals())\ndel async_compile\n\nclass Runner:\n    def call(self, args):\n")
+    parts += [f"        extern_kernels.mm(buf{i}, primals_1, out=buf{i + 1})\n        {name}.run(buf{i + 1}, "
+              f"4096, stream=stream0)\n" for i, name in enumerate(launches)]
+    return "".join(parts)
 
 
 def test_roofline_reads_the_bytes_inductor_writes_into_its_generated_graphs(tmp_path, capsys):
-    """`roofline FOLDER` reads the graph modules Inductor wrote to its cache dir under benchmark_kernel=True
-    (torch 2.11's profile_bandwidth_output fails at compile, calling benchmark_compiled_module without its
-    arguments): a row for each launch in the module's code, with the kernel's kernel_num_gb, never counting the
-    `.run(` of a kernel's own benchmark harness inside its source; a kernel's own file (no definitions) adds
-    nothing; a kernel with no count (foreach) is left out and named; the times come from --profile, which it
-    requires. Fails if the kernels' sources were not cut out before counting launches (3 launches of
-    triton_per_fused_mul_0, not 2) or the byte count were read from the wrong kernel."""
-    graphs = tmp_path / "cache" / "ab"
-    graphs.mkdir(parents=True)
-    (graphs / "cgraph.py").write_text(GRAPH_MODULE)
-    (graphs / "ckernel.py").write_text("def call(args):\n    triton_per_fused_mul_0.run(*args, stream=stream0)\n")
-    tables = prof.generated_kernel_bytes(tmp_path / "cache")
-    assert list(tables) == [str(graphs / "cgraph.py")]
-    assert [(r["name"], r["gb"]) for r in tables[str(graphs / "cgraph.py")]] == [
+    """`roofline MODULES COPY PROFILE`: the graph modules Inductor wrote to its cache dir under
+    benchmark_kernel=True (torch 2.11's profile_bandwidth_output fails at compile, calling
+    benchmark_compiled_module without its arguments) give a row for each launch in a graph's code, with its
+    kernel's kernel_num_gb, never counting the `.run(` of a kernel's own benchmark harness inside its source; a
+    kernel's own file adds nothing. Times come from the profile by name: a name's rows share its launches in the
+    step (a graph called three times a step counts three times; two graphs reusing a name share its mean time),
+    and each launch's excess is its time over its bytes at the copy bandwidth, none for a launch faster than
+    that. Fails on each of these mutations, all tried: the kernels' sources not cut out before counting launches;
+    a repeated graph counted once; a launch under its floor subtracting from the others' excess; a small kernel
+    judged by its bytes a step rather than a launch; a kernel with no count, one the profile never ran, a
+    profiled kernel no module names, or a name launched other than once per row going unreported."""
+    cache = tmp_path / "cache"
+    modules = {"ab/cfwd.py": ({"triton_per_fused_mul_0": 0.4, "triton_poi_fused_add_1": 5e-05,
+                               "triton_for_fused_2": None},
+                              ["triton_per_fused_mul_0", "triton_poi_fused_add_1", "triton_per_fused_mul_0",
+                               "triton_for_fused_2"]),
+               "cd/cbwd.py": ({"triton_per_fused_mul_0": 0.25, "triton_red_fused_3": 0.1},  # the name reused
+                              ["triton_per_fused_mul_0", "triton_red_fused_3"]),
+               "ef/copt.py": ({"triton_poi_fused_ns_4": 0.0004}, ["triton_poi_fused_ns_4"]),  # called 3 times
+               "gh/cunrun.py": ({"triton_poi_unrun_5": 0.1}, ["triton_poi_unrun_5"])}  # not in the step
+    for path, (kernels, launches) in modules.items():
+        (cache / path).parent.mkdir(parents=True, exist_ok=True)
+        (cache / path).write_text(graph_module(kernels, launches))
+    (cache / "ab" / "ckernel.py").write_text("def call(args):\n    triton_poi_fused_add_1.run(*args, stream=s)\n")
+    tables = prof.generated_kernel_bytes(cache)
+    assert [Path(m).name for m in tables] == ["cfwd.py", "cbwd.py", "copt.py", "cunrun.py"]
+    assert [(r["name"], r["gb"]) for r in tables[str(cache / "ab" / "cfwd.py")]] == [
         ("triton_per_fused_mul_0", 0.4), ("triton_poi_fused_add_1", 5e-05), ("triton_per_fused_mul_0", 0.4),
         ("triton_for_fused_2", None)]
     copy, profile = tmp_path / "copy.json", tmp_path / "ours.json"
     copy.write_text('{"gb_per_s": 2000.0}')
-    kernels = [dict(name="triton_per_fused_mul_0", us=600.0, count=2, cls="x"),
-               dict(name="triton_poi_fused_add_1", us=5.0, count=1, cls="x")]
-    profile.write_text(json.dumps({"states": {"off": {"kernels": kernels}}}))
-    assert prof.main(["roofline", str(tmp_path / "cache"), str(copy), "--profile", str(profile)]) == 0
+    step = {"triton_per_fused_mul_0": (900.0, 3), "triton_poi_fused_add_1": (5.0, 1), "triton_for_fused_2": (10.0, 1),
+            "triton_red_fused_3": (40.0, 1), "triton_poi_fused_ns_4": (90.0, 3), "triton_red_unseen": (150.0, 3),
+            "aten_copy": (9.0, 1)}
+    profile.write_text(json.dumps({"states": {"off": {"kernels": [
+        dict(name=name, us=us, count=count, cls="x") for name, (us, count) in step.items()]}}}))
+    assert prof.main(["roofline", str(cache), str(copy), str(profile), "--top", "5"]) == 0
     text = capsys.readouterr().out
-    # floors at 2,000 GB/s: 0.2 ms for each 0.4 GB launch of 0.3 ms (0.1 over), 0.000025 ms for the small one
-    assert ("all graphs: 3 launches, 0.605 ms, 0.800 GB, 66.1%, excess 0.205 ms (33.9% of their time), of which "
-            "0.005 ms in kernels moving under 1 MB a launch") in text
-    assert "left out, no byte count: 1 launches (triton_for_fused_2)" in text
+    # floors at 2,000 GB/s: 0.2 ms for fwd's 0.4 GB launches of 0.3 ms (0.1 over each), 0.125 ms for bwd's
+    # 0.25 GB (0.175 over), 0.05 ms for 0.1 GB in 0.04 ms (none over, not 0.01 off bwd's excess), 0.0002 ms
+    # for the 0.4 MB launch of 0.03 ms, three a step (0.0894 over, small: 1.2 MB a step, not a launch),
+    # 0.000025 ms for 50 kB in 0.005 ms (0.004975 over, small)
+    assert "     3.0 launches     0.605 ms    0.800 GB  66.1%  excess   0.205 ms  cfwd" in text
+    assert "     2.0 launches     0.340 ms    0.350 GB  51.5%  excess   0.175 ms  cbwd" in text
+    assert "     3.0 launches     0.090 ms    0.001 GB   0.7%  excess   0.089 ms  copt" in text
+    assert ("all graphs: 8.0 launches, 1.035 ms, 1.151 GB, 55.6%, excess 0.469 ms (45.4% of their time), of "
+            "which 0.094 ms in kernels moving under 1 MB a launch") in text
+    assert "1 kernel names in more than one graph (triton_per_fused_mul_0)" in text
+    assert "1 kernel names launched a step other than once per row (triton_poi_fused_ns_4 3/1)" in text
+    assert ("the profile's Inductor kernels: 1.195 ms in the step; 1 named in no module, 0.150 ms in 3 launches "
+            "(87.4% of the time covered)") in text
+    assert "left out, not in the profile: 1 rows (triton_poi_unrun_5)" in text
+    assert "left out, no byte count: 1 rows (triton_for_fused_2)" in text
+    top = text.split("top 5 kernels by excess")[1].splitlines()[1:]
+    assert [line.split()[-2:] + [line.split()[4]] for line in top] == [
+        ["cfwd", "triton_per_fused_mul_0", "0.200"], ["cbwd", "triton_per_fused_mul_0", "0.175"],
+        ["copt", "triton_poi_fused_ns_4", "0.089"], ["cfwd", "triton_poi_fused_add_1", "0.005"],
+        ["cbwd", "triton_red_fused_3", "0.000"]]
     with pytest.raises(SystemExit) as exit_info:
-        prof.main(["roofline", str(tmp_path / "cache"), str(copy)])
-    assert exit_info.value.code == 2 and "holds no kernel times: give --profile" in capsys.readouterr().err
+        prof.main(["roofline", str(cache), str(copy), str(tmp_path / "none.json")])
+    assert exit_info.value.code == 2 and "none.json is not a file" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="no Inductor graph module with Triton kernels under"):
-        prof.generated_kernel_bytes(graphs.parent / "none")
+        prof.generated_kernel_bytes(tmp_path / "none")

@@ -10,7 +10,7 @@
 # 1 GiB into a preallocated tensor (copy.json): the rate a memory-bound kernel can reach on this GPU. ~2-3
 # minutes with a cold compile (~90 s). Carry .gpu_data. Read the result on any machine (R is $OUT/roofline):
 #     mkdir -p M && tar -xJf R/modules.tar.xz -C M
-#     python3 scripts/profile_vs_reference.py roofline M R/copy.json --profile R/step/ours.json
+#     python3 scripts/profile_vs_reference.py roofline M R/copy.json R/step/ours.json
 set -u
 cd "$(dirname "$0")/../../../.."
 G=.gpu_data; D=/tmp/pd/datasets/fineweb10B_sp8192; R="$OUT/roofline"
@@ -42,4 +42,4 @@ echo "step profile rc $?"; grep -m1 '^\[ours\] recurrence\|Error' "$R/step/conso
 grep -rl --include='*.py' 'async_compile.triton(' $TORCHINDUCTOR_CACHE_DIR > /tmp/roofline_modules.txt
 tar -cJf "$R/modules.tar.xz" -C / $(sed 's|^/||' /tmp/roofline_modules.txt)
 echo "$(wc -l < /tmp/roofline_modules.txt) graph modules"
-python3 scripts/profile_vs_reference.py roofline $TORCHINDUCTOR_CACHE_DIR "$R/copy.json" --profile "$R/step/ours.json"
+python3 scripts/profile_vs_reference.py roofline $TORCHINDUCTOR_CACHE_DIR "$R/copy.json" "$R/step/ours.json"
