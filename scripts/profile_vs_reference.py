@@ -587,7 +587,7 @@ def generated_kernel_bytes(folder: Path) -> dict[str, list[dict]]:
     if not tables:
         raise SystemExit(f"no Inductor graph module with Triton kernels under {folder}: compile with "
                          "TORCHINDUCTOR_CACHE_DIR=FOLDER and --inductor benchmark_kernel=True "
-                         "(docs/runs/2026-12-07h/next/roofline.sh)")
+                         "(docs/runs/2026-12-07i/next/roofline.sh)")
     return tables
 
 
@@ -751,7 +751,7 @@ def main(argv=None) -> int:
         roof_args = roof_parser.parse_args(argv[1:])
         for path in (roof_args.copy, roof_args.profile):
             if not path.is_file():
-                roof_parser.error(f"{path} is not a file: docs/runs/2026-12-07h/next/roofline.sh writes them")
+                roof_parser.error(f"{path} is not a file: docs/runs/2026-12-07i/next/roofline.sh writes them")
         copy_rate = json.loads(roof_args.copy.read_text())["gb_per_s"]
         in_step = in_step_ms(json.loads(roof_args.profile.read_text()))
         tables = generated_kernel_bytes(roof_args.modules)
