@@ -6,7 +6,7 @@ and print where ours spends device time that the record does not; or profile our
     python scripts/profile_vs_reference.py compare prof_out/ours.json prof_out/record.json
     python scripts/profile_vs_reference.py --which ours --data-dir D --trace      # + the profiled steps' traces
     python scripts/profile_vs_reference.py gaps prof_out/ours_off_trace.json.gz   # where the GPU waited
-    python scripts/profile_vs_reference.py roofline MODULES R/copy.json R/step/ours.json  # roofline.sh's
+    python scripts/profile_vs_reference.py roofline R/step/ours_off_trace.json.gz R/copy.json  # roofline.sh's
     python scripts/profile_vs_reference.py --which ours --data-dir .gpu_data/ds    # ours alone: its report
     python scripts/profile_vs_reference.py --which ours --data-dir D --ours-env COMPILE_SCOPE=layers \
         --train-gpt ../before/train_gpt.py --no-looping      # another copy of ours, one scope, recurrence off
@@ -44,6 +44,10 @@ gradients included, before train_step has added them up.
 --trace also writes each profiled step's Chrome trace (OUT/WHICH_STATE_trace.json.gz, a few MB); `gaps` reads
 one on any machine and lists the device's idle gaps between kernels: whether the host launched the next kernel
 only after the GPU had gone idle (host-bound), and the host ops that were running when it did.
+--trace-args writes it with each op's arguments (record_shapes): with --inductor benchmark_kernel=True, the op
+around each launch of an Inductor kernel then carries the kernel's bytes as Inductor counts them, which
+`roofline` sets against the copy bandwidth. Recording them adds host time under the profiler: read gaps from a
+trace without them.
 """
 
 from __future__ import annotations
@@ -56,7 +60,6 @@ import importlib.util
 import inspect
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -343,10 +346,16 @@ def kernel_rows(prof) -> list[dict]:
     return sorted(rows, key=lambda r: -r["us"])
 
 
+def step_profiler(with_args: bool):
+    """torch.profiler over a step's host ops and GPU kernels. with_args records each op's arguments
+    (record_shapes): the op around each launch of an Inductor kernel keeps its kernel_num_gb there."""
+    from torch.profiler import ProfilerActivity, profile
+    return profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=with_args)
+
+
 def measure(args) -> dict:
     import numpy as np
     import torch
-    from torch.profiler import ProfilerActivity, profile
     device = torch.device("cuda", 0)
     torch.cuda.set_device(device)
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -378,10 +387,10 @@ def measure(args) -> dict:
         torch.cuda.synchronize()
         back_to_back_ms = (time.perf_counter() - t1) * 1000 / args.steps
         torch.cuda.reset_peak_memory_stats()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with step_profiler(args.trace_args) as prof:
             s["step"]()
             torch.cuda.synchronize()
-        if args.trace:  # torch gzips it: the path ends in .gz
+        if args.trace or args.trace_args:  # torch gzips it: the path ends in .gz
             prof.export_chrome_trace(str(args.out / f"{args.which}_{'on' if on else 'off'}_trace.json.gz"))
         rows = kernel_rows(prof)
         ms = float(np.median(times))
@@ -563,105 +572,66 @@ def gaps_text(found: dict, top: int = 25, min_us: float = GAP_MIN_US) -> str:
 # -----------------------------------------------------------------------------
 
 SMALL_KERNEL_BYTES = 1e6  # moved in ~0.3 us at ~3 TB/s, far under a launch: such a kernel's time is its launch
-KERNEL_DEFINITION = re.compile(r"^(\w+) = async_compile\.triton\('\w+', '''(.*?)'''", re.M | re.S)
-KERNEL_BYTES = re.compile(r"'kernel_num_gb': ([0-9.e+-]+)")  # Inductor's count of a launch's bytes, in GB
 
 
-def generated_kernel_bytes(folder: Path) -> dict[str, list[dict]]:
-    """The graph modules Inductor generated under folder (its cache dir, compiled with --inductor
-    benchmark_kernel=True, which writes each kernel's bytes into its source as kernel_num_gb) as {module:
-    [{"name", "gb"}, ...]}, a row a launch of one call of the graph: a kernel the module defines (NAME =
-    async_compile.triton(...)), once for each NAME.run( in the module's code outside the kernels' sources. gb is
-    None for a kernel with no count (Inductor writes none for foreach kernels)."""
-    tables = {}
-    for path in sorted(folder.rglob("*.py")):
-        text = path.read_text()
-        sources = dict(KERNEL_DEFINITION.findall(text))  # none in a kernel's own file
-        rows = []
-        for name in re.findall(r"\b(\w+)\.run\(", KERNEL_DEFINITION.sub("", text)):
-            if name in sources:
-                count = KERNEL_BYTES.search(sources[name])
-                rows.append({"name": name, "gb": float(count.group(1)) if count else None})
-        if rows:
-            tables[str(path)] = rows
-    if not tables:
-        raise SystemExit(f"no Inductor graph module with Triton kernels under {folder}: compile with "
-                         "TORCHINDUCTOR_CACHE_DIR=FOLDER and --inductor benchmark_kernel=True "
-                         "(docs/runs/2026-12-07i/next/roofline.sh)")
-    return tables
+def inductor_launches(events: list[dict]) -> list[dict]:
+    """Each launch of an Inductor kernel (named triton_...) in a trace of load_trace's: {"name", "file", "ms",
+    "gb"}. Its time is its GPU event's. Its bytes and its kernel's file come from the op that launched it, the
+    host event of the same name and External id: Inductor wraps each launch in one, with its kernel_num_gb where
+    the graph was compiled with benchmark_kernel=True, in the trace's args where the profile recorded shapes.
+    gb is None where the op carries no count (Inductor writes none for foreach kernels), file too where no
+    such op was found."""
+    ops = {(e["args"].get("External id"), e["name"]): e["args"] for e in events if e.get("cat") == "cpu_op"}
+    launches = []
+    for e in events:
+        if e.get("cat") == "kernel" and e["name"].startswith("triton_"):
+            op = ops.get((e["args"].get("External id"), e["name"]), {})
+            launches.append({"name": e["name"], "file": op.get("kernel_file"), "ms": e["dur"] / 1e6,
+                             "gb": op.get("kernel_num_gb")})
+    if not any(r["gb"] is not None for r in launches):
+        raise SystemExit("no Inductor launch in the trace carries its bytes: profile with --trace-args "
+                         "--inductor benchmark_kernel=True (docs/runs/2026-12-07i/next/roofline.sh)")
+    return launches
 
 
-def in_step_ms(profile: dict) -> dict[str, tuple[float, int]]:
-    """A profile's (ours.json's, recurrence off) device ms per launch of each kernel and its launches, by name."""
-    kernels = profile["states"]["off"]["kernels"]
-    return {k["name"]: (k["us"] / k["count"] / 1000, k["count"]) for k in kernels if k["count"]}
-
-
-def roofline_text(tables: dict[str, list[dict]], copy_gb_per_s: float, in_step: dict, top: int = 15) -> str:
-    """Each graph's kernels against this GPU's copy bandwidth: the time each launch would take moving its bytes
-    at that rate (its floor, for a memory-bound kernel), and the excess of its in-step time over it, the most a
-    faster kernel for the same bytes could save. A row of tables is a launch in one call of its graph; a graph
-    called k times a step shows as k times the profile's launches of its kernels' names, and each row counts
-    that many times (a name's launches in the step over its rows). A kernel is its graph's (two graphs may reuse
-    a name for different code); the profile knows names only, so such a name takes their mean time."""
-    floor = lambda gb: gb / copy_gb_per_s * 1e3  # noqa: E731
+def roofline_text(launches: list[dict], copy_gb_per_s: float, top: int = 15) -> str:
+    """Inductor's kernels in one profiled step against this GPU's copy bandwidth: the time each launch would
+    take moving its bytes at that rate (its floor, for a memory-bound kernel) and the excess of its time over
+    it, the most a faster kernel for the same bytes could save. A kernel is its name and its file (graphs
+    compiled apart may reuse a name for other code)."""
     share = lambda ms, gb: 100 * gb / ms * 1e3 / copy_gb_per_s if ms else 0.0  # noqa: E731
-    rows_of = Counter(r["name"] for rows in tables.values() for r in rows)
-    lines = [f"copy bandwidth {copy_gb_per_s:.0f} GB/s; times in the profiled step. Per graph: launches a step, "
-             "ms, GB moved, the share of the copy bandwidth, the excess over each launch's floor"]
-    kernels, left_out = {}, {"not in the profile": [], "no byte count": []}
-    for module, rows in tables.items():
-        graph, timed = Path(module).stem, []
-        for r in rows:
-            ms, count = in_step.get(r["name"], (None, 0))
-            if ms is None or r["gb"] is None:
-                left_out["no byte count" if ms is not None else "not in the profile"].append(r["name"])
-                continue
-            calls = count / rows_of[r["name"]]
-            timed.append(dict(r, calls=calls, ms=calls * ms, gb=calls * r["gb"],
-                              excess=calls * max(0.0, ms - floor(r["gb"]))))
-        ms, gb, excess, calls = (sum(r[key] for r in timed) for key in ("ms", "gb", "excess", "calls"))
-        lines.append(f"  {calls:7.1f} launches {ms:9.3f} ms {gb:8.3f} GB {share(ms, gb):5.1f}%  "
-                     f"excess {excess:7.3f} ms  {graph}")
-        for r in timed:
-            k = kernels.setdefault((graph, r["name"]), dict(calls=0.0, ms=0.0, gb=0.0, excess=0.0, small=True))
-            for key in ("calls", "ms", "gb", "excess"):
-                k[key] += r[key]
-            k["small"] &= r["gb"] / r["calls"] * 1e9 < SMALL_KERNEL_BYTES
+    kernels, left_out = {}, {"no byte count": [], "no launching op found": []}
+    for r in launches:
+        if r["gb"] is None:
+            left_out["no byte count" if r["file"] else "no launching op found"].append(r)
+            continue
+        k = kernels.setdefault((r["name"], r["file"]), dict(calls=0, ms=0.0, gb=0.0, excess=0.0, small=True))
+        k["calls"] += 1
+        k["ms"] += r["ms"]
+        k["gb"] += r["gb"]
+        k["excess"] += max(0.0, r["ms"] - r["gb"] / copy_gb_per_s * 1e3)
+        k["small"] &= r["gb"] * 1e9 < SMALL_KERNEL_BYTES
     total = {key: sum(k[key] for k in kernels.values()) for key in ("calls", "ms", "gb", "excess")}
     small = sum(k["excess"] for k in kernels.values() if k["small"])
-    lines.append(f"all graphs: {total['calls']:.1f} launches, {total['ms']:.3f} ms, {total['gb']:.3f} GB, "
-                 f"{share(total['ms'], total['gb']):.1f}%, excess {total['excess']:.3f} ms "
-                 f"({100 * total['excess'] / total['ms'] if total['ms'] else 0:.1f}% of their time), of which "
-                 f"{small:.3f} ms in kernels moving under {SMALL_KERNEL_BYTES / 1e6:g} MB a launch (launch-bound: "
-                 "only fusing them away saves it)")
-    graphs_of = Counter(name for graph, name in kernels)
-    shared = sorted(name for name, n in graphs_of.items() if n > 1)
-    if shared:  # the profile adds up a name's launches whatever graph made them
-        lines.append(f"{len(shared)} kernel names in more than one graph ({', '.join(shared[:3])}"
-                     f"{', ...' if len(shared) > 3 else ''}): each takes the mean in-step time of them all")
-    repeated = sorted(n for n, rows in rows_of.items() if n in in_step and in_step[n][1] != rows)
-    if repeated:  # a graph called more than once a step (or a compiled graph the step did not call)
-        lines.append(f"{len(repeated)} kernel names launched a step other than once per row "
-                     f"({', '.join(f'{n} {in_step[n][1]}/{rows_of[n]}' for n in repeated[:3])}"
-                     f"{', ...' if len(repeated) > 3 else ''}): their rows weighted by the ratio")
-    named = set(rows_of)  # what of the step's Inductor time the modules cover
-    inductor = {n: v for n, v in in_step.items() if n.startswith("triton_")}
-    missed = [v for n, v in inductor.items() if n not in named]
-    step_ms = sum(ms * count for ms, count in inductor.values())
-    missed_ms = sum(ms * count for ms, count in missed)
-    lines.append(f"the profile's Inductor kernels: {step_ms:.3f} ms in the step; {len(missed)} named in no "
-                 f"module, {missed_ms:.3f} ms in {sum(c for _, c in missed)} launches "
-                 f"({100 * (1 - missed_ms / step_ms) if step_ms else 0:.1f}% of the time covered)")
-    for why, names in left_out.items():
-        if names:
-            lines.append(f"left out, {why}: {len(names)} rows ({', '.join(sorted(set(names))[:5])}"
-                         f"{', ...' if len(set(names)) > 5 else ''})")
-    lines.append(f"\ntop {top} kernels by excess: launches a step, ms, GB, share of the copy bandwidth, excess ms, "
-                 "graph")
-    for (graph, name), k in sorted(kernels.items(), key=lambda kv: -kv[1]["excess"])[:top]:
-        lines.append(f"  {k['calls']:6.1f} {k['ms']:8.3f} {k['gb']:7.3f} {share(k['ms'], k['gb']):5.1f}% "
-                     f"{k['excess']:7.3f}  {graph[:12]} {name[:100]}")
+    step_ms = sum(r["ms"] for r in launches)
+    lines = [f"copy bandwidth {copy_gb_per_s:.0f} GB/s; Inductor's kernels in the profiled step: "
+             f"{len(launches)} launches, {step_ms:.3f} ms",
+             f"with their bytes: {total['calls']} launches of {len(kernels)} kernels, {total['ms']:.3f} ms "
+             f"({100 * total['ms'] / step_ms:.1f}% of the time), {total['gb']:.3f} GB, "
+             f"{share(total['ms'], total['gb']):.1f}% of the copy bandwidth; excess over each launch's floor "
+             f"{total['excess']:.3f} ms ({100 * total['excess'] / total['ms'] if total['ms'] else 0:.1f}% of "
+             f"their time), of which {small:.3f} ms in kernels moving under {SMALL_KERNEL_BYTES / 1e6:g} MB a "
+             "launch (launch-bound: only fusing them away saves it)"]
+    for why, rows in left_out.items():
+        if rows:
+            names = sorted({r["name"] for r in rows})
+            lines.append(f"left out, {why}: {len(rows)} launches, {sum(r['ms'] for r in rows):.3f} ms "
+                         f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+    lines.append(f"\ntop {top} kernels by excess: launches, ms, GB, share of the copy bandwidth, excess ms, "
+                 "kernel (its file)")
+    for (name, file), k in sorted(kernels.items(), key=lambda kv: -kv[1]["excess"])[:top]:
+        lines.append(f"  {k['calls']:4d} {k['ms']:8.3f} {k['gb']:7.3f} {share(k['ms'], k['gb']):5.1f}% "
+                     f"{k['excess']:7.3f}  {name[:100]} ({Path(file).stem[:12]})")
     return "\n".join(lines)
 
 
@@ -743,19 +713,17 @@ def main(argv=None) -> int:
     if argv and argv[0] == "roofline":
         roof_parser = argparse.ArgumentParser(prog="profile_vs_reference.py roofline",
                                               description="Inductor's kernels against the copy bandwidth")
-        roof_parser.add_argument("modules", type=Path, help="the Inductor cache dir of a compile with "
-                                 "benchmark_kernel=True (roofline.sh's modules.tar.xz, unpacked)")
+        roof_parser.add_argument("trace", type=Path, help="OUT/ours_off_trace.json.gz of a profile run with "
+                                 "--trace-args --inductor benchmark_kernel=True")
         roof_parser.add_argument("copy", type=Path, help="roofline.sh's copy.json (its gb_per_s)")
-        roof_parser.add_argument("profile", type=Path, help="the ours.json of the same compile: in-step times")
         roof_parser.add_argument("--top", type=int, default=15)
         roof_args = roof_parser.parse_args(argv[1:])
-        for path in (roof_args.copy, roof_args.profile):
+        for path in (roof_args.trace, roof_args.copy):
             if not path.is_file():
                 roof_parser.error(f"{path} is not a file: docs/runs/2026-12-07i/next/roofline.sh writes them")
         copy_rate = json.loads(roof_args.copy.read_text())["gb_per_s"]
-        in_step = in_step_ms(json.loads(roof_args.profile.read_text()))
-        tables = generated_kernel_bytes(roof_args.modules)
-        print(roofline_text(tables, copy_rate, in_step, roof_args.top))
+        launches = inductor_launches(load_trace(roof_args.trace))
+        print(roofline_text(launches, copy_rate, roof_args.top))
         return 0
     if argv and argv[0] == "compare":
         ours, record = (json.loads(Path(p).read_text()) for p in argv[1:3])
@@ -784,6 +752,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-looping", dest="looping", action="store_false", help="recurrence off only")
     parser.add_argument("--trace", action="store_true",
                         help="also write each profiled step's Chrome trace: OUT/WHICH_STATE_trace.json.gz")
+    parser.add_argument("--trace-args", action="store_true",
+                        help="--trace with each op's arguments recorded: Inductor's byte counts, for roofline")
     parser.add_argument("--no-report", dest="report", action="store_false", help=argparse.SUPPRESS)  # `both`
     args = parser.parse_args(argv)
     if args.which != "ours" and args.reference is None:

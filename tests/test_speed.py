@@ -4,7 +4,6 @@ direct read whatever order it is asked in, and the loop waits for the device onl
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -268,86 +267,69 @@ def test_kernel_classes_name_our_kernels_as_ours(name, label):
     assert prof.kernel_class(name) == label
 
 
-def graph_module(kernels: dict, launches: list[str]) -> str:
-    """A graph's module as Inductor writes it to its cache dir under benchmark_kernel=True (the layout of
-    torch's wrapper codegen): each kernel's source inside NAME = async_compile.triton('NAME', '''...''', ...),
-    with its kernel_num_gb (None: no count, as a foreach kernel) and its own benchmark harness, which launches it
-    too; then the graph's call(), launching kernels between extern matmuls."""
-    parts = ["# AOT ID: ['0_forward']\nasync_compile = AsyncCompile()\n"]
-    for name, gb in kernels.items():
-        meta = {"kernel_name": name, "mutated_arg_names": []} | ({} if gb is None else {"kernel_num_gb": gb})
-        parts.append(f"\n\n# kernel path: /tmp/ic/ab/c{name}.py\n{name} = async_compile.triton({name!r}, '''\n"
-                     f"@triton_heuristics.pointwise(\n    inductor_meta={meta!r},\n)\n@triton.jit\n"
-                     f"def {name}(in_ptr0, out_ptr0, xnumel, XBLOCK : tl.constexpr):\n    pass\n\n"
-                     f"def call(args):\n    stream0 = get_raw_stream(0)\n    {name}.run(*args, stream=stream0)\n"
-                     "''', device_str='cuda')\n")
-    parts.append("\nasync_compile.wait(globals())\ndel async_compile\n\nclass Runner:\n    def call(self, args):\n")
-    parts += [f"        extern_kernels.mm(buf{i}, primals_1, out=buf{i + 1})\n        {name}.run(buf{i + 1}, "
-              f"4096, stream=stream0)\n" for i, name in enumerate(launches)]
-    return "".join(parts)
 
-
-def test_roofline_reads_the_bytes_inductor_writes_into_its_generated_graphs(tmp_path, capsys):
-    """`roofline MODULES COPY PROFILE`: the graph modules Inductor wrote to its cache dir under
-    benchmark_kernel=True (torch 2.11's profile_bandwidth_output fails at compile, calling
-    benchmark_compiled_module without its arguments) give a row for each launch in a graph's code, with its
-    kernel's kernel_num_gb, never counting the `.run(` of a kernel's own benchmark harness inside its source; a
-    kernel's own file adds nothing. Times come from the profile by name: a name's rows share its launches in the
-    step (a graph called three times a step counts three times; two graphs reusing a name share its mean time),
-    and each launch's excess is its time over its bytes at the copy bandwidth, none for a launch faster than
-    that. Fails on each of these mutations, all tried: the kernels' sources not cut out before counting launches;
-    a repeated graph counted once; a launch under its floor subtracting from the others' excess; a small kernel
-    judged by its bytes a step rather than a launch; a kernel with no count, one the profile never ran, a
-    profiled kernel no module names, or a name launched other than once per row going unreported."""
-    cache = tmp_path / "cache"
-    modules = {"ab/cfwd.py": ({"triton_per_fused_mul_0": 0.4, "triton_poi_fused_add_1": 5e-05,
-                               "triton_for_fused_2": None},
-                              ["triton_per_fused_mul_0", "triton_poi_fused_add_1", "triton_per_fused_mul_0",
-                               "triton_for_fused_2"]),
-               "cd/cbwd.py": ({"triton_per_fused_mul_0": 0.25, "triton_red_fused_3": 0.1},  # the name reused
-                              ["triton_per_fused_mul_0", "triton_red_fused_3"]),
-               "ef/copt.py": ({"triton_poi_fused_ns_4": 0.0004}, ["triton_poi_fused_ns_4"]),  # called 3 times
-               "gh/cunrun.py": ({"triton_poi_unrun_5": 0.1}, ["triton_poi_unrun_5"])}  # not in the step
-    for path, (kernels, launches) in modules.items():
-        (cache / path).parent.mkdir(parents=True, exist_ok=True)
-        (cache / path).write_text(graph_module(kernels, launches))
-    (cache / "ab" / "ckernel.py").write_text("def call(args):\n    triton_poi_fused_add_1.run(*args, stream=s)\n")
-    tables = prof.generated_kernel_bytes(cache)
-    assert [Path(m).name for m in tables] == ["cfwd.py", "cbwd.py", "copt.py", "cunrun.py"]
-    assert [(r["name"], r["gb"]) for r in tables[str(cache / "ab" / "cfwd.py")]] == [
-        ("triton_per_fused_mul_0", 0.4), ("triton_poi_fused_add_1", 5e-05), ("triton_per_fused_mul_0", 0.4),
-        ("triton_for_fused_2", None)]
-    copy, profile = tmp_path / "copy.json", tmp_path / "ours.json"
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_roofline_sets_each_inductor_launch_against_the_copy_bandwidth(tmp_path, capsys):
+    """`roofline TRACE COPY`. The trace's host half is written by torch's own profiler through step_profiler(True)
+    (the profile's, --trace-args): the op Inductor wraps around each launch (_RecordFunctionFast, with what its
+    launcher's get_profiler_kwargs passes: kernel_file, and kernel_num_gb under benchmark_kernel=True) keeps
+    them in the trace's args. The GPU half, a kernel event a launch carrying its op's External id, is added by
+    hand, as the profiler writes it on a GPU (each of the 549 Inductor kernels of docs/runs/2026-12-07d's H100
+    trace, prof/m1, matches an op of its name and External id). Each launch's excess is its time over its bytes
+    at the copy bandwidth, none for a launch faster than that; a kernel is its name and file. Fails on each of
+    these mutations, all tried: the profile not recording the ops' arguments; ops matched by name alone; kernels
+    of two files sharing a name merged; a launch under its floor offsetting the others' excess; a small kernel
+    judged by its bytes a step rather than a launch; a launch with no count or no op going unreported; a
+    hand-written kernel taken for Inductor's."""
+    import torch
+    launches = [("triton_per_fused_mul_0", "/c/fwd0.py", 0.4, 300.0),  # name, kernel_file, GB, device us
+                ("triton_poi_fused_add_1", "/c/fwd1.py", 5e-05, 5.0),
+                ("triton_per_fused_mul_0", "/c/fwd0.py", 0.4, 300.0),
+                ("triton_for_fused_2", "/c/fwd2.py", None, 10.0),  # foreach: Inductor counts no bytes
+                ("triton_per_fused_mul_0", "/c/bwd0.py", 0.25, 300.0),  # the name reused for other code
+                ("triton_red_fused_3", "/c/bwd3.py", 0.1, 40.0)]
+    launches += [("triton_poi_fused_ns_4", "/c/opt4.py", 4e-04, 30.0)] * 3  # 0.4 MB a launch
+    x = torch.zeros(4)
+    with prof.step_profiler(True) as profiler:
+        for name, file, gb, _ in launches:
+            kwargs = {"kernel_file": file, "kernel_backend": "triton"}
+            kwargs |= {} if gb is None else {"kernel_num_gb": gb}
+            with torch._C._profiler._RecordFunctionFast(name, (x,), kwargs):
+                pass
+    trace_path = tmp_path / "ours_off_trace.json"
+    profiler.export_chrome_trace(str(trace_path))
+    trace = json.loads(trace_path.read_text())
+    ops = sorted((e for e in trace["traceEvents"] if e.get("cat") == "cpu_op"), key=lambda e: e["ts"])
+    assert [op["name"] for op in ops] == [name for name, *_ in launches]
+    kernel = lambda name, op_id, us: dict(ph="X", cat="kernel", name=name, pid=0, tid=7, ts=ops[0]["ts"],  # noqa: E731
+                                          dur=us, args={"External id": op_id, "correlation": 1})
+    trace["traceEvents"] += [kernel(name, op["args"]["External id"], us) for (name, *_, us), op in zip(launches, ops)]
+    trace["traceEvents"] += [kernel("triton_red_fused_unlaunched_5", 10**6, 150.0),  # no op of its id and name
+                             kernel("_mm_leaky_sq_kernel", ops[0]["args"]["External id"], 500.0)]  # not Inductor's
+    trace_path.write_text(json.dumps(trace))
+    copy = tmp_path / "copy.json"
     copy.write_text('{"gb_per_s": 2000.0}')
-    step = {"triton_per_fused_mul_0": (900.0, 3), "triton_poi_fused_add_1": (5.0, 1), "triton_for_fused_2": (10.0, 1),
-            "triton_red_fused_3": (40.0, 1), "triton_poi_fused_ns_4": (90.0, 3), "triton_red_unseen": (150.0, 3),
-            "aten_copy": (9.0, 1)}
-    profile.write_text(json.dumps({"states": {"off": {"kernels": [
-        dict(name=name, us=us, count=count, cls="x") for name, (us, count) in step.items()]}}}))
-    assert prof.main(["roofline", str(cache), str(copy), str(profile), "--top", "5"]) == 0
+    assert prof.main(["roofline", str(trace_path), str(copy), "--top", "5"]) == 0
     text = capsys.readouterr().out
-    # floors at 2,000 GB/s: 0.2 ms for fwd's 0.4 GB launches of 0.3 ms (0.1 over each), 0.125 ms for bwd's
-    # 0.25 GB (0.175 over), 0.05 ms for 0.1 GB in 0.04 ms (none over, not 0.01 off bwd's excess), 0.0002 ms
-    # for the 0.4 MB launch of 0.03 ms, three a step (0.0894 over, small: 1.2 MB a step, not a launch),
+    # floors at 2,000 GB/s: 0.2 ms for fwd0's 0.4 GB launches of 0.3 ms (0.1 over each), 0.125 ms for bwd0's
+    # 0.25 GB (0.175 over), 0.05 ms for 0.1 GB in 0.04 ms (none over, not 0.01 off the others' excess), 0.0002 ms
+    # for each 0.4 MB launch of 0.03 ms, three a step (0.0894 over, small: 1.2 MB a step, not a launch),
     # 0.000025 ms for 50 kB in 0.005 ms (0.004975 over, small)
-    assert "     3.0 launches     0.605 ms    0.800 GB  66.1%  excess   0.205 ms  cfwd" in text
-    assert "     2.0 launches     0.340 ms    0.350 GB  51.5%  excess   0.175 ms  cbwd" in text
-    assert "     3.0 launches     0.090 ms    0.001 GB   0.7%  excess   0.089 ms  copt" in text
-    assert ("all graphs: 8.0 launches, 1.035 ms, 1.151 GB, 55.6%, excess 0.469 ms (45.4% of their time), of "
-            "which 0.094 ms in kernels moving under 1 MB a launch") in text
-    assert "1 kernel names in more than one graph (triton_per_fused_mul_0)" in text
-    assert "1 kernel names launched a step other than once per row (triton_poi_fused_ns_4 3/1)" in text
-    assert ("the profile's Inductor kernels: 1.195 ms in the step; 1 named in no module, 0.150 ms in 3 launches "
-            "(87.4% of the time covered)") in text
-    assert "left out, not in the profile: 1 rows (triton_poi_unrun_5)" in text
-    assert "left out, no byte count: 1 rows (triton_for_fused_2)" in text
+    assert "Inductor's kernels in the profiled step: 10 launches, 1.195 ms" in text
+    assert ("with their bytes: 8 launches of 5 kernels, 1.035 ms (86.6% of the time), 1.151 GB, 55.6% of the copy "
+            "bandwidth; excess over each launch's floor 0.469 ms (45.4% of their time), of which 0.094 ms in "
+            "kernels moving under 1 MB a launch") in text
+    assert "left out, no byte count: 1 launches, 0.010 ms (triton_for_fused_2)" in text
+    assert "left out, no launching op found: 1 launches, 0.150 ms (triton_red_fused_unlaunched_5)" in text
     top = text.split("top 5 kernels by excess")[1].splitlines()[1:]
-    assert [line.split()[-2:] + [line.split()[4]] for line in top] == [
-        ["cfwd", "triton_per_fused_mul_0", "0.200"], ["cbwd", "triton_per_fused_mul_0", "0.175"],
-        ["copt", "triton_poi_fused_ns_4", "0.089"], ["cfwd", "triton_poi_fused_add_1", "0.005"],
-        ["cbwd", "triton_red_fused_3", "0.000"]]
+    assert [line.split()[4:] for line in top] == [
+        ["0.200", "triton_per_fused_mul_0", "(fwd0)"], ["0.175", "triton_per_fused_mul_0", "(bwd0)"],
+        ["0.089", "triton_poi_fused_ns_4", "(opt4)"], ["0.005", "triton_poi_fused_add_1", "(fwd1)"],
+        ["0.000", "triton_red_fused_3", "(bwd3)"]]
     with pytest.raises(SystemExit) as exit_info:
-        prof.main(["roofline", str(cache), str(copy), str(tmp_path / "none.json")])
+        prof.main(["roofline", str(trace_path), str(tmp_path / "none.json")])
     assert exit_info.value.code == 2 and "none.json is not a file" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="no Inductor graph module with Triton kernels under"):
-        prof.generated_kernel_bytes(tmp_path / "none")
+    trace["traceEvents"] = [e for e in trace["traceEvents"] if e.get("cat") != "cpu_op"]  # no --trace-args
+    trace_path.write_text(json.dumps(trace))
+    with pytest.raises(SystemExit, match="no Inductor launch in the trace carries its bytes: profile with --trace-"):
+        prof.main(["roofline", str(trace_path), str(copy)])
