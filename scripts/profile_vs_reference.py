@@ -576,18 +576,21 @@ SMALL_KERNEL_BYTES = 1e6  # moved in ~0.3 us at ~3 TB/s, far under a launch: suc
 
 def inductor_launches(events: list[dict]) -> list[dict]:
     """Each launch of an Inductor kernel (named triton_...) in a trace of load_trace's: {"name", "file", "ms",
-    "gb"}. Its time is its GPU event's. Its bytes and its kernel's file come from the op that launched it, the
-    host event of the same name and External id: Inductor wraps each launch in one, with its kernel_num_gb where
-    the graph was compiled with benchmark_kernel=True, in the trace's args where the profile recorded shapes.
-    gb is None where the op carries no count (Inductor writes none for foreach kernels), file too where no
-    such op was found."""
-    ops = {(e["args"].get("External id"), e["name"]): e["args"] for e in events if e.get("cat") == "cpu_op"}
+    "gb", "op"}. Its time is its GPU event's. Its kernel's file and bytes come from the host op that launched it,
+    the one the GPU event's External id names: Inductor wraps each launch in one, with its kernel_num_gb where the
+    graph was compiled with benchmark_kernel=True, in the trace's args where the profile recorded them. That count
+    is Inductor's estimate at compile: each buffer once, at the sizes it compiled for. op is whether the launching
+    op was found; gb is None where it carries no count (Inductor writes none for foreach kernels)."""
+    ops = {}
+    for e in events:  # the op with Inductor's arguments, should another share its id
+        if e.get("cat") == "cpu_op" and (e["args"].get("External id") not in ops or "kernel_file" in e["args"]):
+            ops[e["args"].get("External id")] = e["args"]
     launches = []
     for e in events:
         if e.get("cat") == "kernel" and e["name"].startswith("triton_"):
-            op = ops.get((e["args"].get("External id"), e["name"]), {})
-            launches.append({"name": e["name"], "file": op.get("kernel_file"), "ms": e["dur"] / 1e6,
-                             "gb": op.get("kernel_num_gb")})
+            op = ops.get(e["args"].get("External id"))
+            launches.append({"name": e["name"], "file": (op or {}).get("kernel_file"), "ms": e["dur"] / 1e6,
+                             "gb": (op or {}).get("kernel_num_gb"), "op": op is not None})
     if not any(r["gb"] is not None for r in launches):
         raise SystemExit("no Inductor launch in the trace carries its bytes: profile with --trace-args "
                          "--inductor benchmark_kernel=True (docs/runs/2026-12-07i/next/roofline.sh)")
@@ -598,21 +601,24 @@ def roofline_text(launches: list[dict], copy_gb_per_s: float, top: int = 15) -> 
     """Inductor's kernels in one profiled step against this GPU's copy bandwidth: the time each launch would
     take moving its bytes at that rate (its floor, for a memory-bound kernel) and the excess of its time over
     it, the most a faster kernel for the same bytes could save. A kernel is its name and its file (graphs
-    compiled apart may reuse a name for other code)."""
+    compiled apart may reuse a name for other code). Launches under their floor are counted apart: their count
+    overstates their bytes, or their data came from L2."""
+    floor = lambda gb: gb / copy_gb_per_s * 1e3  # noqa: E731
     share = lambda ms, gb: 100 * gb / ms * 1e3 / copy_gb_per_s if ms else 0.0  # noqa: E731
     kernels, left_out = {}, {"no byte count": [], "no launching op found": []}
     for r in launches:
         if r["gb"] is None:
-            left_out["no byte count" if r["file"] else "no launching op found"].append(r)
+            left_out["no byte count" if r["op"] else "no launching op found"].append(r)
             continue
-        k = kernels.setdefault((r["name"], r["file"]), dict(calls=0, ms=0.0, gb=0.0, excess=0.0, small=True))
+        k = kernels.setdefault((r["name"], r["file"] or "?"), dict(calls=0, ms=0.0, gb=0.0, excess=0.0, small=True))
         k["calls"] += 1
         k["ms"] += r["ms"]
         k["gb"] += r["gb"]
-        k["excess"] += max(0.0, r["ms"] - r["gb"] / copy_gb_per_s * 1e3)
+        k["excess"] += max(0.0, r["ms"] - floor(r["gb"]))
         k["small"] &= r["gb"] * 1e9 < SMALL_KERNEL_BYTES
     total = {key: sum(k[key] for k in kernels.values()) for key in ("calls", "ms", "gb", "excess")}
     small = sum(k["excess"] for k in kernels.values() if k["small"])
+    under = [r for r in launches if r["gb"] is not None and r["ms"] < floor(r["gb"])]
     step_ms = sum(r["ms"] for r in launches)
     lines = [f"copy bandwidth {copy_gb_per_s:.0f} GB/s; Inductor's kernels in the profiled step: "
              f"{len(launches)} launches, {step_ms:.3f} ms",
@@ -621,17 +627,19 @@ def roofline_text(launches: list[dict], copy_gb_per_s: float, top: int = 15) -> 
              f"{share(total['ms'], total['gb']):.1f}% of the copy bandwidth; excess over each launch's floor "
              f"{total['excess']:.3f} ms ({100 * total['excess'] / total['ms'] if total['ms'] else 0:.1f}% of "
              f"their time), of which {small:.3f} ms in kernels moving under {SMALL_KERNEL_BYTES / 1e6:g} MB a "
-             "launch (launch-bound: only fusing them away saves it)"]
+             "launch (launch-bound: only fusing them away saves it)",
+             f"under their floor: {len(under)} launches, {sum(r['ms'] for r in under):.3f} ms (their count "
+             "overstates their bytes, or their data came from L2)"]
     for why, rows in left_out.items():
         if rows:
             names = sorted({r["name"] for r in rows})
             lines.append(f"left out, {why}: {len(rows)} launches, {sum(r['ms'] for r in rows):.3f} ms "
                          f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
     lines.append(f"\ntop {top} kernels by excess: launches, ms, GB, share of the copy bandwidth, excess ms, "
-                 "kernel (its file)")
+                 "(its file) kernel")
     for (name, file), k in sorted(kernels.items(), key=lambda kv: -kv[1]["excess"])[:top]:
         lines.append(f"  {k['calls']:4d} {k['ms']:8.3f} {k['gb']:7.3f} {share(k['ms'], k['gb']):5.1f}% "
-                     f"{k['excess']:7.3f}  {name[:100]} ({Path(file).stem[:12]})")
+                     f"{k['excess']:7.3f}  ({Path(file).stem[:12]}) {name}")
     return "\n".join(lines)
 
 

@@ -276,23 +276,29 @@ def test_roofline_sets_each_inductor_launch_against_the_copy_bandwidth(tmp_path,
     them in the trace's args. The GPU half, a kernel event a launch carrying its op's External id, is added by
     hand, as the profiler writes it on a GPU (each of the 549 Inductor kernels of docs/runs/2026-12-07d's H100
     trace, prof/m1, matches an op of its name and External id). Each launch's excess is its time over its bytes
-    at the copy bandwidth, none for a launch faster than that; a kernel is its name and file. Fails on each of
-    these mutations, all tried: the profile not recording the ops' arguments; ops matched by name alone; kernels
-    of two files sharing a name merged; a launch under its floor offsetting the others' excess; a small kernel
-    judged by its bytes a step rather than a launch; a launch with no count or no op going unreported; a
-    hand-written kernel taken for Inductor's."""
+    at the copy bandwidth, none for a launch faster than that, which is counted apart; a kernel is its name and
+    file, and its name is printed whole. Fails on each of these mutations, all tried: the profile not recording
+    the ops' arguments; another op of the same id taking the launch; kernels of two files sharing a name
+    merged; a launch under its floor offsetting the others' excess or going uncounted; a small kernel judged by
+    its bytes a step rather than a launch; a launch with no count or no op going unreported, or one whose op
+    was found reported as not; a hand-written kernel taken for Inductor's; names cut short."""
     import torch
+    long_name = ("triton_per_fused__fused_rms_norm__fused_rms_norm_backward__to_copy_add_mul_neg_slice_slice_"
+                 "backward_sub_47")  # 106 characters, told from its siblings by its end
     launches = [("triton_per_fused_mul_0", "/c/fwd0.py", 0.4, 300.0),  # name, kernel_file, GB, device us
                 ("triton_poi_fused_add_1", "/c/fwd1.py", 5e-05, 5.0),
                 ("triton_per_fused_mul_0", "/c/fwd0.py", 0.4, 300.0),
                 ("triton_for_fused_2", "/c/fwd2.py", None, 10.0),  # foreach: Inductor counts no bytes
                 ("triton_per_fused_mul_0", "/c/bwd0.py", 0.25, 300.0),  # the name reused for other code
-                ("triton_red_fused_3", "/c/bwd3.py", 0.1, 40.0)]
+                ("triton_red_fused_3", "/c/bwd3.py", 0.1, 40.0),
+                (long_name, "/c/bwd5.py", 0.01, 20.0),
+                ("triton_poi_fused_nofile_6", None, 0.002, 2.0),  # an op with no file (Inductor passes "")
+                ("triton_poi_fused_bare_7", None, None, 3.0)]
     launches += [("triton_poi_fused_ns_4", "/c/opt4.py", 4e-04, 30.0)] * 3  # 0.4 MB a launch
     x = torch.zeros(4)
     with prof.step_profiler(True) as profiler:
         for name, file, gb, _ in launches:
-            kwargs = {"kernel_file": file, "kernel_backend": "triton"}
+            kwargs = {"kernel_backend": "triton"} | ({} if file is None else {"kernel_file": file})
             kwargs |= {} if gb is None else {"kernel_num_gb": gb}
             with torch._C._profiler._RecordFunctionFast(name, (x,), kwargs):
                 pass
@@ -304,28 +310,33 @@ def test_roofline_sets_each_inductor_launch_against_the_copy_bandwidth(tmp_path,
     kernel = lambda name, op_id, us: dict(ph="X", cat="kernel", name=name, pid=0, tid=7, ts=ops[0]["ts"],  # noqa: E731
                                           dur=us, args={"External id": op_id, "correlation": 1})
     trace["traceEvents"] += [kernel(name, op["args"]["External id"], us) for (name, *_, us), op in zip(launches, ops)]
-    trace["traceEvents"] += [kernel("triton_red_fused_unlaunched_5", 10**6, 150.0),  # no op of its id and name
-                             kernel("_mm_leaky_sq_kernel", ops[0]["args"]["External id"], 500.0)]  # not Inductor's
+    trace["traceEvents"] += [kernel("triton_red_fused_unlaunched_5", 10**6, 150.0),  # no op of its id
+                             kernel("_mm_leaky_sq_kernel", ops[0]["args"]["External id"], 500.0),  # not Inductor's
+                             dict(ops[0], name="aten::empty", args={"External id": ops[0]["args"]["External id"]})]
     trace_path.write_text(json.dumps(trace))
     copy = tmp_path / "copy.json"
     copy.write_text('{"gb_per_s": 2000.0}')
-    assert prof.main(["roofline", str(trace_path), str(copy), "--top", "5"]) == 0
+    assert prof.main(["roofline", str(trace_path), str(copy), "--top", "7"]) == 0
     text = capsys.readouterr().out
     # floors at 2,000 GB/s: 0.2 ms for fwd0's 0.4 GB launches of 0.3 ms (0.1 over each), 0.125 ms for bwd0's
-    # 0.25 GB (0.175 over), 0.05 ms for 0.1 GB in 0.04 ms (none over, not 0.01 off the others' excess), 0.0002 ms
+    # 0.25 GB (0.175 over), 0.05 ms for 0.1 GB in 0.04 ms (under it: none over, not 0.01 off the others'
+    # excess), 0.005 ms for 10 MB in 0.02 ms (0.015 over), 0.001 ms for 2 MB in 0.002 ms (0.001 over), 0.0002 ms
     # for each 0.4 MB launch of 0.03 ms, three a step (0.0894 over, small: 1.2 MB a step, not a launch),
     # 0.000025 ms for 50 kB in 0.005 ms (0.004975 over, small)
-    assert "Inductor's kernels in the profiled step: 10 launches, 1.195 ms" in text
-    assert ("with their bytes: 8 launches of 5 kernels, 1.035 ms (86.6% of the time), 1.151 GB, 55.6% of the copy "
-            "bandwidth; excess over each launch's floor 0.469 ms (45.4% of their time), of which 0.094 ms in "
+    assert "Inductor's kernels in the profiled step: 13 launches, 1.220 ms" in text
+    assert ("with their bytes: 10 launches of 7 kernels, 1.057 ms (86.6% of the time), 1.163 GB, 55.0% of the "
+            "copy bandwidth; excess over each launch's floor 0.485 ms (45.9% of their time), of which 0.094 ms in "
             "kernels moving under 1 MB a launch") in text
-    assert "left out, no byte count: 1 launches, 0.010 ms (triton_for_fused_2)" in text
+    assert "under their floor: 1 launches, 0.040 ms" in text
+    assert ("left out, no byte count: 2 launches, 0.013 ms (triton_for_fused_2, triton_poi_fused_bare_7)"
+            in text)
     assert "left out, no launching op found: 1 launches, 0.150 ms (triton_red_fused_unlaunched_5)" in text
-    top = text.split("top 5 kernels by excess")[1].splitlines()[1:]
+    top = text.split("top 7 kernels by excess")[1].splitlines()[1:]
     assert [line.split()[4:] for line in top] == [
-        ["0.200", "triton_per_fused_mul_0", "(fwd0)"], ["0.175", "triton_per_fused_mul_0", "(bwd0)"],
-        ["0.089", "triton_poi_fused_ns_4", "(opt4)"], ["0.005", "triton_poi_fused_add_1", "(fwd1)"],
-        ["0.000", "triton_red_fused_3", "(bwd3)"]]
+        ["0.200", "(fwd0)", "triton_per_fused_mul_0"], ["0.175", "(bwd0)", "triton_per_fused_mul_0"],
+        ["0.089", "(opt4)", "triton_poi_fused_ns_4"], ["0.015", "(bwd5)", long_name],
+        ["0.005", "(fwd1)", "triton_poi_fused_add_1"], ["0.001", "(?)", "triton_poi_fused_nofile_6"],
+        ["0.000", "(bwd3)", "triton_red_fused_3"]]
     with pytest.raises(SystemExit) as exit_info:
         prof.main(["roofline", str(trace_path), str(tmp_path / "none.json")])
     assert exit_info.value.code == 2 and "none.json is not a file" in capsys.readouterr().err

@@ -6,12 +6,12 @@
 # Inductor counts them (kernel_num_gb), beside the launch's GPU time (step/ours_off_trace.json.gz).
 # benchmark_kernel only adds that count and a benchmark harness to each kernel's source: the kernels, and so the
 # step, are the same. First, copies into preallocated tensors (copy.json): 1 GiB's rate, the floor's, the rate a
-# memory-bound kernel can reach on this GPU, and the rates at 1-256 MiB. ~2-3 minutes with a cold compile (~90 s).
+# memory-bound kernel can reach on this GPU, and the rates at 64 and 256 MiB. ~2-3 minutes with a cold compile (~90 s).
 # (The first version compiled a second time under Inductor's profile_bandwidth, whose output file fails at
 # compile under torch 2.11: benchmark_compiled_module() called without its arguments, 2026-12-07.) Carry
 # .gpu_data. On any machine:
 #     python3 scripts/profile_vs_reference.py roofline R/step/ours_off_trace.json.gz R/copy.json   # R: $OUT/roofline
-set -u
+set -uo pipefail
 cd "$(dirname "$0")/../../../.."
 G=.gpu_data; D=/tmp/pd/datasets/fineweb10B_sp8192; R="$OUT/roofline"
 mkdir -p $D "$R/step"
@@ -30,9 +30,10 @@ def copy_rate(n):  # bytes read + written a second by copy_ of n bytes into a pr
         start.record(); dst.copy_(src); end.record(); torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
     return 2 * n / 1e9 / (sorted(times[5:])[10] / 1e3)
-# the floors use 1 GiB's rate; smaller copies show how far a kernel of that size can get (L2 is 50 MB)
+# the floors use 1 GiB's rate; 64 and 256 MiB show how far a kernel of that size gets (source and destination
+# together over the 50 MB L2: smaller copies would time L2, or the launch)
 print(json.dumps({"device": torch.cuda.get_device_name(), "gb_per_s": copy_rate(1 << 30),
-                  "gb_per_s_by_mib": {mib: copy_rate(mib << 20) for mib in (1, 8, 64, 256)}}))
+                  "gb_per_s_by_mib": {mib: copy_rate(mib << 20) for mib in (64, 256)}}))
 PY
 cat "$R/copy.json"
 timeout -k 10 ${STEP_SECONDS:-200} python3 scripts/profile_vs_reference.py --which ours --data-dir /tmp/pd \
