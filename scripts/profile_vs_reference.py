@@ -588,9 +588,10 @@ def inductor_launches(events: list[dict]) -> list[dict]:
     launches = []
     for e in events:
         if e.get("cat") == "kernel" and e["name"].startswith("triton_"):
-            op = ops.get(e["args"].get("External id"))
-            launches.append({"name": e["name"], "file": (op or {}).get("kernel_file"), "ms": e["dur"] / 1e6,
-                             "gb": (op or {}).get("kernel_num_gb"), "op": op is not None})
+            op_id = e["args"].get("External id")
+            op = ops.get(op_id, {})
+            launches.append({"name": e["name"], "file": op.get("kernel_file"), "ms": e["dur"] / 1e6,
+                             "gb": op.get("kernel_num_gb"), "op": op_id in ops})
     if not any(r["gb"] is not None for r in launches):
         raise SystemExit("no Inductor launch in the trace carries its bytes: profile with --trace-args "
                          "--inductor benchmark_kernel=True (docs/runs/2026-12-07i/next/roofline.sh)")
@@ -603,9 +604,8 @@ def roofline_text(launches: list[dict], copy_gb_per_s: float, top: int = 15) -> 
     it, the most a faster kernel for the same bytes could save. A kernel is its name and its file (graphs
     compiled apart may reuse a name for other code). Launches under their floor are counted apart: their count
     overstates their bytes, or their data came from L2."""
-    floor = lambda gb: gb / copy_gb_per_s * 1e3  # noqa: E731
     share = lambda ms, gb: 100 * gb / ms * 1e3 / copy_gb_per_s if ms else 0.0  # noqa: E731
-    kernels, left_out = {}, {"no byte count": [], "no launching op found": []}
+    kernels, left_out, under = {}, {"no byte count": [], "no launching op found": []}, []
     for r in launches:
         if r["gb"] is None:
             left_out["no byte count" if r["op"] else "no launching op found"].append(r)
@@ -614,11 +614,13 @@ def roofline_text(launches: list[dict], copy_gb_per_s: float, top: int = 15) -> 
         k["calls"] += 1
         k["ms"] += r["ms"]
         k["gb"] += r["gb"]
-        k["excess"] += max(0.0, r["ms"] - floor(r["gb"]))
+        over = r["ms"] - r["gb"] / copy_gb_per_s * 1e3  # the launch's time over its floor
+        k["excess"] += max(0.0, over)
         k["small"] &= r["gb"] * 1e9 < SMALL_KERNEL_BYTES
+        if over < 0:
+            under.append(r)
     total = {key: sum(k[key] for k in kernels.values()) for key in ("calls", "ms", "gb", "excess")}
     small = sum(k["excess"] for k in kernels.values() if k["small"])
-    under = [r for r in launches if r["gb"] is not None and r["ms"] < floor(r["gb"])]
     step_ms = sum(r["ms"] for r in launches)
     lines = [f"copy bandwidth {copy_gb_per_s:.0f} GB/s; Inductor's kernels in the profiled step: "
              f"{len(launches)} launches, {step_ms:.3f} ms",

@@ -267,7 +267,6 @@ def test_kernel_classes_name_our_kernels_as_ours(name, label):
     assert prof.kernel_class(name) == label
 
 
-
 @pytest.mark.filterwarnings("ignore:CUDA is not available")
 def test_roofline_sets_each_inductor_launch_against_the_copy_bandwidth(tmp_path, capsys):
     """`roofline TRACE COPY`. The trace's host half is written by torch's own profiler through step_profiler(True)

@@ -6,7 +6,8 @@
 # Inductor counts them (kernel_num_gb), beside the launch's GPU time (step/ours_off_trace.json.gz).
 # benchmark_kernel only adds that count and a benchmark harness to each kernel's source: the kernels, and so the
 # step, are the same. First, copies into preallocated tensors (copy.json): 1 GiB's rate, the floor's, the rate a
-# memory-bound kernel can reach on this GPU, and the rates at 64 and 256 MiB. ~2-3 minutes with a cold compile (~90 s).
+# memory-bound kernel can reach on this GPU, and the rates at 64 and 256 MiB. ~2-3 minutes with a cold compile
+# (~90 s).
 # (The first version compiled a second time under Inductor's profile_bandwidth, whose output file fails at
 # compile under torch 2.11: benchmark_compiled_module() called without its arguments, 2026-12-07.) Carry
 # .gpu_data. On any machine:
