@@ -336,12 +336,16 @@ def matmul_peak_tflops() -> float:
 
 
 def kernel_rows(prof) -> list[dict]:
+    """The step's device work by kernel. A user annotation on the GPU spans kernels counted in their own rows:
+    Inductor wraps each graph's call in one (## Call CompiledFxGraph ...) when benchmark_kernel is on, which
+    doubled the device time the 2026-12-08 roofline profile printed."""
     rows = []
     for evt in prof.key_averages():
         us = getattr(evt, "self_device_time_total", None)
         if us is None:
             us = getattr(evt, "self_cuda_time_total", 0)
-        if us > 0 and evt.count > 0 and str(getattr(evt, "device_type", "")).endswith("CUDA"):
+        if (us > 0 and evt.count > 0 and str(getattr(evt, "device_type", "")).endswith("CUDA")
+                and not getattr(evt, "is_user_annotation", False)):
             rows.append(dict(name=evt.key, us=float(us), count=int(evt.count), cls=kernel_class(evt.key)))
     return sorted(rows, key=lambda r: -r["us"])
 

@@ -267,6 +267,24 @@ def test_kernel_classes_name_our_kernels_as_ours(name, label):
     assert prof.kernel_class(name) == label
 
 
+def test_kernel_rows_leave_out_the_gpu_annotations_around_kernels():
+    """Under Inductor's benchmark_kernel each compiled graph's call is a user annotation on the GPU, spanning
+    kernels that have rows of their own (2026-12-08: 202.1 device ms printed for a ~101 ms step). Fails if the
+    annotation is counted, or if a kernel is dropped with it."""
+    from types import SimpleNamespace as Evt
+    cuda, cpu = "DeviceType.CUDA", "DeviceType.CPU"
+    events = [Evt(key="triton_per_fused_add_mul_0", self_device_time_total=300.0, count=2, device_type=cuda,
+                  is_user_annotation=False),
+              Evt(key="nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", self_device_time_total=500.0, count=1,
+                  device_type=cuda, is_user_annotation=False),
+              Evt(key="## Call CompiledFxGraph fm4ayeyjx2dej ##", self_device_time_total=800.0, count=1,
+                  device_type=cuda, is_user_annotation=True),
+              Evt(key="aten::mm", self_device_time_total=0.0, count=1, device_type=cpu, is_user_annotation=False)]
+    rows = prof.kernel_rows(Evt(key_averages=lambda: events))
+    assert [(r["name"], r["us"], r["count"]) for r in rows] == [
+        ("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", 500.0, 1), ("triton_per_fused_add_mul_0", 300.0, 2)]
+
+
 @pytest.mark.filterwarnings("ignore:CUDA is not available")
 def test_roofline_sets_each_inductor_launch_against_the_copy_bandwidth(tmp_path, capsys):
     """`roofline TRACE COPY`. The trace's host half is written by torch's own profiler through step_profiler(True)
