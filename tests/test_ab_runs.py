@@ -1016,7 +1016,7 @@ def test_s27_lines_pass_ab_runs_checks(tmp_path, capsys):
     `seeds=3` line (one seed; it stood there from the thirty-fourth to the thirty-sixth session) fails here."""
     base = re.search(r"^BASE=(\S+)$", (S27 / "s27.sh").read_text(), re.M).group(1)
     lines = [line for line in (S27 / "variants_s27.txt").read_text().splitlines() if line and line[0] != "#"]
-    assert len(lines) >= 5
+    assert lines  # the done lines are commented out as they finish
     for i, line in enumerate(lines):
         seeds = "1,2,3"
         first, *rest = line.split(None, 1)
