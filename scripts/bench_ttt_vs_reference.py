@@ -248,7 +248,8 @@ def profile_batch(model, tokens, tables, h, device, chunk_fn, q: int, unprofiled
     model.requires_grad_(True)
     model.train()
     events = prof.key_averages()
-    on_device = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    # a user annotation on the GPU spans kernels that have rows of their own (profile_vs_reference.kernel_rows)
+    on_device = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
     busy = sum(e.self_device_time_total for e in on_device) / 1e6
     steps = max(state.chunk_steps, 1)
     sort = "self_device_time_total" if on_device else "self_cpu_time_total"

@@ -1017,6 +1017,10 @@ def test_s27_lines_pass_ab_runs_checks(tmp_path, capsys):
     base = re.search(r"^BASE=(\S+)$", (S27 / "s27.sh").read_text(), re.M).group(1)
     lines = [line for line in (S27 / "variants_s27.txt").read_text().splitlines() if line and line[0] != "#"]
     assert lines  # the done lines are commented out as they finish
+    names = [[word for word in line.split() if not word.startswith("seeds=") and word not in ("quant", "eval")][0]
+             for line in lines]
+    # LQER's seed 5 re-quantizes the base_s5 that progressive context's line trains in the same session
+    assert names.index("progctx") < names.index("lqer2060")
     for i, line in enumerate(lines):
         seeds = "1,2,3"
         first, *rest = line.split(None, 1)

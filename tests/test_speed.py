@@ -269,18 +269,21 @@ def test_kernel_classes_name_our_kernels_as_ours(name, label):
 
 def test_kernel_rows_leave_out_the_gpu_annotations_around_kernels():
     """Under Inductor's benchmark_kernel each compiled graph's call is a user annotation on the GPU, spanning
-    kernels that have rows of their own (2026-12-08: 202.1 device ms printed for a ~101 ms step). Fails if the
-    annotation is counted, or if a kernel is dropped with it."""
-    from types import SimpleNamespace as Evt
-    cuda, cpu = "DeviceType.CUDA", "DeviceType.CPU"
-    events = [Evt(key="triton_per_fused_add_mul_0", self_device_time_total=300.0, count=2, device_type=cuda,
-                  is_user_annotation=False),
-              Evt(key="nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", self_device_time_total=500.0, count=1,
-                  device_type=cuda, is_user_annotation=False),
-              Evt(key="## Call CompiledFxGraph fm4ayeyjx2dej ##", self_device_time_total=800.0, count=1,
-                  device_type=cuda, is_user_annotation=True),
-              Evt(key="aten::mm", self_device_time_total=0.0, count=1, device_type=cpu, is_user_annotation=False)]
-    rows = prof.kernel_rows(Evt(key_averages=lambda: events))
+    kernels that have rows of their own (2026-12-08: 202.1 device ms printed for a ~101 ms step). torch's own
+    events and key_averages, as a GPU profile holds them (a torch whose averages lost is_user_annotation fails
+    here too). Fails if the annotation is counted, or if a kernel is dropped with it."""
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import EventList, FunctionEvent
+
+    def event(i, name, start_us, end_us, annotation=False, device=DeviceType.CUDA):
+        return FunctionEvent(id=i, name=name, thread=0, start_us=start_us, end_us=end_us, device_type=device,
+                             use_device="cuda", is_user_annotation=annotation, stack=[], input_shapes=[])
+    events = EventList([event(1, "triton_per_fused_add_mul_0", 0, 150),
+                        event(2, "triton_per_fused_add_mul_0", 200, 350),
+                        event(3, "nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", 400, 900),
+                        event(4, "## Call CompiledFxGraph fm4ayeyjx2dej ##", 0, 900, annotation=True)])
+    events._build_tree()
+    rows = prof.kernel_rows(type("Profile", (), {"key_averages": lambda self: events.key_averages()})())
     assert [(r["name"], r["us"], r["count"]) for r in rows] == [
         ("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", 500.0, 1), ("triton_per_fused_add_mul_0", 300.0, 2)]
 

@@ -2,15 +2,16 @@
 # whole1886.sh: issue 26's last whole run, RECIPE=1886 against #1886's script on one GPU (detached: start it with
 # setsid, collect with collect_whole.sh). The record first, then ours through the shipped file, one after the
 # other, each stopped after its Hessians (--train-only), SEED=42, a 300 s cap: the tenth session's RECIPE=2135 run
-# (docs/runs/2026-12-04d) for the other recipe. Carry .gpu_data from prepare.sh. ~500 s for the record's compile,
-# ~310 s of training and Hessians each, ~150 s for ours' compile and ~60 s for its GPTQ: ~1,350 s in all.
+# (docs/runs/2026-12-04d) for the other recipe. Carry .gpu_data from prepare.sh. That run took 1,386 s from its
+# start (the record 868 s to its Hessians, first step at 500.6 s; ours 492 s): ~1,450-1,500 device s with the
+# calls and the machine's start, most of a session.
 set -u
 cd "$(dirname "$0")/../../../.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 W=/tmp/g; O=$W/out; D=$W/d1886
 mkdir -p $O $W/ship
 echo "start $(date -u +%T)" > $O/driver.txt
-cp -r .gpu_data/d1886 $D
+rm -rf $D; cp -r .gpu_data/d1886 $D
 for f in $D/datasets/fineweb10B_sp8192/*.xz; do xz -d $f; done
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu_data/whl/*.whl
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH  # pyminify, which the record runs before its Hessians
