@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import weakref
-from pathlib import Path
 
 import numpy as np
 import pytest
