@@ -43,6 +43,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
+import profile_vs_reference as pvr  # noqa: E402
 import record_oracle as ro  # noqa: E402
 import train_gpt as tg  # noqa: E402
 
@@ -248,13 +249,12 @@ def profile_batch(model, tokens, tables, h, device, chunk_fn, q: int, unprofiled
     model.requires_grad_(True)
     model.train()
     events = prof.key_averages()
-    # a user annotation on the GPU spans kernels that have rows of their own (profile_vs_reference.kernel_rows)
-    on_device = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
-    busy = sum(e.self_device_time_total for e in on_device) / 1e6
+    on_device = pvr.kernel_rows(events)  # GPU annotations left out: they span kernels counted in their own rows
+    busy = sum(r["us"] for r in on_device) / 1e6
     steps = max(state.chunk_steps, 1)
     sort = "self_device_time_total" if on_device else "self_cpu_time_total"
     busy_line = (f"device_busy:{busy / steps * 1e3:.1f} ms a step ({busy / wall:.0%} of the wall) "
-                 f"kernels:{sum(e.count for e in on_device) / steps:.0f} a step" if on_device
+                 f"kernels:{sum(r['count'] for r in on_device) / steps:.0f} a step" if on_device
                  else "device: none (CPU)")
     return (f"profile batch:{q} rows:{len(docs)} longest_doc:{int(plan.lengths[docs].max())} "
             f"chunk_steps:{state.chunk_steps} wall:{wall:.2f}s ({wall / steps * 1e3:.1f} ms a step; unprofiled "

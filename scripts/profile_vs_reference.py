@@ -335,12 +335,12 @@ def matmul_peak_tflops() -> float:
     return 2 * PEAK_MATMUL_N ** 3 / (ms * 1e-3) / 1e12
 
 
-def kernel_rows(prof) -> list[dict]:
-    """The step's device work by kernel. A user annotation on the GPU spans kernels counted in their own rows:
+def kernel_rows(averages) -> list[dict]:
+    """Device work by kernel, from a profile's key_averages(). A user annotation on the GPU spans kernels counted in their own rows:
     Inductor wraps each graph's call in one (## Call CompiledFxGraph ...) when benchmark_kernel is on, which
     doubled the device time the 2026-12-08 roofline profile printed."""
     rows = []
-    for evt in prof.key_averages():
+    for evt in averages:
         us = getattr(evt, "self_device_time_total", None)
         if us is None:
             us = getattr(evt, "self_cuda_time_total", 0)
@@ -396,7 +396,7 @@ def measure(args) -> dict:
             torch.cuda.synchronize()
         if args.trace or args.trace_args:  # torch gzips it: the path ends in .gz
             prof.export_chrome_trace(str(args.out / f"{args.which}_{'on' if on else 'off'}_trace.json.gz"))
-        rows = kernel_rows(prof)
+        rows = kernel_rows(prof.key_averages())
         ms = float(np.median(times))
         flops = model_flops(s["cfg"], s["virtual"](on), s["cu"]) * s["share"]  # of 8 micro-batches
         state = dict(ms=ms, synced_mean_ms=float(np.mean(times)), back_to_back_ms=back_to_back_ms,

@@ -283,7 +283,7 @@ def test_kernel_rows_leave_out_the_gpu_annotations_around_kernels():
                         event(3, "nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", 400, 900),
                         event(4, "## Call CompiledFxGraph fm4ayeyjx2dej ##", 0, 900, annotation=True)])
     events._build_tree()
-    rows = prof.kernel_rows(type("Profile", (), {"key_averages": lambda self: events.key_averages()})())
+    rows = prof.kernel_rows(events.key_averages())
     assert [(r["name"], r["us"], r["count"]) for r in rows] == [
         ("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", 500.0, 1), ("triton_per_fused_add_mul_0", 300.0, 2)]
 
