@@ -24,3 +24,18 @@ def softcap_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, softcap: 
 def fused_mlp(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, slope: float = 0.5) -> torch.Tensor:
     """LeakyReLU(slope)^2 MLP: (x w_up^T) -> leaky ReLU -> square -> w_down."""
     return F.linear(F.leaky_relu(F.linear(x, w_up), slope).square(), w_down)
+
+
+def qk_norm_rope(q: torch.Tensor, k: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                 gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-head RMSNorm, then the first 2P dims rotated pairwise (d, d + P) by the position's angle
+    (x_d cos + x_{d+P} sin, x_{d+P} cos - x_d sin), then the query's per-head gain; in the inputs' dtype."""
+    cos, sin = rope
+
+    def norm_rotate(x):
+        n = F.rms_norm(x, (x.size(-1),))
+        p = cos.size(-1)
+        c, s = cos.to(x.dtype), sin.to(x.dtype)
+        a, b = n[..., :p], n[..., p:2 * p]
+        return torch.cat((a * c + b * s, b * c - a * s, n[..., 2 * p:]), dim=-1)
+    return norm_rotate(q) * gain[:, None], norm_rotate(k)

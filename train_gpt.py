@@ -287,6 +287,7 @@ class Hyperparameters:
     # ---- kernels ----
     fused_ce_enabled: bool = True
     fused_mlp_enabled: bool = True
+    fused_qk_enabled: bool = False  # query/key norm + RoPE + gain in one Triton kernel each way (GPU, compiled)
     # ---- quantization and artifact ----
     gptq_calibration_batches: int = knob(16, at_least(1))
     matrix_bits: int = knob(6, QUANT_BITS)
@@ -1034,6 +1035,7 @@ class Attention(nn.Module):
         self.gate_weight = (nn.Parameter(torch.empty(h.num_heads, self.gate_width).normal_(std=std))
                             if sparse or h.gated_attn_enabled else None)
         self.use_xsa = use_xsa
+        self.use_fused_qk = False  # set by GPT.configure_kernels
 
     def qkv(self, x, rope, deltas=None):
         """Queries and keys normed per head and rotated (queries then times their gain); values as projected.
@@ -1046,6 +1048,8 @@ class Attention(nn.Module):
         q = q.view(*shape, self.num_heads, self.head_dim)
         k = k.view(*shape, self.num_kv_heads, self.head_dim)
         v = v.view(*shape, self.num_kv_heads, self.head_dim)
+        if self.use_fused_qk:
+            return (*kernels.qk_norm_rope(q, k, rope, self.q_gain.to(q.dtype)), v)
         q = apply_rope(rms_norm(q), rope) * self.q_gain.to(q.dtype)[:, None]  # the gain after RoPE, as the record
         return q, apply_rope(rms_norm(k), rope), v
 
@@ -1247,6 +1251,7 @@ class GPT(nn.Module):
         self.use_fused_ce = on_gpu and fused_ce
         for block in self.blocks:
             block.mlp.use_fused = on_gpu and fused_mlp
+            block.attn.use_fused_qk = on_gpu and self.h.fused_qk_enabled
         if device.type == "cuda" and not self.h.embed_fp32:
             self.tok_emb.to(torch.bfloat16)
 
@@ -3961,7 +3966,8 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     n_params = sum(p.numel() for p in model.parameters())
     # val_tokens counts the scored targets (the stream less its first token), as the records' logs do
     log(f"model_params:{n_params} attention_backend:{model.attn_backend} fused_ce:{int(model.use_fused_ce)} "
-        f"fused_mlp:{int(model.blocks[0].mlp.use_fused)} grad_accum_steps:{accum} "
+        f"fused_mlp:{int(model.blocks[0].mlp.use_fused)} fused_qk:{int(model.blocks[0].attn.use_fused_qk)} "
+        f"grad_accum_steps:{accum} "
         f"micro_batch_tokens:{h.train_batch_tokens // MICRO_BATCHES} val_tokens:{len(val_tokens) - 1}")
     failure = None
     # ---- training, pre-quantization eval, artifact ----

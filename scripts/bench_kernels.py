@@ -14,10 +14,14 @@ The qk case times the attention's input side under torch.compile, forward and ba
 per-head RMSNorm, the query gain and the partial RoPE, on packed documents of FineWeb-like lengths. It runs
 train_gpt's Attention.qkv as the model does (RoPE tables gathered before the compiled graph), the same with
 the gather inside the graph (as the model did before 2026-11-26), and, with --reference, the record's
-formulation (its Rotary and apply_rotary_emb: RoPE on flat positions, the gain after the rotation).
+formulation (its Rotary and apply_rotary_emb: RoPE on flat positions, the gain after the rotation). Beside it,
+"fused kernel" is the same with FUSED_QK_ENABLED's Triton kernel for the norm, gain and RoPE; and a second table
+times that part alone, the kernel against torch.compile of its plain maths, in GB/s of the bytes it must move
+(q and k read, their outputs written; the backward reads q, k and both gradients, writes two).
 """
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -128,7 +132,10 @@ def qk_case(tokens: int, h, record=None) -> tuple[dict, dict]:
     positions = packed_positions(tokens, h.train_seq_len)
     rotary = tg.Rotary(h.rope_dims, h.rope_base, h.train_seq_len).cuda()
     tables = rotary(positions)
-    impls = dict(ours=lambda: attn.qkv(x, tables), tables_in_graph=lambda: attn.qkv(x, rotary(positions)))
+    fused = copy.deepcopy(attn)
+    fused.use_fused_qk = True
+    impls = dict(ours=lambda: attn.qkv(x, tables), tables_in_graph=lambda: attn.qkv(x, rotary(positions)),
+                 fused_kernel=lambda: fused.qkv(x, tables))
     if record is not None:
         rec_rotary = record.Rotary(h.head_dim, base=h.rope_base, train_seq_len=h.train_seq_len,
                                    rope_dims=h.rope_dims, yarn=False).cuda()
@@ -160,6 +167,38 @@ def qk_case(tokens: int, h, record=None) -> tuple[dict, dict]:
     return results, errors
 
 
+QK_TILES = [(2, 4), (4, 4), (4, 8), (8, 8), (16, 8)]  # (tokens a program, warps): none spills on sm_90
+
+
+def qk_norm_case(tokens: int, h) -> tuple[dict, dict, int]:
+    """The norm, gain and RoPE alone, forward + backward: FUSED_QK_ENABLED's kernel and torch.compile of
+    kernels_reference's maths on the same q, k (the gradients of q, k and the gain compared)."""
+    import train_gpt as tg
+    q, k = (torch.randn(tokens, heads, h.head_dim, device="cuda").bfloat16().requires_grad_(True)
+            for heads in (h.num_heads, h.num_kv_heads))
+    gain = torch.full((h.num_heads,), h.qk_gain_init, device="cuda").bfloat16().requires_grad_(True)
+    tables = tg.Rotary(h.rope_dims, h.rope_base, h.train_seq_len).cuda()(packed_positions(tokens, h.train_seq_len))
+    grads = [torch.randn_like(t) for t in (q, k)]
+    default = kernels.QK_BLOCK_TOKENS, kernels.QK_NUM_WARPS
+    impls = {f"kernel {t} tok, {w} warps{' *' if (t, w) == default else ''}": (t, w) for t, w in QK_TILES}
+    impls["compiled"] = torch.compile(kernels_reference.qk_norm_rope)
+    results, first = {}, {}
+    for name, fn in impls.items():
+        if isinstance(fn, tuple):
+            kernels.QK_BLOCK_TOKENS, kernels.QK_NUM_WARPS = fn
+            fn = kernels.qk_norm_rope
+
+        def step():
+            q.grad = k.grad = gain.grad = None
+            torch.autograd.backward(fn(q, k, tables, gain), grads)
+        step()
+        first[name] = torch.cat([t.grad.flatten().float() for t in (q, k, gain)])
+        results[name] = bench(step)
+    kernels.QK_BLOCK_TOKENS, kernels.QK_NUM_WARPS = default
+    moved = 5 * (q.numel() + k.numel()) * q.element_size()  # q and k moved twice forward, 3 times backward
+    return results, {name: rel_err(g, first["compiled"]) for name, g in first.items()}, moved
+
+
 def qk_table(args, record):
     import train_gpt as tg
     h = tg.load_hyperparameters({})
@@ -170,6 +209,11 @@ def qk_table(args, record):
     for name, ms in results.items():
         err = f"{errors[name]:11.2e}" if name in errors else f"{'n/a':>11s}"
         print(f"{name:22s} {ms:8.3f} {results['ours'] / ms:7.2f}x {err}")
+    results, errors, moved = qk_norm_case(args.tokens, h)
+    print(f"\nthe norm, gain and RoPE alone, fwd+bwd ({moved / 1e9:.2f} GB to move; * the shipped tile)")
+    print(f"{'impl':24s} {'ms':>8s} {'GB/s':>8s} {'vs compiled':>12s} {'grad rel err':>13s}")
+    for name, ms in results.items():
+        print(f"{name:24s} {ms:8.3f} {moved / ms / 1e6:8.0f} {results['compiled'] / ms:11.2f}x {errors[name]:13.2e}")
 
 
 def ce_table(args):

@@ -99,6 +99,32 @@ def test_fused_mlp_refuses_fp32_on_the_gpu():
 
 
 
+@pytest.mark.parametrize("shape, dynamic", [((16384,), False), ((4, 600), True)])  # training's; TTT's rows
+def test_fused_qk_is_the_compiled_attention_input(shape, dynamic):
+    """FUSED_QK_ENABLED: Attention.qkv compiled (dynamic shapes as TTT compiles) with the Triton kernel and
+    with Inductor's own kernels: the same q, k and gradients (x, the projections, the query gain) in bf16."""
+    h = tg.load_hyperparameters({})
+    torch.manual_seed(0)
+    attn = tg.Attention(h, use_xsa=False).cuda()
+    torch.nn.init.uniform_(attn.q_gain, 1.0, 6.0)
+    positions = torch.arange(shape[-1], device="cuda") % 2048
+    tables = tg.Rotary(h.rope_dims, h.rope_base, 2048).cuda()(positions)
+    x = torch.randn(*shape, h.model_dim, device="cuda").bfloat16()
+    weights = [torch.randn(*shape, n, h.head_dim, device="cuda").bfloat16() for n in (h.num_heads, h.num_kv_heads)]
+    results = []
+    for fused in (False, True):
+        attn.use_fused_qk = fused
+        leaf = x.clone().requires_grad_(True)
+        q, k, _ = torch.compile(attn.qkv, dynamic=dynamic)(leaf, tables)
+        ((q.float() * weights[0]).sum() + (k.float() * weights[1]).sum()).backward()
+        results.append((q, k, leaf.grad, attn.q_gain.grad.clone(), attn.c_q.weight.grad.clone(),
+                        attn.c_k.weight.grad.clone()))
+        attn.zero_grad(set_to_none=True)
+        torch._dynamo.reset()
+    for inductor, kernel in zip(*results):
+        assert ((kernel.double() - inductor.double()).norm() / inductor.double().norm()).item() < 1e-2
+
+
 # ---- GPTQ Hessians ----
 
 def test_muon_bank_update_is_the_per_matrix_update_to_the_bit():

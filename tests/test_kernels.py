@@ -2,12 +2,20 @@
 Tolerances: fp32 inputs agree with an fp64 reference to 1e-5 relative; bf16 inputs to bf16 rounding (2e-2
 relative on gradients, whose reference is computed in fp64 from the same bf16 values)."""
 
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
+import triton
 
 import kernels
 import kernels_reference
 import train_gpt as tg
+from conftest import REPO, clean_env
 from kernel_checks import check_backward_rounds_like_the_record, truncate_to_bf16
 
 # CPU tensors through the interpreter; on a GPU machine tests/test_gpu.py checks the compiled kernels
@@ -153,3 +161,116 @@ def test_leaky_relu_slope_reaches_the_fused_and_the_eager_mlp(slope):
     assert rel(eager, want) < 1e-5 and rel(fused, want) < 1e-5
     for a, b in zip(eager_grads, fused_grads):
         assert rel(a, b) < 1e-5
+
+
+QK_CASES = [((37,), (37,), 8, 4, 64, 8),  # the records' heads, packed tokens (T,) with their tables
+            ((3, 11), (11,), 4, 2, 48, 6),  # TTT's rows (B, T) over one table of positions (T,); D not 2^k
+            ((2, 5), (2, 5), 3, 1, 16, 0),  # no rotary dims; 3 heads (not 2^k)
+            ((21,), (21,), 2, 2, 8, 4)]  # every dim rotated
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("lead, table_lead, heads, kv_heads, dim, pairs", QK_CASES)
+def test_qk_norm_rope_matches_reference(dtype, lead, table_lead, heads, kv_heads, dim, pairs):
+    torch.manual_seed(dim + heads)
+    q = torch.randn(*lead, heads, dim).to(dtype).requires_grad_(True)
+    k = torch.randn(*lead, kv_heads, dim).to(dtype).requires_grad_(True)
+    angles = torch.rand(*table_lead, 1, pairs) * 7
+    rope = (angles.cos(), angles.sin())
+    gain = (torch.rand(heads) + 4.5).to(dtype).requires_grad_(True)
+    outs = kernels.qk_norm_rope(q, k, rope, gain)
+    grads = [torch.randn_like(t) for t in outs]
+    torch.autograd.backward(outs, grads)
+    leaves = [t.detach().double().requires_grad_(True) for t in (q, k, gain)]
+    want = kernels_reference.qk_norm_rope(leaves[0], leaves[1], tuple(t.double() for t in rope), leaves[2])
+    torch.autograd.backward(want, [g.double() for g in grads])
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    for got, ref in zip((*outs, q.grad, k.grad, gain.grad), (*want, *(t.grad for t in leaves))):
+        assert got.dtype == dtype and got.shape == ref.shape
+        assert rel(got.detach(), ref.detach()) < tol
+
+
+def test_qk_norm_rope_is_the_models_attention_input():
+    """Attention.qkv with the kernel (use_fused_qk) and without: same q, k, v and the same gradients for x, the
+    projections and the query gain, packed (T,) and as TTT's rows (B, T) over positions (T,)."""
+    h = tg.load_hyperparameters({"SMOKE": "1"})
+    torch.manual_seed(0)
+    attn = tg.Attention(h, use_xsa=False)
+    torch.nn.init.uniform_(attn.q_gain, 1.0, 6.0)
+    rotary = tg.Rotary(h.rope_dims, h.rope_base, 64)
+    for shape, positions in (((40,), torch.arange(40) % 17), ((3, 13), torch.arange(13))):
+        x = torch.randn(*shape, h.model_dim)
+        weights = [torch.randn(*shape, heads, h.head_dim) for heads in (h.num_heads, h.num_kv_heads)]
+        results = []
+        for fused in (False, True):
+            attn.use_fused_qk = fused
+            leaf = x.clone().requires_grad_(True)
+            q, k, v = attn.qkv(leaf, rotary(positions))
+            ((q * weights[0]).sum() + (k * weights[1]).sum() + v.sum()).backward()
+            results.append((q.detach(), k.detach(), v.detach(), leaf.grad, attn.q_gain.grad.clone(),
+                            attn.c_q.weight.grad.clone(), attn.c_k.weight.grad.clone()))
+            attn.zero_grad(set_to_none=True)
+        for eager, fused in zip(*results):
+            assert rel(fused, eager) < 1e-5
+
+
+def test_qk_norm_rope_op_registration():
+    q, k, gain = torch.randn(6, 4, 16), torch.randn(6, 2, 16), torch.rand(4) + 1
+    cos, sin = torch.rand(6, 4), torch.rand(6, 4)
+    for op, args in ((torch.ops.golfrun.qk_norm_rope_fwd.default, (q, k, cos, sin, gain)),
+                     (torch.ops.golfrun.qk_norm_rope_bwd.default, (q, k, cos, sin, gain, q.clone(), k.clone()))):
+        torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("q_shape, k_shape, table_shape, gain_heads", [
+    ((5, 4, 16), (6, 2, 16), (5, 1, 4), 4),  # q and k at different tokens
+    ((5, 4, 16), (5, 2, 16), (4, 1, 4), 4),  # a table for other positions
+    ((5, 4, 16), (5, 2, 8), (5, 1, 4), 4),  # q and k of different head dims
+    ((5, 4, 16), (5, 2, 16), (5, 1, 9), 4),  # more rotary pairs than half the head dim
+    ((5, 4, 16), (5, 2, 16), (5, 1, 4), 3)])  # a gain per head of another head count
+def test_qk_norm_rope_rejects_bad_shapes(q_shape, k_shape, table_shape, gain_heads):
+    with pytest.raises(ValueError, match="qk_norm_rope"):
+        kernels.qk_norm_rope(torch.randn(q_shape), torch.randn(k_shape),
+                             (torch.rand(table_shape), torch.rand(table_shape)), torch.rand(gain_heads))
+
+
+HOPPER_COMPILE = textwrap.dedent("""
+    import inspect, re, subprocess, sys
+    from pathlib import Path
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    import kernels
+    fn = kernels._qk_norm_rope_kernel
+    params = list(inspect.signature(fn.fn).parameters)
+    sizes = dict(Q_HEADS=8, K_HEADS=4, DIM=64, PAIRS=8)
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    for backward in (False, True):
+        constants = dict(**sizes, **{f"{k}_P": triton.next_power_of_2(v) for k, v in sizes.items()},
+                         BLOCK_T=kernels.QK_BLOCK_TOKENS, BACKWARD=backward)
+        types = {"cos_ptr": "*fp32", "sin_ptr": "*fp32", "dgain_ptr": "*fp32", "eps": "fp32"}
+        signature = {name: "constexpr" if name in constants else
+                     types.get(name, "*bf16" if name.endswith("_ptr") else "i32") for name in params}
+        source = ASTSource(fn=fn, signature=signature,
+                           constexprs={(params.index(k),): v for k, v in constants.items()})
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                                  options=dict(num_warps=kernels.QK_NUM_WARPS))
+        cubin = Path(sys.argv[1]) / f"qk_{int(backward)}.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        usage = subprocess.run([str(cuobjdump), "-res-usage", str(cubin)], capture_output=True, text=True).stdout
+        print("backward" if backward else "forward", *re.findall(r"(?:REG|STACK):\\d+", usage))
+""")
+
+
+def test_qk_kernel_compiles_for_hopper_without_spills(tmp_path):
+    """The interpreter runs any Python; Triton's compiler does not. The kernel as launched on the records' model
+    (bf16, 8 and 4 heads of 64, 8 rotary pairs) goes through Triton's code generation and ptxas for sm_90 on this
+    CPU (a process without the interpreter), forward and backward, and keeps every value in registers (no stack:
+    spilling would slow a kernel that only moves memory)."""
+    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump").exists():
+        pytest.skip("this Triton install has no NVIDIA backend tools")
+    proc = subprocess.run([sys.executable, "-c", HOPPER_COMPILE, str(tmp_path)], cwd=REPO, capture_output=True,
+                          text=True, env=clean_env(TRITON_INTERPRET=0), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for line in ("forward", "backward"):
+        assert re.search(rf"^{line} REG:\d+ STACK:0$", proc.stdout, re.M), proc.stdout
