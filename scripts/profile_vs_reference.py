@@ -78,8 +78,8 @@ KERNEL_CLASSES = (  # first match wins; names lowercased
     ("collective (nccl)", ("nccl",)),
     ("memcpy / memset", ("memcpy", "memset")),
     # before attention's: "bwd_kernel" below also ends the loss's backward kernel's name
-    ("hand-written Triton (fused CE / MLP)", ("_softcap_ce_", "_softcapped_ce_", "_mm_leaky_sq",
-                                              "linear_leaky_relu_square")),
+    ("hand-written Triton (CE, MLP, q/k norm)", ("_softcap_ce_", "_softcapped_ce_", "_mm_leaky_sq",
+                                                 "linear_leaky_relu_square", "_qk_norm_rope")),
     ("attention backward", ("flash_bwd", "fmha_bwd", "attention_backward", "flash_attn_bwd", "bwd_kernel")),
     ("attention forward", ("flash", "fmha", "attention")),
     ("Newton-Schulz / batched matmul", ("bmm", "batched")),
@@ -259,7 +259,8 @@ def setup_ours(args, device):
                 tokens=h.train_batch_tokens * micro // ONE_GPU_ACCUM, share=micro / ONE_GPU_ACCUM,
                 cu=[b.cu_seqlens for b in batches[:ONE_GPU_ACCUM]],
                 info=f"{args.train_gpt or 'train_gpt.py'}, COMPILE_SCOPE={h.compile_scope}, {micro} micro-batches, "
-                f"fused_ce={int(model.use_fused_ce)} fused_mlp={int(model.blocks[0].mlp.use_fused)}, "
+                f"fused_ce={int(model.use_fused_ce)} fused_mlp={int(model.blocks[0].mlp.use_fused)} "
+                f"fused_qk={int(getattr(model.blocks[0].attn, 'use_fused_qk', 0))}, "  # 0 in a --train-gpt before it
                 f"attention {model.attn_backend}" + ", static cu_seqlens" * padded
                 + ", CUDA graphs" * args.cudagraphs
                 + "".join(f", inductor {k}={v!r}" for k, v in inductor.items()),

@@ -252,9 +252,10 @@ def test_inductor_settings_reach_inductor_and_name_a_bad_pair(tmp_path, capsys, 
 
 
 @pytest.mark.parametrize("name, label", [  # kernel names from the H100 profiles of 2026-12-07 (docs/runs/2026-12-07g)
-    ("_softcap_ce_bwd_kernel", "hand-written Triton (fused CE / MLP)"),  # was "attention backward"
-    ("_softcap_ce_fwd_kernel", "hand-written Triton (fused CE / MLP)"),
-    ("_mm_leaky_sq_kernel", "hand-written Triton (fused CE / MLP)"),
+    ("_softcap_ce_bwd_kernel", "hand-written Triton (CE, MLP, q/k norm)"),  # was "attention backward"
+    ("_softcap_ce_fwd_kernel", "hand-written Triton (CE, MLP, q/k norm)"),
+    ("_mm_leaky_sq_kernel", "hand-written Triton (CE, MLP, q/k norm)"),
+    ("_qk_norm_rope_kernel", "hand-written Triton (CE, MLP, q/k norm)"),  # FUSED_QK_ENABLED's; "norm": reductions
     ("void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<Flash_bwd_kernel_traits<64>>",
      "attention backward"),
     ("void pytorch_flash::flash_bwd_convert_dq_kernel<Flash_bwd_kernel_traits<64>>", "attention backward"),
