@@ -390,15 +390,15 @@ QK_BLOCK_TOKENS, QK_NUM_WARPS = 8, 8
 
 
 @triton.jit
-def _qk_rows(x_ptr, y_ptr, dy_ptr, cos_ptr, sin_ptr, gain_ptr, dgain_ptr, n_tokens, cos_rows, eps,
+def _qk_rows(x_ptr, dst_ptr, dy_ptr, cos_ptr, sin_ptr, gain_ptr, dgain_ptr, n_tokens, cos_rows, eps,
              HEADS: tl.constexpr, HEADS_P: tl.constexpr, DIM: tl.constexpr, DIM_P: tl.constexpr,
              PAIRS: tl.constexpr, PAIRS_P: tl.constexpr, BLOCK_T: tl.constexpr, HAS_GAIN: tl.constexpr,
              BACKWARD: tl.constexpr):
-    """One program's tokens of q or k (_P: the power of two at or above). Forward: y = the output. Backward:
-    y = dx, from dy. Whole rows are read contiguously for the norm, the pairs' halves again as two tiles."""
+    """One program's tokens of q or k (_P: the power of two at or above). dst: the forward's y, or the
+    backward's dx from dy. Whole rows are read contiguously for the norm, the pairs' halves again as two tiles."""
     first = tl.program_id(0) * BLOCK_T
     x_ptr += first.to(tl.int64) * (HEADS * DIM)  # 64-bit once; 32-bit offsets within the program's tokens
-    y_ptr += first.to(tl.int64) * (HEADS * DIM)
+    dst_ptr += first.to(tl.int64) * (HEADS * DIM)
     dy_ptr += first.to(tl.int64) * (HEADS * DIM)
     t = tl.arange(0, BLOCK_T)[:, None, None]
     h = tl.arange(0, HEADS_P)[None, :, None]
@@ -416,7 +416,8 @@ def _qk_rows(x_ptr, y_ptr, dy_ptr, cos_ptr, sin_ptr, gain_ptr, dgain_ptr, n_toke
         dy = tl.load(dy_ptr + at + d, mask=plain, other=0.0).to(tl.float32)
         m = dy * g
         dot = tl.sum(m * n, axis=2, keep_dims=True)  # sum(m n) over the row, the pairs added below
-        dg = tl.sum(dy * n, axis=2)
+        if HAS_GAIN:
+            dg = tl.sum(dy * n, axis=2)
     if PAIRS > 0:
         j = tl.arange(0, PAIRS_P)[None, None, :]
         pair = rows & (j < PAIRS)
@@ -433,32 +434,33 @@ def _qk_rows(x_ptr, y_ptr, dy_ptr, cos_ptr, sin_ptr, gain_ptr, dgain_ptr, n_toke
             m1 = (dy1 * c - dy2 * s) * g
             m2 = (dy1 * s + dy2 * c) * g
             dot += tl.sum(m1 * n1 + m2 * n2, axis=2, keep_dims=True)
-            dg += tl.sum(dy1 * rot1 + dy2 * rot2, axis=2)
+            if HAS_GAIN:
+                dg += tl.sum(dy1 * rot1 + dy2 * rot2, axis=2)
         else:
-            tl.store(y_ptr + at + j, (rot1 * g).to(y_ptr.dtype.element_ty), mask=pair)
-            tl.store(y_ptr + at + PAIRS + j, (rot2 * g).to(y_ptr.dtype.element_ty), mask=pair)
+            tl.store(dst_ptr + at + j, (rot1 * g).to(dst_ptr.dtype.element_ty), mask=pair)
+            tl.store(dst_ptr + at + PAIRS + j, (rot2 * g).to(dst_ptr.dtype.element_ty), mask=pair)
     if BACKWARD:
         mean = dot / DIM
-        tl.store(y_ptr + at + d, (r * (m - n * mean)).to(y_ptr.dtype.element_ty), mask=plain)
+        tl.store(dst_ptr + at + d, (r * (m - n * mean)).to(dst_ptr.dtype.element_ty), mask=plain)
         if PAIRS > 0:
-            tl.store(y_ptr + at + j, (r * (m1 - n1 * mean)).to(y_ptr.dtype.element_ty), mask=pair)
-            tl.store(y_ptr + at + PAIRS + j, (r * (m2 - n2 * mean)).to(y_ptr.dtype.element_ty), mask=pair)
+            tl.store(dst_ptr + at + j, (r * (m1 - n1 * mean)).to(dst_ptr.dtype.element_ty), mask=pair)
+            tl.store(dst_ptr + at + PAIRS + j, (r * (m2 - n2 * mean)).to(dst_ptr.dtype.element_ty), mask=pair)
         if HAS_GAIN:
             heads = tl.arange(0, HEADS_P)
             tl.store(dgain_ptr + tl.program_id(0) * HEADS + heads, tl.sum(dg, axis=0), mask=heads < HEADS)
     else:
-        tl.store(y_ptr + at + d, (n * g).to(y_ptr.dtype.element_ty), mask=plain)
+        tl.store(dst_ptr + at + d, (n * g).to(dst_ptr.dtype.element_ty), mask=plain)
 
 
-@triton.jit
-def _qk_norm_rope_kernel(q_ptr, k_ptr, q_out_ptr, k_out_ptr, dq_ptr, dk_ptr, cos_ptr, sin_ptr, gain_ptr, dgain_ptr,
-                         n_tokens, cos_rows, eps, Q_HEADS: tl.constexpr, Q_HEADS_P: tl.constexpr,
+@triton.jit(do_not_specialize=["n_tokens", "cos_rows"])  # one compile for every token count
+def _qk_norm_rope_kernel(q_ptr, k_ptr, q_dst_ptr, k_dst_ptr, dq_out_ptr, dk_out_ptr, cos_ptr, sin_ptr, gain_ptr,
+                         dgain_ptr, n_tokens, cos_rows, eps, Q_HEADS: tl.constexpr, Q_HEADS_P: tl.constexpr,
                          K_HEADS: tl.constexpr, K_HEADS_P: tl.constexpr, DIM: tl.constexpr, DIM_P: tl.constexpr,
                          PAIRS: tl.constexpr, PAIRS_P: tl.constexpr, BLOCK_T: tl.constexpr, BACKWARD: tl.constexpr):
-    """Forward: q_out, k_out from q, k. Backward: q_out, k_out are dq, dk, from the incoming dq, dk."""
-    _qk_rows(q_ptr, q_out_ptr, dq_ptr, cos_ptr, sin_ptr, gain_ptr, dgain_ptr, n_tokens, cos_rows, eps,
+    """Forward: q_dst, k_dst are the outputs. Backward: dq, dk, from dq_out, dk_out (the outputs' gradients)."""
+    _qk_rows(q_ptr, q_dst_ptr, dq_out_ptr, cos_ptr, sin_ptr, gain_ptr, dgain_ptr, n_tokens, cos_rows, eps,
              Q_HEADS, Q_HEADS_P, DIM, DIM_P, PAIRS, PAIRS_P, BLOCK_T, True, BACKWARD)
-    _qk_rows(k_ptr, k_out_ptr, dk_ptr, cos_ptr, sin_ptr, gain_ptr, dgain_ptr, n_tokens, cos_rows, eps,
+    _qk_rows(k_ptr, k_dst_ptr, dk_out_ptr, cos_ptr, sin_ptr, gain_ptr, dgain_ptr, n_tokens, cos_rows, eps,
              K_HEADS, K_HEADS_P, DIM, DIM_P, PAIRS, PAIRS_P, BLOCK_T, False, BACKWARD)
 
 
@@ -466,22 +468,25 @@ RMS_NORM_EPS = torch.finfo(torch.float32).eps  # F.rms_norm's default for fp32 a
 
 
 def _launch_qk(q, k, cos, sin, gain, grads=None):
-    """q (N, Hq, D), k (N, Hk, D) contiguous; cos, sin (C, P) with N a multiple of C (row i at token i % C).
-    Returns (q_out, k_out), or with grads = (dq_out, dk_out) (dq, dk, per-program gain sums)."""
+    """q (N, Hq, D), k (N, Hk, D); cos, sin (C, P) with N a multiple of C (row i at token i % C). Returns
+    (q_out, k_out), or with grads = (dq_out, dk_out) (dq, dk, the gain's gradient)."""
     _check_device(q)
+    q, k, cos, sin, gain = (t.contiguous() for t in (q, k, cos, sin, gain))
     n_tokens, q_heads, dim = q.shape
     programs = triton.cdiv(n_tokens, QK_BLOCK_TOKENS)
-    outs = torch.empty_like(q), torch.empty_like(k)
-    dgain = torch.zeros(programs, q_heads, dtype=torch.float32, device=q.device)
-    if programs == 0:
-        return outs if grads is None else (*outs, dgain)
-    dq, dk = grads if grads is not None else (q, k)  # unread in the forward
-    p2 = triton.next_power_of_2
-    sizes = dict(Q_HEADS=q_heads, K_HEADS=k.shape[1], DIM=dim, PAIRS=cos.shape[1])
-    _qk_norm_rope_kernel[(programs,)](q, k, *outs, dq, dk, cos, sin, gain, dgain, n_tokens, max(cos.shape[0], 1),
-                                      RMS_NORM_EPS, **sizes, **{f"{key}_P": p2(v) for key, v in sizes.items()},
-                                      BLOCK_T=QK_BLOCK_TOKENS, BACKWARD=grads is not None, num_warps=QK_NUM_WARPS)
-    return outs if grads is None else (*outs, dgain)
+    dst = torch.empty_like(q), torch.empty_like(k)
+    if grads is None:
+        dq_out, dk_out, dgain = q, k, gain  # unread in the forward
+    else:
+        dq_out, dk_out = (t.contiguous() for t in grads)
+        dgain = torch.empty(programs, q_heads, dtype=torch.float32, device=q.device)  # one row a program
+    if programs:
+        sizes = dict(Q_HEADS=q_heads, K_HEADS=k.shape[1], DIM=dim, PAIRS=cos.shape[1])
+        _qk_norm_rope_kernel[(programs,)](
+            q, k, *dst, dq_out, dk_out, cos, sin, gain, dgain, n_tokens, cos.shape[0], RMS_NORM_EPS, **sizes,
+            **{f"{key}_P": triton.next_power_of_2(v) for key, v in sizes.items()}, BLOCK_T=QK_BLOCK_TOKENS,
+            BACKWARD=grads is not None, num_warps=QK_NUM_WARPS)
+    return dst if grads is None else (*dst, dgain.sum(0).to(gain.dtype))
 
 
 @torch.library.custom_op(f"{NAMESPACE}::qk_norm_rope_fwd", mutates_args=())
@@ -498,8 +503,7 @@ def _(q, k, cos, sin, gain):
 @torch.library.custom_op(f"{NAMESPACE}::qk_norm_rope_bwd", mutates_args=())
 def _qk_norm_rope_bwd(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, gain: torch.Tensor,
                       dq_out: torch.Tensor, dk_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dq, dk, dgain = _launch_qk(q, k, cos, sin, gain, (dq_out.contiguous(), dk_out.contiguous()))
-    return dq, dk, dgain.sum(0).to(gain.dtype)
+    return _launch_qk(q, k, cos, sin, gain, (dq_out, dk_out))
 
 
 @_qk_norm_rope_bwd.register_fake
@@ -526,7 +530,8 @@ def qk_norm_rope(q: torch.Tensor, k: torch.Tensor, rope: tuple[torch.Tensor, tor
     (broadcast over the rest); gain (Hq,) in q's dtype."""
     cos, sin = rope
     lead = q.shape[:-2]
-    if k.shape[:-2] != lead or cos.shape[:-2] != lead[len(lead) - (cos.dim() - 2):] or cos.shape[-2] != 1:
+    if (k.shape[:-2] != lead or cos.shape[:-2] != lead[len(lead) - (cos.dim() - 2):] or cos.shape[-2] != 1
+            or sin.shape != cos.shape):
         raise ValueError(f"qk_norm_rope shapes: q {tuple(q.shape)}, k {tuple(k.shape)}, rope {tuple(cos.shape)}; "
                          "need q (..., T, Hq, D), k (..., T, Hk, D), rope (..., T, 1, P)")
     if 2 * cos.size(-1) > q.size(-1) or q.size(-1) != k.size(-1) or gain.shape != q.shape[-2:-1]:

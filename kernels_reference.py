@@ -28,12 +28,13 @@ def fused_mlp(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, slope: 
 
 def qk_norm_rope(q: torch.Tensor, k: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
                  gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-head RMSNorm, then the first 2P dims rotated pairwise (d, d + P) by the position's angle
-    (x_d cos + x_{d+P} sin, x_{d+P} cos - x_d sin), then the query's per-head gain; in the inputs' dtype."""
+    """Per-head RMSNorm (eps: fp32's machine epsilon, F.rms_norm's default for fp32 and 16-bit inputs, at any
+    dtype), then the first 2P dims rotated pairwise (d, d + P) by the position's angle (x_d cos + x_{d+P} sin,
+    x_{d+P} cos - x_d sin), then the query's per-head gain; in the inputs' dtype."""
     cos, sin = rope
 
     def norm_rotate(x):
-        n = F.rms_norm(x, (x.size(-1),))
+        n = F.rms_norm(x, (x.size(-1),), eps=torch.finfo(torch.float32).eps)
         p = cos.size(-1)
         c, s = cos.to(x.dtype), sin.to(x.dtype)
         a, b = n[..., :p], n[..., p:2 * p]

@@ -287,7 +287,7 @@ class Hyperparameters:
     # ---- kernels ----
     fused_ce_enabled: bool = True
     fused_mlp_enabled: bool = True
-    fused_qk_enabled: bool = False  # query/key norm + RoPE + gain in one Triton kernel each way (GPU, compiled)
+    fused_qk_enabled: bool = False  # query/key norm + RoPE + gain in one Triton kernel each way (GPU training)
     # ---- quantization and artifact ----
     gptq_calibration_batches: int = knob(16, at_least(1))
     matrix_bits: int = knob(6, QUANT_BITS)
@@ -1242,7 +1242,7 @@ class GPT(nn.Module):
         self.use_fused_ce = False
         self.regions: CompiledRegions | None = None  # set by compile_regions(); used by packed_loss only
 
-    def configure_kernels(self, device: torch.device, fused_ce: bool, fused_mlp: bool) -> None:
+    def configure_kernels(self, device: torch.device, fused_ce: bool, fused_mlp: bool, fused_qk: bool) -> None:
         """The device-dependent choices: attention backend, Triton kernels, and the embedding's dtype. On the
         GPU the record keeps the tied embedding (weight and Adam state) in bf16 and every other weight in
         fp32; so do we, unless EMBED_FP32=1."""
@@ -1251,7 +1251,7 @@ class GPT(nn.Module):
         self.use_fused_ce = on_gpu and fused_ce
         for block in self.blocks:
             block.mlp.use_fused = on_gpu and fused_mlp
-            block.attn.use_fused_qk = on_gpu and self.h.fused_qk_enabled
+            block.attn.use_fused_qk = on_gpu and fused_qk
         if device.type == "cuda" and not self.h.embed_fp32:
             self.tok_emb.to(torch.bfloat16)
 
@@ -1356,10 +1356,12 @@ class GPT(nn.Module):
         return torch.cat(parts).view(targets.shape)
 
 
-def build_model(h: Hyperparameters, device: torch.device, fused_mlp: bool) -> GPT:
-    """A fresh model on the device, with the device's kernels (the fused MLP only where asked: training)."""
+def build_model(h: Hyperparameters, device: torch.device, training: bool) -> GPT:
+    """A fresh model on the device, with the device's kernels; the fused MLP and q/k kernels (where enabled) only
+    for training (see eval_model)."""
     model = GPT(h).to(device)
-    model.configure_kernels(device, h.fused_ce_enabled, fused_mlp)
+    model.configure_kernels(device, h.fused_ce_enabled, training and h.fused_mlp_enabled,
+                            training and h.fused_qk_enabled)
     return model
 
 
@@ -3930,8 +3932,8 @@ def eval_limit_failure(eval_seconds: float, h: Hyperparameters, log) -> str | No
 def eval_model(state: dict[str, torch.Tensor], h: Hyperparameters, device: torch.device) -> GPT:
     """The model of a dequantized state, for evaluation and TTT. The fused MLP serves training only, as in the
     record: its backward always computes the weight gradients, which TTT (frozen base weights) would pay for
-    at every chunk step."""
-    model = build_model(h, device, fused_mlp=False)
+    at every chunk step. So does the q/k kernel: TTT's steps are host-bound, and it is timed on training's."""
+    model = build_model(h, device, training=False)
     model.load_state_dict({k: v.to(device) for k, v in state.items()})
     model.looping = h.num_loops > 0
     return model
@@ -3962,7 +3964,7 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     torch.manual_seed(h.seed)
     np.random.seed(h.seed)
     tables, val_tokens = inputs.tables, inputs.val_tokens
-    model = build_model(h, ctx.device, h.fused_mlp_enabled)
+    model = build_model(h, ctx.device, training=True)
     n_params = sum(p.numel() for p in model.parameters())
     # val_tokens counts the scored targets (the stream less its first token), as the records' logs do
     log(f"model_params:{n_params} attention_backend:{model.attn_backend} fused_ce:{int(model.use_fused_ce)} "

@@ -167,7 +167,19 @@ def qk_case(tokens: int, h, record=None) -> tuple[dict, dict]:
     return results, errors
 
 
-QK_TILES = [(2, 4), (4, 4), (4, 8), (8, 8), (16, 8)]  # (tokens a program, warps): none spills on sm_90
+QK_TILES = [(2, 4), (4, 4), (4, 8), (8, 8), (16, 8)]  # (tokens a program, warps): none spills on sm_90 (CPU's ptxas)
+
+
+def compiled_variants(fn) -> str:
+    """Registers and spills of the variants a Triton kernel compiled on this GPU since its cache was cleared
+    (forward then backward), as "regs/spilled bytes"; "n/a" where this Triton keeps its cache otherwise."""
+    try:
+        variants = [kernel for entry in fn.device_caches.values() for kernel in entry[0].values()]
+        for kernel in variants:
+            kernel._init_handles()
+        return " ".join(f"{kernel.n_regs}/{kernel.n_spills}" for kernel in variants)
+    except (AttributeError, IndexError, TypeError) as error:
+        return f"n/a ({error})"
 
 
 def qk_norm_case(tokens: int, h) -> tuple[dict, dict, int]:
@@ -182,21 +194,26 @@ def qk_norm_case(tokens: int, h) -> tuple[dict, dict, int]:
     default = kernels.QK_BLOCK_TOKENS, kernels.QK_NUM_WARPS
     impls = {f"kernel {t} tok, {w} warps{' *' if (t, w) == default else ''}": (t, w) for t, w in QK_TILES}
     impls["compiled"] = torch.compile(kernels_reference.qk_norm_rope)
-    results, first = {}, {}
+    results, first, registers = {}, {}, {}
     for name, fn in impls.items():
         if isinstance(fn, tuple):
             kernels.QK_BLOCK_TOKENS, kernels.QK_NUM_WARPS = fn
             fn = kernels.qk_norm_rope
+            # this tile's variants only (Triton's disk cache stays); the interpreter keeps none
+            getattr(kernels._qk_norm_rope_kernel, "device_caches", {}).clear()
 
         def step():
             q.grad = k.grad = gain.grad = None
             torch.autograd.backward(fn(q, k, tables, gain), grads)
         step()
-        first[name] = torch.cat([t.grad.flatten().float() for t in (q, k, gain)])
+        first[name] = [t.grad.clone() for t in (q, k, gain)]
         results[name] = bench(step)
+        if fn is kernels.qk_norm_rope:
+            registers[name] = compiled_variants(kernels._qk_norm_rope_kernel)
     kernels.QK_BLOCK_TOKENS, kernels.QK_NUM_WARPS = default
     moved = 5 * (q.numel() + k.numel()) * q.element_size()  # q and k moved twice forward, 3 times backward
-    return results, {name: rel_err(g, first["compiled"]) for name, g in first.items()}, moved
+    errors = {name: [rel_err(a, b) for a, b in zip(g, first["compiled"])] for name, g in first.items()}
+    return results, errors, registers, moved
 
 
 def qk_table(args, record):
@@ -209,11 +226,14 @@ def qk_table(args, record):
     for name, ms in results.items():
         err = f"{errors[name]:11.2e}" if name in errors else f"{'n/a':>11s}"
         print(f"{name:22s} {ms:8.3f} {results['ours'] / ms:7.2f}x {err}")
-    results, errors, moved = qk_norm_case(args.tokens, h)
-    print(f"\nthe norm, gain and RoPE alone, fwd+bwd ({moved / 1e9:.2f} GB to move; * the shipped tile)")
-    print(f"{'impl':24s} {'ms':>8s} {'GB/s':>8s} {'vs compiled':>12s} {'grad rel err':>13s}")
+    results, errors, registers, moved = qk_norm_case(args.tokens, h)
+    print(f"\nthe norm, gain and RoPE alone, fwd+bwd ({moved / 1e9:.2f} GB to move; * the shipped tile; the kernel "
+          "launched eagerly, the reference compiled)")
+    print(f"{'impl':24s} {'ms':>8s} {'GB/s':>8s} {'vs compiled':>12s} {'dq, dk, dgain rel err':>28s}  regs/spills")
     for name, ms in results.items():
-        print(f"{name:24s} {ms:8.3f} {moved / ms / 1e6:8.0f} {results['compiled'] / ms:11.2f}x {errors[name]:13.2e}")
+        err = " ".join(f"{e:9.2e}" for e in errors[name])
+        print(f"{name:24s} {ms:8.3f} {moved / ms / 1e6:8.0f} {results['compiled'] / ms:11.2f}x {err:>28s}  "
+              f"{registers.get(name, '')}")
 
 
 def ce_table(args):

@@ -377,7 +377,7 @@ def main(argv=None) -> int:
                 p.add_(torch.randn_like(p) * 0.05)
     ours.looping = h.num_loops > 0
     ours = ours.to(device)
-    ours.configure_kernels(device, h.fused_ce_enabled, fused_mlp=False)  # as train_gpt evaluates: training only
+    ours.configure_kernels(device, h.fused_ce_enabled, fused_mlp=False, fused_qk=False)  # as train_gpt evaluates
     tables = tg.build_byte_tables(tg.load_tokenizer(args.tokenizer, h.vocab_size)).to(device)
     plan = tg.plan_ttt(tokens, h)
     for q in args.profile or ():

@@ -120,7 +120,7 @@ def build_record(h: tg.Hyperparameters, device: torch.device, cuda: bool, script
 
 def build_ours(h: tg.Hyperparameters, device: torch.device, weights_from) -> tg.GPT:
     model = tg.GPT(h).to(device)
-    model.configure_kernels(device, h.fused_ce_enabled, h.fused_mlp_enabled)
+    model.configure_kernels(device, h.fused_ce_enabled, h.fused_mlp_enabled, h.fused_qk_enabled)
     ro.copy_record_weights(weights_from, model)
     return model
 

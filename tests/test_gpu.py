@@ -174,7 +174,7 @@ def test_the_nccl_step_of_one_rank_is_the_local_step(world_of_one):
     stepped = []
     for ctx in (tg.DistContext(device=device), _NcclOfOne(device=device)):
         torch.manual_seed(0)
-        model = tg.build_model(h, device, fused_mlp=False)
+        model = tg.build_model(h, device, training=False)
         opt = tg.Optimizers(model, h, ctx)
         trained = opt.adam_params + [p for bank in opt.muon.banks for p in bank]
         start = [p.detach().clone() for p in trained]
@@ -236,7 +236,7 @@ def test_the_timed_loop_waits_for_no_gpu_work_between_its_syncs(world_of_one, mo
     monkeypatch.setattr(torch.cuda, "synchronize", watched_cuda_sync)
     try:
         torch.manual_seed(0)
-        model = tg.build_model(h, device, fused_mlp=True)
+        model = tg.build_model(h, device, training=True)
         tg.train(model, h, _NcclOfOne(device=device), 8, lambda line, **kw: None)
     finally:
         torch.cuda.set_sync_debug_mode("default")
@@ -278,7 +278,7 @@ def test_hessians_on_the_gpu_are_the_fp32_collection(monkeypatch):
     collection with every product made from fp32 copies."""
     h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135"})
     torch.manual_seed(0)
-    model = tg.build_model(h, torch.device("cuda"), fused_mlp=True)
+    model = tg.build_model(h, torch.device("cuda"), training=True)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
@@ -354,7 +354,8 @@ def test_fa3_matches_torch_varlen_on_packed_gqa_batches(layout_name):
 def _fa3_model_loss(h, backend: str, compiled: bool) -> float:
     torch.manual_seed(0)
     model = tg.GPT(h).to("cuda")
-    model.configure_kernels(torch.device("cuda"), h.fused_ce_enabled, h.fused_mlp_enabled)
+    model.configure_kernels(torch.device("cuda"), h.fused_ce_enabled, h.fused_mlp_enabled,
+                            h.fused_qk_enabled)
     assert model.attn_backend == "fa3"  # chosen by itself where FA3 imports
     model.attn_backend = backend
     rng = np.random.default_rng(1)

@@ -166,20 +166,27 @@ def test_leaky_relu_slope_reaches_the_fused_and_the_eager_mlp(slope):
 QK_CASES = [((37,), (37,), 8, 4, 64, 8),  # the records' heads, packed tokens (T,) with their tables
             ((3, 11), (11,), 4, 2, 48, 6),  # TTT's rows (B, T) over one table of positions (T,); D not 2^k
             ((2, 5), (2, 5), 3, 1, 16, 0),  # no rotary dims; 3 heads (not 2^k)
+            ((13,), (13,), 6, 3, 32, 4),  # rotary dims with 6 and 3 heads (padded to 8 and 4)
             ((21,), (21,), 2, 2, 8, 4)]  # every dim rotated
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1.0), (torch.bfloat16, 1.0),
+                                          (torch.float32, 1e-3)])  # rows where eps weighs ~10%
 @pytest.mark.parametrize("lead, table_lead, heads, kv_heads, dim, pairs", QK_CASES)
-def test_qk_norm_rope_matches_reference(dtype, lead, table_lead, heads, kv_heads, dim, pairs):
+def test_qk_norm_rope_matches_reference(dtype, scale, lead, table_lead, heads, kv_heads, dim, pairs):
+    """bf16 within bf16's rounding: the interpreter truncates where the GPU rounds to nearest, so whether the
+    tables are rounded to bf16 before use (as apply_rope casts them) is within the tolerance, not tested here."""
     torch.manual_seed(dim + heads)
-    q = torch.randn(*lead, heads, dim).to(dtype).requires_grad_(True)
-    k = torch.randn(*lead, kv_heads, dim).to(dtype).requires_grad_(True)
+    q = (torch.randn(*lead, heads, dim) * scale).to(dtype).requires_grad_(True)
+    k = (torch.randn(*lead, kv_heads, dim) * scale).to(dtype).requires_grad_(True)
     angles = torch.rand(*table_lead, 1, pairs) * 7
     rope = (angles.cos(), angles.sin())
     gain = (torch.rand(heads) + 4.5).to(dtype).requires_grad_(True)
     outs = kernels.qk_norm_rope(q, k, rope, gain)
-    grads = [torch.randn_like(t) for t in outs]
+    # the outputs' gradients not contiguous, as autograd hands them over where the keys are concatenated to a
+    # prefix's (WindowKV, TTT_GRAD_CHUNK_ONLY)
+    grads = [torch.randn(t.shape[::-1]).to(dtype).permute(*reversed(range(t.dim()))) for t in outs]
+    assert not any(g.is_contiguous() for g in grads)
     torch.autograd.backward(outs, grads)
     leaves = [t.detach().double().requires_grad_(True) for t in (q, k, gain)]
     want = kernels_reference.qk_norm_rope(leaves[0], leaves[1], tuple(t.double() for t in rope), leaves[2])
@@ -274,3 +281,19 @@ def test_qk_kernel_compiles_for_hopper_without_spills(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for line in ("forward", "backward"):
         assert re.search(rf"^{line} REG:\d+ STACK:0$", proc.stdout, re.M), proc.stdout
+
+
+@pytest.mark.parametrize("device, fused_qk", [("cuda", True), ("cuda", False), ("cpu", True)])
+def test_fused_qk_reaches_every_attention_where_asked(device, fused_qk):
+    """configure_kernels (no GPU needed: it sets flags) puts FUSED_QK_ENABLED's kernel in every block's attention
+    on a GPU, and only there; build_model asks for it for training, never for evaluation (eval_model)."""
+    h = tg.load_hyperparameters({"SMOKE": "1", "FUSED_QK_ENABLED": "1"})
+    model = tg.GPT(h)
+    model.configure_kernels(torch.device(device), h.fused_ce_enabled, False, fused_qk)
+    assert [b.attn.use_fused_qk for b in model.blocks] == [device == "cuda" and fused_qk] * len(model.blocks)
+    asked = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tg.GPT, "configure_kernels", lambda self, device, ce, mlp, qk: asked.append((mlp, qk)))
+        for training in (True, False):
+            tg.build_model(h, torch.device("cpu"), training)
+    assert asked == [(h.fused_mlp_enabled, True), (False, False)]
