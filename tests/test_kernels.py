@@ -297,3 +297,28 @@ def test_fused_qk_reaches_every_attention_where_asked(device, fused_qk):
         for training in (True, False):
             tg.build_model(h, torch.device("cpu"), training)
     assert asked == [(h.fused_mlp_enabled, True), (False, False)]
+
+
+def test_fused_qk_is_one_graph_with_the_whole_model():
+    """The training loss as torch.compile traces it (fullgraph: a graph break fails), with the q/k kernel in every
+    layer (recurrence on, XSA's layers, two packed documents): the same loss and gradients as the plain model
+    run eagerly."""
+    h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135"})
+    torch.manual_seed(0)
+    model = tg.GPT(h)
+    model.looping = True
+    ids, targets = torch.randint(0, h.vocab_size, (2, 64))
+    positions = torch.cat([torch.arange(40), torch.arange(24)])
+    cu_seqlens = torch.tensor([0, 40, 64], dtype=torch.int32)
+    results = []
+    for fused in (False, True):
+        for block in model.blocks:
+            block.attn.use_fused_qk = fused
+        model.zero_grad(set_to_none=True)
+        loss_fn = lambda: model.packed_loss(ids, targets, model.rotary(positions), positions, cu_seqlens, 40)  # noqa: E731
+        loss = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)() if fused else loss_fn()
+        loss.backward()
+        results.append((loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])))
+        torch._dynamo.reset()
+    (eager_loss, eager_grads), (fused_loss, fused_grads) = results
+    assert rel(fused_loss, eager_loss) < 1e-6 and rel(fused_grads, eager_grads) < 1e-5
