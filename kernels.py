@@ -384,8 +384,8 @@ def fused_mlp(x: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, slope: 
 # dg = the sum over its rows of dy . R(n), one partial sum per program, added up by the caller.
 # -----------------------------------------------------------------------------
 
-# tokens per program and its warps: 8 x 8 heads x 64 dims of q and 8 x 4 x 64 of k on 256 threads; on sm_90
-# 66 registers forward and 107 backward a thread, no spills (16 tokens on 4 warps spill 592 bytes backward)
+# tokens per program and its warps: 8 x 8 heads x 64 dims of q and 8 x 4 x 64 of k on 256 threads; for sm_90
+# (Triton 3.9's ptxas) 66 registers forward and 107 backward a thread, no spills (16 tokens on 4 warps spill)
 QK_BLOCK_TOKENS, QK_NUM_WARPS = 8, 8
 
 
@@ -497,7 +497,7 @@ def _qk_norm_rope_fwd(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: 
 
 @_qk_norm_rope_fwd.register_fake
 def _(q, k, cos, sin, gain):
-    return torch.empty_like(q), torch.empty_like(k)
+    return q.new_empty(q.shape), k.new_empty(k.shape)  # contiguous, as _launch_qk makes them
 
 
 @torch.library.custom_op(f"{NAMESPACE}::qk_norm_rope_bwd", mutates_args=())
@@ -508,7 +508,7 @@ def _qk_norm_rope_bwd(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: 
 
 @_qk_norm_rope_bwd.register_fake
 def _(q, k, cos, sin, gain, dq_out, dk_out):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(gain)
+    return q.new_empty(q.shape), k.new_empty(k.shape), gain.new_empty(gain.shape)
 
 
 def _qk_setup(ctx, inputs, output):
@@ -537,7 +537,7 @@ def qk_norm_rope(q: torch.Tensor, k: torch.Tensor, rope: tuple[torch.Tensor, tor
     if 2 * cos.size(-1) > q.size(-1) or q.size(-1) != k.size(-1) or gain.shape != q.shape[-2:-1]:
         raise ValueError(f"qk_norm_rope: head dims {q.size(-1)}, {k.size(-1)}, {cos.size(-1)} rotary pairs, "
                          f"gain {tuple(gain.shape)}")
-    flat = [t.reshape(-1, *t.shape[-2:]).contiguous() for t in (q, k)]
-    tables = [t.reshape(t.shape[:-2].numel(), t.size(-1)).float().contiguous() for t in (cos, sin)]
-    q_out, k_out = _qk_norm_rope_fwd(*flat, *tables, gain.contiguous())
+    flat = [t.reshape(-1, *t.shape[-2:]) for t in (q, k)]
+    tables = [t.reshape(t.shape[:-2].numel(), t.size(-1)).float() for t in (cos, sin)]
+    q_out, k_out = _qk_norm_rope_fwd(*flat, *tables, gain)
     return q_out.view(q.shape), k_out.view(k.shape)

@@ -287,7 +287,7 @@ class Hyperparameters:
     # ---- kernels ----
     fused_ce_enabled: bool = True
     fused_mlp_enabled: bool = True
-    fused_qk_enabled: bool = False  # query/key norm + RoPE + gain in one Triton kernel each way (GPU training)
+    fused_qk_enabled: bool = False  # query/key norm + RoPE + gain in one Triton kernel each way (GPU, training model)
     # ---- quantization and artifact ----
     gptq_calibration_batches: int = knob(16, at_least(1))
     matrix_bits: int = knob(6, QUANT_BITS)
@@ -1356,12 +1356,12 @@ class GPT(nn.Module):
         return torch.cat(parts).view(targets.shape)
 
 
-def build_model(h: Hyperparameters, device: torch.device, training: bool) -> GPT:
+def build_model(h: Hyperparameters, device: torch.device, for_training: bool) -> GPT:
     """A fresh model on the device, with the device's kernels; the fused MLP and q/k kernels (where enabled) only
     for training (see eval_model)."""
     model = GPT(h).to(device)
-    model.configure_kernels(device, h.fused_ce_enabled, training and h.fused_mlp_enabled,
-                            training and h.fused_qk_enabled)
+    model.configure_kernels(device, h.fused_ce_enabled, for_training and h.fused_mlp_enabled,
+                            for_training and h.fused_qk_enabled)
     return model
 
 
@@ -3933,7 +3933,7 @@ def eval_model(state: dict[str, torch.Tensor], h: Hyperparameters, device: torch
     """The model of a dequantized state, for evaluation and TTT. The fused MLP serves training only, as in the
     record: its backward always computes the weight gradients, which TTT (frozen base weights) would pay for
     at every chunk step. So does the q/k kernel: TTT's steps are host-bound, and it is timed on training's."""
-    model = build_model(h, device, training=False)
+    model = build_model(h, device, for_training=False)
     model.load_state_dict({k: v.to(device) for k, v in state.items()})
     model.looping = h.num_loops > 0
     return model
@@ -3964,7 +3964,7 @@ def run_pipeline(h: Hyperparameters, ctx: DistContext, accum: int, inputs: RunIn
     torch.manual_seed(h.seed)
     np.random.seed(h.seed)
     tables, val_tokens = inputs.tables, inputs.val_tokens
-    model = build_model(h, ctx.device, training=True)
+    model = build_model(h, ctx.device, for_training=True)
     n_params = sum(p.numel() for p in model.parameters())
     # val_tokens counts the scored targets (the stream less its first token), as the records' logs do
     log(f"model_params:{n_params} attention_backend:{model.attn_backend} fused_ce:{int(model.use_fused_ce)} "

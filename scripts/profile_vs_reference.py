@@ -198,7 +198,8 @@ def setup_ours(args, device):
     ctx = tg.DistContext(device=device)
     torch.manual_seed(0)
     model = tg.GPT(h).to(device)
-    model.configure_kernels(device, h.fused_ce_enabled, h.fused_mlp_enabled, h.fused_qk_enabled)
+    qk = (h.fused_qk_enabled,) if hasattr(h, "fused_qk_enabled") else ()  # none in a --train-gpt before it
+    model.configure_kernels(device, h.fused_ce_enabled, h.fused_mlp_enabled, *qk)
     if hasattr(tg, "compile_for_training"):
         model_fn = tg.compile_for_training(model, h, device)
     else:  # a train_gpt.py from before COMPILE_SCOPE: whole-model compile, as its train() did

@@ -99,7 +99,7 @@ def test_fused_mlp_refuses_fp32_on_the_gpu():
 
 
 
-@pytest.mark.parametrize("shape, dynamic", [((16384,), False), ((4, 600), True)])  # training's; TTT's rows
+@pytest.mark.parametrize("shape, dynamic", [((16384,), False), ((4, 600), True)])  # packed tokens; (B, T) rows
 def test_fused_qk_is_the_compiled_attention_input(shape, dynamic):
     """FUSED_QK_ENABLED: Attention.qkv compiled (dynamic shapes as TTT compiles) with the Triton kernel and
     with Inductor's own kernels: the same q, k and gradients (x, the projections, the query gain) in bf16."""
@@ -174,7 +174,7 @@ def test_the_nccl_step_of_one_rank_is_the_local_step(world_of_one):
     stepped = []
     for ctx in (tg.DistContext(device=device), _NcclOfOne(device=device)):
         torch.manual_seed(0)
-        model = tg.build_model(h, device, training=False)
+        model = tg.build_model(h, device, for_training=False)
         opt = tg.Optimizers(model, h, ctx)
         trained = opt.adam_params + [p for bank in opt.muon.banks for p in bank]
         start = [p.detach().clone() for p in trained]
@@ -236,7 +236,7 @@ def test_the_timed_loop_waits_for_no_gpu_work_between_its_syncs(world_of_one, mo
     monkeypatch.setattr(torch.cuda, "synchronize", watched_cuda_sync)
     try:
         torch.manual_seed(0)
-        model = tg.build_model(h, device, training=True)
+        model = tg.build_model(h, device, for_training=True)
         tg.train(model, h, _NcclOfOne(device=device), 8, lambda line, **kw: None)
     finally:
         torch.cuda.set_sync_debug_mode("default")
@@ -278,7 +278,7 @@ def test_hessians_on_the_gpu_are_the_fp32_collection(monkeypatch):
     collection with every product made from fp32 copies."""
     h = tg.load_hyperparameters({"SMOKE": "1", "RECIPE": "2135"})
     torch.manual_seed(0)
-    model = tg.build_model(h, torch.device("cuda"), training=True)
+    model = tg.build_model(h, torch.device("cuda"), for_training=True)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)

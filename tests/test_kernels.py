@@ -217,8 +217,8 @@ def test_qk_norm_rope_is_the_models_attention_input():
             results.append((q.detach(), k.detach(), v.detach(), leaf.grad, attn.q_gain.grad.clone(),
                             attn.c_q.weight.grad.clone(), attn.c_k.weight.grad.clone()))
             attn.zero_grad(set_to_none=True)
-        for eager, fused in zip(*results):
-            assert rel(fused, eager) < 1e-5
+        for eager, kernel in zip(*results):
+            assert rel(kernel, eager) < 1e-5
 
 
 def test_qk_norm_rope_op_registration():

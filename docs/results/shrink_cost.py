@@ -39,11 +39,11 @@ def trained_model(h, ctx, cache: Path):
         saved = torch.load(cache)
     else:
         torch.manual_seed(h.seed)
-        model = tg.build_model(h, ctx.device, training=True)
+        model = tg.build_model(h, ctx.device, for_training=True)
         result = tg.train(model, h, ctx, tg.MICRO_BATCHES, lambda m: print(m, flush=True))
         saved = dict(state=model.state_dict(), hessians=result["hessians"])
         torch.save(saved, cache)
-    model = tg.build_model(h, ctx.device, training=False)
+    model = tg.build_model(h, ctx.device, for_training=False)
     model.load_state_dict(saved["state"])
     model.looping = h.num_loops > 0
     return model, saved["hessians"]
@@ -164,7 +164,7 @@ def main():
         return len(tg.compress(container, h.brotli_quality, codes=args.codes)[0])
 
     def scored(q):
-        out = tg.build_model(h, ctx.device, training=False)
+        out = tg.build_model(h, ctx.device, for_training=False)
         out.load_state_dict(tg.dequantize(q))
         out.looping = h.num_loops > 0
         return out.eval()

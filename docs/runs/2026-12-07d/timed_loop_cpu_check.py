@@ -22,7 +22,7 @@ torch.cuda.get_sync_debug_mode = lambda: mode[0]
 torch.cuda.current_device = lambda: 0
 torch.cuda.synchronize = lambda device=None: None
 build = tg.build_model
-tg.build_model = lambda h, device, fused_mlp: build(h, torch.device("cpu"), False)
+tg.build_model = lambda h, device, for_training: build(h, torch.device("cpu"), False)  # (fused_mlp before 2026-12-08)
 tg.compile_for_training = lambda model, h, device: (lambda *a: model(*a))  # not the model: the warm-up runs
 
 
