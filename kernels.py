@@ -397,9 +397,10 @@ def _qk_rows(x_ptr, dst_ptr, dy_ptr, cos_ptr, sin_ptr, gain_ptr, dgain_ptr, n_to
     """One program's tokens of q or k (_P: the power of two at or above). dst: the forward's y, or the
     backward's dx from dy. Whole rows are read contiguously for the norm, the pairs' halves again as two tiles."""
     first = tl.program_id(0) * BLOCK_T
-    x_ptr += first.to(tl.int64) * (HEADS * DIM)  # 64-bit once; 32-bit offsets within the program's tokens
-    dst_ptr += first.to(tl.int64) * (HEADS * DIM)
-    dy_ptr += first.to(tl.int64) * (HEADS * DIM)
+    base = first.to(tl.int64) * (HEADS * DIM)  # 64-bit once; 32-bit offsets within the program's tokens
+    x_ptr += base
+    dst_ptr += base
+    dy_ptr += base
     t = tl.arange(0, BLOCK_T)[:, None, None]
     h = tl.arange(0, HEADS_P)[None, :, None]
     d = tl.arange(0, DIM_P)[None, None, :]

@@ -338,9 +338,9 @@ def matmul_peak_tflops() -> float:
 
 
 def kernel_rows(averages) -> list[dict]:
-    """Device work by kernel, from a profile's key_averages(). A user annotation on the GPU spans kernels counted in their own rows:
-    Inductor wraps each graph's call in one (## Call CompiledFxGraph ...) when benchmark_kernel is on, which
-    doubled the device time the 2026-12-08 roofline profile printed."""
+    """Device work by kernel, from a profile's key_averages(). A user annotation on the GPU spans kernels counted
+    in their own rows: Inductor wraps each graph's call in one (## Call CompiledFxGraph ...) when benchmark_kernel
+    is on, which doubled the device time the 2026-12-08 roofline profile printed."""
     rows = []
     for evt in averages:
         us = getattr(evt, "self_device_time_total", None)

@@ -26,3 +26,24 @@ def check_backward_rounds_like_the_record(device: str, to_bf16) -> None:
     want = to_bf16(to_bf16(exact).double() * slope)  # a product of two bf16 values is exact in fp64
     assert not torch.equal(to_bf16(exact * slope), want)  # the two orders do differ on these numbers
     assert torch.equal(grad_pre, want)
+
+
+def qkv_without_and_with_the_kernel(attn, x, tables, compile_qkv=None) -> list[tuple]:
+    """Attention.qkv on x without FUSED_QK_ENABLED's kernel, then with it (compile_qkv(attn.qkv) if given), each
+    backpropagated from random weights on q and k and the sum of v: (q, k, v, and the gradients of x, the query
+    gain and c_q's and c_k's weights) for each."""
+    gen = torch.Generator().manual_seed(1)
+    weights = [torch.randn(*x.shape[:-1], heads, attn.head_dim, generator=gen).to(x.device, x.dtype)
+               for heads in (attn.num_heads, attn.num_kv_heads)]
+    results = []
+    for fused in (False, True):
+        attn.use_fused_qk = fused
+        leaf = x.clone().requires_grad_(True)
+        q, k, v = (compile_qkv(attn.qkv) if compile_qkv else attn.qkv)(leaf, tables)
+        ((q.float() * weights[0]).sum() + (k.float() * weights[1]).sum() + v.float().sum()).backward()
+        results.append((q.detach(), k.detach(), v.detach(), leaf.grad, attn.q_gain.grad.clone(),
+                        attn.c_q.weight.grad.clone(), attn.c_k.weight.grad.clone()))
+        attn.zero_grad(set_to_none=True)
+        if compile_qkv:
+            torch._dynamo.reset()
+    return results

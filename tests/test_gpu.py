@@ -19,7 +19,7 @@ import kernels
 import kernels_reference
 import train_gpt as tg
 from conftest import REPO, clean_env, run_train
-from kernel_checks import check_backward_rounds_like_the_record
+from kernel_checks import check_backward_rounds_like_the_record, qkv_without_and_with_the_kernel
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 needs_fa3 = pytest.mark.skipif(tg.fa3_varlen_func is None, reason="flash_attn_interface (FA3) does not import: "
@@ -110,17 +110,7 @@ def test_fused_qk_is_the_compiled_attention_input(shape, dynamic):
     positions = torch.arange(shape[-1], device="cuda") % 2048
     tables = tg.Rotary(h.rope_dims, h.rope_base, 2048).cuda()(positions)
     x = torch.randn(*shape, h.model_dim, device="cuda").bfloat16()
-    weights = [torch.randn(*shape, n, h.head_dim, device="cuda").bfloat16() for n in (h.num_heads, h.num_kv_heads)]
-    results = []
-    for fused in (False, True):
-        attn.use_fused_qk = fused
-        leaf = x.clone().requires_grad_(True)
-        q, k, _ = torch.compile(attn.qkv, dynamic=dynamic)(leaf, tables)
-        ((q.float() * weights[0]).sum() + (k.float() * weights[1]).sum()).backward()
-        results.append((q, k, leaf.grad, attn.q_gain.grad.clone(), attn.c_q.weight.grad.clone(),
-                        attn.c_k.weight.grad.clone()))
-        attn.zero_grad(set_to_none=True)
-        torch._dynamo.reset()
+    results = qkv_without_and_with_the_kernel(attn, x, tables, lambda qkv: torch.compile(qkv, dynamic=dynamic))
     for inductor, kernel in zip(*results):
         assert ((kernel.double() - inductor.double()).norm() / inductor.double().norm()).item() < 1e-2
 

@@ -16,7 +16,7 @@ import kernels
 import kernels_reference
 import train_gpt as tg
 from conftest import REPO, clean_env
-from kernel_checks import check_backward_rounds_like_the_record, truncate_to_bf16
+from kernel_checks import check_backward_rounds_like_the_record, qkv_without_and_with_the_kernel, truncate_to_bf16
 
 # CPU tensors through the interpreter; on a GPU machine tests/test_gpu.py checks the compiled kernels
 pytestmark = pytest.mark.skipif(not kernels.INTERPRETING, reason="Triton interpreter tests (CPU tensors)")
@@ -207,17 +207,7 @@ def test_qk_norm_rope_is_the_models_attention_input():
     rotary = tg.Rotary(h.rope_dims, h.rope_base, 64)
     for shape, positions in (((40,), torch.arange(40) % 17), ((3, 13), torch.arange(13))):
         x = torch.randn(*shape, h.model_dim)
-        weights = [torch.randn(*shape, heads, h.head_dim) for heads in (h.num_heads, h.num_kv_heads)]
-        results = []
-        for fused in (False, True):
-            attn.use_fused_qk = fused
-            leaf = x.clone().requires_grad_(True)
-            q, k, v = attn.qkv(leaf, rotary(positions))
-            ((q * weights[0]).sum() + (k * weights[1]).sum() + v.sum()).backward()
-            results.append((q.detach(), k.detach(), v.detach(), leaf.grad, attn.q_gain.grad.clone(),
-                            attn.c_q.weight.grad.clone(), attn.c_k.weight.grad.clone()))
-            attn.zero_grad(set_to_none=True)
-        for eager, kernel in zip(*results):
+        for eager, kernel in zip(*qkv_without_and_with_the_kernel(attn, x, rotary(positions))):
             assert rel(kernel, eager) < 1e-5
 
 
@@ -310,15 +300,16 @@ def test_fused_qk_is_one_graph_with_the_whole_model():
     ids, targets = torch.randint(0, h.vocab_size, (2, 64))
     positions = torch.cat([torch.arange(40), torch.arange(24)])
     cu_seqlens = torch.tensor([0, 40, 64], dtype=torch.int32)
+    loss_fn = lambda: model.packed_loss(ids, targets, model.rotary(positions), positions, cu_seqlens, 40)  # noqa: E731
     results = []
     for fused in (False, True):
         for block in model.blocks:
             block.attn.use_fused_qk = fused
         model.zero_grad(set_to_none=True)
-        loss_fn = lambda: model.packed_loss(ids, targets, model.rotary(positions), positions, cu_seqlens, 40)  # noqa: E731
         loss = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)() if fused else loss_fn()
         loss.backward()
-        results.append((loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])))
+        grads = [p.grad.flatten() for p in model.parameters() if p.grad is not None]
+        results.append((loss.detach(), torch.cat(grads)))
         torch._dynamo.reset()
     (eager_loss, eager_grads), (fused_loss, fused_grads) = results
     assert rel(fused_loss, eager_loss) < 1e-6 and rel(fused_grads, eager_grads) < 1e-5
